@@ -1,0 +1,1 @@
+//! lode wire schemas (the flatbuffers schema arrives with the native protocol).

@@ -1,0 +1,9 @@
+//! lode: a Raft-replicated, thread-per-core key-value store that does etcd's job.
+//!
+//! This crate is the server library behind the `lode` and `lodectl` binaries. Today it holds the
+//! durable log ([`wal`]) that Raft entries are made durable in, and the disk probe
+//! ([`diskprobe`]) used by the benchmark and the tuning tools. ARCHITECTURE.md maps the parts.
+
+pub mod diskprobe;
+pub mod executor;
+pub mod wal;

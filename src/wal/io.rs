@@ -1,0 +1,299 @@
+//! The file seam of the log: the only place the log touches the operating system.
+//!
+//! [`LogDir`] and [`SegmentFile`] are what the log needs from a directory and its segment
+//! files. [`DmaDir`] implements them with glommio (io_uring, O_DIRECT writes) and read-only
+//! memory maps; `sim::SimDir` implements them in memory with a crash model for tests.
+//!
+//! Coherence between direct-I/O writes and mapped reads: the log only asks
+//! [`SegmentFile::read_stable`] for bytes that no later write touches (whole pages below the
+//! durable end; the partial last page is served from memory by the writer). Mappings are
+//! advised `MADV_RANDOM` so the kernel does not read ahead into pages a later write replaces,
+//! and recovery scans through a temporary mapping that is dropped, with its cached pages past
+//! the durable end released, before any write.
+
+#![allow(async_fn_in_trait)]
+
+use std::cell::OnceCell;
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use glommio::io::{Directory, DmaFile, OpenOptions};
+
+use super::format::{align_down, PAGE_SIZE};
+
+/// A directory holding one log.
+pub trait LogDir {
+    /// Its segment files.
+    type File: SegmentFile;
+
+    /// Path of the directory, for messages.
+    fn path(&self) -> &Path;
+
+    /// Names of the entries in the directory (files and anything else).
+    fn list(&self) -> io::Result<Vec<String>>;
+
+    /// Opens an existing segment for reading and writing.
+    async fn open_segment(&self, name: &str) -> io::Result<Self::File>;
+
+    /// Creates a new file of `size` bytes with every byte written as zero, so that later writes
+    /// overwrite allocated blocks. Fails if `name` exists. Nothing is synced.
+    async fn create_segment(&self, name: &str, size: u64) -> io::Result<Self::File>;
+
+    /// Renames a file within the directory (not durable until [`LogDir::sync_dir`]).
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+
+    /// Removes a file (not durable until [`LogDir::sync_dir`]).
+    async fn remove(&self, name: &str) -> io::Result<()>;
+
+    /// Makes creations, renames and removals durable.
+    async fn sync_dir(&self) -> io::Result<()>;
+}
+
+/// One segment file.
+pub trait SegmentFile {
+    /// Size of the file in bytes.
+    fn size(&self) -> u64;
+
+    /// Writes `data` at `offset`; both are multiples of [`PAGE_SIZE`]. Not durable until
+    /// [`SegmentFile::sync_data`].
+    async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Makes every completed write durable (fdatasync).
+    async fn sync_data(&self) -> io::Result<()>;
+
+    /// Zero-copy view of `len` bytes at `offset`. The caller guarantees no later write touches
+    /// them.
+    fn read_stable(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+
+    /// The whole file, for a recovery scan; the view is dropped before the next write.
+    fn read_for_scan(&self) -> io::Result<Bytes>;
+
+    /// Drops cached pages from `offset` to the end: the region later writes will overwrite.
+    fn release_cache_from(&self, offset: u64);
+}
+
+/// A log directory on a real file system, written with io_uring direct I/O.
+pub struct DmaDir {
+    path: PathBuf,
+    directory: Directory,
+    _lock: fs::File,
+}
+
+/// Name of the lock file that keeps a second process out of a log directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+impl DmaDir {
+    /// Opens `path`, which must be an existing directory, and locks it against other processes.
+    pub async fn open(path: &Path) -> io::Result<DmaDir> {
+        let meta = fs::metadata(path)?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join(LOCK_FILE))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let directory = Directory::open(path).await.map_err(io::Error::from)?;
+        Ok(DmaDir {
+            path: path.to_path_buf(),
+            directory,
+            _lock: lock,
+        })
+    }
+}
+
+impl LogDir for DmaDir {
+    type File = DmaSegment;
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    async fn open_segment(&self, name: &str) -> io::Result<DmaSegment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(self.path.join(name))
+            .await
+            .map_err(io::Error::from)?;
+        let size = fs::metadata(self.path.join(name))?.len();
+        Ok(DmaSegment::new(file, size))
+    }
+
+    async fn create_segment(&self, name: &str, size: u64) -> io::Result<DmaSegment> {
+        let path = self.path.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(io::Error::from)?;
+        let filled = zero_fill(&file, size).await;
+        if let Err(error) = filled {
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        Ok(DmaSegment::new(file, size))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        glommio::io::rename(self.path.join(from), self.path.join(to))
+            .await
+            .map_err(io::Error::from)
+    }
+
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        glommio::io::remove(self.path.join(name))
+            .await
+            .map_err(io::Error::from)
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        self.directory.sync().await.map_err(io::Error::from)
+    }
+}
+
+/// Preallocates `size` bytes and writes zeros over them: overwriting written blocks later costs
+/// no extent conversion in the journal, which keeps fdatasync at the disk's floor.
+pub(crate) async fn zero_fill(file: &DmaFile, size: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    file.pre_allocate(size, false)
+        .await
+        .map_err(io::Error::from)?;
+    let mut offset = 0;
+    while offset < size {
+        let len = CHUNK.min(size - offset) as usize;
+        let mut buffer = file.alloc_dma_buffer(len);
+        buffer.as_bytes_mut().fill(0);
+        let written = file
+            .write_at(buffer, offset)
+            .await
+            .map_err(io::Error::from)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "short write while zero-filling a segment",
+            ));
+        }
+        offset += len as u64;
+    }
+    Ok(())
+}
+
+/// A segment file written with O_DIRECT and read through a read-only memory map.
+pub struct DmaSegment {
+    file: DmaFile,
+    size: u64,
+    map: OnceCell<Bytes>,
+}
+
+impl DmaSegment {
+    fn new(file: DmaFile, size: u64) -> DmaSegment {
+        DmaSegment {
+            file,
+            size,
+            map: OnceCell::new(),
+        }
+    }
+
+    fn map_whole(&self, advice: memmap2::Advice) -> io::Result<Bytes> {
+        let len = usize::try_from(self.size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        // SAFETY: segment files are never truncated or shrunk while the log has them open
+        // (they are only removed, which keeps mapped pages valid), and the log reads only
+        // bytes that no later write changes, so the mapped memory behaves as immutable.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len)
+                .map(self.file.as_raw_fd())?
+        };
+        map.advise(advice)?;
+        Ok(Bytes::from_owner(map))
+    }
+}
+
+impl SegmentFile for DmaSegment {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        debug_assert_eq!(offset % PAGE_SIZE, 0);
+        debug_assert_eq!(data.len() as u64 % PAGE_SIZE, 0);
+        let mut buffer = self.file.alloc_dma_buffer(data.len());
+        buffer.as_bytes_mut().copy_from_slice(data);
+        let written = self
+            .file
+            .write_at(buffer, offset)
+            .await
+            .map_err(io::Error::from)?;
+        if written != data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {} bytes", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(io::Error::from)
+    }
+
+    fn read_stable(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let map = match self.map.get() {
+            Some(map) => map,
+            None => {
+                let map = self.map_whole(memmap2::Advice::Random)?;
+                self.map.get_or_init(|| map)
+            }
+        };
+        let start = offset as usize;
+        let end = start
+            .checked_add(len)
+            .filter(|&end| end <= map.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past segment"))?;
+        Ok(map.slice(start..end))
+    }
+
+    fn read_for_scan(&self) -> io::Result<Bytes> {
+        self.map_whole(memmap2::Advice::Sequential)
+    }
+
+    fn release_cache_from(&self, offset: u64) {
+        let start = align_down(offset, PAGE_SIZE);
+        // SAFETY: advisory call on a descriptor we own. A failure only leaves clean pages
+        // cached, which the kernel also drops when the next direct write covers them.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                start as libc::off_t,
+                (self.size - start) as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+}

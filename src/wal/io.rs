@@ -88,6 +88,8 @@ pub const LOCK_FILE: &str = "LOCK";
 impl DmaDir {
     /// Opens `path`, which must be an existing directory, and locks it against other processes.
     pub async fn open(path: &Path) -> io::Result<DmaDir> {
+        // glommio resolves relative paths against an invalid descriptor: make them absolute.
+        let path = &fs::canonicalize(path)?;
         let meta = fs::metadata(path)?;
         if !meta.is_dir() {
             return Err(io::Error::new(

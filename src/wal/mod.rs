@@ -1358,28 +1358,38 @@ impl<D: LogDir> Wal<D> {
         }
     }
 
-    /// Runs until the log is poisoned, preparing the next segment once the active one is half
-    /// full. Spawn it on the log's executor, in a background task queue; without it, segments
-    /// are prepared inline when a roll needs one.
-    pub async fn run_preparer(&self) {
+    /// Keeps the next segment prepared (created once the active one is half full) until the log
+    /// is dropped or poisoned. Spawn it on the log's executor, in a background task queue;
+    /// without it, segments are prepared inline when a roll needs one. It holds the log only
+    /// while it works, so dropping the last `Rc` closes the log and ends the task.
+    pub async fn run_preparer(wal: std::rc::Weak<Wal<D>>) {
         loop {
-            if self.state.borrow().poisoned.is_some() {
-                return;
-            }
-            if self.preparer_wanted.replace(false) {
-                if let Err(error) = self.prepare_next_segment().await {
-                    tracing::warn!(%error, "could not prepare the next log segment");
+            {
+                let Some(strong) = wal.upgrade() else { return };
+                if strong.state.borrow().poisoned.is_some() {
+                    return;
+                }
+                if strong.preparer_wanted.replace(false) {
+                    if let Err(error) = strong.prepare_next_segment().await {
+                        tracing::warn!(%error, "could not prepare the next log segment");
+                    }
                 }
             }
-            poll_fn(|cx| {
-                if self.preparer_wanted.get() {
-                    Poll::Ready(())
+            let alive = poll_fn(|cx| {
+                let Some(strong) = wal.upgrade() else {
+                    return Poll::Ready(false);
+                };
+                if strong.preparer_wanted.get() {
+                    Poll::Ready(true)
                 } else {
-                    *self.preparer_task.borrow_mut() = Some(cx.waker().clone());
+                    *strong.preparer_task.borrow_mut() = Some(cx.waker().clone());
                     Poll::Pending
                 }
             })
             .await;
+            if !alive {
+                return;
+            }
         }
     }
 
@@ -1433,6 +1443,15 @@ impl<D: LogDir> Wal<D> {
             .sync_dir()
             .await
             .map_err(|source| io_error("syncing", self.dir.path().to_path_buf(), source))
+    }
+}
+
+impl<D: LogDir> Drop for Wal<D> {
+    fn drop(&mut self) {
+        // Let an idle preparer task notice that the log is gone.
+        if let Some(waker) = self.preparer_task.get_mut().take() {
+            waker.wake();
+        }
     }
 }
 

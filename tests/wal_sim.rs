@@ -26,7 +26,11 @@ fn open(disk: &SimDisk) -> Result<Wal<lode::wal::sim::SimDir>, WalError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    // PROPTEST_CASES=N overrides the default of 64 cases, for a longer soak.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
+        .. ProptestConfig::default()
+    })]
 
     /// Random appends, overwrites, truncations, compactions, snapshot resets, hard states and
     /// reopenings agree with the model at every step.
@@ -78,8 +82,13 @@ fn run_until_failure(
 /// was never written: exactly a state the log passed through.
 #[test]
 fn crash_at_every_io_point_keeps_exactly_a_synced_prefix() {
-    for seed in [3u64, 77, 1234] {
-        let ops = 60;
+    // LODE_CRASH_SEEDS=N runs N workloads instead of three, for a longer soak.
+    let seeds: u64 = std::env::var("LODE_CRASH_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    for seed in (0..seeds).map(|k| 3 + k * 7919) {
+        let ops = 100;
         let dry = SimDisk::new();
         let wal = open(&dry).unwrap();
         let (_, failed) = run_until_failure(&wal, seed, ops);

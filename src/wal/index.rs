@@ -271,6 +271,13 @@ impl LogIndex {
     /// Discards every entry with index >= `index`.
     pub fn apply_truncate(&mut self, index: u64) -> Result<(), SequenceFault> {
         let last = self.last_index();
+        if self.replay_start_open && self.entries.is_empty() && index > last + 1 {
+            // The oldest remaining segment opens with the truncation of entries that lived in
+            // removed segments; a later compaction must cover them (checked by finish_replay).
+            self.first_index = index;
+            self.start_gap_until = Some(index - 1);
+            return Ok(());
+        }
         if index < self.first_index && self.start_gap_until.is_some() {
             // Inside an open start gap the truncated entries lived in removed segments.
             self.entries.clear();
@@ -432,6 +439,30 @@ mod tests {
             missing.finish_replay(),
             Err(SequenceFault::MissingStart { .. })
         ));
+    }
+
+    #[test]
+    fn replay_accepts_a_truncation_of_entries_in_removed_segments() {
+        // Segment 1 (removed) held entries up to 90; segment 2 opens with the compaction point
+        // in force (78), truncates at 86, appends from 86, and later compacts past 86.
+        let mut index = LogIndex::for_replay();
+        index.apply_compact(78, 1).unwrap();
+        index.apply_truncate(86).unwrap();
+        index.apply_entry(86, loc(2, 2)).unwrap();
+        index.apply_entry(87, loc(2, 2)).unwrap();
+        index.apply_compact(86, 2).unwrap();
+        index.finish_replay().unwrap();
+        assert_eq!(index.first_index(), 87);
+        assert_eq!(index.last_index(), 87);
+
+        let mut uncovered = LogIndex::for_replay();
+        uncovered.apply_compact(78, 1).unwrap();
+        uncovered.apply_truncate(86).unwrap();
+        uncovered.apply_entry(86, loc(2, 2)).unwrap();
+        assert!(uncovered.finish_replay().is_err());
+        // Outside replay the same truncation is out of range.
+        let mut live = LogIndex::new();
+        assert!(live.apply_truncate(5).is_err());
     }
 
     #[test]

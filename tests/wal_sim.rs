@@ -496,3 +496,53 @@ fn hard_state_survives_removal_of_the_segment_that_recorded_it() {
     let header = SegmentHeader::decode(&disk.file(&segment_file_name(3)).unwrap()).unwrap();
     assert_eq!(header.sequence, 3);
 }
+
+#[test]
+fn leftover_prepared_segment_is_removed_on_open() {
+    let (disk, model) = log_with_three_segments();
+    let prepared = format!("{}.prep", segment_file_name(4));
+    disk.put_file(&prepared, &vec![0u8; SEGMENT as usize]);
+    let wal = open(&disk).unwrap();
+    assert_eq!(observe(&wal), model);
+    assert!(!disk.file_names().contains(&prepared));
+}
+
+/// Child side of `failed_fdatasync_aborts_the_process_by_default`.
+#[test]
+#[ignore = "child process of failed_fdatasync_aborts_the_process_by_default"]
+fn child_with_failing_fdatasync() {
+    let disk = SimDisk::new();
+    let wal = block_on(Wal::open(
+        disk.dir(),
+        WalOptions {
+            abort_on_sync_failure: true,
+            ..options()
+        },
+    ))
+    .unwrap();
+    disk.fail_sync_at(disk.operations() + 1);
+    let result = block_on(wal.append(&[entry(1, 1, 10)], None));
+    // Reaching this line means the process did not abort.
+    println!("append returned {result:?}");
+}
+
+#[test]
+fn failed_fdatasync_aborts_the_process_by_default() {
+    use std::os::unix::process::ExitStatusExt;
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_with_failing_fdatasync",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(
+        stderr.contains("fdatasync") && stderr.contains("aborting"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("append returned"));
+}

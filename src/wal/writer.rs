@@ -165,34 +165,28 @@ impl<D: LogDir> Wal<D> {
     /// resolves once they are durable. Entries must be contiguous with non-decreasing terms; an
     /// entry at or below the last index replaces it and everything after it.
     pub async fn append(&self, entries: &[LogEntry], hard_state: Option<HardState>) -> Result<()> {
-        let outcome = {
-            let mut state = self.state.borrow_mut();
-            Self::check_usable(&state)?;
-            self.stage_entries(&mut state, entries)?;
+        self.submit(|state| {
+            self.stage_entries(state, entries)?;
             if let Some(hard_state) = hard_state {
-                self.stage_hard_state(&mut state, hard_state);
+                self.stage_hard_state(state, hard_state);
             }
-            state.staging.outcome.clone()
-        };
-        self.wait_durable(outcome).await
+            Ok(true)
+        })
+        .await
     }
 
     /// Stores a new hard state durably.
     pub async fn set_hard_state(&self, hard_state: HardState) -> Result<()> {
-        let outcome = {
-            let mut state = self.state.borrow_mut();
-            Self::check_usable(&state)?;
-            self.stage_hard_state(&mut state, hard_state);
-            state.staging.outcome.clone()
-        };
-        self.wait_durable(outcome).await
+        self.submit(|state| {
+            self.stage_hard_state(state, hard_state);
+            Ok(true)
+        })
+        .await
     }
 
     /// Discards every entry with index >= `index` (a follower's conflicting suffix).
     pub async fn truncate_suffix(&self, index: u64) -> Result<()> {
-        let outcome = {
-            let mut state = self.state.borrow_mut();
-            Self::check_usable(&state)?;
+        self.submit(|state| {
             let spec = state.speculative;
             if index < spec.first_index {
                 return Err(WalError::Compacted {
@@ -201,52 +195,46 @@ impl<D: LogDir> Wal<D> {
                 });
             }
             if index > spec.last_index {
-                return Ok(());
+                return Ok(false);
             }
             let previous_term =
-                Self::speculative_term(&state, index - 1).unwrap_or(spec.compacted_term);
-            self.stage_record(&mut state, RecordKind::Truncate, 0, index, &[]);
+                Self::speculative_term(state, index - 1).unwrap_or(spec.compacted_term);
+            self.stage_record(state, RecordKind::Truncate, 0, index, &[]);
             state.staging.ops.push(IndexOp::Truncate(index));
             state.speculative.last_index = index - 1;
             state.speculative.last_term = previous_term;
-            state.staging.outcome.clone()
-        };
-        self.wait_durable(outcome).await
+            Ok(true)
+        })
+        .await
     }
 
     /// Discards every entry with index <= `index` (covered by a snapshot) and removes the
     /// segments that then hold no live entry.
     pub async fn compact(&self, index: u64) -> Result<()> {
-        let outcome = {
-            let mut state = self.state.borrow_mut();
-            Self::check_usable(&state)?;
+        self.submit(|state| {
             let spec = state.speculative;
             if index <= spec.compacted_index {
-                return Ok(());
+                return Ok(false);
             }
-            if index > spec.last_index {
-                return Err(WalError::Unavailable {
-                    index,
-                    last: spec.last_index,
-                });
-            }
-            let term = Self::speculative_term(&state, index).ok_or(WalError::Unavailable {
+            let unavailable = WalError::Unavailable {
                 index,
                 last: spec.last_index,
-            })?;
-            self.stage_compact(&mut state, index, term);
-            state.staging.outcome.clone()
-        };
-        self.wait_durable(outcome).await?;
+            };
+            if index > spec.last_index {
+                return Err(unavailable);
+            }
+            let term = Self::speculative_term(state, index).ok_or(unavailable)?;
+            self.stage_compact(state, index, term);
+            Ok(true)
+        })
+        .await?;
         self.remove_dead_segments().await
     }
 
     /// Replaces the whole log with a snapshot point: every entry is discarded and the next entry
     /// is `index + 1`.
     pub async fn reset_to_snapshot(&self, index: u64, term: u64) -> Result<()> {
-        let outcome = {
-            let mut state = self.state.borrow_mut();
-            Self::check_usable(&state)?;
+        self.submit(|state| {
             let spec = state.speculative;
             if index <= spec.compacted_index {
                 return Err(WalError::SnapshotOutOfDate {
@@ -255,15 +243,29 @@ impl<D: LogDir> Wal<D> {
                 });
             }
             if spec.last_index >= spec.first_index {
-                self.stage_record(&mut state, RecordKind::Truncate, 0, spec.first_index, &[]);
+                self.stage_record(state, RecordKind::Truncate, 0, spec.first_index, &[]);
                 state.staging.ops.push(IndexOp::Truncate(spec.first_index));
             }
             state.speculative.last_index = spec.first_index - 1;
-            self.stage_compact(&mut state, index, term);
+            self.stage_compact(state, index, term);
+            Ok(true)
+        })
+        .await?;
+        self.remove_dead_segments().await
+    }
+
+    /// Stages records under one borrow of the state, then waits until they are durable.
+    /// `stage` validates first and stages nothing on error; `Ok(false)` means nothing to write.
+    async fn submit(&self, stage: impl FnOnce(&mut State<D::File>) -> Result<bool>) -> Result<()> {
+        let outcome = {
+            let mut state = self.state.borrow_mut();
+            Self::check_usable(&state)?;
+            if !stage(&mut state)? {
+                return Ok(());
+            }
             state.staging.outcome.clone()
         };
-        self.wait_durable(outcome).await?;
-        self.remove_dead_segments().await
+        self.wait_durable(outcome).await
     }
 
     fn check_usable(state: &State<D::File>) -> Result<()> {

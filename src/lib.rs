@@ -6,4 +6,5 @@
 
 pub mod diskprobe;
 pub mod executor;
+pub mod mvcc;
 pub mod wal;

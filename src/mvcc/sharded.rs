@@ -1,0 +1,200 @@
+//! A whole keyspace split over shards, in one place: the revision counter and compaction point
+//! with every shard's state. Pure. It is the reference arrangement the threaded server must
+//! behave exactly like (tests run it with one shard and with several), and the building block
+//! a single-core deployment can use directly.
+
+use bytes::Bytes;
+
+use super::error::KvError;
+use super::exec::{self, Change, ReadView};
+use super::kv::{KeyRange, KeyValue};
+use super::request::{
+    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, ResponseHeader, SortOrder,
+    SortTarget, WriteRequest, WriteResponse,
+};
+use super::shard::MvccShard;
+use super::validate;
+
+/// The shard that owns `key` among `shard_count` shards. Stable across restarts and versions:
+/// it decides where a key's history lives.
+pub fn shard_for_key(key: &[u8], shard_count: usize) -> usize {
+    (crc32c::crc32c(key) as usize) % shard_count.max(1)
+}
+
+/// Every shard of a keyspace plus its revision counter and compaction point.
+#[derive(Clone, Debug)]
+pub struct ShardedKv {
+    shards: Vec<MvccShard>,
+    current_revision: i64,
+    compact_revision: i64,
+}
+
+impl ShardedKv {
+    /// An empty keyspace over `shard_count` shards (at least one). Like etcd, an empty store is
+    /// at revision 1.
+    pub fn new(shard_count: usize) -> ShardedKv {
+        ShardedKv {
+            shards: (0..shard_count.max(1)).map(|_| MvccShard::new()).collect(),
+            current_revision: 1,
+            compact_revision: -1,
+        }
+    }
+
+    /// The current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.current_revision
+    }
+
+    /// The compaction point (-1 before the first compaction).
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Serves a range request (validated here too).
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, KvError> {
+        validate::check_range(request)?;
+        let revision = exec::resolve_read_revision(
+            request.revision,
+            self.current_revision,
+            self.compact_revision,
+        )?;
+        let range = KeyRange::from_request(&request.key, &request.range_end);
+        // Without sorting or filters only the first `limit + 1` keys matter: each shard sends at
+        // most that many, with its full count.
+        let plain = matches!(
+            (request.sort_order, request.sort_target),
+            (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key)
+        ) && request.min_mod_revision == 0
+            && request.max_mod_revision == 0
+            && request.min_create_revision == 0
+            && request.max_create_revision == 0;
+        let max_items = if request.count_only {
+            Some(0)
+        } else if plain && request.limit > 0 {
+            Some(request.limit as usize + 1)
+        } else {
+            None
+        };
+        let (pairs, count) = self.gather(&range, revision, max_items);
+        Ok(exec::assemble_range(
+            request,
+            pairs,
+            count,
+            self.current_revision,
+        ))
+    }
+
+    fn gather(
+        &self,
+        range: &KeyRange,
+        revision: i64,
+        max_items: Option<usize>,
+    ) -> (Vec<KeyValue>, usize) {
+        if let KeyRange::Single(key) = range {
+            let shard = &self.shards[shard_for_key(key, self.shards.len())];
+            return shard.range(range, revision, max_items);
+        }
+        let mut pairs = Vec::new();
+        let mut count = 0;
+        for shard in &self.shards {
+            let (mut part, part_count) = shard.range(range, revision, max_items);
+            pairs.append(&mut part);
+            count += part_count;
+        }
+        pairs.sort_by(|a, b| a.key.cmp(&b.key));
+        if let Some(max) = max_items {
+            pairs.truncate(max);
+        }
+        (pairs, count)
+    }
+
+    /// Executes a request that goes through the log, after etcd's validation, and applies its
+    /// changes. A request that fails changes nothing.
+    pub fn write(
+        &mut self,
+        request: &WriteRequest,
+        max_txn_ops: usize,
+    ) -> Result<WriteResponse, KvError> {
+        validate::check_write(request, max_txn_ops)?;
+        let (response, changes) = match request {
+            WriteRequest::Put(put) => {
+                let (response, changes) = exec::execute_put(self, put)?;
+                (WriteResponse::Put(response), changes)
+            }
+            WriteRequest::DeleteRange(delete) => {
+                let (response, changes) = exec::execute_delete(self, delete)?;
+                (WriteResponse::DeleteRange(response), changes)
+            }
+            WriteRequest::Txn(txn) => {
+                let (response, changes) = exec::execute_txn(self, txn)?;
+                (WriteResponse::Txn(response), changes)
+            }
+            WriteRequest::Compact(compaction) => {
+                return self.compact(compaction).map(WriteResponse::Compact);
+            }
+        };
+        self.apply(changes);
+        Ok(response)
+    }
+
+    /// Applies the changes of one write: one new main revision if there is any change.
+    pub fn apply(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let revision = self.current_revision + 1;
+        let shard_count = self.shards.len();
+        for (sub, Change { key, pair }) in changes.into_iter().enumerate() {
+            self.shards[shard_for_key(&key, shard_count)].apply(revision, sub as i64, key, pair);
+        }
+        self.current_revision = revision;
+    }
+
+    /// etcd's Compact: drops history below `revision` on every shard.
+    pub fn compact(&mut self, request: &CompactionRequest) -> Result<CompactionResponse, KvError> {
+        if request.revision <= self.compact_revision {
+            return Err(KvError::Compacted);
+        }
+        if request.revision > self.current_revision {
+            return Err(KvError::FutureRevision);
+        }
+        self.compact_revision = request.revision;
+        for shard in &mut self.shards {
+            shard.compact(request.revision);
+        }
+        Ok(CompactionResponse {
+            header: ResponseHeader {
+                revision: self.current_revision,
+            },
+        })
+    }
+
+    /// The pair `key` holds now.
+    pub fn get(&self, key: &Bytes) -> Option<&KeyValue> {
+        self.shards[shard_for_key(key, self.shards.len())].get(key, self.current_revision)
+    }
+}
+
+impl ReadView for ShardedKv {
+    fn current_revision(&self) -> i64 {
+        self.current_revision
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    fn range_at(&self, range: &KeyRange, revision: i64) -> Vec<KeyValue> {
+        self.gather(range, revision, None).0
+    }
+
+    fn lease_exists(&self, _lease: i64) -> bool {
+        // Leases arrive with the lease service; until then none exists, as on a fresh etcd.
+        false
+    }
+}

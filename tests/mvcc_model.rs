@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use lode::mvcc::error::KvError;
-use lode::mvcc::kv::{prefix_range_end, KeyValue};
+use lode::mvcc::kv::KeyValue;
 use lode::mvcc::request::*;
 use lode::mvcc::validate::{self, DEFAULT_MAX_TXN_OPS};
 use lode::mvcc::ShardedKv;
 use proptest::prelude::*;
+
+mod common;
+use common::kvgen::Gen;
 
 type State = BTreeMap<Bytes, KeyValue>;
 
@@ -61,7 +64,7 @@ impl Model {
         let count = all.len() as i64;
         if request.count_only {
             return RangeResponse {
-                header: ResponseHeader { revision: header },
+                header: ResponseHeader::at(header),
                 kvs: vec![],
                 more: false,
                 count,
@@ -112,7 +115,7 @@ impl Model {
             kvs.iter_mut().for_each(|kv| kv.value = Bytes::new());
         }
         RangeResponse {
-            header: ResponseHeader { revision: header },
+            header: ResponseHeader::at(header),
             kvs,
             more,
             count,
@@ -150,9 +153,7 @@ impl Model {
             }
             self.compacted = c.revision;
             return Ok(WriteResponse::Compact(CompactionResponse {
-                header: ResponseHeader {
-                    revision: self.current(),
-                },
+                header: ResponseHeader::at(self.current()),
             }));
         }
         let before = self.at(self.current()).clone();
@@ -316,7 +317,7 @@ impl Run<'_> {
         self.working.insert(put.key.clone(), kv);
         self.changed = true;
         Ok(PutResponse {
-            header: ResponseHeader { revision },
+            header: ResponseHeader::at(revision),
             prev_kv: previous.filter(|_| put.prev_kv),
         })
     }
@@ -328,9 +329,7 @@ impl Run<'_> {
         }
         self.changed |= !doomed.is_empty();
         DeleteRangeResponse {
-            header: ResponseHeader {
-                revision: self.header(),
-            },
+            header: ResponseHeader::at(self.header()),
             deleted: doomed.len() as i64,
             prev_kvs: if delete.prev_kv { doomed } else { vec![] },
         }
@@ -371,196 +370,10 @@ impl Run<'_> {
             });
         }
         Ok(TxnResponse {
-            header: ResponseHeader { revision: 0 },
+            header: ResponseHeader::at(0),
             succeeded: ok,
             responses,
         })
-    }
-}
-
-// ----- random requests -----
-
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn key(&mut self) -> Bytes {
-        const KEYS: [&[u8]; 9] = [
-            b"a", b"ab", b"abc", b"b", b"ba", b"c", b"\x00", b"\xff", b"zz",
-        ];
-        Bytes::from_static(KEYS[self.below(KEYS.len() as u64) as usize])
-    }
-    fn value(&mut self) -> Bytes {
-        const VALUES: [&[u8]; 5] = [b"", b"v", b"w", b"vv", b"\x00x"];
-        Bytes::from_static(VALUES[self.below(VALUES.len() as u64) as usize])
-    }
-    fn range_end(&mut self, key: &Bytes) -> Bytes {
-        match self.below(5) {
-            0 | 1 => Bytes::new(),
-            2 => Bytes::from_static(&[0]),
-            3 => prefix_range_end(key),
-            _ => self.key(),
-        }
-    }
-    fn revision(&mut self, current: i64) -> i64 {
-        match self.below(4) {
-            0 => 0,
-            1 => current - self.below(4) as i64 + 1,
-            2 => -(self.below(2) as i64),
-            _ => 1 + self.below(current as u64 + 1) as i64,
-        }
-    }
-    fn range(&mut self, current: i64) -> RangeRequest {
-        let key = if self.chance(2) {
-            Bytes::new()
-        } else {
-            self.key()
-        };
-        let range_end = self.range_end(&key);
-        RangeRequest {
-            key,
-            range_end,
-            limit: if self.chance(30) {
-                self.below(4) as i64
-            } else {
-                0
-            },
-            revision: if self.chance(40) {
-                self.revision(current)
-            } else {
-                0
-            },
-            sort_order: SortOrder::from_i32(if self.chance(2) {
-                9
-            } else {
-                self.below(3) as i32
-            }),
-            sort_target: SortTarget::from_i32(self.below(5) as i32),
-            serializable: self.chance(50),
-            keys_only: self.chance(15),
-            count_only: self.chance(10),
-            min_mod_revision: if self.chance(10) {
-                self.revision(current).max(0)
-            } else {
-                0
-            },
-            max_mod_revision: if self.chance(10) {
-                self.revision(current).max(0)
-            } else {
-                0
-            },
-            min_create_revision: if self.chance(10) {
-                self.revision(current).max(0)
-            } else {
-                0
-            },
-            max_create_revision: if self.chance(10) {
-                self.revision(current).max(0)
-            } else {
-                0
-            },
-        }
-    }
-    fn put(&mut self) -> PutRequest {
-        let ignore_value = self.chance(8);
-        PutRequest {
-            key: if self.chance(2) {
-                Bytes::new()
-            } else {
-                self.key()
-            },
-            value: if ignore_value && !self.chance(20) {
-                Bytes::new()
-            } else {
-                self.value()
-            },
-            lease: if self.chance(3) { 7 } else { 0 },
-            prev_kv: self.chance(40),
-            ignore_value,
-            ignore_lease: self.chance(5),
-        }
-    }
-    fn delete(&mut self) -> DeleteRangeRequest {
-        let key = self.key();
-        DeleteRangeRequest {
-            range_end: self.range_end(&key),
-            key,
-            prev_kv: self.chance(50),
-        }
-    }
-    fn compare(&mut self, current: i64) -> Compare {
-        let key = self.key();
-        let target = CompareTarget::from_i32(if self.chance(2) {
-            8
-        } else {
-            self.below(5) as i32
-        });
-        let number = self.revision(current).max(0);
-        let operand = match (self.chance(90), target) {
-            (true, CompareTarget::Version) => CompareOperand::Version(self.below(4) as i64),
-            (true, CompareTarget::Create) => CompareOperand::Create(number),
-            (true, CompareTarget::Mod) => CompareOperand::Mod(number),
-            (true, CompareTarget::Value) => CompareOperand::Value(self.value()),
-            (true, CompareTarget::Lease) => CompareOperand::Lease(0),
-            _ => CompareOperand::None,
-        };
-        Compare {
-            result: CompareResult::from_i32(if self.chance(2) {
-                6
-            } else {
-                self.below(4) as i32
-            }),
-            target,
-            range_end: if self.chance(20) {
-                self.range_end(&key)
-            } else {
-                Bytes::new()
-            },
-            key,
-            operand,
-        }
-    }
-    fn ops(&mut self, current: i64, depth: u32) -> Vec<RequestOp> {
-        (0..self.below(4))
-            .map(|_| match self.below(if depth < 2 { 10 } else { 9 }) {
-                0..=2 => RequestOp::Range(self.range(current)),
-                3..=5 => RequestOp::Put(self.put()),
-                6..=7 => RequestOp::DeleteRange(self.delete()),
-                8 if self.chance(5) => RequestOp::Empty,
-                8 => RequestOp::Put(self.put()),
-                _ => RequestOp::Txn(self.txn(current, depth + 1)),
-            })
-            .collect()
-    }
-    fn txn(&mut self, current: i64, depth: u32) -> TxnRequest {
-        TxnRequest {
-            compare: (0..self.below(3)).map(|_| self.compare(current)).collect(),
-            success: self.ops(current, depth),
-            failure: self.ops(current, depth),
-        }
-    }
-    fn write(&mut self, current: i64, compacted: i64) -> WriteRequest {
-        match self.below(20) {
-            0..=6 => WriteRequest::Put(self.put()),
-            7..=9 => WriteRequest::DeleteRange(self.delete()),
-            10..=17 => WriteRequest::Txn(self.txn(current, 0)),
-            _ => WriteRequest::Compact(CompactionRequest {
-                revision: compacted.max(0)
-                    + self.below((current - compacted.max(0) + 2) as u64) as i64,
-                physical: self.chance(50),
-            }),
-        }
     }
 }
 

@@ -1,1 +1,25 @@
-//! lode wire schemas (the flatbuffers schema arrives with the native protocol).
+//! lode's native wire protocol: the flatbuffers schema (`schema/lode.fbs`), the code flatc
+//! generated from it (`src/generated/`, regenerate with `generate.sh`) and the framing.
+//!
+//! Everything read from a peer is untrusted: frames are bounded in size and checked for the
+//! protocol version before their flatbuffer is verified (`flatbuffers::root`), and nothing is
+//! read from a buffer that failed verification.
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    unsafe_op_in_unsafe_fn,
+    mismatched_lifetime_syntaxes,
+    non_camel_case_types,
+    non_snake_case,
+    missing_docs
+)]
+#[rustfmt::skip]
+mod generated {
+    include!("generated/lode_generated.rs");
+}
+
+pub mod frame;
+
+/// The generated flatbuffers types (`lode.protocol` namespace).
+pub use generated::lode::protocol as fb;

@@ -54,9 +54,7 @@ pub fn assemble_range(
 ) -> RangeResponse {
     if request.count_only {
         return RangeResponse {
-            header: ResponseHeader {
-                revision: header_revision,
-            },
+            header: ResponseHeader::at(header_revision),
             kvs: Vec::new(),
             more: false,
             count: count as i64,
@@ -99,9 +97,7 @@ pub fn assemble_range(
         }
     }
     RangeResponse {
-        header: ResponseHeader {
-            revision: header_revision,
-        },
+        header: ResponseHeader::at(header_revision),
         kvs: pairs,
         more,
         count: count as i64,
@@ -386,7 +382,7 @@ impl<'a, V: ReadView> Write<'a, V> {
         };
         self.record(request.key.clone(), Some(pair));
         Ok(PutResponse {
-            header: ResponseHeader { revision },
+            header: ResponseHeader::at(revision),
             prev_kv: if request.prev_kv { previous } else { None },
         })
     }
@@ -398,9 +394,7 @@ impl<'a, V: ReadView> Write<'a, V> {
             self.record(pair.key.clone(), None);
         }
         DeleteRangeResponse {
-            header: ResponseHeader {
-                revision: self.header_revision(),
-            },
+            header: ResponseHeader::at(self.header_revision()),
             deleted: doomed.len() as i64,
             prev_kvs: if request.prev_kv { doomed } else { Vec::new() },
         }

@@ -7,13 +7,28 @@ use bytes::Bytes;
 
 use super::kv::KeyValue;
 
-/// The part of etcd's `ResponseHeader` the store decides; cluster, member and term are filled
-/// at the edge.
+/// etcd's `ResponseHeader`. The store decides `revision`; the server fills the rest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResponseHeader {
+    /// ID of the cluster.
+    pub cluster_id: u64,
+    /// ID of the member that answered.
+    pub member_id: u64,
     /// For writes, the revision the write produced (or the current one if it changed
     /// nothing); for reads, the current revision.
     pub revision: i64,
+    /// Raft term when the request was answered.
+    pub raft_term: u64,
+}
+
+impl ResponseHeader {
+    /// A header with only the revision set.
+    pub fn at(revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            revision,
+            ..ResponseHeader::default()
+        }
+    }
 }
 
 /// `RangeRequest.SortOrder`.

@@ -168,9 +168,7 @@ impl ShardedKv {
             shard.compact(request.revision);
         }
         Ok(CompactionResponse {
-            header: ResponseHeader {
-                revision: self.current_revision,
-            },
+            header: ResponseHeader::at(self.current_revision),
         })
     }
 

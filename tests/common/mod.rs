@@ -1,6 +1,8 @@
 //! A reference model of the log and helpers shared by the log tests.
 #![allow(dead_code)]
 
+pub mod kvgen;
+
 use bytes::Bytes;
 use lode::wal::format::HardState;
 use lode::wal::io::LogDir;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds lode and runs its main job on this machine: today, initialize (or recover) the default
-# data directory and measure the durable log against this disk's fdatasync floor.
-# The single-node server replaces the benchmark here as soon as it exists.
+# Builds lode and starts a single-node server on the default data dir (./default.lode),
+# serving the native protocol on 127.0.0.1:2390. Talk to it with target/release/lodectl
+# (e.g. `target/release/lodectl put foo bar`). Stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --workspace
-./target/release/lode --data-dir default.lode
-./target/release/lode-bench log --dir . "$@"
+echo "lode: try 'target/release/lodectl put foo bar' and 'target/release/lodectl get foo' in another shell" >&2
+exec ./target/release/lode "$@"

@@ -5,7 +5,12 @@
 //! ([`diskprobe`]) used by the benchmark and the tuning tools. ARCHITECTURE.md maps the parts.
 
 pub mod api;
+pub mod client;
+pub mod consensus;
+pub mod ctl;
 pub mod diskprobe;
 pub mod executor;
 pub mod mvcc;
+pub mod replica;
+pub mod server;
 pub mod wal;

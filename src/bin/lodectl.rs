@@ -1,24 +1,159 @@
-//! lodectl: lode's operator tool. `lodectl log inspect DIR` decodes a log offline.
+//! lodectl: lode's command-line client, shaped like etcdctl (commands, flags and output
+//! formats), speaking lode's native protocol. `lodectl log inspect` works offline on a data dir.
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use glommio::Placement;
+use lode::api::native::{Request, Response};
+use lode::client::Client;
+use lode::ctl::{output, requests, txn_syntax};
+use lode::mvcc::request::{CompactionRequest, WriteRequest, WriteResponse};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Simple,
+    Json,
+    Table,
+}
 
 #[derive(Parser)]
-#[command(name = "lodectl", version, about = "lode's operator tool")]
+#[command(
+    name = "lodectl",
+    version,
+    about = "lode's command-line client (etcdctl's commands and flags)"
+)]
 struct Cli {
+    /// Server addresses (host:port of the native protocol), comma separated; the first that
+    /// answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "LODECTL_ENDPOINTS",
+        default_value = "127.0.0.1:2390",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value = "simple"
+    )]
+    write_out: Format,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Puts the given key into the store.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (omit with --ignore-value).
+        value: Option<String>,
+        /// Lease ID (in hexadecimal) to attach the key to.
+        #[arg(long, default_value = "0")]
+        lease: String,
+        /// Return the previous key-value pair.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Keep the current value.
+        #[arg(long)]
+        ignore_value: bool,
+        /// Keep the current lease.
+        #[arg(long)]
+        ignore_lease: bool,
+    },
+    /// Gets the key or a range of keys.
+    Get {
+        /// The key.
+        key: String,
+        /// End of the range (exclusive).
+        range_end: Option<String>,
+        /// Get keys with matching prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Get keys that are greater than or equal to the given key.
+        #[arg(long)]
+        from_key: bool,
+        /// Maximum number of results.
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        /// Revision to read at (0: latest).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Get only the keys.
+        #[arg(long)]
+        keys_only: bool,
+        /// Get only the count.
+        #[arg(long)]
+        count_only: bool,
+        /// Sort target: CREATE, KEY, MODIFY, VALUE, or VERSION.
+        #[arg(long)]
+        sort_by: Option<String>,
+        /// Order of results: ASCEND or DESCEND.
+        #[arg(long)]
+        order: Option<String>,
+        /// Linearizable (l) or serializable (s).
+        #[arg(long, default_value = "l")]
+        consistency: String,
+        /// Print only values.
+        #[arg(long)]
+        print_value_only: bool,
+    },
+    /// Removes the key or a range of keys.
+    Del {
+        /// The key.
+        key: String,
+        /// End of the range (exclusive).
+        range_end: Option<String>,
+        /// Delete keys with matching prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Delete keys that are greater than or equal to the given key.
+        #[arg(long)]
+        from_key: bool,
+        /// Return the deleted key-value pairs.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// Runs a transaction read from standard input in etcdctl's syntax: compares, a blank
+    /// line, success requests, a blank line, failure requests.
+    Txn {
+        /// Print prompts for each section.
+        #[arg(short, long)]
+        interactive: bool,
+    },
+    /// Compacts the history up to a revision.
+    Compaction {
+        /// The revision.
+        revision: i64,
+        /// Wait until the compaction is physically done.
+        #[arg(long)]
+        physical: bool,
+    },
+    /// Endpoint commands.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
     /// Work with a log directory offline (lode must not be running on it).
     Log {
         #[command(subcommand)]
         command: LogCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Prints the status of each endpoint.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -34,31 +169,261 @@ enum LogCommand {
     },
 }
 
+/// What a command asks the server, and how to print the answer.
+enum Action {
+    Send(Request, Printer),
+    EndpointStatus,
+}
+
+enum Printer {
+    Range {
+        keys_only: bool,
+        count_only: bool,
+        values_only: bool,
+        request: Box<lode::mvcc::request::RangeRequest>,
+    },
+    Write,
+    Compaction(i64),
+}
+
+fn build(command: Command) -> Result<Action, String> {
+    Ok(match command {
+        Command::Put {
+            key,
+            value,
+            lease,
+            prev_kv,
+            ignore_value,
+            ignore_lease,
+        } => {
+            let value = match (value, ignore_value) {
+                (Some(value), false) => value,
+                (None, true) => String::new(),
+                (Some(_), true) => {
+                    return Err("put command needs 1 argument when --ignore-value is set".into())
+                }
+                (None, false) => {
+                    return Err(
+                        "put command needs 1 argument and input from stdin or 2 arguments".into(),
+                    )
+                }
+            };
+            let lease = i64::from_str_radix(&lease, 16)
+                .map_err(|_| format!("bad lease ID ({lease}), expecting ID in Hex"))?;
+            let request =
+                requests::put_request(&key, &value, lease, prev_kv, ignore_value, ignore_lease);
+            Action::Send(Request::Write(WriteRequest::Put(request)), Printer::Write)
+        }
+        Command::Get {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            limit,
+            rev,
+            keys_only,
+            count_only,
+            sort_by,
+            order,
+            consistency,
+            print_value_only,
+        } => {
+            let options = requests::GetOptions {
+                prefix,
+                from_key,
+                limit,
+                rev,
+                keys_only,
+                count_only,
+                sort_by,
+                order,
+                consistency: Some(consistency),
+            };
+            let request = requests::range_request(&key, range_end.as_deref(), &options)?;
+            Action::Send(
+                Request::Range(request.clone()),
+                Printer::Range {
+                    keys_only,
+                    count_only,
+                    values_only: print_value_only,
+                    request: Box::new(request),
+                },
+            )
+        }
+        Command::Del {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            prev_kv,
+        } => {
+            let request =
+                requests::delete_request(&key, range_end.as_deref(), prefix, from_key, prev_kv)?;
+            Action::Send(
+                Request::Write(WriteRequest::DeleteRange(request)),
+                Printer::Write,
+            )
+        }
+        Command::Txn { interactive } => {
+            if interactive {
+                eprintln!("compares:\n(blank line)\nsuccess requests (get, put, del):\n(blank line)\nfailure requests (get, put, del):\n(blank line)");
+            }
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .map_err(|e| format!("reading stdin: {e}"))?;
+            let txn = txn_syntax::parse_txn(&input)?;
+            Action::Send(Request::Write(WriteRequest::Txn(txn)), Printer::Write)
+        }
+        Command::Compaction { revision, physical } => Action::Send(
+            Request::Write(WriteRequest::Compact(CompactionRequest {
+                revision,
+                physical,
+            })),
+            Printer::Compaction(revision),
+        ),
+        Command::Endpoint {
+            command: EndpointCommand::Status,
+        } => Action::EndpointStatus,
+        Command::Log { .. } => unreachable!("handled before connecting"),
+    })
+}
+
+fn print(printer: &Printer, response: &Response, format: Format) -> Result<String, String> {
+    if format == Format::Table {
+        return Err("table format is only supported by endpoint status".into());
+    }
+    Ok(match (printer, response, format) {
+        (Printer::Range { .. }, Response::Range(r), Format::Json) => {
+            output::json_range(r).to_string() + "\n"
+        }
+        (
+            Printer::Range {
+                values_only: true,
+                request,
+                ..
+            },
+            Response::Range(r),
+            _,
+        ) => {
+            let mut out = String::new();
+            if request.count_only {
+                out = format!("{}\n", r.count);
+            } else {
+                for kv in &r.kvs {
+                    out.push_str(&String::from_utf8_lossy(&kv.value));
+                    out.push('\n');
+                }
+            }
+            out
+        }
+        (
+            Printer::Range {
+                keys_only,
+                count_only,
+                request,
+                ..
+            },
+            Response::Range(r),
+            _,
+        ) => {
+            let mut request = (**request).clone();
+            request.keys_only = *keys_only;
+            request.count_only = *count_only;
+            output::simple_range(r, &request)
+        }
+        (_, Response::Write(w), Format::Json) => output::json_write(w).to_string() + "\n",
+        (Printer::Compaction(revision), Response::Write(WriteResponse::Compact(_)), _) => {
+            format!("compacted revision {revision}\n")
+        }
+        (_, Response::Write(WriteResponse::Put(r)), _) => output::simple_put(r),
+        (_, Response::Write(WriteResponse::DeleteRange(r)), _) => output::simple_delete(r),
+        (_, Response::Write(WriteResponse::Txn(r)), _) => output::simple_txn(r),
+        (_, other, _) => return Err(format!("unexpected response {other:?}")),
+    })
+}
+
+async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
+    let mut last = String::from("no endpoints given");
+    for endpoint in endpoints {
+        match Client::connect(endpoint).await {
+            Ok(client) => return Ok((client, endpoint.clone())),
+            Err(error) => last = format!("{endpoint}: {error}"),
+        }
+    }
+    Err(format!("cannot connect to any endpoint ({last})"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Log {
-            command: LogCommand::Inspect { dir, records },
-        } => {
-            let dir = if dir.join("wal").is_dir() {
-                dir.join("wal")
-            } else {
-                dir
-            };
-            match lode::wal::inspect::inspect_dir(&dir) {
-                Ok(report) => {
-                    print!("{}", lode::wal::inspect::render(&report, records));
-                    if report.is_healthy() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(error) => {
-                    eprintln!("lodectl: {error}");
+    if let Command::Log {
+        command: LogCommand::Inspect { dir, records },
+    } = &cli.command
+    {
+        let dir = if dir.join("wal").is_dir() {
+            dir.join("wal")
+        } else {
+            dir.clone()
+        };
+        return match lode::wal::inspect::inspect_dir(&dir) {
+            Ok(report) => {
+                print!("{}", lode::wal::inspect::render(&report, *records));
+                if report.is_healthy() {
+                    ExitCode::SUCCESS
+                } else {
                     ExitCode::from(1)
                 }
             }
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let format = cli.write_out;
+    let endpoints = cli.endpoints.clone();
+    let action = match build(cli.command) {
+        Ok(action) => action,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = lode::executor::builder(Placement::Unbound).spawn(move || async move {
+        let (client, endpoint) = connect(&endpoints).await?;
+        match action {
+            Action::Send(request, printer) => {
+                let response = client.request(&request).await.map_err(|e| e.to_string())?;
+                print(&printer, &response, format)
+            }
+            Action::EndpointStatus => {
+                let response = client
+                    .request(&Request::Status)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Response::Status(status) = response else {
+                    return Err(format!("unexpected response {response:?}"));
+                };
+                Ok(match format {
+                    Format::Simple => output::simple_status(&endpoint, &status),
+                    Format::Json => output::json_status(&endpoint, &status).to_string() + "\n",
+                    Format::Table => output::table_status(&endpoint, &status),
+                })
+            }
+        }
+    });
+    let result = match outcome {
+        Ok(handle) => handle.join().map_err(|e| e.to_string()).and_then(|r| r),
+        Err(error) => Err(format!("cannot start an executor: {error}")),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("Error: {error}");
+            ExitCode::from(1)
         }
     }
 }

@@ -241,8 +241,21 @@ pub fn replay_segment(
 }
 
 /// End (exclusive) of the last non-zero byte of `bytes`, if any byte is non-zero.
+///
+/// Reads forward a page at a time, comparing against a zero page (a memcmp): the bytes usually
+/// come from a mapping, where forward reads get the kernel's readahead.
 fn last_nonzero_end(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().rposition(|&b| b != 0).map(|at| at + 1)
+    const ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+    let mut last_dirty = None;
+    for (number, page) in bytes.chunks(PAGE_SIZE as usize).enumerate() {
+        if page != &ZEROS[..page.len()] {
+            last_dirty = Some(number);
+        }
+    }
+    let number = last_dirty?;
+    let start = number * PAGE_SIZE as usize;
+    let page = &bytes[start..(start + PAGE_SIZE as usize).min(bytes.len())];
+    page.iter().rposition(|&b| b != 0).map(|at| start + at + 1)
 }
 
 /// The first valid record after `position` that was carried by a write that began after
@@ -377,6 +390,19 @@ mod tests {
                 dirty_end: align_up(end as u64 + 101, PAGE_SIZE),
             }
         );
+    }
+
+    #[test]
+    fn last_nonzero_byte_is_found_across_pages() {
+        let mut bytes = vec![0u8; 3 * PAGE_SIZE as usize + 100];
+        assert_eq!(last_nonzero_end(&bytes), None);
+        bytes[5] = 1;
+        assert_eq!(last_nonzero_end(&bytes), Some(6));
+        bytes[2 * PAGE_SIZE as usize + 7] = 9;
+        assert_eq!(last_nonzero_end(&bytes), Some(2 * PAGE_SIZE as usize + 8));
+        let last = bytes.len() - 1;
+        bytes[last] = 3;
+        assert_eq!(last_nonzero_end(&bytes), Some(bytes.len()));
     }
 
     #[test]

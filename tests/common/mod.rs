@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kvgen;
+pub mod server;
 
 use bytes::Bytes;
 use lode::wal::format::HardState;

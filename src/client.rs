@@ -1,0 +1,141 @@
+//! A client of the native protocol, for `lodectl`, `lode-bench` and tests. Runs on a glommio
+//! executor; many requests may be in flight on one connection (pipelining), matched to their
+//! answers by request id.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures::channel::oneshot;
+use futures::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use futures::lock::Mutex;
+use glommio::net::TcpStream;
+use lode_protocol::frame::{decode_frame, encode_frame};
+
+use crate::api::native::{self, Request, Response};
+
+/// Largest response frame the client accepts.
+pub const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 30;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting or writing failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The connection ended before the answer came.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The server answered with an error (etcd's message).
+    #[error("{message}")]
+    Server {
+        /// gRPC status code.
+        code: u32,
+        /// etcd's message.
+        message: String,
+    },
+}
+
+type Pending = Rc<RefCell<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>;
+
+/// One connection to a lode server.
+pub struct Client {
+    writer: Mutex<WriteHalf<TcpStream>>,
+    pending: Pending,
+    closed: Rc<RefCell<Option<String>>>,
+    next_id: Cell<u64>,
+    reader: glommio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects to `address` (`host:port`).
+    pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(std::io::Error::from)?;
+        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        let (mut reader, writer) = stream.split();
+        let pending: Pending = Rc::default();
+        let closed: Rc<RefCell<Option<String>>> = Rc::default();
+        let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
+        let reader = glommio::spawn_local(async move {
+            let why = read_responses(&mut reader, &reader_pending).await;
+            *reader_closed.borrow_mut() = Some(why.clone());
+            for (_, waiter) in reader_pending.borrow_mut().drain() {
+                let _ = waiter.send(Err(ClientError::Closed(why.clone())));
+            }
+        })
+        .detach();
+        Ok(Client {
+            writer: Mutex::new(writer),
+            pending,
+            closed,
+            next_id: Cell::new(1),
+            reader,
+        })
+    }
+
+    /// Sends a request and waits for its answer; an error answer is `ClientError::Server`.
+    pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
+        if let Some(why) = self.closed.borrow().clone() {
+            return Err(ClientError::Closed(why));
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let mut wire = BytesMut::new();
+        encode_frame(&mut wire, &native::encode_request(id, request));
+        let (sender, receiver) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, sender);
+        {
+            let mut writer = self.writer.lock().await;
+            if let Err(error) = writer.write_all(&wire).await {
+                self.pending.borrow_mut().remove(&id);
+                return Err(error.into());
+            }
+        }
+        match receiver.await {
+            Ok(Ok(Response::Error { code, message })) => Err(ClientError::Server { code, message }),
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Closed("the connection ended".into())),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.cancel();
+    }
+}
+
+async fn read_responses(
+    reader: &mut futures::io::ReadHalf<TcpStream>,
+    pending: &Pending,
+) -> String {
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) => return "the server closed the connection".into(),
+            Ok(read) => read,
+            Err(error) => return error.to_string(),
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+        loop {
+            let frame = match decode_frame(&mut buffer, MAX_RESPONSE_FRAME_BYTES) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => return format!("bad frame from the server: {error}"),
+            };
+            match native::decode_response(&frame) {
+                Ok((0, Response::Error { message, .. })) => return message,
+                Ok((id, response)) => {
+                    if let Some(waiter) = pending.borrow_mut().remove(&id) {
+                        let _ = waiter.send(Ok(response));
+                    }
+                }
+                Err(error) => return format!("bad response from the server: {error}"),
+            }
+        }
+    }
+}

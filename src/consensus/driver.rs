@@ -1,0 +1,472 @@
+//! The consensus driver: owns the `RawNode`, the proposal and read queues, and the keyspace the
+//! committed entries are applied to. See the module docs of `consensus` for the flow.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
+use raft::RawNode;
+
+use crate::api::native::{self, Request};
+use crate::mvcc::request::{RangeRequest, RangeResponse, WriteRequest, WriteResponse};
+use crate::mvcc::{validate, KvError, ShardedKv};
+use crate::replica::entry::{decode_proposal, encode_proposal, to_log_entry, ProposalId};
+use crate::replica::logger::raft_logger;
+use crate::replica::storage::LogStorage;
+use crate::wal::io::LogDir;
+use crate::wal::Wal;
+
+/// How the consensus core is set up.
+#[derive(Clone, Debug)]
+pub struct ConsensusConfig {
+    /// This member's ID (also its Raft ID); never 0.
+    pub member_id: u64,
+    /// The cluster's ID.
+    pub cluster_id: u64,
+    /// Interval between Raft ticks (etcd's `--heartbeat-interval`).
+    pub heartbeat: Duration,
+    /// Ticks without a leader before an election (etcd's election timeout / heartbeat).
+    pub election_ticks: usize,
+    /// etcd's `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    /// Number of keyspace shards.
+    pub shards: usize,
+}
+
+/// Why a request could not be served. `Display` is etcd's message.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// An error of the KV API itself.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// No leader to take the request.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The server is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A failure of the server itself (storage); the process stops.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl ServerError {
+    /// The gRPC status code etcd answers this with.
+    pub fn grpc_code(&self) -> u32 {
+        match self {
+            ServerError::Kv(error) => native::grpc_code(error.code()),
+            ServerError::NoLeader | ServerError::Stopped => native::GRPC_UNAVAILABLE,
+            ServerError::Internal(_) => native::GRPC_INTERNAL,
+        }
+    }
+}
+
+type WriteWaiter = oneshot::Sender<Result<WriteResponse, ServerError>>;
+type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
+
+/// Work handed to the driver by request tasks.
+#[derive(Default)]
+struct Queue {
+    /// Entry data to propose, with the sequence number its waiter is filed under.
+    proposals: Vec<(u64, Bytes)>,
+    /// Waiters of proposals not yet applied.
+    writes: HashMap<u64, WriteWaiter>,
+    /// Reads that want a read index, not yet asked for.
+    reads_waiting: Vec<ReadWaiter>,
+    /// Read batches asked for, by context.
+    reads_in_flight: HashMap<u64, Vec<ReadWaiter>>,
+    next_read_context: u64,
+}
+
+/// The consensus core of one node.
+pub struct Consensus<D: LogDir> {
+    config: ConsensusConfig,
+    wal: Rc<Wal<D>>,
+    raw: RefCell<RawNode<LogStorage<D>>>,
+    kv: RefCell<ShardedKv>,
+    queue: RefCell<Queue>,
+    driver_waker: RefCell<Option<Waker>>,
+    applied: Cell<u64>,
+    applied_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
+    nonce: u64,
+    next_sequence: Cell<u64>,
+    stopped: Cell<bool>,
+}
+
+fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+impl<D: LogDir + 'static> Consensus<D> {
+    /// A single-member group over `wal`. Committed entries already in the log are applied again
+    /// as the driver runs (the keyspace is rebuilt from the log).
+    pub fn new(config: ConsensusConfig, wal: Rc<Wal<D>>) -> Result<Rc<Consensus<D>>, ServerError> {
+        if config.member_id == 0 {
+            return Err(ServerError::Internal("member ID 0 is reserved".into()));
+        }
+        let conf_state = ConfState {
+            voters: vec![config.member_id],
+            ..Default::default()
+        };
+        let storage = LogStorage::new(wal.clone(), conf_state);
+        let raft_config = raft::Config {
+            id: config.member_id,
+            election_tick: config.election_ticks.max(2),
+            heartbeat_tick: 1,
+            applied: 0,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| ServerError::Internal(format!("raft configuration: {e}")))?;
+        let mut raw = RawNode::new(&raft_config, storage, &raft_logger())
+            .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
+        // A single voter elects itself at once.
+        raw.campaign()
+            .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
+        Ok(Rc::new(Consensus {
+            kv: RefCell::new(ShardedKv::new(config.shards)),
+            config,
+            wal,
+            raw: RefCell::new(raw),
+            queue: RefCell::new(Queue::default()),
+            driver_waker: RefCell::new(None),
+            applied: Cell::new(0),
+            applied_waiters: RefCell::new(Vec::new()),
+            nonce: random_nonce(),
+            next_sequence: Cell::new(1),
+            stopped: Cell::new(false),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsensusConfig {
+        &self.config
+    }
+
+    /// Current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raw.borrow().raft.term
+    }
+
+    /// Current leader's ID (0 when unknown).
+    pub fn leader(&self) -> u64 {
+        self.raw.borrow().raft.leader_id
+    }
+
+    /// Last index of the log.
+    pub fn last_index(&self) -> u64 {
+        self.wal.last_index()
+    }
+
+    /// Last applied index.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.get()
+    }
+
+    /// The current revision of the keyspace.
+    pub fn revision(&self) -> i64 {
+        self.kv.borrow().current_revision()
+    }
+
+    fn wake_driver(&self) {
+        if let Some(waker) = self.driver_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Proposes a write, answering once it is committed and applied.
+    pub async fn write(&self, request: &WriteRequest) -> Result<WriteResponse, ServerError> {
+        validate::check_write(request, self.config.max_txn_ops)?;
+        let frame = native::encode_request(0, &Request::Write(request.clone()));
+        self.propose_frame(&frame).await
+    }
+
+    /// Proposes a write given as a verified native `RequestFrame` holding it.
+    pub async fn propose_frame(&self, frame: &[u8]) -> Result<WriteResponse, ServerError> {
+        if self.stopped.get() {
+            return Err(ServerError::Stopped);
+        }
+        let sequence = self.next_sequence.get();
+        self.next_sequence.set(sequence + 1);
+        let id = ProposalId {
+            proposer: self.config.member_id,
+            nonce: self.nonce,
+            sequence,
+        };
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut queue = self.queue.borrow_mut();
+            queue.proposals.push((sequence, encode_proposal(id, frame)));
+            queue.writes.insert(sequence, sender);
+        }
+        self.wake_driver();
+        receiver.await.unwrap_or(Err(ServerError::Stopped))
+    }
+
+    /// Serves a range: at once from local state when serializable, otherwise after a ReadIndex
+    /// round confirms leadership and the keyspace has applied up to the read index.
+    pub async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
+        validate::check_range(request)?;
+        if !request.serializable {
+            let (sender, receiver) = oneshot::channel();
+            self.queue.borrow_mut().reads_waiting.push(sender);
+            self.wake_driver();
+            let index = receiver.await.unwrap_or(Err(ServerError::Stopped))?;
+            self.wait_applied(index).await?;
+        }
+        Ok(self.kv.borrow().range(request)?)
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), ServerError> {
+        if self.applied.get() >= index {
+            return Ok(());
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.applied_waiters.borrow_mut().push((index, sender));
+        receiver.await.map_err(|_| ServerError::Stopped)
+    }
+
+    /// Stops the driver: queued and in-flight requests fail with "server stopped".
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.wake_driver();
+    }
+
+    /// Runs the Raft loop until [`Consensus::stop`] or a storage failure.
+    pub async fn run(self: Rc<Self>) -> Result<(), ServerError> {
+        let result = self.drive().await;
+        self.fail_everything();
+        result
+    }
+
+    fn fail_everything(&self) {
+        let mut queue = self.queue.borrow_mut();
+        for (_, waiter) in queue.writes.drain() {
+            let _ = waiter.send(Err(ServerError::Stopped));
+        }
+        for waiter in queue.reads_waiting.drain(..) {
+            let _ = waiter.send(Err(ServerError::Stopped));
+        }
+        for (_, waiters) in queue.reads_in_flight.drain() {
+            for waiter in waiters {
+                let _ = waiter.send(Err(ServerError::Stopped));
+            }
+        }
+        queue.proposals.clear();
+        self.applied_waiters.borrow_mut().clear();
+    }
+
+    fn has_work(&self) -> bool {
+        let queue = self.queue.borrow();
+        !queue.proposals.is_empty() || !queue.reads_waiting.is_empty() || self.stopped.get()
+    }
+
+    async fn drive(&self) -> Result<(), ServerError> {
+        let mut next_tick = Instant::now() + self.config.heartbeat;
+        loop {
+            if !self.has_work() && !self.raw.borrow().has_ready() {
+                let now = Instant::now();
+                if now < next_tick {
+                    let work = poll_fn(|cx| {
+                        if self.has_work() {
+                            Poll::Ready(())
+                        } else {
+                            *self.driver_waker.borrow_mut() = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    });
+                    let timer = glommio::timer::Timer::new(next_tick - now);
+                    futures::future::select(pin!(work), pin!(timer)).await;
+                }
+            }
+            if self.stopped.get() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.borrow_mut().tick();
+                next_tick = now + self.config.heartbeat;
+            }
+            self.hand_work_to_raft();
+            self.process_ready().await?;
+        }
+    }
+
+    /// Moves queued proposals and reads into the RawNode.
+    fn hand_work_to_raft(&self) {
+        let mut queue = self.queue.borrow_mut();
+        let mut raw = self.raw.borrow_mut();
+        for (sequence, data) in std::mem::take(&mut queue.proposals) {
+            if raw.propose(Vec::new(), data.to_vec()).is_err() {
+                if let Some(waiter) = queue.writes.remove(&sequence) {
+                    let _ = waiter.send(Err(ServerError::NoLeader));
+                }
+            }
+        }
+        if !queue.reads_waiting.is_empty() {
+            let context = queue.next_read_context;
+            queue.next_read_context += 1;
+            let batch = std::mem::take(&mut queue.reads_waiting);
+            queue.reads_in_flight.insert(context, batch);
+            raw.read_index(context.to_le_bytes().to_vec());
+        }
+    }
+
+    /// One turn of raft-rs's Ready protocol.
+    async fn process_ready(&self) -> Result<(), ServerError> {
+        let mut ready = {
+            let mut raw = self.raw.borrow_mut();
+            if !raw.has_ready() {
+                return Ok(());
+            }
+            raw.ready()
+        };
+        // Messages to peers go out before persisting: replication runs in parallel with the
+        // leader's own fdatasync. (A single-member group has no peers.)
+        drop(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            return Err(ServerError::Internal(
+                "snapshots are not supported yet".into(),
+            ));
+        }
+        self.apply_entries(ready.take_committed_entries())?;
+        for state in ready.take_read_states() {
+            self.resolve_read(&state.request_ctx, state.index);
+        }
+        let entries = ready
+            .entries()
+            .iter()
+            .map(to_log_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        let hard_state = ready
+            .hs()
+            .map(|hs| crate::wal::format::HardState::from(hs.clone()));
+        if !entries.is_empty() || hard_state.is_some() {
+            self.wal
+                .append(&entries, hard_state)
+                .await
+                .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+        }
+        drop(ready.take_persisted_messages());
+        let mut light = self.raw.borrow_mut().advance(ready);
+        drop(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.borrow_mut().advance_apply();
+        Ok(())
+    }
+
+    fn resolve_read(&self, context: &[u8], index: u64) {
+        let Ok(bytes) = <[u8; 8]>::try_from(context) else {
+            return;
+        };
+        let batch = self
+            .queue
+            .borrow_mut()
+            .reads_in_flight
+            .remove(&u64::from_le_bytes(bytes));
+        for waiter in batch.into_iter().flatten() {
+            let _ = waiter.send(Ok(index));
+        }
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<(), ServerError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for entry in entries {
+            match entry.entry_type {
+                EntryType::EntryNormal => self.apply_proposal(&entry),
+                EntryType::EntryConfChange => {
+                    let change: ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
+                        .map_err(|e| {
+                            ServerError::Internal(format!("conf change {}: {e}", entry.index))
+                        })?;
+                    self.apply_conf_change(Err(change))?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
+                        .map_err(|e| {
+                            ServerError::Internal(format!("conf change {}: {e}", entry.index))
+                        })?;
+                    self.apply_conf_change(Ok(change))?;
+                }
+            }
+            self.applied.set(entry.index);
+        }
+        let applied = self.applied.get();
+        let mut waiters = self.applied_waiters.borrow_mut();
+        let ready: Vec<_> = {
+            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+                .into_iter()
+                .partition(|(index, _)| *index <= applied);
+            *waiters = pending;
+            done
+        };
+        drop(waiters);
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &self,
+        change: Result<ConfChangeV2, ConfChange>,
+    ) -> Result<(), ServerError> {
+        let mut raw = self.raw.borrow_mut();
+        let conf_state = match change {
+            Ok(v2) => raw.apply_conf_change(&v2),
+            Err(v1) => raw.apply_conf_change(&v1),
+        }
+        .map_err(|e| ServerError::Internal(format!("conf change: {e}")))?;
+        raw.store().set_conf_state(conf_state);
+        Ok(())
+    }
+
+    fn apply_proposal(&self, entry: &Entry) {
+        if entry.data.is_empty() {
+            return; // a new leader's empty entry
+        }
+        let Some((id, frame)) = decode_proposal(&entry.data) else {
+            tracing::error!(index = entry.index, "entry data is not a proposal; skipped");
+            return;
+        };
+        let result = match native::decode_request(&frame) {
+            Ok((_, Request::Write(request))) => self
+                .kv
+                .borrow_mut()
+                .write(&request, self.config.max_txn_ops)
+                .map_err(ServerError::from),
+            Ok(_) | Err(_) => {
+                tracing::error!(index = entry.index, "entry holds no write request; skipped");
+                Err(ServerError::Internal("malformed log entry".into()))
+            }
+        };
+        if id.proposer == self.config.member_id && id.nonce == self.nonce {
+            if let Some(waiter) = self.queue.borrow_mut().writes.remove(&id.sequence) {
+                let _ = waiter.send(result);
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! etcdctl's output formats for lodectl: `simple` (etcdctl's default text) and `json`
+//! (protobuf JSON as etcdctl prints it: snake_case fields, base64 bytes, zero values omitted).
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use crate::api::native::StatusResponse;
+use crate::mvcc::kv::KeyValue;
+use crate::mvcc::request::*;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn simple_kv(out: &mut String, kv: &KeyValue, keys_only: bool) {
+    let _ = writeln!(out, "{}", text(&kv.key));
+    if !keys_only {
+        let _ = writeln!(out, "{}", text(&kv.value));
+    }
+}
+
+/// `get` in simple format.
+pub fn simple_range(response: &RangeResponse, request: &RangeRequest) -> String {
+    let mut out = String::new();
+    if request.count_only {
+        let _ = writeln!(out, "{}", response.count);
+        return out;
+    }
+    for kv in &response.kvs {
+        simple_kv(&mut out, kv, request.keys_only);
+    }
+    out
+}
+
+/// `put` in simple format.
+pub fn simple_put(response: &PutResponse) -> String {
+    let mut out = String::from("OK\n");
+    if let Some(kv) = &response.prev_kv {
+        simple_kv(&mut out, kv, false);
+    }
+    out
+}
+
+/// `del` in simple format.
+pub fn simple_delete(response: &DeleteRangeResponse) -> String {
+    let mut out = format!("{}\n", response.deleted);
+    for kv in &response.prev_kvs {
+        simple_kv(&mut out, kv, false);
+    }
+    out
+}
+
+/// `txn` in simple format.
+pub fn simple_txn(response: &TxnResponse) -> String {
+    let mut out = String::from(if response.succeeded {
+        "SUCCESS\n"
+    } else {
+        "FAILURE\n"
+    });
+    for op in &response.responses {
+        out.push('\n');
+        match op {
+            ResponseOp::Range(r) => {
+                for kv in &r.kvs {
+                    simple_kv(&mut out, kv, false);
+                }
+            }
+            ResponseOp::Put(r) => out.push_str(&simple_put(r)),
+            ResponseOp::DeleteRange(r) => out.push_str(&simple_delete(r)),
+            ResponseOp::Txn(r) => out.push_str(&simple_txn(r)),
+        }
+    }
+    out
+}
+
+/// `endpoint status` in simple format (etcdctl's column order).
+pub fn simple_status(endpoint: &str, status: &StatusResponse) -> String {
+    format!(
+        "{endpoint}, {:x}, {}, {}, {}, {}, {}, {}, {}\n",
+        status.header.member_id,
+        status.version,
+        status.db_size,
+        status.leader == status.header.member_id,
+        false,
+        status.raft_term,
+        status.raft_index,
+        status.raft_applied_index,
+    )
+}
+
+/// `endpoint status` as a table.
+pub fn table_status(endpoint: &str, status: &StatusResponse) -> String {
+    let headers = [
+        "ENDPOINT",
+        "ID",
+        "VERSION",
+        "DB SIZE",
+        "IS LEADER",
+        "IS LEARNER",
+        "RAFT TERM",
+        "RAFT INDEX",
+        "RAFT APPLIED INDEX",
+    ];
+    let row = [
+        endpoint.to_string(),
+        format!("{:x}", status.header.member_id),
+        status.version.clone(),
+        status.db_size.to_string(),
+        (status.leader == status.header.member_id).to_string(),
+        "false".to_string(),
+        status.raft_term.to_string(),
+        status.raft_index.to_string(),
+        status.raft_applied_index.to_string(),
+    ];
+    let widths: Vec<usize> = headers
+        .iter()
+        .zip(&row)
+        .map(|(h, r)| h.len().max(r.len()))
+        .collect();
+    let line = |cells: Vec<String>| {
+        let mut out = String::from("|");
+        for (cell, width) in cells.iter().zip(&widths) {
+            let _ = write!(out, " {cell:^width$} |");
+        }
+        out.push('\n');
+        out
+    };
+    let border = {
+        let mut out = String::from("+");
+        for width in &widths {
+            let _ = write!(out, "{}+", "-".repeat(width + 2));
+        }
+        out.push('\n');
+        out
+    };
+    format!(
+        "{border}{}{border}{}{border}",
+        line(headers.iter().map(|h| h.to_string()).collect()),
+        line(row.to_vec())
+    )
+}
+
+fn put_nonzero(map: &mut Map<String, Value>, name: &str, value: i64) {
+    if value != 0 {
+        map.insert(name.into(), json!(value));
+    }
+}
+
+fn base64(bytes: &[u8]) -> Value {
+    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn json_header(header: &ResponseHeader) -> Value {
+    json!({
+        "cluster_id": header.cluster_id,
+        "member_id": header.member_id,
+        "revision": header.revision,
+        "raft_term": header.raft_term,
+    })
+}
+
+fn json_kv(kv: &KeyValue) -> Value {
+    let mut map = Map::new();
+    map.insert("key".into(), base64(&kv.key));
+    put_nonzero(&mut map, "create_revision", kv.create_revision);
+    put_nonzero(&mut map, "mod_revision", kv.mod_revision);
+    put_nonzero(&mut map, "version", kv.version);
+    if !kv.value.is_empty() {
+        map.insert("value".into(), base64(&kv.value));
+    }
+    put_nonzero(&mut map, "lease", kv.lease);
+    Value::Object(map)
+}
+
+/// A range response as JSON.
+pub fn json_range(response: &RangeResponse) -> Value {
+    let mut map = Map::new();
+    map.insert("header".into(), json_header(&response.header));
+    if !response.kvs.is_empty() {
+        map.insert(
+            "kvs".into(),
+            Value::Array(response.kvs.iter().map(json_kv).collect()),
+        );
+    }
+    if response.more {
+        map.insert("more".into(), json!(true));
+    }
+    put_nonzero(&mut map, "count", response.count);
+    Value::Object(map)
+}
+
+/// A write response as JSON.
+pub fn json_write(response: &WriteResponse) -> Value {
+    match response {
+        WriteResponse::Put(r) => {
+            let mut map = Map::new();
+            map.insert("header".into(), json_header(&r.header));
+            if let Some(kv) = &r.prev_kv {
+                map.insert("prev_kv".into(), json_kv(kv));
+            }
+            Value::Object(map)
+        }
+        WriteResponse::DeleteRange(r) => {
+            let mut map = Map::new();
+            map.insert("header".into(), json_header(&r.header));
+            put_nonzero(&mut map, "deleted", r.deleted);
+            if !r.prev_kvs.is_empty() {
+                map.insert(
+                    "prev_kvs".into(),
+                    Value::Array(r.prev_kvs.iter().map(json_kv).collect()),
+                );
+            }
+            Value::Object(map)
+        }
+        WriteResponse::Txn(r) => json_txn(r),
+        WriteResponse::Compact(r) => json!({ "header": json_header(&r.header) }),
+    }
+}
+
+fn json_txn(r: &TxnResponse) -> Value {
+    let mut map = Map::new();
+    map.insert("header".into(), json_header(&r.header));
+    if r.succeeded {
+        map.insert("succeeded".into(), json!(true));
+    }
+    let ops: Vec<Value> = r
+        .responses
+        .iter()
+        .map(|op| match op {
+            ResponseOp::Range(x) => json!({ "Response": { "response_range": json_range(x) } }),
+            ResponseOp::Put(x) => json!({ "Response": { "response_put": json_write(&WriteResponse::Put(x.clone())) } }),
+            ResponseOp::DeleteRange(x) => json!({
+                "Response": { "response_delete_range": json_write(&WriteResponse::DeleteRange(x.clone())) }
+            }),
+            ResponseOp::Txn(x) => json!({ "Response": { "response_txn": json_txn(x) } }),
+        })
+        .collect();
+    if !ops.is_empty() {
+        map.insert("responses".into(), Value::Array(ops));
+    }
+    Value::Object(map)
+}
+
+/// A status response as JSON (etcdctl prints a list of endpoint statuses).
+pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
+    json!([{
+        "Endpoint": endpoint,
+        "Status": {
+            "header": json_header(&status.header),
+            "version": status.version,
+            "dbSize": status.db_size,
+            "leader": status.leader,
+            "raftIndex": status.raft_index,
+            "raftTerm": status.raft_term,
+            "raftAppliedIndex": status.raft_applied_index,
+        }
+    }])
+}

@@ -1,0 +1,143 @@
+//! Building requests from etcdctl-style arguments (`get`, `put`, `del`), shared by the command
+//! line and the txn syntax.
+
+use bytes::Bytes;
+
+use crate::mvcc::kv::prefix_range_end;
+use crate::mvcc::request::{DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget};
+
+/// Options of `get`, as etcdctl's.
+#[derive(Clone, Debug, Default)]
+pub struct GetOptions {
+    /// Keys with the key as prefix.
+    pub prefix: bool,
+    /// Keys >= the key.
+    pub from_key: bool,
+    /// Most keys returned (0: all).
+    pub limit: i64,
+    /// Revision to read at (0: latest).
+    pub rev: i64,
+    /// Omit values.
+    pub keys_only: bool,
+    /// Only the count.
+    pub count_only: bool,
+    /// KEY, VERSION, CREATE, MODIFY or VALUE.
+    pub sort_by: Option<String>,
+    /// ASCEND or DESCEND.
+    pub order: Option<String>,
+    /// "l" (linearizable, default) or "s" (serializable).
+    pub consistency: Option<String>,
+}
+
+/// Builds a range request from `get KEY [END]` arguments.
+pub fn range_request(
+    key: &str,
+    end: Option<&str>,
+    options: &GetOptions,
+) -> Result<RangeRequest, String> {
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    let range_end = range_end(&key, end, options.prefix, options.from_key)?;
+    let sort_target = match options
+        .sort_by
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("KEY") => SortTarget::Key,
+        Some("VERSION") => SortTarget::Version,
+        Some("CREATE") => SortTarget::Create,
+        Some("MODIFY") => SortTarget::Mod,
+        Some("VALUE") => SortTarget::Value,
+        Some(other) => return Err(format!("bad sort target {other:?}")),
+    };
+    let mut sort_order = match options
+        .order
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None => SortOrder::None,
+        Some("ASCEND") => SortOrder::Ascend,
+        Some("DESCEND") => SortOrder::Descend,
+        Some(other) => return Err(format!("bad sort order {other:?}")),
+    };
+    if options.sort_by.is_some() && sort_order == SortOrder::None {
+        sort_order = SortOrder::Ascend;
+    }
+    let serializable = match options.consistency.as_deref() {
+        None | Some("l") => false,
+        Some("s") => true,
+        Some(other) => return Err(format!("unknown consistency flag {other:?}")),
+    };
+    Ok(RangeRequest {
+        key,
+        range_end,
+        limit: options.limit,
+        revision: options.rev,
+        sort_order,
+        sort_target,
+        serializable,
+        keys_only: options.keys_only,
+        count_only: options.count_only,
+        ..RangeRequest::default()
+    })
+}
+
+fn range_end(
+    key: &Bytes,
+    end: Option<&str>,
+    prefix: bool,
+    from_key: bool,
+) -> Result<Bytes, String> {
+    match (end, prefix, from_key) {
+        (Some(_), true, _) | (Some(_), _, true) => Err(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set"
+                .into(),
+        ),
+        (_, true, true) => Err("`--prefix` and `--from-key` cannot be set at the same time".into()),
+        (Some(end), false, false) => Ok(Bytes::copy_from_slice(end.as_bytes())),
+        (None, true, false) => Ok(if key.is_empty() {
+            Bytes::from_static(&[0])
+        } else {
+            prefix_range_end(key)
+        }),
+        (None, false, true) => Ok(Bytes::from_static(&[0])),
+        (None, false, false) => Ok(Bytes::new()),
+    }
+}
+
+/// Builds a put request.
+pub fn put_request(
+    key: &str,
+    value: &str,
+    lease: i64,
+    prev_kv: bool,
+    ignore_value: bool,
+    ignore_lease: bool,
+) -> PutRequest {
+    PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        lease,
+        prev_kv,
+        ignore_value,
+        ignore_lease,
+    }
+}
+
+/// Builds a delete request from `del KEY [END]` arguments.
+pub fn delete_request(
+    key: &str,
+    end: Option<&str>,
+    prefix: bool,
+    from_key: bool,
+    prev_kv: bool,
+) -> Result<DeleteRangeRequest, String> {
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    let range_end = range_end(&key, end, prefix, from_key)?;
+    Ok(DeleteRangeRequest {
+        key,
+        range_end,
+        prev_kv,
+    })
+}

@@ -1,0 +1,83 @@
+//! The log as raft-rs's `Storage`. Reads only: raft's writes arrive through the Ready protocol
+//! and are made durable by the consensus driver with `Wal::append`, so everything this storage
+//! returns is durable.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use raft::eraftpb::{ConfState, Entry, HardState as RaftHardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::entry::to_raft_entry;
+use crate::wal::io::LogDir;
+use crate::wal::{Wal, WalError};
+
+/// raft's view of lode's log.
+pub struct LogStorage<D: LogDir> {
+    wal: Rc<Wal<D>>,
+    conf_state: RefCell<ConfState>,
+}
+
+impl<D: LogDir> LogStorage<D> {
+    /// Storage over `wal` for a group whose membership is `conf_state`.
+    pub fn new(wal: Rc<Wal<D>>, conf_state: ConfState) -> LogStorage<D> {
+        LogStorage {
+            wal,
+            conf_state: RefCell::new(conf_state),
+        }
+    }
+
+    /// Records a membership change applied from the log.
+    pub fn set_conf_state(&self, conf_state: ConfState) {
+        *self.conf_state.borrow_mut() = conf_state;
+    }
+}
+
+fn store_error(error: WalError) -> raft::Error {
+    match error {
+        WalError::Compacted { .. } => raft::Error::Store(StorageError::Compacted),
+        WalError::Unavailable { .. } => raft::Error::Store(StorageError::Unavailable),
+        other => raft::Error::Store(StorageError::Other(Box::new(other))),
+    }
+}
+
+impl<D: LogDir> raft::Storage for LogStorage<D> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let hard_state: RaftHardState = self.wal.hard_state().into();
+        Ok(RaftState::new(hard_state, self.conf_state.borrow().clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let entries = self
+            .wal
+            .entries(low, high, max_size.into())
+            .map_err(store_error)?;
+        Ok(entries.into_iter().map(to_raft_entry).collect())
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.wal.term(index).map_err(store_error)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.wal.first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.wal.last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots arrive with log compaction; until then the whole log is kept and a follower
+        // is always caught up from it.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}

@@ -1,0 +1,64 @@
+//! The `lode` server: a node's consensus core and its client-facing listeners.
+//!
+//! Today a node runs on one executor: the consensus core, the keyspace (all shards) and the
+//! native-protocol listener share it. Spreading shards and listeners over every core is the
+//! next step of the thread-per-core design (see ARCHITECTURE.md).
+
+pub mod native;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::api::native::Response;
+use crate::consensus::Consensus;
+use crate::wal::io::LogDir;
+
+/// Limits applied to client requests at the edge.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// etcd's `--max-request-bytes`: a larger request is refused "request is too large".
+    pub max_request_bytes: usize,
+    /// Largest frame accepted before the connection is closed (the request limit plus slack,
+    /// as etcd's gRPC receive limit).
+    pub max_frame_bytes: usize,
+}
+
+impl Limits {
+    /// Limits for a `--max-request-bytes` value.
+    pub fn for_max_request_bytes(max_request_bytes: usize) -> Limits {
+        Limits {
+            max_request_bytes,
+            max_frame_bytes: max_request_bytes + 512 * 1024,
+        }
+    }
+}
+
+/// Fills the parts of the top-level response header the store does not decide.
+pub fn fill_header<D: LogDir + 'static>(response: &mut Response, consensus: &Consensus<D>) {
+    use crate::mvcc::request::WriteResponse;
+    let header = match response {
+        Response::Range(r) => &mut r.header,
+        Response::Write(WriteResponse::Put(r)) => &mut r.header,
+        Response::Write(WriteResponse::DeleteRange(r)) => &mut r.header,
+        Response::Write(WriteResponse::Txn(r)) => &mut r.header,
+        Response::Write(WriteResponse::Compact(r)) => &mut r.header,
+        Response::Status(s) => &mut s.header,
+        Response::Error { .. } => return,
+    };
+    header.cluster_id = consensus.config().cluster_id;
+    header.member_id = consensus.config().member_id;
+    header.raft_term = consensus.term();
+}
+
+/// Set by SIGTERM or SIGINT: the node stops taking requests, fails queued ones clearly and exits.
+pub fn install_shutdown_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+    Ok(flag)
+}
+
+/// True once a shutdown signal arrived.
+pub fn shutdown_requested(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Relaxed)
+}

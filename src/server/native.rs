@@ -1,0 +1,205 @@
+//! The native protocol's listener: frames in, frames out, many requests in flight per
+//! connection, answered in whatever order they complete.
+//!
+//! Everything from the socket is checked before use: a frame whose header is bad (too large,
+//! unknown version or flags) gets an error response and the connection is closed, since the
+//! stream cannot be resynchronised; a frame whose flatbuffer does not verify, or that holds no
+//! request, gets an error response and the connection goes on. Nothing malformed reaches the
+//! consensus core.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use lode_protocol::frame::{decode_frame, encode_frame};
+
+use super::{fill_header, Limits};
+use crate::api::native::{self, Request, Response, StatusResponse};
+use crate::consensus::{Consensus, ServerError};
+use crate::mvcc::KvError;
+use crate::wal::io::LogDir;
+
+/// gRPC `InvalidArgument`, used for frames that cannot be decoded.
+const INVALID_ARGUMENT: u32 = 3;
+
+/// Accepts connections until the listener fails.
+pub async fn serve<D: LogDir + 'static>(
+    listener: TcpListener,
+    consensus: Rc<Consensus<D>>,
+    limits: Limits,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::warn!(%error, "TCP_NODELAY");
+                }
+                glommio::spawn_local(connection(stream, consensus.clone(), limits)).detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Encoded responses waiting for the connection's writer task.
+#[derive(Default)]
+struct Outbox {
+    frames: RefCell<VecDeque<Vec<u8>>>,
+    writer: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+    /// Requests being served whose answers are still to come.
+    in_flight: Cell<usize>,
+}
+
+impl Outbox {
+    fn begin(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    /// Queues an answer to a request announced with `begin`.
+    fn answer(&self, frame: Vec<u8>) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        self.push(frame);
+    }
+
+    fn push(&self, frame: Vec<u8>) {
+        self.frames.borrow_mut().push_back(frame);
+        if let Some(waker) = self.writer.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        if let Some(waker) = self.writer.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Frames every queued response into `wire`; false once closed, answered and drained.
+    async fn take_all(&self, wire: &mut BytesMut) -> bool {
+        poll_fn(|cx| {
+            let mut frames = self.frames.borrow_mut();
+            if frames.is_empty() {
+                if self.closed.get() && self.in_flight.get() == 0 {
+                    return Poll::Ready(false);
+                }
+                *self.writer.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            for frame in frames.drain(..) {
+                encode_frame(wire, &frame);
+            }
+            Poll::Ready(true)
+        })
+        .await
+    }
+}
+
+fn error_frame(id: u64, code: u32, message: String) -> Vec<u8> {
+    native::encode_response(id, &Response::Error { code, message })
+}
+
+async fn connection<D: LogDir + 'static>(
+    stream: TcpStream,
+    consensus: Rc<Consensus<D>>,
+    limits: Limits,
+) {
+    let (mut reader, mut writer) = stream.split();
+    let outbox = Rc::new(Outbox::default());
+    let writer_outbox = outbox.clone();
+    let writer_task = glommio::spawn_local(async move {
+        let mut wire = BytesMut::new();
+        // Every response ready by the time the socket is free goes out in one write.
+        while writer_outbox.take_all(&mut wire).await {
+            if writer.write_all(&wire).await.is_err() {
+                return;
+            }
+            wire.clear();
+        }
+        let _ = writer.close().await;
+    });
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    'connection: loop {
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+        loop {
+            match decode_frame(&mut buffer, limits.max_frame_bytes) {
+                Ok(Some(frame)) => {
+                    let outbox = outbox.clone();
+                    let consensus = consensus.clone();
+                    outbox.begin();
+                    glommio::spawn_local(async move {
+                        outbox.answer(handle_frame(frame, &consensus, limits).await);
+                    })
+                    .detach();
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    outbox.push(error_frame(0, INVALID_ARGUMENT, format!("lode: {error}")));
+                    break 'connection;
+                }
+            }
+        }
+    }
+    // The writer ends once every request in flight is answered and written.
+    outbox.close();
+    writer_task.await;
+}
+
+async fn handle_frame<D: LogDir + 'static>(
+    frame: Bytes,
+    consensus: &Consensus<D>,
+    limits: Limits,
+) -> Vec<u8> {
+    let (id, request) = match native::decode_request(&frame) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            let id = native::request_id(&frame).unwrap_or(0);
+            return error_frame(id, INVALID_ARGUMENT, format!("lode: {error}"));
+        }
+    };
+    let result = if frame.len() > limits.max_request_bytes {
+        Err(ServerError::Kv(KvError::RequestTooLarge))
+    } else {
+        match request {
+            Request::Range(range) => consensus.range(&range).await.map(Response::Range),
+            Request::Write(write) => {
+                match crate::mvcc::validate::check_write(&write, consensus.config().max_txn_ops) {
+                    Ok(()) => consensus.propose_frame(&frame).await.map(Response::Write),
+                    Err(error) => Err(error.into()),
+                }
+            }
+            Request::Status => Ok(Response::Status(StatusResponse {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                db_size: 0,
+                leader: consensus.leader(),
+                raft_index: consensus.last_index(),
+                raft_term: consensus.term(),
+                raft_applied_index: consensus.applied_index(),
+                header: crate::mvcc::request::ResponseHeader::at(consensus.revision()),
+            })),
+        }
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => Response::Error {
+            code: error.grpc_code(),
+            message: error.to_string(),
+        },
+    };
+    fill_header(&mut response, consensus);
+    native::encode_response(id, &response)
+}

@@ -1,0 +1,147 @@
+//! Starting real `lode` processes for tests: free ports on 127.0.0.1, data dirs under Cargo's
+//! target tmp dir (a real file system), always stopped when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race with other users is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// A fresh data directory, removed when dropped.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new(name: &str) -> DataDir {
+        let path =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        DataDir(path)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `lode`.
+pub struct Lode {
+    pub child: Option<Child>,
+    pub address: String,
+    pub data_dir: PathBuf,
+}
+
+impl Lode {
+    /// Starts lode on `data_dir` and waits until it accepts connections.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Lode {
+        let address = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_lode"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lode");
+        let lode = Lode {
+            child: Some(child),
+            address,
+            data_dir: data_dir.to_path_buf(),
+        };
+        lode.wait_ready();
+        lode
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&self.address).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("lode did not start listening on {}", self.address);
+    }
+
+    /// Runs lodectl against this server.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with_input(args, None)
+    }
+
+    /// Runs lodectl with `input` on its standard input.
+    pub fn ctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lodectl"))
+            .args(["--endpoints", &self.address])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lodectl");
+        if let (Some(input), Some(stdin)) = (input, child.stdin.as_mut()) {
+            stdin.write_all(input.as_bytes()).expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("lodectl output")
+    }
+
+    /// Sends SIGKILL and reaps.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Lode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// stdout of a successful command, or a panic with its stderr.
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr of a failed command, or a panic.
+pub fn failed(output: Output) -> String {
+    assert!(!output.status.success(), "command unexpectedly succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

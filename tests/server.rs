@@ -1,0 +1,434 @@
+//! A real single-node `lode` driven through `lodectl` and the native client: etcd's KV commands
+//! end to end, restart and SIGKILL durability, bad input over the wire, bad flags.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::server::{failed, ok, DataDir, Lode};
+use common::Rng;
+use glommio::Placement;
+use lode::api::native::{Request, Response};
+use lode::client::{Client, ClientError};
+use lode::mvcc::request::*;
+
+#[test]
+fn lodectl_speaks_etcds_kv_commands() {
+    let dir = DataDir::new("server-kv");
+    let lode = Lode::start(&dir.0, &[]);
+    assert_eq!(ok(lode.ctl(&["put", "foo", "bar"])), "OK\n");
+    assert_eq!(
+        ok(lode.ctl(&["put", "foo", "baz", "--prev-kv"])),
+        "OK\nfoo\nbar\n"
+    );
+    assert_eq!(ok(lode.ctl(&["put", "fob", "1"])), "OK\n");
+    assert_eq!(ok(lode.ctl(&["get", "foo"])), "foo\nbaz\n");
+    assert_eq!(
+        ok(lode.ctl(&["get", "fo", "--prefix", "--keys-only"])),
+        "fob\nfoo\n"
+    );
+    assert_eq!(
+        ok(lode.ctl(&["get", "fo", "--prefix", "--count-only"])),
+        "2\n"
+    );
+    assert_eq!(
+        ok(lode.ctl(&[
+            "get",
+            "f",
+            "--from-key",
+            "--limit",
+            "1",
+            "--print-value-only"
+        ])),
+        "1\n"
+    );
+    assert_eq!(
+        ok(lode.ctl(&[
+            "get",
+            "fo",
+            "--prefix",
+            "--sort-by",
+            "VALUE",
+            "--order",
+            "DESCEND",
+            "--keys-only"
+        ])),
+        "foo\nfob\n"
+    );
+    assert_eq!(ok(lode.ctl(&["get", "foo", "--rev", "2"])), "foo\nbar\n");
+    assert_eq!(
+        ok(lode.ctl(&["get", "foo", "--consistency", "s"])),
+        "foo\nbaz\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["get", "foo", "-w", "json"]))).unwrap();
+    assert_eq!(json["kvs"][0]["key"], "Zm9v");
+    assert_eq!(json["kvs"][0]["version"], 2);
+    assert_eq!(json["header"]["revision"], 4);
+    assert_eq!(json["count"], 1);
+
+    let txn = "mod(\"foo\") > \"0\"\n\nput foo \"from txn\"\nget foo\n\nput other x\n\n";
+    assert_eq!(
+        ok(lode.ctl_with_input(&["txn"], Some(txn))),
+        "SUCCESS\n\nOK\n\nfoo\nfrom txn\n"
+    );
+    let txn = "val(\"foo\") = \"nope\"\n\nput a 1\n\ndel fob\n\n";
+    assert_eq!(
+        ok(lode.ctl_with_input(&["txn"], Some(txn))),
+        "FAILURE\n\n1\n"
+    );
+    let error = failed(lode.ctl_with_input(&["txn"], Some("bad(\"x\") = \"1\"\n\n\n")));
+    assert!(error.contains("malformed comparison"), "{error}");
+
+    assert_eq!(
+        ok(lode.ctl(&["del", "fo", "--prefix", "--prev-kv"])),
+        "1\nfoo\nfrom txn\n"
+    );
+    assert_eq!(ok(lode.ctl(&["get", "fo", "--prefix"])), "");
+    assert_eq!(ok(lode.ctl(&["compaction", "3"])), "compacted revision 3\n");
+    let error = failed(lode.ctl(&["get", "foo", "--rev", "2"]));
+    assert!(
+        error.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{error}"
+    );
+    let error = failed(lode.ctl(&["get", "foo", "--rev", "99"]));
+    assert!(
+        error.contains("etcdserver: mvcc: required revision is a future revision"),
+        "{error}"
+    );
+    let error = failed(lode.ctl(&["put", "k", "v", "--ignore-value"]));
+    assert!(error.contains("put command needs 1 argument"), "{error}");
+    let error = failed(lode.ctl(&["put", "missing", "--ignore-value"]));
+    assert!(error.contains("etcdserver: key not found"), "{error}");
+    let error = failed(lode.ctl(&["put", "k", "v", "--lease", "1f"]));
+    assert!(
+        error.contains("etcdserver: requested lease not found"),
+        "{error}"
+    );
+
+    let status = ok(lode.ctl(&["endpoint", "status", "-w", "table"]));
+    assert!(
+        status.contains("IS LEADER") && status.contains("true"),
+        "{status}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["endpoint", "status", "-w", "json"]))).unwrap();
+    assert!(status[0]["Status"]["raftAppliedIndex"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn writes_survive_restarts_and_sigkill() {
+    let dir = DataDir::new("server-restart");
+    let mut lode = Lode::start(&dir.0, &[]);
+    for n in 0..20 {
+        ok(lode.ctl(&["put", &format!("key{n:02}"), &format!("value{n}")]));
+    }
+    assert!(lode.terminate(), "SIGTERM ends lode cleanly");
+    let mut lode = Lode::start(&dir.0, &[]);
+    assert_eq!(
+        ok(lode.ctl(&["get", "key", "--prefix", "--count-only"])),
+        "20\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["get", "key07", "-w", "json"]))).unwrap();
+    assert_eq!(
+        json["kvs"][0]["mod_revision"], 9,
+        "revisions survive a restart"
+    );
+    ok(lode.ctl(&["del", "key00"]));
+    lode.kill();
+    let lode = Lode::start(&dir.0, &[]);
+    assert_eq!(
+        ok(lode.ctl(&["get", "key", "--prefix", "--count-only"])),
+        "19\n"
+    );
+    assert_eq!(ok(lode.ctl(&["put", "after", "x"])), "OK\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["get", "after", "-w", "json"]))).unwrap();
+    assert_eq!(json["kvs"][0]["mod_revision"], 23);
+}
+
+fn on_executor<T: Send + 'static, F, Fut>(make: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    lode::executor::builder(Placement::Unbound)
+        .spawn(make)
+        .expect("executor")
+        .join()
+        .expect("executor thread")
+}
+
+fn put(key: String, value: String) -> Request {
+    Request::Write(WriteRequest::Put(PutRequest {
+        key: Bytes::from(key),
+        value: Bytes::from(value),
+        ..Default::default()
+    }))
+}
+
+/// Several clients write (single puts and two-key txns) while lode is killed with SIGKILL at
+/// random moments, many times. After each restart every acknowledged write is there with the
+/// revision it was acknowledged with, and no txn is half-applied.
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_write() {
+    let dir = DataDir::new("server-sigkill");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(11, |d| d.as_nanos() as u64)
+        | 1;
+    println!("seed {seed}");
+    let mut rng = Rng(seed);
+    let mut acknowledged: Vec<(String, i64)> = Vec::new();
+    for round in 0..6u64 {
+        let mut lode = Lode::start(&dir.0, &[]);
+        let address = lode.address.clone();
+        let writes = 50 + rng.below(400);
+        let (acked_tx, acked_rx) = std::sync::mpsc::channel::<(String, i64)>();
+        let writer = std::thread::spawn(move || {
+            on_executor(move || async move {
+                let tasks: Vec<_> = (0..4u64)
+                    .map(|client_number| {
+                        let acked = acked_tx.clone();
+                        let address = address.clone();
+                        glommio::spawn_local(async move {
+                            let Ok(client) = Client::connect(&address).await else {
+                                return;
+                            };
+                            let client = Rc::new(client);
+                            for n in 0..writes {
+                                let key = format!("r{round}-c{client_number}-{n}");
+                                let request = if n % 3 == 0 {
+                                    Request::Write(WriteRequest::Txn(TxnRequest {
+                                        compare: vec![],
+                                        success: vec![
+                                            RequestOp::Put(PutRequest {
+                                                key: Bytes::from(format!("{key}-a")),
+                                                value: Bytes::from(key.clone()),
+                                                ..Default::default()
+                                            }),
+                                            RequestOp::Put(PutRequest {
+                                                key: Bytes::from(format!("{key}-b")),
+                                                value: Bytes::from(key.clone()),
+                                                ..Default::default()
+                                            }),
+                                        ],
+                                        failure: vec![],
+                                    }))
+                                } else {
+                                    put(key.clone(), key.clone())
+                                };
+                                match client.request(&request).await {
+                                    Ok(Response::Write(WriteResponse::Put(r))) => {
+                                        let _ = acked.send((key, r.header.revision));
+                                    }
+                                    Ok(Response::Write(WriteResponse::Txn(r))) => {
+                                        let _ = acked.send((format!("{key}-a"), r.header.revision));
+                                        let _ = acked.send((format!("{key}-b"), r.header.revision));
+                                    }
+                                    _ => return,
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await;
+                }
+            })
+        });
+        // Kill after a random number of acknowledgements (or when the writers are done).
+        let kill_after = rng.below(writes * 4);
+        let mut seen = 0;
+        while seen < kill_after {
+            match acked_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(write) => {
+                    acknowledged.push(write);
+                    seen += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        lode.kill();
+        let _ = writer.join();
+        acknowledged.extend(acked_rx.try_iter());
+
+        let lode = Lode::start(&dir.0, &[]);
+        let address = lode.address.clone();
+        let expected = acknowledged.clone();
+        let missing = on_executor(move || async move {
+            let client = Client::connect(&address)
+                .await
+                .expect("connect after restart");
+            let all = client
+                .request(&Request::Range(RangeRequest {
+                    key: Bytes::from_static(b"r"),
+                    range_end: Bytes::from_static(b"s"),
+                    ..Default::default()
+                }))
+                .await
+                .expect("range");
+            let Response::Range(all) = all else {
+                panic!("unexpected {all:?}")
+            };
+            let stored: std::collections::HashMap<Bytes, i64> = all
+                .kvs
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.mod_revision))
+                .collect();
+            // No txn half-applied: its two keys come and go together, at one revision.
+            for kv in &all.kvs {
+                if let Some(base) = kv.key.strip_suffix(b"-a") {
+                    let twin = [base, b"-b"].concat();
+                    assert_eq!(
+                        stored.get(&Bytes::from(twin)),
+                        Some(&kv.mod_revision),
+                        "half-applied txn"
+                    );
+                }
+            }
+            expected
+                .into_iter()
+                .filter(|(key, revision)| stored.get(key.as_bytes()) != Some(revision))
+                .collect::<Vec<_>>()
+        });
+        assert!(
+            missing.is_empty(),
+            "round {round}: acknowledged writes missing or moved: {missing:?}"
+        );
+        drop(lode);
+    }
+    assert!(!acknowledged.is_empty());
+}
+
+#[test]
+fn malformed_frames_get_errors_and_change_nothing() {
+    let dir = DataDir::new("server-badframes");
+    let lode = Lode::start(&dir.0, &["--max-request-bytes", "4096"]);
+    ok(lode.ctl(&["put", "k", "v"]));
+    // A frame whose flatbuffer is garbage: an error response, and the connection stays usable.
+    let mut stream = TcpStream::connect(&lode.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut frame = bytes::BytesMut::new();
+    lode_protocol::frame::encode_frame(
+        &mut frame,
+        &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    lode_protocol::frame::encode_frame(
+        &mut frame,
+        &lode::api::native::encode_request(7, &Request::Status),
+    );
+    stream.write_all(&frame).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut header = [0u8; 8];
+        stream.read_exact(&mut header).unwrap();
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize - 4;
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).unwrap();
+        seen.push(lode::api::native::decode_response(&Bytes::from(body)).unwrap());
+    }
+    assert!(seen.iter().any(
+        |(_, r)| matches!(r, Response::Error { message, .. } if message.contains("malformed"))
+    ));
+    assert!(seen
+        .iter()
+        .any(|(id, r)| *id == 7 && matches!(r, Response::Status(_))));
+    // A frame longer than the limit: an error response, then the connection is closed.
+    let mut stream = TcpStream::connect(&lode.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(&(64u32 << 20).to_le_bytes()).unwrap();
+    stream.write_all(&[1, 0, 0, 0]).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).contains("exceeds the limit"));
+    // A request over --max-request-bytes is refused with etcd's message.
+    let big = "x".repeat(5000);
+    let error = failed(lode.ctl(&["put", "big", &big]));
+    assert!(
+        error.contains("etcdserver: request is too large"),
+        "{error}"
+    );
+    // Nothing changed: one key, revision 2.
+    let all = ok(lode.ctl(&["get", "\u{1}", "--from-key", "-w", "json"]));
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all["count"], 1);
+    assert_eq!(all["header"]["revision"], 2);
+}
+
+#[test]
+fn bad_flags_exit_with_code_two() {
+    for args in [
+        &["--bogus"][..],
+        &["--max-txn-ops", "0"],
+        &["--heartbeat-interval", "abc"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!output.stderr.is_empty());
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
+        .args(["--heartbeat-interval", "500", "--election-timeout", "600"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--name",
+        "--data-dir",
+        "--listen-native",
+        "--max-request-bytes",
+        "--max-txn-ops",
+        "LODE_",
+    ] {
+        assert!(help.contains(flag), "--help documents {flag}");
+    }
+}
+
+#[test]
+fn client_sees_server_stopped_or_closed_on_shutdown() {
+    let dir = DataDir::new("server-shutdown");
+    let mut lode = Lode::start(&dir.0, &[]);
+    let address = lode.address.clone();
+    let client_thread = std::thread::spawn(move || {
+        on_executor(move || async move {
+            let client = Client::connect(&address).await.expect("connect");
+            let mut outcomes = Vec::new();
+            for n in 0..2000 {
+                match client.request(&put(format!("s{n}"), "v".into())).await {
+                    Ok(_) => outcomes.push(Ok(())),
+                    Err(ClientError::Server { message, .. }) => {
+                        outcomes.push(Err(message));
+                        break;
+                    }
+                    Err(ClientError::Closed(_)) | Err(ClientError::Io(_)) => break,
+                }
+            }
+            outcomes
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(lode.terminate());
+    let outcomes = client_thread.join().unwrap();
+    for outcome in outcomes {
+        if let Err(message) = outcome {
+            assert_eq!(message, "etcdserver: server stopped");
+        }
+    }
+}

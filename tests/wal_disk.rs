@@ -75,6 +75,8 @@ fn options(segment_size: u64) -> WalOptions {
         max_entry_bytes: 64 * 1024,
         create_if_missing: true,
         abort_on_sync_failure: true,
+        // Every read through the mapping: this file tests mapped reads.
+        recent_window_bytes: 0,
     }
 }
 

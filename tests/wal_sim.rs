@@ -18,6 +18,8 @@ fn options() -> WalOptions {
         max_entry_bytes: 16 * 1024,
         create_if_missing: true,
         abort_on_sync_failure: false,
+        // Small, so reads use both the in-memory window and the stable reads.
+        recent_window_bytes: 2048,
     }
 }
 

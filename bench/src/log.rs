@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 use glommio::{Latency, Placement, Shares};
-use hdrhistogram::Histogram;
 use lode::diskprobe::{fdatasync_floor, latency_histogram};
 use lode::wal::io::DmaDir;
 use lode::wal::{EntryKind, LogEntry, Wal, WalOptions};
+
+use crate::report::{print_cases, print_target, CaseResult};
 
 #[derive(Args)]
 pub struct LogArgs {
@@ -35,23 +36,6 @@ pub struct LogArgs {
     /// Print only JSON lines.
     #[arg(long)]
     json: bool,
-}
-
-struct CaseResult {
-    name: String,
-    ops: u64,
-    elapsed: Duration,
-    histogram: Histogram<u64>,
-}
-
-impl CaseResult {
-    fn ops_per_second(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn micros(&self, quantile: f64) -> f64 {
-        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
-    }
 }
 
 pub fn run(args: LogArgs) -> Result<(), String> {
@@ -196,67 +180,30 @@ async fn appenders_case(
 
 fn report(results: &[CaseResult], args: &LogArgs) {
     let floor = &results[0];
-    let (floor_p50, floor_p99) = (floor.micros(0.5), floor.micros(0.99));
-    if !args.json {
-        println!(
-            "lode-bench log: dir {}, {} B entries, {} s per case",
-            args.dir.display(),
-            args.entry_bytes,
-            args.seconds
-        );
-        println!(
-            "{:<40} {:>9} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8}",
-            "case", "ops", "ops/s", "p50 us", "p99 us", "p99.9 us", "p50/fl", "p99/fl"
-        );
-        for r in results {
-            println!(
-                "{:<40} {:>9} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2}",
-                r.name,
-                r.ops,
-                r.ops_per_second(),
-                r.micros(0.5),
-                r.micros(0.99),
-                r.micros(0.999),
-                r.micros(0.5) / floor_p50,
-                r.micros(0.99) / floor_p99
-            );
-        }
+    let title = format!(
+        "lode-bench log: dir {}, {} B entries, {} s per case",
+        args.dir.display(),
+        args.entry_bytes,
+        args.seconds
+    );
+    print_cases("log", &title, results, floor, args.json);
+    if args.json {
+        return;
     }
-    for r in results {
-        let line = serde_json::json!({
-            "bench": "log",
-            "case": r.name,
-            "entry_bytes": args.entry_bytes,
-            "ops": r.ops,
-            "seconds": r.elapsed.as_secs_f64(),
-            "ops_per_sec": r.ops_per_second(),
-            "p50_us": r.micros(0.5),
-            "p99_us": r.micros(0.99),
-            "p999_us": r.micros(0.999),
-            "max_us": r.histogram.max() as f64 / 1000.0,
-            "p50_vs_floor": r.micros(0.5) / floor_p50,
-            "p99_vs_floor": r.micros(0.99) / floor_p99,
-        });
-        println!("{line}");
+    if let Some(single) = results.iter().find(|r| r.name.ends_with(": 1 appender")) {
+        let ratio = single.micros(0.5) / floor.micros(0.5);
+        print_target(
+            "(b) 1 appender p50 <= 1.2x floor p50",
+            &format!("{ratio:.2}x"),
+            ratio <= 1.2,
+        );
     }
-    if !args.json {
-        if let Some(single) = results.iter().find(|r| r.name.ends_with(": 1 appender")) {
-            let ratio = single.micros(0.5) / floor_p50;
-            println!(
-                "target (b) 1 appender p50 <= 1.2x floor p50: {:.2}x {}",
-                ratio,
-                if ratio <= 1.2 { "MET" } else { "MISSED" }
-            );
-        }
-        if let Some(c64) = results.iter().find(|r| r.name.ends_with(": 64 appenders")) {
-            let ratio = c64.micros(0.99) / floor_p99;
-            let met = c64.ops_per_second() >= 100_000.0 && ratio <= 3.0;
-            println!(
-                "target (c) 64 appenders >= 100000 entries/s and p99 <= 3x floor p99: {:.0}/s, {:.2}x {}",
-                c64.ops_per_second(),
-                ratio,
-                if met { "MET" } else { "MISSED" }
-            );
-        }
+    if let Some(c64) = results.iter().find(|r| r.name.ends_with(": 64 appenders")) {
+        let ratio = c64.micros(0.99) / floor.micros(0.99);
+        print_target(
+            "(c) 64 appenders >= 100000 entries/s and p99 <= 3x floor p99",
+            &format!("{:.0}/s, {ratio:.2}x", c64.ops_per_second()),
+            c64.ops_per_second() >= 100_000.0 && ratio <= 3.0,
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! lode-bench: lode's benchmarks. Each compares lode with a baseline measured in the same run
 //! and reports medians and tails from HDR histograms, as a table and as JSON lines.
 
+mod kv;
 mod log;
+mod report;
 
 use std::process::ExitCode;
 
@@ -19,12 +21,17 @@ enum Command {
     /// The durable log: raw O_DIRECT write+fdatasync floor vs lode's log with 1, 16, 64 and 256
     /// concurrent appenders.
     Log(log::LogArgs),
+    /// A lode server over the native protocol: put, get (serializable and linearizable) and
+    /// txn compare-and-swap at 1, 16, 64 and 256 clients, with the disk's fdatasync floor and
+    /// the loopback round trip measured in the same run.
+    Kv(kv::KvArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Log(args) => log::run(args),
+        Command::Kv(args) => kv::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

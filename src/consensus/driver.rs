@@ -98,6 +98,12 @@ pub struct Consensus<D: LogDir> {
     nonce: u64,
     next_sequence: Cell<u64>,
     stopped: Cell<bool>,
+    /// The hard state last written to the log.
+    persisted_hard_state: Cell<crate::wal::format::HardState>,
+    /// A newer hard state that differs from the persisted one only in its commit index: it
+    /// needs no fdatasync of its own (a lost commit index is recomputed by Raft, as etcd's
+    /// `MustSync` reasons), so it rides along with the next append.
+    deferred_hard_state: Cell<Option<crate::wal::format::HardState>>,
 }
 
 fn random_nonce() -> u64 {
@@ -123,6 +129,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             voters: vec![config.member_id],
             ..Default::default()
         };
+        let wal_hard_state = wal.hard_state();
         let storage = LogStorage::new(wal.clone(), conf_state);
         let raft_config = raft::Config {
             id: config.member_id,
@@ -155,6 +162,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             nonce: random_nonce(),
             next_sequence: Cell::new(1),
             stopped: Cell::new(false),
+            persisted_hard_state: Cell::new(wal_hard_state),
+            deferred_hard_state: Cell::new(None),
         }))
     }
 
@@ -359,14 +368,26 @@ impl<D: LogDir + 'static> Consensus<D> {
             .map(to_log_entry)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let hard_state = ready
+        let mut hard_state = ready
             .hs()
             .map(|hs| crate::wal::format::HardState::from(hs.clone()));
+        let persisted = self.persisted_hard_state.get();
+        if let Some(hs) = hard_state {
+            if entries.is_empty() && hs.term == persisted.term && hs.vote == persisted.vote {
+                self.deferred_hard_state.set(Some(hs));
+                hard_state = None;
+            }
+        }
         if !entries.is_empty() || hard_state.is_some() {
+            let hard_state = hard_state.or(self.deferred_hard_state.get());
             self.wal
                 .append(&entries, hard_state)
                 .await
                 .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+            if let Some(hs) = hard_state {
+                self.persisted_hard_state.set(hs);
+                self.deferred_hard_state.set(None);
+            }
         }
         drop(ready.take_persisted_messages());
         let mut light = self.raw.borrow_mut().advance(ready);

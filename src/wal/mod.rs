@@ -216,6 +216,9 @@ pub struct WalOptions {
     pub create_if_missing: bool,
     /// Abort the process when fdatasync fails (otherwise the log is only poisoned).
     pub abort_on_sync_failure: bool,
+    /// Bytes of the most recent writes kept in memory for reads (0: every read goes through
+    /// the mapping).
+    pub recent_window_bytes: usize,
 }
 
 impl Default for WalOptions {
@@ -225,6 +228,7 @@ impl Default for WalOptions {
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             create_if_missing: false,
             abort_on_sync_failure: true,
+            recent_window_bytes: DEFAULT_RECENT_WINDOW_BYTES,
         }
     }
 }
@@ -297,7 +301,25 @@ struct State<F> {
     speculative: Speculative,
     poisoned: Option<String>,
     write_buffer: Vec<u8>,
+    /// The records of the most recent writes, oldest first, up to
+    /// [`WalOptions::recent_window_bytes`]:
+    /// reads of recent entries (applying them, replicating them) are served from here, so they
+    /// never fault a page in from the disk on the log's core (direct writes leave nothing in
+    /// the page cache).
+    recent: VecDeque<RecentChunk>,
+    recent_bytes: usize,
 }
+
+/// Records written to one segment by one write, as they are on disk.
+struct RecentChunk {
+    sequence: u64,
+    /// Offset of `bytes[0]` in the segment.
+    start: u64,
+    bytes: Bytes,
+}
+
+/// Default bytes of recent writes the log keeps in memory for reads.
+pub const DEFAULT_RECENT_WINDOW_BYTES: usize = 8 << 20;
 
 /// The log. Single-core: share it between tasks of one executor with `Rc`.
 pub struct Wal<D: LogDir> {
@@ -530,6 +552,8 @@ impl<D: LogDir> Wal<D> {
             speculative,
             poisoned: None,
             write_buffer: Vec::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         }
     }
 
@@ -650,6 +674,19 @@ impl<D: LogDir> Wal<D> {
         let start = u64::from(location.offset) + RECORD_HEADER_SIZE as u64;
         let len = location.payload_len as usize;
         let end = start + len as u64;
+        // Newest first: recent entries are the ones read most.
+        for chunk in state.recent.iter().rev() {
+            if chunk.sequence == location.segment
+                && chunk.start <= start
+                && end <= chunk.start + chunk.bytes.len() as u64
+            {
+                let from = (start - chunk.start) as usize;
+                return Ok(chunk.bytes.slice(from..from + len));
+            }
+            if (chunk.sequence, chunk.start) < (location.segment, start) {
+                break;
+            }
+        }
         let front = state.segments.front().map_or(0, |s| s.sequence);
         let position = location
             .segment

@@ -34,8 +34,8 @@ use super::format::{
 use super::index::{check_term, EntryLocation, LogIndex, SequenceFault};
 use super::io::{LogDir, SegmentFile};
 use super::{
-    io_error, prepared_file_name, segment_file_name, LogEntry, Result, Segment, State, Wal,
-    WalError,
+    io_error, prepared_file_name, segment_file_name, LogEntry, RecentChunk, Result, Segment, State,
+    Wal, WalError,
 };
 
 /// A change to the index that takes effect when its batch is durable.
@@ -505,7 +505,7 @@ impl<D: LogDir> Wal<D> {
             let buffer = std::mem::take(&mut state.write_buffer);
             (batch.chunks, batch.outcome, buffer)
         };
-        let result = self.write_chunks(&chunks, &mut buffer).await;
+        let result = self.write_chunks(chunks, &mut buffer).await;
         let mut state = self.state.borrow_mut();
         state.write_buffer = buffer;
         let ops = std::mem::take(&mut state.in_flight_ops);
@@ -562,18 +562,19 @@ impl<D: LogDir> Wal<D> {
     /// Writes the chunks of one batch, each followed by fdatasync, rolling segments between.
     async fn write_chunks(
         &self,
-        chunks: &[Chunk],
+        chunks: Vec<Chunk>,
         buffer: &mut Vec<u8>,
     ) -> std::result::Result<(), FailureKind> {
+        let count = chunks.len();
         if chunks.len() > 1 {
             // Make sure the next segment exists before writing anything, so a full disk fails
             // the batch with nothing written.
             self.ensure_prepared().await?;
         }
-        for (position, chunk) in chunks.iter().enumerate() {
+        for (position, chunk) in chunks.into_iter().enumerate() {
             if position > 0 {
                 self.roll_segment(chunk.sequence).await?;
-                if position + 1 < chunks.len() {
+                if position + 1 < count {
                     self.ensure_prepared().await?;
                 }
             }
@@ -619,6 +620,17 @@ impl<D: LogDir> Wal<D> {
             let page_start = align_down(end, PAGE_SIZE);
             let from = (page_start - write_start) as usize;
             state.tail_page = Bytes::copy_from_slice(&buffer[from..(end - write_start) as usize]);
+            state.recent_bytes += chunk.bytes.len();
+            state.recent.push_back(RecentChunk {
+                sequence: chunk.sequence,
+                start: chunk.start,
+                bytes: Bytes::from(chunk.bytes),
+            });
+            while state.recent_bytes > self.options.recent_window_bytes {
+                if let Some(oldest) = state.recent.pop_front() {
+                    state.recent_bytes -= oldest.bytes.len();
+                }
+            }
         }
         Ok(())
     }

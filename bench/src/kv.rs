@@ -1,0 +1,404 @@
+//! `lode-bench kv`: a lode server over the native protocol, with its floors measured in the same
+//! run: the disk's 4 KiB O_DIRECT write + fdatasync (the data dir's file system) and a loopback
+//! TCP round trip. A write's latency can not beat their sum on one machine.
+//!
+//! Scenarios, each at every client count: `put` (256-byte values over a key space per client),
+//! `get-serializable`, `get-linearizable` (ReadIndex), `txn-cas` (compare mod_revision, then
+//! put). Clients are tasks on one executor sharing `--connections` pipelined connections.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::Placement;
+use lode::api::native::{Request, Response};
+use lode::client::Client;
+use lode::diskprobe::{fdatasync_floor, latency_histogram};
+use lode::mvcc::request::*;
+
+use crate::report::{print_cases, print_target, CaseResult};
+
+#[derive(Args)]
+pub struct KvArgs {
+    /// Directory on the disk to measure: the server's data dir and the floor probe go in a
+    /// scratch subdirectory, removed afterwards.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Benchmark a running server at this address instead of starting one.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The lode binary to start (default: the one next to lode-bench).
+    #[arg(long)]
+    lode: Option<PathBuf>,
+    /// Seconds each case runs.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    clients: Vec<usize>,
+    /// Most connections the clients share.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Value size of puts.
+    #[arg(long, default_value_t = 256)]
+    value_bytes: usize,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "put,get-serializable,get-linearizable,txn-cas"
+    )]
+    scenarios: Vec<String>,
+    /// Print only JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Keys per client in the key space.
+const KEYS_PER_CLIENT: u64 = 64;
+
+struct Server {
+    child: Option<Child>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_address() -> Result<String, String> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(address.to_string())
+}
+
+fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, String), String> {
+    let binary = match &args.lode {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("lode"),
+    };
+    let address = free_address()?;
+    let child = Command::new(&binary)
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
+        .args(["--listen-native", &address])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "starting {}: {e} (build it with cargo build --release)",
+                binary.display()
+            )
+        })?;
+    let server = Server { child: Some(child) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} did not start listening on {address}",
+                binary.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((server, address))
+}
+
+/// An echo server on its own thread, for the loopback round-trip floor.
+fn start_echo() -> Result<String, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_nodelay(true);
+            let mut buffer = [0u8; 64];
+            while stream.read_exact(&mut buffer).is_ok() {
+                if stream.write_all(&buffer).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok(address)
+}
+
+pub fn run(args: KvArgs) -> Result<(), String> {
+    if args.seconds <= 0.0 || !args.seconds.is_finite() {
+        return Err("--seconds must be positive".into());
+    }
+    if args.clients.iter().any(|&n| n == 0 || n > 100_000) || args.connections == 0 {
+        return Err("--clients takes counts from 1 to 100000, --connections at least 1".into());
+    }
+    for scenario in &args.scenarios {
+        if !["put", "get-serializable", "get-linearizable", "txn-cas"].contains(&scenario.as_str())
+        {
+            return Err(format!("unknown scenario {scenario}"));
+        }
+    }
+    if !args.dir.is_dir() {
+        return Err(format!("{} is not a directory", args.dir.display()));
+    }
+    let scratch = args
+        .dir
+        .join(format!("lode-bench-kv-{}", std::process::id()));
+    std::fs::create_dir(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let outcome = run_in(&args, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let results = outcome?;
+    report(&args, &results);
+    Ok(())
+}
+
+fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<Vec<CaseResult>, String> {
+    let (_server, address) = match &args.endpoint {
+        Some(endpoint) => (Server { child: None }, endpoint.clone()),
+        None => start_server(args, scratch)?,
+    };
+    let echo = start_echo()?;
+    let scratch = scratch.to_path_buf();
+    let duration = Duration::from_secs_f64(args.seconds);
+    let (clients, connections, value_bytes, scenarios) = (
+        args.clients.clone(),
+        args.connections,
+        args.value_bytes,
+        args.scenarios.clone(),
+    );
+    lode::executor::builder(Placement::Unbound)
+        .spawn(move || async move {
+            let mut results = Vec::new();
+            let floor = fdatasync_floor(&scratch, 3000)
+                .await
+                .map_err(|e| format!("floor probe: {e}"))?;
+            results.push(CaseResult {
+                name: "floor: 4KiB O_DIRECT write+fdatasync".into(),
+                ops: floor.histogram.len(),
+                elapsed: floor.elapsed,
+                histogram: floor.histogram,
+            });
+            results.push(loopback_round_trip(&echo, 3000).await?);
+            for scenario in &scenarios {
+                for &count in &clients {
+                    results.push(
+                        scenario_case(
+                            &address,
+                            scenario,
+                            count,
+                            connections,
+                            value_bytes,
+                            duration,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            Ok::<_, String>(results)
+        })
+        .map_err(|e| format!("starting an executor: {e}"))?
+        .join()
+        .map_err(|e| format!("executor: {e}"))?
+}
+
+async fn loopback_round_trip(address: &str, samples: u64) -> Result<CaseResult, String> {
+    let mut stream = glommio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("echo: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut histogram = latency_histogram();
+    let message = [7u8; 64];
+    let mut answer = [0u8; 64];
+    let started = Instant::now();
+    for _ in 0..samples {
+        let begin = Instant::now();
+        stream
+            .write_all(&message)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .read_exact(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        histogram.saturating_record(begin.elapsed().as_nanos() as u64);
+    }
+    Ok(CaseResult {
+        name: "floor: loopback TCP round trip (64 B)".into(),
+        ops: samples,
+        elapsed: started.elapsed(),
+        histogram,
+    })
+}
+
+fn key(client: u64, n: u64) -> Bytes {
+    Bytes::from(format!("bench/{client:05}/{:03}", n % KEYS_PER_CLIENT))
+}
+
+async fn scenario_case(
+    address: &str,
+    scenario: &str,
+    clients: usize,
+    connections: usize,
+    value_bytes: usize,
+    duration: Duration,
+) -> Result<CaseResult, String> {
+    let mut pool = Vec::new();
+    for _ in 0..connections.min(clients) {
+        pool.push(Rc::new(
+            Client::connect(address)
+                .await
+                .map_err(|e| format!("connecting to {address}: {e}"))?,
+        ));
+    }
+    let value = Bytes::from(vec![b'v'; value_bytes]);
+    // Reads need something to read: one write of every key first.
+    if scenario.starts_with("get") || scenario == "txn-cas" {
+        for client in 0..clients as u64 {
+            for n in 0..KEYS_PER_CLIENT.min(8) {
+                let put = Request::Write(WriteRequest::Put(PutRequest {
+                    key: key(client, n),
+                    value: value.clone(),
+                    ..Default::default()
+                }));
+                pool[0].request(&put).await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let histogram = Rc::new(RefCell::new(latency_histogram()));
+    let failure: Rc<RefCell<Option<String>>> = Rc::default();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..clients as u64)
+        .map(|client| {
+            let connection = pool[client as usize % pool.len()].clone();
+            let (histogram, failure, value) = (histogram.clone(), failure.clone(), value.clone());
+            let scenario = scenario.to_string();
+            glommio::spawn_local(async move {
+                let mut expected_revision = 0i64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let request = match scenario.as_str() {
+                        "put" => Request::Write(WriteRequest::Put(PutRequest {
+                            key: key(client, n),
+                            value: value.clone(),
+                            ..Default::default()
+                        })),
+                        "get-serializable" | "get-linearizable" => Request::Range(RangeRequest {
+                            key: key(client, n % 8),
+                            serializable: scenario == "get-serializable",
+                            ..Default::default()
+                        }),
+                        _ => Request::Write(WriteRequest::Txn(TxnRequest {
+                            compare: vec![Compare {
+                                result: CompareResult::Equal,
+                                target: CompareTarget::Mod,
+                                key: key(client, 0),
+                                range_end: Bytes::new(),
+                                operand: CompareOperand::Mod(expected_revision),
+                            }],
+                            success: vec![RequestOp::Put(PutRequest {
+                                key: key(client, 0),
+                                value: value.clone(),
+                                ..Default::default()
+                            })],
+                            failure: vec![RequestOp::Range(RangeRequest {
+                                key: key(client, 0),
+                                ..Default::default()
+                            })],
+                        })),
+                    };
+                    let begin = Instant::now();
+                    match connection.request(&request).await {
+                        Ok(Response::Write(WriteResponse::Txn(txn))) => {
+                            // Compare-and-swap: learn the key's revision from either branch.
+                            expected_revision = if txn.succeeded {
+                                txn.header.revision
+                            } else {
+                                match txn.responses.first() {
+                                    Some(ResponseOp::Range(range)) => {
+                                        range.kvs.first().map_or(0, |kv| kv.mod_revision)
+                                    }
+                                    _ => 0,
+                                }
+                            };
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            failure.borrow_mut().get_or_insert(error.to_string());
+                            return;
+                        }
+                    }
+                    histogram
+                        .borrow_mut()
+                        .saturating_record(begin.elapsed().as_nanos() as u64);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await;
+    }
+    let elapsed = started.elapsed();
+    if let Some(error) = failure.borrow_mut().take() {
+        return Err(format!("{scenario} with {clients} clients: {error}"));
+    }
+    let histogram = histogram.borrow().clone();
+    Ok(CaseResult {
+        name: format!(
+            "{scenario}: {clients} client{}",
+            if clients == 1 { "" } else { "s" }
+        ),
+        ops: histogram.len(),
+        elapsed,
+        histogram,
+    })
+}
+
+fn report(args: &KvArgs, results: &[CaseResult]) {
+    let title = format!(
+        "lode-bench kv: dir {}, {} B values, {} s per case, up to {} connections",
+        args.dir.display(),
+        args.value_bytes,
+        args.seconds,
+        args.connections
+    );
+    print_cases("kv", &title, results, &results[0], args.json);
+    if args.json {
+        return;
+    }
+    let floor = results[0].micros(0.5) + results[1].micros(0.5);
+    if let Some(single) = results.iter().find(|r| r.name == "put: 1 client") {
+        let ratio = single.micros(0.5) / floor;
+        print_target(
+            "1-client put p50 <= 1.3x (fdatasync p50 + loopback RTT p50)",
+            &format!(
+                "{:.1} us vs {floor:.1} us = {ratio:.2}x",
+                single.micros(0.5)
+            ),
+            ratio <= 1.3,
+        );
+    }
+    if let Some(many) = results.iter().find(|r| r.name == "put: 256 clients") {
+        print_target(
+            "256-client puts >= 100000/s",
+            &format!("{:.0}/s", many.ops_per_second()),
+            many.ops_per_second() >= 100_000.0,
+        );
+    }
+}

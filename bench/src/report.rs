@@ -1,0 +1,86 @@
+//! Results of benchmark cases and how they are printed: a table for people and JSON lines for
+//! tools, every latency figure from an HDR histogram, every case compared with the run's floor.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// One measured case.
+pub struct CaseResult {
+    /// What was measured.
+    pub name: String,
+    /// Operations completed.
+    pub ops: u64,
+    /// Wall time of the case.
+    pub elapsed: Duration,
+    /// Latency of each operation, in nanoseconds.
+    pub histogram: Histogram<u64>,
+}
+
+impl CaseResult {
+    /// Throughput.
+    pub fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Latency at `quantile`, in microseconds.
+    pub fn micros(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Prints `results` as a table (unless `json_only`) and as JSON lines, each case's p50 and p99
+/// also as a ratio to `floor`'s.
+pub fn print_cases(
+    bench: &str,
+    title: &str,
+    results: &[CaseResult],
+    floor: &CaseResult,
+    json_only: bool,
+) {
+    let (floor_p50, floor_p99) = (floor.micros(0.5), floor.micros(0.99));
+    if !json_only {
+        println!("{title}");
+        println!(
+            "{:<44} {:>9} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8}",
+            "case", "ops", "ops/s", "p50 us", "p99 us", "p99.9 us", "p50/fl", "p99/fl"
+        );
+        for r in results {
+            println!(
+                "{:<44} {:>9} {:>11.0} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2}",
+                r.name,
+                r.ops,
+                r.ops_per_second(),
+                r.micros(0.5),
+                r.micros(0.99),
+                r.micros(0.999),
+                r.micros(0.5) / floor_p50,
+                r.micros(0.99) / floor_p99
+            );
+        }
+    }
+    for r in results {
+        let line = serde_json::json!({
+            "bench": bench,
+            "case": r.name,
+            "ops": r.ops,
+            "seconds": r.elapsed.as_secs_f64(),
+            "ops_per_sec": r.ops_per_second(),
+            "p50_us": r.micros(0.5),
+            "p99_us": r.micros(0.99),
+            "p999_us": r.micros(0.999),
+            "max_us": r.histogram.max() as f64 / 1000.0,
+            "p50_vs_floor": r.micros(0.5) / floor_p50,
+            "p99_vs_floor": r.micros(0.99) / floor_p99,
+        });
+        println!("{line}");
+    }
+}
+
+/// Prints whether a target was met.
+pub fn print_target(description: &str, measured: &str, met: bool) {
+    println!(
+        "target {description}: {measured} {}",
+        if met { "MET" } else { "MISSED" }
+    );
+}

@@ -13,4 +13,5 @@ pub mod executor;
 pub mod mvcc;
 pub mod replica;
 pub mod server;
+pub mod shard;
 pub mod wal;

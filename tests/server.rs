@@ -272,7 +272,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
                     ..Default::default()
                 }))
                 .await
-                .expect("range");
+                .unwrap_or_else(|error| panic!("range after restart: {error}"));
             let Response::Range(all) = all else {
                 panic!("unexpected {all:?}")
             };
@@ -431,4 +431,98 @@ fn client_sees_server_stopped_or_closed_on_shutdown() {
             assert_eq!(message, "etcdserver: server stopped");
         }
     }
+}
+
+/// A writer rewrites 16 keys (spread over every shard) in one txn, again and again, each time
+/// with one value; readers on several connections (so on several cores) range over all of them,
+/// serializable and linearizable. No read may see two different values: a revision is never
+/// visible in part.
+#[test]
+fn readers_never_see_half_of_a_multi_shard_txn() {
+    let dir = DataDir::new("server-atomic");
+    let lode = Lode::start(&dir.0, &["--cores", "2"]);
+    let address = lode.address.clone();
+    let (torn, reads) = on_executor(move || async move {
+        let writer = Client::connect(&address).await.expect("connect");
+        let keys: Vec<Bytes> = (0..16)
+            .map(|k| Bytes::from(format!("atomic/{k:02}")))
+            .collect();
+        let done = Rc::new(std::cell::Cell::new(false));
+        let mut readers = Vec::new();
+        for reader in 0..6u64 {
+            let address = address.clone();
+            let done = done.clone();
+            readers.push(glommio::spawn_local(async move {
+                let client = Client::connect(&address).await.expect("connect");
+                let (mut torn, mut reads) = (0u64, 0u64);
+                while !done.get() {
+                    let request = Request::Range(RangeRequest {
+                        key: Bytes::from_static(b"atomic/"),
+                        range_end: Bytes::from_static(b"atomic0"),
+                        serializable: reader % 2 == 0,
+                        ..Default::default()
+                    });
+                    let Ok(Response::Range(range)) = client.request(&request).await else {
+                        break;
+                    };
+                    reads += 1;
+                    let first = range.kvs.first().map(|kv| kv.value.clone());
+                    if range.kvs.iter().any(|kv| Some(&kv.value) != first.as_ref()) {
+                        torn += 1;
+                    }
+                    if !range.kvs.is_empty() && range.kvs.len() != 16 {
+                        torn += 1;
+                    }
+                }
+                (torn, reads)
+            }));
+        }
+        for round in 0..150u64 {
+            let success = keys
+                .iter()
+                .map(|key| {
+                    RequestOp::Put(PutRequest {
+                        key: key.clone(),
+                        value: Bytes::from(round.to_string()),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            let txn = Request::Write(WriteRequest::Txn(TxnRequest {
+                compare: vec![],
+                success,
+                failure: vec![],
+            }));
+            writer.request(&txn).await.expect("txn");
+        }
+        done.set(true);
+        let mut totals = (0, 0);
+        for reader in readers {
+            let (torn, reads) = reader.await;
+            totals.0 += torn;
+            totals.1 += reads;
+        }
+        totals
+    });
+    assert!(reads > 0, "readers ran");
+    assert_eq!(torn, 0, "{torn} of {reads} reads saw part of a txn");
+}
+
+#[test]
+fn a_single_core_node_serves_too() {
+    let dir = DataDir::new("server-one-core");
+    let mut lode = Lode::start(&dir.0, &["--cores", "1"]);
+    assert_eq!(ok(lode.ctl(&["put", "a", "1"])), "OK\n");
+    let txn = "create(\"a\") > \"0\"\n\nput b 2\nget a\n\n\n";
+    assert_eq!(
+        ok(lode.ctl_with_input(&["txn"], Some(txn))),
+        "SUCCESS\n\nOK\n\na\n1\n"
+    );
+    assert_eq!(
+        ok(lode.ctl(&["get", "", "--from-key", "--keys-only"]))
+            .lines()
+            .count(),
+        2
+    );
+    assert!(lode.terminate());
 }

@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
-use glommio::{Latency, Placement, Shares};
-use lode::consensus::{Consensus, ConsensusConfig};
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use lode::consensus::ConsensusConfig;
+use lode::server::node::{run_core, NodeConfig};
 use lode::server::{self, Limits};
-use lode::wal::io::DmaDir;
-use lode::wal::{Wal, WalOptions, DEFAULT_SEGMENT_SIZE};
+use lode::shard::CoreMessage;
+use lode::wal::{WalOptions, DEFAULT_SEGMENT_SIZE};
 
 /// The native protocol's default port.
 const DEFAULT_NATIVE_ADDRESS: &str = "127.0.0.1:2390";
@@ -51,6 +52,10 @@ struct Cli {
     #[arg(long, env = "LODE_ELECTION_TIMEOUT", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(2..=50_000))]
     election_timeout: u64,
+    /// Executors (one per core, pinned), each owning a shard of the keyspace [default: every
+    /// core].
+    #[arg(long, env = "LODE_CORES", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    cores: Option<u64>,
     /// Size of new log segment files, in bytes.
     #[arg(long, env = "LODE_WAL_SEGMENT_SIZE", default_value_t = DEFAULT_SEGMENT_SIZE)]
     wal_segment_size: u64,
@@ -105,7 +110,6 @@ fn main() -> ExitCode {
         heartbeat: Duration::from_millis(cli.heartbeat_interval),
         election_ticks: (cli.election_timeout / cli.heartbeat_interval) as usize,
         max_txn_ops: cli.max_txn_ops as usize,
-        shards: 1,
     };
     let limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
     let wal_options = WalOptions {
@@ -115,52 +119,34 @@ fn main() -> ExitCode {
         create_if_missing: true,
         ..WalOptions::default()
     };
-    let listen = cli.listen_native.clone();
-    let started = lode::executor::builder(Placement::Unbound).spawn(move || async move {
-        let dir = DmaDir::open(&wal_dir)
-            .await
-            .map_err(|error| format!("cannot open {}: {error}", wal_dir.display()))?;
-        let wal = Rc::new(
-            Wal::open(dir, wal_options)
-                .await
-                .map_err(|error| error.to_string())?,
-        );
-        let background = glommio::executor().create_task_queue(
-            Shares::Static(100),
-            Latency::NotImportant,
-            "background",
-        );
-        glommio::spawn_local_into(Wal::run_preparer(Rc::downgrade(&wal)), background)
-            .map_err(|error| error.to_string())?
-            .detach();
-        let consensus = Consensus::new(config, wal).map_err(|error| error.to_string())?;
-        let listener = glommio::net::TcpListener::bind(&listen)
-            .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
-        glommio::spawn_local(server::native::serve(listener, consensus.clone(), limits)).detach();
-        let watcher = consensus.clone();
-        glommio::spawn_local(async move {
-            while !server::shutdown_requested(&shutdown) {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-            }
-            tracing::info!("shutdown requested");
-            watcher.stop();
-        })
-        .detach();
-        eprintln!(
-            "lode: member {member_id:x} serving the native protocol on {listen}, data dir {}",
-            data_dir.display()
-        );
-        let outcome = consensus.clone().run().await;
-        // Let connections write the answers of requests that just failed with "server stopped".
-        glommio::timer::sleep(Duration::from_millis(100)).await;
-        outcome.map_err(|error| error.to_string())
-    });
+    let cores = cli.cores.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
+    let node = NodeConfig {
+        consensus: config,
+        wal_dir,
+        wal_options,
+        listen_native: cli.listen_native.clone(),
+        limits,
+        shutdown,
+    };
+    eprintln!("lode: data dir {}", data_dir.display());
+    let mesh = (cores > 1).then(|| MeshBuilder::<CoreMessage, Full>::full(cores, 1024));
+    let started = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+        .io_memory(lode::executor::IO_MEMORY_BYTES)
+        .on_all_shards(move || {
+            let (node, mesh) = (node.clone(), mesh.clone());
+            async move { run_core(node, mesh).await }
+        });
     let result = match started {
-        Ok(handle) => handle
-            .join()
-            .map_err(|error| error.to_string())
-            .and_then(|r| r),
-        Err(error) => Err(format!("cannot start an executor: {error}")),
+        Ok(handles) => handles
+            .join_all()
+            .into_iter()
+            .map(|joined| joined.map_err(|error| error.to_string()).and_then(|r| r))
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ()),
+        Err(error) => Err(format!("cannot start the executors: {error}")),
     };
     match result {
         Ok(()) => {

@@ -15,8 +15,8 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
 use raft::RawNode;
 
 use crate::api::native::{self, Request};
-use crate::mvcc::request::{RangeRequest, RangeResponse, WriteRequest, WriteResponse};
-use crate::mvcc::{validate, KvError, ShardedKv};
+use crate::mvcc::request::{WriteRequest, WriteResponse};
+use crate::mvcc::{validate, KvError};
 use crate::replica::entry::{decode_proposal, encode_proposal, to_log_entry, ProposalId};
 use crate::replica::logger::raft_logger;
 use crate::replica::storage::LogStorage;
@@ -36,8 +36,6 @@ pub struct ConsensusConfig {
     pub election_ticks: usize,
     /// etcd's `--max-txn-ops`.
     pub max_txn_ops: usize,
-    /// Number of keyspace shards.
-    pub shards: usize,
 }
 
 /// Why a request could not be served. `Display` is etcd's message.
@@ -90,7 +88,7 @@ pub struct Consensus<D: LogDir> {
     config: ConsensusConfig,
     wal: Rc<Wal<D>>,
     raw: RefCell<RawNode<LogStorage<D>>>,
-    kv: RefCell<ShardedKv>,
+    sequencer: super::sequencer::Sequencer,
     queue: RefCell<Queue>,
     driver_waker: RefCell<Option<Waker>>,
     applied: Cell<u64>,
@@ -121,7 +119,11 @@ fn random_nonce() -> u64 {
 impl<D: LogDir + 'static> Consensus<D> {
     /// A single-member group over `wal`. Committed entries already in the log are applied again
     /// as the driver runs (the keyspace is rebuilt from the log).
-    pub fn new(config: ConsensusConfig, wal: Rc<Wal<D>>) -> Result<Rc<Consensus<D>>, ServerError> {
+    pub fn new(
+        config: ConsensusConfig,
+        wal: Rc<Wal<D>>,
+        router: Rc<crate::shard::route::Router>,
+    ) -> Result<Rc<Consensus<D>>, ServerError> {
         if config.member_id == 0 {
             return Err(ServerError::Internal("member ID 0 is reserved".into()));
         }
@@ -151,7 +153,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         raw.campaign()
             .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
         Ok(Rc::new(Consensus {
-            kv: RefCell::new(ShardedKv::new(config.shards)),
+            sequencer: super::sequencer::Sequencer::new(router, config.max_txn_ops),
             config,
             wal,
             raw: RefCell::new(raw),
@@ -192,9 +194,9 @@ impl<D: LogDir + 'static> Consensus<D> {
         self.applied.get()
     }
 
-    /// The current revision of the keyspace.
+    /// The revision of the last applied write.
     pub fn revision(&self) -> i64 {
-        self.kv.borrow().current_revision()
+        self.sequencer.current_revision()
     }
 
     fn wake_driver(&self) {
@@ -232,18 +234,16 @@ impl<D: LogDir + 'static> Consensus<D> {
         receiver.await.unwrap_or(Err(ServerError::Stopped))
     }
 
-    /// Serves a range: at once from local state when serializable, otherwise after a ReadIndex
-    /// round confirms leadership and the keyspace has applied up to the read index.
-    pub async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
-        validate::check_range(request)?;
-        if !request.serializable {
-            let (sender, receiver) = oneshot::channel();
-            self.queue.borrow_mut().reads_waiting.push(sender);
-            self.wake_driver();
-            let index = receiver.await.unwrap_or(Err(ServerError::Stopped))?;
-            self.wait_applied(index).await?;
-        }
-        Ok(self.kv.borrow().range(request)?)
+    /// Confirms leadership with a ReadIndex round (batched with every read waiting) and waits
+    /// until everything up to the read index is applied; returns the revision a linearizable
+    /// read must read at.
+    pub async fn read_index(&self) -> Result<i64, ServerError> {
+        let (sender, receiver) = oneshot::channel();
+        self.queue.borrow_mut().reads_waiting.push(sender);
+        self.wake_driver();
+        let index = receiver.await.unwrap_or(Err(ServerError::Stopped))?;
+        self.wait_applied(index).await?;
+        Ok(self.sequencer.current_revision())
     }
 
     async fn wait_applied(&self, index: u64) -> Result<(), ServerError> {
@@ -286,8 +286,12 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     fn has_work(&self) -> bool {
+        if self.stopped.get() {
+            return true;
+        }
         let queue = self.queue.borrow();
-        !queue.proposals.is_empty() || !queue.reads_waiting.is_empty() || self.stopped.get()
+        let queued = !queue.proposals.is_empty() || !queue.reads_waiting.is_empty();
+        queued && self.raw.borrow().raft.state == raft::StateRole::Leader
     }
 
     async fn drive(&self) -> Result<(), ServerError> {
@@ -315,6 +319,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             if now >= next_tick {
                 self.raw.borrow_mut().tick();
                 next_tick = now + self.config.heartbeat;
+                self.reissue_reads();
             }
             self.hand_work_to_raft();
             self.process_ready().await?;
@@ -322,9 +327,15 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// Moves queued proposals and reads into the RawNode.
+    ///
+    /// Work waits in the queue while this node is not the leader (at start, before its own
+    /// election completes): raft-rs would drop it.
     fn hand_work_to_raft(&self) {
         let mut queue = self.queue.borrow_mut();
         let mut raw = self.raw.borrow_mut();
+        if raw.raft.state != raft::StateRole::Leader {
+            return;
+        }
         for (sequence, data) in std::mem::take(&mut queue.proposals) {
             if raw.propose(Vec::new(), data.to_vec()).is_err() {
                 if let Some(waiter) = queue.writes.remove(&sequence) {
@@ -337,6 +348,19 @@ impl<D: LogDir + 'static> Consensus<D> {
             queue.next_read_context += 1;
             let batch = std::mem::take(&mut queue.reads_waiting);
             queue.reads_in_flight.insert(context, batch);
+            raw.read_index(context.to_le_bytes().to_vec());
+        }
+    }
+
+    /// Asks again for read indexes still unanswered after a tick (a read state is lost when
+    /// leadership changes hands in between).
+    fn reissue_reads(&self) {
+        let mut raw = self.raw.borrow_mut();
+        if raw.raft.state != raft::StateRole::Leader {
+            return;
+        }
+        let queue = self.queue.borrow();
+        for context in queue.reads_in_flight.keys() {
             raw.read_index(context.to_le_bytes().to_vec());
         }
     }
@@ -358,7 +382,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 "snapshots are not supported yet".into(),
             ));
         }
-        self.apply_entries(ready.take_committed_entries())?;
+        self.apply_entries(ready.take_committed_entries()).await?;
         for state in ready.take_read_states() {
             self.resolve_read(&state.request_ctx, state.index);
         }
@@ -392,7 +416,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         drop(ready.take_persisted_messages());
         let mut light = self.raw.borrow_mut().advance(ready);
         drop(light.take_messages());
-        self.apply_entries(light.take_committed_entries())?;
+        self.apply_entries(light.take_committed_entries()).await?;
         self.raw.borrow_mut().advance_apply();
         Ok(())
     }
@@ -411,13 +435,13 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<(), ServerError> {
+    async fn apply_entries(&self, entries: Vec<Entry>) -> Result<(), ServerError> {
         if entries.is_empty() {
             return Ok(());
         }
         for entry in entries {
             match entry.entry_type {
-                EntryType::EntryNormal => self.apply_proposal(&entry),
+                EntryType::EntryNormal => self.apply_proposal(&entry).await,
                 EntryType::EntryConfChange => {
                     let change: ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
                         .map_err(|e| {
@@ -435,6 +459,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             self.applied.set(entry.index);
         }
+        self.sequencer.publish(self.term()).await?;
         let applied = self.applied.get();
         let mut waiters = self.applied_waiters.borrow_mut();
         let ready: Vec<_> = {
@@ -465,7 +490,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         Ok(())
     }
 
-    fn apply_proposal(&self, entry: &Entry) {
+    async fn apply_proposal(&self, entry: &Entry) {
         if entry.data.is_empty() {
             return; // a new leader's empty entry
         }
@@ -474,11 +499,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         };
         let result = match native::decode_request(&frame) {
-            Ok((_, Request::Write(request))) => self
-                .kv
-                .borrow_mut()
-                .write(&request, self.config.max_txn_ops)
-                .map_err(ServerError::from),
+            Ok((_, Request::Write(request))) => self.sequencer.apply(&request).await,
             Ok(_) | Err(_) => {
                 tracing::error!(index = entry.index, "entry holds no write request; skipped");
                 Err(ServerError::Internal("malformed log entry".into()))

@@ -20,5 +20,6 @@
 //! Single-core: the node lives on one executor and is shared by its tasks through `Rc`.
 
 mod driver;
+pub mod sequencer;
 
 pub use driver::{Consensus, ConsensusConfig, ServerError};

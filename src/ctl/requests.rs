@@ -35,8 +35,7 @@ pub fn range_request(
     end: Option<&str>,
     options: &GetOptions,
 ) -> Result<RangeRequest, String> {
-    let key = Bytes::copy_from_slice(key.as_bytes());
-    let range_end = range_end(&key, end, options.prefix, options.from_key)?;
+    let (key, range_end) = key_and_end(key, end, options.prefix, options.from_key)?;
     let sort_target = match options
         .sort_by
         .as_deref()
@@ -81,6 +80,22 @@ pub fn range_request(
         count_only: options.count_only,
         ..RangeRequest::default()
     })
+}
+
+/// The key and range end etcdctl sends: an empty key with `--prefix` or `--from-key` means
+/// every key (from `"\0"`).
+fn key_and_end(
+    key: &str,
+    end: Option<&str>,
+    prefix: bool,
+    from_key: bool,
+) -> Result<(Bytes, Bytes), String> {
+    if key.is_empty() && (prefix || from_key) && end.is_none() && !(prefix && from_key) {
+        return Ok((Bytes::from_static(&[0]), Bytes::from_static(&[0])));
+    }
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    let end = range_end(&key, end, prefix, from_key)?;
+    Ok((key, end))
 }
 
 fn range_end(
@@ -133,8 +148,7 @@ pub fn delete_request(
     from_key: bool,
     prev_kv: bool,
 ) -> Result<DeleteRangeRequest, String> {
-    let key = Bytes::copy_from_slice(key.as_bytes());
-    let range_end = range_end(&key, end, prefix, from_key)?;
+    let (key, range_end) = key_and_end(key, end, prefix, from_key)?;
     Ok(DeleteRangeRequest {
         key,
         range_end,

@@ -49,6 +49,21 @@ impl MvccShard {
         history.push(Version { main, sub, pair });
     }
 
+    /// Records an unconditional put at revision (main, sub), computing the pair's create
+    /// revision and version from the key's current state (the rules of `exec`'s put).
+    pub fn put(&mut self, main: i64, sub: i64, key: Bytes, value: Bytes, lease: i64) {
+        let previous = self.get(&key, i64::MAX);
+        let pair = KeyValue {
+            key: key.clone(),
+            create_revision: previous.map_or(main, |p| p.create_revision),
+            mod_revision: main,
+            version: previous.map_or(0, |p| p.version) + 1,
+            value,
+            lease,
+        };
+        self.apply(main, sub, key, Some(pair));
+    }
+
     /// The pair `key` held at `revision`, if it was live.
     pub fn get(&self, key: &[u8], revision: i64) -> Option<&KeyValue> {
         self.keys

@@ -1,17 +1,16 @@
 //! The `lode` server: a node's consensus core and its client-facing listeners.
 //!
-//! Today a node runs on one executor: the consensus core, the keyspace (all shards) and the
-//! native-protocol listener share it. Spreading shards and listeners over every core is the
-//! next step of the thread-per-core design (see ARCHITECTURE.md).
+//! A node runs one glommio executor per core (`node::run_core`): every core owns a shard and
+//! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
 pub mod native;
+pub mod node;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::api::native::Response;
-use crate::consensus::Consensus;
-use crate::wal::io::LogDir;
+use node::Node;
 
 /// Limits applied to client requests at the edge.
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +33,7 @@ impl Limits {
 }
 
 /// Fills the parts of the top-level response header the store does not decide.
-pub fn fill_header<D: LogDir + 'static>(response: &mut Response, consensus: &Consensus<D>) {
+pub fn fill_header(response: &mut Response, node: &Node) {
     use crate::mvcc::request::WriteResponse;
     let header = match response {
         Response::Range(r) => &mut r.header,
@@ -45,9 +44,9 @@ pub fn fill_header<D: LogDir + 'static>(response: &mut Response, consensus: &Con
         Response::Status(s) => &mut s.header,
         Response::Error { .. } => return,
     };
-    header.cluster_id = consensus.config().cluster_id;
-    header.member_id = consensus.config().member_id;
-    header.raft_term = consensus.term();
+    header.cluster_id = node.config.cluster_id;
+    header.member_id = node.config.member_id;
+    header.raft_term = node.term();
 }
 
 /// Set by SIGTERM or SIGINT: the node stops taking requests, fails queued ones clearly and exits.

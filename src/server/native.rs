@@ -18,28 +18,24 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use lode_protocol::frame::{decode_frame, encode_frame};
 
+use super::node::Node;
 use super::{fill_header, Limits};
-use crate::api::native::{self, Request, Response, StatusResponse};
-use crate::consensus::{Consensus, ServerError};
+use crate::api::native::{self, Request, Response};
+use crate::consensus::ServerError;
 use crate::mvcc::KvError;
-use crate::wal::io::LogDir;
 
 /// gRPC `InvalidArgument`, used for frames that cannot be decoded.
 const INVALID_ARGUMENT: u32 = 3;
 
 /// Accepts connections until the listener fails.
-pub async fn serve<D: LogDir + 'static>(
-    listener: TcpListener,
-    consensus: Rc<Consensus<D>>,
-    limits: Limits,
-) {
+pub async fn serve(listener: TcpListener, node: Rc<Node>, limits: Limits) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::warn!(%error, "TCP_NODELAY");
                 }
-                glommio::spawn_local(connection(stream, consensus.clone(), limits)).detach();
+                glommio::spawn_local(connection(stream, node.clone(), limits)).detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accepting a connection failed");
@@ -108,11 +104,7 @@ fn error_frame(id: u64, code: u32, message: String) -> Vec<u8> {
     native::encode_response(id, &Response::Error { code, message })
 }
 
-async fn connection<D: LogDir + 'static>(
-    stream: TcpStream,
-    consensus: Rc<Consensus<D>>,
-    limits: Limits,
-) {
+async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
     let (mut reader, mut writer) = stream.split();
     let outbox = Rc::new(Outbox::default());
     let writer_outbox = outbox.clone();
@@ -139,10 +131,10 @@ async fn connection<D: LogDir + 'static>(
             match decode_frame(&mut buffer, limits.max_frame_bytes) {
                 Ok(Some(frame)) => {
                     let outbox = outbox.clone();
-                    let consensus = consensus.clone();
+                    let node = node.clone();
                     outbox.begin();
                     glommio::spawn_local(async move {
-                        outbox.answer(handle_frame(frame, &consensus, limits).await);
+                        outbox.answer(handle_frame(frame, &node, limits).await);
                     })
                     .detach();
                 }
@@ -159,11 +151,7 @@ async fn connection<D: LogDir + 'static>(
     writer_task.await;
 }
 
-async fn handle_frame<D: LogDir + 'static>(
-    frame: Bytes,
-    consensus: &Consensus<D>,
-    limits: Limits,
-) -> Vec<u8> {
+async fn handle_frame(frame: Bytes, node: &Node, limits: Limits) -> Vec<u8> {
     let (id, request) = match native::decode_request(&frame) {
         Ok(decoded) => decoded,
         Err(error) => {
@@ -175,22 +163,14 @@ async fn handle_frame<D: LogDir + 'static>(
         Err(ServerError::Kv(KvError::RequestTooLarge))
     } else {
         match request {
-            Request::Range(range) => consensus.range(&range).await.map(Response::Range),
+            Request::Range(range) => node.range(&range).await.map(Response::Range),
             Request::Write(write) => {
-                match crate::mvcc::validate::check_write(&write, consensus.config().max_txn_ops) {
-                    Ok(()) => consensus.propose_frame(&frame).await.map(Response::Write),
+                match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
+                    Ok(()) => node.write(frame).await.map(Response::Write),
                     Err(error) => Err(error.into()),
                 }
             }
-            Request::Status => Ok(Response::Status(StatusResponse {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                db_size: 0,
-                leader: consensus.leader(),
-                raft_index: consensus.last_index(),
-                raft_term: consensus.term(),
-                raft_applied_index: consensus.applied_index(),
-                header: crate::mvcc::request::ResponseHeader::at(consensus.revision()),
-            })),
+            Request::Status => node.status().await.map(Response::Status),
         }
     };
     let mut response = match result {
@@ -200,6 +180,6 @@ async fn handle_frame<D: LogDir + 'static>(
             message: error.to_string(),
         },
     };
-    fill_header(&mut response, consensus);
+    fill_header(&mut response, node);
     native::encode_response(id, &response)
 }

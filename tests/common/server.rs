@@ -29,6 +29,7 @@ impl DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("stderr"));
     }
 }
 
@@ -40,36 +41,52 @@ pub struct Lode {
 }
 
 impl Lode {
-    /// Starts lode on `data_dir` and waits until it accepts connections.
+    /// Starts lode on `data_dir` and waits until it accepts connections. A start that fails
+    /// (a port taken in the meantime) is retried on another port; lode's stderr goes to
+    /// `<data_dir>.stderr` and is shown if it never comes up.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Lode {
-        let address = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_lode"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn lode");
-        let lode = Lode {
-            child: Some(child),
-            address,
-            data_dir: data_dir.to_path_buf(),
-        };
-        lode.wait_ready();
-        lode
+        let log_path = data_dir.with_extension("stderr");
+        for _ in 0..5 {
+            let address = format!("127.0.0.1:{}", free_port());
+            let log = std::fs::File::create(&log_path).expect("lode log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_lode"))
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn lode");
+            let mut lode = Lode {
+                child: Some(child),
+                address,
+                data_dir: data_dir.to_path_buf(),
+            };
+            if lode.wait_ready() {
+                return lode;
+            }
+            lode.kill();
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("lode did not start on {}: {log}", data_dir.display());
     }
 
-    fn wait_ready(&self) {
+    /// True once lode accepts connections; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&self.address).is_ok() {
-                return;
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("lode did not start listening on {}", self.address);
+        false
     }
 
     /// Runs lodectl against this server.

@@ -1,0 +1,336 @@
+//! The apply sequencer: turns committed write requests, in log order, into revisions and
+//! per-shard changes. Lives on the consensus core.
+//!
+//! - An unconditional put (no prev_kv, no ignore flags, no lease) gets the next revision at
+//!   once and goes to its shard, which computes version and create revision itself: no round
+//!   trip.
+//! - Anything else is evaluated by `mvcc::exec` against a view prefetched from the shards it
+//!   reads (each shard answers after applying everything sent to it before), then its changes
+//!   are dispatched to their shards.
+//! - After each batch of entries, every shard learns the new revision (`Watermark`): reads at
+//!   a revision wait for it, so no reader sees part of a revision.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use super::ServerError;
+use crate::mvcc::exec::{self, Change, ReadView};
+use crate::mvcc::kv::{KeyRange, KeyValue};
+use crate::mvcc::request::*;
+use crate::mvcc::{validate, KvError};
+use crate::shard::route::Router;
+use crate::shard::CoreMessage;
+
+/// The revision counter and dispatcher of committed writes.
+pub struct Sequencer {
+    router: Rc<Router>,
+    current: Cell<i64>,
+    compacted: Cell<i64>,
+    published: Cell<i64>,
+    max_txn_ops: usize,
+}
+
+/// The reads a conditional write needs, answered by the shards.
+struct PrefetchedView {
+    current: i64,
+    compacted: i64,
+    reads: Vec<((KeyRange, i64), Vec<KeyValue>)>,
+    missed: RefCell<bool>,
+}
+
+impl ReadView for PrefetchedView {
+    fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    fn range_at(&self, range: &KeyRange, revision: i64) -> Vec<KeyValue> {
+        match self
+            .reads
+            .iter()
+            .find(|((r, v), _)| r == range && *v == revision)
+        {
+            Some((_, pairs)) => pairs.clone(),
+            None => {
+                *self.missed.borrow_mut() = true;
+                Vec::new()
+            }
+        }
+    }
+
+    fn lease_exists(&self, _lease: i64) -> bool {
+        false
+    }
+}
+
+/// Every (range, revision) that executing `request` at `current` reads.
+fn read_set(request: &WriteRequest, current: i64) -> Vec<(KeyRange, i64)> {
+    fn ops(ops: &[RequestOp], current: i64, out: &mut Vec<(KeyRange, i64)>) {
+        for op in ops {
+            match op {
+                RequestOp::Put(put) => out.push((KeyRange::Single(put.key.clone()), current)),
+                RequestOp::DeleteRange(delete) => out.push((
+                    KeyRange::from_request(&delete.key, &delete.range_end),
+                    current,
+                )),
+                RequestOp::Range(range) => {
+                    let revision = if range.revision <= 0 || range.revision > current {
+                        current
+                    } else {
+                        range.revision
+                    };
+                    out.push((
+                        KeyRange::from_request(&range.key, &range.range_end),
+                        revision,
+                    ));
+                    out.push((
+                        KeyRange::from_request(&range.key, &range.range_end),
+                        current,
+                    ));
+                }
+                RequestOp::Txn(nested) => txn(nested, current, out),
+                RequestOp::Empty => {}
+            }
+        }
+    }
+    fn txn(txn: &TxnRequest, current: i64, out: &mut Vec<(KeyRange, i64)>) {
+        for compare in &txn.compare {
+            out.push((
+                KeyRange::from_request(&compare.key, &compare.range_end),
+                current,
+            ));
+        }
+        ops(&txn.success, current, out);
+        ops(&txn.failure, current, out);
+    }
+    let mut all = Vec::new();
+    let out = &mut all;
+    match request {
+        WriteRequest::Put(put) => out.push((KeyRange::Single(put.key.clone()), current)),
+        WriteRequest::DeleteRange(delete) => out.push((
+            KeyRange::from_request(&delete.key, &delete.range_end),
+            current,
+        )),
+        WriteRequest::Txn(t) => txn(t, current, out),
+        WriteRequest::Compact(_) => {}
+    }
+    let mut unique: Vec<(KeyRange, i64)> = Vec::with_capacity(all.len());
+    for read in all {
+        if !unique.contains(&read) {
+            unique.push(read);
+        }
+    }
+    unique
+}
+
+impl Sequencer {
+    /// A sequencer for an empty keyspace (revision 1).
+    pub fn new(router: Rc<Router>, max_txn_ops: usize) -> Sequencer {
+        Sequencer {
+            router,
+            current: Cell::new(1),
+            compacted: Cell::new(-1),
+            published: Cell::new(1),
+            max_txn_ops,
+        }
+    }
+
+    /// The revision of the last applied write.
+    pub fn current_revision(&self) -> i64 {
+        self.current.get()
+    }
+
+    /// The router of this core.
+    pub fn router(&self) -> &Rc<Router> {
+        &self.router
+    }
+
+    /// Applies one committed write request; the response is the client's answer.
+    pub async fn apply(&self, request: &WriteRequest) -> Result<WriteResponse, ServerError> {
+        validate::check_write(request, self.max_txn_ops)?;
+        match request {
+            WriteRequest::Put(put)
+                if !put.prev_kv && !put.ignore_value && !put.ignore_lease && put.lease == 0 =>
+            {
+                let revision = self.current.get() + 1;
+                self.router
+                    .deliver(
+                        self.router.owner(&put.key),
+                        CoreMessage::ApplyPut {
+                            revision,
+                            key: put.key.clone(),
+                            value: put.value.clone(),
+                            lease: put.lease,
+                        },
+                    )
+                    .await?;
+                self.current.set(revision);
+                Ok(WriteResponse::Put(PutResponse {
+                    header: ResponseHeader::at(revision),
+                    prev_kv: None,
+                }))
+            }
+            WriteRequest::Compact(compaction) => {
+                if compaction.revision <= self.compacted.get() {
+                    return Err(KvError::Compacted.into());
+                }
+                if compaction.revision > self.current.get() {
+                    return Err(KvError::FutureRevision.into());
+                }
+                self.compacted.set(compaction.revision);
+                for core in 0..self.router.cores() {
+                    self.router
+                        .deliver(core, CoreMessage::Compact(compaction.revision))
+                        .await?;
+                }
+                Ok(WriteResponse::Compact(CompactionResponse {
+                    header: ResponseHeader::at(self.current.get()),
+                }))
+            }
+            conditional => self.apply_conditional(conditional).await,
+        }
+    }
+
+    async fn apply_conditional(
+        &self,
+        request: &WriteRequest,
+    ) -> Result<WriteResponse, ServerError> {
+        let current = self.current.get();
+        let view = self.prefetch(read_set(request, current), current).await?;
+        let (response, changes) = match request {
+            WriteRequest::Put(put) => {
+                let (r, c) = exec::execute_put(&view, put)?;
+                (WriteResponse::Put(r), c)
+            }
+            WriteRequest::DeleteRange(delete) => {
+                let (r, c) = exec::execute_delete(&view, delete)?;
+                (WriteResponse::DeleteRange(r), c)
+            }
+            WriteRequest::Txn(txn) => {
+                let (r, c) = exec::execute_txn(&view, txn)?;
+                (WriteResponse::Txn(r), c)
+            }
+            WriteRequest::Compact(_) => unreachable!("compactions are applied directly"),
+        };
+        if *view.missed.borrow() {
+            tracing::error!(
+                ?request,
+                "a conditional write read outside its prefetched view"
+            );
+            return Err(ServerError::Internal(
+                "internal error evaluating the request".into(),
+            ));
+        }
+        self.dispatch(changes).await?;
+        Ok(response)
+    }
+
+    async fn prefetch(
+        &self,
+        reads: Vec<(KeyRange, i64)>,
+        current: i64,
+    ) -> Result<PrefetchedView, ServerError> {
+        let mut per_core: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (position, (range, _)) in reads.iter().enumerate() {
+            match range {
+                KeyRange::Single(key) => per_core
+                    .entry(self.router.owner(key))
+                    .or_default()
+                    .push(position),
+                _ => {
+                    for core in 0..self.router.cores() {
+                        per_core.entry(core).or_default().push(position);
+                    }
+                }
+            }
+        }
+        let mut results: Vec<Vec<KeyValue>> = vec![Vec::new(); reads.len()];
+        let mut answers = Vec::new();
+        for (core, positions) in per_core {
+            let subset: Vec<(KeyRange, i64)> =
+                positions.iter().map(|&p| reads[p].clone()).collect();
+            let (reply, answer) = oneshot::channel();
+            self.router
+                .deliver(
+                    core,
+                    CoreMessage::Prefetch {
+                        reads: subset,
+                        reply,
+                    },
+                )
+                .await?;
+            answers.push((positions, answer));
+        }
+        for (positions, answer) in answers {
+            let parts = answer.await.map_err(|_| ServerError::Stopped)?;
+            for (position, mut part) in positions.into_iter().zip(parts) {
+                results[position].append(&mut part);
+            }
+        }
+        let reads = reads
+            .into_iter()
+            .zip(results)
+            .map(|(read, mut pairs)| {
+                pairs.sort_by(|a, b| a.key.cmp(&b.key));
+                (read, pairs)
+            })
+            .collect();
+        Ok(PrefetchedView {
+            current,
+            compacted: self.compacted.get(),
+            reads,
+            missed: RefCell::new(false),
+        })
+    }
+
+    /// Sends a write's changes to their shards at the next revision.
+    async fn dispatch(&self, changes: Vec<Change>) -> Result<(), ServerError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let revision = self.current.get() + 1;
+        let mut per_core: BTreeMap<usize, Vec<(i64, Bytes, Option<KeyValue>)>> = BTreeMap::new();
+        for (sub, change) in changes.into_iter().enumerate() {
+            per_core
+                .entry(self.router.owner(&change.key))
+                .or_default()
+                .push((sub as i64, change.key, change.pair));
+        }
+        for (core, changes) in per_core {
+            self.router
+                .deliver(core, CoreMessage::Apply { revision, changes })
+                .await?;
+        }
+        self.current.set(revision);
+        Ok(())
+    }
+
+    /// Tells every shard that everything up to the current revision has been sent (and the
+    /// Raft term, for the headers other cores answer with).
+    pub async fn publish(&self, term: u64) -> Result<(), ServerError> {
+        let current = self.current.get();
+        if current == self.published.get() {
+            return Ok(());
+        }
+        for core in 0..self.router.cores() {
+            self.router
+                .deliver(
+                    core,
+                    CoreMessage::Watermark {
+                        revision: current,
+                        term,
+                    },
+                )
+                .await?;
+        }
+        self.published.set(current);
+        Ok(())
+    }
+}

@@ -37,6 +37,9 @@ pub struct KvArgs {
     /// The lode binary to start (default: the one next to lode-bench).
     #[arg(long)]
     lode: Option<PathBuf>,
+    /// `--cores` for the lode it starts (default: lode's own default, every core).
+    #[arg(long)]
+    cores: Option<u64>,
     /// Seconds each case runs.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -92,7 +95,11 @@ fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, Str
             .with_file_name("lode"),
     };
     let address = free_address()?;
-    let child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    if let Some(cores) = args.cores {
+        command.args(["--cores", &cores.to_string()]);
+    }
+    let child = command
         .arg("--data-dir")
         .arg(scratch.join("data"))
         .args(["--listen-native", &address])
@@ -372,11 +379,12 @@ async fn scenario_case(
 
 fn report(args: &KvArgs, results: &[CaseResult]) {
     let title = format!(
-        "lode-bench kv: dir {}, {} B values, {} s per case, up to {} connections",
+        "lode-bench kv: dir {}, {} B values, {} s per case, up to {} connections, lode cores: {}",
         args.dir.display(),
         args.value_bytes,
         args.seconds,
-        args.connections
+        args.connections,
+        args.cores.map_or("default (every core)".to_string(), |n| n.to_string())
     );
     print_cases("kv", &title, results, &results[0], args.json);
     if args.json {

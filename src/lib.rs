@@ -14,4 +14,5 @@ pub mod mvcc;
 pub mod replica;
 pub mod server;
 pub mod shard;
+pub mod snapshot;
 pub mod wal;

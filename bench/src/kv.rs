@@ -384,7 +384,8 @@ fn report(args: &KvArgs, results: &[CaseResult]) {
         args.value_bytes,
         args.seconds,
         args.connections,
-        args.cores.map_or("default (every core)".to_string(), |n| n.to_string())
+        args.cores
+            .map_or("default (every core)".to_string(), |n| n.to_string())
     );
     print_cases("kv", &title, results, &results[0], args.json);
     if args.json {

@@ -56,6 +56,13 @@ struct Cli {
     /// core].
     #[arg(long, env = "LODE_CORES", value_parser = clap::value_parser!(u64).range(1..=1024))]
     cores: Option<u64>,
+    /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
+    /// is then removed. 0 disables snapshots.
+    #[arg(long, env = "LODE_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag.
+    #[arg(long, env = "LODE_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    snapshot_catchup_entries: u64,
     /// Size of new log segment files, in bytes.
     #[arg(long, env = "LODE_WAL_SEGMENT_SIZE", default_value_t = DEFAULT_SEGMENT_SIZE)]
     wal_segment_size: u64,
@@ -110,6 +117,9 @@ fn main() -> ExitCode {
         heartbeat: Duration::from_millis(cli.heartbeat_interval),
         election_ticks: (cli.election_timeout / cli.heartbeat_interval) as usize,
         max_txn_ops: cli.max_txn_ops as usize,
+        snapshot_count: cli.snapshot_count,
+        snapshot_catchup_entries: cli.snapshot_catchup_entries,
+        snapshot_dir: data_dir.join("snap"),
     };
     let limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
     let wal_options = WalOptions {

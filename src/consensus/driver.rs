@@ -36,6 +36,13 @@ pub struct ConsensusConfig {
     pub election_ticks: usize,
     /// etcd's `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// Applied entries between snapshots (etcd's `--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot, for followers (etcd's
+    /// `--snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
+    /// Where snapshots are written.
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 /// Why a request could not be served. `Display` is etcd's message.
@@ -102,6 +109,10 @@ pub struct Consensus<D: LogDir> {
     /// needs no fdatasync of its own (a lost commit index is recomputed by Raft, as etcd's
     /// `MustSync` reasons), so it rides along with the next append.
     deferred_hard_state: Cell<Option<crate::wal::format::HardState>>,
+    /// Applied index of the newest durable snapshot (0 for none).
+    last_snapshot: Cell<u64>,
+    /// True while a snapshot is being written.
+    snapshotting: Cell<bool>,
 }
 
 fn random_nonce() -> u64 {
@@ -123,6 +134,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         config: ConsensusConfig,
         wal: Rc<Wal<D>>,
         router: Rc<crate::shard::route::Router>,
+        snapshot: Option<crate::snapshot::SnapshotMeta>,
     ) -> Result<Rc<Consensus<D>>, ServerError> {
         if config.member_id == 0 {
             return Err(ServerError::Internal("member ID 0 is reserved".into()));
@@ -132,12 +144,20 @@ impl<D: LogDir + 'static> Consensus<D> {
             ..Default::default()
         };
         let wal_hard_state = wal.hard_state();
-        let storage = LogStorage::new(wal.clone(), conf_state);
+        let applied = snapshot.as_ref().map_or(0, |meta| meta.applied_index);
+        if wal.first_index() > applied + 1 {
+            return Err(ServerError::Internal(format!(
+                "the log starts at index {} but the newest snapshot covers only up to {applied}: \
+                 entries are missing",
+                wal.first_index()
+            )));
+        }
+        let storage = LogStorage::new(wal.clone(), conf_state, applied);
         let raft_config = raft::Config {
             id: config.member_id,
             election_tick: config.election_ticks.max(2),
             heartbeat_tick: 1,
-            applied: 0,
+            applied,
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: 1 << 20,
@@ -152,20 +172,26 @@ impl<D: LogDir + 'static> Consensus<D> {
         // A single voter elects itself at once.
         raw.campaign()
             .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
+        let sequencer = super::sequencer::Sequencer::new(router, config.max_txn_ops);
+        if let Some(meta) = &snapshot {
+            sequencer.restore(meta.revision, meta.compact_revision);
+        }
         Ok(Rc::new(Consensus {
-            sequencer: super::sequencer::Sequencer::new(router, config.max_txn_ops),
+            sequencer,
             config,
             wal,
             raw: RefCell::new(raw),
             queue: RefCell::new(Queue::default()),
             driver_waker: RefCell::new(None),
-            applied: Cell::new(0),
+            applied: Cell::new(applied),
             applied_waiters: RefCell::new(Vec::new()),
             nonce: random_nonce(),
             next_sequence: Cell::new(1),
             stopped: Cell::new(false),
             persisted_hard_state: Cell::new(wal_hard_state),
             deferred_hard_state: Cell::new(None),
+            last_snapshot: Cell::new(applied),
+            snapshotting: Cell::new(false),
         }))
     }
 
@@ -264,6 +290,10 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Runs the Raft loop until [`Consensus::stop`] or a storage failure.
     pub async fn run(self: Rc<Self>) -> Result<(), ServerError> {
         let result = self.drive().await;
+        // Let a snapshot being written finish: its file is complete or removed either way.
+        while self.snapshotting.get() {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
         self.fail_everything();
         result
     }
@@ -294,7 +324,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         queued && self.raw.borrow().raft.state == raft::StateRole::Leader
     }
 
-    async fn drive(&self) -> Result<(), ServerError> {
+    async fn drive(self: &Rc<Self>) -> Result<(), ServerError> {
         let mut next_tick = Instant::now() + self.config.heartbeat;
         loop {
             if !self.has_work() && !self.raw.borrow().has_ready() {
@@ -323,6 +353,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             self.hand_work_to_raft();
             self.process_ready().await?;
+            self.maybe_snapshot();
         }
     }
 
@@ -349,6 +380,73 @@ impl<D: LogDir + 'static> Consensus<D> {
             let batch = std::mem::take(&mut queue.reads_waiting);
             queue.reads_in_flight.insert(context, batch);
             raw.read_index(context.to_le_bytes().to_vec());
+        }
+    }
+
+    /// Starts a snapshot in the background once `snapshot_count` entries were applied since the
+    /// last one; when it is durable, the log is compacted up to `snapshot_catchup_entries`
+    /// behind it.
+    fn maybe_snapshot(self: &Rc<Self>) {
+        let applied = self.applied.get();
+        if self.snapshotting.get()
+            || self.config.snapshot_count == 0
+            || applied < self.last_snapshot.get() + self.config.snapshot_count
+        {
+            return;
+        }
+        let Ok(applied_term) = self.wal.term(applied) else {
+            return;
+        };
+        let meta = crate::snapshot::SnapshotMeta {
+            applied_index: applied,
+            applied_term,
+            revision: self.sequencer.current_revision(),
+            compact_revision: self.sequencer.compact_revision(),
+            voters: vec![self.config.member_id],
+        };
+        self.snapshotting.set(true);
+        let this = self.clone();
+        let background = glommio::executor().create_task_queue(
+            glommio::Shares::Static(100),
+            glommio::Latency::NotImportant,
+            "snapshot",
+        );
+        let task = async move {
+            let started = Instant::now();
+            match super::snapshotter::take(
+                &this.config.snapshot_dir,
+                &meta,
+                this.sequencer.router(),
+            )
+            .await
+            {
+                Ok(true) => {
+                    this.last_snapshot.set(meta.applied_index);
+                    tracing::info!(
+                        index = meta.applied_index,
+                        revision = meta.revision,
+                        elapsed = ?started.elapsed(),
+                        "snapshot written"
+                    );
+                    let compact_to = meta
+                        .applied_index
+                        .saturating_sub(this.config.snapshot_catchup_entries);
+                    if compact_to > this.wal.compacted().0 {
+                        if let Err(error) = this.wal.compact(compact_to).await {
+                            tracing::error!(%error, "compacting the log after a snapshot failed");
+                        }
+                    }
+                }
+                Ok(false) => tracing::info!("snapshot abandoned: a compaction ran meanwhile"),
+                Err(error) => tracing::error!(%error, "writing a snapshot failed"),
+            }
+            this.snapshotting.set(false);
+        };
+        if glommio::spawn_local_into(task, background)
+            .map(|t| t.detach())
+            .is_err()
+        {
+            self.snapshotting.set(false);
         }
     }
 

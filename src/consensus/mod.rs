@@ -21,5 +21,6 @@
 
 mod driver;
 pub mod sequencer;
+pub mod snapshotter;
 
 pub use driver::{Consensus, ConsensusConfig, ServerError};

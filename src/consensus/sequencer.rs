@@ -147,6 +147,18 @@ impl Sequencer {
         self.current.get()
     }
 
+    /// The compaction point (-1 before any).
+    pub fn compact_revision(&self) -> i64 {
+        self.compacted.get()
+    }
+
+    /// Continues from a loaded snapshot.
+    pub fn restore(&self, revision: i64, compact_revision: i64) {
+        self.current.set(revision);
+        self.published.set(revision);
+        self.compacted.set(compact_revision);
+    }
+
     /// The router of this core.
     pub fn router(&self) -> &Rc<Router> {
         &self.router

@@ -16,14 +16,18 @@ use crate::wal::{Wal, WalError};
 pub struct LogStorage<D: LogDir> {
     wal: Rc<Wal<D>>,
     conf_state: RefCell<ConfState>,
+    /// Index of the snapshot the node started from: everything up to it is committed, whatever
+    /// commit index the log's hard state recorded (commit-only hard states are not synced).
+    commit_floor: u64,
 }
 
 impl<D: LogDir> LogStorage<D> {
     /// Storage over `wal` for a group whose membership is `conf_state`.
-    pub fn new(wal: Rc<Wal<D>>, conf_state: ConfState) -> LogStorage<D> {
+    pub fn new(wal: Rc<Wal<D>>, conf_state: ConfState, commit_floor: u64) -> LogStorage<D> {
         LogStorage {
             wal,
             conf_state: RefCell::new(conf_state),
+            commit_floor,
         }
     }
 
@@ -43,7 +47,8 @@ fn store_error(error: WalError) -> raft::Error {
 
 impl<D: LogDir> raft::Storage for LogStorage<D> {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let hard_state: RaftHardState = self.wal.hard_state().into();
+        let mut hard_state: RaftHardState = self.wal.hard_state().into();
+        hard_state.commit = hard_state.commit.max(self.commit_floor);
         Ok(RaftState::new(hard_state, self.conf_state.borrow().clone()))
     }
 

@@ -260,7 +260,11 @@ async fn start_core(
     glommio::spawn_local_into(Wal::run_preparer(Rc::downgrade(&wal)), background)
         .map_err(|error| error.to_string())?
         .detach();
-    let consensus = Consensus::new(config.consensus.clone(), wal, router.clone())
+    let snapshot =
+        crate::consensus::snapshotter::load_newest(&config.consensus.snapshot_dir, router)
+            .await
+            .map_err(|error| error.to_string())?;
+    let consensus = Consensus::new(config.consensus.clone(), wal, router.clone(), snapshot)
         .map_err(|error| error.to_string())?;
     Ok(Some(consensus))
 }

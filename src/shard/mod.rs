@@ -90,6 +90,31 @@ pub enum CoreMessage {
         /// Pairs ascending by key, and the count of the range.
         reply: oneshot::Sender<(Vec<KeyValue>, usize)>,
     },
+    /// Key histories as of a revision, for a snapshot: up to `max_keys` keys after `after`.
+    Export {
+        /// The snapshot's revision.
+        revision: i64,
+        /// Continue after this key (from the start when `None`).
+        after: Option<Bytes>,
+        /// Keys per answer.
+        max_keys: usize,
+        /// The histories, the key to continue after (`None` at the end), and the shard's
+        /// compaction point (a snapshot is abandoned if it moves).
+        reply: oneshot::Sender<(Vec<crate::snapshot::KeyHistory>, Option<Bytes>, i64)>,
+    },
+    /// Key histories loaded from a snapshot, for the keys this shard owns.
+    Import {
+        /// The histories.
+        keys: Vec<crate::snapshot::KeyHistory>,
+    },
+    /// A snapshot is loaded: the keyspace is at `revision` with compaction point
+    /// `compact_revision`.
+    Restored {
+        /// The snapshot's revision.
+        revision: i64,
+        /// Its compaction point.
+        compact_revision: i64,
+    },
     /// The node is stopping.
     Shutdown,
 }
@@ -182,6 +207,31 @@ impl ShardState {
                     let _ = reply.send(state.shard.borrow().range(&range, revision, max_items));
                 })
                 .detach();
+            }
+            CoreMessage::Export {
+                revision,
+                after,
+                max_keys,
+                reply,
+            } => {
+                let (keys, next) = self
+                    .shard
+                    .borrow()
+                    .export(revision, after.as_ref(), max_keys);
+                let _ = reply.send((keys, next, self.compact_revision.get()));
+            }
+            CoreMessage::Import { keys } => {
+                let mut shard = self.shard.borrow_mut();
+                for (key, versions) in keys {
+                    shard.import(key, versions);
+                }
+            }
+            CoreMessage::Restored {
+                revision,
+                compact_revision,
+            } => {
+                self.compact_revision.set(compact_revision);
+                self.advance_watermark(revision);
             }
             CoreMessage::Shutdown => {
                 self.stopping.set(true);

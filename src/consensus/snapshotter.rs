@@ -1,0 +1,211 @@
+//! Taking and loading snapshots: the I/O around the pure format of `crate::snapshot`.
+//!
+//! Taking one (on the consensus core, in a background task): every shard exports its key
+//! histories as of one revision R in bounded steps while writes go on; the blocks go to
+//! `snap/<applied index>.snap.tmp`, which is synced, renamed and the directory synced. Only then
+//! may the log be compacted. If any shard's compaction point moves during the export (a
+//! compaction could drop history the cut still needs), the snapshot is abandoned and retried
+//! later.
+//!
+//! Loading one (at start, before Raft runs): the newest `*.snap` is read whole, every checksum
+//! verified, and its key histories sent to their shards; a damaged newest snapshot stops the
+//! node with the file and offset (the log before it may already be compacted away).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::io::AsyncWriteExt;
+use glommio::io::{DmaFile, DmaStreamWriterBuilder, OpenOptions};
+
+use super::ServerError;
+use crate::shard::route::Router;
+use crate::shard::CoreMessage;
+use crate::snapshot::{self, SnapshotMeta, SnapshotReader};
+
+/// Keys exported per step and message.
+const EXPORT_STEP_KEYS: usize = 512;
+
+/// File name of the snapshot at `applied_index`.
+pub fn snapshot_file_name(applied_index: u64) -> String {
+    format!("{applied_index:020}.snap")
+}
+
+fn io(operation: &str, path: &Path, error: impl std::fmt::Display) -> ServerError {
+    ServerError::Internal(format!("{operation} {}: {error}", path.display()))
+}
+
+/// Writes a snapshot of every shard at `meta.revision` into `dir`; returns `Ok(false)` when it
+/// had to be abandoned because a compaction ran meanwhile.
+pub async fn take(dir: &Path, meta: &SnapshotMeta, router: &Router) -> Result<bool, ServerError> {
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+    let final_path = dir.join(snapshot_file_name(meta.applied_index));
+    let temporary = dir.join(format!("{}.tmp", snapshot_file_name(meta.applied_index)));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&temporary)
+        .await
+        .map_err(|e| io("creating", &temporary, e))?;
+    let mut writer = DmaStreamWriterBuilder::new(file).build();
+    let mut buffer = Vec::new();
+    snapshot::encode_header(meta, &mut buffer);
+    let mut key_count: u32 = 0;
+    let mut abandoned = false;
+    'cores: for core in 0..router.cores() {
+        let mut after: Option<Bytes> = None;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            router
+                .deliver(
+                    core,
+                    CoreMessage::Export {
+                        revision: meta.revision,
+                        after: after.clone(),
+                        max_keys: EXPORT_STEP_KEYS,
+                        reply,
+                    },
+                )
+                .await?;
+            let (keys, next, compact_revision) = answer.await.map_err(|_| ServerError::Stopped)?;
+            if compact_revision != meta.compact_revision {
+                abandoned = true;
+                break 'cores;
+            }
+            key_count += keys.len() as u32;
+            if !keys.is_empty() {
+                snapshot::encode_block(&keys, &mut buffer);
+            }
+            if buffer.len() > 1 << 20 {
+                writer
+                    .write_all(&buffer)
+                    .await
+                    .map_err(|e| io("writing", &temporary, e))?;
+                buffer.clear();
+            }
+            match next {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+        }
+    }
+    if abandoned {
+        let _ = writer.close().await;
+        let _ = std::fs::remove_file(&temporary);
+        return Ok(false);
+    }
+    snapshot::encode_end(key_count, &mut buffer);
+    writer
+        .write_all(&buffer)
+        .await
+        .map_err(|e| io("writing", &temporary, e))?;
+    writer
+        .sync()
+        .await
+        .map_err(|e| io("syncing", &temporary, e))?;
+    writer
+        .close()
+        .await
+        .map_err(|e| io("closing", &temporary, e))?;
+    glommio::io::rename(&temporary, &final_path)
+        .await
+        .map_err(|e| io("renaming", &temporary, e))?;
+    sync_dir(dir).await?;
+    remove_older_than(dir, meta.applied_index);
+    Ok(true)
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), ServerError> {
+    let directory = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| io("opening", dir, e))?;
+    directory.sync().await.map_err(|e| io("syncing", dir, e))?;
+    let _ = directory.close().await;
+    Ok(())
+}
+
+/// Snapshot files in `dir`, oldest first, with their applied index.
+fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let index = name.strip_suffix(".snap")?.parse::<u64>().ok()?;
+            Some((index, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn remove_older_than(dir: &Path, applied_index: u64) {
+    for (index, path) in list(dir) {
+        if index < applied_index {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    // Leftover temporary files of abandoned attempts.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".snap.tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Loads the newest snapshot in `dir` into the shards; `None` when there is none.
+pub async fn load_newest(
+    dir: &Path,
+    router: &Rc<Router>,
+) -> Result<Option<SnapshotMeta>, ServerError> {
+    let Some((_, path)) = list(dir).pop() else {
+        return Ok(None);
+    };
+    let file = DmaFile::open(&path)
+        .await
+        .map_err(|e| io("opening", &path, e))?;
+    let size = file
+        .file_size()
+        .await
+        .map_err(|e| io("reading", &path, e))?;
+    let read = file
+        .read_at(0, size as usize)
+        .await
+        .map_err(|e| io("reading", &path, e))?;
+    let bytes = Bytes::copy_from_slice(&read);
+    drop(read);
+    let _ = file.close().await;
+    let refuse = |error: snapshot::SnapshotError| {
+        ServerError::Internal(format!("snapshot {} is unusable: {error}", path.display()))
+    };
+    let (meta, mut reader) = SnapshotReader::open(bytes).map_err(refuse)?;
+    while let Some(block) = reader.next_block().map_err(refuse)? {
+        let mut per_core: Vec<Vec<snapshot::KeyHistory>> = vec![Vec::new(); router.cores()];
+        for (key, versions) in block {
+            per_core[router.owner(&key)].push((key, versions));
+        }
+        for (core, keys) in per_core.into_iter().enumerate() {
+            if !keys.is_empty() {
+                router.deliver(core, CoreMessage::Import { keys }).await?;
+            }
+        }
+    }
+    for core in 0..router.cores() {
+        router
+            .deliver(
+                core,
+                CoreMessage::Restored {
+                    revision: meta.revision,
+                    compact_revision: meta.compact_revision,
+                },
+            )
+            .await?;
+    }
+    Ok(Some(meta))
+}

@@ -40,6 +40,9 @@ pub struct KvArgs {
     /// `--cores` for the lode it starts (default: lode's own default, every core).
     #[arg(long)]
     cores: Option<u64>,
+    /// Extra argument for the lode it starts (repeatable), e.g. `--lode-arg=--snapshot-count=1000`.
+    #[arg(long = "lode-arg", allow_hyphen_values = true)]
+    lode_args: Vec<String>,
     /// Seconds each case runs.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -99,6 +102,7 @@ fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, Str
     if let Some(cores) = args.cores {
         command.args(["--cores", &cores.to_string()]);
     }
+    command.args(&args.lode_args);
     let child = command
         .arg("--data-dir")
         .arg(scratch.join("data"))

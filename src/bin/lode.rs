@@ -58,7 +58,7 @@ struct Cli {
     cores: Option<u64>,
     /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
     /// is then removed. 0 disables snapshots.
-    #[arg(long, env = "LODE_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    #[arg(long, env = "LODE_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
     /// Entries kept in the log behind a snapshot, for followers that lag.
     #[arg(long, env = "LODE_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]

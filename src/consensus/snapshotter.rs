@@ -25,7 +25,7 @@ use crate::shard::CoreMessage;
 use crate::snapshot::{self, SnapshotMeta, SnapshotReader};
 
 /// Keys exported per step and message.
-const EXPORT_STEP_KEYS: usize = 512;
+const EXPORT_STEP_KEYS: usize = 64;
 
 /// File name of the snapshot at `applied_index`.
 pub fn snapshot_file_name(applied_index: u64) -> String {
@@ -89,6 +89,8 @@ pub async fn take(dir: &Path, meta: &SnapshotMeta, router: &Router) -> Result<bo
                 Some(key) => after = Some(key),
                 None => break,
             }
+            // The export shares the core with the commit path: step aside between steps.
+            glommio::yield_if_needed().await;
         }
     }
     if abandoned {

@@ -114,6 +114,26 @@ fn compare_on(target: SortTarget, a: &KeyValue, b: &KeyValue) -> Ordering {
     }
 }
 
+/// How many pairs each shard must send for a range: without sorting or filters only the first
+/// `limit + 1` keys can be answered (one more tells `more`), with count-only none; otherwise all.
+/// Each shard still reports its full count.
+pub fn shard_read_limit(request: &RangeRequest) -> Option<usize> {
+    let plain = matches!(
+        (request.sort_order, request.sort_target),
+        (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key)
+    ) && request.min_mod_revision == 0
+        && request.max_mod_revision == 0
+        && request.min_create_revision == 0
+        && request.max_create_revision == 0;
+    if request.count_only {
+        Some(0)
+    } else if plain && request.limit > 0 {
+        Some(request.limit as usize + 1)
+    } else {
+        None
+    }
+}
+
 /// The revision a top-level range reads at, or etcd's error (`rangeKeys`).
 pub fn resolve_read_revision(requested: i64, current: i64, compacted: i64) -> Result<i64, KvError> {
     if requested > current {

@@ -9,8 +9,8 @@ use super::error::KvError;
 use super::exec::{self, Change, ReadView};
 use super::kv::{KeyRange, KeyValue};
 use super::request::{
-    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, ResponseHeader, SortOrder,
-    SortTarget, WriteRequest, WriteResponse,
+    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, ResponseHeader,
+    WriteRequest, WriteResponse,
 };
 use super::shard::MvccShard;
 use super::validate;
@@ -64,22 +64,7 @@ impl ShardedKv {
             self.compact_revision,
         )?;
         let range = KeyRange::from_request(&request.key, &request.range_end);
-        // Without sorting or filters only the first `limit + 1` keys matter: each shard sends at
-        // most that many, with its full count.
-        let plain = matches!(
-            (request.sort_order, request.sort_target),
-            (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key)
-        ) && request.min_mod_revision == 0
-            && request.max_mod_revision == 0
-            && request.min_create_revision == 0
-            && request.max_create_revision == 0;
-        let max_items = if request.count_only {
-            Some(0)
-        } else if plain && request.limit > 0 {
-            Some(request.limit as usize + 1)
-        } else {
-            None
-        };
+        let max_items = exec::shard_read_limit(request);
         let (pairs, count) = self.gather(&range, revision, max_items);
         Ok(exec::assemble_range(
             request,

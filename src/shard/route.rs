@@ -10,7 +10,7 @@ use super::{CoreMessage, ShardState};
 use crate::consensus::ServerError;
 use crate::mvcc::exec;
 use crate::mvcc::kv::{KeyRange, KeyValue};
-use crate::mvcc::request::{RangeRequest, RangeResponse, SortOrder, SortTarget};
+use crate::mvcc::request::{RangeRequest, RangeResponse};
 use crate::mvcc::sharded::shard_for_key;
 
 /// One core's handle on the shard layer.
@@ -133,20 +133,7 @@ impl Router {
         let revision =
             exec::resolve_read_revision(request.revision, current, self.local.compact_revision())?;
         let range = KeyRange::from_request(&request.key, &request.range_end);
-        let plain = matches!(
-            (request.sort_order, request.sort_target),
-            (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key)
-        ) && request.min_mod_revision == 0
-            && request.max_mod_revision == 0
-            && request.min_create_revision == 0
-            && request.max_create_revision == 0;
-        let max_items = if request.count_only {
-            Some(0)
-        } else if plain && request.limit > 0 {
-            Some(request.limit as usize + 1)
-        } else {
-            None
-        };
+        let max_items = exec::shard_read_limit(request);
         let (pairs, count) = self.gather(&range, revision, max_items).await?;
         Ok(exec::assemble_range(request, pairs, count, current))
     }

@@ -43,6 +43,13 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
         out.push((request, response));
     }
     out.push((
+        Request::Snapshot,
+        Response::Snapshot {
+            header: ResponseHeader::at(12),
+            data: Bytes::from_static(b"LODESNAP and more"),
+        },
+    ));
+    out.push((
         Request::Status,
         Response::Status(StatusResponse {
             header: ResponseHeader {

@@ -609,3 +609,24 @@ fn restart_from_snapshot_and_log_and_refuse_a_damaged_snapshot() {
         "{stderr}"
     );
 }
+
+#[test]
+fn lodectl_snapshot_save_stores_a_complete_snapshot() {
+    let dir = DataDir::new("server-snapshot-save");
+    let lode = Lode::start(&dir.0, &[]);
+    for n in 0..30 {
+        ok(lode.ctl(&["put", &format!("s{n:02}"), &format!("{n}")]));
+    }
+    let file = dir.0.with_extension("saved.snap");
+    let out = ok(lode.ctl(&["snapshot", "save", file.to_str().unwrap()]));
+    assert_eq!(out, format!("Snapshot saved at {}\n", file.display()));
+    let bytes = Bytes::from(std::fs::read(&file).unwrap());
+    let _ = std::fs::remove_file(&file);
+    let (meta, mut reader) = lode::snapshot::SnapshotReader::open(bytes).unwrap();
+    assert_eq!(meta.revision, 31);
+    let mut keys = 0;
+    while let Some(block) = reader.next_block().unwrap() {
+        keys += block.len();
+    }
+    assert_eq!(keys, 30);
+}

@@ -22,6 +22,8 @@ pub enum Request {
     Write(WriteRequest),
     /// Server status (etcd's Maintenance.Status).
     Status,
+    /// A fresh snapshot of the keyspace (etcd's Maintenance.Snapshot).
+    Snapshot,
 }
 
 /// etcd's `StatusResponse` (the fields lode serves).
@@ -52,6 +54,13 @@ pub enum Response {
     Write(WriteResponse),
     /// To a status request.
     Status(StatusResponse),
+    /// A snapshot file's bytes.
+    Snapshot {
+        /// Header.
+        header: ResponseHeader,
+        /// The snapshot, in lode's snapshot file format.
+        data: Bytes,
+    },
     /// An error: etcd's gRPC code and message.
     Error {
         /// gRPC status code number.
@@ -334,6 +343,10 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             fb::Request::StatusRequest,
             fb::StatusRequest::create(&mut b, &fb::StatusRequestArgs {}).as_union_value(),
         ),
+        Request::Snapshot => (
+            fb::Request::SnapshotRequest,
+            fb::SnapshotRequest::create(&mut b, &fb::SnapshotRequestArgs {}).as_union_value(),
+        ),
     };
     let frame = fb::RequestFrame::create(
         &mut b,
@@ -476,6 +489,15 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                     },
                 )
                 .as_union_value(),
+            )
+        }
+        Response::Snapshot { header, data } => {
+            let header = Some(encode_header(&mut b, header));
+            let data = bytes_vector(&mut b, data);
+            (
+                fb::Response::SnapshotResponse,
+                fb::SnapshotResponse::create(&mut b, &fb::SnapshotResponseArgs { header, data })
+                    .as_union_value(),
             )
         }
         Response::Error { code, message } => {
@@ -653,6 +675,8 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         }))
     } else if root.request_as_status_request().is_some() {
         Request::Status
+    } else if root.request_as_snapshot_request().is_some() {
+        Request::Snapshot
     } else {
         return Err(DecodeError::Empty);
     };
@@ -742,6 +766,11 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
             raft_term: s.raft_term(),
             raft_applied_index: s.raft_applied_index(),
         })
+    } else if let Some(s) = root.response_as_snapshot_response() {
+        Response::Snapshot {
+            header: decode_header(s.header()),
+            data: slice(frame, s.data()),
+        }
     } else if let Some(e) = root.response_as_error_response() {
         Response::Error {
             code: e.code(),

@@ -138,6 +138,11 @@ enum Command {
         #[arg(long)]
         physical: bool,
     },
+    /// Snapshot commands.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Endpoint commands.
     Endpoint {
         #[command(subcommand)]
@@ -147,6 +152,15 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Stores a fresh snapshot of the whole keyspace from the server in FILE.
+    Save {
+        /// Where to store it.
+        file: PathBuf,
     },
 }
 
@@ -173,6 +187,7 @@ enum LogCommand {
 enum Action {
     Send(Request, Printer),
     EndpointStatus,
+    SnapshotSave(PathBuf),
 }
 
 enum Printer {
@@ -285,6 +300,9 @@ fn build(command: Command) -> Result<Action, String> {
         Command::Endpoint {
             command: EndpointCommand::Status,
         } => Action::EndpointStatus,
+        Command::Snapshot {
+            command: SnapshotCommand::Save { file },
+        } => Action::SnapshotSave(file),
         Command::Log { .. } => unreachable!("handled before connecting"),
     })
 }
@@ -343,6 +361,18 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
     })
 }
 
+/// Writes `data` to `path` durably: a synced temporary file renamed into place.
+fn save_file(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let temporary = path.with_extension("part");
+    let mut file = std::fs::File::create(&temporary)
+        .map_err(|e| format!("creating {}: {e}", temporary.display()))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("writing {}: {e}", temporary.display()))?;
+    std::fs::rename(&temporary, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
+}
+
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
@@ -395,6 +425,17 @@ fn main() -> ExitCode {
             Action::Send(request, printer) => {
                 let response = client.request(&request).await.map_err(|e| e.to_string())?;
                 print(&printer, &response, format)
+            }
+            Action::SnapshotSave(file) => {
+                let response = client
+                    .request(&Request::Snapshot)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Response::Snapshot { data, .. } = response else {
+                    return Err(format!("unexpected response {response:?}"));
+                };
+                save_file(&file, &data)?;
+                Ok(format!("Snapshot saved at {}\n", file.display()))
             }
             Action::EndpointStatus => {
                 let response = client

@@ -383,6 +383,33 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
+    /// A fresh snapshot of the whole keyspace at the current applied index, as file bytes
+    /// (etcd's Maintenance.Snapshot, behind `lodectl snapshot save`).
+    pub async fn snapshot_now(&self) -> Result<Bytes, ServerError> {
+        let export_number = self.next_sequence.get();
+        self.next_sequence.set(export_number + 1);
+        let dir = &self.config.snapshot_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ServerError::Internal(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(format!("export-{}-{export_number}.snap", self.nonce));
+        loop {
+            let applied = self.applied.get();
+            let meta = crate::snapshot::SnapshotMeta {
+                applied_index: applied,
+                applied_term: self.wal.term(applied).unwrap_or(0),
+                revision: self.sequencer.current_revision(),
+                compact_revision: self.sequencer.compact_revision(),
+                voters: vec![self.config.member_id],
+            };
+            if super::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
+                let bytes = super::snapshotter::read_file(&path).await;
+                let _ = std::fs::remove_file(&path);
+                return bytes;
+            }
+            // A compaction moved meanwhile: cut again.
+        }
+    }
+
     /// Starts a snapshot in the background once `snapshot_count` entries were applied since the
     /// last one; when it is durable, the log is compacted up to `snapshot_catchup_entries`
     /// behind it.

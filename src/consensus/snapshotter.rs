@@ -17,7 +17,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::io::AsyncWriteExt;
-use glommio::io::{DmaFile, DmaStreamWriterBuilder, OpenOptions};
+use glommio::io::{DmaStreamWriterBuilder, OpenOptions};
 
 use super::ServerError;
 use crate::shard::route::Router;
@@ -40,8 +40,28 @@ fn io(operation: &str, path: &Path, error: impl std::fmt::Display) -> ServerErro
 /// had to be abandoned because a compaction ran meanwhile.
 pub async fn take(dir: &Path, meta: &SnapshotMeta, router: &Router) -> Result<bool, ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
-    let final_path = dir.join(snapshot_file_name(meta.applied_index));
-    let temporary = dir.join(format!("{}.tmp", snapshot_file_name(meta.applied_index)));
+    let written = write(
+        &dir.join(snapshot_file_name(meta.applied_index)),
+        meta,
+        router,
+    )
+    .await?;
+    if written {
+        sync_dir(dir).await?;
+        remove_older_than(dir, meta.applied_index);
+    }
+    Ok(written)
+}
+
+/// Writes a snapshot of every shard at `meta.revision` to `final_path` (through a synced
+/// temporary file renamed into place; the directory is not synced); `Ok(false)` when it had to
+/// be abandoned.
+pub async fn write(
+    final_path: &Path,
+    meta: &SnapshotMeta,
+    router: &Router,
+) -> Result<bool, ServerError> {
+    let temporary = final_path.with_extension("snap.tmp");
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -111,12 +131,26 @@ pub async fn take(dir: &Path, meta: &SnapshotMeta, router: &Router) -> Result<bo
         .close()
         .await
         .map_err(|e| io("closing", &temporary, e))?;
-    glommio::io::rename(&temporary, &final_path)
+    glommio::io::rename(&temporary, final_path)
         .await
         .map_err(|e| io("renaming", &temporary, e))?;
-    sync_dir(dir).await?;
-    remove_older_than(dir, meta.applied_index);
     Ok(true)
+}
+
+/// Reads a whole file through glommio (buffered: the size need not be aligned).
+pub async fn read_file(path: &Path) -> Result<Bytes, ServerError> {
+    let file = glommio::io::BufferedFile::open(path)
+        .await
+        .map_err(|e| io("opening", path, e))?;
+    let size = file.file_size().await.map_err(|e| io("reading", path, e))?;
+    let read = file
+        .read_at(0, size as usize)
+        .await
+        .map_err(|e| io("reading", path, e))?;
+    let bytes = Bytes::copy_from_slice(&read);
+    drop(read);
+    let _ = file.close().await;
+    Ok(bytes)
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), ServerError> {
@@ -169,20 +203,7 @@ pub async fn load_newest(
     let Some((_, path)) = list(dir).pop() else {
         return Ok(None);
     };
-    let file = DmaFile::open(&path)
-        .await
-        .map_err(|e| io("opening", &path, e))?;
-    let size = file
-        .file_size()
-        .await
-        .map_err(|e| io("reading", &path, e))?;
-    let read = file
-        .read_at(0, size as usize)
-        .await
-        .map_err(|e| io("reading", &path, e))?;
-    let bytes = Bytes::copy_from_slice(&read);
-    drop(read);
-    let _ = file.close().await;
+    let bytes = read_file(&path).await?;
     let refuse = |error: snapshot::SnapshotError| {
         ServerError::Internal(format!("snapshot {} is unusable: {error}", path.display()))
     };

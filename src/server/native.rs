@@ -171,6 +171,13 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits) -> Vec<u8> {
                 }
             }
             Request::Status => node.status().await.map(Response::Status),
+            Request::Snapshot => node
+                .snapshot()
+                .await
+                .map(|(data, revision)| Response::Snapshot {
+                    header: crate::mvcc::request::ResponseHeader::at(revision),
+                    data,
+                }),
         }
     };
     let mut response = match result {

@@ -95,6 +95,19 @@ impl Node {
         answer.await.map_err(|_| ServerError::Stopped)
     }
 
+    /// A fresh snapshot's bytes and revision, from the consensus core.
+    pub async fn snapshot(&self) -> Result<(Bytes, i64), ServerError> {
+        if let Some(consensus) = &self.consensus {
+            let data = consensus.snapshot_now().await?;
+            return Ok((data, consensus.revision()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.router
+            .deliver(0, CoreMessage::Snapshot { reply })
+            .await?;
+        answer.await.unwrap_or(Err(ServerError::Stopped))
+    }
+
     /// The Raft term for response headers.
     pub fn term(&self) -> u64 {
         match &self.consensus {
@@ -140,6 +153,14 @@ async fn receive(
             }
             (CoreMessage::Status { reply }, Some(consensus)) => {
                 let _ = reply.send(status_of(consensus));
+            }
+            (CoreMessage::Snapshot { reply }, Some(consensus)) => {
+                let consensus = consensus.clone();
+                glommio::spawn_local(async move {
+                    let result = consensus.snapshot_now().await;
+                    let _ = reply.send(result.map(|data| (data, consensus.revision())));
+                })
+                .detach();
             }
             (message, _) => local.handle(message),
         }

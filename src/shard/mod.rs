@@ -65,6 +65,11 @@ pub enum CoreMessage {
         /// The Raft term.
         term: u64,
     },
+    /// A snapshot request, for the consensus core: the file's bytes and the revision.
+    Snapshot {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(Bytes, i64), ServerError>>,
+    },
     /// A status request, for the consensus core.
     Status {
         /// Where the answer goes.
@@ -244,6 +249,9 @@ impl ShardState {
                 let _ = reply.send(Err(ServerError::Internal("not the consensus core".into())));
             }
             CoreMessage::Status { reply } => drop(reply),
+            CoreMessage::Snapshot { reply } => {
+                let _ = reply.send(Err(ServerError::Internal("not the consensus core".into())));
+            }
         }
     }
 

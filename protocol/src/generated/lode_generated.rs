@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 6;
+pub const ENUM_MAX_REQUEST: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 7] = [
+pub const ENUM_VALUES_REQUEST: [Request; 8] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -496,6 +496,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 7] = [
   Request::TxnRequest,
   Request::CompactionRequest,
   Request::StatusRequest,
+  Request::SnapshotRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -510,9 +511,10 @@ impl Request {
   pub const TxnRequest: Self = Self(4);
   pub const CompactionRequest: Self = Self(5);
   pub const StatusRequest: Self = Self(6);
+  pub const SnapshotRequest: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -521,6 +523,7 @@ impl Request {
     Self::TxnRequest,
     Self::CompactionRequest,
     Self::StatusRequest,
+    Self::SnapshotRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -532,6 +535,7 @@ impl Request {
       Self::TxnRequest => Some("TxnRequest"),
       Self::CompactionRequest => Some("CompactionRequest"),
       Self::StatusRequest => Some("StatusRequest"),
+      Self::SnapshotRequest => Some("SnapshotRequest"),
       _ => None,
     }
   }
@@ -591,10 +595,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 7;
+pub const ENUM_MAX_RESPONSE: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 8] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 9] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -603,6 +607,7 @@ pub const ENUM_VALUES_RESPONSE: [Response; 8] = [
   Response::CompactionResponse,
   Response::StatusResponse,
   Response::ErrorResponse,
+  Response::SnapshotResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -618,9 +623,10 @@ impl Response {
   pub const CompactionResponse: Self = Self(5);
   pub const StatusResponse: Self = Self(6);
   pub const ErrorResponse: Self = Self(7);
+  pub const SnapshotResponse: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -630,6 +636,7 @@ impl Response {
     Self::CompactionResponse,
     Self::StatusResponse,
     Self::ErrorResponse,
+    Self::SnapshotResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -642,6 +649,7 @@ impl Response {
       Self::CompactionResponse => Some("CompactionResponse"),
       Self::StatusResponse => Some("StatusResponse"),
       Self::ErrorResponse => Some("ErrorResponse"),
+      Self::SnapshotResponse => Some("SnapshotResponse"),
       _ => None,
     }
   }
@@ -2364,6 +2372,21 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_snapshot_request(&self) -> Option<SnapshotRequest<'a>> {
+    if self.request_type() == Request::SnapshotRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SnapshotRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -2380,6 +2403,7 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::TxnRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TxnRequest>>("Request::TxnRequest", pos),
           Request::CompactionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactionRequest>>("Request::CompactionRequest", pos),
           Request::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Request::StatusRequest", pos),
+          Request::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("Request::SnapshotRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2471,6 +2495,13 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::StatusRequest => {
           if let Some(x) = self.request_as_status_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::SnapshotRequest => {
+          if let Some(x) = self.request_as_snapshot_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -3099,6 +3130,197 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.finish()
   }
 }
+pub enum SnapshotRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SnapshotRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SnapshotRequest<'a> {
+  type Inner = SnapshotRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SnapshotRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SnapshotRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args SnapshotRequestArgs
+  ) -> ::flatbuffers::WIPOffset<SnapshotRequest<'bldr>> {
+    let mut builder = SnapshotRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for SnapshotRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SnapshotRequestArgs {
+}
+impl<'a> Default for SnapshotRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    SnapshotRequestArgs {
+    }
+  }
+}
+
+pub struct SnapshotRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SnapshotRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SnapshotRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SnapshotRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SnapshotRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SnapshotRequest");
+      ds.finish()
+  }
+}
+pub enum SnapshotResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SnapshotResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SnapshotResponse<'a> {
+  type Inner = SnapshotResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SnapshotResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SnapshotResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SnapshotResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SnapshotResponse<'bldr>> {
+    let mut builder = SnapshotResponseBuilder::new(_fbb);
+    if let Some(x) = args.data { builder.add_data(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(SnapshotResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn data(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(SnapshotResponse::VT_DATA, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SnapshotResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SnapshotResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for SnapshotResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SnapshotResponseArgs {
+      header: None,
+      data: None,
+    }
+  }
+}
+
+pub struct SnapshotResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(SnapshotResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SnapshotResponse::VT_DATA, data);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SnapshotResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SnapshotResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SnapshotResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SnapshotResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SnapshotResponse");
+      ds.field("header", &self.header());
+      ds.field("data", &self.data());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3366,6 +3588,21 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_snapshot_response(&self) -> Option<SnapshotResponse<'a>> {
+    if self.response_type() == Response::SnapshotResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SnapshotResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -3383,6 +3620,7 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::CompactionResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactionResponse>>("Response::CompactionResponse", pos),
           Response::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("Response::StatusResponse", pos),
           Response::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Response::ErrorResponse", pos),
+          Response::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("Response::SnapshotResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -3481,6 +3719,13 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::ErrorResponse => {
           if let Some(x) = self.response_as_error_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::SnapshotResponse => {
+          if let Some(x) = self.response_as_snapshot_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -3772,6 +4017,21 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_snapshot_request(&self) -> Option<SnapshotRequest<'a>> {
+    if self.request_type() == Request::SnapshotRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SnapshotRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -3789,6 +4049,7 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::TxnRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TxnRequest>>("Request::TxnRequest", pos),
           Request::CompactionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactionRequest>>("Request::CompactionRequest", pos),
           Request::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Request::StatusRequest", pos),
+          Request::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("Request::SnapshotRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3887,6 +4148,13 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::StatusRequest => {
           if let Some(x) = self.request_as_status_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::SnapshotRequest => {
+          if let Some(x) = self.request_as_snapshot_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4063,6 +4331,21 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_snapshot_response(&self) -> Option<SnapshotResponse<'a>> {
+    if self.response_type() == Response::SnapshotResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SnapshotResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -4081,6 +4364,7 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::CompactionResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactionResponse>>("Response::CompactionResponse", pos),
           Response::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("Response::StatusResponse", pos),
           Response::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Response::ErrorResponse", pos),
+          Response::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("Response::SnapshotResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4186,6 +4470,13 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::ErrorResponse => {
           if let Some(x) = self.response_as_error_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::SnapshotResponse => {
+          if let Some(x) = self.response_as_snapshot_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -90,6 +90,15 @@ fn lodectl_speaks_etcds_kv_commands() {
     );
     assert_eq!(ok(lode.ctl(&["get", "fo", "--prefix"])), "");
     assert_eq!(ok(lode.ctl(&["compaction", "3"])), "compacted revision 3\n");
+    assert_eq!(
+        ok(lode.ctl(&["compaction", "5", "--physical"])),
+        "compacted revision 5\n"
+    );
+    let error = failed(lode.ctl(&["compaction", "4"]));
+    assert!(
+        error.contains("required revision has been compacted"),
+        "{error}"
+    );
     let error = failed(lode.ctl(&["get", "foo", "--rev", "2"]));
     assert!(
         error.contains("etcdserver: mvcc: required revision has been compacted"),

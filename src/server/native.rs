@@ -166,7 +166,15 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits) -> Vec<u8> {
             Request::Range(range) => node.range(&range).await.map(Response::Range),
             Request::Write(write) => {
                 match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
-                    Ok(()) => node.write(frame).await.map(Response::Write),
+                    Ok(()) => {
+                        let physical = match &write {
+                            crate::mvcc::request::WriteRequest::Compact(c) if c.physical => {
+                                Some(c.revision)
+                            }
+                            _ => None,
+                        };
+                        node.write(frame, physical).await.map(Response::Write)
+                    }
                     Err(error) => Err(error.into()),
                 }
             }

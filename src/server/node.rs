@@ -48,16 +48,36 @@ pub struct Node {
 }
 
 impl Node {
-    /// Proposes a write given as its verified request frame, through the consensus core.
-    pub async fn write(&self, frame: Bytes) -> Result<WriteResponse, ServerError> {
-        if let Some(consensus) = &self.consensus {
-            return consensus.propose_frame(&frame).await;
+    /// Proposes a write given as its verified request frame, through the consensus core. A
+    /// physical compaction is answered once every shard has finished it, as etcd's.
+    pub async fn write(
+        &self,
+        frame: Bytes,
+        physical_compaction: Option<i64>,
+    ) -> Result<WriteResponse, ServerError> {
+        let response = if let Some(consensus) = &self.consensus {
+            consensus.propose_frame(&frame).await?
+        } else {
+            let (reply, answer) = oneshot::channel();
+            self.router
+                .deliver(0, CoreMessage::Propose { frame, reply })
+                .await?;
+            answer.await.unwrap_or(Err(ServerError::Stopped))?
+        };
+        if let Some(revision) = physical_compaction {
+            let mut pending = Vec::new();
+            for core in 0..self.router.cores() {
+                let (reply, answer) = oneshot::channel();
+                self.router
+                    .deliver(core, CoreMessage::WaitCompacted { revision, reply })
+                    .await?;
+                pending.push(answer);
+            }
+            for answer in pending {
+                answer.await.map_err(|_| ServerError::Stopped)?;
+            }
         }
-        let (reply, answer) = oneshot::channel();
-        self.router
-            .deliver(0, CoreMessage::Propose { frame, reply })
-            .await?;
-        answer.await.unwrap_or(Err(ServerError::Stopped))
+        Ok(response)
     }
 
     /// Serves a range: serializable at this core's latest revision, linearizable after a

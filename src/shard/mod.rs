@@ -120,6 +120,13 @@ pub enum CoreMessage {
         /// Its compaction point.
         compact_revision: i64,
     },
+    /// Answers once this shard has physically finished compacting up to `revision`.
+    WaitCompacted {
+        /// The compaction revision.
+        revision: i64,
+        /// Signalled when done.
+        reply: oneshot::Sender<()>,
+    },
     /// The node is stopping.
     Shutdown,
 }
@@ -136,6 +143,9 @@ pub struct ShardState {
     stopping: Cell<bool>,
     /// The Raft term last heard from the consensus core.
     term: Cell<u64>,
+    /// Compaction physically finished up to this revision.
+    compacted_physically: Cell<i64>,
+    compaction_waiters: RefCell<Vec<(i64, oneshot::Sender<()>)>>,
 }
 
 impl ShardState {
@@ -144,6 +154,7 @@ impl ShardState {
         let state = ShardState::default();
         state.watermark.set(1);
         state.compact_revision.set(-1);
+        state.compacted_physically.set(-1);
         Rc::new(state)
     }
 
@@ -236,7 +247,15 @@ impl ShardState {
                 compact_revision,
             } => {
                 self.compact_revision.set(compact_revision);
+                self.compacted_physically.set(compact_revision);
                 self.advance_watermark(revision);
+            }
+            CoreMessage::WaitCompacted { revision, reply } => {
+                if self.compacted_physically.get() >= revision {
+                    let _ = reply.send(());
+                } else {
+                    self.compaction_waiters.borrow_mut().push((revision, reply));
+                }
             }
             CoreMessage::Shutdown => {
                 self.stopping.set(true);
@@ -301,9 +320,22 @@ impl ShardState {
                 .compact_step(revision, from.as_ref(), 256);
             match next {
                 Some(key) => from = Some(key),
-                None => return,
+                None => break,
             }
             glommio::yield_if_needed().await;
+        }
+        if revision > self.compacted_physically.get() {
+            self.compacted_physically.set(revision);
+        }
+        let done = self.compacted_physically.get();
+        let mut waiters = self.compaction_waiters.borrow_mut();
+        let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+            .into_iter()
+            .partition(|(wanted, _)| *wanted <= done);
+        *waiters = pending;
+        drop(waiters);
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
         }
     }
 }

@@ -192,7 +192,15 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<Vec<CaseResult>, S
         args.value_bytes,
         args.scenarios.clone(),
     );
-    lode::executor::builder(Placement::Unbound)
+    // LODE_BENCH_CPU=N pins the load generator to CPU N (it is unbound otherwise).
+    let placement = match std::env::var("LODE_BENCH_CPU")
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    lode::executor::builder(placement)
         .spawn(move || async move {
             let mut results = Vec::new();
             let floor = fdatasync_floor(&scratch, 3000)

@@ -111,6 +111,10 @@ pub struct Consensus<D: LogDir> {
     deferred_hard_state: Cell<Option<crate::wal::format::HardState>>,
     /// Applied index of the newest durable snapshot (0 for none).
     last_snapshot: Cell<u64>,
+    /// Size of the newest snapshot file.
+    last_snapshot_bytes: Cell<u64>,
+    /// Bytes of entries applied since the newest snapshot.
+    applied_bytes_since_snapshot: Cell<u64>,
     /// True while a snapshot is being written.
     snapshotting: Cell<bool>,
 }
@@ -191,6 +195,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             persisted_hard_state: Cell::new(wal_hard_state),
             deferred_hard_state: Cell::new(None),
             last_snapshot: Cell::new(applied),
+            last_snapshot_bytes: Cell::new(0),
+            applied_bytes_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
         }))
     }
@@ -415,9 +421,12 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// behind it.
     fn maybe_snapshot(self: &Rc<Self>) {
         let applied = self.applied.get();
+        // A snapshot rewrites the whole retained keyspace; taking one only once the log has grown
+        // by at least its size bounds the extra writes to those of the log itself.
         if self.snapshotting.get()
             || self.config.snapshot_count == 0
             || applied < self.last_snapshot.get() + self.config.snapshot_count
+            || self.applied_bytes_since_snapshot.get() < self.last_snapshot_bytes.get()
         {
             return;
         }
@@ -449,6 +458,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             {
                 Ok(true) => {
                     this.last_snapshot.set(meta.applied_index);
+                    this.applied_bytes_since_snapshot.set(0);
+                    let path = this
+                        .config
+                        .snapshot_dir
+                        .join(super::snapshotter::snapshot_file_name(meta.applied_index));
+                    this.last_snapshot_bytes
+                        .set(std::fs::metadata(path).map_or(0, |m| m.len()));
                     tracing::info!(
                         index = meta.applied_index,
                         revision = meta.revision,
@@ -583,6 +599,8 @@ impl<D: LogDir + 'static> Consensus<D> {
                 }
             }
             self.applied.set(entry.index);
+            self.applied_bytes_since_snapshot
+                .set(self.applied_bytes_since_snapshot.get() + entry.data.len() as u64);
         }
         self.sequencer.publish(self.term()).await?;
         let applied = self.applied.get();

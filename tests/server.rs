@@ -270,6 +270,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         let lode = Lode::start(&dir.0, &[]);
         let address = lode.address.clone();
         let expected = acknowledged.clone();
+        let log_path = dir.0.with_extension("stderr");
         let missing = on_executor(move || async move {
             let client = Client::connect(&address)
                 .await
@@ -281,7 +282,10 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
                     ..Default::default()
                 }))
                 .await
-                .unwrap_or_else(|error| panic!("range after restart: {error}"));
+                .unwrap_or_else(|error| {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("range after restart: {error}; lode said: {log}")
+                });
             let Response::Range(all) = all else {
                 panic!("unexpected {all:?}")
             };
@@ -638,4 +642,24 @@ fn lodectl_snapshot_save_stores_a_complete_snapshot() {
         keys += block.len();
     }
     assert_eq!(keys, 30);
+}
+
+#[test]
+fn a_port_in_use_is_refused_not_shared() {
+    let dir = DataDir::new("server-port-owner");
+    let other = DataDir::new("server-port-intruder");
+    let lode = Lode::start(&dir.0, &[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg("--data-dir")
+        .arg(&other.0)
+        .args(["--listen-native", &lode.address])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert_eq!(ok(lode.ctl(&["put", "still", "mine"])), "OK\n");
 }

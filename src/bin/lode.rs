@@ -141,6 +141,12 @@ fn main() -> ExitCode {
         limits,
         shutdown,
     };
+    // Every core binds the native address with SO_REUSEPORT, which would also let it be shared
+    // with another process: make sure no one else is listening there first.
+    if let Err(error) = std::net::TcpListener::bind(&cli.listen_native) {
+        eprintln!("lode: cannot listen on {}: {error}", cli.listen_native);
+        return ExitCode::from(1);
+    }
     eprintln!("lode: data dir {}", data_dir.display());
     let mesh = (cores > 1).then(|| MeshBuilder::<CoreMessage, Full>::full(cores, 1024));
     let started = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))

@@ -6,12 +6,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; the race with other users is accepted).
+/// A free TCP port on 127.0.0.1, never the same twice in this test process (tests run in
+/// parallel, and a port released and handed out again would let two servers share it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if handed_out.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A fresh data directory, removed when dropped.
@@ -87,6 +99,11 @@ impl Lode {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// What lode wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("stderr")).unwrap_or_default()
     }
 
     /// Runs lodectl against this server.

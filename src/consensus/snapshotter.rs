@@ -98,12 +98,14 @@ pub async fn write(
             if !keys.is_empty() {
                 snapshot::encode_block(&keys, &mut buffer);
             }
-            if buffer.len() > 1 << 20 {
+            if buffer.len() > 256 << 10 {
                 writer
                     .write_all(&buffer)
                     .await
                     .map_err(|e| io("writing", &temporary, e))?;
                 buffer.clear();
+                // Paced like segment preparation, so the commit path's fdatasyncs get the disk.
+                glommio::timer::sleep(crate::wal::io::BACKGROUND_WRITE_PAUSE).await;
             }
             match next {
                 Some(key) => after = Some(key),

@@ -178,10 +178,13 @@ impl LogDir for DmaDir {
     }
 }
 
+/// Pause between 256 KiB chunks of background writes (segment zero-fill, snapshots).
+pub const BACKGROUND_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(4);
+
 /// Preallocates `size` bytes and writes zeros over them: overwriting written blocks later costs
 /// no extent conversion in the journal, which keeps fdatasync at the disk's floor.
 pub(crate) async fn zero_fill(file: &DmaFile, size: u64) -> io::Result<()> {
-    const CHUNK: u64 = 1 << 20;
+    const CHUNK: u64 = 256 << 10;
     file.pre_allocate(size, false)
         .await
         .map_err(io::Error::from)?;
@@ -201,6 +204,9 @@ pub(crate) async fn zero_fill(file: &DmaFile, size: u64) -> io::Result<()> {
             ));
         }
         offset += len as u64;
+        // Leave the disk to the commit path between chunks: 64 MiB queued at once delays every
+        // fdatasync behind it (measured: 256-client puts fell by half while a segment filled).
+        glommio::timer::sleep(BACKGROUND_WRITE_PAUSE).await;
     }
     Ok(())
 }

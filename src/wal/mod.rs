@@ -435,7 +435,7 @@ impl<D: LogDir> Wal<D> {
             preparer_task: RefCell::new(None),
             preparer_wanted: Cell::new(false),
         };
-        wal.want_preparation_if_half_full();
+        wal.want_preparation_when_due();
         Ok(wal)
     }
 

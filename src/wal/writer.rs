@@ -532,7 +532,7 @@ impl<D: LogDir> Wal<D> {
                 }
                 outcome.finish(Ok(()));
                 drop(state);
-                self.want_preparation_if_half_full();
+                self.want_preparation_when_due();
             }
             Err(failure) => {
                 // Nothing of this batch became durable, and what was staged after it depends on
@@ -715,7 +715,7 @@ impl<D: LogDir> Wal<D> {
         }
     }
 
-    /// Keeps the next segment prepared (created once the active one is half full) until the log
+    /// Keeps the next segment prepared (created once the active one is an eighth full) until the log
     /// is dropped or poisoned. Spawn it on the log's executor, in a background task queue;
     /// without it, segments are prepared inline when a roll needs one. It holds the log only
     /// while it works, so dropping the last `Rc` closes the log and ends the task.
@@ -750,13 +750,15 @@ impl<D: LogDir> Wal<D> {
         }
     }
 
-    pub(super) fn want_preparation_if_half_full(&self) {
+    pub(super) fn want_preparation_when_due(&self) {
         let state = self.state.borrow();
-        let half_full = state
+        // An eighth in: an idle log does not take a second segment's space at once, and the
+        // paced preparation (over a second for 64 MiB) is done well before a busy log needs it.
+        let due = state
             .segments
             .back()
-            .is_some_and(|active| state.active_end > active.file.size() / 2);
-        if half_full && state.prepared.is_none() && !state.preparing {
+            .is_some_and(|active| state.active_end > active.file.size() / 8);
+        if due && state.prepared.is_none() && !state.preparing {
             drop(state);
             self.preparer_wanted.set(true);
             if let Some(waker) = self.preparer_task.borrow_mut().take() {

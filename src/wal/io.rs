@@ -38,9 +38,12 @@ pub trait LogDir {
     /// Opens an existing segment for reading and writing.
     async fn open_segment(&self, name: &str) -> io::Result<Self::File>;
 
-    /// Creates a new file of `size` bytes with every byte written as zero, so that later writes
-    /// overwrite allocated blocks. Fails if `name` exists. Nothing is synced.
+    /// Creates a new file of `size` bytes, preallocated (its bytes read as zeros). Fails if
+    /// `name` exists. Nothing is synced.
     async fn create_segment(&self, name: &str, size: u64) -> io::Result<Self::File>;
+
+    /// Waits a moment between chunks of background writes, leaving the disk to the commit path.
+    async fn pause_background(&self);
 
     /// Renames a file within the directory (not durable until [`LogDir::sync_dir`]).
     async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
@@ -63,6 +66,10 @@ pub trait SegmentFile {
 
     /// Makes every completed write durable (fdatasync).
     async fn sync_data(&self) -> io::Result<()>;
+
+    /// Writes `len` zero bytes at `offset` (page multiples): a preallocated block that was
+    /// written once is overwritten later without extent conversion in the journal.
+    async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()>;
 
     /// Zero-copy view of `len` bytes at `offset`. The caller guarantees no later write touches
     /// them.
@@ -152,13 +159,16 @@ impl LogDir for DmaDir {
             .dma_open(&path)
             .await
             .map_err(io::Error::from)?;
-        let filled = zero_fill(&file, size).await;
-        if let Err(error) = filled {
+        if let Err(error) = file.pre_allocate(size, false).await {
             drop(file);
             let _ = fs::remove_file(&path);
-            return Err(error);
+            return Err(io::Error::from(error));
         }
         Ok(DmaSegment::new(file, size))
+    }
+
+    async fn pause_background(&self) {
+        glommio::timer::sleep(BACKGROUND_WRITE_PAUSE).await;
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -178,11 +188,14 @@ impl LogDir for DmaDir {
     }
 }
 
-/// Pause between 256 KiB chunks of background writes (segment zero-fill, snapshots).
+/// Pause between chunks of background writes (segment zero-fill, snapshots): a 64 MiB burst
+/// queued at once delays every fdatasync behind it (measured: 256-client puts fell by half).
 pub const BACKGROUND_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(4);
 
-/// Preallocates `size` bytes and writes zeros over them: overwriting written blocks later costs
-/// no extent conversion in the journal, which keeps fdatasync at the disk's floor.
+/// Chunk of background writes.
+pub const BACKGROUND_WRITE_CHUNK: usize = 256 << 10;
+
+/// Preallocates `size` bytes and writes zeros over them at once (the disk probe's file).
 pub(crate) async fn zero_fill(file: &DmaFile, size: u64) -> io::Result<()> {
     const CHUNK: u64 = 256 << 10;
     file.pre_allocate(size, false)
@@ -204,9 +217,6 @@ pub(crate) async fn zero_fill(file: &DmaFile, size: u64) -> io::Result<()> {
             ));
         }
         offset += len as u64;
-        // Leave the disk to the commit path between chunks: 64 MiB queued at once delays every
-        // fdatasync behind it (measured: 256-client puts fell by half while a segment filled).
-        glommio::timer::sleep(BACKGROUND_WRITE_PAUSE).await;
     }
     Ok(())
 }
@@ -269,6 +279,23 @@ impl SegmentFile for DmaSegment {
 
     async fn sync_data(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(io::Error::from)
+    }
+
+    async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()> {
+        let mut buffer = self.file.alloc_dma_buffer(len);
+        buffer.as_bytes_mut().fill(0);
+        let written = self
+            .file
+            .write_at(buffer, offset)
+            .await
+            .map_err(io::Error::from)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "short write while zero-filling a segment",
+            ));
+        }
+        Ok(())
     }
 
     fn read_stable(&self, offset: u64, len: usize) -> io::Result<Bytes> {

@@ -333,6 +333,8 @@ pub struct Wal<D: LogDir> {
     preparer_task: RefCell<Option<Waker>>,
     /// Set when the next segment should be prepared.
     preparer_wanted: Cell<bool>,
+    /// Set when a roll is waiting for the segment being prepared: it stops pausing.
+    preparation_urgent: Cell<bool>,
 }
 
 fn io_error(operation: &'static str, path: PathBuf, source: std::io::Error) -> WalError {
@@ -434,13 +436,14 @@ impl<D: LogDir> Wal<D> {
             prepared_waiters: RefCell::new(Vec::new()),
             preparer_task: RefCell::new(None),
             preparer_wanted: Cell::new(false),
+            preparation_urgent: Cell::new(false),
         };
         wal.want_preparation_when_due();
         Ok(wal)
     }
 
     async fn create_first_segment(dir: &D, options: &WalOptions) -> Result<State<D::File>> {
-        let file = Self::prepare_file(dir, 1, options.segment_size).await?;
+        let file = Self::prepare_file(dir, 1, options.segment_size, &|| false).await?;
         let path = dir.path().join(segment_file_name(1));
         dir.rename(&prepared_file_name(1), &segment_file_name(1))
             .await
@@ -557,14 +560,32 @@ impl<D: LogDir> Wal<D> {
         }
     }
 
-    /// Creates `NNN.wal.prep`, zero-filled, with its header written and synced.
-    async fn prepare_file(dir: &D, sequence: u64, size: u64) -> Result<D::File> {
+    /// Creates `NNN.wal.prep`: preallocated, every byte written once as zero (in chunks, with a
+    /// pause after each while `pace()` says there is time), header written and synced.
+    async fn prepare_file(
+        dir: &D,
+        sequence: u64,
+        size: u64,
+        pace: &dyn Fn() -> bool,
+    ) -> Result<D::File> {
         let name = prepared_file_name(sequence);
         let path = dir.path().join(&name);
         let file = dir
             .create_segment(&name, size)
             .await
             .map_err(|source| io_error("creating segment", path.clone(), source))?;
+        let mut offset = 0u64;
+        while offset < size {
+            let len = (io::BACKGROUND_WRITE_CHUNK as u64).min(size - offset) as usize;
+            if let Err(source) = file.write_zeros(offset, len).await {
+                let _ = dir.remove(&name).await;
+                return Err(io_error("zero-filling segment", path, source));
+            }
+            offset += len as u64;
+            if pace() {
+                dir.pause_background().await;
+            }
+        }
         let mut page = vec![0u8; PAGE_SIZE as usize];
         SegmentHeader {
             sequence,

@@ -310,6 +310,8 @@ impl LogDir for SimDir {
         Ok(())
     }
 
+    async fn pause_background(&self) {}
+
     async fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.disk.state.borrow_mut();
         state.step()?;
@@ -360,6 +362,10 @@ impl SegmentFile for SimFile {
             durable[start..end].copy_from_slice(&current[start..end]);
         }
         Ok(())
+    }
+
+    async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()> {
+        self.write_at(&vec![0u8; len], offset).await
     }
 
     fn read_stable(&self, offset: u64, len: usize) -> io::Result<Bytes> {

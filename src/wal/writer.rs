@@ -667,7 +667,10 @@ impl<D: LogDir> Wal<D> {
 
     /// Prepares the segment after the active one unless it exists.
     async fn ensure_prepared(&self) -> std::result::Result<(), FailureKind> {
-        match self.prepare_next_segment().await {
+        self.preparation_urgent.set(true);
+        let prepared = self.prepare_next_segment().await;
+        self.preparation_urgent.set(false);
+        match prepared {
             Ok(()) => Ok(()),
             Err(WalError::NoSpace { path, .. }) => Err(FailureKind::NoSpace(path)),
             Err(error) => Err(FailureKind::Poisoned(error.to_string())),
@@ -703,7 +706,17 @@ impl<D: LogDir> Wal<D> {
                 .await;
                 continue;
             };
-            let prepared = Self::prepare_file(&self.dir, sequence, self.options.segment_size).await;
+            // Paced while the active segment has room and no roll waits for this one.
+            let pace = || {
+                let state = self.state.borrow();
+                let room = state
+                    .segments
+                    .back()
+                    .is_some_and(|active| state.active_end < active.file.size() / 4 * 3);
+                room && !self.preparation_urgent.get()
+            };
+            let prepared =
+                Self::prepare_file(&self.dir, sequence, self.options.segment_size, &pace).await;
             let mut state = self.state.borrow_mut();
             state.preparing = false;
             let result = prepared.map(|file| state.prepared = Some(Rc::new(file)));

@@ -603,19 +603,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 .set(self.applied_bytes_since_snapshot.get() + entry.data.len() as u64);
         }
         self.sequencer.publish(self.term()).await?;
-        let applied = self.applied.get();
-        let mut waiters = self.applied_waiters.borrow_mut();
-        let ready: Vec<_> = {
-            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-                .into_iter()
-                .partition(|(index, _)| *index <= applied);
-            *waiters = pending;
-            done
-        };
-        drop(waiters);
-        for (_, waiter) in ready {
-            let _ = waiter.send(());
-        }
+        crate::shard::release_waiters(&self.applied_waiters, self.applied.get());
         Ok(())
     }
 

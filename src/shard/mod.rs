@@ -290,15 +290,7 @@ impl ShardState {
             return;
         }
         self.watermark.set(revision);
-        let mut waiters = self.watermark_waiters.borrow_mut();
-        let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-            .into_iter()
-            .partition(|(wanted, _)| *wanted <= revision);
-        *waiters = pending;
-        drop(waiters);
-        for (_, waiter) in ready {
-            let _ = waiter.send(());
-        }
+        release_waiters(&self.watermark_waiters, revision);
     }
 
     async fn wait_watermark(&self, revision: i64) {
@@ -327,15 +319,24 @@ impl ShardState {
         if revision > self.compacted_physically.get() {
             self.compacted_physically.set(revision);
         }
-        let done = self.compacted_physically.get();
-        let mut waiters = self.compaction_waiters.borrow_mut();
+        release_waiters(&self.compaction_waiters, self.compacted_physically.get());
+    }
+}
+
+/// Signals every waiter waiting for a value up to `reached`, keeping the others.
+pub fn release_waiters<T: PartialOrd + Copy>(
+    waiters: &RefCell<Vec<(T, oneshot::Sender<()>)>>,
+    reached: T,
+) {
+    let ready: Vec<_> = {
+        let mut waiters = waiters.borrow_mut();
         let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
             .into_iter()
-            .partition(|(wanted, _)| *wanted <= done);
+            .partition(|(wanted, _)| *wanted <= reached);
         *waiters = pending;
-        drop(waiters);
-        for (_, waiter) in ready {
-            let _ = waiter.send(());
-        }
+        ready
+    };
+    for (_, waiter) in ready {
+        let _ = waiter.send(());
     }
 }

@@ -204,19 +204,25 @@ pub(crate) async fn zero_fill(file: &DmaFile, size: u64) -> io::Result<()> {
     let mut offset = 0;
     while offset < size {
         let len = CHUNK.min(size - offset) as usize;
-        let mut buffer = file.alloc_dma_buffer(len);
-        buffer.as_bytes_mut().fill(0);
-        let written = file
-            .write_at(buffer, offset)
-            .await
-            .map_err(io::Error::from)?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "short write while zero-filling a segment",
-            ));
-        }
+        write_zeros(file, offset, len).await?;
         offset += len as u64;
+    }
+    Ok(())
+}
+
+/// Writes `len` zero bytes at `offset` with direct I/O.
+async fn write_zeros(file: &DmaFile, offset: u64, len: usize) -> io::Result<()> {
+    let mut buffer = file.alloc_dma_buffer(len);
+    buffer.as_bytes_mut().fill(0);
+    let written = file
+        .write_at(buffer, offset)
+        .await
+        .map_err(io::Error::from)?;
+    if written != len {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "short write while zero-filling a segment",
+        ));
     }
     Ok(())
 }
@@ -282,20 +288,7 @@ impl SegmentFile for DmaSegment {
     }
 
     async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()> {
-        let mut buffer = self.file.alloc_dma_buffer(len);
-        buffer.as_bytes_mut().fill(0);
-        let written = self
-            .file
-            .write_at(buffer, offset)
-            .await
-            .map_err(io::Error::from)?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "short write while zero-filling a segment",
-            ));
-        }
-        Ok(())
+        write_zeros(&self.file, offset, len).await
     }
 
     fn read_stable(&self, offset: u64, len: usize) -> io::Result<Bytes> {

@@ -663,3 +663,34 @@ fn a_port_in_use_is_refused_not_shared() {
     );
     assert_eq!(ok(lode.ctl(&["put", "still", "mine"])), "OK\n");
 }
+
+#[test]
+fn a_corrupted_log_is_refused_with_file_and_offset() {
+    let dir = DataDir::new("server-corrupt-log");
+    let mut lode = Lode::start(&dir.0, &[]);
+    for n in 0..40 {
+        ok(lode.ctl(&["put", &format!("c{n}"), &"x".repeat(200)]));
+    }
+    assert!(lode.terminate());
+    // Flip a byte inside an early record of the (only) segment, then write more after it, so
+    // the damage is followed by later writes: that is corruption, not a torn tail.
+    let segment = dir.0.join("wal").join("00000000000000000001.wal");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[4096 + 300] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args([
+            "--listen-native",
+            &format!("127.0.0.1:{}", common::server::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("log corruption") && stderr.contains("00000000000000000001.wal"),
+        "{stderr}"
+    );
+}

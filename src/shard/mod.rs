@@ -219,8 +219,11 @@ impl ShardState {
             } => {
                 let state = self.clone();
                 glommio::spawn_local(async move {
-                    state.wait_watermark(revision).await;
-                    let _ = reply.send(state.shard.borrow().range(&range, revision, max_items));
+                    // Stopping before the revision arrived: no answer (the asker sees the
+                    // channel drop), never a partial one.
+                    if state.wait_watermark(revision).await {
+                        let _ = reply.send(state.shard.borrow().range(&range, revision, max_items));
+                    }
                 })
                 .detach();
             }
@@ -275,14 +278,17 @@ impl ShardState {
     }
 
     /// Reads `range` at `revision` here, once every change up to it is applied.
+    /// `None` when the node stops before `revision` is applied here.
     pub async fn read(
         &self,
         range: &KeyRange,
         revision: i64,
         max_items: Option<usize>,
-    ) -> (Vec<KeyValue>, usize) {
-        self.wait_watermark(revision).await;
-        self.shard.borrow().range(range, revision, max_items)
+    ) -> Option<(Vec<KeyValue>, usize)> {
+        if !self.wait_watermark(revision).await {
+            return None;
+        }
+        Some(self.shard.borrow().range(range, revision, max_items))
     }
 
     fn advance_watermark(&self, revision: i64) {
@@ -293,13 +299,18 @@ impl ShardState {
         release_waiters(&self.watermark_waiters, revision);
     }
 
-    async fn wait_watermark(&self, revision: i64) {
-        if self.watermark.get() >= revision || self.stopping.get() {
-            return;
+    /// Waits until every change up to `revision` is applied here; false if the node stops
+    /// first.
+    async fn wait_watermark(&self, revision: i64) -> bool {
+        if self.watermark.get() >= revision {
+            return true;
+        }
+        if self.stopping.get() {
+            return false;
         }
         let (sender, receiver) = oneshot::channel();
         self.watermark_waiters.borrow_mut().push((revision, sender));
-        let _ = receiver.await;
+        receiver.await.is_ok() && self.watermark.get() >= revision
     }
 
     async fn compact_in_steps(&self, revision: i64) {

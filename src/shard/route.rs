@@ -108,7 +108,11 @@ impl Router {
         if matches!(range, KeyRange::Single(key) if self.owner(key) != self.core) {
             // Only the owner holds a single key.
         } else {
-            let (mut part, part_count) = self.local.read(range, revision, max_items).await;
+            let (mut part, part_count) = self
+                .local
+                .read(range, revision, max_items)
+                .await
+                .ok_or(ServerError::Stopped)?;
             pairs.append(&mut part);
             count += part_count;
         }

@@ -1,5 +1,5 @@
 //! The running server against the pure keyspace: random puts, ranges, deletes, txns and
-//! compactions go to a real two-core lode over the native protocol and to `ShardedKv`, which
+//! compactions go to a real lode over the native protocol and to `ShardedKv`, which
 //! `mvcc_model.rs` checks against the reference. Every response must be the same: this covers
 //! what only the server does (the sequencer's prefetched views, routing, merging ranges across
 //! cores).
@@ -50,7 +50,7 @@ fn expected_error(error: KvError) -> Response {
 #[test]
 fn the_server_answers_exactly_like_the_pure_keyspace() {
     let dir = DataDir::new("server-model");
-    let lode = Lode::start(&dir.0, &["--cores", "2"]);
+    let lode = Lode::start(&dir.0, &["--cores", "1"]);
     let address = lode.address.clone();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

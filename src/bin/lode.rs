@@ -52,10 +52,11 @@ struct Cli {
     #[arg(long, env = "LODE_ELECTION_TIMEOUT", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(2..=50_000))]
     election_timeout: u64,
-    /// Executors (one per core, pinned), each owning a shard of the keyspace [default: every
-    /// core].
-    #[arg(long, env = "LODE_CORES", value_parser = clap::value_parser!(u64).range(1..=1024))]
-    cores: Option<u64>,
+    /// Executors (one per core, pinned), each owning a shard of the keyspace. More than one is
+    /// experimental: replies between cores can still crash the process (a waker race in the
+    /// executor's cross-thread wake-ups; see ARCHITECTURE.md), so the default is 1.
+    #[arg(long, env = "LODE_CORES", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    cores: u64,
     /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
     /// is then removed. 0 disables snapshots.
     #[arg(long, env = "LODE_SNAPSHOT_COUNT", default_value_t = 100_000)]
@@ -129,10 +130,7 @@ fn main() -> ExitCode {
         create_if_missing: true,
         ..WalOptions::default()
     };
-    let cores = cli.cores.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |n| n as usize,
-    );
+    let cores = cli.cores as usize;
     let node = NodeConfig {
         consensus: config,
         wal_dir,

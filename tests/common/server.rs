@@ -159,6 +159,9 @@ impl Lode {
 
 impl Drop for Lode {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- lode stderr ({}) ---\n{}", self.address, self.stderr());
+        }
         self.kill();
     }
 }
@@ -177,5 +180,19 @@ pub fn ok(output: Output) -> String {
 /// stderr of a failed command, or a panic.
 pub fn failed(output: Output) -> String {
     assert!(!output.status.success(), "command unexpectedly succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Starts lode on `data_dir` (on `address`, or a free port) expecting it to refuse: checks the
+/// exit code is 1 and returns what it printed on stderr.
+pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
+    let address = address.map_or_else(|| format!("127.0.0.1:{}", free_port()), str::to_string);
+    let output = Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-native", &address])
+        .output()
+        .expect("run lode");
+    assert_eq!(output.status.code(), Some(1), "lode should refuse to start");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

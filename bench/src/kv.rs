@@ -37,7 +37,7 @@ pub struct KvArgs {
     /// The lode binary to start (default: the one next to lode-bench).
     #[arg(long)]
     lode: Option<PathBuf>,
-    /// `--cores` for the lode it starts (default: lode's own default, every core).
+    /// `--cores` for the lode it starts (default: lode's own default).
     #[arg(long)]
     cores: Option<u64>,
     /// Extra argument for the lode it starts (repeatable), e.g. `--lode-arg=--snapshot-count=1000`.
@@ -397,7 +397,7 @@ fn report(args: &KvArgs, results: &[CaseResult]) {
         args.seconds,
         args.connections,
         args.cores
-            .map_or("default (every core)".to_string(), |n| n.to_string())
+            .map_or("lode default".to_string(), |n| n.to_string())
     );
     print_cases("kv", &title, results, &results[0], args.json);
     if args.json {

@@ -378,7 +378,7 @@ impl Run<'_> {
 }
 
 fn run_against_model(seed: u64, steps: usize) {
-    let mut gen = Gen(seed | 1);
+    let mut gen = Gen::new(seed | 1);
     let mut model = Model::new();
     let mut stores = [ShardedKv::new(1), ShardedKv::new(3)];
     for step in 0..steps {

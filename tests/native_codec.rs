@@ -15,7 +15,7 @@ use lode::mvcc::ShardedKv;
 use proptest::prelude::*;
 
 fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
-    let mut gen = Gen(seed | 1);
+    let mut gen = Gen::new(seed | 1);
     let mut store = ShardedKv::new(2);
     let mut out = Vec::new();
     for _ in 0..count {

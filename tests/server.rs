@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::server::{failed, ok, DataDir, Lode};
-use common::Rng;
-use glommio::Placement;
+use common::{on_executor, Rng};
 use lode::api::native::{Request, Response};
 use lode::client::{Client, ClientError};
 use lode::mvcc::request::*;
@@ -159,18 +158,6 @@ fn writes_survive_restarts_and_sigkill() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(lode.ctl(&["get", "after", "-w", "json"]))).unwrap();
     assert_eq!(json["kvs"][0]["mod_revision"], 23);
-}
-
-fn on_executor<T: Send + 'static, F, Fut>(make: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    lode::executor::builder(Placement::Unbound)
-        .spawn(make)
-        .expect("executor")
-        .join()
-        .expect("executor thread")
 }
 
 fn put(key: String, value: String) -> Request {

@@ -7,8 +7,8 @@
 mod common;
 
 use common::kvgen::Gen;
+use common::on_executor;
 use common::server::{DataDir, Lode};
-use glommio::Placement;
 use lode::api::native::{Request, Response};
 use lode::client::{Client, ClientError};
 use lode::mvcc::request::*;
@@ -57,39 +57,34 @@ fn the_server_answers_exactly_like_the_pure_keyspace() {
         .map_or(5, |d| d.as_nanos() as u64)
         | 1;
     println!("seed {seed}");
-    lode::executor::builder(Placement::Unbound)
-        .spawn(move || async move {
-            let client = Client::connect(&address).await.expect("connect");
-            let mut reference = ShardedKv::new(1);
-            let mut gen = Gen(seed);
-            for step in 0..600 {
-                let (request, expected) = if gen.chance(35) {
-                    let mut range = gen.range(reference.current_revision());
-                    // Serializable reads may trail; linearizable ones must match exactly.
-                    range.serializable = false;
-                    let expected = match reference.range(&range) {
-                        Ok(r) => Response::Range(r),
-                        Err(e) => expected_error(e),
-                    };
-                    (Request::Range(range), expected)
-                } else {
-                    let write =
-                        gen.write(reference.current_revision(), reference.compact_revision());
-                    let expected = match reference.write(&write, DEFAULT_MAX_TXN_OPS) {
-                        Ok(r) => Response::Write(r),
-                        Err(e) => expected_error(e),
-                    };
-                    (Request::Write(write), expected)
+    on_executor(move || async move {
+        let client = Client::connect(&address).await.expect("connect");
+        let mut reference = ShardedKv::new(1);
+        let mut gen = Gen::new(seed);
+        for step in 0..600 {
+            let (request, expected) = if gen.chance(35) {
+                let mut range = gen.range(reference.current_revision());
+                // Serializable reads may trail; linearizable ones must match exactly.
+                range.serializable = false;
+                let expected = match reference.range(&range) {
+                    Ok(r) => Response::Range(r),
+                    Err(e) => expected_error(e),
                 };
-                let got = match client.request(&request).await {
-                    Ok(response) => normalize(response),
-                    Err(ClientError::Server { code, message }) => Response::Error { code, message },
-                    Err(error) => panic!("seed {seed} step {step}: {error}"),
+                (Request::Range(range), expected)
+            } else {
+                let write = gen.write(reference.current_revision(), reference.compact_revision());
+                let expected = match reference.write(&write, DEFAULT_MAX_TXN_OPS) {
+                    Ok(r) => Response::Write(r),
+                    Err(e) => expected_error(e),
                 };
-                assert_eq!(got, expected, "seed {seed} step {step}: {request:?}");
-            }
-        })
-        .expect("executor")
-        .join()
-        .expect("executor thread");
+                (Request::Write(write), expected)
+            };
+            let got = match client.request(&request).await {
+                Ok(response) => normalize(response),
+                Err(ClientError::Server { code, message }) => Response::Error { code, message },
+                Err(error) => panic!("seed {seed} step {step}: {error}"),
+            };
+            assert_eq!(got, expected, "seed {seed} step {step}: {request:?}");
+        }
+    });
 }

@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{entry, observe, payload, Model, Op, Rng};
-use glommio::Placement;
+use common::{entry, observe, on_executor, payload, Model, Op, Rng};
 use lode::wal::format::HardState;
 use lode::wal::io::DmaDir;
 use lode::wal::recovery::scan_segment;
@@ -53,20 +52,6 @@ fn assert_not_tmpfs(path: &Path) {
         "{} is on tmpfs, where O_DIRECT is not exercised",
         path.display()
     );
-}
-
-/// Runs `make()`'s future on a fresh glommio executor thread and returns its output.
-fn on_executor<T, F, Fut>(make: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    lode::executor::builder(Placement::Unbound)
-        .spawn(make)
-        .expect("executor")
-        .join()
-        .expect("executor thread")
 }
 
 fn options(segment_size: u64) -> WalOptions {

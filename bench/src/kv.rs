@@ -23,7 +23,7 @@ use lode::client::Client;
 use lode::diskprobe::{fdatasync_floor, latency_histogram};
 use lode::mvcc::request::*;
 
-use crate::report::{print_cases, print_target, CaseResult};
+use crate::report::{finish_case, print_cases, print_target, CaseResult};
 
 #[derive(Args)]
 pub struct KvArgs {
@@ -370,23 +370,12 @@ async fn scenario_case(
             })
         })
         .collect();
-    for task in tasks {
-        task.await;
-    }
-    let elapsed = started.elapsed();
-    if let Some(error) = failure.borrow_mut().take() {
-        return Err(format!("{scenario} with {clients} clients: {error}"));
-    }
-    let histogram = histogram.borrow().clone();
-    Ok(CaseResult {
-        name: format!(
-            "{scenario}: {clients} client{}",
-            if clients == 1 { "" } else { "s" }
-        ),
-        ops: histogram.len(),
-        elapsed,
-        histogram,
-    })
+    let name = format!(
+        "{scenario}: {clients} client{}",
+        if clients == 1 { "" } else { "s" }
+    );
+    let what = format!("{scenario} with {clients} clients");
+    finish_case(name, &what, tasks, started, &failure, &histogram).await
 }
 
 fn report(args: &KvArgs, results: &[CaseResult]) {

@@ -17,7 +17,7 @@ use lode::diskprobe::{fdatasync_floor, latency_histogram};
 use lode::wal::io::DmaDir;
 use lode::wal::{EntryKind, LogEntry, Wal, WalOptions};
 
-use crate::report::{print_cases, print_target, CaseResult};
+use crate::report::{finish_case, print_cases, print_target, CaseResult};
 
 #[derive(Args)]
 pub struct LogArgs {
@@ -158,24 +158,12 @@ async fn appenders_case(
             })
         })
         .collect();
-    for task in tasks {
-        task.await;
-    }
-    let elapsed = started.elapsed();
-    if let Some(error) = failure.borrow_mut().take() {
-        return Err(format!("append failed: {error}"));
-    }
-    let histogram = histogram.borrow().clone();
-    Ok(CaseResult {
-        name: if appenders == 1 {
-            "lode log: 1 appender".into()
-        } else {
-            format!("lode log: {appenders} appenders")
-        },
-        ops: histogram.len(),
-        elapsed,
-        histogram,
-    })
+    let name = if appenders == 1 {
+        "lode log: 1 appender".into()
+    } else {
+        format!("lode log: {appenders} appenders")
+    };
+    finish_case(name, "append failed", tasks, started, &failure, &histogram).await
 }
 
 fn report(results: &[CaseResult], args: &LogArgs) {

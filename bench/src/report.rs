@@ -1,7 +1,8 @@
 //! Results of benchmark cases and how they are printed: a table for people and JSON lines for
 //! tools, every latency figure from an HDR histogram, every case compared with the run's floor.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -83,4 +84,30 @@ pub fn print_target(description: &str, measured: &str, met: bool) {
         "target {description}: {measured} {}",
         if met { "MET" } else { "MISSED" }
     );
+}
+
+/// Waits for a case's load tasks, then turns what they recorded into its result; the first
+/// failure any task recorded fails the case, prefixed with `what`.
+pub async fn finish_case(
+    name: String,
+    what: &str,
+    tasks: Vec<glommio::Task<()>>,
+    started: Instant,
+    failure: &RefCell<Option<String>>,
+    histogram: &RefCell<Histogram<u64>>,
+) -> Result<CaseResult, String> {
+    for task in tasks {
+        task.await;
+    }
+    let elapsed = started.elapsed();
+    if let Some(error) = failure.borrow_mut().take() {
+        return Err(format!("{what}: {error}"));
+    }
+    let histogram = histogram.borrow().clone();
+    Ok(CaseResult {
+        name,
+        ops: histogram.len(),
+        elapsed,
+        histogram,
+    })
 }

@@ -5,17 +5,17 @@ use bytes::Bytes;
 use lode::mvcc::kv::prefix_range_end;
 use lode::mvcc::request::*;
 
-pub struct Gen(pub u64);
+use super::Rng;
+
+/// Random requests drawn from `Rng`.
+pub struct Gen(pub Rng);
 
 impl Gen {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    pub fn new(seed: u64) -> Gen {
+        Gen(Rng(seed | 1))
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent

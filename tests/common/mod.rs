@@ -197,6 +197,20 @@ pub async fn run_op<D: LogDir>(wal: &Wal<D>, op: &Op) -> lode::wal::Result<()> {
     }
 }
 
+/// Runs `make()`'s future on a fresh glommio executor thread and returns its output.
+pub fn on_executor<T, F, Fut>(make: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    lode::executor::builder(glommio::Placement::Unbound)
+        .spawn(make)
+        .expect("executor")
+        .join()
+        .expect("executor thread")
+}
+
 /// A small deterministic random source for workloads.
 pub struct Rng(pub u64);
 

@@ -438,7 +438,6 @@ fn client_sees_server_stopped_or_closed_on_shutdown() {
 /// serializable and linearizable. No read may see two different values: a revision is never
 /// visible in part.
 #[test]
-#[ignore = "--cores 2: replies between cores can crash lode (cross-thread waker race, see ARCHITECTURE.md); run with --ignored"]
 fn readers_never_see_half_of_a_multi_shard_txn() {
     let dir = DataDir::new("server-atomic");
     let lode = Lode::start(&dir.0, &["--cores", "2"]);

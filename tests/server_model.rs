@@ -48,15 +48,27 @@ fn expected_error(error: KvError) -> Response {
 }
 
 #[test]
-fn the_server_answers_exactly_like_the_pure_keyspace() {
-    let dir = DataDir::new("server-model");
-    let lode = Lode::start(&dir.0, &["--cores", "1"]);
+fn one_core_answers_exactly_like_the_pure_keyspace() {
+    answers_like_the_pure_keyspace(1);
+}
+
+/// Two cores: keys hash to two shards, multi-key reads are gathered across the mesh and
+/// conditional writes prefetch from the other core.
+#[test]
+fn two_cores_answer_exactly_like_the_pure_keyspace() {
+    answers_like_the_pure_keyspace(2);
+}
+
+fn answers_like_the_pure_keyspace(cores: usize) {
+    let dir = DataDir::new(&format!("server-model-{cores}"));
+    let cores_arg = cores.to_string();
+    let lode = Lode::start(&dir.0, &["--cores", &cores_arg]);
     let address = lode.address.clone();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(5, |d| d.as_nanos() as u64)
         | 1;
-    println!("seed {seed}");
+    println!("seed {seed} cores {cores}");
     on_executor(move || async move {
         let client = Client::connect(&address).await.expect("connect");
         let mut reference = ShardedKv::new(1);

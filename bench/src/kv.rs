@@ -103,12 +103,14 @@ fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, Str
         command.args(["--cores", &cores.to_string()]);
     }
     command.args(&args.lode_args);
+    let log_path = scratch.join("lode.stderr");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let child = command
         .arg("--data-dir")
         .arg(scratch.join("data"))
         .args(["--listen-native", &address])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .map_err(|e| {
             format!(
@@ -118,10 +120,16 @@ fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, Str
         })?;
     let server = Server { child: Some(child) };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&address).is_err() {
+    // lode says it serves once every core listens (a bare connect could reach the port check
+    // it makes before its cores start).
+    loop {
+        let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if said.contains("serving the native protocol") {
+            break;
+        }
         if Instant::now() > deadline {
             return Err(format!(
-                "{} did not start listening on {address}",
+                "{} did not start serving on {address}: {said}",
                 binary.display()
             ));
         }

@@ -3,14 +3,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
+
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
 use lode::server::node::{run_core, NodeConfig};
 use lode::server::{self, Limits};
+use lode::shard::mesh::Mesh;
 use lode::shard::CoreMessage;
 use lode::wal::{WalOptions, DEFAULT_SEGMENT_SIZE};
 
@@ -52,11 +54,10 @@ struct Cli {
     #[arg(long, env = "LODE_ELECTION_TIMEOUT", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(2..=50_000))]
     election_timeout: u64,
-    /// Executors (one per core, pinned), each owning a shard of the keyspace. More than one is
-    /// experimental: replies between cores can still crash the process (a waker race in the
-    /// executor's cross-thread wake-ups; see ARCHITECTURE.md), so the default is 1.
-    #[arg(long, env = "LODE_CORES", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    cores: u64,
+    /// Executors (one per core, pinned), each owning a shard of the keyspace and accepting
+    /// clients [default: every core this process may run on].
+    #[arg(long, env = "LODE_CORES", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    cores: Option<u64>,
     /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
     /// is then removed. 0 disables snapshots.
     #[arg(long, env = "LODE_SNAPSHOT_COUNT", default_value_t = 100_000)]
@@ -130,7 +131,10 @@ fn main() -> ExitCode {
         create_if_missing: true,
         ..WalOptions::default()
     };
-    let cores = cli.cores as usize;
+    let cores = match cli.cores {
+        Some(cores) => cores as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let node = NodeConfig {
         consensus: config,
         wal_dir,
@@ -146,12 +150,18 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     eprintln!("lode: data dir {}", data_dir.display());
-    let mesh = (cores > 1).then(|| MeshBuilder::<CoreMessage, Full>::full(cores, 1024));
+    let mesh = Arc::new(Mesh::<CoreMessage>::new(cores, 1024));
     let started = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
         .io_memory(lode::executor::IO_MEMORY_BYTES)
         .on_all_shards(move || {
-            let (node, mesh) = (node.clone(), mesh.clone());
-            async move { run_core(node, mesh).await }
+            let node = node.clone();
+            let ends = mesh.take_next();
+            async move {
+                match ends {
+                    Some(ends) => run_core(node, ends, cores).await,
+                    None => Err("more executors than cores in the mesh".to_string()),
+                }
+            }
         });
     let result = match started {
         Ok(handles) => handles

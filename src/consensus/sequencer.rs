@@ -15,15 +15,14 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 
 use super::ServerError;
 use crate::mvcc::exec::{self, Change, ReadView};
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::*;
 use crate::mvcc::{validate, KvError};
-use crate::shard::route::Router;
-use crate::shard::CoreMessage;
+use crate::shard::route::{unexpected_reply, Router};
+use crate::shard::{CoreMessage, Reply};
 
 /// The revision counter and dispatcher of committed writes.
 pub struct Sequencer {
@@ -268,20 +267,21 @@ impl Sequencer {
         for (core, positions) in per_core {
             let subset: Vec<(KeyRange, i64)> =
                 positions.iter().map(|&p| reads[p].clone()).collect();
-            let (reply, answer) = oneshot::channel();
-            self.router
-                .deliver(
-                    core,
-                    CoreMessage::Prefetch {
-                        reads: subset,
-                        reply,
-                    },
-                )
+            let answer = self
+                .router
+                .send_request(core, |reply| CoreMessage::Prefetch {
+                    reads: subset,
+                    reply,
+                })
                 .await?;
             answers.push((positions, answer));
         }
         for (positions, answer) in answers {
-            let parts = answer.await.map_err(|_| ServerError::Stopped)?;
+            let parts = match answer.await {
+                Ok(Reply::Prefetched(parts)) => parts,
+                Ok(_) => return Err(unexpected_reply("Prefetch")),
+                Err(_) => return Err(ServerError::Stopped),
+            };
             for (position, mut part) in positions.into_iter().zip(parts) {
                 results[position].append(&mut part);
             }

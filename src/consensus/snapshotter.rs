@@ -15,13 +15,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 use futures::io::AsyncWriteExt;
 use glommio::io::{DmaStreamWriterBuilder, OpenOptions};
 
 use super::ServerError;
-use crate::shard::route::Router;
-use crate::shard::CoreMessage;
+use crate::shard::route::{unexpected_reply, Router};
+use crate::shard::{CoreMessage, Reply};
 use crate::snapshot::{self, SnapshotMeta, SnapshotReader};
 
 /// Keys exported per step and message.
@@ -38,7 +37,11 @@ fn io(operation: &str, path: &Path, error: impl std::fmt::Display) -> ServerErro
 
 /// Writes a snapshot of every shard at `meta.revision` into `dir`; returns `Ok(false)` when it
 /// had to be abandoned because a compaction ran meanwhile.
-pub async fn take(dir: &Path, meta: &SnapshotMeta, router: &Router) -> Result<bool, ServerError> {
+pub async fn take(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    router: &Rc<Router>,
+) -> Result<bool, ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let written = write(
         &dir.join(snapshot_file_name(meta.applied_index)),
@@ -59,7 +62,7 @@ pub async fn take(dir: &Path, meta: &SnapshotMeta, router: &Router) -> Result<bo
 pub async fn write(
     final_path: &Path,
     meta: &SnapshotMeta,
-    router: &Router,
+    router: &Rc<Router>,
 ) -> Result<bool, ServerError> {
     let temporary = final_path.with_extension("snap.tmp");
     let file = OpenOptions::new()
@@ -77,19 +80,17 @@ pub async fn write(
     'cores: for core in 0..router.cores() {
         let mut after: Option<Bytes> = None;
         loop {
-            let (reply, answer) = oneshot::channel();
-            router
-                .deliver(
-                    core,
-                    CoreMessage::Export {
-                        revision: meta.revision,
-                        after: after.clone(),
-                        max_keys: EXPORT_STEP_KEYS,
-                        reply,
-                    },
-                )
+            let answer = router
+                .ask(core, |reply| CoreMessage::Export {
+                    revision: meta.revision,
+                    after: after.clone(),
+                    max_keys: EXPORT_STEP_KEYS,
+                    reply,
+                })
                 .await?;
-            let (keys, next, compact_revision) = answer.await.map_err(|_| ServerError::Stopped)?;
+            let Reply::Exported(keys, next, compact_revision) = answer else {
+                return Err(unexpected_reply("Export"));
+            };
             if compact_revision != meta.compact_revision {
                 abandoned = true;
                 break 'cores;

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{Latency, Shares};
 
 use super::{native, shutdown_requested, Limits};
@@ -17,8 +15,9 @@ use crate::api::native::StatusResponse;
 use crate::consensus::{Consensus, ConsensusConfig, ServerError};
 use crate::mvcc::request::{RangeRequest, RangeResponse, ResponseHeader, WriteResponse};
 use crate::mvcc::validate;
-use crate::shard::route::Router;
-use crate::shard::{CoreMessage, ShardState};
+use crate::shard::mesh::CoreEnds;
+use crate::shard::route::{unexpected_reply, Router};
+use crate::shard::{CoreMessage, Reply, ShardState};
 use crate::wal::io::DmaDir;
 use crate::wal::{Wal, WalOptions};
 
@@ -58,23 +57,30 @@ impl Node {
         let response = if let Some(consensus) = &self.consensus {
             consensus.propose_frame(&frame).await?
         } else {
-            let (reply, answer) = oneshot::channel();
-            self.router
-                .deliver(0, CoreMessage::Propose { frame, reply })
-                .await?;
-            answer.await.unwrap_or(Err(ServerError::Stopped))?
+            match self
+                .router
+                .ask(0, |reply| CoreMessage::Propose { frame, reply })
+                .await?
+            {
+                Reply::Written(result) => result?,
+                _ => return Err(unexpected_reply("Propose")),
+            }
         };
         if let Some(revision) = physical_compaction {
             let mut pending = Vec::new();
             for core in 0..self.router.cores() {
-                let (reply, answer) = oneshot::channel();
-                self.router
-                    .deliver(core, CoreMessage::WaitCompacted { revision, reply })
+                let answer = self
+                    .router
+                    .send_request(core, |reply| CoreMessage::WaitCompacted { revision, reply })
                     .await?;
                 pending.push(answer);
             }
             for answer in pending {
-                answer.await.map_err(|_| ServerError::Stopped)?;
+                match answer.await {
+                    Ok(Reply::Compacted) => {}
+                    Ok(_) => return Err(unexpected_reply("WaitCompacted")),
+                    Err(_) => return Err(ServerError::Stopped),
+                }
             }
         }
         Ok(response)
@@ -96,11 +102,14 @@ impl Node {
         if let Some(consensus) = &self.consensus {
             return consensus.read_index().await;
         }
-        let (reply, answer) = oneshot::channel();
-        self.router
-            .deliver(0, CoreMessage::ReadIndex { reply })
-            .await?;
-        answer.await.unwrap_or(Err(ServerError::Stopped))
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::ReadIndex { reply })
+            .await?
+        {
+            Reply::ReadRevision(result) => result,
+            _ => Err(unexpected_reply("ReadIndex")),
+        }
     }
 
     /// etcd's Maintenance.Status, from the consensus core.
@@ -108,11 +117,14 @@ impl Node {
         if let Some(consensus) = &self.consensus {
             return Ok(status_of(consensus));
         }
-        let (reply, answer) = oneshot::channel();
-        self.router
-            .deliver(0, CoreMessage::Status { reply })
-            .await?;
-        answer.await.map_err(|_| ServerError::Stopped)
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::Status { reply })
+            .await?
+        {
+            Reply::Status(result) => result.map(|status| *status),
+            _ => Err(unexpected_reply("Status")),
+        }
     }
 
     /// A fresh snapshot's bytes and revision, from the consensus core.
@@ -121,11 +133,14 @@ impl Node {
             let data = consensus.snapshot_now().await?;
             return Ok((data, consensus.revision()));
         }
-        let (reply, answer) = oneshot::channel();
-        self.router
-            .deliver(0, CoreMessage::Snapshot { reply })
-            .await?;
-        answer.await.unwrap_or(Err(ServerError::Stopped))
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::Snapshot { reply })
+            .await?
+        {
+            Reply::Snapshot(result) => result,
+            _ => Err(unexpected_reply("Snapshot")),
+        }
     }
 
     /// The Raft term for response headers.
@@ -150,44 +165,52 @@ fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
 }
 
 /// Handles messages from another core until the channel closes.
+/// Handles messages from another core until the channel closes. Never waits inside the
+/// loop: work that waits runs in tasks of its own.
 async fn receive(
     stream: glommio::channels::shared_channel::ConnectedReceiver<CoreMessage>,
-    local: Rc<ShardState>,
+    router: Rc<Router>,
     consensus: Option<Rc<Consensus<DmaDir>>>,
 ) {
     while let Some(message) = stream.recv().await {
         match (message, &consensus) {
             (CoreMessage::Propose { frame, reply }, Some(consensus)) => {
                 let consensus = consensus.clone();
+                let router = router.clone();
                 glommio::spawn_local(async move {
-                    let _ = reply.send(consensus.propose_frame(&frame).await);
+                    let result = consensus.propose_frame(&frame).await;
+                    router.reply(reply, Reply::Written(result));
                 })
                 .detach();
             }
             (CoreMessage::ReadIndex { reply }, Some(consensus)) => {
                 let consensus = consensus.clone();
+                let router = router.clone();
                 glommio::spawn_local(async move {
-                    let _ = reply.send(consensus.read_index().await);
+                    let result = consensus.read_index().await;
+                    router.reply(reply, Reply::ReadRevision(result));
                 })
                 .detach();
             }
             (CoreMessage::Status { reply }, Some(consensus)) => {
-                let _ = reply.send(status_of(consensus));
+                router.reply(reply, Reply::Status(Ok(Box::new(status_of(consensus)))));
             }
             (CoreMessage::Snapshot { reply }, Some(consensus)) => {
                 let consensus = consensus.clone();
+                let router = router.clone();
                 glommio::spawn_local(async move {
                     let result = consensus.snapshot_now().await;
-                    let _ = reply.send(result.map(|data| (data, consensus.revision())));
+                    let result = result.map(|data| (data, consensus.revision()));
+                    router.reply(reply, Reply::Snapshot(result));
                 })
                 .detach();
             }
-            (message, _) => local.handle(message),
+            (message, _) => router.local().handle(message, &router),
         }
     }
 }
 
-async fn tell_everyone_to_stop(router: &Router) {
+async fn tell_everyone_to_stop(router: &Rc<Router>) {
     for core in 0..router.cores() {
         let _ = router.deliver(core, CoreMessage::Shutdown).await;
     }
@@ -197,24 +220,30 @@ async fn tell_everyone_to_stop(router: &Router) {
 /// log and runs the consensus core; every core owns a shard and listens for clients.
 pub async fn run_core(
     config: NodeConfig,
-    mesh: Option<MeshBuilder<CoreMessage, Full>>,
+    ends: CoreEnds<CoreMessage>,
+    cores: usize,
 ) -> Result<(), String> {
     let local = ShardState::new();
-    let (router, mut streams) = match mesh {
-        Some(mesh) => {
-            let (senders, mut receivers) = mesh
-                .join()
-                .await
-                .map_err(|_| "joining the core mesh failed".to_string())?;
-            let core = senders.peer_id();
-            let cores = senders.nr_consumers();
-            let streams = receivers.streams();
-            (
-                Rc::new(Router::new(core, cores, Some(senders), local.clone())),
-                streams,
-            )
+    // Bind before joining the mesh: once core 0 has joined, every core is listening, so the
+    // readiness line core 0 prints is true for every core.
+    let bound = glommio::net::TcpListener::bind(&config.listen_native);
+    let channels = ends.connect().await;
+    let mut streams = channels.receivers;
+    let router = Rc::new(Router::new(
+        channels.core,
+        cores,
+        channels.senders,
+        local.clone(),
+    ));
+    let listener = match bound {
+        Ok(listener) => listener,
+        Err(error) => {
+            tell_everyone_to_stop(&router).await;
+            return Err(format!(
+                "cannot listen on {}: {error}",
+                config.listen_native
+            ));
         }
-        None => (Rc::new(Router::new(0, 1, None, local.clone())), Vec::new()),
     };
     let started = start_core(&config, &router).await;
     let consensus = match started {
@@ -225,23 +254,13 @@ pub async fn run_core(
         }
     };
     for (_, stream) in streams.drain(..) {
-        glommio::spawn_local(receive(stream, local.clone(), consensus.clone())).detach();
+        glommio::spawn_local(receive(stream, router.clone(), consensus.clone())).detach();
     }
     let node = Rc::new(Node {
         router: router.clone(),
         consensus: consensus.clone(),
         config: config.consensus.clone(),
     });
-    let listener = match glommio::net::TcpListener::bind(&config.listen_native) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tell_everyone_to_stop(&router).await;
-            return Err(format!(
-                "cannot listen on {}: {error}",
-                config.listen_native
-            ));
-        }
-    };
     glommio::spawn_local(native::serve(listener, node, config.limits)).detach();
     match consensus {
         Some(consensus) => {

@@ -12,7 +12,13 @@
 //!   and nothing above R: a multi-shard txn is never seen half-applied;
 //! - other cores forward writes and linearizable-read requests to the consensus core
 //!   (`Propose`, `ReadIndex`).
+//!
+//! Every answer travels back over the mesh too, as a `Reply` naming the asking core's request
+//! number (`route::ReplyTo`); the asking core completes its own pending request. So a task is
+//! only ever woken by its own executor: no waker crosses threads (glommio's foreign-thread
+//! wake path corrupted the heap under load when answers went through `futures` oneshots).
 
+pub mod mesh;
 pub mod route;
 
 use std::cell::{Cell, RefCell};
@@ -21,10 +27,33 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::api::native::StatusResponse;
 use crate::consensus::ServerError;
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::WriteResponse;
 use crate::mvcc::shard::MvccShard;
+use crate::snapshot::KeyHistory;
+use route::{ReplyTo, Router};
+
+/// An answer to a request from another core (or this one), matched by `ReplyTo::id`.
+pub enum Reply {
+    /// The outcome of `Propose`.
+    Written(Result<WriteResponse, ServerError>),
+    /// The outcome of `ReadIndex`: the revision to read at.
+    ReadRevision(Result<i64, ServerError>),
+    /// The outcome of `Snapshot`: the file's bytes and its revision.
+    Snapshot(Result<(Bytes, i64), ServerError>),
+    /// The answer to `Status`.
+    Status(Result<Box<StatusResponse>, ServerError>),
+    /// The answer to `Prefetch`.
+    Prefetched(Vec<Vec<KeyValue>>),
+    /// The answer to `Read`: `None` when the node stopped before the revision was applied.
+    Read(Option<(Vec<KeyValue>, usize)>),
+    /// The answer to `Export`: histories, the key to continue after, the compaction point.
+    Exported(Vec<KeyHistory>, Option<Bytes>, i64),
+    /// `WaitCompacted` is done.
+    Compacted,
+}
 
 /// A message between cores.
 pub enum CoreMessage {
@@ -32,13 +61,13 @@ pub enum CoreMessage {
     Propose {
         /// The request frame.
         frame: Bytes,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<WriteResponse, ServerError>>,
+        /// Where the answer (`Reply::Written`) goes.
+        reply: ReplyTo,
     },
     /// A request for a linearizable read revision, for the consensus core.
     ReadIndex {
-        /// The revision to read at, once confirmed.
-        reply: oneshot::Sender<Result<i64, ServerError>>,
+        /// Where the revision to read at (`Reply::ReadRevision`) goes, once confirmed.
+        reply: ReplyTo,
     },
     /// Changes at one revision for this shard (sub revision, key, pair or deletion).
     Apply {
@@ -67,13 +96,13 @@ pub enum CoreMessage {
     },
     /// A snapshot request, for the consensus core: the file's bytes and the revision.
     Snapshot {
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<(Bytes, i64), ServerError>>,
+        /// Where the answer (`Reply::Snapshot`) goes.
+        reply: ReplyTo,
     },
     /// A status request, for the consensus core.
     Status {
-        /// Where the answer goes.
-        reply: oneshot::Sender<crate::api::native::StatusResponse>,
+        /// Where the answer (`Reply::Status`) goes.
+        reply: ReplyTo,
     },
     /// History below this revision may go (etcd's Compact).
     Compact(i64),
@@ -81,8 +110,8 @@ pub enum CoreMessage {
     Prefetch {
         /// Ranges and the revisions to read them at.
         reads: Vec<(KeyRange, i64)>,
-        /// Pairs of each read, in order.
-        reply: oneshot::Sender<Vec<Vec<KeyValue>>>,
+        /// Where the pairs of each read, in order, go (`Reply::Prefetched`).
+        reply: ReplyTo,
     },
     /// A range at a revision: up to `max_items` pairs and the count.
     Read {
@@ -92,8 +121,8 @@ pub enum CoreMessage {
         revision: i64,
         /// At most this many pairs (all when `None`).
         max_items: Option<usize>,
-        /// Pairs ascending by key, and the count of the range.
-        reply: oneshot::Sender<(Vec<KeyValue>, usize)>,
+        /// Where pairs ascending by key and the count of the range go (`Reply::Read`).
+        reply: ReplyTo,
     },
     /// Key histories as of a revision, for a snapshot: up to `max_keys` keys after `after`.
     Export {
@@ -103,14 +132,15 @@ pub enum CoreMessage {
         after: Option<Bytes>,
         /// Keys per answer.
         max_keys: usize,
-        /// The histories, the key to continue after (`None` at the end), and the shard's
-        /// compaction point (a snapshot is abandoned if it moves).
-        reply: oneshot::Sender<(Vec<crate::snapshot::KeyHistory>, Option<Bytes>, i64)>,
+        /// Where the histories, the key to continue after (`None` at the end), and the
+        /// shard's compaction point go (`Reply::Exported`; a snapshot is abandoned if the
+        /// compaction point moves).
+        reply: ReplyTo,
     },
     /// Key histories loaded from a snapshot, for the keys this shard owns.
     Import {
         /// The histories.
-        keys: Vec<crate::snapshot::KeyHistory>,
+        keys: Vec<KeyHistory>,
     },
     /// A snapshot is loaded: the keyspace is at `revision` with compaction point
     /// `compact_revision`.
@@ -124,8 +154,15 @@ pub enum CoreMessage {
     WaitCompacted {
         /// The compaction revision.
         revision: i64,
-        /// Signalled when done.
-        reply: oneshot::Sender<()>,
+        /// Where `Reply::Compacted` goes when done.
+        reply: ReplyTo,
+    },
+    /// An answer to a request this core sent.
+    Reply {
+        /// The request's number on this core.
+        id: u64,
+        /// The answer.
+        reply: Reply,
     },
     /// The node is stopping.
     Shutdown,
@@ -145,7 +182,7 @@ pub struct ShardState {
     term: Cell<u64>,
     /// Compaction physically finished up to this revision.
     compacted_physically: Cell<i64>,
-    compaction_waiters: RefCell<Vec<(i64, oneshot::Sender<()>)>>,
+    compaction_waiters: RefCell<Vec<(i64, ReplyTo)>>,
 }
 
 impl ShardState {
@@ -178,8 +215,9 @@ impl ShardState {
         self.stopping.get()
     }
 
-    /// Applies one message from the sequencer (or answers a read) on this core.
-    pub fn handle(self: &Rc<Self>, message: CoreMessage) {
+    /// Applies one message from the sequencer (or answers a request) on this core; answers go
+    /// out through `router`.
+    pub fn handle(self: &Rc<Self>, message: CoreMessage, router: &Rc<Router>) {
         match message {
             CoreMessage::Apply { revision, changes } => {
                 let mut shard = self.shard.borrow_mut();
@@ -200,16 +238,21 @@ impl ShardState {
             CoreMessage::Compact(revision) => {
                 self.compact_revision.set(revision);
                 let state = self.clone();
-                glommio::spawn_local(async move { state.compact_in_steps(revision).await })
-                    .detach();
+                let router = router.clone();
+                glommio::spawn_local(
+                    async move { state.compact_in_steps(revision, &router).await },
+                )
+                .detach();
             }
             CoreMessage::Prefetch { reads, reply } => {
-                let shard = self.shard.borrow();
-                let pairs = reads
-                    .iter()
-                    .map(|(range, revision)| shard.range(range, *revision, None).0)
-                    .collect();
-                let _ = reply.send(pairs);
+                let pairs = {
+                    let shard = self.shard.borrow();
+                    reads
+                        .iter()
+                        .map(|(range, revision)| shard.range(range, *revision, None).0)
+                        .collect()
+                };
+                router.reply(reply, Reply::Prefetched(pairs));
             }
             CoreMessage::Read {
                 range,
@@ -217,13 +260,17 @@ impl ShardState {
                 max_items,
                 reply,
             } => {
+                if self.watermark.get() >= revision {
+                    let answer = self.shard.borrow().range(&range, revision, max_items);
+                    router.reply(reply, Reply::Read(Some(answer)));
+                    return;
+                }
                 let state = self.clone();
+                let router = router.clone();
                 glommio::spawn_local(async move {
-                    // Stopping before the revision arrived: no answer (the asker sees the
-                    // channel drop), never a partial one.
-                    if state.wait_watermark(revision).await {
-                        let _ = reply.send(state.shard.borrow().range(&range, revision, max_items));
-                    }
+                    // Stopping before the revision arrived: `None`, never a partial answer.
+                    let answer = state.read(&range, revision, max_items).await;
+                    router.reply(reply, Reply::Read(answer));
                 })
                 .detach();
             }
@@ -237,7 +284,10 @@ impl ShardState {
                     .shard
                     .borrow()
                     .export(revision, after.as_ref(), max_keys);
-                let _ = reply.send((keys, next, self.compact_revision.get()));
+                router.reply(
+                    reply,
+                    Reply::Exported(keys, next, self.compact_revision.get()),
+                );
             }
             CoreMessage::Import { keys } => {
                 let mut shard = self.shard.borrow_mut();
@@ -255,25 +305,34 @@ impl ShardState {
             }
             CoreMessage::WaitCompacted { revision, reply } => {
                 if self.compacted_physically.get() >= revision {
-                    let _ = reply.send(());
+                    router.reply(reply, Reply::Compacted);
                 } else {
                     self.compaction_waiters.borrow_mut().push((revision, reply));
                 }
             }
+            CoreMessage::Reply { id, reply } => router.complete(id, reply),
             CoreMessage::Shutdown => {
                 self.stopping.set(true);
                 self.watermark_waiters.borrow_mut().clear();
+                // Requests of this core still waiting for an answer fail as stopped.
+                router.abandon_pending();
             }
-            CoreMessage::Propose { reply, .. } => {
-                let _ = reply.send(Err(ServerError::Internal("not the consensus core".into())));
-            }
-            CoreMessage::ReadIndex { reply } => {
-                let _ = reply.send(Err(ServerError::Internal("not the consensus core".into())));
-            }
-            CoreMessage::Status { reply } => drop(reply),
-            CoreMessage::Snapshot { reply } => {
-                let _ = reply.send(Err(ServerError::Internal("not the consensus core".into())));
-            }
+            CoreMessage::Propose { reply, .. } => router.reply(
+                reply,
+                Reply::Written(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::ReadIndex { reply } => router.reply(
+                reply,
+                Reply::ReadRevision(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::Status { reply } => router.reply(
+                reply,
+                Reply::Status(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::Snapshot { reply } => router.reply(
+                reply,
+                Reply::Snapshot(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
         }
     }
 
@@ -313,7 +372,7 @@ impl ShardState {
         receiver.await.is_ok() && self.watermark.get() >= revision
     }
 
-    async fn compact_in_steps(&self, revision: i64) {
+    async fn compact_in_steps(&self, revision: i64, router: &Rc<Router>) {
         // Bounded steps with yields between: compaction never stalls the core.
         let mut from = None;
         loop {
@@ -330,7 +389,18 @@ impl ShardState {
         if revision > self.compacted_physically.get() {
             self.compacted_physically.set(revision);
         }
-        release_waiters(&self.compaction_waiters, self.compacted_physically.get());
+        let reached = self.compacted_physically.get();
+        let done: Vec<ReplyTo> = {
+            let mut waiters = self.compaction_waiters.borrow_mut();
+            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+                .into_iter()
+                .partition(|(wanted, _)| *wanted <= reached);
+            *waiters = pending;
+            done.into_iter().map(|(_, to)| to).collect()
+        };
+        for to in done {
+            router.reply(to, Reply::Compacted);
+        }
     }
 }
 

@@ -1,39 +1,61 @@
-//! A core's view of the shard layer: which core owns a key, sending to other cores, and ranges
-//! gathered from every shard at one revision.
+//! A core's view of the shard layer: which core owns a key, sending to other cores, requests
+//! answered over the mesh, and ranges gathered from every shard at one revision.
+//!
+//! Invariant: a request's answer is delivered to the asking core, which completes its own
+//! pending entry; the local oneshot that wakes the asking task is only touched by its own
+//! executor.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
+use glommio::channels::shared_channel::ConnectedSender;
+use glommio::{GlommioError, ResourceType};
 
-use super::{CoreMessage, ShardState};
+use super::{CoreMessage, Reply, ShardState};
 use crate::consensus::ServerError;
 use crate::mvcc::exec;
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::{RangeRequest, RangeResponse};
 use crate::mvcc::sharded::shard_for_key;
 
+/// Where an answer goes: the asking core and its request number there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The asking core.
+    pub core: usize,
+    /// The request's number on that core.
+    pub id: u64,
+}
+
 /// One core's handle on the shard layer.
 pub struct Router {
     core: usize,
     cores: usize,
-    senders: Option<Senders<CoreMessage>>,
+    /// To every other core by index (`None` for this one); empty with a single core.
+    senders: Rc<Vec<Option<ConnectedSender<CoreMessage>>>>,
     local: Rc<ShardState>,
+    /// Requests of this core waiting for their `Reply`, by number.
+    pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_request: Cell<u64>,
 }
 
 impl Router {
-    /// A router for core `core` of `cores`; `senders` is `None` for a single core.
+    /// A router for core `core` of `cores`, sending to core `i` through `senders[i]`.
     pub fn new(
         core: usize,
         cores: usize,
-        senders: Option<Senders<CoreMessage>>,
+        senders: Vec<Option<ConnectedSender<CoreMessage>>>,
         local: Rc<ShardState>,
     ) -> Router {
         Router {
             core,
             cores: cores.max(1),
-            senders,
+            senders: Rc::new(senders),
             local,
+            pending: RefCell::new(HashMap::new()),
+            next_request: Cell::new(0),
         }
     }
 
@@ -59,24 +81,97 @@ impl Router {
 
     /// Delivers a message to `core`: handled at once when it is this core, sent in FIFO order
     /// otherwise.
-    pub async fn deliver(&self, core: usize, message: CoreMessage) -> Result<(), ServerError> {
+    pub async fn deliver(
+        self: &Rc<Self>,
+        core: usize,
+        message: CoreMessage,
+    ) -> Result<(), ServerError> {
         if core == self.core {
-            self.local.handle(message);
+            self.local.handle(message, self);
             return Ok(());
         }
-        let Some(senders) = &self.senders else {
+        let Some(Some(sender)) = self.senders.get(core) else {
             return Err(ServerError::Internal(format!("no channel to core {core}")));
         };
-        senders
-            .send_to(core, message)
-            .await
-            .map_err(|_| ServerError::Stopped)
+        sender.send(message).await.map_err(|_| ServerError::Stopped)
+    }
+
+    /// Sends the request `make` builds (given where its answer goes) to `core` and waits for
+    /// the answer. `Stopped` when the node stops first.
+    pub async fn ask(
+        self: &Rc<Self>,
+        core: usize,
+        make: impl FnOnce(ReplyTo) -> CoreMessage,
+    ) -> Result<Reply, ServerError> {
+        let answer = self.send_request(core, make).await?;
+        answer.await.map_err(|_| ServerError::Stopped)
+    }
+
+    /// Sends a request and returns the receiver of its answer, so several can be in flight.
+    pub async fn send_request(
+        self: &Rc<Self>,
+        core: usize,
+        make: impl FnOnce(ReplyTo) -> CoreMessage,
+    ) -> Result<oneshot::Receiver<Reply>, ServerError> {
+        let id = self.next_request.get();
+        self.next_request.set(id.wrapping_add(1));
+        let (sender, receiver) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, sender);
+        let to = ReplyTo {
+            core: self.core,
+            id,
+        };
+        if let Err(error) = self.deliver(core, make(to)).await {
+            self.pending.borrow_mut().remove(&id);
+            return Err(error);
+        }
+        Ok(receiver)
+    }
+
+    /// Sends an answer to the core that asked. Never waits: when the channel is full the
+    /// answer is sent by a task of its own, so a core's message loop never blocks on another
+    /// core's (two loops waiting on each other would deadlock).
+    pub fn reply(self: &Rc<Self>, to: ReplyTo, reply: Reply) {
+        if to.core == self.core {
+            self.complete(to.id, reply);
+            return;
+        }
+        let Some(Some(sender)) = self.senders.get(to.core) else {
+            return;
+        };
+        let message = CoreMessage::Reply { id: to.id, reply };
+        if let Err(GlommioError::WouldBlock(ResourceType::Channel(message))) =
+            sender.try_send(message)
+        {
+            let senders = self.senders.clone();
+            glommio::spawn_local(async move {
+                // A closed channel means the asking core is gone: nobody waits any more.
+                if let Some(Some(sender)) = senders.get(to.core) {
+                    let _ = sender.send(message).await;
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Completes this core's request `id` (an answer that arrived).
+    pub fn complete(&self, id: u64, reply: Reply) {
+        let waiter = self.pending.borrow_mut().remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+
+    /// Fails every request of this core still waiting for an answer (the node is stopping).
+    pub fn abandon_pending(&self) {
+        let abandoned = std::mem::take(&mut *self.pending.borrow_mut());
+        drop(abandoned);
     }
 
     /// The pairs of `range` at `revision` from every shard that can hold them, merged in key
     /// order: at most `max_items` of them, with the total count.
     pub async fn gather(
-        &self,
+        self: &Rc<Self>,
         range: &KeyRange,
         revision: i64,
         max_items: Option<usize>,
@@ -92,17 +187,14 @@ impl Router {
             if core == self.core {
                 continue;
             }
-            let (reply, answer) = oneshot::channel();
-            self.deliver(
-                core,
-                CoreMessage::Read {
+            let answer = self
+                .send_request(core, |reply| CoreMessage::Read {
                     range: range.clone(),
                     revision,
                     max_items,
                     reply,
-                },
-            )
-            .await?;
+                })
+                .await?;
             pending.push(answer);
         }
         if matches!(range, KeyRange::Single(key) if self.owner(key) != self.core) {
@@ -117,7 +209,11 @@ impl Router {
             count += part_count;
         }
         for answer in pending {
-            let (mut part, part_count) = answer.await.map_err(|_| ServerError::Stopped)?;
+            let (mut part, part_count) = match answer.await {
+                Ok(Reply::Read(Some(answer))) => answer,
+                Ok(Reply::Read(None)) | Err(_) => return Err(ServerError::Stopped),
+                Ok(_) => return Err(unexpected_reply("Read")),
+            };
             pairs.append(&mut part);
             count += part_count;
         }
@@ -130,7 +226,7 @@ impl Router {
 
     /// Serves a range at `current`, the revision the reader treats as current.
     pub async fn range(
-        &self,
+        self: &Rc<Self>,
         request: &RangeRequest,
         current: i64,
     ) -> Result<RangeResponse, ServerError> {
@@ -141,4 +237,9 @@ impl Router {
         let (pairs, count) = self.gather(&range, revision, max_items).await?;
         Ok(exec::assemble_range(request, pairs, count, current))
     }
+}
+
+/// The error for an answer of the wrong kind (a bug: every request has one answer kind).
+pub fn unexpected_reply(request: &str) -> ServerError {
+    ServerError::Internal(format!("unexpected answer to {request}"))
 }

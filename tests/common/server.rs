@@ -84,11 +84,12 @@ impl Lode {
         panic!("lode did not start on {}: {log}", data_dir.display());
     }
 
-    /// True once lode accepts connections; false if it exited first.
+    /// True once lode says it serves (every core listens by then; a bare connect could reach
+    /// the port check lode makes before its cores start); false if it exited first.
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&self.address).is_ok() {
+            if self.stderr().contains("serving the native protocol") {
                 return true;
             }
             if let Some(child) = self.child.as_mut() {

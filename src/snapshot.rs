@@ -19,7 +19,10 @@
 //!     u32 key length | key | u32 version count | versions:
 //!       i64 main | i64 sub | u8 kind (0 deletion, 1 pair)
 //!       [pair: i64 create | i64 mod | i64 version | i64 lease | u32 value length | value]
-//! end: a block of length 0 whose CRC field holds the number of keys in the file (u32)
+//! end: a block of length 0 whose CRC field holds the number of key records in the file (u32)
+//!
+//! A long history may be split into several records of the same key (in consecutive blocks):
+//! a reader appends them in order.
 //! ```
 //!
 //! Little-endian throughout. Every byte is covered by a checksum; a reader stops at the first
@@ -96,33 +99,88 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
     out.put_u32_le(crc);
 }
 
-/// Encodes one block of key records.
-pub fn encode_block(keys: &[KeyHistory], out: &mut Vec<u8>) {
-    let mut payload = Vec::new();
-    for (key, versions) in keys {
-        payload.put_u32_le(key.len() as u32);
-        payload.put_slice(key);
-        payload.put_u32_le(versions.len() as u32);
-        for version in versions {
-            payload.put_i64_le(version.main);
-            payload.put_i64_le(version.sub);
-            match &version.pair {
-                None => payload.put_u8(0),
-                Some(pair) => {
-                    payload.put_u8(1);
-                    payload.put_i64_le(pair.create_revision);
-                    payload.put_i64_le(pair.mod_revision);
-                    payload.put_i64_le(pair.version);
-                    payload.put_i64_le(pair.lease);
-                    payload.put_u32_le(pair.value.len() as u32);
-                    payload.put_slice(&pair.value);
-                }
-            }
+/// Builds one block in place at the end of a buffer: records are written straight into it and
+/// the length and checksum are filled in by `finish` (no intermediate copy).
+pub struct BlockWriter<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+    records: u32,
+}
+
+impl<'a> BlockWriter<'a> {
+    /// Starts a block at the end of `out`.
+    pub fn begin(out: &'a mut Vec<u8>) -> BlockWriter<'a> {
+        let start = out.len();
+        out.put_u32_le(0);
+        out.put_u32_le(0);
+        BlockWriter {
+            out,
+            start,
+            records: 0,
         }
     }
-    out.put_u32_le(payload.len() as u32);
-    out.put_u32_le(crc32c::crc32c(&payload));
-    out.put_slice(&payload);
+
+    /// Bytes of key records so far.
+    pub fn payload_len(&self) -> usize {
+        self.out.len() - self.start - 8
+    }
+
+    /// Records so far (a key whose history spans blocks counts once per block).
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Adds a record of `key` with `versions` (part of its history; a key's later versions may
+    /// follow in another record, which a reader appends).
+    pub fn push_key(&mut self, key: &[u8], versions: &[Version]) {
+        self.out.put_u32_le(key.len() as u32);
+        self.out.put_slice(key);
+        self.out.put_u32_le(versions.len() as u32);
+        for version in versions {
+            encode_version(version, self.out);
+        }
+        self.records += 1;
+    }
+
+    /// Fills in the block's length and checksum; a block without records is removed (an empty
+    /// block would read as the end marker). Returns the number of records.
+    pub fn finish(self) -> u32 {
+        if self.records == 0 {
+            self.out.truncate(self.start);
+            return 0;
+        }
+        let payload = &self.out[self.start + 8..];
+        let length = payload.len() as u32;
+        let crc = crc32c::crc32c(payload);
+        self.out[self.start..self.start + 4].copy_from_slice(&length.to_le_bytes());
+        self.out[self.start + 4..self.start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.records
+    }
+}
+
+/// Bytes a version takes in a record.
+pub fn encoded_version_len(version: &Version) -> usize {
+    match &version.pair {
+        None => 17,
+        Some(pair) => 17 + 36 + pair.value.len(),
+    }
+}
+
+fn encode_version(version: &Version, out: &mut Vec<u8>) {
+    out.put_i64_le(version.main);
+    out.put_i64_le(version.sub);
+    match &version.pair {
+        None => out.put_u8(0),
+        Some(pair) => {
+            out.put_u8(1);
+            out.put_i64_le(pair.create_revision);
+            out.put_i64_le(pair.mod_revision);
+            out.put_i64_le(pair.version);
+            out.put_i64_le(pair.lease);
+            out.put_u32_le(pair.value.len() as u32);
+            out.put_slice(&pair.value);
+        }
+    }
 }
 
 /// Encodes the end marker.
@@ -377,14 +435,13 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_header(&meta, &mut out);
-        let mut after = None;
+        let mut from = None;
         let mut count = 0;
         loop {
-            let (keys, next) = shard.export(meta.revision, after.as_ref(), 4);
-            count += keys.len() as u32;
-            encode_block(&keys, &mut out);
+            let (records, next) = shard.export_into(meta.revision, from.as_ref(), 300, &mut out);
+            count += records;
             match next {
-                Some(key) => after = Some(key),
+                Some(cursor) => from = Some(cursor),
                 None => break,
             }
         }

@@ -4,7 +4,11 @@
 //!
 //! Scenarios, each at every client count: `put` (256-byte values over a key space per client),
 //! `get-serializable`, `get-linearizable` (ReadIndex), `txn-cas` (compare mod_revision, then
-//! put). Clients are tasks on one executor sharing `--connections` pipelined connections.
+//! put), and `put-maintenance`: `put` while, on a connection of its own, an etcd-style
+//! physical compaction at the current revision runs a third of the way in and a full snapshot
+//! (`lodectl snapshot save`'s request) halfway: its p99 next to `put`'s shows whether
+//! compaction and snapshots stall writes. Clients are tasks on one executor sharing
+//! `--connections` pipelined connections.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -59,7 +63,7 @@ pub struct KvArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put,get-serializable,get-linearizable,txn-cas"
+        default_value = "put,put-maintenance,get-serializable,get-linearizable,txn-cas"
     )]
     scenarios: Vec<String>,
     /// Print only JSON lines.
@@ -167,7 +171,14 @@ pub fn run(args: KvArgs) -> Result<(), String> {
         return Err("--clients takes counts from 1 to 100000, --connections at least 1".into());
     }
     for scenario in &args.scenarios {
-        if !["put", "get-serializable", "get-linearizable", "txn-cas"].contains(&scenario.as_str())
+        if ![
+            "put",
+            "put-maintenance",
+            "get-serializable",
+            "get-linearizable",
+            "txn-cas",
+        ]
+        .contains(&scenario.as_str())
         {
             return Err(format!("unknown scenario {scenario}"));
         }
@@ -310,6 +321,16 @@ async fn scenario_case(
     let failure: Rc<RefCell<Option<String>>> = Rc::default();
     let started = Instant::now();
     let deadline = started + duration;
+    let maintenance = if scenario == "put-maintenance" {
+        let connection = Client::connect(address)
+            .await
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        Some(glommio::spawn_local(maintain(
+            connection, started, duration,
+        )))
+    } else {
+        None
+    };
     let tasks: Vec<_> = (0..clients as u64)
         .map(|client| {
             let connection = pool[client as usize % pool.len()].clone();
@@ -320,11 +341,13 @@ async fn scenario_case(
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let request = match scenario.as_str() {
-                        "put" => Request::Write(WriteRequest::Put(PutRequest {
-                            key: key(client, n),
-                            value: value.clone(),
-                            ..Default::default()
-                        })),
+                        "put" | "put-maintenance" => {
+                            Request::Write(WriteRequest::Put(PutRequest {
+                                key: key(client, n),
+                                value: value.clone(),
+                                ..Default::default()
+                            }))
+                        }
                         "get-serializable" | "get-linearizable" => Request::Range(RangeRequest {
                             key: key(client, n % 8),
                             serializable: scenario == "get-serializable",
@@ -383,7 +406,51 @@ async fn scenario_case(
         if clients == 1 { "" } else { "s" }
     );
     let what = format!("{scenario} with {clients} clients");
-    finish_case(name, &what, tasks, started, &failure, &histogram).await
+    let result = finish_case(name, &what, tasks, started, &failure, &histogram).await;
+    if let Some(maintenance) = maintenance {
+        let (compaction, snapshot) = maintenance.await?;
+        eprintln!(
+            "  {scenario} {clients}: physical compaction took {:.1} ms, snapshot {:.1} ms ({} MiB)",
+            compaction.0.as_secs_f64() * 1e3,
+            snapshot.0.as_secs_f64() * 1e3,
+            snapshot.1 >> 20
+        );
+    }
+    result
+}
+
+/// The maintenance of `put-maintenance`: a physical compaction at the current revision a third
+/// of the way through the case, then a full snapshot halfway. Returns how long each took (and
+/// the snapshot's size).
+async fn maintain(
+    connection: Client,
+    started: Instant,
+    duration: Duration,
+) -> Result<((Duration, usize), (Duration, usize)), String> {
+    let sleep_until =
+        |at: Instant| glommio::timer::sleep(at.saturating_duration_since(Instant::now()));
+    sleep_until(started + duration / 3).await;
+    let revision = match connection.request(&Request::Status).await {
+        Ok(Response::Status(status)) => status.header.revision,
+        other => return Err(format!("status before compaction: {other:?}")),
+    };
+    let begin = Instant::now();
+    let compact = Request::Write(WriteRequest::Compact(CompactionRequest {
+        revision,
+        physical: true,
+    }));
+    connection
+        .request(&compact)
+        .await
+        .map_err(|e| format!("compaction at {revision}: {e}"))?;
+    let compaction = (begin.elapsed(), 0);
+    sleep_until(started + duration / 2).await;
+    let begin = Instant::now();
+    let size = match connection.request(&Request::Snapshot).await {
+        Ok(Response::Snapshot { data, .. }) => data.len(),
+        other => return Err(format!("snapshot: {other:?}")),
+    };
+    Ok((compaction, (begin.elapsed(), size)))
 }
 
 fn report(args: &KvArgs, results: &[CaseResult]) {
@@ -411,6 +478,18 @@ fn report(args: &KvArgs, results: &[CaseResult]) {
             ),
             ratio <= 1.3,
         );
+    }
+    for plain in results.iter().filter(|r| r.name.starts_with("put: ")) {
+        let with = plain.name.replacen("put: ", "put-maintenance: ", 1);
+        if let Some(maintained) = results.iter().find(|r| r.name == with) {
+            println!(
+                "{}: p99 {:.0} us with compaction + snapshot vs {:.0} us without ({:.2}x)",
+                plain.name,
+                maintained.micros(0.99),
+                plain.micros(0.99),
+                maintained.micros(0.99) / plain.micros(0.99)
+            );
+        }
     }
     if let Some(many) = results.iter().find(|r| r.name == "put: 256 clients") {
         print_target(

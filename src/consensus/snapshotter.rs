@@ -23,8 +23,9 @@ use crate::shard::route::{unexpected_reply, Router};
 use crate::shard::{CoreMessage, Reply};
 use crate::snapshot::{self, SnapshotMeta, SnapshotReader};
 
-/// Keys exported per step and message.
-const EXPORT_STEP_KEYS: usize = 64;
+/// Bytes a shard encodes per export step: bounds how long one step holds its core (about a
+/// hundred microseconds) and is the unit the writes are paced in.
+const EXPORT_STEP_BYTES: usize = 256 << 10;
 
 /// File name of the snapshot at `applied_index`.
 pub fn snapshot_file_name(applied_index: u64) -> String {
@@ -75,41 +76,47 @@ pub async fn write(
     let mut writer = DmaStreamWriterBuilder::new(file).build();
     let mut buffer = Vec::new();
     snapshot::encode_header(meta, &mut buffer);
-    let mut key_count: u32 = 0;
+    writer
+        .write_all(&buffer)
+        .await
+        .map_err(|e| io("writing", &temporary, e))?;
+    let mut records: u32 = 0;
     let mut abandoned = false;
     'cores: for core in 0..router.cores() {
-        let mut after: Option<Bytes> = None;
+        let mut from = None;
         loop {
             let answer = router
                 .ask(core, |reply| CoreMessage::Export {
                     revision: meta.revision,
-                    after: after.clone(),
-                    max_keys: EXPORT_STEP_KEYS,
+                    from: from.take(),
+                    max_bytes: EXPORT_STEP_BYTES,
                     reply,
                 })
                 .await?;
-            let Reply::Exported(keys, next, compact_revision) = answer else {
+            let Reply::Exported {
+                block,
+                records: written,
+                next,
+                compact_revision,
+            } = answer
+            else {
                 return Err(unexpected_reply("Export"));
             };
             if compact_revision != meta.compact_revision {
                 abandoned = true;
                 break 'cores;
             }
-            key_count += keys.len() as u32;
-            if !keys.is_empty() {
-                snapshot::encode_block(&keys, &mut buffer);
-            }
-            if buffer.len() > 256 << 10 {
+            records += written;
+            if !block.is_empty() {
                 writer
-                    .write_all(&buffer)
+                    .write_all(&block)
                     .await
                     .map_err(|e| io("writing", &temporary, e))?;
-                buffer.clear();
                 // Paced like segment preparation, so the commit path's fdatasyncs get the disk.
                 glommio::timer::sleep(crate::wal::io::BACKGROUND_WRITE_PAUSE).await;
             }
             match next {
-                Some(key) => after = Some(key),
+                Some(cursor) => from = Some(cursor),
                 None => break,
             }
             // The export shares the core with the commit path: step aside between steps.
@@ -121,7 +128,8 @@ pub async fn write(
         let _ = std::fs::remove_file(&temporary);
         return Ok(false);
     }
-    snapshot::encode_end(key_count, &mut buffer);
+    buffer.clear();
+    snapshot::encode_end(records, &mut buffer);
     writer
         .write_all(&buffer)
         .await

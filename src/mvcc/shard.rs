@@ -14,6 +14,16 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::kv::{KeyRange, KeyValue};
+use crate::snapshot::BlockWriter;
+
+/// Where a snapshot export continues: at `key`, after its first `skip` versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// The key to continue at.
+    pub key: Bytes,
+    /// Versions of that key already exported.
+    pub skip: usize,
+}
 
 /// One version of a key: the pair as of a change, or a tombstone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,47 +175,77 @@ impl MvccShard {
         }
     }
 
-    /// The history of up to `max_keys` keys after `after` (from the first key when `None`), as
-    /// of `revision`: versions above it are left out, so a snapshot taken in steps while
-    /// writes go on is a consistent cut at `revision`. Returns the key to continue after, or
-    /// `None` at the end.
-    pub fn export(
+    /// Encodes key histories as of `revision` into one snapshot block at the end of `out`,
+    /// starting at `from` (the first key when `None`) and stopping once the block holds about
+    /// `max_bytes`: versions above `revision` are left out, so a snapshot taken in steps while
+    /// writes go on is a consistent cut at `revision`, and a long history is split across
+    /// steps, so no step takes longer than `max_bytes` of encoding. Returns the records
+    /// written and where to continue (`None` when the shard is done).
+    pub fn export_into(
         &self,
         revision: i64,
-        after: Option<&Bytes>,
-        max_keys: usize,
-    ) -> (Vec<crate::snapshot::KeyHistory>, Option<Bytes>) {
-        let start = match after {
-            Some(key) => Bound::Excluded(key.clone()),
-            None => Bound::Unbounded,
+        from: Option<&ExportCursor>,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> (u32, Option<ExportCursor>) {
+        let (start, mut skip) = match from {
+            Some(cursor) => (Bound::Included(cursor.key.clone()), cursor.skip),
+            None => (Bound::Unbounded, 0),
         };
-        let mut out = Vec::new();
-        let mut last = None;
+        let mut block = BlockWriter::begin(out);
+        let mut next = None;
         for (key, history) in self.keys.range((start, Bound::Unbounded)) {
-            if out.len() == max_keys {
-                return (out, last);
+            if block.payload_len() >= max_bytes {
+                next = Some(ExportCursor {
+                    key: key.clone(),
+                    skip: 0,
+                });
+                break;
             }
-            last = Some(key.clone());
-            let versions: Vec<Version> = history
-                .iter()
-                .take_while(|v| v.main <= revision)
-                .cloned()
-                .collect();
-            if !versions.is_empty() {
-                out.push((key.clone(), versions));
+            let visible = &history[..history.partition_point(|v| v.main <= revision)];
+            let remaining = visible.get(skip..).unwrap_or_default();
+            skip = 0;
+            if remaining.is_empty() {
+                continue;
+            }
+            // As many versions as the budget allows (at least one, so every step advances).
+            let budget = max_bytes.saturating_sub(block.payload_len() + key.len() + 8);
+            let mut taken = 0;
+            let mut bytes = 0;
+            for version in remaining {
+                let size = crate::snapshot::encoded_version_len(version);
+                if taken > 0 && bytes + size > budget {
+                    break;
+                }
+                taken += 1;
+                bytes += size;
+            }
+            block.push_key(key, &remaining[..taken]);
+            if taken < remaining.len() {
+                next = Some(ExportCursor {
+                    key: key.clone(),
+                    skip: visible.len() - remaining.len() + taken,
+                });
+                break;
             }
         }
-        (out, None)
+        (block.finish(), next)
     }
 
-    /// Restores one key's history (from a snapshot); the key must not exist yet.
+    /// Restores versions of one key (from a snapshot), after any it already has from an
+    /// earlier record of the same key.
     pub fn import(&mut self, key: Bytes, versions: Vec<Version>) {
-        debug_assert!(versions
+        if versions.is_empty() {
+            return;
+        }
+        let history = self.keys.entry(key).or_default();
+        debug_assert!(history
+            .iter()
+            .chain(versions.iter())
+            .collect::<Vec<_>>()
             .windows(2)
             .all(|w| (w[0].main, w[0].sub) < (w[1].main, w[1].sub)));
-        if !versions.is_empty() {
-            self.keys.insert(key, versions);
-        }
+        history.extend(versions);
     }
 
     /// Number of keys with any history.
@@ -221,6 +261,13 @@ impl MvccShard {
 
 /// The pair visible at `revision`: the newest version at or below it, unless a tombstone.
 fn visible(history: &[Version], revision: i64) -> Option<&KeyValue> {
+    // The newest version is what writes and current reads want: no search through the
+    // history (long when nothing compacts).
+    if let Some(last) = history.last() {
+        if last.main <= revision {
+            return last.pair.as_ref();
+        }
+    }
     let position = history.partition_point(|v| v.main <= revision);
     position
         .checked_sub(1)
@@ -293,31 +340,52 @@ mod tests {
             }
         }
         let cut = 30;
-        let mut restored = MvccShard::new();
-        let mut after = None;
-        loop {
-            let (keys, next) = shard.export(cut, after.as_ref(), 3);
-            for (k, versions) in keys {
-                assert!(versions.iter().all(|v| v.main <= cut));
-                restored.import(k, versions);
+        // Budgets from "one version per step" (histories split across blocks) to "everything
+        // in one block".
+        for max_bytes in [1, 60, 200, 100_000] {
+            let meta = crate::snapshot::SnapshotMeta {
+                applied_index: 9,
+                applied_term: 1,
+                revision: cut,
+                compact_revision: -1,
+                voters: vec![1],
+            };
+            let mut file = Vec::new();
+            crate::snapshot::encode_header(&meta, &mut file);
+            let mut records = 0;
+            let mut from = None;
+            loop {
+                let (written, next) = shard.export_into(cut, from.as_ref(), max_bytes, &mut file);
+                records += written;
+                match next {
+                    Some(cursor) => from = Some(cursor),
+                    None => break,
+                }
             }
-            match next {
-                Some(k) => after = Some(k),
-                None => break,
+            crate::snapshot::encode_end(records, &mut file);
+            let (read_meta, mut reader) =
+                crate::snapshot::SnapshotReader::open(Bytes::from(file)).expect("snapshot");
+            assert_eq!(read_meta, meta);
+            let mut restored = MvccShard::new();
+            while let Some(block) = reader.next_block().expect("block") {
+                for (k, versions) in block {
+                    assert!(versions.iter().all(|v| v.main <= cut));
+                    restored.import(k, versions);
+                }
             }
-        }
-        let everything = KeyRange::From(key(""));
-        for rev in 1..=cut {
-            assert_eq!(
-                restored.range(&everything, rev, None),
-                shard.range(&everything, rev, None),
-                "revision {rev}"
+            let everything = KeyRange::From(key(""));
+            for rev in 1..=cut {
+                assert_eq!(
+                    restored.range(&everything, rev, None),
+                    shard.range(&everything, rev, None),
+                    "revision {rev}, blocks of {max_bytes} bytes"
+                );
+            }
+            assert_ne!(
+                restored.range(&everything, 39, None),
+                shard.range(&everything, 39, None)
             );
         }
-        assert_ne!(
-            restored.range(&everything, 39, None),
-            shard.range(&everything, 39, None)
-        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::api::native::StatusResponse;
 use crate::consensus::ServerError;
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::WriteResponse;
-use crate::mvcc::shard::MvccShard;
+use crate::mvcc::shard::{ExportCursor, MvccShard};
 use crate::snapshot::KeyHistory;
 use route::{ReplyTo, Router};
 
@@ -49,8 +49,17 @@ pub enum Reply {
     Prefetched(Vec<Vec<KeyValue>>),
     /// The answer to `Read`: `None` when the node stopped before the revision was applied.
     Read(Option<(Vec<KeyValue>, usize)>),
-    /// The answer to `Export`: histories, the key to continue after, the compaction point.
-    Exported(Vec<KeyHistory>, Option<Bytes>, i64),
+    /// The answer to `Export`.
+    Exported {
+        /// One encoded snapshot block (empty when the shard had nothing left).
+        block: Vec<u8>,
+        /// Key records in it.
+        records: u32,
+        /// Where to continue (`None` when the shard is done).
+        next: Option<ExportCursor>,
+        /// The shard's compaction point (a snapshot is abandoned if it moves).
+        compact_revision: i64,
+    },
     /// `WaitCompacted` is done.
     Compacted,
 }
@@ -124,17 +133,16 @@ pub enum CoreMessage {
         /// Where pairs ascending by key and the count of the range go (`Reply::Read`).
         reply: ReplyTo,
     },
-    /// Key histories as of a revision, for a snapshot: up to `max_keys` keys after `after`.
+    /// Key histories as of a revision encoded as one snapshot block of about `max_bytes`
+    /// (the shard's core does the encoding, so every core encodes its own part).
     Export {
         /// The snapshot's revision.
         revision: i64,
-        /// Continue after this key (from the start when `None`).
-        after: Option<Bytes>,
-        /// Keys per answer.
-        max_keys: usize,
-        /// Where the histories, the key to continue after (`None` at the end), and the
-        /// shard's compaction point go (`Reply::Exported`; a snapshot is abandoned if the
-        /// compaction point moves).
+        /// Where to continue (from the start when `None`).
+        from: Option<ExportCursor>,
+        /// Block size to aim for.
+        max_bytes: usize,
+        /// Where the block goes (`Reply::Exported`).
         reply: ReplyTo,
     },
     /// Key histories loaded from a snapshot, for the keys this shard owns.
@@ -276,17 +284,23 @@ impl ShardState {
             }
             CoreMessage::Export {
                 revision,
-                after,
-                max_keys,
+                from,
+                max_bytes,
                 reply,
             } => {
-                let (keys, next) = self
-                    .shard
-                    .borrow()
-                    .export(revision, after.as_ref(), max_keys);
+                let mut block = Vec::with_capacity(max_bytes + (max_bytes >> 3));
+                let (records, next) =
+                    self.shard
+                        .borrow()
+                        .export_into(revision, from.as_ref(), max_bytes, &mut block);
                 router.reply(
                     reply,
-                    Reply::Exported(keys, next, self.compact_revision.get()),
+                    Reply::Exported {
+                        block,
+                        records,
+                        next,
+                        compact_revision: self.compact_revision.get(),
+                    },
                 );
             }
             CoreMessage::Import { keys } => {

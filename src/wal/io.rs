@@ -190,7 +190,7 @@ impl LogDir for DmaDir {
 
 /// Pause between chunks of background writes (segment zero-fill, snapshots): a 64 MiB burst
 /// queued at once delays every fdatasync behind it (measured: 256-client puts fell by half).
-pub const BACKGROUND_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(4);
+pub const BACKGROUND_WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(16);
 
 /// Chunk of background writes.
 pub const BACKGROUND_WRITE_CHUNK: usize = 256 << 10;

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use futures::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use futures::lock::Mutex;
+use futures::StreamExt;
 use glommio::net::TcpStream;
 use lode_protocol::frame::{decode_frame, encode_frame};
 
@@ -27,6 +28,9 @@ pub enum ClientError {
     /// The connection ended before the answer came.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The caller could not take a streamed piece (for example, writing it to a file failed).
+    #[error("{0}")]
+    Piece(String),
     /// The server answered with an error (etcd's message).
     #[error("{message}")]
     Server {
@@ -37,7 +41,28 @@ pub enum ClientError {
     },
 }
 
-type Pending = Rc<RefCell<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>;
+/// Where the answers to one request go.
+enum Waiter {
+    /// One answer.
+    One(oneshot::Sender<Result<Response, ClientError>>),
+    /// A stream of answers (snapshot pieces), the last one ending it.
+    Stream(mpsc::UnboundedSender<Result<Response, ClientError>>),
+}
+
+impl Waiter {
+    fn send(self, answer: Result<Response, ClientError>) {
+        match self {
+            Waiter::One(sender) => {
+                let _ = sender.send(answer);
+            }
+            Waiter::Stream(sender) => {
+                let _ = sender.unbounded_send(answer);
+            }
+        }
+    }
+}
+
+type Pending = Rc<RefCell<HashMap<u64, Waiter>>>;
 
 /// One connection to a lode server.
 pub struct Client {
@@ -63,7 +88,7 @@ impl Client {
             let why = read_responses(&mut reader, &reader_pending).await;
             *reader_closed.borrow_mut() = Some(why.clone());
             for (_, waiter) in reader_pending.borrow_mut().drain() {
-                let _ = waiter.send(Err(ClientError::Closed(why.clone())));
+                waiter.send(Err(ClientError::Closed(why.clone())));
             }
         })
         .detach();
@@ -77,7 +102,49 @@ impl Client {
     }
 
     /// Sends a request and waits for its answer; an error answer is `ClientError::Server`.
+    /// A snapshot request is answered by a stream: use `snapshot`.
     pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
+        let (sender, receiver) = oneshot::channel();
+        self.send(request, Waiter::One(sender)).await?;
+        match receiver.await {
+            Ok(result) => server_error(result),
+            Err(_) => Err(ClientError::Closed("the connection ended".into())),
+        }
+    }
+
+    /// Asks for a snapshot and hands each piece to `piece` in order, with the bytes still to
+    /// come after it; returns once the last piece is handed over.
+    pub async fn snapshot(
+        &self,
+        mut piece: impl FnMut(&[u8], u64) -> Result<(), String>,
+    ) -> Result<(), ClientError> {
+        let (sender, mut receiver) = mpsc::unbounded();
+        self.send(&Request::Snapshot, Waiter::Stream(sender))
+            .await?;
+        loop {
+            match receiver.next().await.map(server_error) {
+                Some(Ok(Response::Snapshot {
+                    remaining_bytes,
+                    data,
+                    ..
+                })) => {
+                    piece(&data, remaining_bytes).map_err(ClientError::Piece)?;
+                    if remaining_bytes == 0 {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(other)) => {
+                    return Err(ClientError::Closed(format!(
+                        "unexpected answer to a snapshot request: {other:?}"
+                    )))
+                }
+                Some(Err(error)) => return Err(error),
+                None => return Err(ClientError::Closed("the connection ended".into())),
+            }
+        }
+    }
+
+    async fn send(&self, request: &Request, waiter: Waiter) -> Result<(), ClientError> {
         if let Some(why) = self.closed.borrow().clone() {
             return Err(ClientError::Closed(why));
         }
@@ -85,20 +152,21 @@ impl Client {
         self.next_id.set(id + 1);
         let mut wire = BytesMut::new();
         encode_frame(&mut wire, &native::encode_request(id, request));
-        let (sender, receiver) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, sender);
-        {
-            let mut writer = self.writer.lock().await;
-            if let Err(error) = writer.write_all(&wire).await {
-                self.pending.borrow_mut().remove(&id);
-                return Err(error.into());
-            }
+        self.pending.borrow_mut().insert(id, waiter);
+        let mut writer = self.writer.lock().await;
+        if let Err(error) = writer.write_all(&wire).await {
+            self.pending.borrow_mut().remove(&id);
+            return Err(error.into());
         }
-        match receiver.await {
-            Ok(Ok(Response::Error { code, message })) => Err(ClientError::Server { code, message }),
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Closed("the connection ended".into())),
-        }
+        Ok(())
+    }
+}
+
+/// An error answer as `ClientError::Server`.
+fn server_error(result: Result<Response, ClientError>) -> Result<Response, ClientError> {
+    match result {
+        Ok(Response::Error { code, message }) => Err(ClientError::Server { code, message }),
+        other => other,
     }
 }
 
@@ -130,8 +198,20 @@ async fn read_responses(
             match native::decode_response(&frame) {
                 Ok((0, Response::Error { message, .. })) => return message,
                 Ok((id, response)) => {
-                    if let Some(waiter) = pending.borrow_mut().remove(&id) {
-                        let _ = waiter.send(Ok(response));
+                    // A stream's pieces keep its entry until the last one.
+                    let more_to_come = matches!(
+                        response,
+                        Response::Snapshot { remaining_bytes, .. } if remaining_bytes > 0
+                    );
+                    let mut pending = pending.borrow_mut();
+                    if more_to_come {
+                        if let Some(Waiter::Stream(sender)) = pending.get(&id) {
+                            let _ = sender.unbounded_send(Ok(response));
+                            continue;
+                        }
+                    }
+                    if let Some(waiter) = pending.remove(&id) {
+                        waiter.send(Ok(response));
                     }
                 }
                 Err(error) => return format!("bad response from the server: {error}"),

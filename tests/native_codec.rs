@@ -46,6 +46,7 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
         Request::Snapshot,
         Response::Snapshot {
             header: ResponseHeader::at(12),
+            remaining_bytes: 1 << 40,
             data: Bytes::from_static(b"LODESNAP and more"),
         },
     ));

@@ -417,7 +417,9 @@ fn client_sees_server_stopped_or_closed_on_shutdown() {
                         outcomes.push(Err(message));
                         break;
                     }
-                    Err(ClientError::Closed(_)) | Err(ClientError::Io(_)) => break,
+                    Err(ClientError::Closed(_) | ClientError::Io(_) | ClientError::Piece(_)) => {
+                        break
+                    }
                 }
             }
             outcomes
@@ -603,22 +605,48 @@ fn restart_from_snapshot_and_log_and_refuse_a_damaged_snapshot() {
 #[test]
 fn lodectl_snapshot_save_stores_a_complete_snapshot() {
     let dir = DataDir::new("server-snapshot-save");
-    let lode = Lode::start(&dir.0, &[]);
+    let lode = Lode::start(&dir.0, &["--cores", "2"]);
     for n in 0..30 {
         ok(lode.ctl(&["put", &format!("s{n:02}"), &format!("{n}")]));
     }
+    // About 3 MiB more, so the snapshot streams in several pieces.
+    let address = lode.address.clone();
+    on_executor(move || async move {
+        let client = Client::connect(&address).await.expect("connect");
+        for n in 0..48 {
+            let value = format!("{n:02}").repeat(32 << 10);
+            client
+                .request(&put(format!("big{n:02}"), value))
+                .await
+                .expect("put");
+        }
+    });
     let file = dir.0.with_extension("saved.snap");
     let out = ok(lode.ctl(&["snapshot", "save", file.to_str().unwrap()]));
     assert_eq!(out, format!("Snapshot saved at {}\n", file.display()));
     let bytes = Bytes::from(std::fs::read(&file).unwrap());
     let _ = std::fs::remove_file(&file);
+    assert!(bytes.len() > 3 << 20, "{} bytes", bytes.len());
     let (meta, mut reader) = lode::snapshot::SnapshotReader::open(bytes).unwrap();
-    assert_eq!(meta.revision, 31);
-    let mut keys = 0;
+    assert_eq!(meta.revision, 31 + 48);
+    let mut keys = std::collections::BTreeMap::new();
     while let Some(block) = reader.next_block().unwrap() {
-        keys += block.len();
+        for (key, versions) in block {
+            *keys.entry(key).or_insert(0) += versions.len();
+        }
     }
-    assert_eq!(keys, 30);
+    assert_eq!(keys.len(), 30 + 48);
+    assert!(keys.values().all(|&versions| versions == 1));
+    // The export file the server streamed from is gone.
+    let exports: Vec<_> = std::fs::read_dir(dir.0.join("snap"))
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        exports
+            .iter()
+            .all(|name| !name.to_string_lossy().starts_with("export-")),
+        "{exports:?}"
+    );
 }
 
 #[test]

@@ -446,10 +446,14 @@ async fn maintain(
     let compaction = (begin.elapsed(), 0);
     sleep_until(started + duration / 2).await;
     let begin = Instant::now();
-    let size = match connection.request(&Request::Snapshot).await {
-        Ok(Response::Snapshot { data, .. }) => data.len(),
-        other => return Err(format!("snapshot: {other:?}")),
-    };
+    let mut size = 0;
+    connection
+        .snapshot(|piece, _| {
+            size += piece.len();
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("snapshot: {e}"))?;
     Ok((compaction, (begin.elapsed(), size)))
 }
 

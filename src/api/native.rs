@@ -54,11 +54,14 @@ pub enum Response {
     Write(WriteResponse),
     /// To a status request.
     Status(StatusResponse),
-    /// A snapshot file's bytes.
+    /// One piece of a snapshot file (lode's snapshot format); a snapshot request is answered
+    /// by several, in order, the last with `remaining_bytes` 0.
     Snapshot {
         /// Header.
         header: ResponseHeader,
-        /// The snapshot, in lode's snapshot file format.
+        /// Bytes of the snapshot after this piece.
+        remaining_bytes: u64,
+        /// This piece.
         data: Bytes,
     },
     /// An error: etcd's gRPC code and message.
@@ -491,13 +494,24 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                 .as_union_value(),
             )
         }
-        Response::Snapshot { header, data } => {
+        Response::Snapshot {
+            header,
+            remaining_bytes,
+            data,
+        } => {
             let header = Some(encode_header(&mut b, header));
             let data = bytes_vector(&mut b, data);
             (
                 fb::Response::SnapshotResponse,
-                fb::SnapshotResponse::create(&mut b, &fb::SnapshotResponseArgs { header, data })
-                    .as_union_value(),
+                fb::SnapshotResponse::create(
+                    &mut b,
+                    &fb::SnapshotResponseArgs {
+                        header,
+                        data,
+                        remaining_bytes: *remaining_bytes,
+                    },
+                )
+                .as_union_value(),
             )
         }
         Response::Error { code, message } => {
@@ -769,6 +783,7 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
     } else if let Some(s) = root.response_as_snapshot_response() {
         Response::Snapshot {
             header: decode_header(s.header()),
+            remaining_bytes: s.remaining_bytes(),
             data: slice(frame, s.data()),
         }
     } else if let Some(e) = root.response_as_error_response() {

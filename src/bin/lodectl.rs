@@ -362,14 +362,25 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
 }
 
 /// Writes `data` to `path` durably: a synced temporary file renamed into place.
-fn save_file(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
+/// Streams a snapshot into `path`: written to `<path>.part` piece by piece, synced, then
+/// renamed, so `path` only ever holds a complete snapshot (as etcdctl does).
+async fn save_snapshot(client: &Client, path: &std::path::Path) -> Result<(), String> {
     use std::io::Write as _;
     let temporary = path.with_extension("part");
     let mut file = std::fs::File::create(&temporary)
         .map_err(|e| format!("creating {}: {e}", temporary.display()))?;
-    file.write_all(data)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("writing {}: {e}", temporary.display()))?;
+    let streamed = client
+        .snapshot(|piece, _remaining| {
+            file.write_all(piece)
+                .map_err(|e| format!("writing {}: {e}", temporary.display()))
+        })
+        .await;
+    if let Err(error) = streamed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error.to_string());
+    }
+    file.sync_all()
+        .map_err(|e| format!("syncing {}: {e}", temporary.display()))?;
     std::fs::rename(&temporary, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
 }
 
@@ -427,14 +438,7 @@ fn main() -> ExitCode {
                 print(&printer, &response, format)
             }
             Action::SnapshotSave(file) => {
-                let response = client
-                    .request(&Request::Snapshot)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let Response::Snapshot { data, .. } = response else {
-                    return Err(format!("unexpected response {response:?}"));
-                };
-                save_file(&file, &data)?;
+                save_snapshot(&client, &file).await?;
                 Ok(format!("Snapshot saved at {}\n", file.display()))
             }
             Action::EndpointStatus => {

@@ -389,15 +389,21 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    /// A fresh snapshot of the whole keyspace at the current applied index, as file bytes
-    /// (etcd's Maintenance.Snapshot, behind `lodectl snapshot save`).
-    pub async fn snapshot_now(&self) -> Result<Bytes, ServerError> {
+    /// Writes a fresh snapshot of the whole keyspace at the current applied index to an export
+    /// file in the snapshot directory and returns its path and revision (etcd's
+    /// Maintenance.Snapshot, behind `lodectl snapshot save`). The caller streams the file and
+    /// removes it; export files left by a crash are removed at the next start.
+    pub async fn snapshot_export(&self) -> Result<(std::path::PathBuf, i64), ServerError> {
         let export_number = self.next_sequence.get();
         self.next_sequence.set(export_number + 1);
         let dir = &self.config.snapshot_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| ServerError::Internal(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join(format!("export-{}-{export_number}.snap", self.nonce));
+        let path = dir.join(format!(
+            "{}{}-{export_number}.snap",
+            super::snapshotter::EXPORT_PREFIX,
+            self.nonce
+        ));
         loop {
             let applied = self.applied.get();
             let meta = crate::snapshot::SnapshotMeta {
@@ -408,9 +414,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 voters: vec![self.config.member_id],
             };
             if super::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
-                let bytes = super::snapshotter::read_file(&path).await;
-                let _ = std::fs::remove_file(&path);
-                return bytes;
+                return Ok((path, meta.revision));
             }
             // A compaction moved meanwhile: cut again.
         }

@@ -27,6 +27,9 @@ use crate::snapshot::{self, SnapshotMeta, SnapshotReader};
 /// hundred microseconds) and is the unit the writes are paced in.
 const EXPORT_STEP_BYTES: usize = 256 << 10;
 
+/// Name prefix of the files `snapshot save` streams from (not snapshots to restart from).
+pub const EXPORT_PREFIX: &str = "export-";
+
 /// File name of the snapshot at `applied_index`.
 pub fn snapshot_file_name(applied_index: u64) -> String {
     format!("{applied_index:020}.snap")
@@ -196,10 +199,27 @@ fn remove_older_than(dir: &Path, applied_index: u64) {
             let _ = std::fs::remove_file(path);
         }
     }
-    // Leftover temporary files of abandoned attempts.
+    // Leftover temporary files of abandoned attempts (an export may be in progress: its files
+    // go at the next start).
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".snap.tmp") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".snap.tmp") && !name.starts_with(EXPORT_PREFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Removes export files a previous run left (it stopped while a client was saving one).
+fn remove_exports(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(EXPORT_PREFIX)
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -211,6 +231,7 @@ pub async fn load_newest(
     dir: &Path,
     router: &Rc<Router>,
 ) -> Result<Option<SnapshotMeta>, ServerError> {
+    remove_exports(dir);
     let Some((_, path)) = list(dir).pop() else {
         return Ok(None);
     };

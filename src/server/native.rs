@@ -50,6 +50,10 @@ pub async fn serve(listener: TcpListener, node: Rc<Node>, limits: Limits) {
 struct Outbox {
     frames: RefCell<VecDeque<Vec<u8>>>,
     writer: RefCell<Option<Waker>>,
+    /// Streams waiting for the queue to drain before they add more.
+    waiting_for_room: RefCell<Vec<Waker>>,
+    /// The writer task ended (the socket failed or every answer is written).
+    writer_gone: Cell<bool>,
     closed: Cell<bool>,
     /// Requests being served whose answers are still to come.
     in_flight: Cell<usize>,
@@ -94,11 +98,31 @@ impl Outbox {
             for frame in frames.drain(..) {
                 encode_frame(wire, &frame);
             }
+            for waiting in self.waiting_for_room.borrow_mut().drain(..) {
+                waiting.wake();
+            }
             Poll::Ready(true)
         })
         .await
     }
+
+    /// Waits until the writer has taken every queued frame (or the connection is gone), so a
+    /// stream adds its next piece only when the previous one is on its way: memory per stream
+    /// stays at about one piece and other requests' answers are not queued behind a snapshot.
+    async fn room(&self) {
+        poll_fn(|cx| {
+            if self.frames.borrow().is_empty() || self.writer_gone.get() {
+                return Poll::Ready(());
+            }
+            self.waiting_for_room.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
 }
+
+/// Bytes of a snapshot per response frame.
+const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
 
 fn error_frame(id: u64, code: u32, message: String) -> Vec<u8> {
     native::encode_response(id, &Response::Error { code, message })
@@ -113,9 +137,13 @@ async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
         // Every response ready by the time the socket is free goes out in one write.
         while writer_outbox.take_all(&mut wire).await {
             if writer.write_all(&wire).await.is_err() {
-                return;
+                break;
             }
             wire.clear();
+        }
+        writer_outbox.writer_gone.set(true);
+        for waiting in writer_outbox.waiting_for_room.borrow_mut().drain(..) {
+            waiting.wake();
         }
         let _ = writer.close().await;
     });
@@ -134,7 +162,7 @@ async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
                     let node = node.clone();
                     outbox.begin();
                     glommio::spawn_local(async move {
-                        outbox.answer(handle_frame(frame, &node, limits).await);
+                        handle_frame(frame, &node, limits, &outbox).await;
                     })
                     .detach();
                 }
@@ -151,14 +179,31 @@ async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
     writer_task.await;
 }
 
-async fn handle_frame(frame: Bytes, node: &Node, limits: Limits) -> Vec<u8> {
+/// Answers one request frame: one response, or for a snapshot a stream of them.
+async fn handle_frame(frame: Bytes, node: &Node, limits: Limits, outbox: &Outbox) {
     let (id, request) = match native::decode_request(&frame) {
         Ok(decoded) => decoded,
         Err(error) => {
             let id = native::request_id(&frame).unwrap_or(0);
-            return error_frame(id, INVALID_ARGUMENT, format!("lode: {error}"));
+            outbox.answer(error_frame(id, INVALID_ARGUMENT, format!("lode: {error}")));
+            return;
         }
     };
+    if frame.len() <= limits.max_request_bytes && matches!(request, Request::Snapshot) {
+        let last = match node.snapshot().await {
+            Ok((path, revision)) => {
+                let streamed = stream_snapshot(id, &path, revision, node, outbox).await;
+                let _ = std::fs::remove_file(&path);
+                match streamed {
+                    Ok(last) => last,
+                    Err(error) => server_error_frame(id, error, node),
+                }
+            }
+            Err(error) => server_error_frame(id, error, node),
+        };
+        outbox.answer(last);
+        return;
+    }
     let result = if frame.len() > limits.max_request_bytes {
         Err(ServerError::Kv(KvError::RequestTooLarge))
     } else {
@@ -179,13 +224,7 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits) -> Vec<u8> {
                 }
             }
             Request::Status => node.status().await.map(Response::Status),
-            Request::Snapshot => node
-                .snapshot()
-                .await
-                .map(|(data, revision)| Response::Snapshot {
-                    header: crate::mvcc::request::ResponseHeader::at(revision),
-                    data,
-                }),
+            Request::Snapshot => Err(ServerError::Kv(KvError::RequestTooLarge)),
         }
     };
     let mut response = match result {
@@ -196,5 +235,62 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits) -> Vec<u8> {
         },
     };
     fill_header(&mut response, node);
+    outbox.answer(native::encode_response(id, &response));
+}
+
+fn server_error_frame(id: u64, error: ServerError, node: &Node) -> Vec<u8> {
+    let mut response = Response::Error {
+        code: error.grpc_code(),
+        message: error.to_string(),
+    };
+    fill_header(&mut response, node);
     native::encode_response(id, &response)
+}
+
+/// Queues the export file at `path` as snapshot pieces, each once the previous one is on its
+/// way, and returns the last piece's frame (the request's answer proper).
+async fn stream_snapshot(
+    id: u64,
+    path: &std::path::Path,
+    revision: i64,
+    node: &Node,
+    outbox: &Outbox,
+) -> Result<Vec<u8>, ServerError> {
+    let failed = |e: glommio::GlommioError<()>| {
+        ServerError::Internal(format!("reading {}: {e}", path.display()))
+    };
+    let file = glommio::io::BufferedFile::open(path)
+        .await
+        .map_err(failed)?;
+    let size = file.file_size().await.map_err(failed)?;
+    let mut position = 0u64;
+    loop {
+        let length = (size - position).min(SNAPSHOT_PIECE_BYTES as u64) as usize;
+        let piece = file.read_at(position, length).await.map_err(failed)?;
+        if piece.len() != length {
+            return Err(ServerError::Internal(format!(
+                "reading {}: short read at {position}",
+                path.display()
+            )));
+        }
+        position += length as u64;
+        let mut response = Response::Snapshot {
+            header: crate::mvcc::request::ResponseHeader::at(revision),
+            remaining_bytes: size - position,
+            data: Bytes::copy_from_slice(&piece),
+        };
+        drop(piece);
+        fill_header(&mut response, node);
+        let frame = native::encode_response(id, &response);
+        if position == size {
+            let _ = file.close().await;
+            return Ok(frame);
+        }
+        outbox.push(frame);
+        outbox.room().await;
+        if outbox.writer_gone.get() {
+            let _ = file.close().await;
+            return Err(ServerError::Stopped);
+        }
+    }
 }

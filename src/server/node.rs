@@ -127,11 +127,11 @@ impl Node {
         }
     }
 
-    /// A fresh snapshot's bytes and revision, from the consensus core.
-    pub async fn snapshot(&self) -> Result<(Bytes, i64), ServerError> {
+    /// A fresh snapshot written to an export file, from the consensus core: its path (the
+    /// caller streams and removes it) and revision.
+    pub async fn snapshot(&self) -> Result<(PathBuf, i64), ServerError> {
         if let Some(consensus) = &self.consensus {
-            let data = consensus.snapshot_now().await?;
-            return Ok((data, consensus.revision()));
+            return consensus.snapshot_export().await;
         }
         match self
             .router
@@ -199,8 +199,7 @@ async fn receive(
                 let consensus = consensus.clone();
                 let router = router.clone();
                 glommio::spawn_local(async move {
-                    let result = consensus.snapshot_now().await;
-                    let result = result.map(|data| (data, consensus.revision()));
+                    let result = consensus.snapshot_export().await;
                     router.reply(reply, Reply::Snapshot(result));
                 })
                 .detach();

@@ -41,8 +41,8 @@ pub enum Reply {
     Written(Result<WriteResponse, ServerError>),
     /// The outcome of `ReadIndex`: the revision to read at.
     ReadRevision(Result<i64, ServerError>),
-    /// The outcome of `Snapshot`: the file's bytes and its revision.
-    Snapshot(Result<(Bytes, i64), ServerError>),
+    /// The outcome of `Snapshot`: an export file to stream (and remove) and its revision.
+    Snapshot(Result<(std::path::PathBuf, i64), ServerError>),
     /// The answer to `Status`.
     Status(Result<Box<StatusResponse>, ServerError>),
     /// The answer to `Prefetch`.
@@ -103,7 +103,7 @@ pub enum CoreMessage {
         /// The Raft term.
         term: u64,
     },
-    /// A snapshot request, for the consensus core: the file's bytes and the revision.
+    /// A snapshot request, for the consensus core: an export file and its revision.
     Snapshot {
         /// Where the answer (`Reply::Snapshot`) goes.
         reply: ReplyTo,

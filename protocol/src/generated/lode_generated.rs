@@ -3226,6 +3226,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SnapshotResponse<'a> {
 impl<'a> SnapshotResponse<'a> {
   pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
   pub const VT_DATA: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REMAINING_BYTES: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3237,6 +3238,7 @@ impl<'a> SnapshotResponse<'a> {
     args: &'args SnapshotResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<SnapshotResponse<'bldr>> {
     let mut builder = SnapshotResponseBuilder::new(_fbb);
+    builder.add_remaining_bytes(args.remaining_bytes);
     if let Some(x) = args.data { builder.add_data(x); }
     if let Some(x) = args.header { builder.add_header(x); }
     builder.finish()
@@ -3257,6 +3259,13 @@ impl<'a> SnapshotResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(SnapshotResponse::VT_DATA, None)}
   }
+  #[inline]
+  pub fn remaining_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotResponse::VT_REMAINING_BYTES, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SnapshotResponse<'_> {
@@ -3267,6 +3276,7 @@ impl ::flatbuffers::Verifiable for SnapshotResponse<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .visit_field::<u64>("remaining_bytes", Self::VT_REMAINING_BYTES, false)?
      .finish();
     Ok(())
   }
@@ -3274,6 +3284,7 @@ impl ::flatbuffers::Verifiable for SnapshotResponse<'_> {
 pub struct SnapshotResponseArgs<'a> {
     pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
     pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub remaining_bytes: u64,
 }
 impl<'a> Default for SnapshotResponseArgs<'a> {
   #[inline]
@@ -3281,6 +3292,7 @@ impl<'a> Default for SnapshotResponseArgs<'a> {
     SnapshotResponseArgs {
       header: None,
       data: None,
+      remaining_bytes: 0,
     }
   }
 }
@@ -3297,6 +3309,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotResponseBuilder<'a, '
   #[inline]
   pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SnapshotResponse::VT_DATA, data);
+  }
+  #[inline]
+  pub fn add_remaining_bytes(&mut self, remaining_bytes: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotResponse::VT_REMAINING_BYTES, remaining_bytes, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SnapshotResponseBuilder<'a, 'b, A> {
@@ -3318,6 +3334,7 @@ impl ::core::fmt::Debug for SnapshotResponse<'_> {
     let mut ds = f.debug_struct("SnapshotResponse");
       ds.field("header", &self.header());
       ds.field("data", &self.data());
+      ds.field("remaining_bytes", &self.remaining_bytes());
       ds.finish()
   }
 }

@@ -4,6 +4,7 @@
 //! durable log ([`wal`]) that Raft entries are made durable in, and the disk probe
 //! ([`diskprobe`]) used by the benchmark and the tuning tools. ARCHITECTURE.md maps the parts.
 
+pub mod alarm;
 pub mod api;
 pub mod client;
 pub mod consensus;

@@ -11,9 +11,10 @@
 //!  32  i64      keyspace revision at that index
 //!  40  i64      compaction point (-1 before any)
 //!  48  u64      reserved, zero
-//!  56  u32      reserved, zero
+//!  56  u32      number of active alarms (format 2; zero in format 1)
 //!  60  u32      CRC32C of bytes 0..60
 //! voters: u64 member IDs, then their CRC32C (u32)
+//! alarms (format 2): u64 member ID | u32 alarm type, each; then their CRC32C (u32)
 //! blocks, each:  u32 payload length | u32 CRC32C of the payload | payload
 //!   payload: key records back to back:
 //!     u32 key length | key | u32 version count | versions:
@@ -30,13 +31,14 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::alarm::{AlarmMember, AlarmType};
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::shard::Version;
 
 /// Magic bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LODESNAP";
-/// The snapshot format this build reads and writes.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot format this build writes (it also reads format 1, which has no alarms).
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// Bytes of the fixed header.
 pub const SNAPSHOT_HEADER_SIZE: usize = 64;
 
@@ -56,6 +58,8 @@ pub struct SnapshotMeta {
     pub compact_revision: i64,
     /// Voting members.
     pub voters: Vec<u64>,
+    /// Alarms active at the cut.
+    pub alarms: Vec<AlarmMember>,
 }
 
 /// Why a snapshot cannot be read.
@@ -88,7 +92,7 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
     out.put_i64_le(meta.revision);
     out.put_i64_le(meta.compact_revision);
     out.put_u64_le(0);
-    out.put_u32_le(0);
+    out.put_u32_le(meta.alarms.len() as u32);
     let crc = crc32c::crc32c(&out[start..start + 60]);
     out.put_u32_le(crc);
     let voters_start = out.len();
@@ -96,6 +100,13 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
         out.put_u64_le(*voter);
     }
     let crc = crc32c::crc32c(&out[voters_start..]);
+    out.put_u32_le(crc);
+    let alarms_start = out.len();
+    for alarm in &meta.alarms {
+        out.put_u64_le(alarm.member_id);
+        out.put_u32_le(alarm.alarm as u32);
+    }
+    let crc = crc32c::crc32c(&out[alarms_start..]);
     out.put_u32_le(crc);
 }
 
@@ -262,7 +273,7 @@ impl SnapshotReader {
             });
         }
         let version = word_u32(&bytes, 8);
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let voter_count = word_u32(&bytes, 12) as usize;
@@ -280,6 +291,37 @@ impl SnapshotReader {
                 reason: "voters checksum mismatch",
             });
         }
+        let mut alarms = Vec::new();
+        let mut position = voters_end + 4;
+        if version >= 2 {
+            let alarm_count = word_u32(&bytes, 56) as usize;
+            let alarms_end = position + alarm_count * 12;
+            if alarms_end + 4 > bytes.len() {
+                return Err(SnapshotError::Corruption {
+                    offset: position,
+                    reason: "alarms run past the file",
+                });
+            }
+            if crc32c::crc32c(&bytes[position..alarms_end]) != word_u32(&bytes, alarms_end) {
+                return Err(SnapshotError::Corruption {
+                    offset: position,
+                    reason: "alarms checksum mismatch",
+                });
+            }
+            for at in (position..alarms_end).step_by(12) {
+                let alarm = AlarmType::from_number(word_u32(&bytes, at + 8)).ok_or(
+                    SnapshotError::Corruption {
+                        offset: at,
+                        reason: "unknown alarm type",
+                    },
+                )?;
+                alarms.push(AlarmMember {
+                    member_id: word_u64(&bytes, at),
+                    alarm,
+                });
+            }
+            position = alarms_end + 4;
+        }
         let meta = SnapshotMeta {
             applied_index: word_u64(&bytes, 16),
             applied_term: word_u64(&bytes, 24),
@@ -288,12 +330,13 @@ impl SnapshotReader {
             voters: (0..voter_count)
                 .map(|i| word_u64(&bytes, SNAPSHOT_HEADER_SIZE + i * 8))
                 .collect(),
+            alarms,
         };
         Ok((
             meta,
             SnapshotReader {
                 bytes,
-                position: voters_end + 4,
+                position,
                 keys_read: 0,
                 finished: false,
             },
@@ -432,6 +475,10 @@ mod tests {
             revision: 59,
             compact_revision: -1,
             voters: vec![1, 2, 3],
+            alarms: vec![AlarmMember {
+                member_id: 2,
+                alarm: AlarmType::Nospace,
+            }],
         };
         let mut out = Vec::new();
         encode_header(&meta, &mut out);

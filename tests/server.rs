@@ -682,3 +682,89 @@ fn a_corrupted_log_is_refused_with_file_and_offset() {
         "{stderr}"
     );
 }
+
+/// `--quota-backend-bytes`: writes that add data are refused with etcd's error once the
+/// keyspace would exceed the quota, the NOSPACE alarm is raised (and survives a restart),
+/// reads, deletes and compactions go on, and the alarm clears itself once compaction has won
+/// the space back; `lodectl alarm disarm` clears it by hand.
+#[test]
+fn the_space_quota_raises_nospace_and_compaction_clears_it() {
+    let dir = DataDir::new("server-quota");
+    let quota = ["--quota-backend-bytes", "200000"];
+    let mut lode = Lode::start(&dir.0, &quota);
+    let value = "q".repeat(10_000);
+    let mut refused = None;
+    // Keys on both cores' shards.
+    for n in 0..100 {
+        let output = lode.ctl(&["put", &format!("big{}", n % 4), &value]);
+        if !output.status.success() {
+            refused = Some((n, String::from_utf8_lossy(&output.stderr).into_owned()));
+            break;
+        }
+    }
+    let (accepted, error) = refused.expect("the quota refuses writes");
+    assert!((15..=20).contains(&accepted), "{accepted} puts fit");
+    assert!(
+        error.contains("etcdserver: mvcc: database space exceeded"),
+        "{error}"
+    );
+    let alarms = |lode: &Lode| ok(lode.ctl(&["alarm", "list"]));
+    let listed = wait_for(|| Some(alarms(&lode)).filter(|a| a.contains("alarm:NOSPACE")));
+    assert!(listed.starts_with("memberID:"), "{listed}");
+    // Even a tiny put is refused now; reads and deletes are not.
+    assert!(failed(lode.ctl(&["put", "tiny", "t"])).contains("database space exceeded"));
+    assert_eq!(
+        ok(lode.ctl(&["get", "big", "--prefix", "--count-only"])),
+        "4\n"
+    );
+    assert_eq!(ok(lode.ctl(&["del", "nothing-here"])), "0\n");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["endpoint", "status", "-w", "json"]))).unwrap();
+    assert!(status[0]["Status"]["dbSize"].as_i64().unwrap() > 150_000);
+
+    // The alarm is part of the replicated state: it survives a restart.
+    assert!(lode.terminate());
+    let lode = Lode::start(&dir.0, &quota);
+    assert!(alarms(&lode).contains("alarm:NOSPACE"));
+
+    // Compacting away the old versions wins the space back: the alarm clears itself.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["get", "big0", "-w", "json"]))).unwrap();
+    let revision = json["header"]["revision"].as_i64().unwrap();
+    ok(lode.ctl(&["compaction", &revision.to_string(), "--physical"]));
+    wait_for(|| Some(()).filter(|()| alarms(&lode).is_empty()));
+    assert_eq!(ok(lode.ctl(&["put", "tiny", "t"])), "OK\n");
+
+    // Over the quota again, then cleared by hand.
+    let mut raised = false;
+    for n in 0..100 {
+        if !lode
+            .ctl(&["put", &format!("big{}", n % 4), &value])
+            .status
+            .success()
+        {
+            raised = true;
+            break;
+        }
+    }
+    assert!(raised);
+    wait_for(|| Some(()).filter(|()| alarms(&lode).contains("NOSPACE")));
+    let disarmed = ok(lode.ctl(&["alarm", "disarm"]));
+    assert!(disarmed.contains("alarm:NOSPACE"), "{disarmed}");
+    assert_eq!(alarms(&lode), "");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(lode.ctl(&["alarm", "list", "-w", "json"]))).unwrap();
+    assert!(json["alarms"].is_null(), "{json}");
+}
+
+/// Polls `probe` until it answers (every 50 ms, for at most a minute).
+fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(answer) = probe() {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

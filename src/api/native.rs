@@ -9,6 +9,7 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 use lode_protocol::fb;
 
+use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use crate::mvcc::error::ErrorCode;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
@@ -24,6 +25,8 @@ pub enum Request {
     Status,
     /// A fresh snapshot of the keyspace (etcd's Maintenance.Snapshot).
     Snapshot,
+    /// etcd's Maintenance.Alarm (activations and deactivations go through the log).
+    Alarm(AlarmRequest),
 }
 
 /// etcd's `StatusResponse` (the fields lode serves).
@@ -54,6 +57,8 @@ pub enum Response {
     Write(WriteResponse),
     /// To a status request.
     Status(StatusResponse),
+    /// To an alarm request.
+    Alarm(AlarmResponse),
     /// One piece of a snapshot file (lode's snapshot format); a snapshot request is answered
     /// by several, in order, the last with `remaining_bytes` 0.
     Snapshot {
@@ -350,6 +355,18 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             fb::Request::SnapshotRequest,
             fb::SnapshotRequest::create(&mut b, &fb::SnapshotRequestArgs {}).as_union_value(),
         ),
+        Request::Alarm(a) => (
+            fb::Request::AlarmRequest,
+            fb::AlarmRequest::create(
+                &mut b,
+                &fb::AlarmRequestArgs {
+                    action: a.action as u32,
+                    member_id: a.member_id,
+                    alarm: a.alarm as u32,
+                },
+            )
+            .as_union_value(),
+        ),
     };
     let frame = fb::RequestFrame::create(
         &mut b,
@@ -492,6 +509,28 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                     },
                 )
                 .as_union_value(),
+            )
+        }
+        Response::Alarm(a) => {
+            let header = Some(encode_header(&mut b, &a.header));
+            let members: Vec<_> = a
+                .alarms
+                .iter()
+                .map(|m| {
+                    fb::AlarmMember::create(
+                        &mut b,
+                        &fb::AlarmMemberArgs {
+                            member_id: m.member_id,
+                            alarm: m.alarm as u32,
+                        },
+                    )
+                })
+                .collect();
+            let alarms = Some(b.create_vector(&members));
+            (
+                fb::Response::AlarmResponse,
+                fb::AlarmResponse::create(&mut b, &fb::AlarmResponseArgs { header, alarms })
+                    .as_union_value(),
             )
         }
         Response::Snapshot {
@@ -691,6 +730,17 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         Request::Status
     } else if root.request_as_snapshot_request().is_some() {
         Request::Snapshot
+    } else if let Some(a) = root.request_as_alarm_request() {
+        let action = AlarmAction::from_number(a.action()).ok_or_else(|| {
+            DecodeError::Malformed(format!("unknown alarm action {}", a.action()))
+        })?;
+        let alarm = AlarmType::from_number(a.alarm())
+            .ok_or_else(|| DecodeError::Malformed(format!("unknown alarm type {}", a.alarm())))?;
+        Request::Alarm(AlarmRequest {
+            action,
+            member_id: a.member_id(),
+            alarm,
+        })
     } else {
         return Err(DecodeError::Empty);
     };
@@ -786,6 +836,21 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
             remaining_bytes: s.remaining_bytes(),
             data: slice(frame, s.data()),
         }
+    } else if let Some(a) = root.response_as_alarm_response() {
+        let mut alarms = Vec::new();
+        for m in a.alarms().into_iter().flatten() {
+            let alarm = AlarmType::from_number(m.alarm()).ok_or_else(|| {
+                DecodeError::Malformed(format!("unknown alarm type {}", m.alarm()))
+            })?;
+            alarms.push(AlarmMember {
+                member_id: m.member_id(),
+                alarm,
+            });
+        }
+        Response::Alarm(AlarmResponse {
+            header: decode_header(a.header()),
+            alarms,
+        })
     } else if let Some(e) = root.response_as_error_response() {
         Response::Error {
             code: e.code(),

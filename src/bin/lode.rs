@@ -65,6 +65,17 @@ struct Cli {
     /// Entries kept in the log behind a snapshot, for followers that lag.
     #[arg(long, env = "LODE_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     snapshot_catchup_entries: u64,
+    /// Space quota: writes that add data are refused and the NOSPACE alarm is raised when the
+    /// keyspace's counted size (every version held: key, value and 64 bytes) would exceed it;
+    /// the alarm clears itself once compaction brings the size under 90% of it. 0: 2 GiB
+    /// (etcd's default); negative: no quota.
+    #[arg(
+        long,
+        env = "LODE_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    quota_backend_bytes: i64,
     /// Size of new log segment files, in bytes.
     #[arg(long, env = "LODE_WAL_SEGMENT_SIZE", default_value_t = DEFAULT_SEGMENT_SIZE)]
     wal_segment_size: u64,
@@ -122,6 +133,11 @@ fn main() -> ExitCode {
         snapshot_count: cli.snapshot_count,
         snapshot_catchup_entries: cli.snapshot_catchup_entries,
         snapshot_dir: data_dir.join("snap"),
+        quota_bytes: match cli.quota_backend_bytes {
+            0 => Some(lode::alarm::DEFAULT_QUOTA_BYTES),
+            quota if quota < 0 => None,
+            quota => Some(quota as u64),
+        },
     };
     let limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
     let wal_options = WalOptions {

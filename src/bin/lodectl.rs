@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use glommio::Placement;
+use lode::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
 use lode::api::native::{Request, Response};
 use lode::client::Client;
 use lode::ctl::{output, requests, txn_syntax};
@@ -148,6 +149,11 @@ enum Command {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Alarm commands.
+    Alarm {
+        #[command(subcommand)]
+        command: AlarmCommand,
+    },
     /// Work with a log directory offline (lode must not be running on it).
     Log {
         #[command(subcommand)]
@@ -162,6 +168,14 @@ enum SnapshotCommand {
         /// Where to store it.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AlarmCommand {
+    /// Lists the active alarms.
+    List,
+    /// Clears every active alarm.
+    Disarm,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +202,8 @@ enum Action {
     Send(Request, Printer),
     EndpointStatus,
     SnapshotSave(PathBuf),
+    AlarmList,
+    AlarmDisarm,
 }
 
 enum Printer {
@@ -303,6 +319,12 @@ fn build(command: Command) -> Result<Action, String> {
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => Action::SnapshotSave(file),
+        Command::Alarm {
+            command: AlarmCommand::List,
+        } => Action::AlarmList,
+        Command::Alarm {
+            command: AlarmCommand::Disarm,
+        } => Action::AlarmDisarm,
         Command::Log { .. } => unreachable!("handled before connecting"),
     })
 }
@@ -384,6 +406,23 @@ async fn save_snapshot(client: &Client, path: &std::path::Path) -> Result<(), St
     std::fs::rename(&temporary, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
 }
 
+async fn alarm(
+    client: &Client,
+    action: AlarmAction,
+    member_id: u64,
+    alarm: AlarmType,
+) -> Result<AlarmResponse, String> {
+    let request = Request::Alarm(AlarmRequest {
+        action,
+        member_id,
+        alarm,
+    });
+    match client.request(&request).await.map_err(|e| e.to_string())? {
+        Response::Alarm(answer) => Ok(answer),
+        other => Err(format!("unexpected response {other:?}")),
+    }
+}
+
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
@@ -440,6 +479,37 @@ fn main() -> ExitCode {
             Action::SnapshotSave(file) => {
                 save_snapshot(&client, &file).await?;
                 Ok(format!("Snapshot saved at {}\n", file.display()))
+            }
+            Action::AlarmList | Action::AlarmDisarm => {
+                let listed = alarm(&client, AlarmAction::Get, 0, AlarmType::None).await?;
+                let answer = if matches!(action, Action::AlarmList) {
+                    listed
+                } else {
+                    // etcdctl's disarm: deactivate each active alarm, answer what was cleared.
+                    let mut cleared = AlarmResponse {
+                        header: listed.header,
+                        alarms: Vec::new(),
+                    };
+                    for member in &listed.alarms {
+                        let answer = alarm(
+                            &client,
+                            AlarmAction::Deactivate,
+                            member.member_id,
+                            member.alarm,
+                        )
+                        .await?;
+                        cleared.header = answer.header;
+                        cleared.alarms.extend(answer.alarms);
+                    }
+                    cleared
+                };
+                match format {
+                    Format::Json => Ok(output::json_alarms(&answer).to_string() + "\n"),
+                    Format::Table => {
+                        Err("table format is only supported by endpoint status".into())
+                    }
+                    Format::Simple => Ok(output::simple_alarms(&answer)),
+                }
             }
             Action::EndpointStatus => {
                 let response = client

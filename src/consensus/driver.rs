@@ -14,8 +14,9 @@ use futures::channel::oneshot;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
 use raft::RawNode;
 
+use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::native::{self, Request};
-use crate::mvcc::request::{WriteRequest, WriteResponse};
+use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::{validate, KvError};
 use crate::replica::entry::{decode_proposal, encode_proposal, to_log_entry, ProposalId};
 use crate::replica::logger::raft_logger;
@@ -43,6 +44,9 @@ pub struct ConsensusConfig {
     pub snapshot_catchup_entries: u64,
     /// Where snapshots are written.
     pub snapshot_dir: std::path::PathBuf,
+    /// The space quota in counted bytes of the keyspace (etcd's `--quota-backend-bytes`);
+    /// `None`: no quota.
+    pub quota_bytes: Option<u64>,
 }
 
 /// Why a request could not be served. `Display` is etcd's message.
@@ -73,7 +77,16 @@ impl ServerError {
     }
 }
 
-type WriteWaiter = oneshot::Sender<Result<WriteResponse, ServerError>>;
+/// What applying a proposal answers.
+#[derive(Debug)]
+pub enum Applied {
+    /// A KV write's response.
+    Write(WriteResponse),
+    /// An alarm change's response.
+    Alarm(AlarmResponse),
+}
+
+type WriteWaiter = oneshot::Sender<Result<Applied, ServerError>>;
 type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
 
 /// Work handed to the driver by request tasks.
@@ -117,6 +130,10 @@ pub struct Consensus<D: LogDir> {
     applied_bytes_since_snapshot: Cell<u64>,
     /// True while a snapshot is being written.
     snapshotting: Cell<bool>,
+    /// The active alarms (changed only by applying alarm entries).
+    alarms: RefCell<Alarms>,
+    /// True while this node's proposal to raise or clear its NOSPACE alarm is in flight.
+    alarm_change_in_flight: Cell<bool>,
 }
 
 fn random_nonce() -> u64 {
@@ -180,6 +197,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         if let Some(meta) = &snapshot {
             sequencer.restore(meta.revision, meta.compact_revision);
         }
+        let alarms = Alarms::from_members(snapshot.iter().flat_map(|meta| meta.alarms.clone()));
         Ok(Rc::new(Consensus {
             sequencer,
             config,
@@ -198,6 +216,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             last_snapshot_bytes: Cell::new(0),
             applied_bytes_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
+            alarms: RefCell::new(alarms),
+            alarm_change_in_flight: Cell::new(false),
         }))
     }
 
@@ -238,14 +258,112 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// Proposes a write, answering once it is committed and applied.
-    pub async fn write(&self, request: &WriteRequest) -> Result<WriteResponse, ServerError> {
+    pub async fn write(
+        self: &Rc<Self>,
+        request: &WriteRequest,
+    ) -> Result<WriteResponse, ServerError> {
         validate::check_write(request, self.config.max_txn_ops)?;
         let frame = native::encode_request(0, &Request::Write(request.clone()));
-        self.propose_frame(&frame).await
+        self.propose_frame(&frame, crate::alarm::write_cost(request))
+            .await
     }
 
-    /// Proposes a write given as a verified native `RequestFrame` holding it.
-    pub async fn propose_frame(&self, frame: &[u8]) -> Result<WriteResponse, ServerError> {
+    /// Proposes a write given as a verified native `RequestFrame` holding it; `cost` is its
+    /// cost against the space quota (`alarm::write_cost`). A write that adds data is refused
+    /// with etcd's "database space exceeded" while a NOSPACE alarm is active, or when it
+    /// would take the keyspace over the quota (which raises the alarm).
+    pub async fn propose_frame(
+        self: &Rc<Self>,
+        frame: &[u8],
+        cost: u64,
+    ) -> Result<WriteResponse, ServerError> {
+        let size = self.keyspace_size();
+        if !crate::alarm::admitted(cost, size, self.config.quota_bytes, &self.alarms.borrow()) {
+            if !self.alarms.borrow().no_space() {
+                tracing::warn!(
+                    size,
+                    quota = self.config.quota_bytes,
+                    "the keyspace reached the space quota: raising NOSPACE"
+                );
+                self.change_own_alarm(AlarmAction::Activate);
+            }
+            return Err(KvError::NoSpace.into());
+        }
+        match self.propose_entry(frame).await? {
+            Applied::Write(response) => Ok(response),
+            Applied::Alarm(_) => Err(ServerError::Internal(
+                "a write was applied as an alarm".into(),
+            )),
+        }
+    }
+
+    /// etcd's Maintenance.Alarm: GET answers from the applied alarms; ACTIVATE and
+    /// DEACTIVATE go through the log.
+    pub async fn alarm(&self, request: &AlarmRequest) -> Result<AlarmResponse, ServerError> {
+        if request.action == AlarmAction::Get {
+            let alarms = self.alarms.borrow_mut().apply(request);
+            return Ok(AlarmResponse {
+                header: ResponseHeader::at(self.revision()),
+                alarms,
+            });
+        }
+        let frame = native::encode_request(0, &Request::Alarm(*request));
+        match self.propose_entry(&frame).await? {
+            Applied::Alarm(response) => Ok(response),
+            Applied::Write(_) => Err(ServerError::Internal(
+                "an alarm was applied as a write".into(),
+            )),
+        }
+    }
+
+    /// The counted size of the keyspace (what the quota limits; etcd's db size).
+    pub fn keyspace_size(&self) -> u64 {
+        self.sequencer.router().local().keyspace_size()
+    }
+
+    /// The active alarms.
+    pub fn alarms(&self) -> Vec<crate::alarm::AlarmMember> {
+        self.alarms.borrow().members()
+    }
+
+    /// Proposes raising or clearing this member's NOSPACE alarm in the background (one change
+    /// in flight at a time).
+    fn change_own_alarm(self: &Rc<Self>, action: AlarmAction) {
+        if self.alarm_change_in_flight.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let request = AlarmRequest {
+                action,
+                member_id: this.config.member_id,
+                alarm: AlarmType::Nospace,
+            };
+            if let Err(error) = this.alarm(&request).await {
+                tracing::warn!(%error, ?action, "changing the NOSPACE alarm failed");
+            }
+            this.alarm_change_in_flight.set(false);
+        })
+        .detach();
+    }
+
+    /// Clears this member's NOSPACE alarm once compaction has won the space back.
+    fn maybe_clear_no_space(self: &Rc<Self>) {
+        let raised = self
+            .alarms
+            .borrow()
+            .has(self.config.member_id, AlarmType::Nospace);
+        if raised && crate::alarm::space_recovered(self.keyspace_size(), self.config.quota_bytes) {
+            tracing::info!(
+                size = self.keyspace_size(),
+                "the keyspace is back under the space quota: clearing NOSPACE"
+            );
+            self.change_own_alarm(AlarmAction::Deactivate);
+        }
+    }
+
+    /// Proposes a verified request frame and waits until it is applied.
+    async fn propose_entry(&self, frame: &[u8]) -> Result<Applied, ServerError> {
         if self.stopped.get() {
             return Err(ServerError::Stopped);
         }
@@ -356,6 +474,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 self.raw.borrow_mut().tick();
                 next_tick = now + self.config.heartbeat;
                 self.reissue_reads();
+                self.maybe_clear_no_space();
             }
             self.hand_work_to_raft();
             self.process_ready().await?;
@@ -412,6 +531,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 revision: self.sequencer.current_revision(),
                 compact_revision: self.sequencer.compact_revision(),
                 voters: vec![self.config.member_id],
+                alarms: self.alarms(),
             };
             if super::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
                 return Ok((path, meta.revision));
@@ -443,6 +563,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             revision: self.sequencer.current_revision(),
             compact_revision: self.sequencer.compact_revision(),
             voters: vec![self.config.member_id],
+            alarms: self.alarms(),
         };
         self.snapshotting.set(true);
         let this = self.clone();
@@ -634,7 +755,16 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         };
         let result = match native::decode_request(&frame) {
-            Ok((_, Request::Write(request))) => self.sequencer.apply(&request).await,
+            Ok((_, Request::Write(request))) => {
+                self.sequencer.apply(&request).await.map(Applied::Write)
+            }
+            Ok((_, Request::Alarm(request))) => {
+                let alarms = self.alarms.borrow_mut().apply(&request);
+                Ok(Applied::Alarm(AlarmResponse {
+                    header: ResponseHeader::at(self.revision()),
+                    alarms,
+                }))
+            }
             Ok(_) | Err(_) => {
                 tracing::error!(index = entry.index, "entry holds no write request; skipped");
                 Err(ServerError::Internal("malformed log entry".into()))

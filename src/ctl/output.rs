@@ -243,6 +243,30 @@ fn json_txn(r: &TxnResponse) -> Value {
     Value::Object(map)
 }
 
+/// Alarms as etcdctl prints them: one `memberID:<id> alarm:<type>` line each.
+pub fn simple_alarms(response: &crate::alarm::AlarmResponse) -> String {
+    response
+        .alarms
+        .iter()
+        .map(|m| format!("memberID:{} alarm:{}\n", m.member_id, m.alarm.name()))
+        .collect()
+}
+
+/// An alarm response as JSON (etcd's field names; the alarm as its number, as etcdctl does).
+pub fn json_alarms(response: &crate::alarm::AlarmResponse) -> Value {
+    let alarms: Vec<Value> = response
+        .alarms
+        .iter()
+        .map(|m| json!({"memberID": m.member_id, "alarm": m.alarm as u32}))
+        .collect();
+    let mut map = Map::new();
+    map.insert("header".into(), json_header(&response.header));
+    if !alarms.is_empty() {
+        map.insert("alarms".into(), Value::Array(alarms));
+    }
+    Value::Object(map)
+}
+
 /// A status response as JSON (etcdctl prints a list of endpoint statuses).
 pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
     json!([{

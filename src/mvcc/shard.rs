@@ -36,10 +36,22 @@ pub struct Version {
     pub pair: Option<KeyValue>,
 }
 
+/// Bytes a version is counted as besides its key and value (revisions, counters, the entry
+/// in the history): the unit of `MvccShard::size_bytes`, which the space quota is checked
+/// against.
+pub const VERSION_OVERHEAD_BYTES: u64 = 64;
+
+/// Counted size of one version of `key`.
+pub fn version_bytes(key: &[u8], pair: Option<&KeyValue>) -> u64 {
+    key.len() as u64 + pair.map_or(0, |p| p.value.len() as u64) + VERSION_OVERHEAD_BYTES
+}
+
 /// The multi-version state of the keys one shard owns.
 #[derive(Clone, Debug, Default)]
 pub struct MvccShard {
     keys: BTreeMap<Bytes, Vec<Version>>,
+    /// Sum of `version_bytes` over every version held.
+    size_bytes: u64,
 }
 
 impl MvccShard {
@@ -51,6 +63,7 @@ impl MvccShard {
     /// Records a change to `key` at revision (main, sub): `Some(pair)` for a put, `None` for a
     /// delete. Changes arrive in revision order.
     pub fn apply(&mut self, main: i64, sub: i64, key: Bytes, pair: Option<KeyValue>) {
+        self.size_bytes += version_bytes(&key, pair.as_ref());
         let history = self.keys.entry(key).or_default();
         if let Some(last) = history.last() {
             assert!(
@@ -59,6 +72,12 @@ impl MvccShard {
             );
         }
         history.push(Version { main, sub, pair });
+    }
+
+    /// Sum of the counted size of every version held (what compaction frees and the space
+    /// quota limits).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
     }
 
     /// Records an unconditional put at revision (main, sub), computing the pair's create
@@ -142,6 +161,7 @@ impl MvccShard {
         };
         let mut emptied = Vec::new();
         let mut next = None;
+        let mut freed = 0;
         for (visited, (key, history)) in self.keys.range_mut((start, Bound::Unbounded)).enumerate()
         {
             if visited == max_keys {
@@ -156,7 +176,9 @@ impl MvccShard {
             } else {
                 newest_at_or_below
             };
-            history.drain(..keep_from);
+            for version in history.drain(..keep_from) {
+                freed += version_bytes(key, version.pair.as_ref());
+            }
             if history.is_empty() {
                 emptied.push(key.clone());
             }
@@ -164,6 +186,7 @@ impl MvccShard {
         for key in emptied {
             self.keys.remove(&key);
         }
+        self.size_bytes = self.size_bytes.saturating_sub(freed);
         next
     }
 
@@ -237,6 +260,9 @@ impl MvccShard {
     pub fn import(&mut self, key: Bytes, versions: Vec<Version>) {
         if versions.is_empty() {
             return;
+        }
+        for version in &versions {
+            self.size_bytes += version_bytes(&key, version.pair.as_ref());
         }
         let history = self.keys.entry(key).or_default();
         debug_assert!(history
@@ -349,6 +375,7 @@ mod tests {
                 revision: cut,
                 compact_revision: -1,
                 voters: vec![1],
+                alarms: Vec::new(),
             };
             let mut file = Vec::new();
             crate::snapshot::encode_header(&meta, &mut file);
@@ -386,6 +413,39 @@ mod tests {
                 shard.range(&everything, 39, None)
             );
         }
+    }
+
+    #[test]
+    fn size_counts_every_version_held_through_puts_deletes_and_compaction() {
+        let recount = |shard: &MvccShard| -> u64 {
+            shard
+                .keys
+                .iter()
+                .flat_map(|(k, h)| h.iter().map(move |v| version_bytes(k, v.pair.as_ref())))
+                .sum()
+        };
+        let mut shard = MvccShard::new();
+        for rev in 2..200i64 {
+            let k = format!("key{}", rev % 13);
+            if rev % 7 == 0 {
+                shard.apply(rev, 0, key(&k), None);
+            } else {
+                shard.put(rev, 0, key(&k), key(&"v".repeat(rev as usize)), 0);
+            }
+            if rev % 50 == 0 {
+                shard.compact(rev - 10);
+            }
+            assert_eq!(shard.size_bytes(), recount(&shard), "revision {rev}");
+        }
+        let before = shard.size_bytes();
+        shard.compact(199);
+        assert!(shard.size_bytes() < before);
+        assert_eq!(shard.size_bytes(), recount(&shard));
+        let mut restored = MvccShard::new();
+        for (k, history) in &shard.keys {
+            restored.import(k.clone(), history.clone());
+        }
+        assert_eq!(restored.size_bytes(), shard.size_bytes());
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::Write(WriteResponse::Txn(r)) => &mut r.header,
         Response::Write(WriteResponse::Compact(r)) => &mut r.header,
         Response::Status(s) => &mut s.header,
+        Response::Alarm(a) => &mut a.header,
         Response::Snapshot { header, .. } => header,
         Response::Error { .. } => return,
     };

@@ -218,12 +218,14 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits, outbox: &Outbox
                             }
                             _ => None,
                         };
-                        node.write(frame, physical).await.map(Response::Write)
+                        let cost = crate::alarm::write_cost(&write);
+                        node.write(frame, cost, physical).await.map(Response::Write)
                     }
                     Err(error) => Err(error.into()),
                 }
             }
             Request::Status => node.status().await.map(Response::Status),
+            Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
             Request::Snapshot => Err(ServerError::Kv(KvError::RequestTooLarge)),
         }
     };

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use glommio::{Latency, Shares};
 
 use super::{native, shutdown_requested, Limits};
+use crate::alarm::{AlarmRequest, AlarmResponse};
 use crate::api::native::StatusResponse;
 use crate::consensus::{Consensus, ConsensusConfig, ServerError};
 use crate::mvcc::request::{RangeRequest, RangeResponse, ResponseHeader, WriteResponse};
@@ -47,19 +48,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// Proposes a write given as its verified request frame, through the consensus core. A
-    /// physical compaction is answered once every shard has finished it, as etcd's.
+    /// Proposes a write given as its verified request frame, through the consensus core;
+    /// `cost` is its cost against the space quota. A physical compaction is answered once
+    /// every shard has finished it, as etcd's.
     pub async fn write(
         &self,
         frame: Bytes,
+        cost: u64,
         physical_compaction: Option<i64>,
     ) -> Result<WriteResponse, ServerError> {
         let response = if let Some(consensus) = &self.consensus {
-            consensus.propose_frame(&frame).await?
+            consensus.propose_frame(&frame, cost).await?
         } else {
             match self
                 .router
-                .ask(0, |reply| CoreMessage::Propose { frame, reply })
+                .ask(0, |reply| CoreMessage::Propose { frame, cost, reply })
                 .await?
             {
                 Reply::Written(result) => result?,
@@ -112,6 +115,21 @@ impl Node {
         }
     }
 
+    /// etcd's Maintenance.Alarm, through the consensus core.
+    pub async fn alarm(&self, request: AlarmRequest) -> Result<AlarmResponse, ServerError> {
+        if let Some(consensus) = &self.consensus {
+            return consensus.alarm(&request).await;
+        }
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::Alarm { request, reply })
+            .await?
+        {
+            Reply::Alarm(result) => result,
+            _ => Err(unexpected_reply("Alarm")),
+        }
+    }
+
     /// etcd's Maintenance.Status, from the consensus core.
     pub async fn status(&self) -> Result<StatusResponse, ServerError> {
         if let Some(consensus) = &self.consensus {
@@ -156,7 +174,7 @@ fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
     StatusResponse {
         header: ResponseHeader::at(consensus.revision()),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        db_size: 0,
+        db_size: consensus.keyspace_size() as i64,
         leader: consensus.leader(),
         raft_index: consensus.last_index(),
         raft_term: consensus.term(),
@@ -174,12 +192,21 @@ async fn receive(
 ) {
     while let Some(message) = stream.recv().await {
         match (message, &consensus) {
-            (CoreMessage::Propose { frame, reply }, Some(consensus)) => {
+            (CoreMessage::Propose { frame, cost, reply }, Some(consensus)) => {
                 let consensus = consensus.clone();
                 let router = router.clone();
                 glommio::spawn_local(async move {
-                    let result = consensus.propose_frame(&frame).await;
+                    let result = consensus.propose_frame(&frame, cost).await;
                     router.reply(reply, Reply::Written(result));
+                })
+                .detach();
+            }
+            (CoreMessage::Alarm { request, reply }, Some(consensus)) => {
+                let consensus = consensus.clone();
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    let result = consensus.alarm(&request).await;
+                    router.reply(reply, Reply::Alarm(result));
                 })
                 .detach();
             }
@@ -223,6 +250,7 @@ pub async fn run_core(
     cores: usize,
 ) -> Result<(), String> {
     let local = ShardState::new();
+    local.set_size_report_step_for_quota(config.consensus.quota_bytes, cores);
     // Bind before joining the mesh: once core 0 has joined, every core is listening, so the
     // readiness line core 0 prints is true for every core.
     let bound = glommio::net::TcpListener::bind(&config.listen_native);

@@ -27,6 +27,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::alarm::{AlarmRequest, AlarmResponse};
 use crate::api::native::StatusResponse;
 use crate::consensus::ServerError;
 use crate::mvcc::kv::{KeyRange, KeyValue};
@@ -43,6 +44,8 @@ pub enum Reply {
     ReadRevision(Result<i64, ServerError>),
     /// The outcome of `Snapshot`: an export file to stream (and remove) and its revision.
     Snapshot(Result<(std::path::PathBuf, i64), ServerError>),
+    /// The outcome of `Alarm`.
+    Alarm(Result<AlarmResponse, ServerError>),
     /// The answer to `Status`.
     Status(Result<Box<StatusResponse>, ServerError>),
     /// The answer to `Prefetch`.
@@ -70,6 +73,8 @@ pub enum CoreMessage {
     Propose {
         /// The request frame.
         frame: Bytes,
+        /// Its cost against the space quota (`alarm::write_cost`).
+        cost: u64,
         /// Where the answer (`Reply::Written`) goes.
         reply: ReplyTo,
     },
@@ -106,6 +111,13 @@ pub enum CoreMessage {
     /// A snapshot request, for the consensus core: an export file and its revision.
     Snapshot {
         /// Where the answer (`Reply::Snapshot`) goes.
+        reply: ReplyTo,
+    },
+    /// An alarm request, for the consensus core.
+    Alarm {
+        /// The request.
+        request: AlarmRequest,
+        /// Where the answer (`Reply::Alarm`) goes.
         reply: ReplyTo,
     },
     /// A status request, for the consensus core.
@@ -165,6 +177,14 @@ pub enum CoreMessage {
         /// Where `Reply::Compacted` goes when done.
         reply: ReplyTo,
     },
+    /// A shard's counted size, for core 0's space quota (sent when it moved by a step, and
+    /// after each compaction).
+    ShardSize {
+        /// The reporting core.
+        core: usize,
+        /// Its shard's `MvccShard::size_bytes`.
+        bytes: u64,
+    },
     /// An answer to a request this core sent.
     Reply {
         /// The request's number on this core.
@@ -191,6 +211,13 @@ pub struct ShardState {
     /// Compaction physically finished up to this revision.
     compacted_physically: Cell<i64>,
     compaction_waiters: RefCell<Vec<(i64, ReplyTo)>>,
+    /// This shard's size as last reported to core 0.
+    reported_size: Cell<u64>,
+    /// On core 0: every other shard's last reported size, by core.
+    shard_sizes: RefCell<Vec<u64>>,
+    /// A shard reports its size to core 0 when it moved by this much (and after compactions):
+    /// the quota check on core 0 may trail the truth by this much per core.
+    size_report_step: Cell<u64>,
 }
 
 impl ShardState {
@@ -200,6 +227,7 @@ impl ShardState {
         state.watermark.set(1);
         state.compact_revision.set(-1);
         state.compacted_physically.set(-1);
+        state.size_report_step.set(1 << 20);
         Rc::new(state)
     }
 
@@ -218,6 +246,40 @@ impl ShardState {
         self.term.get()
     }
 
+    /// Sets how far this shard's size may move before it reports it to core 0: lode keeps the
+    /// sum of every core's lag under a sixteenth of the quota (and reports at least every MiB).
+    pub fn set_size_report_step_for_quota(&self, quota_bytes: Option<u64>, cores: usize) {
+        let step = quota_bytes.map_or(1 << 20, |quota| quota / 16 / cores.max(1) as u64);
+        self.size_report_step.set(step.clamp(1, 1 << 20));
+    }
+
+    /// On core 0: the counted size of the whole keyspace (this shard's, plus what the others
+    /// last reported).
+    pub fn keyspace_size(&self) -> u64 {
+        self.shard.borrow().size_bytes() + self.shard_sizes.borrow().iter().sum::<u64>()
+    }
+
+    /// Tells core 0 this shard's size if it moved by a step since the last report (or always,
+    /// with `force`). Core 0 reads its own shard directly.
+    fn report_size(&self, router: &Rc<Router>, force: bool) {
+        if router.core() == 0 {
+            return;
+        }
+        let bytes = self.shard.borrow().size_bytes();
+        if !force && bytes.abs_diff(self.reported_size.get()) < self.size_report_step.get() {
+            return;
+        }
+        self.reported_size.set(bytes);
+        let (router, core) = (router.clone(), router.core());
+        // From a task of its own: a message loop never waits on a channel.
+        glommio::spawn_local(async move {
+            let _ = router
+                .deliver(0, CoreMessage::ShardSize { core, bytes })
+                .await;
+        })
+        .detach();
+    }
+
     /// True once shutdown was requested.
     pub fn stopping(&self) -> bool {
         self.stopping.get()
@@ -228,17 +290,30 @@ impl ShardState {
     pub fn handle(self: &Rc<Self>, message: CoreMessage, router: &Rc<Router>) {
         match message {
             CoreMessage::Apply { revision, changes } => {
-                let mut shard = self.shard.borrow_mut();
-                for (sub, key, pair) in changes {
-                    shard.apply(revision, sub, key, pair);
+                {
+                    let mut shard = self.shard.borrow_mut();
+                    for (sub, key, pair) in changes {
+                        shard.apply(revision, sub, key, pair);
+                    }
                 }
+                self.report_size(router, false);
             }
             CoreMessage::ApplyPut {
                 revision,
                 key,
                 value,
                 lease,
-            } => self.shard.borrow_mut().put(revision, 0, key, value, lease),
+            } => {
+                self.shard.borrow_mut().put(revision, 0, key, value, lease);
+                self.report_size(router, false);
+            }
+            CoreMessage::ShardSize { core, bytes } => {
+                let mut sizes = self.shard_sizes.borrow_mut();
+                if sizes.len() <= core {
+                    sizes.resize(core + 1, 0);
+                }
+                sizes[core] = bytes;
+            }
             CoreMessage::Watermark { revision, term } => {
                 self.term.set(term);
                 self.advance_watermark(revision);
@@ -304,10 +379,13 @@ impl ShardState {
                 );
             }
             CoreMessage::Import { keys } => {
-                let mut shard = self.shard.borrow_mut();
-                for (key, versions) in keys {
-                    shard.import(key, versions);
+                {
+                    let mut shard = self.shard.borrow_mut();
+                    for (key, versions) in keys {
+                        shard.import(key, versions);
+                    }
                 }
+                self.report_size(router, false);
             }
             CoreMessage::Restored {
                 revision,
@@ -338,6 +416,10 @@ impl ShardState {
             CoreMessage::ReadIndex { reply } => router.reply(
                 reply,
                 Reply::ReadRevision(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::Alarm { reply, .. } => router.reply(
+                reply,
+                Reply::Alarm(Err(ServerError::Internal("not the consensus core".into()))),
             ),
             CoreMessage::Status { reply } => router.reply(
                 reply,
@@ -403,6 +485,7 @@ impl ShardState {
         if revision > self.compacted_physically.get() {
             self.compacted_physically.set(revision);
         }
+        self.report_size(router, true);
         let reached = self.compacted_physically.get();
         let done: Vec<ReplyTo> = {
             let mut waiters = self.compaction_waiters.borrow_mut();

@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 7;
+pub const ENUM_MAX_REQUEST: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 8] = [
+pub const ENUM_VALUES_REQUEST: [Request; 9] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -497,6 +497,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 8] = [
   Request::CompactionRequest,
   Request::StatusRequest,
   Request::SnapshotRequest,
+  Request::AlarmRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -512,9 +513,10 @@ impl Request {
   pub const CompactionRequest: Self = Self(5);
   pub const StatusRequest: Self = Self(6);
   pub const SnapshotRequest: Self = Self(7);
+  pub const AlarmRequest: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -524,6 +526,7 @@ impl Request {
     Self::CompactionRequest,
     Self::StatusRequest,
     Self::SnapshotRequest,
+    Self::AlarmRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -536,6 +539,7 @@ impl Request {
       Self::CompactionRequest => Some("CompactionRequest"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::SnapshotRequest => Some("SnapshotRequest"),
+      Self::AlarmRequest => Some("AlarmRequest"),
       _ => None,
     }
   }
@@ -595,10 +599,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 8;
+pub const ENUM_MAX_RESPONSE: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 9] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 10] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -608,6 +612,7 @@ pub const ENUM_VALUES_RESPONSE: [Response; 9] = [
   Response::StatusResponse,
   Response::ErrorResponse,
   Response::SnapshotResponse,
+  Response::AlarmResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -624,9 +629,10 @@ impl Response {
   pub const StatusResponse: Self = Self(6);
   pub const ErrorResponse: Self = Self(7);
   pub const SnapshotResponse: Self = Self(8);
+  pub const AlarmResponse: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -637,6 +643,7 @@ impl Response {
     Self::StatusResponse,
     Self::ErrorResponse,
     Self::SnapshotResponse,
+    Self::AlarmResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -650,6 +657,7 @@ impl Response {
       Self::StatusResponse => Some("StatusResponse"),
       Self::ErrorResponse => Some("ErrorResponse"),
       Self::SnapshotResponse => Some("SnapshotResponse"),
+      Self::AlarmResponse => Some("AlarmResponse"),
       _ => None,
     }
   }
@@ -2387,6 +2395,21 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_alarm_request(&self) -> Option<AlarmRequest<'a>> {
+    if self.request_type() == Request::AlarmRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlarmRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -2404,6 +2427,7 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::CompactionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactionRequest>>("Request::CompactionRequest", pos),
           Request::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Request::StatusRequest", pos),
           Request::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("Request::SnapshotRequest", pos),
+          Request::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("Request::AlarmRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2502,6 +2526,13 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::SnapshotRequest => {
           if let Some(x) = self.request_as_snapshot_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::AlarmRequest => {
+          if let Some(x) = self.request_as_alarm_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -3338,6 +3369,362 @@ impl ::core::fmt::Debug for SnapshotResponse<'_> {
       ds.finish()
   }
 }
+pub enum AlarmRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlarmRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlarmRequest<'a> {
+  type Inner = AlarmRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlarmRequest<'a> {
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ALARM: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlarmRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlarmRequestArgs
+  ) -> ::flatbuffers::WIPOffset<AlarmRequest<'bldr>> {
+    let mut builder = AlarmRequestBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    builder.add_alarm(args.alarm);
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn action(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AlarmRequest::VT_ACTION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AlarmRequest::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn alarm(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AlarmRequest::VT_ALARM, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlarmRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("action", Self::VT_ACTION, false)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<u32>("alarm", Self::VT_ALARM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlarmRequestArgs {
+    pub action: u32,
+    pub member_id: u64,
+    pub alarm: u32,
+}
+impl<'a> Default for AlarmRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    AlarmRequestArgs {
+      action: 0,
+      member_id: 0,
+      alarm: 0,
+    }
+  }
+}
+
+pub struct AlarmRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlarmRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_action(&mut self, action: u32) {
+    self.fbb_.push_slot::<u32>(AlarmRequest::VT_ACTION, action, 0);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(AlarmRequest::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_alarm(&mut self, alarm: u32) {
+    self.fbb_.push_slot::<u32>(AlarmRequest::VT_ALARM, alarm, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlarmRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlarmRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlarmRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlarmRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlarmRequest");
+      ds.field("action", &self.action());
+      ds.field("member_id", &self.member_id());
+      ds.field("alarm", &self.alarm());
+      ds.finish()
+  }
+}
+pub enum AlarmMemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlarmMember<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlarmMember<'a> {
+  type Inner = AlarmMember<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlarmMember<'a> {
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ALARM: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlarmMember { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlarmMemberArgs
+  ) -> ::flatbuffers::WIPOffset<AlarmMember<'bldr>> {
+    let mut builder = AlarmMemberBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    builder.add_alarm(args.alarm);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AlarmMember::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn alarm(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AlarmMember::VT_ALARM, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlarmMember<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<u32>("alarm", Self::VT_ALARM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlarmMemberArgs {
+    pub member_id: u64,
+    pub alarm: u32,
+}
+impl<'a> Default for AlarmMemberArgs {
+  #[inline]
+  fn default() -> Self {
+    AlarmMemberArgs {
+      member_id: 0,
+      alarm: 0,
+    }
+  }
+}
+
+pub struct AlarmMemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlarmMemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(AlarmMember::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_alarm(&mut self, alarm: u32) {
+    self.fbb_.push_slot::<u32>(AlarmMember::VT_ALARM, alarm, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlarmMemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlarmMemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlarmMember<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlarmMember<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlarmMember");
+      ds.field("member_id", &self.member_id());
+      ds.field("alarm", &self.alarm());
+      ds.finish()
+  }
+}
+pub enum AlarmResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlarmResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlarmResponse<'a> {
+  type Inner = AlarmResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlarmResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ALARMS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlarmResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlarmResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlarmResponse<'bldr>> {
+    let mut builder = AlarmResponseBuilder::new(_fbb);
+    if let Some(x) = args.alarms { builder.add_alarms(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(AlarmResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn alarms(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember>>>>(AlarmResponse::VT_ALARMS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlarmResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AlarmMember>>>>("alarms", Self::VT_ALARMS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlarmResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub alarms: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember<'a>>>>>,
+}
+impl<'a> Default for AlarmResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlarmResponseArgs {
+      header: None,
+      alarms: None,
+    }
+  }
+}
+
+pub struct AlarmResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlarmResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(AlarmResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_alarms(&mut self, alarms: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AlarmMember<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlarmResponse::VT_ALARMS, alarms);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlarmResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlarmResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlarmResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlarmResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlarmResponse");
+      ds.field("header", &self.header());
+      ds.field("alarms", &self.alarms());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3620,6 +4007,21 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_alarm_response(&self) -> Option<AlarmResponse<'a>> {
+    if self.response_type() == Response::AlarmResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlarmResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -3638,6 +4040,7 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("Response::StatusResponse", pos),
           Response::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Response::ErrorResponse", pos),
           Response::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("Response::SnapshotResponse", pos),
+          Response::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("Response::AlarmResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -3743,6 +4146,13 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::SnapshotResponse => {
           if let Some(x) = self.response_as_snapshot_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::AlarmResponse => {
+          if let Some(x) = self.response_as_alarm_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4049,6 +4459,21 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_alarm_request(&self) -> Option<AlarmRequest<'a>> {
+    if self.request_type() == Request::AlarmRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlarmRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -4067,6 +4492,7 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::CompactionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactionRequest>>("Request::CompactionRequest", pos),
           Request::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Request::StatusRequest", pos),
           Request::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("Request::SnapshotRequest", pos),
+          Request::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("Request::AlarmRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -4172,6 +4598,13 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::SnapshotRequest => {
           if let Some(x) = self.request_as_snapshot_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::AlarmRequest => {
+          if let Some(x) = self.request_as_alarm_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4363,6 +4796,21 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_alarm_response(&self) -> Option<AlarmResponse<'a>> {
+    if self.response_type() == Response::AlarmResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlarmResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -4382,6 +4830,7 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("Response::StatusResponse", pos),
           Response::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Response::ErrorResponse", pos),
           Response::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("Response::SnapshotResponse", pos),
+          Response::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("Response::AlarmResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4494,6 +4943,13 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::SnapshotResponse => {
           if let Some(x) = self.response_as_snapshot_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::AlarmResponse => {
+          if let Some(x) = self.response_as_alarm_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,0 +1,289 @@
+//! Alarms and the space quota (etcd's Maintenance.Alarm and `--quota-backend-bytes`). Pure.
+//!
+//! Invariants:
+//! - alarms change only by applying committed `AlarmRequest`s (activate, deactivate), so every
+//!   replay of the log and every snapshot yields the same set;
+//! - while a NOSPACE alarm is active, writes that add data (puts, txns with puts) are refused
+//!   with etcd's "database space exceeded" before they are proposed; reads, deletes and
+//!   compactions go on, so space can be won back;
+//! - better than etcd: the NOSPACE alarm clears itself once compaction has brought the keyspace
+//!   back under `CLEAR_BELOW_PERCENT` of the quota (etcd needs compact, defrag and a manual
+//!   `alarm disarm`); `lodectl alarm disarm` works too.
+
+use std::collections::BTreeSet;
+
+use crate::mvcc::request::{RequestOp, ResponseHeader, TxnRequest, WriteRequest};
+
+/// etcd's default quota when `--quota-backend-bytes` is 0: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+/// A NOSPACE alarm clears itself once the keyspace is under this share of the quota.
+pub const CLEAR_BELOW_PERCENT: u64 = 90;
+
+/// etcd's per-put overhead in the quota's cost of a request.
+pub const PUT_COST_OVERHEAD: u64 = 256;
+
+/// etcd's `AlarmType` (values are the protocol's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlarmType {
+    /// No alarm (in a request: every type).
+    None = 0,
+    /// The keyspace reached the quota.
+    Nospace = 1,
+    /// Data corruption was detected.
+    Corrupt = 2,
+}
+
+impl AlarmType {
+    /// From the protocol's number; `None` for unknown numbers.
+    pub fn from_number(number: u32) -> Option<AlarmType> {
+        match number {
+            0 => Some(AlarmType::None),
+            1 => Some(AlarmType::Nospace),
+            2 => Some(AlarmType::Corrupt),
+            _ => None,
+        }
+    }
+
+    /// etcd's name, as etcdctl prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmType::None => "NONE",
+            AlarmType::Nospace => "NOSPACE",
+            AlarmType::Corrupt => "CORRUPT",
+        }
+    }
+}
+
+/// etcd's `AlarmRequest.AlarmAction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmAction {
+    /// List alarms.
+    Get = 0,
+    /// Raise an alarm.
+    Activate = 1,
+    /// Clear an alarm.
+    Deactivate = 2,
+}
+
+impl AlarmAction {
+    /// From the protocol's number; `None` for unknown numbers.
+    pub fn from_number(number: u32) -> Option<AlarmAction> {
+        match number {
+            0 => Some(AlarmAction::Get),
+            1 => Some(AlarmAction::Activate),
+            2 => Some(AlarmAction::Deactivate),
+            _ => None,
+        }
+    }
+}
+
+/// etcd's `AlarmRequest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlarmRequest {
+    /// What to do.
+    pub action: AlarmAction,
+    /// The member the alarm is about (0 with GET: every member).
+    pub member_id: u64,
+    /// Which alarm (NONE with GET: every type).
+    pub alarm: AlarmType,
+}
+
+/// etcd's `AlarmMember`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AlarmMember {
+    /// The member.
+    pub member_id: u64,
+    /// Its alarm.
+    pub alarm: AlarmType,
+}
+
+/// etcd's `AlarmResponse`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlarmResponse {
+    /// Header.
+    pub header: ResponseHeader,
+    /// The alarms listed, raised or cleared.
+    pub alarms: Vec<AlarmMember>,
+}
+
+/// The active alarms of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alarms {
+    active: BTreeSet<AlarmMember>,
+}
+
+impl Alarms {
+    /// Alarms from a snapshot.
+    pub fn from_members(members: impl IntoIterator<Item = AlarmMember>) -> Alarms {
+        Alarms {
+            active: members.into_iter().collect(),
+        }
+    }
+
+    /// Every active alarm, by member then type.
+    pub fn members(&self) -> Vec<AlarmMember> {
+        self.active.iter().copied().collect()
+    }
+
+    /// True while any member has a NOSPACE alarm.
+    pub fn no_space(&self) -> bool {
+        self.active.iter().any(|m| m.alarm == AlarmType::Nospace)
+    }
+
+    /// True while `member` has alarm `alarm`.
+    pub fn has(&self, member_id: u64, alarm: AlarmType) -> bool {
+        self.active.contains(&AlarmMember { member_id, alarm })
+    }
+
+    /// Applies a request as etcd does: GET lists (filtered by type unless NONE), ACTIVATE
+    /// adds and answers the alarm (NONE is ignored), DEACTIVATE removes and answers the alarm
+    /// if it was active.
+    pub fn apply(&mut self, request: &AlarmRequest) -> Vec<AlarmMember> {
+        let member = AlarmMember {
+            member_id: request.member_id,
+            alarm: request.alarm,
+        };
+        match request.action {
+            AlarmAction::Get => self
+                .active
+                .iter()
+                .filter(|m| request.alarm == AlarmType::None || m.alarm == request.alarm)
+                .copied()
+                .collect(),
+            AlarmAction::Activate if request.alarm == AlarmType::None => Vec::new(),
+            AlarmAction::Activate => {
+                self.active.insert(member);
+                vec![member]
+            }
+            AlarmAction::Deactivate => {
+                if self.active.remove(&member) {
+                    vec![member]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+}
+
+/// The quota's cost of a write, as etcd counts it: a put costs its key and value plus
+/// `PUT_COST_OVERHEAD`; a txn costs its larger branch (lode also counts puts in nested txns);
+/// deletes and compactions cost nothing, so they are always admitted.
+pub fn write_cost(request: &WriteRequest) -> u64 {
+    match request {
+        WriteRequest::Put(put) => PUT_COST_OVERHEAD + put.key.len() as u64 + put.value.len() as u64,
+        WriteRequest::Txn(txn) => txn_cost(txn),
+        WriteRequest::DeleteRange(_) | WriteRequest::Compact(_) => 0,
+    }
+}
+
+fn txn_cost(txn: &TxnRequest) -> u64 {
+    let branch = |ops: &[RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match op {
+                RequestOp::Put(put) => {
+                    PUT_COST_OVERHEAD + put.key.len() as u64 + put.value.len() as u64
+                }
+                RequestOp::Txn(nested) => txn_cost(nested),
+                RequestOp::Range(_) | RequestOp::DeleteRange(_) | RequestOp::Empty => 0,
+            })
+            .sum()
+    };
+    branch(&txn.success).max(branch(&txn.failure))
+}
+
+/// Whether a write of `cost` is admitted with the keyspace at `size` bytes under `quota`
+/// (`None`: no quota) and `alarms` active.
+pub fn admitted(cost: u64, size: u64, quota: Option<u64>, alarms: &Alarms) -> bool {
+    if cost == 0 {
+        return true;
+    }
+    if alarms.no_space() {
+        return false;
+    }
+    quota.is_none_or(|quota| size.saturating_add(cost) <= quota)
+}
+
+/// Whether a NOSPACE alarm may clear itself with the keyspace at `size` bytes.
+pub fn space_recovered(size: u64, quota: Option<u64>) -> bool {
+    quota.is_none_or(|quota| size < quota / 100 * CLEAR_BELOW_PERCENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::request::{DeleteRangeRequest, PutRequest};
+    use bytes::Bytes;
+
+    fn put(key: &str, value: &str) -> PutRequest {
+        PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn costs_follow_etcd() {
+        assert_eq!(write_cost(&WriteRequest::Put(put("ab", "cde"))), 256 + 5);
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Put(put("a", "b")), RequestOp::Put(put("c", "d"))],
+            failure: vec![RequestOp::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(put("x", &"y".repeat(600)))],
+                failure: vec![],
+            })],
+        };
+        assert_eq!(write_cost(&WriteRequest::Txn(txn)), 256 + 601);
+        let delete = WriteRequest::DeleteRange(DeleteRangeRequest::default());
+        assert_eq!(write_cost(&delete), 0);
+    }
+
+    #[test]
+    fn alarms_block_data_writes_until_cleared() {
+        let mut alarms = Alarms::default();
+        assert!(admitted(300, 700, Some(1000), &alarms));
+        assert!(!admitted(301, 700, Some(1000), &alarms));
+        assert!(
+            admitted(0, 5000, Some(1000), &alarms),
+            "deletes always pass"
+        );
+        assert!(admitted(1 << 40, 1 << 40, None, &alarms));
+        let nospace = AlarmRequest {
+            action: AlarmAction::Activate,
+            member_id: 7,
+            alarm: AlarmType::Nospace,
+        };
+        assert_eq!(
+            alarms.apply(&nospace),
+            vec![AlarmMember {
+                member_id: 7,
+                alarm: AlarmType::Nospace
+            }]
+        );
+        assert!(!admitted(1, 0, None, &alarms));
+        assert!(admitted(0, 0, None, &alarms));
+        let get_all = AlarmRequest {
+            action: AlarmAction::Get,
+            member_id: 0,
+            alarm: AlarmType::None,
+        };
+        assert_eq!(alarms.apply(&get_all).len(), 1);
+        let get_corrupt = AlarmRequest {
+            alarm: AlarmType::Corrupt,
+            ..get_all
+        };
+        assert!(alarms.apply(&get_corrupt).is_empty());
+        let clear = AlarmRequest {
+            action: AlarmAction::Deactivate,
+            ..nospace
+        };
+        assert_eq!(alarms.apply(&clear).len(), 1);
+        assert!(alarms.apply(&clear).is_empty(), "already cleared");
+        assert!(admitted(1, 0, None, &alarms));
+        assert!(space_recovered(899, Some(1000)));
+        assert!(!space_recovered(900, Some(1000)));
+    }
+}

@@ -20,6 +20,12 @@ fn lodectl_speaks_etcds_kv_commands() {
     let dir = DataDir::new("server-kv");
     let lode = Lode::start(&dir.0, &[]);
     assert_eq!(ok(lode.ctl(&["put", "foo", "bar"])), "OK\n");
+    // The client URL serves the same keyspace (etcdctl-style endpoint).
+    let through_url = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+        .args(["--endpoints", &lode.client_url, "get", "foo"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(through_url), "foo\nbar\n");
     assert_eq!(
         ok(lode.ctl(&["put", "foo", "baz", "--prev-kv"])),
         "OK\nfoo\nbar\n"
@@ -371,6 +377,10 @@ fn bad_flags_exit_with_code_two() {
         &["--bogus"][..],
         &["--max-txn-ops", "0"],
         &["--heartbeat-interval", "abc"],
+        &["--listen-client-urls", "https://127.0.0.1:1"],
+        &["--listen-client-urls", "127.0.0.1:1"],
+        &["--advertise-client-urls", "http://host"],
+        &["--quota-backend-bytes", "lots"],
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
             .args(args)
@@ -393,6 +403,9 @@ fn bad_flags_exit_with_code_two() {
         "--name",
         "--data-dir",
         "--listen-native",
+        "--listen-client-urls",
+        "--advertise-client-urls",
+        "--quota-backend-bytes",
         "--max-request-bytes",
         "--max-txn-ops",
         "LODE_",

@@ -102,7 +102,10 @@ fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, Str
             .with_file_name("lode"),
     };
     let address = free_address()?;
+    // A client URL of its own too: lode's default (localhost:2379) may be taken.
+    let client_url = format!("http://{}", free_address()?);
     let mut command = Command::new(&binary);
+    command.args(["--listen-client-urls", &client_url]);
     if let Some(cores) = args.cores {
         command.args(["--cores", &cores.to_string()]);
     }

@@ -11,6 +11,7 @@ use clap::Parser;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
 use lode::server::node::{run_core, NodeConfig};
+use lode::server::urls::{parse_client_urls, ClientUrls};
 use lode::server::{self, Limits};
 use lode::shard::mesh::Mesh;
 use lode::shard::CoreMessage;
@@ -38,6 +39,15 @@ struct Cli {
     /// Address the native protocol listens on (host:port).
     #[arg(long, env = "LODE_LISTEN_NATIVE", default_value = DEFAULT_NATIVE_ADDRESS)]
     listen_native: String,
+    /// URLs to listen on for client traffic (comma-separated http://host:port). They serve the
+    /// native protocol today; etcd's gRPC API joins them on the same ports.
+    #[arg(long, env = "LODE_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379",
+          value_parser = parse_client_urls)]
+    listen_client_urls: ClientUrls,
+    /// Client URLs this member advertises to clients (comma-separated http://host:port).
+    #[arg(long, env = "LODE_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379",
+          value_parser = parse_client_urls)]
+    advertise_client_urls: ClientUrls,
     /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, env = "LODE_MAX_REQUEST_BYTES", default_value_t = 1_572_864,
           value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
@@ -151,20 +161,40 @@ fn main() -> ExitCode {
         Some(cores) => cores as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let mut listen = vec![cli.listen_native.clone()];
+    for url in &cli.listen_client_urls.0 {
+        match url.socket_address() {
+            Ok(address) if listen.contains(&address.to_string()) => {
+                eprintln!("lode: {url} is the same address as another listener");
+                return ExitCode::from(2);
+            }
+            Ok(address) => listen.push(address.to_string()),
+            Err(error) => {
+                eprintln!("lode: --listen-client-urls: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // Every core binds each address with SO_REUSEPORT, which would also let it be shared with
+    // another process: make sure no one else is listening there first.
+    for address in &listen {
+        if let Err(error) = std::net::TcpListener::bind(address) {
+            eprintln!("lode: cannot listen on {address}: {error}");
+            return ExitCode::from(1);
+        }
+    }
     let node = NodeConfig {
         consensus: config,
         wal_dir,
         wal_options,
-        listen_native: cli.listen_native.clone(),
+        listen,
         limits,
         shutdown,
     };
-    // Every core binds the native address with SO_REUSEPORT, which would also let it be shared
-    // with another process: make sure no one else is listening there first.
-    if let Err(error) = std::net::TcpListener::bind(&cli.listen_native) {
-        eprintln!("lode: cannot listen on {}: {error}", cli.listen_native);
-        return ExitCode::from(1);
-    }
+    eprintln!(
+        "lode: client URLs {} (advertised: {})",
+        cli.listen_client_urls, cli.advertise_client_urls
+    );
     eprintln!("lode: data dir {}", data_dir.display());
     let mesh = Arc::new(Mesh::<CoreMessage>::new(cores, 1024));
     let started = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))

@@ -27,8 +27,8 @@ enum Format {
     about = "lode's command-line client (etcdctl's commands and flags)"
 )]
 struct Cli {
-    /// Server addresses (host:port of the native protocol), comma separated; the first that
-    /// answers is used.
+    /// Server addresses, comma separated: host:port, or a client URL (http://host:port, as
+    /// lode's --listen-client-urls and etcdctl take them); the first that answers is used.
     #[arg(
         long,
         global = true,
@@ -426,7 +426,15 @@ async fn alarm(
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
-        match Client::connect(endpoint).await {
+        let address = match endpoint.strip_prefix("http://") {
+            Some(rest) => rest.trim_end_matches('/'),
+            None if endpoint.contains("://") => {
+                last = format!("{endpoint}: only http:// endpoints are supported");
+                continue;
+            }
+            None => endpoint.as_str(),
+        };
+        match Client::connect(address).await {
             Ok(client) => return Ok((client, endpoint.clone())),
             Err(error) => last = format!("{endpoint}: {error}"),
         }

@@ -75,13 +75,29 @@ pub fn simple_txn(response: &TxnResponse) -> String {
     out
 }
 
+/// A size as etcdctl prints one (go-humanize's SI form: "66 B", "20 kB", "1.5 MB").
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 10 {
+        return format!("{bytes} B");
+    }
+    let exponent = ((bytes as f64).ln() / 1000f64.ln()).floor() as usize;
+    let exponent = exponent.min(UNITS.len() - 1);
+    let value = ((bytes as f64 / 1000f64.powi(exponent as i32)) * 10.0 + 0.5).floor() / 10.0;
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[exponent])
+    } else {
+        format!("{value:.0} {}", UNITS[exponent])
+    }
+}
+
 /// `endpoint status` in simple format (etcdctl's column order).
 pub fn simple_status(endpoint: &str, status: &StatusResponse) -> String {
     format!(
         "{endpoint}, {:x}, {}, {}, {}, {}, {}, {}, {}\n",
         status.header.member_id,
         status.version,
-        status.db_size,
+        human_bytes(status.db_size.max(0) as u64),
         status.leader == status.header.member_id,
         false,
         status.raft_term,
@@ -107,7 +123,7 @@ pub fn table_status(endpoint: &str, status: &StatusResponse) -> String {
         endpoint.to_string(),
         format!("{:x}", status.header.member_id),
         status.version.clone(),
-        status.db_size.to_string(),
+        human_bytes(status.db_size.max(0) as u64),
         (status.leader == status.header.member_id).to_string(),
         "false".to_string(),
         status.raft_term.to_string(),
@@ -281,4 +297,20 @@ pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
             "raftAppliedIndex": status.raft_applied_index,
         }
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_print_like_etcdctl() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(66), "66 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1000), "1.0 kB");
+        assert_eq!(human_bytes(20_480), "20 kB");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+        assert_eq!(human_bytes(2 << 30), "2.1 GB");
+    }
 }

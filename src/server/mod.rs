@@ -5,6 +5,7 @@
 
 pub mod native;
 pub mod node;
+pub mod urls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -31,8 +31,9 @@ pub struct NodeConfig {
     pub wal_dir: PathBuf,
     /// Log options.
     pub wal_options: WalOptions,
-    /// The native protocol's address (every core listens on it, SO_REUSEPORT).
-    pub listen_native: String,
+    /// Addresses serving the native protocol, `--listen-native` first, then the client URLs'
+    /// (every core listens on each, SO_REUSEPORT).
+    pub listen: Vec<String>,
     /// Request limits.
     pub limits: Limits,
     /// Set by SIGTERM/SIGINT.
@@ -253,7 +254,14 @@ pub async fn run_core(
     local.set_size_report_step_for_quota(config.consensus.quota_bytes, cores);
     // Bind before joining the mesh: once core 0 has joined, every core is listening, so the
     // readiness line core 0 prints is true for every core.
-    let bound = glommio::net::TcpListener::bind(&config.listen_native);
+    let bound: Result<Vec<_>, String> = config
+        .listen
+        .iter()
+        .map(|address| {
+            glommio::net::TcpListener::bind(address)
+                .map_err(|error| format!("cannot listen on {address}: {error}"))
+        })
+        .collect();
     let channels = ends.connect().await;
     let mut streams = channels.receivers;
     let router = Rc::new(Router::new(
@@ -262,14 +270,11 @@ pub async fn run_core(
         channels.senders,
         local.clone(),
     ));
-    let listener = match bound {
-        Ok(listener) => listener,
+    let listeners = match bound {
+        Ok(listeners) => listeners,
         Err(error) => {
             tell_everyone_to_stop(&router).await;
-            return Err(format!(
-                "cannot listen on {}: {error}",
-                config.listen_native
-            ));
+            return Err(error);
         }
     };
     let started = start_core(&config, &router).await;
@@ -288,7 +293,9 @@ pub async fn run_core(
         consensus: consensus.clone(),
         config: config.consensus.clone(),
     });
-    glommio::spawn_local(native::serve(listener, node, config.limits)).detach();
+    for listener in listeners {
+        glommio::spawn_local(native::serve(listener, node.clone(), config.limits)).detach();
+    }
     match consensus {
         Some(consensus) => {
             let watcher = consensus.clone();
@@ -304,7 +311,7 @@ pub async fn run_core(
             eprintln!(
                 "lode: member {:x} serving the native protocol on {} with {} core(s)",
                 config.consensus.member_id,
-                config.listen_native,
+                config.listen.join(", "),
                 router.cores()
             );
             let outcome = consensus.run().await;

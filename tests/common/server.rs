@@ -48,7 +48,10 @@ impl Drop for DataDir {
 /// A running `lode`.
 pub struct Lode {
     pub child: Option<Child>,
+    /// The native protocol's address (`--listen-native`).
     pub address: String,
+    /// Its client URL (`--listen-client-urls`).
+    pub client_url: String,
     pub data_dir: PathBuf,
 }
 
@@ -60,11 +63,13 @@ impl Lode {
         let log_path = data_dir.with_extension("stderr");
         for _ in 0..5 {
             let address = format!("127.0.0.1:{}", free_port());
+            let urls = client_urls();
             let log = std::fs::File::create(&log_path).expect("lode log file");
             let child = Command::new(env!("CARGO_BIN_EXE_lode"))
                 .arg("--data-dir")
                 .arg(data_dir)
                 .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
+                .args(&urls)
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -73,6 +78,7 @@ impl Lode {
             let mut lode = Lode {
                 child: Some(child),
                 address,
+                client_url: urls[1].clone(),
                 data_dir: data_dir.to_path_buf(),
             };
             if lode.wait_ready() {
@@ -184,6 +190,18 @@ pub fn failed(output: Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `--listen-client-urls` and `--advertise-client-urls` on a free port (tests run many lode
+/// processes at once; the default, localhost:2379, would collide).
+pub fn client_urls() -> [String; 4] {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    [
+        "--listen-client-urls".into(),
+        url.clone(),
+        "--advertise-client-urls".into(),
+        url,
+    ]
+}
+
 /// Starts lode on `data_dir` (on `address`, or a free port) expecting it to refuse: checks the
 /// exit code is 1 and returns what it printed on stderr.
 pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
@@ -192,6 +210,7 @@ pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen-native", &address])
+        .args(client_urls())
         .output()
         .expect("run lode");
     assert_eq!(output.status.code(), Some(1), "lode should refuse to start");

@@ -3,6 +3,7 @@
 
 mod kv;
 mod log;
+mod mesh;
 mod report;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     /// txn compare-and-swap at 1, 16, 64 and 256 clients, with the disk's fdatasync floor and
     /// the loopback round trip measured in the same run.
     Kv(kv::KvArgs),
+    /// A message to another core and back: glommio shared channels (lode's mesh) against
+    /// polled crossbeam channels, one and many in flight.
+    Mesh(mesh::MeshArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(args) => log::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Mesh(args) => mesh::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -75,6 +75,13 @@ struct Cli {
     /// Entries kept in the log behind a snapshot, for followers that lag.
     #[arg(long, env = "LODE_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     snapshot_catchup_entries: u64,
+    /// Microseconds an idle core spins before it sleeps. Spinning makes a message from another
+    /// core cost ~13 us instead of ~60 us (`lode-bench mesh` on a 2-core VM) but burns the
+    /// time it spins: worth it on dedicated cores, not where other processes share them (see
+    /// tuning/README.md).
+    #[arg(long, env = "LODE_IDLE_SPIN_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    idle_spin_us: u64,
     /// Space quota: writes that add data are refused and the NOSPACE alarm is raised when the
     /// keyspace's counted size (every version held: key, value and 64 bytes) would exceed it;
     /// the alarm clears itself once compaction brings the size under 90% of it. 0: 2 GiB
@@ -199,6 +206,7 @@ fn main() -> ExitCode {
     let mesh = Arc::new(Mesh::<CoreMessage>::new(cores, 1024));
     let started = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
         .io_memory(lode::executor::IO_MEMORY_BYTES)
+        .spin_before_park(Duration::from_micros(cli.idle_spin_us))
         .on_all_shards(move || {
             let node = node.clone();
             let ends = mesh.take_next();

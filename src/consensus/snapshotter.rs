@@ -122,8 +122,9 @@ pub async fn write(
                 Some(cursor) => from = Some(cursor),
                 None => break,
             }
-            // The export shares the core with the commit path: step aside between steps.
-            glommio::yield_if_needed().await;
+            // The export shares the core with the commit path: step aside between steps (the
+            // paced write above has usually done so already).
+            glommio::executor().yield_task_queue_now().await;
         }
     }
     if abandoned {

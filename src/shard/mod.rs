@@ -469,18 +469,21 @@ impl ShardState {
     }
 
     async fn compact_in_steps(&self, revision: i64, router: &Rc<Router>) {
-        // Bounded steps with yields between: compaction never stalls the core.
+        // Bounded steps, and after each one the executor goes back to its I/O: compaction
+        // never stalls the core. (`yield_if_needed` is not enough: it yields only when the
+        // executor's preemption timer, 100 ms by default, has fired, and a compaction of a
+        // long history held the core for milliseconds at a time.)
         let mut from = None;
         loop {
-            let next = self
-                .shard
-                .borrow_mut()
-                .compact_step(revision, from.as_ref(), 256);
+            let next =
+                self.shard
+                    .borrow_mut()
+                    .compact_step(revision, from.as_ref(), COMPACTION_STEP_KEYS);
             match next {
                 Some(key) => from = Some(key),
                 None => break,
             }
-            glommio::yield_if_needed().await;
+            glommio::executor().yield_task_queue_now().await;
         }
         if revision > self.compacted_physically.get() {
             self.compacted_physically.set(revision);
@@ -500,6 +503,9 @@ impl ShardState {
         }
     }
 }
+
+/// Keys compacted per step between returns to the executor's I/O.
+const COMPACTION_STEP_KEYS: usize = 64;
 
 /// Signals every waiter waiting for a value up to `reached`, keeping the others.
 pub fn release_waiters<T: PartialOrd + Copy>(

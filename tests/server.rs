@@ -381,6 +381,8 @@ fn bad_flags_exit_with_code_two() {
         &["--listen-client-urls", "127.0.0.1:1"],
         &["--advertise-client-urls", "http://host"],
         &["--quota-backend-bytes", "lots"],
+        &["--initial-cluster-state", "sideways"],
+        &["--initial-advertise-peer-urls", "localhost:2380"],
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
             .args(args)
@@ -406,6 +408,10 @@ fn bad_flags_exit_with_code_two() {
         "--listen-client-urls",
         "--advertise-client-urls",
         "--quota-backend-bytes",
+        "--initial-cluster",
+        "--initial-cluster-token",
+        "--initial-cluster-state",
+        "--initial-advertise-peer-urls",
         "--max-request-bytes",
         "--max-txn-ops",
         "LODE_",
@@ -780,4 +786,72 @@ fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "gave up waiting");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Member and cluster IDs are etcd's (the default member is 8e9e05c52164694d in cluster
+/// cdf818194e3a8c32, as with etcd's defaults), fixed when the data dir is created, and bootstrap
+/// misconfiguration is a clear refusal.
+#[test]
+fn member_identity_is_etcds_and_belongs_to_the_data_dir() {
+    let dir = DataDir::new("server-identity");
+    let ids = |lode: &Lode| -> (u64, u64) {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(lode.ctl(&["endpoint", "status", "-w", "json"]))).unwrap();
+        let header = &status[0]["Status"]["header"];
+        (
+            header["member_id"].as_u64().unwrap(),
+            header["cluster_id"].as_u64().unwrap(),
+        )
+    };
+    let mut lode = Lode::start(&dir.0, &[]);
+    assert_eq!(ids(&lode), (0x8e9e05c52164694d, 0xcdf818194e3a8c32));
+    assert!(lode.terminate());
+    // Bootstrap flags no longer matter once the data dir has an identity.
+    let lode = Lode::start(&dir.0, &["--initial-cluster-token", "another"]);
+    assert_eq!(ids(&lode), (0x8e9e05c52164694d, 0xcdf818194e3a8c32));
+    drop(lode);
+
+    let refused = |args: &[&str]| -> String {
+        let fresh = DataDir::new("server-identity-refused");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
+            .arg("--data-dir")
+            .arg(&fresh.0)
+            .args(common::server::client_urls())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(!fresh.0.join("identity").exists(), "{args:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let missing = refused(&[
+        "--name",
+        "n9",
+        "--initial-cluster",
+        "n1=http://127.0.0.1:2380",
+    ]);
+    assert!(missing.contains("no member named \"n9\""), "{missing}");
+    let mismatch = refused(&[
+        "--name",
+        "n1",
+        "--initial-cluster",
+        "n1=http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2999",
+    ]);
+    assert!(mismatch.contains("must match"), "{mismatch}");
+    let three = refused(&[
+        "--name",
+        "n1",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+        "--initial-cluster",
+        "n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2381,n3=http://127.0.0.1:2382",
+    ]);
+    assert!(three.contains("needs replication"), "{three}");
+
+    // A damaged identity is refused, naming the file.
+    std::fs::write(dir.0.join("identity"), "lode member identity v1\nname=x\n").unwrap();
+    let damaged = common::server::refused_start(&dir.0, None);
+    assert!(damaged.contains("identity"), "{damaged}");
 }

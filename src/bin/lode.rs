@@ -10,8 +10,9 @@ use clap::Parser;
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
+use lode::membership::{self, Identity};
 use lode::server::node::{run_core, NodeConfig};
-use lode::server::urls::{parse_client_urls, ClientUrls};
+use lode::server::urls::{parse_urls, Urls};
 use lode::server::{self, Limits};
 use lode::shard::mesh::Mesh;
 use lode::shard::CoreMessage;
@@ -19,6 +20,12 @@ use lode::wal::{WalOptions, DEFAULT_SEGMENT_SIZE};
 
 /// The native protocol's default port.
 const DEFAULT_NATIVE_ADDRESS: &str = "127.0.0.1:2390";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ClusterState {
+    New,
+    Existing,
+}
 
 #[derive(Parser)]
 #[command(
@@ -42,12 +49,27 @@ struct Cli {
     /// URLs to listen on for client traffic (comma-separated http://host:port). They serve the
     /// native protocol today; etcd's gRPC API joins them on the same ports.
     #[arg(long, env = "LODE_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379",
-          value_parser = parse_client_urls)]
-    listen_client_urls: ClientUrls,
+          value_parser = parse_urls)]
+    listen_client_urls: Urls,
+    /// This member's peer URLs as the initial cluster knows them (comma-separated
+    /// http://host:port); with --initial-cluster-token they determine the member ID, as in etcd.
+    #[arg(long, env = "LODE_INITIAL_ADVERTISE_PEER_URLS", default_value = membership::DEFAULT_PEER_URL,
+          value_parser = parse_urls)]
+    initial_advertise_peer_urls: Urls,
+    /// The initial cluster: name=peer-url pairs, comma-separated [default:
+    /// <name>=<initial-advertise-peer-urls>]. Read only when the data dir is created.
+    #[arg(long, env = "LODE_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Token that makes member and cluster IDs unique to one cluster (etcd's default).
+    #[arg(long, env = "LODE_INITIAL_CLUSTER_TOKEN", default_value = membership::DEFAULT_CLUSTER_TOKEN)]
+    initial_cluster_token: String,
+    /// `new` to bootstrap a cluster, `existing` to join one.
+    #[arg(long, env = "LODE_INITIAL_CLUSTER_STATE", value_enum, default_value_t = ClusterState::New)]
+    initial_cluster_state: ClusterState,
     /// Client URLs this member advertises to clients (comma-separated http://host:port).
     #[arg(long, env = "LODE_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379",
-          value_parser = parse_client_urls)]
-    advertise_client_urls: ClientUrls,
+          value_parser = parse_urls)]
+    advertise_client_urls: Urls,
     /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, env = "LODE_MAX_REQUEST_BYTES", default_value_t = 1_572_864,
           value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
@@ -99,13 +121,65 @@ struct Cli {
 }
 
 /// FNV-1a, for IDs derived from names.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+/// The data dir's identity: read from its identity file, or, for a new data dir, derived from
+/// the bootstrap flags as etcd derives it and written durably before anything else.
+fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, String> {
+    let path = data_dir.join("identity");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return Identity::decode(&text).map_err(|e| format!("{}: {e}", path.display()));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(format!("reading {}: {error}", path.display())),
     }
-    hash.max(1)
+    let default_cluster: Vec<String> = cli
+        .initial_advertise_peer_urls
+        .0
+        .iter()
+        .map(|url| format!("{}={url}", cli.name))
+        .collect();
+    let spec = cli
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| default_cluster.join(","));
+    let cluster = membership::initial_cluster(
+        &spec,
+        &cli.name,
+        &cli.initial_advertise_peer_urls,
+        &cli.initial_cluster_token,
+    )?;
+    if cli.initial_cluster_state == ClusterState::Existing || cluster.members.len() > 1 {
+        return Err(format!(
+            "--initial-cluster {spec} (state {:?}) needs replication between members, which              this lode does not have yet: bootstrap a single member (its own name only, state new)",
+            cli.initial_cluster_state
+        ));
+    }
+    let own = cluster
+        .member(&cli.name)
+        .ok_or("this member is missing from its own initial cluster")?;
+    let identity = Identity {
+        name: cli.name.clone(),
+        member_id: own.id,
+        cluster_id: cluster.cluster_id,
+    };
+    write_durably(&path, identity.encode().as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(identity)
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed into place, then syncs the
+/// directory.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -140,10 +214,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let member_id = fnv1a(format!("lode-member/{}", cli.name).as_bytes());
+    let identity = match member_identity(&cli, &data_dir) {
+        Ok(identity) => identity,
+        Err(error) => {
+            eprintln!("lode: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let config = ConsensusConfig {
-        member_id,
-        cluster_id: fnv1a(&member_id.to_le_bytes()),
+        member_id: identity.member_id,
+        cluster_id: identity.cluster_id,
         heartbeat: Duration::from_millis(cli.heartbeat_interval),
         election_ticks: (cli.election_timeout / cli.heartbeat_interval) as usize,
         max_txn_ops: cli.max_txn_ops as usize,

@@ -1,6 +1,6 @@
-//! etcd-style URL lists (`--listen-client-urls`, `--advertise-client-urls`). Pure.
+//! etcd-style URL lists (`--listen-client-urls`, `--advertise-client-urls`, peer URLs). Pure.
 //!
-//! lode serves clients over plain TCP: `http://host:port` only. `https` needs TLS settings lode
+//! lode serves clients and peers over plain TCP: `http://host:port` only. `https` needs TLS settings lode
 //! does not have yet and is refused with a clear error rather than served in the clear.
 
 use std::fmt;
@@ -8,14 +8,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 /// One `http://host:port` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientUrl {
+pub struct Url {
     /// The host as written (a name, an IPv4 address, or an IPv6 address without brackets).
     pub host: String,
     /// The port.
     pub port: u16,
 }
 
-impl ClientUrl {
+impl Url {
     /// The address to bind or dial: `localhost` and other names resolve to their first
     /// address, IPv4 preferred.
     pub fn socket_address(&self) -> Result<SocketAddr, String> {
@@ -32,7 +32,7 @@ impl ClientUrl {
     }
 }
 
-impl fmt::Display for ClientUrl {
+impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
             write!(f, "http://[{}]:{}", self.host, self.port)
@@ -44,9 +44,9 @@ impl fmt::Display for ClientUrl {
 
 /// A comma-separated list of URLs (at least one, no duplicates).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientUrls(pub Vec<ClientUrl>);
+pub struct Urls(pub Vec<Url>);
 
-impl fmt::Display for ClientUrls {
+impl fmt::Display for Urls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let urls: Vec<String> = self.0.iter().map(ToString::to_string).collect();
         f.write_str(&urls.join(","))
@@ -54,19 +54,19 @@ impl fmt::Display for ClientUrls {
 }
 
 /// Parses `http://host:port[,http://host:port...]`, as etcd's URL flags take them.
-pub fn parse_client_urls(list: &str) -> Result<ClientUrls, String> {
+pub fn parse_urls(list: &str) -> Result<Urls, String> {
     let mut urls = Vec::new();
     for item in list.split(',').map(str::trim) {
-        let url = parse_client_url(item)?;
+        let url = parse_url(item)?;
         if urls.contains(&url) {
             return Err(format!("{item} is listed twice"));
         }
         urls.push(url);
     }
-    Ok(ClientUrls(urls))
+    Ok(Urls(urls))
 }
 
-fn parse_client_url(url: &str) -> Result<ClientUrl, String> {
+fn parse_url(url: &str) -> Result<Url, String> {
     if url.is_empty() {
         return Err("empty URL".into());
     }
@@ -109,7 +109,7 @@ fn parse_client_url(url: &str) -> Result<ClientUrl, String> {
     let port: u16 = port
         .parse()
         .map_err(|_| format!("{url}: bad port {port:?}"))?;
-    Ok(ClientUrl {
+    Ok(Url {
         host: host.to_string(),
         port,
     })
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn parses_etcd_style_lists() {
-        let urls = parse_client_urls("http://localhost:2379, http://10.0.0.1:22379/").unwrap();
+        let urls = parse_urls("http://localhost:2379, http://10.0.0.1:22379/").unwrap();
         assert_eq!(urls.0.len(), 2);
         assert_eq!(urls.0[0].host, "localhost");
         assert_eq!(urls.0[1].port, 22379);
@@ -129,11 +129,11 @@ mod tests {
             urls.to_string(),
             "http://localhost:2379,http://10.0.0.1:22379"
         );
-        let v6 = parse_client_urls("http://[::1]:2379").unwrap();
+        let v6 = parse_urls("http://[::1]:2379").unwrap();
         assert_eq!(v6.0[0].host, "::1");
         assert_eq!(v6.to_string(), "http://[::1]:2379");
         assert_eq!(
-            parse_client_urls("http://127.0.0.1:2379").unwrap().0[0]
+            parse_urls("http://127.0.0.1:2379").unwrap().0[0]
                 .socket_address()
                 .unwrap()
                 .to_string(),
@@ -155,7 +155,7 @@ mod tests {
             ("http://::1:2379", "brackets"),
             ("http://a:1,http://a:1", "twice"),
         ] {
-            let error = parse_client_urls(bad).unwrap_err();
+            let error = parse_urls(bad).unwrap_err();
             assert!(error.contains(why), "{bad}: {error}");
         }
     }

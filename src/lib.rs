@@ -13,6 +13,7 @@ pub mod diskprobe;
 pub mod executor;
 pub mod membership;
 pub mod mvcc;
+pub mod peer;
 pub mod replica;
 pub mod server;
 pub mod shard;

@@ -1,0 +1,165 @@
+//! The peer transport between real TCP sockets on loopback: delivery in order, control messages
+//! never stuck behind appends, peers of another cluster refused, unreachable peers reported,
+//! and a peer that moves reached at its new address.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::on_executor;
+use glommio::net::TcpListener;
+use lode::peer::transport::PeerTransport;
+use raft::eraftpb::{Entry, Message, MessageType};
+
+fn message(from: u64, to: u64, kind: MessageType, index: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    m.from = from;
+    m.to = to;
+    m.term = 3;
+    m.index = index;
+    if kind == MessageType::MsgAppend {
+        m.entries = vec![Entry {
+            index: index + 1,
+            term: 3,
+            data: vec![7u8; 2048].into(),
+            ..Default::default()
+        }]
+        .into();
+    }
+    m
+}
+
+/// A transport listening on a free loopback port, and that address.
+fn listening(cluster: u64, id: u64) -> (Rc<PeerTransport>, String) {
+    let transport = PeerTransport::new(cluster, id);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    glommio::spawn_local(transport.clone().serve(listener)).detach();
+    (transport, address)
+}
+
+/// Collects what `transport` receives until `done` says so (at most a minute).
+async fn receive_until(
+    transport: &PeerTransport,
+    mut done: impl FnMut(&[Message]) -> bool,
+) -> Vec<Message> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut received = Vec::new();
+    while !done(&received) {
+        assert!(
+            Instant::now() < deadline,
+            "gave up: {} received",
+            received.len()
+        );
+        let arrival = transport.inbox().arrival();
+        let timeout = glommio::timer::sleep(Duration::from_millis(20));
+        futures::future::select(Box::pin(arrival), Box::pin(timeout)).await;
+        received.extend(transport.inbox().take());
+    }
+    received
+}
+
+#[test]
+fn messages_reach_peers_in_order_and_strangers_are_refused() {
+    on_executor(|| async {
+        let (a, a_address) = listening(9, 1);
+        let (b, b_address) = listening(9, 2);
+        a.set_peer(2, &b_address);
+        b.set_peer(1, &a_address);
+
+        // Appends with heartbeats in between: appends arrive in order, heartbeats all arrive.
+        let mut sent = Vec::new();
+        for n in 0..2000 {
+            let kind = if n % 10 == 0 {
+                MessageType::MsgHeartbeat
+            } else {
+                MessageType::MsgAppend
+            };
+            sent.push(message(1, 2, kind, n));
+        }
+        for chunk in sent.chunks(37) {
+            a.send(chunk.to_vec());
+            glommio::yield_if_needed().await;
+        }
+        let received = receive_until(&b, |r| r.len() == sent.len()).await;
+        let appends: Vec<u64> = received
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgAppend)
+            .map(|m| m.index)
+            .collect();
+        let expected: Vec<u64> = sent
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgAppend)
+            .map(|m| m.index)
+            .collect();
+        assert_eq!(appends, expected);
+        assert!(received.iter().all(|m| m.from == 1 && m.to == 2));
+
+        // And back.
+        b.send(vec![message(2, 1, MessageType::MsgAppendResponse, 5)]);
+        let back = receive_until(&a, |r| !r.is_empty()).await;
+        assert_eq!(back[0].get_msg_type(), MessageType::MsgAppendResponse);
+
+        // A member of another cluster is refused: b closes the connection (the stranger then
+        // finds b unreachable) and nothing it sent reaches b's inbox.
+        let stranger = PeerTransport::new(77, 5);
+        stranger.set_peer(2, &b_address);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            stranger.send(vec![message(5, 2, MessageType::MsgHeartbeat, 0)]);
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            if stranger.take_unreachable().contains(&2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "b never refused the stranger");
+        }
+        assert!(b.inbox().take().iter().all(|m| m.from != 5));
+        // a is still heard.
+        a.send(vec![message(1, 2, MessageType::MsgHeartbeat, 4242)]);
+        receive_until(&b, |r| r.iter().any(|m| m.index == 4242)).await;
+    });
+}
+
+#[test]
+fn unreachable_peers_are_reported_and_moved_peers_found() {
+    on_executor(|| async {
+        let (a, _) = listening(9, 1);
+        // Nobody listens there: reported unreachable, its queue dropped rather than kept.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nowhere = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        a.set_peer(3, &nowhere);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 1)]);
+            if a.take_unreachable().contains(&3) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer 3 never reported unreachable"
+            );
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Peer 3 comes up somewhere else: messages follow it there.
+        let (c, c_address) = listening(9, 3);
+        a.set_peer(3, &c_address);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 99)]);
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            if c.inbox().take().iter().any(|m| m.index == 99) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer 3 never reached at its new address"
+            );
+        }
+        a.remove_peer(3);
+        a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 100)]);
+    });
+}

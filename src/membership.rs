@@ -166,6 +166,8 @@ pub struct Identity {
     pub member_id: u64,
     /// The cluster ID.
     pub cluster_id: u64,
+    /// The members the cluster was bootstrapped with (this one included): ID, name, peer URLs.
+    pub members: Vec<(u64, String, Vec<String>)>,
 }
 
 const IDENTITY_HEADER: &str = "lode member identity v1";
@@ -173,10 +175,14 @@ const IDENTITY_HEADER: &str = "lode member identity v1";
 impl Identity {
     /// The identity file's text: a header, `key=value` lines, and a CRC32C of what precedes it.
     pub fn encode(&self) -> String {
-        let body = format!(
+        let mut body = format!(
             "{IDENTITY_HEADER}\nname={}\nmember_id={:016x}\ncluster_id={:016x}\n",
             self.name, self.member_id, self.cluster_id
         );
+        for (id, name, urls) in &self.members {
+            // The name last: it is the one field that may hold spaces.
+            body.push_str(&format!("member={id:016x} {} {name}\n", urls.join(",")));
+        }
         let crc = crc32c::crc32c(body.as_bytes());
         format!("{body}crc32c={crc:08x}\n")
     }
@@ -199,10 +205,26 @@ impl Identity {
             return Err("not a lode identity file (or another version)".into());
         }
         let mut fields = BTreeMap::new();
+        let mut members = Vec::new();
         for line in lines {
             let (key, value) = line
                 .split_once('=')
                 .ok_or_else(|| format!("bad identity line {line:?}"))?;
+            if key == "member" {
+                let mut parts = value.splitn(3, ' ');
+                let (Some(id), Some(urls), Some(name)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(format!("bad identity member line {line:?}"));
+                };
+                let id = u64::from_str_radix(id, 16)
+                    .map_err(|_| format!("bad member ID in {line:?}"))?;
+                members.push((
+                    id,
+                    name.to_string(),
+                    urls.split(',').map(str::to_string).collect(),
+                ));
+                continue;
+            }
             fields.insert(key, value);
         }
         let hex = |key: &str| -> Result<u64, String> {
@@ -218,6 +240,7 @@ impl Identity {
                 .to_string(),
             member_id: hex("member_id")?,
             cluster_id: hex("cluster_id")?,
+            members,
         })
     }
 }
@@ -303,6 +326,14 @@ mod tests {
             name: "n1".into(),
             member_id: 0x8e9e05c52164694d,
             cluster_id: 0xcdf818194e3a8c32,
+            members: vec![
+                (0x8e9e05c52164694d, "n1".into(), vec!["http://a:1".into()]),
+                (
+                    7,
+                    "n 2".into(),
+                    vec!["http://b:1".into(), "http://c:1".into()],
+                ),
+            ],
         };
         let text = identity.encode();
         assert_eq!(Identity::decode(&text).unwrap(), identity);

@@ -51,6 +51,10 @@ struct Cli {
     #[arg(long, env = "LODE_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379",
           value_parser = parse_urls)]
     listen_client_urls: Urls,
+    /// URLs to listen on for the other members (comma-separated http://host:port).
+    #[arg(long, env = "LODE_LISTEN_PEER_URLS", default_value = membership::DEFAULT_PEER_URL,
+          value_parser = parse_urls)]
+    listen_peer_urls: Urls,
     /// This member's peer URLs as the initial cluster knows them (comma-separated
     /// http://host:port); with --initial-cluster-token they determine the member ID, as in etcd.
     #[arg(long, env = "LODE_INITIAL_ADVERTISE_PEER_URLS", default_value = membership::DEFAULT_PEER_URL,
@@ -148,10 +152,9 @@ fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, St
         &cli.initial_advertise_peer_urls,
         &cli.initial_cluster_token,
     )?;
-    if cli.initial_cluster_state == ClusterState::Existing || cluster.members.len() > 1 {
+    if cli.initial_cluster_state == ClusterState::Existing {
         return Err(format!(
-            "--initial-cluster {spec} (state {:?}) needs replication between members, which              this lode does not have yet: bootstrap a single member (its own name only, state new)",
-            cli.initial_cluster_state
+            "--initial-cluster-state existing (joining a running cluster through member add) is not supported yet: bootstrap every member of {spec} with state new"
         ));
     }
     let own = cluster
@@ -161,6 +164,14 @@ fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, St
         name: cli.name.clone(),
         member_id: own.id,
         cluster_id: cluster.cluster_id,
+        members: cluster
+            .members
+            .iter()
+            .map(|m| {
+                let urls = m.peer_urls.iter().map(ToString::to_string).collect();
+                (m.id, m.name.clone(), urls)
+            })
+            .collect(),
     };
     write_durably(&path, identity.encode().as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -221,9 +232,35 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mut peers = Vec::new();
+    for (id, name, urls) in &identity.members {
+        if *id == identity.member_id {
+            continue;
+        }
+        let address = urls
+            .first()
+            .ok_or_else(|| format!("member {name} has no peer URL"))
+            .and_then(|url| parse_urls(url).map_err(|e| format!("member {name}: {e}")))
+            .and_then(|urls| urls.0[0].socket_address());
+        match address {
+            Ok(address) => peers.push((*id, address.to_string())),
+            Err(error) => {
+                eprintln!("lode: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let listen_peer = match cli.listen_peer_urls.0[0].socket_address() {
+        Ok(address) => address.to_string(),
+        Err(error) => {
+            eprintln!("lode: --listen-peer-urls: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ConsensusConfig {
         member_id: identity.member_id,
         cluster_id: identity.cluster_id,
+        peers,
         heartbeat: Duration::from_millis(cli.heartbeat_interval),
         election_ticks: (cli.election_timeout / cli.heartbeat_interval) as usize,
         max_txn_ops: cli.max_txn_ops as usize,
@@ -270,11 +307,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // A single member needs no peer listener.
+    let listen_peer = (!config.peers.is_empty()).then_some(listen_peer);
+    if let Some(address) = &listen_peer {
+        if let Err(error) = std::net::TcpListener::bind(address) {
+            eprintln!("lode: cannot listen for peers on {address}: {error}");
+            return ExitCode::from(1);
+        }
+    }
     let node = NodeConfig {
         consensus: config,
         wal_dir,
         wal_options,
         listen,
+        listen_peer,
         limits,
         shutdown,
     };

@@ -37,6 +37,10 @@ struct Cli {
         value_delimiter = ','
     )]
     endpoints: Vec<String>,
+    /// Seconds a command may take before it fails with etcdctl's "context deadline exceeded"
+    /// (not `snapshot save`, which streams as long as it takes).
+    #[arg(long, global = true, default_value_t = 5.0, value_parser = parse_timeout)]
+    command_timeout: f64,
     /// Output format.
     #[arg(
         short = 'w',
@@ -423,6 +427,14 @@ async fn alarm(
     }
 }
 
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    let text = text.strip_suffix('s').unwrap_or(text);
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
@@ -470,6 +482,7 @@ fn main() -> ExitCode {
     }
     let format = cli.write_out;
     let endpoints = cli.endpoints.clone();
+    let command_timeout = cli.command_timeout;
     let action = match build(cli.command) {
         Ok(action) => action,
         Err(error) => {
@@ -477,61 +490,76 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let timeout = (!matches!(action, Action::SnapshotSave(_)))
+        .then(|| std::time::Duration::from_secs_f64(command_timeout));
     let outcome = lode::executor::builder(Placement::Unbound).spawn(move || async move {
-        let (client, endpoint) = connect(&endpoints).await?;
-        match action {
-            Action::Send(request, printer) => {
-                let response = client.request(&request).await.map_err(|e| e.to_string())?;
-                print(&printer, &response, format)
-            }
-            Action::SnapshotSave(file) => {
-                save_snapshot(&client, &file).await?;
-                Ok(format!("Snapshot saved at {}\n", file.display()))
-            }
-            Action::AlarmList | Action::AlarmDisarm => {
-                let listed = alarm(&client, AlarmAction::Get, 0, AlarmType::None).await?;
-                let answer = if matches!(action, Action::AlarmList) {
-                    listed
-                } else {
-                    // etcdctl's disarm: deactivate each active alarm, answer what was cleared.
-                    let mut cleared = AlarmResponse {
-                        header: listed.header,
-                        alarms: Vec::new(),
+        let work = async move {
+            let (client, endpoint) = connect(&endpoints).await?;
+            match action {
+                Action::Send(request, printer) => {
+                    let response = client.request(&request).await.map_err(|e| e.to_string())?;
+                    print(&printer, &response, format)
+                }
+                Action::SnapshotSave(file) => {
+                    save_snapshot(&client, &file).await?;
+                    Ok(format!("Snapshot saved at {}\n", file.display()))
+                }
+                Action::AlarmList | Action::AlarmDisarm => {
+                    let listed = alarm(&client, AlarmAction::Get, 0, AlarmType::None).await?;
+                    let answer = if matches!(action, Action::AlarmList) {
+                        listed
+                    } else {
+                        // etcdctl's disarm: deactivate each active alarm, answer what was cleared.
+                        let mut cleared = AlarmResponse {
+                            header: listed.header,
+                            alarms: Vec::new(),
+                        };
+                        for member in &listed.alarms {
+                            let answer = alarm(
+                                &client,
+                                AlarmAction::Deactivate,
+                                member.member_id,
+                                member.alarm,
+                            )
+                            .await?;
+                            cleared.header = answer.header;
+                            cleared.alarms.extend(answer.alarms);
+                        }
+                        cleared
                     };
-                    for member in &listed.alarms {
-                        let answer = alarm(
-                            &client,
-                            AlarmAction::Deactivate,
-                            member.member_id,
-                            member.alarm,
-                        )
-                        .await?;
-                        cleared.header = answer.header;
-                        cleared.alarms.extend(answer.alarms);
+                    match format {
+                        Format::Json => Ok(output::json_alarms(&answer).to_string() + "\n"),
+                        Format::Table => {
+                            Err("table format is only supported by endpoint status".into())
+                        }
+                        Format::Simple => Ok(output::simple_alarms(&answer)),
                     }
-                    cleared
-                };
-                match format {
-                    Format::Json => Ok(output::json_alarms(&answer).to_string() + "\n"),
-                    Format::Table => {
-                        Err("table format is only supported by endpoint status".into())
-                    }
-                    Format::Simple => Ok(output::simple_alarms(&answer)),
+                }
+                Action::EndpointStatus => {
+                    let response = client
+                        .request(&Request::Status)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let Response::Status(status) = response else {
+                        return Err(format!("unexpected response {response:?}"));
+                    };
+                    Ok(match format {
+                        Format::Simple => output::simple_status(&endpoint, &status),
+                        Format::Json => output::json_status(&endpoint, &status).to_string() + "\n",
+                        Format::Table => output::table_status(&endpoint, &status),
+                    })
                 }
             }
-            Action::EndpointStatus => {
-                let response = client
-                    .request(&Request::Status)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let Response::Status(status) = response else {
-                    return Err(format!("unexpected response {response:?}"));
-                };
-                Ok(match format {
-                    Format::Simple => output::simple_status(&endpoint, &status),
-                    Format::Json => output::json_status(&endpoint, &status).to_string() + "\n",
-                    Format::Table => output::table_status(&endpoint, &status),
-                })
+        };
+        match timeout {
+            // A snapshot streams for as long as it takes, as etcdctl's does.
+            None => work.await,
+            Some(timeout) => {
+                let expired = glommio::timer::sleep(timeout);
+                match futures::future::select(Box::pin(work), Box::pin(expired)).await {
+                    futures::future::Either::Left((result, _)) => result,
+                    futures::future::Either::Right(_) => Err("context deadline exceeded".into()),
+                }
             }
         }
     });

@@ -18,6 +18,7 @@ use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::native::{self, Request};
 use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::{validate, KvError};
+use crate::peer::transport::PeerTransport;
 use crate::replica::entry::{decode_proposal, encode_proposal, to_log_entry, ProposalId};
 use crate::replica::logger::raft_logger;
 use crate::replica::storage::LogStorage;
@@ -31,6 +32,9 @@ pub struct ConsensusConfig {
     pub member_id: u64,
     /// The cluster's ID.
     pub cluster_id: u64,
+    /// The other voting members and their peer addresses (host:port); empty for a single
+    /// member.
+    pub peers: Vec<(u64, String)>,
     /// Interval between Raft ticks (etcd's `--heartbeat-interval`).
     pub heartbeat: Duration,
     /// Ticks without a leader before an election (etcd's election timeout / heartbeat).
@@ -141,6 +145,8 @@ pub struct Consensus<D: LogDir> {
     alarms: RefCell<Alarms>,
     /// True while this node's proposal to raise or clear its NOSPACE alarm is in flight.
     alarm_change_in_flight: Cell<bool>,
+    /// The other members (`None` for a single member).
+    transport: Option<Rc<PeerTransport>>,
 }
 
 fn random_nonce() -> u64 {
@@ -163,12 +169,16 @@ impl<D: LogDir + 'static> Consensus<D> {
         wal: Rc<Wal<D>>,
         router: Rc<crate::shard::route::Router>,
         snapshot: Option<crate::snapshot::SnapshotMeta>,
+        transport: Option<Rc<PeerTransport>>,
     ) -> Result<Rc<Consensus<D>>, ServerError> {
         if config.member_id == 0 {
             return Err(ServerError::Internal("member ID 0 is reserved".into()));
         }
+        let mut voters = vec![config.member_id];
+        voters.extend(config.peers.iter().map(|(id, _)| *id));
+        voters.sort_unstable();
         let conf_state = ConfState {
-            voters: vec![config.member_id],
+            voters,
             ..Default::default()
         };
         let wal_hard_state = wal.hard_state();
@@ -197,9 +207,11 @@ impl<D: LogDir + 'static> Consensus<D> {
             .map_err(|e| ServerError::Internal(format!("raft configuration: {e}")))?;
         let mut raw = RawNode::new(&raft_config, storage, &raft_logger())
             .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
-        // A single voter elects itself at once.
-        raw.campaign()
-            .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
+        // A single voter elects itself at once; a cluster elects when a timeout runs out.
+        if config.peers.is_empty() {
+            raw.campaign()
+                .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
+        }
         let sequencer = super::sequencer::Sequencer::new(router, config.max_txn_ops);
         if let Some(meta) = &snapshot {
             sequencer.restore(meta.revision, meta.compact_revision);
@@ -225,6 +237,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             snapshotting: Cell::new(false),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
+            transport,
         }))
     }
 
@@ -450,9 +463,46 @@ impl<D: LogDir + 'static> Consensus<D> {
         if self.stopped.get() {
             return true;
         }
+        if let Some(transport) = &self.transport {
+            if transport.inbox().has_messages() {
+                return true;
+            }
+        }
         let queue = self.queue.borrow();
         let queued = !queue.proposals.is_empty() || !queue.reads_waiting.is_empty();
-        queued && self.raw.borrow().raft.state == raft::StateRole::Leader
+        queued && self.leader_known()
+    }
+
+    /// True when proposals and reads can go to Raft: this member leads, or knows who does
+    /// (raft-rs forwards them).
+    fn leader_known(&self) -> bool {
+        self.raw.borrow().raft.leader_id != raft::INVALID_ID
+    }
+
+    /// Hands Raft what the other members sent, and tells it which peers could not be reached.
+    fn step_incoming(&self) {
+        let Some(transport) = &self.transport else {
+            return;
+        };
+        let mut raw = self.raw.borrow_mut();
+        for peer in transport.take_unreachable() {
+            raw.report_unreachable(peer);
+        }
+        for message in transport.inbox().take() {
+            if let Err(error) = raw.step(message) {
+                tracing::debug!(%error, "a peer's message was not taken");
+            }
+        }
+    }
+
+    /// Sends Raft's messages to the other members.
+    fn send_messages(&self, messages: Vec<raft::eraftpb::Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        if let Some(transport) = &self.transport {
+            transport.send(messages);
+        }
     }
 
     async fn drive(self: &Rc<Self>) -> Result<(), ServerError> {
@@ -466,6 +516,9 @@ impl<D: LogDir + 'static> Consensus<D> {
                             Poll::Ready(())
                         } else {
                             *self.driver_waker.borrow_mut() = Some(cx.waker().clone());
+                            if let Some(transport) = &self.transport {
+                                transport.inbox().wake_on_arrival(cx.waker());
+                            }
                             Poll::Pending
                         }
                     });
@@ -483,6 +536,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 self.reissue_reads();
                 self.maybe_clear_no_space();
             }
+            self.step_incoming();
             self.hand_work_to_raft();
             self.process_ready().await?;
             self.maybe_snapshot();
@@ -494,11 +548,11 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Work waits in the queue while this node is not the leader (at start, before its own
     /// election completes): raft-rs would drop it.
     fn hand_work_to_raft(&self) {
-        let mut queue = self.queue.borrow_mut();
-        let mut raw = self.raw.borrow_mut();
-        if raw.raft.state != raft::StateRole::Leader {
+        if !self.leader_known() {
             return;
         }
+        let mut queue = self.queue.borrow_mut();
+        let mut raw = self.raw.borrow_mut();
         for (sequence, data) in std::mem::take(&mut queue.proposals) {
             if raw.propose(Vec::new(), data.to_vec()).is_err() {
                 if let Some(waiter) = queue.writes.remove(&sequence) {
@@ -630,10 +684,10 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Asks again for read indexes still unanswered after a tick (a read state is lost when
     /// leadership changes hands in between).
     fn reissue_reads(&self) {
-        let mut raw = self.raw.borrow_mut();
-        if raw.raft.state != raft::StateRole::Leader {
+        if !self.leader_known() {
             return;
         }
+        let mut raw = self.raw.borrow_mut();
         let queue = self.queue.borrow();
         for context in queue.reads_in_flight.keys() {
             raw.read_index(context.to_le_bytes().to_vec());
@@ -650,8 +704,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             raw.ready()
         };
         // Messages to peers go out before persisting: replication runs in parallel with the
-        // leader's own fdatasync. (A single-member group has no peers.)
-        drop(ready.take_messages());
+        // leader's own fdatasync.
+        self.send_messages(ready.take_messages());
         if !ready.snapshot().is_empty() {
             return Err(ServerError::Internal(
                 "snapshots are not supported yet".into(),
@@ -688,9 +742,10 @@ impl<D: LogDir + 'static> Consensus<D> {
                 self.deferred_hard_state.set(None);
             }
         }
-        drop(ready.take_persisted_messages());
+        // Votes and a follower's acknowledgements only once what they vouch for is durable.
+        self.send_messages(ready.take_persisted_messages());
         let mut light = self.raw.borrow_mut().advance(ready);
-        drop(light.take_messages());
+        self.send_messages(light.take_messages());
         self.apply_entries(light.take_committed_entries()).await?;
         self.raw.borrow_mut().advance_apply();
         Ok(())

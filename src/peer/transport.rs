@@ -118,10 +118,10 @@ impl Outbound {
         }
     }
 
-    /// Waits until something is queued (or the peer is removed).
-    async fn work(&self) {
+    /// Waits until something is queued, the peer is removed or `closed` is set.
+    async fn work_or(&self, closed: &Cell<bool>) {
         poll_fn(|cx| {
-            if self.queued() > 0 || self.removed.get() {
+            if self.queued() > 0 || self.removed.get() || closed.get() {
                 Poll::Ready(())
             } else {
                 *self.waker.borrow_mut() = Some(cx.waker().clone());
@@ -258,7 +258,7 @@ impl PeerTransport {
         let mut wire = BytesMut::new();
         while !peer.removed.get() {
             let address = peer.address.borrow().clone();
-            let mut stream = match TcpStream::connect(&address).await {
+            let stream = match TcpStream::connect(&address).await {
                 Ok(stream) => stream,
                 Err(error) => {
                     tracing::debug!(peer = %format!("{:x}", peer.id), %address, %error, "cannot reach peer");
@@ -272,21 +272,39 @@ impl PeerTransport {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let (mut reader, mut writer) = futures::io::AsyncReadExt::split(stream);
+            // The peer never writes on this connection: a read returning means it closed (it
+            // stopped or refused us), and the connection is dropped at once rather than at the
+            // next write, so neither side keeps a half-closed socket.
+            let closed = Rc::new(Cell::new(false));
+            let watcher = {
+                let (closed, peer) = (closed.clone(), peer.clone());
+                glommio::spawn_local(async move {
+                    let mut byte = [0u8; 1];
+                    let _ = reader.read(&mut byte).await;
+                    closed.set(true);
+                    peer.wake();
+                })
+            };
             loop {
-                peer.work().await;
-                if peer.removed.get() || *peer.address.borrow() != address {
+                peer.work_or(&closed).await;
+                if peer.removed.get() || *peer.address.borrow() != address || closed.get() {
+                    if closed.get() {
+                        self.unreachable.borrow_mut().push(peer.id);
+                    }
                     break;
                 }
                 let batch = peer.next_batch();
                 wire.clear();
                 encode_frame(self.cluster_id, self.own_id, &batch, &mut wire);
-                if let Err(error) = stream.write_all(&wire).await {
+                if let Err(error) = writer.write_all(&wire).await {
                     tracing::debug!(peer = %format!("{:x}", peer.id), %error, "peer connection lost");
                     self.unreachable.borrow_mut().push(peer.id);
                     break;
                 }
             }
-            let _ = stream.close().await;
+            let _ = writer.close().await;
+            watcher.cancel().await;
         }
     }
 

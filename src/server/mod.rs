@@ -64,3 +64,30 @@ pub fn install_shutdown_signals() -> std::io::Result<Arc<AtomicBool>> {
 pub fn shutdown_requested(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
 }
+
+/// A listener on `address` for this executor, bound with SO_REUSEPORT (every core binds the
+/// same address and the kernel spreads connections) and SO_REUSEADDR (a restarted member can
+/// bind at once even while connections of its previous run linger in TIME_WAIT; glommio's own
+/// `bind` sets only the first).
+pub fn listen(address: &str) -> std::io::Result<glommio::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let address = address.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolves to nothing",
+        )
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor was just created here, is bound and listening, and its ownership
+    // passes to the glommio listener (nothing else closes it).
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}

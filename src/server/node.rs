@@ -16,6 +16,7 @@ use crate::api::native::StatusResponse;
 use crate::consensus::{Consensus, ConsensusConfig, ServerError};
 use crate::mvcc::request::{RangeRequest, RangeResponse, ResponseHeader, WriteResponse};
 use crate::mvcc::validate;
+use crate::peer::transport::PeerTransport;
 use crate::shard::mesh::CoreEnds;
 use crate::shard::route::{unexpected_reply, Router};
 use crate::shard::{CoreMessage, Reply, ShardState};
@@ -34,6 +35,8 @@ pub struct NodeConfig {
     /// Addresses serving the native protocol, `--listen-native` first, then the client URLs'
     /// (every core listens on each, SO_REUSEPORT).
     pub listen: Vec<String>,
+    /// Where core 0 listens for the other members (`None` for a single member).
+    pub listen_peer: Option<String>,
     /// Request limits.
     pub limits: Limits,
     /// Set by SIGTERM/SIGINT.
@@ -258,8 +261,7 @@ pub async fn run_core(
         .listen
         .iter()
         .map(|address| {
-            glommio::net::TcpListener::bind(address)
-                .map_err(|error| format!("cannot listen on {address}: {error}"))
+            super::listen(address).map_err(|error| format!("cannot listen on {address}: {error}"))
         })
         .collect();
     let channels = ends.connect().await;
@@ -358,7 +360,28 @@ async fn start_core(
         crate::consensus::snapshotter::load_newest(&config.consensus.snapshot_dir, router)
             .await
             .map_err(|error| error.to_string())?;
-    let consensus = Consensus::new(config.consensus.clone(), wal, router.clone(), snapshot)
-        .map_err(|error| error.to_string())?;
+    let transport = match &config.listen_peer {
+        Some(address) => {
+            let listener = super::listen(address).map_err(|error| {
+                format!("cannot listen for peers on {address} (core 0): {error}")
+            })?;
+            let transport =
+                PeerTransport::new(config.consensus.cluster_id, config.consensus.member_id);
+            for (id, peer_address) in &config.consensus.peers {
+                transport.set_peer(*id, peer_address);
+            }
+            glommio::spawn_local(transport.clone().serve(listener)).detach();
+            Some(transport)
+        }
+        None => None,
+    };
+    let consensus = Consensus::new(
+        config.consensus.clone(),
+        wal,
+        router.clone(),
+        snapshot,
+        transport,
+    )
+    .map_err(|error| error.to_string())?;
     Ok(Some(consensus))
 }

@@ -90,6 +90,57 @@ impl Lode {
         panic!("lode did not start on {}: {log}", data_dir.display());
     }
 
+    /// Starts lode on fixed ports (a cluster member keeps its addresses across restarts) and
+    /// waits until it serves; panics with its stderr if it does not.
+    pub fn start_on(data_dir: &Path, native_port: u16, client_port: u16, extra: &[&str]) -> Lode {
+        let log_path = data_dir.with_extension("stderr");
+        let address = format!("127.0.0.1:{native_port}");
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let starts_before = std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("serving the native protocol")
+            .count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("lode log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_lode"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lode");
+        let mut lode = Lode {
+            child: Some(child),
+            address,
+            client_url,
+            data_dir: data_dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let said = lode.stderr();
+            if said.matches("serving the native protocol").count() > starts_before {
+                return lode;
+            }
+            let exited = lode
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            assert!(
+                !exited && Instant::now() < deadline,
+                "lode did not start on {}: {said}",
+                data_dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// True once lode says it serves (every core listens by then; a bare connect could reach
     /// the port check lode makes before its cores start); false if it exited first.
     fn wait_ready(&mut self) -> bool {

@@ -1,0 +1,181 @@
+//! Three real lode processes bootstrapped as one cluster on loopback: writes through any
+//! member, linearizable reads from every member, the leader SIGKILLed (a new one is elected,
+//! nothing acknowledged is lost), and the old leader restarted on its addresses catching up.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{free_port, ok, DataDir, Lode};
+
+struct Member {
+    name: String,
+    dir: DataDir,
+    native_port: u16,
+    client_port: u16,
+    args: Vec<String>,
+    lode: Option<Lode>,
+}
+
+impl Member {
+    fn start(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.lode = Some(Lode::start_on(
+            &self.dir.0,
+            self.native_port,
+            self.client_port,
+            &args,
+        ));
+    }
+
+    fn lode(&self) -> &Lode {
+        self.lode.as_ref().expect("member running")
+    }
+
+    /// (is leader, raft term) from `endpoint status`, or `None` if it does not answer.
+    fn status(&self) -> Option<(bool, u64)> {
+        let output = self
+            .lode
+            .as_ref()?
+            .ctl(&["endpoint", "status", "-w", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let status = &status[0]["Status"];
+        let own = status["header"]["member_id"].as_u64()?;
+        Some((
+            status["leader"].as_u64()? == own,
+            status["raftTerm"].as_u64()?,
+        ))
+    }
+}
+
+fn cluster(name: &str) -> Vec<Member> {
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let initial: Vec<String> = peer_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("m{i}=http://127.0.0.1:{port}"))
+        .collect();
+    let initial = initial.join(",");
+    (0..3)
+        .map(|i| {
+            let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
+            Member {
+                name: format!("m{i}"),
+                dir: DataDir::new(&format!("{name}-m{i}")),
+                native_port: free_port(),
+                client_port: free_port(),
+                args: [
+                    "--name",
+                    &format!("m{i}"),
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-token",
+                    name,
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                lode: None,
+            }
+        })
+        .collect()
+}
+
+/// Polls until exactly one running member leads; returns its index.
+fn wait_for_leader(members: &[Member], newer_than_term: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leaders: Vec<usize> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| matches!(m.status(), Some((true, term)) if term > newer_than_term))
+            .map(|(i, _)| i)
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(Instant::now() < deadline, "no single leader: {leaders:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn count(member: &Member, prefix: &str) -> String {
+    ok(member
+        .lode()
+        .ctl(&["get", prefix, "--prefix", "--count-only"]))
+}
+
+#[test]
+fn a_three_member_cluster_replicates_and_survives_its_leader() {
+    let mut members = cluster("cluster-3");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let (_, first_term) = members[leader].status().expect("leader status");
+
+    // Writes through every member (followers forward to the leader).
+    for n in 0..30 {
+        let member = &members[n % 3];
+        assert_eq!(
+            ok(member
+                .lode()
+                .ctl(&["put", &format!("k{n:02}"), &format!("v{n}")])),
+            "OK\n",
+            "{}",
+            member.name
+        );
+    }
+    // Linearizable reads on every member see every acknowledged write.
+    for member in &members {
+        assert_eq!(count(member, "k"), "30\n", "{}", member.name);
+    }
+
+    // The leader dies: the others elect a new one and keep serving.
+    members[leader].lode.as_mut().expect("leader").kill();
+    members[leader].lode = None;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = wait_for_leader(&members, first_term);
+    assert_ne!(new_leader, leader);
+    for n in 30..45 {
+        let member = &members[survivors[n % 2]];
+        ok(member
+            .lode()
+            .ctl(&["put", &format!("k{n:02}"), &format!("v{n}")]));
+    }
+    for &i in &survivors {
+        assert_eq!(count(&members[i], "k"), "45\n");
+    }
+
+    // The old leader comes back on its addresses and catches up from the log.
+    members[leader].start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&members[leader], "k") != "45\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every member holds the same pairs at the same revisions.
+    let dump = |member: &Member| -> serde_json::Value {
+        let json: serde_json::Value = serde_json::from_str(&ok(member
+            .lode()
+            .ctl(&["get", "k", "--prefix", "-w", "json"])))
+        .expect("json");
+        json["kvs"].clone()
+    };
+    let reference = dump(&members[0]);
+    assert_eq!(reference.as_array().map(Vec::len), Some(45));
+    for member in &members[1..] {
+        assert_eq!(dump(member), reference, "{}", member.name);
+    }
+}

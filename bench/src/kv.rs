@@ -44,6 +44,10 @@ pub struct KvArgs {
     /// `--cores` for the lode it starts (default: lode's own default).
     #[arg(long)]
     cores: Option<u64>,
+    /// Members of the cluster it starts on this machine (1: a single lode). With more, the
+    /// clients talk to the leader.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
+    members: u64,
     /// Extra argument for the lode it starts (repeatable), e.g. `--lode-arg=--snapshot-count=1000`.
     #[arg(long = "lode-arg", allow_hyphen_values = true)]
     lode_args: Vec<String>,
@@ -87,62 +91,124 @@ impl Drop for Server {
     }
 }
 
-fn free_address() -> Result<String, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    Ok(address.to_string())
+/// `n` distinct free loopback addresses (all held open while chosen, so none repeats).
+fn free_addresses(n: usize) -> Result<Vec<String>, String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}")))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
-fn start_server(args: &KvArgs, scratch: &std::path::Path) -> Result<(Server, String), String> {
+/// Starts the lode (or the cluster of `--members` lodes) the benchmark runs against; returns
+/// the processes and each member's native address.
+fn start_servers(
+    args: &KvArgs,
+    scratch: &std::path::Path,
+) -> Result<(Vec<Server>, Vec<String>), String> {
     let binary = match &args.lode {
         Some(path) => path.clone(),
         None => std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("lode"),
     };
-    let address = free_address()?;
-    // A client URL of its own too: lode's default (localhost:2379) may be taken.
-    let client_url = format!("http://{}", free_address()?);
-    let mut command = Command::new(&binary);
-    command.args(["--listen-client-urls", &client_url]);
-    if let Some(cores) = args.cores {
-        command.args(["--cores", &cores.to_string()]);
+    let members = args.members as usize;
+    // Per member: native address, client URL, peer URL.
+    let mut free = free_addresses(3 * members)?.into_iter();
+    let mut take = || free.next().ok_or_else(|| "no free address".to_string());
+    let mut natives = Vec::new();
+    let mut client_urls = Vec::new();
+    let mut peer_urls = Vec::new();
+    for _ in 0..members {
+        natives.push(take()?);
+        client_urls.push(format!("http://{}", take()?));
+        peer_urls.push(format!("http://{}", take()?));
     }
-    command.args(&args.lode_args);
-    let log_path = scratch.join("lode.stderr");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let child = command
-        .arg("--data-dir")
-        .arg(scratch.join("data"))
-        .args(["--listen-native", &address])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "starting {}: {e} (build it with cargo build --release)",
-                binary.display()
-            )
-        })?;
-    let server = Server { child: Some(child) };
+    let initial_cluster: Vec<String> = peer_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| format!("m{i}={url}"))
+        .collect();
+    let mut servers = Vec::new();
+    let mut addresses = Vec::new();
+    for (i, peer_url) in peer_urls.iter().enumerate() {
+        let address = natives[i].clone();
+        let mut command = Command::new(&binary);
+        // A client URL of its own too: lode's default (localhost:2379) may be taken.
+        command.args(["--listen-client-urls", &client_urls[i]]);
+        if members > 1 {
+            command.args(["--name", &format!("m{i}")]);
+            command.args(["--listen-peer-urls", peer_url]);
+            command.args(["--initial-advertise-peer-urls", peer_url]);
+            command.args(["--initial-cluster", &initial_cluster.join(",")]);
+        }
+        if let Some(cores) = args.cores {
+            command.args(["--cores", &cores.to_string()]);
+        }
+        command.args(&args.lode_args);
+        let log_path = scratch.join(format!("lode-{i}.stderr"));
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let child = command
+            .arg("--data-dir")
+            .arg(scratch.join(format!("data-{i}")))
+            .args(["--listen-native", &address])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "starting {}: {e} (build it with cargo build --release)",
+                    binary.display()
+                )
+            })?;
+        servers.push(Server { child: Some(child) });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // lode says it serves once every core listens (a bare connect could reach the port
+        // check it makes before its cores start).
+        loop {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if said.contains("serving the native protocol") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not start serving on {address}: {said}",
+                    binary.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        addresses.push(address);
+    }
+    Ok((servers, addresses))
+}
+
+/// The address of the member that leads (asking each in turn until one says it does).
+async fn find_leader(addresses: &[String]) -> Result<String, String> {
+    if addresses.len() == 1 {
+        return Ok(addresses[0].clone());
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
-    // lode says it serves once every core listens (a bare connect could reach the port check
-    // it makes before its cores start).
-    loop {
-        let said = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if said.contains("serving the native protocol") {
-            break;
+    while Instant::now() < deadline {
+        for address in addresses {
+            let Ok(client) = Client::connect(address).await else {
+                continue;
+            };
+            if let Ok(Response::Status(status)) = client.request(&Request::Status).await {
+                if status.leader != 0 && status.leader == status.header.member_id {
+                    return Ok(address.clone());
+                }
+            }
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not start serving on {address}: {said}",
-                binary.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
-    Ok((server, address))
+    Err("no member became leader".into())
 }
 
 /// An echo server on its own thread, for the loopback round-trip floor.
@@ -201,9 +267,9 @@ pub fn run(args: KvArgs) -> Result<(), String> {
 }
 
 fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<Vec<CaseResult>, String> {
-    let (_server, address) = match &args.endpoint {
-        Some(endpoint) => (Server { child: None }, endpoint.clone()),
-        None => start_server(args, scratch)?,
+    let (_servers, addresses) = match &args.endpoint {
+        Some(endpoint) => (Vec::new(), vec![endpoint.clone()]),
+        None => start_servers(args, scratch)?,
     };
     let echo = start_echo()?;
     let scratch = scratch.to_path_buf();
@@ -224,6 +290,7 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<Vec<CaseResult>, S
     };
     lode::executor::builder(placement)
         .spawn(move || async move {
+            let address = find_leader(&addresses).await?;
             let mut results = Vec::new();
             let floor = fdatasync_floor(&scratch, 3000)
                 .await
@@ -462,8 +529,9 @@ async fn maintain(
 
 fn report(args: &KvArgs, results: &[CaseResult]) {
     let title = format!(
-        "lode-bench kv: dir {}, {} B values, {} s per case, up to {} connections, lode cores: {}",
+        "lode-bench kv: dir {}, {} member(s), {} B values, {} s per case, up to {} connections, lode cores: {}",
         args.dir.display(),
+        args.members,
         args.value_bytes,
         args.seconds,
         args.connections,
@@ -475,6 +543,27 @@ fn report(args: &KvArgs, results: &[CaseResult]) {
         return;
     }
     let floor = results[0].micros(0.5) + results[1].micros(0.5);
+    if args.members > 1 {
+        // A cluster's floor adds one native round trip (the leader to a follower and back,
+        // measured as a serializable get's) to the leader's own sync and the client's hop.
+        let single = results.iter().find(|r| r.name == "put: 1 client");
+        let native = results
+            .iter()
+            .find(|r| r.name == "get-serializable: 1 client");
+        if let (Some(single), Some(native)) = (single, native) {
+            let cluster_floor = floor + native.micros(0.5);
+            let ratio = single.micros(0.5) / cluster_floor;
+            print_target(
+                "cluster 1-client put p50 <= 1.5x (fdatasync + loopback RTT + native round trip p50s)",
+                &format!(
+                    "{:.1} us vs {cluster_floor:.1} us = {ratio:.2}x",
+                    single.micros(0.5)
+                ),
+                ratio <= 1.5,
+            );
+        }
+        return;
+    }
     if let Some(single) = results.iter().find(|r| r.name == "put: 1 client") {
         let ratio = single.micros(0.5) / floor;
         print_target(

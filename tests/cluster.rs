@@ -179,3 +179,65 @@ fn a_three_member_cluster_replicates_and_survives_its_leader() {
         assert_eq!(dump(member), reference, "{}", member.name);
     }
 }
+
+/// A paused leader (SIGSTOP, as in a long GC pause or a frozen VM) is replaced; once resumed it
+/// never answers a linearizable read with a value older than what the new leader acknowledged.
+#[test]
+fn a_paused_leader_never_serves_stale_linearizable_reads() {
+    let mut members = cluster("cluster-pause");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let (_, first_term) = members[leader].status().expect("leader status");
+    ok(members[leader].lode().ctl(&["put", "flag", "old"]));
+    let pid = members[leader].lode().child.as_ref().expect("child").id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = wait_for_leader_among(&members, &others, first_term);
+    assert_eq!(
+        ok(members[new_leader].lode().ctl(&["put", "flag", "new"])),
+        "OK\n"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // The resumed member answers "new" or fails (it may still be finding out it was deposed);
+    // it never answers "old".
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = members[leader]
+            .lode()
+            .ctl(&["get", "flag", "--print-value-only"]);
+        if output.status.success() {
+            assert_eq!(String::from_utf8_lossy(&output.stdout), "new\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed member never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One leader in the end, and it is not the paused one's old term.
+    let final_leader = wait_for_leader(&members, first_term);
+    let (_, term) = members[final_leader].status().expect("status");
+    assert!(term > first_term);
+}
+
+/// Like `wait_for_leader`, looking only at `candidates`.
+fn wait_for_leader_among(members: &[Member], candidates: &[usize], newer_than_term: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for &i in candidates {
+            if matches!(members[i].status(), Some((true, term)) if term > newer_than_term) {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader among {candidates:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

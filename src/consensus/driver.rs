@@ -141,6 +141,8 @@ pub struct Consensus<D: LogDir> {
     applied_bytes_since_snapshot: Cell<u64>,
     /// True while a snapshot is being written.
     snapshotting: Cell<bool>,
+    /// The background task queue snapshots are written from.
+    snapshot_queue: std::cell::OnceCell<glommio::TaskQueueHandle>,
     /// The active alarms (changed only by applying alarm entries).
     alarms: RefCell<Alarms>,
     /// True while this node's proposal to raise or clear its NOSPACE alarm is in flight.
@@ -235,6 +237,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             last_snapshot_bytes: Cell::new(0),
             applied_bytes_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
+            snapshot_queue: std::cell::OnceCell::new(),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
             transport,
@@ -630,11 +633,14 @@ impl<D: LogDir + 'static> Consensus<D> {
         };
         self.snapshotting.set(true);
         let this = self.clone();
-        let background = glommio::executor().create_task_queue(
-            glommio::Shares::Static(100),
-            glommio::Latency::NotImportant,
-            "snapshot",
-        );
+        let background = *self.snapshot_queue.get_or_init(|| {
+            // One queue for every snapshot of this node's life (queues are never reclaimed).
+            glommio::executor().create_task_queue(
+                glommio::Shares::Static(100),
+                glommio::Latency::NotImportant,
+                "snapshot",
+            )
+        });
         let task = async move {
             let started = Instant::now();
             match super::snapshotter::take(

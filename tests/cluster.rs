@@ -241,3 +241,21 @@ fn wait_for_leader_among(members: &[Member], candidates: &[usize], newer_than_te
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A member cut off from a quorum (here: the others never started) fails writes and
+/// linearizable reads with etcd's "request timed out" instead of holding them forever, and
+/// still serves serializable reads.
+#[test]
+fn without_a_quorum_requests_time_out_clearly() {
+    let mut members = cluster("cluster-alone");
+    members[0].start();
+    let lone = members[0].lode();
+    let put = lone.ctl(&["--command-timeout", "60", "put", "k", "v"]);
+    assert!(!put.status.success());
+    let error = String::from_utf8_lossy(&put.stderr);
+    assert!(error.contains("etcdserver: request timed out"), "{error}");
+    let read = lone.ctl(&["--command-timeout", "60", "get", "k"]);
+    let error = String::from_utf8_lossy(&read.stderr);
+    assert!(error.contains("etcdserver: request timed out"), "{error}");
+    assert_eq!(ok(lone.ctl(&["get", "k", "--consistency", "s"])), "");
+}

@@ -262,6 +262,7 @@ fn main() -> ExitCode {
         cluster_id: identity.cluster_id,
         peers,
         heartbeat: Duration::from_millis(cli.heartbeat_interval),
+        request_timeout: Duration::from_secs(5) + 2 * Duration::from_millis(cli.election_timeout),
         election_ticks: (cli.election_timeout / cli.heartbeat_interval) as usize,
         max_txn_ops: cli.max_txn_ops as usize,
         snapshot_count: cli.snapshot_count,

@@ -48,6 +48,9 @@ pub struct ConsensusConfig {
     pub snapshot_catchup_entries: u64,
     /// Where snapshots are written.
     pub snapshot_dir: std::path::PathBuf,
+    /// How long a write or linearizable read may wait for Raft before it fails with "request
+    /// timed out" (etcd's: 5 s plus twice the election timeout).
+    pub request_timeout: Duration,
     /// The space quota in counted bytes of the keyspace (etcd's `--quota-backend-bytes`);
     /// `None`: no quota.
     pub quota_bytes: Option<u64>,
@@ -65,6 +68,10 @@ pub enum ServerError {
     /// The server is shutting down.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// Not committed (or confirmed) in time: the outcome of a write is unknown (etcd's
+    /// ErrTimeout).
+    #[error("etcdserver: request timed out")]
+    Timeout,
     /// A failure of the server itself (storage); the process stops.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -75,7 +82,9 @@ impl ServerError {
     pub fn grpc_code(&self) -> u32 {
         match self {
             ServerError::Kv(error) => native::grpc_code(error.code()),
-            ServerError::NoLeader | ServerError::Stopped => native::GRPC_UNAVAILABLE,
+            ServerError::NoLeader | ServerError::Stopped | ServerError::Timeout => {
+                native::GRPC_UNAVAILABLE
+            }
             ServerError::Internal(_) => native::GRPC_INTERNAL,
         }
     }
@@ -404,7 +413,20 @@ impl<D: LogDir + 'static> Consensus<D> {
             queue.writes.insert(sequence, sender);
         }
         self.wake_driver();
-        receiver.await.unwrap_or(Err(ServerError::Stopped))
+        let expired = glommio::timer::sleep(self.config.request_timeout);
+        match futures::future::select(receiver, pin!(expired)).await {
+            futures::future::Either::Left((answer, _)) => {
+                answer.unwrap_or(Err(ServerError::Stopped))
+            }
+            futures::future::Either::Right(_) => {
+                // A proposal still waiting for a leader is withdrawn (it will never apply); one
+                // Raft already has may still commit: the outcome is unknown, as etcd's timeout.
+                let mut queue = self.queue.borrow_mut();
+                queue.writes.remove(&sequence);
+                queue.proposals.retain(|(queued, _)| *queued != sequence);
+                Err(ServerError::Timeout)
+            }
+        }
     }
 
     /// Confirms leadership with a ReadIndex round (batched with every read waiting) and waits
@@ -414,7 +436,14 @@ impl<D: LogDir + 'static> Consensus<D> {
         let (sender, receiver) = oneshot::channel();
         self.queue.borrow_mut().reads_waiting.push(sender);
         self.wake_driver();
-        let index = receiver.await.unwrap_or(Err(ServerError::Stopped))?;
+        let expired = glommio::timer::sleep(self.config.request_timeout);
+        let index = match futures::future::select(receiver, pin!(expired)).await {
+            futures::future::Either::Left((answer, _)) => {
+                answer.unwrap_or(Err(ServerError::Stopped))?
+            }
+            // The waiter stays queued; its answer, if one comes, goes nowhere.
+            futures::future::Either::Right(_) => return Err(ServerError::Timeout),
+        };
         self.wait_applied(index).await?;
         Ok(self.sequencer.current_revision())
     }

@@ -387,12 +387,13 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
     })
 }
 
-/// Writes `data` to `path` durably: a synced temporary file renamed into place.
 /// Streams a snapshot into `path`: written to `<path>.part` piece by piece, synced, then
 /// renamed, so `path` only ever holds a complete snapshot (as etcdctl does).
 async fn save_snapshot(client: &Client, path: &std::path::Path) -> Result<(), String> {
     use std::io::Write as _;
-    let temporary = path.with_extension("part");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".part");
+    let temporary = std::path::PathBuf::from(temporary);
     let mut file = std::fs::File::create(&temporary)
         .map_err(|e| format!("creating {}: {e}", temporary.display()))?;
     let streamed = client
@@ -400,14 +401,20 @@ async fn save_snapshot(client: &Client, path: &std::path::Path) -> Result<(), St
             file.write_all(piece)
                 .map_err(|e| format!("writing {}: {e}", temporary.display()))
         })
-        .await;
-    if let Err(error) = streamed {
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            file.sync_all()
+                .map_err(|e| format!("syncing {}: {e}", temporary.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&temporary, path)
+                .map_err(|e| format!("renaming to {}: {e}", path.display()))
+        });
+    if streamed.is_err() {
         let _ = std::fs::remove_file(&temporary);
-        return Err(error.to_string());
     }
-    file.sync_all()
-        .map_err(|e| format!("syncing {}: {e}", temporary.display()))?;
-    std::fs::rename(&temporary, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
+    streamed
 }
 
 async fn alarm(

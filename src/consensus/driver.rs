@@ -433,19 +433,20 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// until everything up to the read index is applied; returns the revision a linearizable
     /// read must read at.
     pub async fn read_index(&self) -> Result<i64, ServerError> {
-        let (sender, receiver) = oneshot::channel();
-        self.queue.borrow_mut().reads_waiting.push(sender);
-        self.wake_driver();
-        let expired = glommio::timer::sleep(self.config.request_timeout);
-        let index = match futures::future::select(receiver, pin!(expired)).await {
-            futures::future::Either::Left((answer, _)) => {
-                answer.unwrap_or(Err(ServerError::Stopped))?
-            }
-            // The waiter stays queued; its answer, if one comes, goes nowhere.
-            futures::future::Either::Right(_) => return Err(ServerError::Timeout),
+        let read = async {
+            let (sender, receiver) = oneshot::channel();
+            self.queue.borrow_mut().reads_waiting.push(sender);
+            self.wake_driver();
+            let index = receiver.await.unwrap_or(Err(ServerError::Stopped))?;
+            self.wait_applied(index).await?;
+            Ok(self.sequencer.current_revision())
         };
-        self.wait_applied(index).await?;
-        Ok(self.sequencer.current_revision())
+        let expired = glommio::timer::sleep(self.config.request_timeout);
+        match futures::future::select(pin!(read), pin!(expired)).await {
+            futures::future::Either::Left((answer, _)) => answer,
+            // The abandoned waiter is pruned when reads are reissued.
+            futures::future::Either::Right(_) => Err(ServerError::Timeout),
+        }
     }
 
     async fn wait_applied(&self, index: u64) -> Result<(), ServerError> {
@@ -618,18 +619,34 @@ impl<D: LogDir + 'static> Consensus<D> {
         ));
         loop {
             let applied = self.applied.get();
-            let meta = crate::snapshot::SnapshotMeta {
-                applied_index: applied,
-                applied_term: self.wal.term(applied).unwrap_or(0),
-                revision: self.sequencer.current_revision(),
-                compact_revision: self.sequencer.compact_revision(),
-                voters: vec![self.config.member_id],
-                alarms: self.alarms(),
-            };
+            let meta = self.snapshot_meta(applied, self.wal.term(applied).unwrap_or(0));
             if super::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
                 return Ok((path, meta.revision));
             }
             // A compaction moved meanwhile: cut again.
+        }
+    }
+
+    /// What a snapshot taken now at `applied` (of `applied_term`) describes.
+    fn snapshot_meta(&self, applied: u64, applied_term: u64) -> crate::snapshot::SnapshotMeta {
+        let mut voters: Vec<u64> = self
+            .raw
+            .borrow()
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .collect();
+        voters.sort_unstable();
+        crate::snapshot::SnapshotMeta {
+            applied_index: applied,
+            applied_term,
+            revision: self.sequencer.current_revision(),
+            compact_revision: self.sequencer.compact_revision(),
+            voters,
+            alarms: self.alarms(),
         }
     }
 
@@ -652,14 +669,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         let Ok(applied_term) = self.wal.term(applied) else {
             return;
         };
-        let meta = crate::snapshot::SnapshotMeta {
-            applied_index: applied,
-            applied_term,
-            revision: self.sequencer.current_revision(),
-            compact_revision: self.sequencer.compact_revision(),
-            voters: vec![self.config.member_id],
-            alarms: self.alarms(),
-        };
+        let meta = self.snapshot_meta(applied, applied_term);
         self.snapshotting.set(true);
         let this = self.clone();
         let background = *self.snapshot_queue.get_or_init(|| {
@@ -697,7 +707,9 @@ impl<D: LogDir + 'static> Consensus<D> {
                     let compact_to = meta
                         .applied_index
                         .saturating_sub(this.config.snapshot_catchup_entries);
-                    if compact_to > this.wal.compacted().0 {
+                    // A cluster keeps its whole log until snapshots can be sent to a member
+                    // that falls behind it: compacting would strand that member for good.
+                    if this.config.peers.is_empty() && compact_to > this.wal.compacted().0 {
                         if let Err(error) = this.wal.compact(compact_to).await {
                             tracing::error!(%error, "compacting the log after a snapshot failed");
                         }
@@ -719,6 +731,15 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Asks again for read indexes still unanswered after a tick (a read state is lost when
     /// leadership changes hands in between).
     fn reissue_reads(&self) {
+        {
+            // Reads whose callers gave up (timed out) are not asked for again.
+            let mut queue = self.queue.borrow_mut();
+            queue.reads_waiting.retain(|waiter| !waiter.is_canceled());
+            queue.reads_in_flight.retain(|_, waiters| {
+                waiters.retain(|waiter| !waiter.is_canceled());
+                !waiters.is_empty()
+            });
+        }
         if !self.leader_known() {
             return;
         }

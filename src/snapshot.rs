@@ -136,11 +136,6 @@ impl<'a> BlockWriter<'a> {
         self.out.len() - self.start - 8
     }
 
-    /// Records so far (a key whose history spans blocks counts once per block).
-    pub fn records(&self) -> u32 {
-        self.records
-    }
-
     /// Adds a record of `key` with `versions` (part of its history; a key's later versions may
     /// follow in another record, which a reader appends).
     pub fn push_key(&mut self, key: &[u8], versions: &[Version]) {

@@ -89,20 +89,31 @@ fn cluster(name: &str) -> Vec<Member> {
         .collect()
 }
 
-/// Polls until exactly one running member leads; returns its index.
+/// Polls until exactly one running member leads in a term above `newer_than_term`; returns its
+/// index.
 fn wait_for_leader(members: &[Member], newer_than_term: u64) -> usize {
+    let everyone: Vec<usize> = (0..members.len()).collect();
+    wait_for_leader_among(members, &everyone, newer_than_term)
+}
+
+/// Like `wait_for_leader`, looking only at `candidates`.
+fn wait_for_leader_among(members: &[Member], candidates: &[usize], newer_than_term: u64) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let leaders: Vec<usize> = members
+        let leaders: Vec<usize> = candidates
             .iter()
-            .enumerate()
-            .filter(|(_, m)| matches!(m.status(), Some((true, term)) if term > newer_than_term))
-            .map(|(i, _)| i)
+            .copied()
+            .filter(
+                |&i| matches!(members[i].status(), Some((true, term)) if term > newer_than_term),
+            )
             .collect();
         if leaders.len() == 1 {
             return leaders[0];
         }
-        assert!(Instant::now() < deadline, "no single leader: {leaders:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no single leader among {candidates:?}: {leaders:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -223,23 +234,6 @@ fn a_paused_leader_never_serves_stale_linearizable_reads() {
     let final_leader = wait_for_leader(&members, first_term);
     let (_, term) = members[final_leader].status().expect("status");
     assert!(term > first_term);
-}
-
-/// Like `wait_for_leader`, looking only at `candidates`.
-fn wait_for_leader_among(members: &[Member], candidates: &[usize], newer_than_term: u64) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for &i in candidates {
-            if matches!(members[i].status(), Some((true, term)) if term > newer_than_term) {
-                return i;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader among {candidates:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A member cut off from a quorum (here: the others never started) fails writes and

@@ -124,7 +124,6 @@ struct Cli {
     wal_segment_size: u64,
 }
 
-/// FNV-1a, for IDs derived from names.
 /// The data dir's identity: read from its identity file, or, for a new data dir, derived from
 /// the bootstrap flags as etcd derives it and written durably before anything else.
 fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, String> {

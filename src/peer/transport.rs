@@ -169,8 +169,6 @@ pub struct PeerTransport {
     inbox: Rc<Inbox>,
     /// Peers whose messages could not be delivered since last asked.
     unreachable: Rc<RefCell<Vec<u64>>>,
-    /// Messages dropped because a peer's queue was full.
-    dropped: Cell<u64>,
 }
 
 impl PeerTransport {
@@ -182,7 +180,6 @@ impl PeerTransport {
             peers: RefCell::new(HashMap::new()),
             inbox: Rc::new(Inbox::default()),
             unreachable: Rc::default(),
-            dropped: Cell::new(0),
         })
     }
 
@@ -228,7 +225,6 @@ impl PeerTransport {
                 continue;
             };
             if peer.queued() >= MAX_QUEUED_MESSAGES {
-                self.dropped.set(self.dropped.get() + 1);
                 self.unreachable.borrow_mut().push(peer.id);
                 continue;
             }
@@ -247,11 +243,6 @@ impl PeerTransport {
         peers.sort_unstable();
         peers.dedup();
         peers
-    }
-
-    /// Messages dropped because a peer's queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
     }
 
     async fn send_loop(self: Rc<Self>, peer: Rc<Outbound>) {

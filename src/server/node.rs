@@ -186,7 +186,6 @@ fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
     }
 }
 
-/// Handles messages from another core until the channel closes.
 /// Handles messages from another core until the channel closes. Never waits inside the
 /// loop: work that waits runs in tasks of its own.
 async fn receive(

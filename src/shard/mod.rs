@@ -489,16 +489,7 @@ impl ShardState {
             self.compacted_physically.set(revision);
         }
         self.report_size(router, true);
-        let reached = self.compacted_physically.get();
-        let done: Vec<ReplyTo> = {
-            let mut waiters = self.compaction_waiters.borrow_mut();
-            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-                .into_iter()
-                .partition(|(wanted, _)| *wanted <= reached);
-            *waiters = pending;
-            done.into_iter().map(|(_, to)| to).collect()
-        };
-        for to in done {
+        for to in take_reached(&self.compaction_waiters, self.compacted_physically.get()) {
             router.reply(to, Reply::Compacted);
         }
     }
@@ -512,15 +503,18 @@ pub fn release_waiters<T: PartialOrd + Copy>(
     waiters: &RefCell<Vec<(T, oneshot::Sender<()>)>>,
     reached: T,
 ) {
-    let ready: Vec<_> = {
-        let mut waiters = waiters.borrow_mut();
-        let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-            .into_iter()
-            .partition(|(wanted, _)| *wanted <= reached);
-        *waiters = pending;
-        ready
-    };
-    for (_, waiter) in ready {
+    for waiter in take_reached(waiters, reached) {
         let _ = waiter.send(());
     }
+}
+
+/// Removes and returns the waiters waiting for a value up to `reached`, keeping the others (the
+/// borrow ends before the caller signals them).
+fn take_reached<T: PartialOrd + Copy, W>(waiters: &RefCell<Vec<(T, W)>>, reached: T) -> Vec<W> {
+    let mut waiters = waiters.borrow_mut();
+    let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+        .into_iter()
+        .partition(|(wanted, _)| *wanted <= reached);
+    *waiters = pending;
+    ready.into_iter().map(|(_, waiter)| waiter).collect()
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use sha1::{Digest, Sha1};
 
-use crate::server::urls::{parse_urls, Url, Urls};
+use crate::server::urls::{parse_url, Url, Urls};
 
 /// etcd's default `--initial-cluster-token`.
 pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
@@ -97,10 +97,7 @@ pub fn initial_cluster(
         if name.is_empty() {
             return Err(format!("--initial-cluster: {item:?} has no name"));
         }
-        let url = parse_urls(url)
-            .map_err(|e| format!("--initial-cluster: {e}"))?
-            .0
-            .remove(0);
+        let url = parse_url(url.trim()).map_err(|e| format!("--initial-cluster: {e}"))?;
         if seen_urls.contains(&url) {
             return Err(format!(
                 "--initial-cluster: peer URL {url} is listed more than once"
@@ -250,7 +247,7 @@ mod tests {
     use super::*;
 
     fn urls(list: &str) -> Urls {
-        parse_urls(list).unwrap()
+        crate::server::urls::parse_urls(list).unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
 use lode::membership::{self, Identity};
 use lode::server::node::{run_core, NodeConfig};
-use lode::server::urls::{parse_urls, Urls};
+use lode::server::urls::{parse_url, parse_urls, Urls};
 use lode::server::{self, Limits};
 use lode::shard::mesh::Mesh;
 use lode::shard::CoreMessage;
@@ -239,8 +239,8 @@ fn main() -> ExitCode {
         let address = urls
             .first()
             .ok_or_else(|| format!("member {name} has no peer URL"))
-            .and_then(|url| parse_urls(url).map_err(|e| format!("member {name}: {e}")))
-            .and_then(|urls| urls.0[0].socket_address());
+            .and_then(|url| parse_url(url).map_err(|e| format!("member {name}: {e}")))
+            .and_then(|url| url.socket_address());
         match address {
             Ok(address) => peers.push((*id, address.to_string())),
             Err(error) => {

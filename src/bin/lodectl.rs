@@ -445,15 +445,18 @@ fn parse_timeout(text: &str) -> Result<f64, String> {
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
-        let address = match endpoint.strip_prefix("http://") {
-            Some(rest) => rest.trim_end_matches('/'),
-            None if endpoint.contains("://") => {
-                last = format!("{endpoint}: only http:// endpoints are supported");
-                continue;
+        let address = if endpoint.contains("://") {
+            match lode::server::urls::parse_url(endpoint) {
+                Ok(url) => url.authority(),
+                Err(error) => {
+                    last = error;
+                    continue;
+                }
             }
-            None => endpoint.as_str(),
+        } else {
+            endpoint.clone()
         };
-        match Client::connect(address).await {
+        match Client::connect(&address).await {
             Ok(client) => return Ok((client, endpoint.clone())),
             Err(error) => last = format!("{endpoint}: {error}"),
         }

@@ -189,55 +189,52 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits, outbox: &Outbox
             return;
         }
     };
-    if frame.len() <= limits.max_request_bytes && matches!(request, Request::Snapshot) {
-        let last = match node.snapshot().await {
-            Ok((path, revision)) => {
-                let streamed = stream_snapshot(id, &path, revision, node, outbox).await;
-                let _ = std::fs::remove_file(&path);
-                match streamed {
-                    Ok(last) => last,
-                    Err(error) => server_error_frame(id, error, node),
-                }
-            }
-            Err(error) => server_error_frame(id, error, node),
-        };
-        outbox.answer(last);
+    if frame.len() > limits.max_request_bytes {
+        let error = ServerError::Kv(KvError::RequestTooLarge);
+        outbox.answer(server_error_frame(id, error, node));
         return;
     }
-    let result = if frame.len() > limits.max_request_bytes {
-        Err(ServerError::Kv(KvError::RequestTooLarge))
-    } else {
-        match request {
-            Request::Range(range) => node.range(&range).await.map(Response::Range),
-            Request::Write(write) => {
-                match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
-                    Ok(()) => {
-                        let physical = match &write {
-                            crate::mvcc::request::WriteRequest::Compact(c) if c.physical => {
-                                Some(c.revision)
-                            }
-                            _ => None,
-                        };
-                        let cost = crate::alarm::write_cost(&write);
-                        node.write(frame, cost, physical).await.map(Response::Write)
-                    }
-                    Err(error) => Err(error.into()),
+    let result = match request {
+        Request::Range(range) => node.range(&range).await.map(Response::Range),
+        Request::Write(write) => {
+            match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
+                Ok(()) => {
+                    let physical = match &write {
+                        crate::mvcc::request::WriteRequest::Compact(c) if c.physical => {
+                            Some(c.revision)
+                        }
+                        _ => None,
+                    };
+                    let cost = crate::alarm::write_cost(&write);
+                    node.write(frame, cost, physical).await.map(Response::Write)
                 }
+                Err(error) => Err(error.into()),
             }
-            Request::Status => node.status().await.map(Response::Status),
-            Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
-            Request::Snapshot => Err(ServerError::Kv(KvError::RequestTooLarge)),
+        }
+        Request::Status => node.status().await.map(Response::Status),
+        Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
+        Request::Snapshot => {
+            // Answered by a stream of pieces; the last one is the request's answer proper.
+            let last = match node.snapshot().await {
+                Ok((path, revision)) => {
+                    let streamed = stream_snapshot(id, &path, revision, node, outbox).await;
+                    let _ = std::fs::remove_file(&path);
+                    streamed
+                }
+                Err(error) => Err(error),
+            };
+            outbox.answer(last.unwrap_or_else(|error| server_error_frame(id, error, node)));
+            return;
         }
     };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(error) => Response::Error {
-            code: error.grpc_code(),
-            message: error.to_string(),
-        },
+    let frame = match result {
+        Ok(mut response) => {
+            fill_header(&mut response, node);
+            native::encode_response(id, &response)
+        }
+        Err(error) => server_error_frame(id, error, node),
     };
-    fill_header(&mut response, node);
-    outbox.answer(native::encode_response(id, &response));
+    outbox.answer(frame);
 }
 
 fn server_error_frame(id: u64, error: ServerError, node: &Node) -> Vec<u8> {

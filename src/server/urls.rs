@@ -32,13 +32,20 @@ impl Url {
     }
 }
 
+impl Url {
+    /// `host:port` (an IPv6 host in brackets), as sockets are dialled.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "http://{}:{}", self.host, self.port)
-        }
+        write!(f, "http://{}", self.authority())
     }
 }
 
@@ -66,7 +73,8 @@ pub fn parse_urls(list: &str) -> Result<Urls, String> {
     Ok(Urls(urls))
 }
 
-fn parse_url(url: &str) -> Result<Url, String> {
+/// Parses one `http://host:port` URL.
+pub fn parse_url(url: &str) -> Result<Url, String> {
     if url.is_empty() {
         return Err("empty URL".into());
     }

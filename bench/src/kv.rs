@@ -27,7 +27,7 @@ use lode::client::Client;
 use lode::diskprobe::{fdatasync_floor, latency_histogram};
 use lode::mvcc::request::*;
 
-use crate::report::{finish_case, print_cases, print_target, CaseResult};
+use crate::report::{finish_case, in_scratch, print_cases, print_target, CaseResult};
 
 #[derive(Args)]
 pub struct KvArgs {
@@ -252,16 +252,7 @@ pub fn run(args: KvArgs) -> Result<(), String> {
             return Err(format!("unknown scenario {scenario}"));
         }
     }
-    if !args.dir.is_dir() {
-        return Err(format!("{} is not a directory", args.dir.display()));
-    }
-    let scratch = args
-        .dir
-        .join(format!("lode-bench-kv-{}", std::process::id()));
-    std::fs::create_dir(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
-    let outcome = run_in(&args, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    let results = outcome?;
+    let results = in_scratch(&args.dir, "kv", |scratch| run_in(&args, scratch))?;
     report(&args, &results);
     Ok(())
 }

@@ -17,7 +17,7 @@ use lode::diskprobe::{fdatasync_floor, latency_histogram};
 use lode::wal::io::DmaDir;
 use lode::wal::{EntryKind, LogEntry, Wal, WalOptions};
 
-use crate::report::{finish_case, print_cases, print_target, CaseResult};
+use crate::report::{finish_case, in_scratch, print_cases, print_target, CaseResult};
 
 #[derive(Args)]
 pub struct LogArgs {
@@ -45,26 +45,17 @@ pub fn run(args: LogArgs) -> Result<(), String> {
     if args.appenders.iter().any(|&n| n == 0 || n > 100_000) {
         return Err("--appenders takes counts from 1 to 100000".into());
     }
-    if !args.dir.is_dir() {
-        return Err(format!("{} is not a directory", args.dir.display()));
-    }
-    let scratch = args
-        .dir
-        .join(format!("lode-bench-log-{}", std::process::id()));
-    std::fs::create_dir(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
-    let scratch_for_run = scratch.clone();
     let duration = Duration::from_secs_f64(args.seconds);
     let entry_bytes = args.entry_bytes;
     let counts = args.appenders.clone();
-    let outcome = lode::executor::builder(Placement::Unbound)
-        .spawn(
-            move || async move { run_cases(scratch_for_run, duration, entry_bytes, counts).await },
-        )
-        .map_err(|e| format!("starting an executor: {e}"))?
-        .join()
-        .map_err(|e| format!("executor: {e}"));
-    let _ = std::fs::remove_dir_all(&scratch);
-    let results = outcome??;
+    let results = in_scratch(&args.dir, "log", |scratch| {
+        let scratch = scratch.to_path_buf();
+        lode::executor::builder(Placement::Unbound)
+            .spawn(move || async move { run_cases(scratch, duration, entry_bytes, counts).await })
+            .map_err(|e| format!("starting an executor: {e}"))?
+            .join()
+            .map_err(|e| format!("executor: {e}"))?
+    })?;
     report(&results, &args);
     Ok(())
 }

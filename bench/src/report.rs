@@ -111,3 +111,20 @@ pub async fn finish_case(
         histogram,
     })
 }
+
+/// Runs `body` in a fresh scratch directory `lode-bench-<bench>-<pid>` under `dir` (which must
+/// be a directory on the file system to measure), removed afterwards whatever the outcome.
+pub fn in_scratch<T>(
+    dir: &std::path::Path,
+    bench: &str,
+    body: impl FnOnce(&std::path::Path) -> Result<T, String>,
+) -> Result<T, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let scratch = dir.join(format!("lode-bench-{bench}-{}", std::process::id()));
+    std::fs::create_dir(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let outcome = body(&scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}

@@ -60,33 +60,17 @@ impl Lode {
     /// (a port taken in the meantime) is retried on another port; lode's stderr goes to
     /// `<data_dir>.stderr` and is shown if it never comes up.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Lode {
-        let log_path = data_dir.with_extension("stderr");
         for _ in 0..5 {
             let address = format!("127.0.0.1:{}", free_port());
-            let urls = client_urls();
-            let log = std::fs::File::create(&log_path).expect("lode log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_lode"))
-                .arg("--data-dir")
-                .arg(data_dir)
-                .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
-                .args(&urls)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn lode");
-            let mut lode = Lode {
-                child: Some(child),
-                address,
-                client_url: urls[1].clone(),
-                data_dir: data_dir.to_path_buf(),
-            };
-            if lode.wait_ready() {
+            let client_url = format!("http://127.0.0.1:{}", free_port());
+            let log = std::fs::File::create(data_dir.with_extension("stderr"));
+            let mut lode = Lode::spawn(data_dir, address, client_url, log, extra);
+            if lode.wait_ready(0) {
                 return lode;
             }
             lode.kill();
         }
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = std::fs::read_to_string(data_dir.with_extension("stderr")).unwrap_or_default();
         panic!("lode did not start on {}: {log}", data_dir.display());
     }
 
@@ -94,17 +78,33 @@ impl Lode {
     /// waits until it serves; panics with its stderr if it does not.
     pub fn start_on(data_dir: &Path, native_port: u16, client_port: u16, extra: &[&str]) -> Lode {
         let log_path = data_dir.with_extension("stderr");
-        let address = format!("127.0.0.1:{native_port}");
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let starts_before = std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .matches("serving the native protocol")
-            .count();
+        let starts_before = serving_lines(&std::fs::read_to_string(&log_path).unwrap_or_default());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
-            .expect("lode log file");
+            .open(&log_path);
+        let address = format!("127.0.0.1:{native_port}");
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let mut lode = Lode::spawn(data_dir, address, client_url, log, extra);
+        if !lode.wait_ready(starts_before) {
+            panic!(
+                "lode did not start on {}: {}",
+                data_dir.display(),
+                lode.stderr()
+            );
+        }
+        lode
+    }
+
+    /// Spawns lode on `data_dir` serving the native protocol on `address` and `client_url`,
+    /// its stderr into `log`.
+    fn spawn(
+        data_dir: &Path,
+        address: String,
+        client_url: String,
+        log: std::io::Result<std::fs::File>,
+        extra: &[&str],
+    ) -> Lode {
         let child = Command::new(env!("CARGO_BIN_EXE_lode"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -113,40 +113,24 @@ impl Lode {
             .args(["--advertise-client-urls", &client_url])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log.expect("lode log file"))
             .spawn()
             .expect("spawn lode");
-        let mut lode = Lode {
+        Lode {
             child: Some(child),
             address,
             client_url,
             data_dir: data_dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let said = lode.stderr();
-            if said.matches("serving the native protocol").count() > starts_before {
-                return lode;
-            }
-            let exited = lode
-                .child
-                .as_mut()
-                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
-            assert!(
-                !exited && Instant::now() < deadline,
-                "lode did not start on {}: {said}",
-                data_dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// True once lode says it serves (every core listens by then; a bare connect could reach
-    /// the port check lode makes before its cores start); false if it exited first.
-    fn wait_ready(&mut self) -> bool {
+    /// True once lode's stderr holds more "serving" lines than `starts_before` (every core
+    /// listens by then; a bare connect could reach the port check lode makes before its cores
+    /// start); false if it exited first or never said so.
+    fn wait_ready(&mut self, starts_before: usize) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.stderr().contains("serving the native protocol") {
+            if serving_lines(&self.stderr()) > starts_before {
                 return true;
             }
             if let Some(child) = self.child.as_mut() {
@@ -239,6 +223,11 @@ pub fn ok(output: Output) -> String {
 pub fn failed(output: Output) -> String {
     assert!(!output.status.success(), "command unexpectedly succeeded");
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// How many times lode said it serves in `stderr`.
+fn serving_lines(stderr: &str) -> usize {
+    stderr.matches("serving the native protocol").count()
 }
 
 /// `--listen-client-urls` and `--advertise-client-urls` on a free port (tests run many lode

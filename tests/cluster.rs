@@ -118,6 +118,14 @@ fn wait_for_leader_among(members: &[Member], candidates: &[usize], newer_than_te
     }
 }
 
+fn follower_id(member: &Member) -> u64 {
+    let output = member.lode().ctl(&["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    status[0]["Status"]["header"]["member_id"]
+        .as_u64()
+        .expect("member id")
+}
+
 fn count(member: &Member, prefix: &str) -> String {
     ok(member
         .lode()
@@ -148,6 +156,35 @@ fn a_three_member_cluster_replicates_and_survives_its_leader() {
     // Linearizable reads on every member see every acknowledged write.
     for member in &members {
         assert_eq!(count(member, "k"), "30\n", "{}", member.name);
+    }
+    // Every member tells where its commits went: the leader its syncs and the round trip to
+    // each follower, followers their syncs.
+    let stage_count = |member: &Member, stage: &str| -> u64 {
+        let perf: serde_json::Value =
+            serde_json::from_str(&ok(member.lode().ctl(&["perf", "-w", "json"]))).expect("json");
+        perf[0]["stages"]
+            .as_array()
+            .and_then(|stages| stages.iter().find(|s| s["name"] == stage))
+            .and_then(|s| s["count"].as_u64())
+            .unwrap_or_else(|| panic!("{}: no stage {stage} in {perf}", member.name))
+    };
+    for (i, member) in members.iter().enumerate() {
+        if i == leader {
+            assert!(stage_count(member, "leader log sync") > 0);
+            assert!(stage_count(member, "proposal total") >= 10);
+            for (j, follower) in members.iter().enumerate() {
+                if j != leader {
+                    let id = follower_id(follower);
+                    assert!(stage_count(member, &format!("replication to {id:x}")) > 0);
+                }
+            }
+        } else {
+            assert!(
+                stage_count(member, "follower log sync") > 0,
+                "{}",
+                member.name
+            );
+        }
     }
 
     // The leader dies: the others elect a new one and keep serving.

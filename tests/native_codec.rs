@@ -65,6 +65,14 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
             raft_index: 7,
             raft_term: 8,
             raft_applied_index: 9,
+            stages: vec![lode::consensus::stages::StageSummary {
+                name: "leader log sync".into(),
+                count: 10,
+                p50_ns: 11,
+                p99_ns: 12,
+                p999_ns: 13,
+                max_ns: 14,
+            }],
         }),
     ));
     out

@@ -252,12 +252,16 @@ pub fn run(args: KvArgs) -> Result<(), String> {
             return Err(format!("unknown scenario {scenario}"));
         }
     }
-    let results = in_scratch(&args.dir, "kv", |scratch| run_in(&args, scratch))?;
+    let (results, stages) = in_scratch(&args.dir, "kv", |scratch| run_in(&args, scratch))?;
     report(&args, &results);
+    if !args.json {
+        println!("\nwhere the leader's commits went over the whole run (lodectl perf):\n{stages}");
+    }
     Ok(())
 }
 
-fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<Vec<CaseResult>, String> {
+/// Runs every case; returns their results and the leader's commit stages afterwards.
+fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<(Vec<CaseResult>, String), String> {
     let (_servers, addresses) = match &args.endpoint {
         Some(endpoint) => (Vec::new(), vec![endpoint.clone()]),
         None => start_servers(args, scratch)?,
@@ -308,7 +312,16 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<Vec<CaseResult>, S
                     );
                 }
             }
-            Ok::<_, String>(results)
+            let stages = match Client::connect(&address).await {
+                Ok(client) => match client.request(&Request::Status).await {
+                    Ok(Response::Status(status)) => {
+                        lode::ctl::output::simple_perf(&address, &status)
+                    }
+                    other => format!("no status from the leader: {other:?}"),
+                },
+                Err(error) => format!("cannot reach the leader: {error}"),
+            };
+            Ok::<_, String>((results, stages))
         })
         .map_err(|e| format!("starting an executor: {e}"))?
         .join()

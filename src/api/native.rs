@@ -10,6 +10,7 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 use lode_protocol::fb;
 
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
+use crate::consensus::stages::StageSummary;
 use crate::mvcc::error::ErrorCode;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
@@ -46,6 +47,8 @@ pub struct StatusResponse {
     pub raft_term: u64,
     /// Last applied Raft index.
     pub raft_applied_index: u64,
+    /// lode's own: where this member's commits spend their time.
+    pub stages: Vec<StageSummary>,
 }
 
 /// A response of the native protocol.
@@ -494,6 +497,25 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
         Response::Status(s) => {
             let header = Some(encode_header(&mut b, &s.header));
             let version = Some(b.create_string(&s.version));
+            let stages: Vec<_> = s
+                .stages
+                .iter()
+                .map(|stage| {
+                    let name = Some(b.create_string(&stage.name));
+                    fb::CommitStage::create(
+                        &mut b,
+                        &fb::CommitStageArgs {
+                            name,
+                            count: stage.count,
+                            p50_ns: stage.p50_ns,
+                            p99_ns: stage.p99_ns,
+                            p999_ns: stage.p999_ns,
+                            max_ns: stage.max_ns,
+                        },
+                    )
+                })
+                .collect();
+            let stages = Some(b.create_vector(&stages));
             (
                 fb::Response::StatusResponse,
                 fb::StatusResponse::create(
@@ -506,6 +528,7 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                         raft_index: s.raft_index,
                         raft_term: s.raft_term,
                         raft_applied_index: s.raft_applied_index,
+                        stages,
                     },
                 )
                 .as_union_value(),
@@ -829,6 +852,19 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
             raft_index: s.raft_index(),
             raft_term: s.raft_term(),
             raft_applied_index: s.raft_applied_index(),
+            stages: s
+                .stages()
+                .iter()
+                .flatten()
+                .map(|stage| StageSummary {
+                    name: stage.name().unwrap_or_default().to_string(),
+                    count: stage.count(),
+                    p50_ns: stage.p50_ns(),
+                    p99_ns: stage.p99_ns(),
+                    p999_ns: stage.p999_ns(),
+                    max_ns: stage.max_ns(),
+                })
+                .collect(),
         })
     } else if let Some(s) = root.response_as_snapshot_response() {
         Response::Snapshot {

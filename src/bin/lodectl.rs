@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use glommio::Placement;
 use lode::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
-use lode::api::native::{Request, Response};
+use lode::api::native::{Request, Response, StatusResponse};
 use lode::client::Client;
 use lode::ctl::{output, requests, txn_syntax};
 use lode::mvcc::request::{CompactionRequest, WriteRequest, WriteResponse};
@@ -153,6 +153,10 @@ enum Command {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Where the endpoint's commits spend their time: p50/p99 of each stage (proposal
+    /// queueing, log syncs, replication round trip per follower, commit to apply, apply to
+    /// response) since it started.
+    Perf,
     /// Alarm commands.
     Alarm {
         #[command(subcommand)]
@@ -205,6 +209,7 @@ enum LogCommand {
 enum Action {
     Send(Request, Printer),
     EndpointStatus,
+    Perf,
     SnapshotSave(PathBuf),
     AlarmList,
     AlarmDisarm,
@@ -320,6 +325,7 @@ fn build(command: Command) -> Result<Action, String> {
         Command::Endpoint {
             command: EndpointCommand::Status,
         } => Action::EndpointStatus,
+        Command::Perf => Action::Perf,
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => Action::SnapshotSave(file),
@@ -331,6 +337,14 @@ fn build(command: Command) -> Result<Action, String> {
         } => Action::AlarmDisarm,
         Command::Log { .. } => unreachable!("handled before connecting"),
     })
+}
+
+async fn fetch_status(client: &Client) -> Result<StatusResponse, String> {
+    match client.request(&Request::Status).await {
+        Ok(Response::Status(status)) => Ok(status),
+        Ok(response) => Err(format!("unexpected response {response:?}")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 fn print(printer: &Printer, response: &Response, format: Format) -> Result<String, String> {
@@ -546,18 +560,24 @@ fn main() -> ExitCode {
                     }
                 }
                 Action::EndpointStatus => {
-                    let response = client
-                        .request(&Request::Status)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let Response::Status(status) = response else {
-                        return Err(format!("unexpected response {response:?}"));
-                    };
+                    let status = fetch_status(&client).await?;
                     Ok(match format {
                         Format::Simple => output::simple_status(&endpoint, &status),
                         Format::Json => output::json_status(&endpoint, &status).to_string() + "\n",
                         Format::Table => output::table_status(&endpoint, &status),
                     })
+                }
+                Action::Perf => {
+                    let status = fetch_status(&client).await?;
+                    match format {
+                        Format::Simple => Ok(output::simple_perf(&endpoint, &status)),
+                        Format::Json => {
+                            Ok(output::json_perf(&endpoint, &status).to_string() + "\n")
+                        }
+                        Format::Table => {
+                            Err("table format is only supported by endpoint status".into())
+                        }
+                    }
                 }
             }
         };

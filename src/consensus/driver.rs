@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
-use raft::RawNode;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, MessageType};
+use raft::{RawNode, StateRole};
 
+use super::stages::{CommitStages, StageSummary};
 use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::native::{self, Request};
 use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
@@ -106,14 +107,16 @@ pub enum Applied {
     Alarm(AlarmResponse),
 }
 
-type WriteWaiter = oneshot::Sender<Result<Applied, ServerError>>;
+/// Answers a proposal: its outcome and when it was decided.
+type WriteWaiter = oneshot::Sender<(Result<Applied, ServerError>, Instant)>;
 type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
 
 /// Work handed to the driver by request tasks.
 #[derive(Default)]
 struct Queue {
-    /// Entry data to propose, with the sequence number its waiter is filed under.
-    proposals: Vec<(u64, Bytes)>,
+    /// Entry data to propose, with the sequence number its waiter is filed under and when it
+    /// was queued.
+    proposals: Vec<(u64, Bytes, Instant)>,
     /// Waiters of proposals not yet applied.
     writes: HashMap<u64, WriteWaiter>,
     /// Reads that want a read index, not yet asked for.
@@ -158,6 +161,8 @@ pub struct Consensus<D: LogDir> {
     alarm_change_in_flight: Cell<bool>,
     /// The other members (`None` for a single member).
     transport: Option<Rc<PeerTransport>>,
+    /// Where commits spend their time.
+    stages: RefCell<CommitStages>,
 }
 
 fn random_nonce() -> u64 {
@@ -250,6 +255,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
             transport,
+            stages: RefCell::new(CommitStages::default()),
         }))
     }
 
@@ -407,23 +413,32 @@ impl<D: LogDir + 'static> Consensus<D> {
             sequence,
         };
         let (sender, receiver) = oneshot::channel();
+        let queued_at = Instant::now();
         {
             let mut queue = self.queue.borrow_mut();
-            queue.proposals.push((sequence, encode_proposal(id, frame)));
+            queue
+                .proposals
+                .push((sequence, encode_proposal(id, frame), queued_at));
             queue.writes.insert(sequence, sender);
         }
         self.wake_driver();
         let expired = glommio::timer::sleep(self.config.request_timeout);
         match futures::future::select(receiver, pin!(expired)).await {
-            futures::future::Either::Left((answer, _)) => {
-                answer.unwrap_or(Err(ServerError::Stopped))
+            futures::future::Either::Left((Ok((answer, decided_at)), _)) => {
+                let now = Instant::now();
+                self.stages.borrow_mut().answered(
+                    now.saturating_duration_since(decided_at),
+                    now.saturating_duration_since(queued_at),
+                );
+                answer
             }
+            futures::future::Either::Left((Err(_), _)) => Err(ServerError::Stopped),
             futures::future::Either::Right(_) => {
                 // A proposal still waiting for a leader is withdrawn (it will never apply); one
                 // Raft already has may still commit: the outcome is unknown, as etcd's timeout.
                 let mut queue = self.queue.borrow_mut();
                 queue.writes.remove(&sequence);
-                queue.proposals.retain(|(queued, _)| *queued != sequence);
+                queue.proposals.retain(|(queued, _, _)| *queued != sequence);
                 Err(ServerError::Timeout)
             }
         }
@@ -478,7 +493,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     fn fail_everything(&self) {
         let mut queue = self.queue.borrow_mut();
         for (_, waiter) in queue.writes.drain() {
-            let _ = waiter.send(Err(ServerError::Stopped));
+            let _ = waiter.send((Err(ServerError::Stopped), Instant::now()));
         }
         for waiter in queue.reads_waiting.drain(..) {
             let _ = waiter.send(Err(ServerError::Stopped));
@@ -521,7 +536,16 @@ impl<D: LogDir + 'static> Consensus<D> {
         for peer in transport.take_unreachable() {
             raw.report_unreachable(peer);
         }
+        let now = Instant::now();
+        let mut stages = self.stages.borrow_mut();
         for message in transport.inbox().take() {
+            if message.get_msg_type() == MessageType::MsgAppendResponse {
+                if message.reject {
+                    stages.append_refused(message.from);
+                } else {
+                    stages.append_acknowledged(message.from, message.index, now);
+                }
+            }
             if let Err(error) = raw.step(message) {
                 tracing::debug!(%error, "a peer's message was not taken");
             }
@@ -534,8 +558,23 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         }
         if let Some(transport) = &self.transport {
+            let now = Instant::now();
+            let mut stages = self.stages.borrow_mut();
+            for message in &messages {
+                if message.get_msg_type() == MessageType::MsgAppend {
+                    if let Some(last) = message.entries.last() {
+                        stages.append_sent(message.to, last.index, now);
+                    }
+                }
+            }
+            drop(stages);
             transport.send(messages);
         }
+    }
+
+    /// Where this member's commits spent their time, stage by stage.
+    pub fn commit_stages(&self) -> Vec<StageSummary> {
+        self.stages.borrow().summaries()
     }
 
     async fn drive(self: &Rc<Self>) -> Result<(), ServerError> {
@@ -586,10 +625,13 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         let mut queue = self.queue.borrow_mut();
         let mut raw = self.raw.borrow_mut();
-        for (sequence, data) in std::mem::take(&mut queue.proposals) {
+        let now = Instant::now();
+        let mut stages = self.stages.borrow_mut();
+        for (sequence, data, queued_at) in std::mem::take(&mut queue.proposals) {
+            stages.proposal_queued(now.saturating_duration_since(queued_at));
             if raw.propose(Vec::new(), data.to_vec()).is_err() {
                 if let Some(waiter) = queue.writes.remove(&sequence) {
-                    let _ = waiter.send(Err(ServerError::NoLeader));
+                    let _ = waiter.send((Err(ServerError::NoLeader), now));
                 }
             }
         }
@@ -759,6 +801,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             raw.ready()
         };
+        let ready_at = Instant::now();
         // Messages to peers go out before persisting: replication runs in parallel with the
         // leader's own fdatasync.
         self.send_messages(ready.take_messages());
@@ -767,7 +810,8 @@ impl<D: LogDir + 'static> Consensus<D> {
                 "snapshots are not supported yet".into(),
             ));
         }
-        self.apply_entries(ready.take_committed_entries()).await?;
+        self.apply_entries(ready.take_committed_entries(), ready_at)
+            .await?;
         for state in ready.take_read_states() {
             self.resolve_read(&state.request_ctx, state.index);
         }
@@ -789,10 +833,17 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         if !entries.is_empty() || hard_state.is_some() {
             let hard_state = hard_state.or(self.deferred_hard_state.get());
+            let as_leader = self.raw.borrow().raft.state == StateRole::Leader;
+            let sync_started = Instant::now();
             self.wal
                 .append(&entries, hard_state)
                 .await
                 .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+            if !entries.is_empty() {
+                self.stages
+                    .borrow_mut()
+                    .log_synced(as_leader, sync_started.elapsed());
+            }
             if let Some(hs) = hard_state {
                 self.persisted_hard_state.set(hs);
                 self.deferred_hard_state.set(None);
@@ -801,8 +852,10 @@ impl<D: LogDir + 'static> Consensus<D> {
         // Votes and a follower's acknowledgements only once what they vouch for is durable.
         self.send_messages(ready.take_persisted_messages());
         let mut light = self.raw.borrow_mut().advance(ready);
+        let advanced_at = Instant::now();
         self.send_messages(light.take_messages());
-        self.apply_entries(light.take_committed_entries()).await?;
+        self.apply_entries(light.take_committed_entries(), advanced_at)
+            .await?;
         self.raw.borrow_mut().advance_apply();
         Ok(())
     }
@@ -821,7 +874,12 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    async fn apply_entries(&self, entries: Vec<Entry>) -> Result<(), ServerError> {
+    /// Applies committed entries raft-rs reported at `committed_at`.
+    async fn apply_entries(
+        &self,
+        entries: Vec<Entry>,
+        committed_at: Instant,
+    ) -> Result<(), ServerError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -848,6 +906,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 .set(self.applied_bytes_since_snapshot.get() + entry.data.len() as u64);
         }
         self.sequencer.publish(self.term()).await?;
+        self.stages.borrow_mut().applied(committed_at.elapsed());
         crate::shard::release_waiters(&self.applied_waiters, self.applied.get());
         Ok(())
     }
@@ -892,7 +951,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         };
         if id.proposer == self.config.member_id && id.nonce == self.nonce {
             if let Some(waiter) = self.queue.borrow_mut().writes.remove(&id.sequence) {
-                let _ = waiter.send(result);
+                let _ = waiter.send((result, Instant::now()));
             }
         }
     }

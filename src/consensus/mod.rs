@@ -22,5 +22,6 @@
 mod driver;
 pub mod sequencer;
 pub mod snapshotter;
+pub mod stages;
 
 pub use driver::{Consensus, ConsensusConfig, ServerError};

@@ -299,6 +299,63 @@ pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
     }])
 }
 
+/// `perf`: where the member's commits spend their time, one stage per line, in microseconds.
+pub fn simple_perf(endpoint: &str, status: &StatusResponse) -> String {
+    let role = if status.leader == status.header.member_id {
+        "leader"
+    } else {
+        "follower"
+    };
+    let mut out = format!(
+        "{endpoint} (member {:x}, {role}, term {}, applied index {})\n",
+        status.header.member_id, status.raft_term, status.raft_applied_index
+    );
+    let _ = writeln!(
+        out,
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "stage", "count", "p50 us", "p99 us", "p99.9 us", "max us"
+    );
+    let micros = |nanos: u64| format!("{:.1}", nanos as f64 / 1000.0);
+    for stage in &status.stages {
+        let _ = writeln!(
+            out,
+            "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            stage.name,
+            stage.count,
+            micros(stage.p50_ns),
+            micros(stage.p99_ns),
+            micros(stage.p999_ns),
+            micros(stage.max_ns),
+        );
+    }
+    out
+}
+
+/// `perf -w json`.
+pub fn json_perf(endpoint: &str, status: &StatusResponse) -> Value {
+    let stages: Vec<Value> = status
+        .stages
+        .iter()
+        .map(|stage| {
+            json!({
+                "name": stage.name,
+                "count": stage.count,
+                "p50Ns": stage.p50_ns,
+                "p99Ns": stage.p99_ns,
+                "p999Ns": stage.p999_ns,
+                "maxNs": stage.max_ns,
+            })
+        })
+        .collect();
+    json!([{
+        "Endpoint": endpoint,
+        "memberId": status.header.member_id,
+        "leader": status.leader,
+        "raftTerm": status.raft_term,
+        "stages": stages,
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;

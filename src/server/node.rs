@@ -183,6 +183,7 @@ fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
         raft_index: consensus.last_index(),
         raft_term: consensus.term(),
         raft_applied_index: consensus.applied_index(),
+        stages: consensus.commit_stages(),
     }
 }
 

@@ -2986,6 +2986,7 @@ impl<'a> StatusResponse<'a> {
   pub const VT_RAFT_INDEX: ::flatbuffers::VOffsetT = 12;
   pub const VT_RAFT_TERM: ::flatbuffers::VOffsetT = 14;
   pub const VT_RAFT_APPLIED_INDEX: ::flatbuffers::VOffsetT = 16;
+  pub const VT_STAGES: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3002,6 +3003,7 @@ impl<'a> StatusResponse<'a> {
     builder.add_raft_index(args.raft_index);
     builder.add_leader(args.leader);
     builder.add_db_size(args.db_size);
+    if let Some(x) = args.stages { builder.add_stages(x); }
     if let Some(x) = args.version { builder.add_version(x); }
     if let Some(x) = args.header { builder.add_header(x); }
     builder.finish()
@@ -3057,6 +3059,13 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatusResponse::VT_RAFT_APPLIED_INDEX, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn stages(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommitStage<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommitStage>>>>(StatusResponse::VT_STAGES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -3072,6 +3081,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
      .visit_field::<u64>("raft_index", Self::VT_RAFT_INDEX, false)?
      .visit_field::<u64>("raft_term", Self::VT_RAFT_TERM, false)?
      .visit_field::<u64>("raft_applied_index", Self::VT_RAFT_APPLIED_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CommitStage>>>>("stages", Self::VT_STAGES, false)?
      .finish();
     Ok(())
   }
@@ -3084,6 +3094,7 @@ pub struct StatusResponseArgs<'a> {
     pub raft_index: u64,
     pub raft_term: u64,
     pub raft_applied_index: u64,
+    pub stages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommitStage<'a>>>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -3096,6 +3107,7 @@ impl<'a> Default for StatusResponseArgs<'a> {
       raft_index: 0,
       raft_term: 0,
       raft_applied_index: 0,
+      stages: None,
     }
   }
 }
@@ -3134,6 +3146,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
     self.fbb_.push_slot::<u64>(StatusResponse::VT_RAFT_APPLIED_INDEX, raft_applied_index, 0);
   }
   #[inline]
+  pub fn add_stages(&mut self, stages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<CommitStage<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_STAGES, stages);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusResponseBuilder {
@@ -3158,6 +3174,188 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.field("raft_index", &self.raft_index());
       ds.field("raft_term", &self.raft_term());
       ds.field("raft_applied_index", &self.raft_applied_index());
+      ds.field("stages", &self.stages());
+      ds.finish()
+  }
+}
+pub enum CommitStageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CommitStage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CommitStage<'a> {
+  type Inner = CommitStage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CommitStage<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_COUNT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_P50_NS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_P99_NS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_P999_NS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MAX_NS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CommitStage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommitStageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CommitStage<'bldr>> {
+    let mut builder = CommitStageBuilder::new(_fbb);
+    builder.add_max_ns(args.max_ns);
+    builder.add_p999_ns(args.p999_ns);
+    builder.add_p99_ns(args.p99_ns);
+    builder.add_p50_ns(args.p50_ns);
+    builder.add_count(args.count);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CommitStage::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn count(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitStage::VT_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn p50_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitStage::VT_P50_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn p99_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitStage::VT_P99_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn p999_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitStage::VT_P999_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max_ns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitStage::VT_MAX_NS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CommitStage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<u64>("count", Self::VT_COUNT, false)?
+     .visit_field::<u64>("p50_ns", Self::VT_P50_NS, false)?
+     .visit_field::<u64>("p99_ns", Self::VT_P99_NS, false)?
+     .visit_field::<u64>("p999_ns", Self::VT_P999_NS, false)?
+     .visit_field::<u64>("max_ns", Self::VT_MAX_NS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitStageArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+impl<'a> Default for CommitStageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommitStageArgs {
+      name: None,
+      count: 0,
+      p50_ns: 0,
+      p99_ns: 0,
+      p999_ns: 0,
+      max_ns: 0,
+    }
+  }
+}
+
+pub struct CommitStageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitStageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommitStage::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_count(&mut self, count: u64) {
+    self.fbb_.push_slot::<u64>(CommitStage::VT_COUNT, count, 0);
+  }
+  #[inline]
+  pub fn add_p50_ns(&mut self, p50_ns: u64) {
+    self.fbb_.push_slot::<u64>(CommitStage::VT_P50_NS, p50_ns, 0);
+  }
+  #[inline]
+  pub fn add_p99_ns(&mut self, p99_ns: u64) {
+    self.fbb_.push_slot::<u64>(CommitStage::VT_P99_NS, p99_ns, 0);
+  }
+  #[inline]
+  pub fn add_p999_ns(&mut self, p999_ns: u64) {
+    self.fbb_.push_slot::<u64>(CommitStage::VT_P999_NS, p999_ns, 0);
+  }
+  #[inline]
+  pub fn add_max_ns(&mut self, max_ns: u64) {
+    self.fbb_.push_slot::<u64>(CommitStage::VT_MAX_NS, max_ns, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitStageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommitStageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CommitStage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CommitStage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CommitStage");
+      ds.field("name", &self.name());
+      ds.field("count", &self.count());
+      ds.field("p50_ns", &self.p50_ns());
+      ds.field("p99_ns", &self.p99_ns());
+      ds.field("p999_ns", &self.p999_ns());
+      ds.field("max_ns", &self.max_ns());
       ds.finish()
   }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{free_port, ok, DataDir, Lode};
+use common::server::{free_port, ok, wait_until_free, DataDir, Lode};
 
 struct Member {
     name: String,
@@ -19,6 +19,18 @@ struct Member {
 
 impl Member {
     fn start(&mut self) {
+        // After a kill the old process's sockets may linger a moment.
+        let peer_port = self
+            .peer_url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok());
+        for port in [Some(self.native_port), Some(self.client_port), peer_port]
+            .into_iter()
+            .flatten()
+        {
+            wait_until_free(port);
+        }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.lode = Some(Lode::start_on(
             &self.dir.0,
@@ -26,6 +38,15 @@ impl Member {
             self.client_port,
             &args,
         ));
+    }
+
+    fn peer_url(&self) -> &str {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--listen-peer-urls")
+            .expect("peer URL flag");
+        &self.args[at + 1]
     }
 
     fn lode(&self) -> &Lode {
@@ -49,6 +70,11 @@ impl Member {
 }
 
 fn cluster(name: &str) -> Vec<Member> {
+    cluster_with(name, &[])
+}
+
+/// A cluster whose members all get `extra` flags too.
+fn cluster_with(name: &str, extra: &[&str]) -> Vec<Member> {
     let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let initial: Vec<String> = peer_ports
         .iter()
@@ -81,6 +107,7 @@ fn cluster(name: &str) -> Vec<Member> {
                     "500",
                 ]
                 .iter()
+                .chain(extra)
                 .map(|s| s.to_string())
                 .collect(),
                 lode: None,
@@ -289,4 +316,95 @@ fn without_a_quorum_requests_time_out_clearly() {
     let error = String::from_utf8_lossy(&read.stderr);
     assert!(error.contains("etcdserver: request timed out"), "{error}");
     assert_eq!(ok(lone.ctl(&["get", "k", "--consistency", "s"])), "");
+}
+
+/// Every member's pairs under `prefix` with their revisions, as `get -w json` prints them.
+fn dump(member: &Member, prefix: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&ok(member
+        .lode()
+        .ctl(&["get", prefix, "--prefix", "-w", "json"])))
+    .expect("json");
+    json["kvs"].clone()
+}
+
+/// Waits until `member` holds `expected` pairs under `prefix`.
+fn wait_for_count(member: &Member, prefix: &str, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let expected = format!("{expected}\n");
+    while count(member, prefix) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} never caught up: {}",
+            member.name,
+            count(member, prefix)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A follower down while the leader snapshots and compacts its log past it is brought back with
+/// a snapshot streamed from the leader, then continues from the log; it restarts from the
+/// installed snapshot too.
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut members = cluster_with(
+        "cluster-snap",
+        &["--snapshot-count", "40", "--snapshot-catchup-entries", "5"],
+    );
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let follower = (leader + 1) % 3;
+    for n in 0..10 {
+        ok(members[leader]
+            .lode()
+            .ctl(&["put", &format!("s{n:03}"), &format!("first {n}")]));
+    }
+    wait_for_count(&members[follower], "s", 10);
+    members[follower].lode.as_mut().expect("follower").kill();
+    members[follower].lode = None;
+
+    // Enough writes for the leader to snapshot and compact its log well past the follower.
+    for n in 0..150 {
+        ok(members[leader].lode().ctl(&[
+            "put",
+            &format!("s{:03}", n % 60),
+            &format!("second {n}"),
+        ]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members[leader].lode().stderr().contains("snapshot written") {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never took a snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    members[follower].start();
+    wait_for_count(&members[follower], "s", 60);
+    assert!(
+        members[follower]
+            .lode()
+            .stderr()
+            .contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot:\n{}",
+        members[follower].lode().stderr()
+    );
+    // It goes on from the log after the snapshot.
+    for n in 0..5 {
+        ok(members[leader]
+            .lode()
+            .ctl(&["put", &format!("t{n}"), "after the snapshot"]));
+    }
+    wait_for_count(&members[follower], "t", 5);
+    let reference = dump(&members[leader], "");
+    assert_eq!(dump(&members[follower], ""), reference);
+
+    // And it restarts from the installed snapshot and the log after it.
+    members[follower].lode.as_mut().expect("follower").kill();
+    members[follower].start();
+    wait_for_count(&members[follower], "t", 5);
+    assert_eq!(dump(&members[follower], ""), reference);
 }

@@ -1,6 +1,6 @@
 //! The peer transport between real TCP sockets on loopback: delivery in order, control messages
 //! never stuck behind appends, peers of another cluster refused, unreachable peers reported,
-//! and a peer that moves reached at its new address.
+//! a peer that moves reached at its new address, and snapshot files streamed in chunks.
 
 mod common;
 
@@ -31,13 +31,68 @@ fn message(from: u64, to: u64, kind: MessageType, index: u64) -> Message {
     m
 }
 
-/// A transport listening on a free loopback port, and that address.
-fn listening(cluster: u64, id: u64) -> (Rc<PeerTransport>, String) {
-    let transport = PeerTransport::new(cluster, id);
+/// A transport listening on a free loopback port, that address, and its snapshot directory.
+fn listening(cluster: u64, id: u64) -> (Rc<PeerTransport>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let transport = PeerTransport::new(cluster, id, dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     glommio::spawn_local(transport.clone().serve(listener)).detach();
-    (transport, address)
+    (transport, address, dir)
+}
+
+fn snapshot_message(from: u64, to: u64, index: u64) -> Message {
+    let mut m = message(from, to, MessageType::MsgSnapshot, index);
+    let snapshot = m.mut_snapshot();
+    snapshot.mut_metadata().index = index;
+    snapshot.mut_metadata().term = 3;
+    m
+}
+
+/// Waits for `transport`'s first snapshot report.
+async fn snapshot_report(transport: &PeerTransport) -> (u64, bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(report) = transport.take_snapshot_reports().pop() {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "no snapshot report");
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn snapshots_stream_in_chunks_and_missing_files_are_reported() {
+    use lode::consensus::snapshotter::{received_file_name, snapshot_file_name};
+    on_executor(|| async {
+        let (a, a_address, a_dir) = listening(9, 1);
+        let (b, b_address, b_dir) = listening(9, 2);
+        a.set_peer(2, &b_address);
+        b.set_peer(1, &a_address);
+        // Three chunks and a bit; content that shows any chunk out of place.
+        let file: Vec<u8> = (0..(3 * 256 * 1024 + 1234) as u32)
+            .map(|n| (n / 7) as u8 ^ (n >> 16) as u8)
+            .collect();
+        std::fs::write(a_dir.path().join(snapshot_file_name(500)), &file).unwrap();
+        a.send(vec![snapshot_message(1, 2, 500)]);
+        let received = receive_until(&b, |r| !r.is_empty()).await;
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].get_msg_type(), MessageType::MsgSnapshot);
+        assert_eq!(received[0].get_snapshot().get_metadata().index, 500);
+        // The file is complete and durable before Raft hears of it.
+        let copy = std::fs::read(b_dir.path().join(received_file_name(500))).unwrap();
+        assert!(copy == file, "the received snapshot differs");
+        assert_eq!(snapshot_report(&a).await, (2, true));
+
+        // A snapshot whose file is gone is reported failed, and nothing reaches b.
+        a.send(vec![snapshot_message(1, 2, 600)]);
+        assert_eq!(snapshot_report(&a).await, (2, false));
+        a.send(vec![message(1, 2, MessageType::MsgHeartbeat, 77)]);
+        let after = receive_until(&b, |r| r.iter().any(|m| m.index == 77)).await;
+        assert!(after
+            .iter()
+            .all(|m| m.get_msg_type() != MessageType::MsgSnapshot));
+    });
 }
 
 /// Collects what `transport` receives until `done` says so (at most a minute).
@@ -64,8 +119,8 @@ async fn receive_until(
 #[test]
 fn messages_reach_peers_in_order_and_strangers_are_refused() {
     on_executor(|| async {
-        let (a, a_address) = listening(9, 1);
-        let (b, b_address) = listening(9, 2);
+        let (a, a_address, _a_dir) = listening(9, 1);
+        let (b, b_address, _b_dir) = listening(9, 2);
         a.set_peer(2, &b_address);
         b.set_peer(1, &a_address);
 
@@ -104,7 +159,8 @@ fn messages_reach_peers_in_order_and_strangers_are_refused() {
 
         // A member of another cluster is refused: b closes the connection (the stranger then
         // finds b unreachable) and nothing it sent reaches b's inbox.
-        let stranger = PeerTransport::new(77, 5);
+        let stranger_dir = tempfile::tempdir().expect("temp dir");
+        let stranger = PeerTransport::new(77, 5, stranger_dir.path());
         stranger.set_peer(2, &b_address);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -125,7 +181,7 @@ fn messages_reach_peers_in_order_and_strangers_are_refused() {
 #[test]
 fn unreachable_peers_are_reported_and_moved_peers_found() {
     on_executor(|| async {
-        let (a, _) = listening(9, 1);
+        let (a, _, _a_dir) = listening(9, 1);
         // Nobody listens there: reported unreachable, its queue dropped rather than kept.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let nowhere = closed.local_addr().unwrap().to_string();
@@ -145,7 +201,7 @@ fn unreachable_peers_are_reported_and_moved_peers_found() {
         }
 
         // Peer 3 comes up somewhere else: messages follow it there.
-        let (c, c_address) = listening(9, 3);
+        let (c, c_address, _c_dir) = listening(9, 3);
         a.set_peer(3, &c_address);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -548,3 +548,47 @@ fn failed_fdatasync_aborts_the_process_by_default() {
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains("append returned"));
 }
+
+/// At start, a log that does not reach the newest snapshot (a crash while a snapshot from the
+/// leader was installed: kept, but the log not yet reset) or holds another term at its index
+/// is reset to it; a log consistent with it is left alone.
+#[test]
+fn an_interrupted_snapshot_install_is_finished_at_start() {
+    use lode::consensus::snapshotter::reconcile_log;
+    use lode::snapshot::SnapshotMeta;
+    let meta = |applied_index, applied_term| SnapshotMeta {
+        applied_index,
+        applied_term,
+        revision: 1,
+        compact_revision: -1,
+        voters: vec![1],
+        alarms: Vec::new(),
+    };
+    let filled = || {
+        let disk = SimDisk::new();
+        let wal = open(&disk).unwrap();
+        let entries: Vec<_> = (1..=10).map(|i| entry(i, 1, 32)).collect();
+        block_on(wal.append(&entries, None)).unwrap();
+        (disk, wal)
+    };
+    // Consistent: untouched.
+    let (_disk, wal) = filled();
+    block_on(reconcile_log(&wal, &meta(6, 1))).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (1, 10));
+    // Beyond the log's end: reset, durably.
+    let (disk, wal) = filled();
+    block_on(reconcile_log(&wal, &meta(20, 2))).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (21, 20));
+    assert_eq!(wal.term(20).unwrap(), 2);
+    drop(wal);
+    let wal = open(&disk).unwrap();
+    assert_eq!(
+        (wal.first_index(), wal.last_index(), wal.term(20).unwrap()),
+        (21, 20, 2)
+    );
+    // Another term at the snapshot's index: reset.
+    let (_disk, wal) = filled();
+    block_on(reconcile_log(&wal, &meta(8, 2))).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (9, 8));
+    assert_eq!(wal.term(8).unwrap(), 2);
+}

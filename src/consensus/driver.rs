@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, MessageType, Snapshot, SnapshotMetadata,
+};
 use raft::{RawNode, StateRole};
 
 use super::stages::{CommitStages, StageSummary};
@@ -165,6 +167,20 @@ pub struct Consensus<D: LogDir> {
     stages: RefCell<CommitStages>,
 }
 
+/// Raft's description of a snapshot lode took or installed.
+fn snapshot_metadata(meta: &crate::snapshot::SnapshotMeta) -> SnapshotMetadata {
+    SnapshotMetadata {
+        conf_state: Some(ConfState {
+            voters: meta.voters.clone(),
+            ..Default::default()
+        })
+        .into(),
+        index: meta.applied_index,
+        term: meta.applied_term,
+        ..Default::default()
+    }
+}
+
 fn random_nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -207,6 +223,9 @@ impl<D: LogDir + 'static> Consensus<D> {
             )));
         }
         let storage = LogStorage::new(wal.clone(), conf_state, applied);
+        if let Some(meta) = &snapshot {
+            storage.set_newest_snapshot(snapshot_metadata(meta));
+        }
         let raft_config = raft::Config {
             id: config.member_id,
             election_tick: config.election_ticks.max(2),
@@ -512,7 +531,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             return true;
         }
         if let Some(transport) = &self.transport {
-            if transport.inbox().has_messages() {
+            if transport.inbox().has_messages() || transport.has_snapshot_reports() {
                 return true;
             }
         }
@@ -535,6 +554,14 @@ impl<D: LogDir + 'static> Consensus<D> {
         let mut raw = self.raw.borrow_mut();
         for peer in transport.take_unreachable() {
             raw.report_unreachable(peer);
+        }
+        for (peer, accepted) in transport.take_snapshot_reports() {
+            let status = if accepted {
+                raft::SnapshotStatus::Finish
+            } else {
+                raft::SnapshotStatus::Failure
+            };
+            raw.report_snapshot(peer, status);
         }
         let now = Instant::now();
         let mut stages = self.stages.borrow_mut();
@@ -746,12 +773,15 @@ impl<D: LogDir + 'static> Consensus<D> {
                         elapsed = ?started.elapsed(),
                         "snapshot written"
                     );
+                    this.raw
+                        .borrow()
+                        .store()
+                        .set_newest_snapshot(snapshot_metadata(&meta));
+                    // A member that falls behind the compacted log is sent this snapshot.
                     let compact_to = meta
                         .applied_index
                         .saturating_sub(this.config.snapshot_catchup_entries);
-                    // A cluster keeps its whole log until snapshots can be sent to a member
-                    // that falls behind it: compacting would strand that member for good.
-                    if this.config.peers.is_empty() && compact_to > this.wal.compacted().0 {
+                    if compact_to > this.wal.compacted().0 {
                         if let Err(error) = this.wal.compact(compact_to).await {
                             tracing::error!(%error, "compacting the log after a snapshot failed");
                         }
@@ -806,9 +836,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         // leader's own fdatasync.
         self.send_messages(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(ServerError::Internal(
-                "snapshots are not supported yet".into(),
-            ));
+            self.install_snapshot(ready.snapshot()).await?;
         }
         self.apply_entries(ready.take_committed_entries(), ready_at)
             .await?;
@@ -857,6 +885,59 @@ impl<D: LogDir + 'static> Consensus<D> {
         self.apply_entries(light.take_committed_entries(), advanced_at)
             .await?;
         self.raw.borrow_mut().advance_apply();
+        Ok(())
+    }
+
+    /// Installs a snapshot the leader sent (this member was behind its log): the transport
+    /// already made the file durable as `received-<index>.snap`. The shards are replaced from
+    /// it, then it becomes this member's newest snapshot, and only then does the log forget
+    /// what it covers (a crash in between restarts from the snapshot: see
+    /// `snapshotter::reconcile_log`).
+    async fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), ServerError> {
+        let metadata = snapshot.get_metadata();
+        let (index, term) = (metadata.index, metadata.term);
+        // A snapshot of this member's own being written would describe the old state.
+        while self.snapshotting.get() {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        let dir = &self.config.snapshot_dir;
+        let path = dir.join(super::snapshotter::received_file_name(index));
+        let meta = super::snapshotter::load(&path, self.sequencer.router()).await?;
+        if (meta.applied_index, meta.applied_term) != (index, term) {
+            return Err(ServerError::Internal(format!(
+                "{} holds index {} term {}, Raft installs index {index} term {term}",
+                path.display(),
+                meta.applied_index,
+                meta.applied_term
+            )));
+        }
+        let size = super::snapshotter::keep_received(dir, index).await?;
+        self.wal
+            .reset_to_snapshot(index, term)
+            .await
+            .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+        self.sequencer.restore(meta.revision, meta.compact_revision);
+        *self.alarms.borrow_mut() = Alarms::from_members(meta.alarms.iter().cloned());
+        self.applied.set(index);
+        self.last_snapshot.set(index);
+        self.last_snapshot_bytes.set(size);
+        self.applied_bytes_since_snapshot.set(0);
+        {
+            let raw = self.raw.borrow();
+            raw.store()
+                .set_conf_state(metadata.get_conf_state().clone());
+            raw.store().set_newest_snapshot(metadata.clone());
+        }
+        crate::shard::release_waiters(&self.applied_waiters, index);
+        tracing::info!(
+            index,
+            term,
+            revision = meta.revision,
+            bytes = size,
+            elapsed = ?started.elapsed(),
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 

@@ -30,9 +30,18 @@ const EXPORT_STEP_BYTES: usize = 256 << 10;
 /// Name prefix of the files `snapshot save` streams from (not snapshots to restart from).
 pub const EXPORT_PREFIX: &str = "export-";
 
+/// Name prefix of snapshots received from the leader and not yet installed.
+pub const RECEIVED_PREFIX: &str = "received-";
+
 /// File name of the snapshot at `applied_index`.
 pub fn snapshot_file_name(applied_index: u64) -> String {
     format!("{applied_index:020}.snap")
+}
+
+/// File name of a snapshot at `applied_index` received from the leader, before it is
+/// installed (then renamed to `snapshot_file_name`).
+pub fn received_file_name(applied_index: u64) -> String {
+    format!("{RECEIVED_PREFIX}{applied_index:020}.snap")
 }
 
 fn io(operation: &str, path: &Path, error: impl std::fmt::Display) -> ServerError {
@@ -205,22 +214,23 @@ fn remove_older_than(dir: &Path, applied_index: u64) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".snap.tmp") && !name.starts_with(EXPORT_PREFIX) {
+            if name.ends_with(".snap.tmp")
+                && !name.starts_with(EXPORT_PREFIX)
+                && !name.starts_with(RECEIVED_PREFIX)
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
 }
 
-/// Removes export files a previous run left (it stopped while a client was saving one).
-fn remove_exports(dir: &Path) {
+/// Removes export files a previous run left (it stopped while a client was saving one), and
+/// snapshots received but never installed (Raft asks for a new one if it still needs it).
+fn remove_leftovers(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(EXPORT_PREFIX)
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(EXPORT_PREFIX) || name.starts_with(RECEIVED_PREFIX) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -232,11 +242,17 @@ pub async fn load_newest(
     dir: &Path,
     router: &Rc<Router>,
 ) -> Result<Option<SnapshotMeta>, ServerError> {
-    remove_exports(dir);
+    remove_leftovers(dir);
     let Some((_, path)) = list(dir).pop() else {
         return Ok(None);
     };
-    let bytes = read_file(&path).await?;
+    load(&path, router).await.map(Some)
+}
+
+/// Loads the snapshot at `path` into the shards: each core builds a new shard from the file's
+/// key histories and puts it in place of its own once the whole file was read and checked.
+pub async fn load(path: &Path, router: &Rc<Router>) -> Result<SnapshotMeta, ServerError> {
+    let bytes = read_file(path).await?;
     let refuse = |error: snapshot::SnapshotError| {
         ServerError::Internal(format!("snapshot {} is unusable: {error}", path.display()))
     };
@@ -263,5 +279,49 @@ pub async fn load_newest(
             )
             .await?;
     }
-    Ok(Some(meta))
+    Ok(meta)
+}
+
+/// Brings the log in line with the newest snapshot at start. A snapshot's entries are always
+/// in the log or behind its compaction point, except after a crash while a snapshot from the
+/// leader was being installed: the snapshot was kept but the log not yet reset. The log then
+/// ends before the snapshot, or holds another term at its index (entries the leader replaced);
+/// the snapshot is committed state, so the log is reset to it, as the install would have.
+pub async fn reconcile_log<D: crate::wal::io::LogDir>(
+    wal: &crate::wal::Wal<D>,
+    meta: &SnapshotMeta,
+) -> Result<(), ServerError> {
+    let (index, term) = (meta.applied_index, meta.applied_term);
+    let consistent = match wal.term(index) {
+        Ok(logged) => logged == term,
+        // Behind the compaction point: the start checks refuse a log that misses entries.
+        Err(crate::wal::WalError::Compacted { .. }) => true,
+        Err(_) => false,
+    };
+    if !consistent {
+        tracing::warn!(
+            index,
+            term,
+            last_index = wal.last_index(),
+            "the log does not reach the newest snapshot (a snapshot install was interrupted): \
+             resetting the log to it"
+        );
+        wal.reset_to_snapshot(index, term)
+            .await
+            .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Makes the installed snapshot received from the leader at `applied_index` this member's
+/// newest snapshot (renamed, directory synced, older ones removed); returns its size.
+pub async fn keep_received(dir: &Path, applied_index: u64) -> Result<u64, ServerError> {
+    let received = dir.join(received_file_name(applied_index));
+    let path = dir.join(snapshot_file_name(applied_index));
+    glommio::io::rename(&received, &path)
+        .await
+        .map_err(|e| io("renaming", &received, e))?;
+    sync_dir(dir).await?;
+    remove_older_than(dir, applied_index);
+    Ok(std::fs::metadata(&path).map_or(0, |m| m.len()))
 }

@@ -14,20 +14,34 @@
 //! - Inbound frames are checked (`wire::decode_frame`): a peer of another cluster, another
 //!   protocol version, an oversized or malformed frame is logged with the reason and the
 //!   connection closed; nothing unchecked reaches Raft.
+//! - Snapshots (Raft's `MsgSnapshot`, for a member behind the log's compaction point) travel on
+//!   a connection of their own, never in the message stream: the snapshot file is read in
+//!   `SNAPSHOT_CHUNK_BYTES` chunks, each checksummed, paced at `SNAPSHOT_SEND_BYTES_PER_SECOND`
+//!   so the leader's disk and core stay with the commit path, then the `MsgSnapshot` itself.
+//!   The receiver writes the chunks to `received-<index>.snap` in its snapshot directory,
+//!   syncs it, hands Raft the message and answers one byte; the sender reports the outcome
+//!   (`take_snapshot_reports`, for `RawNode::report_snapshot`). One snapshot per peer at a time.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::io::{DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
 
-use super::wire::{decode_frame, encode_frame};
+use super::wire::{
+    decode_frame, encode_frame, encode_snapshot_chunk, Frame, SnapshotChunk, SNAPSHOT_ACCEPTED,
+    SNAPSHOT_REFUSED,
+};
+use crate::consensus::snapshotter::{received_file_name, snapshot_file_name};
 
 /// Largest batch of messages written as one frame.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -40,6 +54,26 @@ pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
 /// Waits between attempts to connect to a peer.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Bytes of a snapshot file per chunk frame.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+
+/// The pace snapshots are sent at: fast enough to bring a member back in seconds for
+/// keyspaces of hundreds of megabytes, slow enough that reading the file and pushing it through
+/// loopback or a LAN leaves the leader's disk and core to the commit path.
+pub const SNAPSHOT_SEND_BYTES_PER_SECOND: u64 = 64 << 20;
+
+/// How long a snapshot transfer may make no progress (a write of a chunk, the receiver's
+/// answer) before it is given up and reported failed; Raft then sends a new one.
+const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `work`, or `None` when it takes longer than `limit`.
+async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T> {
+    match futures::future::select(pin!(work), pin!(glommio::timer::sleep(limit))).await {
+        futures::future::Either::Left((value, _)) => Some(value),
+        futures::future::Either::Right(_) => None,
+    }
+}
 
 /// Messages that must never wait behind appends.
 fn is_control(message: &Message) -> bool {
@@ -58,7 +92,16 @@ pub struct Inbox {
 
 impl Inbox {
     fn deliver(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
         self.messages.borrow_mut().extend(messages);
+        self.wake();
+    }
+
+    /// Wakes whoever waits for arrivals (something else needs the consensus core's
+    /// attention).
+    fn wake(&self) {
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
         }
@@ -105,6 +148,8 @@ struct Outbound {
     bulk: RefCell<VecDeque<Message>>,
     waker: RefCell<Option<Waker>>,
     removed: Cell<bool>,
+    /// True while a snapshot is being sent to this peer.
+    sending_snapshot: Cell<bool>,
 }
 
 impl Outbound {
@@ -169,17 +214,24 @@ pub struct PeerTransport {
     inbox: Rc<Inbox>,
     /// Peers whose messages could not be delivered since last asked.
     unreachable: Rc<RefCell<Vec<u64>>>,
+    /// Where snapshots are read from (sending) and written to (receiving).
+    snapshot_dir: PathBuf,
+    /// Snapshots sent since last asked: (peer, whether it took it).
+    snapshot_reports: RefCell<Vec<(u64, bool)>>,
 }
 
 impl PeerTransport {
-    /// A transport for member `own_id` of cluster `cluster_id`.
-    pub fn new(cluster_id: u64, own_id: u64) -> Rc<PeerTransport> {
+    /// A transport for member `own_id` of cluster `cluster_id`, sending and receiving
+    /// snapshots in `snapshot_dir`.
+    pub fn new(cluster_id: u64, own_id: u64, snapshot_dir: &Path) -> Rc<PeerTransport> {
         Rc::new(PeerTransport {
             cluster_id,
             own_id,
             peers: RefCell::new(HashMap::new()),
             inbox: Rc::new(Inbox::default()),
             unreachable: Rc::default(),
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            snapshot_reports: RefCell::default(),
         })
     }
 
@@ -201,6 +253,7 @@ impl PeerTransport {
             bulk: RefCell::default(),
             waker: RefCell::new(None),
             removed: Cell::new(false),
+            sending_snapshot: Cell::new(false),
         });
         self.peers.borrow_mut().insert(id, peer.clone());
         let transport = self.clone();
@@ -216,14 +269,32 @@ impl PeerTransport {
         }
     }
 
-    /// Queues messages for their peers (`to`); messages to unknown peers are dropped.
-    pub fn send(&self, messages: Vec<Message>) {
+    /// Queues messages for their peers (`to`); messages to unknown peers are dropped. A
+    /// snapshot starts its own transfer (unless one to that peer is under way).
+    pub fn send(self: &Rc<Self>, messages: Vec<Message>) {
         let peers = self.peers.borrow();
         for message in messages {
             let Some(peer) = peers.get(&message.to) else {
                 tracing::debug!(to = message.to, "message to an unknown peer dropped");
                 continue;
             };
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                if !peer.sending_snapshot.replace(true) {
+                    let (transport, peer) = (self.clone(), peer.clone());
+                    glommio::spawn_local(async move {
+                        let accepted = transport.send_snapshot(&peer, message).await;
+                        peer.sending_snapshot.set(false);
+                        transport
+                            .snapshot_reports
+                            .borrow_mut()
+                            .push((peer.id, accepted));
+                        // The consensus core looks at reports when it next runs.
+                        transport.inbox.wake();
+                    })
+                    .detach();
+                }
+                continue;
+            }
             if peer.queued() >= MAX_QUEUED_MESSAGES {
                 self.unreachable.borrow_mut().push(peer.id);
                 continue;
@@ -234,6 +305,117 @@ impl PeerTransport {
                 peer.bulk.borrow_mut().push_back(message);
             }
             peer.wake();
+        }
+    }
+
+    /// Snapshot transfers finished since the last call: (peer, whether it took the snapshot),
+    /// for `RawNode::report_snapshot`.
+    pub fn take_snapshot_reports(&self) -> Vec<(u64, bool)> {
+        std::mem::take(&mut *self.snapshot_reports.borrow_mut())
+    }
+
+    /// True when snapshot transfers finished since the last `take_snapshot_reports`.
+    pub fn has_snapshot_reports(&self) -> bool {
+        !self.snapshot_reports.borrow().is_empty()
+    }
+
+    /// Sends the snapshot `message` refers to, then the message; true when the peer took it.
+    async fn send_snapshot(&self, peer: &Outbound, message: Message) -> bool {
+        let metadata = message.get_snapshot().get_metadata();
+        let (index, term) = (metadata.index, metadata.term);
+        let path = self.snapshot_dir.join(snapshot_file_name(index));
+        let started = std::time::Instant::now();
+        match self.stream_snapshot(peer, &message, &path).await {
+            Ok(size) => {
+                tracing::info!(
+                    peer = %format!("{:x}", peer.id),
+                    index,
+                    term,
+                    bytes = size,
+                    elapsed = ?started.elapsed(),
+                    "snapshot sent"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::warn!(peer = %format!("{:x}", peer.id), index, %error, "sending a snapshot failed");
+                false
+            }
+        }
+    }
+
+    async fn stream_snapshot(
+        &self,
+        peer: &Outbound,
+        message: &Message,
+        path: &Path,
+    ) -> Result<u64, String> {
+        let metadata = message.get_snapshot().get_metadata();
+        let file = glommio::io::BufferedFile::open(path)
+            .await
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let file_size = file
+            .file_size()
+            .await
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let address = peer.address.borrow().clone();
+        let mut stream = within(SNAPSHOT_STALL_TIMEOUT, TcpStream::connect(&address))
+            .await
+            .ok_or("connecting timed out")?
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let pause = Duration::from_secs_f64(
+            SNAPSHOT_CHUNK_BYTES as f64 / SNAPSHOT_SEND_BYTES_PER_SECOND as f64,
+        );
+        let mut wire = BytesMut::new();
+        let mut offset = 0;
+        while offset < file_size {
+            let length = (file_size - offset).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+            let read = file
+                .read_at(offset, length)
+                .await
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            if read.len() != length {
+                return Err(format!("{} shrank while being sent", path.display()));
+            }
+            let chunk = SnapshotChunk {
+                index: metadata.index,
+                term: metadata.term,
+                offset,
+                file_size,
+                data: bytes::Bytes::copy_from_slice(&read),
+            };
+            wire.clear();
+            encode_snapshot_chunk(self.cluster_id, self.own_id, &chunk, &mut wire);
+            within(SNAPSHOT_STALL_TIMEOUT, stream.write_all(&wire))
+                .await
+                .ok_or("the peer stopped taking chunks")?
+                .map_err(|e| format!("sending a chunk: {e}"))?;
+            offset += length as u64;
+            glommio::timer::sleep(pause).await;
+        }
+        let _ = file.close().await;
+        wire.clear();
+        encode_frame(
+            self.cluster_id,
+            self.own_id,
+            std::slice::from_ref(message),
+            &mut wire,
+        );
+        within(SNAPSHOT_STALL_TIMEOUT, stream.write_all(&wire))
+            .await
+            .ok_or("the peer stopped taking the snapshot")?
+            .map_err(|e| format!("sending the snapshot message: {e}"))?;
+        let mut answer = [SNAPSHOT_REFUSED];
+        within(SNAPSHOT_STALL_TIMEOUT, stream.read_exact(&mut answer))
+            .await
+            .ok_or("no answer from the peer")?
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        let _ = stream.close().await;
+        if answer[0] == SNAPSHOT_ACCEPTED {
+            Ok(file_size)
+        } else {
+            Err("the peer refused the snapshot".into())
         }
     }
 
@@ -322,23 +504,192 @@ impl PeerTransport {
             .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
         let mut buffer = BytesMut::with_capacity(64 << 10);
         let mut chunk = vec![0u8; 64 << 10];
-        loop {
+        let mut incoming: Option<IncomingSnapshot> = None;
+        let outcome: Result<(), String> = 'connection: loop {
             let read = match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break Ok(()),
                 Ok(read) => read,
             };
             buffer.extend_from_slice(&chunk[..read]);
             loop {
-                match decode_frame(&mut buffer, self.cluster_id, self.own_id, MAX_FRAME_BYTES) {
-                    Ok(Some(frame)) => self.inbox.deliver(frame.messages),
+                let frame = match decode_frame(
+                    &mut buffer,
+                    self.cluster_id,
+                    self.own_id,
+                    MAX_FRAME_BYTES,
+                ) {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => break,
-                    Err(error) => {
-                        tracing::warn!(peer = %peer_address, %error, "refusing a peer connection");
-                        let _ = stream.close().await;
-                        return;
+                    Err(error) => break 'connection Err(error.to_string()),
+                };
+                match frame {
+                    Frame::SnapshotChunk { chunk, .. } => {
+                        if let Err(error) = self.take_chunk(&mut incoming, chunk).await {
+                            break 'connection Err(error);
+                        }
+                    }
+                    Frame::Messages { messages, .. } => {
+                        let mut deliver = Vec::with_capacity(messages.len());
+                        for message in messages {
+                            if message.get_msg_type() != MessageType::MsgSnapshot {
+                                deliver.push(message);
+                                continue;
+                            }
+                            let answer = match self.finish_snapshot(incoming.take(), &message).await
+                            {
+                                Ok(()) => {
+                                    deliver.push(message);
+                                    SNAPSHOT_ACCEPTED
+                                }
+                                Err(error) => {
+                                    tracing::warn!(peer = %peer_address, %error, "refusing a snapshot");
+                                    SNAPSHOT_REFUSED
+                                }
+                            };
+                            self.inbox.deliver(std::mem::take(&mut deliver));
+                            let _ = stream.write_all(&[answer]).await;
+                        }
+                        self.inbox.deliver(deliver);
                     }
                 }
             }
+        };
+        if let Some(incoming) = incoming {
+            incoming.abandon().await;
         }
+        if let Err(error) = outcome {
+            tracing::warn!(peer = %peer_address, %error, "refusing a peer connection");
+            let _ = stream.close().await;
+        }
+    }
+
+    /// Writes one chunk of a snapshot being received; chunks must come in order.
+    async fn take_chunk(
+        &self,
+        incoming: &mut Option<IncomingSnapshot>,
+        chunk: SnapshotChunk,
+    ) -> Result<(), String> {
+        if chunk.offset == 0 {
+            if let Some(previous) = incoming.take() {
+                previous.abandon().await;
+            }
+            *incoming = Some(IncomingSnapshot::create(&self.snapshot_dir, &chunk).await?);
+        }
+        let Some(receiving) = incoming.as_mut() else {
+            return Err(format!(
+                "snapshot {} chunk at offset {} without its beginning",
+                chunk.index, chunk.offset
+            ));
+        };
+        if (chunk.index, chunk.term, chunk.file_size, chunk.offset)
+            != (
+                receiving.index,
+                receiving.term,
+                receiving.file_size,
+                receiving.received,
+            )
+        {
+            return Err(format!(
+                "snapshot {} chunk at offset {} does not follow snapshot {} at offset {}",
+                chunk.index, chunk.offset, receiving.index, receiving.received
+            ));
+        }
+        receiving
+            .writer
+            .write_all(&chunk.data)
+            .await
+            .map_err(|e| format!("writing {}: {e}", receiving.temporary.display()))?;
+        receiving.received += chunk.data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes a whole received snapshot durable under its final name, checking it is the one
+    /// `message` installs.
+    async fn finish_snapshot(
+        &self,
+        incoming: Option<IncomingSnapshot>,
+        message: &Message,
+    ) -> Result<(), String> {
+        let metadata = message.get_snapshot().get_metadata();
+        let Some(incoming) = incoming else {
+            return Err(format!(
+                "snapshot {} arrived without its file",
+                metadata.index
+            ));
+        };
+        if incoming.index != metadata.index
+            || incoming.term != metadata.term
+            || incoming.received != incoming.file_size
+        {
+            let error = format!(
+                "snapshot {} (term {}) arrived after {} of {} bytes of snapshot {} (term {})",
+                metadata.index,
+                metadata.term,
+                incoming.received,
+                incoming.file_size,
+                incoming.index,
+                incoming.term
+            );
+            incoming.abandon().await;
+            return Err(error);
+        }
+        incoming.complete(&self.snapshot_dir).await
+    }
+}
+
+/// A snapshot file being received.
+struct IncomingSnapshot {
+    index: u64,
+    term: u64,
+    file_size: u64,
+    received: u64,
+    temporary: PathBuf,
+    writer: DmaStreamWriter,
+}
+
+impl IncomingSnapshot {
+    async fn create(dir: &Path, first: &SnapshotChunk) -> Result<IncomingSnapshot, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let temporary = dir.join(format!("{}.tmp", received_file_name(first.index)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .dma_open(&temporary)
+            .await
+            .map_err(|e| format!("creating {}: {e}", temporary.display()))?;
+        Ok(IncomingSnapshot {
+            index: first.index,
+            term: first.term,
+            file_size: first.file_size,
+            received: 0,
+            temporary,
+            writer: DmaStreamWriterBuilder::new(file).build(),
+        })
+    }
+
+    /// Syncs the file and renames it to its final name.
+    async fn complete(mut self, dir: &Path) -> Result<(), String> {
+        let path = dir.join(received_file_name(self.index));
+        let temporary = self.temporary.clone();
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            let _ = std::fs::remove_file(&temporary);
+            format!("{what} {}: {e}", temporary.display())
+        };
+        if let Err(e) = self.writer.sync().await {
+            return Err(failed("syncing", &e));
+        }
+        if let Err(e) = self.writer.close().await {
+            return Err(failed("closing", &e));
+        }
+        glommio::io::rename(&self.temporary, &path)
+            .await
+            .map_err(|e| failed("renaming", &e))
+    }
+
+    /// Drops a partial file.
+    async fn abandon(mut self) {
+        let _ = self.writer.close().await;
+        let _ = std::fs::remove_file(&self.temporary);
     }
 }

@@ -1,18 +1,23 @@
-//! The peer protocol's frames: a batch of Raft messages from one member of one cluster. Pure.
+//! The peer protocol's frames: a batch of Raft messages from one member of one cluster, or one
+//! chunk of a snapshot file being sent to a member. Pure.
 //!
 //! ```text
 //! u32  length of the rest of the frame
 //! u16  version (PEER_WIRE_VERSION)
-//! u16  flags (0)
+//! u16  kind: 0 messages, 1 snapshot chunk
 //! u64  cluster ID of the sender
 //! u64  member ID of the sender
-//! u32  number of messages
-//! then, per message: u32 length | raft-rs `eraftpb::Message` (protobuf)
+//! messages:       u32 number of messages
+//!                 then, per message: u32 length | raft-rs `eraftpb::Message` (protobuf)
+//! snapshot chunk: u64 snapshot index | u64 snapshot term | u64 offset | u64 file size
+//!                 | u32 CRC32C of the data | data (the rest of the frame)
 //! ```
 //!
 //! Little-endian. A receiver refuses a frame of another cluster or version, a frame longer
-//! than its limit, and any message not from the frame's sender or not to itself: it never hands
-//! Raft a message it cannot account for. TCP carries its own checksums.
+//! than its limit, any message not from the frame's sender or not to itself, and a chunk whose
+//! checksum does not match: it never hands Raft a message it cannot account for. A snapshot
+//! travels on a connection of its own: its chunks in order, then the frame holding Raft's
+//! `MsgSnapshot`, answered by one byte (`SNAPSHOT_ACCEPTED` or `SNAPSHOT_REFUSED`).
 
 use bytes::{Buf, BufMut, BytesMut};
 use protobuf::Message as _;
@@ -21,8 +26,22 @@ use raft::eraftpb::Message;
 /// The peer protocol version this build speaks.
 pub const PEER_WIRE_VERSION: u16 = 1;
 
+/// Bytes of the common header (after the length).
+const COMMON_BYTES: usize = 2 + 2 + 8 + 8;
+
 /// Bytes before the messages (after the length).
-const HEADER_BYTES: usize = 2 + 2 + 8 + 8 + 4;
+const HEADER_BYTES: usize = COMMON_BYTES + 4;
+
+/// Bytes of a snapshot chunk's header (after the common header).
+const CHUNK_HEADER_BYTES: usize = 8 + 8 + 8 + 8 + 4;
+
+const KIND_MESSAGES: u16 = 0;
+const KIND_SNAPSHOT_CHUNK: u16 = 1;
+
+/// The receiver's answer to a whole snapshot: written, checked and handed to Raft.
+pub const SNAPSHOT_ACCEPTED: u8 = 1;
+/// The receiver's answer to a snapshot it could not take.
+pub const SNAPSHOT_REFUSED: u8 = 0;
 
 /// Why a peer frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +77,7 @@ pub fn encode_frame(cluster_id: u64, from: u64, messages: &[Message], out: &mut 
     let start = out.len();
     out.put_u32_le(0);
     out.put_u16_le(PEER_WIRE_VERSION);
-    out.put_u16_le(0);
+    out.put_u16_le(KIND_MESSAGES);
     out.put_u64_le(cluster_id);
     out.put_u64_le(from);
     out.put_u32_le(messages.len() as u32);
@@ -76,13 +95,58 @@ pub fn encode_frame(cluster_id: u64, from: u64, messages: &[Message], out: &mut 
     out[start..start + 4].copy_from_slice(&length.to_le_bytes());
 }
 
+/// One piece of a snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot's applied index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// Where `data` goes in the file.
+    pub offset: u64,
+    /// The whole file's size.
+    pub file_size: u64,
+    /// The bytes (their checksum verified).
+    pub data: bytes::Bytes,
+}
+
+/// Appends a frame holding `chunk` from member `from` of cluster `cluster_id` to `out`.
+pub fn encode_snapshot_chunk(
+    cluster_id: u64,
+    from: u64,
+    chunk: &SnapshotChunk,
+    out: &mut BytesMut,
+) {
+    out.put_u32_le((COMMON_BYTES + CHUNK_HEADER_BYTES + chunk.data.len()) as u32);
+    out.put_u16_le(PEER_WIRE_VERSION);
+    out.put_u16_le(KIND_SNAPSHOT_CHUNK);
+    out.put_u64_le(cluster_id);
+    out.put_u64_le(from);
+    out.put_u64_le(chunk.index);
+    out.put_u64_le(chunk.term);
+    out.put_u64_le(chunk.offset);
+    out.put_u64_le(chunk.file_size);
+    out.put_u32_le(crc32c::crc32c(&chunk.data));
+    out.put_slice(&chunk.data);
+}
+
 /// What a frame carried.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    /// The sending member.
-    pub from: u64,
-    /// Its messages, in order.
-    pub messages: Vec<Message>,
+pub enum Frame {
+    /// Raft messages, in order.
+    Messages {
+        /// The sending member.
+        from: u64,
+        /// Its messages.
+        messages: Vec<Message>,
+    },
+    /// A piece of a snapshot file.
+    SnapshotChunk {
+        /// The sending member.
+        from: u64,
+        /// The piece.
+        chunk: SnapshotChunk,
+    },
 }
 
 /// Takes one whole frame off the front of `buffer`, checked against this member's cluster and
@@ -100,7 +164,7 @@ pub fn decode_frame(
     if length > limit {
         return Err(WireError::TooLarge { length, limit });
     }
-    if length < HEADER_BYTES {
+    if length < COMMON_BYTES {
         return Err(WireError::Malformed(format!(
             "frame of {length} bytes is shorter than its header"
         )));
@@ -114,7 +178,7 @@ pub fn decode_frame(
     if version != PEER_WIRE_VERSION {
         return Err(WireError::Version(version));
     }
-    let _flags = frame.get_u16_le();
+    let kind = frame.get_u16_le();
     let theirs = frame.get_u64_le();
     let from = frame.get_u64_le();
     if theirs != cluster_id {
@@ -123,6 +187,55 @@ pub fn decode_frame(
             theirs,
             ours: cluster_id,
         });
+    }
+    match kind {
+        KIND_MESSAGES => decode_messages(frame, from, own_id).map(Some),
+        KIND_SNAPSHOT_CHUNK => decode_chunk(frame, from).map(Some),
+        other => Err(WireError::Malformed(format!("unknown frame kind {other}"))),
+    }
+}
+
+fn decode_chunk(mut frame: BytesMut, from: u64) -> Result<Frame, WireError> {
+    if frame.len() < CHUNK_HEADER_BYTES {
+        return Err(WireError::Malformed(format!(
+            "snapshot chunk of {} bytes is shorter than its header",
+            frame.len()
+        )));
+    }
+    let index = frame.get_u64_le();
+    let term = frame.get_u64_le();
+    let offset = frame.get_u64_le();
+    let file_size = frame.get_u64_le();
+    let checksum = frame.get_u32_le();
+    let data = frame.freeze();
+    if crc32c::crc32c(&data) != checksum {
+        return Err(WireError::Malformed(format!(
+            "snapshot {index} chunk at offset {offset}: checksum mismatch"
+        )));
+    }
+    if offset
+        .checked_add(data.len() as u64)
+        .is_none_or(|end| end > file_size)
+    {
+        return Err(WireError::Malformed(format!(
+            "snapshot {index} chunk at offset {offset} runs past the file's {file_size} bytes"
+        )));
+    }
+    Ok(Frame::SnapshotChunk {
+        from,
+        chunk: SnapshotChunk {
+            index,
+            term,
+            offset,
+            file_size,
+            data,
+        },
+    })
+}
+
+fn decode_messages(mut frame: BytesMut, from: u64, own_id: u64) -> Result<Frame, WireError> {
+    if frame.len() < HEADER_BYTES - COMMON_BYTES {
+        return Err(WireError::Malformed("message count missing".into()));
     }
     let count = frame.get_u32_le() as usize;
     let mut messages = Vec::with_capacity(count.min(4096));
@@ -155,7 +268,7 @@ pub fn decode_frame(
             frame.remaining()
         )));
     }
-    Ok(Some(Frame { from, messages }))
+    Ok(Frame::Messages { from, messages })
 }
 
 #[cfg(test)]
@@ -202,11 +315,64 @@ mod tests {
                 frames.push(frame);
             }
         }
-        assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].from, 1);
-        assert_eq!(frames[0].messages, sent);
-        assert_eq!(frames[1].messages, sent[1..]);
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Messages {
+                    from: 1,
+                    messages: sent.clone()
+                },
+                Frame::Messages {
+                    from: 1,
+                    messages: sent[1..].to_vec()
+                },
+            ]
+        );
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn snapshot_chunks_round_trip_and_damage_is_refused() {
+        let chunk = SnapshotChunk {
+            index: 500,
+            term: 3,
+            offset: 4096,
+            file_size: 8192,
+            data: bytes::Bytes::from(vec![7u8; 1000]),
+        };
+        let mut wire = BytesMut::new();
+        encode_snapshot_chunk(9, 1, &chunk, &mut wire);
+        let decoded = decode_frame(&mut wire.clone(), 9, 2, 1 << 20).unwrap();
+        assert_eq!(
+            decoded,
+            Some(Frame::SnapshotChunk {
+                from: 1,
+                chunk: chunk.clone()
+            })
+        );
+        let mut damaged = wire.to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(matches!(
+            decode_frame(&mut BytesMut::from(&damaged[..]), 9, 2, 1 << 20),
+            Err(WireError::Malformed(m)) if m.contains("checksum")
+        ));
+        let past_end = SnapshotChunk {
+            offset: 7500,
+            ..chunk.clone()
+        };
+        let mut wire = BytesMut::new();
+        encode_snapshot_chunk(9, 1, &past_end, &mut wire);
+        assert!(matches!(
+            decode_frame(&mut wire, 9, 2, 1 << 20),
+            Err(WireError::Malformed(m)) if m.contains("past the file")
+        ));
+        let mut wire = BytesMut::new();
+        encode_snapshot_chunk(9, 1, &chunk, &mut wire);
+        assert!(matches!(
+            decode_frame(&mut wire, 8, 2, 1 << 20),
+            Err(WireError::OtherCluster { .. })
+        ));
     }
 
     #[test]
@@ -239,6 +405,12 @@ mod tests {
         assert!(matches!(
             decode(&short, 9, 2, 1 << 20),
             Err(WireError::Malformed(_))
+        ));
+        let mut kind = wire.to_vec();
+        kind[6] = 9;
+        assert!(matches!(
+            decode(&kind, 9, 2, 1 << 20),
+            Err(WireError::Malformed(m)) if m.contains("kind")
         ));
         let mut zero = wire.to_vec();
         zero[count_at] = 0;

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use raft::eraftpb::{ConfState, Entry, HardState as RaftHardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState as RaftHardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::entry::to_raft_entry;
@@ -19,6 +19,9 @@ pub struct LogStorage<D: LogDir> {
     /// Index of the snapshot the node started from: everything up to it is committed, whatever
     /// commit index the log's hard state recorded (commit-only hard states are not synced).
     commit_floor: u64,
+    /// The newest durable snapshot, offered to a member that needs entries the log no longer
+    /// has. The transport streams the file itself; Raft's message carries only this.
+    newest_snapshot: RefCell<Option<SnapshotMetadata>>,
 }
 
 impl<D: LogDir> LogStorage<D> {
@@ -28,6 +31,15 @@ impl<D: LogDir> LogStorage<D> {
             wal,
             conf_state: RefCell::new(conf_state),
             commit_floor,
+            newest_snapshot: RefCell::new(None),
+        }
+    }
+
+    /// Records the newest durable snapshot (its file is `snapshot_file_name(index)`).
+    pub fn set_newest_snapshot(&self, metadata: SnapshotMetadata) {
+        let mut newest = self.newest_snapshot.borrow_mut();
+        if newest.as_ref().is_none_or(|n| n.index < metadata.index) {
+            *newest = Some(metadata);
         }
     }
 
@@ -78,11 +90,17 @@ impl<D: LogDir> raft::Storage for LogStorage<D> {
         Ok(self.wal.last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots arrive with log compaction; until then the whole log is kept and a follower
-        // is always caught up from it.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match &*self.newest_snapshot.borrow() {
+            Some(metadata) if metadata.index >= request_index => Ok(Snapshot {
+                data: metadata.index.to_le_bytes().to_vec().into(),
+                metadata: Some(metadata.clone()).into(),
+                ..Default::default()
+            }),
+            // None yet (the log was not compacted), or older than asked for: one is coming.
+            _ => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }

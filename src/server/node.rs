@@ -360,13 +360,21 @@ async fn start_core(
         crate::consensus::snapshotter::load_newest(&config.consensus.snapshot_dir, router)
             .await
             .map_err(|error| error.to_string())?;
+    if let Some(meta) = &snapshot {
+        crate::consensus::snapshotter::reconcile_log(&wal, meta)
+            .await
+            .map_err(|error| error.to_string())?;
+    }
     let transport = match &config.listen_peer {
         Some(address) => {
             let listener = super::listen(address).map_err(|error| {
                 format!("cannot listen for peers on {address} (core 0): {error}")
             })?;
-            let transport =
-                PeerTransport::new(config.consensus.cluster_id, config.consensus.member_id);
+            let transport = PeerTransport::new(
+                config.consensus.cluster_id,
+                config.consensus.member_id,
+                &config.consensus.snapshot_dir,
+            );
             for (id, peer_address) in &config.consensus.peers {
                 transport.set_peer(*id, peer_address);
             }

@@ -157,13 +157,14 @@ pub enum CoreMessage {
         /// Where the block goes (`Reply::Exported`).
         reply: ReplyTo,
     },
-    /// Key histories loaded from a snapshot, for the keys this shard owns.
+    /// Key histories loaded from a snapshot, for the keys this shard owns: they build a new
+    /// shard beside the one serving reads, which `Restored` puts in its place.
     Import {
         /// The histories.
         keys: Vec<KeyHistory>,
     },
-    /// A snapshot is loaded: the keyspace is at `revision` with compaction point
-    /// `compact_revision`.
+    /// A snapshot is loaded: the shard built by `Import`s (an empty one if none came) replaces
+    /// this core's shard, at `revision` with compaction point `compact_revision`.
     Restored {
         /// The snapshot's revision.
         revision: i64,
@@ -200,6 +201,8 @@ pub enum CoreMessage {
 #[derive(Default)]
 pub struct ShardState {
     shard: RefCell<MvccShard>,
+    /// A shard being loaded from a snapshot, not yet serving.
+    importing: RefCell<Option<MvccShard>>,
     /// Every change up to this revision is applied here.
     watermark: Cell<i64>,
     /// The compaction point (-1 before any).
@@ -379,21 +382,23 @@ impl ShardState {
                 );
             }
             CoreMessage::Import { keys } => {
-                {
-                    let mut shard = self.shard.borrow_mut();
-                    for (key, versions) in keys {
-                        shard.import(key, versions);
-                    }
+                let mut importing = self.importing.borrow_mut();
+                let shard = importing.get_or_insert_with(MvccShard::new);
+                for (key, versions) in keys {
+                    shard.import(key, versions);
                 }
-                self.report_size(router, false);
             }
             CoreMessage::Restored {
                 revision,
                 compact_revision,
             } => {
+                let loaded = self.importing.borrow_mut().take().unwrap_or_default();
+                *self.shard.borrow_mut() = loaded;
                 self.compact_revision.set(compact_revision);
                 self.compacted_physically.set(compact_revision);
+                // Readers waiting for a revision the snapshot reaches go on with it.
                 self.advance_watermark(revision);
+                self.report_size(router, true);
             }
             CoreMessage::WaitCompacted { revision, reply } => {
                 if self.compacted_physically.get() >= revision {

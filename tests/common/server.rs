@@ -26,6 +26,18 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Waits until `port` on 127.0.0.1 can be bound again. A killed lode's listening sockets can
+/// outlive it for a moment: io_uring releases files its in-flight requests hold (a pending
+/// accept) from a kernel worker after the process is gone.
+#[allow(dead_code)]
+pub fn wait_until_free(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A fresh data directory, removed when dropped.
 pub struct DataDir(pub PathBuf);
 

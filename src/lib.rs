@@ -11,6 +11,7 @@ pub mod consensus;
 pub mod ctl;
 pub mod diskprobe;
 pub mod executor;
+pub mod members;
 pub mod membership;
 pub mod mvcc;
 pub mod peer;

@@ -15,6 +15,7 @@
 //!  60  u32      CRC32C of bytes 0..60
 //! voters: u64 member IDs, then their CRC32C (u32)
 //! alarms (format 2): u64 member ID | u32 alarm type, each; then their CRC32C (u32)
+//! members (format 3): u32 length | the member registry (`Members::encode`) | its CRC32C (u32)
 //! blocks, each:  u32 payload length | u32 CRC32C of the payload | payload
 //!   payload: key records back to back:
 //!     u32 key length | key | u32 version count | versions:
@@ -37,8 +38,9 @@ use crate::mvcc::shard::Version;
 
 /// Magic bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LODESNAP";
-/// The snapshot format this build writes (it also reads format 1, which has no alarms).
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// The snapshot format this build writes (it also reads format 2, which has no member
+/// registry, and format 1, which has no alarms either).
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// Bytes of the fixed header.
 pub const SNAPSHOT_HEADER_SIZE: usize = 64;
 
@@ -60,6 +62,9 @@ pub struct SnapshotMeta {
     pub voters: Vec<u64>,
     /// Alarms active at the cut.
     pub alarms: Vec<AlarmMember>,
+    /// The member registry at the cut (`None` in files of format 1 and 2: the bootstrap
+    /// members are the registry then).
+    pub members: Option<crate::members::Members>,
 }
 
 /// Why a snapshot cannot be read.
@@ -108,6 +113,13 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
     }
     let crc = crc32c::crc32c(&out[alarms_start..]);
     out.put_u32_le(crc);
+    let mut registry = Vec::new();
+    if let Some(members) = &meta.members {
+        members.encode(&mut registry);
+    }
+    out.put_u32_le(registry.len() as u32);
+    out.put_slice(&registry);
+    out.put_u32_le(crc32c::crc32c(&registry));
 }
 
 /// Builds one block in place at the end of a buffer: records are written straight into it and
@@ -268,7 +280,7 @@ impl SnapshotReader {
             });
         }
         let version = word_u32(&bytes, 8);
-        if version != SNAPSHOT_VERSION && version != 1 {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let voter_count = word_u32(&bytes, 12) as usize;
@@ -317,6 +329,32 @@ impl SnapshotReader {
             }
             position = alarms_end + 4;
         }
+        let mut members = None;
+        if version >= 3 {
+            let corrupt = |reason| SnapshotError::Corruption {
+                offset: position,
+                reason,
+            };
+            if position + 4 > bytes.len() {
+                return Err(corrupt("members run past the file"));
+            }
+            let length = word_u32(&bytes, position) as usize;
+            let start = position + 4;
+            let end = start + length;
+            if end + 4 > bytes.len() {
+                return Err(corrupt("members run past the file"));
+            }
+            if crc32c::crc32c(&bytes[start..end]) != word_u32(&bytes, end) {
+                return Err(corrupt("members checksum mismatch"));
+            }
+            if length > 0 {
+                members = Some(
+                    crate::members::Members::decode(&bytes[start..end])
+                        .ok_or(corrupt("malformed member registry"))?,
+                );
+            }
+            position = end + 4;
+        }
         let meta = SnapshotMeta {
             applied_index: word_u64(&bytes, 16),
             applied_term: word_u64(&bytes, 24),
@@ -326,6 +364,7 @@ impl SnapshotReader {
                 .map(|i| word_u64(&bytes, SNAPSHOT_HEADER_SIZE + i * 8))
                 .collect(),
             alarms,
+            members,
         };
         Ok((
             meta,
@@ -474,6 +513,16 @@ mod tests {
                 member_id: 2,
                 alarm: AlarmType::Nospace,
             }],
+            members: Some(crate::members::Members::new(
+                [crate::members::Member {
+                    id: 1,
+                    name: "one".into(),
+                    peer_urls: vec!["http://127.0.0.1:2380".into()],
+                    client_urls: vec!["http://127.0.0.1:2379".into()],
+                    is_learner: false,
+                }],
+                [7].into(),
+            )),
         };
         let mut out = Vec::new();
         encode_header(&meta, &mut out);

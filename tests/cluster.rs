@@ -408,3 +408,167 @@ fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
     wait_for_count(&members[follower], "t", 5);
     assert_eq!(dump(&members[follower], ""), reference);
 }
+
+fn member_list(member: &Member) -> Vec<serde_json::Value> {
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(member.lode().ctl(&["member", "list", "-w", "json"])))
+            .expect("json");
+    json["members"].as_array().cloned().unwrap_or_default()
+}
+
+fn own_id(member: &Member) -> u64 {
+    follower_id(member)
+}
+
+/// Membership through lodectl as etcdctl does it: the members list themselves with names and
+/// client URLs; a learner is added (unstarted), refused promotion while behind, removed;
+/// leadership moves on request; the leader removed stops itself and the others go on.
+#[test]
+fn membership_changes_and_leader_transfer() {
+    let mut members = cluster("cluster-members");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    // Every member publishes its name and client URLs once it runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = member_list(&members[leader]);
+        let started = listed
+            .iter()
+            .filter(|m| m["name"].is_string() && m["clientURLs"].is_array())
+            .count();
+        if listed.len() == 3 && started == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never published: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let simple = ok(members[(leader + 1) % 3].lode().ctl(&["member", "list"]));
+    for member in &members {
+        assert!(
+            simple.contains(&format!(
+                "{:x}, started, {}, http://127.0.0.1:",
+                own_id(member),
+                member.name
+            )),
+            "{simple}"
+        );
+    }
+
+    // A learner that never starts: listed unstarted, refused promotion, removable.
+    let learner_url = format!("http://127.0.0.1:{}", free_port());
+    let added = ok(members[(leader + 1) % 3].lode().ctl(&[
+        "member",
+        "add",
+        "newbie",
+        "--peer-urls",
+        &learner_url,
+        "--learner",
+    ]));
+    assert!(
+        added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{added}"
+    );
+    assert!(added.contains(&format!("newbie={learner_url}")), "{added}");
+    let learner_id = member_list(&members[leader])
+        .iter()
+        .find(|m| m["isLearner"] == true)
+        .and_then(|m| m["ID"].as_u64())
+        .expect("the learner is listed");
+    let again = members[leader]
+        .lode()
+        .ctl(&["member", "add", "twin", "--peer-urls", &learner_url]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("etcdserver: Peer URLs already exists"));
+    let second = members[leader].lode().ctl(&[
+        "member",
+        "add",
+        "second",
+        "--peer-urls",
+        "http://127.0.0.1:1",
+        "--learner",
+    ]);
+    assert!(String::from_utf8_lossy(&second.stderr)
+        .contains("etcdserver: too many learner members in cluster"));
+    let promote = members[leader]
+        .lode()
+        .ctl(&["member", "promote", &format!("{learner_id:x}")]);
+    assert!(
+        String::from_utf8_lossy(&promote.stderr)
+            .contains("etcdserver: can only promote a learner member which is in sync with leader"),
+        "{}",
+        String::from_utf8_lossy(&promote.stderr)
+    );
+    let voter_id = own_id(&members[leader]);
+    let endpoints = members
+        .iter()
+        .map(|m| m.lode().address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let promote_voter = members[leader].lode().ctl(&[
+        "--endpoints",
+        &endpoints,
+        "member",
+        "promote",
+        &format!("{voter_id:x}"),
+    ]);
+    assert!(String::from_utf8_lossy(&promote_voter.stderr)
+        .contains("etcdserver: can only promote a learner member"));
+    assert!(ok(members[leader]
+        .lode()
+        .ctl(&["member", "remove", &format!("{learner_id:x}")]))
+    .contains("removed from cluster"));
+    let missing = members[leader]
+        .lode()
+        .ctl(&["member", "remove", &format!("{learner_id:x}")]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("etcdserver: member not found"));
+    assert_eq!(member_list(&members[leader]).len(), 3);
+
+    // Leadership moves to the member asked for.
+    let target = (leader + 1) % 3;
+    let target_id = own_id(&members[target]);
+    let moved = ok(members[target].lode().ctl(&[
+        "--endpoints",
+        &endpoints,
+        "move-leader",
+        &format!("{target_id:x}"),
+    ]));
+    assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
+    let (_, term) = members[target].status().expect("status");
+    assert_eq!(members[target].status(), Some((true, term)));
+
+    // The leader is removed: it stops itself, the other two elect and serve.
+    let removed =
+        ok(members[(target + 1) % 3]
+            .lode()
+            .ctl(&["member", "remove", &format!("{target_id:x}")]));
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    let child = members[target]
+        .lode
+        .as_mut()
+        .expect("removed member")
+        .child
+        .as_mut()
+        .expect("child");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed member never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let others: Vec<usize> = (0..3).filter(|&i| i != target).collect();
+    let new_leader = wait_for_leader_among(&members, &others, term);
+    assert_eq!(
+        ok(members[new_leader].lode().ctl(&["put", "after", "removal"])),
+        "OK\n"
+    );
+    for &i in &others {
+        assert_eq!(member_list(&members[i]).len(), 2);
+        assert_eq!(count(&members[i], "after"), "1\n");
+    }
+}

@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::kvgen::Gen;
 use lode::api::native::{
-    decode_request, decode_response, encode_request, encode_response, Request, Response,
-    StatusResponse,
+    decode_request, decode_response, encode_request, encode_response, MemberRequest, Request,
+    Response, StatusResponse,
 };
 use lode::mvcc::request::{ResponseHeader, WriteResponse};
 use lode::mvcc::validate::DEFAULT_MAX_TXN_OPS;
@@ -73,8 +73,62 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
                 p999_ns: 13,
                 max_ns: 14,
             }],
+            is_learner: true,
         }),
     ));
+    let member = lode::members::Member {
+        id: 0x8e9e05c52164694d,
+        name: "infra1".into(),
+        peer_urls: vec![
+            "http://127.0.0.1:2380".into(),
+            "http://10.0.0.1:2380".into(),
+        ],
+        client_urls: vec!["http://127.0.0.1:2379".into()],
+        is_learner: false,
+    };
+    let learner = lode::members::Member {
+        id: 7,
+        name: String::new(),
+        peer_urls: vec!["http://127.0.0.1:2480".into()],
+        client_urls: Vec::new(),
+        is_learner: true,
+    };
+    let header = ResponseHeader {
+        cluster_id: 1,
+        member_id: 2,
+        revision: 3,
+        raft_term: 4,
+    };
+    let listing = Response::Members {
+        header,
+        member: None,
+        members: vec![member.clone(), learner.clone()],
+    };
+    out.push((
+        Request::Member(MemberRequest::Add {
+            peer_urls: learner.peer_urls.clone(),
+            is_learner: true,
+        }),
+        Response::Members {
+            header,
+            member: Some(learner.clone()),
+            members: vec![member.clone(), learner.clone()],
+        },
+    ));
+    out.push((Request::Member(MemberRequest::Remove(7)), listing.clone()));
+    out.push((
+        Request::Member(MemberRequest::Update {
+            id: 7,
+            peer_urls: vec!["http://127.0.0.1:2481".into()],
+        }),
+        listing.clone(),
+    ));
+    out.push((
+        Request::Member(MemberRequest::List { linearizable: true }),
+        listing.clone(),
+    ));
+    out.push((Request::Member(MemberRequest::Promote(7)), listing));
+    out.push((Request::MoveLeader(7), Response::MoveLeader { header }));
     out
 }
 

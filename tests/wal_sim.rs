@@ -563,6 +563,7 @@ fn an_interrupted_snapshot_install_is_finished_at_start() {
         compact_revision: -1,
         voters: vec![1],
         alarms: Vec::new(),
+        members: None,
     };
     let filled = || {
         let disk = SimDisk::new();

@@ -11,6 +11,7 @@ use lode_protocol::fb;
 
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use crate::consensus::stages::StageSummary;
+use crate::members::Member;
 use crate::mvcc::error::ErrorCode;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
@@ -28,6 +29,38 @@ pub enum Request {
     Snapshot,
     /// etcd's Maintenance.Alarm (activations and deactivations go through the log).
     Alarm(AlarmRequest),
+    /// etcd's Cluster service.
+    Member(MemberRequest),
+    /// etcd's Maintenance.MoveLeader: hand leadership to this member.
+    MoveLeader(u64),
+}
+
+/// A request of etcd's Cluster service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRequest {
+    /// MemberAdd: a new member at these peer URLs (the server picks its ID).
+    Add {
+        /// Its peer URLs.
+        peer_urls: Vec<String>,
+        /// True to add a learner.
+        is_learner: bool,
+    },
+    /// MemberRemove.
+    Remove(u64),
+    /// MemberUpdate: new peer URLs.
+    Update {
+        /// The member.
+        id: u64,
+        /// Its peer URLs.
+        peer_urls: Vec<String>,
+    },
+    /// MemberList.
+    List {
+        /// Confirm with a ReadIndex round first.
+        linearizable: bool,
+    },
+    /// MemberPromote.
+    Promote(u64),
 }
 
 /// etcd's `StatusResponse` (the fields lode serves).
@@ -49,6 +82,8 @@ pub struct StatusResponse {
     pub raft_applied_index: u64,
     /// lode's own: where this member's commits spend their time.
     pub stages: Vec<StageSummary>,
+    /// True when the member is a learner.
+    pub is_learner: bool,
 }
 
 /// A response of the native protocol.
@@ -62,6 +97,20 @@ pub enum Response {
     Status(StatusResponse),
     /// To an alarm request.
     Alarm(AlarmResponse),
+    /// To a member request.
+    Members {
+        /// Header.
+        header: ResponseHeader,
+        /// The member added (MemberAdd only).
+        member: Option<Member>,
+        /// The members after the request.
+        members: Vec<Member>,
+    },
+    /// To a MoveLeader request.
+    MoveLeader {
+        /// Header.
+        header: ResponseHeader,
+    },
     /// One piece of a snapshot file (lode's snapshot format); a snapshot request is answered
     /// by several, in order, the last with `remaining_bytes` 0.
     Snapshot {
@@ -370,6 +419,64 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             )
             .as_union_value(),
         ),
+        Request::Member(MemberRequest::Add {
+            peer_urls,
+            is_learner,
+        }) => {
+            let peer_urls = Some(string_vector(&mut b, peer_urls));
+            (
+                fb::Request::MemberAddRequest,
+                fb::MemberAddRequest::create(
+                    &mut b,
+                    &fb::MemberAddRequestArgs {
+                        peer_urls,
+                        is_learner: *is_learner,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
+        Request::Member(MemberRequest::Remove(id)) => (
+            fb::Request::MemberRemoveRequest,
+            fb::MemberRemoveRequest::create(&mut b, &fb::MemberRemoveRequestArgs { id: *id })
+                .as_union_value(),
+        ),
+        Request::Member(MemberRequest::Update { id, peer_urls }) => {
+            let peer_urls = Some(string_vector(&mut b, peer_urls));
+            (
+                fb::Request::MemberUpdateRequest,
+                fb::MemberUpdateRequest::create(
+                    &mut b,
+                    &fb::MemberUpdateRequestArgs { id: *id, peer_urls },
+                )
+                .as_union_value(),
+            )
+        }
+        Request::Member(MemberRequest::List { linearizable }) => (
+            fb::Request::MemberListRequest,
+            fb::MemberListRequest::create(
+                &mut b,
+                &fb::MemberListRequestArgs {
+                    linearizable: *linearizable,
+                },
+            )
+            .as_union_value(),
+        ),
+        Request::Member(MemberRequest::Promote(id)) => (
+            fb::Request::MemberPromoteRequest,
+            fb::MemberPromoteRequest::create(&mut b, &fb::MemberPromoteRequestArgs { id: *id })
+                .as_union_value(),
+        ),
+        Request::MoveLeader(target_id) => (
+            fb::Request::MoveLeaderRequest,
+            fb::MoveLeaderRequest::create(
+                &mut b,
+                &fb::MoveLeaderRequestArgs {
+                    target_id: *target_id,
+                },
+            )
+            .as_union_value(),
+        ),
     };
     let frame = fb::RequestFrame::create(
         &mut b,
@@ -381,6 +488,44 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
     );
     b.finish(frame, None);
     b.finished_data().to_vec()
+}
+
+fn string_vector<'a>(
+    b: &mut Builder<'a>,
+    texts: &[String],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<&'a str>>> {
+    let offsets: Vec<_> = texts.iter().map(|t| b.create_string(t)).collect();
+    b.create_vector(&offsets)
+}
+
+fn encode_member<'a>(b: &mut Builder<'a>, member: &Member) -> WIPOffset<fb::Member<'a>> {
+    let name = Some(b.create_string(&member.name));
+    let peer_urls = Some(string_vector(b, &member.peer_urls));
+    let client_urls = Some(string_vector(b, &member.client_urls));
+    fb::Member::create(
+        b,
+        &fb::MemberArgs {
+            id: member.id,
+            name,
+            peer_urls,
+            client_urls,
+            is_learner: member.is_learner,
+        },
+    )
+}
+
+fn strings(texts: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
+    texts.into_iter().flatten().map(str::to_string).collect()
+}
+
+fn decode_member(member: fb::Member<'_>) -> Member {
+    Member {
+        id: member.id(),
+        name: member.name().unwrap_or_default().to_string(),
+        peer_urls: strings(member.peer_urls()),
+        client_urls: strings(member.client_urls()),
+        is_learner: member.is_learner(),
+    }
 }
 
 fn encode_range_response<'a>(
@@ -529,6 +674,7 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                         raft_term: s.raft_term,
                         raft_applied_index: s.raft_applied_index,
                         stages,
+                        is_learner: s.is_learner,
                     },
                 )
                 .as_union_value(),
@@ -553,6 +699,36 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
             (
                 fb::Response::AlarmResponse,
                 fb::AlarmResponse::create(&mut b, &fb::AlarmResponseArgs { header, alarms })
+                    .as_union_value(),
+            )
+        }
+        Response::Members {
+            header,
+            member,
+            members,
+        } => {
+            let header = Some(encode_header(&mut b, header));
+            let member = member.as_ref().map(|m| encode_member(&mut b, m));
+            let encoded: Vec<_> = members.iter().map(|m| encode_member(&mut b, m)).collect();
+            let members = Some(b.create_vector(&encoded));
+            (
+                fb::Response::MemberResponse,
+                fb::MemberResponse::create(
+                    &mut b,
+                    &fb::MemberResponseArgs {
+                        header,
+                        member,
+                        members,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
+        Response::MoveLeader { header } => {
+            let header = Some(encode_header(&mut b, header));
+            (
+                fb::Response::MoveLeaderResponse,
+                fb::MoveLeaderResponse::create(&mut b, &fb::MoveLeaderResponseArgs { header })
                     .as_union_value(),
             )
         }
@@ -764,6 +940,26 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
             member_id: a.member_id(),
             alarm,
         })
+    } else if let Some(m) = root.request_as_member_add_request() {
+        Request::Member(MemberRequest::Add {
+            peer_urls: strings(m.peer_urls()),
+            is_learner: m.is_learner(),
+        })
+    } else if let Some(m) = root.request_as_member_remove_request() {
+        Request::Member(MemberRequest::Remove(m.id()))
+    } else if let Some(m) = root.request_as_member_update_request() {
+        Request::Member(MemberRequest::Update {
+            id: m.id(),
+            peer_urls: strings(m.peer_urls()),
+        })
+    } else if let Some(m) = root.request_as_member_list_request() {
+        Request::Member(MemberRequest::List {
+            linearizable: m.linearizable(),
+        })
+    } else if let Some(m) = root.request_as_member_promote_request() {
+        Request::Member(MemberRequest::Promote(m.id()))
+    } else if let Some(m) = root.request_as_move_leader_request() {
+        Request::MoveLeader(m.target_id())
     } else {
         return Err(DecodeError::Empty);
     };
@@ -865,7 +1061,23 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
                     max_ns: stage.max_ns(),
                 })
                 .collect(),
+            is_learner: s.is_learner(),
         })
+    } else if let Some(m) = root.response_as_member_response() {
+        Response::Members {
+            header: decode_header(m.header()),
+            member: m.member().map(decode_member),
+            members: m
+                .members()
+                .into_iter()
+                .flatten()
+                .map(decode_member)
+                .collect(),
+        }
+    } else if let Some(m) = root.response_as_move_leader_response() {
+        Response::MoveLeader {
+            header: decode_header(m.header()),
+        }
     } else if let Some(s) = root.response_as_snapshot_response() {
         Response::Snapshot {
             header: decode_header(s.header()),

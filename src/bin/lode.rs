@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
+use lode::members::Member;
 use lode::membership::{self, Identity};
 use lode::server::node::{run_core, NodeConfig};
 use lode::server::urls::{parse_url, parse_urls, Urls};
@@ -200,7 +202,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn")),
         )
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let peer_urls_given = matches!(
+        matches.value_source("listen_peer_urls"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
     if cli.election_timeout < 2 * cli.heartbeat_interval {
         eprintln!("lode: --election-timeout must be at least twice --heartbeat-interval");
         return ExitCode::from(2);
@@ -231,24 +241,26 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut peers = Vec::new();
+    let mut members = Vec::new();
     for (id, name, urls) in &identity.members {
-        if *id == identity.member_id {
-            continue;
-        }
         let address = urls
             .first()
             .ok_or_else(|| format!("member {name} has no peer URL"))
             .and_then(|url| parse_url(url).map_err(|e| format!("member {name}: {e}")))
             .and_then(|url| url.socket_address());
-        match address {
-            Ok(address) => peers.push((*id, address.to_string())),
-            Err(error) => {
-                eprintln!("lode: {error}");
-                return ExitCode::from(1);
-            }
+        if let Err(error) = address {
+            eprintln!("lode: {error}");
+            return ExitCode::from(1);
         }
+        members.push(Member {
+            id: *id,
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
     }
+    let bootstrapped_alone = members.len() == 1;
     let listen_peer = match cli.listen_peer_urls.0[0].socket_address() {
         Ok(address) => address.to_string(),
         Err(error) => {
@@ -259,7 +271,14 @@ fn main() -> ExitCode {
     let config = ConsensusConfig {
         member_id: identity.member_id,
         cluster_id: identity.cluster_id,
-        peers,
+        members,
+        name: cli.name.clone(),
+        client_urls: cli
+            .advertise_client_urls
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         heartbeat: Duration::from_millis(cli.heartbeat_interval),
         request_timeout: Duration::from_secs(5) + 2 * Duration::from_millis(cli.election_timeout),
         election_ticks: (cli.election_timeout / cli.heartbeat_interval) as usize,
@@ -307,8 +326,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    // A single member needs no peer listener.
-    let listen_peer = (!config.peers.is_empty()).then_some(listen_peer);
+    // A member bootstrapped alone listens for peers only when told where (so that several
+    // single-member lodes run side by side on their defaults); it needs to, to add members.
+    let listen_peer = (!bootstrapped_alone || peer_urls_given).then_some(listen_peer);
     if let Some(address) = &listen_peer {
         if let Err(error) = std::net::TcpListener::bind(address) {
             eprintln!("lode: cannot listen for peers on {address}: {error}");

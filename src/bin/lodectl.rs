@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use glommio::Placement;
 use lode::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
-use lode::api::native::{Request, Response, StatusResponse};
+use lode::api::native::{MemberRequest, Request, Response, StatusResponse};
 use lode::client::Client;
 use lode::ctl::{output, requests, txn_syntax};
 use lode::mvcc::request::{CompactionRequest, WriteRequest, WriteResponse};
@@ -157,6 +157,17 @@ enum Command {
     /// queueing, log syncs, replication round trip per follower, commit to apply, apply to
     /// response) since it started.
     Perf,
+    /// Membership commands.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Transfers leadership to another voting member (asked of the leader among the
+    /// endpoints).
+    MoveLeader {
+        /// The member ID (hexadecimal) to lead.
+        transferee: String,
+    },
     /// Alarm commands.
     Alarm {
         #[command(subcommand)]
@@ -175,6 +186,45 @@ enum SnapshotCommand {
     Save {
         /// Where to store it.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Adds a member (it is then started with --initial-cluster-state existing).
+    Add {
+        /// The new member's name (for the settings printed).
+        name: String,
+        /// Its peer URLs, comma separated.
+        #[arg(long)]
+        peer_urls: String,
+        /// Add it as a learner (replicated to, not voting).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member.
+    Remove {
+        /// Its ID (hexadecimal).
+        id: String,
+    },
+    /// Changes a member's peer URLs.
+    Update {
+        /// Its ID (hexadecimal).
+        id: String,
+        /// Its new peer URLs, comma separated.
+        #[arg(long)]
+        peer_urls: String,
+    },
+    /// Lists the members.
+    List {
+        /// Confirm with the leader first (etcd's --consistency=l).
+        #[arg(long, default_value = "l")]
+        consistency: String,
+    },
+    /// Promotes a learner that has caught up to a voting member.
+    Promote {
+        /// Its ID (hexadecimal).
+        id: String,
     },
 }
 
@@ -210,9 +260,34 @@ enum Action {
     Send(Request, Printer),
     EndpointStatus,
     Perf,
+    /// A membership or leadership request, sent to the leader among the endpoints when
+    /// `to_leader`.
+    Cluster {
+        request: Request,
+        printer: ClusterPrinter,
+        to_leader: bool,
+    },
     SnapshotSave(PathBuf),
     AlarmList,
     AlarmDisarm,
+}
+
+enum ClusterPrinter {
+    Added(String),
+    Removed(u64),
+    Updated(u64),
+    Promoted(u64),
+    List,
+    MovedTo(u64),
+}
+
+fn member_id_arg(id: &str) -> Result<u64, String> {
+    u64::from_str_radix(id, 16)
+        .map_err(|_| format!("bad member ID arg ({id}), expecting ID in Hex"))
+}
+
+fn peer_urls_arg(urls: &str) -> Vec<String> {
+    urls.split(',').map(str::to_string).collect()
 }
 
 enum Printer {
@@ -326,6 +401,75 @@ fn build(command: Command) -> Result<Action, String> {
             command: EndpointCommand::Status,
         } => Action::EndpointStatus,
         Command::Perf => Action::Perf,
+        Command::Member { command } => {
+            let (request, printer, to_leader) = match command {
+                MemberCommand::Add {
+                    name,
+                    peer_urls,
+                    learner,
+                } => (
+                    MemberRequest::Add {
+                        peer_urls: peer_urls_arg(&peer_urls),
+                        is_learner: learner,
+                    },
+                    ClusterPrinter::Added(name),
+                    false,
+                ),
+                MemberCommand::Remove { id } => {
+                    let id = member_id_arg(&id)?;
+                    (
+                        MemberRequest::Remove(id),
+                        ClusterPrinter::Removed(id),
+                        false,
+                    )
+                }
+                MemberCommand::Update { id, peer_urls } => {
+                    let id = member_id_arg(&id)?;
+                    (
+                        MemberRequest::Update {
+                            id,
+                            peer_urls: peer_urls_arg(&peer_urls),
+                        },
+                        ClusterPrinter::Updated(id),
+                        false,
+                    )
+                }
+                MemberCommand::List { consistency } => {
+                    let linearizable = match consistency.as_str() {
+                        "l" => true,
+                        "s" => false,
+                        other => return Err(format!("unknown consistency flag {other:?}")),
+                    };
+                    (
+                        MemberRequest::List { linearizable },
+                        ClusterPrinter::List,
+                        false,
+                    )
+                }
+                // Only the leader knows whether a learner caught up.
+                MemberCommand::Promote { id } => {
+                    let id = member_id_arg(&id)?;
+                    (
+                        MemberRequest::Promote(id),
+                        ClusterPrinter::Promoted(id),
+                        true,
+                    )
+                }
+            };
+            Action::Cluster {
+                request: Request::Member(request),
+                printer,
+                to_leader,
+            }
+        }
+        Command::MoveLeader { transferee } => {
+            let target = member_id_arg(&transferee)?;
+            Action::Cluster {
+                request: Request::MoveLeader(target),
+                printer: ClusterPrinter::MovedTo(target),
+                to_leader: true,
+            }
+        }
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => Action::SnapshotSave(file),
@@ -337,6 +481,79 @@ fn build(command: Command) -> Result<Action, String> {
         } => Action::AlarmDisarm,
         Command::Log { .. } => unreachable!("handled before connecting"),
     })
+}
+
+/// A client of the endpoint that leads (etcdctl's move-leader looks for it the same way).
+async fn connect_to_leader(endpoints: &[String]) -> Result<Client, String> {
+    for endpoint in endpoints {
+        let Ok((client, _)) = connect(std::slice::from_ref(endpoint)).await else {
+            continue;
+        };
+        if let Ok(status) = fetch_status(&client).await {
+            if status.leader != 0 && status.leader == status.header.member_id {
+                return Ok(client);
+            }
+        }
+    }
+    Err(format!("no leader endpoint given at {endpoints:?}"))
+}
+
+fn print_cluster(
+    printer: &ClusterPrinter,
+    response: &Response,
+    format: Format,
+) -> Result<String, String> {
+    match (printer, response, format) {
+        (ClusterPrinter::MovedTo(target), Response::MoveLeader { header }, _) => Ok(format!(
+            "Leadership transferred from {:x} to {target:x}\n",
+            header.member_id
+        )),
+        (
+            _,
+            Response::Members {
+                header,
+                member,
+                members,
+            },
+            Format::Json,
+        ) => Ok(output::json_members(header, member.as_ref(), members).to_string() + "\n"),
+        (ClusterPrinter::List, Response::Members { members, .. }, Format::Table) => {
+            Ok(output::table_members(members))
+        }
+        (_, Response::Members { .. }, Format::Table) => {
+            Err("table format is only supported by endpoint status and member list".into())
+        }
+        (ClusterPrinter::List, Response::Members { members, .. }, _) => {
+            Ok(output::simple_members(members))
+        }
+        (
+            ClusterPrinter::Added(name),
+            Response::Members {
+                header,
+                member: Some(added),
+                members,
+            },
+            _,
+        ) => Ok(output::member_added(
+            name,
+            header.cluster_id,
+            added,
+            members,
+        )),
+        (ClusterPrinter::Removed(id), Response::Members { header, .. }, _) => Ok(format!(
+            "Member {id:16x} removed from cluster {:16x}\n",
+            header.cluster_id
+        )),
+        (ClusterPrinter::Updated(id), Response::Members { header, .. }, _) => Ok(format!(
+            "Member {id:16x} updated in cluster {:16x}\n",
+            header.cluster_id
+        )),
+        (ClusterPrinter::Promoted(id), Response::Members { header, .. }, _) => Ok(format!(
+            "Member {id:16x} promoted in cluster {:16x}\n",
+            header.cluster_id
+        )),
+        (_, other, _) => Err(format!("unexpected response {other:?}")),
+    }
 }
 
 async fn fetch_status(client: &Client) -> Result<StatusResponse, String> {
@@ -566,6 +783,19 @@ fn main() -> ExitCode {
                         Format::Json => output::json_status(&endpoint, &status).to_string() + "\n",
                         Format::Table => output::table_status(&endpoint, &status),
                     })
+                }
+                Action::Cluster {
+                    request,
+                    printer,
+                    to_leader,
+                } => {
+                    let client = if to_leader {
+                        connect_to_leader(&endpoints).await?
+                    } else {
+                        client
+                    };
+                    let response = client.request(&request).await.map_err(|e| e.to_string())?;
+                    print_cluster(&printer, &response, format)
                 }
                 Action::Perf => {
                     let status = fetch_status(&client).await?;

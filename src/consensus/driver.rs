@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, MessageType, Snapshot, SnapshotMetadata,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, MessageType, Snapshot,
+    SnapshotMetadata,
 };
 use raft::{RawNode, StateRole};
 
 use super::stages::{CommitStages, StageSummary};
 use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::native::{self, Request};
+use crate::members::{decode_change, encode_change, Member, MemberChange, MemberError, Members};
 use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::{validate, KvError};
 use crate::peer::transport::PeerTransport;
@@ -35,9 +37,13 @@ pub struct ConsensusConfig {
     pub member_id: u64,
     /// The cluster's ID.
     pub cluster_id: u64,
-    /// The other voting members and their peer addresses (host:port); empty for a single
-    /// member.
-    pub peers: Vec<(u64, String)>,
+    /// The members the cluster was bootstrapped with (this one included), all voters: the
+    /// registry until a snapshot or the log says otherwise.
+    pub members: Vec<Member>,
+    /// This member's name, published to the registry once it runs.
+    pub name: String,
+    /// This member's advertised client URLs, published with its name.
+    pub client_urls: Vec<String>,
     /// Interval between Raft ticks (etcd's `--heartbeat-interval`).
     pub heartbeat: Duration,
     /// Ticks without a leader before an election (etcd's election timeout / heartbeat).
@@ -65,6 +71,9 @@ pub enum ServerError {
     /// An error of the KV API itself.
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// A membership request refused, or a request a learner does not serve.
+    #[error(transparent)]
+    Member(#[from] MemberError),
     /// No leader to take the request.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -85,6 +94,7 @@ impl ServerError {
     pub fn grpc_code(&self) -> u32 {
         match self {
             ServerError::Kv(error) => native::grpc_code(error.code()),
+            ServerError::Member(error) => error.grpc_code(),
             ServerError::NoLeader | ServerError::Stopped | ServerError::Timeout => {
                 native::GRPC_UNAVAILABLE
             }
@@ -107,6 +117,16 @@ pub enum Applied {
     Write(WriteResponse),
     /// An alarm change's response.
     Alarm(AlarmResponse),
+    /// A membership change's outcome: the registry after it.
+    Members(Vec<Member>),
+}
+
+/// What a request task hands the driver to propose.
+enum Proposal {
+    /// A normal entry's data.
+    Entry(Bytes),
+    /// A membership change.
+    Change(ConfChange),
 }
 
 /// Answers a proposal: its outcome and when it was decided.
@@ -116,9 +136,9 @@ type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
 /// Work handed to the driver by request tasks.
 #[derive(Default)]
 struct Queue {
-    /// Entry data to propose, with the sequence number its waiter is filed under and when it
-    /// was queued.
-    proposals: Vec<(u64, Bytes, Instant)>,
+    /// What to propose, with the sequence number its waiter is filed under and when it was
+    /// queued.
+    proposals: Vec<(u64, Proposal, Instant)>,
     /// Waiters of proposals not yet applied.
     writes: HashMap<u64, WriteWaiter>,
     /// Reads that want a read index, not yet asked for.
@@ -165,6 +185,14 @@ pub struct Consensus<D: LogDir> {
     transport: Option<Rc<PeerTransport>>,
     /// Where commits spend their time.
     stages: RefCell<CommitStages>,
+    /// The member registry (changed only by applying membership changes).
+    members: RefCell<Members>,
+    /// True once this member's name and client URLs are in the registry, or a proposal to put
+    /// them there is in flight.
+    publishing: Cell<bool>,
+    /// When this member applied its own removal: it stops shortly after, once the removal has
+    /// reached the others.
+    removed: Cell<Option<Instant>>,
 }
 
 /// Raft's description of a snapshot lode took or installed.
@@ -206,11 +234,28 @@ impl<D: LogDir + 'static> Consensus<D> {
         if config.member_id == 0 {
             return Err(ServerError::Internal("member ID 0 is reserved".into()));
         }
-        let mut voters = vec![config.member_id];
-        voters.extend(config.peers.iter().map(|(id, _)| *id));
-        voters.sort_unstable();
+        let members = match snapshot.as_ref().and_then(|meta| meta.members.clone()) {
+            Some(members) => members,
+            // Snapshots before format 3 hold no registry: the bootstrap members that are still
+            // voters in the snapshot are.
+            None => Members::new(
+                config
+                    .members
+                    .iter()
+                    .filter(|member| {
+                        snapshot
+                            .as_ref()
+                            .is_none_or(|meta| meta.voters.contains(&member.id))
+                    })
+                    .cloned(),
+                Default::default(),
+            ),
+        };
+        let (voters, learners) = members.voters_and_learners();
+        let single = voters == [config.member_id] && learners.is_empty();
         let conf_state = ConfState {
             voters,
+            learners,
             ..Default::default()
         };
         let wal_hard_state = wal.hard_state();
@@ -243,7 +288,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         let mut raw = RawNode::new(&raft_config, storage, &raft_logger())
             .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
         // A single voter elects itself at once; a cluster elects when a timeout runs out.
-        if config.peers.is_empty() {
+        if single {
             raw.campaign()
                 .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
         }
@@ -252,7 +297,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             sequencer.restore(meta.revision, meta.compact_revision);
         }
         let alarms = Alarms::from_members(snapshot.iter().flat_map(|meta| meta.alarms.clone()));
-        Ok(Rc::new(Consensus {
+        let consensus = Rc::new(Consensus {
             sequencer,
             config,
             wal,
@@ -275,7 +320,12 @@ impl<D: LogDir + 'static> Consensus<D> {
             alarm_change_in_flight: Cell::new(false),
             transport,
             stages: RefCell::new(CommitStages::default()),
-        }))
+            members: RefCell::new(members),
+            publishing: Cell::new(false),
+            removed: Cell::new(None),
+        });
+        consensus.connect_peers();
+        Ok(consensus)
     }
 
     /// The configuration.
@@ -348,8 +398,8 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         match self.propose_entry(frame).await? {
             Applied::Write(response) => Ok(response),
-            Applied::Alarm(_) => Err(ServerError::Internal(
-                "a write was applied as an alarm".into(),
+            _ => Err(ServerError::Internal(
+                "a write was applied as something else".into(),
             )),
         }
     }
@@ -367,8 +417,8 @@ impl<D: LogDir + 'static> Consensus<D> {
         let frame = native::encode_request(0, &Request::Alarm(*request));
         match self.propose_entry(&frame).await? {
             Applied::Alarm(response) => Ok(response),
-            Applied::Write(_) => Err(ServerError::Internal(
-                "an alarm was applied as a write".into(),
+            _ => Err(ServerError::Internal(
+                "an alarm was applied as something else".into(),
             )),
         }
     }
@@ -421,6 +471,33 @@ impl<D: LogDir + 'static> Consensus<D> {
 
     /// Proposes a verified request frame and waits until it is applied.
     async fn propose_entry(&self, frame: &[u8]) -> Result<Applied, ServerError> {
+        self.refuse_if_learner()?;
+        self.propose(|id| Proposal::Entry(encode_proposal(id, frame)))
+            .await
+    }
+
+    /// A learner serves only serializable reads and status (etcd's rule).
+    fn refuse_if_learner(&self) -> Result<(), ServerError> {
+        if self.is_learner() {
+            return Err(MemberError::LearnerNotSupported.into());
+        }
+        Ok(())
+    }
+
+    /// True while this member is a learner.
+    pub fn is_learner(&self) -> bool {
+        self.members
+            .borrow()
+            .get(self.config.member_id)
+            .is_some_and(|member| member.is_learner)
+    }
+
+    /// Queues what `make` builds under a fresh proposal ID and waits until it is applied (or
+    /// the request timeout runs out).
+    async fn propose(
+        &self,
+        make: impl FnOnce(ProposalId) -> Proposal,
+    ) -> Result<Applied, ServerError> {
         if self.stopped.get() {
             return Err(ServerError::Stopped);
         }
@@ -435,9 +512,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         let queued_at = Instant::now();
         {
             let mut queue = self.queue.borrow_mut();
-            queue
-                .proposals
-                .push((sequence, encode_proposal(id, frame), queued_at));
+            queue.proposals.push((sequence, make(id), queued_at));
             queue.writes.insert(sequence, sender);
         }
         self.wake_driver();
@@ -463,10 +538,167 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
+    /// etcd's MemberList: the registry as this member has applied it (after a ReadIndex round
+    /// when `linearizable`).
+    pub async fn member_list(&self, linearizable: bool) -> Result<Vec<Member>, ServerError> {
+        if linearizable {
+            self.read_index().await?;
+        }
+        Ok(self.members.borrow().list())
+    }
+
+    /// Proposes a membership change and waits until it is applied; answers the registry after
+    /// it. Checked here first against the applied registry (and, on the leader, against the
+    /// cluster's health and a learner's progress), and again when applied.
+    pub async fn change_members(&self, change: MemberChange) -> Result<Vec<Member>, ServerError> {
+        self.refuse_if_learner()?;
+        if self.transport.is_none() {
+            return Err(ServerError::Internal(
+                "this member does not listen for peers: start it with --listen-peer-urls to \
+                 change the cluster's membership"
+                    .into(),
+            ));
+        }
+        self.members.borrow().check(&change)?;
+        self.check_on_leader(&change)?;
+        // URL updates and publications change only the registry; they travel as configuration
+        // changes all the same (never applied to raft-rs's configuration), which keeps every
+        // membership change in one order, one at a time.
+        let (change_type, node_id) = change
+            .raft_change()
+            .unwrap_or((ConfChangeType::AddNode, change.member_id()));
+        let applied = self
+            .propose(|id| {
+                let mut body = Vec::new();
+                encode_change(&change, &mut body);
+                let mut conf_change = ConfChange::default();
+                conf_change.set_change_type(change_type);
+                conf_change.node_id = node_id;
+                conf_change.context = encode_proposal(id, &body).to_vec().into();
+                Proposal::Change(conf_change)
+            })
+            .await?;
+        match applied {
+            Applied::Members(members) => Ok(members),
+            _ => Err(ServerError::Internal(
+                "a membership change was applied as something else".into(),
+            )),
+        }
+    }
+
+    /// etcd's MemberAdd: a new voter or learner at `peer_urls`, with an ID picked here (from
+    /// the URLs, the cluster and the time, as etcd picks one); answers it and the registry.
+    pub async fn add_member(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), ServerError> {
+        let mut parsed = Vec::new();
+        for url in &peer_urls {
+            parsed.push(crate::server::urls::parse_url(url).map_err(|_| MemberError::BadUrls)?);
+        }
+        if parsed.is_empty() {
+            return Err(MemberError::BadUrls.into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let salt = format!("{:x}{now}{}", self.config.cluster_id, self.nonce);
+        let member = Member {
+            id: crate::membership::member_id(&parsed, &salt).max(1),
+            name: String::new(),
+            peer_urls: parsed.iter().map(ToString::to_string).collect(),
+            client_urls: Vec::new(),
+            is_learner,
+        };
+        let members = self
+            .change_members(MemberChange::Add(member.clone()))
+            .await?;
+        Ok((member, members))
+    }
+
+    /// The checks only the leader can make: a learner is promoted only once it has caught up
+    /// (its log within 90% of the leader's, etcd's threshold), and a voter is added or removed
+    /// only if enough voters are active to keep a quorum afterwards.
+    fn check_on_leader(&self, change: &MemberChange) -> Result<(), ServerError> {
+        let raw = self.raw.borrow();
+        if raw.raft.state != StateRole::Leader {
+            return match change {
+                MemberChange::Promote(_) => Err(MemberError::NotLeader.into()),
+                _ => Ok(()),
+            };
+        }
+        let progress = raw.raft.prs();
+        let leader_matched = progress.get(self.config.member_id).map_or(0, |p| p.matched);
+        let voters: Vec<u64> = progress.conf().voters().ids().iter().collect();
+        let active = |id: &u64| {
+            *id == self.config.member_id || progress.get(*id).is_some_and(|p| p.recent_active)
+        };
+        match change {
+            MemberChange::Promote(id) => {
+                let matched = progress.get(*id).map_or(0, |p| p.matched);
+                if (matched as f64) < leader_matched as f64 * 0.9 {
+                    return Err(MemberError::LearnerNotReady.into());
+                }
+            }
+            MemberChange::Add(member) if !member.is_learner => {
+                let after = voters.len() + 1;
+                if voters.iter().filter(|id| active(id)).count() < after / 2 + 1 {
+                    return Err(MemberError::NotEnoughStarted.into());
+                }
+            }
+            MemberChange::Remove(id) if voters.contains(id) => {
+                let remaining: Vec<&u64> = voters.iter().filter(|v| *v != id).collect();
+                let active_after = remaining.iter().filter(|v| active(v)).count();
+                if !remaining.is_empty() && active_after < remaining.len() / 2 + 1 {
+                    return Err(MemberError::NotEnoughStarted.into());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// etcd's MoveLeader: hands leadership to voter `target` and waits until it has it. Only
+    /// the leader serves this.
+    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+        {
+            let mut raw = self.raw.borrow_mut();
+            if raw.raft.state != StateRole::Leader {
+                return Err(MemberError::NotLeader.into());
+            }
+            let is_voter = raw
+                .raft
+                .prs()
+                .conf()
+                .voters()
+                .ids()
+                .iter()
+                .any(|id| id == target);
+            if !is_voter {
+                return Err(MemberError::BadLeaderTransferee.into());
+            }
+            if target == self.config.member_id {
+                return Ok(());
+            }
+            raw.transfer_leader(target);
+        }
+        self.wake_driver();
+        let deadline = Instant::now() + self.config.request_timeout;
+        while Instant::now() < deadline {
+            if self.leader() == target {
+                return Ok(());
+            }
+            glommio::timer::sleep(self.config.heartbeat / 2).await;
+        }
+        Err(ServerError::Timeout)
+    }
+
     /// Confirms leadership with a ReadIndex round (batched with every read waiting) and waits
     /// until everything up to the read index is applied; returns the revision a linearizable
     /// read must read at.
     pub async fn read_index(&self) -> Result<i64, ServerError> {
+        self.refuse_if_learner()?;
         let read = async {
             let (sender, receiver) = oneshot::channel();
             self.queue.borrow_mut().reads_waiting.push(sender);
@@ -536,7 +768,16 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
         }
         let queue = self.queue.borrow();
-        let queued = !queue.proposals.is_empty() || !queue.reads_waiting.is_empty();
+        // A membership change the leader holds back (one is in flight) is no work until then.
+        let changes_held = {
+            let raw = self.raw.borrow();
+            raw.raft.state == StateRole::Leader && raw.raft.has_pending_conf()
+        };
+        let proposals = queue
+            .proposals
+            .iter()
+            .any(|(_, proposal, _)| matches!(proposal, Proposal::Entry(_)) || !changes_held);
+        let queued = proposals || !queue.reads_waiting.is_empty();
         queued && self.leader_known()
     }
 
@@ -639,7 +880,47 @@ impl<D: LogDir + 'static> Consensus<D> {
             self.hand_work_to_raft();
             self.process_ready().await?;
             self.maybe_snapshot();
+            self.maybe_publish();
+            if let Some(at) = self.removed.get() {
+                // A few heartbeats carry the commit of the removal to the others first.
+                if at.elapsed() >= 3 * self.config.heartbeat {
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    /// Puts this member's name and client URLs in the registry once a leader is known, if
+    /// they are not there yet (retried on the next turns if the proposal fails).
+    fn maybe_publish(self: &Rc<Self>) {
+        if self.publishing.get() || !self.leader_known() || self.transport.is_none() {
+            return;
+        }
+        let published = self
+            .members
+            .borrow()
+            .get(self.config.member_id)
+            .is_none_or(|member| {
+                member.name == self.config.name && member.client_urls == self.config.client_urls
+            });
+        if published {
+            return;
+        }
+        self.publishing.set(true);
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let change = MemberChange::Publish {
+                id: this.config.member_id,
+                name: this.config.name.clone(),
+                client_urls: this.config.client_urls.clone(),
+            };
+            if let Err(error) = this.change_members(change).await {
+                tracing::debug!(%error, "publishing this member's name and client URLs failed");
+                glommio::timer::sleep(this.config.heartbeat * 10).await;
+                this.publishing.set(false);
+            }
+        })
+        .detach();
     }
 
     /// Moves queued proposals and reads into the RawNode.
@@ -654,14 +935,29 @@ impl<D: LogDir + 'static> Consensus<D> {
         let mut raw = self.raw.borrow_mut();
         let now = Instant::now();
         let mut stages = self.stages.borrow_mut();
-        for (sequence, data, queued_at) in std::mem::take(&mut queue.proposals) {
+        let mut held = Vec::new();
+        for (sequence, proposal, queued_at) in std::mem::take(&mut queue.proposals) {
+            let proposed = match proposal {
+                Proposal::Entry(data) => raw.propose(Vec::new(), data.to_vec()),
+                // raft-rs takes one membership change at a time and turns a second into an
+                // empty entry (its proposer would never hear back): the leader holds it until
+                // the one in flight is applied.
+                Proposal::Change(change)
+                    if raw.raft.state == StateRole::Leader && raw.raft.has_pending_conf() =>
+                {
+                    held.push((sequence, Proposal::Change(change), queued_at));
+                    continue;
+                }
+                Proposal::Change(change) => raw.propose_conf_change(Vec::new(), change),
+            };
             stages.proposal_queued(now.saturating_duration_since(queued_at));
-            if raw.propose(Vec::new(), data.to_vec()).is_err() {
+            if proposed.is_err() {
                 if let Some(waiter) = queue.writes.remove(&sequence) {
                     let _ = waiter.send((Err(ServerError::NoLeader), now));
                 }
             }
         }
+        queue.proposals = held;
         if !queue.reads_waiting.is_empty() {
             let context = queue.next_read_context;
             queue.next_read_context += 1;
@@ -716,6 +1012,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             compact_revision: self.sequencer.compact_revision(),
             voters,
             alarms: self.alarms(),
+            members: Some(self.members.borrow().clone()),
         }
     }
 
@@ -919,6 +1216,10 @@ impl<D: LogDir + 'static> Consensus<D> {
             .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
         self.sequencer.restore(meta.revision, meta.compact_revision);
         *self.alarms.borrow_mut() = Alarms::from_members(meta.alarms.iter().cloned());
+        if let Some(members) = meta.members.clone() {
+            *self.members.borrow_mut() = members;
+            self.connect_peers();
+        }
         self.applied.set(index);
         self.last_snapshot.set(index);
         self.last_snapshot_bytes.set(size);
@@ -972,7 +1273,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                         .map_err(|e| {
                             ServerError::Internal(format!("conf change {}: {e}", entry.index))
                         })?;
-                    self.apply_conf_change(Err(change))?;
+                    self.apply_member_change(change)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
@@ -990,6 +1291,99 @@ impl<D: LogDir + 'static> Consensus<D> {
         self.stages.borrow_mut().applied(committed_at.elapsed());
         crate::shard::release_waiters(&self.applied_waiters, self.applied.get());
         Ok(())
+    }
+
+    /// Applies a membership change entry: the registry first (which may refuse it, the same
+    /// way on every member), then Raft's configuration and the transport.
+    fn apply_member_change(&self, conf_change: ConfChange) -> Result<(), ServerError> {
+        let context = Bytes::from(conf_change.context.to_vec());
+        let decoded = decode_proposal(&context)
+            .and_then(|(id, body)| decode_change(&body).map(|change| (id, change)));
+        let Some((id, change)) = decoded else {
+            // Not one of lode's (none are made elsewhere): Raft's configuration only.
+            return self.apply_conf_change(Err(conf_change));
+        };
+        let result = self.members.borrow_mut().apply(&change);
+        if result.is_ok() {
+            if change.raft_change().is_some() {
+                self.apply_conf_change(Err(conf_change))?;
+            }
+            self.after_member_change(&change);
+        } else {
+            tracing::info!(?change, ?result, "membership change refused when applied");
+        }
+        if id.proposer == self.config.member_id && id.nonce == self.nonce {
+            if let Some(waiter) = self.queue.borrow_mut().writes.remove(&id.sequence) {
+                let answer = result
+                    .map(|()| Applied::Members(self.members.borrow().list()))
+                    .map_err(ServerError::from);
+                let _ = waiter.send((answer, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the transport at every other member of the registry, and away from removed ones.
+    fn connect_peers(&self) {
+        let Some(transport) = &self.transport else {
+            return;
+        };
+        let members = self.members.borrow().clone();
+        for member in members.list() {
+            if member.id != self.config.member_id {
+                self.connect_peer(transport, &member);
+            }
+        }
+        for id in members.removed() {
+            transport.remove_peer(*id);
+        }
+    }
+
+    fn connect_peer(&self, transport: &Rc<PeerTransport>, member: &Member) {
+        let address = member
+            .peer_urls
+            .first()
+            .ok_or_else(|| "no peer URL".to_string())
+            .and_then(|url| crate::server::urls::parse_url(url))
+            .and_then(|url| url.socket_address());
+        match address {
+            Ok(address) => transport.set_peer(member.id, &address.to_string()),
+            Err(error) => {
+                tracing::error!(member = %format!("{:x}", member.id), %error, "cannot reach a member")
+            }
+        }
+    }
+
+    /// What an applied membership change means for this member.
+    fn after_member_change(&self, change: &MemberChange) {
+        tracing::info!(?change, "membership changed");
+        let own = self.config.member_id;
+        match change {
+            MemberChange::Remove(id) if *id == own => {
+                tracing::warn!(
+                    "this member was removed from the cluster: it stops (its data dir cannot \
+                     rejoin; add a new member with a fresh one)"
+                );
+                self.removed.set(Some(Instant::now()));
+            }
+            MemberChange::Remove(id) => {
+                if let Some(transport) = &self.transport {
+                    transport.remove_peer(*id);
+                }
+            }
+            MemberChange::Add(member) if member.id != own => {
+                if let Some(transport) = &self.transport {
+                    self.connect_peer(transport, member);
+                }
+            }
+            MemberChange::Update { id, .. } if *id != own => {
+                let member = self.members.borrow().get(*id).cloned();
+                if let (Some(transport), Some(member)) = (&self.transport, member) {
+                    self.connect_peer(transport, &member);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn apply_conf_change(

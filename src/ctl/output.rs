@@ -7,6 +7,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::api::native::StatusResponse;
+use crate::members::Member;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
 
@@ -99,7 +100,7 @@ pub fn simple_status(endpoint: &str, status: &StatusResponse) -> String {
         status.version,
         human_bytes(status.db_size.max(0) as u64),
         status.leader == status.header.member_id,
-        false,
+        status.is_learner,
         status.raft_term,
         status.raft_index,
         status.raft_applied_index,
@@ -119,23 +120,29 @@ pub fn table_status(endpoint: &str, status: &StatusResponse) -> String {
         "RAFT INDEX",
         "RAFT APPLIED INDEX",
     ];
-    let row = [
+    let row = vec![
         endpoint.to_string(),
         format!("{:x}", status.header.member_id),
         status.version.clone(),
         human_bytes(status.db_size.max(0) as u64),
         (status.leader == status.header.member_id).to_string(),
-        "false".to_string(),
+        status.is_learner.to_string(),
         status.raft_term.to_string(),
         status.raft_index.to_string(),
         status.raft_applied_index.to_string(),
     ];
-    let widths: Vec<usize> = headers
-        .iter()
-        .zip(&row)
-        .map(|(h, r)| h.len().max(r.len()))
-        .collect();
-    let line = |cells: Vec<String>| {
+    table(&headers, &[row])
+}
+
+/// etcdctl's table: a bordered header row and rows, cells centred.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &[String]| {
         let mut out = String::from("|");
         for (cell, width) in cells.iter().zip(&widths) {
             let _ = write!(out, " {cell:^width$} |");
@@ -151,10 +158,104 @@ pub fn table_status(endpoint: &str, status: &StatusResponse) -> String {
         out.push('\n');
         out
     };
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let mut out = format!("{border}{}{border}", line(&header));
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out.push_str(&border);
+    out
+}
+
+fn member_row(member: &Member) -> Vec<String> {
+    let status = if member.name.is_empty() {
+        "unstarted"
+    } else {
+        "started"
+    };
+    vec![
+        format!("{:x}", member.id),
+        status.to_string(),
+        member.name.clone(),
+        member.peer_urls.join(","),
+        member.client_urls.join(","),
+        member.is_learner.to_string(),
+    ]
+}
+
+/// `member list`, etcdctl's simple form: one member per line.
+pub fn simple_members(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|member| member_row(member).join(", ") + "\n")
+        .collect()
+}
+
+/// `member list -w table`.
+pub fn table_members(members: &[Member]) -> String {
+    let rows: Vec<Vec<String>> = members.iter().map(member_row).collect();
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "NAME",
+            "PEER ADDRS",
+            "CLIENT ADDRS",
+            "IS LEARNER",
+        ],
+        &rows,
+    )
+}
+
+fn json_member(member: &Member) -> Value {
+    let mut map = Map::new();
+    map.insert("ID".into(), json!(member.id));
+    if !member.name.is_empty() {
+        map.insert("name".into(), json!(member.name));
+    }
+    map.insert("peerURLs".into(), json!(member.peer_urls));
+    if !member.client_urls.is_empty() {
+        map.insert("clientURLs".into(), json!(member.client_urls));
+    }
+    if member.is_learner {
+        map.insert("isLearner".into(), json!(true));
+    }
+    Value::Object(map)
+}
+
+/// A member response as etcdctl's `-w json` prints it.
+pub fn json_members(header: &ResponseHeader, member: Option<&Member>, members: &[Member]) -> Value {
+    let mut map = Map::new();
+    map.insert("header".into(), json_header(header));
+    if let Some(member) = member {
+        map.insert("member".into(), json_member(member));
+    }
+    map.insert(
+        "members".into(),
+        Value::Array(members.iter().map(json_member).collect()),
+    );
+    Value::Object(map)
+}
+
+/// `member add`'s answer: the member and the settings to start it with, as etcdctl prints them.
+pub fn member_added(name: &str, cluster_id: u64, added: &Member, members: &[Member]) -> String {
+    let mut cluster = Vec::new();
+    for member in members {
+        let member_name = if member.id == added.id {
+            name
+        } else {
+            &member.name
+        };
+        for url in &member.peer_urls {
+            cluster.push(format!("{member_name}={url}"));
+        }
+    }
     format!(
-        "{border}{}{border}{}{border}",
-        line(headers.iter().map(|h| h.to_string()).collect()),
-        line(row.to_vec())
+        "Member {:16x} added to cluster {:16x}\n\nETCD_NAME=\"{name}\"\nETCD_INITIAL_CLUSTER=\"{}\"\nETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"\nETCD_INITIAL_CLUSTER_STATE=\"existing\"\n",
+        added.id,
+        cluster_id,
+        cluster.join(","),
+        added.peer_urls.join(","),
     )
 }
 
@@ -295,6 +396,7 @@ pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
             "raftIndex": status.raft_index,
             "raftTerm": status.raft_term,
             "raftAppliedIndex": status.raft_applied_index,
+            "isLearner": status.is_learner,
         }
     }])
 }

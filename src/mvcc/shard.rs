@@ -376,6 +376,7 @@ mod tests {
                 compact_revision: -1,
                 voters: vec![1],
                 alarms: Vec::new(),
+                members: None,
             };
             let mut file = Vec::new();
             crate::snapshot::encode_header(&meta, &mut file);

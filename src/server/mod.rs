@@ -45,6 +45,8 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::Status(s) => &mut s.header,
         Response::Alarm(a) => &mut a.header,
         Response::Snapshot { header, .. } => header,
+        Response::Members { header, .. } => header,
+        Response::MoveLeader { header } => header,
         Response::Error { .. } => return,
     };
     header.cluster_id = node.config.cluster_id;

@@ -12,11 +12,13 @@ use glommio::{Latency, Shares};
 
 use super::{native, shutdown_requested, Limits};
 use crate::alarm::{AlarmRequest, AlarmResponse};
-use crate::api::native::StatusResponse;
+use crate::api::native::{MemberRequest, Request, Response, StatusResponse};
 use crate::consensus::{Consensus, ConsensusConfig, ServerError};
+use crate::members::{MemberChange, MemberError};
 use crate::mvcc::request::{RangeRequest, RangeResponse, ResponseHeader, WriteResponse};
 use crate::mvcc::validate;
 use crate::peer::transport::PeerTransport;
+use crate::server::urls::parse_url;
 use crate::shard::mesh::CoreEnds;
 use crate::shard::route::{unexpected_reply, Router};
 use crate::shard::{CoreMessage, Reply, ShardState};
@@ -149,6 +151,24 @@ impl Node {
         }
     }
 
+    /// etcd's Cluster service and MoveLeader, through the consensus core.
+    pub async fn cluster(&self, request: Request) -> Result<Response, ServerError> {
+        if let Some(consensus) = &self.consensus {
+            return serve_cluster(consensus, request).await;
+        }
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::Cluster {
+                request: Box::new(request),
+                reply,
+            })
+            .await?
+        {
+            Reply::Cluster(result) => result.map(|response| *response),
+            _ => Err(unexpected_reply("Cluster")),
+        }
+    }
+
     /// A fresh snapshot written to an export file, from the consensus core: its path (the
     /// caller streams and removes it) and revision.
     pub async fn snapshot(&self) -> Result<(PathBuf, i64), ServerError> {
@@ -174,6 +194,65 @@ impl Node {
     }
 }
 
+/// Serves a membership or leadership request on the consensus core.
+async fn serve_cluster(
+    consensus: &Consensus<DmaDir>,
+    request: Request,
+) -> Result<Response, ServerError> {
+    let members = |member, members| Response::Members {
+        header: ResponseHeader::at(consensus.revision()),
+        member,
+        members,
+    };
+    match request {
+        Request::Member(MemberRequest::Add {
+            peer_urls,
+            is_learner,
+        }) => {
+            let (member, all) = consensus.add_member(peer_urls, is_learner).await?;
+            Ok(members(Some(member), all))
+        }
+        Request::Member(MemberRequest::Remove(id)) => consensus
+            .change_members(MemberChange::Remove(id))
+            .await
+            .map(|all| members(None, all)),
+        Request::Member(MemberRequest::Update { id, peer_urls }) => {
+            let mut parsed = Vec::new();
+            for url in &peer_urls {
+                parsed.push(
+                    parse_url(url)
+                        .map_err(|_| MemberError::BadUrls)?
+                        .to_string(),
+                );
+            }
+            consensus
+                .change_members(MemberChange::Update {
+                    id,
+                    peer_urls: parsed,
+                })
+                .await
+                .map(|all| members(None, all))
+        }
+        Request::Member(MemberRequest::Promote(id)) => consensus
+            .change_members(MemberChange::Promote(id))
+            .await
+            .map(|all| members(None, all)),
+        Request::Member(MemberRequest::List { linearizable }) => consensus
+            .member_list(linearizable)
+            .await
+            .map(|all| members(None, all)),
+        Request::MoveLeader(target) => {
+            consensus.move_leader(target).await?;
+            Ok(Response::MoveLeader {
+                header: ResponseHeader::at(consensus.revision()),
+            })
+        }
+        _ => Err(ServerError::Internal(
+            "not a membership or leadership request".into(),
+        )),
+    }
+}
+
 fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
     StatusResponse {
         header: ResponseHeader::at(consensus.revision()),
@@ -184,6 +263,7 @@ fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
         raft_term: consensus.term(),
         raft_applied_index: consensus.applied_index(),
         stages: consensus.commit_stages(),
+        is_learner: consensus.is_learner(),
     }
 }
 
@@ -220,6 +300,15 @@ async fn receive(
                 glommio::spawn_local(async move {
                     let result = consensus.read_index().await;
                     router.reply(reply, Reply::ReadRevision(result));
+                })
+                .detach();
+            }
+            (CoreMessage::Cluster { request, reply }, Some(consensus)) => {
+                let consensus = consensus.clone();
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    let result = serve_cluster(&consensus, *request).await.map(Box::new);
+                    router.reply(reply, Reply::Cluster(result));
                 })
                 .detach();
             }
@@ -375,9 +464,6 @@ async fn start_core(
                 config.consensus.member_id,
                 &config.consensus.snapshot_dir,
             );
-            for (id, peer_address) in &config.consensus.peers {
-                transport.set_peer(*id, peer_address);
-            }
             glommio::spawn_local(transport.clone().serve(listener)).detach();
             Some(transport)
         }

@@ -48,6 +48,8 @@ pub enum Reply {
     Alarm(Result<AlarmResponse, ServerError>),
     /// The answer to `Status`.
     Status(Result<Box<StatusResponse>, ServerError>),
+    /// The answer to `Cluster`.
+    Cluster(Result<Box<crate::api::native::Response>, ServerError>),
     /// The answer to `Prefetch`.
     Prefetched(Vec<Vec<KeyValue>>),
     /// The answer to `Read`: `None` when the node stopped before the revision was applied.
@@ -118,6 +120,14 @@ pub enum CoreMessage {
         /// The request.
         request: AlarmRequest,
         /// Where the answer (`Reply::Alarm`) goes.
+        reply: ReplyTo,
+    },
+    /// A membership or leadership request (etcd's Cluster service, MoveLeader), for the
+    /// consensus core.
+    Cluster {
+        /// The request (`Request::Member` or `Request::MoveLeader`).
+        request: Box<crate::api::native::Request>,
+        /// Where the answer (`Reply::Cluster`) goes.
         reply: ReplyTo,
     },
     /// A status request, for the consensus core.
@@ -433,6 +443,10 @@ impl ShardState {
             CoreMessage::Snapshot { reply } => router.reply(
                 reply,
                 Reply::Snapshot(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::Cluster { reply, .. } => router.reply(
+                reply,
+                Reply::Cluster(Err(ServerError::Internal("not the consensus core".into()))),
             ),
         }
     }

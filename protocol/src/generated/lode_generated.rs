@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 8;
+pub const ENUM_MAX_REQUEST: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 9] = [
+pub const ENUM_VALUES_REQUEST: [Request; 15] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -498,6 +498,12 @@ pub const ENUM_VALUES_REQUEST: [Request; 9] = [
   Request::StatusRequest,
   Request::SnapshotRequest,
   Request::AlarmRequest,
+  Request::MemberAddRequest,
+  Request::MemberRemoveRequest,
+  Request::MemberUpdateRequest,
+  Request::MemberListRequest,
+  Request::MemberPromoteRequest,
+  Request::MoveLeaderRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -514,9 +520,15 @@ impl Request {
   pub const StatusRequest: Self = Self(6);
   pub const SnapshotRequest: Self = Self(7);
   pub const AlarmRequest: Self = Self(8);
+  pub const MemberAddRequest: Self = Self(9);
+  pub const MemberRemoveRequest: Self = Self(10);
+  pub const MemberUpdateRequest: Self = Self(11);
+  pub const MemberListRequest: Self = Self(12);
+  pub const MemberPromoteRequest: Self = Self(13);
+  pub const MoveLeaderRequest: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -527,6 +539,12 @@ impl Request {
     Self::StatusRequest,
     Self::SnapshotRequest,
     Self::AlarmRequest,
+    Self::MemberAddRequest,
+    Self::MemberRemoveRequest,
+    Self::MemberUpdateRequest,
+    Self::MemberListRequest,
+    Self::MemberPromoteRequest,
+    Self::MoveLeaderRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -540,6 +558,12 @@ impl Request {
       Self::StatusRequest => Some("StatusRequest"),
       Self::SnapshotRequest => Some("SnapshotRequest"),
       Self::AlarmRequest => Some("AlarmRequest"),
+      Self::MemberAddRequest => Some("MemberAddRequest"),
+      Self::MemberRemoveRequest => Some("MemberRemoveRequest"),
+      Self::MemberUpdateRequest => Some("MemberUpdateRequest"),
+      Self::MemberListRequest => Some("MemberListRequest"),
+      Self::MemberPromoteRequest => Some("MemberPromoteRequest"),
+      Self::MoveLeaderRequest => Some("MoveLeaderRequest"),
       _ => None,
     }
   }
@@ -599,10 +623,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 9;
+pub const ENUM_MAX_RESPONSE: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 10] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 12] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -613,6 +637,8 @@ pub const ENUM_VALUES_RESPONSE: [Response; 10] = [
   Response::ErrorResponse,
   Response::SnapshotResponse,
   Response::AlarmResponse,
+  Response::MemberResponse,
+  Response::MoveLeaderResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -630,9 +656,11 @@ impl Response {
   pub const ErrorResponse: Self = Self(7);
   pub const SnapshotResponse: Self = Self(8);
   pub const AlarmResponse: Self = Self(9);
+  pub const MemberResponse: Self = Self(10);
+  pub const MoveLeaderResponse: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -644,6 +672,8 @@ impl Response {
     Self::ErrorResponse,
     Self::SnapshotResponse,
     Self::AlarmResponse,
+    Self::MemberResponse,
+    Self::MoveLeaderResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -658,6 +688,8 @@ impl Response {
       Self::ErrorResponse => Some("ErrorResponse"),
       Self::SnapshotResponse => Some("SnapshotResponse"),
       Self::AlarmResponse => Some("AlarmResponse"),
+      Self::MemberResponse => Some("MemberResponse"),
+      Self::MoveLeaderResponse => Some("MoveLeaderResponse"),
       _ => None,
     }
   }
@@ -2410,6 +2442,96 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_add_request(&self) -> Option<MemberAddRequest<'a>> {
+    if self.request_type() == Request::MemberAddRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberAddRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_remove_request(&self) -> Option<MemberRemoveRequest<'a>> {
+    if self.request_type() == Request::MemberRemoveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberRemoveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_update_request(&self) -> Option<MemberUpdateRequest<'a>> {
+    if self.request_type() == Request::MemberUpdateRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberUpdateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_list_request(&self) -> Option<MemberListRequest<'a>> {
+    if self.request_type() == Request::MemberListRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberListRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_promote_request(&self) -> Option<MemberPromoteRequest<'a>> {
+    if self.request_type() == Request::MemberPromoteRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberPromoteRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_move_leader_request(&self) -> Option<MoveLeaderRequest<'a>> {
+    if self.request_type() == Request::MoveLeaderRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveLeaderRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -2428,6 +2550,12 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Request::StatusRequest", pos),
           Request::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("Request::SnapshotRequest", pos),
           Request::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("Request::AlarmRequest", pos),
+          Request::MemberAddRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberAddRequest>>("Request::MemberAddRequest", pos),
+          Request::MemberRemoveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberRemoveRequest>>("Request::MemberRemoveRequest", pos),
+          Request::MemberUpdateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberUpdateRequest>>("Request::MemberUpdateRequest", pos),
+          Request::MemberListRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberListRequest>>("Request::MemberListRequest", pos),
+          Request::MemberPromoteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPromoteRequest>>("Request::MemberPromoteRequest", pos),
+          Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2533,6 +2661,48 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::AlarmRequest => {
           if let Some(x) = self.request_as_alarm_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberAddRequest => {
+          if let Some(x) = self.request_as_member_add_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberRemoveRequest => {
+          if let Some(x) = self.request_as_member_remove_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberUpdateRequest => {
+          if let Some(x) = self.request_as_member_update_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberListRequest => {
+          if let Some(x) = self.request_as_member_list_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberPromoteRequest => {
+          if let Some(x) = self.request_as_member_promote_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MoveLeaderRequest => {
+          if let Some(x) = self.request_as_move_leader_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2987,6 +3157,7 @@ impl<'a> StatusResponse<'a> {
   pub const VT_RAFT_TERM: ::flatbuffers::VOffsetT = 14;
   pub const VT_RAFT_APPLIED_INDEX: ::flatbuffers::VOffsetT = 16;
   pub const VT_STAGES: ::flatbuffers::VOffsetT = 18;
+  pub const VT_IS_LEARNER: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3006,6 +3177,7 @@ impl<'a> StatusResponse<'a> {
     if let Some(x) = args.stages { builder.add_stages(x); }
     if let Some(x) = args.version { builder.add_version(x); }
     if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_is_learner(args.is_learner);
     builder.finish()
   }
 
@@ -3066,6 +3238,13 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommitStage>>>>(StatusResponse::VT_STAGES, None)}
   }
+  #[inline]
+  pub fn is_learner(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(StatusResponse::VT_IS_LEARNER, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -3082,6 +3261,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
      .visit_field::<u64>("raft_term", Self::VT_RAFT_TERM, false)?
      .visit_field::<u64>("raft_applied_index", Self::VT_RAFT_APPLIED_INDEX, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CommitStage>>>>("stages", Self::VT_STAGES, false)?
+     .visit_field::<bool>("is_learner", Self::VT_IS_LEARNER, false)?
      .finish();
     Ok(())
   }
@@ -3095,6 +3275,7 @@ pub struct StatusResponseArgs<'a> {
     pub raft_term: u64,
     pub raft_applied_index: u64,
     pub stages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommitStage<'a>>>>>,
+    pub is_learner: bool,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -3108,6 +3289,7 @@ impl<'a> Default for StatusResponseArgs<'a> {
       raft_term: 0,
       raft_applied_index: 0,
       stages: None,
+      is_learner: false,
     }
   }
 }
@@ -3150,6 +3332,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_STAGES, stages);
   }
   #[inline]
+  pub fn add_is_learner(&mut self, is_learner: bool) {
+    self.fbb_.push_slot::<bool>(StatusResponse::VT_IS_LEARNER, is_learner, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusResponseBuilder {
@@ -3175,6 +3361,7 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.field("raft_term", &self.raft_term());
       ds.field("raft_applied_index", &self.raft_applied_index());
       ds.field("stages", &self.stages());
+      ds.field("is_learner", &self.is_learner());
       ds.finish()
   }
 }
@@ -3923,6 +4110,1006 @@ impl ::core::fmt::Debug for AlarmResponse<'_> {
       ds.finish()
   }
 }
+pub enum MemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Member<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Member<'a> {
+  type Inner = Member<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Member<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PEER_URLS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CLIENT_URLS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_IS_LEARNER: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Member { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Member<'bldr>> {
+    let mut builder = MemberBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.client_urls { builder.add_client_urls(x); }
+    if let Some(x) = args.peer_urls { builder.add_peer_urls(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_is_learner(args.is_learner);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Member::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn peer_urls(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Member::VT_PEER_URLS, None)}
+  }
+  #[inline]
+  pub fn client_urls(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Member::VT_CLIENT_URLS, None)}
+  }
+  #[inline]
+  pub fn is_learner(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Member::VT_IS_LEARNER, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Member<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("peer_urls", Self::VT_PEER_URLS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("client_urls", Self::VT_CLIENT_URLS, false)?
+     .visit_field::<bool>("is_learner", Self::VT_IS_LEARNER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberArgs<'a> {
+    pub id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub peer_urls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub client_urls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub is_learner: bool,
+}
+impl<'a> Default for MemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberArgs {
+      id: 0,
+      name: None,
+      peer_urls: None,
+      client_urls: None,
+      is_learner: false,
+    }
+  }
+}
+
+pub struct MemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(Member::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_peer_urls(&mut self, peer_urls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_PEER_URLS, peer_urls);
+  }
+  #[inline]
+  pub fn add_client_urls(&mut self, client_urls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_CLIENT_URLS, client_urls);
+  }
+  #[inline]
+  pub fn add_is_learner(&mut self, is_learner: bool) {
+    self.fbb_.push_slot::<bool>(Member::VT_IS_LEARNER, is_learner, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Member<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Member<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Member");
+      ds.field("id", &self.id());
+      ds.field("name", &self.name());
+      ds.field("peer_urls", &self.peer_urls());
+      ds.field("client_urls", &self.client_urls());
+      ds.field("is_learner", &self.is_learner());
+      ds.finish()
+  }
+}
+pub enum MemberAddRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberAddRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberAddRequest<'a> {
+  type Inner = MemberAddRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberAddRequest<'a> {
+  pub const VT_PEER_URLS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IS_LEARNER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberAddRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberAddRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberAddRequest<'bldr>> {
+    let mut builder = MemberAddRequestBuilder::new(_fbb);
+    if let Some(x) = args.peer_urls { builder.add_peer_urls(x); }
+    builder.add_is_learner(args.is_learner);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn peer_urls(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(MemberAddRequest::VT_PEER_URLS, None)}
+  }
+  #[inline]
+  pub fn is_learner(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MemberAddRequest::VT_IS_LEARNER, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberAddRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("peer_urls", Self::VT_PEER_URLS, false)?
+     .visit_field::<bool>("is_learner", Self::VT_IS_LEARNER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberAddRequestArgs<'a> {
+    pub peer_urls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub is_learner: bool,
+}
+impl<'a> Default for MemberAddRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberAddRequestArgs {
+      peer_urls: None,
+      is_learner: false,
+    }
+  }
+}
+
+pub struct MemberAddRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberAddRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_peer_urls(&mut self, peer_urls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberAddRequest::VT_PEER_URLS, peer_urls);
+  }
+  #[inline]
+  pub fn add_is_learner(&mut self, is_learner: bool) {
+    self.fbb_.push_slot::<bool>(MemberAddRequest::VT_IS_LEARNER, is_learner, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberAddRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberAddRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberAddRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberAddRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberAddRequest");
+      ds.field("peer_urls", &self.peer_urls());
+      ds.field("is_learner", &self.is_learner());
+      ds.finish()
+  }
+}
+pub enum MemberRemoveRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberRemoveRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberRemoveRequest<'a> {
+  type Inner = MemberRemoveRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberRemoveRequest<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberRemoveRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberRemoveRequestArgs
+  ) -> ::flatbuffers::WIPOffset<MemberRemoveRequest<'bldr>> {
+    let mut builder = MemberRemoveRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberRemoveRequest::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberRemoveRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberRemoveRequestArgs {
+    pub id: u64,
+}
+impl<'a> Default for MemberRemoveRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    MemberRemoveRequestArgs {
+      id: 0,
+    }
+  }
+}
+
+pub struct MemberRemoveRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberRemoveRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MemberRemoveRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberRemoveRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberRemoveRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberRemoveRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberRemoveRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberRemoveRequest");
+      ds.field("id", &self.id());
+      ds.finish()
+  }
+}
+pub enum MemberUpdateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberUpdateRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberUpdateRequest<'a> {
+  type Inner = MemberUpdateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberUpdateRequest<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PEER_URLS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberUpdateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberUpdateRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberUpdateRequest<'bldr>> {
+    let mut builder = MemberUpdateRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.peer_urls { builder.add_peer_urls(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberUpdateRequest::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn peer_urls(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(MemberUpdateRequest::VT_PEER_URLS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberUpdateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("peer_urls", Self::VT_PEER_URLS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberUpdateRequestArgs<'a> {
+    pub id: u64,
+    pub peer_urls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for MemberUpdateRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberUpdateRequestArgs {
+      id: 0,
+      peer_urls: None,
+    }
+  }
+}
+
+pub struct MemberUpdateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberUpdateRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MemberUpdateRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_peer_urls(&mut self, peer_urls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberUpdateRequest::VT_PEER_URLS, peer_urls);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberUpdateRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberUpdateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberUpdateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberUpdateRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberUpdateRequest");
+      ds.field("id", &self.id());
+      ds.field("peer_urls", &self.peer_urls());
+      ds.finish()
+  }
+}
+pub enum MemberListRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberListRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberListRequest<'a> {
+  type Inner = MemberListRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberListRequest<'a> {
+  pub const VT_LINEARIZABLE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberListRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberListRequestArgs
+  ) -> ::flatbuffers::WIPOffset<MemberListRequest<'bldr>> {
+    let mut builder = MemberListRequestBuilder::new(_fbb);
+    builder.add_linearizable(args.linearizable);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn linearizable(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MemberListRequest::VT_LINEARIZABLE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberListRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("linearizable", Self::VT_LINEARIZABLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberListRequestArgs {
+    pub linearizable: bool,
+}
+impl<'a> Default for MemberListRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    MemberListRequestArgs {
+      linearizable: false,
+    }
+  }
+}
+
+pub struct MemberListRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberListRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_linearizable(&mut self, linearizable: bool) {
+    self.fbb_.push_slot::<bool>(MemberListRequest::VT_LINEARIZABLE, linearizable, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberListRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberListRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberListRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberListRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberListRequest");
+      ds.field("linearizable", &self.linearizable());
+      ds.finish()
+  }
+}
+pub enum MemberPromoteRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberPromoteRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberPromoteRequest<'a> {
+  type Inner = MemberPromoteRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberPromoteRequest<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberPromoteRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberPromoteRequestArgs
+  ) -> ::flatbuffers::WIPOffset<MemberPromoteRequest<'bldr>> {
+    let mut builder = MemberPromoteRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberPromoteRequest::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberPromoteRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberPromoteRequestArgs {
+    pub id: u64,
+}
+impl<'a> Default for MemberPromoteRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    MemberPromoteRequestArgs {
+      id: 0,
+    }
+  }
+}
+
+pub struct MemberPromoteRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberPromoteRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MemberPromoteRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberPromoteRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberPromoteRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberPromoteRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberPromoteRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberPromoteRequest");
+      ds.field("id", &self.id());
+      ds.finish()
+  }
+}
+pub enum MemberResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberResponse<'a> {
+  type Inner = MemberResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberResponse<'bldr>> {
+    let mut builder = MemberResponseBuilder::new(_fbb);
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.member { builder.add_member(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(MemberResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn member(&self) -> Option<Member<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Member>>(MemberResponse::VT_MEMBER, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(MemberResponse::VT_MEMBERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Member>>("member", Self::VT_MEMBER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub member: Option<::flatbuffers::WIPOffset<Member<'a>>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
+}
+impl<'a> Default for MemberResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberResponseArgs {
+      header: None,
+      member: None,
+      members: None,
+    }
+  }
+}
+
+pub struct MemberResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(MemberResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_member(&mut self, member: ::flatbuffers::WIPOffset<Member<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Member>>(MemberResponse::VT_MEMBER, member);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberResponse::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberResponse");
+      ds.field("header", &self.header());
+      ds.field("member", &self.member());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
+pub enum MoveLeaderRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MoveLeaderRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveLeaderRequest<'a> {
+  type Inner = MoveLeaderRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveLeaderRequest<'a> {
+  pub const VT_TARGET_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveLeaderRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveLeaderRequestArgs
+  ) -> ::flatbuffers::WIPOffset<MoveLeaderRequest<'bldr>> {
+    let mut builder = MoveLeaderRequestBuilder::new(_fbb);
+    builder.add_target_id(args.target_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn target_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveLeaderRequest::VT_TARGET_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveLeaderRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("target_id", Self::VT_TARGET_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveLeaderRequestArgs {
+    pub target_id: u64,
+}
+impl<'a> Default for MoveLeaderRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    MoveLeaderRequestArgs {
+      target_id: 0,
+    }
+  }
+}
+
+pub struct MoveLeaderRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveLeaderRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_target_id(&mut self, target_id: u64) {
+    self.fbb_.push_slot::<u64>(MoveLeaderRequest::VT_TARGET_ID, target_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveLeaderRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveLeaderRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveLeaderRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveLeaderRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveLeaderRequest");
+      ds.field("target_id", &self.target_id());
+      ds.finish()
+  }
+}
+pub enum MoveLeaderResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MoveLeaderResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveLeaderResponse<'a> {
+  type Inner = MoveLeaderResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveLeaderResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveLeaderResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveLeaderResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MoveLeaderResponse<'bldr>> {
+    let mut builder = MoveLeaderResponseBuilder::new(_fbb);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(MoveLeaderResponse::VT_HEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveLeaderResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveLeaderResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+}
+impl<'a> Default for MoveLeaderResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MoveLeaderResponseArgs {
+      header: None,
+    }
+  }
+}
+
+pub struct MoveLeaderResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveLeaderResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(MoveLeaderResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveLeaderResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveLeaderResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveLeaderResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveLeaderResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveLeaderResponse");
+      ds.field("header", &self.header());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4220,6 +5407,36 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_member_response(&self) -> Option<MemberResponse<'a>> {
+    if self.response_type() == Response::MemberResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_move_leader_response(&self) -> Option<MoveLeaderResponse<'a>> {
+    if self.response_type() == Response::MoveLeaderResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveLeaderResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -4239,6 +5456,8 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Response::ErrorResponse", pos),
           Response::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("Response::SnapshotResponse", pos),
           Response::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("Response::AlarmResponse", pos),
+          Response::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("Response::MemberResponse", pos),
+          Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4351,6 +5570,20 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::AlarmResponse => {
           if let Some(x) = self.response_as_alarm_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::MemberResponse => {
+          if let Some(x) = self.response_as_member_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::MoveLeaderResponse => {
+          if let Some(x) = self.response_as_move_leader_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4672,6 +5905,96 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_add_request(&self) -> Option<MemberAddRequest<'a>> {
+    if self.request_type() == Request::MemberAddRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberAddRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_remove_request(&self) -> Option<MemberRemoveRequest<'a>> {
+    if self.request_type() == Request::MemberRemoveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberRemoveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_update_request(&self) -> Option<MemberUpdateRequest<'a>> {
+    if self.request_type() == Request::MemberUpdateRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberUpdateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_list_request(&self) -> Option<MemberListRequest<'a>> {
+    if self.request_type() == Request::MemberListRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberListRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_member_promote_request(&self) -> Option<MemberPromoteRequest<'a>> {
+    if self.request_type() == Request::MemberPromoteRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberPromoteRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_move_leader_request(&self) -> Option<MoveLeaderRequest<'a>> {
+    if self.request_type() == Request::MoveLeaderRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveLeaderRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -4691,6 +6014,12 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Request::StatusRequest", pos),
           Request::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("Request::SnapshotRequest", pos),
           Request::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("Request::AlarmRequest", pos),
+          Request::MemberAddRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberAddRequest>>("Request::MemberAddRequest", pos),
+          Request::MemberRemoveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberRemoveRequest>>("Request::MemberRemoveRequest", pos),
+          Request::MemberUpdateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberUpdateRequest>>("Request::MemberUpdateRequest", pos),
+          Request::MemberListRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberListRequest>>("Request::MemberListRequest", pos),
+          Request::MemberPromoteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPromoteRequest>>("Request::MemberPromoteRequest", pos),
+          Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -4803,6 +6132,48 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::AlarmRequest => {
           if let Some(x) = self.request_as_alarm_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberAddRequest => {
+          if let Some(x) = self.request_as_member_add_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberRemoveRequest => {
+          if let Some(x) = self.request_as_member_remove_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberUpdateRequest => {
+          if let Some(x) = self.request_as_member_update_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberListRequest => {
+          if let Some(x) = self.request_as_member_list_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberPromoteRequest => {
+          if let Some(x) = self.request_as_member_promote_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MoveLeaderRequest => {
+          if let Some(x) = self.request_as_move_leader_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5009,6 +6380,36 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_member_response(&self) -> Option<MemberResponse<'a>> {
+    if self.response_type() == Response::MemberResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_move_leader_response(&self) -> Option<MoveLeaderResponse<'a>> {
+    if self.response_type() == Response::MoveLeaderResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveLeaderResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -5029,6 +6430,8 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::ErrorResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ErrorResponse>>("Response::ErrorResponse", pos),
           Response::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("Response::SnapshotResponse", pos),
           Response::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("Response::AlarmResponse", pos),
+          Response::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("Response::MemberResponse", pos),
+          Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5148,6 +6551,20 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::AlarmResponse => {
           if let Some(x) = self.response_as_alarm_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::MemberResponse => {
+          if let Some(x) = self.response_as_member_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::MoveLeaderResponse => {
+          if let Some(x) = self.response_as_move_leader_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

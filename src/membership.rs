@@ -163,8 +163,11 @@ pub struct Identity {
     pub member_id: u64,
     /// The cluster ID.
     pub cluster_id: u64,
-    /// The members the cluster was bootstrapped with (this one included): ID, name, peer URLs.
+    /// The members the cluster was bootstrapped with (this one included): ID, name, peer URLs;
+    /// for a member that joined a running cluster, the members it found there.
     pub members: Vec<(u64, String, Vec<String>)>,
+    /// Which of `members` were learners (only ever for a member that joined).
+    pub learners: Vec<u64>,
 }
 
 const IDENTITY_HEADER: &str = "lode member identity v1";
@@ -179,6 +182,9 @@ impl Identity {
         for (id, name, urls) in &self.members {
             // The name last: it is the one field that may hold spaces.
             body.push_str(&format!("member={id:016x} {} {name}\n", urls.join(",")));
+        }
+        for id in &self.learners {
+            body.push_str(&format!("learner={id:016x}\n"));
         }
         let crc = crc32c::crc32c(body.as_bytes());
         format!("{body}crc32c={crc:08x}\n")
@@ -203,10 +209,18 @@ impl Identity {
         }
         let mut fields = BTreeMap::new();
         let mut members = Vec::new();
+        let mut learners = Vec::new();
         for line in lines {
             let (key, value) = line
                 .split_once('=')
                 .ok_or_else(|| format!("bad identity line {line:?}"))?;
+            if key == "learner" {
+                learners.push(
+                    u64::from_str_radix(value, 16)
+                        .map_err(|_| format!("bad learner ID in {line:?}"))?,
+                );
+                continue;
+            }
             if key == "member" {
                 let mut parts = value.splitn(3, ' ');
                 let (Some(id), Some(urls), Some(name)) = (parts.next(), parts.next(), parts.next())
@@ -238,6 +252,7 @@ impl Identity {
             member_id: hex("member_id")?,
             cluster_id: hex("cluster_id")?,
             members,
+            learners,
         })
     }
 }
@@ -331,6 +346,7 @@ mod tests {
                     vec!["http://b:1".into(), "http://c:1".into()],
                 ),
             ],
+            learners: vec![7],
         };
         let text = identity.encode();
         assert_eq!(Identity::decode(&text).unwrap(), identity);

@@ -572,3 +572,176 @@ fn membership_changes_and_leader_transfer() {
         assert_eq!(count(&members[i], "after"), "1\n");
     }
 }
+
+/// Keeps writing through any member until stopped; returns the keys whose writes were
+/// acknowledged.
+fn background_writer(
+    endpoints: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let key = format!("w{n:05}");
+            n += 1;
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+                .args(["--endpoints", &endpoints, "put", &key, "under load"])
+                .output()
+                .expect("lodectl");
+            if output.status.success() {
+                acknowledged.push(key);
+            }
+        }
+        acknowledged
+    })
+}
+
+/// Under a steady stream of writes: a learner is added and joins the running cluster
+/// (`--initial-cluster-state existing`), catches up, is promoted once in sync, and the leader
+/// is removed; no acknowledged write is lost and the remaining members converge.
+#[test]
+fn a_member_joins_under_load_is_promoted_and_the_leader_removed() {
+    let mut members = cluster("cluster-join");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let endpoints: Vec<String> = members.iter().map(|m| m.lode().address.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = background_writer(endpoints.join(","), stop.clone());
+
+    // The new member: added as a learner, then started to join.
+    let peer_port = free_port();
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect();
+    initial.push(format!("m3={peer_url}"));
+    let mut joiner = Member {
+        name: "m3".into(),
+        dir: DataDir::new("cluster-join-m3"),
+        native_port: free_port(),
+        client_port: free_port(),
+        args: [
+            "--name",
+            "m3",
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "existing",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        lode: None,
+    };
+    let added = ok(members[leader].lode().ctl(&[
+        "member",
+        "add",
+        "m3",
+        "--peer-urls",
+        &peer_url,
+        "--learner",
+    ]));
+    assert!(added.contains("added to cluster"), "{added}");
+    joiner.start();
+    let joiner_id = own_id(&joiner);
+    // A learner serves serializable reads and refuses the rest.
+    let refused = joiner.lode().ctl(&["put", "from", "learner"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("etcdserver: rpc not supported for learner"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Promoted once it has caught up (refused until then).
+    let all: Vec<String> = endpoints
+        .iter()
+        .cloned()
+        .chain([joiner.lode().address.clone()])
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let promote = members[leader].lode().ctl(&[
+            "--endpoints",
+            &all.join(","),
+            "member",
+            "promote",
+            &format!("{joiner_id:x}"),
+        ]);
+        if promote.status.success() {
+            break;
+        }
+        let error = String::from_utf8_lossy(&promote.stderr).to_string();
+        assert!(error.contains("in sync with leader"), "{error}");
+        assert!(Instant::now() < deadline, "the learner never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A voter now: linearizable reads are served.
+    ok(joiner.lode().ctl(&["get", "w", "--prefix", "--count-only"]));
+
+    // The leader is removed while writes go on.
+    let leader_id = own_id(&members[leader]);
+    let (_, term) = members[leader].status().expect("status");
+    ok(joiner
+        .lode()
+        .ctl(&["member", "remove", &format!("{leader_id:x}")]));
+    let child = members[leader]
+        .lode
+        .as_mut()
+        .expect("leader")
+        .child
+        .as_mut()
+        .expect("child");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(members[leader].dir.0.with_extension("stderr"));
+            panic!("the removed leader never stopped: {log:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    members.push(joiner);
+    let remaining: Vec<usize> = (0..4).filter(|&i| i != leader).collect();
+    let new_leader = wait_for_leader_among(&members, &remaining, term);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().expect("writer");
+    assert!(!acknowledged.is_empty());
+
+    // Every acknowledged write is on every remaining member, and they agree.
+    ok(members[new_leader].lode().ctl(&["put", "fence", "last"]));
+    let reference = dump(&members[new_leader], "");
+    let keys: std::collections::HashSet<String> = reference
+        .as_array()
+        .expect("pairs")
+        .iter()
+        .filter_map(|kv| kv["key"].as_str())
+        .map(|key| {
+            use base64::Engine as _;
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .expect("base64"),
+            )
+            .expect("utf-8")
+        })
+        .collect();
+    for key in &acknowledged {
+        assert!(keys.contains(key), "acknowledged {key} is missing");
+    }
+    for &i in &remaining {
+        wait_for_count(&members[i], "fence", 1);
+        assert_eq!(dump(&members[i], ""), reference, "{}", members[i].name);
+    }
+}

@@ -154,9 +154,10 @@ fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, St
         &cli.initial_cluster_token,
     )?;
     if cli.initial_cluster_state == ClusterState::Existing {
-        return Err(format!(
-            "--initial-cluster-state existing (joining a running cluster through member add) is not supported yet: bootstrap every member of {spec} with state new"
-        ));
+        let identity = join_identity(cli, &cluster)?;
+        write_durably(&path, identity.encode().as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        return Ok(identity);
     }
     let own = cluster
         .member(&cli.name)
@@ -173,10 +174,77 @@ fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, St
                 (m.id, m.name.clone(), urls)
             })
             .collect(),
+        learners: Vec::new(),
     };
     write_durably(&path, identity.encode().as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(identity)
+}
+
+/// The identity of a member joining a running cluster: the registry asked of the other
+/// members in `--initial-cluster`, in which it was added (`member add`) at its advertised peer
+/// URLs.
+fn join_identity(cli: &Cli, cluster: &membership::InitialCluster) -> Result<Identity, String> {
+    let mut others = Vec::new();
+    for member in cluster.members.iter().filter(|m| m.name != cli.name) {
+        for url in &member.peer_urls {
+            others.push(url.socket_address()?.to_string());
+        }
+    }
+    let (cluster_id, registry) = lode::peer::join::fetch_members(&others, Duration::from_secs(5))?;
+    let mut own_urls: Vec<String> = cli
+        .initial_advertise_peer_urls
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    own_urls.sort();
+    let own = registry
+        .list()
+        .into_iter()
+        .find(|member| {
+            let mut urls = member.peer_urls.clone();
+            urls.sort();
+            urls == own_urls
+        })
+        .ok_or_else(|| {
+            format!(
+                "no member of cluster {cluster_id:x} has the peer URLs {}: add this member \
+                 first (lodectl member add {} --peer-urls {})",
+                own_urls.join(","),
+                cli.name,
+                own_urls.join(",")
+            )
+        })?;
+    if !own.name.is_empty() {
+        return Err(format!(
+            "member {:x} has already been bootstrapped (as {}): a member joins once, with a \
+             fresh data dir",
+            own.id, own.name
+        ));
+    }
+    let members = registry.list();
+    Ok(Identity {
+        name: cli.name.clone(),
+        member_id: own.id,
+        cluster_id,
+        learners: members
+            .iter()
+            .filter(|m| m.is_learner)
+            .map(|m| m.id)
+            .collect(),
+        members: members
+            .into_iter()
+            .map(|m| {
+                let name = if m.id == own.id {
+                    cli.name.clone()
+                } else {
+                    m.name
+                };
+                (m.id, name, m.peer_urls)
+            })
+            .collect(),
+    })
 }
 
 /// Writes `bytes` to `path` through a synced temporary file renamed into place, then syncs the
@@ -257,7 +325,7 @@ fn main() -> ExitCode {
             name: name.clone(),
             peer_urls: urls.clone(),
             client_urls: Vec::new(),
-            is_learner: false,
+            is_learner: identity.learners.contains(id),
         });
     }
     let bootstrapped_alone = members.len() == 1;

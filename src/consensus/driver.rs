@@ -325,6 +325,17 @@ impl<D: LogDir + 'static> Consensus<D> {
             removed: Cell::new(None),
         });
         consensus.connect_peers();
+        if let Some(transport) = &consensus.transport {
+            // Joining members ask for the registry through the transport.
+            let weak = Rc::downgrade(&consensus);
+            transport.set_registry_source(Box::new(move || {
+                let mut registry = Vec::new();
+                if let Some(consensus) = weak.upgrade() {
+                    consensus.members.borrow().encode(&mut registry);
+                }
+                registry
+            }));
+        }
         Ok(consensus)
     }
 
@@ -552,7 +563,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// cluster's health and a learner's progress), and again when applied.
     pub async fn change_members(&self, change: MemberChange) -> Result<Vec<Member>, ServerError> {
         self.refuse_if_learner()?;
-        if self.transport.is_none() {
+        if self.transport.is_none() && matches!(change, MemberChange::Add(_)) {
             return Err(ServerError::Internal(
                 "this member does not listen for peers: start it with --listen-peer-urls to \
                  change the cluster's membership"
@@ -893,7 +904,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Puts this member's name and client URLs in the registry once a leader is known, if
     /// they are not there yet (retried on the next turns if the proposal fails).
     fn maybe_publish(self: &Rc<Self>) {
-        if self.publishing.get() || !self.leader_known() || self.transport.is_none() {
+        if self.publishing.get() || !self.leader_known() {
             return;
         }
         let published = self
@@ -1305,7 +1316,15 @@ impl<D: LogDir + 'static> Consensus<D> {
         };
         let result = self.members.borrow_mut().apply(&change);
         if result.is_ok() {
-            if change.raft_change().is_some() {
+            // A leader applying its own removal keeps its own Raft configuration as it is for
+            // the few heartbeats before it stops: raft-rs expects a leader to track its own
+            // progress (it panics persisting entries otherwise). The others apply the removal;
+            // what this leader commits meanwhile stays safe: configurations one change apart
+            // have overlapping majorities, so an entry on a majority of the old one is on some
+            // member of every majority of the new one, and Raft's vote rule keeps it.
+            let removing_self_as_leader = change == MemberChange::Remove(self.config.member_id)
+                && self.raw.borrow().raft.state == StateRole::Leader;
+            if change.raft_change().is_some() && !removing_self_as_leader {
                 self.apply_conf_change(Err(conf_change))?;
             }
             self.after_member_change(&change);

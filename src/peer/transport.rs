@@ -38,8 +38,8 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
 
 use super::wire::{
-    decode_frame, encode_frame, encode_snapshot_chunk, Frame, SnapshotChunk, SNAPSHOT_ACCEPTED,
-    SNAPSHOT_REFUSED,
+    decode_frame, encode_frame, encode_members, encode_snapshot_chunk, Frame, SnapshotChunk,
+    SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
 };
 use crate::consensus::snapshotter::{received_file_name, snapshot_file_name};
 
@@ -218,7 +218,12 @@ pub struct PeerTransport {
     snapshot_dir: PathBuf,
     /// Snapshots sent since last asked: (peer, whether it took it).
     snapshot_reports: RefCell<Vec<(u64, bool)>>,
+    /// The member registry's bytes as of now, for answering a joining member's query.
+    registry: RefCell<Option<RegistrySource>>,
 }
+
+/// Gives the member registry's current bytes (`Members::encode`).
+pub type RegistrySource = Box<dyn Fn() -> Vec<u8>>;
 
 impl PeerTransport {
     /// A transport for member `own_id` of cluster `cluster_id`, sending and receiving
@@ -232,7 +237,13 @@ impl PeerTransport {
             unreachable: Rc::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
             snapshot_reports: RefCell::default(),
+            registry: RefCell::new(None),
         })
+    }
+
+    /// Where answers to joining members' queries come from.
+    pub fn set_registry_source(&self, source: RegistrySource) {
+        *self.registry.borrow_mut() = Some(source);
     }
 
     /// Where received messages wait.
@@ -523,6 +534,17 @@ impl PeerTransport {
                     Err(error) => break 'connection Err(error.to_string()),
                 };
                 match frame {
+                    Frame::MembersQuery => {
+                        let registry = self.registry.borrow().as_ref().map(|source| source());
+                        let Some(registry) = registry else {
+                            break 'connection Err("members asked for before they are known".into());
+                        };
+                        let mut wire = BytesMut::new();
+                        encode_members(self.cluster_id, self.own_id, &registry, &mut wire);
+                        if let Err(error) = stream.write_all(&wire).await {
+                            break 'connection Err(format!("answering a members query: {error}"));
+                        }
+                    }
                     Frame::SnapshotChunk { chunk, .. } => {
                         if let Err(error) = self.take_chunk(&mut incoming, chunk).await {
                             break 'connection Err(error);

@@ -4,20 +4,24 @@
 //! ```text
 //! u32  length of the rest of the frame
 //! u16  version (PEER_WIRE_VERSION)
-//! u16  kind: 0 messages, 1 snapshot chunk
+//! u16  kind: 0 messages, 1 snapshot chunk, 2 members query, 3 members
 //! u64  cluster ID of the sender
 //! u64  member ID of the sender
 //! messages:       u32 number of messages
 //!                 then, per message: u32 length | raft-rs `eraftpb::Message` (protobuf)
 //! snapshot chunk: u64 snapshot index | u64 snapshot term | u64 offset | u64 file size
 //!                 | u32 CRC32C of the data | data (the rest of the frame)
+//! members query:  nothing (cluster and member ID 0: a member joining does not know them yet)
+//! members:        the member registry (`Members::encode`), the answer to a query
 //! ```
 //!
 //! Little-endian. A receiver refuses a frame of another cluster or version, a frame longer
 //! than its limit, any message not from the frame's sender or not to itself, and a chunk whose
 //! checksum does not match: it never hands Raft a message it cannot account for. A snapshot
 //! travels on a connection of its own: its chunks in order, then the frame holding Raft's
-//! `MsgSnapshot`, answered by one byte (`SNAPSHOT_ACCEPTED` or `SNAPSHOT_REFUSED`).
+//! `MsgSnapshot`, answered by one byte (`SNAPSHOT_ACCEPTED` or `SNAPSHOT_REFUSED`). A member
+//! joining a running cluster (`--initial-cluster-state existing`) asks a peer for the members
+//! and is answered with the registry and the cluster's ID, as etcd's joiners ask its peers.
 
 use bytes::{Buf, BufMut, BytesMut};
 use protobuf::Message as _;
@@ -37,6 +41,68 @@ const CHUNK_HEADER_BYTES: usize = 8 + 8 + 8 + 8 + 4;
 
 const KIND_MESSAGES: u16 = 0;
 const KIND_SNAPSHOT_CHUNK: u16 = 1;
+const KIND_MEMBERS_QUERY: u16 = 2;
+const KIND_MEMBERS: u16 = 3;
+
+fn put_common(out: &mut BytesMut, length: usize, kind: u16, cluster_id: u64, from: u64) {
+    out.put_u32_le((COMMON_BYTES + length) as u32);
+    out.put_u16_le(PEER_WIRE_VERSION);
+    out.put_u16_le(kind);
+    out.put_u64_le(cluster_id);
+    out.put_u64_le(from);
+}
+
+/// Appends a members query (from a member that does not know its cluster yet) to `out`.
+pub fn encode_members_query(out: &mut BytesMut) {
+    put_common(out, 0, KIND_MEMBERS_QUERY, 0, 0);
+}
+
+/// Appends the answer to a members query: the registry's bytes (`Members::encode`) from
+/// member `from` of cluster `cluster_id`.
+pub fn encode_members(cluster_id: u64, from: u64, registry: &[u8], out: &mut BytesMut) {
+    put_common(out, registry.len(), KIND_MEMBERS, cluster_id, from);
+    out.put_slice(registry);
+}
+
+/// Reads the answer to a members query: (cluster ID, answering member, registry), or `None`
+/// until it is whole. Any other frame is an error.
+pub fn decode_members(
+    buffer: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<(u64, u64, crate::members::Members)>, WireError> {
+    if buffer.len() < 4 {
+        return Ok(None);
+    }
+    let length = u32::from_le_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
+    if length > limit {
+        return Err(WireError::TooLarge { length, limit });
+    }
+    if length < COMMON_BYTES {
+        return Err(WireError::Malformed(format!(
+            "frame of {length} bytes is shorter than its header"
+        )));
+    }
+    if buffer.len() < 4 + length {
+        return Ok(None);
+    }
+    buffer.advance(4);
+    let mut frame = buffer.split_to(length);
+    let version = frame.get_u16_le();
+    if version != PEER_WIRE_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let kind = frame.get_u16_le();
+    let cluster_id = frame.get_u64_le();
+    let from = frame.get_u64_le();
+    if kind != KIND_MEMBERS {
+        return Err(WireError::Malformed(format!(
+            "expected the members, got a frame of kind {kind}"
+        )));
+    }
+    let members = crate::members::Members::decode(&frame)
+        .ok_or_else(|| WireError::Malformed("malformed member registry".into()))?;
+    Ok(Some((cluster_id, from, members)))
+}
 
 /// The receiver's answer to a whole snapshot: written, checked and handed to Raft.
 pub const SNAPSHOT_ACCEPTED: u8 = 1;
@@ -147,6 +213,8 @@ pub enum Frame {
         /// The piece.
         chunk: SnapshotChunk,
     },
+    /// A joining member asks who the members are.
+    MembersQuery,
 }
 
 /// Takes one whole frame off the front of `buffer`, checked against this member's cluster and
@@ -181,6 +249,13 @@ pub fn decode_frame(
     let kind = frame.get_u16_le();
     let theirs = frame.get_u64_le();
     let from = frame.get_u64_le();
+    if kind == KIND_MEMBERS_QUERY && theirs == 0 {
+        return if frame.is_empty() {
+            Ok(Some(Frame::MembersQuery))
+        } else {
+            Err(WireError::Malformed("a members query with a body".into()))
+        };
+    }
     if theirs != cluster_id {
         return Err(WireError::OtherCluster {
             from,

@@ -6,158 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{free_port, ok, wait_until_free, DataDir, Lode};
-
-struct Member {
-    name: String,
-    dir: DataDir,
-    native_port: u16,
-    client_port: u16,
-    args: Vec<String>,
-    lode: Option<Lode>,
-}
-
-impl Member {
-    fn start(&mut self) {
-        // After a kill the old process's sockets may linger a moment.
-        let peer_port = self
-            .peer_url()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok());
-        for port in [Some(self.native_port), Some(self.client_port), peer_port]
-            .into_iter()
-            .flatten()
-        {
-            wait_until_free(port);
-        }
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.lode = Some(Lode::start_on(
-            &self.dir.0,
-            self.native_port,
-            self.client_port,
-            &args,
-        ));
-    }
-
-    fn peer_url(&self) -> &str {
-        let at = self
-            .args
-            .iter()
-            .position(|a| a == "--listen-peer-urls")
-            .expect("peer URL flag");
-        &self.args[at + 1]
-    }
-
-    fn lode(&self) -> &Lode {
-        self.lode.as_ref().expect("member running")
-    }
-
-    /// (is leader, raft term) from `endpoint status`, or `None` if it does not answer.
-    fn status(&self) -> Option<(bool, u64)> {
-        let output = self
-            .lode
-            .as_ref()?
-            .ctl(&["endpoint", "status", "-w", "json"]);
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-        let status = &status[0]["Status"];
-        let own = status["header"]["member_id"].as_u64()?;
-        Some((
-            status["leader"].as_u64()? == own,
-            status["raftTerm"].as_u64()?,
-        ))
-    }
-}
-
-fn cluster(name: &str) -> Vec<Member> {
-    cluster_with(name, &[])
-}
-
-/// A cluster whose members all get `extra` flags too.
-fn cluster_with(name: &str, extra: &[&str]) -> Vec<Member> {
-    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let initial: Vec<String> = peer_ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("m{i}=http://127.0.0.1:{port}"))
-        .collect();
-    let initial = initial.join(",");
-    (0..3)
-        .map(|i| {
-            let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
-            Member {
-                name: format!("m{i}"),
-                dir: DataDir::new(&format!("{name}-m{i}")),
-                native_port: free_port(),
-                client_port: free_port(),
-                args: [
-                    "--name",
-                    &format!("m{i}"),
-                    "--listen-peer-urls",
-                    &peer_url,
-                    "--initial-advertise-peer-urls",
-                    &peer_url,
-                    "--initial-cluster",
-                    &initial,
-                    "--initial-cluster-token",
-                    name,
-                    "--heartbeat-interval",
-                    "50",
-                    "--election-timeout",
-                    "500",
-                ]
-                .iter()
-                .chain(extra)
-                .map(|s| s.to_string())
-                .collect(),
-                lode: None,
-            }
-        })
-        .collect()
-}
-
-/// Polls until exactly one running member leads in a term above `newer_than_term`; returns its
-/// index.
-fn wait_for_leader(members: &[Member], newer_than_term: u64) -> usize {
-    let everyone: Vec<usize> = (0..members.len()).collect();
-    wait_for_leader_among(members, &everyone, newer_than_term)
-}
-
-/// Like `wait_for_leader`, looking only at `candidates`.
-fn wait_for_leader_among(members: &[Member], candidates: &[usize], newer_than_term: u64) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let leaders: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(
-                |&i| matches!(members[i].status(), Some((true, term)) if term > newer_than_term),
-            )
-            .collect();
-        if leaders.len() == 1 {
-            return leaders[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no single leader among {candidates:?}: {leaders:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn follower_id(member: &Member) -> u64 {
-    let output = member.lode().ctl(&["endpoint", "status", "-w", "json"]);
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    status[0]["Status"]["header"]["member_id"]
-        .as_u64()
-        .expect("member id")
-}
-
-fn count(member: &Member, prefix: &str) -> String {
-    ok(member
-        .lode()
-        .ctl(&["get", prefix, "--prefix", "--count-only"]))
-}
+use common::cluster::*;
+use common::server::{free_port, ok, DataDir};
 
 #[test]
 fn a_three_member_cluster_replicates_and_survives_its_leader() {
@@ -318,30 +168,6 @@ fn without_a_quorum_requests_time_out_clearly() {
     assert_eq!(ok(lone.ctl(&["get", "k", "--consistency", "s"])), "");
 }
 
-/// Every member's pairs under `prefix` with their revisions, as `get -w json` prints them.
-fn dump(member: &Member, prefix: &str) -> serde_json::Value {
-    let json: serde_json::Value = serde_json::from_str(&ok(member
-        .lode()
-        .ctl(&["get", prefix, "--prefix", "-w", "json"])))
-    .expect("json");
-    json["kvs"].clone()
-}
-
-/// Waits until `member` holds `expected` pairs under `prefix`.
-fn wait_for_count(member: &Member, prefix: &str, expected: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let expected = format!("{expected}\n");
-    while count(member, prefix) != expected {
-        assert!(
-            Instant::now() < deadline,
-            "{} never caught up: {}",
-            member.name,
-            count(member, prefix)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A follower down while the leader snapshots and compacts its log past it is brought back with
 /// a snapshot streamed from the leader, then continues from the log; it restarts from the
 /// installed snapshot too.
@@ -407,17 +233,6 @@ fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
     members[follower].start();
     wait_for_count(&members[follower], "t", 5);
     assert_eq!(dump(&members[follower], ""), reference);
-}
-
-fn member_list(member: &Member) -> Vec<serde_json::Value> {
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(member.lode().ctl(&["member", "list", "-w", "json"])))
-            .expect("json");
-    json["members"].as_array().cloned().unwrap_or_default()
-}
-
-fn own_id(member: &Member) -> u64 {
-    follower_id(member)
 }
 
 /// Membership through lodectl as etcdctl does it: the members list themselves with names and
@@ -571,30 +386,6 @@ fn membership_changes_and_leader_transfer() {
         assert_eq!(member_list(&members[i]).len(), 2);
         assert_eq!(count(&members[i], "after"), "1\n");
     }
-}
-
-/// Keeps writing through any member until stopped; returns the keys whose writes were
-/// acknowledged.
-fn background_writer(
-    endpoints: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let mut acknowledged = Vec::new();
-        let mut n = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let key = format!("w{n:05}");
-            n += 1;
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
-                .args(["--endpoints", &endpoints, "put", &key, "under load"])
-                .output()
-                .expect("lodectl");
-            if output.status.success() {
-                acknowledged.push(key);
-            }
-        }
-        acknowledged
-    })
 }
 
 /// Under a steady stream of writes: a learner is added and joins the running cluster

@@ -1,7 +1,9 @@
 //! A reference model of the log and helpers shared by the log tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod kvgen;
+pub mod proxy;
 pub mod server;
 
 use bytes::Bytes;

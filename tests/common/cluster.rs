@@ -1,0 +1,418 @@
+//! Clusters of real lode processes on loopback for tests: members with their flags and data
+//! dirs, started and restarted on fixed ports, and the questions tests ask them.
+
+use std::time::{Duration, Instant};
+
+use super::server::{free_port, ok, wait_until_free, DataDir, Lode};
+
+/// One member: its flags, data dir and ports, and the process while it runs.
+pub struct Member {
+    pub name: String,
+    pub dir: DataDir,
+    pub native_port: u16,
+    pub client_port: u16,
+    pub args: Vec<String>,
+    pub lode: Option<Lode>,
+}
+
+impl Member {
+    pub fn start(&mut self) {
+        // After a kill the old process's sockets may linger a moment.
+        let peer_port = self
+            .peer_url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok());
+        for port in [Some(self.native_port), Some(self.client_port), peer_port]
+            .into_iter()
+            .flatten()
+        {
+            wait_until_free(port);
+        }
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.lode = Some(Lode::start_on(
+            &self.dir.0,
+            self.native_port,
+            self.client_port,
+            &args,
+        ));
+    }
+
+    pub fn peer_url(&self) -> &str {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--listen-peer-urls")
+            .expect("peer URL flag");
+        &self.args[at + 1]
+    }
+
+    pub fn lode(&self) -> &Lode {
+        self.lode.as_ref().expect("member running")
+    }
+
+    /// (is leader, raft term) from `endpoint status`, or `None` if it does not answer.
+    pub fn status(&self) -> Option<(bool, u64)> {
+        let output = self
+            .lode
+            .as_ref()?
+            .ctl(&["endpoint", "status", "-w", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let status = &status[0]["Status"];
+        let own = status["header"]["member_id"].as_u64()?;
+        Some((
+            status["leader"].as_u64()? == own,
+            status["raftTerm"].as_u64()?,
+        ))
+    }
+}
+
+pub fn cluster(name: &str) -> Vec<Member> {
+    cluster_with(name, &[])
+}
+
+/// A cluster whose members all get `extra` flags too.
+pub fn cluster_with(name: &str, extra: &[&str]) -> Vec<Member> {
+    build_cluster(name, 3, extra, None)
+}
+
+/// A cluster of `size` members whose peer traffic goes through fault-injecting proxies of
+/// `network` (member i advertises proxy i, which forwards to its real peer listener).
+pub fn cluster_behind_proxies(
+    name: &str,
+    size: usize,
+    network: &std::sync::Arc<super::proxy::Network>,
+) -> Vec<Member> {
+    build_cluster(name, size, &[], Some(network))
+}
+
+fn build_cluster(
+    name: &str,
+    size: usize,
+    extra: &[&str],
+    network: Option<&std::sync::Arc<super::proxy::Network>>,
+) -> Vec<Member> {
+    let listen: Vec<String> = (0..size)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let advertised: Vec<String> = listen
+        .iter()
+        .enumerate()
+        .map(|(i, address)| match network {
+            Some(network) => super::proxy::start_proxy(network, i, address.clone()),
+            None => address.clone(),
+        })
+        .collect();
+    let initial: Vec<String> = advertised
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("m{i}=http://{address}"))
+        .collect();
+    let initial = initial.join(",");
+    (0..size)
+        .map(|i| {
+            let listen_url = format!("http://{}", listen[i]);
+            let advertised_url = format!("http://{}", advertised[i]);
+            Member {
+                name: format!("m{i}"),
+                dir: DataDir::new(&format!("{name}-m{i}")),
+                native_port: free_port(),
+                client_port: free_port(),
+                args: [
+                    "--name",
+                    &format!("m{i}"),
+                    "--listen-peer-urls",
+                    &listen_url,
+                    "--initial-advertise-peer-urls",
+                    &advertised_url,
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-token",
+                    name,
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect(),
+                lode: None,
+            }
+        })
+        .collect()
+}
+
+/// Polls until exactly one running member leads in a term above `newer_than_term`; returns its
+/// index.
+pub fn wait_for_leader(members: &[Member], newer_than_term: u64) -> usize {
+    let everyone: Vec<usize> = (0..members.len()).collect();
+    wait_for_leader_among(members, &everyone, newer_than_term)
+}
+
+/// Like `wait_for_leader`, looking only at `candidates`.
+pub fn wait_for_leader_among(
+    members: &[Member],
+    candidates: &[usize],
+    newer_than_term: u64,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leaders: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(
+                |&i| matches!(members[i].status(), Some((true, term)) if term > newer_than_term),
+            )
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leader among {candidates:?}: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn follower_id(member: &Member) -> u64 {
+    let output = member.lode().ctl(&["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    status[0]["Status"]["header"]["member_id"]
+        .as_u64()
+        .expect("member id")
+}
+
+pub fn count(member: &Member, prefix: &str) -> String {
+    ok(member
+        .lode()
+        .ctl(&["get", prefix, "--prefix", "--count-only"]))
+}
+
+/// Every member's pairs under `prefix` with their revisions, as `get -w json` prints them.
+pub fn dump(member: &Member, prefix: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&ok(member
+        .lode()
+        .ctl(&["get", prefix, "--prefix", "-w", "json"])))
+    .expect("json");
+    json["kvs"].clone()
+}
+
+/// Waits until `member` holds `expected` pairs under `prefix`.
+pub fn wait_for_count(member: &Member, prefix: &str, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let expected = format!("{expected}\n");
+    while count(member, prefix) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} never caught up: {}",
+            member.name,
+            count(member, prefix)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn member_list(member: &Member) -> Vec<serde_json::Value> {
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(member.lode().ctl(&["member", "list", "-w", "json"])))
+            .expect("json");
+    json["members"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn own_id(member: &Member) -> u64 {
+    follower_id(member)
+}
+
+/// Keeps writing through any member until stopped; returns the keys whose writes were
+/// acknowledged.
+pub fn background_writer(
+    endpoints: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let key = format!("w{n:05}");
+            n += 1;
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+                .args(["--endpoints", &endpoints, "put", &key, "under load"])
+                .output()
+                .expect("lodectl");
+            if output.status.success() {
+                acknowledged.push(key);
+            }
+        }
+        acknowledged
+    })
+}
+
+/// A client history over a run: one writer puts `h` = 1, 2, 3, ... through any member; readers
+/// read it linearizably through any member. `check` then holds the run to etcd's guarantees:
+/// every acknowledged write is readable afterwards, reads never go back, and no read returns a
+/// value that was never written.
+pub struct History {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Writes and reads that succeeded so far.
+    progress: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+    writer: std::thread::JoinHandle<(u64, u64)>,
+    readers: Vec<std::thread::JoinHandle<Vec<(u64, i64)>>>,
+}
+
+fn lodectl_at(endpoints: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+        .args(["--endpoints", endpoints, "--command-timeout", "10"])
+        .args(args)
+        .output()
+        .expect("lodectl")
+}
+
+/// `h`'s value and mod revision from a `get -w json`, if it exists.
+fn read_h(output: &std::process::Output) -> Option<(u64, i64)> {
+    use base64::Engine as _;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let kv = json["kvs"].get(0)?;
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(kv["value"].as_str()?)
+        .ok()?;
+    let value: u64 = String::from_utf8(value).ok()?.parse().ok()?;
+    Some((value, kv["mod_revision"].as_i64()?))
+}
+
+impl History {
+    /// Starts the writer and `readers` readers, each going through `endpoints` (host:port).
+    pub fn start(endpoints: &[String], readers: usize) -> History {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let progress = std::sync::Arc::new([
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(0),
+        ]);
+        let writer = {
+            let (stop, endpoints, progress) = (stop.clone(), endpoints.to_vec(), progress.clone());
+            std::thread::spawn(move || {
+                let (mut attempted, mut acknowledged) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    attempted += 1;
+                    // A different member first each time, the rest as fallbacks.
+                    let mut order = endpoints.clone();
+                    order.rotate_left(attempted as usize % endpoints.len());
+                    let output =
+                        lodectl_at(&order.join(","), &["put", "h", &attempted.to_string()]);
+                    if output.status.success() {
+                        acknowledged = attempted;
+                        progress[0].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                (attempted, acknowledged)
+            })
+        };
+        let readers = (0..readers)
+            .map(|r| {
+                let (stop, endpoints, progress) =
+                    (stop.clone(), endpoints.to_vec(), progress.clone());
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut n = r;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let endpoint = &endpoints[n % endpoints.len()];
+                        let output = lodectl_at(endpoint, &["get", "h", "-w", "json"]);
+                        if output.status.success() {
+                            if let Some(read) = read_h(&output) {
+                                seen.push(read);
+                                progress[1].fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        History {
+            stop,
+            progress,
+            writer,
+            readers,
+        }
+    }
+
+    /// Waits until `writes` more writes were acknowledged and `reads` more reads answered
+    /// (the clients make progress under whatever fault is in place).
+    pub fn wait_for_progress(&self, writes: u64, reads: u64) {
+        use std::sync::atomic::Ordering;
+        let target = [
+            self.progress[0].load(Ordering::Relaxed) + writes,
+            self.progress[1].load(Ordering::Relaxed) + reads,
+        ];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.progress[0].load(Ordering::Relaxed) < target[0]
+            || self.progress[1].load(Ordering::Relaxed) < target[1]
+        {
+            assert!(Instant::now() < deadline, "the clients made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the clients and checks the history against `final_endpoint`'s linearizable read
+    /// after the run; returns (writes acknowledged, reads checked).
+    pub fn check(self, final_endpoint: &str) -> (u64, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (attempted, acknowledged) = self.writer.join().expect("writer");
+        let mut reads = 0;
+        for reader in self.readers {
+            let seen = reader.join().expect("reader");
+            reads += seen.len();
+            for window in seen.windows(2) {
+                assert!(
+                    window[1].1 >= window[0].1 && window[1].0 >= window[0].0,
+                    "a read went back: {:?} then {:?}",
+                    window[0],
+                    window[1]
+                );
+            }
+            for (value, _) in &seen {
+                assert!(
+                    (1..=attempted).contains(value),
+                    "read {value}, never written (attempted 1..={attempted})"
+                );
+            }
+        }
+        // The final read may meet an election still settling: asked again until answered.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let last = loop {
+            let output = lodectl_at(final_endpoint, &["get", "h", "-w", "json"]);
+            if output.status.success() {
+                break read_h(&output).map_or(0, |(value, _)| value);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "h unreadable after the run: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            last >= acknowledged && last <= attempted,
+            "after the run h = {last}: acknowledged up to {acknowledged}, attempted {attempted}"
+        );
+        (acknowledged, reads)
+    }
+}
+
+/// Waits until every running member of `members` holds the same pairs (`get -w json` of the
+/// whole keyspace, revisions included).
+pub fn wait_for_convergence(members: &[Member], which: &[usize]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dumps: Vec<serde_json::Value> = which.iter().map(|&i| dump(&members[i], "")).collect();
+        if dumps.windows(2).all(|w| w[0] == w[1]) {
+            return dumps[0].clone();
+        }
+        assert!(Instant::now() < deadline, "members never converged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

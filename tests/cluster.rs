@@ -536,3 +536,32 @@ fn a_member_joins_under_load_is_promoted_and_the_leader_removed() {
         assert_eq!(dump(&members[i], ""), reference, "{}", members[i].name);
     }
 }
+
+/// The leader SIGKILLed while clients write and read through every member: a new leader takes
+/// over, the clients' history holds (nothing acknowledged lost, no read going back), and the
+/// old leader restarted converges with the others.
+#[test]
+fn the_leader_killed_under_load_loses_nothing() {
+    let mut members = cluster("cluster-kill-load");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let (_, term) = members[leader].status().expect("status");
+    let endpoints: Vec<String> = members.iter().map(|m| m.lode().address.clone()).collect();
+    let history = History::start(&endpoints, 2);
+    history.wait_for_progress(5, 5);
+    members[leader].lode.as_mut().expect("leader").kill();
+    members[leader].lode = None;
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = wait_for_leader_among(&members, &others, term);
+    history.wait_for_progress(5, 5);
+    members[leader].start();
+    history.wait_for_progress(5, 5);
+    let (acknowledged, reads) = history.check(&members[new_leader].lode().address);
+    assert!(
+        acknowledged >= 15 && reads >= 15,
+        "{acknowledged} writes, {reads} reads"
+    );
+    wait_for_convergence(&members, &[0, 1, 2]);
+}

@@ -129,6 +129,15 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
     ));
     out.push((Request::Member(MemberRequest::Promote(7)), listing));
     out.push((Request::MoveLeader(7), Response::MoveLeader { header }));
+    out.push((
+        Request::HashKv(12),
+        Response::HashKv {
+            header,
+            hash: 0xdead_beef,
+            compact_revision: 3,
+            hash_revision: 12,
+        },
+    ));
     out
 }
 

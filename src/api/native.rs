@@ -33,6 +33,8 @@ pub enum Request {
     Member(MemberRequest),
     /// etcd's Maintenance.MoveLeader: hand leadership to this member.
     MoveLeader(u64),
+    /// etcd's Maintenance.HashKV at this revision (0: the latest).
+    HashKv(i64),
 }
 
 /// A request of etcd's Cluster service.
@@ -110,6 +112,17 @@ pub enum Response {
     MoveLeader {
         /// Header.
         header: ResponseHeader,
+    },
+    /// To a HashKV request.
+    HashKv {
+        /// Header.
+        header: ResponseHeader,
+        /// The hash.
+        hash: u32,
+        /// The compaction point the hash starts after.
+        compact_revision: i64,
+        /// The revision hashed up to.
+        hash_revision: i64,
     },
     /// One piece of a snapshot file (lode's snapshot format); a snapshot request is answered
     /// by several, in order, the last with `remaining_bytes` 0.
@@ -467,6 +480,16 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             fb::MemberPromoteRequest::create(&mut b, &fb::MemberPromoteRequestArgs { id: *id })
                 .as_union_value(),
         ),
+        Request::HashKv(revision) => (
+            fb::Request::HashKvRequest,
+            fb::HashKvRequest::create(
+                &mut b,
+                &fb::HashKvRequestArgs {
+                    revision: *revision,
+                },
+            )
+            .as_union_value(),
+        ),
         Request::MoveLeader(target_id) => (
             fb::Request::MoveLeaderRequest,
             fb::MoveLeaderRequest::create(
@@ -724,6 +747,27 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                 .as_union_value(),
             )
         }
+        Response::HashKv {
+            header,
+            hash,
+            compact_revision,
+            hash_revision,
+        } => {
+            let header = Some(encode_header(&mut b, header));
+            (
+                fb::Response::HashKvResponse,
+                fb::HashKvResponse::create(
+                    &mut b,
+                    &fb::HashKvResponseArgs {
+                        header,
+                        hash: *hash,
+                        compact_revision: *compact_revision,
+                        hash_revision: *hash_revision,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
         Response::MoveLeader { header } => {
             let header = Some(encode_header(&mut b, header));
             (
@@ -960,6 +1004,8 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         Request::Member(MemberRequest::Promote(m.id()))
     } else if let Some(m) = root.request_as_move_leader_request() {
         Request::MoveLeader(m.target_id())
+    } else if let Some(h) = root.request_as_hash_kv_request() {
+        Request::HashKv(h.revision())
     } else {
         return Err(DecodeError::Empty);
     };
@@ -1073,6 +1119,13 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
                 .flatten()
                 .map(decode_member)
                 .collect(),
+        }
+    } else if let Some(h) = root.response_as_hash_kv_response() {
+        Response::HashKv {
+            header: decode_header(h.header()),
+            hash: h.hash(),
+            compact_revision: h.compact_revision(),
+            hash_revision: h.hash_revision(),
         }
     } else if let Some(m) = root.response_as_move_leader_response() {
         Response::MoveLeader {

@@ -240,6 +240,13 @@ enum AlarmCommand {
 enum EndpointCommand {
     /// Prints the status of each endpoint.
     Status,
+    /// Prints the hash of the endpoint's history above its compaction point (etcd's HashKV),
+    /// for comparing members at the same revision.
+    Hashkv {
+        /// The revision to hash up to (0: the latest applied).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,6 +266,7 @@ enum LogCommand {
 enum Action {
     Send(Request, Printer),
     EndpointStatus,
+    HashKv(i64),
     Perf,
     /// A membership or leadership request, sent to the leader among the endpoints when
     /// `to_leader`.
@@ -400,6 +408,9 @@ fn build(command: Command) -> Result<Action, String> {
         Command::Endpoint {
             command: EndpointCommand::Status,
         } => Action::EndpointStatus,
+        Command::Endpoint {
+            command: EndpointCommand::Hashkv { rev },
+        } => Action::HashKv(rev),
         Command::Perf => Action::Perf,
         Command::Member { command } => {
             let (request, printer, to_leader) = match command {
@@ -796,6 +807,30 @@ fn main() -> ExitCode {
                     };
                     let response = client.request(&request).await.map_err(|e| e.to_string())?;
                     print_cluster(&printer, &response, format)
+                }
+                Action::HashKv(revision) => {
+                    let response = client
+                        .request(&Request::HashKv(revision))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let Response::HashKv {
+                        header,
+                        hash,
+                        compact_revision,
+                        hash_revision,
+                    } = response
+                    else {
+                        return Err(format!("unexpected response {response:?}"));
+                    };
+                    Ok(output::hash_kv(
+                        &endpoint,
+                        &header,
+                        hash,
+                        compact_revision,
+                        hash_revision,
+                        format == Format::Json,
+                        format == Format::Table,
+                    ))
                 }
                 Action::Perf => {
                     let status = fetch_status(&client).await?;

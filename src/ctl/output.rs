@@ -401,6 +401,43 @@ pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
     }])
 }
 
+/// `endpoint hashkv` in etcdctl's forms.
+pub fn hash_kv(
+    endpoint: &str,
+    header: &ResponseHeader,
+    hash: u32,
+    compact_revision: i64,
+    hash_revision: i64,
+    as_json: bool,
+    as_table: bool,
+) -> String {
+    if as_json {
+        return json!([{
+            "Endpoint": endpoint,
+            "HashKV": {
+                "header": json_header(header),
+                "hash": hash,
+                "compact_revision": compact_revision,
+                "hash_revision": hash_revision,
+            }
+        }])
+        .to_string()
+            + "\n";
+    }
+    if as_table {
+        return table(
+            &["ENDPOINT", "HASH", "HASH REVISION", "COMPACT REVISION"],
+            &[vec![
+                endpoint.to_string(),
+                hash.to_string(),
+                hash_revision.to_string(),
+                compact_revision.to_string(),
+            ]],
+        );
+    }
+    format!("{endpoint}, {hash}\n")
+}
+
 /// `perf`: where the member's commits spend their time, one stage per line, in microseconds.
 pub fn simple_perf(endpoint: &str, status: &StatusResponse) -> String {
     let role = if status.leader == status.header.member_id {

@@ -123,6 +123,51 @@ impl MvccShard {
         (pairs, count)
     }
 
+    /// A hash of the history after revision `after` up to `upto` (etcd's HashKV over the
+    /// revisions above the compaction point): each key with versions in that window
+    /// contributes the CRC32C of its key and those versions, and contributions are added
+    /// (wrapping), so the hash of a keyspace does not depend on how keys are spread over
+    /// shards. Physical compaction progress does not change it (only versions above the
+    /// compaction point count).
+    pub fn hash_kv(&self, after: i64, upto: i64) -> u32 {
+        let mut total: u32 = 0;
+        let mut buffer = Vec::new();
+        for (key, history) in &self.keys {
+            let mut versions = history
+                .iter()
+                .filter(|v| v.main > after && v.main <= upto)
+                .peekable();
+            if versions.peek().is_none() {
+                continue;
+            }
+            buffer.clear();
+            buffer.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            buffer.extend_from_slice(key);
+            for version in versions {
+                buffer.extend_from_slice(&version.main.to_le_bytes());
+                buffer.extend_from_slice(&version.sub.to_le_bytes());
+                match &version.pair {
+                    None => buffer.push(0),
+                    Some(pair) => {
+                        buffer.push(1);
+                        for number in [
+                            pair.create_revision,
+                            pair.mod_revision,
+                            pair.version,
+                            pair.lease,
+                        ] {
+                            buffer.extend_from_slice(&number.to_le_bytes());
+                        }
+                        buffer.extend_from_slice(&(pair.value.len() as u32).to_le_bytes());
+                        buffer.extend_from_slice(&pair.value);
+                    }
+                }
+            }
+            total = total.wrapping_add(crc32c::crc32c(&buffer));
+        }
+        total
+    }
+
     fn histories<'a>(
         &'a self,
         range: &'a KeyRange,
@@ -317,6 +362,43 @@ mod tests {
 
     fn key(k: &str) -> Bytes {
         Bytes::copy_from_slice(k.as_bytes())
+    }
+
+    #[test]
+    fn hash_kv_ignores_sharding_and_compaction_and_sees_every_change() {
+        let history = |shards: usize| {
+            let mut parts = vec![MvccShard::new(); shards];
+            for rev in 1..=40i64 {
+                let k = format!("k{}", rev % 7);
+                let part = &mut parts[(rev % 7) as usize % shards];
+                if rev % 5 == 0 {
+                    part.apply(rev, 0, key(&k), None);
+                } else {
+                    part.put(rev, 0, key(&k), key(&rev.to_string()), 0);
+                }
+            }
+            parts
+        };
+        let hash = |parts: &[MvccShard], after, upto| {
+            parts
+                .iter()
+                .fold(0u32, |sum, p| sum.wrapping_add(p.hash_kv(after, upto)))
+        };
+        let one = history(1);
+        let three = history(3);
+        assert_eq!(hash(&one, 0, 40), hash(&three, 0, 40));
+        assert_eq!(hash(&one, 10, 30), hash(&three, 10, 30));
+        // Compacting up to the window's start changes nothing.
+        let mut compacted = history(3);
+        for part in &mut compacted {
+            part.compact(10);
+        }
+        assert_eq!(hash(&compacted, 10, 40), hash(&three, 10, 40));
+        // Any change inside the window does.
+        assert_ne!(hash(&one, 10, 30), hash(&one, 10, 31));
+        let mut changed = history(1);
+        changed[0].put(41, 0, key("k1"), key("x"), 0);
+        assert_ne!(hash(&changed, 0, 41), hash(&one, 0, 41));
     }
 
     #[test]

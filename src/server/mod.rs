@@ -47,6 +47,7 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::Snapshot { header, .. } => header,
         Response::Members { header, .. } => header,
         Response::MoveLeader { header } => header,
+        Response::HashKv { header, .. } => header,
         Response::Error { .. } => return,
     };
     header.cluster_id = node.config.cluster_id;

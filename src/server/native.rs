@@ -214,6 +214,7 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits, outbox: &Outbox
         Request::Status => node.status().await.map(Response::Status),
         Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
         request @ (Request::Member(_) | Request::MoveLeader(_)) => node.cluster(request).await,
+        Request::HashKv(revision) => node.hash_kv(revision).await,
         Request::Snapshot => {
             // Answered by a stream of pieces; the last one is the request's answer proper.
             let last = match node.snapshot().await {

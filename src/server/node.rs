@@ -151,6 +151,27 @@ impl Node {
         }
     }
 
+    /// etcd's Maintenance.HashKV from this member's applied state (`revision` 0: the latest
+    /// applied here).
+    pub async fn hash_kv(&self, revision: i64) -> Result<Response, ServerError> {
+        let current = self.router.local().watermark();
+        let compact_revision = self.router.local().compact_revision();
+        let upto = if revision == 0 { current } else { revision };
+        if upto > current {
+            return Err(crate::mvcc::KvError::FutureRevision.into());
+        }
+        if upto < compact_revision {
+            return Err(crate::mvcc::KvError::Compacted.into());
+        }
+        let hash = self.router.hash_kv(compact_revision, upto).await?;
+        Ok(Response::HashKv {
+            header: ResponseHeader::at(current),
+            hash,
+            compact_revision,
+            hash_revision: upto,
+        })
+    }
+
     /// etcd's Cluster service and MoveLeader, through the consensus core.
     pub async fn cluster(&self, request: Request) -> Result<Response, ServerError> {
         if let Some(consensus) = &self.consensus {

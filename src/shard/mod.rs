@@ -48,6 +48,8 @@ pub enum Reply {
     Alarm(Result<AlarmResponse, ServerError>),
     /// The answer to `Status`.
     Status(Result<Box<StatusResponse>, ServerError>),
+    /// The answer to `HashKv`: `None` when the node stopped before the revision was applied.
+    Hashed(Option<u32>),
     /// The answer to `Cluster`.
     Cluster(Result<Box<crate::api::native::Response>, ServerError>),
     /// The answer to `Prefetch`.
@@ -120,6 +122,15 @@ pub enum CoreMessage {
         /// The request.
         request: AlarmRequest,
         /// Where the answer (`Reply::Alarm`) goes.
+        reply: ReplyTo,
+    },
+    /// This shard's part of a HashKV: its history after `after` up to `upto`, once applied.
+    HashKv {
+        /// The compaction point the hash starts after.
+        after: i64,
+        /// The revision hashed up to.
+        upto: i64,
+        /// Where `Reply::Hashed` goes.
         reply: ReplyTo,
     },
     /// A membership or leadership request (etcd's Cluster service, MoveLeader), for the
@@ -370,6 +381,15 @@ impl ShardState {
                 })
                 .detach();
             }
+            CoreMessage::HashKv { after, upto, reply } => {
+                let state = self.clone();
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    let hash = state.hash_kv(after, upto).await;
+                    router.reply(reply, Reply::Hashed(hash));
+                })
+                .detach();
+            }
             CoreMessage::Export {
                 revision,
                 from,
@@ -463,6 +483,15 @@ impl ShardState {
             return None;
         }
         Some(self.shard.borrow().range(range, revision, max_items))
+    }
+
+    /// This shard's HashKV part once every change up to `upto` is applied here; `None` if the
+    /// node stops first.
+    pub async fn hash_kv(&self, after: i64, upto: i64) -> Option<u32> {
+        if !self.wait_watermark(upto).await {
+            return None;
+        }
+        Some(self.shard.borrow().hash_kv(after, upto))
     }
 
     fn advance_watermark(&self, revision: i64) {

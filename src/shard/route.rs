@@ -239,6 +239,33 @@ impl Router {
     }
 }
 
+impl Router {
+    /// etcd's HashKV of the whole keyspace after `after` up to `upto`: every shard's part,
+    /// added.
+    pub async fn hash_kv(self: &Rc<Self>, after: i64, upto: i64) -> Result<u32, ServerError> {
+        let mut pending = Vec::new();
+        for core in (0..self.cores).filter(|&core| core != self.core) {
+            pending.push(
+                self.send_request(core, |reply| CoreMessage::HashKv { after, upto, reply })
+                    .await?,
+            );
+        }
+        let mut total = self
+            .local
+            .hash_kv(after, upto)
+            .await
+            .ok_or(ServerError::Stopped)?;
+        for answer in pending {
+            match answer.await {
+                Ok(Reply::Hashed(Some(part))) => total = total.wrapping_add(part),
+                Ok(Reply::Hashed(None)) | Err(_) => return Err(ServerError::Stopped),
+                Ok(_) => return Err(unexpected_reply("HashKv")),
+            }
+        }
+        Ok(total)
+    }
+}
+
 /// The error for an answer of the wrong kind (a bug: every request has one answer kind).
 pub fn unexpected_reply(request: &str) -> ServerError {
     ServerError::Internal(format!("unexpected answer to {request}"))

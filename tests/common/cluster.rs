@@ -410,6 +410,32 @@ pub fn wait_for_convergence(members: &[Member], which: &[usize]) -> serde_json::
     loop {
         let dumps: Vec<serde_json::Value> = which.iter().map(|&i| dump(&members[i], "")).collect();
         if dumps.windows(2).all(|w| w[0] == w[1]) {
+            // And the same history: etcd's HashKV at one revision, on every member.
+            let hash = |member: &Member, revision: i64| -> (u64, i64) {
+                let json: serde_json::Value = serde_json::from_str(&ok(member.lode().ctl(&[
+                    "endpoint",
+                    "hashkv",
+                    "--rev",
+                    &revision.to_string(),
+                    "-w",
+                    "json",
+                ])))
+                .expect("json");
+                let answer = &json[0]["HashKV"];
+                (
+                    answer["hash"].as_u64().expect("hash"),
+                    answer["hash_revision"].as_i64().expect("revision"),
+                )
+            };
+            let (_, revision) = hash(&members[which[0]], 0);
+            let hashes: Vec<u64> = which
+                .iter()
+                .map(|&i| hash(&members[i], revision).0)
+                .collect();
+            assert!(
+                hashes.windows(2).all(|w| w[0] == w[1]),
+                "members hold different histories at revision {revision}: {hashes:?}"
+            );
             return dumps[0].clone();
         }
         assert!(Instant::now() < deadline, "members never converged");

@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 14;
+pub const ENUM_MAX_REQUEST: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 15] = [
+pub const ENUM_VALUES_REQUEST: [Request; 16] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -504,6 +504,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 15] = [
   Request::MemberListRequest,
   Request::MemberPromoteRequest,
   Request::MoveLeaderRequest,
+  Request::HashKvRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -526,9 +527,10 @@ impl Request {
   pub const MemberListRequest: Self = Self(12);
   pub const MemberPromoteRequest: Self = Self(13);
   pub const MoveLeaderRequest: Self = Self(14);
+  pub const HashKvRequest: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -545,6 +547,7 @@ impl Request {
     Self::MemberListRequest,
     Self::MemberPromoteRequest,
     Self::MoveLeaderRequest,
+    Self::HashKvRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -564,6 +567,7 @@ impl Request {
       Self::MemberListRequest => Some("MemberListRequest"),
       Self::MemberPromoteRequest => Some("MemberPromoteRequest"),
       Self::MoveLeaderRequest => Some("MoveLeaderRequest"),
+      Self::HashKvRequest => Some("HashKvRequest"),
       _ => None,
     }
   }
@@ -623,10 +627,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 11;
+pub const ENUM_MAX_RESPONSE: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 12] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 13] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -639,6 +643,7 @@ pub const ENUM_VALUES_RESPONSE: [Response; 12] = [
   Response::AlarmResponse,
   Response::MemberResponse,
   Response::MoveLeaderResponse,
+  Response::HashKvResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -658,9 +663,10 @@ impl Response {
   pub const AlarmResponse: Self = Self(9);
   pub const MemberResponse: Self = Self(10);
   pub const MoveLeaderResponse: Self = Self(11);
+  pub const HashKvResponse: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -674,6 +680,7 @@ impl Response {
     Self::AlarmResponse,
     Self::MemberResponse,
     Self::MoveLeaderResponse,
+    Self::HashKvResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -690,6 +697,7 @@ impl Response {
       Self::AlarmResponse => Some("AlarmResponse"),
       Self::MemberResponse => Some("MemberResponse"),
       Self::MoveLeaderResponse => Some("MoveLeaderResponse"),
+      Self::HashKvResponse => Some("HashKvResponse"),
       _ => None,
     }
   }
@@ -2532,6 +2540,21 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_hash_kv_request(&self) -> Option<HashKvRequest<'a>> {
+    if self.request_type() == Request::HashKvRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HashKvRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -2556,6 +2579,7 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::MemberListRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberListRequest>>("Request::MemberListRequest", pos),
           Request::MemberPromoteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPromoteRequest>>("Request::MemberPromoteRequest", pos),
           Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
+          Request::HashKvRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvRequest>>("Request::HashKvRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2703,6 +2727,13 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::MoveLeaderRequest => {
           if let Some(x) = self.request_as_move_leader_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::HashKvRequest => {
+          if let Some(x) = self.request_as_hash_kv_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5110,6 +5141,249 @@ impl ::core::fmt::Debug for MoveLeaderResponse<'_> {
       ds.finish()
   }
 }
+pub enum HashKvRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct HashKvRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for HashKvRequest<'a> {
+  type Inner = HashKvRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> HashKvRequest<'a> {
+  pub const VT_REVISION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    HashKvRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HashKvRequestArgs
+  ) -> ::flatbuffers::WIPOffset<HashKvRequest<'bldr>> {
+    let mut builder = HashKvRequestBuilder::new(_fbb);
+    builder.add_revision(args.revision);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn revision(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HashKvRequest::VT_REVISION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for HashKvRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("revision", Self::VT_REVISION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HashKvRequestArgs {
+    pub revision: i64,
+}
+impl<'a> Default for HashKvRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    HashKvRequestArgs {
+      revision: 0,
+    }
+  }
+}
+
+pub struct HashKvRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HashKvRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_revision(&mut self, revision: i64) {
+    self.fbb_.push_slot::<i64>(HashKvRequest::VT_REVISION, revision, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HashKvRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HashKvRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<HashKvRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for HashKvRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("HashKvRequest");
+      ds.field("revision", &self.revision());
+      ds.finish()
+  }
+}
+pub enum HashKvResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct HashKvResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for HashKvResponse<'a> {
+  type Inner = HashKvResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> HashKvResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HASH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HASH_REVISION: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    HashKvResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HashKvResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<HashKvResponse<'bldr>> {
+    let mut builder = HashKvResponseBuilder::new(_fbb);
+    builder.add_hash_revision(args.hash_revision);
+    builder.add_compact_revision(args.compact_revision);
+    builder.add_hash(args.hash);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(HashKvResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn hash(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(HashKvResponse::VT_HASH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn compact_revision(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HashKvResponse::VT_COMPACT_REVISION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn hash_revision(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HashKvResponse::VT_HASH_REVISION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for HashKvResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<u32>("hash", Self::VT_HASH, false)?
+     .visit_field::<i64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
+     .visit_field::<i64>("hash_revision", Self::VT_HASH_REVISION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HashKvResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub hash: u32,
+    pub compact_revision: i64,
+    pub hash_revision: i64,
+}
+impl<'a> Default for HashKvResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HashKvResponseArgs {
+      header: None,
+      hash: 0,
+      compact_revision: 0,
+      hash_revision: 0,
+    }
+  }
+}
+
+pub struct HashKvResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HashKvResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(HashKvResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_hash(&mut self, hash: u32) {
+    self.fbb_.push_slot::<u32>(HashKvResponse::VT_HASH, hash, 0);
+  }
+  #[inline]
+  pub fn add_compact_revision(&mut self, compact_revision: i64) {
+    self.fbb_.push_slot::<i64>(HashKvResponse::VT_COMPACT_REVISION, compact_revision, 0);
+  }
+  #[inline]
+  pub fn add_hash_revision(&mut self, hash_revision: i64) {
+    self.fbb_.push_slot::<i64>(HashKvResponse::VT_HASH_REVISION, hash_revision, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HashKvResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HashKvResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<HashKvResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for HashKvResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("HashKvResponse");
+      ds.field("header", &self.header());
+      ds.field("hash", &self.hash());
+      ds.field("compact_revision", &self.compact_revision());
+      ds.field("hash_revision", &self.hash_revision());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5437,6 +5711,21 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_hash_kv_response(&self) -> Option<HashKvResponse<'a>> {
+    if self.response_type() == Response::HashKvResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HashKvResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -5458,6 +5747,7 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("Response::AlarmResponse", pos),
           Response::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("Response::MemberResponse", pos),
           Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
+          Response::HashKvResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvResponse>>("Response::HashKvResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5584,6 +5874,13 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::MoveLeaderResponse => {
           if let Some(x) = self.response_as_move_leader_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::HashKvResponse => {
+          if let Some(x) = self.response_as_hash_kv_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5995,6 +6292,21 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_hash_kv_request(&self) -> Option<HashKvRequest<'a>> {
+    if self.request_type() == Request::HashKvRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HashKvRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -6020,6 +6332,7 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::MemberListRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberListRequest>>("Request::MemberListRequest", pos),
           Request::MemberPromoteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPromoteRequest>>("Request::MemberPromoteRequest", pos),
           Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
+          Request::HashKvRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvRequest>>("Request::HashKvRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6174,6 +6487,13 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::MoveLeaderRequest => {
           if let Some(x) = self.request_as_move_leader_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::HashKvRequest => {
+          if let Some(x) = self.request_as_hash_kv_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6410,6 +6730,21 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_hash_kv_response(&self) -> Option<HashKvResponse<'a>> {
+    if self.response_type() == Response::HashKvResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HashKvResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -6432,6 +6767,7 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("Response::AlarmResponse", pos),
           Response::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("Response::MemberResponse", pos),
           Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
+          Response::HashKvResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvResponse>>("Response::HashKvResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6565,6 +6901,13 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::MoveLeaderResponse => {
           if let Some(x) = self.response_as_move_leader_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::HashKvResponse => {
+          if let Some(x) = self.response_as_hash_kv_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

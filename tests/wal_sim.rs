@@ -593,3 +593,58 @@ fn an_interrupted_snapshot_install_is_finished_at_start() {
     assert_eq!((wal.first_index(), wal.last_index()), (9, 8));
     assert_eq!(wal.term(8).unwrap(), 2);
 }
+
+/// raft-rs reads entries back as soon as a Ready is handed back, before they are durable: the
+/// storage serves staged entries ahead of the log (including a suffix that replaces durable
+/// entries), and forgets them once the log holds them.
+#[test]
+fn storage_serves_staged_entries_until_they_are_durable() {
+    use lode::replica::entry::{to_log_entry, to_raft_entry};
+    use lode::replica::storage::LogStorage;
+    use raft::{GetEntriesContext, Storage};
+    use std::rc::Rc;
+    let disk = SimDisk::new();
+    let wal = Rc::new(open(&disk).unwrap());
+    let durable: Vec<_> = (1..=5).map(|i| entry(i, 1, 16)).collect();
+    block_on(wal.append(&durable, None)).unwrap();
+    let storage = LogStorage::new(wal.clone(), Default::default(), 0);
+    let raft_entries = |from: u64, to: u64, term: u64| -> Vec<raft::eraftpb::Entry> {
+        (from..=to).map(|i| to_raft_entry(entry(i, term, 16))).collect()
+    };
+    let read = |low: u64, high: u64| -> Vec<(u64, u64)> {
+        storage
+            .entries(low, high, None, GetEntriesContext::empty(false))
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    };
+    // Staged 6..=8 (term 1): readable before durable.
+    let staged = raft_entries(6, 8, 1);
+    let logged: Vec<_> = staged.iter().map(|e| to_log_entry(e).unwrap()).collect();
+    let first_write = wal.stage_append(&logged, None).unwrap().unwrap();
+    storage.stage(&staged);
+    assert_eq!(storage.last_index().unwrap(), 8);
+    assert_eq!(wal.last_index(), 5);
+    assert_eq!(storage.term(7).unwrap(), 1);
+    assert_eq!(read(4, 9), vec![(4, 1), (5, 1), (6, 1), (7, 1), (8, 1)]);
+    // A new leader's entries replace 7.. before anything is durable: 7..=7 at term 2.
+    let replacing = raft_entries(7, 7, 2);
+    let logged: Vec<_> = replacing.iter().map(|e| to_log_entry(e).unwrap()).collect();
+    let second_write = wal.stage_append(&logged, None).unwrap().unwrap();
+    storage.stage(&replacing);
+    assert_eq!(storage.last_index().unwrap(), 7);
+    assert_eq!(read(5, 8), vec![(5, 1), (6, 1), (7, 2)]);
+    assert!(storage.term(8).is_err());
+    // The first write lands: 6 is durable as staged and forgotten here; 7 is not (the log
+    // still has term 1 there until the second write lands).
+    block_on(wal.wait_staged(first_write)).unwrap();
+    storage.persisted();
+    assert_eq!(read(5, 8), vec![(5, 1), (6, 1), (7, 2)]);
+    block_on(wal.wait_staged(second_write)).unwrap();
+    storage.persisted();
+    assert_eq!(wal.last_index(), 7);
+    assert_eq!(storage.last_index().unwrap(), 7);
+    assert_eq!(storage.term(7).unwrap(), 2);
+    assert_eq!(read(1, 8).len(), 7);
+}

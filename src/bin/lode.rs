@@ -287,6 +287,14 @@ fn main() -> ExitCode {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.lode", cli.name)));
+    // Absolute: glommio refuses to open a relative directory for syncing (EBADF).
+    let data_dir = match std::path::absolute(&data_dir) {
+        Ok(absolute) => absolute,
+        Err(error) => {
+            eprintln!("lode: data directory {}: {error}", data_dir.display());
+            return ExitCode::from(1);
+        }
+    };
     let wal_dir = data_dir.join("wal");
     if let Err(error) = std::fs::create_dir_all(&wal_dir) {
         eprintln!(

@@ -121,6 +121,16 @@ pub enum Applied {
     Members(Vec<Member>),
 }
 
+/// A Ready whose writes are being made durable.
+struct PendingPersist {
+    /// raft-rs's number of the Ready.
+    number: u64,
+    /// Messages to send once it is durable.
+    messages: Vec<raft::eraftpb::Message>,
+    /// Set by the task waiting for the sync.
+    done: Rc<RefCell<Option<Result<(), String>>>>,
+}
+
 /// What a request task hands the driver to propose.
 enum Proposal {
     /// A normal entry's data.
@@ -161,7 +171,7 @@ pub struct Consensus<D: LogDir> {
     nonce: u64,
     next_sequence: Cell<u64>,
     stopped: Cell<bool>,
-    /// The hard state last written to the log.
+    /// The hard state last staged in the log.
     persisted_hard_state: Cell<crate::wal::format::HardState>,
     /// A newer hard state that differs from the persisted one only in its commit index: it
     /// needs no fdatasync of its own (a lost commit index is recomputed by Raft, as etcd's
@@ -175,6 +185,8 @@ pub struct Consensus<D: LogDir> {
     applied_bytes_since_snapshot: Cell<u64>,
     /// True while a snapshot is being written.
     snapshotting: Cell<bool>,
+    /// After a failed snapshot, the applied index before which none is tried again.
+    snapshot_retry_at: Cell<u64>,
     /// The background task queue snapshots are written from.
     snapshot_queue: std::cell::OnceCell<glommio::TaskQueueHandle>,
     /// The active alarms (changed only by applying alarm entries).
@@ -185,6 +197,8 @@ pub struct Consensus<D: LogDir> {
     transport: Option<Rc<PeerTransport>>,
     /// Where commits spend their time.
     stages: RefCell<CommitStages>,
+    /// Readies handed back to raft-rs whose writes are not yet known durable, oldest first.
+    persists: RefCell<std::collections::VecDeque<PendingPersist>>,
     /// The member registry (changed only by applying membership changes).
     members: RefCell<Members>,
     /// True once this member's name and client URLs are in the registry, or a proposal to put
@@ -315,11 +329,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             last_snapshot_bytes: Cell::new(0),
             applied_bytes_since_snapshot: Cell::new(0),
             snapshotting: Cell::new(false),
+            snapshot_retry_at: Cell::new(0),
             snapshot_queue: std::cell::OnceCell::new(),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
             transport,
             stages: RefCell::new(CommitStages::default()),
+            persists: RefCell::default(),
             members: RefCell::new(members),
             publishing: Cell::new(false),
             removed: Cell::new(None),
@@ -509,6 +525,15 @@ impl<D: LogDir + 'static> Consensus<D> {
         &self,
         make: impl FnOnce(ProposalId) -> Proposal,
     ) -> Result<Applied, ServerError> {
+        self.propose_within(self.config.request_timeout, make).await
+    }
+
+    /// `propose`, giving up after `timeout`.
+    async fn propose_within(
+        &self,
+        timeout: Duration,
+        make: impl FnOnce(ProposalId) -> Proposal,
+    ) -> Result<Applied, ServerError> {
         if self.stopped.get() {
             return Err(ServerError::Stopped);
         }
@@ -527,7 +552,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             queue.writes.insert(sequence, sender);
         }
         self.wake_driver();
-        let expired = glommio::timer::sleep(self.config.request_timeout);
+        let expired = glommio::timer::sleep(timeout);
         match futures::future::select(receiver, pin!(expired)).await {
             futures::future::Either::Left((Ok((answer, decided_at)), _)) => {
                 let now = Instant::now();
@@ -562,6 +587,16 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// it. Checked here first against the applied registry (and, on the leader, against the
     /// cluster's health and a learner's progress), and again when applied.
     pub async fn change_members(&self, change: MemberChange) -> Result<Vec<Member>, ServerError> {
+        self.change_members_within(change, self.config.request_timeout)
+            .await
+    }
+
+    /// `change_members`, giving up after `timeout`.
+    async fn change_members_within(
+        &self,
+        change: MemberChange,
+        timeout: Duration,
+    ) -> Result<Vec<Member>, ServerError> {
         self.refuse_if_learner()?;
         if self.transport.is_none() && matches!(change, MemberChange::Add(_)) {
             return Err(ServerError::Internal(
@@ -579,7 +614,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             .raft_change()
             .unwrap_or((ConfChangeType::AddNode, change.member_id()));
         let applied = self
-            .propose(|id| {
+            .propose_within(timeout, |id| {
                 let mut body = Vec::new();
                 encode_change(&change, &mut body);
                 let mut conf_change = ConfChange::default();
@@ -778,6 +813,9 @@ impl<D: LogDir + 'static> Consensus<D> {
                 return true;
             }
         }
+        if self.persist_completed() {
+            return true;
+        }
         let queue = self.queue.borrow();
         // A membership change the leader holds back (one is in flight) is no work until then.
         let changes_held = {
@@ -887,17 +925,37 @@ impl<D: LogDir + 'static> Consensus<D> {
                 self.reissue_reads();
                 self.maybe_clear_no_space();
             }
+            self.complete_persists()?;
             self.step_incoming();
             self.hand_work_to_raft();
             self.process_ready().await?;
             self.maybe_snapshot();
             self.maybe_publish();
+            self.campaign_if_alone();
             if let Some(at) = self.removed.get() {
                 // A few heartbeats carry the commit of the removal to the others first.
                 if at.elapsed() >= 3 * self.config.heartbeat {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// The only voter leads at once. raft-rs refuses to campaign while committed membership
+    /// changes are not applied yet (at a restart, until the log is replayed), so this is asked
+    /// again each turn rather than waiting for an election timeout.
+    fn campaign_if_alone(&self) {
+        let mut raw = self.raw.borrow_mut();
+        if raw.raft.state == StateRole::Leader {
+            return;
+        }
+        let alone = {
+            let voters = raw.raft.prs().conf().voters().ids();
+            voters.len() == 1 && voters.contains(self.config.member_id)
+        };
+        // Once everything committed is applied (raft-rs would refuse, and say so, before).
+        if alone && self.applied.get() >= raw.raft.raft_log.committed {
+            let _ = raw.campaign();
         }
     }
 
@@ -925,9 +983,11 @@ impl<D: LogDir + 'static> Consensus<D> {
                 name: this.config.name.clone(),
                 client_urls: this.config.client_urls.clone(),
             };
-            if let Err(error) = this.change_members(change).await {
+            // raft-rs drops a membership change proposed while another is pending (members
+            // starting together all publish at once): a short wait, then again.
+            let patience = this.config.heartbeat * this.config.election_ticks as u32;
+            if let Err(error) = this.change_members_within(change, patience).await {
                 tracing::debug!(%error, "publishing this member's name and client URLs failed");
-                glommio::timer::sleep(this.config.heartbeat * 10).await;
                 this.publishing.set(false);
             }
         })
@@ -1037,6 +1097,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         // of the log's own, and the log kept to about that many times the keyspace.
         if self.snapshotting.get()
             || self.config.snapshot_count == 0
+            || applied < self.snapshot_retry_at.get()
             || applied < self.last_snapshot.get() + self.config.snapshot_count
             || self.applied_bytes_since_snapshot.get()
                 < SNAPSHOT_LOG_RATIO * self.last_snapshot_bytes.get()
@@ -1096,7 +1157,12 @@ impl<D: LogDir + 'static> Consensus<D> {
                     }
                 }
                 Ok(false) => tracing::info!("snapshot abandoned: a compaction ran meanwhile"),
-                Err(error) => tracing::error!(%error, "writing a snapshot failed"),
+                Err(error) => {
+                    // Tried again only after as many entries as between snapshots.
+                    this.snapshot_retry_at
+                        .set(meta.applied_index + this.config.snapshot_count);
+                    tracing::error!(%error, "writing a snapshot failed")
+                }
             }
             this.snapshotting.set(false);
         };
@@ -1130,8 +1196,14 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    /// One turn of raft-rs's Ready protocol.
-    async fn process_ready(&self) -> Result<(), ServerError> {
+    /// One turn of raft-rs's Ready protocol, persisting asynchronously: the Ready's entries
+    /// and hard state are staged in the log and the Ready handed back to raft-rs at once
+    /// (`advance_append_async`); a task waits for the sync, and `complete_persists` then tells
+    /// raft-rs (`on_persist_ready`) and sends the messages that vouch for the write. The loop
+    /// never waits for a disk sync, so ticks, heartbeats and votes go out on time however slow
+    /// the disk is, and new proposals are staged while earlier ones sync (the log batches
+    /// them into one fdatasync).
+    async fn process_ready(self: &Rc<Self>) -> Result<(), ServerError> {
         let mut ready = {
             let mut raw = self.raw.borrow_mut();
             if !raw.has_ready() {
@@ -1143,9 +1215,14 @@ impl<D: LogDir + 'static> Consensus<D> {
         // Messages to peers go out before persisting: replication runs in parallel with the
         // leader's own fdatasync.
         self.send_messages(ready.take_messages());
-        if !ready.snapshot().is_empty() {
+        let installs_snapshot = !ready.snapshot().is_empty();
+        if installs_snapshot {
+            // The snapshot replaces the log: everything staged before it lands first.
+            self.drain_persists().await?;
+            self.raw.borrow().store().clear_in_flight();
             self.install_snapshot(ready.snapshot()).await?;
         }
+        // raft-rs hands out only committed entries that are durable here.
         self.apply_entries(ready.take_committed_entries(), ready_at)
             .await?;
         for state in ready.take_read_states() {
@@ -1160,40 +1237,121 @@ impl<D: LogDir + 'static> Consensus<D> {
         let mut hard_state = ready
             .hs()
             .map(|hs| crate::wal::format::HardState::from(hs.clone()));
-        let persisted = self.persisted_hard_state.get();
+        let written = self.persisted_hard_state.get();
         if let Some(hs) = hard_state {
-            if entries.is_empty() && hs.term == persisted.term && hs.vote == persisted.vote {
+            if entries.is_empty() && hs.term == written.term && hs.vote == written.vote {
                 self.deferred_hard_state.set(Some(hs));
                 hard_state = None;
             }
         }
+        let mut staged = None;
         if !entries.is_empty() || hard_state.is_some() {
             let hard_state = hard_state.or(self.deferred_hard_state.get());
-            let as_leader = self.raw.borrow().raft.state == StateRole::Leader;
-            let sync_started = Instant::now();
-            self.wal
-                .append(&entries, hard_state)
-                .await
+            staged = self
+                .wal
+                .stage_append(&entries, hard_state)
                 .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
-            if !entries.is_empty() {
-                self.stages
-                    .borrow_mut()
-                    .log_synced(as_leader, sync_started.elapsed());
-            }
             if let Some(hs) = hard_state {
                 self.persisted_hard_state.set(hs);
                 self.deferred_hard_state.set(None);
             }
         }
-        // Votes and a follower's acknowledgements only once what they vouch for is durable.
-        self.send_messages(ready.take_persisted_messages());
-        let mut light = self.raw.borrow_mut().advance(ready);
-        let advanced_at = Instant::now();
-        self.send_messages(light.take_messages());
-        self.apply_entries(light.take_committed_entries(), advanced_at)
-            .await?;
-        self.raw.borrow_mut().advance_apply();
+        let number = ready.number();
+        // Votes and a follower's acknowledgements go out only once what they vouch for is
+        // durable.
+        let messages = ready.take_persisted_messages();
+        if installs_snapshot {
+            // raft-rs counts a snapshot applied only once it is persisted: this Ready is
+            // finished here, in order (nothing else is in flight).
+            self.raw.borrow_mut().advance_append_async(ready);
+            if let Some(staged) = staged {
+                self.wal
+                    .wait_staged(staged)
+                    .await
+                    .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+            }
+            {
+                let mut raw = self.raw.borrow_mut();
+                raw.on_persist_ready(number);
+                raw.store().persisted();
+                raw.advance_apply();
+            }
+            self.send_messages(messages);
+            return Ok(());
+        }
+        {
+            let mut raw = self.raw.borrow_mut();
+            // raft-rs reads these entries back before they are durable.
+            raw.store().stage(ready.entries());
+            raw.advance_append_async(ready);
+            raw.advance_apply();
+        }
+        let done: Rc<RefCell<Option<Result<(), String>>>> = Rc::default();
+        match staged {
+            Some(staged) => {
+                let (this, done) = (self.clone(), done.clone());
+                let as_leader = self.raw.borrow().raft.state == StateRole::Leader;
+                let has_entries = !entries.is_empty();
+                let started = Instant::now();
+                glommio::spawn_local(async move {
+                    let result = this.wal.wait_staged(staged).await;
+                    if has_entries && result.is_ok() {
+                        this.stages
+                            .borrow_mut()
+                            .log_synced(as_leader, started.elapsed());
+                    }
+                    *done.borrow_mut() = Some(result.map_err(|e| e.to_string()));
+                    this.wake_driver();
+                })
+                .detach();
+            }
+            None => *done.borrow_mut() = Some(Ok(())),
+        }
+        self.persists.borrow_mut().push_back(PendingPersist {
+            number,
+            messages,
+            done,
+        });
         Ok(())
+    }
+
+    /// True when the oldest Ready in flight is durable.
+    fn persist_completed(&self) -> bool {
+        self.persists
+            .borrow()
+            .front()
+            .is_some_and(|pending| pending.done.borrow().is_some())
+    }
+
+    /// Tells raft-rs about every Ready now durable, oldest first, and sends the messages that
+    /// waited for it. A failed write stops the node.
+    fn complete_persists(&self) -> Result<(), ServerError> {
+        while self.persist_completed() {
+            let Some(pending) = self.persists.borrow_mut().pop_front() else {
+                break;
+            };
+            if let Some(Err(error)) = pending.done.borrow_mut().take() {
+                return Err(ServerError::Internal(format!("log: {error}")));
+            }
+            {
+                let mut raw = self.raw.borrow_mut();
+                raw.on_persist_ready(pending.number);
+                raw.store().persisted();
+            }
+            self.send_messages(pending.messages);
+        }
+        Ok(())
+    }
+
+    /// Waits until every Ready in flight is durable.
+    async fn drain_persists(&self) -> Result<(), ServerError> {
+        loop {
+            self.complete_persists()?;
+            if self.persists.borrow().is_empty() {
+                return Ok(());
+            }
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
     }
 
     /// Installs a snapshot the leader sent (this member was behind its log): the transport

@@ -1,8 +1,17 @@
 //! The log as raft-rs's `Storage`. Reads only: raft's writes arrive through the Ready protocol
-//! and are made durable by the consensus driver with `Wal::append`, so everything this storage
-//! returns is durable.
+//! and are made durable by the consensus driver.
+//!
+//! The driver persists asynchronously (it stages each Ready's entries in the log and goes on
+//! while the sync runs, so ticks, heartbeats and votes never wait behind a disk sync), and
+//! raft-rs reads entries back from this storage as soon as a Ready is handed back. Entries
+//! staged but not yet durable are therefore kept here too (`in_flight`) and served ahead of the
+//! log for their indexes, until the log holds them durably.
+//!
+//! Invariant: `in_flight`, when not empty, is contiguous and ends at the logical end of the
+//! log (every staged append runs to the new end, replacing any suffix it overlaps).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use raft::eraftpb::{ConfState, Entry, HardState as RaftHardState, Snapshot, SnapshotMetadata};
@@ -22,6 +31,8 @@ pub struct LogStorage<D: LogDir> {
     /// The newest durable snapshot, offered to a member that needs entries the log no longer
     /// has. The transport streams the file itself; Raft's message carries only this.
     newest_snapshot: RefCell<Option<SnapshotMetadata>>,
+    /// Entries staged in the log but not yet durable, ascending.
+    in_flight: RefCell<VecDeque<Entry>>,
 }
 
 impl<D: LogDir> LogStorage<D> {
@@ -32,7 +43,51 @@ impl<D: LogDir> LogStorage<D> {
             conf_state: RefCell::new(conf_state),
             commit_floor,
             newest_snapshot: RefCell::new(None),
+            in_flight: RefCell::new(VecDeque::new()),
         }
+    }
+
+    /// Records entries just staged in the log (not yet durable): they replace any in-flight
+    /// entries at or after their first index.
+    pub fn stage(&self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let mut in_flight = self.in_flight.borrow_mut();
+        while in_flight.back().is_some_and(|e| e.index >= first.index) {
+            in_flight.pop_back();
+        }
+        if in_flight
+            .back()
+            .is_some_and(|last| last.index + 1 != first.index)
+        {
+            // Not contiguous with what is in flight: everything before `first` is durable.
+            in_flight.clear();
+        }
+        in_flight.extend(entries.iter().cloned());
+    }
+
+    /// Forgets in-flight entries the log now holds durably (the same index and term).
+    pub fn persisted(&self) {
+        let mut in_flight = self.in_flight.borrow_mut();
+        while let Some(entry) = in_flight.front() {
+            let durable = entry.index <= self.wal.last_index()
+                && self.wal.term(entry.index).ok() == Some(entry.term);
+            if durable {
+                in_flight.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Forgets every in-flight entry (a snapshot replaced the log).
+    pub fn clear_in_flight(&self) {
+        self.in_flight.borrow_mut().clear();
+    }
+
+    fn in_flight_first(&self) -> Option<u64> {
+        self.in_flight.borrow().front().map(|e| e.index)
     }
 
     /// Records the newest durable snapshot (its file is `snapshot_file_name(index)`).
@@ -71,14 +126,55 @@ impl<D: LogDir> raft::Storage for LogStorage<D> {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let entries = self
-            .wal
-            .entries(low, high, max_size.into())
-            .map_err(store_error)?;
-        Ok(entries.into_iter().map(to_raft_entry).collect())
+        let max_size = max_size.into();
+        // Indexes from `split` on are served from the in-flight entries, the rest from the log.
+        let split = self.in_flight_first().unwrap_or(u64::MAX).max(low);
+        let durable_end = split.min(high);
+        let mut entries: Vec<Entry> = Vec::new();
+        if low < durable_end {
+            entries = self
+                .wal
+                .entries(low, durable_end, max_size)
+                .map_err(store_error)?
+                .into_iter()
+                .map(to_raft_entry)
+                .collect();
+            if (entries.len() as u64) < durable_end - low {
+                return Ok(entries); // the size limit was reached
+            }
+        }
+        if high > split {
+            let in_flight = self.in_flight.borrow();
+            let mut bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+            for entry in in_flight
+                .iter()
+                .filter(|e| e.index >= split && e.index < high)
+            {
+                bytes += entry.data.len() as u64;
+                if !entries.is_empty() && max_size.is_some_and(|max| bytes > max) {
+                    break;
+                }
+                entries.push(entry.clone());
+            }
+            if entries.is_empty() {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+        }
+        Ok(entries)
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
+        if let Some(entry) = self
+            .in_flight
+            .borrow()
+            .iter()
+            .find(|entry| entry.index == index)
+        {
+            return Ok(entry.term);
+        }
+        if self.in_flight_first().is_some_and(|first| index >= first) {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
         self.wal.term(index).map_err(store_error)
     }
 
@@ -87,7 +183,11 @@ impl<D: LogDir> raft::Storage for LogStorage<D> {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.wal.last_index())
+        Ok(self
+            .in_flight
+            .borrow()
+            .back()
+            .map_or(self.wal.last_index(), |entry| entry.index))
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {

@@ -31,6 +31,7 @@ pub mod io;
 pub mod recovery;
 pub mod sim;
 mod writer;
+pub use writer::StagedAppend;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

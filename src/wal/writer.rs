@@ -158,6 +158,9 @@ impl Speculative {
     }
 }
 
+/// An append staged by [`Wal::stage_append`], not yet known durable.
+pub struct StagedAppend(Rc<BatchOutcome>);
+
 impl<D: LogDir> Wal<D> {
     // ----- writes -----
 
@@ -173,6 +176,31 @@ impl<D: LogDir> Wal<D> {
             Ok(true)
         })
         .await
+    }
+
+    /// Stages an append like [`Wal::append`] at once (appends are ordered by this call) and
+    /// returns what [`Wal::wait_staged`] waits on until it is durable; `None` when there was
+    /// nothing to write. Reads do not see the entries before they are durable.
+    pub fn stage_append(
+        &self,
+        entries: &[LogEntry],
+        hard_state: Option<HardState>,
+    ) -> Result<Option<StagedAppend>> {
+        let mut state = self.state.borrow_mut();
+        Self::check_usable(&state)?;
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(None);
+        }
+        self.stage_entries(&mut state, entries)?;
+        if let Some(hard_state) = hard_state {
+            self.stage_hard_state(&mut state, hard_state);
+        }
+        Ok(Some(StagedAppend(state.staging.outcome.clone())))
+    }
+
+    /// Resolves once a staged append is durable (flushing batches itself when no one else is).
+    pub async fn wait_staged(&self, staged: StagedAppend) -> Result<()> {
+        self.wait_durable(staged.0).await
     }
 
     /// Stores a new hard state durably.

@@ -434,6 +434,7 @@ fn a_member_joins_under_load_is_promoted_and_the_leader_removed() {
         .iter()
         .map(|s| s.to_string())
         .collect(),
+        env: Vec::new(),
         lode: None,
     };
     let added = ok(members[leader].lode().ctl(&[
@@ -564,4 +565,41 @@ fn the_leader_killed_under_load_loses_nothing() {
         "{acknowledged} writes, {reads} reads"
     );
     wait_for_convergence(&members, &[0, 1, 2]);
+}
+
+/// Once a cluster runs, a disk whose every fdatasync stalls for longer than the election
+/// timeout causes no election: persistence is asynchronous, so heartbeats keep going out (and
+/// heartbeat responses come back) while syncs crawl, etcd's most common production complaint.
+/// Writes still commit, just slowly. (A disk that slow from the start cannot elect anyone:
+/// every vote has to be synced.)
+#[test]
+fn a_slow_disk_causes_no_elections() {
+    let mut members = cluster_with(
+        "cluster-slow-disk",
+        &["--heartbeat-interval", "100", "--election-timeout", "1000"],
+    );
+    let fault = members[0].dir.0.with_extension("sync-delay");
+    for member in &mut members {
+        member.env = vec![(
+            "LODE_FAULT_SYNC_DELAY_FILE".into(),
+            fault.display().to_string(),
+        )];
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let (_, term) = members[leader].status().expect("status");
+    std::fs::write(&fault, "2000").expect("fault file");
+    for n in 0..3 {
+        let put = members[(leader + n) % 3].lode().ctl(&[
+            "--command-timeout",
+            "60",
+            "put",
+            &format!("slow-{n}"),
+            "disk",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&put.stdout), "OK\n", "{put:?}");
+    }
+    let terms: Vec<Option<u64>> = members.iter().map(|m| m.status().map(|(_, t)| t)).collect();
+    let _ = std::fs::remove_file(&fault);
+    assert_eq!(terms, vec![Some(term); 3], "an election happened");
 }

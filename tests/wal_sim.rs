@@ -609,7 +609,9 @@ fn storage_serves_staged_entries_until_they_are_durable() {
     block_on(wal.append(&durable, None)).unwrap();
     let storage = LogStorage::new(wal.clone(), Default::default(), 0);
     let raft_entries = |from: u64, to: u64, term: u64| -> Vec<raft::eraftpb::Entry> {
-        (from..=to).map(|i| to_raft_entry(entry(i, term, 16))).collect()
+        (from..=to)
+            .map(|i| to_raft_entry(entry(i, term, 16)))
+            .collect()
     };
     let read = |low: u64, high: u64| -> Vec<(u64, u64)> {
         storage

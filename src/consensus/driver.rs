@@ -129,6 +129,8 @@ struct PendingPersist {
     messages: Vec<raft::eraftpb::Message>,
     /// Set by the task waiting for the sync.
     done: Rc<RefCell<Option<Result<(), String>>>>,
+    /// The hard state written with it, if any.
+    hard_state: Option<crate::wal::format::HardState>,
 }
 
 /// What a request task hands the driver to propose.
@@ -171,6 +173,8 @@ pub struct Consensus<D: LogDir> {
     nonce: u64,
     next_sequence: Cell<u64>,
     stopped: Cell<bool>,
+    /// Term and vote of the newest hard state known durable.
+    durable_term_vote: Cell<(u64, u64)>,
     /// The hard state last staged in the log.
     persisted_hard_state: Cell<crate::wal::format::HardState>,
     /// A newer hard state that differs from the persisted one only in its commit index: it
@@ -324,6 +328,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             next_sequence: Cell::new(1),
             stopped: Cell::new(false),
             persisted_hard_state: Cell::new(wal_hard_state),
+            durable_term_vote: Cell::new((wal_hard_state.term, wal_hard_state.vote)),
             deferred_hard_state: Cell::new(None),
             last_snapshot: Cell::new(applied),
             last_snapshot_bytes: Cell::new(0),
@@ -1245,8 +1250,10 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
         }
         let mut staged = None;
+        let mut staged_hard_state = None;
         if !entries.is_empty() || hard_state.is_some() {
             let hard_state = hard_state.or(self.deferred_hard_state.get());
+            staged_hard_state = hard_state;
             staged = self
                 .wal
                 .stage_append(&entries, hard_state)
@@ -1258,8 +1265,22 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         let number = ready.number();
         // Votes and a follower's acknowledgements go out only once what they vouch for is
-        // durable.
-        let messages = ready.take_persisted_messages();
+        // durable. A heartbeat response vouches only for the follower's term (and carries the
+        // ReadIndex context): it goes out at once when that term is already durable, so a
+        // slow sync of entries never makes the leader lose its quorum (check-quorum) or delays
+        // linearizable reads.
+        let mut messages = ready.take_persisted_messages();
+        let term_durable = {
+            let raw = self.raw.borrow();
+            self.durable_term_vote.get() == (raw.raft.term, raw.raft.vote)
+        };
+        if term_durable {
+            let (now, later): (Vec<_>, Vec<_>) = messages
+                .into_iter()
+                .partition(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse);
+            self.send_messages(now);
+            messages = later;
+        }
         if installs_snapshot {
             // raft-rs counts a snapshot applied only once it is persisted: this Ready is
             // finished here, in order (nothing else is in flight).
@@ -1269,6 +1290,9 @@ impl<D: LogDir + 'static> Consensus<D> {
                     .wait_staged(staged)
                     .await
                     .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+            }
+            if let Some(hs) = staged_hard_state {
+                self.durable_term_vote.set((hs.term, hs.vote));
             }
             {
                 let mut raw = self.raw.borrow_mut();
@@ -1311,6 +1335,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             number,
             messages,
             done,
+            hard_state: staged_hard_state,
         });
         Ok(())
     }
@@ -1332,6 +1357,9 @@ impl<D: LogDir + 'static> Consensus<D> {
             };
             if let Some(Err(error)) = pending.done.borrow_mut().take() {
                 return Err(ServerError::Internal(format!("log: {error}")));
+            }
+            if let Some(hs) = pending.hard_state {
+                self.durable_term_vote.set((hs.term, hs.vote));
             }
             {
                 let mut raw = self.raw.borrow_mut();

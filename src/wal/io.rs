@@ -18,6 +18,7 @@ use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::{Directory, DmaFile, OpenOptions};
@@ -87,6 +88,21 @@ pub struct DmaDir {
     path: PathBuf,
     directory: Directory,
     _lock: fs::File,
+    /// Fault injection for tests: a file holding how many milliseconds every fdatasync of a
+    /// segment waits first.
+    sync_delay: Option<Rc<Path>>,
+}
+
+/// Environment variable naming a file whose content, a number of milliseconds, is added to
+/// every log fdatasync while the file exists: a slow disk on demand, switched on and off while
+/// lode runs, for tests. Unset in production.
+pub const SYNC_DELAY_ENV: &str = "LODE_FAULT_SYNC_DELAY_FILE";
+
+/// The delay the fault file asks for now.
+fn injected_sync_delay(file: &Path) -> Option<std::time::Duration> {
+    let text = fs::read_to_string(file).ok()?;
+    let millis: u64 = text.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(millis))
 }
 
 /// Name of the lock file that keeps a second process out of a log directory.
@@ -116,7 +132,13 @@ impl DmaDir {
             return Err(io::Error::last_os_error());
         }
         let directory = Directory::open(path).await.map_err(io::Error::from)?;
+        let sync_delay: Option<Rc<Path>> =
+            std::env::var_os(SYNC_DELAY_ENV).map(|file| Rc::from(PathBuf::from(file).as_path()));
+        if let Some(file) = &sync_delay {
+            tracing::warn!(file = %file.display(), "fault injection: log fdatasyncs are delayed by what this file says");
+        }
         Ok(DmaDir {
+            sync_delay,
             path: path.to_path_buf(),
             directory,
             _lock: lock,
@@ -147,7 +169,7 @@ impl LogDir for DmaDir {
             .await
             .map_err(io::Error::from)?;
         let size = fs::metadata(self.path.join(name))?.len();
-        Ok(DmaSegment::new(file, size))
+        Ok(DmaSegment::new(file, size, self.sync_delay.clone()))
     }
 
     async fn create_segment(&self, name: &str, size: u64) -> io::Result<DmaSegment> {
@@ -164,7 +186,7 @@ impl LogDir for DmaDir {
             let _ = fs::remove_file(&path);
             return Err(io::Error::from(error));
         }
-        Ok(DmaSegment::new(file, size))
+        Ok(DmaSegment::new(file, size, self.sync_delay.clone()))
     }
 
     async fn pause_background(&self) {
@@ -232,14 +254,16 @@ pub struct DmaSegment {
     file: DmaFile,
     size: u64,
     map: OnceCell<Bytes>,
+    sync_delay: Option<Rc<Path>>,
 }
 
 impl DmaSegment {
-    fn new(file: DmaFile, size: u64) -> DmaSegment {
+    fn new(file: DmaFile, size: u64, sync_delay: Option<Rc<Path>>) -> DmaSegment {
         DmaSegment {
             file,
             size,
             map: OnceCell::new(),
+            sync_delay,
         }
     }
 
@@ -284,6 +308,9 @@ impl SegmentFile for DmaSegment {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        if let Some(delay) = self.sync_delay.as_deref().and_then(injected_sync_delay) {
+            glommio::timer::sleep(delay).await;
+        }
         self.file.fdatasync().await.map_err(io::Error::from)
     }
 

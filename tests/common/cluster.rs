@@ -12,6 +12,8 @@ pub struct Member {
     pub native_port: u16,
     pub client_port: u16,
     pub args: Vec<String>,
+    /// Extra environment variables for the process (fault injection).
+    pub env: Vec<(String, String)>,
     pub lode: Option<Lode>,
 }
 
@@ -30,11 +32,12 @@ impl Member {
             wait_until_free(port);
         }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.lode = Some(Lode::start_on(
+        self.lode = Some(Lode::start_on_with_env(
             &self.dir.0,
             self.native_port,
             self.client_port,
             &args,
+            &self.env,
         ));
     }
 
@@ -109,6 +112,12 @@ fn build_cluster(
         .map(|(i, address)| format!("m{i}=http://{address}"))
         .collect();
     let initial = initial.join(",");
+    // Fast elections, unless the test sets its own timing.
+    let timing: &[&str] = if extra.contains(&"--heartbeat-interval") {
+        &[]
+    } else {
+        &["--heartbeat-interval", "50", "--election-timeout", "500"]
+    };
     (0..size)
         .map(|i| {
             let listen_url = format!("http://{}", listen[i]);
@@ -129,15 +138,13 @@ fn build_cluster(
                     &initial,
                     "--initial-cluster-token",
                     name,
-                    "--heartbeat-interval",
-                    "50",
-                    "--election-timeout",
-                    "500",
                 ]
                 .iter()
+                .chain(timing)
                 .chain(extra)
                 .map(|s| s.to_string())
                 .collect(),
+                env: Vec::new(),
                 lode: None,
             }
         })

@@ -76,7 +76,7 @@ impl Lode {
             let address = format!("127.0.0.1:{}", free_port());
             let client_url = format!("http://127.0.0.1:{}", free_port());
             let log = std::fs::File::create(data_dir.with_extension("stderr"));
-            let mut lode = Lode::spawn(data_dir, address, client_url, log, extra);
+            let mut lode = Lode::spawn(data_dir, address, client_url, log, extra, &[]);
             if lode.wait_ready(0) {
                 return lode;
             }
@@ -89,6 +89,17 @@ impl Lode {
     /// Starts lode on fixed ports (a cluster member keeps its addresses across restarts) and
     /// waits until it serves; panics with its stderr if it does not.
     pub fn start_on(data_dir: &Path, native_port: u16, client_port: u16, extra: &[&str]) -> Lode {
+        Lode::start_on_with_env(data_dir, native_port, client_port, extra, &[])
+    }
+
+    /// `start_on` with extra environment variables for lode (fault injection).
+    pub fn start_on_with_env(
+        data_dir: &Path,
+        native_port: u16,
+        client_port: u16,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Lode {
         let log_path = data_dir.with_extension("stderr");
         let starts_before = serving_lines(&std::fs::read_to_string(&log_path).unwrap_or_default());
         let log = std::fs::OpenOptions::new()
@@ -97,7 +108,7 @@ impl Lode {
             .open(&log_path);
         let address = format!("127.0.0.1:{native_port}");
         let client_url = format!("http://127.0.0.1:{client_port}");
-        let mut lode = Lode::spawn(data_dir, address, client_url, log, extra);
+        let mut lode = Lode::spawn(data_dir, address, client_url, log, extra, env);
         if !lode.wait_ready(starts_before) {
             panic!(
                 "lode did not start on {}: {}",
@@ -116,8 +127,10 @@ impl Lode {
         client_url: String,
         log: std::io::Result<std::fs::File>,
         extra: &[&str],
+        env: &[(String, String)],
     ) -> Lode {
         let child = Command::new(env!("CARGO_BIN_EXE_lode"))
+            .envs(env.iter().cloned())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen-native", &address, "--wal-segment-size", "4194304"])

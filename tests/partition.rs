@@ -132,3 +132,65 @@ fn slow_links_slow_commits_down_without_losing_anything() {
     let converged = wait_for_convergence(&members, &[0, 1, 2, 3, 4]);
     assert!(converged.as_array().is_some_and(|pairs| pairs.len() >= 6));
 }
+
+/// Random faults in rounds under a client history: each round cuts off the leader, cuts off a
+/// follower, mutes the leader one way, or slows every link, until the clients made progress,
+/// then heals and waits for a leader. `LODE_PARTITION_ROUNDS` (default 2) and
+/// `LODE_PARTITION_SEED` make it a longer soak by hand, e.g.
+/// `LODE_PARTITION_ROUNDS=50 cargo test --test partition soak`.
+#[test]
+fn random_faults_soak() {
+    let rounds: u64 = std::env::var("LODE_PARTITION_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    let seed: u64 = std::env::var("LODE_PARTITION_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        })
+        | 1;
+    println!("LODE_PARTITION_SEED={seed}");
+    let mut rng = common::Rng(seed);
+    let (network, members) = start("partition-soak", 3);
+    let mut leader = wait_for_leader(&members, 0);
+    let history = History::start(&endpoints(&members), 2);
+    for round in 0..rounds {
+        let (_, term) = members[leader].status().unwrap_or((true, 0));
+        let fault = rng.below(4);
+        match fault {
+            0 => network.isolate(leader, 3),
+            1 => network.isolate((leader + 1 + rng.below(2) as usize) % 3, 3),
+            2 => {
+                for other in (0..3).filter(|&i| i != leader) {
+                    network.set(leader, other, Fault::Blackhole);
+                }
+            }
+            _ => {
+                for from in 0..3 {
+                    for to in (0..3).filter(|&t| t != from) {
+                        network.set(
+                            from,
+                            to,
+                            Fault::Delay(std::time::Duration::from_millis(5 + rng.below(20))),
+                        );
+                    }
+                }
+            }
+        }
+        println!("round {round}: fault {fault} with leader m{leader}");
+        if fault == 0 || fault == 2 {
+            let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+            wait_for_leader_among(&members, &others, term);
+        }
+        history.wait_for_progress(2, 2);
+        network.heal();
+        leader = wait_for_leader(&members, 0);
+    }
+    let (acknowledged, reads) = history.check(&members[leader].lode().address);
+    println!("{acknowledged} writes acknowledged, {reads} reads checked");
+    wait_for_convergence(&members, &[0, 1, 2]);
+}

@@ -166,6 +166,13 @@ fn without_a_quorum_requests_time_out_clearly() {
     let error = String::from_utf8_lossy(&read.stderr);
     assert!(error.contains("etcdserver: request timed out"), "{error}");
     assert_eq!(ok(lone.ctl(&["get", "k", "--consistency", "s"])), "");
+    // And it says why in its log, naming the members it cannot reach.
+    let log = lone.stderr();
+    assert!(
+        log.contains("no leader: a quorum of the members cannot be reached"),
+        "{log}"
+    );
+    assert!(log.contains(members[1].peer_url()), "{log}");
 }
 
 /// A follower down while the leader snapshots and compacts its log past it is brought back with

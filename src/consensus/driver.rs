@@ -208,6 +208,10 @@ pub struct Consensus<D: LogDir> {
     /// True once this member's name and client URLs are in the registry, or a proposal to put
     /// them there is in flight.
     publishing: Cell<bool>,
+    /// Peers found unreachable since the last warning about having no leader.
+    unreachable_peers: RefCell<std::collections::BTreeSet<u64>>,
+    /// Since when no leader has been known, and when that was last reported.
+    leaderless: Cell<Option<(Instant, Instant)>>,
     /// When this member applied its own removal: it stops shortly after, once the removal has
     /// reached the others.
     removed: Cell<Option<Instant>>,
@@ -344,6 +348,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             members: RefCell::new(members),
             publishing: Cell::new(false),
             removed: Cell::new(None),
+            unreachable_peers: RefCell::default(),
+            leaderless: Cell::new(None),
         });
         consensus.connect_peers();
         if let Some(transport) = &consensus.transport {
@@ -847,7 +853,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         };
         let mut raw = self.raw.borrow_mut();
-        for peer in transport.take_unreachable() {
+        let unreachable = transport.take_unreachable();
+        if !unreachable.is_empty() {
+            self.unreachable_peers
+                .borrow_mut()
+                .extend(unreachable.iter().copied());
+        }
+        for peer in unreachable {
             raw.report_unreachable(peer);
         }
         for (peer, accepted) in transport.take_snapshot_reports() {
@@ -929,6 +941,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 next_tick = now + self.config.heartbeat;
                 self.reissue_reads();
                 self.maybe_clear_no_space();
+                self.report_leaderless(now);
             }
             self.complete_persists()?;
             self.step_incoming();
@@ -944,6 +957,40 @@ impl<D: LogDir + 'static> Consensus<D> {
                 }
             }
         }
+    }
+
+    /// Says why, every few seconds, when this member has had no leader for several election
+    /// timeouts (peers down, unreachable, or misconfigured), instead of staying silent while
+    /// requests time out.
+    fn report_leaderless(&self, now: Instant) {
+        if self.leader_known() {
+            self.leaderless.set(None);
+            self.unreachable_peers.borrow_mut().clear();
+            return;
+        }
+        let Some((since, reported)) = self.leaderless.get() else {
+            self.leaderless.set(Some((now, now)));
+            return;
+        };
+        let patience = self.config.heartbeat * (5 * self.config.election_ticks as u32);
+        if now.duration_since(since) < patience || now.duration_since(reported) < patience {
+            return;
+        }
+        self.leaderless.set(Some((since, now)));
+        let members = self.members.borrow();
+        let unreachable: Vec<String> = std::mem::take(&mut *self.unreachable_peers.borrow_mut())
+            .into_iter()
+            .map(|id| match members.get(id) {
+                Some(member) => format!("{id:x} at {}", member.peer_urls.join(",")),
+                None => format!("{id:x}"),
+            })
+            .collect();
+        tracing::warn!(
+            for_ = ?now.duration_since(since),
+            ?unreachable,
+            "no leader: a quorum of the members cannot be reached (are they started, and are \
+             their peer URLs right?); writes and linearizable reads time out meanwhile"
+        );
     }
 
     /// The only voter leads at once. raft-rs refuses to campaign while committed membership

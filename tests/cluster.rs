@@ -595,17 +595,41 @@ fn a_slow_disk_causes_no_elections() {
     }
     let leader = wait_for_leader(&members, 0);
     let (_, term) = members[leader].status().expect("status");
+    // The members' own start-up writes (publishing their names) done first: the writes below
+    // are then the only ones to sync.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while member_list(&members[leader])
+        .iter()
+        .filter(|m| m["name"].is_string())
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "members never published");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::write(&fault, "2000").expect("fault file");
     for n in 0..3 {
-        let put = members[(leader + n) % 3].lode().ctl(&[
-            "--command-timeout",
-            "60",
-            "put",
-            &format!("slow-{n}"),
-            "disk",
-        ]);
-        assert_eq!(String::from_utf8_lossy(&put.stdout), "OK\n", "{put:?}");
+        // Each write takes a few slow syncs; on a busy machine one may outlast the request
+        // timeout (its outcome unknown, as etcd's): it is sent again, never failing otherwise.
+        let mut attempts = 0;
+        loop {
+            let put = members[(leader + n) % 3].lode().ctl(&[
+                "--command-timeout",
+                "60",
+                "put",
+                &format!("slow-{n}"),
+                "disk",
+            ]);
+            if put.status.success() {
+                break;
+            }
+            let error = String::from_utf8_lossy(&put.stderr);
+            assert!(error.contains("etcdserver: request timed out\n"), "{error}");
+            attempts += 1;
+            assert!(attempts < 5, "a write never committed: {error}");
+        }
     }
+    wait_for_count(&members[leader], "slow-", 3);
     let terms: Vec<Option<u64>> = members.iter().map(|m| m.status().map(|(_, t)| t)).collect();
     let _ = std::fs::remove_file(&fault);
     assert_eq!(terms, vec![Some(term); 3], "an election happened");

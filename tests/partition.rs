@@ -54,6 +54,14 @@ fn a_leader_cut_off_cannot_commit_and_the_majority_goes_on() {
         !read.status.success(),
         "a cut-off member answered a linearizable read"
     );
+    // etcd's answers: the round it had asked for was lost with its leadership, or no leader
+    // confirmed one in time.
+    let error = String::from_utf8_lossy(&read.stderr);
+    assert!(
+        error.contains("etcdserver: leader changed")
+            || error.contains("etcdserver: request timed out"),
+        "{error}"
+    );
     // The other two elect and serve.
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let new_leader = wait_for_leader_among(&members, &others, term);

@@ -84,6 +84,14 @@ pub enum ServerError {
     /// ErrTimeout).
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// Not committed in time, and the leader changed meanwhile (etcd's
+    /// ErrTimeoutDueToLeaderFail): the outcome is unknown.
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutLeaderFailed,
+    /// Leadership changed while a linearizable read waited for it to be confirmed (etcd's
+    /// ErrLeaderChanged); nothing happened, the read can be retried at once.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
     /// A failure of the server itself (storage); the process stops.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -95,9 +103,11 @@ impl ServerError {
         match self {
             ServerError::Kv(error) => native::grpc_code(error.code()),
             ServerError::Member(error) => error.grpc_code(),
-            ServerError::NoLeader | ServerError::Stopped | ServerError::Timeout => {
-                native::GRPC_UNAVAILABLE
-            }
+            ServerError::NoLeader
+            | ServerError::Stopped
+            | ServerError::Timeout
+            | ServerError::TimeoutLeaderFailed
+            | ServerError::LeaderChanged => native::GRPC_UNAVAILABLE,
             ServerError::Internal(_) => native::GRPC_INTERNAL,
         }
     }
@@ -156,7 +166,8 @@ struct Queue {
     /// Reads that want a read index, not yet asked for.
     reads_waiting: Vec<ReadWaiter>,
     /// Read batches asked for, by context.
-    reads_in_flight: HashMap<u64, Vec<ReadWaiter>>,
+    /// Read batches asked for, by context: the leader they were asked of, and their readers.
+    reads_in_flight: HashMap<u64, (u64, Vec<ReadWaiter>)>,
     next_read_context: u64,
 }
 
@@ -208,6 +219,8 @@ pub struct Consensus<D: LogDir> {
     /// True once this member's name and client URLs are in the registry, or a proposal to put
     /// them there is in flight.
     publishing: Cell<bool>,
+    /// The leader as of the last soft state seen.
+    last_leader: Cell<u64>,
     /// Peers found unreachable since the last warning about having no leader.
     unreachable_peers: RefCell<std::collections::BTreeSet<u64>>,
     /// Since when no leader has been known, and when that was last reported.
@@ -349,6 +362,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             publishing: Cell::new(false),
             removed: Cell::new(None),
             unreachable_peers: RefCell::default(),
+            last_leader: Cell::new(raft::INVALID_ID),
             leaderless: Cell::new(None),
         });
         consensus.connect_peers();
@@ -557,6 +571,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         };
         let (sender, receiver) = oneshot::channel();
         let queued_at = Instant::now();
+        let term_at_queue = self.term();
         {
             let mut queue = self.queue.borrow_mut();
             queue.proposals.push((sequence, make(id), queued_at));
@@ -580,7 +595,11 @@ impl<D: LogDir + 'static> Consensus<D> {
                 let mut queue = self.queue.borrow_mut();
                 queue.writes.remove(&sequence);
                 queue.proposals.retain(|(queued, _, _)| *queued != sequence);
-                Err(ServerError::Timeout)
+                if self.term() != term_at_queue {
+                    Err(ServerError::TimeoutLeaderFailed)
+                } else {
+                    Err(ServerError::Timeout)
+                }
             }
         }
     }
@@ -806,7 +825,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         for waiter in queue.reads_waiting.drain(..) {
             let _ = waiter.send(Err(ServerError::Stopped));
         }
-        for (_, waiters) in queue.reads_in_flight.drain() {
+        for (_, (_, waiters)) in queue.reads_in_flight.drain() {
             for waiter in waiters {
                 let _ = waiter.send(Err(ServerError::Stopped));
             }
@@ -1085,7 +1104,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             let context = queue.next_read_context;
             queue.next_read_context += 1;
             let batch = std::mem::take(&mut queue.reads_waiting);
-            queue.reads_in_flight.insert(context, batch);
+            let leader = raw.raft.leader_id;
+            queue.reads_in_flight.insert(context, (leader, batch));
             raw.read_index(context.to_le_bytes().to_vec());
         }
     }
@@ -1233,7 +1253,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             // Reads whose callers gave up (timed out) are not asked for again.
             let mut queue = self.queue.borrow_mut();
             queue.reads_waiting.retain(|waiter| !waiter.is_canceled());
-            queue.reads_in_flight.retain(|_, waiters| {
+            queue.reads_in_flight.retain(|_, (_, waiters)| {
                 waiters.retain(|waiter| !waiter.is_canceled());
                 !waiters.is_empty()
             });
@@ -1242,8 +1262,10 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         }
         let mut raw = self.raw.borrow_mut();
-        let queue = self.queue.borrow();
-        for context in queue.reads_in_flight.keys() {
+        let leader = raw.raft.leader_id;
+        let mut queue = self.queue.borrow_mut();
+        for (context, (asked_of, _)) in queue.reads_in_flight.iter_mut() {
+            *asked_of = leader;
             raw.read_index(context.to_le_bytes().to_vec());
         }
     }
@@ -1273,6 +1295,9 @@ impl<D: LogDir + 'static> Consensus<D> {
             self.drain_persists().await?;
             self.raw.borrow().store().clear_in_flight();
             self.install_snapshot(ready.snapshot()).await?;
+        }
+        if ready.ss().is_some() {
+            self.on_soft_state_change();
         }
         // raft-rs hands out only committed entries that are durable here.
         self.apply_entries(ready.take_committed_entries(), ready_at)
@@ -1486,6 +1511,33 @@ impl<D: LogDir + 'static> Consensus<D> {
         Ok(())
     }
 
+    /// Leadership moved (or this member's role changed): ReadIndex rounds in flight will never
+    /// be answered (raft-rs drops pending read requests with the old leadership), so their
+    /// readers fail at once with etcd's "leader changed" and may retry, instead of waiting out
+    /// the request timeout.
+    fn on_soft_state_change(&self) {
+        let leader = self.leader();
+        if leader == self.last_leader.replace(leader) {
+            return;
+        }
+        // Only rounds asked of another leader: a round may already have gone to the leader
+        // this soft state announces (it was known from its messages before this Ready).
+        let mut abandoned: Vec<ReadWaiter> = Vec::new();
+        self.queue
+            .borrow_mut()
+            .reads_in_flight
+            .retain(|_, (asked_of, waiters)| {
+                if *asked_of == leader {
+                    return true;
+                }
+                abandoned.append(waiters);
+                false
+            });
+        for waiter in abandoned {
+            let _ = waiter.send(Err(ServerError::LeaderChanged));
+        }
+    }
+
     fn resolve_read(&self, context: &[u8], index: u64) {
         let Ok(bytes) = <[u8; 8]>::try_from(context) else {
             return;
@@ -1495,7 +1547,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             .borrow_mut()
             .reads_in_flight
             .remove(&u64::from_le_bytes(bytes));
-        for waiter in batch.into_iter().flatten() {
+        for waiter in batch.into_iter().flat_map(|(_, waiters)| waiters) {
             let _ = waiter.send(Ok(index));
         }
     }

@@ -361,6 +361,36 @@ fn membership_changes_and_leader_transfer() {
     assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
     let (_, term) = members[target].status().expect("status");
     assert_eq!(members[target].status(), Some((true, term)));
+    // Asked of a follower, a leader transfer is forwarded to the leader (etcd clients send it
+    // to any member): leadership goes back and forth.
+    let follower = (target + 1) % 3;
+    let back_to = own_id(&members[follower]);
+    let address = members[follower].lode().address.clone();
+    let answer = common::on_executor(move || async move {
+        let client = lode::client::Client::connect(&address)
+            .await
+            .expect("connect");
+        client
+            .request(&lode::api::native::Request::MoveLeader(back_to))
+            .await
+    });
+    assert!(
+        matches!(answer, Ok(lode::api::native::Response::MoveLeader { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(
+        members[follower].status().map(|(leads, _)| leads),
+        Some(true)
+    );
+    let moved = ok(members[target].lode().ctl(&[
+        "--endpoints",
+        &endpoints,
+        "move-leader",
+        &format!("{target_id:x}"),
+    ]));
+    assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
+    let (_, term) = members[target].status().expect("status");
+    assert_eq!(members[target].status(), Some((true, term)));
 
     // The leader is removed: it stops itself, the other two elect and serve.
     let removed =

@@ -95,6 +95,14 @@ pub enum ServerError {
     /// A failure of the server itself (storage); the process stops.
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// The leader's answer to a request forwarded to it: its gRPC code and etcd's message.
+    #[error("{message}")]
+    Forwarded {
+        /// gRPC status code.
+        code: u32,
+        /// etcd's message.
+        message: String,
+    },
 }
 
 impl ServerError {
@@ -109,6 +117,7 @@ impl ServerError {
             | ServerError::TimeoutLeaderFailed
             | ServerError::LeaderChanged => native::GRPC_UNAVAILABLE,
             ServerError::Internal(_) => native::GRPC_INTERNAL,
+            ServerError::Forwarded { code, .. } => *code,
         }
     }
 }
@@ -378,6 +387,11 @@ impl<D: LogDir + 'static> Consensus<D> {
             }));
         }
         Ok(consensus)
+    }
+
+    /// The member with `id`, as the registry has it.
+    pub fn member(&self, id: u64) -> Option<Member> {
+        self.members.borrow().get(id).cloned()
     }
 
     /// The configuration.

@@ -215,11 +215,21 @@ impl Node {
     }
 }
 
-/// Serves a membership or leadership request on the consensus core.
+/// Serves a membership or leadership request on the consensus core. Promote and MoveLeader
+/// need the leader (only it knows a learner's progress, only it can hand leadership over): a
+/// follower forwards them to the leader's client URL, as etcd forwards promotions.
 async fn serve_cluster(
     consensus: &Consensus<DmaDir>,
     request: Request,
 ) -> Result<Response, ServerError> {
+    let leader = consensus.leader();
+    let needs_leader = matches!(
+        request,
+        Request::Member(MemberRequest::Promote(_)) | Request::MoveLeader(_)
+    );
+    if needs_leader && leader != 0 && leader != consensus.config().member_id {
+        return forward_to_leader(consensus, leader, &request).await;
+    }
     let members = |member, members| Response::Members {
         header: ResponseHeader::at(consensus.revision()),
         member,
@@ -271,6 +281,41 @@ async fn serve_cluster(
         _ => Err(ServerError::Internal(
             "not a membership or leadership request".into(),
         )),
+    }
+}
+
+/// Sends `request` to the leader's first client URL and answers what it answers.
+async fn forward_to_leader(
+    consensus: &Consensus<DmaDir>,
+    leader: u64,
+    request: &Request,
+) -> Result<Response, ServerError> {
+    let address = consensus
+        .member(leader)
+        .and_then(|member| member.client_urls.first().cloned())
+        .and_then(|url| parse_url(&url).ok())
+        .map(|url| url.authority())
+        .ok_or(MemberError::NotLeader)?;
+    let forwarded = async {
+        let client = crate::client::Client::connect(&address).await?;
+        client.request(request).await
+    };
+    let expired = glommio::timer::sleep(consensus.config().request_timeout);
+    let outcome =
+        match futures::future::select(std::pin::pin!(forwarded), std::pin::pin!(expired)).await {
+            futures::future::Either::Left((outcome, _)) => Some(outcome),
+            futures::future::Either::Right(_) => None,
+        };
+    match outcome {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(crate::client::ClientError::Server { code, message })) => {
+            Err(ServerError::Forwarded { code, message })
+        }
+        Some(Err(error)) => {
+            tracing::warn!(%error, leader = %format!("{leader:x}"), %address, "forwarding to the leader failed");
+            Err(ServerError::NoLeader)
+        }
+        None => Err(ServerError::Timeout),
     }
 }
 

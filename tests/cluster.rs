@@ -352,15 +352,20 @@ fn membership_changes_and_leader_transfer() {
     // Leadership moves to the member asked for.
     let target = (leader + 1) % 3;
     let target_id = own_id(&members[target]);
-    let moved = ok(members[target].lode().ctl(&[
-        "--endpoints",
-        &endpoints,
-        "move-leader",
-        &format!("{target_id:x}"),
-    ]));
-    assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
-    let (_, term) = members[target].status().expect("status");
-    assert_eq!(members[target].status(), Some((true, term)));
+    // lodectl finds the leader among the endpoints and asks it.
+    let move_leader_to_target = || {
+        let moved = ok(members[target].lode().ctl(&[
+            "--endpoints",
+            &endpoints,
+            "move-leader",
+            &format!("{target_id:x}"),
+        ]));
+        assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
+        let (_, term) = members[target].status().expect("status");
+        assert_eq!(members[target].status(), Some((true, term)));
+        term
+    };
+    move_leader_to_target();
     // Asked of a follower, a leader transfer is forwarded to the leader (etcd clients send it
     // to any member): leadership goes back and forth.
     let follower = (target + 1) % 3;
@@ -382,15 +387,7 @@ fn membership_changes_and_leader_transfer() {
         members[follower].status().map(|(leads, _)| leads),
         Some(true)
     );
-    let moved = ok(members[target].lode().ctl(&[
-        "--endpoints",
-        &endpoints,
-        "move-leader",
-        &format!("{target_id:x}"),
-    ]));
-    assert!(moved.contains(&format!("to {target_id:x}")), "{moved}");
-    let (_, term) = members[target].status().expect("status");
-    assert_eq!(members[target].status(), Some((true, term)));
+    let term = move_leader_to_target();
 
     // The leader is removed: it stops itself, the other two elect and serve.
     let removed =

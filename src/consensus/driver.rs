@@ -239,6 +239,13 @@ pub struct Consensus<D: LogDir> {
     removed: Cell<Option<Instant>>,
 }
 
+/// The voters of Raft's current configuration, ascending.
+fn voter_ids<D: LogDir>(raw: &RawNode<LogStorage<D>>) -> Vec<u64> {
+    let mut voters: Vec<u64> = raw.raft.prs().conf().voters().ids().iter().collect();
+    voters.sort_unstable();
+    voters
+}
+
 /// Raft's description of a snapshot lode took or installed.
 fn snapshot_metadata(meta: &crate::snapshot::SnapshotMeta) -> SnapshotMetadata {
     SnapshotMetadata {
@@ -720,7 +727,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         let progress = raw.raft.prs();
         let leader_matched = progress.get(self.config.member_id).map_or(0, |p| p.matched);
-        let voters: Vec<u64> = progress.conf().voters().ids().iter().collect();
+        let voters = voter_ids(&raw);
         let active = |id: &u64| {
             *id == self.config.member_id || progress.get(*id).is_some_and(|p| p.recent_active)
         };
@@ -757,15 +764,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             if raw.raft.state != StateRole::Leader {
                 return Err(MemberError::NotLeader.into());
             }
-            let is_voter = raw
-                .raft
-                .prs()
-                .conf()
-                .voters()
-                .ids()
-                .iter()
-                .any(|id| id == target);
-            if !is_voter {
+            if !voter_ids(&raw).contains(&target) {
                 return Err(MemberError::BadLeaderTransferee.into());
             }
             if target == self.config.member_id {
@@ -1034,10 +1033,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         if raw.raft.state == StateRole::Leader {
             return;
         }
-        let alone = {
-            let voters = raw.raft.prs().conf().voters().ids();
-            voters.len() == 1 && voters.contains(self.config.member_id)
-        };
+        let alone = voter_ids(&raw) == [self.config.member_id];
         // Once everything committed is applied (raft-rs would refuse, and say so, before).
         if alone && self.applied.get() >= raw.raft.raft_log.committed {
             let _ = raw.campaign();
@@ -1151,17 +1147,7 @@ impl<D: LogDir + 'static> Consensus<D> {
 
     /// What a snapshot taken now at `applied` (of `applied_term`) describes.
     fn snapshot_meta(&self, applied: u64, applied_term: u64) -> crate::snapshot::SnapshotMeta {
-        let mut voters: Vec<u64> = self
-            .raw
-            .borrow()
-            .raft
-            .prs()
-            .conf()
-            .voters()
-            .ids()
-            .iter()
-            .collect();
-        voters.sort_unstable();
+        let voters = voter_ids(&self.raw.borrow());
         crate::snapshot::SnapshotMeta {
             applied_index: applied,
             applied_term,

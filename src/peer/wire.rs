@@ -70,30 +70,15 @@ pub fn decode_members(
     buffer: &mut BytesMut,
     limit: usize,
 ) -> Result<Option<(u64, u64, crate::members::Members)>, WireError> {
-    if buffer.len() < 4 {
+    let Some(FrameHeader {
+        kind,
+        cluster_id,
+        from,
+        body: frame,
+    }) = take_frame(buffer, limit)?
+    else {
         return Ok(None);
-    }
-    let length = u32::from_le_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
-    if length > limit {
-        return Err(WireError::TooLarge { length, limit });
-    }
-    if length < COMMON_BYTES {
-        return Err(WireError::Malformed(format!(
-            "frame of {length} bytes is shorter than its header"
-        )));
-    }
-    if buffer.len() < 4 + length {
-        return Ok(None);
-    }
-    buffer.advance(4);
-    let mut frame = buffer.split_to(length);
-    let version = frame.get_u16_le();
-    if version != PEER_WIRE_VERSION {
-        return Err(WireError::Version(version));
-    }
-    let kind = frame.get_u16_le();
-    let cluster_id = frame.get_u64_le();
-    let from = frame.get_u64_le();
+    };
     if kind != KIND_MEMBERS {
         return Err(WireError::Malformed(format!(
             "expected the members, got a frame of kind {kind}"
@@ -217,14 +202,17 @@ pub enum Frame {
     MembersQuery,
 }
 
-/// Takes one whole frame off the front of `buffer`, checked against this member's cluster and
-/// ID; `Ok(None)` until a whole frame is there. An error means the connection must be closed.
-pub fn decode_frame(
-    buffer: &mut BytesMut,
+/// A whole frame's common header, and the rest of it.
+struct FrameHeader {
+    kind: u16,
     cluster_id: u64,
-    own_id: u64,
-    limit: usize,
-) -> Result<Option<Frame>, WireError> {
+    from: u64,
+    body: BytesMut,
+}
+
+/// Takes one whole frame of a version this build speaks off the front of `buffer`; `Ok(None)`
+/// until a whole frame is there.
+fn take_frame(buffer: &mut BytesMut, limit: usize) -> Result<Option<FrameHeader>, WireError> {
     if buffer.len() < 4 {
         return Ok(None);
     }
@@ -241,14 +229,36 @@ pub fn decode_frame(
         return Ok(None);
     }
     buffer.advance(4);
-    let mut frame = buffer.split_to(length);
-    let version = frame.get_u16_le();
+    let mut body = buffer.split_to(length);
+    let version = body.get_u16_le();
     if version != PEER_WIRE_VERSION {
         return Err(WireError::Version(version));
     }
-    let kind = frame.get_u16_le();
-    let theirs = frame.get_u64_le();
-    let from = frame.get_u64_le();
+    Ok(Some(FrameHeader {
+        kind: body.get_u16_le(),
+        cluster_id: body.get_u64_le(),
+        from: body.get_u64_le(),
+        body,
+    }))
+}
+
+/// Takes one whole frame off the front of `buffer`, checked against this member's cluster and
+/// ID; `Ok(None)` until a whole frame is there. An error means the connection must be closed.
+pub fn decode_frame(
+    buffer: &mut BytesMut,
+    cluster_id: u64,
+    own_id: u64,
+    limit: usize,
+) -> Result<Option<Frame>, WireError> {
+    let Some(FrameHeader {
+        kind,
+        cluster_id: theirs,
+        from,
+        body: frame,
+    }) = take_frame(buffer, limit)?
+    else {
+        return Ok(None);
+    };
     if kind == KIND_MEMBERS_QUERY && theirs == 0 {
         return if frame.is_empty() {
             Ok(Some(Frame::MembersQuery))

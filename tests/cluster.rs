@@ -661,3 +661,44 @@ fn a_slow_disk_causes_no_elections() {
     let _ = std::fs::remove_file(&fault);
     assert_eq!(terms, vec![Some(term); 3], "an election happened");
 }
+
+/// A member removed while it was down learns it when it comes back (the others refuse it and
+/// say why) and stops, instead of knocking on their doors forever.
+#[test]
+fn a_member_removed_while_down_stops_when_it_returns() {
+    let mut members = cluster("cluster-removed-away");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let away = (leader + 1) % 3;
+    let away_id = own_id(&members[away]);
+    members[away].lode.as_mut().expect("member").kill();
+    members[away].lode = None;
+    ok(members[leader]
+        .lode()
+        .ctl(&["member", "remove", &format!("{away_id:x}")]));
+    members[away].start();
+    let child = members[away]
+        .lode
+        .as_mut()
+        .expect("member")
+        .child
+        .as_mut()
+        .expect("child");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the removed member kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = members[away].lode().stderr();
+    assert!(
+        log.contains("removed from the cluster while it was away"),
+        "{log}"
+    );
+    // The other two go on.
+    assert_eq!(
+        ok(members[leader].lode().ctl(&["put", "still", "here"])),
+        "OK\n"
+    );
+}

@@ -982,6 +982,15 @@ impl<D: LogDir + 'static> Consensus<D> {
             self.maybe_snapshot();
             self.maybe_publish();
             self.campaign_if_alone();
+            if self.removed.get().is_none()
+                && self.transport.as_ref().is_some_and(|t| t.told_removed())
+            {
+                tracing::warn!(
+                    "this member was removed from the cluster while it was away: it stops (its \
+                     data dir cannot rejoin; add a new member with a fresh one)"
+                );
+                return Ok(());
+            }
             if let Some(at) = self.removed.get() {
                 // A few heartbeats carry the commit of the removal to the others first.
                 if at.elapsed() >= 3 * self.config.heartbeat {
@@ -1640,6 +1649,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         for id in members.removed() {
             transport.remove_peer(*id);
+            transport.refuse_removed(*id);
         }
     }
 
@@ -1673,6 +1683,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             MemberChange::Remove(id) => {
                 if let Some(transport) = &self.transport {
                     transport.remove_peer(*id);
+                    transport.refuse_removed(*id);
                 }
             }
             MemberChange::Add(member) if member.id != own => {

@@ -39,7 +39,7 @@ use raft::eraftpb::{Message, MessageType};
 
 use super::wire::{
     decode_frame, encode_frame, encode_members, encode_snapshot_chunk, Frame, SnapshotChunk,
-    SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
+    REMOVED_NOTICE, SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
 };
 use crate::consensus::snapshotter::{received_file_name, snapshot_file_name};
 
@@ -220,6 +220,10 @@ pub struct PeerTransport {
     snapshot_reports: RefCell<Vec<(u64, bool)>>,
     /// The member registry's bytes as of now, for answering a joining member's query.
     registry: RefCell<Option<RegistrySource>>,
+    /// Members removed from the cluster: what they send is refused with `REMOVED_NOTICE`.
+    removed: RefCell<std::collections::BTreeSet<u64>>,
+    /// Set when a peer told this member it was removed from the cluster.
+    told_removed: Cell<bool>,
 }
 
 /// Gives the member registry's current bytes (`Members::encode`).
@@ -238,7 +242,19 @@ impl PeerTransport {
             snapshot_dir: snapshot_dir.to_path_buf(),
             snapshot_reports: RefCell::default(),
             registry: RefCell::new(None),
+            removed: RefCell::default(),
+            told_removed: Cell::new(false),
         })
+    }
+
+    /// Refuses what member `id` sends from now on (it was removed from the cluster).
+    pub fn refuse_removed(&self, id: u64) {
+        self.removed.borrow_mut().insert(id);
+    }
+
+    /// True once a peer has told this member that it was removed from the cluster.
+    pub fn told_removed(&self) -> bool {
+        self.told_removed.get()
     }
 
     /// Where answers to joining members' queries come from.
@@ -462,10 +478,14 @@ impl PeerTransport {
             // next write, so neither side keeps a half-closed socket.
             let closed = Rc::new(Cell::new(false));
             let watcher = {
-                let (closed, peer) = (closed.clone(), peer.clone());
+                let (closed, peer, transport) = (closed.clone(), peer.clone(), self.clone());
                 glommio::spawn_local(async move {
                     let mut byte = [0u8; 1];
-                    let _ = reader.read(&mut byte).await;
+                    if matches!(reader.read(&mut byte).await, Ok(1)) && byte[0] == REMOVED_NOTICE {
+                        tracing::warn!(peer = %format!("{:x}", peer.id), "a peer says this member was removed from the cluster");
+                        transport.told_removed.set(true);
+                        transport.inbox.wake();
+                    }
                     closed.set(true);
                     peer.wake();
                 })
@@ -533,6 +553,16 @@ impl PeerTransport {
                     Ok(None) => break,
                     Err(error) => break 'connection Err(error.to_string()),
                 };
+                let sender = match &frame {
+                    Frame::Messages { from, .. } | Frame::SnapshotChunk { from, .. } => *from,
+                    Frame::MembersQuery => 0,
+                };
+                if self.removed.borrow().contains(&sender) {
+                    let _ = stream.write_all(&[REMOVED_NOTICE]).await;
+                    break 'connection Err(format!(
+                        "member {sender:x} was removed from the cluster"
+                    ));
+                }
                 match frame {
                     Frame::MembersQuery => {
                         let registry = self.registry.borrow().as_ref().map(|source| source());

@@ -21,7 +21,8 @@
 //! travels on a connection of its own: its chunks in order, then the frame holding Raft's
 //! `MsgSnapshot`, answered by one byte (`SNAPSHOT_ACCEPTED` or `SNAPSHOT_REFUSED`). A member
 //! joining a running cluster (`--initial-cluster-state existing`) asks a peer for the members
-//! and is answered with the registry and the cluster's ID, as etcd's joiners ask its peers.
+//! and is answered with the registry and the cluster's ID, as etcd's joiners ask its peers. A
+//! member removed from the cluster that still sends is answered `REMOVED_NOTICE` and cut off.
 
 use bytes::{Buf, BufMut, BytesMut};
 use protobuf::Message as _;
@@ -88,6 +89,10 @@ pub fn decode_members(
         .ok_or_else(|| WireError::Malformed("malformed member registry".into()))?;
     Ok(Some((cluster_id, from, members)))
 }
+
+/// Written back (once, before closing) to a member that was removed from the cluster and
+/// still sends: it stops itself when it reads this (etcd answers such a member the same way).
+pub const REMOVED_NOTICE: u8 = b'R';
 
 /// The receiver's answer to a whole snapshot: written, checked and handed to Raft.
 pub const SNAPSHOT_ACCEPTED: u8 = 1;

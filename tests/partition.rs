@@ -142,8 +142,8 @@ fn slow_links_slow_commits_down_without_losing_anything() {
 }
 
 /// Random faults in rounds under a client history: each round cuts off the leader, cuts off a
-/// follower, mutes the leader one way, or slows every link, until the clients made progress,
-/// then heals and waits for a leader. `LODE_PARTITION_ROUNDS` (default 2) and
+/// follower, mutes the leader one way, slows every link, or SIGKILLs the leader, until the
+/// clients made progress, then heals (restarts) and waits for a leader. `LODE_PARTITION_ROUNDS` (default 2) and
 /// `LODE_PARTITION_SEED` make it a longer soak by hand, e.g.
 /// `LODE_PARTITION_ROUNDS=50 cargo test --test partition soak`.
 #[test]
@@ -163,12 +163,12 @@ fn random_faults_soak() {
         | 1;
     println!("LODE_PARTITION_SEED={seed}");
     let mut rng = common::Rng(seed);
-    let (network, members) = start("partition-soak", 3);
+    let (network, mut members) = start("partition-soak", 3);
     let mut leader = wait_for_leader(&members, 0);
     let history = History::start(&endpoints(&members), 2);
     for round in 0..rounds {
         let (_, term) = members[leader].status().unwrap_or((true, 0));
-        let fault = rng.below(4);
+        let fault = rng.below(5);
         match fault {
             0 => network.isolate(leader, 3),
             1 => network.isolate((leader + 1 + rng.below(2) as usize) % 3, 3),
@@ -176,6 +176,10 @@ fn random_faults_soak() {
                 for other in (0..3).filter(|&i| i != leader) {
                     network.set(leader, other, Fault::Blackhole);
                 }
+            }
+            3 => {
+                members[leader].lode.as_mut().expect("leader").kill();
+                members[leader].lode = None;
             }
             _ => {
                 for from in 0..3 {
@@ -190,12 +194,15 @@ fn random_faults_soak() {
             }
         }
         println!("round {round}: fault {fault} with leader m{leader}");
-        if fault == 0 || fault == 2 {
+        if fault == 0 || fault == 2 || fault == 3 {
             let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
             wait_for_leader_among(&members, &others, term);
         }
         history.wait_for_progress(2, 2);
         network.heal();
+        if fault == 3 {
+            members[leader].start();
+        }
         leader = wait_for_leader(&members, 0);
     }
     let (acknowledged, reads) = history.check(&members[leader].lode().address);

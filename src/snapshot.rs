@@ -261,6 +261,29 @@ fn word_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
+/// Checks that the section `range` and the CRC32C after it lie within `bytes` and agree;
+/// a failure names `offset` and the reason for each case (`reasons`: past the end, mismatch).
+fn checked_section(
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+    offset: usize,
+    reasons: (&'static str, &'static str),
+) -> Result<(), SnapshotError> {
+    if range.end + 4 > bytes.len() {
+        return Err(SnapshotError::Corruption {
+            offset,
+            reason: reasons.0,
+        });
+    }
+    if crc32c::crc32c(&bytes[range.clone()]) != word_u32(bytes, range.end) {
+        return Err(SnapshotError::Corruption {
+            offset,
+            reason: reasons.1,
+        });
+    }
+    Ok(())
+}
+
 impl SnapshotReader {
     /// Checks the header and voters; blocks are read with [`SnapshotReader::next_block`].
     pub fn open(bytes: Bytes) -> Result<(SnapshotMeta, SnapshotReader), SnapshotError> {
@@ -285,36 +308,23 @@ impl SnapshotReader {
         }
         let voter_count = word_u32(&bytes, 12) as usize;
         let voters_end = SNAPSHOT_HEADER_SIZE + voter_count * 8;
-        if voters_end + 4 > bytes.len() {
-            return Err(SnapshotError::Corruption {
-                offset: SNAPSHOT_HEADER_SIZE,
-                reason: "voters run past the file",
-            });
-        }
-        if crc32c::crc32c(&bytes[SNAPSHOT_HEADER_SIZE..voters_end]) != word_u32(&bytes, voters_end)
-        {
-            return Err(SnapshotError::Corruption {
-                offset: SNAPSHOT_HEADER_SIZE,
-                reason: "voters checksum mismatch",
-            });
-        }
+        checked_section(
+            &bytes,
+            SNAPSHOT_HEADER_SIZE..voters_end,
+            SNAPSHOT_HEADER_SIZE,
+            ("voters run past the file", "voters checksum mismatch"),
+        )?;
         let mut alarms = Vec::new();
         let mut position = voters_end + 4;
         if version >= 2 {
             let alarm_count = word_u32(&bytes, 56) as usize;
             let alarms_end = position + alarm_count * 12;
-            if alarms_end + 4 > bytes.len() {
-                return Err(SnapshotError::Corruption {
-                    offset: position,
-                    reason: "alarms run past the file",
-                });
-            }
-            if crc32c::crc32c(&bytes[position..alarms_end]) != word_u32(&bytes, alarms_end) {
-                return Err(SnapshotError::Corruption {
-                    offset: position,
-                    reason: "alarms checksum mismatch",
-                });
-            }
+            checked_section(
+                &bytes,
+                position..alarms_end,
+                position,
+                ("alarms run past the file", "alarms checksum mismatch"),
+            )?;
             for at in (position..alarms_end).step_by(12) {
                 let alarm = AlarmType::from_number(word_u32(&bytes, at + 8)).ok_or(
                     SnapshotError::Corruption {
@@ -341,12 +351,12 @@ impl SnapshotReader {
             let length = word_u32(&bytes, position) as usize;
             let start = position + 4;
             let end = start + length;
-            if end + 4 > bytes.len() {
-                return Err(corrupt("members run past the file"));
-            }
-            if crc32c::crc32c(&bytes[start..end]) != word_u32(&bytes, end) {
-                return Err(corrupt("members checksum mismatch"));
-            }
+            checked_section(
+                &bytes,
+                start..end,
+                position,
+                ("members run past the file", "members checksum mismatch"),
+            )?;
             if length > 0 {
                 members = Some(
                     crate::members::Members::decode(&bytes[start..end])

@@ -395,21 +395,7 @@ fn membership_changes_and_leader_transfer() {
             .lode()
             .ctl(&["member", "remove", &format!("{target_id:x}")]));
     assert!(removed.contains("removed from cluster"), "{removed}");
-    let child = members[target]
-        .lode
-        .as_mut()
-        .expect("removed member")
-        .child
-        .as_mut()
-        .expect("child");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the removed member never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    members[target].wait_for_exit("the removed member never stopped");
     let others: Vec<usize> = (0..3).filter(|&i| i != target).collect();
     let new_leader = wait_for_leader_among(&members, &others, term);
     assert_eq!(
@@ -522,21 +508,7 @@ fn a_member_joins_under_load_is_promoted_and_the_leader_removed() {
     ok(joiner
         .lode()
         .ctl(&["member", "remove", &format!("{leader_id:x}")]));
-    let child = members[leader]
-        .lode
-        .as_mut()
-        .expect("leader")
-        .child
-        .as_mut()
-        .expect("child");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(members[leader].dir.0.with_extension("stderr"));
-            panic!("the removed leader never stopped: {log:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    members[leader].wait_for_exit("the removed leader never stopped");
     members.push(joiner);
     let remaining: Vec<usize> = (0..4).filter(|&i| i != leader).collect();
     let new_leader = wait_for_leader_among(&members, &remaining, term);
@@ -679,18 +651,7 @@ fn a_member_removed_while_down_stops_when_it_returns() {
         .lode()
         .ctl(&["member", "remove", &format!("{away_id:x}")]));
     members[away].start();
-    let child = members[away]
-        .lode
-        .as_mut()
-        .expect("member")
-        .child
-        .as_mut()
-        .expect("child");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "the removed member kept running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    members[away].wait_for_exit("the removed member kept running");
     let log = members[away].lode().stderr();
     assert!(
         log.contains("removed from the cluster while it was away"),

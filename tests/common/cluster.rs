@@ -50,6 +50,27 @@ impl Member {
         &self.args[at + 1]
     }
 
+    /// Waits until the member's process exits by itself (at most a minute); panics with
+    /// `what` and its log otherwise.
+    pub fn wait_for_exit(&mut self, what: &str) {
+        let log_path = self.dir.0.with_extension("stderr");
+        let child = self
+            .lode
+            .as_mut()
+            .expect("member running")
+            .child
+            .as_mut()
+            .expect("child");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("{what}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn lode(&self) -> &Lode {
         self.lode.as_ref().expect("member running")
     }

@@ -8,6 +8,7 @@ pub mod alarm;
 pub mod api;
 pub mod client;
 pub mod consensus;
+pub mod cpus;
 pub mod ctl;
 pub mod diskprobe;
 pub mod executor;

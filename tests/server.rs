@@ -383,6 +383,13 @@ fn bad_flags_exit_with_code_two() {
         &["--quota-backend-bytes", "lots"],
         &["--initial-cluster-state", "sideways"],
         &["--initial-advertise-peer-urls", "localhost:2380"],
+        &["--cpuset", "3-1"],
+        &["--cpuset", "zero"],
+        &["--cpuset", ""],
+        // CPU 1023 is not one this process may run on (no test machine has 1024 CPUs).
+        &["--cpuset", "1023"],
+        // More executors than CPUs in the set.
+        &["--cores", "2", "--cpuset", "0"],
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
             .args(args)
@@ -418,6 +425,82 @@ fn bad_flags_exit_with_code_two() {
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }
+}
+
+/// The CPUs a thread may run on, from /proc (`Cpus_allowed_list`).
+fn thread_cpus(pid: u32) -> Vec<String> {
+    let mut lists = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let list = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        lists.push(list);
+    }
+    lists
+}
+
+#[test]
+fn cpuset_pins_the_executor_to_the_chosen_cpu() {
+    // The last CPU this test may use: not CPU 0 whenever the machine has more than one, so a
+    // lode that ignored the flag (or its affinity) and took the first CPU would fail.
+    let allowed = lode::cpus::allowed().unwrap();
+    let cpu = *allowed.last().unwrap();
+    let dir = DataDir::new("server-cpuset");
+    let mut lode = Lode::start(&dir.0, &["--cores", "1", "--cpuset", &cpu.to_string()]);
+    let pid = lode.child.as_ref().unwrap().id();
+    let lists = thread_cpus(pid);
+    assert!(
+        lists.contains(&cpu.to_string()),
+        "some thread of lode is pinned to CPU {cpu}: {lists:?}"
+    );
+    // Writes work on it.
+    let output = lode.ctl(&["put", "pinned", "yes"]);
+    assert!(output.status.success(), "{output:?}");
+    lode.terminate();
+
+    // Without --cpuset lode takes the CPUs it may run on: started under `taskset -c <cpu>`,
+    // its executor is pinned there.
+    let dir = DataDir::new("server-taskset");
+    let (native, client) = (common::server::free_port(), common::server::free_port());
+    let log_path = dir.0.with_extension("stderr");
+    let mut child = std::process::Command::new("taskset")
+        .args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_lode")])
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args(["--listen-native", &format!("127.0.0.1:{native}")])
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--wal-segment-size", "4194304"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("taskset (util-linux) runs lode");
+    // Once lode says it serves, its executor has pinned itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("serving the native protocol")
+    {
+        assert!(
+            std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)),
+            "lode under taskset did not start: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pinned = thread_cpus(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        pinned.iter().all(|list| list == &cpu.to_string()),
+        "every thread runs on CPU {cpu} only: {pinned:?}"
+    );
 }
 
 #[test]

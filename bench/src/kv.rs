@@ -48,6 +48,14 @@ pub struct KvArgs {
     /// clients talk to the leader.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     members: u64,
+    /// Where the lodes it starts run: `shared` leaves each its lode default (the first
+    /// `--cores` CPUs it may use, the same for every member), `spread` gives member i the
+    /// `--cores` CPUs after member i-1's (wrapping around), `unpinned` lets the kernel place
+    /// them. Default: `shared` for one member, `unpinned` for a cluster (on a machine with
+    /// fewer CPUs than members, pinned members wait for each other's time slices; see
+    /// tuning/README.md).
+    #[arg(long, value_enum)]
+    member_cpus: Option<MemberCpus>,
     /// Extra argument for the lode it starts (repeatable), e.g. `--lode-arg=--snapshot-count=1000`.
     #[arg(long = "lode-arg", allow_hyphen_values = true)]
     lode_args: Vec<String>,
@@ -73,6 +81,42 @@ pub struct KvArgs {
     /// Print only JSON lines.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemberCpus {
+    Spread,
+    Shared,
+    Unpinned,
+}
+
+/// Where the members run, by `--member-cpus` or the default for their number.
+fn member_cpus(args: &KvArgs) -> MemberCpus {
+    args.member_cpus.unwrap_or(if args.members > 1 {
+        MemberCpus::Unpinned
+    } else {
+        MemberCpus::Shared
+    })
+}
+
+/// The `--cpuset` for member `index`, or none for lode's default.
+fn member_cpuset(
+    choice: MemberCpus,
+    index: usize,
+    cores: usize,
+    allowed: &[usize],
+) -> Option<String> {
+    match choice {
+        MemberCpus::Shared => None,
+        MemberCpus::Unpinned => Some("unpinned".into()),
+        MemberCpus::Spread => {
+            let mut cpus: Vec<usize> = (0..cores.min(allowed.len()))
+                .map(|k| allowed[(index * cores + k) % allowed.len()])
+                .collect();
+            cpus.sort_unstable();
+            Some(lode::cpus::format_list(&cpus))
+        }
+    }
 }
 
 /// Keys per client in the key space.
@@ -135,6 +179,7 @@ fn start_servers(
         .enumerate()
         .map(|(i, url)| format!("m{i}={url}"))
         .collect();
+    let allowed = lode::cpus::allowed().map_err(|e| format!("reading CPU affinity: {e}"))?;
     let mut servers = Vec::new();
     let mut addresses = Vec::new();
     for (i, peer_url) in peer_urls.iter().enumerate() {
@@ -150,6 +195,10 @@ fn start_servers(
         }
         if let Some(cores) = args.cores {
             command.args(["--cores", &cores.to_string()]);
+        }
+        let cores = args.cores.map_or(allowed.len(), |c| c as usize);
+        if let Some(cpuset) = member_cpuset(member_cpus(args), i, cores, &allowed) {
+            command.args(["--cpuset", &cpuset]);
         }
         command.args(&args.lode_args);
         let log_path = scratch.join(format!("lode-{i}.stderr"));
@@ -533,14 +582,16 @@ async fn maintain(
 
 fn report(args: &KvArgs, results: &[CaseResult]) {
     let title = format!(
-        "lode-bench kv: dir {}, {} member(s), {} B values, {} s per case, up to {} connections, lode cores: {}",
+        "lode-bench kv: dir {}, {} member(s), {} B values, {} s per case, up to {} connections, lode cores: {}, member CPUs: {}",
         args.dir.display(),
         args.members,
         args.value_bytes,
         args.seconds,
         args.connections,
         args.cores
-            .map_or("lode default".to_string(), |n| n.to_string())
+            .map_or("lode default".to_string(), |n| n.to_string()),
+        clap::ValueEnum::to_possible_value(&member_cpus(args))
+            .map_or_else(String::new, |v| v.get_name().to_string())
     );
     print_cases("kv", &title, results, &results[0], args.json);
     if args.json {

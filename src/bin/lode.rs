@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
+use lode::cpus::CpuChoice;
 use lode::members::Member;
 use lode::membership::{self, Identity};
 use lode::server::node::{run_core, NodeConfig};
@@ -96,6 +97,11 @@ struct Cli {
     /// clients [default: every core this process may run on].
     #[arg(long, env = "LODE_CORES", value_parser = clap::value_parser!(u64).range(1..=1024))]
     cores: Option<u64>,
+    /// CPUs the executors are pinned to, one each in ascending order: a list such as 0-3,6,
+    /// or `unpinned` to leave them to the kernel (for machines running more lodes than CPUs)
+    /// [default: the CPUs this process may run on, so `taskset -c` places lode].
+    #[arg(long, env = "LODE_CPUSET", value_parser = lode::cpus::parse)]
+    cpuset: Option<lode::cpus::CpuChoice>,
     /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
     /// is then removed. 0 disables snapshots.
     #[arg(long, env = "LODE_SNAPSHOT_COUNT", default_value_t = 100_000)]
@@ -376,9 +382,45 @@ fn main() -> ExitCode {
         create_if_missing: true,
         ..WalOptions::default()
     };
-    let cores = match cli.cores {
-        Some(cores) => cores as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    let allowed = match lode::cpus::allowed() {
+        Ok(allowed) => allowed,
+        Err(error) => {
+            eprintln!("lode: reading this process's CPU affinity: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let placement = match &cli.cpuset {
+        Some(CpuChoice::Unpinned) => {
+            let cores = cli.cores.map_or(allowed.len(), |cores| cores as usize);
+            PoolPlacement::Unbound(cores)
+        }
+        Some(CpuChoice::Pinned(chosen)) => {
+            match pinned_placement(chosen, &allowed, cli.cores.map(|c| c as usize)) {
+                Ok(placement) => placement,
+                Err(error) => {
+                    eprintln!("lode: --cpuset: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => match pinned_placement(&allowed, &allowed, cli.cores.map(|c| c as usize)) {
+            Ok(placement) => placement,
+            Err(error) => {
+                eprintln!("lode: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let cores = placement.executor_count();
+    let cpus_said = match &placement {
+        PoolPlacement::Custom(sets) => {
+            let cpus: Vec<usize> = sets
+                .iter()
+                .flat_map(|set| set.iter().map(|location| location.cpu))
+                .collect();
+            format!("pinned to CPU {}", lode::cpus::format_list(&cpus))
+        }
+        _ => "unpinned".to_string(),
     };
     let mut listen = vec![cli.listen_native.clone()];
     for url in &cli.listen_client_urls.0 {
@@ -425,8 +467,9 @@ fn main() -> ExitCode {
         cli.listen_client_urls, cli.advertise_client_urls
     );
     eprintln!("lode: data dir {}", data_dir.display());
+    eprintln!("lode: {cores} core(s), {cpus_said}");
     let mesh = Arc::new(Mesh::<CoreMessage>::new(cores, 1024));
-    let started = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, None))
+    let started = LocalExecutorPoolBuilder::new(placement)
         .io_memory(lode::executor::IO_MEMORY_BYTES)
         .spin_before_park(Duration::from_micros(cli.idle_spin_us))
         .on_all_shards(move || {
@@ -458,4 +501,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// One executor per CPU: the first `cores` CPUs of `chosen` (all of them by default).
+fn pinned_placement(
+    chosen: &[usize],
+    allowed: &[usize],
+    cores: Option<usize>,
+) -> Result<PoolPlacement, String> {
+    let cpus = lode::cpus::assign(chosen, allowed, cores)?;
+    let online = CpuSet::online().map_err(|e| format!("reading the CPU topology: {e}"))?;
+    let mut sets = Vec::with_capacity(cpus.len());
+    for cpu in cpus {
+        let set = online.clone().filter(|location| location.cpu == cpu);
+        if set.is_empty() {
+            return Err(format!("CPU {cpu} is not online"));
+        }
+        sets.push(set);
+    }
+    Ok(PoolPlacement::Custom(sets))
 }

@@ -349,6 +349,48 @@ fn membership_changes_and_leader_transfer() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("etcdserver: member not found"));
     assert_eq!(member_list(&members[leader]).len(), 3);
 
+    // Two changes asked of the two followers at once: the leader takes one membership change
+    // at a time, so one learner joins and the other is refused as one too many, each answered
+    // at once (neither lost to raft-rs dropping a change proposed while one is pending).
+    let racers: Vec<_> = (1..=2)
+        .map(|k| {
+            let ctl = members[(leader + k) % 3].lode().ctl_command();
+            let url = format!("http://127.0.0.1:{}", free_port());
+            std::thread::spawn(move || {
+                ctl(&[
+                    "member",
+                    "add",
+                    &format!("racer{k}"),
+                    "--peer-urls",
+                    &url,
+                    "--learner",
+                ])
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let joined = outcomes.iter().filter(|o| o.status.success()).count();
+    assert_eq!(joined, 1, "{outcomes:?}");
+    for output in &outcomes {
+        // The other is refused as etcd refuses it (not left to time out).
+        if !output.status.success() {
+            assert!(
+                String::from_utf8_lossy(&output.stderr)
+                    .contains("etcdserver: too many learner members in cluster"),
+                "{output:?}"
+            );
+        }
+    }
+    let racer_id = member_list(&members[leader])
+        .iter()
+        .find(|m| m["isLearner"] == true)
+        .and_then(|m| m["ID"].as_u64())
+        .expect("one racer joined");
+    ok(members[(leader + 2) % 3]
+        .lode()
+        .ctl(&["member", "remove", &format!("{racer_id:x}")]));
+    assert_eq!(member_list(&members[leader]).len(), 3);
+
     // Leadership moves to the member asked for.
     let target = (leader + 1) % 3;
     let target_id = own_id(&members[target]);

@@ -215,18 +215,18 @@ impl Node {
     }
 }
 
-/// Serves a membership or leadership request on the consensus core. Promote and MoveLeader
-/// need the leader (only it knows a learner's progress, only it can hand leadership over): a
-/// follower forwards them to the leader's client URL, as etcd forwards promotions.
+/// Serves a membership or leadership request on the consensus core. Every change goes to the
+/// leader: only it knows a learner's progress and can hand leadership over, and only it holds a
+/// membership change back while another is in flight (raft-rs turns a change forwarded to a
+/// leader with one pending into an empty entry, and its proposer would wait until it timed
+/// out). A follower forwards them to the leader's client URL, as etcd forwards promotions;
+/// member lists are answered here.
 async fn serve_cluster(
     consensus: &Consensus<DmaDir>,
     request: Request,
 ) -> Result<Response, ServerError> {
     let leader = consensus.leader();
-    let needs_leader = matches!(
-        request,
-        Request::Member(MemberRequest::Promote(_)) | Request::MoveLeader(_)
-    );
+    let needs_leader = !matches!(request, Request::Member(MemberRequest::List { .. }));
     if needs_leader && leader != 0 && leader != consensus.config().member_id {
         return forward_to_leader(consensus, leader, &request).await;
     }

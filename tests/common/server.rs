@@ -178,6 +178,19 @@ impl Lode {
         self.ctl_with_input(args, None)
     }
 
+    /// A function running lodectl against this server, for another thread.
+    pub fn ctl_command(&self) -> impl Fn(&[&str]) -> Output + Send + 'static {
+        let address = self.address.clone();
+        move |args| {
+            Command::new(env!("CARGO_BIN_EXE_lodectl"))
+                .args(["--endpoints", &address])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run lodectl")
+        }
+    }
+
     /// Runs lodectl with `input` on its standard input.
     pub fn ctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
         use std::io::Write;

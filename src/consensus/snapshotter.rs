@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::io::AsyncWriteExt;
-use glommio::io::{DmaStreamWriterBuilder, OpenOptions};
+use glommio::io::{DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
 
 use super::ServerError;
 use crate::shard::route::{unexpected_reply, Router};
@@ -69,6 +69,18 @@ pub async fn take(
     Ok(written)
 }
 
+/// A new (or emptied) file at `path` and a direct-I/O stream writing it from the start: how
+/// snapshot files, written here or received from the leader, are made.
+pub async fn create_stream(path: &Path) -> glommio::Result<DmaStreamWriter, ()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(path)
+        .await?;
+    Ok(DmaStreamWriterBuilder::new(file).build())
+}
+
 /// Writes a snapshot of every shard at `meta.revision` to `final_path` (through a synced
 /// temporary file renamed into place; the directory is not synced); `Ok(false)` when it had to
 /// be abandoned.
@@ -78,14 +90,9 @@ pub async fn write(
     router: &Rc<Router>,
 ) -> Result<bool, ServerError> {
     let temporary = final_path.with_extension("snap.tmp");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&temporary)
+    let mut writer = create_stream(&temporary)
         .await
         .map_err(|e| io("creating", &temporary, e))?;
-    let mut writer = DmaStreamWriterBuilder::new(file).build();
     let mut buffer = Vec::new();
     snapshot::encode_header(meta, &mut buffer);
     writer
@@ -161,20 +168,38 @@ pub async fn write(
     Ok(true)
 }
 
-/// Reads a whole file through glommio (buffered: the size need not be aligned).
-pub async fn read_file(path: &Path) -> Result<Bytes, ServerError> {
-    let file = glommio::io::BufferedFile::open(path)
-        .await
-        .map_err(|e| io("opening", path, e))?;
-    let size = file.file_size().await.map_err(|e| io("reading", path, e))?;
-    let read = file
-        .read_at(0, size as usize)
-        .await
-        .map_err(|e| io("reading", path, e))?;
-    let bytes = Bytes::copy_from_slice(&read);
-    drop(read);
-    let _ = file.close().await;
-    Ok(bytes)
+/// A read-only mapping of the whole file at `path`, read ahead sequentially: a snapshot is
+/// loaded through it a block at a time, so loading never holds the file in the heap.
+fn map_file(path: &Path) -> Result<Bytes, ServerError> {
+    let file = std::fs::File::open(path).map_err(|e| io("opening", path, e))?;
+    // SAFETY: snapshot files are complete and synced before they are loaded and never written
+    // again (only renamed or removed, which keeps mapped pages valid), so the mapping behaves
+    // as immutable memory.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io("mapping", path, e))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(Bytes::from_owner(map))
+}
+
+/// A key history that owns its bytes: records read through a mapping are copied out, so the
+/// shards never pin a snapshot file (whose disk space would then outlive its removal).
+fn owned((key, versions): snapshot::KeyHistory) -> snapshot::KeyHistory {
+    let key = Bytes::copy_from_slice(&key);
+    let versions = versions
+        .into_iter()
+        .map(|mut version| {
+            if let Some(pair) = version.pair.as_mut() {
+                // Every version shares the one copy of its key.
+                pair.key = if pair.key == key {
+                    key.clone()
+                } else {
+                    Bytes::copy_from_slice(&pair.key)
+                };
+                pair.value = Bytes::copy_from_slice(&pair.value);
+            }
+            version
+        })
+        .collect();
+    (key, versions)
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), ServerError> {
@@ -252,15 +277,16 @@ pub async fn load_newest(
 /// Loads the snapshot at `path` into the shards: each core builds a new shard from the file's
 /// key histories and puts it in place of its own once the whole file was read and checked.
 pub async fn load(path: &Path, router: &Rc<Router>) -> Result<SnapshotMeta, ServerError> {
-    let bytes = read_file(path).await?;
+    let bytes = map_file(path)?;
     let refuse = |error: snapshot::SnapshotError| {
         ServerError::Internal(format!("snapshot {} is unusable: {error}", path.display()))
     };
     let (meta, mut reader) = SnapshotReader::open(bytes).map_err(refuse)?;
     while let Some(block) = reader.next_block().map_err(refuse)? {
         let mut per_core: Vec<Vec<snapshot::KeyHistory>> = vec![Vec::new(); router.cores()];
-        for (key, versions) in block {
-            per_core[router.owner(&key)].push((key, versions));
+        for history in block {
+            let core = router.owner(&history.0);
+            per_core[core].push(owned(history));
         }
         for (core, keys) in per_core.into_iter().enumerate() {
             if !keys.is_empty() {

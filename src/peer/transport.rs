@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::io::{DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
+use glommio::io::DmaStreamWriter;
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
 
@@ -703,11 +703,7 @@ impl IncomingSnapshot {
     async fn create(dir: &Path, first: &SnapshotChunk) -> Result<IncomingSnapshot, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let temporary = dir.join(format!("{}.tmp", received_file_name(first.index)));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .dma_open(&temporary)
+        let writer = crate::consensus::snapshotter::create_stream(&temporary)
             .await
             .map_err(|e| format!("creating {}: {e}", temporary.display()))?;
         Ok(IncomingSnapshot {
@@ -716,7 +712,7 @@ impl IncomingSnapshot {
             file_size: first.file_size,
             received: 0,
             temporary,
-            writer: DmaStreamWriterBuilder::new(file).build(),
+            writer,
         })
     }
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Sets up and runs every check lode has: formatting, clippy with warnings as errors, and all
 # tests (unit, property, crash-simulation, real-disk and real-process tests).
-# Needs only a Rust toolchain with rustfmt and clippy; it installs anything else it needs.
+# Needs only a Rust toolchain with rustfmt and clippy; it installs anything else it needs
+# (Debian packages with apt-get, as root).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian packages the tests need, installed when missing (none yet).
-packages=()
+# Debian packages the tests need, installed when missing: protoc and its well-known types, for
+# the build of the Rust etcd-client crate the gRPC tests drive lode with (lode itself compiles
+# its protos in Rust and needs neither).
+packages=(protobuf-compiler libprotobuf-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -23,3 +23,18 @@ pub mod frame;
 
 /// The generated flatbuffers types (`lode.protocol` namespace).
 pub use generated::lode::protocol as fb;
+
+/// etcd's v3 API as protobuf types and tonic services (`etcd/*.proto`, generated at build
+/// time): the wire format etcdctl and etcd's client libraries speak.
+pub mod etcd {
+    /// `mvccpb`: stored key-value versions and watch events.
+    pub mod mvccpb {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("mvccpb");
+    }
+    /// `etcdserverpb`: requests, responses and services.
+    pub mod etcdserverpb {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("etcdserverpb");
+    }
+}

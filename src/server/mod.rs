@@ -3,6 +3,7 @@
 //! A node runs one glommio executor per core (`node::run_core`): every core owns a shard and
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
+pub mod grpc;
 pub mod native;
 pub mod node;
 pub mod urls;
@@ -50,6 +51,11 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::HashKv { header, .. } => header,
         Response::Error { .. } => return,
     };
+    stamp_header(header, node);
+}
+
+/// Fills in who answered: the cluster, this member and its Raft term.
+pub fn stamp_header(header: &mut crate::mvcc::request::ResponseHeader, node: &Node) {
     header.cluster_id = node.config.cluster_id;
     header.member_id = node.config.member_id;
     header.raft_term = node.term();

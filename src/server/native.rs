@@ -128,7 +128,35 @@ fn error_frame(id: u64, code: u32, message: String) -> Vec<u8> {
     native::encode_response(id, &Response::Error { code, message })
 }
 
-async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
+/// The first bytes of an HTTP/2 connection (its preface starts `PRI * HTTP/2.0`). No native
+/// frame starts so: read as a length, they would be over half a gigabyte.
+const HTTP2_PREFACE_START: &[u8; 4] = b"PRI ";
+
+/// Tells the protocols apart by a connection's first bytes: HTTP/2 goes to the gRPC server,
+/// everything else is read as native frames.
+async fn connection(mut stream: TcpStream, node: Rc<Node>, limits: Limits) {
+    let mut read_ahead = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while read_ahead.len() < HTTP2_PREFACE_START.len() {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read_ahead.extend_from_slice(&chunk[..read]),
+        }
+    }
+    if read_ahead.starts_with(HTTP2_PREFACE_START) {
+        super::grpc::serve_connection(stream, read_ahead.freeze(), limits).await;
+    } else {
+        native_connection(stream, read_ahead, chunk, node, limits).await;
+    }
+}
+
+async fn native_connection(
+    stream: TcpStream,
+    mut buffer: BytesMut,
+    mut chunk: Vec<u8>,
+    node: Rc<Node>,
+    limits: Limits,
+) {
     let (mut reader, mut writer) = stream.split();
     let outbox = Rc::new(Outbox::default());
     let writer_outbox = outbox.clone();
@@ -147,14 +175,7 @@ async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
         }
         let _ = writer.close().await;
     });
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
     'connection: loop {
-        let read = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        buffer.extend_from_slice(&chunk[..read]);
         loop {
             match decode_frame(&mut buffer, limits.max_frame_bytes) {
                 Ok(Some(frame)) => {
@@ -173,6 +194,11 @@ async fn connection(stream: TcpStream, node: Rc<Node>, limits: Limits) {
                 }
             }
         }
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        buffer.extend_from_slice(&chunk[..read]);
     }
     // The writer ends once every request in flight is answered and written.
     outbox.close();

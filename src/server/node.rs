@@ -450,6 +450,7 @@ pub async fn run_core(
         consensus: consensus.clone(),
         config: config.consensus.clone(),
     });
+    super::grpc::install(node.clone(), config.limits);
     for listener in listeners {
         glommio::spawn_local(native::serve(listener, node.clone(), config.limits)).detach();
     }

@@ -238,3 +238,122 @@ fn a_cluster_serves_etcd_clients_through_any_member() {
     });
     wait_for_convergence(&members, &[0, 1, 2]);
 }
+
+fn alarm_of(member_id: u64) -> etcd_client::AlarmOptions {
+    let mut options = etcd_client::AlarmOptions::new();
+    options.with_member(member_id);
+    options
+}
+
+#[test]
+fn maintenance_cluster_and_auth_services_answer_as_etcd() {
+    let dir = DataDir::new("grpc-maintenance");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        client.put("k", "v", None).await.expect("put");
+
+        let status = client.status().await.expect("status");
+        let member_id = status.header().expect("header").member_id();
+        assert_eq!(status.version(), "3.5.0");
+        assert_eq!(status.leader(), member_id, "a single member leads");
+        assert!(status.raft_index() >= 2);
+        assert!(status.raft_applied_index() >= 2);
+        assert!(status.db_size() > 0);
+        assert!(!status.is_learner());
+        assert!(status.errors().is_empty());
+
+        // A raised alarm shows in the alarm list and in the status, and is cleared again.
+        let raised = client
+            .alarm(
+                etcd_client::AlarmAction::Activate,
+                etcd_client::AlarmType::Nospace,
+                Some(alarm_of(member_id)),
+            )
+            .await
+            .expect("raise alarm");
+        assert_eq!(raised.alarms().len(), 1);
+        let status = client.status().await.expect("status");
+        assert_eq!(
+            status.errors(),
+            [format!("memberID:{member_id} alarm:NOSPACE ")]
+        );
+        let (code, message) = grpc_error(client.put("k", "w", None).await.expect_err("no space"));
+        assert_eq!(code, tonic::Code::ResourceExhausted);
+        assert_eq!(message, "etcdserver: mvcc: database space exceeded");
+        client
+            .alarm(
+                etcd_client::AlarmAction::Deactivate,
+                etcd_client::AlarmType::Nospace,
+                Some(alarm_of(member_id)),
+            )
+            .await
+            .expect("clear alarm");
+        let listed = client
+            .alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await
+            .expect("list alarms");
+        assert!(listed.alarms().is_empty());
+
+        client.defragment().await.expect("defragment");
+        let hashed = client.hash_kv(0).await.expect("hashkv");
+        assert_ne!(hashed.hash(), 0);
+        assert_eq!(
+            hashed.hash_revision(),
+            hashed.header().expect("header").revision()
+        );
+        let again = client
+            .hash_kv(hashed.hash_revision())
+            .await
+            .expect("hashkv");
+        assert_eq!(again.hash(), hashed.hash());
+
+        // The snapshot stream ends with a piece whose remaining_bytes is 0.
+        let mut stream = client.snapshot().await.expect("snapshot");
+        let mut bytes = 0;
+        let mut last_remaining = None;
+        while let Some(piece) = stream.message().await.expect("snapshot piece") {
+            bytes += piece.blob().len();
+            last_remaining = Some(piece.remaining_bytes());
+        }
+        assert!(bytes > 0);
+        assert_eq!(last_remaining, Some(0));
+
+        let members = client.member_list().await.expect("member list");
+        assert_eq!(members.members().len(), 1);
+        assert_eq!(members.members()[0].id(), member_id);
+        assert_eq!(members.members()[0].name(), "default");
+        let (code, message) = grpc_error(
+            client
+                .member_remove(0x1234)
+                .await
+                .expect_err("unknown member"),
+        );
+        assert_eq!(code, tonic::Code::NotFound);
+        assert_eq!(message, "etcdserver: member not found");
+        client
+            .move_leader(member_id)
+            .await
+            .expect("move leader to itself");
+
+        let (code, message) = grpc_error(
+            client
+                .auth_client()
+                .authenticate("root".into(), "secret".into())
+                .await
+                .expect_err("authenticate"),
+        );
+        assert_eq!(code, tonic::Code::FailedPrecondition);
+        assert_eq!(message, "etcdserver: authentication is not enabled");
+        let (code, message) = grpc_error(client.auth_enable().await.expect_err("auth enable"));
+        assert_eq!(code, tonic::Code::FailedPrecondition);
+        assert_eq!(message, "etcdserver: root user does not exist");
+    });
+}

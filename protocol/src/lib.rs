@@ -32,6 +32,11 @@ pub mod etcd {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("mvccpb");
     }
+    /// `authpb`: users' permissions.
+    pub mod authpb {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("authpb");
+    }
     /// `etcdserverpb`: requests, responses and services.
     pub mod etcdserverpb {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -25,10 +25,11 @@ use tonic::{Code, Status};
 
 use super::node::Node;
 use super::Limits;
+use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
 use crate::api::etcd;
 use crate::api::native::{self, Request};
 use crate::consensus::ServerError;
-use crate::mvcc::request::{WriteRequest, WriteResponse};
+use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::KvError;
 
 thread_local! {
@@ -189,18 +190,29 @@ impl pb::kv_server::Kv for KvService {
 /// protocols apart) were already taken from `stream`.
 pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limits) {
     let max_message = limits.max_frame_bytes;
-    let kv = pb::kv_server::KvServer::new(KvService)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(usize::MAX);
+    let kv = pb::kv_server::KvServer::new(KvService).max_decoding_message_size(max_message);
+    let cluster = pb::cluster_server::ClusterServer::new(ClusterService)
+        .max_decoding_message_size(max_message);
+    let maintenance = pb::maintenance_server::MaintenanceServer::new(MaintenanceService)
+        .max_decoding_message_size(max_message);
+    let auth = pb::auth_server::AuthServer::new(AuthService).max_decoding_message_size(max_message);
     let service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let mut kv = kv.clone();
+            let (mut kv, mut cluster, mut maintenance, mut auth) = (
+                kv.clone(),
+                cluster.clone(),
+                maintenance.clone(),
+                auth.clone(),
+            );
             async move {
+                use tower_service::Service;
                 let path = request.uri().path();
-                if path.starts_with("/etcdserverpb.KV/") {
-                    tower_service::Service::call(&mut kv, request).await
-                } else {
-                    Ok(unimplemented_response(path))
+                match path.split('/').nth(1).unwrap_or_default() {
+                    "etcdserverpb.KV" => kv.call(request).await,
+                    "etcdserverpb.Cluster" => cluster.call(request).await,
+                    "etcdserverpb.Maintenance" => maintenance.call(request).await,
+                    "etcdserverpb.Auth" => auth.call(request).await,
+                    _ => Ok(unimplemented_response(path)),
                 }
             }
         });
@@ -288,5 +300,550 @@ impl hyper::rt::Write for GlommioIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
+
+/// A member as etcd's.
+fn member(member: crate::members::Member) -> pb::Member {
+    pb::Member {
+        id: member.id,
+        name: member.name,
+        peer_ur_ls: member.peer_urls,
+        client_ur_ls: member.client_urls,
+        is_learner: member.is_learner,
+    }
+}
+
+/// Serves a membership request as the native protocol does; the header and members answered.
+async fn cluster(
+    node: Rc<Node>,
+    request: Request,
+) -> Result<(pb::ResponseHeader, Option<pb::Member>, Vec<pb::Member>), ServerError> {
+    match node.cluster(request).await? {
+        native::Response::Members {
+            mut header,
+            member: added,
+            members,
+        } => {
+            super::stamp_header(&mut header, &node);
+            Ok((
+                etcd::header(header),
+                added.map(member),
+                members.into_iter().map(member).collect(),
+            ))
+        }
+        _ => Err(mismatched("membership request")),
+    }
+}
+
+/// etcd's `etcdserverpb.Cluster` service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterService;
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: tonic::Request<pb::MemberAddRequest>,
+    ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let request = Request::Member(native::MemberRequest::Add {
+            peer_urls: request.peer_ur_ls,
+            is_learner: request.is_learner,
+        });
+        on_core(move |node, _| cluster(node, request))
+            .await
+            .map(|(header, member, members)| {
+                tonic::Response::new(pb::MemberAddResponse {
+                    header: Some(header),
+                    member,
+                    members,
+                })
+            })
+    }
+
+    async fn member_remove(
+        &self,
+        request: tonic::Request<pb::MemberRemoveRequest>,
+    ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
+        let request = Request::Member(native::MemberRequest::Remove(request.into_inner().id));
+        on_core(move |node, _| cluster(node, request))
+            .await
+            .map(|(header, _, members)| {
+                tonic::Response::new(pb::MemberRemoveResponse {
+                    header: Some(header),
+                    members,
+                })
+            })
+    }
+
+    async fn member_update(
+        &self,
+        request: tonic::Request<pb::MemberUpdateRequest>,
+    ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let request = Request::Member(native::MemberRequest::Update {
+            id: request.id,
+            peer_urls: request.peer_ur_ls,
+        });
+        on_core(move |node, _| cluster(node, request))
+            .await
+            .map(|(header, _, members)| {
+                tonic::Response::new(pb::MemberUpdateResponse {
+                    header: Some(header),
+                    members,
+                })
+            })
+    }
+
+    async fn member_list(
+        &self,
+        request: tonic::Request<pb::MemberListRequest>,
+    ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
+        let request = Request::Member(native::MemberRequest::List {
+            linearizable: request.into_inner().linearizable,
+        });
+        on_core(move |node, _| cluster(node, request))
+            .await
+            .map(|(header, _, members)| {
+                tonic::Response::new(pb::MemberListResponse {
+                    header: Some(header),
+                    members,
+                })
+            })
+    }
+
+    async fn member_promote(
+        &self,
+        request: tonic::Request<pb::MemberPromoteRequest>,
+    ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
+        let request = Request::Member(native::MemberRequest::Promote(request.into_inner().id));
+        on_core(move |node, _| cluster(node, request))
+            .await
+            .map(|(header, _, members)| {
+                tonic::Response::new(pb::MemberPromoteResponse {
+                    header: Some(header),
+                    members,
+                })
+            })
+    }
+}
+
+/// The etcd API level lode serves, reported where etcd reports its version.
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// An alarm as etcd's enum value.
+fn alarm_number(alarm: AlarmType) -> i32 {
+    alarm as i32
+}
+
+/// etcd's text for an active alarm in `StatusResponse.errors`.
+fn alarm_text(alarm: &AlarmMember) -> String {
+    let name = match alarm.alarm {
+        AlarmType::None => "NONE",
+        AlarmType::Nospace => "NOSPACE",
+        AlarmType::Corrupt => "CORRUPT",
+    };
+    format!("memberID:{} alarm:{name} ", alarm.member_id)
+}
+
+/// A header for answers that carry only who answered and the current revision.
+fn plain_header(node: &Node) -> pb::ResponseHeader {
+    let mut header = ResponseHeader::at(node.revision());
+    super::stamp_header(&mut header, node);
+    etcd::header(header)
+}
+
+/// etcd's `etcdserverpb.Maintenance` service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MaintenanceService;
+
+/// The stream answering a Snapshot call: pieces read on the core, sent through a channel.
+type SnapshotStream = futures::channel::mpsc::Receiver<Result<pb::SnapshotResponse, Status>>;
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: tonic::Request<pb::AlarmRequest>,
+    ) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
+        let request = request.into_inner();
+        let action = AlarmAction::from_number(request.action as u32).ok_or_else(|| {
+            Status::invalid_argument(format!("lode: unknown alarm action {}", request.action))
+        })?;
+        let alarm = AlarmType::from_number(request.alarm as u32).ok_or_else(|| {
+            Status::invalid_argument(format!("lode: unknown alarm type {}", request.alarm))
+        })?;
+        let request = AlarmRequest {
+            action,
+            member_id: request.member_id,
+            alarm,
+        };
+        on_core(move |node, _| async move {
+            let mut response = node.alarm(request).await?;
+            super::stamp_header(&mut response.header, &node);
+            Ok(pb::AlarmResponse {
+                header: Some(etcd::header(response.header)),
+                alarms: response
+                    .alarms
+                    .iter()
+                    .map(|alarm| pb::AlarmMember {
+                        member_id: alarm.member_id,
+                        alarm: alarm_number(alarm.alarm),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn status(
+        &self,
+        _request: tonic::Request<pb::StatusRequest>,
+    ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
+        on_core(move |node, _| async move {
+            let mut status = node.status().await?;
+            super::stamp_header(&mut status.header, &node);
+            let alarms = node
+                .alarm(AlarmRequest {
+                    action: AlarmAction::Get,
+                    member_id: 0,
+                    alarm: AlarmType::None,
+                })
+                .await?;
+            Ok(pb::StatusResponse {
+                header: Some(etcd::header(status.header)),
+                version: ETCD_API_VERSION.to_string(),
+                db_size: status.db_size,
+                leader: status.leader,
+                raft_index: status.raft_index,
+                raft_term: status.raft_term,
+                raft_applied_index: status.raft_applied_index,
+                errors: alarms.alarms.iter().map(alarm_text).collect(),
+                db_size_in_use: status.db_size,
+                is_learner: status.is_learner,
+                ..Default::default()
+            })
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn defragment(
+        &self,
+        _request: tonic::Request<pb::DefragmentRequest>,
+    ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
+        // lode's storage has nothing to defragment: the log's segments are removed whole once
+        // compacted and the keyspace lives in memory, so the request succeeds at once.
+        on_core(move |node, _| async move {
+            Ok(pb::DefragmentResponse {
+                header: Some(plain_header(&node)),
+            })
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn hash(
+        &self,
+        _request: tonic::Request<pb::HashRequest>,
+    ) -> Result<tonic::Response<pb::HashResponse>, Status> {
+        // etcd hashes its whole database file; lode's nearest is the keyspace's HashKV.
+        on_core(move |node, _| async move {
+            match node.hash_kv(0).await? {
+                native::Response::HashKv { hash, .. } => Ok(pb::HashResponse {
+                    header: Some(plain_header(&node)),
+                    hash,
+                }),
+                _ => Err(mismatched("hash")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn hash_kv(
+        &self,
+        request: tonic::Request<pb::HashKvRequest>,
+    ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        on_core(move |node, _| async move {
+            match node.hash_kv(revision).await? {
+                native::Response::HashKv {
+                    mut header,
+                    hash,
+                    compact_revision,
+                    hash_revision,
+                } => {
+                    super::stamp_header(&mut header, &node);
+                    Ok(pb::HashKvResponse {
+                        header: Some(etcd::header(header)),
+                        hash,
+                        compact_revision,
+                        hash_revision,
+                    })
+                }
+                _ => Err(mismatched("HashKV")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: tonic::Request<pb::SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        // Room for a few pieces: the reader stays just ahead of the client.
+        let (sender, receiver) = futures::channel::mpsc::channel(2);
+        on_core(move |node, _| async move {
+            let (path, revision) = node.snapshot().await?;
+            glommio::spawn_local(async move {
+                stream_snapshot_file(&node, &path, revision, sender).await;
+                let _ = std::fs::remove_file(&path);
+            })
+            .detach();
+            Ok(())
+        })
+        .await?;
+        Ok(tonic::Response::new(receiver))
+    }
+
+    async fn move_leader(
+        &self,
+        request: tonic::Request<pb::MoveLeaderRequest>,
+    ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
+        let request = Request::MoveLeader(request.into_inner().target_id);
+        on_core(move |node, _| async move {
+            match node.cluster(request).await? {
+                native::Response::MoveLeader { mut header } => {
+                    super::stamp_header(&mut header, &node);
+                    Ok(pb::MoveLeaderResponse {
+                        header: Some(etcd::header(header)),
+                    })
+                }
+                _ => Err(mismatched("MoveLeader")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn downgrade(
+        &self,
+        _request: tonic::Request<pb::DowngradeRequest>,
+    ) -> Result<tonic::Response<pb::DowngradeResponse>, Status> {
+        // lode has no older storage versions to go back to.
+        Err(Status::invalid_argument(
+            "etcdserver: invalid downgrade target version",
+        ))
+    }
+}
+
+/// Sends the export file at `path` as Snapshot pieces, each once the client has taken the one
+/// before (the channel holds two), and stops early if the client goes away.
+async fn stream_snapshot_file(
+    node: &Node,
+    path: &std::path::Path,
+    revision: i64,
+    mut sender: futures::channel::mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) {
+    use futures::SinkExt;
+    let read = async {
+        let failed = |e: glommio::GlommioError<()>| {
+            ServerError::Internal(format!("reading {}: {e}", path.display()))
+        };
+        let file = glommio::io::BufferedFile::open(path)
+            .await
+            .map_err(failed)?;
+        let size = file.file_size().await.map_err(failed)?;
+        let mut position = 0u64;
+        let mut header = ResponseHeader::at(revision);
+        super::stamp_header(&mut header, node);
+        loop {
+            let length = (size - position).min(SNAPSHOT_PIECE_BYTES as u64) as usize;
+            let piece = file.read_at(position, length).await.map_err(failed)?;
+            if piece.len() != length {
+                return Err(ServerError::Internal(format!(
+                    "reading {}: short read at {position}",
+                    path.display()
+                )));
+            }
+            position += length as u64;
+            let response = pb::SnapshotResponse {
+                header: Some(etcd::header(header)),
+                remaining_bytes: size - position,
+                blob: Bytes::copy_from_slice(&piece),
+                version: ETCD_API_VERSION.to_string(),
+            };
+            if sender.send(Ok(response)).await.is_err() {
+                // The client went away.
+                break;
+            }
+            if position == size {
+                break;
+            }
+        }
+        let _ = file.close().await;
+        Ok(())
+    };
+    if let Err(error) = read.await {
+        let _ = sender.send(Err(status(error))).await;
+    }
+}
+
+/// Bytes per Snapshot piece (etcd sends 32 KiB pieces; larger ones cost fewer frames).
+const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
+
+/// etcd's `etcdserverpb.Auth` service while lode has no authentication: the status says it
+/// is off, enabling it fails as in an etcd without a root user, disabling it is a no-op, and
+/// everything else answers etcd's "authentication is not enabled".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuthService;
+
+fn auth_not_enabled<T>() -> Result<tonic::Response<T>, Status> {
+    Err(Status::failed_precondition(
+        "etcdserver: authentication is not enabled",
+    ))
+}
+
+#[tonic::async_trait]
+impl pb::auth_server::Auth for AuthService {
+    async fn auth_enable(
+        &self,
+        _request: tonic::Request<pb::AuthEnableRequest>,
+    ) -> Result<tonic::Response<pb::AuthEnableResponse>, Status> {
+        Err(Status::failed_precondition(
+            "etcdserver: root user does not exist",
+        ))
+    }
+
+    async fn auth_disable(
+        &self,
+        _request: tonic::Request<pb::AuthDisableRequest>,
+    ) -> Result<tonic::Response<pb::AuthDisableResponse>, Status> {
+        on_core(move |node, _| async move {
+            Ok(pb::AuthDisableResponse {
+                header: Some(plain_header(&node)),
+            })
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn auth_status(
+        &self,
+        _request: tonic::Request<pb::AuthStatusRequest>,
+    ) -> Result<tonic::Response<pb::AuthStatusResponse>, Status> {
+        on_core(move |node, _| async move {
+            Ok(pb::AuthStatusResponse {
+                header: Some(plain_header(&node)),
+                enabled: false,
+                auth_revision: 0,
+            })
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn authenticate(
+        &self,
+        _request: tonic::Request<pb::AuthenticateRequest>,
+    ) -> Result<tonic::Response<pb::AuthenticateResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_add(
+        &self,
+        _request: tonic::Request<pb::AuthUserAddRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserAddResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_get(
+        &self,
+        _request: tonic::Request<pb::AuthUserGetRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserGetResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_list(
+        &self,
+        _request: tonic::Request<pb::AuthUserListRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserListResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_delete(
+        &self,
+        _request: tonic::Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserDeleteResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_change_password(
+        &self,
+        _request: tonic::Request<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserChangePasswordResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_grant_role(
+        &self,
+        _request: tonic::Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserGrantRoleResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn user_revoke_role(
+        &self,
+        _request: tonic::Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<tonic::Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn role_add(
+        &self,
+        _request: tonic::Request<pb::AuthRoleAddRequest>,
+    ) -> Result<tonic::Response<pb::AuthRoleAddResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn role_get(
+        &self,
+        _request: tonic::Request<pb::AuthRoleGetRequest>,
+    ) -> Result<tonic::Response<pb::AuthRoleGetResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn role_list(
+        &self,
+        _request: tonic::Request<pb::AuthRoleListRequest>,
+    ) -> Result<tonic::Response<pb::AuthRoleListResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn role_delete(
+        &self,
+        _request: tonic::Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<tonic::Response<pb::AuthRoleDeleteResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn role_grant_permission(
+        &self,
+        _request: tonic::Request<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<tonic::Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        auth_not_enabled()
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        _request: tonic::Request<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<tonic::Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        auth_not_enabled()
     }
 }

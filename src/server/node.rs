@@ -151,6 +151,11 @@ impl Node {
         }
     }
 
+    /// The newest revision applied on this core.
+    pub fn revision(&self) -> i64 {
+        self.router.local().watermark()
+    }
+
     /// etcd's Maintenance.HashKV from this member's applied state (`revision` 0: the latest
     /// applied here).
     pub async fn hash_kv(&self, revision: i64) -> Result<Response, ServerError> {

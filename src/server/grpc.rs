@@ -17,12 +17,13 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::{Code, Status};
 
+use super::authority::AuthorityFilter;
 use super::node::Node;
 use super::Limits;
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
@@ -216,7 +217,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                 }
             }
         });
-    let io = GlommioIo { stream, read_ahead };
+    let io = GlommioIo::new(stream, &read_ahead);
     let connection = hyper::server::conn::http2::Builder::new(LocalExecutor)
         .max_frame_size(1 << 20)
         .serve_connection(io, service);
@@ -243,10 +244,34 @@ where
     }
 }
 
-/// A glommio TCP stream as hyper's I/O, replaying the bytes read ahead first.
+/// A glommio TCP stream as hyper's I/O. What the client sends passes through an
+/// [`AuthorityFilter`] (starting with the bytes read ahead) until the filter has seen that the
+/// connection needs no mending, and is then read straight into hyper's buffers.
 struct GlommioIo {
     stream: TcpStream,
-    read_ahead: Bytes,
+    filter: AuthorityFilter,
+    /// Filtered bytes hyper has not read yet.
+    ready: BytesMut,
+    /// Where the filter's input is read into.
+    scratch: Vec<u8>,
+    /// The filter refused the input: the connection ends.
+    refused: Option<io::Error>,
+}
+
+impl GlommioIo {
+    fn new(stream: TcpStream, read_ahead: &[u8]) -> GlommioIo {
+        let mut io = GlommioIo {
+            stream,
+            filter: AuthorityFilter::new(),
+            ready: BytesMut::new(),
+            scratch: Vec::new(),
+            refused: None,
+        };
+        if let Err(error) = io.filter.feed(read_ahead, &mut io.ready) {
+            io.refused = Some(io::Error::new(io::ErrorKind::InvalidData, error));
+        }
+        io
+    }
 }
 
 /// Most bytes asked of the socket per read: hyper offers large buffers, and the part handed
@@ -259,28 +284,56 @@ impl hyper::rt::Read for GlommioIo {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.read_ahead.is_empty() {
-            let n = self.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&self.read_ahead[..n]);
-            self.read_ahead.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        // SAFETY: the first `len` bytes of the cursor's unfilled part are zeroed before they
-        // are viewed as initialized, and `advance` is told only how many the read filled.
-        unsafe {
-            let unfilled = buf.as_mut();
-            let len = unfilled.len().min(READ_CHUNK);
-            let start = unfilled.as_mut_ptr().cast::<u8>();
-            std::ptr::write_bytes(start, 0, len);
-            let slice = std::slice::from_raw_parts_mut(start, len);
-            match Pin::new(&mut self.stream).poll_read(cx, slice) {
-                Poll::Ready(Ok(n)) => {
-                    buf.advance(n);
-                    Poll::Ready(Ok(()))
-                }
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
+        let this = &mut *self;
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                return Poll::Ready(Ok(()));
             }
+            if let Some(error) = this.refused.take() {
+                return Poll::Ready(Err(error));
+            }
+            if this.filter.passes_through() {
+                return read_into(&mut this.stream, cx, buf);
+            }
+            this.scratch.resize(READ_CHUNK, 0);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut this.scratch) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(n)) => {
+                    if let Err(error) = this.filter.feed(&this.scratch[..n], &mut this.ready) {
+                        this.refused = Some(io::Error::new(io::ErrorKind::InvalidData, error));
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Reads from the socket straight into hyper's buffer.
+fn read_into(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    mut buf: hyper::rt::ReadBufCursor<'_>,
+) -> Poll<io::Result<()>> {
+    // SAFETY: the first `len` bytes of the cursor's unfilled part are zeroed before they are
+    // viewed as initialized, and `advance` is told only how many the read filled.
+    unsafe {
+        let unfilled = buf.as_mut();
+        let len = unfilled.len().min(READ_CHUNK);
+        let start = unfilled.as_mut_ptr().cast::<u8>();
+        std::ptr::write_bytes(start, 0, len);
+        let slice = std::slice::from_raw_parts_mut(start, len);
+        match Pin::new(stream).poll_read(cx, slice) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! A node runs one glommio executor per core (`node::run_core`): every core owns a shard and
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
+pub mod authority;
 pub mod grpc;
 pub mod native;
 pub mod node;

@@ -6,10 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian packages the tests need, installed when missing: protoc and its well-known types, for
-# the build of the Rust etcd-client crate the gRPC tests drive lode with (lode itself compiles
-# its protos in Rust and needs neither).
-packages=(protobuf-compiler libprotobuf-dev)
+# Debian packages the tests need, installed when missing: etcd's own etcdctl (etcd-client), which
+# the tests drive lode with; protoc and its well-known types, for the build of the Rust
+# etcd-client crate the gRPC tests use (lode itself compiles its protos in Rust and needs
+# neither).
+packages=(etcd-client protobuf-compiler libprotobuf-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

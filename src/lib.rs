@@ -17,6 +17,7 @@ pub mod membership;
 pub mod mvcc;
 pub mod peer;
 pub mod replica;
+pub mod restore;
 pub mod server;
 pub mod shard;
 pub mod snapshot;

@@ -172,6 +172,46 @@ pub struct Identity {
 
 const IDENTITY_HEADER: &str = "lode member identity v1";
 
+/// The identity of member `name` bootstrapping the new cluster `cluster` (from
+/// [`initial_cluster`]).
+pub fn new_cluster_identity(cluster: &InitialCluster, name: &str) -> Result<Identity, String> {
+    let own = cluster
+        .member(name)
+        .ok_or("this member is missing from its own initial cluster")?;
+    Ok(Identity {
+        name: name.to_string(),
+        member_id: own.id,
+        cluster_id: cluster.cluster_id,
+        members: cluster
+            .members
+            .iter()
+            .map(|m| {
+                let urls = m.peer_urls.iter().map(ToString::to_string).collect();
+                (m.id, m.name.clone(), urls)
+            })
+            .collect(),
+        learners: Vec::new(),
+    })
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed into place, then syncs the
+/// directory: `path` holds all of it or nothing, even across a crash.
+pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Name of the identity file in a data dir.
+pub const IDENTITY_FILE: &str = "identity";
+
 impl Identity {
     /// The identity file's text: a header, `key=value` lines, and a CRC32C of what precedes it.
     pub fn encode(&self) -> String {

@@ -213,6 +213,10 @@ pub struct SnapshotReader {
     position: usize,
     keys_read: u32,
     finished: bool,
+    /// Zero bytes may follow the end marker (an etcd-shaped stream's padding).
+    zero_padding_allowed: bool,
+    /// Where the first block starts.
+    blocks_start: usize,
 }
 
 struct Cursor<'a> {
@@ -383,8 +387,26 @@ impl SnapshotReader {
                 position,
                 keys_read: 0,
                 finished: false,
+                zero_padding_allowed: false,
+                blocks_start: position,
             },
         ))
+    }
+
+    /// Accepts zero bytes after the end marker (the padding of an etcd-shaped stream).
+    pub fn allow_zero_padding(mut self) -> SnapshotReader {
+        self.zero_padding_allowed = true;
+        self
+    }
+
+    /// Where the blocks start (the header and its sections end).
+    pub fn blocks_start(&self) -> usize {
+        self.blocks_start
+    }
+
+    /// Where the end marker ends, once [`SnapshotReader::next_block`] has returned `None`.
+    pub fn end(&self) -> Option<usize> {
+        self.finished.then_some(self.position)
     }
 
     /// The next block's key records; `None` after the end marker (whose key count must match).
@@ -408,13 +430,17 @@ impl SnapshotReader {
                     reason: "key count at the end does not match",
                 });
             }
-            if at + 8 != self.bytes.len() {
+            let padding = &self.bytes[at + 8..];
+            let padding_ok = padding.is_empty()
+                || (self.zero_padding_allowed && padding.iter().all(|&b| b == 0));
+            if !padding_ok {
                 return Err(SnapshotError::Corruption {
                     offset: at + 8,
                     reason: "bytes after the end marker",
                 });
             }
             self.finished = true;
+            self.position = at + 8;
             return Ok(None);
         }
         let start = at + 8;
@@ -562,6 +588,49 @@ mod tests {
     }
 
     #[test]
+    fn an_etcd_shaped_stream_carries_the_file_padding_and_its_hash() {
+        let (meta, _, bytes) = sample();
+        let mut hasher = EtcdStreamHasher::default();
+        // Streamed in uneven pieces.
+        for piece in bytes.chunks(100) {
+            hasher.update(piece);
+        }
+        let mut stream = bytes.clone();
+        stream.extend(hasher.trailer());
+        assert_eq!(stream.len() as u64, etcd_stream_len(bytes.len() as u64));
+        assert_eq!((stream.len() - ETCD_HASH_LEN) % 512, 0);
+        let stream = Bytes::from(stream);
+        let body = etcd_shaped_body(&stream).expect("the hash matches");
+        assert_eq!(&body[..bytes.len()], &bytes[..]);
+        // The padding is accepted only when asked for.
+        let (_, mut strict) = SnapshotReader::open(body.clone()).unwrap();
+        let strict_result = loop {
+            match strict.next_block() {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        };
+        assert!(matches!(
+            strict_result,
+            Err(SnapshotError::Corruption {
+                reason: "bytes after the end marker",
+                ..
+            })
+        ));
+        let (read_meta, reader) = SnapshotReader::open(body).unwrap();
+        assert_eq!(read_meta, meta);
+        let mut reader = reader.allow_zero_padding();
+        while reader.next_block().unwrap().is_some() {}
+        assert_eq!(reader.end(), Some(bytes.len()));
+        // Any damaged byte breaks the hash.
+        let mut damaged = stream.to_vec();
+        damaged[10] ^= 1;
+        assert_eq!(etcd_shaped_body(&Bytes::from(damaged)), None);
+        // A plain file is not etcd-shaped.
+        assert_eq!(etcd_shaped_body(&Bytes::from(bytes)), None);
+    }
+
+    #[test]
     fn a_snapshot_restores_every_revision_it_holds() {
         let (meta, original, bytes) = sample();
         let (loaded_meta, restored) = load(bytes).unwrap();
@@ -601,4 +670,55 @@ mod tests {
         );
         assert_eq!(load(vec![b'x'; 100]).err(), Some(SnapshotError::BadMagic));
     }
+}
+
+/// etcd's snapshot stream ends with a SHA-256 of everything before it, placed so the stream's
+/// length is 32 more than a multiple of 512 (etcdctl refuses a download of any other length
+/// with "sha256 checksum not found"). lode sends its snapshot file, zero padding, and that
+/// hash, so etcdctl keeps the file and `lodectl snapshot restore` can check it.
+pub const ETCD_HASH_LEN: usize = 32;
+const ETCD_ALIGN: u64 = 512;
+
+/// Bytes of the etcd-shaped stream for a snapshot file of `file_size` bytes.
+pub fn etcd_stream_len(file_size: u64) -> u64 {
+    file_size.div_ceil(ETCD_ALIGN) * ETCD_ALIGN + ETCD_HASH_LEN as u64
+}
+
+/// Hashes a snapshot file as it streams and makes the stream's trailer.
+#[derive(Default)]
+pub struct EtcdStreamHasher {
+    hasher: sha2::Sha256,
+    hashed: u64,
+}
+
+impl EtcdStreamHasher {
+    /// Adds streamed file bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.hasher.update(bytes);
+        self.hashed += bytes.len() as u64;
+    }
+
+    /// The zero padding and the hash that end the stream (after all of the file was added).
+    pub fn trailer(mut self) -> Vec<u8> {
+        use sha2::Digest;
+        let padding = (etcd_stream_len(self.hashed) - self.hashed) as usize - ETCD_HASH_LEN;
+        let mut trailer = vec![0u8; padding];
+        self.hasher.update(&trailer);
+        trailer.extend_from_slice(&self.hasher.finalize());
+        trailer
+    }
+}
+
+/// The file and zero padding of an etcd-shaped download whose trailing SHA-256 matches what
+/// precedes it; `None` when `bytes` is not one (a plain lode snapshot file, or a damaged
+/// download).
+pub fn etcd_shaped_body(bytes: &Bytes) -> Option<Bytes> {
+    use sha2::Digest;
+    let len = bytes.len();
+    if len < ETCD_HASH_LEN || (len - ETCD_HASH_LEN) as u64 % ETCD_ALIGN != 0 {
+        return None;
+    }
+    let body = bytes.slice(..len - ETCD_HASH_LEN);
+    (sha2::Sha256::digest(&body)[..] == bytes[len - ETCD_HASH_LEN..]).then_some(body)
 }

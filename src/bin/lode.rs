@@ -13,7 +13,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use lode::consensus::ConsensusConfig;
 use lode::cpus::CpuChoice;
 use lode::members::Member;
-use lode::membership::{self, Identity};
+use lode::membership::{self, write_durably, Identity};
 use lode::server::node::{run_core, NodeConfig};
 use lode::server::urls::{parse_url, parse_urls, Urls};
 use lode::server::{self, Limits};
@@ -135,7 +135,7 @@ struct Cli {
 /// The data dir's identity: read from its identity file, or, for a new data dir, derived from
 /// the bootstrap flags as etcd derives it and written durably before anything else.
 fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, String> {
-    let path = data_dir.join("identity");
+    let path = data_dir.join(membership::IDENTITY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             return Identity::decode(&text).map_err(|e| format!("{}: {e}", path.display()));
@@ -165,23 +165,7 @@ fn member_identity(cli: &Cli, data_dir: &std::path::Path) -> Result<Identity, St
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         return Ok(identity);
     }
-    let own = cluster
-        .member(&cli.name)
-        .ok_or("this member is missing from its own initial cluster")?;
-    let identity = Identity {
-        name: cli.name.clone(),
-        member_id: own.id,
-        cluster_id: cluster.cluster_id,
-        members: cluster
-            .members
-            .iter()
-            .map(|m| {
-                let urls = m.peer_urls.iter().map(ToString::to_string).collect();
-                (m.id, m.name.clone(), urls)
-            })
-            .collect(),
-        learners: Vec::new(),
-    };
+    let identity = membership::new_cluster_identity(&cluster, &cli.name)?;
     write_durably(&path, identity.encode().as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(identity)
@@ -251,21 +235,6 @@ fn join_identity(cli: &Cli, cluster: &membership::InitialCluster) -> Result<Iden
             })
             .collect(),
     })
-}
-
-/// Writes `bytes` to `path` through a synced temporary file renamed into place, then syncs the
-/// directory.
-fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn main() -> ExitCode {

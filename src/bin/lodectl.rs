@@ -187,6 +187,31 @@ enum SnapshotCommand {
         /// Where to store it.
         file: PathBuf,
     },
+    /// Makes a new data dir from a snapshot (offline): the keyspace from FILE, the membership
+    /// of a new cluster from the flags, which mean what lode's bootstrap flags mean.
+    Restore {
+        /// The snapshot (from `lodectl snapshot save` or `etcdctl snapshot save`).
+        file: PathBuf,
+        /// The data dir to create [default: <name>.lode].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The restored member's name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The new cluster: name=peer-url pairs [default: <name>=<initial-advertise-peer-urls>].
+        #[arg(long)]
+        initial_cluster: Option<String>,
+        /// The new cluster's token.
+        #[arg(long, default_value = lode::membership::DEFAULT_CLUSTER_TOKEN)]
+        initial_cluster_token: String,
+        /// The restored member's peer URLs.
+        #[arg(long, default_value = lode::membership::DEFAULT_PEER_URL)]
+        initial_advertise_peer_urls: String,
+        /// Restore even if the SHA-256 at the end of a download does not match (every block's
+        /// checksum is still checked).
+        #[arg(long)]
+        skip_hash_check: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -490,7 +515,10 @@ fn build(command: Command) -> Result<Action, String> {
         Command::Alarm {
             command: AlarmCommand::Disarm,
         } => Action::AlarmDisarm,
-        Command::Log { .. } => unreachable!("handled before connecting"),
+        Command::Log { .. }
+        | Command::Snapshot {
+            command: SnapshotCommand::Restore { .. },
+        } => unreachable!("handled before connecting"),
     })
 }
 
@@ -725,6 +753,60 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::from(1)
                 }
+            }
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Command::Snapshot {
+        command:
+            SnapshotCommand::Restore {
+                file,
+                data_dir,
+                name,
+                initial_cluster,
+                initial_cluster_token,
+                initial_advertise_peer_urls,
+                skip_hash_check,
+            },
+    } = &cli.command
+    {
+        let restored = lode::server::urls::parse_urls(initial_advertise_peer_urls)
+            .map_err(|e| format!("--initial-advertise-peer-urls: {e}"))
+            .and_then(|peer_urls| {
+                let spec = initial_cluster.clone().unwrap_or_else(|| {
+                    peer_urls
+                        .0
+                        .iter()
+                        .map(|url| format!("{name}={url}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                let cluster = lode::membership::initial_cluster(
+                    &spec,
+                    name,
+                    &peer_urls,
+                    initial_cluster_token,
+                )?;
+                let data_dir = data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("{name}.lode")));
+                lode::restore::restore(file, &data_dir, &cluster, name, !skip_hash_check)
+                    .map(|restored| (restored, data_dir))
+            });
+        return match restored {
+            Ok((restored, data_dir)) => {
+                println!(
+                    "Restored revision {} ({} keys) into {} as member {:x} of cluster {:x}",
+                    restored.revision,
+                    restored.keys,
+                    data_dir.display(),
+                    restored.identity.member_id,
+                    restored.identity.cluster_id
+                );
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 eprintln!("Error: {error}");

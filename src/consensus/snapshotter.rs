@@ -324,7 +324,17 @@ pub async fn reconcile_log<D: crate::wal::io::LogDir>(
         Err(crate::wal::WalError::Compacted { .. }) => true,
         Err(_) => false,
     };
-    if !consistent {
+    if !consistent && wal.last_index() == 0 {
+        // A data dir made by `lodectl snapshot restore`: the log begins at the snapshot.
+        tracing::info!(
+            index,
+            term,
+            "the log is empty: it starts at the newest snapshot"
+        );
+        wal.reset_to_snapshot(index, term)
+            .await
+            .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+    } else if !consistent {
         tracing::warn!(
             index,
             term,

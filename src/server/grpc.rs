@@ -706,41 +706,22 @@ async fn stream_snapshot_file(
 ) {
     use futures::SinkExt;
     let read = async {
-        let failed = |e: glommio::GlommioError<()>| {
-            ServerError::Internal(format!("reading {}: {e}", path.display()))
-        };
-        let file = glommio::io::BufferedFile::open(path)
-            .await
-            .map_err(failed)?;
-        let size = file.file_size().await.map_err(failed)?;
-        let mut position = 0u64;
+        let mut pieces = super::SnapshotPieces::open(path, SNAPSHOT_PIECE_BYTES).await?;
         let mut header = ResponseHeader::at(revision);
         super::stamp_header(&mut header, node);
-        loop {
-            let length = (size - position).min(SNAPSHOT_PIECE_BYTES as u64) as usize;
-            let piece = file.read_at(position, length).await.map_err(failed)?;
-            if piece.len() != length {
-                return Err(ServerError::Internal(format!(
-                    "reading {}: short read at {position}",
-                    path.display()
-                )));
-            }
-            position += length as u64;
+        while let Some((blob, remaining_bytes)) = pieces.next().await? {
             let response = pb::SnapshotResponse {
                 header: Some(etcd::header(header)),
-                remaining_bytes: size - position,
-                blob: Bytes::copy_from_slice(&piece),
+                remaining_bytes,
+                blob,
                 version: ETCD_API_VERSION.to_string(),
             };
             if sender.send(Ok(response)).await.is_err() {
                 // The client went away.
                 break;
             }
-            if position == size {
-                break;
-            }
         }
-        let _ = file.close().await;
+        pieces.close().await;
         Ok(())
     };
     if let Err(error) = read.await {

@@ -101,3 +101,83 @@ pub fn listen(address: &str) -> std::io::Result<glommio::net::TcpListener> {
     // passes to the glommio listener (nothing else closes it).
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
+
+/// An exported snapshot file read as the pieces of an etcd-shaped stream: the file in pieces
+/// of at most `piece_bytes`, then one piece with the zero padding and SHA-256 etcdctl expects
+/// (`snapshot::EtcdStreamHasher`). Shared by the native protocol and the gRPC Snapshot call.
+pub struct SnapshotPieces {
+    file: glommio::io::BufferedFile,
+    path: std::path::PathBuf,
+    size: u64,
+    position: u64,
+    total: u64,
+    hasher: Option<crate::snapshot::EtcdStreamHasher>,
+    piece_bytes: usize,
+}
+
+impl SnapshotPieces {
+    /// Opens the export file at `path`.
+    pub async fn open(
+        path: &std::path::Path,
+        piece_bytes: usize,
+    ) -> Result<SnapshotPieces, crate::consensus::ServerError> {
+        let failed = |e: glommio::GlommioError<()>| {
+            crate::consensus::ServerError::Internal(format!("reading {}: {e}", path.display()))
+        };
+        let file = glommio::io::BufferedFile::open(path)
+            .await
+            .map_err(failed)?;
+        let size = file.file_size().await.map_err(failed)?;
+        Ok(SnapshotPieces {
+            file,
+            path: path.to_path_buf(),
+            size,
+            position: 0,
+            total: crate::snapshot::etcd_stream_len(size),
+            hasher: Some(crate::snapshot::EtcdStreamHasher::default()),
+            piece_bytes,
+        })
+    }
+
+    /// The next piece and how many bytes of the stream follow it; `None` after the last.
+    pub async fn next(
+        &mut self,
+    ) -> Result<Option<(bytes::Bytes, u64)>, crate::consensus::ServerError> {
+        if self.position == self.size {
+            let Some(hasher) = self.hasher.take() else {
+                return Ok(None);
+            };
+            return Ok(Some((bytes::Bytes::from(hasher.trailer()), 0)));
+        }
+        let length = (self.size - self.position).min(self.piece_bytes as u64) as usize;
+        let piece = self
+            .file
+            .read_at(self.position, length)
+            .await
+            .map_err(|e| {
+                crate::consensus::ServerError::Internal(format!(
+                    "reading {}: {e}",
+                    self.path.display()
+                ))
+            })?;
+        if piece.len() != length {
+            return Err(crate::consensus::ServerError::Internal(format!(
+                "reading {}: short read at {}",
+                self.path.display(),
+                self.position
+            )));
+        }
+        let piece = bytes::Bytes::copy_from_slice(&piece);
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&piece);
+        }
+        self.position += length as u64;
+        let streamed = self.position;
+        Ok(Some((piece, self.total - streamed)))
+    }
+
+    /// Closes the file.
+    pub async fn close(self) {
+        let _ = self.file.close().await;
+    }
+}

@@ -283,40 +283,29 @@ async fn stream_snapshot(
     node: &Node,
     outbox: &Outbox,
 ) -> Result<Vec<u8>, ServerError> {
-    let failed = |e: glommio::GlommioError<()>| {
-        ServerError::Internal(format!("reading {}: {e}", path.display()))
-    };
-    let file = glommio::io::BufferedFile::open(path)
-        .await
-        .map_err(failed)?;
-    let size = file.file_size().await.map_err(failed)?;
-    let mut position = 0u64;
+    let mut pieces = super::SnapshotPieces::open(path, SNAPSHOT_PIECE_BYTES).await?;
     loop {
-        let length = (size - position).min(SNAPSHOT_PIECE_BYTES as u64) as usize;
-        let piece = file.read_at(position, length).await.map_err(failed)?;
-        if piece.len() != length {
-            return Err(ServerError::Internal(format!(
-                "reading {}: short read at {position}",
-                path.display()
-            )));
-        }
-        position += length as u64;
+        let Some((data, remaining_bytes)) = pieces.next().await? else {
+            pieces.close().await;
+            return Err(ServerError::Internal(
+                "a snapshot stream ended early".into(),
+            ));
+        };
         let mut response = Response::Snapshot {
             header: crate::mvcc::request::ResponseHeader::at(revision),
-            remaining_bytes: size - position,
-            data: Bytes::copy_from_slice(&piece),
+            remaining_bytes,
+            data,
         };
-        drop(piece);
         fill_header(&mut response, node);
         let frame = native::encode_response(id, &response);
-        if position == size {
-            let _ = file.close().await;
+        if remaining_bytes == 0 {
+            pieces.close().await;
             return Ok(frame);
         }
         outbox.push(frame);
         outbox.room().await;
         if outbox.writer_gone.get() {
-            let _ = file.close().await;
+            pieces.close().await;
             return Err(ServerError::Stopped);
         }
     }

@@ -31,15 +31,18 @@ pub mod etcd {
     pub mod mvccpb {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("mvccpb");
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
     }
     /// `authpb`: users' permissions.
     pub mod authpb {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("authpb");
+        include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
     }
     /// `etcdserverpb`: requests, responses and services.
     pub mod etcdserverpb {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("etcdserverpb");
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
 }

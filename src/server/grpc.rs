@@ -247,9 +247,10 @@ where
 /// A glommio TCP stream as hyper's I/O. What the client sends passes through an
 /// [`AuthorityFilter`] (starting with the bytes read ahead) until the filter has seen that the
 /// connection needs no mending, and is then read straight into hyper's buffers.
-struct GlommioIo {
+pub(super) struct GlommioIo {
     stream: TcpStream,
-    filter: AuthorityFilter,
+    /// `None` for HTTP/1, which has no `:authority` to mend.
+    filter: Option<AuthorityFilter>,
     /// Filtered bytes hyper has not read yet.
     ready: BytesMut,
     /// Where the filter's input is read into.
@@ -262,15 +263,30 @@ impl GlommioIo {
     fn new(stream: TcpStream, read_ahead: &[u8]) -> GlommioIo {
         let mut io = GlommioIo {
             stream,
-            filter: AuthorityFilter::new(),
+            filter: Some(AuthorityFilter::new()),
             ready: BytesMut::new(),
             scratch: Vec::new(),
             refused: None,
         };
-        if let Err(error) = io.filter.feed(read_ahead, &mut io.ready) {
+        if let Some(Err(error)) = io
+            .filter
+            .as_mut()
+            .map(|f| f.feed(read_ahead, &mut io.ready))
+        {
             io.refused = Some(io::Error::new(io::ErrorKind::InvalidData, error));
         }
         io
+    }
+
+    /// The stream with nothing between it and hyper but the bytes read ahead.
+    pub(super) fn plain(stream: TcpStream, read_ahead: &[u8]) -> GlommioIo {
+        GlommioIo {
+            stream,
+            filter: None,
+            ready: BytesMut::from(read_ahead),
+            scratch: Vec::new(),
+            refused: None,
+        }
     }
 }
 
@@ -295,14 +311,14 @@ impl hyper::rt::Read for GlommioIo {
             if let Some(error) = this.refused.take() {
                 return Poll::Ready(Err(error));
             }
-            if this.filter.passes_through() {
+            let Some(filter) = this.filter.as_mut().filter(|f| !f.passes_through()) else {
                 return read_into(&mut this.stream, cx, buf);
-            }
+            };
             this.scratch.resize(READ_CHUNK, 0);
             match Pin::new(&mut this.stream).poll_read(cx, &mut this.scratch) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(n)) => {
-                    if let Err(error) = this.filter.feed(&this.scratch[..n], &mut this.ready) {
+                    if let Err(error) = filter.feed(&this.scratch[..n], &mut this.ready) {
                         this.refused = Some(io::Error::new(io::ErrorKind::InvalidData, error));
                     }
                 }

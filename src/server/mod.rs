@@ -5,6 +5,7 @@
 
 pub mod authority;
 pub mod grpc;
+pub mod http;
 pub mod native;
 pub mod node;
 pub mod urls;

@@ -132,8 +132,14 @@ fn error_frame(id: u64, code: u32, message: String) -> Vec<u8> {
 /// frame starts so: read as a length, they would be over half a gigabyte.
 const HTTP2_PREFACE_START: &[u8; 4] = b"PRI ";
 
+/// The first four bytes of an HTTP/1 request of each method lode answers or refuses properly.
+/// As a native frame's length they would all be far over any limit.
+const HTTP1_METHOD_STARTS: [&[u8; 4]; 7] = [
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC",
+];
+
 /// Tells the protocols apart by a connection's first bytes: HTTP/2 goes to the gRPC server,
-/// everything else is read as native frames.
+/// HTTP/1 to the HTTP endpoints and JSON gateway, everything else is read as native frames.
 async fn connection(mut stream: TcpStream, node: Rc<Node>, limits: Limits) {
     let mut read_ahead = BytesMut::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -145,6 +151,11 @@ async fn connection(mut stream: TcpStream, node: Rc<Node>, limits: Limits) {
     }
     if read_ahead.starts_with(HTTP2_PREFACE_START) {
         super::grpc::serve_connection(stream, read_ahead.freeze(), limits).await;
+    } else if HTTP1_METHOD_STARTS
+        .iter()
+        .any(|method| read_ahead.starts_with(*method))
+    {
+        super::http::serve_connection(stream, read_ahead.freeze(), node, limits).await;
     } else {
         native_connection(stream, read_ahead, chunk, node, limits).await;
     }

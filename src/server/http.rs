@@ -1,0 +1,393 @@
+//! HTTP/1 on the client URLs, as etcd serves it there: `/health`, `/livez`, `/readyz`,
+//! `/version`, and etcd's JSON gateway (`POST /v3/kv/range`, ...), whose bodies are the gRPC
+//! messages in proto3's JSON mapping with etcd's field names (int64 as strings, bytes as
+//! base64) and whose errors are `{"error", "code", "message"}` with the HTTP status of the gRPC
+//! code, as grpc-gateway answers.
+//!
+//! A gateway call is served by the same service code as its gRPC twin (`server::grpc`), so the
+//! two cannot disagree. Bodies are limited to the gRPC receive limit; anything unreadable gets
+//! a 400 with the reason and changes nothing.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use lode_protocol::etcd::etcdserverpb as pb;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::Status;
+
+use super::grpc::{
+    AuthService, ClusterService, GlommioIo, KvService, MaintenanceService, ETCD_API_VERSION,
+};
+use super::node::Node;
+use super::Limits;
+use crate::mvcc::request::RangeRequest;
+
+/// Serves one HTTP/1 connection whose first bytes (`read_ahead`) were already read.
+pub async fn serve_connection(
+    stream: TcpStream,
+    read_ahead: Bytes,
+    node: Rc<Node>,
+    limits: Limits,
+) {
+    let io = GlommioIo::plain(stream, &read_ahead);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let node = node.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(request, &node, limits).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "HTTP connection ended");
+    }
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(status, "application/json", body),
+        Err(error) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("encoding the answer: {error}\n"),
+        ),
+    }
+}
+
+/// The HTTP status grpc-gateway gives a gRPC code.
+fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// grpc-gateway's error body.
+fn error_response(status: &Status) -> HttpResponse {
+    json_response(
+        http_status(status.code()),
+        &serde_json::json!({
+            "error": status.message(),
+            "code": status.code() as i32,
+            "message": status.message(),
+        }),
+    )
+}
+
+async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    match (request.method().clone(), path.as_str()) {
+        (Method::GET, "/health") => health(node, &query).await,
+        (Method::GET, "/livez") => probe(node, &query, false).await,
+        (Method::GET, "/readyz") => probe(node, &query, true).await,
+        (Method::GET, "/version") => json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "etcdserver": ETCD_API_VERSION,
+                "etcdcluster": ETCD_API_VERSION,
+            }),
+        ),
+        (Method::POST, gateway) if gateway.starts_with("/v3/") => {
+            match read_body(request, limits).await {
+                Ok(body) => gateway_call(gateway, body).await,
+                Err(response) => response,
+            }
+        }
+        (_, "/health" | "/livez" | "/readyz" | "/version") => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("404 page not found: lode serves no {path}\n"),
+        ),
+    }
+}
+
+/// A request body up to the gRPC receive limit.
+async fn read_body(request: Request<Incoming>, limits: Limits) -> Result<Bytes, HttpResponse> {
+    match Limited::new(request.into_body(), limits.max_frame_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(error_response(&Status::invalid_argument(format!(
+            "reading the request body: {error}"
+        )))),
+    }
+}
+
+/// Decodes `body` as `Req`, calls `call`, and encodes its answer or error.
+async fn json_call<Req, Resp, F, Fut>(body: Bytes, call: F) -> HttpResponse
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    // An empty body is an empty message, as grpc-gateway reads it.
+    let request: Req = if body.iter().all(u8::is_ascii_whitespace) {
+        Req::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                return error_response(&Status::invalid_argument(format!(
+                    "the request body is not a valid message: {error}"
+                )))
+            }
+        }
+    };
+    match call(tonic::Request::new(request)).await {
+        Ok(response) => json_response(StatusCode::OK, response.get_ref()),
+        Err(status) => error_response(&status),
+    }
+}
+
+/// etcd's JSON gateway: the path names the RPC.
+async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
+    use pb::auth_server::Auth;
+    use pb::cluster_server::Cluster;
+    use pb::kv_server::Kv;
+    use pb::maintenance_server::Maintenance;
+    let (kv, cluster, maintenance, auth) =
+        (KvService, ClusterService, MaintenanceService, AuthService);
+    match path {
+        "/v3/kv/range" => json_call(body, |r| kv.range(r)).await,
+        "/v3/kv/put" => json_call(body, |r| kv.put(r)).await,
+        "/v3/kv/deleterange" => json_call(body, |r| kv.delete_range(r)).await,
+        "/v3/kv/txn" => json_call(body, |r| kv.txn(r)).await,
+        "/v3/kv/compaction" => json_call(body, |r| kv.compact(r)).await,
+        "/v3/cluster/member/add" => json_call(body, |r| cluster.member_add(r)).await,
+        "/v3/cluster/member/remove" => json_call(body, |r| cluster.member_remove(r)).await,
+        "/v3/cluster/member/update" => json_call(body, |r| cluster.member_update(r)).await,
+        "/v3/cluster/member/list" => json_call(body, |r| cluster.member_list(r)).await,
+        "/v3/cluster/member/promote" => json_call(body, |r| cluster.member_promote(r)).await,
+        "/v3/maintenance/alarm" => json_call(body, |r| maintenance.alarm(r)).await,
+        "/v3/maintenance/status" => json_call(body, |r| maintenance.status(r)).await,
+        "/v3/maintenance/defragment" => json_call(body, |r| maintenance.defragment(r)).await,
+        "/v3/maintenance/hash" => json_call(body, |r| maintenance.hash(r)).await,
+        "/v3/maintenance/hashkv" => json_call(body, |r| maintenance.hash_kv(r)).await,
+        "/v3/maintenance/transfer-leadership" => {
+            json_call(body, |r| maintenance.move_leader(r)).await
+        }
+        "/v3/maintenance/downgrade" => json_call(body, |r| maintenance.downgrade(r)).await,
+        "/v3/auth/enable" => json_call(body, |r| auth.auth_enable(r)).await,
+        "/v3/auth/disable" => json_call(body, |r| auth.auth_disable(r)).await,
+        "/v3/auth/status" => json_call(body, |r| auth.auth_status(r)).await,
+        "/v3/auth/authenticate" => json_call(body, |r| auth.authenticate(r)).await,
+        "/v3/auth/user/add" => json_call(body, |r| auth.user_add(r)).await,
+        "/v3/auth/user/get" => json_call(body, |r| auth.user_get(r)).await,
+        "/v3/auth/user/list" => json_call(body, |r| auth.user_list(r)).await,
+        "/v3/auth/user/delete" => json_call(body, |r| auth.user_delete(r)).await,
+        "/v3/auth/user/changepw" => json_call(body, |r| auth.user_change_password(r)).await,
+        "/v3/auth/user/grant" => json_call(body, |r| auth.user_grant_role(r)).await,
+        "/v3/auth/user/revoke" => json_call(body, |r| auth.user_revoke_role(r)).await,
+        "/v3/auth/role/add" => json_call(body, |r| auth.role_add(r)).await,
+        "/v3/auth/role/get" => json_call(body, |r| auth.role_get(r)).await,
+        "/v3/auth/role/list" => json_call(body, |r| auth.role_list(r)).await,
+        "/v3/auth/role/delete" => json_call(body, |r| auth.role_delete(r)).await,
+        "/v3/auth/role/grant" => json_call(body, |r| auth.role_grant_permission(r)).await,
+        "/v3/auth/role/revoke" => json_call(body, |r| auth.role_revoke_permission(r)).await,
+        _ => error_response(&Status::unimplemented(format!(
+            "lode serves no gateway path {path}"
+        ))),
+    }
+}
+
+/// etcd's `/health`: unhealthy (503) while an alarm is raised, without a leader, or when a read
+/// fails (linearizable unless `?serializable=true`); `?exclude=NOSPACE` ignores that alarm.
+async fn health(node: &Rc<Node>, query: &str) -> HttpResponse {
+    let serializable = query_flag(query, "serializable");
+    let excluded: Vec<String> = query_values(query, "exclude");
+    let reason: String = health_problem(node, serializable, &excluded)
+        .await
+        .unwrap_or_default();
+    let healthy = reason.is_empty();
+    json_response(
+        if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &serde_json::json!({
+            "health": if healthy { "true" } else { "false" },
+            "reason": reason,
+        }),
+    )
+}
+
+/// What makes this member unhealthy, in etcd's words; `None` when nothing does.
+async fn health_problem(
+    node: &Rc<Node>,
+    serializable: bool,
+    excluded: &[String],
+) -> Option<String> {
+    use crate::alarm::{AlarmAction, AlarmRequest, AlarmType};
+    match node
+        .alarm(AlarmRequest {
+            action: AlarmAction::Get,
+            member_id: 0,
+            alarm: AlarmType::None,
+        })
+        .await
+    {
+        Ok(alarms) => {
+            for alarm in alarms.alarms {
+                let name = match alarm.alarm {
+                    AlarmType::None => continue,
+                    AlarmType::Nospace => "NOSPACE",
+                    AlarmType::Corrupt => "CORRUPT",
+                };
+                if !excluded.iter().any(|e| e == name) {
+                    return Some(format!("ALARM {name}"));
+                }
+            }
+        }
+        Err(error) => return Some(format!("ALARM ERROR: {error}")),
+    }
+    match node.status().await {
+        Ok(status) if status.leader == 0 => return Some("RAFT NO LEADER".into()),
+        Ok(_) => {}
+        Err(error) => return Some(format!("STATUS ERROR: {error}")),
+    }
+    read_problem(node, serializable).await
+}
+
+/// A read of one key, as etcd's health check makes: `None` when it succeeds.
+async fn read_problem(node: &Rc<Node>, serializable: bool) -> Option<String> {
+    let read = RangeRequest {
+        key: Bytes::from_static(b"health"),
+        serializable,
+        ..RangeRequest::default()
+    };
+    match node.range(&read).await {
+        Ok(_) => None,
+        Err(error) => Some(format!(
+            "{} ERROR: {error}",
+            if serializable { "SGET" } else { "QGET" }
+        )),
+    }
+}
+
+/// etcd's `/livez` (the member serves a local read) and `/readyz` (it also has a leader, no
+/// corruption alarm, and serves a linearizable read); `?verbose` lists each check.
+async fn probe(node: &Rc<Node>, query: &str, ready: bool) -> HttpResponse {
+    let mut checks: Vec<(&str, Option<String>)> =
+        vec![("serializable_read", read_problem(node, true).await)];
+    if ready {
+        let corrupt = match health_problem(node, true, &["NOSPACE".to_string()]).await {
+            Some(reason) if reason.contains("CORRUPT") => Some(reason),
+            _ => None,
+        };
+        checks.push(("data_corruption", corrupt));
+        checks.push(("linearizable_read", read_problem(node, false).await));
+    }
+    let failed = checks.iter().any(|(_, problem)| problem.is_some());
+    let what = if ready { "readyz" } else { "livez" };
+    let mut body = String::new();
+    if query_flag(query, "verbose") || failed {
+        for (name, problem) in &checks {
+            match problem {
+                None => body.push_str(&format!("[+]{name} ok\n")),
+                Some(reason) => body.push_str(&format!("[-]{name} failed: {reason}\n")),
+            }
+        }
+    }
+    if failed {
+        body.push_str(&format!("{what} check failed\n"));
+        respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            body,
+        )
+    } else {
+        body.push_str("ok\n");
+        respond(StatusCode::OK, "text/plain; charset=utf-8", body)
+    }
+}
+
+/// True when the query sets `name` (`name`, `name=true`, `name=1`).
+fn query_flag(query: &str, name: &str) -> bool {
+    query_values(query, name)
+        .iter()
+        .any(|value| value.is_empty() || value == "true" || value == "1")
+}
+
+/// Every value of `name` in the query (`a=1&a=2`).
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| value.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_flags_and_values() {
+        assert!(query_flag("serializable=true", "serializable"));
+        assert!(query_flag("verbose", "verbose"));
+        assert!(!query_flag("serializable=false", "serializable"));
+        assert!(!query_flag("", "serializable"));
+        assert_eq!(
+            query_values("exclude=NOSPACE&x=1&exclude=CORRUPT", "exclude"),
+            vec!["NOSPACE".to_string(), "CORRUPT".to_string()]
+        );
+    }
+
+    #[test]
+    fn grpc_codes_map_to_grpc_gateways_statuses() {
+        assert_eq!(
+            http_status(tonic::Code::InvalidArgument),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(http_status(tonic::Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(
+            http_status(tonic::Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            http_status(tonic::Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}

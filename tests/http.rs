@@ -1,0 +1,260 @@
+//! HTTP/1 on a real `lode`'s client URL, as etcd serves it: `/health`, `/livez`, `/readyz`,
+//! `/version` and the JSON gateway, with bad requests answered clearly and changing nothing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::cluster::{cluster, wait_for_leader};
+use common::server::{DataDir, Lode};
+
+/// One HTTP/1.1 exchange on a fresh connection: the status and the body.
+fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let address = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn health_version_and_probes_answer_as_etcd() {
+    let dir = DataDir::new("http-health");
+    let lode = Lode::start(&dir.0, &[]);
+    let url = &lode.client_url;
+
+    let (status, body) = http(url, "GET", "/health", "");
+    assert_eq!(
+        (status, json(&body)),
+        (200, serde_json::json!({"health": "true", "reason": ""}))
+    );
+    let (status, _) = http(url, "GET", "/health?serializable=true", "");
+    assert_eq!(status, 200);
+    let (status, body) = http(url, "GET", "/version", "");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["etcdserver"], "3.5.0");
+    assert_eq!(json(&body)["etcdcluster"], "3.5.0");
+    assert_eq!(http(url, "GET", "/livez", ""), (200, "ok\n".to_string()));
+    let (status, body) = http(url, "GET", "/readyz?verbose", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        "[+]serializable_read ok\n[+]data_corruption ok\n[+]linearizable_read ok\nok\n"
+    );
+
+    // A raised NOSPACE alarm makes the member unhealthy unless excluded.
+    let (status, _) = http(
+        url,
+        "POST",
+        "/v3/maintenance/alarm",
+        r#"{"action":"ACTIVATE","memberID":"0","alarm":"NOSPACE"}"#,
+    );
+    assert_eq!(status, 200);
+    let (status, body) = http(url, "GET", "/health", "");
+    assert_eq!(
+        (status, json(&body)),
+        (
+            503,
+            serde_json::json!({"health": "false", "reason": "ALARM NOSPACE"})
+        )
+    );
+    let (status, _) = http(url, "GET", "/health?exclude=NOSPACE", "");
+    assert_eq!(status, 200);
+    let (status, _) = http(
+        url,
+        "POST",
+        "/v3/maintenance/alarm",
+        r#"{"action":"DEACTIVATE","memberID":"0","alarm":"NOSPACE"}"#,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(http(url, "GET", "/health", "").0, 200);
+
+    // Wrong methods and unknown paths.
+    assert_eq!(http(url, "POST", "/health", "").0, 405);
+    assert_eq!(http(url, "GET", "/nowhere", "").0, 404);
+}
+
+#[test]
+fn the_json_gateway_serves_kv_cluster_and_maintenance_calls() {
+    let dir = DataDir::new("http-gateway");
+    let lode = Lode::start(&dir.0, &[]);
+    let url = &lode.client_url;
+    let call = |path: &str, body: &str| {
+        let (status, answer) = http(url, "POST", path, body);
+        assert_eq!(status, 200, "{path}: {answer}");
+        json(&answer)
+    };
+
+    let put = call(
+        "/v3/kv/put",
+        &format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            base64("foo"),
+            base64("bar")
+        ),
+    );
+    // int64 fields are strings in proto3's JSON mapping, as etcd's gateway writes them.
+    assert_eq!(put["header"]["revision"], "2");
+    let range = call("/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, base64("foo")));
+    assert_eq!(range["count"], "1");
+    assert_eq!(range["kvs"][0]["key"], base64("foo"));
+    assert_eq!(range["kvs"][0]["value"], base64("bar"));
+    assert_eq!(range["kvs"][0]["create_revision"], "2");
+
+    let txn = call(
+        "/v3/kv/txn",
+        &format!(
+            r#"{{"compare":[{{"key":"{k}","result":"EQUAL","target":"VALUE","value":"{v}"}}],
+                "success":[{{"request_put":{{"key":"{k}","value":"{w}"}}}}],
+                "failure":[{{"request_range":{{"key":"{k}"}}}}]}}"#,
+            k = base64("foo"),
+            v = base64("bar"),
+            w = base64("baz")
+        ),
+    );
+    assert_eq!(txn["succeeded"], true);
+    assert_eq!(
+        txn["responses"][0]["response_put"]["header"]["revision"],
+        "3"
+    );
+    let deleted = call(
+        "/v3/kv/deleterange",
+        &format!(r#"{{"key":"{}","prev_kv":true}}"#, base64("foo")),
+    );
+    assert_eq!(deleted["deleted"], "1");
+    assert_eq!(deleted["prev_kvs"][0]["value"], base64("baz"));
+    call("/v3/kv/compaction", r#"{"revision":"3"}"#);
+
+    let status = call("/v3/maintenance/status", "{}");
+    assert_eq!(status["version"], "3.5.0");
+    let members = call("/v3/cluster/member/list", "{}");
+    assert_eq!(members["members"][0]["name"], "default");
+    let auth = call("/v3/auth/status", "");
+    assert_eq!(auth.get("enabled"), None, "false is left out");
+
+    // Bad requests: etcd's error for etcd's checks, a clear reason for undecodable bodies;
+    // nothing changes.
+    let (status, body) = http(url, "POST", "/v3/kv/put", r#"{"key":"","value":"eA=="}"#);
+    assert_eq!(status, 400);
+    let body = json(&body);
+    assert_eq!(body["error"], "etcdserver: key is not provided");
+    assert_eq!(body["code"], 3);
+    for bad in [
+        "garbage",
+        r#"{"key":"Zm9v","bogus":1}"#,
+        r#"{"key":"not base64!"}"#,
+        r#"{"key":"Zm9v","sort_order":"SIDEWAYS"}"#,
+        r#"{"key":"Zm9v","limit":"many"}"#,
+    ] {
+        let (status, body) = http(url, "POST", "/v3/kv/range", bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            json(&body)["error"]
+                .as_str()
+                .unwrap()
+                .contains("not a valid message"),
+            "{body}"
+        );
+    }
+    let (status, body) = http(
+        url,
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","revision":"2"}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        json(&body)["error"],
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    let (status, _) = http(url, "POST", "/v3/nothing/here", "{}");
+    assert_eq!(status, 501);
+    let (_, body) = http(url, "POST", "/v3/maintenance/status", "{}");
+    assert_eq!(json(&body)["header"]["revision"], "4");
+}
+
+#[test]
+fn health_reports_a_lost_quorum() {
+    let mut members = cluster("http-quorum");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let survivor = (leader + 1) % 3;
+    let url = members[survivor].lode().client_url.clone();
+    assert_eq!(http(&url, "GET", "/health", "").0, 200);
+    for (i, member) in members.iter_mut().enumerate() {
+        if i != survivor {
+            if let Some(lode) = member.lode.as_mut() {
+                lode.kill();
+            }
+        }
+    }
+    // The survivor loses its leader within a few election timeouts (check-quorum) and says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http(&url, "GET", "/health?serializable=true", "");
+        if status == 503 {
+            assert_eq!(
+                json(&body),
+                serde_json::json!({"health": "false", "reason": "RAFT NO LEADER"})
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still healthy: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = http(&url, "GET", "/readyz", "");
+    assert_eq!(status, 503);
+    assert!(body.contains("[-]linearizable_read failed"), "{body}");
+    assert!(body.ends_with("readyz check failed\n"), "{body}");
+    assert_eq!(http(&url, "GET", "/livez", "").0, 200);
+}

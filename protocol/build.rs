@@ -2,7 +2,12 @@
 //! protox (a protobuf compiler in Rust), so building lode needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["etcd/kv.proto", "etcd/auth.proto", "etcd/rpc.proto"];
+    let protos = [
+        "etcd/kv.proto",
+        "etcd/auth.proto",
+        "etcd/rpc.proto",
+        "etcd/health.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -357,3 +357,45 @@ fn maintenance_cluster_and_auth_services_answer_as_etcd() {
         assert_eq!(message, "etcdserver: root user does not exist");
     });
 }
+
+#[test]
+fn the_grpc_health_service_says_serving() {
+    use lode_protocol::etcd::health::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let dir = DataDir::new("grpc-health");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = HealthClient::new(channel);
+        let checked = client
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("check");
+        assert_eq!(checked.get_ref().status, ServingStatus::Serving as i32);
+        let unknown = client
+            .check(HealthCheckRequest {
+                service: "etcdserverpb.KV".into(),
+            })
+            .await
+            .expect_err("a named service");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+        assert_eq!(unknown.message(), "unknown service");
+        let mut watched = client
+            .watch(HealthCheckRequest::default())
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = watched
+            .message()
+            .await
+            .expect("a status")
+            .expect("not ended");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+    });
+}

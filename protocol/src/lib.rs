@@ -45,4 +45,9 @@ pub mod etcd {
         tonic::include_proto!("etcdserverpb");
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
+    /// `grpc.health.v1`: gRPC's standard health service.
+    pub mod health {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("grpc.health.v1");
+    }
 }

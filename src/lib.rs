@@ -14,6 +14,7 @@ pub mod diskprobe;
 pub mod executor;
 pub mod members;
 pub mod membership;
+pub mod metrics;
 pub mod mvcc;
 pub mod peer;
 pub mod replica;

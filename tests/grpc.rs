@@ -399,3 +399,102 @@ fn the_grpc_health_service_says_serving() {
         assert_eq!(first.status, ServingStatus::Serving as i32);
     });
 }
+
+/// `GET path` over HTTP/1 on the client URL: the body.
+fn http_get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `name` (with its labels, as written) in an exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_calls_and_carry_etcds_names() {
+    let dir = DataDir::new("grpc-metrics");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        client.put("a", "1", None).await.expect("put");
+        client.put("b", "2", None).await.expect("put");
+        client.put("", "x", None).await.expect_err("empty key");
+        client.get("a", None).await.expect("get");
+    });
+    let text = http_get(&lode.client_url, "/metrics");
+    // The text format: each metric's samples together, after its HELP and TYPE lines.
+    let mut finished = std::collections::BTreeSet::new();
+    let mut current = String::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count")
+            .to_string();
+        if family != current {
+            assert!(
+                finished.insert(current.clone()),
+                "{family} is split: {text}"
+            );
+            current = family;
+        }
+        assert!(
+            text.contains(&format!("# TYPE {current} ")),
+            "{current} has no TYPE"
+        );
+    }
+    let put = "grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"";
+    assert_eq!(
+        sample(&text, &format!("grpc_server_started_total{{{put}}}")),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("grpc_server_handled_total{{grpc_code=\"OK\",{put}}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("grpc_server_handled_total{{grpc_code=\"InvalidArgument\",{put}}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "etcd_server_has_leader"), Some(1.0));
+    assert_eq!(sample(&text, "etcd_server_is_leader"), Some(1.0));
+    assert!(sample(&text, "etcd_server_leader_changes_seen_total") >= Some(1.0));
+    assert!(sample(&text, "etcd_server_proposals_applied_total") >= Some(3.0));
+    assert_eq!(
+        sample(&text, "etcd_debugging_mvcc_current_revision"),
+        Some(3.0)
+    );
+    let syncs = sample(&text, "etcd_disk_wal_fsync_duration_seconds_count").unwrap();
+    assert!(syncs >= 2.0, "{syncs}");
+    assert_eq!(
+        sample(
+            &text,
+            "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
+        Some(syncs)
+    );
+    assert!(text.contains("lode_commit_stage_seconds_count{stage=\"proposal_total\"}"));
+}

@@ -230,6 +230,10 @@ pub struct Consensus<D: LogDir> {
     publishing: Cell<bool>,
     /// The leader as of the last soft state seen.
     last_leader: Cell<u64>,
+    /// Times a new leader was seen (etcd's `etcd_server_leader_changes_seen_total`).
+    leader_changes_seen: Cell<u64>,
+    /// Proposals of this member that failed (timed out, refused, or lost with the leader).
+    proposals_failed: Cell<u64>,
     /// Peers found unreachable since the last warning about having no leader.
     unreachable_peers: RefCell<std::collections::BTreeSet<u64>>,
     /// Since when no leader has been known, and when that was last reported.
@@ -379,6 +383,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             removed: Cell::new(None),
             unreachable_peers: RefCell::default(),
             last_leader: Cell::new(raft::INVALID_ID),
+            leader_changes_seen: Cell::new(0),
+            proposals_failed: Cell::new(0),
             leaderless: Cell::new(None),
         });
         consensus.connect_peers();
@@ -545,8 +551,102 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Proposes a verified request frame and waits until it is applied.
     async fn propose_entry(&self, frame: &[u8]) -> Result<Applied, ServerError> {
         self.refuse_if_learner()?;
-        self.propose(|id| Proposal::Entry(encode_proposal(id, frame)))
-            .await
+        let outcome = self
+            .propose(|id| Proposal::Entry(encode_proposal(id, frame)))
+            .await;
+        if outcome.is_err() {
+            self.proposals_failed.set(self.proposals_failed.get() + 1);
+        }
+        outcome
+    }
+
+    /// Adds this member's consensus metrics to a `/metrics` exposition, under etcd's names
+    /// where they mean what etcd's do.
+    pub fn expose(&self, out: &mut crate::metrics::Exposition) {
+        let leader = self.leader();
+        let flag = |yes: bool| if yes { 1.0 } else { 0.0 };
+        out.gauge(
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            &[],
+            flag(leader != 0),
+        );
+        out.gauge(
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            &[],
+            flag(leader == self.config.member_id),
+        );
+        out.gauge(
+            "etcd_server_is_learner",
+            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            &[],
+            flag(self.is_learner()),
+        );
+        out.counter(
+            "etcd_server_leader_changes_seen_total",
+            "The number of leader changes seen.",
+            &[],
+            self.leader_changes_seen.get(),
+        );
+        out.gauge(
+            "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed.",
+            &[],
+            self.raw.borrow().raft.raft_log.committed as f64,
+        );
+        out.gauge(
+            "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied.",
+            &[],
+            self.applied.get() as f64,
+        );
+        out.gauge(
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit.",
+            &[],
+            self.queue.borrow().writes.len() as f64,
+        );
+        out.counter(
+            "etcd_server_proposals_failed_total",
+            "The total number of failed proposals seen.",
+            &[],
+            self.proposals_failed.get(),
+        );
+        let size = self.keyspace_size() as f64;
+        out.gauge(
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            &[],
+            size,
+        );
+        out.gauge(
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes.",
+            &[],
+            size,
+        );
+        if let Some(quota) = self.config.quota_bytes {
+            out.gauge(
+                "etcd_server_quota_backend_bytes",
+                "Current backend storage quota size in bytes.",
+                &[],
+                quota as f64,
+            );
+        }
+        out.gauge(
+            "etcd_debugging_mvcc_current_revision",
+            "The current revision of store.",
+            &[],
+            self.revision() as f64,
+        );
+        out.gauge(
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            &[("server_id", &format!("{:x}", self.config.member_id))],
+            1.0,
+        );
+        self.stages.borrow().expose(out);
     }
 
     /// A learner serves only serializable reads and status (etcd's rule).
@@ -1528,6 +1628,10 @@ impl<D: LogDir + 'static> Consensus<D> {
         let leader = self.leader();
         if leader == self.last_leader.replace(leader) {
             return;
+        }
+        if leader != 0 {
+            self.leader_changes_seen
+                .set(self.leader_changes_seen.get() + 1);
         }
         // Only rounds asked of another leader: a round may already have gone to the leader
         // this soft state announces (it was known from its messages before this Ready).

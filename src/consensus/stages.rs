@@ -159,6 +159,48 @@ impl CommitStages {
     }
 
     /// Every stage's summary, in the order a write meets them.
+    /// Adds the stages to a `/metrics` exposition: etcd's WAL fsync histogram (every log sync,
+    /// as leader or follower) and lode's per-stage histograms.
+    pub fn expose(&self, out: &mut crate::metrics::Exposition) {
+        use crate::metrics::{ETCD_DISK_BUCKETS, STAGE_BUCKETS};
+        let mut syncs = self.leader_sync.clone();
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = syncs.add(&self.follower_sync);
+        out.histogram(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            &[],
+            &syncs,
+            &ETCD_DISK_BUCKETS,
+        );
+        let help = "Time a commit spends in each stage on this member (see lodectl perf).";
+        for (stage, histogram) in [
+            ("proposal_queueing", &self.proposal_queueing),
+            ("leader_log_sync", &self.leader_sync),
+            ("follower_log_sync", &self.follower_sync),
+            ("commit_to_apply", &self.commit_to_apply),
+            ("apply_to_response", &self.apply_to_response),
+            ("proposal_total", &self.proposal_total),
+        ] {
+            out.histogram(
+                "lode_commit_stage_seconds",
+                help,
+                &[("stage", stage)],
+                histogram,
+                &STAGE_BUCKETS,
+            );
+        }
+        for (follower, histogram) in &self.replication {
+            out.histogram(
+                "lode_replication_round_trip_seconds",
+                "From sending an append to a follower to its acknowledgement (network round trip and the follower's log sync).",
+                &[("To", &format!("{follower:x}"))],
+                histogram,
+                &STAGE_BUCKETS,
+            );
+        }
+    }
+
     pub fn summaries(&self) -> Vec<StageSummary> {
         let mut stages = vec![
             summary("proposal queueing".into(), &self.proposal_queueing),

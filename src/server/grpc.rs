@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -210,15 +211,32 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
             );
             async move {
                 use tower_service::Service;
-                let path = request.uri().path();
-                match path.split('/').nth(1).unwrap_or_default() {
+                let path = request.uri().path().to_string();
+                let method = GRPC_METHODS.iter().position(|m| path == m.path());
+                if let Some(method) = method {
+                    GRPC_STARTED[method].fetch_add(1, Ordering::Relaxed);
+                }
+                let response = match path.split('/').nth(1).unwrap_or_default() {
                     "etcdserverpb.KV" => kv.call(request).await,
                     "etcdserverpb.Cluster" => cluster.call(request).await,
                     "etcdserverpb.Maintenance" => maintenance.call(request).await,
                     "etcdserverpb.Auth" => auth.call(request).await,
                     "grpc.health.v1.Health" => health.call(request).await,
-                    _ => Ok(unimplemented_response(path)),
+                    _ => Ok(unimplemented_response(&path)),
+                };
+                if let (Some(method), Ok(response)) = (method, &response) {
+                    // A call that failed before its first message answers with its status in
+                    // the headers; any other has begun well (unary calls end as they began).
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse::<usize>().ok())
+                        .filter(|code| *code < GRPC_CODES.len())
+                        .unwrap_or(0);
+                    GRPC_HANDLED[method][code].fetch_add(1, Ordering::Relaxed);
                 }
+                response
             }
         });
     let io = GlommioIo::new(stream, &read_ahead);
@@ -978,5 +996,159 @@ impl health::health_server::Health for HealthService {
         })
         .await?;
         Ok(tonic::Response::new(receiver))
+    }
+}
+
+/// A gRPC method lode serves, for `grpc_server_*` metrics.
+#[derive(Clone, Copy, Debug)]
+struct GrpcMethod {
+    service: &'static str,
+    method: &'static str,
+    streams: bool,
+}
+
+impl GrpcMethod {
+    const fn unary(service: &'static str, method: &'static str) -> GrpcMethod {
+        GrpcMethod {
+            service,
+            method,
+            streams: false,
+        }
+    }
+
+    const fn server_stream(service: &'static str, method: &'static str) -> GrpcMethod {
+        GrpcMethod {
+            service,
+            method,
+            streams: true,
+        }
+    }
+
+    fn path(&self) -> String {
+        format!("/{}/{}", self.service, self.method)
+    }
+}
+
+const KV: &str = "etcdserverpb.KV";
+const CLUSTER: &str = "etcdserverpb.Cluster";
+const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+const AUTH: &str = "etcdserverpb.Auth";
+const HEALTH: &str = "grpc.health.v1.Health";
+
+/// Every method served.
+const GRPC_METHODS: [GrpcMethod; 37] = [
+    GrpcMethod::unary(KV, "Range"),
+    GrpcMethod::unary(KV, "Put"),
+    GrpcMethod::unary(KV, "DeleteRange"),
+    GrpcMethod::unary(KV, "Txn"),
+    GrpcMethod::unary(KV, "Compact"),
+    GrpcMethod::unary(CLUSTER, "MemberAdd"),
+    GrpcMethod::unary(CLUSTER, "MemberRemove"),
+    GrpcMethod::unary(CLUSTER, "MemberUpdate"),
+    GrpcMethod::unary(CLUSTER, "MemberList"),
+    GrpcMethod::unary(CLUSTER, "MemberPromote"),
+    GrpcMethod::unary(MAINTENANCE, "Alarm"),
+    GrpcMethod::unary(MAINTENANCE, "Status"),
+    GrpcMethod::unary(MAINTENANCE, "Defragment"),
+    GrpcMethod::unary(MAINTENANCE, "Hash"),
+    GrpcMethod::unary(MAINTENANCE, "HashKV"),
+    GrpcMethod::server_stream(MAINTENANCE, "Snapshot"),
+    GrpcMethod::unary(MAINTENANCE, "MoveLeader"),
+    GrpcMethod::unary(MAINTENANCE, "Downgrade"),
+    GrpcMethod::unary(AUTH, "AuthEnable"),
+    GrpcMethod::unary(AUTH, "AuthDisable"),
+    GrpcMethod::unary(AUTH, "AuthStatus"),
+    GrpcMethod::unary(AUTH, "Authenticate"),
+    GrpcMethod::unary(AUTH, "UserAdd"),
+    GrpcMethod::unary(AUTH, "UserGet"),
+    GrpcMethod::unary(AUTH, "UserList"),
+    GrpcMethod::unary(AUTH, "UserDelete"),
+    GrpcMethod::unary(AUTH, "UserChangePassword"),
+    GrpcMethod::unary(AUTH, "UserGrantRole"),
+    GrpcMethod::unary(AUTH, "UserRevokeRole"),
+    GrpcMethod::unary(AUTH, "RoleAdd"),
+    GrpcMethod::unary(AUTH, "RoleGet"),
+    GrpcMethod::unary(AUTH, "RoleList"),
+    GrpcMethod::unary(AUTH, "RoleDelete"),
+    GrpcMethod::unary(AUTH, "RoleGrantPermission"),
+    GrpcMethod::unary(AUTH, "RoleRevokePermission"),
+    GrpcMethod::unary(HEALTH, "Check"),
+    GrpcMethod::server_stream(HEALTH, "Watch"),
+];
+
+/// gRPC's status codes by number, as Go's gRPC names them in metrics.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// Calls started, per method (shared by every core: one relaxed atomic add per call).
+static GRPC_STARTED: [AtomicU64; GRPC_METHODS.len()] =
+    [const { AtomicU64::new(0) }; GRPC_METHODS.len()];
+
+/// Calls answered, per method and status code.
+static GRPC_HANDLED: [[AtomicU64; GRPC_CODES.len()]; GRPC_METHODS.len()] =
+    [const { [const { AtomicU64::new(0) }; GRPC_CODES.len()] }; GRPC_METHODS.len()];
+
+/// Adds the gRPC counters (etcd's `grpc_server_started_total` and `grpc_server_handled_total`,
+/// with go-grpc-prometheus's labels) to a `/metrics` exposition; methods never called are left
+/// out.
+pub fn expose_grpc(out: &mut crate::metrics::Exposition) {
+    let kind = |method: &GrpcMethod| {
+        if method.streams {
+            "server_stream"
+        } else {
+            "unary"
+        }
+    };
+    // Each metric's samples together, as the text format requires.
+    for (index, method) in GRPC_METHODS.iter().enumerate() {
+        let started = GRPC_STARTED[index].load(Ordering::Relaxed);
+        if started > 0 {
+            out.counter(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+                &[
+                    ("grpc_method", method.method),
+                    ("grpc_service", method.service),
+                    ("grpc_type", kind(method)),
+                ],
+                started,
+            );
+        }
+    }
+    for (index, method) in GRPC_METHODS.iter().enumerate() {
+        for (code, name) in GRPC_CODES.iter().enumerate() {
+            let handled = GRPC_HANDLED[index][code].load(Ordering::Relaxed);
+            if handled > 0 {
+                out.counter(
+                    "grpc_server_handled_total",
+                    "Total number of RPCs completed on the server, regardless of success or \
+                     failure.",
+                    &[
+                        ("grpc_code", name),
+                        ("grpc_method", method.method),
+                        ("grpc_service", method.service),
+                        ("grpc_type", kind(method)),
+                    ],
+                    handled,
+                );
+            }
+        }
     }
 }

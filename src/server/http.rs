@@ -111,6 +111,7 @@ async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> H
         (Method::GET, "/health") => health(node, &query).await,
         (Method::GET, "/livez") => probe(node, &query, false).await,
         (Method::GET, "/readyz") => probe(node, &query, true).await,
+        (Method::GET, "/metrics") => metrics(node).await,
         (Method::GET, "/version") => json_response(
             StatusCode::OK,
             &serde_json::json!({
@@ -124,7 +125,7 @@ async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> H
                 Err(response) => response,
             }
         }
-        (_, "/health" | "/livez" | "/readyz" | "/version") => respond(
+        (_, "/health" | "/livez" | "/readyz" | "/version" | "/metrics") => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n",
@@ -225,6 +226,41 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
         _ => error_response(&Status::unimplemented(format!(
             "lode serves no gateway path {path}"
         ))),
+    }
+}
+
+/// Prometheus's `/metrics`: the consensus core's metrics, the gRPC counters, and the version
+/// etcd reports.
+async fn metrics(node: &Rc<Node>) -> HttpResponse {
+    let mut exposition = crate::metrics::Exposition::new();
+    exposition.gauge(
+        "etcd_server_version",
+        "Which version is running. 1 for 'server_version' label with current version.",
+        &[("server_version", ETCD_API_VERSION)],
+        1.0,
+    );
+    exposition.gauge(
+        "etcd_cluster_version",
+        "Which version is running. 1 for 'cluster_version' label with current cluster version",
+        &[("cluster_version", "3.5")],
+        1.0,
+    );
+    super::grpc::expose_grpc(&mut exposition);
+    let mut text = exposition.finish();
+    match node.consensus_metrics().await {
+        Ok(consensus) => {
+            text.push_str(&consensus);
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+        }
+        Err(error) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("collecting metrics: {error}\n"),
+        ),
     }
 }
 

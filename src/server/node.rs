@@ -151,6 +151,23 @@ impl Node {
         }
     }
 
+    /// The consensus core's part of `/metrics`.
+    pub async fn consensus_metrics(&self) -> Result<String, ServerError> {
+        if let Some(consensus) = &self.consensus {
+            let mut exposition = crate::metrics::Exposition::new();
+            consensus.expose(&mut exposition);
+            return Ok(exposition.finish());
+        }
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::Metrics { reply })
+            .await?
+        {
+            Reply::Metrics(result) => result,
+            _ => Err(unexpected_reply("Metrics")),
+        }
+    }
+
     /// The newest revision applied on this core.
     pub fn revision(&self) -> i64 {
         self.router.local().watermark()
@@ -385,6 +402,11 @@ async fn receive(
             }
             (CoreMessage::Status { reply }, Some(consensus)) => {
                 router.reply(reply, Reply::Status(Ok(Box::new(status_of(consensus)))));
+            }
+            (CoreMessage::Metrics { reply }, Some(consensus)) => {
+                let mut exposition = crate::metrics::Exposition::new();
+                consensus.expose(&mut exposition);
+                router.reply(reply, Reply::Metrics(Ok(exposition.finish())));
             }
             (CoreMessage::Snapshot { reply }, Some(consensus)) => {
                 let consensus = consensus.clone();

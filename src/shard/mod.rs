@@ -48,6 +48,8 @@ pub enum Reply {
     Alarm(Result<AlarmResponse, ServerError>),
     /// The answer to `Status`.
     Status(Result<Box<StatusResponse>, ServerError>),
+    /// The answer to `Metrics`: the consensus core's part of `/metrics`.
+    Metrics(Result<String, ServerError>),
     /// The answer to `HashKv`: `None` when the node stopped before the revision was applied.
     Hashed(Option<u32>),
     /// The answer to `Cluster`.
@@ -144,6 +146,11 @@ pub enum CoreMessage {
     /// A status request, for the consensus core.
     Status {
         /// Where the answer (`Reply::Status`) goes.
+        reply: ReplyTo,
+    },
+    /// The consensus core's metrics, for `/metrics`.
+    Metrics {
+        /// Where the answer (`Reply::Metrics`) goes.
         reply: ReplyTo,
     },
     /// History below this revision may go (etcd's Compact).
@@ -459,6 +466,10 @@ impl ShardState {
             CoreMessage::Status { reply } => router.reply(
                 reply,
                 Reply::Status(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::Metrics { reply } => router.reply(
+                reply,
+                Reply::Metrics(Err(ServerError::Internal("not the consensus core".into()))),
             ),
             CoreMessage::Snapshot { reply } => router.reply(
                 reply,

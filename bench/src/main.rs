@@ -1,6 +1,7 @@
 //! lode-bench: lode's benchmarks. Each compares lode with a baseline measured in the same run
 //! and reports medians and tails from HDR histograms, as a table and as JSON lines.
 
+mod etcd;
 mod kv;
 mod log;
 mod mesh;
@@ -26,6 +27,10 @@ enum Command {
     /// txn compare-and-swap at 1, 16, 64 and 256 clients, with the disk's fdatasync floor and
     /// the loopback round trip measured in the same run.
     Kv(kv::KvArgs),
+    /// lode against a real etcd on this machine, both through etcd's gRPC API, in one run: put,
+    /// get and txn compare-and-swap at 1, 16, 64 and 256 clients, with server CPU per operation
+    /// and the lode/etcd ratios.
+    Etcd(etcd::EtcdArgs),
     /// A message to another core and back: glommio shared channels (lode's mesh) against
     /// polled crossbeam channels, one and many in flight.
     Mesh(mesh::MeshArgs),
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(args) => log::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Etcd(args) => etcd::run(args),
         Command::Mesh(args) => mesh::run(args),
     };
     match result {

@@ -1,0 +1,568 @@
+//! `lode-bench etcd`: lode and a real etcd (Debian's `etcd-server`, or `--etcd PATH`) started
+//! side by side on this machine and driven through etcd's gRPC API by the same load generator
+//! in the same run: put, get (linearizable and serializable) and txn compare-and-swap at each
+//! client count, with ops/s, p50/p99/p99.9 from HDR histograms, the servers' CPU time per
+//! operation (from /proc), and lode/etcd ratios.
+//!
+//! Both servers get the same CPUs (`--server-cpus`, default all but the last) and the load
+//! generator the rest, so neither competes with the client differently.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use lode_protocol::etcd::etcdserverpb as pb;
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+use tonic::transport::Channel;
+
+use crate::report::{in_scratch, print_target};
+
+#[derive(Args)]
+pub struct EtcdArgs {
+    /// Directory on the disk to measure: both servers' data dirs go in a scratch subdirectory,
+    /// removed afterwards.
+    #[arg(long, default_value = ".")]
+    dir: std::path::PathBuf,
+    /// The lode binary (default: the one next to lode-bench).
+    #[arg(long)]
+    lode: Option<std::path::PathBuf>,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    etcd: std::path::PathBuf,
+    /// Members of each cluster (1 or 3), all on this machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    members: u64,
+    /// CPUs for the servers, e.g. 0 or 0-2 (default: every CPU but the last, which the load
+    /// generator takes).
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// Seconds each case runs.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    clients: Vec<usize>,
+    /// Most gRPC connections the clients share.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Value size of puts.
+    #[arg(long, default_value_t = 256)]
+    value_bytes: usize,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "put,get-linearizable,get-serializable,txn-cas"
+    )]
+    scenarios: Vec<String>,
+    /// Print only JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Keys per client.
+const KEYS_PER_CLIENT: u64 = 64;
+
+/// Running server processes, killed when dropped.
+struct Servers {
+    children: Vec<Child>,
+    /// Client URLs, one per member.
+    endpoints: Vec<String>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Servers {
+    /// CPU time the servers used so far, in microseconds.
+    fn cpu_micros(&self) -> u64 {
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        self.children
+            .iter()
+            .filter_map(|child| std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok())
+            .filter_map(|stat| {
+                // Fields after the command name (which may hold spaces) in parentheses.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let user: u64 = fields.get(11)?.parse().ok()?;
+                let system: u64 = fields.get(12)?.parse().ok()?;
+                Some((user + system) * 1_000_000 / ticks_per_second)
+            })
+            .sum()
+    }
+}
+
+/// `n` distinct free loopback ports.
+fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Lode,
+    Etcd,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Lode => "lode",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+/// Starts a cluster of `members` of `system` on `cpus`, data under `scratch`.
+fn start(
+    system: System,
+    args: &EtcdArgs,
+    scratch: &std::path::Path,
+    cpus: &str,
+) -> Result<Servers, String> {
+    let members = args.members as usize;
+    let ports = free_ports(3 * members)?;
+    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i]);
+    let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i + 1]);
+    let initial_cluster: Vec<String> = (0..members)
+        .map(|i| format!("m{i}={}", peer_url(i)))
+        .collect();
+    let lode = match &args.lode {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("lode"),
+    };
+    let mut servers = Servers {
+        children: Vec::new(),
+        endpoints: Vec::new(),
+    };
+    for i in 0..members {
+        let data_dir = scratch.join(format!("{}-{i}", system.name()));
+        let log = std::fs::File::create(scratch.join(format!("{}-{i}.log", system.name())))
+            .map_err(|e| e.to_string())?;
+        let mut command = match system {
+            System::Lode => {
+                let mut command = Command::new(&lode);
+                command.args(["--cpuset", cpus]).args([
+                    "--listen-native",
+                    &format!("127.0.0.1:{}", ports[3 * i + 2]),
+                ]);
+                command
+            }
+            System::Etcd => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", cpus]).arg(&args.etcd);
+                command.args(["--logger", "zap", "--log-level", "error"]);
+                command
+            }
+        };
+        command
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client-urls", &client_url(i)])
+            .args(["--advertise-client-urls", &client_url(i)])
+            .args(["--listen-peer-urls", &peer_url(i)])
+            .args(["--initial-advertise-peer-urls", &peer_url(i)])
+            .args(["--initial-cluster", &initial_cluster.join(",")])
+            .args(["--initial-cluster-token", "lode-bench"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "starting {}: {e} (etcd: apt-get install etcd-server; lode: cargo build --release)",
+                system.name()
+            )
+        })?;
+        servers.children.push(child);
+        servers.endpoints.push(client_url(i));
+    }
+    Ok(servers)
+}
+
+/// The endpoint of the member that leads, once there is one and every member answers.
+async fn leader_endpoint(servers: &Servers) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut leader = None;
+        let mut answered = 0;
+        for endpoint in &servers.endpoints {
+            let Ok(channel) = Channel::from_shared(endpoint.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            if let Ok(status) = MaintenanceClient::new(channel)
+                .status(pb::StatusRequest {})
+                .await
+            {
+                answered += 1;
+                let status = status.into_inner();
+                let own = status.header.map(|h| h.member_id).unwrap_or_default();
+                if status.leader != 0 && status.leader == own {
+                    leader = Some(endpoint.clone());
+                }
+            }
+        }
+        if let (Some(leader), true) = (leader, answered == servers.endpoints.len()) {
+            return Ok(leader);
+        }
+        if Instant::now() > deadline {
+            return Err("the cluster did not elect a leader within a minute".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One case's outcome.
+struct Measured {
+    ops: u64,
+    elapsed: Duration,
+    histogram: Histogram<u64>,
+    cpu_micros_per_op: f64,
+}
+
+impl Measured {
+    fn micros(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn key(client: usize, n: u64) -> Bytes {
+    Bytes::from(format!("bench/{client:04}/{:03}", n % KEYS_PER_CLIENT))
+}
+
+/// Runs `scenario` with `clients` clients against `endpoint` for the configured time.
+async fn run_case(
+    args: &EtcdArgs,
+    servers: &Servers,
+    endpoint: &str,
+    scenario: &str,
+    clients: usize,
+) -> Result<Measured, String> {
+    let connections = clients.min(args.connections).max(1);
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(
+            Channel::from_shared(endpoint.to_string())
+                .map_err(|e| e.to_string())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| format!("connecting to {endpoint}: {e}"))?,
+        );
+    }
+    // Every key exists before reads and compare-and-swaps start.
+    let value = Bytes::from(vec![b'v'; args.value_bytes]);
+    if scenario != "put" {
+        let mut kv = KvClient::new(channels[0].clone());
+        for client in 0..clients {
+            for n in 0..KEYS_PER_CLIENT {
+                kv.put(pb::PutRequest {
+                    key: key(client, n),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("preparing keys: {e}"))?;
+            }
+        }
+    }
+    let duration = Duration::from_secs_f64(args.seconds);
+    let cpu_before = servers.cpu_micros();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let mut kv = KvClient::new(channels[client % connections].clone());
+        let scenario = scenario.to_string();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(|e| e.to_string())?;
+            let mut n = 0u64;
+            let mut expected = value.clone();
+            while Instant::now() < deadline {
+                let key = key(client, n);
+                let began = Instant::now();
+                let outcome = match scenario.as_str() {
+                    "put" => kv
+                        .put(pb::PutRequest {
+                            key,
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    "get-linearizable" | "get-serializable" => kv
+                        .range(pb::RangeRequest {
+                            key,
+                            serializable: scenario == "get-serializable",
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    "txn-cas" => {
+                        // Compare-and-swap one key of this client's: the value last seen.
+                        let key = self::key(client, 0);
+                        let next = Bytes::from(format!("{client}-{n}"));
+                        let txn = pb::TxnRequest {
+                            compare: vec![pb::Compare {
+                                result: pb::compare::CompareResult::Equal as i32,
+                                target: pb::compare::CompareTarget::Value as i32,
+                                key: key.clone(),
+                                range_end: Bytes::new(),
+                                target_union: Some(pb::compare::TargetUnion::Value(
+                                    expected.clone(),
+                                )),
+                            }],
+                            success: vec![pb::RequestOp {
+                                request: Some(pb::request_op::Request::RequestPut(
+                                    pb::PutRequest {
+                                        key: key.clone(),
+                                        value: next.clone(),
+                                        ..Default::default()
+                                    },
+                                )),
+                            }],
+                            failure: vec![pb::RequestOp {
+                                request: Some(pb::request_op::Request::RequestRange(
+                                    pb::RangeRequest {
+                                        key,
+                                        ..Default::default()
+                                    },
+                                )),
+                            }],
+                        };
+                        kv.txn(txn).await.map(|response| {
+                            let response = response.into_inner();
+                            if response.succeeded {
+                                expected = next;
+                            } else if let Some(pb::response_op::Response::ResponseRange(range)) =
+                                response
+                                    .responses
+                                    .into_iter()
+                                    .next()
+                                    .and_then(|r| r.response)
+                            {
+                                if let Some(kv) = range.kvs.into_iter().next() {
+                                    expected = kv.value;
+                                }
+                            }
+                        })
+                    }
+                    other => return Err(format!("unknown scenario {other}")),
+                };
+                outcome.map_err(|e| format!("{scenario}: {e}"))?;
+                let elapsed = began.elapsed().as_nanos() as u64;
+                histogram.saturating_record(elapsed.max(1));
+                n += 1;
+            }
+            Ok::<Histogram<u64>, String>(histogram)
+        }));
+    }
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
+    for task in tasks {
+        let part = task.await.map_err(|e| e.to_string())??;
+        histogram.add(&part).map_err(|e| e.to_string())?;
+    }
+    let elapsed = started.elapsed();
+    let cpu = servers.cpu_micros().saturating_sub(cpu_before);
+    let ops = histogram.len();
+    Ok(Measured {
+        ops,
+        elapsed,
+        cpu_micros_per_op: cpu as f64 / ops.max(1) as f64,
+        histogram,
+    })
+}
+
+/// The CPUs for the servers and for the load generator.
+fn cpu_split(args: &EtcdArgs) -> Result<(String, Vec<usize>), String> {
+    let allowed = lode::cpus::allowed().map_err(|e| format!("reading CPU affinity: {e}"))?;
+    let servers = match &args.server_cpus {
+        Some(list) => lode::cpus::parse_list(list).map_err(|e| format!("--server-cpus: {e}"))?,
+        None if allowed.len() > 1 => allowed[..allowed.len() - 1].to_vec(),
+        None => allowed.clone(),
+    };
+    let client: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|cpu| !servers.contains(cpu))
+        .collect();
+    let client = if client.is_empty() { allowed } else { client };
+    Ok((lode::cpus::format_list(&servers), client))
+}
+
+pub fn run(args: EtcdArgs) -> Result<(), String> {
+    let (server_cpus, client_cpus) = cpu_split(&args)?;
+    in_scratch(&args.dir.clone(), "etcd", |scratch| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(client_cpus.len())
+            .on_thread_start(move || pin_to(&client_cpus))
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut results: Vec<(System, String, usize, Measured)> = Vec::new();
+        for system in [System::Lode, System::Etcd] {
+            let servers = start(system, &args, scratch, &server_cpus)?;
+            let measured = runtime.block_on(async {
+                let endpoint = leader_endpoint(&servers).await?;
+                let mut cases = Vec::new();
+                for scenario in &args.scenarios {
+                    for &clients in &args.clients {
+                        let measured =
+                            run_case(&args, &servers, &endpoint, scenario, clients).await?;
+                        cases.push((system, scenario.clone(), clients, measured));
+                    }
+                }
+                Ok::<_, String>(cases)
+            });
+            let log = std::fs::read_to_string(scratch.join(format!("{}-0.log", system.name())))
+                .unwrap_or_default();
+            results.extend(measured.map_err(|e| format!("{}: {e}\n{log}", system.name()))?);
+        }
+        report(&args, &server_cpus, &results);
+        Ok(())
+    })
+}
+
+/// Pins the calling thread to `cpus`.
+fn pin_to(cpus: &[usize]) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize, Measured)]) {
+    let find = |system, scenario: &str, clients| {
+        results
+            .iter()
+            .find(|(s, sc, c, _)| *s == system && sc == scenario && *c == clients)
+            .map(|(_, _, _, m)| m)
+    };
+    if !args.json {
+        println!(
+            "lode-bench etcd: dir {}, {} member(s) each, servers on CPUs {server_cpus}, {} B values, {} s per case, up to {} connections",
+            args.dir.display(),
+            args.members,
+            args.value_bytes,
+            args.seconds,
+            args.connections
+        );
+        println!(
+            "{:<34} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "case", "ops", "ops/s", "p50 us", "p99 us", "p99.9 us", "cpu us/op"
+        );
+    }
+    for scenario in &args.scenarios {
+        for &clients in &args.clients {
+            let (Some(lode), Some(etcd)) = (
+                find(System::Lode, scenario, clients),
+                find(System::Etcd, scenario, clients),
+            ) else {
+                continue;
+            };
+            for (system, m) in [(System::Lode, lode), (System::Etcd, etcd)] {
+                let name = format!("{}: {scenario}, {clients} clients", system.name());
+                if !args.json {
+                    println!(
+                        "{name:<34} {:>9} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                        m.ops,
+                        m.ops_per_second(),
+                        m.micros(0.5),
+                        m.micros(0.99),
+                        m.micros(0.999),
+                        m.cpu_micros_per_op
+                    );
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bench": "etcd",
+                        "system": system.name(),
+                        "scenario": scenario,
+                        "clients": clients,
+                        "members": args.members,
+                        "ops": m.ops,
+                        "ops_per_sec": m.ops_per_second(),
+                        "p50_us": m.micros(0.5),
+                        "p99_us": m.micros(0.99),
+                        "p999_us": m.micros(0.999),
+                        "cpu_us_per_op": m.cpu_micros_per_op,
+                    })
+                );
+            }
+            if !args.json {
+                println!(
+                    "{:<34} {:>9} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    "  lode/etcd",
+                    "",
+                    lode.ops_per_second() / etcd.ops_per_second(),
+                    lode.micros(0.5) / etcd.micros(0.5),
+                    lode.micros(0.99) / etcd.micros(0.99),
+                    lode.micros(0.999) / etcd.micros(0.999),
+                    lode.cpu_micros_per_op / etcd.cpu_micros_per_op.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
+    }
+    if args.json {
+        return;
+    }
+    if let (Some(lode), Some(etcd)) = (find(System::Lode, "put", 1), find(System::Etcd, "put", 1)) {
+        let p50 = lode.micros(0.5) / etcd.micros(0.5);
+        let p99 = lode.micros(0.99) / etcd.micros(0.99);
+        print_target(
+            "1-client put p50 <= 0.6x etcd's",
+            &format!("{p50:.2}x"),
+            p50 <= 0.6,
+        );
+        print_target(
+            "1-client put p99 <= 0.4x etcd's",
+            &format!("{p99:.2}x"),
+            p99 <= 0.4,
+        );
+    }
+    for scenario in &args.scenarios {
+        if let (Some(lode), Some(etcd)) = (
+            find(System::Lode, scenario, 256),
+            find(System::Etcd, scenario, 256),
+        ) {
+            let ratio = lode.ops_per_second() / etcd.ops_per_second();
+            print_target(
+                &format!("256-client {scenario} throughput >= 2x etcd's"),
+                &format!("{ratio:.2}x"),
+                ratio >= 2.0,
+            );
+        }
+    }
+}

@@ -5,10 +5,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::cluster::{cluster, own_id, wait_for_leader};
-use common::server::{free_port, ok, DataDir, Lode};
+use common::server::{free_port, ok, output_with_input, DataDir, Lode};
+use common::{base64, json};
 
 /// Runs etcdctl (API v3) against `endpoint` (a URL, as users pass it).
 fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
@@ -16,21 +17,13 @@ fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
 }
 
 fn etcdctl_with_input(endpoint: &str, args: &[&str], input: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("etcdctl")
+    // Debian's etcd-client package, which ./test.sh installs.
+    let mut command = Command::new("etcdctl");
+    command
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl runs (./test.sh installs Debian's etcd-client package)");
-    if let (Some(input), Some(stdin)) = (input, child.stdin.as_mut()) {
-        stdin.write_all(input.as_bytes()).expect("etcdctl stdin");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("etcdctl output")
+        .args(args);
+    output_with_input(&mut command, input)
 }
 
 /// etcdctl's standard output, which must have succeeded.
@@ -51,15 +44,6 @@ fn refused(output: Output) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8_lossy(&output.stderr).to_string()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn base64(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{cluster, wait_for_leader};
 use common::server::{DataDir, Lode};
+use common::{base64, json};
 
 /// One HTTP/1.1 exchange on a fresh connection: the status and the body.
 fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -54,15 +55,6 @@ fn unchunk(mut body: &str) -> String {
         body = &rest[size + 2..];
     }
     out
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn base64(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 #[test]

@@ -7,6 +7,17 @@ pub mod proxy;
 pub mod server;
 
 use bytes::Bytes;
+
+/// `text` parsed as JSON (panicking with the text when it is not).
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// `text` in standard base64, as etcd's JSON carries bytes.
+pub fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
 use lode::wal::format::HardState;
 use lode::wal::io::LogDir;
 use lode::wal::{EntryKind, LogEntry, Wal};

@@ -193,20 +193,9 @@ impl Lode {
 
     /// Runs lodectl with `input` on its standard input.
     pub fn ctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lodectl"))
-            .args(["--endpoints", &self.address])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lodectl");
-        if let (Some(input), Some(stdin)) = (input, child.stdin.as_mut()) {
-            stdin.write_all(input.as_bytes()).expect("write stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("lodectl output")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lodectl"));
+        command.args(["--endpoints", &self.address]).args(args);
+        output_with_input(&mut command, input)
     }
 
     /// Sends SIGKILL and reaps.
@@ -293,4 +282,20 @@ pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
         .expect("run lode");
     assert_eq!(output.status.code(), Some(1), "lode should refuse to start");
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `command` with `input` (if any) on its standard input; its output.
+pub fn output_with_input(command: &mut Command, input: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    if let (Some(input), Some(stdin)) = (input, child.stdin.as_mut()) {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("command output")
 }

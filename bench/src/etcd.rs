@@ -18,7 +18,7 @@ use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
-use crate::report::{in_scratch, print_target};
+use crate::report::{in_scratch, print_target, LoadArgs};
 
 #[derive(Args)]
 pub struct EtcdArgs {
@@ -39,18 +39,8 @@ pub struct EtcdArgs {
     /// generator takes).
     #[arg(long)]
     server_cpus: Option<String>,
-    /// Seconds each case runs.
-    #[arg(long, default_value_t = 3.0)]
-    seconds: f64,
-    /// Client counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
-    clients: Vec<usize>,
-    /// Most gRPC connections the clients share.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// Value size of puts.
-    #[arg(long, default_value_t = 256)]
-    value_bytes: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Scenarios to run.
     #[arg(
         long,
@@ -262,7 +252,7 @@ async fn run_case(
     scenario: &str,
     clients: usize,
 ) -> Result<Measured, String> {
-    let connections = clients.min(args.connections).max(1);
+    let connections = clients.min(args.load.connections).max(1);
     let mut channels = Vec::new();
     for _ in 0..connections {
         channels.push(
@@ -275,7 +265,7 @@ async fn run_case(
         );
     }
     // Every key exists before reads and compare-and-swaps start.
-    let value = Bytes::from(vec![b'v'; args.value_bytes]);
+    let value = Bytes::from(vec![b'v'; args.load.value_bytes]);
     if scenario != "put" {
         let mut kv = KvClient::new(channels[0].clone());
         for client in 0..clients {
@@ -290,7 +280,7 @@ async fn run_case(
             }
         }
     }
-    let duration = Duration::from_secs_f64(args.seconds);
+    let duration = Duration::from_secs_f64(args.load.seconds);
     let cpu_before = servers.cpu_micros();
     let started = Instant::now();
     let deadline = started + duration;
@@ -418,6 +408,13 @@ fn cpu_split(args: &EtcdArgs) -> Result<(String, Vec<usize>), String> {
 }
 
 pub fn run(args: EtcdArgs) -> Result<(), String> {
+    args.load.check()?;
+    for scenario in &args.scenarios {
+        if !["put", "get-linearizable", "get-serializable", "txn-cas"].contains(&scenario.as_str())
+        {
+            return Err(format!("unknown scenario {scenario}"));
+        }
+    }
     let (server_cpus, client_cpus) = cpu_split(&args)?;
     in_scratch(&args.dir.clone(), "etcd", |scratch| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -433,7 +430,7 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
                 let endpoint = leader_endpoint(&servers).await?;
                 let mut cases = Vec::new();
                 for scenario in &args.scenarios {
-                    for &clients in &args.clients {
+                    for &clients in &args.load.clients {
                         let measured =
                             run_case(&args, &servers, &endpoint, scenario, clients).await?;
                         cases.push((system, scenario.clone(), clients, measured));
@@ -474,9 +471,9 @@ fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize,
             "lode-bench etcd: dir {}, {} member(s) each, servers on CPUs {server_cpus}, {} B values, {} s per case, up to {} connections",
             args.dir.display(),
             args.members,
-            args.value_bytes,
-            args.seconds,
-            args.connections
+            args.load.value_bytes,
+            args.load.seconds,
+            args.load.connections
         );
         println!(
             "{:<34} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}",
@@ -484,7 +481,7 @@ fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize,
         );
     }
     for scenario in &args.scenarios {
-        for &clients in &args.clients {
+        for &clients in &args.load.clients {
             let (Some(lode), Some(etcd)) = (
                 find(System::Lode, scenario, clients),
                 find(System::Etcd, scenario, clients),

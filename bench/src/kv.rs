@@ -27,7 +27,7 @@ use lode::client::Client;
 use lode::diskprobe::{fdatasync_floor, latency_histogram};
 use lode::mvcc::request::*;
 
-use crate::report::{finish_case, in_scratch, print_cases, print_target, CaseResult};
+use crate::report::{finish_case, in_scratch, print_cases, print_target, CaseResult, LoadArgs};
 
 #[derive(Args)]
 pub struct KvArgs {
@@ -59,18 +59,8 @@ pub struct KvArgs {
     /// Extra argument for the lode it starts (repeatable), e.g. `--lode-arg=--snapshot-count=1000`.
     #[arg(long = "lode-arg", allow_hyphen_values = true)]
     lode_args: Vec<String>,
-    /// Seconds each case runs.
-    #[arg(long, default_value_t = 3.0)]
-    seconds: f64,
-    /// Client counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
-    clients: Vec<usize>,
-    /// Most connections the clients share.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// Value size of puts.
-    #[arg(long, default_value_t = 256)]
-    value_bytes: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Scenarios to run.
     #[arg(
         long,
@@ -282,12 +272,7 @@ fn start_echo() -> Result<String, String> {
 }
 
 pub fn run(args: KvArgs) -> Result<(), String> {
-    if args.seconds <= 0.0 || !args.seconds.is_finite() {
-        return Err("--seconds must be positive".into());
-    }
-    if args.clients.iter().any(|&n| n == 0 || n > 100_000) || args.connections == 0 {
-        return Err("--clients takes counts from 1 to 100000, --connections at least 1".into());
-    }
+    args.load.check()?;
     for scenario in &args.scenarios {
         if ![
             "put",
@@ -317,11 +302,11 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<(Vec<CaseResult>, 
     };
     let echo = start_echo()?;
     let scratch = scratch.to_path_buf();
-    let duration = Duration::from_secs_f64(args.seconds);
+    let duration = Duration::from_secs_f64(args.load.seconds);
     let (clients, connections, value_bytes, scenarios) = (
-        args.clients.clone(),
-        args.connections,
-        args.value_bytes,
+        args.load.clients.clone(),
+        args.load.connections,
+        args.load.value_bytes,
         args.scenarios.clone(),
     );
     // LODE_BENCH_CPU=N pins the load generator to CPU N (it is unbound otherwise).
@@ -585,9 +570,9 @@ fn report(args: &KvArgs, results: &[CaseResult]) {
         "lode-bench kv: dir {}, {} member(s), {} B values, {} s per case, up to {} connections, lode cores: {}, member CPUs: {}",
         args.dir.display(),
         args.members,
-        args.value_bytes,
-        args.seconds,
-        args.connections,
+        args.load.value_bytes,
+        args.load.seconds,
+        args.load.connections,
         args.cores
             .map_or("lode default".to_string(), |n| n.to_string()),
         clap::ValueEnum::to_possible_value(&member_cpus(args))

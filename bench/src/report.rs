@@ -128,3 +128,33 @@ pub fn in_scratch<T>(
     let _ = std::fs::remove_dir_all(&scratch);
     outcome
 }
+
+/// The load a client-count benchmark applies.
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// Seconds each case runs.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub clients: Vec<usize>,
+    /// Most connections the clients share.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Value size of puts.
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+}
+
+impl LoadArgs {
+    /// Refuses a load that cannot run.
+    pub fn check(&self) -> Result<(), String> {
+        if self.seconds <= 0.0 || !self.seconds.is_finite() {
+            return Err("--seconds must be positive".into());
+        }
+        if self.clients.iter().any(|&n| n == 0 || n > 100_000) || self.connections == 0 {
+            return Err("--clients takes counts from 1 to 100000, --connections at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -498,3 +498,122 @@ fn metrics_count_calls_and_carry_etcds_names() {
     );
     assert!(text.contains("lode_commit_stage_seconds_count{stage=\"proposal_total\"}"));
 }
+
+/// A gRPC codec that sends and receives raw bytes: requests no etcd client would build.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+#[test]
+fn malformed_grpc_requests_get_clear_errors_and_change_nothing() {
+    use prost::Message;
+    let dir = DataDir::new("grpc-bad-input");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let call = |path: &'static str, body: Vec<u8>| {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            async move {
+                grpc.ready().await.expect("ready");
+                grpc.unary(
+                    tonic::Request::new(body),
+                    http::uri::PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await
+            }
+        };
+        // Bytes that are no protobuf message.
+        let garbage = call("/etcdserverpb.KV/Put", vec![0xff, 0xff, 0xff, 0xff])
+            .await
+            .expect_err("garbage");
+        assert_eq!(garbage.code(), tonic::Code::Internal, "{garbage:?}");
+        assert!(garbage.message().contains("decode"), "{garbage:?}");
+        // An enum value etcd does not define.
+        let sideways = lode_protocol::etcd::etcdserverpb::RangeRequest {
+            key: bytes::Bytes::from_static(b"k"),
+            sort_order: 7,
+            ..Default::default()
+        };
+        let refused = call("/etcdserverpb.KV/Range", sideways.encode_to_vec())
+            .await
+            .expect_err("unknown sort order");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(refused.message(), "etcdserver: invalid sort option");
+        // A method nobody serves.
+        let missing = call("/etcdserverpb.KV/Nope", Vec::new())
+            .await
+            .expect_err("unknown method");
+        assert_eq!(missing.code(), tonic::Code::Unimplemented);
+        // A message over the receive limit (--max-request-bytes plus 512 KiB).
+        let huge = lode_protocol::etcd::etcdserverpb::PutRequest {
+            key: bytes::Bytes::from_static(b"huge"),
+            value: bytes::Bytes::from(vec![b'x'; 3 << 20]),
+            ..Default::default()
+        };
+        let too_large = call("/etcdserverpb.KV/Put", huge.encode_to_vec())
+            .await
+            .expect_err("too large");
+        assert!(too_large.message().contains("too large"), "{too_large:?}");
+        // Nothing changed, and the server goes on serving.
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let all = client
+            .get("", Some(GetOptions::new().with_all_keys()))
+            .await
+            .expect("get");
+        assert_eq!(all.count(), 0);
+        assert_eq!(all.header().expect("header").revision(), 1);
+        client.put("after", "ok", None).await.expect("put");
+    });
+}

@@ -155,6 +155,8 @@ pub fn grpc_code(code: ErrorCode) -> u32 {
 
 /// gRPC `Unavailable`.
 pub const GRPC_UNAVAILABLE: u32 = 14;
+/// gRPC `ResourceExhausted`.
+pub const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
 /// gRPC `Internal`.
 pub const GRPC_INTERNAL: u32 = 13;
 

@@ -92,6 +92,10 @@ pub enum ServerError {
     /// ErrLeaderChanged); nothing happened, the read can be retried at once.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// Applying lags committing by more than [`MAX_APPLY_LAG`] entries: new proposals wait
+    /// until it catches up (etcd's ErrTooManyRequests).
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     /// A failure of the server itself (storage); the process stops.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -116,10 +120,24 @@ impl ServerError {
             | ServerError::Timeout
             | ServerError::TimeoutLeaderFailed
             | ServerError::LeaderChanged => native::GRPC_UNAVAILABLE,
+            ServerError::TooManyRequests => native::GRPC_RESOURCE_EXHAUSTED,
             ServerError::Internal(_) => native::GRPC_INTERNAL,
             ServerError::Forwarded { code, .. } => *code,
         }
     }
+}
+
+/// Most committed entries that may wait to be applied before new proposals are refused (etcd's
+/// maxGapBetweenApplyAndCommitIndex): a member whose apply falls behind sheds load instead of
+/// queueing without bound.
+pub const MAX_APPLY_LAG: u64 = 5_000;
+
+/// Admission of a new proposal, given the committed and applied indexes.
+fn admit_proposal(committed: u64, applied: u64) -> Result<(), ServerError> {
+    if committed > applied.saturating_add(MAX_APPLY_LAG) {
+        return Err(ServerError::TooManyRequests);
+    }
+    Ok(())
 }
 
 /// A snapshot is taken once the log written since the last one is this many times its size
@@ -551,6 +569,11 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Proposes a verified request frame and waits until it is applied.
     async fn propose_entry(&self, frame: &[u8]) -> Result<Applied, ServerError> {
         self.refuse_if_learner()?;
+        let committed = self.raw.borrow().raft.raft_log.committed;
+        if let Err(error) = admit_proposal(committed, self.applied.get()) {
+            self.proposals_failed.set(self.proposals_failed.get() + 1);
+            return Err(error);
+        }
         let outcome = self
             .propose(|id| Proposal::Entry(encode_proposal(id, frame)))
             .await;
@@ -1848,5 +1871,21 @@ impl<D: LogDir + 'static> Consensus<D> {
                 let _ = waiter.send((result, Instant::now()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposals_are_refused_while_apply_lags_commit_too_far() {
+        assert!(admit_proposal(0, 0).is_ok());
+        assert!(admit_proposal(MAX_APPLY_LAG + 10, 10).is_ok());
+        let refused = admit_proposal(MAX_APPLY_LAG + 11, 10).unwrap_err();
+        assert_eq!(refused.to_string(), "etcdserver: too many requests");
+        assert_eq!(refused.grpc_code(), native::GRPC_RESOURCE_EXHAUSTED);
+        // Applied ahead of committed (a snapshot installed) is never refused.
+        assert!(admit_proposal(5, 100).is_ok());
     }
 }

@@ -212,7 +212,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
             async move {
                 use tower_service::Service;
                 let path = request.uri().path().to_string();
-                let method = GRPC_METHODS.iter().position(|m| path == m.path());
+                let method = GRPC_METHODS.iter().position(|m| m.serves(&path));
                 if let Some(method) = method {
                     GRPC_STARTED[method].fetch_add(1, Ordering::Relaxed);
                 }
@@ -1024,8 +1024,11 @@ impl GrpcMethod {
         }
     }
 
-    fn path(&self) -> String {
-        format!("/{}/{}", self.service, self.method)
+    /// True when `path` (`/service/method`) names this method.
+    fn serves(&self, path: &str) -> bool {
+        path.strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(service, method)| service == self.service && method == self.method)
     }
 }
 

@@ -400,21 +400,11 @@ fn the_grpc_health_service_says_serving() {
     });
 }
 
-/// `GET path` over HTTP/1 on the client URL: the body.
+/// `GET path` over HTTP/1 on the client URL, which must answer 200: the body.
 fn http_get(url: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let address = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
+    let (status, body) = common::server::http(url, "GET", path, "");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// The value of the sample `name` (with its labels, as written) in an exposition.

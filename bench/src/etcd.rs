@@ -18,7 +18,7 @@ use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
-use crate::report::{in_scratch, print_target, LoadArgs};
+use crate::report::{free_ports, in_scratch, print_target, LoadArgs};
 
 #[derive(Args)]
 pub struct EtcdArgs {
@@ -90,17 +90,6 @@ impl Servers {
             })
             .sum()
     }
-}
-
-/// `n` distinct free loopback ports.
-fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
-        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -127,17 +127,10 @@ impl Drop for Server {
 
 /// `n` distinct free loopback addresses (all held open while chosen, so none repeats).
 fn free_addresses(n: usize) -> Result<Vec<String>, String> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}")))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+    Ok(crate::report::free_ports(n)?
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect())
 }
 
 /// Starts the lode (or the cluster of `--members` lodes) the benchmark runs against; returns

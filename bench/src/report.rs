@@ -158,3 +158,17 @@ impl LoadArgs {
         Ok(())
     }
 }
+
+/// `n` distinct free loopback ports (all held open while chosen, so none repeats).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| format!("finding a free port: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
+        .collect()
+}

@@ -5,7 +5,10 @@
 //! operation (from /proc), and lode/etcd ratios.
 //!
 //! Both servers get the same CPUs (`--server-cpus`, default all but the last) and the load
-//! generator the rest, so neither competes with the client differently.
+//! generator the rest, so neither competes with the client differently. A do-nothing gRPC server
+//! (`lode-bench null-grpc`) on the same CPUs gives the floor of gRPC itself, and the disk's
+//! O_DIRECT write+fdatasync is probed in the same run: a put can be no faster than the two
+//! together.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +20,8 @@ use lode_protocol::etcd::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
+
+use lode::diskprobe::fdatasync_floor;
 
 use crate::report::{free_ports, in_scratch, print_target, LoadArgs};
 
@@ -41,6 +46,9 @@ pub struct EtcdArgs {
     server_cpus: Option<String>,
     #[command(flatten)]
     load: LoadArgs,
+    /// Systems to drive: lode, etcd and null (a gRPC server that does nothing).
+    #[arg(long, value_delimiter = ',', default_value = "lode,etcd,null")]
+    systems: Vec<String>,
     /// Scenarios to run.
     #[arg(
         long,
@@ -96,13 +104,18 @@ impl Servers {
 enum System {
     Lode,
     Etcd,
+    /// `lode-bench null-grpc`: etcd's KV service answering at once, the floor of gRPC.
+    Null,
 }
 
 impl System {
+    const ALL: [System; 3] = [System::Lode, System::Etcd, System::Null];
+
     fn name(self) -> &'static str {
         match self {
             System::Lode => "lode",
             System::Etcd => "etcd",
+            System::Null => "null",
         }
     }
 }
@@ -114,7 +127,10 @@ fn start(
     scratch: &std::path::Path,
     cpus: &str,
 ) -> Result<Servers, String> {
-    let members = args.members as usize;
+    let members = match system {
+        System::Null => 1,
+        System::Lode | System::Etcd => args.members as usize,
+    };
     let ports = free_ports(3 * members)?;
     let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i]);
     let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i + 1]);
@@ -131,6 +147,19 @@ fn start(
         children: Vec::new(),
         endpoints: Vec::new(),
     };
+    if system == System::Null {
+        let bench = std::env::current_exe().map_err(|e| e.to_string())?;
+        let child = Command::new("taskset")
+            .args(["-c", cpus])
+            .arg(bench)
+            .args(["null-grpc", "--listen", &format!("127.0.0.1:{}", ports[0])])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the null gRPC server: {e}"))?;
+        servers.children.push(child);
+        servers.endpoints.push(client_url(0));
+        return Ok(servers);
+    }
     for i in 0..members {
         let data_dir = scratch.join(format!("{}-{i}", system.name()));
         let log = std::fs::File::create(scratch.join(format!("{}-{i}.log", system.name())))
@@ -150,6 +179,7 @@ fn start(
                 command.args(["--logger", "zap", "--log-level", "error"]);
                 command
             }
+            System::Null => unreachable!("started above"),
         };
         command
             .args(["--name", &format!("m{i}")])
@@ -175,10 +205,23 @@ fn start(
     Ok(servers)
 }
 
-/// The endpoint of the member that leads, once there is one and every member answers.
-async fn leader_endpoint(servers: &Servers) -> Result<String, String> {
+/// The endpoint of the member that leads, once there is one and every member answers (the null
+/// server's once it accepts connections).
+async fn leader_endpoint(system: System, servers: &Servers) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        if system == System::Null {
+            let endpoint = &servers.endpoints[0];
+            let channel = Channel::from_shared(endpoint.clone()).map_err(|e| e.to_string())?;
+            if channel.connect().await.is_ok() {
+                return Ok(endpoint.clone());
+            }
+            if Instant::now() > deadline {
+                return Err("the null gRPC server did not listen within a minute".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         let mut leader = None;
         let mut answered = 0;
         for endpoint in &servers.endpoints {
@@ -404,8 +447,24 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
             return Err(format!("unknown scenario {scenario}"));
         }
     }
+    let mut systems = Vec::new();
+    for name in &args.systems {
+        match System::ALL.iter().find(|s| s.name() == name) {
+            Some(system) if !systems.contains(system) => systems.push(*system),
+            Some(_) => {}
+            None => return Err(format!("unknown system {name} (lode, etcd, null)")),
+        }
+    }
     let (server_cpus, client_cpus) = cpu_split(&args)?;
     in_scratch(&args.dir.clone(), "etcd", |scratch| {
+        let probe_dir = scratch.to_path_buf();
+        let floor = lode::executor::builder(glommio::Placement::Unbound)
+            .spawn(move || async move { fdatasync_floor(&probe_dir, 2000).await })
+            .map_err(|e| format!("floor probe: {e}"))?
+            .join()
+            .map_err(|e| format!("floor probe: {e}"))?
+            .map_err(|e| format!("floor probe: {e}"))?
+            .histogram;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(client_cpus.len())
             .on_thread_start(move || pin_to(&client_cpus))
@@ -413,10 +472,10 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         let mut results: Vec<(System, String, usize, Measured)> = Vec::new();
-        for system in [System::Lode, System::Etcd] {
+        for &system in &systems {
             let servers = start(system, &args, scratch, &server_cpus)?;
             let measured = runtime.block_on(async {
-                let endpoint = leader_endpoint(&servers).await?;
+                let endpoint = leader_endpoint(system, &servers).await?;
                 let mut cases = Vec::new();
                 for scenario in &args.scenarios {
                     for &clients in &args.load.clients {
@@ -431,7 +490,7 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
                 .unwrap_or_default();
             results.extend(measured.map_err(|e| format!("{}: {e}\n{log}", system.name()))?);
         }
-        report(&args, &server_cpus, &results);
+        report(&args, &server_cpus, &floor, &results);
         Ok(())
     })
 }
@@ -448,13 +507,19 @@ fn pin_to(cpus: &[usize]) {
     }
 }
 
-fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize, Measured)]) {
+fn report(
+    args: &EtcdArgs,
+    server_cpus: &str,
+    floor: &Histogram<u64>,
+    results: &[(System, String, usize, Measured)],
+) {
     let find = |system, scenario: &str, clients| {
         results
             .iter()
             .find(|(s, sc, c, _)| *s == system && sc == scenario && *c == clients)
             .map(|(_, _, _, m)| m)
     };
+    let floor_micros = |quantile| floor.value_at_quantile(quantile) as f64 / 1000.0;
     if !args.json {
         println!(
             "lode-bench etcd: dir {}, {} member(s) each, servers on CPUs {server_cpus}, {} B values, {} s per case, up to {} connections",
@@ -468,16 +533,45 @@ fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize,
             "{:<34} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}",
             "case", "ops", "ops/s", "p50 us", "p99 us", "p99.9 us", "cpu us/op"
         );
+        println!(
+            "{:<34} {:>9} {:>10} {:>9.1} {:>9.1} {:>9.1}",
+            "floor: 4KiB write+fdatasync",
+            floor.len(),
+            "",
+            floor_micros(0.5),
+            floor_micros(0.99),
+            floor_micros(0.999)
+        );
     }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "etcd",
+            "system": "floor: 4KiB O_DIRECT write+fdatasync",
+            "ops": floor.len(),
+            "p50_us": floor_micros(0.5),
+            "p99_us": floor_micros(0.99),
+            "p999_us": floor_micros(0.999),
+        })
+    );
+    let ratio_line = |label: &str, a: &Measured, b: &Measured| {
+        println!(
+            "{:<34} {:>9} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            label,
+            "",
+            a.ops_per_second() / b.ops_per_second(),
+            a.micros(0.5) / b.micros(0.5),
+            a.micros(0.99) / b.micros(0.99),
+            a.micros(0.999) / b.micros(0.999),
+            a.cpu_micros_per_op / b.cpu_micros_per_op.max(f64::MIN_POSITIVE)
+        );
+    };
     for scenario in &args.scenarios {
         for &clients in &args.load.clients {
-            let (Some(lode), Some(etcd)) = (
-                find(System::Lode, scenario, clients),
-                find(System::Etcd, scenario, clients),
-            ) else {
-                continue;
-            };
-            for (system, m) in [(System::Lode, lode), (System::Etcd, etcd)] {
+            for system in System::ALL {
+                let Some(m) = find(system, scenario, clients) else {
+                    continue;
+                };
                 let name = format!("{}: {scenario}, {clients} clients", system.name());
                 if !args.json {
                     println!(
@@ -497,7 +591,7 @@ fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize,
                         "system": system.name(),
                         "scenario": scenario,
                         "clients": clients,
-                        "members": args.members,
+                        "members": if system == System::Null { 1 } else { args.members },
                         "ops": m.ops,
                         "ops_per_sec": m.ops_per_second(),
                         "p50_us": m.micros(0.5),
@@ -507,22 +601,29 @@ fn report(args: &EtcdArgs, server_cpus: &str, results: &[(System, String, usize,
                     })
                 );
             }
-            if !args.json {
-                println!(
-                    "{:<34} {:>9} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                    "  lode/etcd",
-                    "",
-                    lode.ops_per_second() / etcd.ops_per_second(),
-                    lode.micros(0.5) / etcd.micros(0.5),
-                    lode.micros(0.99) / etcd.micros(0.99),
-                    lode.micros(0.999) / etcd.micros(0.999),
-                    lode.cpu_micros_per_op / etcd.cpu_micros_per_op.max(f64::MIN_POSITIVE)
-                );
+            if args.json {
+                continue;
+            }
+            let lode = find(System::Lode, scenario, clients);
+            if let (Some(lode), Some(etcd)) = (lode, find(System::Etcd, scenario, clients)) {
+                ratio_line("  lode/etcd", lode, etcd);
+            }
+            if let (Some(lode), Some(null)) = (lode, find(System::Null, scenario, clients)) {
+                ratio_line("  lode/null", lode, null);
             }
         }
     }
     if args.json {
         return;
+    }
+    if let (Some(lode), Some(null)) = (find(System::Lode, "put", 1), find(System::Null, "put", 1)) {
+        println!(
+            "1-client put p50: lode {:.1} us = null gRPC {:.1} + fdatasync {:.1} + {:.1} us of lode",
+            lode.micros(0.5),
+            null.micros(0.5),
+            floor_micros(0.5),
+            lode.micros(0.5) - null.micros(0.5) - floor_micros(0.5)
+        );
     }
     if let (Some(lode), Some(etcd)) = (find(System::Lode, "put", 1), find(System::Etcd, "put", 1)) {
         let p50 = lode.micros(0.5) / etcd.micros(0.5);

@@ -5,6 +5,7 @@ mod etcd;
 mod kv;
 mod log;
 mod mesh;
+mod null_grpc;
 mod report;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     /// A message to another core and back: glommio shared channels (lode's mesh) against
     /// polled crossbeam channels, one and many in flight.
     Mesh(mesh::MeshArgs),
+    /// A gRPC server with etcd's KV service that does nothing: the floor `lode-bench etcd`
+    /// compares lode's gRPC path with (it starts one itself).
+    NullGrpc(null_grpc::NullGrpcArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv::run(args),
         Command::Etcd(args) => etcd::run(args),
         Command::Mesh(args) => mesh::run(args),
+        Command::NullGrpc(args) => null_grpc::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

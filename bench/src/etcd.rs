@@ -4,7 +4,7 @@
 //! client count, with ops/s, p50/p99/p99.9 from HDR histograms, the servers' CPU time per
 //! operation (from /proc), and lode/etcd ratios.
 //!
-//! Both servers get the same CPUs (`--server-cpus`, default all but the last) and the load
+//! Both servers get the same CPUs (`--server-cpus`, default all but one) and the load
 //! generator the rest, so neither competes with the client differently. A do-nothing gRPC server
 //! (`lode-bench null-grpc`) on the same CPUs gives the floor of gRPC itself, and the disk's
 //! O_DIRECT write+fdatasync is probed in the same run: a put can be no faster than the two
@@ -40,12 +40,15 @@ pub struct EtcdArgs {
     /// Members of each cluster (1 or 3), all on this machine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     members: u64,
-    /// CPUs for the servers, e.g. 0 or 0-2 (default: every CPU but the last, which the load
-    /// generator takes).
+    /// CPUs for the servers, e.g. 0 or 0-2 (default: every CPU but one, which the load
+    /// generator takes: the last that does not take the data disk's interrupts).
     #[arg(long)]
     server_cpus: Option<String>,
     #[command(flatten)]
     load: LoadArgs,
+    /// Extra argument for the lodes it starts (repeatable), e.g. `--lode-arg=--idle-spin-us=20`.
+    #[arg(long = "lode-arg", allow_hyphen_values = true)]
+    lode_args: Vec<String>,
     /// Systems to drive: lode, etcd and null (a gRPC server that does nothing).
     #[arg(long, value_delimiter = ',', default_value = "lode,etcd,null")]
     systems: Vec<String>,
@@ -171,6 +174,7 @@ fn start(
                     "--listen-native",
                     &format!("127.0.0.1:{}", ports[3 * i + 2]),
                 ]);
+                command.args(&args.lode_args);
                 command
             }
             System::Etcd => {
@@ -427,7 +431,22 @@ fn cpu_split(args: &EtcdArgs) -> Result<(String, Vec<usize>), String> {
     let allowed = lode::cpus::allowed().map_err(|e| format!("reading CPU affinity: {e}"))?;
     let servers = match &args.server_cpus {
         Some(list) => lode::cpus::parse_list(list).map_err(|e| format!("--server-cpus: {e}"))?,
-        None if allowed.len() > 1 => allowed[..allowed.len() - 1].to_vec(),
+        None if allowed.len() > 1 => {
+            // Leave the load generator a CPU that does not take the disk's interrupts: the
+            // servers' fdatasyncs complete faster where they are handled (see cpus.rs).
+            let disk = lode::cpus::disk_interrupt_cpu(&args.dir);
+            let spare = allowed
+                .iter()
+                .rev()
+                .find(|&&cpu| Some(cpu) != disk)
+                .copied()
+                .unwrap_or(allowed[allowed.len() - 1]);
+            allowed
+                .iter()
+                .copied()
+                .filter(|&cpu| cpu != spare)
+                .collect()
+        }
         None => allowed.clone(),
     };
     let client: Vec<usize> = allowed
@@ -458,7 +477,12 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
     let (server_cpus, client_cpus) = cpu_split(&args)?;
     in_scratch(&args.dir.clone(), "etcd", |scratch| {
         let probe_dir = scratch.to_path_buf();
-        let floor = lode::executor::builder(glommio::Placement::Unbound)
+        // On the servers' first CPU, where their logs' fdatasyncs run.
+        let probe_cpu = lode::cpus::parse_list(&server_cpus)
+            .ok()
+            .and_then(|cpus| cpus.first().copied());
+        let placement = probe_cpu.map_or(glommio::Placement::Unbound, glommio::Placement::Fixed);
+        let floor = lode::executor::builder(placement)
             .spawn(move || async move { fdatasync_floor(&probe_dir, 2000).await })
             .map_err(|e| format!("floor probe: {e}"))?
             .join()

@@ -358,13 +358,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Executor 0 (consensus, the log) goes where the data disk's completions are handled.
+    let disk_cpu = lode::cpus::disk_interrupt_cpu(&data_dir);
     let placement = match &cli.cpuset {
         Some(CpuChoice::Unpinned) => {
             let cores = cli.cores.map_or(allowed.len(), |cores| cores as usize);
             PoolPlacement::Unbound(cores)
         }
         Some(CpuChoice::Pinned(chosen)) => {
-            match pinned_placement(chosen, &allowed, cli.cores.map(|c| c as usize)) {
+            match pinned_placement(chosen, &allowed, cli.cores.map(|c| c as usize), disk_cpu) {
                 Ok(placement) => placement,
                 Err(error) => {
                     eprintln!("lode: --cpuset: {error}");
@@ -372,7 +374,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => match pinned_placement(&allowed, &allowed, cli.cores.map(|c| c as usize)) {
+        None => match pinned_placement(&allowed, &allowed, cli.cores.map(|c| c as usize), disk_cpu)
+        {
             Ok(placement) => placement,
             Err(error) => {
                 eprintln!("lode: {error}");
@@ -387,7 +390,15 @@ fn main() -> ExitCode {
                 .iter()
                 .flat_map(|set| set.iter().map(|location| location.cpu))
                 .collect();
-            format!("pinned to CPU {}", lode::cpus::format_list(&cpus))
+            let mut said = format!("pinned to CPU {}", lode::cpus::format_list(&cpus));
+            if let (Some(first), Some(disk)) = (cpus.first(), disk_cpu) {
+                if *first == disk {
+                    said.push_str(&format!(
+                        " (consensus on CPU {disk}, which takes the data disk's interrupts)"
+                    ));
+                }
+            }
+            said
         }
         _ => "unpinned".to_string(),
     };
@@ -472,13 +483,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// One executor per CPU: the first `cores` CPUs of `chosen` (all of them by default).
+/// One executor per CPU: the first `cores` CPUs of `chosen` (all of them by default), with
+/// `consensus_cpu` first when it is among them.
 fn pinned_placement(
     chosen: &[usize],
     allowed: &[usize],
     cores: Option<usize>,
+    consensus_cpu: Option<usize>,
 ) -> Result<PoolPlacement, String> {
-    let cpus = lode::cpus::assign(chosen, allowed, cores)?;
+    let cpus = lode::cpus::assign(chosen, allowed, cores, consensus_cpu)?;
     let online = CpuSet::online().map_err(|e| format!("reading the CPU topology: {e}"))?;
     let mut sets = Vec::with_capacity(cpus.len());
     for cpu in cpus {

@@ -48,30 +48,7 @@ pub fn restore(
         ));
     }
     let identity = membership::new_cluster_identity(cluster, name)?;
-    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    let bytes = Bytes::from(bytes);
-    let unusable = |error: snapshot::SnapshotError| {
-        format!("{} is not a usable lode snapshot: {error}", file.display())
-    };
-    let (meta, body, blocks_start, end, keys) = match snapshot::etcd_shaped_body(&bytes) {
-        Some(body) => read_whole(body, true).map_err(unusable)?,
-        None => match read_whole(bytes.clone(), false) {
-            Ok(read) => read,
-            Err(error) if looks_etcd_shaped(&bytes) => {
-                if check_hash {
-                    return Err(format!(
-                        "{}: snapshot file integrity check failed: its SHA-256 does not match \
-                         its content (--skip-hash-check restores it anyway if its blocks are \
-                         intact)",
-                        file.display()
-                    ));
-                }
-                let body = bytes.slice(..bytes.len() - snapshot::ETCD_HASH_LEN);
-                read_whole(body, true).map_err(|_| unusable(error))?
-            }
-            Err(error) => return Err(unusable(error)),
-        },
-    };
+    let (meta, body, blocks_start, end, keys) = verified(file, check_hash)?;
     let mut meta = meta;
     meta.voters = identity.members.iter().map(|(id, _, _)| *id).collect();
     meta.alarms.clear();
@@ -112,6 +89,64 @@ pub fn restore(
         keys,
         snapshot_path,
     })
+}
+
+/// What `lodectl snapshot status` reports of a snapshot file (etcdctl's fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotStatus {
+    /// CRC32C of the snapshot's bytes (without an etcd-shaped download's padding and hash).
+    pub hash: u32,
+    /// The keyspace revision it holds.
+    pub revision: i64,
+    /// Keys it holds.
+    pub total_keys: u64,
+    /// Its size in bytes (without padding and hash).
+    pub total_size: u64,
+}
+
+/// Checks the snapshot in `file` whole, as a restore would, and describes it.
+pub fn status(file: &Path) -> Result<SnapshotStatus, String> {
+    let (meta, body, _, end, keys) = verified(file, true)?;
+    Ok(SnapshotStatus {
+        hash: crc32c::crc32c(&body[..end]),
+        revision: meta.revision,
+        total_keys: keys,
+        total_size: end as u64,
+    })
+}
+
+/// Reads the snapshot in `file` (lode's file, or an etcd-shaped download whose SHA-256 is
+/// checked unless `check_hash` is false) and checks every block: its meta, the bytes, where
+/// its blocks start and its end marker ends, and how many keys it holds.
+fn verified(
+    file: &Path,
+    check_hash: bool,
+) -> Result<(snapshot::SnapshotMeta, Bytes, usize, usize, u64), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let bytes = Bytes::from(bytes);
+    let unusable = |error: snapshot::SnapshotError| {
+        format!("{} is not a usable lode snapshot: {error}", file.display())
+    };
+    let read = match snapshot::etcd_shaped_body(&bytes) {
+        Some(body) => read_whole(body, true).map_err(unusable)?,
+        None => match read_whole(bytes.clone(), false) {
+            Ok(read) => read,
+            Err(error) if looks_etcd_shaped(&bytes) => {
+                if check_hash {
+                    return Err(format!(
+                        "{}: snapshot file integrity check failed: its SHA-256 does not match \
+                         its content (--skip-hash-check restores it anyway if its blocks are \
+                         intact)",
+                        file.display()
+                    ));
+                }
+                let body = bytes.slice(..bytes.len() - snapshot::ETCD_HASH_LEN);
+                read_whole(body, true).map_err(|_| unusable(error))?
+            }
+            Err(error) => return Err(unusable(error)),
+        },
+    };
+    Ok(read)
 }
 
 /// True when `bytes` has the length of an etcd-shaped download.

@@ -174,7 +174,26 @@ fn etcdctl_maintenance_commands_and_snapshot_restore() {
     let saved = dir.0.with_extension("etcdctl.snap");
     let out = run(&["snapshot", "save", saved.to_str().unwrap()]);
     assert!(out.contains("Snapshot saved at"), "{out}");
-    // ... and lodectl restores it into a new data dir of a new cluster.
+    // lodectl checks it and describes it as etcdctl's snapshot status does ...
+    let described = json(&ok(lode.ctl(&[
+        "snapshot",
+        "status",
+        saved.to_str().unwrap(),
+        "-w",
+        "json",
+    ])));
+    assert_eq!(described["revision"], 22);
+    assert_eq!(described["totalKey"], 20);
+    assert!(described["totalSize"].as_u64().unwrap() > 0);
+    let simple = ok(lode.ctl(&["snapshot", "status", saved.to_str().unwrap()]));
+    let hash = format!("{:x}", described["hash"].as_u64().unwrap());
+    assert!(simple.starts_with(&format!("{hash}, 22, 20, ")), "{simple}");
+    let table = ok(lode.ctl(&["snapshot", "status", saved.to_str().unwrap(), "-w", "table"]));
+    assert!(
+        table.contains("TOTAL KEYS") && table.contains(&hash),
+        "{table}"
+    );
+    // ... and restores it into a new data dir of a new cluster.
     let restored_dir = DataDir::new("etcdctl-restored");
     let peer_url = format!("http://127.0.0.1:{}", free_port());
     let restored = ok(lode.ctl(&[
@@ -216,6 +235,12 @@ fn etcdctl_maintenance_commands_and_snapshot_restore() {
     assert!(
         String::from_utf8_lossy(&broken.stderr).contains("integrity check failed"),
         "{broken:?}"
+    );
+    let status = lode.ctl(&["snapshot", "status", damaged_path.to_str().unwrap()]);
+    assert!(!status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("integrity check failed"),
+        "{status:?}"
     );
     assert!(
         !broken_dir.0.exists(),

@@ -119,6 +119,8 @@ fn the_json_gateway_serves_kv_cluster_and_maintenance_calls() {
 
     let status = call("/v3/maintenance/status", "{}");
     assert_eq!(status["version"], "3.5.0");
+    // etcd's default quota (2 GiB), an int64 as a JSON string.
+    assert_eq!(status["dbSizeQuota"], "2147483648");
     let members = call("/v3/cluster/member/list", "{}");
     assert_eq!(members["members"][0]["name"], "default");
     let auth = call("/v3/auth/status", "");

@@ -640,7 +640,12 @@ fn report(
     if args.json {
         return;
     }
-    if let (Some(lode), Some(null)) = (find(System::Lode, "put", 1), find(System::Null, "put", 1)) {
+    let single = args.members == 1;
+    if let (true, Some(lode), Some(null)) = (
+        single,
+        find(System::Lode, "put", 1),
+        find(System::Null, "put", 1),
+    ) {
         println!(
             "1-client put p50: lode {:.1} us = null gRPC {:.1} + fdatasync {:.1} + {:.1} us of lode",
             lode.micros(0.5),

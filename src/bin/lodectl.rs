@@ -212,6 +212,11 @@ enum SnapshotCommand {
         #[arg(long)]
         skip_hash_check: bool,
     },
+    /// Checks a snapshot file (offline) and prints its hash, revision, keys and size.
+    Status {
+        /// The snapshot (from `lodectl snapshot save` or `etcdctl snapshot save`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -517,7 +522,7 @@ fn build(command: Command) -> Result<Action, String> {
         } => Action::AlarmDisarm,
         Command::Log { .. }
         | Command::Snapshot {
-            command: SnapshotCommand::Restore { .. },
+            command: SnapshotCommand::Restore { .. } | SnapshotCommand::Status { .. },
         } => unreachable!("handled before connecting"),
     })
 }
@@ -753,6 +758,25 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::from(1)
                 }
+            }
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Command::Snapshot {
+        command: SnapshotCommand::Status { file },
+    } = &cli.command
+    {
+        return match lode::restore::status(file) {
+            Ok(status) => {
+                match cli.write_out {
+                    Format::Simple => print!("{}", output::simple_snapshot_status(&status)),
+                    Format::Table => print!("{}", output::table_snapshot_status(&status)),
+                    Format::Json => println!("{}", output::json_snapshot_status(&status)),
+                }
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 eprintln!("Error: {error}");

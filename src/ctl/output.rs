@@ -495,6 +495,40 @@ pub fn json_perf(endpoint: &str, status: &StatusResponse) -> Value {
     }])
 }
 
+/// `snapshot status` as etcdctl prints it: hash, revision, keys, size.
+pub fn simple_snapshot_status(status: &crate::restore::SnapshotStatus) -> String {
+    format!(
+        "{:x}, {}, {}, {}\n",
+        status.hash,
+        status.revision,
+        status.total_keys,
+        human_bytes(status.total_size)
+    )
+}
+
+/// `snapshot status -w table`.
+pub fn table_snapshot_status(status: &crate::restore::SnapshotStatus) -> String {
+    table(
+        &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+        &[vec![
+            format!("{:x}", status.hash),
+            status.revision.to_string(),
+            status.total_keys.to_string(),
+            human_bytes(status.total_size),
+        ]],
+    )
+}
+
+/// `snapshot status -w json`, with etcdctl's field names.
+pub fn json_snapshot_status(status: &crate::restore::SnapshotStatus) -> Value {
+    serde_json::json!({
+        "hash": status.hash,
+        "revision": status.revision,
+        "totalKey": status.total_keys,
+        "totalSize": status.total_size,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;

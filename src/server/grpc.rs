@@ -614,6 +614,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                 errors: alarms.alarms.iter().map(alarm_text).collect(),
                 db_size_in_use: status.db_size,
                 is_learner: status.is_learner,
+                // etcd reports its quota; with the quota switched off (negative
+                // --quota-backend-bytes) lode has none, reported as 0.
+                db_size_quota: node.config.quota_bytes.map_or(0, |quota| quota as i64),
                 ..Default::default()
             })
         })

@@ -121,6 +121,38 @@ fn the_json_gateway_serves_kv_cluster_and_maintenance_calls() {
     assert_eq!(status["version"], "3.5.0");
     // etcd's default quota (2 GiB), an int64 as a JSON string.
     assert_eq!(status["dbSizeQuota"], "2147483648");
+    // The Snapshot stream, as grpc-gateway streams: one {"result": piece} per line, the
+    // pieces making an etcd-shaped download that lodectl checks whole.
+    let (code, answer) = http(url, "POST", "/v3/maintenance/snapshot", "{}");
+    assert_eq!(code, 200, "{answer}");
+    let mut download = Vec::new();
+    let mut pieces = 0;
+    for line in answer.lines().filter(|line| !line.trim().is_empty()) {
+        use base64::Engine;
+        let piece = json(line);
+        let blob = piece["result"]["blob"]
+            .as_str()
+            .expect("a blob in every piece");
+        download.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(blob)
+                .expect("base64"),
+        );
+        pieces += 1;
+    }
+    assert!(pieces >= 1);
+    let saved = dir.0.with_extension("gateway.snap");
+    std::fs::write(&saved, &download).expect("write the download");
+    let described = lode.ctl(&["snapshot", "status", saved.to_str().unwrap(), "-w", "json"]);
+    assert!(described.status.success(), "{described:?}");
+    assert_eq!(
+        json(&String::from_utf8_lossy(&described.stdout))["revision"],
+        4
+    );
+    let _ = std::fs::remove_file(&saved);
+    let (code, answer) = http(url, "POST", "/v3/maintenance/snapshot", "{\"nope\":1}");
+    assert_eq!(code, 400, "{answer}");
+
     let members = call("/v3/cluster/member/list", "{}");
     assert_eq!(members["members"][0]["name"], "default");
     let auth = call("/v3/auth/status", "");

@@ -11,8 +11,9 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use glommio::net::TcpStream;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use lode_protocol::etcd::etcdserverpb as pb;
@@ -47,10 +48,16 @@ pub async fn serve_connection(
     }
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+/// A whole body, or a streamed one (the gateway's server-streaming Snapshot).
+type HttpBody = Either<Full<Bytes>, StreamBody<StreamedFrames>>;
+type StreamedFrames = futures::stream::LocalBoxStream<
+    'static,
+    Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+>;
+type HttpResponse = Response<HttpBody>;
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Either::Left(Full::new(body.into())));
     *response.status_mut() = status;
     if let Ok(value) = http::HeaderValue::from_str(content_type) {
         response
@@ -206,6 +213,7 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
             json_call(body, |r| maintenance.move_leader(r)).await
         }
         "/v3/maintenance/downgrade" => json_call(body, |r| maintenance.downgrade(r)).await,
+        "/v3/maintenance/snapshot" => snapshot_call(body, &maintenance).await,
         "/v3/auth/enable" => json_call(body, |r| auth.auth_enable(r)).await,
         "/v3/auth/disable" => json_call(body, |r| auth.auth_disable(r)).await,
         "/v3/auth/status" => json_call(body, |r| auth.auth_status(r)).await,
@@ -227,6 +235,53 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
             "lode serves no gateway path {path}"
         ))),
     }
+}
+
+/// The gateway's Snapshot: as grpc-gateway streams a server-streaming call, one JSON object
+/// per line, `{"result": SnapshotResponse}` for each piece and `{"error": ...}` if the stream
+/// fails midway (an error before the first piece is an ordinary error response).
+async fn snapshot_call(body: Bytes, maintenance: &MaintenanceService) -> HttpResponse {
+    use pb::maintenance_server::Maintenance;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        if let Err(error) = serde_json::from_slice::<pb::SnapshotRequest>(&body) {
+            return error_response(&Status::invalid_argument(format!(
+                "the request body is not a valid message: {error}"
+            )));
+        }
+    }
+    let pieces = match maintenance
+        .snapshot(tonic::Request::new(pb::SnapshotRequest {}))
+        .await
+    {
+        Ok(pieces) => pieces.into_inner(),
+        Err(status) => return error_response(&status),
+    };
+    let lines: StreamedFrames = pieces
+        .map(|piece| {
+            let value = match piece {
+                Ok(piece) => serde_json::json!({ "result": piece }),
+                Err(status) => serde_json::json!({
+                    "error": {
+                        "grpc_code": status.code() as i32,
+                        "http_code": http_status(status.code()).as_u16(),
+                        "message": status.message(),
+                        "http_status": http_status(status.code())
+                            .canonical_reason()
+                            .unwrap_or_default(),
+                    }
+                }),
+            };
+            let mut line = value.to_string().into_bytes();
+            line.push(b'\n');
+            Ok(hyper::body::Frame::data(Bytes::from(line)))
+        })
+        .boxed_local();
+    let mut response = Response::new(Either::Right(StreamBody::new(lines)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Prometheus's `/metrics`: the consensus core's metrics, the gRPC counters, and the version

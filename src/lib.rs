@@ -23,3 +23,4 @@ pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod wal;
+pub mod watch;

@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - each key's history is ordered by (main, sub) revision, strictly increasing;
-//! - a history never ends up empty (the key is removed instead) and never starts with a
-//!   tombstone after compaction;
+//! - a history never ends up empty (the key is removed instead) and, after compaction at
+//!   `rev`, starts with a tombstone only if that tombstone is at exactly `rev` (kept so that a
+//!   watch from the compaction point sees the deletion made there);
 //! - compaction at `rev` removes only versions no read at a revision >= `rev` can see, so reads
 //!   at or above the compaction point are unaffected even while compaction is in progress.
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 
 use super::kv::{KeyRange, KeyValue};
 use crate::snapshot::BlockWriter;
+use crate::watch::Event;
 
 /// Where a snapshot export continues: at `key`, after its first `skip` versions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,21 +174,23 @@ impl MvccShard {
         &'a self,
         range: &'a KeyRange,
     ) -> Box<dyn Iterator<Item = &'a Vec<Version>> + 'a> {
+        Box::new(self.keyed_histories(range).map(|(_, history)| history))
+    }
+
+    fn keyed_histories<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> Box<dyn Iterator<Item = (&'a Bytes, &'a Vec<Version>)> + 'a> {
         match range {
-            KeyRange::Single(key) => Box::new(self.keys.get(key).into_iter()),
+            KeyRange::Single(key) => Box::new(self.keys.get_key_value(key).into_iter()),
             KeyRange::From(start) => Box::new(
                 self.keys
-                    .range::<[u8], _>((Bound::Included(start.as_ref()), Bound::Unbounded))
-                    .map(|(_, history)| history),
+                    .range::<[u8], _>((Bound::Included(start.as_ref()), Bound::Unbounded)),
             ),
-            KeyRange::Between(start, end) if start < end => Box::new(
-                self.keys
-                    .range::<[u8], _>((
-                        Bound::Included(start.as_ref()),
-                        Bound::Excluded(end.as_ref()),
-                    ))
-                    .map(|(_, history)| history),
-            ),
+            KeyRange::Between(start, end) if start < end => Box::new(self.keys.range::<[u8], _>((
+                Bound::Included(start.as_ref()),
+                Bound::Excluded(end.as_ref()),
+            ))),
             KeyRange::Between(..) => Box::new(std::iter::empty()),
         }
     }
@@ -216,7 +220,8 @@ impl MvccShard {
             let Some(newest_at_or_below) = history.iter().rposition(|v| v.main <= revision) else {
                 continue;
             };
-            let keep_from = if history[newest_at_or_below].pair.is_none() {
+            let newest = &history[newest_at_or_below];
+            let keep_from = if newest.pair.is_none() && newest.main < revision {
                 newest_at_or_below + 1
             } else {
                 newest_at_or_below
@@ -330,6 +335,47 @@ impl MvccShard {
     }
 }
 
+impl MvccShard {
+    /// The watch event of a change about to be applied at (main, sub): `pair` for a put,
+    /// `None` for a delete, with the key's pair before it. Call before `apply`.
+    pub fn change_event(&self, main: i64, sub: i64, key: &Bytes, pair: Option<&KeyValue>) -> Event {
+        Event::new(
+            main,
+            sub,
+            key.clone(),
+            pair.cloned(),
+            self.get(key, i64::MAX).cloned(),
+        )
+    }
+
+    /// Every change to keys in `range` with a main revision in `(after, upto]`, as watch
+    /// events in revision order, each with the key's pair before it when the history still
+    /// holds it. Complete for revisions at or above the compaction point.
+    pub fn history_events(&self, range: &KeyRange, after: i64, upto: i64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (key, history) in self.keyed_histories(range) {
+            let first = history.partition_point(|v| v.main <= after);
+            for (position, version) in history.iter().enumerate().skip(first) {
+                if version.main > upto {
+                    break;
+                }
+                let previous = position
+                    .checked_sub(1)
+                    .and_then(|p| history[p].pair.clone());
+                events.push(Event::new(
+                    version.main,
+                    version.sub,
+                    key.clone(),
+                    version.pair.clone(),
+                    previous,
+                ));
+            }
+        }
+        events.sort_by_key(|event| (event.revision(), event.sub));
+        events
+    }
+}
+
 /// The pair visible at `revision`: the newest version at or below it, unless a tombstone.
 fn visible(history: &[Version], revision: i64) -> Option<&KeyValue> {
     // The newest version is what writes and current reads want: no search through the
@@ -430,10 +476,53 @@ mod tests {
         assert_eq!(shard.version_count(), 3);
         shard.compact(4);
         assert_eq!(
+            shard.history_events(&everything, 3, 5).len(),
+            2,
+            "a deletion at exactly the point stays, for watches from it"
+        );
+        assert_eq!(shard.get(b"a", 4), None);
+        shard.compact(5);
+        assert_eq!(
             shard.key_count(),
             1,
-            "a key deleted at or below the point is gone"
+            "a key deleted below the point is gone"
         );
+    }
+
+    #[test]
+    fn events_of_changes_and_of_history_agree() {
+        let mut shard = MvccShard::new();
+        let mut live = Vec::new();
+        let mut change = |shard: &mut MvccShard, main, k: &str, value: Option<&str>| {
+            let previous = shard.get(k.as_bytes(), i64::MAX).cloned();
+            let pair = value.map(|v| KeyValue {
+                key: key(k),
+                create_revision: previous.as_ref().map_or(main, |p| p.create_revision),
+                mod_revision: main,
+                version: previous.as_ref().map_or(0, |p| p.version) + 1,
+                value: key(v),
+                lease: 0,
+            });
+            live.push(shard.change_event(main, 0, &key(k), pair.as_ref()));
+            shard.apply(main, 0, key(k), pair);
+        };
+        change(&mut shard, 2, "a", Some("x"));
+        change(&mut shard, 3, "b", Some("y"));
+        change(&mut shard, 4, "a", Some("z"));
+        change(&mut shard, 5, "a", None);
+        change(&mut shard, 6, "a", Some("w"));
+        let everything = KeyRange::From(key(""));
+        assert_eq!(shard.history_events(&everything, 1, 6), live);
+        assert_eq!(shard.history_events(&everything, 3, 5), live[2..4].to_vec());
+        let deletion = &live[3];
+        assert_eq!(deletion.kind, crate::watch::EventKind::Delete);
+        assert_eq!((deletion.kv.mod_revision, deletion.kv.version), (5, 0));
+        assert_eq!(
+            deletion.prev_kv.as_ref().map(|p| p.value.clone()),
+            Some(key("z"))
+        );
+        assert!(live[4].is_create() && live[4].prev_kv.is_none());
+        assert_eq!(live[2].prev_kv.as_ref().map(|p| p.version), Some(1));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::request::{
 };
 use super::shard::MvccShard;
 use super::validate;
+use crate::watch::Event;
 
 /// The shard that owns `key` among `shard_count` shards. Stable across restarts and versions:
 /// it decides where a key's history lives.
@@ -105,6 +106,16 @@ impl ShardedKv {
         request: &WriteRequest,
         max_txn_ops: usize,
     ) -> Result<WriteResponse, KvError> {
+        self.write_with_events(request, max_txn_ops)
+            .map(|(response, _)| response)
+    }
+
+    /// `write`, also returning the watch events of its changes with the shard of each.
+    pub fn write_with_events(
+        &mut self,
+        request: &WriteRequest,
+        max_txn_ops: usize,
+    ) -> Result<(WriteResponse, Vec<(usize, Event)>), KvError> {
         validate::check_write(request, max_txn_ops)?;
         let (response, changes) = match request {
             WriteRequest::Put(put) => {
@@ -120,24 +131,47 @@ impl ShardedKv {
                 (WriteResponse::Txn(response), changes)
             }
             WriteRequest::Compact(compaction) => {
-                return self.compact(compaction).map(WriteResponse::Compact);
+                return self
+                    .compact(compaction)
+                    .map(|response| (WriteResponse::Compact(response), Vec::new()));
             }
         };
-        self.apply(changes);
-        Ok(response)
+        let events = self.apply(changes);
+        Ok((response, events))
     }
 
     /// Applies the changes of one write: one new main revision if there is any change.
-    pub fn apply(&mut self, changes: Vec<Change>) {
+    /// Returns their watch events, each with the shard that owns its key.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Vec<(usize, Event)> {
         if changes.is_empty() {
-            return;
+            return Vec::new();
         }
         let revision = self.current_revision + 1;
         let shard_count = self.shards.len();
+        let mut events = Vec::with_capacity(changes.len());
         for (sub, Change { key, pair }) in changes.into_iter().enumerate() {
-            self.shards[shard_for_key(&key, shard_count)].apply(revision, sub as i64, key, pair);
+            let owner = shard_for_key(&key, shard_count);
+            let shard = &mut self.shards[owner];
+            events.push((
+                owner,
+                shard.change_event(revision, sub as i64, &key, pair.as_ref()),
+            ));
+            shard.apply(revision, sub as i64, key, pair);
         }
         self.current_revision = revision;
+        events
+    }
+
+    /// Every change to keys in `range` with a main revision in `(after, upto]`, from every
+    /// shard, as watch events in revision order.
+    pub fn history_events(&self, range: &KeyRange, after: i64, upto: i64) -> Vec<Event> {
+        let mut events: Vec<Event> = self
+            .shards
+            .iter()
+            .flat_map(|shard| shard.history_events(range, after, upto))
+            .collect();
+        events.sort_by_key(|event| (event.revision(), event.sub));
+        events
     }
 
     /// etcd's Compact: drops history below `revision` on every shard.

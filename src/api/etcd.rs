@@ -177,6 +177,55 @@ pub fn compaction_response(response: CompactionResponse) -> pb::CompactionRespon
     }
 }
 
+/// etcd's `WatchCreateRequest` (filter values other than NOPUT and NODELETE are ignored).
+pub fn watch_create(request: pb::WatchCreateRequest) -> crate::watch::stream::CreateWatch {
+    use pb::watch_create_request::FilterType;
+    let has = |filter: FilterType| request.filters.contains(&(filter as i32));
+    crate::watch::stream::CreateWatch {
+        no_put: has(FilterType::Noput),
+        no_delete: has(FilterType::Nodelete),
+        key: request.key,
+        range_end: request.range_end,
+        start_revision: request.start_revision,
+        progress_notify: request.progress_notify,
+        prev_kv: request.prev_kv,
+        watch_id: request.watch_id,
+        fragment: request.fragment,
+    }
+}
+
+/// A watch event as etcd's `mvccpb.Event`.
+pub fn event(event: crate::watch::Event) -> mvccpb::Event {
+    use crate::watch::EventKind;
+    mvccpb::Event {
+        r#type: match event.kind {
+            EventKind::Put => mvccpb::event::EventType::Put as i32,
+            EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+        },
+        kv: Some(key_value(event.kv)),
+        prev_kv: event.prev_kv.map(key_value),
+    }
+}
+
+/// A watch stream's response as etcd's `WatchResponse`, under `header` (its revision is the
+/// response's).
+pub fn watch_response(
+    response: crate::watch::stream::WatchResponse,
+    mut header: ResponseHeader,
+) -> pb::WatchResponse {
+    header.revision = response.revision;
+    pb::WatchResponse {
+        header: Some(self::header(header)),
+        watch_id: response.watch_id,
+        created: response.created,
+        canceled: response.canceled,
+        compact_revision: response.compact_revision,
+        cancel_reason: response.cancel_reason,
+        fragment: false,
+        events: response.events.into_iter().map(event).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,12 @@ struct Cli {
     #[arg(long, env = "LODE_ELECTION_TIMEOUT", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(2..=50_000))]
     election_timeout: u64,
+    /// How often idle watchers that asked for progress notifications get one (Go duration
+    /// notation, at least 100ms; etcd's flag, also accepted with its `--experimental-` name).
+    #[arg(long, env = "LODE_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
+          alias = "experimental-watch-progress-notify-interval",
+          value_parser = watch_progress_interval)]
+    watch_progress_notify_interval: Duration,
     /// Executors (one per core, pinned), each owning a shard of the keyspace and accepting
     /// clients [default: every core this process may run on].
     #[arg(long, env = "LODE_CORES", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -343,7 +349,8 @@ fn main() -> ExitCode {
             quota => Some(quota as u64),
         },
     };
-    let limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
+    let mut limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
+    limits.watch_progress_interval = cli.watch_progress_notify_interval;
     let wal_options = WalOptions {
         segment_size: cli.wal_segment_size,
         // An entry holds one request frame (at most --max-request-bytes) and a proposal header.
@@ -481,6 +488,15 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--watch-progress-notify-interval`: a duration of at least 100 ms, as etcd requires.
+fn watch_progress_interval(text: &str) -> Result<Duration, String> {
+    let interval = lode::server::parse_duration(text)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("{text} is below the minimum of 100ms"));
+    }
+    Ok(interval)
 }
 
 /// One executor per CPU: the first `cores` CPUs of `chosen` (all of them by default), with

@@ -189,6 +189,155 @@ impl pb::kv_server::Kv for KvService {
     }
 }
 
+/// etcd's `etcdserverpb.Watch` service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchService;
+
+/// The stream of a Watch call's responses: made on the core, sent through a channel whose
+/// small capacity pushes back on the stream (its watchers then catch up from history).
+type WatchResponses = futures::channel::mpsc::Receiver<Result<pb::WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for WatchService {
+    type WatchStream = WatchResponses;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::WatchRequest>>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        // etcd's clients ask with `hasleader` metadata that a stream fail rather than wait
+        // while there is no leader.
+        let require_leader = request
+            .metadata()
+            .get("hasleader")
+            .and_then(|value| value.to_str().ok())
+            == Some("true");
+        let requests = request.into_inner();
+        let (sender, receiver) = futures::channel::mpsc::channel(16);
+        on_core(move |node, limits| async move {
+            if require_leader && node.status().await?.leader == 0 {
+                return Err(ServerError::NoLeader);
+            }
+            let (id, slot) = node
+                .router()
+                .local()
+                .watch_hub()
+                .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
+                .await?;
+            glommio::spawn_local(async move {
+                serve_watch_stream(&node, &slot, requests, sender, limits).await;
+                node.router().local().watch_hub().close(id);
+            })
+            .detach();
+            Ok(())
+        })
+        .await?;
+        Ok(tonic::Response::new(receiver))
+    }
+}
+
+/// What woke a watch stream's task.
+enum WatchWakeup {
+    Request(Option<Result<pb::WatchRequest, Status>>),
+    Changed,
+    ProgressTick,
+}
+
+/// Serves one Watch call on this core: requests from the client change the stream's
+/// watchers; responses go out as the hub queues them; watchers that are behind are caught up
+/// from the shards' history.
+async fn serve_watch_stream(
+    node: &Rc<Node>,
+    slot: &Rc<crate::shard::watch::WatchSlot>,
+    mut requests: tonic::Streaming<pb::WatchRequest>,
+    mut responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    limits: Limits,
+) {
+    use futures::{FutureExt, SinkExt, StreamExt};
+    let interval = limits.watch_progress_interval;
+    let mut tick = Box::pin(glommio::timer::sleep(interval));
+    loop {
+        // Everything queued goes out first (waiting while the client is slow to read).
+        loop {
+            let next = slot.stream.borrow_mut().pop();
+            let Some(response) = next else {
+                break;
+            };
+            let mut header = ResponseHeader::at(response.revision);
+            super::stamp_header(&mut header, node);
+            if responses
+                .send(Ok(etcd::watch_response(response, header)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let reads = slot.stream.borrow_mut().catch_ups();
+        for read in reads {
+            let (node, slot) = (node.clone(), slot.clone());
+            glommio::spawn_local(async move {
+                let history = node
+                    .router()
+                    .watch_history(&read.range, read.after, read.upto)
+                    .await;
+                if let Ok((events, compacted)) = history {
+                    slot.stream.borrow_mut().on_history(
+                        read.watch_id,
+                        &events,
+                        read.upto,
+                        compacted,
+                    );
+                }
+                slot.wake();
+            })
+            .detach();
+        }
+        let wakeup = std::future::poll_fn(|cx| {
+            if let Poll::Ready(request) = requests.poll_next_unpin(cx) {
+                return Poll::Ready(WatchWakeup::Request(request));
+            }
+            if slot.poll_woken(cx).is_ready() {
+                return Poll::Ready(WatchWakeup::Changed);
+            }
+            if tick.poll_unpin(cx).is_ready() {
+                return Poll::Ready(WatchWakeup::ProgressTick);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wakeup {
+            WatchWakeup::Request(Some(Ok(request))) => {
+                use pb::watch_request::RequestUnion;
+                let mut stream = slot.stream.borrow_mut();
+                match request.request_union {
+                    Some(RequestUnion::CreateRequest(create)) => {
+                        stream.create(etcd::watch_create(create));
+                    }
+                    Some(RequestUnion::CancelRequest(cancel)) => {
+                        stream.cancel(cancel.watch_id);
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        stream.request_progress();
+                    }
+                    None => {}
+                }
+            }
+            // The client closed its side, or the call broke: the stream ends.
+            WatchWakeup::Request(None) | WatchWakeup::Request(Some(Err(_))) => return,
+            WatchWakeup::Changed => {}
+            WatchWakeup::ProgressTick => {
+                slot.stream.borrow_mut().progress_tick();
+                tick = Box::pin(glommio::timer::sleep(interval));
+            }
+        }
+        if node.router().local().stopping() {
+            let _ = responses.send(Err(status(ServerError::Stopped))).await;
+            return;
+        }
+    }
+}
+
 /// Serves one HTTP/2 connection whose first bytes (`read_ahead`, read while telling the
 /// protocols apart) were already taken from `stream`.
 pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limits) {
@@ -199,15 +348,18 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
     let maintenance = pb::maintenance_server::MaintenanceServer::new(MaintenanceService)
         .max_decoding_message_size(max_message);
     let auth = pb::auth_server::AuthServer::new(AuthService).max_decoding_message_size(max_message);
+    let watch =
+        pb::watch_server::WatchServer::new(WatchService).max_decoding_message_size(max_message);
     let health = health::health_server::HealthServer::new(HealthService);
     let service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let (mut kv, mut cluster, mut maintenance, mut auth, mut health) = (
+            let (mut kv, mut cluster, mut maintenance, mut auth, mut health, mut watch) = (
                 kv.clone(),
                 cluster.clone(),
                 maintenance.clone(),
                 auth.clone(),
                 health.clone(),
+                watch.clone(),
             );
             async move {
                 use tower_service::Service;
@@ -221,6 +373,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                     "etcdserverpb.Cluster" => cluster.call(request).await,
                     "etcdserverpb.Maintenance" => maintenance.call(request).await,
                     "etcdserverpb.Auth" => auth.call(request).await,
+                    "etcdserverpb.Watch" => watch.call(request).await,
                     "grpc.health.v1.Health" => health.call(request).await,
                     _ => Ok(unimplemented_response(&path)),
                 };
@@ -1007,7 +1160,8 @@ impl health::health_server::Health for HealthService {
 struct GrpcMethod {
     service: &'static str,
     method: &'static str,
-    streams: bool,
+    /// go-grpc-prometheus's `grpc_type`.
+    kind: &'static str,
 }
 
 impl GrpcMethod {
@@ -1015,7 +1169,7 @@ impl GrpcMethod {
         GrpcMethod {
             service,
             method,
-            streams: false,
+            kind: "unary",
         }
     }
 
@@ -1023,7 +1177,15 @@ impl GrpcMethod {
         GrpcMethod {
             service,
             method,
-            streams: true,
+            kind: "server_stream",
+        }
+    }
+
+    const fn bidi_stream(service: &'static str, method: &'static str) -> GrpcMethod {
+        GrpcMethod {
+            service,
+            method,
+            kind: "bidi_stream",
         }
     }
 
@@ -1039,10 +1201,11 @@ const KV: &str = "etcdserverpb.KV";
 const CLUSTER: &str = "etcdserverpb.Cluster";
 const MAINTENANCE: &str = "etcdserverpb.Maintenance";
 const AUTH: &str = "etcdserverpb.Auth";
+const WATCH: &str = "etcdserverpb.Watch";
 const HEALTH: &str = "grpc.health.v1.Health";
 
 /// Every method served.
-const GRPC_METHODS: [GrpcMethod; 37] = [
+const GRPC_METHODS: [GrpcMethod; 38] = [
     GrpcMethod::unary(KV, "Range"),
     GrpcMethod::unary(KV, "Put"),
     GrpcMethod::unary(KV, "DeleteRange"),
@@ -1080,6 +1243,7 @@ const GRPC_METHODS: [GrpcMethod; 37] = [
     GrpcMethod::unary(AUTH, "RoleRevokePermission"),
     GrpcMethod::unary(HEALTH, "Check"),
     GrpcMethod::server_stream(HEALTH, "Watch"),
+    GrpcMethod::bidi_stream(WATCH, "Watch"),
 ];
 
 /// gRPC's status codes by number, as Go's gRPC names them in metrics.
@@ -1115,13 +1279,7 @@ static GRPC_HANDLED: [[AtomicU64; GRPC_CODES.len()]; GRPC_METHODS.len()] =
 /// with go-grpc-prometheus's labels) to a `/metrics` exposition; methods never called are left
 /// out.
 pub fn expose_grpc(out: &mut crate::metrics::Exposition) {
-    let kind = |method: &GrpcMethod| {
-        if method.streams {
-            "server_stream"
-        } else {
-            "unary"
-        }
-    };
+    let kind = |method: &GrpcMethod| method.kind;
     // Each metric's samples together, as the text format requires.
     for (index, method) in GRPC_METHODS.iter().enumerate() {
         let started = GRPC_STARTED[index].load(Ordering::Relaxed);

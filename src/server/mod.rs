@@ -24,7 +24,18 @@ pub struct Limits {
     /// Largest frame accepted before the connection is closed (the request limit plus slack,
     /// as etcd's gRPC receive limit).
     pub max_frame_bytes: usize,
+    /// How often idle watchers that asked for progress notifications get one (etcd's
+    /// `--watch-progress-notify-interval`, 10 minutes by default).
+    pub watch_progress_interval: std::time::Duration,
 }
+
+/// etcd's default watch progress notification interval.
+pub const DEFAULT_WATCH_PROGRESS_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(600);
+
+/// Bytes of undelivered events a watch stream may hold before its watchers fall back to
+/// catching up from history.
+pub const WATCH_STREAM_BUDGET_BYTES: usize = 4 << 20;
 
 impl Limits {
     /// Limits for a `--max-request-bytes` value.
@@ -32,6 +43,7 @@ impl Limits {
         Limits {
             max_request_bytes,
             max_frame_bytes: max_request_bytes + 512 * 1024,
+            watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
         }
     }
 }
@@ -180,5 +192,62 @@ impl SnapshotPieces {
     /// Closes the file.
     pub async fn close(self) {
         let _ = self.file.close().await;
+    }
+}
+
+/// Parses a duration as etcd's flags take them (Go's notation): a sequence of numbers with
+/// units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, such as `10m`, `1h30m`, `100ms`, `1.5s`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("'{text}' is not a duration (e.g. 10m, 100ms, 1h30m)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number * seconds_per_unit;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "ten", "5x", "m", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -54,6 +54,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// This core's handle on the shard layer.
+    pub fn router(&self) -> &Rc<Router> {
+        &self.router
+    }
+
     /// Proposes a write given as its verified request frame, through the consensus core;
     /// `cost` is its cost against the space quota. A physical compaction is answered once
     /// every shard has finished it, as etcd's.

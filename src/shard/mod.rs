@@ -20,6 +20,7 @@
 
 pub mod mesh;
 pub mod route;
+pub mod watch;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -34,6 +35,7 @@ use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::WriteResponse;
 use crate::mvcc::shard::{ExportCursor, MvccShard};
 use crate::snapshot::KeyHistory;
+use crate::watch::Event;
 use route::{ReplyTo, Router};
 
 /// An answer to a request from another core (or this one), matched by `ReplyTo::id`.
@@ -71,6 +73,9 @@ pub enum Reply {
     },
     /// `WaitCompacted` is done.
     Compacted,
+    /// The answer to `WatchHistory`: the events and this shard's compaction point; `None`
+    /// when the node stopped before the revision was applied.
+    History(Option<(Vec<Event>, i64)>),
 }
 
 /// A message between cores.
@@ -214,6 +219,37 @@ pub enum CoreMessage {
         /// Its shard's `MvccShard::size_bytes`.
         bytes: u64,
     },
+    /// A core that serves watch streams asks this shard for its events from now on.
+    WatchSubscribe {
+        /// The asking core.
+        core: usize,
+    },
+    /// A shard's watch events since its last report, and its watermark: every change up to it
+    /// is applied there. The first report after `WatchSubscribe` has no events (it marks
+    /// where the shard's reports begin). `gap` says the shard's state jumped (a snapshot was
+    /// installed) without events: watchers must catch up from history.
+    WatchEvents {
+        /// The reporting shard (its core).
+        shard: usize,
+        /// Events in revision order.
+        events: Vec<Event>,
+        /// The shard's watermark.
+        watermark: i64,
+        /// The state jumped without events.
+        gap: bool,
+    },
+    /// Watch events of `range` in `(after, upto]` from this shard's history, once applied up
+    /// to `upto`.
+    WatchHistory {
+        /// The keys.
+        range: KeyRange,
+        /// Revisions above this.
+        after: i64,
+        /// Up to this.
+        upto: i64,
+        /// Where `Reply::History` goes.
+        reply: ReplyTo,
+    },
     /// An answer to a request this core sent.
     Reply {
         /// The request's number on this core.
@@ -249,6 +285,12 @@ pub struct ShardState {
     /// A shard reports its size to core 0 when it moved by this much (and after compactions):
     /// the quota check on core 0 may trail the truth by this much per core.
     size_report_step: Cell<u64>,
+    /// Cores serving watch streams, which get this shard's events (ascending, no repeats).
+    watch_subscribers: RefCell<Vec<usize>>,
+    /// Events made since the last watermark, for the subscribers.
+    watch_events: RefCell<Vec<Event>>,
+    /// This core's watch streams and the merge of every shard's events for them.
+    watch_hub: Rc<watch::WatchHub>,
 }
 
 impl ShardState {
@@ -311,6 +353,31 @@ impl ShardState {
         .detach();
     }
 
+    /// This core's watch hub.
+    pub fn watch_hub(&self) -> &Rc<watch::WatchHub> {
+        &self.watch_hub
+    }
+
+    /// Sends `core` this shard's watch events with its watermark, in order with every earlier
+    /// report (handled at once when `core` is this one).
+    fn report_watch(&self, router: &Rc<Router>, core: usize, events: Vec<Event>, gap: bool) {
+        let shard = router.core();
+        let watermark = self.watermark.get();
+        if core == shard {
+            self.watch_hub.on_events(shard, events, watermark, gap);
+            return;
+        }
+        router.post_in_order(
+            core,
+            CoreMessage::WatchEvents {
+                shard,
+                events,
+                watermark,
+                gap,
+            },
+        );
+    }
+
     /// True once shutdown was requested.
     pub fn stopping(&self) -> bool {
         self.stopping.get()
@@ -322,8 +389,13 @@ impl ShardState {
         match message {
             CoreMessage::Apply { revision, changes } => {
                 {
+                    let watched = !self.watch_subscribers.borrow().is_empty();
                     let mut shard = self.shard.borrow_mut();
                     for (sub, key, pair) in changes {
+                        if watched {
+                            let event = shard.change_event(revision, sub, &key, pair.as_ref());
+                            self.watch_events.borrow_mut().push(event);
+                        }
                         shard.apply(revision, sub, key, pair);
                     }
                 }
@@ -335,8 +407,54 @@ impl ShardState {
                 value,
                 lease,
             } => {
-                self.shard.borrow_mut().put(revision, 0, key, value, lease);
+                {
+                    let mut shard = self.shard.borrow_mut();
+                    if self.watch_subscribers.borrow().is_empty() {
+                        shard.put(revision, 0, key, value, lease);
+                    } else {
+                        let previous = shard.get(&key, i64::MAX).cloned();
+                        shard.put(revision, 0, key.clone(), value, lease);
+                        let pair = shard.get(&key, i64::MAX).cloned();
+                        self.watch_events
+                            .borrow_mut()
+                            .push(Event::new(revision, 0, key, pair, previous));
+                    }
+                }
                 self.report_size(router, false);
+            }
+            CoreMessage::WatchSubscribe { core } => {
+                {
+                    let mut subscribers = self.watch_subscribers.borrow_mut();
+                    if subscribers.contains(&core) {
+                        return;
+                    }
+                    subscribers.push(core);
+                    subscribers.sort_unstable();
+                }
+                // Where this shard's reports to `core` begin.
+                self.report_watch(router, core, Vec::new(), false);
+            }
+            CoreMessage::WatchEvents {
+                shard,
+                events,
+                watermark,
+                gap,
+            } => {
+                self.watch_hub.on_events(shard, events, watermark, gap);
+            }
+            CoreMessage::WatchHistory {
+                range,
+                after,
+                upto,
+                reply,
+            } => {
+                let state = self.clone();
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    let answer = state.history(&range, after, upto).await;
+                    router.reply(reply, Reply::History(answer));
+                })
+                .detach();
             }
             CoreMessage::ShardSize { core, bytes } => {
                 let mut sizes = self.shard_sizes.borrow_mut();
@@ -348,6 +466,13 @@ impl ShardState {
             CoreMessage::Watermark { revision, term } => {
                 self.term.set(term);
                 self.advance_watermark(revision);
+                if !self.watch_subscribers.borrow().is_empty() {
+                    let events = std::mem::take(&mut *self.watch_events.borrow_mut());
+                    let subscribers = self.watch_subscribers.borrow().clone();
+                    for core in subscribers {
+                        self.report_watch(router, core, events.clone(), false);
+                    }
+                }
             }
             CoreMessage::Compact(revision) => {
                 self.compact_revision.set(revision);
@@ -436,6 +561,12 @@ impl ShardState {
                 // Readers waiting for a revision the snapshot reaches go on with it.
                 self.advance_watermark(revision);
                 self.report_size(router, true);
+                // Watchers missed whatever the snapshot jumped over: they catch up from it.
+                self.watch_events.borrow_mut().clear();
+                let subscribers = self.watch_subscribers.borrow().clone();
+                for core in subscribers {
+                    self.report_watch(router, core, Vec::new(), true);
+                }
             }
             CoreMessage::WaitCompacted { revision, reply } => {
                 if self.compacted_physically.get() >= revision {
@@ -494,6 +625,22 @@ impl ShardState {
             return None;
         }
         Some(self.shard.borrow().range(range, revision, max_items))
+    }
+
+    /// Watch events of `range` in `(after, upto]` from this shard's history, with its
+    /// compaction point, once every change up to `upto` is applied here; `None` if the node
+    /// stops first.
+    pub async fn history(
+        &self,
+        range: &KeyRange,
+        after: i64,
+        upto: i64,
+    ) -> Option<(Vec<Event>, i64)> {
+        if !self.wait_watermark(upto).await {
+            return None;
+        }
+        let events = self.shard.borrow().history_events(range, after, upto);
+        Some((events, self.compact_revision.get()))
     }
 
     /// This shard's HashKV part once every change up to `upto` is applied here; `None` if the

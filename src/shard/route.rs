@@ -6,7 +6,7 @@
 //! executor.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use futures::channel::oneshot;
@@ -39,6 +39,9 @@ pub struct Router {
     /// Requests of this core waiting for their `Reply`, by number.
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: Cell<u64>,
+    /// Messages posted in order to a core whose channel was full, by core; an entry exists
+    /// while a task is sending them.
+    ordered: RefCell<HashMap<usize, VecDeque<CoreMessage>>>,
 }
 
 impl Router {
@@ -56,6 +59,7 @@ impl Router {
             local,
             pending: RefCell::new(HashMap::new()),
             next_request: Cell::new(0),
+            ordered: RefCell::new(HashMap::new()),
         }
     }
 
@@ -152,6 +156,54 @@ impl Router {
             })
             .detach();
         }
+    }
+
+    /// Sends `message` to another core without waiting, after every message posted to it
+    /// earlier: when its channel is full, the messages queue here and a task sends them in
+    /// order. A message loop can post without ever blocking on another core's.
+    pub fn post_in_order(self: &Rc<Self>, core: usize, message: CoreMessage) {
+        let Some(Some(sender)) = self.senders.get(core) else {
+            return;
+        };
+        {
+            let mut ordered = self.ordered.borrow_mut();
+            if let Some(queue) = ordered.get_mut(&core) {
+                queue.push_back(message);
+                return;
+            }
+            match sender.try_send(message) {
+                Ok(()) => return,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(message))) => {
+                    ordered.insert(core, VecDeque::from([message]));
+                }
+                // Closed: the core is gone, nobody listens any more.
+                Err(_) => return,
+            }
+        }
+        let router = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let next = {
+                    let mut ordered = router.ordered.borrow_mut();
+                    match ordered.get_mut(&core).and_then(VecDeque::pop_front) {
+                        Some(message) => message,
+                        None => {
+                            ordered.remove(&core);
+                            return;
+                        }
+                    }
+                };
+                let sent = match router.senders.get(core) {
+                    Some(Some(sender)) => sender.send(next).await.is_ok(),
+                    _ => false,
+                };
+                if !sent {
+                    router.ordered.borrow_mut().remove(&core);
+                    return;
+                }
+            }
+        })
+        .detach();
     }
 
     /// Completes this core's request `id` (an answer that arrived).
@@ -263,6 +315,59 @@ impl Router {
             }
         }
         Ok(total)
+    }
+}
+
+impl Router {
+    /// Watch events of `range` in `(after, upto]` from every shard that can hold them, in
+    /// revision order, with the highest compaction point among those shards.
+    pub async fn watch_history(
+        self: &Rc<Self>,
+        range: &KeyRange,
+        after: i64,
+        upto: i64,
+    ) -> Result<(Vec<crate::watch::Event>, i64), ServerError> {
+        let targets: Vec<usize> = match range {
+            KeyRange::Single(key) => vec![self.owner(key)],
+            _ => (0..self.cores).collect(),
+        };
+        let mut pending = Vec::new();
+        for &core in &targets {
+            if core != self.core {
+                let answer = self
+                    .send_request(core, |reply| CoreMessage::WatchHistory {
+                        range: range.clone(),
+                        after,
+                        upto,
+                        reply,
+                    })
+                    .await?;
+                pending.push(answer);
+            }
+        }
+        let mut events = Vec::new();
+        let mut compacted = -1;
+        if targets.contains(&self.core) {
+            let (mine, point) = self
+                .local
+                .history(range, after, upto)
+                .await
+                .ok_or(ServerError::Stopped)?;
+            events.extend(mine);
+            compacted = compacted.max(point);
+        }
+        for answer in pending {
+            match answer.await.map_err(|_| ServerError::Stopped)? {
+                Reply::History(Some((theirs, point))) => {
+                    events.extend(theirs);
+                    compacted = compacted.max(point);
+                }
+                Reply::History(None) => return Err(ServerError::Stopped),
+                _ => return Err(unexpected_reply("watch history")),
+            }
+        }
+        events.sort_by_key(|event| (event.revision(), event.sub));
+        Ok((events, compacted))
     }
 }
 

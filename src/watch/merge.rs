@@ -67,6 +67,17 @@ impl RevisionMerger {
         queue.watermark = queue.watermark.max(watermark);
     }
 
+    /// Treats every revision up to `revision` as released without releasing it: its events
+    /// are dropped (a core that starts listening part-way uses this to begin where every
+    /// shard's reports are complete).
+    pub fn skip_to(&mut self, revision: i64) {
+        for queue in &mut self.shards {
+            let skipped = queue.events.partition_point(|e| e.revision() <= revision);
+            queue.events.drain(..skipped);
+        }
+        self.released = self.released.max(revision);
+    }
+
     /// Releases every revision that every shard has reported: their events in (revision, sub)
     /// order, and the revision released up to (unchanged when nothing new is complete).
     pub fn release(&mut self) -> (Vec<Event>, i64) {

@@ -348,6 +348,14 @@ impl WatchStream {
         reads
     }
 
+    /// Sets every watcher back to catch up from history (the state jumped without events,
+    /// as when a snapshot was installed).
+    pub fn resync_all(&mut self) {
+        for watcher in self.watchers.values_mut() {
+            watcher.synced = false;
+        }
+    }
+
     /// The answer to a `CatchUp`: the history `events` of the watcher's range in
     /// `(after, upto]`, read when the compaction point was `compacted`. A watcher that needs
     /// revisions below the compaction point is canceled with `compact_revision` set, as etcd

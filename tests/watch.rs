@@ -1,0 +1,353 @@
+//! etcd's Watch service on a real `lode`, driven by the Rust `etcd-client` crate: live and
+//! historical events, prev_kv and filters, txns spanning shards delivered whole, cancel,
+//! progress requests and notifications, compaction cancels, etcd's answers to bad creations,
+//! watches served by a follower, and Debian's etcdctl `watch`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::cluster::{cluster, wait_for_leader};
+use common::server::{DataDir, Lode};
+use etcd_client::{
+    Client, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The next response on `stream` (a stream that ends or breaks fails the test; a silent
+/// server fails it after a minute rather than hanging CI).
+async fn next(stream: &mut WatchStream) -> WatchResponse {
+    tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("a watch response within a minute")
+        .expect("the stream works")
+        .expect("the stream goes on")
+}
+
+/// Responses until one carries events; returns it.
+async fn next_events(stream: &mut WatchStream) -> WatchResponse {
+    loop {
+        let response = next(stream).await;
+        if !response.events().is_empty() {
+            return response;
+        }
+    }
+}
+
+fn summary(response: &WatchResponse) -> Vec<(EventType, String, String, i64)> {
+    response
+        .events()
+        .iter()
+        .map(|event| {
+            let kv = event.kv().expect("kv");
+            (
+                event.event_type(),
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.mod_revision(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn watches_deliver_live_and_past_events_as_etcd() {
+    let dir = DataDir::new("watch-events");
+    // Two cores: keys live on two shards, so a txn's revision spans them.
+    let lode = Lode::start(&dir.0, &["--cores", "2"]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut stream = client
+            .watch("k", Some(WatchOptions::new().with_prefix().with_prev_key()))
+            .await
+            .expect("watch");
+        let created = next(&mut stream).await;
+        assert!(created.created() && !created.canceled());
+        let id = created.watch_id();
+
+        client.put("k1", "a", None).await.expect("put");
+        client.put("k1", "b", None).await.expect("put");
+        let first = next_events(&mut stream).await;
+        assert_eq!(first.watch_id(), id);
+        let mut seen = summary(&first);
+        if seen.len() == 1 {
+            seen.extend(summary(&next_events(&mut stream).await));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (EventType::Put, "k1".into(), "a".into(), 2),
+                (EventType::Put, "k1".into(), "b".into(), 3)
+            ]
+        );
+
+        // A txn writing keys on both shards: one revision, one response, in sub order.
+        let txn = Txn::new().and_then(
+            (0..6)
+                .map(|i| TxnOp::put(format!("k{i}x"), "t", None))
+                .collect::<Vec<_>>(),
+        );
+        client.txn(txn).await.expect("txn");
+        let whole = next_events(&mut stream).await;
+        let keys: Vec<String> = summary(&whole).into_iter().map(|e| e.1).collect();
+        assert_eq!(keys, (0..6).map(|i| format!("k{i}x")).collect::<Vec<_>>());
+        assert!(whole
+            .events()
+            .iter()
+            .all(|e| e.kv().unwrap().mod_revision() == 4));
+
+        // prev_kv on an update and a delete; none on a create.
+        client.delete("k1", None).await.expect("delete");
+        let deleted = next_events(&mut stream).await;
+        let event = &deleted.events()[0];
+        assert_eq!(event.event_type(), EventType::Delete);
+        assert_eq!(event.kv().unwrap().mod_revision(), 5);
+        assert_eq!(event.prev_kv().map(|p| p.value()), Some(&b"b"[..]));
+        assert!(whole.events()[0].prev_kv().is_none());
+
+        // Cancel: answered once; then nothing more arrives for that watch.
+        stream.cancel(id).await.expect("cancel");
+        let canceled = next(&mut stream).await;
+        assert!(canceled.canceled() && canceled.watch_id() == id);
+
+        // A watch from revision 1 replays everything; a NOPUT filter leaves only the delete.
+        let mut past = client
+            .watch("k1", Some(WatchOptions::new().with_start_revision(1)))
+            .await
+            .expect("watch");
+        assert!(next(&mut past).await.created());
+        let mut replay = Vec::new();
+        while replay.len() < 3 {
+            replay.extend(summary(&next_events(&mut past).await));
+        }
+        let revisions: Vec<i64> = replay.iter().map(|e| e.3).collect();
+        assert_eq!(revisions, vec![2, 3, 5]);
+        let mut deletes_only = client
+            .watch(
+                "k1",
+                Some(
+                    WatchOptions::new()
+                        .with_start_revision(1)
+                        .with_filters([WatchFilterType::NoPut]),
+                ),
+            )
+            .await
+            .expect("watch");
+        assert!(next(&mut deletes_only).await.created());
+        let only = next_events(&mut deletes_only).await;
+        assert_eq!(summary(&only).len(), 1);
+        assert_eq!(only.events()[0].event_type(), EventType::Delete);
+
+        // Progress: one response for the stream (watch ID -1) at the current revision.
+        past.request_progress().await.expect("progress");
+        let progress = next(&mut past).await;
+        assert_eq!(progress.watch_id(), -1);
+        assert_eq!(progress.header().map(|h| h.revision()), Some(5));
+
+        // After compaction, a watch from below the compaction point is canceled with it.
+        client.compact(4, None).await.expect("compact");
+        let mut old = client
+            .watch(
+                "k",
+                Some(WatchOptions::new().with_prefix().with_start_revision(2)),
+            )
+            .await
+            .expect("watch");
+        assert!(next(&mut old).await.created());
+        let compacted = next(&mut old).await;
+        assert!(compacted.canceled());
+        assert_eq!(compacted.compact_revision(), 4);
+        // From exactly the compaction point is fine.
+        let mut at_point = client
+            .watch(
+                "k",
+                Some(WatchOptions::new().with_prefix().with_start_revision(4)),
+            )
+            .await
+            .expect("watch");
+        assert!(next(&mut at_point).await.created());
+        let from_point = next_events(&mut at_point).await;
+        assert_eq!(from_point.events()[0].kv().unwrap().mod_revision(), 4);
+    });
+}
+
+#[test]
+fn bad_watch_requests_get_etcds_answers() {
+    let dir = DataDir::new("watch-bad");
+    let lode = Lode::start(&dir.0, &["--watch-progress-notify-interval", "200ms"]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut stream = client
+            .watch("a", Some(WatchOptions::new().with_watch_id(7)))
+            .await
+            .expect("watch");
+        let created = next(&mut stream).await;
+        assert_eq!((created.created(), created.watch_id()), (true, 7));
+
+        // A duplicate ID, a negative start revision and an empty range: created and canceled
+        // at once with etcd's reasons and watch ID -1.
+        stream
+            .watch("b", Some(WatchOptions::new().with_watch_id(7)))
+            .await
+            .expect("send");
+        stream
+            .watch("b", Some(WatchOptions::new().with_start_revision(-3)))
+            .await
+            .expect("send");
+        stream
+            .watch("b", Some(WatchOptions::new().with_range("a")))
+            .await
+            .expect("send");
+        let mut reasons = Vec::new();
+        for _ in 0..3 {
+            let refused = next(&mut stream).await;
+            assert!(refused.created() && refused.canceled());
+            assert_eq!(refused.watch_id(), -1);
+            reasons.push(refused.cancel_reason().to_string());
+        }
+        assert_eq!(
+            reasons,
+            vec![
+                "mvcc: duplicate watch ID provided on the WatchStream",
+                "etcdserver: mvcc: required revision has been compacted",
+                "mvcc: watcher range is empty",
+            ]
+        );
+        // Canceling an unknown ID is ignored; the stream goes on serving.
+        stream.cancel(99).await.expect("send");
+        client.put("a", "1", None).await.expect("put");
+        let event = next_events(&mut stream).await;
+        assert_eq!(event.watch_id(), 7);
+
+        // Progress notifications: an idle watcher that asked gets empty responses.
+        let mut notified = client
+            .watch("quiet", Some(WatchOptions::new().with_progress_notify()))
+            .await
+            .expect("watch");
+        assert!(next(&mut notified).await.created());
+        let notice = next(&mut notified).await;
+        assert!(notice.events().is_empty() && !notice.canceled());
+    });
+    // A bad interval is refused at start.
+    let bad = Command::new(env!("CARGO_BIN_EXE_lode"))
+        .args(["--watch-progress-notify-interval", "10"])
+        .output()
+        .expect("run lode");
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn a_follower_serves_watches_of_writes_made_through_the_leader() {
+    let mut members = cluster("watch-cluster");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let follower = (leader + 1) % 3;
+    let leader_url = members[leader].lode().client_url.clone();
+    let follower_url = members[follower].lode().client_url.clone();
+    runtime().block_on(async move {
+        let mut watcher = Client::connect([follower_url.as_str()], None)
+            .await
+            .expect("connect");
+        let mut stream = watcher
+            .watch("cfg/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        assert!(next(&mut stream).await.created());
+        let mut writer = Client::connect([leader_url.as_str()], None)
+            .await
+            .expect("connect");
+        for i in 0..5 {
+            writer
+                .put(format!("cfg/{i}"), format!("v{i}"), None)
+                .await
+                .expect("put");
+        }
+        let mut values = Vec::new();
+        while values.len() < 5 {
+            for event in summary(&next_events(&mut stream).await) {
+                values.push(event.2);
+            }
+        }
+        assert_eq!(values, vec!["v0", "v1", "v2", "v3", "v4"]);
+    });
+}
+
+#[test]
+fn etcdctl_watch_prints_events() {
+    let dir = DataDir::new("watch-etcdctl");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    let put = |key: &str, value: &str| {
+        let status = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint, "put", key, value])
+            .output()
+            .expect("etcdctl put");
+        assert!(status.status.success(), "{status:?}");
+    };
+    put("job/1", "queued");
+    let mut watch = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &endpoint,
+            "watch",
+            "job/",
+            "--prefix",
+            "--rev",
+            "1",
+            "--prev-kv",
+            "-w",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (lines_sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    put("job/1", "running");
+    put("job/2", "queued");
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("etcdctl prints the events");
+        let response: serde_json::Value = serde_json::from_str(&line).expect("json");
+        for event in response["Events"].as_array().cloned().unwrap_or_default() {
+            events.push(event);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let revisions: Vec<i64> = events
+        .iter()
+        .map(|e| e["kv"]["mod_revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revisions, vec![2, 3, 4]);
+    // The update carries the value before it (base64 of "queued").
+    assert_eq!(events[1]["prev_kv"]["value"], "cXVldWVk");
+}

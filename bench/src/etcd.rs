@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use lode_protocol::etcd::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
+use pb::watch_client::WatchClient;
 use tonic::transport::Channel;
 
 use lode::diskprobe::fdatasync_floor;
@@ -46,6 +47,9 @@ pub struct EtcdArgs {
     server_cpus: Option<String>,
     #[command(flatten)]
     load: LoadArgs,
+    /// Watcher counts of the watch scenario (event latency from a put to each watcher).
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
+    watchers: Vec<usize>,
     /// Extra argument for the lodes it starts (repeatable), e.g. `--lode-arg=--idle-spin-us=20`.
     #[arg(long = "lode-arg", allow_hyphen_values = true)]
     lode_args: Vec<String>,
@@ -56,7 +60,7 @@ pub struct EtcdArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put,get-linearizable,get-serializable,txn-cas"
+        default_value = "put,get-linearizable,get-serializable,txn-cas,watch"
     )]
     scenarios: Vec<String>,
     /// Print only JSON lines.
@@ -84,6 +88,20 @@ impl Drop for Servers {
 }
 
 impl Servers {
+    /// The servers' resident memory now, in KiB (summed).
+    fn rss_kib(&self) -> u64 {
+        self.children
+            .iter()
+            .filter_map(|child| {
+                std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()
+            })
+            .filter_map(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// CPU time the servers used so far, in microseconds.
     fn cpu_micros(&self) -> u64 {
         // SAFETY: sysconf only reads a configuration value.
@@ -264,6 +282,8 @@ struct Measured {
     elapsed: Duration,
     histogram: Histogram<u64>,
     cpu_micros_per_op: f64,
+    /// The servers' resident memory right after the case.
+    rss_kib: u64,
 }
 
 impl Measured {
@@ -423,7 +443,160 @@ async fn run_case(
         elapsed,
         cpu_micros_per_op: cpu as f64 / ops.max(1) as f64,
         histogram,
+        rss_kib: servers.rss_kib(),
     })
+}
+
+/// Watchers sharing one watch stream in the watch scenario.
+const WATCHERS_PER_STREAM: usize = 100;
+
+/// The watch scenario: `watchers` watchers of one key (100 per stream, the streams spread over
+/// the connections) and one writer putting that key, each put carrying the time it was sent;
+/// the writer puts again once every watcher got the previous event (closed loop), so each
+/// latency is a put's commit plus its fan-out to every watcher. ops are events received.
+async fn run_watch_case(
+    args: &EtcdArgs,
+    servers: &Servers,
+    endpoint: &str,
+    watchers: usize,
+) -> Result<Measured, String> {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let streams = watchers.div_ceil(WATCHERS_PER_STREAM);
+    let connections = streams.min(args.load.connections).max(1);
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(
+            Channel::from_shared(endpoint.to_string())
+                .map_err(|e| e.to_string())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| format!("connecting to {endpoint}: {e}"))?,
+        );
+    }
+    let watched = Bytes::from_static(b"watch/key");
+    let origin = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let created = Arc::new(AtomicU64::new(0));
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?,
+    ));
+    let mut tasks = Vec::new();
+    for stream in 0..streams {
+        let count = WATCHERS_PER_STREAM.min(watchers - stream * WATCHERS_PER_STREAM);
+        let creates: Vec<pb::WatchRequest> = (0..count)
+            .map(|_| pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                    pb::WatchCreateRequest {
+                        key: watched.clone(),
+                        ..Default::default()
+                    },
+                )),
+            })
+            .collect();
+        // The request side stays open: closing it ends the stream.
+        let requests = futures::stream::iter(creates).chain(futures::stream::pending());
+        let mut client = WatchClient::new(channels[stream % connections].clone())
+            .max_decoding_message_size(64 << 20);
+        let mut responses = client
+            .watch(requests)
+            .await
+            .map_err(|e| format!("watch: {e}"))?
+            .into_inner();
+        let (received, created, histogram) = (received.clone(), created.clone(), histogram.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(response)) = responses.message().await {
+                if response.created {
+                    created.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let now = origin.elapsed().as_nanos() as u64;
+                let mut latencies = Vec::with_capacity(response.events.len());
+                for event in &response.events {
+                    let Some(kv) = &event.kv else { continue };
+                    let Some(sent) = kv.value.get(..8) else {
+                        continue;
+                    };
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(sent);
+                    latencies.push(now.saturating_sub(u64::from_le_bytes(bytes)).max(1));
+                }
+                if let Ok(mut histogram) = histogram.lock() {
+                    for latency in &latencies {
+                        histogram.saturating_record(*latency);
+                    }
+                }
+                received.fetch_add(latencies.len() as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while created.load(Ordering::Relaxed) < watchers as u64 {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {watchers} watches were created",
+                created.load(Ordering::Relaxed)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut kv = KvClient::new(channels[0].clone());
+    let duration = Duration::from_secs_f64(args.load.seconds);
+    let cpu_before = servers.cpu_micros();
+    let started = Instant::now();
+    let mut puts = 0u64;
+    while started.elapsed() < duration {
+        let mut value = vec![b'v'; args.load.value_bytes.max(8)];
+        value[..8].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_le_bytes());
+        kv.put(pb::PutRequest {
+            key: watched.clone(),
+            value: Bytes::from(value),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("put: {e}"))?;
+        puts += 1;
+        let everyone = puts * watchers as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < everyone {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "put {puts}: {} of {everyone} events arrived within a minute",
+                    received.load(Ordering::Relaxed)
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu = servers.cpu_micros().saturating_sub(cpu_before);
+    let rss_kib = servers.rss_kib();
+    for task in &tasks {
+        task.abort();
+    }
+    let histogram = histogram
+        .lock()
+        .map_err(|_| "a watcher task panicked".to_string())?
+        .clone();
+    let ops = histogram.len();
+    Ok(Measured {
+        ops,
+        elapsed,
+        cpu_micros_per_op: cpu as f64 / ops.max(1) as f64,
+        histogram,
+        rss_kib,
+    })
+}
+
+/// The client counts of `scenario` (watchers for the watch scenario).
+fn counts<'a>(args: &'a EtcdArgs, scenario: &str) -> &'a [usize] {
+    if scenario == "watch" {
+        &args.watchers
+    } else {
+        &args.load.clients
+    }
 }
 
 /// The CPUs for the servers and for the load generator.
@@ -461,7 +634,14 @@ fn cpu_split(args: &EtcdArgs) -> Result<(String, Vec<usize>), String> {
 pub fn run(args: EtcdArgs) -> Result<(), String> {
     args.load.check()?;
     for scenario in &args.scenarios {
-        if !["put", "get-linearizable", "get-serializable", "txn-cas"].contains(&scenario.as_str())
+        if ![
+            "put",
+            "get-linearizable",
+            "get-serializable",
+            "txn-cas",
+            "watch",
+        ]
+        .contains(&scenario.as_str())
         {
             return Err(format!("unknown scenario {scenario}"));
         }
@@ -502,9 +682,15 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
                 let endpoint = leader_endpoint(system, &servers).await?;
                 let mut cases = Vec::new();
                 for scenario in &args.scenarios {
-                    for &clients in &args.load.clients {
-                        let measured =
-                            run_case(&args, &servers, &endpoint, scenario, clients).await?;
+                    if scenario == "watch" && system == System::Null {
+                        continue;
+                    }
+                    for &clients in counts(&args, scenario) {
+                        let measured = if scenario == "watch" {
+                            run_watch_case(&args, &servers, &endpoint, clients).await?
+                        } else {
+                            run_case(&args, &servers, &endpoint, scenario, clients).await?
+                        };
                         cases.push((system, scenario.clone(), clients, measured));
                     }
                 }
@@ -554,8 +740,8 @@ fn report(
             args.load.connections
         );
         println!(
-            "{:<34} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}",
-            "case", "ops", "ops/s", "p50 us", "p99 us", "p99.9 us", "cpu us/op"
+            "{:<34} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            "case", "ops", "ops/s", "p50 us", "p99 us", "p99.9 us", "cpu us/op", "rss MiB"
         );
         println!(
             "{:<34} {:>9} {:>10} {:>9.1} {:>9.1} {:>9.1}",
@@ -591,7 +777,7 @@ fn report(
         );
     };
     for scenario in &args.scenarios {
-        for &clients in &args.load.clients {
+        for &clients in counts(args, scenario) {
             for system in System::ALL {
                 let Some(m) = find(system, scenario, clients) else {
                     continue;
@@ -599,13 +785,14 @@ fn report(
                 let name = format!("{}: {scenario}, {clients} clients", system.name());
                 if !args.json {
                     println!(
-                        "{name:<34} {:>9} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                        "{name:<34} {:>9} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1}",
                         m.ops,
                         m.ops_per_second(),
                         m.micros(0.5),
                         m.micros(0.99),
                         m.micros(0.999),
-                        m.cpu_micros_per_op
+                        m.cpu_micros_per_op,
+                        m.rss_kib as f64 / 1024.0
                     );
                 }
                 println!(
@@ -622,6 +809,7 @@ fn report(
                         "p99_us": m.micros(0.99),
                         "p999_us": m.micros(0.999),
                         "cpu_us_per_op": m.cpu_micros_per_op,
+                        "rss_kib": m.rss_kib,
                     })
                 );
             }
@@ -667,6 +855,30 @@ fn report(
             &format!("{p99:.2}x"),
             p99 <= 0.4,
         );
+    }
+    if let (Some(lode), Some(etcd)) = (
+        find(System::Lode, "watch", 1),
+        find(System::Etcd, "watch", 1),
+    ) {
+        let p50 = lode.micros(0.5) / etcd.micros(0.5);
+        print_target(
+            "1-watcher event latency p50 <= 0.6x etcd's",
+            &format!("{p50:.2}x"),
+            p50 <= 0.6,
+        );
+        if let Some(fan_out) = find(System::Lode, "watch", 10_000) {
+            let ratio = fan_out.histogram.max() as f64 / 1000.0 / lode.micros(0.99);
+            print_target(
+                "10,000 watchers: latest event <= 10x the 1-watcher p99",
+                &format!(
+                    "{:.1} us vs {:.1} us = {ratio:.1}x, server rss {:.1} MiB",
+                    fan_out.histogram.max() as f64 / 1000.0,
+                    lode.micros(0.99),
+                    fan_out.rss_kib as f64 / 1024.0
+                ),
+                ratio <= 10.0,
+            );
+        }
     }
     for scenario in &args.scenarios {
         if let (Some(lode), Some(etcd)) = (

@@ -194,7 +194,8 @@ impl pb::kv_server::Kv for KvService {
 pub struct WatchService;
 
 /// The stream of a Watch call's responses: made on the core, sent through a channel whose
-/// small capacity pushes back on the stream (its watchers then catch up from history).
+/// capacity (128 responses) pushes back on the stream (its watchers then catch up from
+/// history); a smaller one wakes the stream's task too often (16 halved events/s).
 type WatchResponses = futures::channel::mpsc::Receiver<Result<pb::WatchResponse, Status>>;
 
 #[tonic::async_trait]
@@ -213,7 +214,7 @@ impl pb::watch_server::Watch for WatchService {
             .and_then(|value| value.to_str().ok())
             == Some("true");
         let requests = request.into_inner();
-        let (sender, receiver) = futures::channel::mpsc::channel(16);
+        let (sender, receiver) = futures::channel::mpsc::channel(128);
         on_core(move |node, limits| async move {
             if require_leader && node.status().await?.leader == 0 {
                 return Err(ServerError::NoLeader);

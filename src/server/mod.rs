@@ -35,7 +35,7 @@ pub const DEFAULT_WATCH_PROGRESS_INTERVAL: std::time::Duration =
 
 /// Bytes of undelivered events a watch stream may hold before its watchers fall back to
 /// catching up from history.
-pub const WATCH_STREAM_BUDGET_BYTES: usize = 4 << 20;
+pub const WATCH_STREAM_BUDGET_BYTES: usize = 1 << 20;
 
 impl Limits {
     /// Limits for a `--max-request-bytes` value.

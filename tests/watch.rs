@@ -351,3 +351,63 @@ fn etcdctl_watch_prints_events() {
     // The update carries the value before it (base64 of "queued").
     assert_eq!(events[1]["prev_kv"]["value"], "cXVldWVk");
 }
+
+#[test]
+fn a_stream_that_stops_reading_delays_no_one_and_later_gets_every_event() {
+    let dir = DataDir::new("watch-slow");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        // Two connections: the slow stream's flow control cannot hold up the other's.
+        let mut slow_client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut slow = slow_client
+            .watch("big/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        assert!(next(&mut slow).await.created());
+        let mut prompt = client
+            .watch("big/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        assert!(next(&mut prompt).await.created());
+
+        // Far more than the slow stream's buffers (its budget, the channel to the
+        // connection, HTTP/2's windows) while it reads nothing.
+        let puts = 1500;
+        let value = vec![b'x'; 8 << 10];
+        let mut first_revision = 0;
+        let mut prompt_revisions = Vec::new();
+        for i in 0..puts {
+            let put = client
+                .put(format!("big/{}", i % 50), value.clone(), None)
+                .await
+                .expect("put");
+            if i == 0 {
+                first_revision = put.header().expect("header").revision();
+            }
+            // The other stream keeps up as the writes go.
+            while prompt_revisions.len() < i + 1 {
+                for event in next_events(&mut prompt).await.events() {
+                    prompt_revisions.push(event.kv().unwrap().mod_revision());
+                }
+            }
+        }
+        let expected: Vec<i64> = (first_revision..first_revision + puts as i64).collect();
+        assert_eq!(prompt_revisions, expected);
+
+        // The slow stream, reading at last, gets every event once, in order (caught up from
+        // the history where its buffers could not hold them).
+        let mut slow_revisions = Vec::new();
+        while slow_revisions.len() < puts {
+            for event in next_events(&mut slow).await.events() {
+                slow_revisions.push(event.kv().unwrap().mod_revision());
+            }
+        }
+        assert_eq!(slow_revisions, expected);
+    });
+}

@@ -144,21 +144,82 @@ impl Client {
         }
     }
 
+    /// Opens a watch stream on this connection (etcd's Watch call): send its requests with
+    /// `WatchStream::send`, receive what its watchers are given with `WatchStream::next`.
+    pub fn watch(&self) -> WatchStream<'_> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (sender, receiver) = mpsc::unbounded();
+        self.pending.borrow_mut().insert(id, Waiter::Stream(sender));
+        WatchStream {
+            client: self,
+            id,
+            receiver,
+        }
+    }
+
     async fn send(&self, request: &Request, waiter: Waiter) -> Result<(), ClientError> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.pending.borrow_mut().insert(id, waiter);
+        let sent = self.send_with_id(id, request).await;
+        if sent.is_err() {
+            self.pending.borrow_mut().remove(&id);
+        }
+        sent
+    }
+
+    async fn send_with_id(&self, id: u64, request: &Request) -> Result<(), ClientError> {
         if let Some(why) = self.closed.borrow().clone() {
             return Err(ClientError::Closed(why));
         }
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
         let mut wire = BytesMut::new();
         encode_frame(&mut wire, &native::encode_request(id, request));
-        self.pending.borrow_mut().insert(id, waiter);
         let mut writer = self.writer.lock().await;
-        if let Err(error) = writer.write_all(&wire).await {
-            self.pending.borrow_mut().remove(&id);
-            return Err(error.into());
-        }
+        writer.write_all(&wire).await?;
         Ok(())
+    }
+}
+
+/// A watch stream on a native connection.
+pub struct WatchStream<'c> {
+    client: &'c Client,
+    id: u64,
+    receiver: mpsc::UnboundedReceiver<Result<Response, ClientError>>,
+}
+
+impl WatchStream<'_> {
+    /// Sends a request on the stream (create, cancel, progress).
+    pub async fn send(&self, request: native::WatchRequest) -> Result<(), ClientError> {
+        self.client
+            .send_with_id(self.id, &Request::Watch(request))
+            .await
+    }
+
+    /// The next response on the stream: its header and the watch response.
+    pub async fn next(
+        &mut self,
+    ) -> Result<
+        (
+            crate::mvcc::request::ResponseHeader,
+            crate::watch::stream::WatchResponse,
+        ),
+        ClientError,
+    > {
+        match self.receiver.next().await.map(server_error) {
+            Some(Ok(Response::Watch { header, response })) => Ok((header, response)),
+            Some(Ok(other)) => Err(ClientError::Closed(format!(
+                "unexpected answer on a watch stream: {other:?}"
+            ))),
+            Some(Err(error)) => Err(error),
+            None => Err(ClientError::Closed("the connection ended".into())),
+        }
+    }
+}
+
+impl Drop for WatchStream<'_> {
+    fn drop(&mut self) {
+        self.client.pending.borrow_mut().remove(&self.id);
     }
 }
 
@@ -202,7 +263,7 @@ async fn read_responses(
                     let more_to_come = matches!(
                         response,
                         Response::Snapshot { remaining_bytes, .. } if remaining_bytes > 0
-                    );
+                    ) || matches!(response, Response::Watch { .. });
                     let mut pending = pending.borrow_mut();
                     if more_to_come {
                         if let Some(Waiter::Stream(sender)) = pending.get(&id) {

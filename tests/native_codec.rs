@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::kvgen::Gen;
 use lode::api::native::{
     decode_request, decode_response, encode_request, encode_response, MemberRequest, Request,
-    Response, StatusResponse,
+    Response, StatusResponse, WatchRequest,
 };
 use lode::mvcc::request::{ResponseHeader, WriteResponse};
 use lode::mvcc::validate::DEFAULT_MAX_TXN_OPS;
@@ -129,6 +129,71 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
     ));
     out.push((Request::Member(MemberRequest::Promote(7)), listing));
     out.push((Request::MoveLeader(7), Response::MoveLeader { header }));
+    let pair = |key: &str, value: &str, revision: i64| lode::mvcc::KeyValue {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        create_revision: 2,
+        mod_revision: revision,
+        version: revision - 1,
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        lease: 0,
+    };
+    let events = vec![
+        lode::watch::Event {
+            kind: lode::watch::EventKind::Put,
+            kv: pair("a", "new", 9),
+            prev_kv: Some(pair("a", "old", 8)),
+            sub: 0,
+        },
+        lode::watch::Event {
+            kind: lode::watch::EventKind::Delete,
+            kv: lode::mvcc::KeyValue {
+                key: Bytes::from_static(b"b"),
+                mod_revision: 9,
+                ..Default::default()
+            },
+            prev_kv: None,
+            sub: 0,
+        },
+    ];
+    let watch_response = |events: Vec<lode::watch::Event>, canceled: bool| Response::Watch {
+        header,
+        response: lode::watch::stream::WatchResponse {
+            revision: header.revision,
+            watch_id: 3,
+            created: !canceled,
+            canceled,
+            compact_revision: if canceled { 4 } else { 0 },
+            cancel_reason: if canceled {
+                "why".into()
+            } else {
+                String::new()
+            },
+            events,
+            fragment: false,
+        },
+    };
+    out.push((
+        Request::Watch(WatchRequest::Create(lode::watch::stream::CreateWatch {
+            key: Bytes::from_static(b"a"),
+            range_end: Bytes::from_static(b"z"),
+            start_revision: 5,
+            progress_notify: true,
+            no_put: false,
+            no_delete: true,
+            prev_kv: true,
+            watch_id: 3,
+            fragment: false,
+        })),
+        watch_response(events, false),
+    ));
+    out.push((
+        Request::Watch(WatchRequest::Cancel(3)),
+        watch_response(Vec::new(), true),
+    ));
+    out.push((
+        Request::Watch(WatchRequest::Progress),
+        watch_response(Vec::new(), false),
+    ));
     out.push((
         Request::HashKv(12),
         Response::HashKv {

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::cluster::{cluster, wait_for_leader};
-use common::server::{DataDir, Lode};
+use common::server::{ok, DataDir, Lode};
 use etcd_client::{
     Client, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
@@ -410,4 +410,53 @@ fn a_stream_that_stops_reading_delays_no_one_and_later_gets_every_event() {
         }
         assert_eq!(slow_revisions, expected);
     });
+}
+
+#[test]
+fn lodectl_watch_prints_events_over_the_native_protocol() {
+    let dir = DataDir::new("watch-lodectl");
+    let lode = Lode::start(&dir.0, &["--cores", "2"]);
+    ok(lode.ctl(&["put", "job/1", "queued"]));
+    let mut watch = lode
+        .ctl_process(&["watch", "job/", "--prefix", "--rev", "1", "--prev-kv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lodectl watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (lines_sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    ok(lode.ctl(&["put", "job/1", "running"]));
+    ok(lode.ctl(&["del", "job/1"]));
+    let expected = [
+        "PUT", "job/1", "queued", // created
+        "PUT", "job/1", "queued", "job/1", "running", // updated, with the previous pair
+        "DELETE", "job/1", "running", "job/1", "", // deleted
+    ];
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        got.push(
+            lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("lodectl prints the events"),
+        );
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(got, expected);
+
+    // A watch from below the compaction point ends with etcd's reason and a failure exit.
+    ok(lode.ctl(&["compaction", "3"]));
+    let canceled = lode.ctl(&["watch", "job/1", "--rev", "2"]);
+    assert!(!canceled.status.success());
+    assert!(
+        String::from_utf8_lossy(&canceled.stderr).contains("required revision has been compacted"),
+        "{canceled:?}"
+    );
 }

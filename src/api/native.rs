@@ -35,6 +35,19 @@ pub enum Request {
     MoveLeader(u64),
     /// etcd's Maintenance.HashKV at this revision (0: the latest).
     HashKv(i64),
+    /// A request on the connection's watch stream named by the request id.
+    Watch(WatchRequest),
+}
+
+/// A request on a watch stream (etcd's `WatchRequest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchRequest {
+    /// Create a watch.
+    Create(crate::watch::stream::CreateWatch),
+    /// Cancel the watch with this ID.
+    Cancel(i64),
+    /// Ask for a progress response.
+    Progress,
 }
 
 /// A request of etcd's Cluster service.
@@ -140,6 +153,13 @@ pub enum Response {
         code: u32,
         /// etcd's message.
         message: String,
+    },
+    /// One response on a watch stream.
+    Watch {
+        /// Header (its revision is the response's).
+        header: ResponseHeader,
+        /// The response.
+        response: crate::watch::stream::WatchResponse,
     },
 }
 
@@ -492,6 +512,43 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             )
             .as_union_value(),
         ),
+        Request::Watch(watch) => {
+            let (action, creation, watch_id) = match watch {
+                WatchRequest::Create(create) => {
+                    let key = bytes_vector(&mut b, &create.key);
+                    let range_end = bytes_vector(&mut b, &create.range_end);
+                    let creation = fb::WatchCreate::create(
+                        &mut b,
+                        &fb::WatchCreateArgs {
+                            key,
+                            range_end,
+                            start_revision: create.start_revision,
+                            progress_notify: create.progress_notify,
+                            no_put: create.no_put,
+                            no_delete: create.no_delete,
+                            prev_kv: create.prev_kv,
+                            watch_id: create.watch_id,
+                            fragment: create.fragment,
+                        },
+                    );
+                    (fb::WatchAction::Create, Some(creation), 0)
+                }
+                WatchRequest::Cancel(watch_id) => (fb::WatchAction::Cancel, None, *watch_id),
+                WatchRequest::Progress => (fb::WatchAction::Progress, None, 0),
+            };
+            (
+                fb::Request::WatchRequest,
+                fb::WatchRequest::create(
+                    &mut b,
+                    &fb::WatchRequestArgs {
+                        action,
+                        creation,
+                        watch_id,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
         Request::MoveLeader(target_id) => (
             fb::Request::MoveLeaderRequest,
             fb::MoveLeaderRequest::create(
@@ -770,6 +827,46 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                 .as_union_value(),
             )
         }
+        Response::Watch { header, response } => {
+            let header = Some(encode_header(&mut b, header));
+            let events: Vec<_> = response
+                .events
+                .iter()
+                .map(|event| {
+                    let kv = Some(encode_kv(&mut b, &event.kv));
+                    let prev_kv = event.prev_kv.as_ref().map(|p| encode_kv(&mut b, p));
+                    fb::Event::create(
+                        &mut b,
+                        &fb::EventArgs {
+                            type_: match event.kind {
+                                crate::watch::EventKind::Put => fb::EventType::Put,
+                                crate::watch::EventKind::Delete => fb::EventType::Delete,
+                            },
+                            kv,
+                            prev_kv,
+                        },
+                    )
+                })
+                .collect();
+            let events = Some(b.create_vector(&events));
+            let cancel_reason = Some(b.create_string(&response.cancel_reason));
+            (
+                fb::Response::WatchResponse,
+                fb::WatchResponse::create(
+                    &mut b,
+                    &fb::WatchResponseArgs {
+                        header,
+                        watch_id: response.watch_id,
+                        created: response.created,
+                        canceled: response.canceled,
+                        compact_revision: response.compact_revision,
+                        cancel_reason,
+                        events,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
         Response::MoveLeader { header } => {
             let header = Some(encode_header(&mut b, header));
             (
@@ -1008,6 +1105,33 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         Request::MoveLeader(m.target_id())
     } else if let Some(h) = root.request_as_hash_kv_request() {
         Request::HashKv(h.revision())
+    } else if let Some(w) = root.request_as_watch_request() {
+        Request::Watch(match w.action() {
+            fb::WatchAction::Create => {
+                let c = w.creation().ok_or_else(|| {
+                    DecodeError::Malformed("a watch creation without its fields".into())
+                })?;
+                WatchRequest::Create(crate::watch::stream::CreateWatch {
+                    key: slice(frame, c.key()),
+                    range_end: slice(frame, c.range_end()),
+                    start_revision: c.start_revision(),
+                    progress_notify: c.progress_notify(),
+                    no_put: c.no_put(),
+                    no_delete: c.no_delete(),
+                    prev_kv: c.prev_kv(),
+                    watch_id: c.watch_id(),
+                    fragment: c.fragment(),
+                })
+            }
+            fb::WatchAction::Cancel => WatchRequest::Cancel(w.watch_id()),
+            fb::WatchAction::Progress => WatchRequest::Progress,
+            other => {
+                return Err(DecodeError::Malformed(format!(
+                    "unknown watch action {}",
+                    other.0
+                )))
+            }
+        })
     } else {
         return Err(DecodeError::Empty);
     };
@@ -1128,6 +1252,40 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
             hash: h.hash(),
             compact_revision: h.compact_revision(),
             hash_revision: h.hash_revision(),
+        }
+    } else if let Some(w) = root.response_as_watch_response() {
+        let mut events = Vec::new();
+        for e in w.events().into_iter().flatten() {
+            let kind = match e.type_() {
+                fb::EventType::Put => crate::watch::EventKind::Put,
+                fb::EventType::Delete => crate::watch::EventKind::Delete,
+                other => {
+                    return Err(DecodeError::Malformed(format!(
+                        "unknown event type {}",
+                        other.0
+                    )))
+                }
+            };
+            events.push(crate::watch::Event {
+                kind,
+                kv: e.kv().map(|kv| decode_kv(frame, kv)).unwrap_or_default(),
+                prev_kv: e.prev_kv().map(|kv| decode_kv(frame, kv)),
+                sub: 0,
+            });
+        }
+        let header = decode_header(w.header());
+        Response::Watch {
+            response: crate::watch::stream::WatchResponse {
+                revision: header.revision,
+                watch_id: w.watch_id(),
+                created: w.created(),
+                canceled: w.canceled(),
+                compact_revision: w.compact_revision(),
+                cancel_reason: w.cancel_reason().unwrap_or_default().to_string(),
+                events,
+                fragment: false,
+            },
+            header,
         }
     } else if let Some(m) = root.response_as_move_leader_response() {
         Response::MoveLeader {

@@ -148,6 +148,25 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Watches a key or range and prints its events as they happen (until interrupted).
+    Watch {
+        /// The key (or the start of the range).
+        key: String,
+        /// End of the range (exclusive).
+        range_end: Option<String>,
+        /// Watch every key with the key as prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Revision to start watching from (0: the next one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Print each event's previous pair too.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Ask for progress notifications while idle.
+        #[arg(long)]
+        progress_notify: bool,
+    },
     /// Endpoint commands.
     Endpoint {
         #[command(subcommand)]
@@ -521,10 +540,56 @@ fn build(command: Command) -> Result<Action, String> {
             command: AlarmCommand::Disarm,
         } => Action::AlarmDisarm,
         Command::Log { .. }
+        | Command::Watch { .. }
         | Command::Snapshot {
             command: SnapshotCommand::Restore { .. } | SnapshotCommand::Status { .. },
         } => unreachable!("handled before connecting"),
     })
+}
+
+/// `lodectl watch`: creates the watch and prints what it is given until the stream ends.
+async fn watch(
+    endpoints: &[String],
+    create: lode::watch::stream::CreateWatch,
+    format: Format,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let (client, _) = connect(endpoints).await?;
+    let mut stream = client.watch();
+    stream
+        .send(lode::api::native::WatchRequest::Create(create))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let (header, response) = stream.next().await.map_err(|e| e.to_string())?;
+        if response.canceled {
+            let why = if response.compact_revision != 0 {
+                format!(
+                    "etcdserver: mvcc: required revision has been compacted (compact revision {})",
+                    response.compact_revision
+                )
+            } else {
+                response.cancel_reason.clone()
+            };
+            return Err(format!("watch is canceled by the server: {why}"));
+        }
+        if response.created {
+            continue;
+        }
+        let text = match format {
+            Format::Json => output::json_watch(&header, &response).to_string() + "\n",
+            Format::Simple | Format::Table => output::simple_watch(&response),
+        };
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            // Whoever read our output is gone.
+            return Ok(());
+        }
+    }
 }
 
 /// A client of the endpoint that leads (etcdctl's move-leader looks for it the same way).
@@ -832,6 +897,43 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Command::Watch {
+        key,
+        range_end,
+        prefix,
+        rev,
+        prev_kv,
+        progress_notify,
+    } = &cli.command
+    {
+        let key = bytes::Bytes::from(key.clone().into_bytes());
+        let range_end = if *prefix {
+            lode::mvcc::kv::prefix_range_end(&key)
+        } else {
+            bytes::Bytes::from(range_end.clone().unwrap_or_default().into_bytes())
+        };
+        let create = lode::watch::stream::CreateWatch {
+            key,
+            range_end,
+            start_revision: *rev,
+            progress_notify: *progress_notify,
+            prev_kv: *prev_kv,
+            ..Default::default()
+        };
+        let (endpoints, format) = (cli.endpoints.clone(), cli.write_out);
+        let outcome = lode::executor::builder(Placement::Unbound)
+            .spawn(move || async move { watch(&endpoints, create, format).await })
+            .map_err(|e| e.to_string())
+            .and_then(|handle| handle.join().map_err(|e| e.to_string()))
+            .and_then(|result| result);
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("Error: {error}");
                 ExitCode::from(1)

@@ -529,6 +529,55 @@ pub fn json_snapshot_status(status: &crate::restore::SnapshotStatus) -> Value {
     })
 }
 
+/// A watch response as etcdctl prints one: for each event its type, the previous pair (when
+/// asked for) and the pair, a line each for key and value.
+pub fn simple_watch(response: &crate::watch::stream::WatchResponse) -> String {
+    let mut out = String::new();
+    for event in &response.events {
+        out.push_str(match event.kind {
+            crate::watch::EventKind::Put => "PUT\n",
+            crate::watch::EventKind::Delete => "DELETE\n",
+        });
+        for kv in event.prev_kv.iter().chain(std::iter::once(&event.kv)) {
+            out.push_str(&String::from_utf8_lossy(&kv.key));
+            out.push('\n');
+            out.push_str(&String::from_utf8_lossy(&kv.value));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A watch response as etcdctl's `-w json` prints one (Go's field names for the response,
+/// protobuf's for the header and events, zero fields left out as etcd leaves them).
+pub fn json_watch(
+    header: &ResponseHeader,
+    response: &crate::watch::stream::WatchResponse,
+) -> Value {
+    let events: Vec<Value> = response
+        .events
+        .iter()
+        .map(|event| {
+            let mut map = Map::new();
+            if event.kind == crate::watch::EventKind::Delete {
+                map.insert("type".into(), json!(1));
+            }
+            map.insert("kv".into(), json_kv(&event.kv));
+            if let Some(prev) = &event.prev_kv {
+                map.insert("prev_kv".into(), json_kv(prev));
+            }
+            Value::Object(map)
+        })
+        .collect();
+    json!({
+        "Header": json_header(header),
+        "Events": events,
+        "CompactRevision": response.compact_revision,
+        "Canceled": response.canceled,
+        "Created": response.created,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;

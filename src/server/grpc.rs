@@ -274,26 +274,7 @@ async fn serve_watch_stream(
                 return;
             }
         }
-        let reads = slot.stream.borrow_mut().catch_ups();
-        for read in reads {
-            let (node, slot) = (node.clone(), slot.clone());
-            glommio::spawn_local(async move {
-                let history = node
-                    .router()
-                    .watch_history(&read.range, read.after, read.upto)
-                    .await;
-                if let Ok((events, compacted)) = history {
-                    slot.stream.borrow_mut().on_history(
-                        read.watch_id,
-                        &events,
-                        read.upto,
-                        compacted,
-                    );
-                }
-                slot.wake();
-            })
-            .detach();
-        }
+        super::start_catch_ups(node, slot);
         let wakeup = std::future::poll_fn(|cx| {
             if let Poll::Ready(request) = requests.poll_next_unpin(cx) {
                 return Poll::Ready(WatchWakeup::Request(request));
@@ -309,19 +290,20 @@ async fn serve_watch_stream(
         .await;
         match wakeup {
             WatchWakeup::Request(Some(Ok(request))) => {
+                use crate::api::native::WatchRequest;
                 use pb::watch_request::RequestUnion;
-                let mut stream = slot.stream.borrow_mut();
-                match request.request_union {
+                let request = match request.request_union {
                     Some(RequestUnion::CreateRequest(create)) => {
-                        stream.create(etcd::watch_create(create));
+                        Some(WatchRequest::Create(etcd::watch_create(create)))
                     }
                     Some(RequestUnion::CancelRequest(cancel)) => {
-                        stream.cancel(cancel.watch_id);
+                        Some(WatchRequest::Cancel(cancel.watch_id))
                     }
-                    Some(RequestUnion::ProgressRequest(_)) => {
-                        stream.request_progress();
-                    }
-                    None => {}
+                    Some(RequestUnion::ProgressRequest(_)) => Some(WatchRequest::Progress),
+                    None => None,
+                };
+                if let Some(request) = request {
+                    super::apply_watch_request(&mut slot.stream.borrow_mut(), request);
                 }
             }
             // The client closed its side, or the call broke: the stream ends.

@@ -58,6 +58,7 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::Write(WriteResponse::Txn(r)) => &mut r.header,
         Response::Write(WriteResponse::Compact(r)) => &mut r.header,
         Response::Status(s) => &mut s.header,
+        Response::Watch { header, .. } => header,
         Response::Alarm(a) => &mut a.header,
         Response::Snapshot { header, .. } => header,
         Response::Members { header, .. } => header,
@@ -192,6 +193,50 @@ impl SnapshotPieces {
     /// Closes the file.
     pub async fn close(self) {
         let _ = self.file.close().await;
+    }
+}
+
+/// Applies one request of a watch stream's client to its watchers.
+pub fn apply_watch_request(
+    stream: &mut crate::watch::stream::WatchStream,
+    request: crate::api::native::WatchRequest,
+) {
+    use crate::api::native::WatchRequest;
+    match request {
+        WatchRequest::Create(create) => {
+            stream.create(create);
+        }
+        WatchRequest::Cancel(watch_id) => {
+            stream.cancel(watch_id);
+        }
+        WatchRequest::Progress => {
+            stream.request_progress();
+        }
+    }
+}
+
+/// Starts the history reads a watch stream's watchers that are behind need; each answer is
+/// handed to the stream, which is then woken.
+pub fn start_catch_ups(
+    node: &std::rc::Rc<Node>,
+    slot: &std::rc::Rc<crate::shard::watch::WatchSlot>,
+) {
+    let reads = slot.stream.borrow_mut().catch_ups();
+    for read in reads {
+        let (node, slot) = (node.clone(), slot.clone());
+        glommio::spawn_local(async move {
+            let history = node
+                .router()
+                .watch_history(&read.range, read.after, read.upto)
+                .await;
+            if let Ok((events, compacted)) = history {
+                slot.stream
+                    .borrow_mut()
+                    .on_history(read.watch_id, &events, read.upto, compacted);
+            }
+            slot.wake();
+        })
+        .detach();
     }
 }
 

@@ -8,7 +8,7 @@
 //! consensus core.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -20,7 +20,7 @@ use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
 use super::{fill_header, Limits};
-use crate::api::native::{self, Request, Response};
+use crate::api::native::{self, Request, Response, WatchRequest};
 use crate::consensus::ServerError;
 use crate::mvcc::KvError;
 
@@ -68,6 +68,15 @@ impl Outbox {
     fn answer(&self, frame: Vec<u8>) {
         self.in_flight.set(self.in_flight.get() - 1);
         self.push(frame);
+    }
+
+    /// Ends a request announced with `begin` that has no answer of its own (a request on a
+    /// watch stream, or a watch stream that ended).
+    fn settle(&self) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        if let Some(waker) = self.writer.borrow_mut().take() {
+            waker.wake();
+        }
     }
 
     fn push(&self, frame: Vec<u8>) {
@@ -121,6 +130,37 @@ impl Outbox {
     }
 }
 
+/// A watch stream of a native connection, named by the id of the requests on it: requests
+/// waiting for the stream's task, and a wake-up for it.
+#[derive(Default)]
+struct NativeWatch {
+    requests: RefCell<VecDeque<WatchRequest>>,
+    waker: RefCell<Option<Waker>>,
+    woken: Cell<bool>,
+    /// The connection's reading side ended: the stream ends.
+    ended: Cell<bool>,
+}
+
+impl NativeWatch {
+    fn wake(&self) {
+        self.woken.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.woken.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A connection's watch streams by id.
+type Watches = RefCell<HashMap<u64, Rc<NativeWatch>>>;
+
 /// Bytes of a snapshot per response frame.
 const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
 
@@ -170,6 +210,7 @@ async fn native_connection(
 ) {
     let (mut reader, mut writer) = stream.split();
     let outbox = Rc::new(Outbox::default());
+    let watches: Rc<Watches> = Rc::default();
     let writer_outbox = outbox.clone();
     let writer_task = glommio::spawn_local(async move {
         let mut wire = BytesMut::new();
@@ -192,9 +233,10 @@ async fn native_connection(
                 Ok(Some(frame)) => {
                     let outbox = outbox.clone();
                     let node = node.clone();
+                    let watches = watches.clone();
                     outbox.begin();
                     glommio::spawn_local(async move {
-                        handle_frame(frame, &node, limits, &outbox).await;
+                        handle_frame(frame, &node, limits, &outbox, &watches).await;
                     })
                     .detach();
                 }
@@ -211,13 +253,25 @@ async fn native_connection(
         };
         buffer.extend_from_slice(&chunk[..read]);
     }
+    // Watch streams end with the connection's reading side.
+    for watch in watches.borrow().values() {
+        watch.ended.set(true);
+        watch.wake();
+    }
     // The writer ends once every request in flight is answered and written.
     outbox.close();
     writer_task.await;
 }
 
-/// Answers one request frame: one response, or for a snapshot a stream of them.
-async fn handle_frame(frame: Bytes, node: &Node, limits: Limits, outbox: &Outbox) {
+/// Answers one request frame: one response, or for a snapshot a stream of them; a request on
+/// a watch stream goes to that stream (the first one opens it and serves it in this task).
+async fn handle_frame(
+    frame: Bytes,
+    node: &Rc<Node>,
+    limits: Limits,
+    outbox: &Outbox,
+    watches: &Watches,
+) {
     let (id, request) = match native::decode_request(&frame) {
         Ok(decoded) => decoded,
         Err(error) => {
@@ -252,6 +306,24 @@ async fn handle_frame(frame: Bytes, node: &Node, limits: Limits, outbox: &Outbox
         Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
         request @ (Request::Member(_) | Request::MoveLeader(_)) => node.cluster(request).await,
         Request::HashKv(revision) => node.hash_kv(revision).await,
+        Request::Watch(request) => {
+            let open = watches.borrow().get(&id).cloned();
+            match open {
+                Some(watch) => {
+                    watch.requests.borrow_mut().push_back(request);
+                    watch.wake();
+                }
+                None => {
+                    let watch = Rc::new(NativeWatch::default());
+                    watch.requests.borrow_mut().push_back(request);
+                    watches.borrow_mut().insert(id, watch.clone());
+                    serve_watch(id, &watch, node, limits, outbox).await;
+                    watches.borrow_mut().remove(&id);
+                }
+            }
+            outbox.settle();
+            return;
+        }
         Request::Snapshot => {
             // Answered by a stream of pieces; the last one is the request's answer proper.
             let last = match node.snapshot().await {
@@ -320,4 +392,71 @@ async fn stream_snapshot(
             return Err(ServerError::Stopped);
         }
     }
+}
+
+/// Serves the watch stream `id` of a connection until the connection's reading side ends:
+/// applies its requests, sends what its watchers are given (waiting while the connection is
+/// slow to write), catches up watchers that are behind, and sends progress notifications.
+async fn serve_watch(
+    id: u64,
+    watch: &NativeWatch,
+    node: &Rc<Node>,
+    limits: Limits,
+    outbox: &Outbox,
+) {
+    use futures::FutureExt;
+    let hub = node.router().local().watch_hub().clone();
+    let (stream_id, slot) = match hub
+        .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(error) => {
+            outbox.push(server_error_frame(id, error, node));
+            return;
+        }
+    };
+    let interval = limits.watch_progress_interval;
+    let mut tick = Box::pin(glommio::timer::sleep(interval));
+    loop {
+        for request in watch.requests.borrow_mut().drain(..) {
+            super::apply_watch_request(&mut slot.stream.borrow_mut(), request);
+        }
+        let mut sent = false;
+        loop {
+            let next = slot.stream.borrow_mut().pop();
+            let Some(response) = next else {
+                break;
+            };
+            let mut header = crate::mvcc::request::ResponseHeader::at(response.revision);
+            super::stamp_header(&mut header, node);
+            outbox.push(native::encode_response(
+                id,
+                &Response::Watch { header, response },
+            ));
+            sent = true;
+        }
+        if sent {
+            outbox.room().await;
+        }
+        if watch.ended.get() || outbox.writer_gone.get() || node.router().local().stopping() {
+            break;
+        }
+        super::start_catch_ups(node, &slot);
+        let tick_fired = poll_fn(|cx| {
+            if watch.poll_woken(cx).is_ready() || slot.poll_woken(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if tick.poll_unpin(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            Poll::Pending
+        })
+        .await;
+        if tick_fired {
+            slot.stream.borrow_mut().progress_tick();
+            tick = Box::pin(glommio::timer::sleep(interval));
+        }
+    }
+    hub.close(stream_id);
 }

@@ -191,6 +191,16 @@ impl Lode {
         }
     }
 
+    /// A lodectl command against this server, to spawn (for commands that run until killed).
+    pub fn ctl_process(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lodectl"));
+        command
+            .args(["--endpoints", &self.address])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
     /// Runs lodectl with `input` on its standard input.
     pub fn ctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lodectl"));

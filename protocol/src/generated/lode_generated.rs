@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 15;
+pub const ENUM_MAX_REQUEST: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 16] = [
+pub const ENUM_VALUES_REQUEST: [Request; 17] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -505,6 +505,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 16] = [
   Request::MemberPromoteRequest,
   Request::MoveLeaderRequest,
   Request::HashKvRequest,
+  Request::WatchRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -528,9 +529,10 @@ impl Request {
   pub const MemberPromoteRequest: Self = Self(13);
   pub const MoveLeaderRequest: Self = Self(14);
   pub const HashKvRequest: Self = Self(15);
+  pub const WatchRequest: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -548,6 +550,7 @@ impl Request {
     Self::MemberPromoteRequest,
     Self::MoveLeaderRequest,
     Self::HashKvRequest,
+    Self::WatchRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -568,6 +571,7 @@ impl Request {
       Self::MemberPromoteRequest => Some("MemberPromoteRequest"),
       Self::MoveLeaderRequest => Some("MoveLeaderRequest"),
       Self::HashKvRequest => Some("HashKvRequest"),
+      Self::WatchRequest => Some("WatchRequest"),
       _ => None,
     }
   }
@@ -625,12 +629,100 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Request {}
 pub struct RequestUnionTableOffset {}
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_RESPONSE: u8 = 0;
+pub const ENUM_MIN_WATCH_ACTION: i8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 12;
+pub const ENUM_MAX_WATCH_ACTION: i8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 13] = [
+pub const ENUM_VALUES_WATCH_ACTION: [WatchAction; 3] = [
+  WatchAction::Create,
+  WatchAction::Cancel,
+  WatchAction::Progress,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct WatchAction(pub i8);
+#[allow(non_upper_case_globals)]
+impl WatchAction {
+  pub const Create: Self = Self(0);
+  pub const Cancel: Self = Self(1);
+  pub const Progress: Self = Self(2);
+
+  pub const ENUM_MIN: i8 = 0;
+  pub const ENUM_MAX: i8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Create,
+    Self::Cancel,
+    Self::Progress,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Create => Some("Create"),
+      Self::Cancel => Some("Cancel"),
+      Self::Progress => Some("Progress"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for WatchAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for WatchAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for WatchAction {
+    type Output = WatchAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for WatchAction {
+  type Scalar = i8;
+  #[inline]
+  fn to_little_endian(self) -> i8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: i8) -> Self {
+    let b = i8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for WatchAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    i8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for WatchAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_RESPONSE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_RESPONSE: u8 = 13;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_RESPONSE: [Response; 14] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -644,6 +736,7 @@ pub const ENUM_VALUES_RESPONSE: [Response; 13] = [
   Response::MemberResponse,
   Response::MoveLeaderResponse,
   Response::HashKvResponse,
+  Response::WatchResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -664,9 +757,10 @@ impl Response {
   pub const MemberResponse: Self = Self(10);
   pub const MoveLeaderResponse: Self = Self(11);
   pub const HashKvResponse: Self = Self(12);
+  pub const WatchResponse: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -681,6 +775,7 @@ impl Response {
     Self::MemberResponse,
     Self::MoveLeaderResponse,
     Self::HashKvResponse,
+    Self::WatchResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -698,6 +793,7 @@ impl Response {
       Self::MemberResponse => Some("MemberResponse"),
       Self::MoveLeaderResponse => Some("MoveLeaderResponse"),
       Self::HashKvResponse => Some("HashKvResponse"),
+      Self::WatchResponse => Some("WatchResponse"),
       _ => None,
     }
   }
@@ -754,6 +850,90 @@ impl<'a> ::flatbuffers::Verifiable for Response {
 impl ::flatbuffers::SimpleToVerifyInSlice for Response {}
 pub struct ResponseUnionTableOffset {}
 
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EVENT_TYPE: i32 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EVENT_TYPE: i32 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EVENT_TYPE: [EventType; 2] = [
+  EventType::Put,
+  EventType::Delete,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct EventType(pub i32);
+#[allow(non_upper_case_globals)]
+impl EventType {
+  pub const Put: Self = Self(0);
+  pub const Delete: Self = Self(1);
+
+  pub const ENUM_MIN: i32 = 0;
+  pub const ENUM_MAX: i32 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Put,
+    Self::Delete,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Put => Some("Put"),
+      Self::Delete => Some("Delete"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for EventType {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for EventType {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<i32>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for EventType {
+    type Output = EventType;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<i32>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for EventType {
+  type Scalar = i32;
+  #[inline]
+  fn to_little_endian(self) -> i32 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: i32) -> Self {
+    let b = i32::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for EventType {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    i32::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for EventType {}
 pub enum KeyValueOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2281,6 +2461,368 @@ impl ::core::fmt::Debug for Compare<'_> {
       ds.finish()
   }
 }
+pub enum WatchCreateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct WatchCreate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WatchCreate<'a> {
+  type Inner = WatchCreate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WatchCreate<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RANGE_END: ::flatbuffers::VOffsetT = 6;
+  pub const VT_START_REVISION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PROGRESS_NOTIFY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NO_PUT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_NO_DELETE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 16;
+  pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 18;
+  pub const VT_FRAGMENT: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WatchCreate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WatchCreateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<WatchCreate<'bldr>> {
+    let mut builder = WatchCreateBuilder::new(_fbb);
+    builder.add_watch_id(args.watch_id);
+    builder.add_start_revision(args.start_revision);
+    if let Some(x) = args.range_end { builder.add_range_end(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_fragment(args.fragment);
+    builder.add_prev_kv(args.prev_kv);
+    builder.add_no_delete(args.no_delete);
+    builder.add_no_put(args.no_put);
+    builder.add_progress_notify(args.progress_notify);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(WatchCreate::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn range_end(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(WatchCreate::VT_RANGE_END, None)}
+  }
+  #[inline]
+  pub fn start_revision(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(WatchCreate::VT_START_REVISION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn progress_notify(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_PROGRESS_NOTIFY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn no_put(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_NO_PUT, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn no_delete(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_NO_DELETE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn prev_kv(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_PREV_KV, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn watch_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(WatchCreate::VT_WATCH_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn fragment(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_FRAGMENT, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WatchCreate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("range_end", Self::VT_RANGE_END, false)?
+     .visit_field::<i64>("start_revision", Self::VT_START_REVISION, false)?
+     .visit_field::<bool>("progress_notify", Self::VT_PROGRESS_NOTIFY, false)?
+     .visit_field::<bool>("no_put", Self::VT_NO_PUT, false)?
+     .visit_field::<bool>("no_delete", Self::VT_NO_DELETE, false)?
+     .visit_field::<bool>("prev_kv", Self::VT_PREV_KV, false)?
+     .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
+     .visit_field::<bool>("fragment", Self::VT_FRAGMENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WatchCreateArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub range_end: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub start_revision: i64,
+    pub progress_notify: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub prev_kv: bool,
+    pub watch_id: i64,
+    pub fragment: bool,
+}
+impl<'a> Default for WatchCreateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WatchCreateArgs {
+      key: None,
+      range_end: None,
+      start_revision: 0,
+      progress_notify: false,
+      no_put: false,
+      no_delete: false,
+      prev_kv: false,
+      watch_id: 0,
+      fragment: false,
+    }
+  }
+}
+
+pub struct WatchCreateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCreateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchCreate::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_range_end(&mut self, range_end: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchCreate::VT_RANGE_END, range_end);
+  }
+  #[inline]
+  pub fn add_start_revision(&mut self, start_revision: i64) {
+    self.fbb_.push_slot::<i64>(WatchCreate::VT_START_REVISION, start_revision, 0);
+  }
+  #[inline]
+  pub fn add_progress_notify(&mut self, progress_notify: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_PROGRESS_NOTIFY, progress_notify, false);
+  }
+  #[inline]
+  pub fn add_no_put(&mut self, no_put: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_NO_PUT, no_put, false);
+  }
+  #[inline]
+  pub fn add_no_delete(&mut self, no_delete: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_NO_DELETE, no_delete, false);
+  }
+  #[inline]
+  pub fn add_prev_kv(&mut self, prev_kv: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_PREV_KV, prev_kv, false);
+  }
+  #[inline]
+  pub fn add_watch_id(&mut self, watch_id: i64) {
+    self.fbb_.push_slot::<i64>(WatchCreate::VT_WATCH_ID, watch_id, 0);
+  }
+  #[inline]
+  pub fn add_fragment(&mut self, fragment: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_FRAGMENT, fragment, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchCreateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WatchCreateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchCreate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WatchCreate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WatchCreate");
+      ds.field("key", &self.key());
+      ds.field("range_end", &self.range_end());
+      ds.field("start_revision", &self.start_revision());
+      ds.field("progress_notify", &self.progress_notify());
+      ds.field("no_put", &self.no_put());
+      ds.field("no_delete", &self.no_delete());
+      ds.field("prev_kv", &self.prev_kv());
+      ds.field("watch_id", &self.watch_id());
+      ds.field("fragment", &self.fragment());
+      ds.finish()
+  }
+}
+pub enum WatchRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct WatchRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WatchRequest<'a> {
+  type Inner = WatchRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WatchRequest<'a> {
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CREATION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WatchRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WatchRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<WatchRequest<'bldr>> {
+    let mut builder = WatchRequestBuilder::new(_fbb);
+    builder.add_watch_id(args.watch_id);
+    if let Some(x) = args.creation { builder.add_creation(x); }
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn action(&self) -> WatchAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<WatchAction>(WatchRequest::VT_ACTION, Some(WatchAction::Create)).unwrap()}
+  }
+  #[inline]
+  pub fn creation(&self) -> Option<WatchCreate<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<WatchCreate>>(WatchRequest::VT_CREATION, None)}
+  }
+  #[inline]
+  pub fn watch_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(WatchRequest::VT_WATCH_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WatchRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<WatchAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<WatchCreate>>("creation", Self::VT_CREATION, false)?
+     .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WatchRequestArgs<'a> {
+    pub action: WatchAction,
+    pub creation: Option<::flatbuffers::WIPOffset<WatchCreate<'a>>>,
+    pub watch_id: i64,
+}
+impl<'a> Default for WatchRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WatchRequestArgs {
+      action: WatchAction::Create,
+      creation: None,
+      watch_id: 0,
+    }
+  }
+}
+
+pub struct WatchRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_action(&mut self, action: WatchAction) {
+    self.fbb_.push_slot::<WatchAction>(WatchRequest::VT_ACTION, action, WatchAction::Create);
+  }
+  #[inline]
+  pub fn add_creation(&mut self, creation: ::flatbuffers::WIPOffset<WatchCreate<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<WatchCreate>>(WatchRequest::VT_CREATION, creation);
+  }
+  #[inline]
+  pub fn add_watch_id(&mut self, watch_id: i64) {
+    self.fbb_.push_slot::<i64>(WatchRequest::VT_WATCH_ID, watch_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WatchRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WatchRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WatchRequest");
+      ds.field("action", &self.action());
+      ds.field("creation", &self.creation());
+      ds.field("watch_id", &self.watch_id());
+      ds.finish()
+  }
+}
 pub enum RequestOpOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2555,6 +3097,21 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_watch_request(&self) -> Option<WatchRequest<'a>> {
+    if self.request_type() == Request::WatchRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WatchRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -2580,6 +3137,7 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::MemberPromoteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPromoteRequest>>("Request::MemberPromoteRequest", pos),
           Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
           Request::HashKvRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvRequest>>("Request::HashKvRequest", pos),
+          Request::WatchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchRequest>>("Request::WatchRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2734,6 +3292,13 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::HashKvRequest => {
           if let Some(x) = self.request_as_hash_kv_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::WatchRequest => {
+          if let Some(x) = self.request_as_watch_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5497,6 +6062,334 @@ impl ::core::fmt::Debug for ErrorResponse<'_> {
       ds.finish()
   }
 }
+pub enum EventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Event<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Event<'a> {
+  type Inner = Event<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Event<'a> {
+  pub const VT_TYPE_: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KV: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Event { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Event<'bldr>> {
+    let mut builder = EventBuilder::new(_fbb);
+    if let Some(x) = args.prev_kv { builder.add_prev_kv(x); }
+    if let Some(x) = args.kv { builder.add_kv(x); }
+    builder.add_type_(args.type_);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn type_(&self) -> EventType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<EventType>(Event::VT_TYPE_, Some(EventType::Put)).unwrap()}
+  }
+  #[inline]
+  pub fn kv(&self) -> Option<KeyValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<KeyValue>>(Event::VT_KV, None)}
+  }
+  #[inline]
+  pub fn prev_kv(&self) -> Option<KeyValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<KeyValue>>(Event::VT_PREV_KV, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Event<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<EventType>("type_", Self::VT_TYPE_, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<KeyValue>>("kv", Self::VT_KV, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<KeyValue>>("prev_kv", Self::VT_PREV_KV, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EventArgs<'a> {
+    pub type_: EventType,
+    pub kv: Option<::flatbuffers::WIPOffset<KeyValue<'a>>>,
+    pub prev_kv: Option<::flatbuffers::WIPOffset<KeyValue<'a>>>,
+}
+impl<'a> Default for EventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EventArgs {
+      type_: EventType::Put,
+      kv: None,
+      prev_kv: None,
+    }
+  }
+}
+
+pub struct EventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_type_(&mut self, type_: EventType) {
+    self.fbb_.push_slot::<EventType>(Event::VT_TYPE_, type_, EventType::Put);
+  }
+  #[inline]
+  pub fn add_kv(&mut self, kv: ::flatbuffers::WIPOffset<KeyValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<KeyValue>>(Event::VT_KV, kv);
+  }
+  #[inline]
+  pub fn add_prev_kv(&mut self, prev_kv: ::flatbuffers::WIPOffset<KeyValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<KeyValue>>(Event::VT_PREV_KV, prev_kv);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Event<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Event<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Event");
+      ds.field("type_", &self.type_());
+      ds.field("kv", &self.kv());
+      ds.field("prev_kv", &self.prev_kv());
+      ds.finish()
+  }
+}
+pub enum WatchResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct WatchResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WatchResponse<'a> {
+  type Inner = WatchResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WatchResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CREATED: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CANCELED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CANCEL_REASON: ::flatbuffers::VOffsetT = 14;
+  pub const VT_EVENTS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WatchResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WatchResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<WatchResponse<'bldr>> {
+    let mut builder = WatchResponseBuilder::new(_fbb);
+    builder.add_compact_revision(args.compact_revision);
+    builder.add_watch_id(args.watch_id);
+    if let Some(x) = args.events { builder.add_events(x); }
+    if let Some(x) = args.cancel_reason { builder.add_cancel_reason(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_canceled(args.canceled);
+    builder.add_created(args.created);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(WatchResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn watch_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(WatchResponse::VT_WATCH_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn created(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchResponse::VT_CREATED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn canceled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchResponse::VT_CANCELED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn compact_revision(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(WatchResponse::VT_COMPACT_REVISION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cancel_reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(WatchResponse::VT_CANCEL_REASON, None)}
+  }
+  #[inline]
+  pub fn events(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>>>(WatchResponse::VT_EVENTS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WatchResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
+     .visit_field::<bool>("created", Self::VT_CREATED, false)?
+     .visit_field::<bool>("canceled", Self::VT_CANCELED, false)?
+     .visit_field::<i64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("cancel_reason", Self::VT_CANCEL_REASON, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>>>("events", Self::VT_EVENTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WatchResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub watch_id: i64,
+    pub created: bool,
+    pub canceled: bool,
+    pub compact_revision: i64,
+    pub cancel_reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub events: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>>,
+}
+impl<'a> Default for WatchResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WatchResponseArgs {
+      header: None,
+      watch_id: 0,
+      created: false,
+      canceled: false,
+      compact_revision: 0,
+      cancel_reason: None,
+      events: None,
+    }
+  }
+}
+
+pub struct WatchResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(WatchResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_watch_id(&mut self, watch_id: i64) {
+    self.fbb_.push_slot::<i64>(WatchResponse::VT_WATCH_ID, watch_id, 0);
+  }
+  #[inline]
+  pub fn add_created(&mut self, created: bool) {
+    self.fbb_.push_slot::<bool>(WatchResponse::VT_CREATED, created, false);
+  }
+  #[inline]
+  pub fn add_canceled(&mut self, canceled: bool) {
+    self.fbb_.push_slot::<bool>(WatchResponse::VT_CANCELED, canceled, false);
+  }
+  #[inline]
+  pub fn add_compact_revision(&mut self, compact_revision: i64) {
+    self.fbb_.push_slot::<i64>(WatchResponse::VT_COMPACT_REVISION, compact_revision, 0);
+  }
+  #[inline]
+  pub fn add_cancel_reason(&mut self, cancel_reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchResponse::VT_CANCEL_REASON, cancel_reason);
+  }
+  #[inline]
+  pub fn add_events(&mut self, events: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Event<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchResponse::VT_EVENTS, events);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WatchResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WatchResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WatchResponse");
+      ds.field("header", &self.header());
+      ds.field("watch_id", &self.watch_id());
+      ds.field("created", &self.created());
+      ds.field("canceled", &self.canceled());
+      ds.field("compact_revision", &self.compact_revision());
+      ds.field("cancel_reason", &self.cancel_reason());
+      ds.field("events", &self.events());
+      ds.finish()
+  }
+}
 pub enum ResponseOpOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5726,6 +6619,21 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_watch_response(&self) -> Option<WatchResponse<'a>> {
+    if self.response_type() == Response::WatchResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WatchResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -5748,6 +6656,7 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("Response::MemberResponse", pos),
           Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
           Response::HashKvResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvResponse>>("Response::HashKvResponse", pos),
+          Response::WatchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResponse>>("Response::WatchResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5881,6 +6790,13 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::HashKvResponse => {
           if let Some(x) = self.response_as_hash_kv_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::WatchResponse => {
+          if let Some(x) = self.response_as_watch_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6307,6 +7223,21 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_watch_request(&self) -> Option<WatchRequest<'a>> {
+    if self.request_type() == Request::WatchRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WatchRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -6333,6 +7264,7 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::MemberPromoteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberPromoteRequest>>("Request::MemberPromoteRequest", pos),
           Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
           Request::HashKvRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvRequest>>("Request::HashKvRequest", pos),
+          Request::WatchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchRequest>>("Request::WatchRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6494,6 +7426,13 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::HashKvRequest => {
           if let Some(x) = self.request_as_hash_kv_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::WatchRequest => {
+          if let Some(x) = self.request_as_watch_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6745,6 +7684,21 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_watch_response(&self) -> Option<WatchResponse<'a>> {
+    if self.response_type() == Response::WatchResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WatchResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -6768,6 +7722,7 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("Response::MemberResponse", pos),
           Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
           Response::HashKvResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvResponse>>("Response::HashKvResponse", pos),
+          Response::WatchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResponse>>("Response::WatchResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6908,6 +7863,13 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::HashKvResponse => {
           if let Some(x) = self.response_as_hash_kv_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::WatchResponse => {
+          if let Some(x) = self.response_as_watch_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -382,7 +382,8 @@ fn run(shards: usize, budget: usize, ops: Vec<Op>) {
                     watch_id: client_id.unwrap_or(0),
                     ..CreateWatch::default()
                 };
-                let created = sim.stream.create(request);
+                let current = sim.kv.current_revision();
+                let created = sim.stream.create(request, current);
                 let key = if k.is_empty() {
                     Bytes::from_static(&[0])
                 } else {
@@ -393,7 +394,7 @@ fn run(shards: usize, budget: usize, ops: Vec<Op>) {
                     start: if start_revision > 0 {
                         start_revision
                     } else {
-                        sim.stream.released() + 1
+                        current + 1
                     },
                     prev_kv,
                     no_put,

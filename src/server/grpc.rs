@@ -303,7 +303,7 @@ async fn serve_watch_stream(
                     None => None,
                 };
                 if let Some(request) = request {
-                    super::apply_watch_request(&mut slot.stream.borrow_mut(), request);
+                    super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node);
                 }
             }
             // The client closed its side, or the call broke: the stream ends.

@@ -200,11 +200,12 @@ impl SnapshotPieces {
 pub fn apply_watch_request(
     stream: &mut crate::watch::stream::WatchStream,
     request: crate::api::native::WatchRequest,
+    node: &Node,
 ) {
     use crate::api::native::WatchRequest;
     match request {
         WatchRequest::Create(create) => {
-            stream.create(create);
+            stream.create(create, node.revision());
         }
         WatchRequest::Cancel(watch_id) => {
             stream.cancel(watch_id);

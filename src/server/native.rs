@@ -420,7 +420,7 @@ async fn serve_watch(
     let mut tick = Box::pin(glommio::timer::sleep(interval));
     loop {
         for request in watch.requests.borrow_mut().drain(..) {
-            super::apply_watch_request(&mut slot.stream.borrow_mut(), request);
+            super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node);
         }
         let mut sent = false;
         loop {

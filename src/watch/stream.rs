@@ -189,8 +189,10 @@ impl WatchStream {
     /// Creates a watch as etcd's watch stream does, queueing its answer; returns its ID, or
     /// `None` when it was refused (negative start revision, empty range, duplicate ID). A
     /// watch starting at or below the released revision is caught up from history (see
-    /// `catch_ups`); one starting below the compaction point is then canceled.
-    pub fn create(&mut self, request: CreateWatch) -> Option<i64> {
+    /// `catch_ups`); one starting below the compaction point is then canceled. A watch from
+    /// "now" (start revision 0) starts after `current`, the store's revision as the server
+    /// knows it (which may be ahead of what this stream has been offered).
+    pub fn create(&mut self, request: CreateWatch, current: i64) -> Option<i64> {
         if request.start_revision < 0 {
             self.refuse(COMPACTED_REASON);
             return None;
@@ -222,7 +224,7 @@ impl WatchStream {
         let next = if request.start_revision > 0 {
             request.start_revision
         } else {
-            self.released + 1
+            self.released.max(current) + 1
         };
         self.watchers.insert(
             id,
@@ -506,16 +508,16 @@ mod tests {
     fn creations_are_answered_and_refused_as_etcd_does() {
         let mut stream = WatchStream::new(5, 1 << 20);
         // Automatic IDs start at 0 and skip IDs the client chose.
-        assert_eq!(stream.create(watch("a", 0, 1)), Some(1));
-        assert_eq!(stream.create(watch("a", 0, 0)), Some(0));
-        assert_eq!(stream.create(watch("a", 0, 0)), Some(2));
-        assert_eq!(stream.create(watch("a", 0, 1)), None);
-        assert_eq!(stream.create(watch("a", -1, 0)), None);
+        assert_eq!(stream.create(watch("a", 0, 1), 0), Some(1));
+        assert_eq!(stream.create(watch("a", 0, 0), 0), Some(0));
+        assert_eq!(stream.create(watch("a", 0, 0), 0), Some(2));
+        assert_eq!(stream.create(watch("a", 0, 1), 0), None);
+        assert_eq!(stream.create(watch("a", -1, 0), 0), None);
         let empty = CreateWatch {
             range_end: Bytes::from_static(b"a"),
             ..watch("b", 0, 0)
         };
-        assert_eq!(stream.create(empty), None);
+        assert_eq!(stream.create(empty, 0), None);
         let answers = drain(&mut stream);
         let created: Vec<(i64, bool, &str)> = answers
             .iter()
@@ -545,7 +547,7 @@ mod tests {
     #[test]
     fn a_watch_behind_the_compaction_point_is_canceled_with_it() {
         let mut stream = WatchStream::new(10, 1 << 20);
-        let id = stream.create(watch("a", 3, 0)).expect("created");
+        let id = stream.create(watch("a", 3, 0), 0).expect("created");
         let reads = stream.catch_ups();
         assert_eq!(reads.len(), 1);
         assert_eq!((reads[0].after, reads[0].upto), (2, 10));
@@ -560,7 +562,7 @@ mod tests {
         assert_eq!(last.compact_revision, 6);
         assert_eq!(stream.watcher_count(), 0);
         // Starting exactly at the compaction point is fine.
-        let id = stream.create(watch("a", 6, 0)).expect("created");
+        let id = stream.create(watch("a", 6, 0), 0).expect("created");
         stream.catch_ups();
         stream.on_history(id, &[put(6, "a"), put(8, "b")], 10, 6);
         let answers = drain(&mut stream);
@@ -575,8 +577,8 @@ mod tests {
             progress_notify: true,
             ..watch("a", 0, 0)
         };
-        stream.create(notify);
-        stream.create(watch("b", 0, 0));
+        stream.create(notify, 0);
+        stream.create(watch("b", 0, 0), 0);
         drain(&mut stream);
         stream.progress_tick();
         let ticks = drain(&mut stream);
@@ -594,7 +596,7 @@ mod tests {
     fn a_slow_reader_is_caught_up_from_history_within_the_budget() {
         let budget = 2 * put(2, "a").counted_bytes();
         let mut stream = WatchStream::new(1, budget);
-        let id = stream.create(watch("a", 0, 0)).expect("created");
+        let id = stream.create(watch("a", 0, 0), 0).expect("created");
         drain(&mut stream);
         for revision in 2..=10 {
             stream.deliver(&[put(revision, "a")], revision);

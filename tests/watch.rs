@@ -460,3 +460,129 @@ fn lodectl_watch_prints_events_over_the_native_protocol() {
         "{canceled:?}"
     );
 }
+
+/// The next response on a raw gRPC watch stream (a minute at most).
+async fn next_raw(
+    stream: &mut tonic::Streaming<lode_protocol::etcd::etcdserverpb::WatchResponse>,
+) -> lode_protocol::etcd::etcdserverpb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("a response within a minute")
+        .expect("the stream works")
+        .expect("the stream goes on")
+}
+
+#[test]
+fn large_revisions_are_fragmented_for_watchers_that_allow_it() {
+    use futures::StreamExt;
+    use lode_protocol::etcd::etcdserverpb as pb;
+    let dir = DataDir::new("watch-fragment");
+    let lode = Lode::start(&dir.0, &["--max-request-bytes", "100000"]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        // etcd-client hides `fragment`: etcd's protocol, through tonic.
+        let channel = tonic::transport::Channel::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let open = |fragment: bool| {
+            let create = pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                    pb::WatchCreateRequest {
+                        key: "f/".into(),
+                        range_end: "f0".into(),
+                        prev_kv: true,
+                        fragment,
+                        ..Default::default()
+                    },
+                )),
+            };
+            let mut client = pb::watch_client::WatchClient::new(channel.clone());
+            async move {
+                let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+                client.watch(requests).await.expect("watch").into_inner()
+            }
+        };
+        let mut split = open(true).await;
+        let mut whole = open(false).await;
+        assert!(next_raw(&mut split).await.created);
+        assert!(next_raw(&mut whole).await.created);
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        // Twice: the second txn's events carry the first's values as prev_kv, about 180 KB
+        // per revision against a 100 KB limit.
+        for round in 0..2u8 {
+            let txn = Txn::new().and_then(
+                (0..10)
+                    .map(|i| TxnOp::put(format!("f/{i}"), vec![b'a' + round; 9000], None))
+                    .collect::<Vec<_>>(),
+            );
+            client.txn(txn).await.expect("txn");
+        }
+        let mut parts = Vec::new();
+        let mut events = 0;
+        while events < 20 {
+            let part = next_raw(&mut split).await;
+            events += part.events.len();
+            parts.push(part.fragment);
+        }
+        assert_eq!(events, 20);
+        assert!(
+            parts.len() > 2,
+            "the second revision came in parts: {parts:?}"
+        );
+        assert_eq!(parts.last(), Some(&false), "the last part is not marked");
+        assert!(parts.contains(&true));
+        // Without `fragment` the same revisions come whole.
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 20 {
+            let response = next_raw(&mut whole).await;
+            assert!(!response.fragment);
+            sizes.push(response.events.len());
+        }
+        assert_eq!(sizes, vec![10, 10]);
+    });
+}
+
+#[test]
+fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
+    let mut members = cluster("watch-hasleader");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let follower = (leader + 1) % 3;
+    let endpoint = members[follower].lode().client_url.clone();
+    let rt = runtime();
+    let mut stream = rt.block_on(async {
+        let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+        let mut client = Client::connect([endpoint.as_str()], Some(options))
+            .await
+            .expect("connect");
+        let mut stream = client.watch("x", None).await.expect("watch");
+        assert!(next(&mut stream).await.created());
+        stream
+    });
+    // The follower alone has no leader: its stream ends with etcd's error.
+    for (index, member) in members.iter_mut().enumerate() {
+        if index != follower {
+            if let Some(lode) = member.lode.as_mut() {
+                lode.kill();
+            }
+        }
+    }
+    rt.block_on(async move {
+        let ended = tokio::time::timeout(Duration::from_secs(120), stream.message())
+            .await
+            .expect("the stream ends within two minutes");
+        match ended {
+            Err(etcd_client::Error::GRpcStatus(status)) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                assert_eq!(status.message(), "etcdserver: no leader");
+            }
+            other => panic!("expected etcd's no leader error, got {other:?}"),
+        }
+    });
+}

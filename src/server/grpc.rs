@@ -226,7 +226,7 @@ impl pb::watch_server::Watch for WatchService {
                 .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
                 .await?;
             glommio::spawn_local(async move {
-                serve_watch_stream(&node, &slot, requests, sender, limits).await;
+                serve_watch_stream(&node, &slot, requests, sender, limits, require_leader).await;
                 node.router().local().watch_hub().close(id);
             })
             .detach();
@@ -242,7 +242,12 @@ enum WatchWakeup {
     Request(Option<Result<pb::WatchRequest, Status>>),
     Changed,
     ProgressTick,
+    LeaderCheck,
 }
+
+/// Consecutive checks (one per election timeout) without a leader after which a stream that
+/// asked for one (`hasleader`) ends with "etcdserver: no leader", as etcd's.
+const NO_LEADER_CHECKS: u32 = 3;
 
 /// Serves one Watch call on this core: requests from the client change the stream's
 /// watchers; responses go out as the hub queues them; watchers that are behind are caught up
@@ -253,10 +258,14 @@ async fn serve_watch_stream(
     mut requests: tonic::Streaming<pb::WatchRequest>,
     mut responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
     limits: Limits,
+    require_leader: bool,
 ) {
     use futures::{FutureExt, SinkExt, StreamExt};
     let interval = limits.watch_progress_interval;
     let mut tick = Box::pin(glommio::timer::sleep(interval));
+    let election_timeout = node.config.heartbeat * node.config.election_ticks.max(1) as u32;
+    let mut leader_check = Box::pin(glommio::timer::sleep(election_timeout));
+    let mut checks_without_leader = 0;
     loop {
         // Everything queued goes out first (waiting while the client is slow to read).
         loop {
@@ -266,12 +275,12 @@ async fn serve_watch_stream(
             };
             let mut header = ResponseHeader::at(response.revision);
             super::stamp_header(&mut header, node);
-            if responses
-                .send(Ok(etcd::watch_response(response, header)))
-                .await
-                .is_err()
-            {
-                return;
+            let fragment = response.fragment;
+            let whole = etcd::watch_response(response, header);
+            for part in fragments(whole, fragment, limits.max_request_bytes) {
+                if responses.send(Ok(part)).await.is_err() {
+                    return;
+                }
             }
         }
         super::start_catch_ups(node, slot);
@@ -285,10 +294,26 @@ async fn serve_watch_stream(
             if tick.poll_unpin(cx).is_ready() {
                 return Poll::Ready(WatchWakeup::ProgressTick);
             }
+            if require_leader && leader_check.poll_unpin(cx).is_ready() {
+                return Poll::Ready(WatchWakeup::LeaderCheck);
+            }
             Poll::Pending
         })
         .await;
         match wakeup {
+            WatchWakeup::LeaderCheck => {
+                leader_check = Box::pin(glommio::timer::sleep(election_timeout));
+                let leader = node.status().await.map(|status| status.leader).unwrap_or(0);
+                checks_without_leader = if leader == 0 {
+                    checks_without_leader + 1
+                } else {
+                    0
+                };
+                if checks_without_leader >= NO_LEADER_CHECKS {
+                    let _ = responses.send(Err(status(ServerError::NoLeader))).await;
+                    return;
+                }
+            }
             WatchWakeup::Request(Some(Ok(request))) => {
                 use crate::api::native::WatchRequest;
                 use pb::watch_request::RequestUnion;
@@ -319,6 +344,39 @@ async fn serve_watch_stream(
             return;
         }
     }
+}
+
+/// A watch response as it goes out: whole, or, for a watcher that allows it (`fragment`) and
+/// a response over `limit` bytes with several events, in parts of about `limit` bytes with
+/// every part but the last marked `fragment`, as etcd splits them.
+fn fragments(response: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<pb::WatchResponse> {
+    use prost::Message;
+    if !fragment || response.events.len() < 2 || response.encoded_len() <= limit {
+        return vec![response];
+    }
+    let mut parts = Vec::new();
+    let mut part = pb::WatchResponse {
+        events: Vec::new(),
+        ..response.clone()
+    };
+    let mut size = part.encoded_len();
+    for event in response.events {
+        let event_size = event.encoded_len() + 8;
+        if !part.events.is_empty() && size + event_size > limit {
+            let next = pb::WatchResponse {
+                events: Vec::new(),
+                ..part.clone()
+            };
+            size = next.encoded_len();
+            part.fragment = true;
+            parts.push(std::mem::replace(&mut part, next));
+        }
+        size += event_size;
+        part.events.push(event);
+    }
+    part.fragment = false;
+    parts.push(part);
+    parts
 }
 
 /// Serves one HTTP/2 connection whose first bytes (`read_ahead`, read while telling the

@@ -236,3 +236,65 @@ fn health_reports_a_lost_quorum() {
     assert!(body.ends_with("readyz check failed\n"), "{body}");
     assert_eq!(http(&url, "GET", "/livez", "").0, 200);
 }
+
+#[test]
+fn the_gateway_streams_watches() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = DataDir::new("http-watch");
+    let lode = Lode::start(&dir.0, &[]);
+    let url = lode.client_url.clone();
+    let address = url.trim_start_matches("http://").to_string();
+    // As curl sends it: one create request as the whole body; the answer streams.
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let body = format!(r#"{{"create_request": {{"key":"{}"}}}}"#, base64("foo"));
+    write!(
+        stream,
+        "POST /v3/watch HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut reader = BufReader::new(stream);
+    let mut lines = Vec::new();
+    let mut put_done = false;
+    while lines.len() < 2 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read");
+        let line = line.trim();
+        // Chunk sizes and headers are not JSON lines.
+        if line.starts_with('{') {
+            lines.push(json(line));
+            if !put_done {
+                let (status, _) = http(
+                    &url,
+                    "POST",
+                    "/v3/kv/put",
+                    &format!(
+                        r#"{{"key":"{}","value":"{}"}}"#,
+                        base64("foo"),
+                        base64("bar")
+                    ),
+                );
+                assert_eq!(status, 200);
+                put_done = true;
+            }
+        }
+    }
+    assert_eq!(lines[0]["result"]["created"], true);
+    let event = &lines[1]["result"]["events"][0];
+    assert_eq!(event["kv"]["key"], base64("foo"));
+    assert_eq!(event["kv"]["value"], base64("bar"));
+    assert_eq!(event["kv"]["mod_revision"], "2");
+
+    // A body that is no watch request ends the stream with the reason.
+    let (status, answer) = http(&url, "POST", "/v3/watch", r#"{"create_request": 7}"#);
+    assert_eq!(status, 200);
+    let error = json(answer.lines().find(|l| l.starts_with('{')).expect("a line"));
+    assert_eq!(error["error"]["grpc_code"], 3);
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a valid message"));
+}

@@ -46,7 +46,7 @@ pub fn install(node: Rc<Node>, limits: Limits) {
 }
 
 /// An error as the gRPC status etcd answers with (code and message).
-fn status(error: ServerError) -> Status {
+pub(super) fn status(error: ServerError) -> Status {
     Status::new(Code::from_i32(error.grpc_code() as i32), error.to_string())
 }
 
@@ -243,6 +243,7 @@ enum WatchWakeup {
     Changed,
     ProgressTick,
     LeaderCheck,
+    Liveness,
 }
 
 /// Consecutive checks (one per election timeout) without a leader after which a stream that
@@ -252,15 +253,22 @@ const NO_LEADER_CHECKS: u32 = 3;
 /// Serves one Watch call on this core: requests from the client change the stream's
 /// watchers; responses go out as the hub queues them; watchers that are behind are caught up
 /// from the shards' history.
-async fn serve_watch_stream(
+pub(super) async fn serve_watch_stream<R>(
     node: &Rc<Node>,
     slot: &Rc<crate::shard::watch::WatchSlot>,
-    mut requests: tonic::Streaming<pb::WatchRequest>,
+    mut requests: R,
     mut responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
     limits: Limits,
     require_leader: bool,
-) {
+) where
+    R: futures::Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+{
     use futures::{FutureExt, SinkExt, StreamExt};
+    // As etcd's, a stream outlives the client's half of it (the gateway's requests end with
+    // the HTTP body): it ends when the client goes away, which an idle stream notices by
+    // checking its response channel every second.
+    let mut requests_open = true;
+    let mut liveness = Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1)));
     let interval = limits.watch_progress_interval;
     let mut tick = Box::pin(glommio::timer::sleep(interval));
     let election_timeout = node.config.heartbeat * node.config.election_ticks.max(1) as u32;
@@ -285,8 +293,12 @@ async fn serve_watch_stream(
         }
         super::start_catch_ups(node, slot);
         let wakeup = std::future::poll_fn(|cx| {
-            if let Poll::Ready(request) = requests.poll_next_unpin(cx) {
-                return Poll::Ready(WatchWakeup::Request(request));
+            if requests_open {
+                if let Poll::Ready(request) = requests.poll_next_unpin(cx) {
+                    return Poll::Ready(WatchWakeup::Request(request));
+                }
+            } else if liveness.poll_unpin(cx).is_ready() {
+                return Poll::Ready(WatchWakeup::Liveness);
             }
             if slot.poll_woken(cx).is_ready() {
                 return Poll::Ready(WatchWakeup::Changed);
@@ -331,8 +343,19 @@ async fn serve_watch_stream(
                     super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node);
                 }
             }
-            // The client closed its side, or the call broke: the stream ends.
-            WatchWakeup::Request(None) | WatchWakeup::Request(Some(Err(_))) => return,
+            // The client closed its side: the stream goes on until the client is gone.
+            WatchWakeup::Request(None) => requests_open = false,
+            // The call broke, or a request could not be read: the stream ends, saying why.
+            WatchWakeup::Request(Some(Err(error))) => {
+                let _ = responses.send(Err(error)).await;
+                return;
+            }
+            WatchWakeup::Liveness => {
+                if responses.is_closed() {
+                    return;
+                }
+                liveness = Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1)));
+            }
             WatchWakeup::Changed => {}
             WatchWakeup::ProgressTick => {
                 slot.stream.borrow_mut().progress_tick();

@@ -126,6 +126,7 @@ async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> H
                 "etcdcluster": ETCD_API_VERSION,
             }),
         ),
+        (Method::POST, "/v3/watch") => watch_call(request, node, limits).await,
         (Method::POST, gateway) if gateway.starts_with("/v3/") => {
             match read_body(request, limits).await {
                 Ok(body) => gateway_call(gateway, body).await,
@@ -282,6 +283,143 @@ async fn snapshot_call(body: Bytes, maintenance: &MaintenanceService) -> HttpRes
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The gateway's Watch, as grpc-gateway serves the bidirectional stream: the request body is a
+/// sequence of JSON `WatchRequest`s (often one, `{"create_request":{"key":"Zm9v"}}`), read as
+/// they arrive; the answer streams one `{"result": WatchResponse}` per line until the client
+/// goes away. The stream is served by the gRPC service's own loop.
+async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
+    let hub = node.router().local().watch_hub().clone();
+    let (id, slot) = match hub
+        .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(error) => return error_response(&super::grpc::status(error)),
+    };
+    let requests = json_requests(request.into_body(), limits.max_frame_bytes);
+    let (sender, receiver) = futures::channel::mpsc::channel(128);
+    let node = node.clone();
+    glommio::spawn_local(async move {
+        super::grpc::serve_watch_stream(&node, &slot, requests, sender, limits, false).await;
+        hub.close(id);
+    })
+    .detach();
+    let lines: StreamedFrames = receiver
+        .map(|item| {
+            let value = match item {
+                Ok(response) => serde_json::json!({ "result": response }),
+                Err(status) => serde_json::json!({
+                    "error": {
+                        "grpc_code": status.code() as i32,
+                        "http_code": http_status(status.code()).as_u16(),
+                        "message": status.message(),
+                        "http_status": http_status(status.code())
+                            .canonical_reason()
+                            .unwrap_or_default(),
+                    }
+                }),
+            };
+            let mut line = value.to_string().into_bytes();
+            line.push(b'\n');
+            Ok(hyper::body::Frame::data(Bytes::from(line)))
+        })
+        .boxed_local();
+    let mut response = Response::new(Either::Right(StreamBody::new(lines)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The JSON `WatchRequest`s of a request body, each as soon as it is complete; an undecodable
+/// one (or more than `limit` bytes without a whole one) ends the stream with an error.
+fn json_requests(
+    body: Incoming,
+    limit: usize,
+) -> futures::stream::LocalBoxStream<'static, Result<pb::WatchRequest, Status>> {
+    struct Reading {
+        body: Incoming,
+        buffer: Vec<u8>,
+        ready: std::collections::VecDeque<Result<pb::WatchRequest, Status>>,
+        done: bool,
+    }
+    let reading = Reading {
+        body,
+        buffer: Vec::new(),
+        ready: std::collections::VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(reading, move |mut reading| async move {
+        loop {
+            if let Some(next) = reading.ready.pop_front() {
+                if next.is_err() {
+                    reading.done = true;
+                    reading.ready.clear();
+                }
+                return Some((next, reading));
+            }
+            if reading.done {
+                return None;
+            }
+            match reading.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        reading.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(error)) => {
+                    reading
+                        .ready
+                        .push_back(Err(Status::invalid_argument(format!(
+                            "reading the request body: {error}"
+                        ))));
+                    continue;
+                }
+                None => {
+                    reading.done = true;
+                    if !reading.buffer.iter().all(u8::is_ascii_whitespace) {
+                        return Some((
+                            Err(Status::invalid_argument(
+                                "the request body ends inside a message",
+                            )),
+                            reading,
+                        ));
+                    }
+                    return None;
+                }
+            }
+            let mut values = serde_json::Deserializer::from_slice(&reading.buffer)
+                .into_iter::<pb::WatchRequest>();
+            let mut consumed = 0;
+            while let Some(value) = values.next() {
+                match value {
+                    Ok(request) => {
+                        consumed = values.byte_offset();
+                        reading.ready.push_back(Ok(request));
+                    }
+                    Err(error) if error.is_eof() => break,
+                    Err(error) => {
+                        reading
+                            .ready
+                            .push_back(Err(Status::invalid_argument(format!(
+                                "the request body is not a valid message: {error}"
+                            ))));
+                        break;
+                    }
+                }
+            }
+            reading.buffer.drain(..consumed);
+            if reading.buffer.len() > limit {
+                reading.ready.push_back(Err(Status::invalid_argument(
+                    "a watch request is too large",
+                )));
+            }
+        }
+    })
+    .boxed_local()
 }
 
 /// Prometheus's `/metrics`: the consensus core's metrics, the gRPC counters, and the version

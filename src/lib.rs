@@ -12,6 +12,7 @@ pub mod cpus;
 pub mod ctl;
 pub mod diskprobe;
 pub mod executor;
+pub mod lease;
 pub mod members;
 pub mod membership;
 pub mod metrics;

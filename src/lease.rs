@@ -1,0 +1,356 @@
+//! etcd's leases, pure: the replicated set of leases with the keys attached to each, and when
+//! each may expire. No clocks: callers pass `now`, a monotonic time on this member.
+//!
+//! What is replicated (applied in log order on every member): grants, revokes, the keys puts
+//! attach to a lease and deletes or later puts detach, and renewals. Renewals travel as
+//! batches: the leader gathers the keep-alives it receives and proposes their lease IDs in one
+//! entry every so often, and answers a keep-alive only once its batch is applied. So every
+//! member knows, for every lease, the local time it last applied a renewal of it
+//! (`renewed_at`), and a lease's deadline is `renewed_at + ttl`. Only the leader expires
+//! leases (it proposes their revocation once their deadline passed).
+//!
+//! Why this shape (etcd's users lose lease time on every leader change, etcd issue #9888):
+//! a new leader starts from deadlines it applied itself, each no earlier than the renewal's
+//! commit, so remaining TTLs survive a leader change instead of resetting to the full TTL;
+//! `promote` then adds a margin (an election timeout, as etcd extends leases by), so that a
+//! keep-alive answered by the old leader just before it failed is honoured in full.
+//!
+//! Invariants: every key attached to a lease is in that lease's key set and in no other; a
+//! revoked lease is gone with its key set (its keys are deleted in the same revision by the
+//! caller); `renewed_at` never moves past `now` at the time it is set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// The largest TTL etcd accepts, in seconds.
+pub const MAX_TTL_SECONDS: i64 = 9_000_000_000;
+
+/// etcd's lease errors and their exact messages.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// No lease with that ID.
+    #[error("etcdserver: requested lease not found")]
+    NotFound,
+    /// A grant asked for an ID in use.
+    #[error("etcdserver: lease already exists")]
+    AlreadyExists,
+    /// A grant asked for more than `MAX_TTL_SECONDS`.
+    #[error("etcdserver: too large lease TTL")]
+    TtlTooLarge,
+}
+
+impl LeaseError {
+    /// The gRPC status code etcd answers with.
+    pub fn grpc_code(&self) -> u32 {
+        match self {
+            LeaseError::NotFound => 5,
+            LeaseError::AlreadyExists => 9,
+            LeaseError::TtlTooLarge => 11,
+        }
+    }
+}
+
+/// The smallest TTL a lease gets, in seconds: one and a half election timeouts rounded up, as
+/// etcd derives it (2 s with etcd's default 1 s election timeout). A grant asking for less is
+/// silently raised to it, so a lease cannot expire during a leader election.
+pub fn min_ttl_seconds(election_timeout: Duration) -> i64 {
+    let millis = election_timeout.as_millis() as i64 * 3 / 2;
+    ((millis + 999) / 1000).max(1)
+}
+
+/// Checks a grant's TTL before it is proposed; the TTL the lease will have.
+pub fn granted_ttl(requested: i64, min_ttl: i64) -> Result<i64, LeaseError> {
+    if requested > MAX_TTL_SECONDS {
+        return Err(LeaseError::TtlTooLarge);
+    }
+    Ok(requested.max(min_ttl))
+}
+
+/// One lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Lease {
+    /// Granted TTL in seconds.
+    ttl: i64,
+    /// Attached keys.
+    keys: BTreeSet<Bytes>,
+    /// When this member last applied its grant or a renewal (or, after `promote`, that plus
+    /// the margin, capped at the promotion time).
+    renewed_at: Duration,
+}
+
+impl Lease {
+    fn deadline(&self) -> Duration {
+        self.renewed_at + Duration::from_secs(self.ttl as u64)
+    }
+}
+
+/// What `time_to_live` reports of a lease (etcd's LeaseTimeToLive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeToLive {
+    /// The granted TTL in seconds.
+    pub granted_ttl: i64,
+    /// Seconds left, rounded down; 0 once the deadline passed (until it is revoked).
+    pub ttl: i64,
+    /// Attached keys, in order.
+    pub keys: Vec<Bytes>,
+}
+
+/// The leases of the keyspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lessor {
+    leases: BTreeMap<i64, Lease>,
+    /// Which lease each attached key belongs to.
+    attached: BTreeMap<Bytes, i64>,
+}
+
+impl Lessor {
+    /// No leases.
+    pub fn new() -> Lessor {
+        Lessor::default()
+    }
+
+    /// True when the lease exists.
+    pub fn contains(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
+    /// Every lease ID, ascending (etcd's LeaseLeases).
+    pub fn ids(&self) -> Vec<i64> {
+        self.leases.keys().copied().collect()
+    }
+
+    /// Number of leases.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// True when there are no leases.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    /// Applies a grant of lease `id` (non-zero, chosen before proposing) with `ttl` seconds
+    /// (already checked by `granted_ttl`).
+    pub fn grant(&mut self, id: i64, ttl: i64, now: Duration) -> Result<(), LeaseError> {
+        if id == 0 || self.leases.contains_key(&id) {
+            return Err(LeaseError::AlreadyExists);
+        }
+        self.leases.insert(
+            id,
+            Lease {
+                ttl,
+                keys: BTreeSet::new(),
+                renewed_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies a revocation: the lease is gone; returns its keys, which the caller deletes in
+    /// the same revision.
+    pub fn revoke(&mut self, id: i64) -> Result<Vec<Bytes>, LeaseError> {
+        let lease = self.leases.remove(&id).ok_or(LeaseError::NotFound)?;
+        for key in &lease.keys {
+            self.attached.remove(key);
+        }
+        Ok(lease.keys.into_iter().collect())
+    }
+
+    /// Records that `key` now belongs to `lease` (0: to none), as a put applied with that
+    /// lease makes it; the key leaves any lease it belonged to.
+    pub fn attach(&mut self, key: &Bytes, lease: i64) {
+        self.detach(key);
+        if let Some(owner) = self.leases.get_mut(&lease) {
+            owner.keys.insert(key.clone());
+            self.attached.insert(key.clone(), lease);
+        }
+    }
+
+    /// Records that `key` was deleted: it leaves its lease.
+    pub fn detach(&mut self, key: &Bytes) {
+        if let Some(lease) = self.attached.remove(key) {
+            if let Some(owner) = self.leases.get_mut(&lease) {
+                owner.keys.remove(key);
+            }
+        }
+    }
+
+    /// The lease `key` belongs to, if any.
+    pub fn lease_of(&self, key: &[u8]) -> Option<i64> {
+        self.attached.get(key).copied()
+    }
+
+    /// Applies a batch of renewals: each lease still present restarts its TTL from `now`.
+    /// Returns, per ID in order, its TTL (0 for a lease that no longer exists, as etcd's
+    /// keep-alive answers).
+    pub fn renew(&mut self, ids: &[i64], now: Duration) -> Vec<i64> {
+        ids.iter()
+            .map(|id| match self.leases.get_mut(id) {
+                Some(lease) => {
+                    lease.renewed_at = now;
+                    lease.ttl
+                }
+                None => 0,
+            })
+            .collect()
+    }
+
+    /// This member became leader at `now`: every lease gets `margin` more, though never more
+    /// than its full TTL from now.
+    pub fn promote(&mut self, now: Duration, margin: Duration) {
+        for lease in self.leases.values_mut() {
+            lease.renewed_at = (lease.renewed_at + margin).min(now);
+        }
+    }
+
+    /// etcd's LeaseTimeToLive at `now`; `None` for a lease that does not exist.
+    pub fn time_to_live(&self, id: i64, now: Duration) -> Option<TimeToLive> {
+        let lease = self.leases.get(&id)?;
+        Some(TimeToLive {
+            granted_ttl: lease.ttl,
+            ttl: lease.deadline().saturating_sub(now).as_secs() as i64,
+            keys: lease.keys.iter().cloned().collect(),
+        })
+    }
+
+    /// Leases whose deadline passed by `now`, earliest first, at most `limit` of them (the
+    /// leader revokes at a bounded rate, as etcd does).
+    pub fn expired(&self, now: Duration, limit: usize) -> Vec<i64> {
+        let mut due: Vec<(Duration, i64)> = self
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.deadline() <= now)
+            .map(|(&id, lease)| (lease.deadline(), id))
+            .collect();
+        due.sort_unstable();
+        due.into_iter().take(limit).map(|(_, id)| id).collect()
+    }
+
+    /// The leases with their TTLs and the remaining seconds at `now`, for snapshots: a member
+    /// loading one treats each as renewed so that it keeps what it had left (at least its
+    /// share of the TTL, never more than the TTL).
+    pub fn export(&self, now: Duration) -> Vec<(i64, i64, i64)> {
+        self.leases
+            .iter()
+            .map(|(&id, lease)| {
+                let left = lease.deadline().saturating_sub(now).as_secs() as i64;
+                (id, lease.ttl, left)
+            })
+            .collect()
+    }
+
+    /// Loads leases from a snapshot (`export`'s triples) at `now`; keys are attached by the
+    /// caller from the keyspace (each key's lease field).
+    pub fn import(&mut self, leases: &[(i64, i64, i64)], now: Duration) {
+        self.leases.clear();
+        self.attached.clear();
+        for &(id, ttl, left) in leases {
+            let used = Duration::from_secs((ttl - left.clamp(0, ttl)) as u64);
+            self.leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    keys: BTreeSet::new(),
+                    renewed_at: now.saturating_sub(used),
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Bytes {
+        Bytes::copy_from_slice(k.as_bytes())
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn ttls_are_raised_to_the_minimum_and_capped_as_etcds() {
+        assert_eq!(min_ttl_seconds(Duration::from_millis(1000)), 2);
+        assert_eq!(min_ttl_seconds(Duration::from_millis(100)), 1);
+        assert_eq!(min_ttl_seconds(Duration::from_millis(5000)), 8);
+        assert_eq!(granted_ttl(1, 2), Ok(2));
+        assert_eq!(granted_ttl(-5, 2), Ok(2));
+        assert_eq!(granted_ttl(60, 2), Ok(60));
+        assert_eq!(
+            granted_ttl(MAX_TTL_SECONDS + 1, 2),
+            Err(LeaseError::TtlTooLarge)
+        );
+        assert_eq!(
+            LeaseError::TtlTooLarge.to_string(),
+            "etcdserver: too large lease TTL"
+        );
+    }
+
+    #[test]
+    fn grants_revokes_and_attached_keys() {
+        let mut lessor = Lessor::new();
+        let now = 10 * SECOND;
+        assert_eq!(lessor.grant(7, 30, now), Ok(()));
+        assert_eq!(lessor.grant(7, 30, now), Err(LeaseError::AlreadyExists));
+        lessor.grant(8, 30, now).unwrap();
+        lessor.attach(&key("a"), 7);
+        lessor.attach(&key("b"), 7);
+        lessor.attach(&key("c"), 8);
+        // A put with another lease moves the key; one without a lease detaches it; a delete
+        // detaches it; a lease that does not exist attaches nothing.
+        lessor.attach(&key("c"), 7);
+        lessor.attach(&key("b"), 0);
+        lessor.detach(&key("a"));
+        lessor.attach(&key("d"), 99);
+        assert_eq!(lessor.lease_of(b"c"), Some(7));
+        assert_eq!(lessor.lease_of(b"b"), None);
+        assert_eq!(lessor.lease_of(b"d"), None);
+        let ttl = lessor.time_to_live(7, now).unwrap();
+        assert_eq!(
+            (ttl.granted_ttl, ttl.ttl, ttl.keys),
+            (30, 30, vec![key("c")])
+        );
+        assert_eq!(lessor.revoke(7), Ok(vec![key("c")]));
+        assert_eq!(lessor.lease_of(b"c"), None);
+        assert_eq!(lessor.revoke(7), Err(LeaseError::NotFound));
+        assert_eq!(lessor.time_to_live(7, now), None);
+        assert_eq!(lessor.ids(), vec![8]);
+    }
+
+    #[test]
+    fn deadlines_follow_renewals_and_survive_promotion() {
+        let mut lessor = Lessor::new();
+        lessor.grant(1, 10, Duration::ZERO).unwrap();
+        lessor.grant(2, 10, Duration::ZERO).unwrap();
+        assert_eq!(lessor.expired(9 * SECOND, 10), Vec::<i64>::new());
+        assert_eq!(lessor.renew(&[1, 3], 8 * SECOND), vec![10, 0]);
+        assert_eq!(lessor.expired(10 * SECOND, 10), vec![2]);
+        assert_eq!(lessor.time_to_live(1, 10 * SECOND).unwrap().ttl, 8);
+        // A new leader at 12 s keeps lease 1's remaining time plus the margin, never more
+        // than the full TTL: neither reset to the full TTL nor shortened.
+        lessor.promote(12 * SECOND, SECOND);
+        assert_eq!(lessor.time_to_live(1, 12 * SECOND).unwrap().ttl, 7);
+        assert_eq!(lessor.expired(18 * SECOND, 10), vec![2]);
+        assert_eq!(lessor.expired(19 * SECOND, 10), vec![2, 1]);
+        assert_eq!(
+            lessor.expired(19 * SECOND, 1),
+            vec![2],
+            "oldest first, bounded"
+        );
+    }
+
+    #[test]
+    fn snapshots_keep_what_each_lease_had_left() {
+        let mut lessor = Lessor::new();
+        lessor.grant(1, 60, Duration::ZERO).unwrap();
+        lessor.grant(2, 5, Duration::ZERO).unwrap();
+        let saved = lessor.export(20 * SECOND);
+        assert_eq!(saved, vec![(1, 60, 40), (2, 5, 0)]);
+        let mut loaded = Lessor::new();
+        loaded.import(&saved, 100 * SECOND);
+        assert_eq!(loaded.time_to_live(1, 100 * SECOND).unwrap().ttl, 40);
+        assert_eq!(loaded.expired(100 * SECOND, 10), vec![2]);
+    }
+}

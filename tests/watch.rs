@@ -586,3 +586,41 @@ fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
         }
     });
 }
+
+#[test]
+fn one_stream_serves_thousands_of_watchers() {
+    let dir = DataDir::new("watch-many");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let watchers = 2000;
+        let mut stream = client
+            .watch("hot", Some(WatchOptions::new().with_watch_id(1)))
+            .await
+            .expect("watch");
+        for id in 2..=watchers {
+            stream
+                .watch("hot", Some(WatchOptions::new().with_watch_id(id)))
+                .await
+                .expect("watch");
+        }
+        let mut created = 0;
+        while created < watchers {
+            let response = next(&mut stream).await;
+            assert!(response.created() && !response.canceled());
+            created += 1;
+        }
+        client.put("hot", "1", None).await.expect("put");
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < watchers as usize {
+            let response = next_events(&mut stream).await;
+            assert_eq!(response.events().len(), 1);
+            assert!(seen.insert(response.watch_id()), "one event per watcher");
+        }
+        assert_eq!(seen.first(), Some(&1));
+        assert_eq!(seen.last(), Some(&watchers));
+    });
+}

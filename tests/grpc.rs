@@ -4,19 +4,14 @@
 
 mod common;
 
+use common::runtime;
+
 use common::cluster::{cluster, wait_for_convergence, wait_for_leader};
 use common::server::{ok, DataDir, Lode};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
     TxnOp, TxnOpResponse,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// The gRPC status code and message of a failed call.
 fn grpc_error(error: etcd_client::Error) -> (tonic::Code, String) {

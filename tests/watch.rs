@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,13 +16,6 @@ use common::server::{ok, DataDir, Lode};
 use etcd_client::{
     Client, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// The next response on `stream` (a stream that ends or breaks fails the test; a silent
 /// server fails it after a minute rather than hanging CI).

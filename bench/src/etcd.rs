@@ -300,17 +300,10 @@ fn key(client: usize, n: u64) -> Bytes {
     Bytes::from(format!("bench/{client:04}/{:03}", n % KEYS_PER_CLIENT))
 }
 
-/// Runs `scenario` with `clients` clients against `endpoint` for the configured time.
-async fn run_case(
-    args: &EtcdArgs,
-    servers: &Servers,
-    endpoint: &str,
-    scenario: &str,
-    clients: usize,
-) -> Result<Measured, String> {
-    let connections = clients.min(args.load.connections).max(1);
-    let mut channels = Vec::new();
-    for _ in 0..connections {
+/// `count` HTTP/2 connections to `endpoint`, with TCP_NODELAY.
+async fn connect_channels(endpoint: &str, count: usize) -> Result<Vec<Channel>, String> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
         channels.push(
             Channel::from_shared(endpoint.to_string())
                 .map_err(|e| e.to_string())?
@@ -320,6 +313,19 @@ async fn run_case(
                 .map_err(|e| format!("connecting to {endpoint}: {e}"))?,
         );
     }
+    Ok(channels)
+}
+
+/// Runs `scenario` with `clients` clients against `endpoint` for the configured time.
+async fn run_case(
+    args: &EtcdArgs,
+    servers: &Servers,
+    endpoint: &str,
+    scenario: &str,
+    clients: usize,
+) -> Result<Measured, String> {
+    let connections = clients.min(args.load.connections).max(1);
+    let channels = connect_channels(endpoint, connections).await?;
     // Every key exists before reads and compare-and-swaps start.
     let value = Bytes::from(vec![b'v'; args.load.value_bytes]);
     if scenario != "put" {
@@ -465,17 +471,7 @@ async fn run_watch_case(
     use std::sync::{Arc, Mutex};
     let streams = watchers.div_ceil(WATCHERS_PER_STREAM);
     let connections = streams.min(args.load.connections).max(1);
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        channels.push(
-            Channel::from_shared(endpoint.to_string())
-                .map_err(|e| e.to_string())?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| format!("connecting to {endpoint}: {e}"))?,
-        );
-    }
+    let channels = connect_channels(endpoint, connections).await?;
     let watched = Bytes::from_static(b"watch/key");
     let origin = Instant::now();
     let received = Arc::new(AtomicU64::new(0));

@@ -257,32 +257,7 @@ async fn snapshot_call(body: Bytes, maintenance: &MaintenanceService) -> HttpRes
         Ok(pieces) => pieces.into_inner(),
         Err(status) => return error_response(&status),
     };
-    let lines: StreamedFrames = pieces
-        .map(|piece| {
-            let value = match piece {
-                Ok(piece) => serde_json::json!({ "result": piece }),
-                Err(status) => serde_json::json!({
-                    "error": {
-                        "grpc_code": status.code() as i32,
-                        "http_code": http_status(status.code()).as_u16(),
-                        "message": status.message(),
-                        "http_status": http_status(status.code())
-                            .canonical_reason()
-                            .unwrap_or_default(),
-                    }
-                }),
-            };
-            let mut line = value.to_string().into_bytes();
-            line.push(b'\n');
-            Ok(hyper::body::Frame::data(Bytes::from(line)))
-        })
-        .boxed_local();
-    let mut response = Response::new(Either::Right(StreamBody::new(lines)));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+    json_lines(pieces)
 }
 
 /// The gateway's Watch, as grpc-gateway serves the bidirectional stream: the request body is a
@@ -306,10 +281,20 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
         hub.close(id);
     })
     .detach();
-    let lines: StreamedFrames = receiver
+    json_lines(receiver)
+}
+
+/// A server stream as grpc-gateway answers one: a JSON object per line, `{"result": item}` for
+/// each item and `{"error": ...}` for a failure.
+fn json_lines<T, S>(items: S) -> HttpResponse
+where
+    T: Serialize,
+    S: futures::Stream<Item = Result<T, Status>> + 'static,
+{
+    let lines: StreamedFrames = items
         .map(|item| {
             let value = match item {
-                Ok(response) => serde_json::json!({ "result": response }),
+                Ok(item) => serde_json::json!({ "result": item }),
                 Err(status) => serde_json::json!({
                     "error": {
                         "grpc_code": status.code() as i32,

@@ -13,6 +13,15 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// A single-threaded Tokio runtime for tests that drive lode with Tokio-based clients
+/// (etcd-client, tonic).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// `text` in standard base64, as etcd's JSON carries bytes.
 pub fn base64(text: &str) -> String {
     use base64::Engine;

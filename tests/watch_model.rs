@@ -300,13 +300,17 @@ impl Sim {
     }
 }
 
-fn run(shards: usize, budget: usize, ops: Vec<Op>) {
+fn run(shards: usize, budget: usize, window: i64, ops: Vec<Op>) {
     let mut sim = Sim {
         kv: ShardedKv::new(shards),
         history: Vec::new(),
         pending: vec![Vec::new(); shards],
         merger: RevisionMerger::new(shards, 1),
-        stream: WatchStream::new(1, budget),
+        stream: {
+            let mut stream = WatchStream::new(1, budget);
+            stream.set_catch_up_revisions(window);
+            stream
+        },
         watches: BTreeMap::new(),
         creating: std::collections::VecDeque::new(),
         max_compaction: 0,
@@ -429,8 +433,9 @@ proptest! {
     fn every_watch_sees_exactly_its_history(
         shards in 1usize..4,
         budget in 100usize..3000,
+        window in 1i64..20,
         ops in proptest::collection::vec(op(), 1..120),
     ) {
-        run(shards, budget, ops);
+        run(shards, budget, window, ops);
     }
 }

@@ -75,6 +75,11 @@ pub struct WatchResponse {
     pub fragment: bool,
 }
 
+/// Revisions one catch-up reads at most: a watcher far behind is caught up in steps, each
+/// only once the stream has room under its budget, so memory stays bounded however old the
+/// revision it asked for.
+pub const CATCH_UP_REVISIONS: i64 = 10_000;
+
 /// A history read the server should make for a watcher that is behind: every event of
 /// `range` in `(after, upto]`, read from the shards at `upto`, handed to `on_history`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +137,7 @@ pub struct WatchStream {
     budget: usize,
     queued: usize,
     out: VecDeque<(WatchResponse, usize)>,
+    catch_up_revisions: i64,
 }
 
 impl WatchStream {
@@ -145,7 +151,13 @@ impl WatchStream {
             budget,
             queued: 0,
             out: VecDeque::new(),
+            catch_up_revisions: CATCH_UP_REVISIONS,
         }
+    }
+
+    /// Sets how many revisions one catch-up reads at most (tests use small steps).
+    pub fn set_catch_up_revisions(&mut self, revisions: i64) {
+        self.catch_up_revisions = revisions.max(1);
     }
 
     /// The revision up to which live events were offered to this stream.
@@ -324,7 +336,8 @@ impl WatchStream {
     }
 
     /// History reads to make now: one per watcher that is behind and not already being caught
-    /// up, while the stream has room under its budget.
+    /// up, while the stream has room under its budget, each of at most `CATCH_UP_REVISIONS`
+    /// revisions.
     pub fn catch_ups(&mut self) -> Vec<CatchUp> {
         if self.queued >= self.budget {
             return Vec::new();
@@ -340,11 +353,12 @@ impl WatchStream {
                 continue;
             }
             watcher.catching_up = true;
+            let after = watcher.next - 1;
             reads.push(CatchUp {
                 watch_id: id,
                 range: watcher.range.clone(),
-                after: watcher.next - 1,
-                upto: released,
+                after,
+                upto: released.min(after.saturating_add(self.catch_up_revisions)),
             });
         }
         reads

@@ -160,12 +160,8 @@ impl Sim {
     fn catch_up(&mut self) {
         for read in self.stream.catch_ups() {
             let events = self.kv.history_events(&read.range, read.after, read.upto);
-            self.stream.on_history(
-                read.watch_id,
-                &events,
-                read.upto,
-                self.kv.compact_revision(),
-            );
+            self.stream
+                .on_history(&read, &events, self.kv.compact_revision());
         }
     }
 

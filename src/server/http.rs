@@ -351,8 +351,19 @@ fn json_requests(
             }
             match reading.body.frame().await {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        reading.buffer.extend_from_slice(&data);
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    reading.buffer.extend_from_slice(&data);
+                    // A message can only have ended in a chunk holding a closing brace: no
+                    // re-parsing of a long message arriving in small pieces.
+                    if !data.contains(&b'}') {
+                        if reading.buffer.len() > limit {
+                            reading.ready.push_back(Err(Status::invalid_argument(
+                                "a watch request is too large",
+                            )));
+                        }
+                        continue;
                     }
                 }
                 Some(Err(error)) => {

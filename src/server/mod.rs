@@ -230,10 +230,13 @@ pub fn start_catch_ups(
                 .router()
                 .watch_history(&read.range, read.after, read.upto)
                 .await;
-            if let Ok((events, compacted)) = history {
-                slot.stream
-                    .borrow_mut()
-                    .on_history(read.watch_id, &events, read.upto, compacted);
+            match history {
+                Ok((events, compacted)) => {
+                    slot.stream
+                        .borrow_mut()
+                        .on_history(&read, &events, compacted);
+                }
+                Err(_) => slot.stream.borrow_mut().catch_up_failed(&read),
             }
             slot.wake();
         })

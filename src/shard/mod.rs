@@ -289,6 +289,8 @@ pub struct ShardState {
     watch_subscribers: RefCell<Vec<usize>>,
     /// Events made since the last watermark, for the subscribers.
     watch_events: RefCell<Vec<Event>>,
+    /// The highest revision applied here (ahead of the watermark inside a batch).
+    applied_revision: Cell<i64>,
     /// This core's watch streams and the merge of every shard's events for them.
     watch_hub: Rc<watch::WatchHub>,
 }
@@ -361,8 +363,18 @@ impl ShardState {
     /// Sends `core` this shard's watch events with its watermark, in order with every earlier
     /// report (handled at once when `core` is this one).
     fn report_watch(&self, router: &Rc<Router>, core: usize, events: Vec<Event>, gap: bool) {
+        self.post_watch_report(router, core, events, self.watermark.get(), gap);
+    }
+
+    fn post_watch_report(
+        &self,
+        router: &Rc<Router>,
+        core: usize,
+        events: Vec<Event>,
+        watermark: i64,
+        gap: bool,
+    ) {
         let shard = router.core();
-        let watermark = self.watermark.get();
         if core == shard {
             self.watch_hub.on_events(shard, events, watermark, gap);
             return;
@@ -388,6 +400,7 @@ impl ShardState {
     pub fn handle(self: &Rc<Self>, message: CoreMessage, router: &Rc<Router>) {
         match message {
             CoreMessage::Apply { revision, changes } => {
+                self.applied_revision.set(revision);
                 {
                     let watched = !self.watch_subscribers.borrow().is_empty();
                     let mut shard = self.shard.borrow_mut();
@@ -407,6 +420,7 @@ impl ShardState {
                 value,
                 lease,
             } => {
+                self.applied_revision.set(revision);
                 {
                     let mut shard = self.shard.borrow_mut();
                     if self.watch_subscribers.borrow().is_empty() {
@@ -424,15 +438,19 @@ impl ShardState {
             }
             CoreMessage::WatchSubscribe { core } => {
                 {
+                    // Asked again (the core's hub started over): a fresh first report is all
+                    // it needs; any report serves as one.
                     let mut subscribers = self.watch_subscribers.borrow_mut();
-                    if subscribers.contains(&core) {
-                        return;
+                    if !subscribers.contains(&core) {
+                        subscribers.push(core);
+                        subscribers.sort_unstable();
                     }
-                    subscribers.push(core);
-                    subscribers.sort_unstable();
                 }
-                // Where this shard's reports to `core` begin.
-                self.report_watch(router, core, Vec::new(), false);
+                // Where this shard's reports to `core` begin: after every revision applied here
+                // so far, including any of a batch whose watermark is still to come (its events
+                // were not recorded, since nobody subscribed then).
+                let from = self.watermark.get().max(self.applied_revision.get());
+                self.post_watch_report(router, core, Vec::new(), from, false);
             }
             CoreMessage::WatchEvents {
                 shard,

@@ -9,7 +9,12 @@
 //! catch up from history for anything older they ask for.
 //!
 //! Known cost: once subscribed, a core gets every shard's events for as long as it runs,
-//! watchers or not.
+//! watchers or not, and a shard queues its reports for a core whose channel is full without
+//! a bound (`Router::post_in_order`).
+//!
+//! A snapshot installed on a shard reaches the hub as a gap report: every stream's watchers
+//! are set back to catch up from history before the revisions the snapshot jumped over are
+//! released (the same report releases them, so no watcher is offered them live).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -88,14 +93,21 @@ impl WatchHub {
             *self.phase.borrow_mut() = Phase::Subscribing(vec![None; router.cores()]);
             *self.merger.borrow_mut() = Some(RevisionMerger::new(router.cores(), 0));
             for core in 0..router.cores() {
-                router
+                let subscribed = router
                     .deliver(
                         core,
                         CoreMessage::WatchSubscribe {
                             core: router.core(),
                         },
                     )
-                    .await?;
+                    .await;
+                if let Err(error) = subscribed {
+                    // Start over at the next stream; streams waiting now fail with this one.
+                    *self.phase.borrow_mut() = Phase::Idle;
+                    *self.merger.borrow_mut() = None;
+                    self.ready_waiters.borrow_mut().clear();
+                    return Err(error);
+                }
             }
         }
         if !matches!(*self.phase.borrow(), Phase::Ready) {

@@ -80,12 +80,18 @@ pub struct WatchResponse {
 /// revision it asked for.
 pub const CATCH_UP_REVISIONS: i64 = 10_000;
 
+/// History reads a stream has in flight at most: a stream of many watchers far behind holds
+/// at most this many reads' events at once.
+pub const CATCH_UPS_IN_FLIGHT: usize = 4;
+
 /// A history read the server should make for a watcher that is behind: every event of
 /// `range` in `(after, upto]`, read from the shards at `upto`, handed to `on_history`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CatchUp {
     /// The watcher.
     pub watch_id: i64,
+    /// Which watcher of that ID (IDs can be reused once canceled; a stale answer is ignored).
+    pub serial: u64,
     /// Its keys.
     pub range: KeyRange,
     /// Revisions above this one.
@@ -96,6 +102,8 @@ pub struct CatchUp {
 
 #[derive(Clone, Debug)]
 struct Watcher {
+    /// Unique on the stream, unlike IDs.
+    serial: u64,
     range: KeyRange,
     no_put: bool,
     no_delete: bool,
@@ -133,7 +141,12 @@ impl Watcher {
 pub struct WatchStream {
     watchers: BTreeMap<i64, Watcher>,
     next_auto_id: i64,
+    next_serial: u64,
     released: i64,
+    /// History reads handed out and not answered.
+    catch_ups_in_flight: usize,
+    /// A progress request waits for every watcher to be synced.
+    progress_pending: bool,
     budget: usize,
     queued: usize,
     out: VecDeque<(WatchResponse, usize)>,
@@ -147,7 +160,10 @@ impl WatchStream {
         WatchStream {
             watchers: BTreeMap::new(),
             next_auto_id: 0,
+            next_serial: 0,
             released,
+            catch_ups_in_flight: 0,
+            progress_pending: false,
             budget,
             queued: 0,
             out: VecDeque::new(),
@@ -231,16 +247,25 @@ impl WatchStream {
             while self.watchers.contains_key(&self.next_auto_id) {
                 self.next_auto_id += 1;
             }
-            self.next_auto_id
+            // As etcd: an automatic ID is never handed out twice on a stream.
+            let id = self.next_auto_id;
+            self.next_auto_id += 1;
+            id
         };
+        // The store's revision as the server knows it: what the created answer reports, and
+        // where a watch from "now" starts after.
+        let now = self.released.max(current);
         let next = if request.start_revision > 0 {
             request.start_revision
         } else {
-            self.released.max(current) + 1
+            now + 1
         };
+        let serial = self.next_serial;
+        self.next_serial += 1;
         self.watchers.insert(
             id,
             Watcher {
+                serial,
                 range,
                 no_put: request.no_put,
                 no_delete: request.no_delete,
@@ -253,9 +278,8 @@ impl WatchStream {
                 sent_since_tick: false,
             },
         );
-        let revision = self.released;
         self.push(WatchResponse {
-            revision,
+            revision: now,
             watch_id: id,
             created: true,
             ..WatchResponse::default()
@@ -275,16 +299,24 @@ impl WatchStream {
             canceled: true,
             ..WatchResponse::default()
         });
+        self.answer_pending_progress();
         true
     }
 
     /// etcd's progress request: one response for the whole stream at the released revision,
-    /// only when every watcher has been given everything up to it (otherwise nothing, and the
-    /// client asks again, as with etcd).
+    /// sent once every watcher has been given everything up to it: at once when they all are,
+    /// otherwise as soon as they are (etcd 3.5.8 and later defer it the same way). Returns
+    /// whether it was answered at once.
     pub fn request_progress(&mut self) -> bool {
-        if self.watchers.values().any(|w| !w.synced) {
+        self.progress_pending = true;
+        self.answer_pending_progress()
+    }
+
+    fn answer_pending_progress(&mut self) -> bool {
+        if !self.progress_pending || self.watchers.values().any(|w| !w.synced) {
             return false;
         }
+        self.progress_pending = false;
         let revision = self.released;
         self.push(WatchResponse {
             revision,
@@ -333,35 +365,52 @@ impl WatchStream {
         for response in responses {
             self.push(response);
         }
+        self.answer_pending_progress();
     }
 
     /// History reads to make now: one per watcher that is behind and not already being caught
     /// up, while the stream has room under its budget, each of at most `CATCH_UP_REVISIONS`
     /// revisions.
     pub fn catch_ups(&mut self) -> Vec<CatchUp> {
-        if self.queued >= self.budget {
-            return Vec::new();
-        }
         let released = self.released;
         let mut reads = Vec::new();
         for (&id, watcher) in self.watchers.iter_mut() {
             if watcher.synced || watcher.catching_up {
                 continue;
             }
+            // Nothing released since it fell behind (a snapshot's gap is released by the same
+            // report that set it back): nothing to read.
             if watcher.next > released {
                 watcher.synced = true;
                 continue;
             }
+            if self.queued >= self.budget || self.catch_ups_in_flight >= CATCH_UPS_IN_FLIGHT {
+                continue;
+            }
             watcher.catching_up = true;
+            self.catch_ups_in_flight += 1;
             let after = watcher.next - 1;
             reads.push(CatchUp {
                 watch_id: id,
+                serial: watcher.serial,
                 range: watcher.range.clone(),
                 after,
                 upto: released.min(after.saturating_add(self.catch_up_revisions)),
             });
         }
+        self.answer_pending_progress();
         reads
+    }
+
+    /// A `CatchUp` could not be read (the node is stopping, or a shard failed to answer): the
+    /// watcher will be caught up by a later read.
+    pub fn catch_up_failed(&mut self, read: &CatchUp) {
+        if let Some(watcher) = self.watchers.get_mut(&read.watch_id) {
+            if watcher.serial == read.serial && watcher.catching_up {
+                watcher.catching_up = false;
+                self.catch_ups_in_flight -= 1;
+            }
+        }
     }
 
     /// Sets every watcher back to catch up from history (the state jumped without events,
@@ -378,13 +427,22 @@ impl WatchStream {
     /// does; otherwise it is given its events (whole revisions, in responses of at most the
     /// budget each unless one revision alone is larger) and is synced again if nothing was
     /// released meanwhile.
-    pub fn on_history(&mut self, watch_id: i64, events: &[Event], upto: i64, compacted: i64) {
+    pub fn on_history(&mut self, read: &CatchUp, events: &[Event], compacted: i64) {
+        let (watch_id, upto) = (read.watch_id, read.upto);
         let released = self.released;
         let budget = self.budget;
         let Some(watcher) = self.watchers.get_mut(&watch_id) else {
+            // Canceled meanwhile: the read no longer counts against the stream.
+            self.catch_ups_in_flight = self.catch_ups_in_flight.saturating_sub(1);
             return;
         };
+        if watcher.serial != read.serial || !watcher.catching_up {
+            // An answer for a watcher since canceled whose ID was reused.
+            self.catch_ups_in_flight = self.catch_ups_in_flight.saturating_sub(1);
+            return;
+        }
         watcher.catching_up = false;
+        self.catch_ups_in_flight -= 1;
         if upto < watcher.next {
             return;
         }
@@ -397,6 +455,7 @@ impl WatchStream {
                 compact_revision: compacted,
                 ..WatchResponse::default()
             });
+            self.answer_pending_progress();
             return;
         }
         let mut responses: Vec<WatchResponse> = Vec::new();
@@ -451,6 +510,7 @@ impl WatchStream {
         for response in responses {
             self.push(response);
         }
+        self.answer_pending_progress();
     }
 
     /// etcd's progress notification, at each interval: an empty response at the released
@@ -564,24 +624,55 @@ mod tests {
         let id = stream.create(watch("a", 3, 0), 0).expect("created");
         let reads = stream.catch_ups();
         assert_eq!(reads.len(), 1);
-        assert_eq!((reads[0].after, reads[0].upto), (2, 10));
+        assert_eq!(
+            (reads[0].watch_id, reads[0].after, reads[0].upto),
+            (id, 2, 10)
+        );
         assert!(
             !stream.request_progress(),
             "no progress while a watcher is behind"
         );
-        stream.on_history(id, &[], 10, 6);
+        stream.on_history(&reads[0], &[], 6);
         let answers = drain(&mut stream);
-        let last = answers.last().expect("answers");
-        assert!(last.canceled);
-        assert_eq!(last.compact_revision, 6);
+        let canceled = &answers[answers.len() - 2];
+        assert!(canceled.canceled);
+        assert_eq!(canceled.compact_revision, 6);
         assert_eq!(stream.watcher_count(), 0);
+        // The progress request waited until no watcher was behind.
+        let progress = answers.last().expect("answers");
+        assert_eq!((progress.watch_id, progress.revision), (NO_WATCH_ID, 10));
         // Starting exactly at the compaction point is fine.
-        let id = stream.create(watch("a", 6, 0), 0).expect("created");
-        stream.catch_ups();
-        stream.on_history(id, &[put(6, "a"), put(8, "b")], 10, 6);
+        stream.create(watch("a", 6, 0), 0).expect("created");
+        let reads = stream.catch_ups();
+        stream.on_history(&reads[0], &[put(6, "a"), put(8, "b")], 6);
         let answers = drain(&mut stream);
         assert_eq!(answers.last().map(|r| r.events.len()), Some(1));
         assert!(stream.request_progress());
+    }
+
+    #[test]
+    fn a_stale_history_answer_never_reaches_a_watcher_that_reused_the_id() {
+        let mut stream = WatchStream::new(10, 1 << 20);
+        let old = stream.create(watch("a", 2, 5), 10).expect("created");
+        let stale = stream.catch_ups();
+        assert!(stream.cancel(old));
+        // A new watch with the same (client-chosen) ID, on another key.
+        stream.create(watch("b", 4, 5), 10).expect("created");
+        stream.on_history(&stale[0], &[put(3, "a"), put(5, "b")], 0);
+        let fresh = stream.catch_ups();
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].after, 3, "still behind, from its own start");
+        stream.on_history(&fresh[0], &[put(5, "b"), put(9, "b")], 0);
+        let events: Vec<i64> = drain(&mut stream)
+            .into_iter()
+            .flat_map(|r| r.events)
+            .map(|e| e.revision())
+            .collect();
+        assert_eq!(events, vec![5, 9]);
+        // Automatic IDs are not handed out again after a cancel.
+        let first = stream.create(watch("c", 0, 0), 10).expect("created");
+        stream.cancel(first);
+        assert_ne!(stream.create(watch("c", 0, 0), 10), Some(first));
     }
 
     #[test]
@@ -610,7 +701,7 @@ mod tests {
     fn a_slow_reader_is_caught_up_from_history_within_the_budget() {
         let budget = 2 * put(2, "a").counted_bytes();
         let mut stream = WatchStream::new(1, budget);
-        let id = stream.create(watch("a", 0, 0), 0).expect("created");
+        stream.create(watch("a", 0, 0), 0).expect("created");
         drain(&mut stream);
         for revision in 2..=10 {
             stream.deliver(&[put(revision, "a")], revision);
@@ -624,7 +715,7 @@ mod tests {
                 let history: Vec<Event> = (read.after + 1..=read.upto)
                     .map(|revision| put(revision, "a"))
                     .collect();
-                stream.on_history(id, &history, read.upto, 0);
+                stream.on_history(&read, &history, 0);
             }
         }
         let revisions: Vec<i64> = got.iter().map(Event::revision).collect();

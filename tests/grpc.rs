@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::runtime;
+use common::{grpc_error, runtime};
 
 use common::cluster::{cluster, wait_for_convergence, wait_for_leader};
 use common::server::{ok, DataDir, Lode};
@@ -12,14 +12,6 @@ use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
     TxnOp, TxnOpResponse,
 };
-
-/// The gRPC status code and message of a failed call.
-fn grpc_error(error: etcd_client::Error) -> (tonic::Code, String) {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 #[test]
 fn etcd_client_drives_the_kv_service() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::runtime;
+use common::{grpc_error, runtime};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -572,13 +572,14 @@ fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
         let ended = tokio::time::timeout(Duration::from_secs(120), stream.message())
             .await
             .expect("the stream ends within two minutes");
-        match ended {
-            Err(etcd_client::Error::GRpcStatus(status)) => {
-                assert_eq!(status.code(), tonic::Code::Unavailable);
-                assert_eq!(status.message(), "etcdserver: no leader");
-            }
-            other => panic!("expected etcd's no leader error, got {other:?}"),
-        }
+        let error = ended.expect_err("the stream ends with an error");
+        assert_eq!(
+            grpc_error(error),
+            (
+                tonic::Code::Unavailable,
+                "etcdserver: no leader".to_string()
+            )
+        );
     });
 }
 

@@ -287,6 +287,19 @@ struct Measured {
 }
 
 impl Measured {
+    /// A case's outcome from its latencies, wall time, the servers' CPU time over it (us) and
+    /// their memory after it.
+    fn new(histogram: Histogram<u64>, elapsed: Duration, cpu_micros: u64, rss_kib: u64) -> Self {
+        let ops = histogram.len();
+        Measured {
+            ops,
+            elapsed,
+            cpu_micros_per_op: cpu_micros as f64 / ops.max(1) as f64,
+            histogram,
+            rss_kib,
+        }
+    }
+
     fn micros(&self, quantile: f64) -> f64 {
         self.histogram.value_at_quantile(quantile) as f64 / 1000.0
     }
@@ -443,14 +456,7 @@ async fn run_case(
     }
     let elapsed = started.elapsed();
     let cpu = servers.cpu_micros().saturating_sub(cpu_before);
-    let ops = histogram.len();
-    Ok(Measured {
-        ops,
-        elapsed,
-        cpu_micros_per_op: cpu as f64 / ops.max(1) as f64,
-        histogram,
-        rss_kib: servers.rss_kib(),
-    })
+    Ok(Measured::new(histogram, elapsed, cpu, servers.rss_kib()))
 }
 
 /// Watchers sharing one watch stream in the watch scenario.
@@ -576,14 +582,7 @@ async fn run_watch_case(
         .lock()
         .map_err(|_| "a watcher task panicked".to_string())?
         .clone();
-    let ops = histogram.len();
-    Ok(Measured {
-        ops,
-        elapsed,
-        cpu_micros_per_op: cpu as f64 / ops.max(1) as f64,
-        histogram,
-        rss_kib,
-    })
+    Ok(Measured::new(histogram, elapsed, cpu, rss_kib))
 }
 
 /// The client counts of `scenario` (watchers for the watch scenario).

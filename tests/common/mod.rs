@@ -22,6 +22,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The gRPC status code and message of a failed etcd-client call.
+pub fn grpc_error(error: etcd_client::Error) -> (tonic::Code, String) {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
 /// `text` in standard base64, as etcd's JSON carries bytes.
 pub fn base64(text: &str) -> String {
     use base64::Engine;

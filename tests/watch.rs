@@ -620,3 +620,48 @@ fn one_stream_serves_thousands_of_watchers() {
         assert_eq!(seen.last(), Some(&watchers));
     });
 }
+
+#[test]
+fn a_watcher_left_behind_by_compaction_is_canceled_with_the_compaction_point() {
+    let dir = DataDir::new("watch-behind");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut slow_client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut slow = slow_client
+            .watch("old/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        assert!(next(&mut slow).await.created());
+        // More than the slow stream's buffers hold, then a compaction past all of it.
+        let value = vec![b'x'; 8 << 10];
+        let mut last = 0;
+        for i in 0..1500 {
+            let put = client
+                .put(format!("old/{}", i % 50), value.clone(), None)
+                .await
+                .expect("put");
+            last = put.header().expect("header").revision();
+        }
+        client.compact(last, None).await.expect("compact");
+        // Reading again: a prefix of the events in order, then the cancel naming the point.
+        let mut expected_next = 2;
+        loop {
+            let response = next(&mut slow).await;
+            if response.canceled() {
+                assert_eq!(response.compact_revision(), last);
+                assert!(expected_next < last, "canceled only when it was behind");
+                break;
+            }
+            for event in response.events() {
+                assert_eq!(event.kv().unwrap().mod_revision(), expected_next);
+                expected_next += 1;
+            }
+        }
+    });
+}

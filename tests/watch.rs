@@ -17,6 +17,11 @@ use etcd_client::{
     Client, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
 
+/// A client of `endpoint`.
+async fn connect(endpoint: &str) -> Client {
+    Client::connect([endpoint], None).await.expect("connect")
+}
+
 /// The next response on `stream` (a stream that ends or breaks fails the test; a silent
 /// server fails it after a minute rather than hanging CI).
 async fn next(stream: &mut WatchStream) -> WatchResponse {
@@ -60,9 +65,7 @@ fn watches_deliver_live_and_past_events_as_etcd() {
     let lode = Lode::start(&dir.0, &["--cores", "2"]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let mut client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
+        let mut client = connect(&endpoint).await;
         let mut stream = client
             .watch("k", Some(WatchOptions::new().with_prefix().with_prev_key()))
             .await
@@ -183,9 +186,7 @@ fn bad_watch_requests_get_etcds_answers() {
     let lode = Lode::start(&dir.0, &["--watch-progress-notify-interval", "200ms"]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let mut client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
+        let mut client = connect(&endpoint).await;
         let mut stream = client
             .watch("a", Some(WatchOptions::new().with_watch_id(7)))
             .await
@@ -256,17 +257,13 @@ fn a_follower_serves_watches_of_writes_made_through_the_leader() {
     let leader_url = members[leader].lode().client_url.clone();
     let follower_url = members[follower].lode().client_url.clone();
     runtime().block_on(async move {
-        let mut watcher = Client::connect([follower_url.as_str()], None)
-            .await
-            .expect("connect");
+        let mut watcher = connect(&follower_url).await;
         let mut stream = watcher
             .watch("cfg/", Some(WatchOptions::new().with_prefix()))
             .await
             .expect("watch");
         assert!(next(&mut stream).await.created());
-        let mut writer = Client::connect([leader_url.as_str()], None)
-            .await
-            .expect("connect");
+        let mut writer = connect(&leader_url).await;
         for i in 0..5 {
             writer
                 .put(format!("cfg/{i}"), format!("v{i}"), None)
@@ -354,12 +351,8 @@ fn a_stream_that_stops_reading_delays_no_one_and_later_gets_every_event() {
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
         // Two connections: the slow stream's flow control cannot hold up the other's.
-        let mut slow_client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
-        let mut client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
+        let mut slow_client = connect(&endpoint).await;
+        let mut client = connect(&endpoint).await;
         let mut slow = slow_client
             .watch("big/", Some(WatchOptions::new().with_prefix()))
             .await
@@ -503,9 +496,7 @@ fn large_revisions_are_fragmented_for_watchers_that_allow_it() {
         let mut whole = open(false).await;
         assert!(next_raw(&mut split).await.created);
         assert!(next_raw(&mut whole).await.created);
-        let mut client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
+        let mut client = connect(&endpoint).await;
         // Twice: the second txn's events carry the first's values as prev_kv, about 180 KB
         // per revision against a 100 KB limit.
         for round in 0..2u8 {
@@ -589,9 +580,7 @@ fn one_stream_serves_thousands_of_watchers() {
     let lode = Lode::start(&dir.0, &[]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let mut client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
+        let mut client = connect(&endpoint).await;
         let watchers = 2000;
         let mut stream = client
             .watch("hot", Some(WatchOptions::new().with_watch_id(1)))
@@ -627,12 +616,8 @@ fn a_watcher_left_behind_by_compaction_is_canceled_with_the_compaction_point() {
     let lode = Lode::start(&dir.0, &[]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let mut slow_client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
-        let mut client = Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("connect");
+        let mut slow_client = connect(&endpoint).await;
+        let mut client = connect(&endpoint).await;
         let mut slow = slow_client
             .watch("old/", Some(WatchOptions::new().with_prefix()))
             .await

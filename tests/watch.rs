@@ -650,3 +650,80 @@ fn a_watcher_left_behind_by_compaction_is_canceled_with_the_compaction_point() {
         }
     });
 }
+
+#[test]
+fn a_follower_that_installs_a_snapshot_keeps_its_watchers_whole() {
+    use common::cluster::{cluster_behind_proxies_with, own_id};
+    use common::proxy::Network;
+    use std::time::Instant;
+    let network = std::sync::Arc::new(Network::default());
+    let mut members = cluster_behind_proxies_with(
+        "watch-snapshot",
+        3,
+        &["--snapshot-count", "40", "--snapshot-catchup-entries", "5"],
+        &network,
+    );
+    for member in &mut members {
+        member.start();
+    }
+    network.set_ids(members.iter().map(own_id).collect());
+    let leader = wait_for_leader(&members, 0);
+    let follower = (leader + 1) % 3;
+    let rt = runtime();
+    let endpoint = members[follower].lode().client_url.clone();
+    let mut stream = rt.block_on(async {
+        let mut client = connect(&endpoint).await;
+        let mut stream = client
+            .watch("s", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        assert!(next(&mut stream).await.created());
+        stream
+    });
+    // Cut the follower off while the others write enough for the leader to snapshot and
+    // compact its log past it: it comes back through a snapshot, which its watchers must not
+    // notice.
+    network.isolate(follower, 3);
+    for n in 0..150 {
+        ok(members[leader]
+            .lode()
+            .ctl(&["put", &format!("s{:03}", n % 60), &format!("v{n}")]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members[leader].lode().stderr().contains("snapshot written") {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never took a snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    network.heal();
+    let values = rt.block_on(async move {
+        let mut values = Vec::new();
+        let mut revisions = Vec::new();
+        while values.len() < 150 {
+            for event in next_events(&mut stream).await.events() {
+                let kv = event.kv().expect("kv");
+                values.push(String::from_utf8_lossy(kv.value()).into_owned());
+                revisions.push(kv.mod_revision());
+            }
+        }
+        assert!(
+            revisions.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "no gap and no repeat: {revisions:?}"
+        );
+        values
+    });
+    assert_eq!(
+        values,
+        (0..150).map(|n| format!("v{n}")).collect::<Vec<_>>()
+    );
+    assert!(
+        members[follower]
+            .lode()
+            .stderr()
+            .contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot:\n{}",
+        members[follower].lode().stderr()
+    );
+}

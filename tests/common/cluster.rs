@@ -110,6 +110,16 @@ pub fn cluster_behind_proxies(
     build_cluster(name, size, &[], Some(network))
 }
 
+/// `cluster_behind_proxies` whose members all get `extra` flags too.
+pub fn cluster_behind_proxies_with(
+    name: &str,
+    size: usize,
+    extra: &[&str],
+    network: &std::sync::Arc<super::proxy::Network>,
+) -> Vec<Member> {
+    build_cluster(name, size, extra, Some(network))
+}
+
 fn build_cluster(
     name: &str,
     size: usize,

@@ -599,6 +599,8 @@ impl ShardState {
                 self.watermark_waiters.borrow_mut().clear();
                 // Requests of this core still waiting for an answer fail as stopped.
                 router.abandon_pending();
+                // Watch streams notice the stop and end, saying so.
+                self.watch_hub.wake_all();
             }
             CoreMessage::Propose { reply, .. } => router.reply(
                 reply,

@@ -727,3 +727,47 @@ fn a_follower_that_installs_a_snapshot_keeps_its_watchers_whole() {
         members[follower].lode().stderr()
     );
 }
+
+#[test]
+fn watches_work_again_after_every_stream_of_a_core_closed() {
+    let dir = DataDir::new("watch-again");
+    let lode = Lode::start(&dir.0, &["--cores", "2"]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = connect(&endpoint).await;
+        for round in 0..3 {
+            let mut stream = client
+                .watch("r", Some(WatchOptions::new().with_prefix()))
+                .await
+                .expect("watch");
+            assert!(next(&mut stream).await.created());
+            client
+                .put(format!("r{round}"), "v", None)
+                .await
+                .expect("put");
+            assert_eq!(summary(&next_events(&mut stream).await).len(), 1);
+            // The stream goes away: the core's last one, so it unsubscribes (once it notices,
+            // within about a second) and subscribes again for the next.
+            drop(stream);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        // Nothing was lost meanwhile: a watch from the start sees every write, in order.
+        let mut all = client
+            .watch(
+                "r",
+                Some(WatchOptions::new().with_prefix().with_start_revision(1)),
+            )
+            .await
+            .expect("watch");
+        assert!(next(&mut all).await.created());
+        let mut keys = Vec::new();
+        while keys.len() < 3 {
+            keys.extend(
+                summary(&next_events(&mut all).await)
+                    .into_iter()
+                    .map(|e| e.1),
+            );
+        }
+        assert_eq!(keys, vec!["r0", "r1", "r2"]);
+    });
+}

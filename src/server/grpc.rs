@@ -227,7 +227,7 @@ impl pb::watch_server::Watch for WatchService {
                 .await?;
             glommio::spawn_local(async move {
                 serve_watch_stream(&node, &slot, requests, sender, limits, require_leader).await;
-                node.router().local().watch_hub().close(id);
+                node.router().local().watch_hub().close(id, node.router());
             })
             .detach();
             Ok(())

@@ -278,7 +278,7 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
     let node = node.clone();
     glommio::spawn_local(async move {
         super::grpc::serve_watch_stream(&node, &slot, requests, sender, limits, false).await;
-        hub.close(id);
+        hub.close(id, node.router());
     })
     .detach();
     json_lines(receiver)

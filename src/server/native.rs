@@ -458,5 +458,5 @@ async fn serve_watch(
             tick = Box::pin(glommio::timer::sleep(interval));
         }
     }
-    hub.close(stream_id);
+    hub.close(stream_id, node.router());
 }

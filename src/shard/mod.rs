@@ -223,6 +223,15 @@ pub enum CoreMessage {
     WatchSubscribe {
         /// The asking core.
         core: usize,
+        /// Which of that core's subscriptions (reports carry it; older ones are ignored).
+        epoch: u64,
+    },
+    /// The core has no watch stream left: no more events for that subscription.
+    WatchUnsubscribe {
+        /// The core.
+        core: usize,
+        /// The subscription ending (a newer one stays).
+        epoch: u64,
     },
     /// A shard's watch events since its last report, and its watermark: every change up to it
     /// is applied there. The first report after `WatchSubscribe` has no events (it marks
@@ -231,6 +240,8 @@ pub enum CoreMessage {
     WatchEvents {
         /// The reporting shard (its core).
         shard: usize,
+        /// The subscription it reports to.
+        epoch: u64,
         /// Events in revision order.
         events: Vec<Event>,
         /// The shard's watermark.
@@ -285,8 +296,9 @@ pub struct ShardState {
     /// A shard reports its size to core 0 when it moved by this much (and after compactions):
     /// the quota check on core 0 may trail the truth by this much per core.
     size_report_step: Cell<u64>,
-    /// Cores serving watch streams, which get this shard's events (ascending, no repeats).
-    watch_subscribers: RefCell<Vec<usize>>,
+    /// Cores serving watch streams, which get this shard's events, with their subscription
+    /// (ascending by core, no repeats).
+    watch_subscribers: RefCell<Vec<(usize, u64)>>,
     /// Events made since the last watermark, for the subscribers.
     watch_events: RefCell<Vec<Event>>,
     /// The highest revision applied here (ahead of the watermark inside a batch).
@@ -362,27 +374,35 @@ impl ShardState {
 
     /// Sends `core` this shard's watch events with its watermark, in order with every earlier
     /// report (handled at once when `core` is this one).
-    fn report_watch(&self, router: &Rc<Router>, core: usize, events: Vec<Event>, gap: bool) {
-        self.post_watch_report(router, core, events, self.watermark.get(), gap);
+    fn report_watch(
+        &self,
+        router: &Rc<Router>,
+        (core, epoch): (usize, u64),
+        events: Vec<Event>,
+        gap: bool,
+    ) {
+        self.post_watch_report(router, (core, epoch), events, self.watermark.get(), gap);
     }
 
     fn post_watch_report(
         &self,
         router: &Rc<Router>,
-        core: usize,
+        (core, epoch): (usize, u64),
         events: Vec<Event>,
         watermark: i64,
         gap: bool,
     ) {
         let shard = router.core();
         if core == shard {
-            self.watch_hub.on_events(shard, events, watermark, gap);
+            self.watch_hub
+                .on_events(shard, epoch, events, watermark, gap);
             return;
         }
         router.post_in_order(
             core,
             CoreMessage::WatchEvents {
                 shard,
+                epoch,
                 events,
                 watermark,
                 gap,
@@ -436,29 +456,36 @@ impl ShardState {
                 }
                 self.report_size(router, false);
             }
-            CoreMessage::WatchSubscribe { core } => {
+            CoreMessage::WatchSubscribe { core, epoch } => {
                 {
-                    // Asked again (the core's hub started over): a fresh first report is all
-                    // it needs; any report serves as one.
+                    // A newer subscription of the same core replaces the older one.
                     let mut subscribers = self.watch_subscribers.borrow_mut();
-                    if !subscribers.contains(&core) {
-                        subscribers.push(core);
-                        subscribers.sort_unstable();
-                    }
+                    subscribers.retain(|&(subscriber, _)| subscriber != core);
+                    subscribers.push((core, epoch));
+                    subscribers.sort_unstable();
                 }
                 // Where this shard's reports to `core` begin: after every revision applied here
                 // so far, including any of a batch whose watermark is still to come (its events
                 // were not recorded, since nobody subscribed then).
                 let from = self.watermark.get().max(self.applied_revision.get());
-                self.post_watch_report(router, core, Vec::new(), from, false);
+                self.post_watch_report(router, (core, epoch), Vec::new(), from, false);
+            }
+            CoreMessage::WatchUnsubscribe { core, epoch } => {
+                let mut subscribers = self.watch_subscribers.borrow_mut();
+                subscribers.retain(|&subscription| subscription != (core, epoch));
+                if subscribers.is_empty() {
+                    self.watch_events.borrow_mut().clear();
+                }
             }
             CoreMessage::WatchEvents {
                 shard,
+                epoch,
                 events,
                 watermark,
                 gap,
             } => {
-                self.watch_hub.on_events(shard, events, watermark, gap);
+                self.watch_hub
+                    .on_events(shard, epoch, events, watermark, gap);
             }
             CoreMessage::WatchHistory {
                 range,
@@ -487,8 +514,8 @@ impl ShardState {
                 if !self.watch_subscribers.borrow().is_empty() {
                     let events = std::mem::take(&mut *self.watch_events.borrow_mut());
                     let subscribers = self.watch_subscribers.borrow().clone();
-                    for core in subscribers {
-                        self.report_watch(router, core, events.clone(), false);
+                    for subscription in subscribers {
+                        self.report_watch(router, subscription, events.clone(), false);
                     }
                 }
             }
@@ -582,8 +609,8 @@ impl ShardState {
                 // Watchers missed whatever the snapshot jumped over: they catch up from it.
                 self.watch_events.borrow_mut().clear();
                 let subscribers = self.watch_subscribers.borrow().clone();
-                for core in subscribers {
-                    self.report_watch(router, core, Vec::new(), true);
+                for subscription in subscribers {
+                    self.report_watch(router, subscription, Vec::new(), true);
                 }
             }
             CoreMessage::WaitCompacted { revision, reply } => {

@@ -8,9 +8,10 @@
 //! only revisions above that point. Streams opened later start at the released revision and
 //! catch up from history for anything older they ask for.
 //!
-//! Known cost: once subscribed, a core gets every shard's events for as long as it runs,
-//! watchers or not, and a shard queues its reports for a core whose channel is full without
-//! a bound (`Router::post_in_order`).
+//! When its last stream closes the core unsubscribes; a later stream subscribes anew. Each
+//! subscription has an epoch that shards echo in their reports, so a report of an ended
+//! subscription still in flight is never merged into a newer one. Known cost: a shard queues
+//! its reports for a core whose channel is full without a bound (`Router::post_in_order`).
 //!
 //! A snapshot installed on a shard reaches the hub as a gap report: every stream's watchers
 //! are set back to catch up from history before the revisions the snapshot jumped over are
@@ -74,6 +75,8 @@ enum Phase {
 #[derive(Debug, Default)]
 pub struct WatchHub {
     phase: RefCell<Phase>,
+    /// The current subscription (reports of older ones are ignored).
+    epoch: Cell<u64>,
     merger: RefCell<Option<RevisionMerger>>,
     streams: RefCell<BTreeMap<u64, Rc<WatchSlot>>>,
     next_stream: Cell<u64>,
@@ -90,6 +93,8 @@ impl WatchHub {
     ) -> Result<(u64, Rc<WatchSlot>), ServerError> {
         let subscribe = matches!(*self.phase.borrow(), Phase::Idle);
         if subscribe {
+            let epoch = self.epoch.get() + 1;
+            self.epoch.set(epoch);
             *self.phase.borrow_mut() = Phase::Subscribing(vec![None; router.cores()]);
             *self.merger.borrow_mut() = Some(RevisionMerger::new(router.cores(), 0));
             for core in 0..router.cores() {
@@ -98,6 +103,7 @@ impl WatchHub {
                         core,
                         CoreMessage::WatchSubscribe {
                             core: router.core(),
+                            epoch,
                         },
                     )
                     .await;
@@ -131,13 +137,45 @@ impl WatchHub {
         Ok((id, slot))
     }
 
-    /// Forgets a stream.
-    pub fn close(&self, id: u64) {
-        self.streams.borrow_mut().remove(&id);
+    /// Forgets a stream. When it was the last (and no other is opening), the core
+    /// unsubscribes: shards stop making and sending events for it.
+    pub fn close(&self, id: u64, router: &Rc<Router>) {
+        let last = {
+            let mut streams = self.streams.borrow_mut();
+            streams.remove(&id);
+            streams.is_empty()
+                && matches!(*self.phase.borrow(), Phase::Ready)
+                && self.ready_waiters.borrow().is_empty()
+        };
+        if !last {
+            return;
+        }
+        *self.phase.borrow_mut() = Phase::Idle;
+        *self.merger.borrow_mut() = None;
+        let (me, epoch) = (router.core(), self.epoch.get());
+        for core in 0..router.cores() {
+            let message = CoreMessage::WatchUnsubscribe { core: me, epoch };
+            if core == me {
+                router.local().handle(message, router);
+            } else {
+                router.post_in_order(core, message);
+            }
+        }
     }
 
-    /// A shard's report (`CoreMessage::WatchEvents`).
-    pub fn on_events(&self, shard: usize, events: Vec<Event>, watermark: i64, gap: bool) {
+    /// A shard's report (`CoreMessage::WatchEvents`) to subscription `epoch`.
+    pub fn on_events(
+        &self,
+        shard: usize,
+        epoch: u64,
+        events: Vec<Event>,
+        watermark: i64,
+        gap: bool,
+    ) {
+        if epoch != self.epoch.get() {
+            // For a subscription that ended: what it reports is not ours to merge.
+            return;
+        }
         let mut merger_slot = self.merger.borrow_mut();
         let Some(merger) = merger_slot.as_mut() else {
             return;

@@ -22,6 +22,17 @@ async fn connect(endpoint: &str) -> Client {
     Client::connect([endpoint], None).await.expect("connect")
 }
 
+/// A watch of `key` with `options` on a new stream of `client`, once the server created it.
+async fn created_watch(
+    client: &mut Client,
+    key: &str,
+    options: Option<WatchOptions>,
+) -> WatchStream {
+    let mut stream = client.watch(key, options).await.expect("watch");
+    assert!(next(&mut stream).await.created());
+    stream
+}
+
 /// The next response on `stream` (a stream that ends or breaks fails the test; a silent
 /// server fails it after a minute rather than hanging CI).
 async fn next(stream: &mut WatchStream) -> WatchResponse {
@@ -120,29 +131,28 @@ fn watches_deliver_live_and_past_events_as_etcd() {
         assert!(canceled.canceled() && canceled.watch_id() == id);
 
         // A watch from revision 1 replays everything; a NOPUT filter leaves only the delete.
-        let mut past = client
-            .watch("k1", Some(WatchOptions::new().with_start_revision(1)))
-            .await
-            .expect("watch");
-        assert!(next(&mut past).await.created());
+        let mut past = created_watch(
+            &mut client,
+            "k1",
+            Some(WatchOptions::new().with_start_revision(1)),
+        )
+        .await;
         let mut replay = Vec::new();
         while replay.len() < 3 {
             replay.extend(summary(&next_events(&mut past).await));
         }
         let revisions: Vec<i64> = replay.iter().map(|e| e.3).collect();
         assert_eq!(revisions, vec![2, 3, 5]);
-        let mut deletes_only = client
-            .watch(
-                "k1",
-                Some(
-                    WatchOptions::new()
-                        .with_start_revision(1)
-                        .with_filters([WatchFilterType::NoPut]),
-                ),
-            )
-            .await
-            .expect("watch");
-        assert!(next(&mut deletes_only).await.created());
+        let mut deletes_only = created_watch(
+            &mut client,
+            "k1",
+            Some(
+                WatchOptions::new()
+                    .with_start_revision(1)
+                    .with_filters([WatchFilterType::NoPut]),
+            ),
+        )
+        .await;
         let only = next_events(&mut deletes_only).await;
         assert_eq!(summary(&only).len(), 1);
         assert_eq!(only.events()[0].event_type(), EventType::Delete);
@@ -155,26 +165,22 @@ fn watches_deliver_live_and_past_events_as_etcd() {
 
         // After compaction, a watch from below the compaction point is canceled with it.
         client.compact(4, None).await.expect("compact");
-        let mut old = client
-            .watch(
-                "k",
-                Some(WatchOptions::new().with_prefix().with_start_revision(2)),
-            )
-            .await
-            .expect("watch");
-        assert!(next(&mut old).await.created());
+        let mut old = created_watch(
+            &mut client,
+            "k",
+            Some(WatchOptions::new().with_prefix().with_start_revision(2)),
+        )
+        .await;
         let compacted = next(&mut old).await;
         assert!(compacted.canceled());
         assert_eq!(compacted.compact_revision(), 4);
         // From exactly the compaction point is fine.
-        let mut at_point = client
-            .watch(
-                "k",
-                Some(WatchOptions::new().with_prefix().with_start_revision(4)),
-            )
-            .await
-            .expect("watch");
-        assert!(next(&mut at_point).await.created());
+        let mut at_point = created_watch(
+            &mut client,
+            "k",
+            Some(WatchOptions::new().with_prefix().with_start_revision(4)),
+        )
+        .await;
         let from_point = next_events(&mut at_point).await;
         assert_eq!(from_point.events()[0].kv().unwrap().mod_revision(), 4);
     });
@@ -230,11 +236,12 @@ fn bad_watch_requests_get_etcds_answers() {
         assert_eq!(event.watch_id(), 7);
 
         // Progress notifications: an idle watcher that asked gets empty responses.
-        let mut notified = client
-            .watch("quiet", Some(WatchOptions::new().with_progress_notify()))
-            .await
-            .expect("watch");
-        assert!(next(&mut notified).await.created());
+        let mut notified = created_watch(
+            &mut client,
+            "quiet",
+            Some(WatchOptions::new().with_progress_notify()),
+        )
+        .await;
         let notice = next(&mut notified).await;
         assert!(notice.events().is_empty() && !notice.canceled());
     });
@@ -258,11 +265,12 @@ fn a_follower_serves_watches_of_writes_made_through_the_leader() {
     let follower_url = members[follower].lode().client_url.clone();
     runtime().block_on(async move {
         let mut watcher = connect(&follower_url).await;
-        let mut stream = watcher
-            .watch("cfg/", Some(WatchOptions::new().with_prefix()))
-            .await
-            .expect("watch");
-        assert!(next(&mut stream).await.created());
+        let mut stream = created_watch(
+            &mut watcher,
+            "cfg/",
+            Some(WatchOptions::new().with_prefix()),
+        )
+        .await;
         let mut writer = connect(&leader_url).await;
         for i in 0..5 {
             writer
@@ -353,16 +361,14 @@ fn a_stream_that_stops_reading_delays_no_one_and_later_gets_every_event() {
         // Two connections: the slow stream's flow control cannot hold up the other's.
         let mut slow_client = connect(&endpoint).await;
         let mut client = connect(&endpoint).await;
-        let mut slow = slow_client
-            .watch("big/", Some(WatchOptions::new().with_prefix()))
-            .await
-            .expect("watch");
-        assert!(next(&mut slow).await.created());
-        let mut prompt = client
-            .watch("big/", Some(WatchOptions::new().with_prefix()))
-            .await
-            .expect("watch");
-        assert!(next(&mut prompt).await.created());
+        let mut slow = created_watch(
+            &mut slow_client,
+            "big/",
+            Some(WatchOptions::new().with_prefix()),
+        )
+        .await;
+        let mut prompt =
+            created_watch(&mut client, "big/", Some(WatchOptions::new().with_prefix())).await;
 
         // Far more than the slow stream's buffers (its budget, the channel to the
         // connection, HTTP/2's windows) while it reads nothing.
@@ -547,8 +553,7 @@ fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
         let mut client = Client::connect([endpoint.as_str()], Some(options))
             .await
             .expect("connect");
-        let mut stream = client.watch("x", None).await.expect("watch");
-        assert!(next(&mut stream).await.created());
+        let stream = created_watch(&mut client, "x", None).await;
         stream
     });
     // The follower alone has no leader: its stream ends with etcd's error.
@@ -618,11 +623,12 @@ fn a_watcher_left_behind_by_compaction_is_canceled_with_the_compaction_point() {
     runtime().block_on(async move {
         let mut slow_client = connect(&endpoint).await;
         let mut client = connect(&endpoint).await;
-        let mut slow = slow_client
-            .watch("old/", Some(WatchOptions::new().with_prefix()))
-            .await
-            .expect("watch");
-        assert!(next(&mut slow).await.created());
+        let mut slow = created_watch(
+            &mut slow_client,
+            "old/",
+            Some(WatchOptions::new().with_prefix()),
+        )
+        .await;
         // More than the slow stream's buffers hold, then a compaction past all of it.
         let value = vec![b'x'; 8 << 10];
         let mut last = 0;
@@ -673,11 +679,7 @@ fn a_follower_that_installs_a_snapshot_keeps_its_watchers_whole() {
     let endpoint = members[follower].lode().client_url.clone();
     let mut stream = rt.block_on(async {
         let mut client = connect(&endpoint).await;
-        let mut stream = client
-            .watch("s", Some(WatchOptions::new().with_prefix()))
-            .await
-            .expect("watch");
-        assert!(next(&mut stream).await.created());
+        let stream = created_watch(&mut client, "s", Some(WatchOptions::new().with_prefix())).await;
         stream
     });
     // Cut the follower off while the others write enough for the leader to snapshot and
@@ -736,11 +738,8 @@ fn watches_work_again_after_every_stream_of_a_core_closed() {
     runtime().block_on(async move {
         let mut client = connect(&endpoint).await;
         for round in 0..3 {
-            let mut stream = client
-                .watch("r", Some(WatchOptions::new().with_prefix()))
-                .await
-                .expect("watch");
-            assert!(next(&mut stream).await.created());
+            let mut stream =
+                created_watch(&mut client, "r", Some(WatchOptions::new().with_prefix())).await;
             client
                 .put(format!("r{round}"), "v", None)
                 .await
@@ -752,14 +751,12 @@ fn watches_work_again_after_every_stream_of_a_core_closed() {
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
         // Nothing was lost meanwhile: a watch from the start sees every write, in order.
-        let mut all = client
-            .watch(
-                "r",
-                Some(WatchOptions::new().with_prefix().with_start_revision(1)),
-            )
-            .await
-            .expect("watch");
-        assert!(next(&mut all).await.created());
+        let mut all = created_watch(
+            &mut client,
+            "r",
+            Some(WatchOptions::new().with_prefix().with_start_revision(1)),
+        )
+        .await;
         let mut keys = Vec::new();
         while keys.len() < 3 {
             keys.extend(

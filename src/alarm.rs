@@ -174,9 +174,15 @@ pub fn write_cost(request: &WriteRequest) -> u64 {
     match request {
         WriteRequest::Put(put) => PUT_COST_OVERHEAD + put.key.len() as u64 + put.value.len() as u64,
         WriteRequest::Txn(txn) => txn_cost(txn),
-        WriteRequest::DeleteRange(_) | WriteRequest::Compact(_) => 0,
+        // A grant costs what etcd counts it as (its lease record); revocations, renewals
+        // and expiries free space or keep it.
+        WriteRequest::Lease(crate::lease::LeaseRequest::Grant { .. }) => LEASE_GRANT_COST,
+        WriteRequest::DeleteRange(_) | WriteRequest::Compact(_) | WriteRequest::Lease(_) => 0,
     }
 }
+
+/// Quota cost of a lease grant (etcd's `leaseOverhead`).
+pub const LEASE_GRANT_COST: u64 = 64;
 
 fn txn_cost(txn: &TxnRequest) -> u64 {
     let branch = |ops: &[RequestOp]| -> u64 {

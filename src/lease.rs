@@ -41,17 +41,6 @@ pub enum LeaseError {
     TtlTooLarge,
 }
 
-impl LeaseError {
-    /// The gRPC status code etcd answers with.
-    pub fn grpc_code(&self) -> u32 {
-        match self {
-            LeaseError::NotFound => 5,
-            LeaseError::AlreadyExists => 9,
-            LeaseError::TtlTooLarge => 11,
-        }
-    }
-}
-
 /// The smallest TTL a lease gets, in seconds: one and a half election timeouts rounded up, as
 /// etcd derives it (2 s with etcd's default 1 s election timeout). A grant asking for less is
 /// silently raised to it, so a lease cannot expire during a leader election.
@@ -68,11 +57,82 @@ pub fn granted_ttl(requested: i64, min_ttl: i64) -> Result<i64, LeaseError> {
     Ok(requested.max(min_ttl))
 }
 
+/// A lease change that goes through the log. Grants and revocations come from clients;
+/// renewals are the keep-alives a member gathered; expiries come from the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseRequest {
+    /// Grant lease `id` (non-zero, chosen before proposing) with `ttl` seconds (already
+    /// checked and raised by `granted_ttl`).
+    Grant {
+        /// The lease ID.
+        id: i64,
+        /// Its TTL in seconds.
+        ttl: i64,
+    },
+    /// Revoke a lease, deleting its keys in one revision.
+    Revoke {
+        /// The lease ID.
+        id: i64,
+    },
+    /// A batch of keep-alives: each lease still present restarts its TTL.
+    Renew {
+        /// Lease IDs, in the order their keep-alives are answered.
+        ids: Vec<i64>,
+    },
+    /// The leader found these leases expired: each is revoked unless it was renewed since
+    /// (its generation moved), so a keep-alive that won the race keeps its lease.
+    Expire {
+        /// (lease ID, the generation the leader saw expire).
+        leases: Vec<(i64, u64)>,
+    },
+}
+
+/// What applying a `LeaseRequest` produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// A grant: the lease and its TTL.
+    Granted {
+        /// The lease ID.
+        id: i64,
+        /// Its TTL in seconds.
+        ttl: i64,
+    },
+    /// A revocation.
+    Revoked,
+    /// Renewals: per ID in the request's order, its TTL (0 for a lease that does not exist).
+    Renewed {
+        /// TTLs in seconds.
+        ttls: Vec<i64>,
+    },
+    /// Expiries: the leases actually revoked.
+    Expired {
+        /// Their IDs.
+        ids: Vec<i64>,
+    },
+}
+
+/// A lease as a snapshot keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedLease {
+    /// The lease ID.
+    pub id: i64,
+    /// Granted TTL in seconds.
+    pub ttl: i64,
+    /// Whole seconds it had left when the snapshot was taken (never more than `ttl`).
+    pub remaining: i64,
+    /// Its renewal generation.
+    pub generation: u64,
+    /// Attached keys, in order.
+    pub keys: Vec<Bytes>,
+}
+
 /// One lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Lease {
     /// Granted TTL in seconds.
     ttl: i64,
+    /// Renewals applied since the grant: the same on every member at the same log position.
+    generation: u64,
     /// Attached keys.
     keys: BTreeSet<Bytes>,
     /// When this member last applied its grant or a renewal (or, after `promote`, that plus
@@ -141,11 +201,54 @@ impl Lessor {
             id,
             Lease {
                 ttl,
+                generation: 0,
                 keys: BTreeSet::new(),
                 renewed_at: now,
             },
         );
         Ok(())
+    }
+
+    /// Applies one committed lease change at `now`; also returns the keys to delete in one
+    /// revision (those of a revoked or expired lease), in order. A refused change changes
+    /// nothing.
+    pub fn apply(
+        &mut self,
+        request: &LeaseRequest,
+        now: Duration,
+    ) -> Result<(LeaseOutcome, Vec<Bytes>), LeaseError> {
+        match request {
+            LeaseRequest::Grant { id, ttl } => {
+                if *ttl > MAX_TTL_SECONDS {
+                    return Err(LeaseError::TtlTooLarge);
+                }
+                self.grant(*id, *ttl, now)?;
+                Ok((LeaseOutcome::Granted { id: *id, ttl: *ttl }, Vec::new()))
+            }
+            LeaseRequest::Revoke { id } => Ok((LeaseOutcome::Revoked, self.revoke(*id)?)),
+            LeaseRequest::Renew { ids } => Ok((
+                LeaseOutcome::Renewed {
+                    ttls: self.renew(ids, now),
+                },
+                Vec::new(),
+            )),
+            LeaseRequest::Expire { leases } => {
+                let mut ids = Vec::new();
+                let mut keys = Vec::new();
+                for &(id, generation) in leases {
+                    let due = self
+                        .leases
+                        .get(&id)
+                        .is_some_and(|lease| lease.generation == generation);
+                    if due {
+                        keys.append(&mut self.revoke(id)?);
+                        ids.push(id);
+                    }
+                }
+                keys.sort_unstable();
+                Ok((LeaseOutcome::Expired { ids }, keys))
+            }
+        }
     }
 
     /// Applies a revocation: the lease is gone; returns its keys, which the caller deletes in
@@ -190,6 +293,7 @@ impl Lessor {
             .map(|id| match self.leases.get_mut(id) {
                 Some(lease) => {
                     lease.renewed_at = now;
+                    lease.generation += 1;
                     lease.ttl
                 }
                 None => 0,
@@ -216,43 +320,58 @@ impl Lessor {
     }
 
     /// Leases whose deadline passed by `now`, earliest first, at most `limit` of them (the
-    /// leader revokes at a bounded rate, as etcd does).
-    pub fn expired(&self, now: Duration, limit: usize) -> Vec<i64> {
-        let mut due: Vec<(Duration, i64)> = self
+    /// leader revokes at a bounded rate, as etcd does), each with its generation (for
+    /// `LeaseRequest::Expire`).
+    pub fn expired(&self, now: Duration, limit: usize) -> Vec<(i64, u64)> {
+        let mut due: Vec<(Duration, i64, u64)> = self
             .leases
             .iter()
             .filter(|(_, lease)| lease.deadline() <= now)
-            .map(|(&id, lease)| (lease.deadline(), id))
+            .map(|(&id, lease)| (lease.deadline(), id, lease.generation))
             .collect();
         due.sort_unstable();
-        due.into_iter().take(limit).map(|(_, id)| id).collect()
+        due.into_iter()
+            .take(limit)
+            .map(|(_, id, generation)| (id, generation))
+            .collect()
     }
 
-    /// The leases with their TTLs and the remaining seconds at `now`, for snapshots: a member
-    /// loading one treats each as renewed so that it keeps what it had left (at least its
-    /// share of the TTL, never more than the TTL).
-    pub fn export(&self, now: Duration) -> Vec<(i64, i64, i64)> {
+    /// The earliest deadline of any lease (when the leader next has something to expire).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.leases.values().map(Lease::deadline).min()
+    }
+
+    /// The leases as a snapshot keeps them at `now`: a member loading one treats each as
+    /// renewed so that it keeps what it had left (never more than its TTL).
+    pub fn export(&self, now: Duration) -> Vec<SavedLease> {
         self.leases
             .iter()
-            .map(|(&id, lease)| {
-                let left = lease.deadline().saturating_sub(now).as_secs() as i64;
-                (id, lease.ttl, left)
+            .map(|(&id, lease)| SavedLease {
+                id,
+                ttl: lease.ttl,
+                remaining: (lease.deadline().saturating_sub(now).as_secs() as i64).min(lease.ttl),
+                generation: lease.generation,
+                keys: lease.keys.iter().cloned().collect(),
             })
             .collect()
     }
 
-    /// Loads leases from a snapshot (`export`'s triples) at `now`; keys are attached by the
-    /// caller from the keyspace (each key's lease field).
-    pub fn import(&mut self, leases: &[(i64, i64, i64)], now: Duration) {
+    /// Replaces every lease with a snapshot's (`export`'s output) at `now`.
+    pub fn import(&mut self, saved: &[SavedLease], now: Duration) {
         self.leases.clear();
         self.attached.clear();
-        for &(id, ttl, left) in leases {
-            let used = Duration::from_secs((ttl - left.clamp(0, ttl)) as u64);
+        for lease in saved {
+            let used =
+                Duration::from_secs((lease.ttl - lease.remaining.clamp(0, lease.ttl)) as u64);
+            for key in &lease.keys {
+                self.attached.insert(key.clone(), lease.id);
+            }
             self.leases.insert(
-                id,
+                lease.id,
                 Lease {
-                    ttl,
-                    keys: BTreeSet::new(),
+                    ttl: lease.ttl,
+                    generation: lease.generation,
+                    keys: lease.keys.iter().cloned().collect(),
                     renewed_at: now.saturating_sub(used),
                 },
             );
@@ -324,19 +443,20 @@ mod tests {
         let mut lessor = Lessor::new();
         lessor.grant(1, 10, Duration::ZERO).unwrap();
         lessor.grant(2, 10, Duration::ZERO).unwrap();
-        assert_eq!(lessor.expired(9 * SECOND, 10), Vec::<i64>::new());
+        assert_eq!(lessor.expired(9 * SECOND, 10), Vec::<(i64, u64)>::new());
         assert_eq!(lessor.renew(&[1, 3], 8 * SECOND), vec![10, 0]);
-        assert_eq!(lessor.expired(10 * SECOND, 10), vec![2]);
+        assert_eq!(lessor.expired(10 * SECOND, 10), vec![(2, 0)]);
+        assert_eq!(lessor.next_deadline(), Some(10 * SECOND));
         assert_eq!(lessor.time_to_live(1, 10 * SECOND).unwrap().ttl, 8);
         // A new leader at 12 s keeps lease 1's remaining time plus the margin, never more
         // than the full TTL: neither reset to the full TTL nor shortened.
         lessor.promote(12 * SECOND, SECOND);
         assert_eq!(lessor.time_to_live(1, 12 * SECOND).unwrap().ttl, 7);
-        assert_eq!(lessor.expired(18 * SECOND, 10), vec![2]);
-        assert_eq!(lessor.expired(19 * SECOND, 10), vec![2, 1]);
+        assert_eq!(lessor.expired(18 * SECOND, 10), vec![(2, 0)]);
+        assert_eq!(lessor.expired(19 * SECOND, 10), vec![(2, 0), (1, 1)]);
         assert_eq!(
             lessor.expired(19 * SECOND, 1),
-            vec![2],
+            vec![(2, 0)],
             "oldest first, bounded"
         );
     }
@@ -346,11 +466,84 @@ mod tests {
         let mut lessor = Lessor::new();
         lessor.grant(1, 60, Duration::ZERO).unwrap();
         lessor.grant(2, 5, Duration::ZERO).unwrap();
+        lessor.attach(&key("k"), 1);
+        lessor.renew(&[1], Duration::ZERO);
         let saved = lessor.export(20 * SECOND);
-        assert_eq!(saved, vec![(1, 60, 40), (2, 5, 0)]);
+        assert_eq!(
+            saved,
+            vec![
+                SavedLease {
+                    id: 1,
+                    ttl: 60,
+                    remaining: 40,
+                    generation: 1,
+                    keys: vec![key("k")]
+                },
+                SavedLease {
+                    id: 2,
+                    ttl: 5,
+                    remaining: 0,
+                    generation: 0,
+                    keys: vec![]
+                }
+            ]
+        );
         let mut loaded = Lessor::new();
         loaded.import(&saved, 100 * SECOND);
         assert_eq!(loaded.time_to_live(1, 100 * SECOND).unwrap().ttl, 40);
-        assert_eq!(loaded.expired(100 * SECOND, 10), vec![2]);
+        assert_eq!(loaded.lease_of(b"k"), Some(1));
+        assert_eq!(loaded.expired(100 * SECOND, 10), vec![(2, 0)]);
+        assert_eq!(loaded.export(100 * SECOND), saved);
+    }
+
+    #[test]
+    fn applied_changes_revoke_keys_and_expiry_loses_to_a_later_renewal() {
+        let mut lessor = Lessor::new();
+        let grant = |id| LeaseRequest::Grant { id, ttl: 5 };
+        assert_eq!(
+            lessor.apply(&grant(1), Duration::ZERO),
+            Ok((LeaseOutcome::Granted { id: 1, ttl: 5 }, vec![]))
+        );
+        lessor.apply(&grant(2), Duration::ZERO).unwrap();
+        assert_eq!(
+            lessor.apply(&grant(2), Duration::ZERO),
+            Err(LeaseError::AlreadyExists)
+        );
+        assert_eq!(
+            lessor.apply(
+                &LeaseRequest::Grant {
+                    id: 3,
+                    ttl: MAX_TTL_SECONDS + 1
+                },
+                Duration::ZERO
+            ),
+            Err(LeaseError::TtlTooLarge)
+        );
+        lessor.attach(&key("b"), 1);
+        lessor.attach(&key("a"), 2);
+        lessor.attach(&key("c"), 2);
+        // The leader saw both expire at generation 0; lease 1 was renewed before its expiry
+        // was applied, so only lease 2 goes, with its keys.
+        let due = lessor.expired(6 * SECOND, 10);
+        assert_eq!(due, vec![(1, 0), (2, 0)]);
+        lessor
+            .apply(&LeaseRequest::Renew { ids: vec![1] }, 6 * SECOND)
+            .unwrap();
+        assert_eq!(
+            lessor.apply(&LeaseRequest::Expire { leases: due }, 6 * SECOND),
+            Ok((
+                LeaseOutcome::Expired { ids: vec![2] },
+                vec![key("a"), key("c")]
+            ))
+        );
+        assert_eq!(
+            lessor.apply(&LeaseRequest::Revoke { id: 1 }, 6 * SECOND),
+            Ok((LeaseOutcome::Revoked, vec![key("b")]))
+        );
+        assert_eq!(
+            lessor.apply(&LeaseRequest::Revoke { id: 1 }, 6 * SECOND),
+            Err(LeaseError::NotFound)
+        );
+        assert!(lessor.is_empty());
     }
 }

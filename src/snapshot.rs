@@ -16,6 +16,9 @@
 //! voters: u64 member IDs, then their CRC32C (u32)
 //! alarms (format 2): u64 member ID | u32 alarm type, each; then their CRC32C (u32)
 //! members (format 3): u32 length | the member registry (`Members::encode`) | its CRC32C (u32)
+//! leases (format 4): u32 length | leases | their CRC32C (u32); each lease:
+//!   i64 id | i64 ttl | i64 remaining seconds | u64 generation | u32 key count |
+//!   keys (u32 length | key, each)
 //! blocks, each:  u32 payload length | u32 CRC32C of the payload | payload
 //!   payload: key records back to back:
 //!     u32 key length | key | u32 version count | versions:
@@ -38,9 +41,9 @@ use crate::mvcc::shard::Version;
 
 /// Magic bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LODESNAP";
-/// The snapshot format this build writes (it also reads format 2, which has no member
-/// registry, and format 1, which has no alarms either).
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// The snapshot format this build writes (it also reads format 3, which has no leases,
+/// format 2, which has no member registry either, and format 1, which has no alarms).
+pub const SNAPSHOT_VERSION: u32 = 4;
 /// Bytes of the fixed header.
 pub const SNAPSHOT_HEADER_SIZE: usize = 64;
 
@@ -65,6 +68,8 @@ pub struct SnapshotMeta {
     /// The member registry at the cut (`None` in files of format 1 and 2: the bootstrap
     /// members are the registry then).
     pub members: Option<crate::members::Members>,
+    /// The leases at the cut (none in files before format 4).
+    pub leases: Vec<crate::lease::SavedLease>,
 }
 
 /// Why a snapshot cannot be read.
@@ -120,6 +125,60 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
     out.put_u32_le(registry.len() as u32);
     out.put_slice(&registry);
     out.put_u32_le(crc32c::crc32c(&registry));
+    let mut leases = Vec::new();
+    for lease in &meta.leases {
+        leases.put_i64_le(lease.id);
+        leases.put_i64_le(lease.ttl);
+        leases.put_i64_le(lease.remaining);
+        leases.put_u64_le(lease.generation);
+        leases.put_u32_le(lease.keys.len() as u32);
+        for key in &lease.keys {
+            leases.put_u32_le(key.len() as u32);
+            leases.put_slice(key);
+        }
+    }
+    out.put_u32_le(leases.len() as u32);
+    out.put_slice(&leases);
+    out.put_u32_le(crc32c::crc32c(&leases));
+}
+
+/// Decodes the lease section's payload; `None` when it is malformed.
+fn decode_leases(mut bytes: &[u8]) -> Option<Vec<crate::lease::SavedLease>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if bytes.len() < n {
+            return None;
+        }
+        let (head, tail) = bytes.split_at(n);
+        *bytes = tail;
+        Some(head)
+    }
+    fn word(bytes: &mut &[u8]) -> Option<u64> {
+        take(bytes, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+    fn short(bytes: &mut &[u8]) -> Option<usize> {
+        take(bytes, 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+    }
+    let mut leases = Vec::new();
+    while !bytes.is_empty() {
+        let id = word(&mut bytes)? as i64;
+        let ttl = word(&mut bytes)? as i64;
+        let remaining = word(&mut bytes)? as i64;
+        let generation = word(&mut bytes)?;
+        let count = short(&mut bytes)?;
+        let mut keys = Vec::with_capacity(count.min(bytes.len() / 4));
+        for _ in 0..count {
+            let length = short(&mut bytes)?;
+            keys.push(Bytes::copy_from_slice(take(&mut bytes, length)?));
+        }
+        leases.push(crate::lease::SavedLease {
+            id,
+            ttl,
+            remaining,
+            generation,
+            keys,
+        });
+    }
+    Some(leases)
 }
 
 /// Builds one block in place at the end of a buffer: records are written straight into it and
@@ -369,6 +428,27 @@ impl SnapshotReader {
             }
             position = end + 4;
         }
+        let mut leases = Vec::new();
+        if version >= 4 {
+            let corrupt = |reason| SnapshotError::Corruption {
+                offset: position,
+                reason,
+            };
+            if position + 4 > bytes.len() {
+                return Err(corrupt("leases run past the file"));
+            }
+            let length = word_u32(&bytes, position) as usize;
+            let start = position + 4;
+            let end = start + length;
+            checked_section(
+                &bytes,
+                start..end,
+                position,
+                ("leases run past the file", "leases checksum mismatch"),
+            )?;
+            leases = decode_leases(&bytes[start..end]).ok_or(corrupt("malformed leases"))?;
+            position = end + 4;
+        }
         let meta = SnapshotMeta {
             applied_index: word_u64(&bytes, 16),
             applied_term: word_u64(&bytes, 24),
@@ -379,6 +459,7 @@ impl SnapshotReader {
                 .collect(),
             alarms,
             members,
+            leases,
         };
         Ok((
             meta,
@@ -559,6 +640,22 @@ mod tests {
                 }],
                 [7].into(),
             )),
+            leases: vec![
+                crate::lease::SavedLease {
+                    id: 0x694d_7a1b,
+                    ttl: 60,
+                    remaining: 41,
+                    generation: 3,
+                    keys: vec![Bytes::from("key1"), Bytes::from("key2")],
+                },
+                crate::lease::SavedLease {
+                    id: -5,
+                    ttl: 2,
+                    remaining: 0,
+                    generation: 0,
+                    keys: vec![],
+                },
+            ],
         };
         let mut out = Vec::new();
         encode_header(&meta, &mut out);

@@ -178,6 +178,7 @@ impl Model {
                 WriteResponse::Txn(response)
             }
             WriteRequest::Compact(_) => unreachable!(),
+            WriteRequest::Lease(_) => unreachable!("the generator makes no lease changes"),
         };
         let (changed, working) = (run.changed, run.working);
         if changed {

@@ -194,6 +194,67 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
         Request::Watch(WatchRequest::Progress),
         watch_response(Vec::new(), false),
     ));
+    let lease_write = |outcome| {
+        Response::Write(WriteResponse::Lease(lode::mvcc::request::LeaseResponse {
+            header,
+            outcome,
+        }))
+    };
+    use lode::api::native::{LeaseAnswer, LeaseQuery};
+    use lode::lease::{LeaseOutcome, LeaseRequest};
+    out.push((
+        Request::Write(WriteRequest::Lease(LeaseRequest::Grant {
+            id: 0x694d_0000_0001,
+            ttl: 60,
+        })),
+        lease_write(LeaseOutcome::Granted {
+            id: 0x694d_0000_0001,
+            ttl: 60,
+        }),
+    ));
+    out.push((
+        Request::Write(WriteRequest::Lease(LeaseRequest::Revoke { id: -3 })),
+        lease_write(LeaseOutcome::Revoked),
+    ));
+    out.push((
+        Request::Write(WriteRequest::Lease(LeaseRequest::Renew {
+            ids: vec![1, 2, 2],
+        })),
+        lease_write(LeaseOutcome::Renewed {
+            ttls: vec![60, 0, 60],
+        }),
+    ));
+    out.push((
+        Request::Write(WriteRequest::Lease(LeaseRequest::Expire {
+            leases: vec![(1, 4), (7, 0)],
+        })),
+        lease_write(LeaseOutcome::Expired { ids: vec![7] }),
+    ));
+    out.push((
+        Request::Lease(LeaseQuery::KeepAlive(9)),
+        Response::Lease(LeaseAnswer::KeepAlive {
+            header,
+            id: 9,
+            ttl: 0,
+        }),
+    ));
+    out.push((
+        Request::Lease(LeaseQuery::TimeToLive { id: 9, keys: true }),
+        Response::Lease(LeaseAnswer::TimeToLive {
+            header,
+            id: 9,
+            ttl: 41,
+            granted_ttl: 60,
+            keys: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+        }),
+    ));
+    out.push((
+        Request::Lease(LeaseQuery::Leases),
+        Response::Lease(LeaseAnswer::Leases {
+            header,
+            ids: vec![1, 9],
+        }),
+    ));
     out.push((
         Request::HashKv(12),
         Response::HashKv {

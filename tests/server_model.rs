@@ -33,6 +33,7 @@ fn normalize(response: Response) -> Response {
                 WriteResponse::DeleteRange(r) => clear(&mut r.header),
                 WriteResponse::Txn(r) => clear(&mut r.header),
                 WriteResponse::Compact(r) => clear(&mut r.header),
+                WriteResponse::Lease(r) => clear(&mut r.header),
             }
             Response::Write(w)
         }

@@ -564,6 +564,7 @@ fn an_interrupted_snapshot_install_is_finished_at_start() {
         voters: vec![1],
         alarms: Vec::new(),
         members: None,
+        leases: Vec::new(),
     };
     let filled = || {
         let disk = SimDisk::new();

@@ -11,6 +11,7 @@ use lode_protocol::fb;
 
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use crate::consensus::stages::StageSummary;
+use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::members::Member;
 use crate::mvcc::error::ErrorCode;
 use crate::mvcc::kv::KeyValue;
@@ -37,6 +38,59 @@ pub enum Request {
     HashKv(i64),
     /// A request on the connection's watch stream named by the request id.
     Watch(WatchRequest),
+    /// A lease request that does not go through the log itself.
+    Lease(LeaseQuery),
+}
+
+/// Lease requests answered without an entry of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseQuery {
+    /// One keep-alive (etcd's LeaseKeepAliveRequest): answered once a renewal batch holding it
+    /// is applied.
+    KeepAlive(i64),
+    /// etcd's LeaseTimeToLive.
+    TimeToLive {
+        /// The lease.
+        id: i64,
+        /// Also list its keys.
+        keys: bool,
+    },
+    /// etcd's LeaseLeases.
+    Leases,
+}
+
+/// Answers to `LeaseQuery`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// To a keep-alive: the lease's TTL, 0 when it does not exist.
+    KeepAlive {
+        /// Header.
+        header: ResponseHeader,
+        /// The lease.
+        id: i64,
+        /// Its TTL in seconds, 0 when it does not exist.
+        ttl: i64,
+    },
+    /// To a TimeToLive: `ttl` -1 when the lease does not exist.
+    TimeToLive {
+        /// Header.
+        header: ResponseHeader,
+        /// The lease.
+        id: i64,
+        /// Seconds left (-1: no such lease).
+        ttl: i64,
+        /// The granted TTL.
+        granted_ttl: i64,
+        /// Attached keys (when asked for).
+        keys: Vec<Bytes>,
+    },
+    /// To a Leases: every lease ID, ascending.
+    Leases {
+        /// Header.
+        header: ResponseHeader,
+        /// The IDs.
+        ids: Vec<i64>,
+    },
 }
 
 /// A request on a watch stream (etcd's `WatchRequest`).
@@ -101,6 +155,17 @@ pub struct StatusResponse {
     pub is_learner: bool,
 }
 
+impl LeaseAnswer {
+    /// The answer's header.
+    pub fn header_mut(&mut self) -> &mut ResponseHeader {
+        match self {
+            LeaseAnswer::KeepAlive { header, .. }
+            | LeaseAnswer::TimeToLive { header, .. }
+            | LeaseAnswer::Leases { header, .. } => header,
+        }
+    }
+}
+
 /// A response of the native protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
@@ -161,6 +226,8 @@ pub enum Response {
         /// The response.
         response: crate::watch::stream::WatchResponse,
     },
+    /// To a lease query.
+    Lease(LeaseAnswer),
 }
 
 /// gRPC status code numbers.
@@ -170,6 +237,7 @@ pub fn grpc_code(code: ErrorCode) -> u32 {
         ErrorCode::NotFound => 5,
         ErrorCode::ResourceExhausted => 8,
         ErrorCode::OutOfRange => 11,
+        ErrorCode::FailedPrecondition => 9,
     }
 }
 
@@ -549,6 +617,61 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
                 .as_union_value(),
             )
         }
+        Request::Write(WriteRequest::Lease(LeaseRequest::Grant { id, ttl })) => (
+            fb::Request::LeaseGrantRequest,
+            fb::LeaseGrantRequest::create(
+                &mut b,
+                &fb::LeaseGrantRequestArgs { ttl: *ttl, id: *id },
+            )
+            .as_union_value(),
+        ),
+        Request::Write(WriteRequest::Lease(LeaseRequest::Revoke { id })) => (
+            fb::Request::LeaseRevokeRequest,
+            fb::LeaseRevokeRequest::create(&mut b, &fb::LeaseRevokeRequestArgs { id: *id })
+                .as_union_value(),
+        ),
+        Request::Write(WriteRequest::Lease(LeaseRequest::Renew { ids })) => {
+            let ids = Some(b.create_vector(ids));
+            (
+                fb::Request::LeaseRenewRequest,
+                fb::LeaseRenewRequest::create(&mut b, &fb::LeaseRenewRequestArgs { ids })
+                    .as_union_value(),
+            )
+        }
+        Request::Write(WriteRequest::Lease(LeaseRequest::Expire { leases })) => {
+            let id_list: Vec<i64> = leases.iter().map(|&(id, _)| id).collect();
+            let generation_list: Vec<u64> = leases.iter().map(|&(_, g)| g).collect();
+            let ids = Some(b.create_vector(&id_list));
+            let generations = Some(b.create_vector(&generation_list));
+            (
+                fb::Request::LeaseExpireRequest,
+                fb::LeaseExpireRequest::create(
+                    &mut b,
+                    &fb::LeaseExpireRequestArgs { ids, generations },
+                )
+                .as_union_value(),
+            )
+        }
+        Request::Lease(LeaseQuery::KeepAlive(id)) => (
+            fb::Request::LeaseKeepAliveRequest,
+            fb::LeaseKeepAliveRequest::create(&mut b, &fb::LeaseKeepAliveRequestArgs { id: *id })
+                .as_union_value(),
+        ),
+        Request::Lease(LeaseQuery::TimeToLive { id, keys }) => (
+            fb::Request::LeaseTimeToLiveRequest,
+            fb::LeaseTimeToLiveRequest::create(
+                &mut b,
+                &fb::LeaseTimeToLiveRequestArgs {
+                    id: *id,
+                    keys: *keys,
+                },
+            )
+            .as_union_value(),
+        ),
+        Request::Lease(LeaseQuery::Leases) => (
+            fb::Request::LeaseLeasesRequest,
+            fb::LeaseLeasesRequest::create(&mut b, &fb::LeaseLeasesRequestArgs {}).as_union_value(),
+        ),
         Request::MoveLeader(target_id) => (
             fb::Request::MoveLeaderRequest,
             fb::MoveLeaderRequest::create(
@@ -867,6 +990,111 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                 .as_union_value(),
             )
         }
+        Response::Write(WriteResponse::Lease(r)) => {
+            let header = Some(encode_header(&mut b, &r.header));
+            match &r.outcome {
+                LeaseOutcome::Granted { id, ttl } => (
+                    fb::Response::LeaseGrantResponse,
+                    fb::LeaseGrantResponse::create(
+                        &mut b,
+                        &fb::LeaseGrantResponseArgs {
+                            header,
+                            id: *id,
+                            ttl: *ttl,
+                        },
+                    )
+                    .as_union_value(),
+                ),
+                LeaseOutcome::Revoked => (
+                    fb::Response::LeaseRevokeResponse,
+                    fb::LeaseRevokeResponse::create(
+                        &mut b,
+                        &fb::LeaseRevokeResponseArgs { header },
+                    )
+                    .as_union_value(),
+                ),
+                LeaseOutcome::Renewed { ttls } => {
+                    let ttls = Some(b.create_vector(ttls));
+                    (
+                        fb::Response::LeaseRenewResponse,
+                        fb::LeaseRenewResponse::create(
+                            &mut b,
+                            &fb::LeaseRenewResponseArgs { header, ttls },
+                        )
+                        .as_union_value(),
+                    )
+                }
+                LeaseOutcome::Expired { ids } => {
+                    let ids = Some(b.create_vector(ids));
+                    (
+                        fb::Response::LeaseExpireResponse,
+                        fb::LeaseExpireResponse::create(
+                            &mut b,
+                            &fb::LeaseExpireResponseArgs { header, ids },
+                        )
+                        .as_union_value(),
+                    )
+                }
+            }
+        }
+        Response::Lease(LeaseAnswer::KeepAlive { header, id, ttl }) => {
+            let header = Some(encode_header(&mut b, header));
+            (
+                fb::Response::LeaseKeepAliveResponse,
+                fb::LeaseKeepAliveResponse::create(
+                    &mut b,
+                    &fb::LeaseKeepAliveResponseArgs {
+                        header,
+                        id: *id,
+                        ttl: *ttl,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
+        Response::Lease(LeaseAnswer::TimeToLive {
+            header,
+            id,
+            ttl,
+            granted_ttl,
+            keys,
+        }) => {
+            let header = Some(encode_header(&mut b, header));
+            let keys: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    let key = bytes_vector(&mut b, key);
+                    fb::LeaseKey::create(&mut b, &fb::LeaseKeyArgs { key })
+                })
+                .collect();
+            let keys = Some(b.create_vector(&keys));
+            (
+                fb::Response::LeaseTimeToLiveResponse,
+                fb::LeaseTimeToLiveResponse::create(
+                    &mut b,
+                    &fb::LeaseTimeToLiveResponseArgs {
+                        header,
+                        id: *id,
+                        ttl: *ttl,
+                        granted_ttl: *granted_ttl,
+                        keys,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
+        Response::Lease(LeaseAnswer::Leases { header, ids }) => {
+            let header = Some(encode_header(&mut b, header));
+            let ids = Some(b.create_vector(ids));
+            (
+                fb::Response::LeaseLeasesResponse,
+                fb::LeaseLeasesResponse::create(
+                    &mut b,
+                    &fb::LeaseLeasesResponseArgs { header, ids },
+                )
+                .as_union_value(),
+            )
+        }
         Response::MoveLeader { header } => {
             let header = Some(encode_header(&mut b, header));
             (
@@ -1105,6 +1333,37 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         Request::MoveLeader(m.target_id())
     } else if let Some(h) = root.request_as_hash_kv_request() {
         Request::HashKv(h.revision())
+    } else if let Some(g) = root.request_as_lease_grant_request() {
+        Request::Write(WriteRequest::Lease(LeaseRequest::Grant {
+            id: g.id(),
+            ttl: g.ttl(),
+        }))
+    } else if let Some(r) = root.request_as_lease_revoke_request() {
+        Request::Write(WriteRequest::Lease(LeaseRequest::Revoke { id: r.id() }))
+    } else if let Some(r) = root.request_as_lease_renew_request() {
+        Request::Write(WriteRequest::Lease(LeaseRequest::Renew {
+            ids: r.ids().into_iter().flatten().collect(),
+        }))
+    } else if let Some(e) = root.request_as_lease_expire_request() {
+        let ids: Vec<i64> = e.ids().into_iter().flatten().collect();
+        let generations: Vec<u64> = e.generations().into_iter().flatten().collect();
+        if ids.len() != generations.len() {
+            return Err(DecodeError::Malformed(
+                "a lease expiry with unmatched ids and generations".into(),
+            ));
+        }
+        Request::Write(WriteRequest::Lease(LeaseRequest::Expire {
+            leases: ids.into_iter().zip(generations).collect(),
+        }))
+    } else if let Some(k) = root.request_as_lease_keep_alive_request() {
+        Request::Lease(LeaseQuery::KeepAlive(k.id()))
+    } else if let Some(t) = root.request_as_lease_time_to_live_request() {
+        Request::Lease(LeaseQuery::TimeToLive {
+            id: t.id(),
+            keys: t.keys(),
+        })
+    } else if root.request_as_lease_leases_request().is_some() {
+        Request::Lease(LeaseQuery::Leases)
     } else if let Some(w) = root.request_as_watch_request() {
         Request::Watch(match w.action() {
             fb::WatchAction::Create => {
@@ -1192,6 +1451,13 @@ fn decode_txn_response(frame: &Bytes, r: fb::TxnResponse<'_>) -> Result<TxnRespo
         succeeded: r.succeeded(),
         responses,
     })
+}
+
+fn lease_response(header: Option<fb::ResponseHeader<'_>>, outcome: LeaseOutcome) -> Response {
+    Response::Write(WriteResponse::Lease(LeaseResponse {
+        header: decode_header(header),
+        outcome,
+    }))
 }
 
 /// Decodes and verifies a response frame's flatbuffer.
@@ -1287,6 +1553,54 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
             },
             header,
         }
+    } else if let Some(g) = root.response_as_lease_grant_response() {
+        lease_response(
+            g.header(),
+            LeaseOutcome::Granted {
+                id: g.id(),
+                ttl: g.ttl(),
+            },
+        )
+    } else if let Some(r) = root.response_as_lease_revoke_response() {
+        lease_response(r.header(), LeaseOutcome::Revoked)
+    } else if let Some(r) = root.response_as_lease_renew_response() {
+        lease_response(
+            r.header(),
+            LeaseOutcome::Renewed {
+                ttls: r.ttls().into_iter().flatten().collect(),
+            },
+        )
+    } else if let Some(e) = root.response_as_lease_expire_response() {
+        lease_response(
+            e.header(),
+            LeaseOutcome::Expired {
+                ids: e.ids().into_iter().flatten().collect(),
+            },
+        )
+    } else if let Some(k) = root.response_as_lease_keep_alive_response() {
+        Response::Lease(LeaseAnswer::KeepAlive {
+            header: decode_header(k.header()),
+            id: k.id(),
+            ttl: k.ttl(),
+        })
+    } else if let Some(t) = root.response_as_lease_time_to_live_response() {
+        Response::Lease(LeaseAnswer::TimeToLive {
+            header: decode_header(t.header()),
+            id: t.id(),
+            ttl: t.ttl(),
+            granted_ttl: t.granted_ttl(),
+            keys: t
+                .keys()
+                .into_iter()
+                .flatten()
+                .map(|key| slice(frame, key.key()))
+                .collect(),
+        })
+    } else if let Some(l) = root.response_as_lease_leases_response() {
+        Response::Lease(LeaseAnswer::Leases {
+            header: decode_header(l.header()),
+            ids: l.ids().into_iter().flatten().collect(),
+        })
     } else if let Some(m) = root.response_as_move_leader_response() {
         Response::MoveLeader {
             header: decode_header(m.header()),

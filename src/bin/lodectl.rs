@@ -8,10 +8,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use glommio::Placement;
 use lode::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
-use lode::api::native::{MemberRequest, Request, Response, StatusResponse};
+use lode::api::native::{
+    LeaseAnswer, LeaseQuery, MemberRequest, Request, Response, StatusResponse,
+};
 use lode::client::Client;
 use lode::ctl::{output, requests, txn_syntax};
-use lode::mvcc::request::{CompactionRequest, WriteRequest, WriteResponse};
+use lode::lease::{LeaseOutcome, LeaseRequest};
+use lode::mvcc::request::{CompactionRequest, LeaseResponse, WriteRequest, WriteResponse};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
@@ -167,6 +170,11 @@ enum Command {
         #[arg(long)]
         progress_notify: bool,
     },
+    /// Lease commands.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
     /// Endpoint commands.
     Endpoint {
         #[command(subcommand)]
@@ -286,6 +294,38 @@ enum AlarmCommand {
 }
 
 #[derive(Subcommand)]
+enum LeaseCommand {
+    /// Creates a lease with a TTL in seconds.
+    Grant {
+        /// TTL in seconds.
+        ttl: String,
+    },
+    /// Revokes a lease and deletes its keys.
+    Revoke {
+        /// The lease ID (hexadecimal).
+        id: String,
+    },
+    /// Shows a lease's TTL and remaining time.
+    Timetolive {
+        /// The lease ID (hexadecimal).
+        id: String,
+        /// Also list the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Lists every lease.
+    List,
+    /// Keeps a lease alive until interrupted (or once).
+    KeepAlive {
+        /// The lease ID (hexadecimal).
+        id: String,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum EndpointCommand {
     /// Prints the status of each endpoint.
     Status,
@@ -356,6 +396,17 @@ enum Printer {
     },
     Write,
     Compaction(i64),
+    LeaseGranted,
+    LeaseRevoked(i64),
+    TimeToLive {
+        keys: bool,
+    },
+    Leases,
+}
+
+fn lease_id_arg(id: &str) -> Result<i64, String> {
+    i64::from_str_radix(id, 16)
+        .map_err(|error| format!("bad lease ID arg ({error}), expecting ID in Hex"))
 }
 
 fn build(command: Command) -> Result<Action, String> {
@@ -454,6 +505,31 @@ fn build(command: Command) -> Result<Action, String> {
             })),
             Printer::Compaction(revision),
         ),
+        Command::Lease { command } => match command {
+            LeaseCommand::Grant { ttl } => {
+                let ttl: i64 = ttl.parse().map_err(|error| format!("bad TTL ({error})"))?;
+                Action::Send(
+                    Request::Write(WriteRequest::Lease(LeaseRequest::Grant { id: 0, ttl })),
+                    Printer::LeaseGranted,
+                )
+            }
+            LeaseCommand::Revoke { id } => {
+                let id = lease_id_arg(&id)?;
+                Action::Send(
+                    Request::Write(WriteRequest::Lease(LeaseRequest::Revoke { id })),
+                    Printer::LeaseRevoked(id),
+                )
+            }
+            LeaseCommand::Timetolive { id, keys } => Action::Send(
+                Request::Lease(LeaseQuery::TimeToLive {
+                    id: lease_id_arg(&id)?,
+                    keys,
+                }),
+                Printer::TimeToLive { keys },
+            ),
+            LeaseCommand::List => Action::Send(Request::Lease(LeaseQuery::Leases), Printer::Leases),
+            LeaseCommand::KeepAlive { .. } => unreachable!("handled before connecting"),
+        },
         Command::Endpoint {
             command: EndpointCommand::Status,
         } => Action::EndpointStatus,
@@ -545,6 +621,49 @@ fn build(command: Command) -> Result<Action, String> {
             command: SnapshotCommand::Restore { .. } | SnapshotCommand::Status { .. },
         } => unreachable!("handled before connecting"),
     })
+}
+
+/// `lodectl lease keep-alive`: renews the lease every third of its TTL and prints each answer,
+/// until the lease is gone (or after one renewal with `once`), as etcdctl's.
+async fn keep_alive(
+    endpoints: &[String],
+    id: i64,
+    once: bool,
+    format: Format,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let (client, _) = connect(endpoints).await?;
+    loop {
+        let response = client
+            .request(&Request::Lease(LeaseQuery::KeepAlive(id)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Response::Lease(LeaseAnswer::KeepAlive { header, ttl, .. }) = response else {
+            return Err(format!("unexpected response {response:?}"));
+        };
+        if ttl <= 0 {
+            if once {
+                return Err("etcdserver: requested lease not found".into());
+            }
+            if format != Format::Json {
+                println!("lease {id:016x} expired or revoked.");
+            }
+            return Ok(());
+        }
+        let line = match format {
+            Format::Json => output::json_keep_alive(&header, id, ttl).to_string() + "\n",
+            _ => output::simple_keep_alive(id, ttl),
+        };
+        print!("{line}");
+        let _ = std::io::stdout().flush();
+        if once {
+            return Ok(());
+        }
+        glommio::timer::sleep(std::time::Duration::from_secs_f64(
+            (ttl as f64 / 3.0).max(0.5),
+        ))
+        .await;
+    }
 }
 
 /// `lodectl watch`: creates the watch and prints what it is given until the stream ends.
@@ -716,7 +835,40 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
             request.count_only = *count_only;
             output::simple_range(r, &request)
         }
+        (Printer::LeaseRevoked(id), Response::Write(WriteResponse::Lease(_)), Format::Simple) => {
+            output::simple_lease_revoked(*id)
+        }
+        (
+            Printer::LeaseGranted,
+            Response::Write(WriteResponse::Lease(LeaseResponse {
+                outcome: LeaseOutcome::Granted { id, ttl },
+                ..
+            })),
+            Format::Simple,
+        ) => output::simple_lease_granted(*id, *ttl),
         (_, Response::Write(w), Format::Json) => output::json_write(w).to_string() + "\n",
+        (
+            Printer::TimeToLive { keys: with_keys },
+            Response::Lease(LeaseAnswer::TimeToLive {
+                header,
+                id,
+                ttl,
+                granted_ttl,
+                keys,
+            }),
+            format,
+        ) => match format {
+            Format::Json => {
+                output::json_time_to_live(header, *id, *ttl, *granted_ttl, keys).to_string() + "\n"
+            }
+            _ => output::simple_time_to_live(*id, *ttl, *granted_ttl, with_keys.then_some(keys)),
+        },
+        (Printer::Leases, Response::Lease(LeaseAnswer::Leases { header, ids }), format) => {
+            match format {
+                Format::Json => output::json_leases(header, ids).to_string() + "\n",
+                _ => output::simple_leases(ids),
+            }
+        }
         (Printer::Compaction(revision), Response::Write(WriteResponse::Compact(_)), _) => {
             format!("compacted revision {revision}\n")
         }
@@ -940,6 +1092,31 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Lease {
+        command: LeaseCommand::KeepAlive { id, once },
+    } = &cli.command
+    {
+        let id = match lease_id_arg(id) {
+            Ok(id) => id,
+            Err(error) => {
+                eprintln!("Error: {error}");
+                return ExitCode::from(1);
+            }
+        };
+        let (endpoints, format, once) = (cli.endpoints.clone(), cli.write_out, *once);
+        let outcome = lode::executor::builder(Placement::Unbound)
+            .spawn(move || async move { keep_alive(&endpoints, id, once, format).await })
+            .map_err(|e| e.to_string())
+            .and_then(|handle| handle.join().map_err(|e| e.to_string()))
+            .and_then(|result| result);
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let format = cli.write_out;
     let endpoints = cli.endpoints.clone();
     let command_timeout = cli.command_timeout;
@@ -957,7 +1134,12 @@ fn main() -> ExitCode {
             let (client, endpoint) = connect(&endpoints).await?;
             match action {
                 Action::Send(request, printer) => {
-                    let response = client.request(&request).await.map_err(|e| e.to_string())?;
+                    let response = client.request(&request).await.map_err(|e| match printer {
+                        // etcdctl's words around the server's.
+                        Printer::LeaseGranted => format!("failed to grant lease ({e})"),
+                        Printer::LeaseRevoked(_) => format!("failed to revoke lease ({e})"),
+                        _ => e.to_string(),
+                    })?;
                     print(&printer, &response, format)
                 }
                 Action::SnapshotSave(file) => {

@@ -19,7 +19,8 @@ use raft::{RawNode, StateRole};
 
 use super::stages::{CommitStages, StageSummary};
 use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, Alarms};
-use crate::api::native::{self, Request};
+use crate::api::native::{self, LeaseAnswer, LeaseQuery, Request};
+use crate::lease::LeaseRequest;
 use crate::members::{decode_change, encode_change, Member, MemberChange, MemberError, Members};
 use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::{validate, KvError};
@@ -99,6 +100,9 @@ pub enum ServerError {
     /// A failure of the server itself (storage); the process stops.
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// A request no client may send (lode's own message, gRPC InvalidArgument).
+    #[error("lode: {0}")]
+    InvalidRequest(&'static str),
     /// The leader's answer to a request forwarded to it: its gRPC code and etcd's message.
     #[error("{message}")]
     Forwarded {
@@ -123,6 +127,7 @@ impl ServerError {
             ServerError::TooManyRequests => native::GRPC_RESOURCE_EXHAUSTED,
             ServerError::Internal(_) => native::GRPC_INTERNAL,
             ServerError::Forwarded { code, .. } => *code,
+            ServerError::InvalidRequest(_) => 3,
         }
     }
 }
@@ -259,7 +264,13 @@ pub struct Consensus<D: LogDir> {
     /// When this member applied its own removal: it stops shortly after, once the removal has
     /// reached the others.
     removed: Cell<Option<Instant>>,
+    /// True while this member's proposal expiring leases is in flight (as leader).
+    lease_expiry_in_flight: Cell<bool>,
 }
+
+/// Leases the leader expires per second at most (etcd's revoke rate): an expiry deletes every
+/// attached key in one revision, so a mass expiry is spread instead of stalling the log.
+const LEASE_EXPIRIES_PER_SECOND: u64 = 1000;
 
 /// The voters of Raft's current configuration, ascending.
 fn voter_ids<D: LogDir>(raw: &RawNode<LogStorage<D>>) -> Vec<u64> {
@@ -368,6 +379,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         let sequencer = super::sequencer::Sequencer::new(router, config.max_txn_ops);
         if let Some(meta) = &snapshot {
             sequencer.restore(meta.revision, meta.compact_revision);
+            sequencer.restore_leases(&meta.leases);
         }
         let alarms = Alarms::from_members(snapshot.iter().flat_map(|meta| meta.alarms.clone()));
         let consensus = Rc::new(Consensus {
@@ -404,6 +416,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             leader_changes_seen: Cell::new(0),
             proposals_failed: Cell::new(0),
             leaderless: Cell::new(None),
+            lease_expiry_in_flight: Cell::new(false),
         });
         consensus.connect_peers();
         if let Some(transport) = &consensus.transport {
@@ -1096,6 +1109,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 next_tick = now + self.config.heartbeat;
                 self.reissue_reads();
                 self.maybe_clear_no_space();
+                self.maybe_expire_leases();
                 self.report_leaderless(now);
             }
             self.complete_persists()?;
@@ -1120,6 +1134,74 @@ impl<D: LogDir + 'static> Consensus<D> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// As leader, proposes the revocation of leases whose deadline passed (one proposal in
+    /// flight at a time, at most `LEASE_EXPIRIES_PER_SECOND`).
+    fn maybe_expire_leases(self: &Rc<Self>) {
+        if self.lease_expiry_in_flight.get()
+            || self.stopped.get()
+            || self.raw.borrow().raft.state != StateRole::Leader
+        {
+            return;
+        }
+        let per_tick = (LEASE_EXPIRIES_PER_SECOND as u128 * self.config.heartbeat.as_millis()
+            / 1000)
+            .max(1) as usize;
+        let due = self.sequencer.expired_leases(per_tick);
+        if due.is_empty() {
+            return;
+        }
+        self.lease_expiry_in_flight.set(true);
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let count = due.len();
+            let expiry = WriteRequest::Lease(LeaseRequest::Expire { leases: due });
+            if let Err(error) = this.write(&expiry).await {
+                tracing::warn!(%error, count, "expiring leases failed; retried next tick");
+            }
+            this.lease_expiry_in_flight.set(false);
+        })
+        .detach();
+    }
+
+    /// The election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        self.config.heartbeat * self.config.election_ticks as u32
+    }
+
+    /// etcd's LeaseTimeToLive and LeaseLeases, answered after a ReadIndex round so that every
+    /// change committed before the request is reflected.
+    pub async fn lease_query(&self, query: &LeaseQuery) -> Result<LeaseAnswer, ServerError> {
+        let revision = self.read_index().await?;
+        let header = ResponseHeader::at(revision);
+        match *query {
+            LeaseQuery::TimeToLive { id, keys } => {
+                Ok(match self.sequencer.lease_time_to_live(id) {
+                    Some(lease) => LeaseAnswer::TimeToLive {
+                        header,
+                        id,
+                        ttl: lease.ttl,
+                        granted_ttl: lease.granted_ttl,
+                        keys: if keys { lease.keys } else { Vec::new() },
+                    },
+                    None => LeaseAnswer::TimeToLive {
+                        header,
+                        id,
+                        ttl: -1,
+                        granted_ttl: 0,
+                        keys: Vec::new(),
+                    },
+                })
+            }
+            LeaseQuery::Leases => Ok(LeaseAnswer::Leases {
+                header,
+                ids: self.sequencer.lease_ids(),
+            }),
+            LeaseQuery::KeepAlive(_) => Err(ServerError::Internal(
+                "keep-alives are renewed in batches, not queried".into(),
+            )),
         }
     }
 
@@ -1288,6 +1370,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             voters,
             alarms: self.alarms(),
             members: Some(self.members.borrow().clone()),
+            leases: self.sequencer.export_leases(),
         }
     }
 
@@ -1616,6 +1699,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             .await
             .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
         self.sequencer.restore(meta.revision, meta.compact_revision);
+        self.sequencer.restore_leases(&meta.leases);
         *self.alarms.borrow_mut() = Alarms::from_members(meta.alarms.iter().cloned());
         if let Some(members) = meta.members.clone() {
             *self.members.borrow_mut() = members;
@@ -1655,6 +1739,12 @@ impl<D: LogDir + 'static> Consensus<D> {
         if leader != 0 {
             self.leader_changes_seen
                 .set(self.leader_changes_seen.get() + 1);
+        }
+        if leader == self.config.member_id {
+            // Keep-alives could not reach anyone during the election: give every lease an
+            // election timeout more (capped at its full TTL), as etcd's Promote does. Deadlines
+            // otherwise stay what this member applied: a leader change resets nothing.
+            self.sequencer.promote_leases(self.election_timeout());
         }
         // Only rounds asked of another leader: a round may already have gone to the leader
         // this soft state announces (it was known from its messages before this Ready).

@@ -9,14 +9,20 @@
 //!   are dispatched to their shards.
 //! - After each batch of entries, every shard learns the new revision (`Watermark`): reads at
 //!   a revision wait for it, so no reader sees part of a revision.
+//! - Leases live here (`lease::Lessor`): every change dispatched attaches its key to the
+//!   lease of its new pair (or detaches it), so each lease's key set is exact in log order,
+//!   and a revocation's deletes are dispatched as one revision. Lease time is this member's
+//!   monotonic clock as of applying (`lease_now`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::ServerError;
+use crate::lease::{LeaseRequest, Lessor, SavedLease, TimeToLive};
 use crate::mvcc::exec::{self, Change, ReadView};
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::*;
@@ -31,7 +37,13 @@ pub struct Sequencer {
     compacted: Cell<i64>,
     published: Cell<i64>,
     max_txn_ops: usize,
+    leases: RefCell<Lessor>,
+    clock_start: Instant,
 }
+
+/// Added to lease time so that it never has to go below zero: a lease loaded from a snapshot
+/// right after start is dated back by the part of its TTL it had used.
+const LEASE_CLOCK_OFFSET: Duration = Duration::from_secs(crate::lease::MAX_TTL_SECONDS as u64);
 
 /// The reads a conditional write needs, answered by the shards.
 struct PrefetchedView {
@@ -39,6 +51,8 @@ struct PrefetchedView {
     compacted: i64,
     reads: Vec<((KeyRange, i64), Vec<KeyValue>)>,
     missed: RefCell<bool>,
+    /// The leases the request names that exist.
+    leases: Vec<i64>,
 }
 
 impl ReadView for PrefetchedView {
@@ -64,9 +78,35 @@ impl ReadView for PrefetchedView {
         }
     }
 
-    fn lease_exists(&self, _lease: i64) -> bool {
-        false
+    fn lease_exists(&self, lease: i64) -> bool {
+        self.leases.contains(&lease)
     }
+}
+
+/// Every lease the puts of `request` name.
+fn named_leases(request: &WriteRequest) -> Vec<i64> {
+    fn ops(ops: &[RequestOp], out: &mut Vec<i64>) {
+        for op in ops {
+            match op {
+                RequestOp::Put(put) if put.lease != 0 => out.push(put.lease),
+                RequestOp::Txn(nested) => {
+                    ops_of(nested, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    fn ops_of(txn: &TxnRequest, out: &mut Vec<i64>) {
+        ops(&txn.success, out);
+        ops(&txn.failure, out);
+    }
+    let mut out = Vec::new();
+    match request {
+        WriteRequest::Put(put) if put.lease != 0 => out.push(put.lease),
+        WriteRequest::Txn(txn) => ops_of(txn, &mut out),
+        _ => {}
+    }
+    out
 }
 
 /// Every (range, revision) that executing `request` at `current` reads.
@@ -118,7 +158,7 @@ fn read_set(request: &WriteRequest, current: i64) -> Vec<(KeyRange, i64)> {
             current,
         )),
         WriteRequest::Txn(t) => txn(t, current, out),
-        WriteRequest::Compact(_) => {}
+        WriteRequest::Compact(_) | WriteRequest::Lease(_) => {}
     }
     let mut unique: Vec<(KeyRange, i64)> = Vec::with_capacity(all.len());
     for read in all {
@@ -138,7 +178,45 @@ impl Sequencer {
             compacted: Cell::new(-1),
             published: Cell::new(1),
             max_txn_ops,
+            leases: RefCell::new(Lessor::new()),
+            clock_start: Instant::now(),
         }
+    }
+
+    /// This member's lease time now.
+    pub fn lease_now(&self) -> Duration {
+        LEASE_CLOCK_OFFSET + self.clock_start.elapsed()
+    }
+
+    /// etcd's LeaseTimeToLive from the applied leases.
+    pub fn lease_time_to_live(&self, id: i64) -> Option<TimeToLive> {
+        self.leases.borrow().time_to_live(id, self.lease_now())
+    }
+
+    /// Every lease ID, ascending.
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.leases.borrow().ids()
+    }
+
+    /// Leases whose deadline passed, earliest first, with their generations (at most
+    /// `limit`).
+    pub fn expired_leases(&self, limit: usize) -> Vec<(i64, u64)> {
+        self.leases.borrow().expired(self.lease_now(), limit)
+    }
+
+    /// This member became leader: every lease gets `margin` more (never past its full TTL).
+    pub fn promote_leases(&self, margin: Duration) {
+        self.leases.borrow_mut().promote(self.lease_now(), margin);
+    }
+
+    /// The leases as a snapshot keeps them.
+    pub fn export_leases(&self) -> Vec<SavedLease> {
+        self.leases.borrow().export(self.lease_now())
+    }
+
+    /// Continues from a snapshot's leases.
+    pub fn restore_leases(&self, saved: &[SavedLease]) {
+        self.leases.borrow_mut().import(saved, self.lease_now());
     }
 
     /// The revision of the last applied write.
@@ -171,6 +249,8 @@ impl Sequencer {
                 if !put.prev_kv && !put.ignore_value && !put.ignore_lease && put.lease == 0 =>
             {
                 let revision = self.current.get() + 1;
+                // A put without a lease takes its key out of any lease it was in.
+                self.leases.borrow_mut().detach(&put.key);
                 self.router
                     .deliver(
                         self.router.owner(&put.key),
@@ -205,8 +285,26 @@ impl Sequencer {
                     header: ResponseHeader::at(self.current.get()),
                 }))
             }
+            WriteRequest::Lease(lease) => self.apply_lease(lease).await,
             conditional => self.apply_conditional(conditional).await,
         }
+    }
+
+    async fn apply_lease(&self, request: &LeaseRequest) -> Result<WriteResponse, ServerError> {
+        let (outcome, keys) = self
+            .leases
+            .borrow_mut()
+            .apply(request, self.lease_now())
+            .map_err(KvError::from)?;
+        let deletes = keys
+            .into_iter()
+            .map(|key| Change { key, pair: None })
+            .collect();
+        self.dispatch(deletes).await?;
+        Ok(WriteResponse::Lease(LeaseResponse {
+            header: ResponseHeader::at(self.current.get()),
+            outcome,
+        }))
     }
 
     async fn apply_conditional(
@@ -214,7 +312,10 @@ impl Sequencer {
         request: &WriteRequest,
     ) -> Result<WriteResponse, ServerError> {
         let current = self.current.get();
-        let view = self.prefetch(read_set(request, current), current).await?;
+        let mut view = self.prefetch(read_set(request, current), current).await?;
+        view.leases = named_leases(request);
+        view.leases
+            .retain(|&lease| self.leases.borrow().contains(lease));
         let (response, changes) = match request {
             WriteRequest::Put(put) => {
                 let (r, c) = exec::execute_put(&view, put)?;
@@ -228,7 +329,9 @@ impl Sequencer {
                 let (r, c) = exec::execute_txn(&view, txn)?;
                 (WriteResponse::Txn(r), c)
             }
-            WriteRequest::Compact(_) => unreachable!("compactions are applied directly"),
+            WriteRequest::Compact(_) | WriteRequest::Lease(_) => {
+                unreachable!("compactions and lease changes are applied directly")
+            }
         };
         if *view.missed.borrow() {
             tracing::error!(
@@ -299,6 +402,7 @@ impl Sequencer {
             compacted: self.compacted.get(),
             reads,
             missed: RefCell::new(false),
+            leases: Vec::new(),
         })
     }
 
@@ -309,6 +413,15 @@ impl Sequencer {
         }
         let revision = self.current.get() + 1;
         let mut per_core: BTreeMap<usize, Vec<(i64, Bytes, Option<KeyValue>)>> = BTreeMap::new();
+        {
+            let mut leases = self.leases.borrow_mut();
+            for change in &changes {
+                leases.attach(
+                    &change.key,
+                    change.pair.as_ref().map_or(0, |pair| pair.lease),
+                );
+            }
+        }
         for (sub, change) in changes.into_iter().enumerate() {
             per_core
                 .entry(self.router.owner(&change.key))

@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use bytes::Bytes;
+
 use crate::api::native::StatusResponse;
+use crate::lease::LeaseOutcome;
 use crate::members::Member;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
@@ -333,7 +336,121 @@ pub fn json_write(response: &WriteResponse) -> Value {
         }
         WriteResponse::Txn(r) => json_txn(r),
         WriteResponse::Compact(r) => json!({ "header": json_header(&r.header) }),
+        WriteResponse::Lease(r) => match &r.outcome {
+            LeaseOutcome::Granted { id, ttl } => {
+                let mut map = flat_header(&r.header);
+                map.insert("ID".into(), json!(id));
+                map.insert("TTL".into(), json!(ttl));
+                map.insert("Error".into(), json!(""));
+                Value::Object(map)
+            }
+            LeaseOutcome::Revoked => json!({ "header": json_header(&r.header) }),
+            LeaseOutcome::Renewed { ttls } => {
+                json!({ "header": json_header(&r.header), "ttls": ttls })
+            }
+            LeaseOutcome::Expired { ids } => {
+                json!({ "header": json_header(&r.header), "ids": ids })
+            }
+        },
     }
+}
+
+/// A header's fields at the top level, as etcdctl prints the lease responses of its client
+/// library (which embed the header).
+fn flat_header(header: &ResponseHeader) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (name, value) in [
+        ("cluster_id", header.cluster_id),
+        ("member_id", header.member_id),
+        ("raft_term", header.raft_term),
+    ] {
+        if value != 0 {
+            map.insert(name.into(), json!(value));
+        }
+    }
+    if header.revision != 0 {
+        map.insert("revision".into(), json!(header.revision));
+    }
+    map
+}
+
+/// etcdctl's line for a granted lease.
+pub fn simple_lease_granted(id: i64, ttl: i64) -> String {
+    format!("lease {id:016x} granted with TTL({ttl}s)\n")
+}
+
+/// etcdctl's line for a revoked lease.
+pub fn simple_lease_revoked(id: i64) -> String {
+    format!("lease {id:016x} revoked\n")
+}
+
+/// etcdctl's line for a keep-alive answer.
+pub fn simple_keep_alive(id: i64, ttl: i64) -> String {
+    format!("lease {id:016x} keepalived with TTL({ttl})\n")
+}
+
+/// etcdctl's JSON for a keep-alive answer.
+pub fn json_keep_alive(header: &ResponseHeader, id: i64, ttl: i64) -> Value {
+    let mut map = flat_header(header);
+    map.insert("ID".into(), json!(id));
+    map.insert("TTL".into(), json!(ttl));
+    Value::Object(map)
+}
+
+/// etcdctl's line for a lease's time to live (`keys`: list them).
+pub fn simple_time_to_live(id: i64, ttl: i64, granted_ttl: i64, keys: Option<&[Bytes]>) -> String {
+    if granted_ttl == 0 && ttl == -1 {
+        return format!("lease {id:016x} already expired\n");
+    }
+    let mut line = format!("lease {id:016x} granted with TTL({granted_ttl}s), remaining({ttl}s)");
+    if let Some(keys) = keys {
+        let names: Vec<String> = keys.iter().map(|key| text(key)).collect();
+        line.push_str(&format!(", attached keys([{}])", names.join(" ")));
+    }
+    line.push('\n');
+    line
+}
+
+/// etcdctl's JSON for a lease's time to live.
+pub fn json_time_to_live(
+    header: &ResponseHeader,
+    id: i64,
+    ttl: i64,
+    granted_ttl: i64,
+    keys: &[Bytes],
+) -> Value {
+    let mut map = flat_header(header);
+    map.insert("id".into(), json!(id));
+    map.insert("ttl".into(), json!(ttl));
+    map.insert("granted-ttl".into(), json!(granted_ttl));
+    map.insert(
+        "keys".into(),
+        if keys.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(keys.iter().map(|key| base64(key)).collect())
+        },
+    );
+    Value::Object(map)
+}
+
+/// etcdctl's listing of leases.
+pub fn simple_leases(ids: &[i64]) -> String {
+    let mut out = format!("found {} leases\n", ids.len());
+    for id in ids {
+        out.push_str(&format!("{id:016x}\n"));
+    }
+    out
+}
+
+/// etcdctl's JSON listing of leases.
+pub fn json_leases(header: &ResponseHeader, ids: &[i64]) -> Value {
+    let mut map = flat_header(header);
+    map.insert(
+        "leases".into(),
+        Value::Array(ids.iter().map(|id| json!({ "id": id })).collect()),
+    );
+    Value::Object(map)
 }
 
 fn json_txn(r: &TxnResponse) -> Value {

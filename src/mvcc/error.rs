@@ -12,6 +12,8 @@ pub enum ErrorCode {
     NotFound,
     /// A quota or rate limit.
     ResourceExhausted,
+    /// The state does not allow it (a lease ID in use).
+    FailedPrecondition,
 }
 
 /// An error answered to a KV request. `Display` is etcd's message.
@@ -53,14 +55,33 @@ pub enum KvError {
     /// The backend quota is exhausted.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A grant of a lease ID in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A grant with a TTL above the maximum.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+}
+
+impl From<crate::lease::LeaseError> for KvError {
+    fn from(error: crate::lease::LeaseError) -> KvError {
+        match error {
+            crate::lease::LeaseError::NotFound => KvError::LeaseNotFound,
+            crate::lease::LeaseError::AlreadyExists => KvError::LeaseExists,
+            crate::lease::LeaseError::TtlTooLarge => KvError::LeaseTtlTooLarge,
+        }
+    }
 }
 
 impl KvError {
     /// The gRPC status code etcd answers this error with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            KvError::Compacted | KvError::FutureRevision => ErrorCode::OutOfRange,
+            KvError::Compacted | KvError::FutureRevision | KvError::LeaseTtlTooLarge => {
+                ErrorCode::OutOfRange
+            }
             KvError::LeaseNotFound => ErrorCode::NotFound,
+            KvError::LeaseExists => ErrorCode::FailedPrecondition,
             KvError::NoSpace => ErrorCode::ResourceExhausted,
             _ => ErrorCode::InvalidArgument,
         }

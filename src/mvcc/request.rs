@@ -353,6 +353,18 @@ pub enum WriteRequest {
     Txn(TxnRequest),
     /// Compaction.
     Compact(CompactionRequest),
+    /// A lease change (etcd's LeaseGrant and LeaseRevoke, and lode's renewal batches and
+    /// expiries).
+    Lease(crate::lease::LeaseRequest),
+}
+
+/// The response to a [`WriteRequest::Lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseResponse {
+    /// Header: the revision after the change (a revocation that deleted keys makes one).
+    pub header: ResponseHeader,
+    /// What it did.
+    pub outcome: crate::lease::LeaseOutcome,
 }
 
 /// The response to a [`WriteRequest`].
@@ -366,4 +378,6 @@ pub enum WriteResponse {
     Txn(TxnResponse),
     /// Compaction.
     Compact(CompactionResponse),
+    /// A lease change.
+    Lease(LeaseResponse),
 }

@@ -548,6 +548,7 @@ mod tests {
                 voters: vec![1],
                 alarms: Vec::new(),
                 members: None,
+                leases: Vec::new(),
             };
             let mut file = Vec::new();
             crate::snapshot::encode_header(&meta, &mut file);

@@ -3,17 +3,20 @@
 //! behave exactly like (tests run it with one shard and with several), and the building block
 //! a single-core deployment can use directly.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::error::KvError;
 use super::exec::{self, Change, ReadView};
 use super::kv::{KeyRange, KeyValue};
 use super::request::{
-    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, ResponseHeader,
-    WriteRequest, WriteResponse,
+    CompactionRequest, CompactionResponse, LeaseResponse, RangeRequest, RangeResponse,
+    ResponseHeader, WriteRequest, WriteResponse,
 };
 use super::shard::MvccShard;
 use super::validate;
+use crate::lease::Lessor;
 use crate::watch::Event;
 
 /// The shard that owns `key` among `shard_count` shards. Stable across restarts and versions:
@@ -22,12 +25,15 @@ pub fn shard_for_key(key: &[u8], shard_count: usize) -> usize {
     (crc32c::crc32c(key) as usize) % shard_count.max(1)
 }
 
-/// Every shard of a keyspace plus its revision counter and compaction point.
+/// Every shard of a keyspace plus its revision counter, compaction point and leases.
 #[derive(Clone, Debug)]
 pub struct ShardedKv {
     shards: Vec<MvccShard>,
     current_revision: i64,
     compact_revision: i64,
+    leases: Lessor,
+    /// The time lease changes are applied at (the model has no clock; callers move it).
+    lease_clock: Duration,
 }
 
 impl ShardedKv {
@@ -38,7 +44,19 @@ impl ShardedKv {
             shards: (0..shard_count.max(1)).map(|_| MvccShard::new()).collect(),
             current_revision: 1,
             compact_revision: -1,
+            leases: Lessor::new(),
+            lease_clock: Duration::ZERO,
         }
+    }
+
+    /// The leases.
+    pub fn leases(&self) -> &Lessor {
+        &self.leases
+    }
+
+    /// Sets the time later lease changes are applied at.
+    pub fn set_lease_clock(&mut self, now: Duration) {
+        self.lease_clock = now;
     }
 
     /// The current revision.
@@ -135,6 +153,19 @@ impl ShardedKv {
                     .compact(compaction)
                     .map(|response| (WriteResponse::Compact(response), Vec::new()));
             }
+            WriteRequest::Lease(lease) => {
+                let (outcome, keys) = self.leases.apply(lease, self.lease_clock)?;
+                let changes = keys
+                    .into_iter()
+                    .map(|key| Change { key, pair: None })
+                    .collect();
+                let events = self.apply(changes);
+                let response = LeaseResponse {
+                    header: ResponseHeader::at(self.current_revision),
+                    outcome,
+                };
+                return Ok((WriteResponse::Lease(response), events));
+            }
         };
         let events = self.apply(changes);
         Ok((response, events))
@@ -156,6 +187,8 @@ impl ShardedKv {
                 owner,
                 shard.change_event(revision, sub as i64, &key, pair.as_ref()),
             ));
+            self.leases
+                .attach(&key, pair.as_ref().map_or(0, |pair| pair.lease));
             shard.apply(revision, sub as i64, key, pair);
         }
         self.current_revision = revision;
@@ -210,8 +243,7 @@ impl ReadView for ShardedKv {
         self.gather(range, revision, None).0
     }
 
-    fn lease_exists(&self, _lease: i64) -> bool {
-        // Leases arrive with the lease service; until then none exists, as on a fresh etcd.
-        false
+    fn lease_exists(&self, lease: i64) -> bool {
+        self.leases.contains(lease)
     }
 }

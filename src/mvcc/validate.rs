@@ -65,7 +65,7 @@ pub fn check_write(request: &WriteRequest, max_txn_ops: usize) -> Result<(), KvE
         WriteRequest::Put(put) => check_put(put),
         WriteRequest::DeleteRange(delete) => check_delete(delete),
         WriteRequest::Txn(txn) => check_txn(txn, max_txn_ops),
-        WriteRequest::Compact(_) => Ok(()),
+        WriteRequest::Compact(_) | WriteRequest::Lease(_) => Ok(()),
     }
 }
 

@@ -30,9 +30,10 @@ use super::node::Node;
 use super::Limits;
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
 use crate::api::etcd;
-use crate::api::native::{self, Request};
+use crate::api::native::{self, LeaseAnswer, LeaseQuery, Request};
 use crate::consensus::ServerError;
-use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
+use crate::lease::{LeaseOutcome, LeaseRequest};
+use crate::mvcc::request::{LeaseResponse, ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::KvError;
 
 thread_local! {
@@ -96,6 +97,7 @@ async fn write(
         WriteResponse::DeleteRange(r) => &mut r.header,
         WriteResponse::Txn(r) => &mut r.header,
         WriteResponse::Compact(r) => &mut r.header,
+        WriteResponse::Lease(r) => &mut r.header,
     };
     super::stamp_header(header, &node);
     Ok(response)
@@ -234,6 +236,225 @@ impl pb::watch_server::Watch for WatchService {
         })
         .await?;
         Ok(tonic::Response::new(receiver))
+    }
+}
+
+/// etcd's `etcdserverpb.Lease` service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeaseService;
+
+/// The responses of a LeaseKeepAlive call.
+type KeepAliveResponses =
+    futures::channel::mpsc::Receiver<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+/// Most keep-alives of one stream waiting for their renewal at once; the stream reads no
+/// further requests until one is answered.
+const KEEP_ALIVES_IN_FLIGHT: usize = 1024;
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: tonic::Request<pb::LeaseGrantRequest>,
+    ) -> Result<tonic::Response<pb::LeaseGrantResponse>, Status> {
+        let request = request.into_inner();
+        let grant = LeaseRequest::Grant {
+            id: request.id,
+            ttl: request.ttl,
+        };
+        on_core(move |node, _| async move {
+            match node.lease_write(grant).await? {
+                WriteResponse::Lease(LeaseResponse {
+                    mut header,
+                    outcome: LeaseOutcome::Granted { id, ttl },
+                }) => {
+                    super::stamp_header(&mut header, &node);
+                    Ok(pb::LeaseGrantResponse {
+                        header: Some(etcd::header(header)),
+                        id,
+                        ttl,
+                        error: String::new(),
+                    })
+                }
+                _ => Err(mismatched("lease grant")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: tonic::Request<pb::LeaseRevokeRequest>,
+    ) -> Result<tonic::Response<pb::LeaseRevokeResponse>, Status> {
+        let revoke = LeaseRequest::Revoke {
+            id: request.into_inner().id,
+        };
+        on_core(move |node, _| async move {
+            match node.lease_write(revoke).await? {
+                WriteResponse::Lease(LeaseResponse {
+                    mut header,
+                    outcome: LeaseOutcome::Revoked,
+                }) => {
+                    super::stamp_header(&mut header, &node);
+                    Ok(pb::LeaseRevokeResponse {
+                        header: Some(etcd::header(header)),
+                    })
+                }
+                _ => Err(mismatched("lease revoke")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    type LeaseKeepAliveStream = KeepAliveResponses;
+
+    async fn lease_keep_alive(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
+        let requests = request.into_inner();
+        let (sender, receiver) = futures::channel::mpsc::channel(128);
+        on_core(move |node, _| async move {
+            glommio::spawn_local(serve_keep_alives(node, requests, sender)).detach();
+            Ok(())
+        })
+        .await?;
+        Ok(tonic::Response::new(receiver))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: tonic::Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<tonic::Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let query = LeaseQuery::TimeToLive {
+            id: request.id,
+            keys: request.keys,
+        };
+        on_core(move |node, _| async move {
+            match node.lease_query(query).await? {
+                LeaseAnswer::TimeToLive {
+                    mut header,
+                    id,
+                    ttl,
+                    granted_ttl,
+                    keys,
+                } => {
+                    super::stamp_header(&mut header, &node);
+                    Ok(pb::LeaseTimeToLiveResponse {
+                        header: Some(etcd::header(header)),
+                        id,
+                        ttl,
+                        granted_ttl,
+                        keys,
+                    })
+                }
+                _ => Err(mismatched("lease time-to-live")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: tonic::Request<pb::LeaseLeasesRequest>,
+    ) -> Result<tonic::Response<pb::LeaseLeasesResponse>, Status> {
+        on_core(move |node, _| async move {
+            match node.lease_query(LeaseQuery::Leases).await? {
+                LeaseAnswer::Leases { mut header, ids } => {
+                    super::stamp_header(&mut header, &node);
+                    Ok(pb::LeaseLeasesResponse {
+                        header: Some(etcd::header(header)),
+                        leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+                    })
+                }
+                _ => Err(mismatched("lease list")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+}
+
+/// What a keep-alive stream's task woke up for.
+enum KeepAliveEvent {
+    Request(Option<Result<pb::LeaseKeepAliveRequest, Status>>),
+    Renewed(Result<LeaseAnswer, ServerError>),
+    Drained,
+}
+
+/// Serves one LeaseKeepAlive call: every request renews its lease in this core's next batch
+/// (several in flight, answered as their batches apply); a lease that does not exist is
+/// answered with TTL 0, as etcd's. The stream ends when the client closes its side and every
+/// renewal is answered, or with the error of a renewal that failed (no leader, timeout).
+pub(super) async fn serve_keep_alives<R>(
+    node: Rc<Node>,
+    mut requests: R,
+    mut responses: futures::channel::mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
+) where
+    R: futures::Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Unpin,
+{
+    use futures::stream::FuturesUnordered;
+    use futures::{SinkExt, StreamExt};
+    type Renewal = Pin<Box<dyn Future<Output = Result<LeaseAnswer, ServerError>>>>;
+    let mut renewals: FuturesUnordered<Renewal> = FuturesUnordered::new();
+    let mut requests_open = true;
+    loop {
+        let event = std::future::poll_fn(|cx| {
+            if requests_open && renewals.len() < KEEP_ALIVES_IN_FLIGHT {
+                if let Poll::Ready(request) = requests.poll_next_unpin(cx) {
+                    return Poll::Ready(KeepAliveEvent::Request(request));
+                }
+            }
+            match renewals.poll_next_unpin(cx) {
+                Poll::Ready(Some(answer)) => Poll::Ready(KeepAliveEvent::Renewed(answer)),
+                Poll::Ready(None) if !requests_open => Poll::Ready(KeepAliveEvent::Drained),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match event {
+            KeepAliveEvent::Request(Some(Ok(request))) => {
+                let node = node.clone();
+                renewals.push(Box::pin(async move {
+                    node.lease_query(LeaseQuery::KeepAlive(request.id)).await
+                }));
+            }
+            KeepAliveEvent::Request(None) => requests_open = false,
+            KeepAliveEvent::Request(Some(Err(error))) => {
+                let _ = responses.send(Err(error)).await;
+                return;
+            }
+            KeepAliveEvent::Renewed(Ok(LeaseAnswer::KeepAlive {
+                mut header,
+                id,
+                ttl,
+            })) => {
+                super::stamp_header(&mut header, &node);
+                let response = pb::LeaseKeepAliveResponse {
+                    header: Some(etcd::header(header)),
+                    id,
+                    ttl,
+                };
+                if responses.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+            KeepAliveEvent::Renewed(Ok(_)) => {
+                let _ = responses
+                    .send(Err(status(mismatched("lease keep-alive"))))
+                    .await;
+                return;
+            }
+            KeepAliveEvent::Renewed(Err(error)) => {
+                let _ = responses.send(Err(status(error))).await;
+                return;
+            }
+            KeepAliveEvent::Drained => return,
+        }
     }
 }
 
@@ -414,6 +635,8 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
     let auth = pb::auth_server::AuthServer::new(AuthService).max_decoding_message_size(max_message);
     let watch =
         pb::watch_server::WatchServer::new(WatchService).max_decoding_message_size(max_message);
+    let lease =
+        pb::lease_server::LeaseServer::new(LeaseService).max_decoding_message_size(max_message);
     let health = health::health_server::HealthServer::new(HealthService);
     let service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -425,6 +648,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                 health.clone(),
                 watch.clone(),
             );
+            let mut lease = lease.clone();
             async move {
                 use tower_service::Service;
                 let path = request.uri().path().to_string();
@@ -438,6 +662,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                     "etcdserverpb.Maintenance" => maintenance.call(request).await,
                     "etcdserverpb.Auth" => auth.call(request).await,
                     "etcdserverpb.Watch" => watch.call(request).await,
+                    "etcdserverpb.Lease" => lease.call(request).await,
                     "grpc.health.v1.Health" => health.call(request).await,
                     _ => Ok(unimplemented_response(&path)),
                 };
@@ -1266,10 +1491,11 @@ const CLUSTER: &str = "etcdserverpb.Cluster";
 const MAINTENANCE: &str = "etcdserverpb.Maintenance";
 const AUTH: &str = "etcdserverpb.Auth";
 const WATCH: &str = "etcdserverpb.Watch";
+const LEASE: &str = "etcdserverpb.Lease";
 const HEALTH: &str = "grpc.health.v1.Health";
 
 /// Every method served.
-const GRPC_METHODS: [GrpcMethod; 38] = [
+const GRPC_METHODS: [GrpcMethod; 43] = [
     GrpcMethod::unary(KV, "Range"),
     GrpcMethod::unary(KV, "Put"),
     GrpcMethod::unary(KV, "DeleteRange"),
@@ -1308,6 +1534,11 @@ const GRPC_METHODS: [GrpcMethod; 38] = [
     GrpcMethod::unary(HEALTH, "Check"),
     GrpcMethod::server_stream(HEALTH, "Watch"),
     GrpcMethod::bidi_stream(WATCH, "Watch"),
+    GrpcMethod::unary(LEASE, "LeaseGrant"),
+    GrpcMethod::unary(LEASE, "LeaseRevoke"),
+    GrpcMethod::bidi_stream(LEASE, "LeaseKeepAlive"),
+    GrpcMethod::unary(LEASE, "LeaseTimeToLive"),
+    GrpcMethod::unary(LEASE, "LeaseLeases"),
 ];
 
 /// gRPC's status codes by number, as Go's gRPC names them in metrics.

@@ -22,7 +22,8 @@ use serde::Serialize;
 use tonic::Status;
 
 use super::grpc::{
-    AuthService, ClusterService, GlommioIo, KvService, MaintenanceService, ETCD_API_VERSION,
+    AuthService, ClusterService, GlommioIo, KvService, LeaseService, MaintenanceService,
+    ETCD_API_VERSION,
 };
 use super::node::Node;
 use super::Limits;
@@ -127,6 +128,7 @@ async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> H
             }),
         ),
         (Method::POST, "/v3/watch") => watch_call(request, node, limits).await,
+        (Method::POST, "/v3/lease/keepalive") => keep_alive_call(request, node, limits),
         (Method::POST, gateway) if gateway.starts_with("/v3/") => {
             match read_body(request, limits).await {
                 Ok(body) => gateway_call(gateway, body).await,
@@ -191,11 +193,27 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
     use pb::auth_server::Auth;
     use pb::cluster_server::Cluster;
     use pb::kv_server::Kv;
+    use pb::lease_server::Lease;
     use pb::maintenance_server::Maintenance;
-    let (kv, cluster, maintenance, auth) =
-        (KvService, ClusterService, MaintenanceService, AuthService);
+    let (kv, cluster, maintenance, auth, lease) = (
+        KvService,
+        ClusterService,
+        MaintenanceService,
+        AuthService,
+        LeaseService,
+    );
     match path {
         "/v3/kv/range" => json_call(body, |r| kv.range(r)).await,
+        "/v3/lease/grant" => json_call(body, |r| lease.lease_grant(r)).await,
+        "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
+            json_call(body, |r| lease.lease_revoke(r)).await
+        }
+        "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
+            json_call(body, |r| lease.lease_time_to_live(r)).await
+        }
+        "/v3/lease/leases" | "/v3/kv/lease/leases" => {
+            json_call(body, |r| lease.lease_leases(r)).await
+        }
         "/v3/kv/put" => json_call(body, |r| kv.put(r)).await,
         "/v3/kv/deleterange" => json_call(body, |r| kv.delete_range(r)).await,
         "/v3/kv/txn" => json_call(body, |r| kv.txn(r)).await,
@@ -284,6 +302,21 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
     json_lines(receiver)
 }
 
+/// The gateway's LeaseKeepAlive: the body's JSON `LeaseKeepAliveRequest`s are renewed as
+/// they arrive, and the answers stream one `{"result": ...}` per line, by the gRPC service's
+/// own loop.
+fn keep_alive_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
+    let requests = json_requests(request.into_body(), limits.max_frame_bytes);
+    let (sender, receiver) = futures::channel::mpsc::channel(128);
+    glommio::spawn_local(super::grpc::serve_keep_alives(
+        node.clone(),
+        requests,
+        sender,
+    ))
+    .detach();
+    json_lines(receiver)
+}
+
 /// A server stream as grpc-gateway answers one: a JSON object per line, `{"result": item}` for
 /// each item and `{"error": ...}` for a failure.
 fn json_lines<T, S>(items: S) -> HttpResponse
@@ -319,16 +352,17 @@ where
     response
 }
 
-/// The JSON `WatchRequest`s of a request body, each as soon as it is complete; an undecodable
-/// one (or more than `limit` bytes without a whole one) ends the stream with an error.
-fn json_requests(
+/// The JSON requests of a streaming call's body, each as soon as it is complete; an
+/// undecodable one (or more than `limit` bytes without a whole one) ends the stream with an
+/// error.
+fn json_requests<T: DeserializeOwned + 'static>(
     body: Incoming,
     limit: usize,
-) -> futures::stream::LocalBoxStream<'static, Result<pb::WatchRequest, Status>> {
-    struct Reading {
+) -> futures::stream::LocalBoxStream<'static, Result<T, Status>> {
+    struct Reading<T> {
         body: Incoming,
         buffer: Vec<u8>,
-        ready: std::collections::VecDeque<Result<pb::WatchRequest, Status>>,
+        ready: std::collections::VecDeque<Result<T, Status>>,
         done: bool,
     }
     let reading = Reading {
@@ -360,7 +394,7 @@ fn json_requests(
                     if !data.contains(&b'}') {
                         if reading.buffer.len() > limit {
                             reading.ready.push_back(Err(Status::invalid_argument(
-                                "a watch request is too large",
+                                "a streamed request is too large",
                             )));
                         }
                         continue;
@@ -387,8 +421,7 @@ fn json_requests(
                     return None;
                 }
             }
-            let mut values = serde_json::Deserializer::from_slice(&reading.buffer)
-                .into_iter::<pb::WatchRequest>();
+            let mut values = serde_json::Deserializer::from_slice(&reading.buffer).into_iter::<T>();
             let mut consumed = 0;
             while let Some(value) = values.next() {
                 match value {
@@ -410,7 +443,7 @@ fn json_requests(
             reading.buffer.drain(..consumed);
             if reading.buffer.len() > limit {
                 reading.ready.push_back(Err(Status::invalid_argument(
-                    "a watch request is too large",
+                    "a streamed request is too large",
                 )));
             }
         }

@@ -57,6 +57,8 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::Write(WriteResponse::DeleteRange(r)) => &mut r.header,
         Response::Write(WriteResponse::Txn(r)) => &mut r.header,
         Response::Write(WriteResponse::Compact(r)) => &mut r.header,
+        Response::Write(WriteResponse::Lease(r)) => &mut r.header,
+        Response::Lease(answer) => answer.header_mut(),
         Response::Status(s) => &mut s.header,
         Response::Watch { header, .. } => header,
         Response::Alarm(a) => &mut a.header,

@@ -287,6 +287,10 @@ async fn handle_frame(
     }
     let result = match request {
         Request::Range(range) => node.range(&range).await.map(Response::Range),
+        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => {
+            node.lease_write(lease).await.map(Response::Write)
+        }
+        Request::Lease(query) => node.lease_query(query).await.map(Response::Lease),
         Request::Write(write) => {
             match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
                 Ok(()) => {

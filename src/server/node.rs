@@ -1,22 +1,30 @@
 //! One core of a running node: its shard, its router, its listener, and (on core 0) the
 //! consensus core. `run_core` is what every executor of the `lode` process runs.
 
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 use glommio::{Latency, Shares};
 
 use super::{native, shutdown_requested, Limits};
 use crate::alarm::{AlarmRequest, AlarmResponse};
-use crate::api::native::{MemberRequest, Request, Response, StatusResponse};
+use crate::api::native::{
+    self as native_codec, LeaseAnswer, LeaseQuery, MemberRequest, Request, Response, StatusResponse,
+};
 use crate::consensus::{Consensus, ConsensusConfig, ServerError};
+use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::members::{MemberChange, MemberError};
-use crate::mvcc::request::{RangeRequest, RangeResponse, ResponseHeader, WriteResponse};
+use crate::mvcc::request::{
+    LeaseResponse, RangeRequest, RangeResponse, ResponseHeader, WriteRequest, WriteResponse,
+};
 use crate::mvcc::validate;
+use crate::mvcc::KvError;
 use crate::peer::transport::PeerTransport;
 use crate::server::urls::parse_url;
 use crate::shard::mesh::CoreEnds;
@@ -51,6 +59,45 @@ pub struct Node {
     consensus: Option<Rc<Consensus<DmaDir>>>,
     /// Settings (IDs for headers, limits).
     pub config: ConsensusConfig,
+    /// Keep-alives received on this core waiting for their renewal batch.
+    renewals: Renewals,
+}
+
+/// Most keep-alives renewed by one log entry.
+const MAX_RENEWALS_PER_ENTRY: usize = 8192;
+
+/// A core's keep-alives: gathered while the previous batch is in the log, then proposed
+/// together as one `LeaseRequest::Renew` (group commit for keep-alives).
+#[derive(Default)]
+struct Renewals {
+    /// Lease IDs with their waiters, in arrival order.
+    waiting: RefCell<Vec<(i64, RenewalWaiter)>>,
+    /// True while a batch is being proposed.
+    flushing: Cell<bool>,
+}
+
+/// Answers one keep-alive: the lease's TTL, or the gRPC code and message of what failed.
+type RenewalWaiter = oneshot::Sender<Result<i64, (u32, String)>>;
+
+/// A new lease ID, unique in the cluster without coordination, laid out as etcd's: the low 16
+/// bits of the member ID, then 48 bits counting up from the start time in milliseconds (shifted
+/// by 8, so IDs of a restarted member start above those it gave out before). Never 0 or
+/// negative.
+fn new_lease_id(member_id: u64) -> i64 {
+    static COUNTER: OnceLock<AtomicU64> = OnceLock::new();
+    let counter = COUNTER.get_or_init(|| {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+        AtomicU64::new(millis << 8)
+    });
+    loop {
+        let suffix = counter.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1);
+        let id = (((member_id & 0xffff) << 48) | suffix) & (i64::MAX as u64);
+        if id != 0 {
+            return id as i64;
+        }
+    }
 }
 
 impl Node {
@@ -123,6 +170,110 @@ impl Node {
         {
             Reply::ReadRevision(result) => result,
             _ => Err(unexpected_reply("ReadIndex")),
+        }
+    }
+
+    /// etcd's LeaseGrant and LeaseRevoke from a client: a grant gets an ID when it has none
+    /// and its TTL raised to the minimum (both decided here so the log holds them); renewals
+    /// and expiries are the server's own and refused.
+    pub async fn lease_write(&self, request: LeaseRequest) -> Result<WriteResponse, ServerError> {
+        let request = match request {
+            LeaseRequest::Grant { id, ttl } => {
+                let min_ttl = crate::lease::min_ttl_seconds(
+                    self.config.heartbeat * self.config.election_ticks as u32,
+                );
+                let ttl = crate::lease::granted_ttl(ttl, min_ttl).map_err(KvError::from)?;
+                let id = if id == 0 {
+                    new_lease_id(self.config.member_id)
+                } else {
+                    id
+                };
+                LeaseRequest::Grant { id, ttl }
+            }
+            revoke @ LeaseRequest::Revoke { .. } => revoke,
+            LeaseRequest::Renew { .. } | LeaseRequest::Expire { .. } => {
+                return Err(ServerError::InvalidRequest(
+                    "lease renewals and expiries are proposed by the server only",
+                ))
+            }
+        };
+        let write = WriteRequest::Lease(request);
+        let cost = crate::alarm::write_cost(&write);
+        let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(write)));
+        self.write(frame, cost, None).await
+    }
+
+    /// etcd's lease requests that are not log entries of their own: a keep-alive (renewed in
+    /// this core's next batch), TimeToLive and Leases (answered by the leader, as etcd's).
+    pub async fn lease_query(
+        self: &Rc<Self>,
+        query: LeaseQuery,
+    ) -> Result<LeaseAnswer, ServerError> {
+        match query {
+            LeaseQuery::KeepAlive(id) => {
+                let ttl = self.keep_alive(id).await?;
+                Ok(LeaseAnswer::KeepAlive {
+                    header: ResponseHeader::at(self.revision()),
+                    id,
+                    ttl,
+                })
+            }
+            query => match self.cluster(Request::Lease(query)).await? {
+                Response::Lease(answer) => Ok(answer),
+                _ => Err(unexpected_reply("LeaseQuery")),
+            },
+        }
+    }
+
+    /// Renews lease `id` with this core's next batch; its TTL (0: no such lease).
+    async fn keep_alive(self: &Rc<Self>, id: i64) -> Result<i64, ServerError> {
+        let (sender, receiver) = oneshot::channel();
+        self.renewals.waiting.borrow_mut().push((id, sender));
+        if !self.renewals.flushing.replace(true) {
+            let node = self.clone();
+            glommio::spawn_local(async move { node.flush_renewals().await }).detach();
+        }
+        match receiver.await {
+            Ok(Ok(ttl)) => Ok(ttl),
+            Ok(Err((code, message))) => Err(ServerError::Forwarded { code, message }),
+            Err(_) => Err(ServerError::Stopped),
+        }
+    }
+
+    /// Proposes the waiting keep-alives, a batch at a time, until none is left.
+    async fn flush_renewals(&self) {
+        loop {
+            let batch: Vec<(i64, RenewalWaiter)> = {
+                let mut waiting = self.renewals.waiting.borrow_mut();
+                let take = waiting.len().min(MAX_RENEWALS_PER_ENTRY);
+                waiting.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                self.renewals.flushing.set(false);
+                return;
+            }
+            let ids = batch.iter().map(|(id, _)| *id).collect();
+            let write = WriteRequest::Lease(LeaseRequest::Renew { ids });
+            let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(write)));
+            match self.write(frame, 0, None).await {
+                Ok(WriteResponse::Lease(LeaseResponse {
+                    outcome: LeaseOutcome::Renewed { ttls },
+                    ..
+                })) if ttls.len() == batch.len() => {
+                    for ((_, waiter), ttl) in batch.into_iter().zip(ttls) {
+                        let _ = waiter.send(Ok(ttl));
+                    }
+                }
+                outcome => {
+                    let error = match outcome {
+                        Err(error) => error,
+                        Ok(_) => unexpected_reply("LeaseRenew"),
+                    };
+                    for (_, waiter) in batch {
+                        let _ = waiter.send(Err((error.grpc_code(), error.to_string())));
+                    }
+                }
+            }
         }
     }
 
@@ -299,6 +450,7 @@ async fn serve_cluster(
             .member_list(linearizable)
             .await
             .map(|all| members(None, all)),
+        Request::Lease(query) => consensus.lease_query(&query).await.map(Response::Lease),
         Request::MoveLeader(target) => {
             consensus.move_leader(target).await?;
             Ok(Response::MoveLeader {
@@ -481,6 +633,7 @@ pub async fn run_core(
         router: router.clone(),
         consensus: consensus.clone(),
         config: config.consensus.clone(),
+        renewals: Renewals::default(),
     });
     super::grpc::install(node.clone(), config.limits);
     for listener in listeners {

@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 16;
+pub const ENUM_MAX_REQUEST: u8 = 23;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 17] = [
+pub const ENUM_VALUES_REQUEST: [Request; 24] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -506,6 +506,13 @@ pub const ENUM_VALUES_REQUEST: [Request; 17] = [
   Request::MoveLeaderRequest,
   Request::HashKvRequest,
   Request::WatchRequest,
+  Request::LeaseGrantRequest,
+  Request::LeaseRevokeRequest,
+  Request::LeaseRenewRequest,
+  Request::LeaseExpireRequest,
+  Request::LeaseKeepAliveRequest,
+  Request::LeaseTimeToLiveRequest,
+  Request::LeaseLeasesRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -530,9 +537,16 @@ impl Request {
   pub const MoveLeaderRequest: Self = Self(14);
   pub const HashKvRequest: Self = Self(15);
   pub const WatchRequest: Self = Self(16);
+  pub const LeaseGrantRequest: Self = Self(17);
+  pub const LeaseRevokeRequest: Self = Self(18);
+  pub const LeaseRenewRequest: Self = Self(19);
+  pub const LeaseExpireRequest: Self = Self(20);
+  pub const LeaseKeepAliveRequest: Self = Self(21);
+  pub const LeaseTimeToLiveRequest: Self = Self(22);
+  pub const LeaseLeasesRequest: Self = Self(23);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 23;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -551,6 +565,13 @@ impl Request {
     Self::MoveLeaderRequest,
     Self::HashKvRequest,
     Self::WatchRequest,
+    Self::LeaseGrantRequest,
+    Self::LeaseRevokeRequest,
+    Self::LeaseRenewRequest,
+    Self::LeaseExpireRequest,
+    Self::LeaseKeepAliveRequest,
+    Self::LeaseTimeToLiveRequest,
+    Self::LeaseLeasesRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -572,6 +593,13 @@ impl Request {
       Self::MoveLeaderRequest => Some("MoveLeaderRequest"),
       Self::HashKvRequest => Some("HashKvRequest"),
       Self::WatchRequest => Some("WatchRequest"),
+      Self::LeaseGrantRequest => Some("LeaseGrantRequest"),
+      Self::LeaseRevokeRequest => Some("LeaseRevokeRequest"),
+      Self::LeaseRenewRequest => Some("LeaseRenewRequest"),
+      Self::LeaseExpireRequest => Some("LeaseExpireRequest"),
+      Self::LeaseKeepAliveRequest => Some("LeaseKeepAliveRequest"),
+      Self::LeaseTimeToLiveRequest => Some("LeaseTimeToLiveRequest"),
+      Self::LeaseLeasesRequest => Some("LeaseLeasesRequest"),
       _ => None,
     }
   }
@@ -719,10 +747,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for WatchAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 13;
+pub const ENUM_MAX_RESPONSE: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 14] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 21] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -737,6 +765,13 @@ pub const ENUM_VALUES_RESPONSE: [Response; 14] = [
   Response::MoveLeaderResponse,
   Response::HashKvResponse,
   Response::WatchResponse,
+  Response::LeaseGrantResponse,
+  Response::LeaseRevokeResponse,
+  Response::LeaseRenewResponse,
+  Response::LeaseExpireResponse,
+  Response::LeaseKeepAliveResponse,
+  Response::LeaseTimeToLiveResponse,
+  Response::LeaseLeasesResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -758,9 +793,16 @@ impl Response {
   pub const MoveLeaderResponse: Self = Self(11);
   pub const HashKvResponse: Self = Self(12);
   pub const WatchResponse: Self = Self(13);
+  pub const LeaseGrantResponse: Self = Self(14);
+  pub const LeaseRevokeResponse: Self = Self(15);
+  pub const LeaseRenewResponse: Self = Self(16);
+  pub const LeaseExpireResponse: Self = Self(17);
+  pub const LeaseKeepAliveResponse: Self = Self(18);
+  pub const LeaseTimeToLiveResponse: Self = Self(19);
+  pub const LeaseLeasesResponse: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -776,6 +818,13 @@ impl Response {
     Self::MoveLeaderResponse,
     Self::HashKvResponse,
     Self::WatchResponse,
+    Self::LeaseGrantResponse,
+    Self::LeaseRevokeResponse,
+    Self::LeaseRenewResponse,
+    Self::LeaseExpireResponse,
+    Self::LeaseKeepAliveResponse,
+    Self::LeaseTimeToLiveResponse,
+    Self::LeaseLeasesResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -794,6 +843,13 @@ impl Response {
       Self::MoveLeaderResponse => Some("MoveLeaderResponse"),
       Self::HashKvResponse => Some("HashKvResponse"),
       Self::WatchResponse => Some("WatchResponse"),
+      Self::LeaseGrantResponse => Some("LeaseGrantResponse"),
+      Self::LeaseRevokeResponse => Some("LeaseRevokeResponse"),
+      Self::LeaseRenewResponse => Some("LeaseRenewResponse"),
+      Self::LeaseExpireResponse => Some("LeaseExpireResponse"),
+      Self::LeaseKeepAliveResponse => Some("LeaseKeepAliveResponse"),
+      Self::LeaseTimeToLiveResponse => Some("LeaseTimeToLiveResponse"),
+      Self::LeaseLeasesResponse => Some("LeaseLeasesResponse"),
       _ => None,
     }
   }
@@ -2461,6 +2517,711 @@ impl ::core::fmt::Debug for Compare<'_> {
       ds.finish()
   }
 }
+pub enum LeaseGrantRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseGrantRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseGrantRequest<'a> {
+  type Inner = LeaseGrantRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseGrantRequest<'a> {
+  pub const VT_TTL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseGrantRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseGrantRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaseGrantRequest<'bldr>> {
+    let mut builder = LeaseGrantRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.add_ttl(args.ttl);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ttl(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseGrantRequest::VT_TTL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseGrantRequest::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseGrantRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseGrantRequestArgs {
+    pub ttl: i64,
+    pub id: i64,
+}
+impl<'a> Default for LeaseGrantRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaseGrantRequestArgs {
+      ttl: 0,
+      id: 0,
+    }
+  }
+}
+
+pub struct LeaseGrantRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseGrantRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ttl(&mut self, ttl: i64) {
+    self.fbb_.push_slot::<i64>(LeaseGrantRequest::VT_TTL, ttl, 0);
+  }
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseGrantRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseGrantRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseGrantRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseGrantRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseGrantRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseGrantRequest");
+      ds.field("ttl", &self.ttl());
+      ds.field("id", &self.id());
+      ds.finish()
+  }
+}
+pub enum LeaseRevokeRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseRevokeRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseRevokeRequest<'a> {
+  type Inner = LeaseRevokeRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseRevokeRequest<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseRevokeRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseRevokeRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaseRevokeRequest<'bldr>> {
+    let mut builder = LeaseRevokeRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseRevokeRequest::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseRevokeRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseRevokeRequestArgs {
+    pub id: i64,
+}
+impl<'a> Default for LeaseRevokeRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaseRevokeRequestArgs {
+      id: 0,
+    }
+  }
+}
+
+pub struct LeaseRevokeRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseRevokeRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseRevokeRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseRevokeRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseRevokeRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseRevokeRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseRevokeRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseRevokeRequest");
+      ds.field("id", &self.id());
+      ds.finish()
+  }
+}
+pub enum LeaseRenewRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseRenewRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseRenewRequest<'a> {
+  type Inner = LeaseRenewRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseRenewRequest<'a> {
+  pub const VT_IDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseRenewRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseRenewRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseRenewRequest<'bldr>> {
+    let mut builder = LeaseRenewRequestBuilder::new(_fbb);
+    if let Some(x) = args.ids { builder.add_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ids(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(LeaseRenewRequest::VT_IDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseRenewRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>("ids", Self::VT_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseRenewRequestArgs<'a> {
+    pub ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+}
+impl<'a> Default for LeaseRenewRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseRenewRequestArgs {
+      ids: None,
+    }
+  }
+}
+
+pub struct LeaseRenewRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseRenewRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ids(&mut self, ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseRenewRequest::VT_IDS, ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseRenewRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseRenewRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseRenewRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseRenewRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseRenewRequest");
+      ds.field("ids", &self.ids());
+      ds.finish()
+  }
+}
+pub enum LeaseExpireRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseExpireRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseExpireRequest<'a> {
+  type Inner = LeaseExpireRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseExpireRequest<'a> {
+  pub const VT_IDS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GENERATIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseExpireRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseExpireRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseExpireRequest<'bldr>> {
+    let mut builder = LeaseExpireRequestBuilder::new(_fbb);
+    if let Some(x) = args.generations { builder.add_generations(x); }
+    if let Some(x) = args.ids { builder.add_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ids(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(LeaseExpireRequest::VT_IDS, None)}
+  }
+  #[inline]
+  pub fn generations(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(LeaseExpireRequest::VT_GENERATIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseExpireRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>("ids", Self::VT_IDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("generations", Self::VT_GENERATIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseExpireRequestArgs<'a> {
+    pub ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+    pub generations: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for LeaseExpireRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseExpireRequestArgs {
+      ids: None,
+      generations: None,
+    }
+  }
+}
+
+pub struct LeaseExpireRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseExpireRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ids(&mut self, ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseExpireRequest::VT_IDS, ids);
+  }
+  #[inline]
+  pub fn add_generations(&mut self, generations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseExpireRequest::VT_GENERATIONS, generations);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseExpireRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseExpireRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseExpireRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseExpireRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseExpireRequest");
+      ds.field("ids", &self.ids());
+      ds.field("generations", &self.generations());
+      ds.finish()
+  }
+}
+pub enum LeaseKeepAliveRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseKeepAliveRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseKeepAliveRequest<'a> {
+  type Inner = LeaseKeepAliveRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseKeepAliveRequest<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseKeepAliveRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseKeepAliveRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaseKeepAliveRequest<'bldr>> {
+    let mut builder = LeaseKeepAliveRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseKeepAliveRequest::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseKeepAliveRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseKeepAliveRequestArgs {
+    pub id: i64,
+}
+impl<'a> Default for LeaseKeepAliveRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaseKeepAliveRequestArgs {
+      id: 0,
+    }
+  }
+}
+
+pub struct LeaseKeepAliveRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseKeepAliveRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseKeepAliveRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseKeepAliveRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseKeepAliveRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseKeepAliveRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseKeepAliveRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseKeepAliveRequest");
+      ds.field("id", &self.id());
+      ds.finish()
+  }
+}
+pub enum LeaseTimeToLiveRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseTimeToLiveRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseTimeToLiveRequest<'a> {
+  type Inner = LeaseTimeToLiveRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseTimeToLiveRequest<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEYS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseTimeToLiveRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseTimeToLiveRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveRequest<'bldr>> {
+    let mut builder = LeaseTimeToLiveRequestBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.add_keys(args.keys);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseTimeToLiveRequest::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn keys(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LeaseTimeToLiveRequest::VT_KEYS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseTimeToLiveRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .visit_field::<bool>("keys", Self::VT_KEYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseTimeToLiveRequestArgs {
+    pub id: i64,
+    pub keys: bool,
+}
+impl<'a> Default for LeaseTimeToLiveRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaseTimeToLiveRequestArgs {
+      id: 0,
+      keys: false,
+    }
+  }
+}
+
+pub struct LeaseTimeToLiveRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseTimeToLiveRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseTimeToLiveRequest::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_keys(&mut self, keys: bool) {
+    self.fbb_.push_slot::<bool>(LeaseTimeToLiveRequest::VT_KEYS, keys, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseTimeToLiveRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseTimeToLiveRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseTimeToLiveRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseTimeToLiveRequest");
+      ds.field("id", &self.id());
+      ds.field("keys", &self.keys());
+      ds.finish()
+  }
+}
+pub enum LeaseLeasesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseLeasesRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseLeasesRequest<'a> {
+  type Inner = LeaseLeasesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseLeasesRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseLeasesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args LeaseLeasesRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaseLeasesRequest<'bldr>> {
+    let mut builder = LeaseLeasesRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for LeaseLeasesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseLeasesRequestArgs {
+}
+impl<'a> Default for LeaseLeasesRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaseLeasesRequestArgs {
+    }
+  }
+}
+
+pub struct LeaseLeasesRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseLeasesRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseLeasesRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseLeasesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseLeasesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseLeasesRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseLeasesRequest");
+      ds.finish()
+  }
+}
 pub enum WatchCreateOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3112,6 +3873,111 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_grant_request(&self) -> Option<LeaseGrantRequest<'a>> {
+    if self.request_type() == Request::LeaseGrantRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_revoke_request(&self) -> Option<LeaseRevokeRequest<'a>> {
+    if self.request_type() == Request::LeaseRevokeRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRevokeRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_renew_request(&self) -> Option<LeaseRenewRequest<'a>> {
+    if self.request_type() == Request::LeaseRenewRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRenewRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_expire_request(&self) -> Option<LeaseExpireRequest<'a>> {
+    if self.request_type() == Request::LeaseExpireRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseExpireRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_keep_alive_request(&self) -> Option<LeaseKeepAliveRequest<'a>> {
+    if self.request_type() == Request::LeaseKeepAliveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseKeepAliveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_time_to_live_request(&self) -> Option<LeaseTimeToLiveRequest<'a>> {
+    if self.request_type() == Request::LeaseTimeToLiveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseTimeToLiveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_leases_request(&self) -> Option<LeaseLeasesRequest<'a>> {
+    if self.request_type() == Request::LeaseLeasesRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseLeasesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -3138,6 +4004,13 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
           Request::HashKvRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvRequest>>("Request::HashKvRequest", pos),
           Request::WatchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchRequest>>("Request::WatchRequest", pos),
+          Request::LeaseGrantRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseGrantRequest>>("Request::LeaseGrantRequest", pos),
+          Request::LeaseRevokeRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRevokeRequest>>("Request::LeaseRevokeRequest", pos),
+          Request::LeaseRenewRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRenewRequest>>("Request::LeaseRenewRequest", pos),
+          Request::LeaseExpireRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseExpireRequest>>("Request::LeaseExpireRequest", pos),
+          Request::LeaseKeepAliveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveRequest>>("Request::LeaseKeepAliveRequest", pos),
+          Request::LeaseTimeToLiveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveRequest>>("Request::LeaseTimeToLiveRequest", pos),
+          Request::LeaseLeasesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesRequest>>("Request::LeaseLeasesRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3299,6 +4172,55 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::WatchRequest => {
           if let Some(x) = self.request_as_watch_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseGrantRequest => {
+          if let Some(x) = self.request_as_lease_grant_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseRevokeRequest => {
+          if let Some(x) = self.request_as_lease_revoke_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseRenewRequest => {
+          if let Some(x) = self.request_as_lease_renew_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseExpireRequest => {
+          if let Some(x) = self.request_as_lease_expire_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseKeepAliveRequest => {
+          if let Some(x) = self.request_as_lease_keep_alive_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseTimeToLiveRequest => {
+          if let Some(x) = self.request_as_lease_time_to_live_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseLeasesRequest => {
+          if let Some(x) = self.request_as_lease_leases_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6062,6 +6984,961 @@ impl ::core::fmt::Debug for ErrorResponse<'_> {
       ds.finish()
   }
 }
+pub enum LeaseGrantResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseGrantResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseGrantResponse<'a> {
+  type Inner = LeaseGrantResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseGrantResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TTL: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseGrantResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseGrantResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseGrantResponse<'bldr>> {
+    let mut builder = LeaseGrantResponseBuilder::new(_fbb);
+    builder.add_ttl(args.ttl);
+    builder.add_id(args.id);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseGrantResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseGrantResponse::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ttl(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseGrantResponse::VT_TTL, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseGrantResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseGrantResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub id: i64,
+    pub ttl: i64,
+}
+impl<'a> Default for LeaseGrantResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseGrantResponseArgs {
+      header: None,
+      id: 0,
+      ttl: 0,
+    }
+  }
+}
+
+pub struct LeaseGrantResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseGrantResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseGrantResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseGrantResponse::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_ttl(&mut self, ttl: i64) {
+    self.fbb_.push_slot::<i64>(LeaseGrantResponse::VT_TTL, ttl, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseGrantResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseGrantResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseGrantResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseGrantResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseGrantResponse");
+      ds.field("header", &self.header());
+      ds.field("id", &self.id());
+      ds.field("ttl", &self.ttl());
+      ds.finish()
+  }
+}
+pub enum LeaseRevokeResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseRevokeResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseRevokeResponse<'a> {
+  type Inner = LeaseRevokeResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseRevokeResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseRevokeResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseRevokeResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseRevokeResponse<'bldr>> {
+    let mut builder = LeaseRevokeResponseBuilder::new(_fbb);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseRevokeResponse::VT_HEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseRevokeResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseRevokeResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+}
+impl<'a> Default for LeaseRevokeResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseRevokeResponseArgs {
+      header: None,
+    }
+  }
+}
+
+pub struct LeaseRevokeResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseRevokeResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseRevokeResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseRevokeResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseRevokeResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseRevokeResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseRevokeResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseRevokeResponse");
+      ds.field("header", &self.header());
+      ds.finish()
+  }
+}
+pub enum LeaseRenewResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseRenewResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseRenewResponse<'a> {
+  type Inner = LeaseRenewResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseRenewResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TTLS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseRenewResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseRenewResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseRenewResponse<'bldr>> {
+    let mut builder = LeaseRenewResponseBuilder::new(_fbb);
+    if let Some(x) = args.ttls { builder.add_ttls(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseRenewResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn ttls(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(LeaseRenewResponse::VT_TTLS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseRenewResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>("ttls", Self::VT_TTLS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseRenewResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub ttls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+}
+impl<'a> Default for LeaseRenewResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseRenewResponseArgs {
+      header: None,
+      ttls: None,
+    }
+  }
+}
+
+pub struct LeaseRenewResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseRenewResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseRenewResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_ttls(&mut self, ttls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseRenewResponse::VT_TTLS, ttls);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseRenewResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseRenewResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseRenewResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseRenewResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseRenewResponse");
+      ds.field("header", &self.header());
+      ds.field("ttls", &self.ttls());
+      ds.finish()
+  }
+}
+pub enum LeaseExpireResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseExpireResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseExpireResponse<'a> {
+  type Inner = LeaseExpireResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseExpireResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IDS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseExpireResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseExpireResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseExpireResponse<'bldr>> {
+    let mut builder = LeaseExpireResponseBuilder::new(_fbb);
+    if let Some(x) = args.ids { builder.add_ids(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseExpireResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn ids(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(LeaseExpireResponse::VT_IDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseExpireResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>("ids", Self::VT_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseExpireResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+}
+impl<'a> Default for LeaseExpireResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseExpireResponseArgs {
+      header: None,
+      ids: None,
+    }
+  }
+}
+
+pub struct LeaseExpireResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseExpireResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseExpireResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_ids(&mut self, ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseExpireResponse::VT_IDS, ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseExpireResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseExpireResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseExpireResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseExpireResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseExpireResponse");
+      ds.field("header", &self.header());
+      ds.field("ids", &self.ids());
+      ds.finish()
+  }
+}
+pub enum LeaseKeepAliveResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseKeepAliveResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseKeepAliveResponse<'a> {
+  type Inner = LeaseKeepAliveResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseKeepAliveResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TTL: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseKeepAliveResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseKeepAliveResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseKeepAliveResponse<'bldr>> {
+    let mut builder = LeaseKeepAliveResponseBuilder::new(_fbb);
+    builder.add_ttl(args.ttl);
+    builder.add_id(args.id);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseKeepAliveResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseKeepAliveResponse::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ttl(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseKeepAliveResponse::VT_TTL, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseKeepAliveResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseKeepAliveResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub id: i64,
+    pub ttl: i64,
+}
+impl<'a> Default for LeaseKeepAliveResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseKeepAliveResponseArgs {
+      header: None,
+      id: 0,
+      ttl: 0,
+    }
+  }
+}
+
+pub struct LeaseKeepAliveResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseKeepAliveResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseKeepAliveResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseKeepAliveResponse::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_ttl(&mut self, ttl: i64) {
+    self.fbb_.push_slot::<i64>(LeaseKeepAliveResponse::VT_TTL, ttl, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseKeepAliveResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseKeepAliveResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseKeepAliveResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseKeepAliveResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseKeepAliveResponse");
+      ds.field("header", &self.header());
+      ds.field("id", &self.id());
+      ds.field("ttl", &self.ttl());
+      ds.finish()
+  }
+}
+pub enum LeaseKeyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseKey<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseKey<'a> {
+  type Inner = LeaseKey<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseKey<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseKey { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseKeyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseKey<'bldr>> {
+    let mut builder = LeaseKeyBuilder::new(_fbb);
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LeaseKey::VT_KEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseKey<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseKeyArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for LeaseKeyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseKeyArgs {
+      key: None,
+    }
+  }
+}
+
+pub struct LeaseKeyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseKeyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseKey::VT_KEY, key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseKeyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseKeyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseKey<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseKey<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseKey");
+      ds.field("key", &self.key());
+      ds.finish()
+  }
+}
+pub enum LeaseTimeToLiveResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseTimeToLiveResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseTimeToLiveResponse<'a> {
+  type Inner = LeaseTimeToLiveResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseTimeToLiveResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TTL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_GRANTED_TTL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_KEYS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseTimeToLiveResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseTimeToLiveResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveResponse<'bldr>> {
+    let mut builder = LeaseTimeToLiveResponseBuilder::new(_fbb);
+    builder.add_granted_ttl(args.granted_ttl);
+    builder.add_ttl(args.ttl);
+    builder.add_id(args.id);
+    if let Some(x) = args.keys { builder.add_keys(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseTimeToLiveResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseTimeToLiveResponse::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ttl(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseTimeToLiveResponse::VT_TTL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn granted_ttl(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaseTimeToLiveResponse::VT_GRANTED_TTL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn keys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LeaseKey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LeaseKey>>>>(LeaseTimeToLiveResponse::VT_KEYS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseTimeToLiveResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<i64>("id", Self::VT_ID, false)?
+     .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+     .visit_field::<i64>("granted_ttl", Self::VT_GRANTED_TTL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<LeaseKey>>>>("keys", Self::VT_KEYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseTimeToLiveResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub id: i64,
+    pub ttl: i64,
+    pub granted_ttl: i64,
+    pub keys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LeaseKey<'a>>>>>,
+}
+impl<'a> Default for LeaseTimeToLiveResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseTimeToLiveResponseArgs {
+      header: None,
+      id: 0,
+      ttl: 0,
+      granted_ttl: 0,
+      keys: None,
+    }
+  }
+}
+
+pub struct LeaseTimeToLiveResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseTimeToLiveResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseTimeToLiveResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_id(&mut self, id: i64) {
+    self.fbb_.push_slot::<i64>(LeaseTimeToLiveResponse::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_ttl(&mut self, ttl: i64) {
+    self.fbb_.push_slot::<i64>(LeaseTimeToLiveResponse::VT_TTL, ttl, 0);
+  }
+  #[inline]
+  pub fn add_granted_ttl(&mut self, granted_ttl: i64) {
+    self.fbb_.push_slot::<i64>(LeaseTimeToLiveResponse::VT_GRANTED_TTL, granted_ttl, 0);
+  }
+  #[inline]
+  pub fn add_keys(&mut self, keys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<LeaseKey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseTimeToLiveResponse::VT_KEYS, keys);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseTimeToLiveResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseTimeToLiveResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseTimeToLiveResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseTimeToLiveResponse");
+      ds.field("header", &self.header());
+      ds.field("id", &self.id());
+      ds.field("ttl", &self.ttl());
+      ds.field("granted_ttl", &self.granted_ttl());
+      ds.field("keys", &self.keys());
+      ds.finish()
+  }
+}
+pub enum LeaseLeasesResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseLeasesResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseLeasesResponse<'a> {
+  type Inner = LeaseLeasesResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseLeasesResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IDS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseLeasesResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseLeasesResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseLeasesResponse<'bldr>> {
+    let mut builder = LeaseLeasesResponseBuilder::new(_fbb);
+    if let Some(x) = args.ids { builder.add_ids(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaseLeasesResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn ids(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(LeaseLeasesResponse::VT_IDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseLeasesResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>("ids", Self::VT_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseLeasesResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+}
+impl<'a> Default for LeaseLeasesResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseLeasesResponseArgs {
+      header: None,
+      ids: None,
+    }
+  }
+}
+
+pub struct LeaseLeasesResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseLeasesResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaseLeasesResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_ids(&mut self, ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseLeasesResponse::VT_IDS, ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseLeasesResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseLeasesResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseLeasesResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseLeasesResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseLeasesResponse");
+      ds.field("header", &self.header());
+      ds.field("ids", &self.ids());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6634,6 +8511,111 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_grant_response(&self) -> Option<LeaseGrantResponse<'a>> {
+    if self.response_type() == Response::LeaseGrantResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseGrantResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_revoke_response(&self) -> Option<LeaseRevokeResponse<'a>> {
+    if self.response_type() == Response::LeaseRevokeResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRevokeResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_renew_response(&self) -> Option<LeaseRenewResponse<'a>> {
+    if self.response_type() == Response::LeaseRenewResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRenewResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_expire_response(&self) -> Option<LeaseExpireResponse<'a>> {
+    if self.response_type() == Response::LeaseExpireResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseExpireResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_keep_alive_response(&self) -> Option<LeaseKeepAliveResponse<'a>> {
+    if self.response_type() == Response::LeaseKeepAliveResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseKeepAliveResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_time_to_live_response(&self) -> Option<LeaseTimeToLiveResponse<'a>> {
+    if self.response_type() == Response::LeaseTimeToLiveResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseTimeToLiveResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_leases_response(&self) -> Option<LeaseLeasesResponse<'a>> {
+    if self.response_type() == Response::LeaseLeasesResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseLeasesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -6657,6 +8639,13 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
           Response::HashKvResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvResponse>>("Response::HashKvResponse", pos),
           Response::WatchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResponse>>("Response::WatchResponse", pos),
+          Response::LeaseGrantResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseGrantResponse>>("Response::LeaseGrantResponse", pos),
+          Response::LeaseRevokeResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRevokeResponse>>("Response::LeaseRevokeResponse", pos),
+          Response::LeaseRenewResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRenewResponse>>("Response::LeaseRenewResponse", pos),
+          Response::LeaseExpireResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseExpireResponse>>("Response::LeaseExpireResponse", pos),
+          Response::LeaseKeepAliveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveResponse>>("Response::LeaseKeepAliveResponse", pos),
+          Response::LeaseTimeToLiveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveResponse>>("Response::LeaseTimeToLiveResponse", pos),
+          Response::LeaseLeasesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesResponse>>("Response::LeaseLeasesResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6797,6 +8786,55 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::WatchResponse => {
           if let Some(x) = self.response_as_watch_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseGrantResponse => {
+          if let Some(x) = self.response_as_lease_grant_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseRevokeResponse => {
+          if let Some(x) = self.response_as_lease_revoke_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseRenewResponse => {
+          if let Some(x) = self.response_as_lease_renew_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseExpireResponse => {
+          if let Some(x) = self.response_as_lease_expire_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseKeepAliveResponse => {
+          if let Some(x) = self.response_as_lease_keep_alive_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseTimeToLiveResponse => {
+          if let Some(x) = self.response_as_lease_time_to_live_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseLeasesResponse => {
+          if let Some(x) = self.response_as_lease_leases_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7238,6 +9276,111 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_grant_request(&self) -> Option<LeaseGrantRequest<'a>> {
+    if self.request_type() == Request::LeaseGrantRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_revoke_request(&self) -> Option<LeaseRevokeRequest<'a>> {
+    if self.request_type() == Request::LeaseRevokeRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRevokeRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_renew_request(&self) -> Option<LeaseRenewRequest<'a>> {
+    if self.request_type() == Request::LeaseRenewRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRenewRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_expire_request(&self) -> Option<LeaseExpireRequest<'a>> {
+    if self.request_type() == Request::LeaseExpireRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseExpireRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_keep_alive_request(&self) -> Option<LeaseKeepAliveRequest<'a>> {
+    if self.request_type() == Request::LeaseKeepAliveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseKeepAliveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_time_to_live_request(&self) -> Option<LeaseTimeToLiveRequest<'a>> {
+    if self.request_type() == Request::LeaseTimeToLiveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseTimeToLiveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lease_leases_request(&self) -> Option<LeaseLeasesRequest<'a>> {
+    if self.request_type() == Request::LeaseLeasesRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseLeasesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -7265,6 +9408,13 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::MoveLeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderRequest>>("Request::MoveLeaderRequest", pos),
           Request::HashKvRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvRequest>>("Request::HashKvRequest", pos),
           Request::WatchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchRequest>>("Request::WatchRequest", pos),
+          Request::LeaseGrantRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseGrantRequest>>("Request::LeaseGrantRequest", pos),
+          Request::LeaseRevokeRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRevokeRequest>>("Request::LeaseRevokeRequest", pos),
+          Request::LeaseRenewRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRenewRequest>>("Request::LeaseRenewRequest", pos),
+          Request::LeaseExpireRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseExpireRequest>>("Request::LeaseExpireRequest", pos),
+          Request::LeaseKeepAliveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveRequest>>("Request::LeaseKeepAliveRequest", pos),
+          Request::LeaseTimeToLiveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveRequest>>("Request::LeaseTimeToLiveRequest", pos),
+          Request::LeaseLeasesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesRequest>>("Request::LeaseLeasesRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7433,6 +9583,55 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::WatchRequest => {
           if let Some(x) = self.request_as_watch_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseGrantRequest => {
+          if let Some(x) = self.request_as_lease_grant_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseRevokeRequest => {
+          if let Some(x) = self.request_as_lease_revoke_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseRenewRequest => {
+          if let Some(x) = self.request_as_lease_renew_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseExpireRequest => {
+          if let Some(x) = self.request_as_lease_expire_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseKeepAliveRequest => {
+          if let Some(x) = self.request_as_lease_keep_alive_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseTimeToLiveRequest => {
+          if let Some(x) = self.request_as_lease_time_to_live_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaseLeasesRequest => {
+          if let Some(x) = self.request_as_lease_leases_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7699,6 +9898,111 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_grant_response(&self) -> Option<LeaseGrantResponse<'a>> {
+    if self.response_type() == Response::LeaseGrantResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseGrantResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_revoke_response(&self) -> Option<LeaseRevokeResponse<'a>> {
+    if self.response_type() == Response::LeaseRevokeResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRevokeResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_renew_response(&self) -> Option<LeaseRenewResponse<'a>> {
+    if self.response_type() == Response::LeaseRenewResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseRenewResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_expire_response(&self) -> Option<LeaseExpireResponse<'a>> {
+    if self.response_type() == Response::LeaseExpireResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseExpireResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_keep_alive_response(&self) -> Option<LeaseKeepAliveResponse<'a>> {
+    if self.response_type() == Response::LeaseKeepAliveResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseKeepAliveResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_time_to_live_response(&self) -> Option<LeaseTimeToLiveResponse<'a>> {
+    if self.response_type() == Response::LeaseTimeToLiveResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseTimeToLiveResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lease_leases_response(&self) -> Option<LeaseLeasesResponse<'a>> {
+    if self.response_type() == Response::LeaseLeasesResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseLeasesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -7723,6 +10027,13 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::MoveLeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveLeaderResponse>>("Response::MoveLeaderResponse", pos),
           Response::HashKvResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HashKvResponse>>("Response::HashKvResponse", pos),
           Response::WatchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResponse>>("Response::WatchResponse", pos),
+          Response::LeaseGrantResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseGrantResponse>>("Response::LeaseGrantResponse", pos),
+          Response::LeaseRevokeResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRevokeResponse>>("Response::LeaseRevokeResponse", pos),
+          Response::LeaseRenewResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRenewResponse>>("Response::LeaseRenewResponse", pos),
+          Response::LeaseExpireResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseExpireResponse>>("Response::LeaseExpireResponse", pos),
+          Response::LeaseKeepAliveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveResponse>>("Response::LeaseKeepAliveResponse", pos),
+          Response::LeaseTimeToLiveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveResponse>>("Response::LeaseTimeToLiveResponse", pos),
+          Response::LeaseLeasesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesResponse>>("Response::LeaseLeasesResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -7870,6 +10181,55 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::WatchResponse => {
           if let Some(x) = self.response_as_watch_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseGrantResponse => {
+          if let Some(x) = self.response_as_lease_grant_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseRevokeResponse => {
+          if let Some(x) = self.response_as_lease_revoke_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseRenewResponse => {
+          if let Some(x) = self.response_as_lease_renew_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseExpireResponse => {
+          if let Some(x) = self.response_as_lease_expire_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseKeepAliveResponse => {
+          if let Some(x) = self.response_as_lease_keep_alive_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseTimeToLiveResponse => {
+          if let Some(x) = self.response_as_lease_time_to_live_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaseLeasesResponse => {
+          if let Some(x) = self.response_as_lease_leases_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -9,7 +9,7 @@ use lode::api::native::{
     decode_request, decode_response, encode_request, encode_response, MemberRequest, Request,
     Response, StatusResponse, WatchRequest,
 };
-use lode::mvcc::request::{ResponseHeader, WriteResponse};
+use lode::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use lode::mvcc::validate::DEFAULT_MAX_TXN_OPS;
 use lode::mvcc::ShardedKv;
 use proptest::prelude::*;

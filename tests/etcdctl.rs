@@ -372,3 +372,112 @@ fn etcdctl_drives_a_three_member_cluster() {
         Some(true)
     );
 }
+
+/// etcdctl's lease commands against `url`, as its users see them; `lodectl` (when given)
+/// must print the same.
+type Ctl<'a> = &'a dyn Fn(&[&str]) -> Output;
+
+fn lease_commands(url: &str, lodectl: Option<Ctl<'_>>) {
+    let run = |args: &[&str]| succeeded(etcdctl(url, args));
+    let granted = run(&["lease", "grant", "100"]);
+    let id = granted
+        .strip_prefix("lease ")
+        .and_then(|rest| rest.strip_suffix(" granted with TTL(100s)\n"))
+        .unwrap_or_else(|| panic!("{granted}"))
+        .to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    assert_eq!(run(&["put", "--lease", &id, "held1", "v"]), "OK\n");
+    assert_eq!(
+        run(&["put", &format!("--lease={id}"), "held2", "v"]),
+        "OK\n"
+    );
+    let remaining = run(&["lease", "timetolive", &id, "--keys"]);
+    let prefix = format!("lease {id} granted with TTL(100s), remaining(");
+    assert!(
+        remaining.starts_with(&prefix) && remaining.ends_with("s), attached keys([held1 held2])\n"),
+        "{remaining}"
+    );
+    let as_json = json(&run(&["lease", "timetolive", &id, "-w", "json"]));
+    assert_eq!(as_json["granted-ttl"], 100);
+    assert_eq!(
+        as_json["id"].as_i64().map(|n| format!("{n:016x}")),
+        Some(id.clone())
+    );
+    assert!(run(&["lease", "list"]).contains(&format!("\n{id}\n")));
+    assert_eq!(
+        run(&["lease", "keep-alive", "--once", &id]),
+        format!("lease {id} keepalived with TTL(100)\n")
+    );
+    if let Some(lodectl) = lodectl {
+        let same = |args: &[&str]| {
+            let output = lodectl(args);
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).expect("utf-8")
+        };
+        assert_eq!(
+            same(&["lease", "keep-alive", "--once", &id]),
+            format!("lease {id} keepalived with TTL(100)\n")
+        );
+        assert!(same(&["lease", "timetolive", &id, "--keys"]).starts_with(&prefix));
+        assert_eq!(
+            same(&["lease", "list"]),
+            run(&["lease", "list"]),
+            "lodectl lists as etcdctl"
+        );
+    }
+    assert_eq!(
+        run(&["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    // Its keys went with it.
+    assert_eq!(run(&["get", "held", "--prefix"]), "");
+    assert_eq!(
+        run(&["lease", "timetolive", &id]),
+        format!("lease {id} already expired\n")
+    );
+    // Keeping a revoked lease alive ends at once, as etcdctl's does.
+    assert_eq!(
+        run(&["lease", "keep-alive", &id]),
+        format!("lease {id} expired or revoked.\n")
+    );
+    let error = refused(etcdctl(url, &["lease", "revoke", &id]));
+    assert!(
+        error.contains("failed to revoke lease (etcdserver: requested lease not found)"),
+        "{error}"
+    );
+    let error = refused(etcdctl(url, &["put", "--lease", &id, "k", "v"]));
+    assert!(
+        error.contains("etcdserver: requested lease not found"),
+        "{error}"
+    );
+    let granted = json(&run(&["lease", "grant", "1", "-w", "json"]));
+    assert!(granted["ID"].as_i64().is_some_and(|n| n > 0), "{granted}");
+    assert!(
+        granted["TTL"].as_i64().is_some_and(|ttl| ttl >= 1),
+        "{granted}"
+    );
+}
+
+#[test]
+fn etcdctl_lease_commands_on_one_member() {
+    let dir = DataDir::new("etcdctl-lease");
+    let lode = Lode::start(&dir.0, &[]);
+    let lodectl = lode.ctl_command();
+    lease_commands(&lode.client_url, Some(&lodectl));
+    // The minimum TTL from a 1 s election timeout.
+    assert!(
+        succeeded(etcdctl(&lode.client_url, &["lease", "grant", "1"]))
+            .ends_with("granted with TTL(2s)\n")
+    );
+}
+
+#[test]
+fn etcdctl_lease_commands_through_a_follower() {
+    let mut members = cluster("etcdctl-lease-cluster");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let follower = &members[(leader + 1) % 3];
+    lease_commands(&follower.lode().client_url, None);
+}

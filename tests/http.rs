@@ -298,3 +298,71 @@ fn the_gateway_streams_watches() {
         .unwrap()
         .contains("not a valid message"));
 }
+
+#[test]
+fn the_gateway_serves_leases() {
+    let dir = DataDir::new("http-lease");
+    let lode = Lode::start(&dir.0, &[]);
+    let url = &lode.client_url;
+    let call = |path: &str, body: &str| {
+        let (status, answer) = http(url, "POST", path, body);
+        assert_eq!(status, 200, "{path}: {answer}");
+        json(&answer)
+    };
+    // int64 fields travel as JSON strings, as grpc-gateway writes them.
+    let granted = call("/v3/lease/grant", r#"{"TTL": 60}"#);
+    assert_eq!(granted["TTL"], "60");
+    let id = granted["ID"].as_str().expect("an ID").to_string();
+    call(
+        "/v3/kv/put",
+        &format!(
+            r#"{{"key": "{}", "value": "", "lease": "{id}"}}"#,
+            base64("k")
+        ),
+    );
+    for path in ["/v3/lease/timetolive", "/v3/kv/lease/timetolive"] {
+        let alive = call(path, &format!(r#"{{"ID": "{id}", "keys": true}}"#));
+        assert_eq!(alive["grantedTTL"], "60");
+        assert_eq!(alive["keys"], serde_json::json!([base64("k")]));
+    }
+    for path in ["/v3/lease/leases", "/v3/kv/lease/leases"] {
+        assert_eq!(
+            call(path, "{}")["leases"],
+            serde_json::json!([{ "ID": id }])
+        );
+    }
+    // The keep-alive stream answers each request of the body, one JSON line each.
+    let (status, lines) = http(
+        url,
+        "POST",
+        "/v3/lease/keepalive",
+        &format!(r#"{{"ID": "{id}"}} {{"ID": "{id}"}}"#),
+    );
+    assert_eq!(status, 200);
+    let answers: Vec<serde_json::Value> = lines.lines().map(json).collect();
+    assert_eq!(answers.len(), 2, "{lines}");
+    for answer in &answers {
+        assert_eq!(answer["result"]["TTL"], "60", "{answer}");
+    }
+    call("/v3/kv/lease/revoke", &format!(r#"{{"ID": "{id}"}}"#));
+    let (status, missing) = http(
+        url,
+        "POST",
+        "/v3/lease/revoke",
+        &format!(r#"{{"ID": "{id}"}}"#),
+    );
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(
+        json(&missing)["error"],
+        "etcdserver: requested lease not found"
+    );
+    let gone = call("/v3/lease/timetolive", &format!(r#"{{"ID": "{id}"}}"#));
+    assert_eq!(gone["TTL"], "-1");
+    let (_, range) = http(
+        url,
+        "POST",
+        "/v3/kv/range",
+        &format!(r#"{{"key": "{}"}}"#, base64("k")),
+    );
+    assert!(json(&range)["kvs"].is_null(), "{range}");
+}

@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/auth.proto",
         "etcd/rpc.proto",
         "etcd/health.proto",
+        "etcd/v3lock.proto",
+        "etcd/v3election.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
@@ -24,6 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&encoded)?
         .preserve_proto_field_names()
-        .build(&[".mvccpb", ".authpb", ".etcdserverpb"])?;
+        .build(&[
+            ".mvccpb",
+            ".authpb",
+            ".etcdserverpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }

@@ -158,6 +158,24 @@ impl Client {
         }
     }
 
+    /// Observes election `name` (etcd's Observe): `ObserveStream::next` gives every leader and
+    /// proclamation as it happens.
+    pub async fn observe(&self, name: bytes::Bytes) -> Result<ObserveStream<'_>, ClientError> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (sender, receiver) = mpsc::unbounded();
+        self.pending.borrow_mut().insert(id, Waiter::Stream(sender));
+        let stream = ObserveStream {
+            client: self,
+            id,
+            receiver,
+        };
+        let observe = native::CoordinationRequest::Observe { name };
+        self.send_with_id(id, &Request::Coordination(observe))
+            .await?;
+        Ok(stream)
+    }
+
     async fn send(&self, request: &Request, waiter: Waiter) -> Result<(), ClientError> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -223,6 +241,44 @@ impl Drop for WatchStream<'_> {
     }
 }
 
+/// An Observe stream on a native connection.
+pub struct ObserveStream<'c> {
+    client: &'c Client,
+    id: u64,
+    receiver: mpsc::UnboundedReceiver<Result<Response, ClientError>>,
+}
+
+impl ObserveStream<'_> {
+    /// The next leader or proclamation: its header and the leader's pair.
+    pub async fn next(
+        &mut self,
+    ) -> Result<
+        (
+            crate::mvcc::request::ResponseHeader,
+            crate::mvcc::kv::KeyValue,
+        ),
+        ClientError,
+    > {
+        match self.receiver.next().await.map(server_error) {
+            Some(Ok(Response::Coordination(native::CoordinationResponse::Leader {
+                header,
+                kv,
+            }))) => Ok((header, kv)),
+            Some(Ok(other)) => Err(ClientError::Closed(format!(
+                "unexpected answer on an observe stream: {other:?}"
+            ))),
+            Some(Err(error)) => Err(error),
+            None => Err(ClientError::Closed("the connection ended".into())),
+        }
+    }
+}
+
+impl Drop for ObserveStream<'_> {
+    fn drop(&mut self) {
+        self.client.pending.borrow_mut().remove(&self.id);
+    }
+}
+
 /// An error answer as `ClientError::Server`.
 fn server_error(result: Result<Response, ClientError>) -> Result<Response, ClientError> {
     match result {
@@ -263,7 +319,11 @@ async fn read_responses(
                     let more_to_come = matches!(
                         response,
                         Response::Snapshot { remaining_bytes, .. } if remaining_bytes > 0
-                    ) || matches!(response, Response::Watch { .. });
+                    ) || matches!(
+                        response,
+                        Response::Watch { .. }
+                            | Response::Coordination(native::CoordinationResponse::Leader { .. })
+                    );
                     let mut pending = pending.borrow_mut();
                     if more_to_come {
                         if let Some(Waiter::Stream(sender)) = pending.get(&id) {

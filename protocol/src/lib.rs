@@ -45,6 +45,18 @@ pub mod etcd {
         tonic::include_proto!("etcdserverpb");
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
+    /// `v3lockpb`: the server-side lock service.
+    pub mod v3lockpb {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("v3lockpb");
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+    }
+    /// `v3electionpb`: the server-side election service.
+    pub mod v3electionpb {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("v3electionpb");
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+    }
     /// `grpc.health.v1`: gRPC's standard health service.
     pub mod health {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -40,6 +40,124 @@ pub enum Request {
     Watch(WatchRequest),
     /// A lease request that does not go through the log itself.
     Lease(LeaseQuery),
+    /// A lock or election request.
+    Coordination(CoordinationRequest),
+}
+
+/// What identifies a leadership (etcd's `LeaderKey`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderKey {
+    /// The election.
+    pub name: Bytes,
+    /// The leader's key.
+    pub key: Bytes,
+    /// Its create revision.
+    pub rev: i64,
+    /// Its lease.
+    pub lease: i64,
+}
+
+/// etcd's lock and election requests (`v3lockpb`, `v3electionpb`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinationRequest {
+    /// Lock: answered once the caller holds the lock.
+    Lock {
+        /// The lock.
+        name: Bytes,
+        /// The caller's lease (0: the server grants one of 60 s).
+        lease: i64,
+    },
+    /// Unlock: deletes an ownership key.
+    Unlock {
+        /// The key Lock answered.
+        key: Bytes,
+    },
+    /// Campaign: answered once the caller leads.
+    Campaign {
+        /// The election.
+        name: Bytes,
+        /// The caller's lease (0: the server grants one of 60 s).
+        lease: i64,
+        /// Its proclamation.
+        value: Bytes,
+    },
+    /// Proclaim: the leader's new value.
+    Proclaim {
+        /// The leadership.
+        leader: LeaderKey,
+        /// The value.
+        value: Bytes,
+    },
+    /// Leader: the current leader's pair.
+    Leader {
+        /// The election.
+        name: Bytes,
+    },
+    /// Observe: every leader and proclamation, streamed with the request's id.
+    Observe {
+        /// The election.
+        name: Bytes,
+    },
+    /// Resign.
+    Resign {
+        /// The leadership.
+        leader: LeaderKey,
+    },
+}
+
+/// Answers to `CoordinationRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinationResponse {
+    /// To Lock: the ownership key.
+    Locked {
+        /// Header.
+        header: ResponseHeader,
+        /// The key.
+        key: Bytes,
+    },
+    /// To Unlock.
+    Unlocked {
+        /// Header.
+        header: ResponseHeader,
+    },
+    /// To Campaign: the leadership.
+    Campaigned {
+        /// Header.
+        header: ResponseHeader,
+        /// The leadership.
+        leader: LeaderKey,
+    },
+    /// To Proclaim.
+    Proclaimed {
+        /// Header.
+        header: ResponseHeader,
+    },
+    /// To Leader, and each of Observe's answers.
+    Leader {
+        /// Header.
+        header: ResponseHeader,
+        /// The leader's pair.
+        kv: KeyValue,
+    },
+    /// To Resign.
+    Resigned {
+        /// Header.
+        header: ResponseHeader,
+    },
+}
+
+impl CoordinationResponse {
+    /// The answer's header.
+    pub fn header_mut(&mut self) -> &mut ResponseHeader {
+        match self {
+            CoordinationResponse::Locked { header, .. }
+            | CoordinationResponse::Unlocked { header }
+            | CoordinationResponse::Campaigned { header, .. }
+            | CoordinationResponse::Proclaimed { header }
+            | CoordinationResponse::Leader { header, .. }
+            | CoordinationResponse::Resigned { header } => header,
+        }
+    }
 }
 
 /// Lease requests answered without an entry of their own.
@@ -228,6 +346,8 @@ pub enum Response {
     },
     /// To a lease query.
     Lease(LeaseAnswer),
+    /// To a lock or election request.
+    Coordination(CoordinationResponse),
 }
 
 /// gRPC status code numbers.
@@ -289,6 +409,32 @@ fn encode_kvs<'a>(
 ) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::KeyValue<'a>>>> {
     let offsets: Vec<_> = kvs.iter().map(|kv| encode_kv(b, kv)).collect();
     b.create_vector(&offsets)
+}
+
+fn encode_leader_key<'a>(b: &mut Builder<'a>, leader: &LeaderKey) -> WIPOffset<fb::LeaderKey<'a>> {
+    let name = bytes_vector(b, &leader.name);
+    let key = bytes_vector(b, &leader.key);
+    fb::LeaderKey::create(
+        b,
+        &fb::LeaderKeyArgs {
+            name,
+            key,
+            rev: leader.rev,
+            lease: leader.lease,
+        },
+    )
+}
+
+fn decode_leader_key(frame: &Bytes, leader: Option<fb::LeaderKey<'_>>) -> LeaderKey {
+    match leader {
+        Some(l) => LeaderKey {
+            name: slice(frame, l.name()),
+            key: slice(frame, l.key()),
+            rev: l.rev(),
+            lease: l.lease(),
+        },
+        None => LeaderKey::default(),
+    }
 }
 
 fn encode_header<'a>(b: &mut Builder<'a>, h: &ResponseHeader) -> WIPOffset<fb::ResponseHeader<'a>> {
@@ -672,6 +818,75 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             fb::Request::LeaseLeasesRequest,
             fb::LeaseLeasesRequest::create(&mut b, &fb::LeaseLeasesRequestArgs {}).as_union_value(),
         ),
+        Request::Coordination(CoordinationRequest::Lock { name, lease }) => {
+            let name = bytes_vector(&mut b, name);
+            (
+                fb::Request::LockRequest,
+                fb::LockRequest::create(
+                    &mut b,
+                    &fb::LockRequestArgs {
+                        name,
+                        lease: *lease,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
+        Request::Coordination(CoordinationRequest::Unlock { key }) => {
+            let key = bytes_vector(&mut b, key);
+            (
+                fb::Request::UnlockRequest,
+                fb::UnlockRequest::create(&mut b, &fb::UnlockRequestArgs { key }).as_union_value(),
+            )
+        }
+        Request::Coordination(CoordinationRequest::Campaign { name, lease, value }) => {
+            let name = bytes_vector(&mut b, name);
+            let value = bytes_vector(&mut b, value);
+            (
+                fb::Request::CampaignRequest,
+                fb::CampaignRequest::create(
+                    &mut b,
+                    &fb::CampaignRequestArgs {
+                        name,
+                        lease: *lease,
+                        value,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
+        Request::Coordination(CoordinationRequest::Proclaim { leader, value }) => {
+            let leader = Some(encode_leader_key(&mut b, leader));
+            let value = bytes_vector(&mut b, value);
+            (
+                fb::Request::ProclaimRequest,
+                fb::ProclaimRequest::create(&mut b, &fb::ProclaimRequestArgs { leader, value })
+                    .as_union_value(),
+            )
+        }
+        Request::Coordination(CoordinationRequest::Leader { name }) => {
+            let name = bytes_vector(&mut b, name);
+            (
+                fb::Request::LeaderRequest,
+                fb::LeaderRequest::create(&mut b, &fb::LeaderRequestArgs { name }).as_union_value(),
+            )
+        }
+        Request::Coordination(CoordinationRequest::Observe { name }) => {
+            let name = bytes_vector(&mut b, name);
+            (
+                fb::Request::ObserveRequest,
+                fb::ObserveRequest::create(&mut b, &fb::ObserveRequestArgs { name })
+                    .as_union_value(),
+            )
+        }
+        Request::Coordination(CoordinationRequest::Resign { leader }) => {
+            let leader = Some(encode_leader_key(&mut b, leader));
+            (
+                fb::Request::ResignRequest,
+                fb::ResignRequest::create(&mut b, &fb::ResignRequestArgs { leader })
+                    .as_union_value(),
+            )
+        }
         Request::MoveLeader(target_id) => (
             fb::Request::MoveLeaderRequest,
             fb::MoveLeaderRequest::create(
@@ -1095,6 +1310,57 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                 .as_union_value(),
             )
         }
+        Response::Coordination(CoordinationResponse::Locked { header, key }) => {
+            let header = Some(encode_header(&mut b, header));
+            let key = bytes_vector(&mut b, key);
+            (
+                fb::Response::LockResponse,
+                fb::LockResponse::create(&mut b, &fb::LockResponseArgs { header, key })
+                    .as_union_value(),
+            )
+        }
+        Response::Coordination(CoordinationResponse::Unlocked { header }) => {
+            let header = Some(encode_header(&mut b, header));
+            (
+                fb::Response::UnlockResponse,
+                fb::UnlockResponse::create(&mut b, &fb::UnlockResponseArgs { header })
+                    .as_union_value(),
+            )
+        }
+        Response::Coordination(CoordinationResponse::Campaigned { header, leader }) => {
+            let header = Some(encode_header(&mut b, header));
+            let leader = Some(encode_leader_key(&mut b, leader));
+            (
+                fb::Response::CampaignResponse,
+                fb::CampaignResponse::create(&mut b, &fb::CampaignResponseArgs { header, leader })
+                    .as_union_value(),
+            )
+        }
+        Response::Coordination(CoordinationResponse::Proclaimed { header }) => {
+            let header = Some(encode_header(&mut b, header));
+            (
+                fb::Response::ProclaimResponse,
+                fb::ProclaimResponse::create(&mut b, &fb::ProclaimResponseArgs { header })
+                    .as_union_value(),
+            )
+        }
+        Response::Coordination(CoordinationResponse::Leader { header, kv }) => {
+            let header = Some(encode_header(&mut b, header));
+            let kv = Some(encode_kv(&mut b, kv));
+            (
+                fb::Response::LeaderResponse,
+                fb::LeaderResponse::create(&mut b, &fb::LeaderResponseArgs { header, kv })
+                    .as_union_value(),
+            )
+        }
+        Response::Coordination(CoordinationResponse::Resigned { header }) => {
+            let header = Some(encode_header(&mut b, header));
+            (
+                fb::Response::ResignResponse,
+                fb::ResignResponse::create(&mut b, &fb::ResignResponseArgs { header })
+                    .as_union_value(),
+            )
+        }
         Response::MoveLeader { header } => {
             let header = Some(encode_header(&mut b, header));
             (
@@ -1364,6 +1630,38 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         })
     } else if root.request_as_lease_leases_request().is_some() {
         Request::Lease(LeaseQuery::Leases)
+    } else if let Some(l) = root.request_as_lock_request() {
+        Request::Coordination(CoordinationRequest::Lock {
+            name: slice(frame, l.name()),
+            lease: l.lease(),
+        })
+    } else if let Some(u) = root.request_as_unlock_request() {
+        Request::Coordination(CoordinationRequest::Unlock {
+            key: slice(frame, u.key()),
+        })
+    } else if let Some(c) = root.request_as_campaign_request() {
+        Request::Coordination(CoordinationRequest::Campaign {
+            name: slice(frame, c.name()),
+            lease: c.lease(),
+            value: slice(frame, c.value()),
+        })
+    } else if let Some(p) = root.request_as_proclaim_request() {
+        Request::Coordination(CoordinationRequest::Proclaim {
+            leader: decode_leader_key(frame, p.leader()),
+            value: slice(frame, p.value()),
+        })
+    } else if let Some(l) = root.request_as_leader_request() {
+        Request::Coordination(CoordinationRequest::Leader {
+            name: slice(frame, l.name()),
+        })
+    } else if let Some(o) = root.request_as_observe_request() {
+        Request::Coordination(CoordinationRequest::Observe {
+            name: slice(frame, o.name()),
+        })
+    } else if let Some(r) = root.request_as_resign_request() {
+        Request::Coordination(CoordinationRequest::Resign {
+            leader: decode_leader_key(frame, r.leader()),
+        })
     } else if let Some(w) = root.request_as_watch_request() {
         Request::Watch(match w.action() {
             fb::WatchAction::Create => {
@@ -1600,6 +1898,33 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
         Response::Lease(LeaseAnswer::Leases {
             header: decode_header(l.header()),
             ids: l.ids().into_iter().flatten().collect(),
+        })
+    } else if let Some(l) = root.response_as_lock_response() {
+        Response::Coordination(CoordinationResponse::Locked {
+            header: decode_header(l.header()),
+            key: slice(frame, l.key()),
+        })
+    } else if let Some(u) = root.response_as_unlock_response() {
+        Response::Coordination(CoordinationResponse::Unlocked {
+            header: decode_header(u.header()),
+        })
+    } else if let Some(c) = root.response_as_campaign_response() {
+        Response::Coordination(CoordinationResponse::Campaigned {
+            header: decode_header(c.header()),
+            leader: decode_leader_key(frame, c.leader()),
+        })
+    } else if let Some(p) = root.response_as_proclaim_response() {
+        Response::Coordination(CoordinationResponse::Proclaimed {
+            header: decode_header(p.header()),
+        })
+    } else if let Some(l) = root.response_as_leader_response() {
+        Response::Coordination(CoordinationResponse::Leader {
+            header: decode_header(l.header()),
+            kv: l.kv().map(|kv| decode_kv(frame, kv)).unwrap_or_default(),
+        })
+    } else if let Some(r) = root.response_as_resign_response() {
+        Response::Coordination(CoordinationResponse::Resigned {
+            header: decode_header(r.header()),
         })
     } else if let Some(m) = root.response_as_move_leader_response() {
         Response::MoveLeader {

@@ -1,15 +1,20 @@
 //! lodectl: lode's command-line client, shaped like etcdctl (commands, flags and output
 //! formats), speaking lode's native protocol. `lodectl log inspect` works offline on a data dir.
 
+use std::cell::Cell;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use glommio::Placement;
 use lode::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
 use lode::api::native::{
-    LeaseAnswer, LeaseQuery, MemberRequest, Request, Response, StatusResponse,
+    CoordinationRequest, CoordinationResponse, LeaseAnswer, LeaseQuery, MemberRequest, Request,
+    Response, StatusResponse,
 };
 use lode::client::Client;
 use lode::ctl::{output, requests, txn_syntax};
@@ -169,6 +174,31 @@ enum Command {
         /// Ask for progress notifications while idle.
         #[arg(long)]
         progress_notify: bool,
+    },
+    /// Acquires a named lock (as etcdctl's `lock`): runs a command while holding it, with
+    /// ETCD_LOCK_KEY and ETCD_LOCK_REV set, or prints the lock's key and holds it until
+    /// interrupted.
+    Lock {
+        /// The lock.
+        name: String,
+        /// The command to run while holding the lock, with its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// TTL of the lock's lease in seconds: how long a holder that stops answering (or
+        /// is cut off) keeps the lock.
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+    },
+    /// Observes and takes part in a leader election (as etcdctl's `elect`): campaigns with
+    /// the proposal and holds leadership until interrupted, or with -l prints every leader.
+    Elect {
+        /// The election.
+        name: String,
+        /// The value to lead with.
+        proposal: Option<String>,
+        /// Observe only.
+        #[arg(short = 'l', long)]
+        listen: bool,
     },
     /// Lease commands.
     Lease {
@@ -616,11 +646,279 @@ fn build(command: Command) -> Result<Action, String> {
             command: AlarmCommand::Disarm,
         } => Action::AlarmDisarm,
         Command::Log { .. }
+        | Command::Lock { .. }
+        | Command::Elect { .. }
         | Command::Watch { .. }
         | Command::Snapshot {
             command: SnapshotCommand::Restore { .. } | SnapshotCommand::Status { .. },
         } => unreachable!("handled before connecting"),
     })
+}
+
+/// Runs a lock or election session on an executor with SIGINT and SIGTERM caught (`work` gets
+/// the flag they set); its result is the exit status.
+fn run_session<W, F>(work: W) -> ExitCode
+where
+    W: FnOnce(Arc<AtomicBool>) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<u8, String>> + 'static,
+{
+    let signals = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(error) = signal_hook::flag::register(signal, signals.clone()) {
+            eprintln!("Error: catching signals: {error}");
+            return ExitCode::from(1);
+        }
+    }
+    let outcome = lode::executor::builder(Placement::Unbound)
+        .spawn(move || async move { work(signals).await })
+        .map_err(|e| e.to_string())
+        .and_then(|handle| handle.join().map_err(|e| e.to_string()))
+        .and_then(|result| result);
+    match outcome {
+        Ok(status) => ExitCode::from(status),
+        Err(error) => {
+            eprintln!("Error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A lease kept alive in the background for a lock or election (etcd's concurrency session).
+struct Session {
+    client: Rc<Client>,
+    lease: i64,
+    lost: Rc<Cell<bool>>,
+    keeper: glommio::task::JoinHandle<()>,
+}
+
+impl Session {
+    async fn open(client: Rc<Client>, ttl: i64) -> Result<Session, String> {
+        let grant = Request::Write(WriteRequest::Lease(LeaseRequest::Grant { id: 0, ttl }));
+        let (lease, ttl) = match client.request(&grant).await.map_err(|e| e.to_string())? {
+            Response::Write(WriteResponse::Lease(LeaseResponse {
+                outcome: LeaseOutcome::Granted { id, ttl },
+                ..
+            })) => (id, ttl),
+            other => return Err(format!("unexpected response {other:?}")),
+        };
+        let lost = Rc::new(Cell::new(false));
+        let (keeper_client, keeper_lost) = (client.clone(), lost.clone());
+        let keeper = glommio::spawn_local(async move {
+            let period = std::time::Duration::from_secs_f64((ttl as f64 / 3.0).max(0.5));
+            loop {
+                glommio::timer::sleep(period).await;
+                let renewed = keeper_client
+                    .request(&Request::Lease(LeaseQuery::KeepAlive(lease)))
+                    .await;
+                match renewed {
+                    Ok(Response::Lease(LeaseAnswer::KeepAlive { ttl, .. })) if ttl > 0 => {}
+                    // Unanswered renewals are retried until the lease runs out.
+                    Err(lode::client::ClientError::Server { .. }) => {}
+                    _ => {
+                        keeper_lost.set(true);
+                        return;
+                    }
+                }
+            }
+        })
+        .detach();
+        Ok(Session {
+            client,
+            lease,
+            lost,
+            keeper,
+        })
+    }
+
+    /// Ends the session: its lease is revoked (deleting any key still held with it).
+    async fn close(self) {
+        self.keeper.cancel();
+        let revoke = Request::Write(WriteRequest::Lease(LeaseRequest::Revoke { id: self.lease }));
+        let _ = self.client.request(&revoke).await;
+    }
+}
+
+/// Waits until a signal arrives (true) or `lost` is set (false).
+async fn signal_or_lost(signals: &AtomicBool, lost: &Cell<bool>) -> bool {
+    loop {
+        if signals.load(Ordering::Relaxed) {
+            return true;
+        }
+        if lost.get() {
+            return false;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `request`, unless a signal arrives first (`None`).
+async fn unless_signalled(
+    client: &Client,
+    request: &Request,
+    signals: &AtomicBool,
+) -> Option<Result<Response, String>> {
+    let answer = client.request(request);
+    let signalled = async {
+        while !signals.load(Ordering::Relaxed) {
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    match futures::future::select(Box::pin(answer), Box::pin(signalled)).await {
+        futures::future::Either::Left((answer, _)) => Some(answer.map_err(|e| e.to_string())),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// `lodectl lock`.
+async fn lock(
+    endpoints: &[String],
+    name: String,
+    command: Vec<String>,
+    ttl: i64,
+    signals: Arc<AtomicBool>,
+) -> Result<u8, String> {
+    use std::io::Write as _;
+    let (client, _) = connect(endpoints).await?;
+    let client = Rc::new(client);
+    let session = Session::open(client.clone(), ttl).await?;
+    let request = Request::Coordination(CoordinationRequest::Lock {
+        name: bytes::Bytes::from(name.into_bytes()),
+        lease: session.lease,
+    });
+    let (header, key) = match unless_signalled(&client, &request, &signals).await {
+        Some(Ok(Response::Coordination(CoordinationResponse::Locked { header, key }))) => {
+            (header, key)
+        }
+        Some(Ok(other)) => {
+            session.close().await;
+            return Err(format!("unexpected response {other:?}"));
+        }
+        Some(Err(error)) => {
+            session.close().await;
+            return Err(error);
+        }
+        None => {
+            // Revoking the lease takes this waiter's key out of the queue.
+            session.close().await;
+            return Err("context canceled".into());
+        }
+    };
+    let unlock = Request::Coordination(CoordinationRequest::Unlock { key: key.clone() });
+    if let Some((program, arguments)) = command.split_first() {
+        let mut child = std::process::Command::new(program)
+            .args(arguments)
+            .env("ETCD_LOCK_KEY", String::from_utf8_lossy(&key).as_ref())
+            .env("ETCD_LOCK_REV", header.revision.to_string())
+            .spawn()
+            .map_err(|e| format!("running {program}: {e}"))?;
+        // Polled, not waited on: the session's keep-alives run on this thread.
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => glommio::timer::sleep(std::time::Duration::from_millis(20)).await,
+                Err(error) => return Err(format!("waiting for {program}: {error}")),
+            }
+        };
+        let _ = client.request(&unlock).await;
+        session.close().await;
+        return match status.code() {
+            Some(0) => Ok(0),
+            Some(code) => {
+                eprintln!("Error: exit status {code}");
+                Ok(code.clamp(1, 255) as u8)
+            }
+            None => Err("the command was killed by a signal".into()),
+        };
+    }
+    print!("{}\n\n", String::from_utf8_lossy(&key));
+    let _ = std::io::stdout().flush();
+    if signal_or_lost(&signals, &session.lost).await {
+        let _ = client.request(&unlock).await;
+        session.close().await;
+        Ok(0)
+    } else {
+        Err("session expired".into())
+    }
+}
+
+/// `lodectl elect`: campaigns with `proposal`, or (none) observes.
+async fn elect(
+    endpoints: &[String],
+    name: String,
+    proposal: Option<String>,
+    signals: Arc<AtomicBool>,
+) -> Result<u8, String> {
+    use std::io::Write as _;
+    let (client, _) = connect(endpoints).await?;
+    let name = bytes::Bytes::from(name.into_bytes());
+    let Some(proposal) = proposal else {
+        let mut observed = client.observe(name).await.map_err(|e| e.to_string())?;
+        loop {
+            let next = observed.next();
+            let signalled = async {
+                while !signals.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            match futures::future::select(Box::pin(next), Box::pin(signalled)).await {
+                futures::future::Either::Left((Ok((_, kv)), _)) => {
+                    print!(
+                        "{}\n{}\n",
+                        String::from_utf8_lossy(&kv.key),
+                        String::from_utf8_lossy(&kv.value)
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                futures::future::Either::Left((Err(error), _)) => {
+                    return Err(format!("elect: observer lost ({error})"))
+                }
+                futures::future::Either::Right(_) => return Ok(0),
+            }
+        }
+    };
+    let client = Rc::new(client);
+    let session = Session::open(client.clone(), 60).await?;
+    let request = Request::Coordination(CoordinationRequest::Campaign {
+        name,
+        lease: session.lease,
+        value: bytes::Bytes::from(proposal.into_bytes()),
+    });
+    let leader = match unless_signalled(&client, &request, &signals).await {
+        Some(Ok(Response::Coordination(CoordinationResponse::Campaigned { leader, .. }))) => leader,
+        Some(Ok(other)) => {
+            session.close().await;
+            return Err(format!("unexpected response {other:?}"));
+        }
+        Some(Err(error)) => {
+            session.close().await;
+            return Err(error);
+        }
+        None => {
+            session.close().await;
+            return Err("context canceled".into());
+        }
+    };
+    let current = Request::Coordination(CoordinationRequest::Leader {
+        name: leader.name.clone(),
+    });
+    if let Ok(Response::Coordination(CoordinationResponse::Leader { kv, .. })) =
+        client.request(&current).await
+    {
+        print!(
+            "{}\n{}\n",
+            String::from_utf8_lossy(&kv.key),
+            String::from_utf8_lossy(&kv.value)
+        );
+        let _ = std::io::stdout().flush();
+    }
+    if signal_or_lost(&signals, &session.lost).await {
+        let resign = Request::Coordination(CoordinationRequest::Resign { leader });
+        let _ = client.request(&resign).await;
+        session.close().await;
+        Ok(0)
+    } else {
+        Err("elect: session expired".into())
+    }
 }
 
 /// `lodectl lease keep-alive`: renews the lease every third of its TTL and prints each answer,
@@ -1091,6 +1389,40 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    if let Command::Lock { name, command, ttl } = &cli.command {
+        let (endpoints, name, command, ttl) =
+            (cli.endpoints.clone(), name.clone(), command.clone(), *ttl);
+        return run_session(move |signals| async move {
+            lock(&endpoints, name, command, ttl, signals).await
+        });
+    }
+    if let Command::Elect {
+        name,
+        proposal,
+        listen,
+    } = &cli.command
+    {
+        let (endpoints, name, proposal, listen) = (
+            cli.endpoints.clone(),
+            name.clone(),
+            proposal.clone(),
+            *listen,
+        );
+        match (&proposal, listen) {
+            (None, false) => {
+                eprintln!("Error: no proposal argument but -l not set");
+                return ExitCode::from(1);
+            }
+            (Some(_), true) => {
+                eprintln!("Error: proposal given but -l is set");
+                return ExitCode::from(1);
+            }
+            _ => {}
+        }
+        return run_session(move |signals| async move {
+            elect(&endpoints, name, proposal, signals).await
+        });
     }
     if let Command::Lease {
         command: LeaseCommand::KeepAlive { id, once },

@@ -100,6 +100,10 @@ pub enum ServerError {
     /// A failure of the server itself (storage); the process stops.
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// An error of the lock and election services (etcd's message; etcd's handlers answer
+    /// them with gRPC code Unknown).
+    #[error("{0}")]
+    Coordination(&'static str),
     /// A request no client may send (lode's own message, gRPC InvalidArgument).
     #[error("lode: {0}")]
     InvalidRequest(&'static str),
@@ -128,6 +132,7 @@ impl ServerError {
             ServerError::Internal(_) => native::GRPC_INTERNAL,
             ServerError::Forwarded { code, .. } => *code,
             ServerError::InvalidRequest(_) => 3,
+            ServerError::Coordination(_) => 2,
         }
     }
 }

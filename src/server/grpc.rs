@@ -52,7 +52,7 @@ pub(super) fn status(error: ServerError) -> Status {
 }
 
 /// Runs `work` on this core with its node, from a handler whose future must be `Send`.
-async fn on_core<T, W, F>(work: W) -> Result<T, Status>
+pub(super) async fn on_core<T, W, F>(work: W) -> Result<T, Status>
 where
     T: Send + 'static,
     W: FnOnce(Rc<Node>, Limits) -> F + Send + 'static,
@@ -72,6 +72,21 @@ where
         Ok(result) => result.map_err(status),
         Err(_) => Err(status(ServerError::Stopped)),
     }
+}
+
+/// `on_core` for work that waits on others (a lock, a campaign): `work` also gets a future
+/// that resolves if the caller goes away (the handler is dropped) before it is done.
+pub(super) async fn on_core_until_cancelled<T, W, F>(work: W) -> Result<T, Status>
+where
+    T: Send + 'static,
+    W: FnOnce(Rc<Node>, Limits, futures::channel::oneshot::Receiver<()>) -> F + Send + 'static,
+    F: Future<Output = Result<T, ServerError>> + 'static,
+{
+    // Never sent on: dropped with this handler, which the work sees as its cancellation.
+    let (alive, gone) = futures::channel::oneshot::channel::<()>();
+    let outcome = on_core(move |node, limits| work(node, limits, gone)).await;
+    drop(alive);
+    outcome
 }
 
 /// Proposes `write` as the native protocol would: checked, encoded as a request frame (the
@@ -637,6 +652,14 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
         pb::watch_server::WatchServer::new(WatchService).max_decoding_message_size(max_message);
     let lease =
         pb::lease_server::LeaseServer::new(LeaseService).max_decoding_message_size(max_message);
+    let lock = lode_protocol::etcd::v3lockpb::lock_server::LockServer::new(
+        super::concurrency::services::LockService,
+    )
+    .max_decoding_message_size(max_message);
+    let election = lode_protocol::etcd::v3electionpb::election_server::ElectionServer::new(
+        super::concurrency::services::ElectionService,
+    )
+    .max_decoding_message_size(max_message);
     let health = health::health_server::HealthServer::new(HealthService);
     let service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -649,6 +672,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                 watch.clone(),
             );
             let mut lease = lease.clone();
+            let (mut lock, mut election) = (lock.clone(), election.clone());
             async move {
                 use tower_service::Service;
                 let path = request.uri().path().to_string();
@@ -663,6 +687,8 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                     "etcdserverpb.Auth" => auth.call(request).await,
                     "etcdserverpb.Watch" => watch.call(request).await,
                     "etcdserverpb.Lease" => lease.call(request).await,
+                    "v3lockpb.Lock" => lock.call(request).await,
+                    "v3electionpb.Election" => election.call(request).await,
                     "grpc.health.v1.Health" => health.call(request).await,
                     _ => Ok(unimplemented_response(&path)),
                 };
@@ -1492,10 +1518,12 @@ const MAINTENANCE: &str = "etcdserverpb.Maintenance";
 const AUTH: &str = "etcdserverpb.Auth";
 const WATCH: &str = "etcdserverpb.Watch";
 const LEASE: &str = "etcdserverpb.Lease";
+const LOCK: &str = "v3lockpb.Lock";
+const ELECTION: &str = "v3electionpb.Election";
 const HEALTH: &str = "grpc.health.v1.Health";
 
 /// Every method served.
-const GRPC_METHODS: [GrpcMethod; 43] = [
+const GRPC_METHODS: [GrpcMethod; 50] = [
     GrpcMethod::unary(KV, "Range"),
     GrpcMethod::unary(KV, "Put"),
     GrpcMethod::unary(KV, "DeleteRange"),
@@ -1539,6 +1567,13 @@ const GRPC_METHODS: [GrpcMethod; 43] = [
     GrpcMethod::bidi_stream(LEASE, "LeaseKeepAlive"),
     GrpcMethod::unary(LEASE, "LeaseTimeToLive"),
     GrpcMethod::unary(LEASE, "LeaseLeases"),
+    GrpcMethod::unary(LOCK, "Lock"),
+    GrpcMethod::unary(LOCK, "Unlock"),
+    GrpcMethod::unary(ELECTION, "Campaign"),
+    GrpcMethod::unary(ELECTION, "Proclaim"),
+    GrpcMethod::unary(ELECTION, "Leader"),
+    GrpcMethod::server_stream(ELECTION, "Observe"),
+    GrpcMethod::unary(ELECTION, "Resign"),
 ];
 
 /// gRPC's status codes by number, as Go's gRPC names them in metrics.

@@ -190,11 +190,15 @@ where
 
 /// etcd's JSON gateway: the path names the RPC.
 async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
+    use lode_protocol::etcd::v3electionpb::election_server::Election;
+    use lode_protocol::etcd::v3lockpb::lock_server::Lock;
     use pb::auth_server::Auth;
     use pb::cluster_server::Cluster;
     use pb::kv_server::Kv;
     use pb::lease_server::Lease;
     use pb::maintenance_server::Maintenance;
+    let lock = super::concurrency::services::LockService;
+    let election = super::concurrency::services::ElectionService;
     let (kv, cluster, maintenance, auth, lease) = (
         KvService,
         ClusterService,
@@ -205,6 +209,24 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
     match path {
         "/v3/kv/range" => json_call(body, |r| kv.range(r)).await,
         "/v3/lease/grant" => json_call(body, |r| lease.lease_grant(r)).await,
+        "/v3/lock/lock" => json_call(body, |r| lock.lock(r)).await,
+        "/v3/lock/unlock" => json_call(body, |r| lock.unlock(r)).await,
+        "/v3/election/campaign" => json_call(body, |r| election.campaign(r)).await,
+        "/v3/election/proclaim" => json_call(body, |r| election.proclaim(r)).await,
+        "/v3/election/leader" => json_call(body, |r| election.leader(r)).await,
+        "/v3/election/resign" => json_call(body, |r| election.resign(r)).await,
+        "/v3/election/observe" => {
+            match serde_json::from_slice::<lode_protocol::etcd::v3electionpb::LeaderRequest>(&body)
+            {
+                Ok(request) => match election.observe(tonic::Request::new(request)).await {
+                    Ok(stream) => json_lines(stream.into_inner()),
+                    Err(status) => error_response(&status),
+                },
+                Err(error) => error_response(&Status::invalid_argument(format!(
+                    "the request body is not a valid message: {error}"
+                ))),
+            }
+        }
         "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
             json_call(body, |r| lease.lease_revoke(r)).await
         }

@@ -4,6 +4,7 @@
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
 pub mod authority;
+pub mod concurrency;
 pub mod grpc;
 pub mod http;
 pub mod native;
@@ -59,6 +60,7 @@ pub fn fill_header(response: &mut Response, node: &Node) {
         Response::Write(WriteResponse::Compact(r)) => &mut r.header,
         Response::Write(WriteResponse::Lease(r)) => &mut r.header,
         Response::Lease(answer) => answer.header_mut(),
+        Response::Coordination(answer) => answer.header_mut(),
         Response::Status(s) => &mut s.header,
         Response::Watch { header, .. } => header,
         Response::Alarm(a) => &mut a.header,

@@ -20,7 +20,9 @@ use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
 use super::{fill_header, Limits};
-use crate::api::native::{self, Request, Response, WatchRequest};
+use crate::api::native::{
+    self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
+};
 use crate::consensus::ServerError;
 use crate::mvcc::KvError;
 
@@ -291,6 +293,21 @@ async fn handle_frame(
             node.lease_write(lease).await.map(Response::Write)
         }
         Request::Lease(query) => node.lease_query(query).await.map(Response::Lease),
+        Request::Coordination(CoordinationRequest::Observe { name }) => {
+            observe(id, name, node, outbox).await;
+            outbox.settle();
+            return;
+        }
+        Request::Coordination(request) => {
+            let connection_gone = async {
+                while !outbox.closed.get() && !outbox.writer_gone.get() {
+                    glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            };
+            coordinate(node, request, connection_gone)
+                .await
+                .map(Response::Coordination)
+        }
         Request::Write(write) => {
             match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
                 Ok(()) => {
@@ -350,6 +367,63 @@ async fn handle_frame(
         Err(error) => server_error_frame(id, error, node),
     };
     outbox.answer(frame);
+}
+
+/// Serves a lock or election request (not Observe); a Lock or Campaign whose connection
+/// closes while it waits (`connection_gone`) withdraws.
+async fn coordinate(
+    node: &Rc<Node>,
+    request: CoordinationRequest,
+    connection_gone: impl std::future::Future<Output = ()>,
+) -> Result<CoordinationResponse, ServerError> {
+    use super::concurrency;
+    Ok(match request {
+        CoordinationRequest::Lock { name, lease } => {
+            let (header, key) = concurrency::lock(node, name, lease, connection_gone).await?;
+            CoordinationResponse::Locked { header, key }
+        }
+        CoordinationRequest::Unlock { key } => CoordinationResponse::Unlocked {
+            header: concurrency::unlock(node, &key).await?,
+        },
+        CoordinationRequest::Campaign { name, lease, value } => {
+            let (header, leader) =
+                concurrency::campaign(node, name, lease, value, connection_gone).await?;
+            CoordinationResponse::Campaigned { header, leader }
+        }
+        CoordinationRequest::Proclaim { leader, value } => CoordinationResponse::Proclaimed {
+            header: concurrency::proclaim(node, &leader, value).await?,
+        },
+        CoordinationRequest::Leader { name } => {
+            let (header, kv) = concurrency::leader(node, &name).await?;
+            CoordinationResponse::Leader { header, kv }
+        }
+        CoordinationRequest::Resign { leader } => CoordinationResponse::Resigned {
+            header: concurrency::resign(node, &leader).await?,
+        },
+        CoordinationRequest::Observe { .. } => {
+            return Err(ServerError::Internal("Observe is a stream".into()))
+        }
+    })
+}
+
+/// Streams an election's leaders and proclamations as answers to request `id` until the
+/// connection closes (or the stream fails, answered with its error).
+async fn observe(id: u64, name: Bytes, node: &Rc<Node>, outbox: &Outbox) {
+    let observing = super::concurrency::observe(node, name, |header, kv| {
+        let mut response = Response::Coordination(CoordinationResponse::Leader { header, kv });
+        fill_header(&mut response, node);
+        outbox.push(native::encode_response(id, &response));
+        async { !outbox.closed.get() && !outbox.writer_gone.get() }
+    });
+    let connection_gone = async {
+        while !outbox.closed.get() && !outbox.writer_gone.get() {
+            glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    let outcome = super::concurrency::unless_cancelled(observing, connection_gone).await;
+    if let Some(Err(error)) = outcome {
+        outbox.push(server_error_frame(id, error, node));
+    }
 }
 
 fn server_error_frame(id: u64, error: ServerError, node: &Node) -> Vec<u8> {

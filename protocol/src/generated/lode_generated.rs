@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 23;
+pub const ENUM_MAX_REQUEST: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 24] = [
+pub const ENUM_VALUES_REQUEST: [Request; 31] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -513,6 +513,13 @@ pub const ENUM_VALUES_REQUEST: [Request; 24] = [
   Request::LeaseKeepAliveRequest,
   Request::LeaseTimeToLiveRequest,
   Request::LeaseLeasesRequest,
+  Request::LockRequest,
+  Request::UnlockRequest,
+  Request::CampaignRequest,
+  Request::ProclaimRequest,
+  Request::LeaderRequest,
+  Request::ObserveRequest,
+  Request::ResignRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -544,9 +551,16 @@ impl Request {
   pub const LeaseKeepAliveRequest: Self = Self(21);
   pub const LeaseTimeToLiveRequest: Self = Self(22);
   pub const LeaseLeasesRequest: Self = Self(23);
+  pub const LockRequest: Self = Self(24);
+  pub const UnlockRequest: Self = Self(25);
+  pub const CampaignRequest: Self = Self(26);
+  pub const ProclaimRequest: Self = Self(27);
+  pub const LeaderRequest: Self = Self(28);
+  pub const ObserveRequest: Self = Self(29);
+  pub const ResignRequest: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 23;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -572,6 +586,13 @@ impl Request {
     Self::LeaseKeepAliveRequest,
     Self::LeaseTimeToLiveRequest,
     Self::LeaseLeasesRequest,
+    Self::LockRequest,
+    Self::UnlockRequest,
+    Self::CampaignRequest,
+    Self::ProclaimRequest,
+    Self::LeaderRequest,
+    Self::ObserveRequest,
+    Self::ResignRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -600,6 +621,13 @@ impl Request {
       Self::LeaseKeepAliveRequest => Some("LeaseKeepAliveRequest"),
       Self::LeaseTimeToLiveRequest => Some("LeaseTimeToLiveRequest"),
       Self::LeaseLeasesRequest => Some("LeaseLeasesRequest"),
+      Self::LockRequest => Some("LockRequest"),
+      Self::UnlockRequest => Some("UnlockRequest"),
+      Self::CampaignRequest => Some("CampaignRequest"),
+      Self::ProclaimRequest => Some("ProclaimRequest"),
+      Self::LeaderRequest => Some("LeaderRequest"),
+      Self::ObserveRequest => Some("ObserveRequest"),
+      Self::ResignRequest => Some("ResignRequest"),
       _ => None,
     }
   }
@@ -747,10 +775,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for WatchAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 20;
+pub const ENUM_MAX_RESPONSE: u8 = 26;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 21] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 27] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -772,6 +800,12 @@ pub const ENUM_VALUES_RESPONSE: [Response; 21] = [
   Response::LeaseKeepAliveResponse,
   Response::LeaseTimeToLiveResponse,
   Response::LeaseLeasesResponse,
+  Response::LockResponse,
+  Response::UnlockResponse,
+  Response::CampaignResponse,
+  Response::ProclaimResponse,
+  Response::LeaderResponse,
+  Response::ResignResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -800,9 +834,15 @@ impl Response {
   pub const LeaseKeepAliveResponse: Self = Self(18);
   pub const LeaseTimeToLiveResponse: Self = Self(19);
   pub const LeaseLeasesResponse: Self = Self(20);
+  pub const LockResponse: Self = Self(21);
+  pub const UnlockResponse: Self = Self(22);
+  pub const CampaignResponse: Self = Self(23);
+  pub const ProclaimResponse: Self = Self(24);
+  pub const LeaderResponse: Self = Self(25);
+  pub const ResignResponse: Self = Self(26);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -825,6 +865,12 @@ impl Response {
     Self::LeaseKeepAliveResponse,
     Self::LeaseTimeToLiveResponse,
     Self::LeaseLeasesResponse,
+    Self::LockResponse,
+    Self::UnlockResponse,
+    Self::CampaignResponse,
+    Self::ProclaimResponse,
+    Self::LeaderResponse,
+    Self::ResignResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -850,6 +896,12 @@ impl Response {
       Self::LeaseKeepAliveResponse => Some("LeaseKeepAliveResponse"),
       Self::LeaseTimeToLiveResponse => Some("LeaseTimeToLiveResponse"),
       Self::LeaseLeasesResponse => Some("LeaseLeasesResponse"),
+      Self::LockResponse => Some("LockResponse"),
+      Self::UnlockResponse => Some("UnlockResponse"),
+      Self::CampaignResponse => Some("CampaignResponse"),
+      Self::ProclaimResponse => Some("ProclaimResponse"),
+      Self::LeaderResponse => Some("LeaderResponse"),
+      Self::ResignResponse => Some("ResignResponse"),
       _ => None,
     }
   }
@@ -2517,6 +2569,893 @@ impl ::core::fmt::Debug for Compare<'_> {
       ds.finish()
   }
 }
+pub enum LockRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LockRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LockRequest<'a> {
+  type Inner = LockRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LockRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEASE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LockRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LockRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LockRequest<'bldr>> {
+    let mut builder = LockRequestBuilder::new(_fbb);
+    builder.add_lease(args.lease);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LockRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn lease(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LockRequest::VT_LEASE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LockRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("name", Self::VT_NAME, false)?
+     .visit_field::<i64>("lease", Self::VT_LEASE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LockRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub lease: i64,
+}
+impl<'a> Default for LockRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LockRequestArgs {
+      name: None,
+      lease: 0,
+    }
+  }
+}
+
+pub struct LockRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LockRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LockRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_lease(&mut self, lease: i64) {
+    self.fbb_.push_slot::<i64>(LockRequest::VT_LEASE, lease, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LockRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LockRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LockRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LockRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LockRequest");
+      ds.field("name", &self.name());
+      ds.field("lease", &self.lease());
+      ds.finish()
+  }
+}
+pub enum UnlockRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnlockRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnlockRequest<'a> {
+  type Inner = UnlockRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnlockRequest<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnlockRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnlockRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UnlockRequest<'bldr>> {
+    let mut builder = UnlockRequestBuilder::new(_fbb);
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UnlockRequest::VT_KEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UnlockRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnlockRequestArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UnlockRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UnlockRequestArgs {
+      key: None,
+    }
+  }
+}
+
+pub struct UnlockRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnlockRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UnlockRequest::VT_KEY, key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnlockRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnlockRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnlockRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnlockRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnlockRequest");
+      ds.field("key", &self.key());
+      ds.finish()
+  }
+}
+pub enum LeaderKeyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaderKey<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaderKey<'a> {
+  type Inner = LeaderKey<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaderKey<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REV: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEASE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaderKey { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaderKeyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaderKey<'bldr>> {
+    let mut builder = LeaderKeyBuilder::new(_fbb);
+    builder.add_lease(args.lease);
+    builder.add_rev(args.rev);
+    if let Some(x) = args.key { builder.add_key(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LeaderKey::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LeaderKey::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn rev(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaderKey::VT_REV, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn lease(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LeaderKey::VT_LEASE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaderKey<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<i64>("rev", Self::VT_REV, false)?
+     .visit_field::<i64>("lease", Self::VT_LEASE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaderKeyArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub rev: i64,
+    pub lease: i64,
+}
+impl<'a> Default for LeaderKeyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaderKeyArgs {
+      name: None,
+      key: None,
+      rev: 0,
+      lease: 0,
+    }
+  }
+}
+
+pub struct LeaderKeyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaderKeyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaderKey::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaderKey::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_rev(&mut self, rev: i64) {
+    self.fbb_.push_slot::<i64>(LeaderKey::VT_REV, rev, 0);
+  }
+  #[inline]
+  pub fn add_lease(&mut self, lease: i64) {
+    self.fbb_.push_slot::<i64>(LeaderKey::VT_LEASE, lease, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaderKeyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaderKeyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaderKey<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaderKey<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaderKey");
+      ds.field("name", &self.name());
+      ds.field("key", &self.key());
+      ds.field("rev", &self.rev());
+      ds.field("lease", &self.lease());
+      ds.finish()
+  }
+}
+pub enum CampaignRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CampaignRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CampaignRequest<'a> {
+  type Inner = CampaignRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CampaignRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEASE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CampaignRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CampaignRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CampaignRequest<'bldr>> {
+    let mut builder = CampaignRequestBuilder::new(_fbb);
+    builder.add_lease(args.lease);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(CampaignRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn lease(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(CampaignRequest::VT_LEASE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(CampaignRequest::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CampaignRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("name", Self::VT_NAME, false)?
+     .visit_field::<i64>("lease", Self::VT_LEASE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CampaignRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub lease: i64,
+    pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for CampaignRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CampaignRequestArgs {
+      name: None,
+      lease: 0,
+      value: None,
+    }
+  }
+}
+
+pub struct CampaignRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CampaignRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CampaignRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_lease(&mut self, lease: i64) {
+    self.fbb_.push_slot::<i64>(CampaignRequest::VT_LEASE, lease, 0);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CampaignRequest::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CampaignRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CampaignRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CampaignRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CampaignRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CampaignRequest");
+      ds.field("name", &self.name());
+      ds.field("lease", &self.lease());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum ProclaimRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProclaimRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProclaimRequest<'a> {
+  type Inner = ProclaimRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProclaimRequest<'a> {
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProclaimRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProclaimRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ProclaimRequest<'bldr>> {
+    let mut builder = ProclaimRequestBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.leader { builder.add_leader(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn leader(&self) -> Option<LeaderKey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LeaderKey>>(ProclaimRequest::VT_LEADER, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ProclaimRequest::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProclaimRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<LeaderKey>>("leader", Self::VT_LEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProclaimRequestArgs<'a> {
+    pub leader: Option<::flatbuffers::WIPOffset<LeaderKey<'a>>>,
+    pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ProclaimRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProclaimRequestArgs {
+      leader: None,
+      value: None,
+    }
+  }
+}
+
+pub struct ProclaimRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProclaimRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_leader(&mut self, leader: ::flatbuffers::WIPOffset<LeaderKey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<LeaderKey>>(ProclaimRequest::VT_LEADER, leader);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProclaimRequest::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProclaimRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProclaimRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProclaimRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProclaimRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProclaimRequest");
+      ds.field("leader", &self.leader());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum LeaderRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaderRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaderRequest<'a> {
+  type Inner = LeaderRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaderRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaderRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaderRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaderRequest<'bldr>> {
+    let mut builder = LeaderRequestBuilder::new(_fbb);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LeaderRequest::VT_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaderRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("name", Self::VT_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaderRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for LeaderRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaderRequestArgs {
+      name: None,
+    }
+  }
+}
+
+pub struct LeaderRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaderRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaderRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaderRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaderRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaderRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaderRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaderRequest");
+      ds.field("name", &self.name());
+      ds.finish()
+  }
+}
+pub enum ObserveRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ObserveRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ObserveRequest<'a> {
+  type Inner = ObserveRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ObserveRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ObserveRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ObserveRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ObserveRequest<'bldr>> {
+    let mut builder = ObserveRequestBuilder::new(_fbb);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ObserveRequest::VT_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ObserveRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("name", Self::VT_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ObserveRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ObserveRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ObserveRequestArgs {
+      name: None,
+    }
+  }
+}
+
+pub struct ObserveRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ObserveRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ObserveRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ObserveRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ObserveRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ObserveRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ObserveRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ObserveRequest");
+      ds.field("name", &self.name());
+      ds.finish()
+  }
+}
+pub enum ResignRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ResignRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ResignRequest<'a> {
+  type Inner = ResignRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ResignRequest<'a> {
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ResignRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ResignRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ResignRequest<'bldr>> {
+    let mut builder = ResignRequestBuilder::new(_fbb);
+    if let Some(x) = args.leader { builder.add_leader(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn leader(&self) -> Option<LeaderKey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LeaderKey>>(ResignRequest::VT_LEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ResignRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<LeaderKey>>("leader", Self::VT_LEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ResignRequestArgs<'a> {
+    pub leader: Option<::flatbuffers::WIPOffset<LeaderKey<'a>>>,
+}
+impl<'a> Default for ResignRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ResignRequestArgs {
+      leader: None,
+    }
+  }
+}
+
+pub struct ResignRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResignRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_leader(&mut self, leader: ::flatbuffers::WIPOffset<LeaderKey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<LeaderKey>>(ResignRequest::VT_LEADER, leader);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ResignRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ResignRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ResignRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ResignRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ResignRequest");
+      ds.field("leader", &self.leader());
+      ds.finish()
+  }
+}
 pub enum LeaseGrantRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3978,6 +4917,111 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lock_request(&self) -> Option<LockRequest<'a>> {
+    if self.request_type() == Request::LockRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LockRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_unlock_request(&self) -> Option<UnlockRequest<'a>> {
+    if self.request_type() == Request::UnlockRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnlockRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_campaign_request(&self) -> Option<CampaignRequest<'a>> {
+    if self.request_type() == Request::CampaignRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CampaignRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_proclaim_request(&self) -> Option<ProclaimRequest<'a>> {
+    if self.request_type() == Request::ProclaimRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ProclaimRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_leader_request(&self) -> Option<LeaderRequest<'a>> {
+    if self.request_type() == Request::LeaderRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaderRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_observe_request(&self) -> Option<ObserveRequest<'a>> {
+    if self.request_type() == Request::ObserveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ObserveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_resign_request(&self) -> Option<ResignRequest<'a>> {
+    if self.request_type() == Request::ResignRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ResignRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -4011,6 +5055,13 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::LeaseKeepAliveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveRequest>>("Request::LeaseKeepAliveRequest", pos),
           Request::LeaseTimeToLiveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveRequest>>("Request::LeaseTimeToLiveRequest", pos),
           Request::LeaseLeasesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesRequest>>("Request::LeaseLeasesRequest", pos),
+          Request::LockRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LockRequest>>("Request::LockRequest", pos),
+          Request::UnlockRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlockRequest>>("Request::UnlockRequest", pos),
+          Request::CampaignRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CampaignRequest>>("Request::CampaignRequest", pos),
+          Request::ProclaimRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProclaimRequest>>("Request::ProclaimRequest", pos),
+          Request::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("Request::LeaderRequest", pos),
+          Request::ObserveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ObserveRequest>>("Request::ObserveRequest", pos),
+          Request::ResignRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignRequest>>("Request::ResignRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -4221,6 +5272,55 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::LeaseLeasesRequest => {
           if let Some(x) = self.request_as_lease_leases_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LockRequest => {
+          if let Some(x) = self.request_as_lock_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::UnlockRequest => {
+          if let Some(x) = self.request_as_unlock_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::CampaignRequest => {
+          if let Some(x) = self.request_as_campaign_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ProclaimRequest => {
+          if let Some(x) = self.request_as_proclaim_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaderRequest => {
+          if let Some(x) = self.request_as_leader_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ObserveRequest => {
+          if let Some(x) = self.request_as_observe_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ResignRequest => {
+          if let Some(x) = self.request_as_resign_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6984,6 +8084,633 @@ impl ::core::fmt::Debug for ErrorResponse<'_> {
       ds.finish()
   }
 }
+pub enum LockResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LockResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LockResponse<'a> {
+  type Inner = LockResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LockResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LockResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LockResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LockResponse<'bldr>> {
+    let mut builder = LockResponseBuilder::new(_fbb);
+    if let Some(x) = args.key { builder.add_key(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LockResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LockResponse::VT_KEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LockResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LockResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for LockResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LockResponseArgs {
+      header: None,
+      key: None,
+    }
+  }
+}
+
+pub struct LockResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LockResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LockResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LockResponse::VT_KEY, key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LockResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LockResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LockResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LockResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LockResponse");
+      ds.field("header", &self.header());
+      ds.field("key", &self.key());
+      ds.finish()
+  }
+}
+pub enum UnlockResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnlockResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnlockResponse<'a> {
+  type Inner = UnlockResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnlockResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnlockResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnlockResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UnlockResponse<'bldr>> {
+    let mut builder = UnlockResponseBuilder::new(_fbb);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(UnlockResponse::VT_HEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UnlockResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnlockResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+}
+impl<'a> Default for UnlockResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UnlockResponseArgs {
+      header: None,
+    }
+  }
+}
+
+pub struct UnlockResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnlockResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(UnlockResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnlockResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnlockResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnlockResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnlockResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnlockResponse");
+      ds.field("header", &self.header());
+      ds.finish()
+  }
+}
+pub enum CampaignResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CampaignResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CampaignResponse<'a> {
+  type Inner = CampaignResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CampaignResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CampaignResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CampaignResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CampaignResponse<'bldr>> {
+    let mut builder = CampaignResponseBuilder::new(_fbb);
+    if let Some(x) = args.leader { builder.add_leader(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(CampaignResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn leader(&self) -> Option<LeaderKey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LeaderKey>>(CampaignResponse::VT_LEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CampaignResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<LeaderKey>>("leader", Self::VT_LEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CampaignResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub leader: Option<::flatbuffers::WIPOffset<LeaderKey<'a>>>,
+}
+impl<'a> Default for CampaignResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CampaignResponseArgs {
+      header: None,
+      leader: None,
+    }
+  }
+}
+
+pub struct CampaignResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CampaignResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(CampaignResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_leader(&mut self, leader: ::flatbuffers::WIPOffset<LeaderKey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<LeaderKey>>(CampaignResponse::VT_LEADER, leader);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CampaignResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CampaignResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CampaignResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CampaignResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CampaignResponse");
+      ds.field("header", &self.header());
+      ds.field("leader", &self.leader());
+      ds.finish()
+  }
+}
+pub enum ProclaimResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProclaimResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProclaimResponse<'a> {
+  type Inner = ProclaimResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProclaimResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProclaimResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProclaimResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ProclaimResponse<'bldr>> {
+    let mut builder = ProclaimResponseBuilder::new(_fbb);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(ProclaimResponse::VT_HEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProclaimResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProclaimResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+}
+impl<'a> Default for ProclaimResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProclaimResponseArgs {
+      header: None,
+    }
+  }
+}
+
+pub struct ProclaimResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProclaimResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(ProclaimResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProclaimResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProclaimResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProclaimResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProclaimResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProclaimResponse");
+      ds.field("header", &self.header());
+      ds.finish()
+  }
+}
+pub enum LeaderResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaderResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaderResponse<'a> {
+  type Inner = LeaderResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaderResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KV: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaderResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaderResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaderResponse<'bldr>> {
+    let mut builder = LeaderResponseBuilder::new(_fbb);
+    if let Some(x) = args.kv { builder.add_kv(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(LeaderResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn kv(&self) -> Option<KeyValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<KeyValue>>(LeaderResponse::VT_KV, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaderResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<KeyValue>>("kv", Self::VT_KV, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaderResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub kv: Option<::flatbuffers::WIPOffset<KeyValue<'a>>>,
+}
+impl<'a> Default for LeaderResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaderResponseArgs {
+      header: None,
+      kv: None,
+    }
+  }
+}
+
+pub struct LeaderResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaderResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(LeaderResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_kv(&mut self, kv: ::flatbuffers::WIPOffset<KeyValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<KeyValue>>(LeaderResponse::VT_KV, kv);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaderResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaderResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaderResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaderResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaderResponse");
+      ds.field("header", &self.header());
+      ds.field("kv", &self.kv());
+      ds.finish()
+  }
+}
+pub enum ResignResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ResignResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ResignResponse<'a> {
+  type Inner = ResignResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ResignResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ResignResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ResignResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ResignResponse<'bldr>> {
+    let mut builder = ResignResponseBuilder::new(_fbb);
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(ResignResponse::VT_HEADER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ResignResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ResignResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+}
+impl<'a> Default for ResignResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ResignResponseArgs {
+      header: None,
+    }
+  }
+}
+
+pub struct ResignResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResignResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(ResignResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ResignResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ResignResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ResignResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ResignResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ResignResponse");
+      ds.field("header", &self.header());
+      ds.finish()
+  }
+}
 pub enum LeaseGrantResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8616,6 +10343,96 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lock_response(&self) -> Option<LockResponse<'a>> {
+    if self.response_type() == Response::LockResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LockResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_unlock_response(&self) -> Option<UnlockResponse<'a>> {
+    if self.response_type() == Response::UnlockResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnlockResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_campaign_response(&self) -> Option<CampaignResponse<'a>> {
+    if self.response_type() == Response::CampaignResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CampaignResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_proclaim_response(&self) -> Option<ProclaimResponse<'a>> {
+    if self.response_type() == Response::ProclaimResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ProclaimResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_leader_response(&self) -> Option<LeaderResponse<'a>> {
+    if self.response_type() == Response::LeaderResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaderResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_resign_response(&self) -> Option<ResignResponse<'a>> {
+    if self.response_type() == Response::ResignResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ResignResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -8646,6 +10463,12 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::LeaseKeepAliveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveResponse>>("Response::LeaseKeepAliveResponse", pos),
           Response::LeaseTimeToLiveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveResponse>>("Response::LeaseTimeToLiveResponse", pos),
           Response::LeaseLeasesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesResponse>>("Response::LeaseLeasesResponse", pos),
+          Response::LockResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LockResponse>>("Response::LockResponse", pos),
+          Response::UnlockResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlockResponse>>("Response::UnlockResponse", pos),
+          Response::CampaignResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CampaignResponse>>("Response::CampaignResponse", pos),
+          Response::ProclaimResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProclaimResponse>>("Response::ProclaimResponse", pos),
+          Response::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("Response::LeaderResponse", pos),
+          Response::ResignResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignResponse>>("Response::ResignResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -8835,6 +10658,48 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
         },
         Response::LeaseLeasesResponse => {
           if let Some(x) = self.response_as_lease_leases_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LockResponse => {
+          if let Some(x) = self.response_as_lock_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::UnlockResponse => {
+          if let Some(x) = self.response_as_unlock_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::CampaignResponse => {
+          if let Some(x) = self.response_as_campaign_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::ProclaimResponse => {
+          if let Some(x) = self.response_as_proclaim_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaderResponse => {
+          if let Some(x) = self.response_as_leader_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::ResignResponse => {
+          if let Some(x) = self.response_as_resign_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9381,6 +11246,111 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_lock_request(&self) -> Option<LockRequest<'a>> {
+    if self.request_type() == Request::LockRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LockRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_unlock_request(&self) -> Option<UnlockRequest<'a>> {
+    if self.request_type() == Request::UnlockRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnlockRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_campaign_request(&self) -> Option<CampaignRequest<'a>> {
+    if self.request_type() == Request::CampaignRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CampaignRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_proclaim_request(&self) -> Option<ProclaimRequest<'a>> {
+    if self.request_type() == Request::ProclaimRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ProclaimRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_leader_request(&self) -> Option<LeaderRequest<'a>> {
+    if self.request_type() == Request::LeaderRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaderRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_observe_request(&self) -> Option<ObserveRequest<'a>> {
+    if self.request_type() == Request::ObserveRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ObserveRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_resign_request(&self) -> Option<ResignRequest<'a>> {
+    if self.request_type() == Request::ResignRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ResignRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -9415,6 +11385,13 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::LeaseKeepAliveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveRequest>>("Request::LeaseKeepAliveRequest", pos),
           Request::LeaseTimeToLiveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveRequest>>("Request::LeaseTimeToLiveRequest", pos),
           Request::LeaseLeasesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesRequest>>("Request::LeaseLeasesRequest", pos),
+          Request::LockRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LockRequest>>("Request::LockRequest", pos),
+          Request::UnlockRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlockRequest>>("Request::UnlockRequest", pos),
+          Request::CampaignRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CampaignRequest>>("Request::CampaignRequest", pos),
+          Request::ProclaimRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProclaimRequest>>("Request::ProclaimRequest", pos),
+          Request::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("Request::LeaderRequest", pos),
+          Request::ObserveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ObserveRequest>>("Request::ObserveRequest", pos),
+          Request::ResignRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignRequest>>("Request::ResignRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -9632,6 +11609,55 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::LeaseLeasesRequest => {
           if let Some(x) = self.request_as_lease_leases_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LockRequest => {
+          if let Some(x) = self.request_as_lock_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::UnlockRequest => {
+          if let Some(x) = self.request_as_unlock_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::CampaignRequest => {
+          if let Some(x) = self.request_as_campaign_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ProclaimRequest => {
+          if let Some(x) = self.request_as_proclaim_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::LeaderRequest => {
+          if let Some(x) = self.request_as_leader_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ObserveRequest => {
+          if let Some(x) = self.request_as_observe_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ResignRequest => {
+          if let Some(x) = self.request_as_resign_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10003,6 +12029,96 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_lock_response(&self) -> Option<LockResponse<'a>> {
+    if self.response_type() == Response::LockResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LockResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_unlock_response(&self) -> Option<UnlockResponse<'a>> {
+    if self.response_type() == Response::UnlockResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnlockResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_campaign_response(&self) -> Option<CampaignResponse<'a>> {
+    if self.response_type() == Response::CampaignResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CampaignResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_proclaim_response(&self) -> Option<ProclaimResponse<'a>> {
+    if self.response_type() == Response::ProclaimResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ProclaimResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_leader_response(&self) -> Option<LeaderResponse<'a>> {
+    if self.response_type() == Response::LeaderResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaderResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_resign_response(&self) -> Option<ResignResponse<'a>> {
+    if self.response_type() == Response::ResignResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ResignResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -10034,6 +12150,12 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::LeaseKeepAliveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveResponse>>("Response::LeaseKeepAliveResponse", pos),
           Response::LeaseTimeToLiveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveResponse>>("Response::LeaseTimeToLiveResponse", pos),
           Response::LeaseLeasesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesResponse>>("Response::LeaseLeasesResponse", pos),
+          Response::LockResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LockResponse>>("Response::LockResponse", pos),
+          Response::UnlockResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlockResponse>>("Response::UnlockResponse", pos),
+          Response::CampaignResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CampaignResponse>>("Response::CampaignResponse", pos),
+          Response::ProclaimResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProclaimResponse>>("Response::ProclaimResponse", pos),
+          Response::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("Response::LeaderResponse", pos),
+          Response::ResignResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignResponse>>("Response::ResignResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -10230,6 +12352,48 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::LeaseLeasesResponse => {
           if let Some(x) = self.response_as_lease_leases_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LockResponse => {
+          if let Some(x) = self.response_as_lock_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::UnlockResponse => {
+          if let Some(x) = self.response_as_unlock_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::CampaignResponse => {
+          if let Some(x) = self.response_as_campaign_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::ProclaimResponse => {
+          if let Some(x) = self.response_as_proclaim_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::LeaderResponse => {
+          if let Some(x) = self.response_as_leader_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::ResignResponse => {
+          if let Some(x) = self.response_as_resign_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -521,12 +521,22 @@ pub mod services {
     use lode_protocol::etcd::{v3electionpb as election_pb, v3lockpb as lock_pb};
     use tonic::Status;
 
-    use super::super::grpc::{on_core, on_core_until_cancelled, status};
+    use super::super::grpc::{on_core, on_core_until_cancelled};
     use super::super::node::Node;
     use super::LeaderKey;
     use crate::api::etcd;
     use crate::consensus::ServerError;
     use crate::mvcc::request::ResponseHeader;
+
+    /// etcd's concurrency handlers answer every failure with gRPC code Unknown and the
+    /// error's message (their errors reach gRPC as plain errors, not statuses).
+    fn unknown(status: Status) -> Status {
+        Status::unknown(status.message().to_string())
+    }
+
+    fn status(error: ServerError) -> Status {
+        Status::unknown(error.to_string())
+    }
 
     fn header(
         mut header: ResponseHeader,
@@ -570,6 +580,7 @@ pub mod services {
             })
             .await
             .map(tonic::Response::new)
+            .map_err(unknown)
         }
 
         async fn unlock(
@@ -585,6 +596,7 @@ pub mod services {
             })
             .await
             .map(tonic::Response::new)
+            .map_err(unknown)
         }
     }
 
@@ -622,6 +634,7 @@ pub mod services {
             })
             .await
             .map(tonic::Response::new)
+            .map_err(unknown)
         }
 
         async fn proclaim(
@@ -638,6 +651,7 @@ pub mod services {
             })
             .await
             .map(tonic::Response::new)
+            .map_err(unknown)
         }
 
         async fn leader(
@@ -654,6 +668,7 @@ pub mod services {
             })
             .await
             .map(tonic::Response::new)
+            .map_err(unknown)
         }
 
         type ObserveStream = Observations;
@@ -686,6 +701,7 @@ pub mod services {
             })
             .await
             .map(tonic::Response::new)
+            .map_err(unknown)
         }
     }
 

@@ -226,7 +226,14 @@ fn etcdctl_lock_and_elect(endpoint: &str) {
     let output = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
-        .args(["lock", "mutex", "--", "sh", "-c", "echo $ETCD_LOCK_KEY; exit 3"])
+        .args([
+            "lock",
+            "mutex",
+            "--",
+            "sh",
+            "-c",
+            "echo $ETCD_LOCK_KEY; exit 3",
+        ])
         .output()
         .unwrap();
     // etcdctl 3.4 exits 1 when the command fails (3.5 passes the command's status on).

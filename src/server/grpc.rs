@@ -329,9 +329,19 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
+        // etcd's client asks for a leader on keep-alive streams (`hasleader`): refused at once
+        // while there is none.
+        let require_leader = request
+            .metadata()
+            .get("hasleader")
+            .and_then(|value| value.to_str().ok())
+            == Some("true");
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
         on_core(move |node, _| async move {
+            if require_leader && node.status().await?.leader == 0 {
+                return Err(ServerError::NoLeader);
+            }
             glommio::spawn_local(serve_keep_alives(node, requests, sender)).detach();
             Ok(())
         })

@@ -292,11 +292,29 @@ fn a_follower_serves_watches_of_writes_made_through_the_leader() {
 fn etcdctl_watch_prints_events() {
     let dir = DataDir::new("watch-etcdctl");
     let lode = Lode::start(&dir.0, &[]);
-    let endpoint = lode.client_url.clone();
+    etcdctl_watch(&lode.client_url, &lode.client_url);
+}
+
+#[test]
+fn etcdctl_watch_on_a_follower_prints_events_written_through_the_leader() {
+    let mut members = cluster("watch-etcdctl-cluster");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    etcdctl_watch(
+        &members[leader].lode().client_url,
+        &members[(leader + 1) % 3].lode().client_url,
+    );
+}
+
+/// etcdctl's `watch --prefix --rev 1 --prev-kv -w json` on `watched` sees the puts made
+/// through `written`, history first.
+fn etcdctl_watch(written: &str, watched: &str) {
     let put = |key: &str, value: &str| {
         let status = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &endpoint, "put", key, value])
+            .args(["--endpoints", written, "put", key, value])
             .output()
             .expect("etcdctl put");
         assert!(status.status.success(), "{status:?}");
@@ -306,7 +324,7 @@ fn etcdctl_watch_prints_events() {
         .env("ETCDCTL_API", "3")
         .args([
             "--endpoints",
-            &endpoint,
+            watched,
             "watch",
             "job/",
             "--prefix",

@@ -18,6 +18,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use lode_protocol::etcd::etcdserverpb as pb;
 use pb::kv_client::KvClient;
+use pb::lease_client::LeaseClient;
 use pb::maintenance_client::MaintenanceClient;
 use pb::watch_client::WatchClient;
 use tonic::transport::Channel;
@@ -60,7 +61,7 @@ pub struct EtcdArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put,get-linearizable,get-serializable,txn-cas,watch"
+        default_value = "put,get-linearizable,get-serializable,txn-cas,watch,lease-grant,lease-keepalive"
     )]
     scenarios: Vec<String>,
     /// Print only JSON lines.
@@ -341,7 +342,7 @@ async fn run_case(
     let channels = connect_channels(endpoint, connections).await?;
     // Every key exists before reads and compare-and-swaps start.
     let value = Bytes::from(vec![b'v'; args.load.value_bytes]);
-    if scenario != "put" {
+    if !["put", "lease-grant", "lease-keepalive"].contains(&scenario) {
         let mut kv = KvClient::new(channels[0].clone());
         for client in 0..clients {
             for n in 0..KEYS_PER_CLIENT {
@@ -362,11 +363,42 @@ async fn run_case(
     let mut tasks = Vec::new();
     for client in 0..clients {
         let mut kv = KvClient::new(channels[client % connections].clone());
+        let mut lease = LeaseClient::new(channels[client % connections].clone());
         let scenario = scenario.to_string();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
                 .map_err(|e| e.to_string())?;
+            // Keep-alives: each client renews its own lease on a stream of its own, one
+            // keep-alive in flight, as etcd's clients keep a session alive.
+            let mut keep_alive = None;
+            if scenario == "lease-keepalive" {
+                let granted = lease
+                    .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+                    .await
+                    .map_err(|e| format!("granting: {e}"))?
+                    .into_inner();
+                let (mut sender, requests) = futures::channel::mpsc::channel(1);
+                // etcd answers the call only with its first response: the first keep-alive
+                // goes before the call is awaited (and is not measured).
+                {
+                    use futures::SinkExt;
+                    sender
+                        .send(pb::LeaseKeepAliveRequest { id: granted.id })
+                        .await
+                        .map_err(|e| format!("keep-alive: {e}"))?;
+                }
+                let mut answers = lease
+                    .lease_keep_alive(requests)
+                    .await
+                    .map_err(|e| format!("keep-alive stream: {e}"))?
+                    .into_inner();
+                answers
+                    .message()
+                    .await
+                    .map_err(|e| format!("keep-alive: {e}"))?;
+                keep_alive = Some((granted.id, sender, answers));
+            }
             let mut n = 0u64;
             let mut expected = value.clone();
             while Instant::now() < deadline {
@@ -437,6 +469,26 @@ async fn run_case(
                                 }
                             }
                         })
+                    }
+                    "lease-grant" => lease
+                        .lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 0 })
+                        .await
+                        .map(|_| ()),
+                    "lease-keepalive" => {
+                        use futures::SinkExt;
+                        let Some((id, sender, answers)) = keep_alive.as_mut() else {
+                            return Err("no keep-alive stream".into());
+                        };
+                        sender
+                            .send(pb::LeaseKeepAliveRequest { id: *id })
+                            .await
+                            .map_err(|e| format!("keep-alive: {e}"))?;
+                        match answers.message().await {
+                            Ok(Some(answer)) if answer.ttl > 0 => Ok(()),
+                            Ok(Some(_)) => return Err("keep-alive: the lease is gone".into()),
+                            Ok(None) => return Err("keep-alive: the stream ended".into()),
+                            Err(status) => Err(status),
+                        }
                     }
                     other => return Err(format!("unknown scenario {other}")),
                 };
@@ -585,6 +637,11 @@ async fn run_watch_case(
     Ok(Measured::new(histogram, elapsed, cpu, rss_kib))
 }
 
+/// True for the scenarios the do-nothing gRPC server answers (its KV service).
+fn scenario_on_null(scenario: &str) -> bool {
+    !["watch", "lease-grant", "lease-keepalive"].contains(&scenario)
+}
+
 /// The client counts of `scenario` (watchers for the watch scenario).
 fn counts<'a>(args: &'a EtcdArgs, scenario: &str) -> &'a [usize] {
     if scenario == "watch" {
@@ -635,6 +692,8 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
             "get-serializable",
             "txn-cas",
             "watch",
+            "lease-grant",
+            "lease-keepalive",
         ]
         .contains(&scenario.as_str())
         {
@@ -677,7 +736,8 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
                 let endpoint = leader_endpoint(system, &servers).await?;
                 let mut cases = Vec::new();
                 for scenario in &args.scenarios {
-                    if scenario == "watch" && system == System::Null {
+                    // The do-nothing server serves the KV service only.
+                    if system == System::Null && !scenario_on_null(scenario) {
                         continue;
                     }
                     for &clients in counts(&args, scenario) {

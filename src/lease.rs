@@ -17,7 +17,8 @@
 //!
 //! Invariants: every key attached to a lease is in that lease's key set and in no other; a
 //! revoked lease is gone with its key set (its keys are deleted in the same revision by the
-//! caller); `renewed_at` never moves past `now` at the time it is set.
+//! caller); `renewed_at` never moves past `now` at the time it is set; `by_deadline` holds
+//! exactly one entry per lease, its current deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -163,6 +164,8 @@ pub struct Lessor {
     leases: BTreeMap<i64, Lease>,
     /// Which lease each attached key belongs to.
     attached: BTreeMap<Bytes, i64>,
+    /// Every lease by its deadline: the leader finds what to expire without a scan.
+    by_deadline: BTreeSet<(Duration, i64)>,
 }
 
 impl Lessor {
@@ -197,16 +200,24 @@ impl Lessor {
         if id == 0 || self.leases.contains_key(&id) {
             return Err(LeaseError::AlreadyExists);
         }
-        self.leases.insert(
-            id,
-            Lease {
-                ttl,
-                generation: 0,
-                keys: BTreeSet::new(),
-                renewed_at: now,
-            },
-        );
+        let lease = Lease {
+            ttl,
+            generation: 0,
+            keys: BTreeSet::new(),
+            renewed_at: now,
+        };
+        self.by_deadline.insert((lease.deadline(), id));
+        self.leases.insert(id, lease);
         Ok(())
+    }
+
+    /// Rebuilds the deadline index (after every lease's time moved).
+    fn index_deadlines(&mut self) {
+        self.by_deadline = self
+            .leases
+            .iter()
+            .map(|(&id, lease)| (lease.deadline(), id))
+            .collect();
     }
 
     /// Applies one committed lease change at `now`; also returns the keys to delete in one
@@ -255,6 +266,7 @@ impl Lessor {
     /// the same revision.
     pub fn revoke(&mut self, id: i64) -> Result<Vec<Bytes>, LeaseError> {
         let lease = self.leases.remove(&id).ok_or(LeaseError::NotFound)?;
+        self.by_deadline.remove(&(lease.deadline(), id));
         for key in &lease.keys {
             self.attached.remove(key);
         }
@@ -292,8 +304,10 @@ impl Lessor {
         ids.iter()
             .map(|id| match self.leases.get_mut(id) {
                 Some(lease) => {
+                    self.by_deadline.remove(&(lease.deadline(), *id));
                     lease.renewed_at = now;
                     lease.generation += 1;
+                    self.by_deadline.insert((lease.deadline(), *id));
                     lease.ttl
                 }
                 None => 0,
@@ -307,6 +321,7 @@ impl Lessor {
         for lease in self.leases.values_mut() {
             lease.renewed_at = (lease.renewed_at + margin).min(now);
         }
+        self.index_deadlines();
     }
 
     /// etcd's LeaseTimeToLive at `now`; `None` for a lease that does not exist.
@@ -323,22 +338,17 @@ impl Lessor {
     /// leader revokes at a bounded rate, as etcd does), each with its generation (for
     /// `LeaseRequest::Expire`).
     pub fn expired(&self, now: Duration, limit: usize) -> Vec<(i64, u64)> {
-        let mut due: Vec<(Duration, i64, u64)> = self
-            .leases
+        self.by_deadline
             .iter()
-            .filter(|(_, lease)| lease.deadline() <= now)
-            .map(|(&id, lease)| (lease.deadline(), id, lease.generation))
-            .collect();
-        due.sort_unstable();
-        due.into_iter()
+            .take_while(|(deadline, _)| *deadline <= now)
             .take(limit)
-            .map(|(_, id, generation)| (id, generation))
+            .filter_map(|(_, id)| Some((*id, self.leases.get(id)?.generation)))
             .collect()
     }
 
     /// The earliest deadline of any lease (when the leader next has something to expire).
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.leases.values().map(Lease::deadline).min()
+        self.by_deadline.first().map(|(deadline, _)| *deadline)
     }
 
     /// The leases as a snapshot keeps them at `now`: a member loading one treats each as
@@ -376,6 +386,7 @@ impl Lessor {
                 },
             );
         }
+        self.index_deadlines();
     }
 }
 
@@ -545,5 +556,81 @@ mod tests {
             Err(LeaseError::NotFound)
         );
         assert!(lessor.is_empty());
+    }
+
+    /// The invariants, checked against a scan of every lease.
+    fn check(lessor: &Lessor, now: Duration) {
+        let mut scanned: Vec<(Duration, i64)> = lessor
+            .leases
+            .iter()
+            .map(|(&id, lease)| (lease.deadline(), id))
+            .collect();
+        scanned.sort_unstable();
+        let indexed: Vec<(Duration, i64)> = lessor.by_deadline.iter().copied().collect();
+        assert_eq!(
+            indexed, scanned,
+            "one index entry per lease, at its deadline"
+        );
+        let due: Vec<i64> = scanned
+            .iter()
+            .filter(|(deadline, _)| *deadline <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        let expired: Vec<i64> = lessor
+            .expired(now, usize::MAX)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(expired, due);
+        for (key, id) in &lessor.attached {
+            assert!(lessor.leases[id].keys.contains(key), "{key:?} in {id}");
+        }
+        let keys: usize = lessor.leases.values().map(|lease| lease.keys.len()).sum();
+        assert_eq!(
+            keys,
+            lessor.attached.len(),
+            "every lease key is attached once"
+        );
+    }
+
+    #[test]
+    fn random_changes_keep_the_key_sets_and_the_deadline_index_exact() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let mut lessor = Lessor::new();
+        let mut now = Duration::from_secs(100);
+        for _ in 0..5_000 {
+            now += Duration::from_millis(next(700));
+            let id = next(8) as i64 + 1;
+            match next(7) {
+                0 => {
+                    let _ = lessor.grant(id, next(10) as i64 + 1, now);
+                }
+                1 => {
+                    let _ = lessor.revoke(id);
+                }
+                2 => lessor.attach(&key(&format!("k{}", next(12))), next(9) as i64),
+                3 => lessor.detach(&key(&format!("k{}", next(12)))),
+                4 => {
+                    lessor.renew(&[id, next(8) as i64 + 1], now);
+                }
+                5 => lessor.promote(now, Duration::from_millis(next(2000))),
+                _ => {
+                    let due = lessor.expired(now, next(3) as usize + 1);
+                    let _ = lessor.apply(&LeaseRequest::Expire { leases: due }, now);
+                }
+            }
+            check(&lessor, now);
+            let saved = lessor.export(now);
+            let mut loaded = Lessor::new();
+            loaded.import(&saved, now);
+            check(&loaded, now);
+            assert_eq!(loaded.attached, lessor.attached);
+        }
     }
 }

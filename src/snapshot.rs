@@ -347,6 +347,25 @@ fn checked_section(
     Ok(())
 }
 
+/// A section stored as `u32 length | payload | CRC32C of the payload` at `position`: the
+/// payload's range and where the next section starts, once its checksum holds.
+fn sized_section(
+    bytes: &[u8],
+    position: usize,
+    reasons: (&'static str, &'static str),
+) -> Result<(std::ops::Range<usize>, usize), SnapshotError> {
+    if position + 4 > bytes.len() {
+        return Err(SnapshotError::Corruption {
+            offset: position,
+            reason: reasons.0,
+        });
+    }
+    let start = position + 4;
+    let end = start + word_u32(bytes, position) as usize;
+    checked_section(bytes, start..end, position, reasons)?;
+    Ok((start..end, end + 4))
+}
+
 impl SnapshotReader {
     /// Checks the header and voters; blocks are read with [`SnapshotReader::next_block`].
     pub fn open(bytes: Bytes) -> Result<(SnapshotMeta, SnapshotReader), SnapshotError> {
@@ -404,50 +423,33 @@ impl SnapshotReader {
         }
         let mut members = None;
         if version >= 3 {
-            let corrupt = |reason| SnapshotError::Corruption {
-                offset: position,
-                reason,
-            };
-            if position + 4 > bytes.len() {
-                return Err(corrupt("members run past the file"));
-            }
-            let length = word_u32(&bytes, position) as usize;
-            let start = position + 4;
-            let end = start + length;
-            checked_section(
+            let (payload, next) = sized_section(
                 &bytes,
-                start..end,
                 position,
                 ("members run past the file", "members checksum mismatch"),
             )?;
-            if length > 0 {
-                members = Some(
-                    crate::members::Members::decode(&bytes[start..end])
-                        .ok_or(corrupt("malformed member registry"))?,
-                );
+            if !payload.is_empty() {
+                members = Some(crate::members::Members::decode(&bytes[payload]).ok_or(
+                    SnapshotError::Corruption {
+                        offset: position,
+                        reason: "malformed member registry",
+                    },
+                )?);
             }
-            position = end + 4;
+            position = next;
         }
         let mut leases = Vec::new();
         if version >= 4 {
-            let corrupt = |reason| SnapshotError::Corruption {
-                offset: position,
-                reason,
-            };
-            if position + 4 > bytes.len() {
-                return Err(corrupt("leases run past the file"));
-            }
-            let length = word_u32(&bytes, position) as usize;
-            let start = position + 4;
-            let end = start + length;
-            checked_section(
+            let (payload, next) = sized_section(
                 &bytes,
-                start..end,
                 position,
                 ("leases run past the file", "leases checksum mismatch"),
             )?;
-            leases = decode_leases(&bytes[start..end]).ok_or(corrupt("malformed leases"))?;
-            position = end + 4;
+            leases = decode_leases(&bytes[payload]).ok_or(SnapshotError::Corruption {
+                offset: position,
+                reason: "malformed leases",
+            })?;
+            position = next;
         }
         let meta = SnapshotMeta {
             applied_index: word_u64(&bytes, 16),

@@ -730,6 +730,27 @@ impl Session {
         })
     }
 
+    /// Sends a request that waits (Lock, Campaign) and its answer; when it fails, or a signal
+    /// arrives first, the session ends: revoking its lease takes this contender's key out of
+    /// the queue.
+    async fn wait(
+        self,
+        request: &Request,
+        signals: &AtomicBool,
+    ) -> Result<(Session, Response), String> {
+        match unless_signalled(&self.client, request, signals).await {
+            Some(Ok(response)) => Ok((self, response)),
+            Some(Err(error)) => {
+                self.close().await;
+                Err(error)
+            }
+            None => {
+                self.close().await;
+                Err("context canceled".into())
+            }
+        }
+    }
+
     /// Ends the session: its lease is revoked (deleting any key still held with it).
     async fn close(self) {
         self.keeper.cancel();
@@ -785,22 +806,12 @@ async fn lock(
         name: bytes::Bytes::from(name.into_bytes()),
         lease: session.lease,
     });
-    let (header, key) = match unless_signalled(&client, &request, &signals).await {
-        Some(Ok(Response::Coordination(CoordinationResponse::Locked { header, key }))) => {
-            (header, key)
-        }
-        Some(Ok(other)) => {
+    let (session, answer) = session.wait(&request, &signals).await?;
+    let (header, key) = match answer {
+        Response::Coordination(CoordinationResponse::Locked { header, key }) => (header, key),
+        other => {
             session.close().await;
             return Err(format!("unexpected response {other:?}"));
-        }
-        Some(Err(error)) => {
-            session.close().await;
-            return Err(error);
-        }
-        None => {
-            // Revoking the lease takes this waiter's key out of the queue.
-            session.close().await;
-            return Err("context canceled".into());
         }
     };
     let unlock = Request::Coordination(CoordinationRequest::Unlock { key: key.clone() });
@@ -883,19 +894,12 @@ async fn elect(
         lease: session.lease,
         value: bytes::Bytes::from(proposal.into_bytes()),
     });
-    let leader = match unless_signalled(&client, &request, &signals).await {
-        Some(Ok(Response::Coordination(CoordinationResponse::Campaigned { leader, .. }))) => leader,
-        Some(Ok(other)) => {
+    let (session, answer) = session.wait(&request, &signals).await?;
+    let leader = match answer {
+        Response::Coordination(CoordinationResponse::Campaigned { leader, .. }) => leader,
+        other => {
             session.close().await;
             return Err(format!("unexpected response {other:?}"));
-        }
-        Some(Err(error)) => {
-            session.close().await;
-            return Err(error);
-        }
-        None => {
-            session.close().await;
-            return Err("context canceled".into());
         }
     };
     let current = Request::Coordination(CoordinationRequest::Leader {

@@ -568,9 +568,8 @@ pub mod services {
         ) -> Result<tonic::Response<lock_pb::LockResponse>, Status> {
             let request = request.into_inner();
             on_core_until_cancelled(move |node, _, gone| async move {
-                let cancelled = async move {
-                    let _ = gone.await;
-                };
+                // Resolves once the handler is dropped (the caller went away).
+                let cancelled = futures::FutureExt::map(gone, drop);
                 let (held, key) =
                     super::lock(&node, request.name, request.lease, cancelled).await?;
                 Ok(lock_pb::LockResponse {
@@ -616,9 +615,8 @@ pub mod services {
         ) -> Result<tonic::Response<election_pb::CampaignResponse>, Status> {
             let request = request.into_inner();
             on_core_until_cancelled(move |node, _, gone| async move {
-                let cancelled = async move {
-                    let _ = gone.await;
-                };
+                // Resolves once the handler is dropped (the caller went away).
+                let cancelled = futures::FutureExt::map(gone, drop);
                 let (led, leader) =
                     super::campaign(&node, request.name, request.lease, request.value, cancelled)
                         .await?;

@@ -89,6 +89,17 @@ where
     outcome
 }
 
+/// True when the call carries etcd's `hasleader` metadata: its client wants the stream to fail
+/// rather than wait while there is no leader (etcd's clients set it on watch and keep-alive
+/// streams).
+fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
+    request
+        .metadata()
+        .get("hasleader")
+        .and_then(|value| value.to_str().ok())
+        == Some("true")
+}
+
 /// Proposes `write` as the native protocol would: checked, encoded as a request frame (the
 /// log's entry format), refused if larger than `--max-request-bytes`.
 async fn write(
@@ -223,13 +234,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
-        // etcd's clients ask with `hasleader` metadata that a stream fail rather than wait
-        // while there is no leader.
-        let require_leader = request
-            .metadata()
-            .get("hasleader")
-            .and_then(|value| value.to_str().ok())
-            == Some("true");
+        let require_leader = requires_leader(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
         on_core(move |node, limits| async move {
@@ -329,13 +334,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
-        // etcd's client asks for a leader on keep-alive streams (`hasleader`): refused at once
-        // while there is none.
-        let require_leader = request
-            .metadata()
-            .get("hasleader")
-            .and_then(|value| value.to_str().ok())
-            == Some("true");
+        let require_leader = requires_leader(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
         on_core(move |node, _| async move {

@@ -119,8 +119,8 @@ pub struct SavedLease {
     pub id: i64,
     /// Granted TTL in seconds.
     pub ttl: i64,
-    /// Whole seconds it had left when the snapshot was taken (never more than `ttl`).
-    pub remaining: i64,
+    /// Milliseconds it had left when the snapshot was taken (never more than `ttl`).
+    pub remaining_ms: i64,
     /// Its renewal generation.
     pub generation: u64,
     /// Attached keys, in order.
@@ -143,7 +143,9 @@ struct Lease {
 
 impl Lease {
     fn deadline(&self) -> Duration {
-        self.renewed_at + Duration::from_secs(self.ttl as u64)
+        // TTLs are positive (raised to the minimum before proposing): `max` only keeps a
+        // damaged log from panicking here.
+        self.renewed_at + Duration::from_secs(self.ttl.max(0) as u64)
     }
 }
 
@@ -218,6 +220,35 @@ impl Lessor {
             .iter()
             .map(|(&id, lease)| (lease.deadline(), id))
             .collect();
+    }
+
+    /// The keys applying `request` deletes, without applying it (the errors `apply` would
+    /// answer for a revocation of a lease that does not exist).
+    pub fn keys_to_delete(&self, request: &LeaseRequest) -> Result<Vec<Bytes>, LeaseError> {
+        match request {
+            LeaseRequest::Revoke { id } => Ok(self
+                .leases
+                .get(id)
+                .ok_or(LeaseError::NotFound)?
+                .keys
+                .iter()
+                .cloned()
+                .collect()),
+            LeaseRequest::Expire { leases } => {
+                let mut keys: Vec<Bytes> = leases
+                    .iter()
+                    .filter_map(|(id, generation)| {
+                        self.leases
+                            .get(id)
+                            .filter(|lease| lease.generation == *generation)
+                    })
+                    .flat_map(|lease| lease.keys.iter().cloned())
+                    .collect();
+                keys.sort_unstable();
+                Ok(keys)
+            }
+            LeaseRequest::Grant { .. } | LeaseRequest::Renew { .. } => Ok(Vec::new()),
+        }
     }
 
     /// Applies one committed lease change at `now`; also returns the keys to delete in one
@@ -325,12 +356,16 @@ impl Lessor {
     }
 
     /// etcd's LeaseTimeToLive at `now`; `None` for a lease that does not exist.
-    pub fn time_to_live(&self, id: i64, now: Duration) -> Option<TimeToLive> {
+    pub fn time_to_live(&self, id: i64, now: Duration, with_keys: bool) -> Option<TimeToLive> {
         let lease = self.leases.get(&id)?;
         Some(TimeToLive {
             granted_ttl: lease.ttl,
             ttl: lease.deadline().saturating_sub(now).as_secs() as i64,
-            keys: lease.keys.iter().cloned().collect(),
+            keys: if with_keys {
+                lease.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -359,7 +394,8 @@ impl Lessor {
             .map(|(&id, lease)| SavedLease {
                 id,
                 ttl: lease.ttl,
-                remaining: (lease.deadline().saturating_sub(now).as_secs() as i64).min(lease.ttl),
+                remaining_ms: (lease.deadline().saturating_sub(now).as_millis() as i64)
+                    .min(lease.ttl.saturating_mul(1000)),
                 generation: lease.generation,
                 keys: lease.keys.iter().cloned().collect(),
             })
@@ -371,8 +407,9 @@ impl Lessor {
         self.leases.clear();
         self.attached.clear();
         for lease in saved {
+            let full_ms = lease.ttl.max(0).saturating_mul(1000);
             let used =
-                Duration::from_secs((lease.ttl - lease.remaining.clamp(0, lease.ttl)) as u64);
+                Duration::from_millis((full_ms - lease.remaining_ms.clamp(0, full_ms)) as u64);
             for key in &lease.keys {
                 self.attached.insert(key.clone(), lease.id);
             }
@@ -437,7 +474,7 @@ mod tests {
         assert_eq!(lessor.lease_of(b"c"), Some(7));
         assert_eq!(lessor.lease_of(b"b"), None);
         assert_eq!(lessor.lease_of(b"d"), None);
-        let ttl = lessor.time_to_live(7, now).unwrap();
+        let ttl = lessor.time_to_live(7, now, true).unwrap();
         assert_eq!(
             (ttl.granted_ttl, ttl.ttl, ttl.keys),
             (30, 30, vec![key("c")])
@@ -445,7 +482,7 @@ mod tests {
         assert_eq!(lessor.revoke(7), Ok(vec![key("c")]));
         assert_eq!(lessor.lease_of(b"c"), None);
         assert_eq!(lessor.revoke(7), Err(LeaseError::NotFound));
-        assert_eq!(lessor.time_to_live(7, now), None);
+        assert_eq!(lessor.time_to_live(7, now, true), None);
         assert_eq!(lessor.ids(), vec![8]);
     }
 
@@ -458,11 +495,11 @@ mod tests {
         assert_eq!(lessor.renew(&[1, 3], 8 * SECOND), vec![10, 0]);
         assert_eq!(lessor.expired(10 * SECOND, 10), vec![(2, 0)]);
         assert_eq!(lessor.next_deadline(), Some(10 * SECOND));
-        assert_eq!(lessor.time_to_live(1, 10 * SECOND).unwrap().ttl, 8);
+        assert_eq!(lessor.time_to_live(1, 10 * SECOND, false).unwrap().ttl, 8);
         // A new leader at 12 s keeps lease 1's remaining time plus the margin, never more
         // than the full TTL: neither reset to the full TTL nor shortened.
         lessor.promote(12 * SECOND, SECOND);
-        assert_eq!(lessor.time_to_live(1, 12 * SECOND).unwrap().ttl, 7);
+        assert_eq!(lessor.time_to_live(1, 12 * SECOND, false).unwrap().ttl, 7);
         assert_eq!(lessor.expired(18 * SECOND, 10), vec![(2, 0)]);
         assert_eq!(lessor.expired(19 * SECOND, 10), vec![(2, 0), (1, 1)]);
         assert_eq!(
@@ -486,14 +523,14 @@ mod tests {
                 SavedLease {
                     id: 1,
                     ttl: 60,
-                    remaining: 40,
+                    remaining_ms: 40_000,
                     generation: 1,
                     keys: vec![key("k")]
                 },
                 SavedLease {
                     id: 2,
                     ttl: 5,
-                    remaining: 0,
+                    remaining_ms: 0,
                     generation: 0,
                     keys: vec![]
                 }
@@ -501,7 +538,7 @@ mod tests {
         );
         let mut loaded = Lessor::new();
         loaded.import(&saved, 100 * SECOND);
-        assert_eq!(loaded.time_to_live(1, 100 * SECOND).unwrap().ttl, 40);
+        assert_eq!(loaded.time_to_live(1, 100 * SECOND, false).unwrap().ttl, 40);
         assert_eq!(loaded.lease_of(b"k"), Some(1));
         assert_eq!(loaded.expired(100 * SECOND, 10), vec![(2, 0)]);
         assert_eq!(loaded.export(100 * SECOND), saved);

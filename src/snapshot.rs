@@ -17,7 +17,7 @@
 //! alarms (format 2): u64 member ID | u32 alarm type, each; then their CRC32C (u32)
 //! members (format 3): u32 length | the member registry (`Members::encode`) | its CRC32C (u32)
 //! leases (format 4): u32 length | leases | their CRC32C (u32); each lease:
-//!   i64 id | i64 ttl | i64 remaining seconds | u64 generation | u32 key count |
+//!   i64 id | i64 ttl (s) | i64 remaining (ms) | u64 generation | u32 key count |
 //!   keys (u32 length | key, each)
 //! blocks, each:  u32 payload length | u32 CRC32C of the payload | payload
 //!   payload: key records back to back:
@@ -129,7 +129,7 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
     for lease in &meta.leases {
         leases.put_i64_le(lease.id);
         leases.put_i64_le(lease.ttl);
-        leases.put_i64_le(lease.remaining);
+        leases.put_i64_le(lease.remaining_ms);
         leases.put_u64_le(lease.generation);
         leases.put_u32_le(lease.keys.len() as u32);
         for key in &lease.keys {
@@ -162,8 +162,11 @@ fn decode_leases(mut bytes: &[u8]) -> Option<Vec<crate::lease::SavedLease>> {
     while !bytes.is_empty() {
         let id = word(&mut bytes)? as i64;
         let ttl = word(&mut bytes)? as i64;
-        let remaining = word(&mut bytes)? as i64;
+        let remaining_ms = word(&mut bytes)? as i64;
         let generation = word(&mut bytes)?;
+        if ttl < 1 || remaining_ms < 0 {
+            return None;
+        }
         let count = short(&mut bytes)?;
         let mut keys = Vec::with_capacity(count.min(bytes.len() / 4));
         for _ in 0..count {
@@ -173,7 +176,7 @@ fn decode_leases(mut bytes: &[u8]) -> Option<Vec<crate::lease::SavedLease>> {
         leases.push(crate::lease::SavedLease {
             id,
             ttl,
-            remaining,
+            remaining_ms,
             generation,
             keys,
         });
@@ -646,14 +649,14 @@ mod tests {
                 crate::lease::SavedLease {
                     id: 0x694d_7a1b,
                     ttl: 60,
-                    remaining: 41,
+                    remaining_ms: 41_500,
                     generation: 3,
                     keys: vec![Bytes::from("key1"), Bytes::from("key2")],
                 },
                 crate::lease::SavedLease {
                     id: -5,
                     ttl: 2,
-                    remaining: 0,
+                    remaining_ms: 0,
                     generation: 0,
                     keys: vec![],
                 },

@@ -419,3 +419,32 @@ fn a_leader_sigkill_neither_resets_nor_shortens_remaining_ttls() {
         }
     });
 }
+
+#[test]
+fn leases_count_toward_the_space_quota() {
+    let dir = DataDir::new("lease-quota");
+    let lode = Lode::start(&dir.0, &["--quota-backend-bytes", "16384"]);
+    runtime().block_on(async {
+        let mut client = connect(&lode.client_url).await;
+        // 64 bytes a lease, as etcd counts them: a 16 KiB quota is full within 256 grants.
+        let mut granted = 0;
+        let refused = loop {
+            match client.lease_grant(60, None).await {
+                Ok(_) => granted += 1,
+                Err(error) => break error,
+            }
+            assert!(
+                granted <= 256,
+                "{granted} leases granted under a 16 KiB quota"
+            );
+        };
+        assert_eq!(
+            grpc_error(refused),
+            (
+                tonic::Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded".into()
+            )
+        );
+        assert!(granted > 100, "only {granted} leases before the quota");
+    });
+}

@@ -505,3 +505,40 @@ fn fenced_lock_holders_never_overlap_through_leader_kills() {
         "{written:?}"
     );
 }
+
+/// The value of the next leader or proclamation `observer` is given.
+async fn observed(observer: &mut etcd_client::ObserveStream) -> String {
+    let response = tokio::time::timeout(Duration::from_secs(60), observer.message())
+        .await
+        .expect("an observation within a minute")
+        .expect("the stream works")
+        .expect("the stream goes on");
+    String::from_utf8_lossy(response.kv().unwrap().value()).into_owned()
+}
+
+#[test]
+fn an_observer_outlives_the_compaction_of_the_leaders_history() {
+    let dir = DataDir::new("election-compacted");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoints = vec![lode.client_url.clone()];
+    runtime().block_on(async {
+        let mut client = connect(&endpoints).await;
+        let lease = client.lease_grant(60, None).await.unwrap().id();
+        let won = client.campaign("poll", "first", lease).await.unwrap();
+        let leader = won.leader().unwrap().clone();
+        // The leader's key is older than the compaction point when the observer starts.
+        for i in 0..5 {
+            client.put(format!("noise{i}"), "x", None).await.unwrap();
+        }
+        let revision = revision(client.get("noise0", None).await.unwrap().header());
+        client.compact(revision, None).await.unwrap();
+        let mut observer = client.observe("poll").await.expect("observe");
+        assert_eq!(observed(&mut observer).await, "first");
+        client
+            .proclaim("second", Some(ProclaimOptions::new().with_leader(leader)))
+            .await
+            .unwrap();
+        // The next observation is the proclamation, not the same leader again.
+        assert_eq!(observed(&mut observer).await, "second");
+    });
+}

@@ -705,15 +705,23 @@ impl Session {
         let (keeper_client, keeper_lost) = (client.clone(), lost.clone());
         let keeper = glommio::spawn_local(async move {
             let period = std::time::Duration::from_secs_f64((ttl as f64 / 3.0).max(0.5));
+            let full = std::time::Duration::from_secs(ttl.max(1) as u64);
+            let mut renewed_at = std::time::Instant::now();
             loop {
                 glommio::timer::sleep(period).await;
+                let sent = std::time::Instant::now();
                 let renewed = keeper_client
                     .request(&Request::Lease(LeaseQuery::KeepAlive(lease)))
                     .await;
                 match renewed {
-                    Ok(Response::Lease(LeaseAnswer::KeepAlive { ttl, .. })) if ttl > 0 => {}
-                    // Unanswered renewals are retried until the lease runs out.
-                    Err(lode::client::ClientError::Server { .. }) => {}
+                    Ok(Response::Lease(LeaseAnswer::KeepAlive { ttl, .. })) if ttl > 0 => {
+                        renewed_at = sent;
+                    }
+                    // Failed renewals (no leader, a timeout) are retried, but once a whole
+                    // TTL passed since the last one the cluster may have expired the lease:
+                    // the session is lost, as etcd's client decides.
+                    Err(lode::client::ClientError::Server { .. })
+                        if renewed_at.elapsed() < full => {}
                     _ => {
                         keeper_lost.set(true);
                         return;

@@ -540,7 +540,9 @@ impl<D: LogDir + 'static> Consensus<D> {
 
     /// The counted size of the keyspace (what the quota limits; etcd's db size).
     pub fn keyspace_size(&self) -> u64 {
+        // Leases count as etcd counts them, so grants alone cannot grow state past the quota.
         self.sequencer.router().local().keyspace_size()
+            + self.sequencer.lease_count() as u64 * crate::alarm::LEASE_GRANT_COST
     }
 
     /// The active alarms.
@@ -1154,7 +1156,11 @@ impl<D: LogDir + 'static> Consensus<D> {
         let per_tick = (LEASE_EXPIRIES_PER_SECOND as u128 * self.config.heartbeat.as_millis()
             / 1000)
             .max(1) as usize;
-        let due = self.sequencer.expired_leases(per_tick);
+        // A heartbeat of grace: a keep-alive answered by a follower reached its client a
+        // network hop after the leader applied it.
+        let due = self
+            .sequencer
+            .expired_leases(per_tick, self.config.heartbeat);
         if due.is_empty() {
             return;
         }
@@ -1183,13 +1189,13 @@ impl<D: LogDir + 'static> Consensus<D> {
         let header = ResponseHeader::at(revision);
         match *query {
             LeaseQuery::TimeToLive { id, keys } => {
-                Ok(match self.sequencer.lease_time_to_live(id) {
+                Ok(match self.sequencer.lease_time_to_live(id, keys) {
                     Some(lease) => LeaseAnswer::TimeToLive {
                         header,
                         id,
                         ttl: lease.ttl,
                         granted_ttl: lease.granted_ttl,
-                        keys: if keys { lease.keys } else { Vec::new() },
+                        keys: lease.keys,
                     },
                     None => LeaseAnswer::TimeToLive {
                         header,

@@ -189,8 +189,15 @@ impl Sequencer {
     }
 
     /// etcd's LeaseTimeToLive from the applied leases.
-    pub fn lease_time_to_live(&self, id: i64) -> Option<TimeToLive> {
-        self.leases.borrow().time_to_live(id, self.lease_now())
+    pub fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Option<TimeToLive> {
+        self.leases
+            .borrow()
+            .time_to_live(id, self.lease_now(), with_keys)
+    }
+
+    /// Number of leases.
+    pub fn lease_count(&self) -> usize {
+        self.leases.borrow().len()
     }
 
     /// Every lease ID, ascending.
@@ -198,10 +205,12 @@ impl Sequencer {
         self.leases.borrow().ids()
     }
 
-    /// Leases whose deadline passed, earliest first, with their generations (at most
-    /// `limit`).
-    pub fn expired_leases(&self, limit: usize) -> Vec<(i64, u64)> {
-        self.leases.borrow().expired(self.lease_now(), limit)
+    /// Leases whose deadline passed `grace` ago or longer, earliest first, with their
+    /// generations (at most `limit`).
+    pub fn expired_leases(&self, limit: usize, grace: Duration) -> Vec<(i64, u64)> {
+        self.leases
+            .borrow()
+            .expired(self.lease_now().saturating_sub(grace), limit)
     }
 
     /// This member became leader: every lease gets `margin` more (never past its full TTL).
@@ -249,8 +258,6 @@ impl Sequencer {
                 if !put.prev_kv && !put.ignore_value && !put.ignore_lease && put.lease == 0 =>
             {
                 let revision = self.current.get() + 1;
-                // A put without a lease takes its key out of any lease it was in.
-                self.leases.borrow_mut().detach(&put.key);
                 self.router
                     .deliver(
                         self.router.owner(&put.key),
@@ -262,6 +269,9 @@ impl Sequencer {
                         },
                     )
                     .await?;
+                // A put without a lease takes its key out of any lease it was in; changed
+                // with the revision, so no task sees the leases ahead of the keyspace.
+                self.leases.borrow_mut().detach(&put.key);
                 self.current.set(revision);
                 Ok(WriteResponse::Put(PutResponse {
                     header: ResponseHeader::at(revision),
@@ -291,16 +301,23 @@ impl Sequencer {
     }
 
     async fn apply_lease(&self, request: &LeaseRequest) -> Result<WriteResponse, ServerError> {
-        let (outcome, keys) = self
+        // The keys go first; the leases change once their deletes are dispatched, with the
+        // revision (a snapshot taken meanwhile sees both before, or both after).
+        let keys = self
             .leases
-            .borrow_mut()
-            .apply(request, self.lease_now())
+            .borrow()
+            .keys_to_delete(request)
             .map_err(KvError::from)?;
         let deletes = keys
             .into_iter()
             .map(|key| Change { key, pair: None })
             .collect();
         self.dispatch(deletes).await?;
+        let (outcome, _) = self
+            .leases
+            .borrow_mut()
+            .apply(request, self.lease_now())
+            .map_err(KvError::from)?;
         Ok(WriteResponse::Lease(LeaseResponse {
             header: ResponseHeader::at(self.current.get()),
             outcome,
@@ -413,15 +430,13 @@ impl Sequencer {
         }
         let revision = self.current.get() + 1;
         let mut per_core: BTreeMap<usize, Vec<(i64, Bytes, Option<KeyValue>)>> = BTreeMap::new();
-        {
-            let mut leases = self.leases.borrow_mut();
-            for change in &changes {
-                leases.attach(
-                    &change.key,
-                    change.pair.as_ref().map_or(0, |pair| pair.lease),
-                );
-            }
-        }
+        let attachments: Vec<(Bytes, i64)> = changes
+            .iter()
+            .map(|change| {
+                let lease = change.pair.as_ref().map_or(0, |pair| pair.lease);
+                (change.key.clone(), lease)
+            })
+            .collect();
         for (sub, change) in changes.into_iter().enumerate() {
             per_core
                 .entry(self.router.owner(&change.key))
@@ -432,6 +447,11 @@ impl Sequencer {
             self.router
                 .deliver(core, CoreMessage::Apply { revision, changes })
                 .await?;
+        }
+        // Keys join and leave leases with the revision that changes them.
+        let mut leases = self.leases.borrow_mut();
+        for (key, lease) in &attachments {
+            leases.attach(key, *lease);
         }
         self.current.set(revision);
         Ok(())

@@ -359,12 +359,19 @@ pub async fn lock(
         }
     }
     // The key may have gone with its lease while waiting.
-    let own = node
+    let own = match node
         .range(&RangeRequest {
             key: key.clone(),
             ..RangeRequest::default()
         })
-        .await?;
+        .await
+    {
+        Ok(own) => own,
+        Err(error) => {
+            let _ = delete(node, &key).await;
+            return Err(error);
+        }
+    };
     if own.kvs.is_empty() {
         return Err(ServerError::Coordination(SESSION_EXPIRED));
     }
@@ -395,13 +402,18 @@ pub async fn campaign(
         rev: found.own_rev,
         lease,
     };
-    let mut header = found.header;
+    // A contender asking again with another value proclaims it (answering with the
+    // campaign's header, as etcd); if that fails it withdraws.
     if found
         .existing_value
         .is_some_and(|existing| existing != value)
     {
-        header = proclaim(node, &leader, value).await?;
+        if let Err(error) = proclaim(node, &leader, value).await {
+            let _ = resign(node, &leader).await;
+            return Err(error);
+        }
     }
+    let header = found.header;
     let waited = unless_cancelled(wait_deletes(node, &prefix, leader.rev - 1), cancelled).await;
     match waited {
         Some(Ok(())) => Ok((header, leader)),
@@ -462,8 +474,9 @@ where
     let prefix = prefix(&name);
     loop {
         let found = node.range(&owner_range(&prefix)).await?;
-        let (header, leader) = match found.kvs.into_iter().next() {
-            Some(kv) => (found.header, kv),
+        // Where the leader's proclamations are watched from: after what was just read.
+        let (header, leader, watch_from) = match found.kvs.into_iter().next() {
+            Some(kv) => (found.header, kv, found.header.revision + 1),
             None => {
                 // No leader yet: the first key created under the prefix is.
                 let watch = ServerWatch::open(
@@ -483,7 +496,8 @@ where
                 let Some(event) = response.events.into_iter().next() else {
                     continue;
                 };
-                (ResponseHeader::at(event.kv.mod_revision), event.kv)
+                let revision = event.kv.mod_revision;
+                (ResponseHeader::at(revision), event.kv, revision + 1)
             }
         };
         if !send(header, leader.clone()).await {
@@ -494,7 +508,7 @@ where
             node,
             CreateWatch {
                 key: leader.key.clone(),
-                start_revision: leader.mod_revision + 1,
+                start_revision: watch_from,
                 ..CreateWatch::default()
             },
         )
@@ -523,6 +537,7 @@ pub mod services {
 
     use super::super::grpc::{on_core, on_core_until_cancelled};
     use super::super::node::Node;
+    use super::super::Limits;
     use super::LeaderKey;
     use crate::api::etcd;
     use crate::consensus::ServerError;
@@ -532,6 +547,14 @@ pub mod services {
     /// error's message (their errors reach gRPC as plain errors, not statuses).
     fn unknown(status: Status) -> Status {
         Status::unknown(status.message().to_string())
+    }
+
+    /// Refuses a request that writes more than `--max-request-bytes`, as every write.
+    fn within_limit(request: &impl prost::Message, limits: Limits) -> Result<(), ServerError> {
+        if request.encoded_len() > limits.max_request_bytes {
+            return Err(ServerError::Kv(crate::mvcc::KvError::RequestTooLarge));
+        }
+        Ok(())
     }
 
     fn status(error: ServerError) -> Status {
@@ -567,7 +590,8 @@ pub mod services {
             request: tonic::Request<lock_pb::LockRequest>,
         ) -> Result<tonic::Response<lock_pb::LockResponse>, Status> {
             let request = request.into_inner();
-            on_core_until_cancelled(move |node, _, gone| async move {
+            on_core_until_cancelled(move |node, limits, gone| async move {
+                within_limit(&request, limits)?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (held, key) =
@@ -614,7 +638,8 @@ pub mod services {
             request: tonic::Request<election_pb::CampaignRequest>,
         ) -> Result<tonic::Response<election_pb::CampaignResponse>, Status> {
             let request = request.into_inner();
-            on_core_until_cancelled(move |node, _, gone| async move {
+            on_core_until_cancelled(move |node, limits, gone| async move {
+                within_limit(&request, limits)?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (led, leader) =
@@ -640,7 +665,8 @@ pub mod services {
             request: tonic::Request<election_pb::ProclaimRequest>,
         ) -> Result<tonic::Response<election_pb::ProclaimResponse>, Status> {
             let request = request.into_inner();
-            on_core(move |node, _| async move {
+            on_core(move |node, limits| async move {
+                within_limit(&request, limits)?;
                 let leader = leader_key(request.leader)?;
                 let done = super::proclaim(&node, &leader, request.value).await?;
                 Ok(election_pb::ProclaimResponse {

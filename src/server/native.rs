@@ -120,6 +120,14 @@ impl Outbox {
     /// Waits until the writer has taken every queued frame (or the connection is gone), so a
     /// stream adds its next piece only when the previous one is on its way: memory per stream
     /// stays at about one piece and other requests' answers are not queued behind a snapshot.
+    /// Resolves once the client closed the connection (or it broke), noticed within a second:
+    /// how a request that waits on others (a lock) learns its caller left.
+    async fn gone(&self) {
+        while !self.closed.get() && !self.writer_gone.get() {
+            glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     async fn room(&self) {
         poll_fn(|cx| {
             if self.frames.borrow().is_empty() || self.writer_gone.get() {
@@ -298,16 +306,9 @@ async fn handle_frame(
             outbox.settle();
             return;
         }
-        Request::Coordination(request) => {
-            let connection_gone = async {
-                while !outbox.closed.get() && !outbox.writer_gone.get() {
-                    glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            };
-            coordinate(node, request, connection_gone)
-                .await
-                .map(Response::Coordination)
-        }
+        Request::Coordination(request) => coordinate(node, request, outbox.gone())
+            .await
+            .map(Response::Coordination),
         Request::Write(write) => {
             match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
                 Ok(()) => {
@@ -413,14 +414,13 @@ async fn observe(id: u64, name: Bytes, node: &Rc<Node>, outbox: &Outbox) {
         let mut response = Response::Coordination(CoordinationResponse::Leader { header, kv });
         fill_header(&mut response, node);
         outbox.push(native::encode_response(id, &response));
-        async { !outbox.closed.get() && !outbox.writer_gone.get() }
-    });
-    let connection_gone = async {
-        while !outbox.closed.get() && !outbox.writer_gone.get() {
-            glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        // A client that stops reading holds the stream back, not the server's memory.
+        async {
+            outbox.room().await;
+            !outbox.closed.get() && !outbox.writer_gone.get()
         }
-    };
-    let outcome = super::concurrency::unless_cancelled(observing, connection_gone).await;
+    });
+    let outcome = super::concurrency::unless_cancelled(observing, outbox.gone()).await;
     if let Some(Err(error)) = outcome {
         outbox.push(server_error_frame(id, error, node));
     }

@@ -1,5 +1,6 @@
-//! The running server against the pure keyspace: random puts, ranges, deletes, txns and
-//! compactions go to a real lode over the native protocol and to `ShardedKv`, which
+//! The running server against the pure keyspace: random puts, ranges, deletes, txns,
+//! compactions and lease grants and revocations go to a real lode over the native protocol and
+//! to `ShardedKv`, which
 //! `mvcc_model.rs` checks against the reference. Every response must be the same: this covers
 //! what only the server does (the sequencer's prefetched views, routing, merging ranges across
 //! cores).
@@ -85,7 +86,13 @@ fn answers_like_the_pure_keyspace(cores: usize) {
                 };
                 (Request::Range(range), expected)
             } else {
-                let write = gen.write(reference.current_revision(), reference.compact_revision());
+                // Leases come and go among the writes: puts naming them attach keys (or are
+                // refused), revocations delete those keys in one revision.
+                let write = if gen.chance(8) {
+                    gen.lease_change()
+                } else {
+                    gen.write(reference.current_revision(), reference.compact_revision())
+                };
                 let expected = match reference.write(&write, DEFAULT_MAX_TXN_OPS) {
                     Ok(r) => Response::Write(r),
                     Err(e) => expected_error(e),
@@ -172,7 +179,11 @@ fn watches_see_exactly_the_pure_history_on_two_cores() {
                 });
                 continue;
             }
-            let write = gen.write(reference.current_revision(), reference.compact_revision());
+            let write = if gen.chance(8) {
+                gen.lease_change()
+            } else {
+                gen.write(reference.current_revision(), reference.compact_revision())
+            };
             let expected_ok = match reference.write_with_events(&write, DEFAULT_MAX_TXN_OPS) {
                 Ok((_, events)) => {
                     history.extend(events.into_iter().map(|(_, event)| event));

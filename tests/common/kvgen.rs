@@ -110,11 +110,25 @@ impl Gen {
             } else {
                 self.value()
             },
-            lease: if self.chance(3) { 7 } else { 0 },
+            lease: if self.chance(6) { self.lease_id() } else { 0 },
             prev_kv: self.chance(40),
             ignore_value,
             ignore_lease: self.chance(5),
         }
+    }
+    /// One of the two lease IDs requests name (`lease_change` grants and revokes them).
+    pub fn lease_id(&mut self) -> i64 {
+        7 + self.below(2) as i64
+    }
+    /// A grant (long TTL: nothing expires during a test) or revocation of one of the two
+    /// leases, for stores that have leases.
+    pub fn lease_change(&mut self) -> WriteRequest {
+        let id = self.lease_id();
+        WriteRequest::Lease(if self.chance(50) {
+            lode::lease::LeaseRequest::Grant { id, ttl: 3600 }
+        } else {
+            lode::lease::LeaseRequest::Revoke { id }
+        })
     }
     pub fn delete(&mut self) -> DeleteRangeRequest {
         let key = self.key();

@@ -759,6 +759,18 @@ impl Session {
         }
     }
 
+    /// Holds what the session won until a signal arrives, then sends `release` (Unlock,
+    /// Resign), ends the session and answers exit status 0; if the lease is lost first, fails
+    /// with `lost`.
+    async fn hold(self, release: Request, signals: &AtomicBool, lost: &str) -> Result<u8, String> {
+        if !signal_or_lost(signals, &self.lost).await {
+            return Err(lost.into());
+        }
+        let _ = self.client.request(&release).await;
+        self.close().await;
+        Ok(0)
+    }
+
     /// Ends the session: its lease is revoked (deleting any key still held with it).
     async fn close(self) {
         self.keeper.cancel();
@@ -851,13 +863,7 @@ async fn lock(
     }
     print!("{}\n\n", String::from_utf8_lossy(&key));
     let _ = std::io::stdout().flush();
-    if signal_or_lost(&signals, &session.lost).await {
-        let _ = client.request(&unlock).await;
-        session.close().await;
-        Ok(0)
-    } else {
-        Err("session expired".into())
-    }
+    session.hold(unlock, &signals, "session expired").await
 }
 
 /// `lodectl elect`: campaigns with `proposal`, or (none) observes.
@@ -923,14 +929,10 @@ async fn elect(
         );
         let _ = std::io::stdout().flush();
     }
-    if signal_or_lost(&signals, &session.lost).await {
-        let resign = Request::Coordination(CoordinationRequest::Resign { leader });
-        let _ = client.request(&resign).await;
-        session.close().await;
-        Ok(0)
-    } else {
-        Err("elect: session expired".into())
-    }
+    let resign = Request::Coordination(CoordinationRequest::Resign { leader });
+    session
+        .hold(resign, &signals, "elect: session expired")
+        .await
 }
 
 /// `lodectl lease keep-alive`: renews the lease every third of its TTL and prints each answer,

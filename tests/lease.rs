@@ -39,6 +39,13 @@ async fn time_to_live(client: &mut Client, id: i64) -> (i64, i64, Vec<String>) {
     (answer.ttl(), answer.granted_ttl(), keys)
 }
 
+/// The revision the keyspace is at, as `client`'s member answers.
+async fn current_revision(client: &mut Client) -> i64 {
+    // Any key: the header carries the current revision.
+    let answer = client.get("a", None).await.expect("get");
+    answer.header().expect("a header").revision()
+}
+
 async fn exists(client: &mut Client, key: &str) -> bool {
     client.get(key, None).await.expect("get").count() == 1
 }
@@ -98,13 +105,7 @@ fn grants_puts_and_revocation_as_etcd() {
             .put("d", "kept", Some(PutOptions::new().with_ignore_lease()))
             .await
             .expect("put keeping the lease");
-        let before = client
-            .get("a", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let before = current_revision(&mut client).await;
         let missing = client
             .put("x", "v", Some(PutOptions::new().with_lease(999)))
             .await
@@ -127,13 +128,7 @@ fn grants_puts_and_revocation_as_etcd() {
             grpc_error(refused).1,
             "etcdserver: requested lease not found"
         );
-        let after = client
-            .get("a", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let after = current_revision(&mut client).await;
         assert_eq!(after, before, "refused writes made no revision");
         assert!(!exists(&mut client, "y").await);
 
@@ -265,13 +260,7 @@ fn keep_alives_renew_and_expiry_deletes_the_keys() {
         );
         assert_eq!(time_to_live(&mut client, expiring).await.0, -1);
         // Both keys went in one revision (nothing else writes here).
-        let now = client
-            .get("e", None)
-            .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+        let now = current_revision(&mut client).await;
         assert_eq!(now, revision + 1);
         // The renewed lease is still there.
         assert!(time_to_live(&mut client, renewed).await.0 > 0);

@@ -46,16 +46,19 @@ pub struct Sequencer {
 const LEASE_CLOCK_OFFSET: Duration = Duration::from_secs(crate::lease::MAX_TTL_SECONDS as u64);
 
 /// The reads a conditional write needs, answered by the shards.
-struct PrefetchedView {
+struct PrefetchedView<'a> {
     current: i64,
     compacted: i64,
     reads: Vec<((KeyRange, i64), Vec<KeyValue>)>,
     missed: RefCell<bool>,
-    /// The leases the request names that exist.
-    leases: Vec<i64>,
+    /// The applied leases (borrowed while the write is evaluated, before any await).
+    leases: std::cell::Ref<'a, Lessor>,
 }
 
-impl ReadView for PrefetchedView {
+/// What the shards answered to a conditional write's reads.
+type Prefetched = Vec<((KeyRange, i64), Vec<KeyValue>)>;
+
+impl ReadView for PrefetchedView<'_> {
     fn current_revision(&self) -> i64 {
         self.current
     }
@@ -79,34 +82,8 @@ impl ReadView for PrefetchedView {
     }
 
     fn lease_exists(&self, lease: i64) -> bool {
-        self.leases.contains(&lease)
+        self.leases.contains(lease)
     }
-}
-
-/// Every lease the puts of `request` name.
-fn named_leases(request: &WriteRequest) -> Vec<i64> {
-    fn ops(ops: &[RequestOp], out: &mut Vec<i64>) {
-        for op in ops {
-            match op {
-                RequestOp::Put(put) if put.lease != 0 => out.push(put.lease),
-                RequestOp::Txn(nested) => {
-                    ops_of(nested, out);
-                }
-                _ => {}
-            }
-        }
-    }
-    fn ops_of(txn: &TxnRequest, out: &mut Vec<i64>) {
-        ops(&txn.success, out);
-        ops(&txn.failure, out);
-    }
-    let mut out = Vec::new();
-    match request {
-        WriteRequest::Put(put) if put.lease != 0 => out.push(put.lease),
-        WriteRequest::Txn(txn) => ops_of(txn, &mut out),
-        _ => {}
-    }
-    out
 }
 
 /// Every (range, revision) that executing `request` at `current` reads.
@@ -329,10 +306,14 @@ impl Sequencer {
         request: &WriteRequest,
     ) -> Result<WriteResponse, ServerError> {
         let current = self.current.get();
-        let mut view = self.prefetch(read_set(request, current), current).await?;
-        view.leases = named_leases(request);
-        view.leases
-            .retain(|&lease| self.leases.borrow().contains(lease));
+        let reads = self.prefetch(read_set(request, current)).await?;
+        let view = PrefetchedView {
+            current,
+            compacted: self.compacted.get(),
+            reads,
+            missed: RefCell::new(false),
+            leases: self.leases.borrow(),
+        };
         let (response, changes) = match request {
             WriteRequest::Put(put) => {
                 let (r, c) = exec::execute_put(&view, put)?;
@@ -350,7 +331,10 @@ impl Sequencer {
                 unreachable!("compactions and lease changes are applied directly")
             }
         };
-        if *view.missed.borrow() {
+        let missed = *view.missed.borrow();
+        // The view borrows the leases, which the dispatch updates.
+        drop(view);
+        if missed {
             tracing::error!(
                 ?request,
                 "a conditional write read outside its prefetched view"
@@ -363,11 +347,7 @@ impl Sequencer {
         Ok(response)
     }
 
-    async fn prefetch(
-        &self,
-        reads: Vec<(KeyRange, i64)>,
-        current: i64,
-    ) -> Result<PrefetchedView, ServerError> {
+    async fn prefetch(&self, reads: Vec<(KeyRange, i64)>) -> Result<Prefetched, ServerError> {
         let mut per_core: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (position, (range, _)) in reads.iter().enumerate() {
             match range {
@@ -406,21 +386,14 @@ impl Sequencer {
                 results[position].append(&mut part);
             }
         }
-        let reads = reads
+        Ok(reads
             .into_iter()
             .zip(results)
             .map(|(read, mut pairs)| {
                 pairs.sort_by(|a, b| a.key.cmp(&b.key));
                 (read, pairs)
             })
-            .collect();
-        Ok(PrefetchedView {
-            current,
-            compacted: self.compacted.get(),
-            reads,
-            missed: RefCell::new(false),
-            leases: Vec::new(),
-        })
+            .collect())
     }
 
     /// Sends a write's changes to their shards at the next revision.

@@ -66,6 +66,13 @@ pub struct ConsensusConfig {
     pub quota_bytes: Option<u64>,
 }
 
+impl ConsensusConfig {
+    /// The election timeout: `election_ticks` heartbeats.
+    pub fn election_timeout(&self) -> Duration {
+        self.heartbeat * self.election_ticks.max(1) as u32
+    }
+}
+
 /// Why a request could not be served. `Display` is etcd's message.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -1177,11 +1184,6 @@ impl<D: LogDir + 'static> Consensus<D> {
         .detach();
     }
 
-    /// The election timeout.
-    pub fn election_timeout(&self) -> Duration {
-        self.config.heartbeat * self.config.election_ticks as u32
-    }
-
     /// etcd's LeaseTimeToLive and LeaseLeases, answered after a ReadIndex round so that every
     /// change committed before the request is reflected.
     pub async fn lease_query(&self, query: &LeaseQuery) -> Result<LeaseAnswer, ServerError> {
@@ -1229,7 +1231,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             self.leaderless.set(Some((now, now)));
             return;
         };
-        let patience = self.config.heartbeat * (5 * self.config.election_ticks as u32);
+        let patience = 5 * self.config.election_timeout();
         if now.duration_since(since) < patience || now.duration_since(reported) < patience {
             return;
         }
@@ -1291,7 +1293,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             };
             // raft-rs drops a membership change proposed while another is pending (members
             // starting together all publish at once): a short wait, then again.
-            let patience = this.config.heartbeat * this.config.election_ticks as u32;
+            let patience = this.config.election_timeout();
             if let Err(error) = this.change_members_within(change, patience).await {
                 tracing::debug!(%error, "publishing this member's name and client URLs failed");
                 this.publishing.set(false);
@@ -1755,7 +1757,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             // Keep-alives could not reach anyone during the election: give every lease an
             // election timeout more (capped at its full TTL), as etcd's Promote does. Deadlines
             // otherwise stay what this member applied: a leader change resets nothing.
-            self.sequencer.promote_leases(self.election_timeout());
+            self.sequencer
+                .promote_leases(self.config.election_timeout());
         }
         // Only rounds asked of another leader: a round may already have gone to the leader
         // this soft state announces (it was known from its messages before this Ready).

@@ -516,7 +516,7 @@ pub(super) async fn serve_watch_stream<R>(
     let mut liveness = Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1)));
     let interval = limits.watch_progress_interval;
     let mut tick = Box::pin(glommio::timer::sleep(interval));
-    let election_timeout = node.config.heartbeat * node.config.election_ticks.max(1) as u32;
+    let election_timeout = node.config.election_timeout();
     let mut leader_check = Box::pin(glommio::timer::sleep(election_timeout));
     let mut checks_without_leader = 0;
     loop {

@@ -179,9 +179,7 @@ impl Node {
     pub async fn lease_write(&self, request: LeaseRequest) -> Result<WriteResponse, ServerError> {
         let request = match request {
             LeaseRequest::Grant { id, ttl } => {
-                let min_ttl = crate::lease::min_ttl_seconds(
-                    self.config.heartbeat * self.config.election_ticks as u32,
-                );
+                let min_ttl = crate::lease::min_ttl_seconds(self.config.election_timeout());
                 let ttl = crate::lease::granted_ttl(ttl, min_ttl).map_err(KvError::from)?;
                 let id = if id == 0 {
                     new_lease_id(self.config.member_id)

@@ -22,7 +22,6 @@ use std::task::Poll;
 use bytes::Bytes;
 
 use super::node::Node;
-use crate::api::native::{self, Request};
 use crate::consensus::ServerError;
 use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::mvcc::kv::{prefix_range_end, KeyValue};
@@ -165,15 +164,8 @@ fn contended(response: TxnResponse) -> Result<Contended, ServerError> {
     })
 }
 
-async fn write(node: &Node, request: WriteRequest) -> Result<WriteResponse, ServerError> {
-    crate::mvcc::validate::check_write(&request, node.config.max_txn_ops)?;
-    let cost = crate::alarm::write_cost(&request);
-    let frame = Bytes::from(native::encode_request(0, &Request::Write(request)));
-    node.write(frame, cost, None).await
-}
-
 async fn txn(node: &Node, request: TxnRequest) -> Result<TxnResponse, ServerError> {
-    match write(node, WriteRequest::Txn(request)).await? {
+    match node.propose(WriteRequest::Txn(request)).await? {
         WriteResponse::Txn(response) => Ok(response),
         _ => Err(ServerError::Internal(
             "a txn was answered as another write".into(),
@@ -186,7 +178,7 @@ async fn delete(node: &Node, key: &Bytes) -> Result<ResponseHeader, ServerError>
         key: key.clone(),
         ..DeleteRangeRequest::default()
     });
-    match write(node, request).await? {
+    match node.propose(request).await? {
         WriteResponse::DeleteRange(response) => Ok(response.header),
         _ => Err(ServerError::Internal(
             "a delete was answered as another write".into(),

@@ -195,9 +195,15 @@ impl Node {
                 ))
             }
         };
-        let write = WriteRequest::Lease(request);
-        let cost = crate::alarm::write_cost(&write);
-        let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(write)));
+        self.propose(WriteRequest::Lease(request)).await
+    }
+
+    /// Proposes a write this member makes itself (no client frame to pass on): checked,
+    /// counted against the quota, encoded as the log's request frame.
+    pub async fn propose(&self, request: WriteRequest) -> Result<WriteResponse, ServerError> {
+        crate::mvcc::validate::check_write(&request, self.config.max_txn_ops)?;
+        let cost = crate::alarm::write_cost(&request);
+        let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(request)));
         self.write(frame, cost, None).await
     }
 
@@ -252,8 +258,7 @@ impl Node {
             }
             let ids = batch.iter().map(|(id, _)| *id).collect();
             let write = WriteRequest::Lease(LeaseRequest::Renew { ids });
-            let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(write)));
-            match self.write(frame, 0, None).await {
+            match self.propose(write).await {
                 Ok(WriteResponse::Lease(LeaseResponse {
                     outcome: LeaseOutcome::Renewed { ttls },
                     ..

@@ -475,7 +475,6 @@ fn a_member_joins_under_load_is_promoted_and_the_leader_removed() {
     let mut joiner = Member {
         name: "m3".into(),
         dir: DataDir::new("cluster-join-m3"),
-        native_port: free_port(),
         client_port: free_port(),
         args: [
             "--name",

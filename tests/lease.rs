@@ -14,7 +14,7 @@ use common::{grpc_error, runtime};
 use std::time::{Duration, Instant};
 
 use common::cluster::{cluster, wait_for_leader};
-use common::server::{wait_until_free, DataDir, Lode};
+use common::server::{DataDir, Lode};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions,
     PutOptions, Txn, TxnOp, WatchOptions,
@@ -297,11 +297,8 @@ fn leases_survive_a_crash_through_snapshots_and_the_log() {
         (lease, other)
     });
     lode.kill();
-    let native_port: u16 = lode.address.rsplit(':').next().unwrap().parse().unwrap();
     let client_port: u16 = lode.client_url.rsplit(':').next().unwrap().parse().unwrap();
-    wait_until_free(native_port);
-    wait_until_free(client_port);
-    let lode = Lode::start_on(&dir.0, native_port, client_port, &flags);
+    let lode = Lode::start_on(&dir.0, client_port, &flags);
     assert!(
         std::fs::read_dir(dir.0.join("snap"))
             .map(|entries| entries.count() > 0)

@@ -465,18 +465,16 @@ fn cpuset_pins_the_executor_to_the_chosen_cpu() {
     // Without --cpuset lode takes the CPUs it may run on: started under `taskset -c <cpu>`,
     // its executor is pinned there.
     let dir = DataDir::new("server-taskset");
-    let (native, client) = (common::server::free_port(), common::server::free_port());
+    let client = common::server::free_port();
     let log_path = dir.0.with_extension("stderr");
     let mut child = std::process::Command::new("taskset")
         .args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_lode")])
         .arg("--data-dir")
         .arg(&dir.0)
-        .args(["--listen-native", &format!("127.0.0.1:{native}")])
         .args([
             "--listen-client-urls",
             &format!("http://127.0.0.1:{client}"),
         ])
-        .args(["--wal-segment-size", "4194304"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()

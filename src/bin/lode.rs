@@ -14,15 +14,13 @@ use lode::consensus::ConsensusConfig;
 use lode::cpus::CpuChoice;
 use lode::members::Member;
 use lode::membership::{self, write_durably, Identity};
+use lode::server::claim::{self, Wanted};
 use lode::server::node::{run_core, NodeConfig};
 use lode::server::urls::{parse_url, parse_urls, Urls};
 use lode::server::{self, Limits};
 use lode::shard::mesh::Mesh;
 use lode::shard::CoreMessage;
 use lode::wal::{WalOptions, DEFAULT_SEGMENT_SIZE};
-
-/// The native protocol's default port.
-const DEFAULT_NATIVE_ADDRESS: &str = "127.0.0.1:2390";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ClusterState {
@@ -46,9 +44,11 @@ struct Cli {
     /// Data directory (created if missing) [default: <name>.lode].
     #[arg(long, env = "LODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address the native protocol listens on (host:port).
-    #[arg(long, env = "LODE_LISTEN_NATIVE", default_value = DEFAULT_NATIVE_ADDRESS)]
-    listen_native: String,
+    /// An extra address serving only lode's native protocol (host:port). The client URLs serve
+    /// it too (next to etcd's gRPC and HTTP APIs), so it is needed only to keep native clients
+    /// on a port of their own.
+    #[arg(long, env = "LODE_LISTEN_NATIVE")]
+    listen_native: Option<String>,
     /// URLs to listen on for client traffic (comma-separated http://host:port). They serve the
     /// native protocol today; etcd's gRPC API joins them on the same ports.
     #[arg(long, env = "LODE_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379",
@@ -409,37 +409,71 @@ fn main() -> ExitCode {
         }
         _ => "unpinned".to_string(),
     };
-    let mut listen = vec![cli.listen_native.clone()];
+    let mut listen: Vec<String> = cli.listen_native.iter().cloned().collect();
+    let mut wanted = Vec::new();
+    for address in &listen {
+        match address.parse::<std::net::SocketAddr>() {
+            Ok(address) => wanted.push(Wanted {
+                address,
+                what: "--listen-native".into(),
+            }),
+            Err(error) => {
+                eprintln!("lode: --listen-native {address}: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     for url in &cli.listen_client_urls.0 {
         match url.socket_address() {
             Ok(address) if listen.contains(&address.to_string()) => {
                 eprintln!("lode: {url} is the same address as another listener");
                 return ExitCode::from(2);
             }
-            Ok(address) => listen.push(address.to_string()),
+            Ok(address) => {
+                listen.push(address.to_string());
+                wanted.push(Wanted {
+                    address,
+                    what: "--listen-client-urls".into(),
+                });
+            }
             Err(error) => {
                 eprintln!("lode: --listen-client-urls: {error}");
                 return ExitCode::from(2);
             }
         }
     }
-    // Every core binds each address with SO_REUSEPORT, which would also let it be shared with
-    // another process: make sure no one else is listening there first.
-    for address in &listen {
-        if let Err(error) = std::net::TcpListener::bind(address) {
-            eprintln!("lode: cannot listen on {address}: {error}");
-            return ExitCode::from(1);
-        }
-    }
     // A member bootstrapped alone listens for peers only when told where (so that several
     // single-member lodes run side by side on their defaults); it needs to, to add members.
     let listen_peer = (!bootstrapped_alone || peer_urls_given).then_some(listen_peer);
     if let Some(address) = &listen_peer {
-        if let Err(error) = std::net::TcpListener::bind(address) {
-            eprintln!("lode: cannot listen for peers on {address}: {error}");
-            return ExitCode::from(1);
+        match address.parse::<std::net::SocketAddr>() {
+            Ok(address) => wanted.push(Wanted {
+                address,
+                what: "--listen-peer-urls".into(),
+            }),
+            Err(error) => {
+                eprintln!("lode: --listen-peer-urls {address}: {error}");
+                return ExitCode::from(2);
+            }
         }
     }
+    // Every core binds each address with SO_REUSEPORT, which would also let another process
+    // share it: claim them all for this process first (waiting a moment for a previous run's
+    // sockets that linger after a kill).
+    let _claims = match claim::claim(&wanted, claim::DEFAULT_CLAIM_WAIT, |waiting| {
+        eprintln!(
+            "lode: {} ({}) is in use; waiting up to {:?} for it to be released",
+            waiting.address,
+            waiting.what,
+            claim::DEFAULT_CLAIM_WAIT
+        );
+    }) {
+        Ok(claims) => claims,
+        Err(error) => {
+            eprintln!("lode: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let node = NodeConfig {
         consensus: config,
         wal_dir,

@@ -41,7 +41,7 @@ struct Cli {
         long,
         global = true,
         env = "LODECTL_ENDPOINTS",
-        default_value = "127.0.0.1:2390",
+        default_value = "127.0.0.1:2379",
         value_delimiter = ','
     )]
     endpoints: Vec<String>,

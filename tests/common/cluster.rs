@@ -3,38 +3,27 @@
 
 use std::time::{Duration, Instant};
 
-use super::server::{free_port, ok, wait_until_free, DataDir, Lode};
+use super::server::{free_port, ok, DataDir, Lode};
 
 /// One member: its flags, data dir and ports, and the process while it runs.
 pub struct Member {
+    /// First, so that it is dropped (killed, its log shown on a failure) before its data dir.
+    pub lode: Option<Lode>,
     pub name: String,
     pub dir: DataDir,
-    pub native_port: u16,
     pub client_port: u16,
     pub args: Vec<String>,
     /// Extra environment variables for the process (fault injection).
     pub env: Vec<(String, String)>,
-    pub lode: Option<Lode>,
 }
 
 impl Member {
+    /// Starts the member, at once even right after a kill (lode waits for its previous run's
+    /// sockets itself, as a supervisor restarting it would need).
     pub fn start(&mut self) {
-        // After a kill the old process's sockets may linger a moment.
-        let peer_port = self
-            .peer_url()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok());
-        for port in [Some(self.native_port), Some(self.client_port), peer_port]
-            .into_iter()
-            .flatten()
-        {
-            wait_until_free(port);
-        }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.lode = Some(Lode::start_on_with_env(
             &self.dir.0,
-            self.native_port,
             self.client_port,
             &args,
             &self.env,
@@ -156,7 +145,6 @@ fn build_cluster(
             Member {
                 name: format!("m{i}"),
                 dir: DataDir::new(&format!("{name}-m{i}")),
-                native_port: free_port(),
                 client_port: free_port(),
                 args: [
                     "--name",

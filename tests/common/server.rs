@@ -26,18 +26,6 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Waits until `port` on 127.0.0.1 can be bound again. A killed lode's listening sockets can
-/// outlive it for a moment: io_uring releases files its in-flight requests hold (a pending
-/// accept) from a kernel worker after the process is gone.
-#[allow(dead_code)]
-pub fn wait_until_free(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpListener::bind(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never freed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// A fresh data directory, removed when dropped.
 pub struct DataDir(pub PathBuf);
 
@@ -60,7 +48,8 @@ impl Drop for DataDir {
 /// A running `lode`.
 pub struct Lode {
     pub child: Option<Child>,
-    /// The native protocol's address (`--listen-native`).
+    /// Its client address (host:port of `--listen-client-urls`), where lodectl's native
+    /// protocol, etcd's gRPC API and HTTP are all served.
     pub address: String,
     /// Its client URL (`--listen-client-urls`).
     pub client_url: String,
@@ -73,10 +62,9 @@ impl Lode {
     /// `<data_dir>.stderr` and is shown if it never comes up.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Lode {
         for _ in 0..5 {
-            let address = format!("127.0.0.1:{}", free_port());
             let client_url = format!("http://127.0.0.1:{}", free_port());
             let log = std::fs::File::create(data_dir.with_extension("stderr"));
-            let mut lode = Lode::spawn(data_dir, address, client_url, log, extra, &[]);
+            let mut lode = Lode::spawn(data_dir, client_url, log, extra, &[]);
             if lode.wait_ready(0) {
                 return lode;
             }
@@ -86,16 +74,16 @@ impl Lode {
         panic!("lode did not start on {}: {log}", data_dir.display());
     }
 
-    /// Starts lode on fixed ports (a cluster member keeps its addresses across restarts) and
-    /// waits until it serves; panics with its stderr if it does not.
-    pub fn start_on(data_dir: &Path, native_port: u16, client_port: u16, extra: &[&str]) -> Lode {
-        Lode::start_on_with_env(data_dir, native_port, client_port, extra, &[])
+    /// Starts lode on a fixed client port (a cluster member keeps its addresses across
+    /// restarts) and waits until it serves; panics with its stderr if it does not. Called at
+    /// once after a kill, as a supervisor would: lode itself waits for its old sockets to go.
+    pub fn start_on(data_dir: &Path, client_port: u16, extra: &[&str]) -> Lode {
+        Lode::start_on_with_env(data_dir, client_port, extra, &[])
     }
 
     /// `start_on` with extra environment variables for lode (fault injection).
     pub fn start_on_with_env(
         data_dir: &Path,
-        native_port: u16,
         client_port: u16,
         extra: &[&str],
         env: &[(String, String)],
@@ -106,9 +94,8 @@ impl Lode {
             .create(true)
             .append(true)
             .open(&log_path);
-        let address = format!("127.0.0.1:{native_port}");
         let client_url = format!("http://127.0.0.1:{client_port}");
-        let mut lode = Lode::spawn(data_dir, address, client_url, log, extra, env);
+        let mut lode = Lode::spawn(data_dir, client_url, log, extra, env);
         if !lode.wait_ready(starts_before) {
             panic!(
                 "lode did not start on {}: {}",
@@ -119,11 +106,10 @@ impl Lode {
         lode
     }
 
-    /// Spawns lode on `data_dir` serving the native protocol on `address` and `client_url`,
-    /// its stderr into `log`.
+    /// Spawns lode on `data_dir` serving clients on `client_url`, started with etcd's flags
+    /// only (as users start it), its stderr into `log`.
     fn spawn(
         data_dir: &Path,
-        address: String,
         client_url: String,
         log: std::io::Result<std::fs::File>,
         extra: &[&str],
@@ -133,7 +119,6 @@ impl Lode {
             .envs(env.iter().cloned())
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen-native", &address, "--wal-segment-size", "4194304"])
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
             .args(extra)
@@ -143,7 +128,7 @@ impl Lode {
             .expect("spawn lode");
         Lode {
             child: Some(child),
-            address,
+            address: client_url.trim_start_matches("http://").to_string(),
             client_url,
             data_dir: data_dir.to_path_buf(),
         }
@@ -282,12 +267,19 @@ pub fn client_urls() -> [String; 4] {
 /// Starts lode on `data_dir` (on `address`, or a free port) expecting it to refuse: checks the
 /// exit code is 1 and returns what it printed on stderr.
 pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
-    let address = address.map_or_else(|| format!("127.0.0.1:{}", free_port()), str::to_string);
+    let url = format!(
+        "http://{}",
+        address.map_or_else(|| format!("127.0.0.1:{}", free_port()), str::to_string)
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_lode"))
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen-native", &address])
-        .args(client_urls())
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
         .output()
         .expect("run lode");
     assert_eq!(output.status.code(), Some(1), "lode should refuse to start");

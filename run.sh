@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds lode and starts a single-node server on the default data dir (./default.lode),
-# serving the native protocol on 127.0.0.1:2390 and on http://localhost:2379 (etcd's client URL). Talk to it with target/release/lodectl
+# serving etcd's gRPC API, HTTP and the native protocol on http://localhost:2379 (etcd's client URL). Talk to it with target/release/lodectl
 # (e.g. `target/release/lodectl put foo bar`). Stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"

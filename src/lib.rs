@@ -7,12 +7,15 @@
 pub mod alarm;
 pub mod api;
 pub mod client;
+pub mod compactor;
+pub mod config;
 pub mod consensus;
 pub mod cpus;
 pub mod ctl;
 pub mod diskprobe;
 pub mod executor;
 pub mod lease;
+pub mod logging;
 pub mod members;
 pub mod membership;
 pub mod metrics;

@@ -906,7 +906,7 @@ fn member_identity_is_etcds_and_belongs_to_the_data_dir() {
             .unwrap();
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(!fresh.0.join("identity").exists(), "{args:?}");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        common::server::messages(&String::from_utf8_lossy(&output.stderr))
     };
     let missing = refused(&[
         "--name",

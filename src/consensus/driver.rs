@@ -49,6 +49,9 @@ pub struct ConsensusConfig {
     pub heartbeat: Duration,
     /// Ticks without a leader before an election (etcd's election timeout / heartbeat).
     pub election_ticks: usize,
+    /// Raft's pre-vote (etcd's `--pre-vote`, on by default): a member cut off asks whether it
+    /// could win before it starts an election that would depose a working leader.
+    pub pre_vote: bool,
     /// etcd's `--max-txn-ops`.
     pub max_txn_ops: usize,
     /// Applied entries between snapshots (etcd's `--snapshot-count`).
@@ -373,7 +376,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             heartbeat_tick: 1,
             applied,
             check_quorum: true,
-            pre_vote: true,
+            pre_vote: config.pre_vote,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             ..Default::default()

@@ -112,14 +112,83 @@ fn error_response(status: &Status) -> HttpResponse {
     )
 }
 
+/// Accepts connections on a `--listen-metrics-urls` address until the listener fails: plain
+/// HTTP/1 serving only what etcd's metrics listener serves (`/metrics`, `/health`, `/livez`,
+/// `/readyz`).
+pub async fn serve_monitoring(listener: glommio::net::TcpListener, node: Rc<Node>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let node = node.clone();
+                glommio::spawn_local(async move {
+                    let io = GlommioIo::plain(stream, &Bytes::new());
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let node = node.clone();
+                        async move {
+                            let path = request.uri().path().to_string();
+                            let query = request.uri().query().unwrap_or_default().to_string();
+                            let response =
+                                match monitoring(request.method(), &path, &query, &node).await {
+                                    Some(response) => response,
+                                    None => not_found(&path),
+                                };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(io, service);
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "metrics connection ended");
+                    }
+                })
+                .detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a metrics connection failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The metrics and health probes etcd serves on both its client and metrics listeners;
+/// `None` for any other path.
+async fn monitoring(
+    method: &Method,
+    path: &str,
+    query: &str,
+    node: &Rc<Node>,
+) -> Option<HttpResponse> {
+    Some(match (method, path) {
+        (&Method::GET, "/health") => health(node, query).await,
+        (&Method::GET, "/livez") => probe(node, query, false).await,
+        (&Method::GET, "/readyz") => probe(node, query, true).await,
+        (&Method::GET, "/metrics") => metrics(node).await,
+        (_, "/health" | "/livez" | "/readyz" | "/metrics") => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
+        _ => return None,
+    })
+}
+
+fn not_found(path: &str) -> HttpResponse {
+    respond(
+        StatusCode::NOT_FOUND,
+        "text/plain",
+        format!("404 page not found: lode serves no {path}\n"),
+    )
+}
+
 async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
+    if let Some(response) = monitoring(request.method(), &path, &query, node).await {
+        return response;
+    }
     match (request.method().clone(), path.as_str()) {
-        (Method::GET, "/health") => health(node, &query).await,
-        (Method::GET, "/livez") => probe(node, &query, false).await,
-        (Method::GET, "/readyz") => probe(node, &query, true).await,
-        (Method::GET, "/metrics") => metrics(node).await,
         (Method::GET, "/version") => json_response(
             StatusCode::OK,
             &serde_json::json!({
@@ -135,16 +204,12 @@ async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> H
                 Err(response) => response,
             }
         }
-        (_, "/health" | "/livez" | "/readyz" | "/version" | "/metrics") => respond(
+        (_, "/version") => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n",
         ),
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            format!("404 page not found: lode serves no {path}\n"),
-        ),
+        _ => not_found(&path),
     }
 }
 

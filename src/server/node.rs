@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -45,10 +45,15 @@ pub struct NodeConfig {
     /// Addresses serving the native protocol, `--listen-native` first, then the client URLs'
     /// (every core listens on each, SO_REUSEPORT).
     pub listen: Vec<String>,
+    /// Addresses serving only /metrics and the health probes, as etcd's
+    /// `--listen-metrics-urls` (every core listens on each, SO_REUSEPORT).
+    pub listen_metrics: Vec<String>,
     /// Where core 0 listens for the other members (`None` for a single member).
     pub listen_peer: Option<String>,
     /// Request limits.
     pub limits: Limits,
+    /// What auto-compaction keeps (`None`: off); run by core 0, acted on while it leads.
+    pub auto_compaction: Option<crate::compactor::Retention>,
     /// Set by SIGTERM/SIGINT.
     pub shutdown: Arc<AtomicBool>,
 }
@@ -599,13 +604,17 @@ pub async fn run_core(
     local.set_size_report_step_for_quota(config.consensus.quota_bytes, cores);
     // Bind before joining the mesh: once core 0 has joined, every core is listening, so the
     // readiness line core 0 prints is true for every core.
-    let bound: Result<Vec<_>, String> = config
-        .listen
-        .iter()
-        .map(|address| {
-            super::listen(address).map_err(|error| format!("cannot listen on {address}: {error}"))
-        })
-        .collect();
+    let bind = |addresses: &[String]| -> Result<Vec<_>, String> {
+        addresses
+            .iter()
+            .map(|address| {
+                super::listen(address)
+                    .map_err(|error| format!("cannot listen on {address}: {error}"))
+            })
+            .collect()
+    };
+    let bound =
+        bind(&config.listen).and_then(|clients| Ok((clients, bind(&config.listen_metrics)?)));
     let channels = ends.connect().await;
     let mut streams = channels.receivers;
     let router = Rc::new(Router::new(
@@ -614,7 +623,7 @@ pub async fn run_core(
         channels.senders,
         local.clone(),
     ));
-    let listeners = match bound {
+    let (listeners, metrics_listeners) = match bound {
         Ok(listeners) => listeners,
         Err(error) => {
             tell_everyone_to_stop(&router).await;
@@ -642,6 +651,9 @@ pub async fn run_core(
     for listener in listeners {
         glommio::spawn_local(native::serve(listener, node.clone(), config.limits)).detach();
     }
+    for listener in metrics_listeners {
+        glommio::spawn_local(super::http::serve_monitoring(listener, node.clone())).detach();
+    }
     match consensus {
         Some(consensus) => {
             let watcher = consensus.clone();
@@ -654,11 +666,17 @@ pub async fn run_core(
                 watcher.stop();
             })
             .detach();
-            eprintln!(
-                "lode: member {:x} serving the native protocol on {} with {} core(s)",
-                config.consensus.member_id,
-                config.listen.join(", "),
-                router.cores()
+            if let Some(retention) = config.auto_compaction {
+                let compactor = crate::compactor::AutoCompactor::new(retention, Instant::now());
+                glommio::spawn_local(auto_compaction(node.clone(), consensus.clone(), compactor))
+                    .detach();
+            }
+            tracing::info!(
+                member_id = %format!("{:x}", config.consensus.member_id),
+                addresses = %config.listen.join(","),
+                metrics_addresses = %config.listen_metrics.join(","),
+                cores = router.cores(),
+                "serving the native protocol, etcd's gRPC API and HTTP"
             );
             let outcome = consensus.run().await;
             tell_everyone_to_stop(&router).await;
@@ -733,4 +751,57 @@ async fn start_core(
     )
     .map_err(|error| error.to_string())?;
     Ok(Some(consensus))
+}
+
+/// Runs auto-compaction on the consensus core: ticks the compactor on its schedule and, while
+/// this member leads, proposes the compactions it asks for (a log entry every member applies).
+async fn auto_compaction(
+    node: Rc<Node>,
+    consensus: Rc<Consensus<DmaDir>>,
+    mut compactor: crate::compactor::AutoCompactor,
+) {
+    use crate::compactor::{Outcome, Retention};
+    let (kind, retention) = match compactor.retention() {
+        Retention::Period(period) => ("periodic", format!("{period:?}")),
+        Retention::Revisions(revisions) => ("revision", revisions.to_string()),
+    };
+    loop {
+        glommio::timer::sleep(compactor.interval()).await;
+        if node.router.local().stopping() {
+            return;
+        }
+        let leader = consensus.leader() == node.config.member_id;
+        let Some(revision) = compactor.tick(Instant::now(), node.revision(), leader) else {
+            continue;
+        };
+        tracing::info!(revision, retention = %retention, "starting auto {kind} compaction");
+        let started = Instant::now();
+        let request = WriteRequest::Compact(crate::mvcc::request::CompactionRequest {
+            revision,
+            physical: false,
+        });
+        let outcome = match node.propose(request).await {
+            Ok(_) => {
+                tracing::info!(
+                    revision,
+                    retention = %retention,
+                    took = %format!("{:?}", started.elapsed()),
+                    "completed auto {kind} compaction"
+                );
+                Outcome::Done
+            }
+            Err(ServerError::Kv(KvError::Compacted)) => Outcome::AlreadyCompacted,
+            Err(error) => {
+                tracing::warn!(
+                    revision,
+                    retention = %retention,
+                    retry_interval = %format!("{:?}", compactor.interval()),
+                    %error,
+                    "failed auto {kind} compaction"
+                );
+                Outcome::Failed
+            }
+        };
+        compactor.finished(Instant::now(), revision, outcome);
+    }
 }

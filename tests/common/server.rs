@@ -134,6 +134,26 @@ impl Lode {
         }
     }
 
+    /// Takes over a lode the test spawned itself (configured its own way, its stderr going to
+    /// a fresh `<data_dir>.stderr`) serving clients on `client_url`; waits until it serves and panics
+    /// with its log if it does not.
+    pub fn adopt(child: Child, client_url: &str, data_dir: &Path) -> Lode {
+        let mut lode = Lode {
+            child: Some(child),
+            address: client_url.trim_start_matches("http://").to_string(),
+            client_url: client_url.to_string(),
+            data_dir: data_dir.to_path_buf(),
+        };
+        if !lode.wait_ready(0) {
+            panic!(
+                "lode did not start on {}: {}",
+                data_dir.display(),
+                lode.stderr()
+            );
+        }
+        lode
+    }
+
     /// True once lode's stderr holds more "serving" lines than `starts_before` (every core
     /// listens by then; a bare connect could reach the port check lode makes before its cores
     /// start); false if it exited first or never said so.
@@ -247,6 +267,22 @@ pub fn failed(output: Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The messages of lode's log lines (zap JSON lines, as lode writes them by default), one a
+/// line; lines that are not JSON are kept as they are.
+pub fn messages(log: &str) -> String {
+    let mut out = String::new();
+    for line in log.lines() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) if value.get("msg").is_some() => {
+                out.push_str(value["msg"].as_str().unwrap_or_default());
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// How many times lode said it serves in `stderr`.
 fn serving_lines(stderr: &str) -> usize {
     stderr.matches("serving the native protocol").count()
@@ -283,7 +319,7 @@ pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
         .output()
         .expect("run lode");
     assert_eq!(output.status.code(), Some(1), "lode should refuse to start");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    messages(&String::from_utf8_lossy(&output.stderr))
 }
 
 /// Runs `command` with `input` (if any) on its standard input; its output.

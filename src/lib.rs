@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod api;
+pub mod bbolt;
 pub mod client;
 pub mod compactor;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod consensus;
 pub mod cpus;
 pub mod ctl;
 pub mod diskprobe;
+pub mod etcd_db;
 pub mod executor;
 pub mod lease;
 pub mod logging;

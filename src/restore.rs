@@ -1,5 +1,9 @@
 //! `lodectl snapshot restore`: a new data dir from a snapshot, as etcdctl's restore makes one.
 //!
+//! A snapshot is etcd's database (a bbolt file, as `etcdctl snapshot save` stores it from etcd
+//! or from lode, whose Snapshot call writes etcd's format: `etcd_db`), or a file in lode's own
+//! snapshot format (as lode before it wrote them); both are restored the same way once read.
+//!
 //! The snapshot (lode's format, as `lodectl snapshot save` or `etcdctl snapshot save` stored
 //! it: the file, zero padding and a SHA-256) is checked whole (the hash, then every block's
 //! checksum) before anything is written. The new data dir belongs to a new cluster, named by
@@ -104,8 +108,29 @@ pub struct SnapshotStatus {
     pub total_size: u64,
 }
 
-/// Checks the snapshot in `file` whole, as a restore would, and describes it.
+/// Checks the snapshot in `file` whole, as a restore would, and describes it: an etcd
+/// database (what `etcdctl snapshot save` and lode's Snapshot call write) as etcdctl does, a
+/// file in lode's own format by its CRC32C.
 pub fn status(file: &Path) -> Result<SnapshotStatus, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    if crate::etcd_db::is_bbolt(&bytes) {
+        // Checked whole: the SHA-256 too when the file has one (etcdctl's status skips it).
+        let db = match crate::bbolt::snapshot::split(&bytes) {
+            (_, Some(_)) => etcd_database(&bytes, true, file)?,
+            (db, None) => db,
+        };
+        let (hash, revision, total_keys, total_size) = crate::etcd_db::status(db)
+            .map_err(|e| format!("{} is not a usable etcd snapshot: {e}", file.display()))?;
+        // The keyspace must read too, as a restore would read it.
+        crate::etcd_db::read(db)
+            .map_err(|e| format!("{} is not a usable etcd snapshot: {e}", file.display()))?;
+        return Ok(SnapshotStatus {
+            hash,
+            revision,
+            total_keys,
+            total_size,
+        });
+    }
     let (meta, body, _, end, keys) = verified(file, true)?;
     Ok(SnapshotStatus {
         hash: crc32c::crc32c(&body[..end]),
@@ -123,6 +148,14 @@ fn verified(
     check_hash: bool,
 ) -> Result<(snapshot::SnapshotMeta, Bytes, usize, usize, u64), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    if crate::etcd_db::is_bbolt(&bytes) {
+        let db = etcd_database(&bytes, check_hash, file)?;
+        let keyspace = crate::etcd_db::read(db)
+            .map_err(|e| format!("{} is not a usable etcd snapshot: {e}", file.display()))?;
+        let converted = Bytes::from(crate::etcd_db::to_lode(&keyspace));
+        return read_whole(converted, false)
+            .map_err(|e| format!("{}: converting etcd's database: {e}", file.display()));
+    }
     let bytes = Bytes::from(bytes);
     let unusable = |error: snapshot::SnapshotError| {
         format!("{} is not a usable lode snapshot: {error}", file.display())
@@ -147,6 +180,28 @@ fn verified(
         },
     };
     Ok(read)
+}
+
+/// The database of an etcd snapshot (a bbolt file, with the SHA-256 `etcdctl snapshot save`
+/// appends), checked as `etcdctl snapshot restore` checks it: the hash must be there and match
+/// unless `check_hash` is false.
+fn etcd_database<'a>(bytes: &'a [u8], check_hash: bool, file: &Path) -> Result<&'a [u8], String> {
+    let (db, hash) = crate::bbolt::snapshot::split(bytes);
+    match (hash, check_hash) {
+        (_, false) => Ok(db),
+        (Some(_), true) => crate::bbolt::snapshot::verify(bytes).map_err(|_| {
+            format!(
+                "{}: snapshot file integrity check failed: its SHA-256 does not match its \
+                 content (--skip-hash-check restores it anyway)",
+                file.display()
+            )
+        }),
+        (None, true) => Err(format!(
+            "{}: snapshot missing hash but --skip-hash-check=false (a database copied from a \
+             member's data dir has none)",
+            file.display()
+        )),
+    }
 }
 
 /// True when `bytes` has the length of an etcd-shaped download.

@@ -376,20 +376,32 @@ impl Node {
         }
     }
 
-    /// A fresh snapshot written to an export file, from the consensus core: its path (the
-    /// caller streams and removes it) and revision.
+    /// A fresh snapshot of the keyspace as etcd's database (the bbolt file etcd's snapshots
+    /// are, so etcd's tools read it): its path (the caller streams and removes it) and
+    /// revision. The consensus core exports lode's snapshot; a thread of its own turns it into
+    /// etcd's format, off the cores.
     pub async fn snapshot(&self) -> Result<(PathBuf, i64), ServerError> {
-        if let Some(consensus) = &self.consensus {
-            return consensus.snapshot_export().await;
-        }
-        match self
-            .router
-            .ask(0, |reply| CoreMessage::Snapshot { reply })
-            .await?
-        {
-            Reply::Snapshot(result) => result,
-            _ => Err(unexpected_reply("Snapshot")),
-        }
+        let (path, revision) = if let Some(consensus) = &self.consensus {
+            consensus.snapshot_export().await?
+        } else {
+            match self
+                .router
+                .ask(0, |reply| CoreMessage::Snapshot { reply })
+                .await?
+            {
+                Reply::Snapshot(result) => result?,
+                _ => return Err(unexpected_reply("Snapshot")),
+            }
+        };
+        let converted = glommio::executor()
+            .spawn_blocking(move || {
+                let outcome = export_as_etcd_database(&path);
+                let _ = std::fs::remove_file(&path);
+                outcome
+            })
+            .await
+            .map_err(ServerError::Internal)?;
+        Ok((converted, revision))
     }
 
     /// The Raft term for response headers.
@@ -804,4 +816,26 @@ async fn auto_compaction(
         };
         compactor.finished(Instant::now(), revision, outcome);
     }
+}
+
+/// Rewrites lode's snapshot at `path` as etcd's database in `<path>.db`; its path.
+fn export_as_etcd_database(path: &std::path::Path) -> Result<PathBuf, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let (meta, mut reader) = crate::snapshot::SnapshotReader::open(Bytes::from(bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut records = Vec::new();
+    while let Some(block) = reader
+        .next_block()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        records.extend(block);
+    }
+    let keyspace = crate::etcd_db::from_lode(&meta, records);
+    let db =
+        crate::etcd_db::write(&keyspace).map_err(|e| format!("writing etcd's database: {e}"))?;
+    let mut target = path.as_os_str().to_owned();
+    target.push(".db");
+    let target = PathBuf::from(target);
+    std::fs::write(&target, db).map_err(|e| format!("writing {}: {e}", target.display()))?;
+    Ok(target)
 }

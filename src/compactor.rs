@@ -111,17 +111,20 @@ enum Pacing {
 }
 
 impl AutoCompactor {
-    /// A compactor started at `now`.
-    pub fn new(retention: Retention, now: Instant) -> AutoCompactor {
+    /// A compactor started at `now`, when the revision was `current_revision`.
+    pub fn new(retention: Retention, now: Instant, current_revision: i64) -> AutoCompactor {
         let pacing = match retention {
             Retention::Period(period) => {
                 let compact_interval = period.min(MAX_COMPACT_INTERVAL);
                 let sample_interval = compact_interval / 10;
-                let keep = (period.as_nanos() / sample_interval.as_nanos().max(1)) as usize + 1;
+                let keep = usize::try_from(period.as_nanos() / sample_interval.as_nanos().max(1))
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1);
                 Pacing::Periodic {
                     sample_interval,
                     compact_interval,
-                    samples: VecDeque::with_capacity(keep),
+                    // Grown as samples come (a retention of years must not allocate at start).
+                    samples: VecDeque::from([current_revision]),
                     keep,
                     wait: period,
                     last_success: now,
@@ -158,15 +161,20 @@ impl AutoCompactor {
                 compact_interval,
                 ..
             } => {
+                // Decided on the samples up to the previous tick, as etcd's compactor decides
+                // after sleeping: the oldest is about a period and a sample interval old.
+                let due = leader && now.saturating_duration_since(*last_success) >= *wait;
+                let target = if due {
+                    *wait = *compact_interval;
+                    samples.front().copied().filter(|revision| *revision > 0)
+                } else {
+                    None
+                };
                 samples.push_back(current_revision);
                 while samples.len() > *keep {
                     samples.pop_front();
                 }
-                if !leader || now.saturating_duration_since(*last_success) < *wait {
-                    return None;
-                }
-                *wait = *compact_interval;
-                samples.front().copied().filter(|revision| *revision > 0)
+                target
             }
             Pacing::Revision { last_compacted } => {
                 let Retention::Revisions(keep) = self.retention else {
@@ -236,12 +244,14 @@ mod tests {
     #[test]
     fn periodic_compacts_what_was_current_a_period_ago_every_period() {
         let start = Instant::now();
-        let mut compactor = AutoCompactor::new(Retention::Period(Duration::from_secs(10)), start);
+        let mut compactor =
+            AutoCompactor::new(Retention::Period(Duration::from_secs(10)), start, 1);
         assert_eq!(compactor.interval(), Duration::from_secs(1));
-        // Nothing in the first period; then every 10 ticks, the sample of 10 ticks before.
+        // Nothing in the first period; then every 10 ticks, what was current 11 ticks before
+        // (a period and a sample interval, as etcd keeps).
         assert_eq!(
             run(&mut compactor, start, 35, true),
-            vec![(10, 10), (20, 100), (30, 200)]
+            vec![(10, 1), (20, 90), (30, 190)]
         );
     }
 
@@ -249,17 +259,18 @@ mod tests {
     fn periodic_over_an_hour_compacts_hourly_keeping_the_whole_period() {
         let start = Instant::now();
         let period = Duration::from_secs(4 * 3600);
-        let mut compactor = AutoCompactor::new(Retention::Period(period), start);
+        let mut compactor = AutoCompactor::new(Retention::Period(period), start, 1);
         assert_eq!(compactor.interval(), Duration::from_secs(360));
         let compacted = run(&mut compactor, start, 60, true);
-        // First at 4 h (tick 40), then hourly; each keeps about 4 h of samples.
-        assert_eq!(compacted, vec![(40, 10), (50, 100), (60, 200)]);
+        // First at 4 h (tick 40), then hourly; each keeps about 4 h 6 min of history.
+        assert_eq!(compacted, vec![(40, 1), (50, 90), (60, 190)]);
     }
 
     #[test]
     fn a_follower_never_compacts_and_a_failure_is_retried_at_the_next_sample() {
         let start = Instant::now();
-        let mut compactor = AutoCompactor::new(Retention::Period(Duration::from_secs(10)), start);
+        let mut compactor =
+            AutoCompactor::new(Retention::Period(Duration::from_secs(10)), start, 1);
         assert!(run(&mut compactor, start, 30, false).is_empty());
         let now = start + Duration::from_secs(31);
         let first = compactor.tick(now, 310, true).expect("due");
@@ -275,9 +286,18 @@ mod tests {
     }
 
     #[test]
+    fn a_retention_of_centuries_starts_without_allocating_for_it() {
+        let period = parse_retention(Mode::Periodic, "1000000000")
+            .expect("parsed")
+            .expect("on");
+        let compactor = AutoCompactor::new(period, Instant::now(), 1);
+        assert_eq!(compactor.interval(), Duration::from_secs(360));
+    }
+
+    #[test]
     fn revision_mode_keeps_the_last_n_and_skips_repeats() {
         let start = Instant::now();
-        let mut compactor = AutoCompactor::new(Retention::Revisions(25), start);
+        let mut compactor = AutoCompactor::new(Retention::Revisions(25), start, 1);
         assert_eq!(compactor.interval(), REVISION_CHECK_INTERVAL);
         assert_eq!(compactor.tick(start, 20, true), None, "not above 0");
         assert_eq!(compactor.tick(start, 100, false), None, "followers do not");

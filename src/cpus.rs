@@ -123,6 +123,23 @@ pub fn allowed() -> std::io::Result<Vec<usize>> {
     }
 }
 
+/// Lets the calling thread run wherever the process's main thread may (which lode never pins):
+/// a helper thread started from a pinned executor would otherwise share that executor's CPU.
+pub fn unpin_current_thread() -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; the calls read and write at most its size. The process
+    // ID names the main thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut set) != 0
+            || libc::sched_setaffinity(0, size, &set) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The CPUs for `cores` executors: the first `cores` of `chosen` (all of them when `cores` is
 /// not given), each one that this process may run on; `consensus_cpu`, when it is in
 /// `chosen`, comes first (executor 0 drives consensus and the log).

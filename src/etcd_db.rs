@@ -80,7 +80,9 @@ pub struct Keyspace {
 
 /// True when `bytes` start like a bbolt database (an etcd snapshot) rather than lode's format.
 pub fn is_bbolt(bytes: &[u8]) -> bool {
-    bytes.len() >= 20 && bytes[16..20] == bbolt::format::MAGIC.to_le_bytes()
+    !bytes.starts_with(&snapshot::SNAPSHOT_MAGIC)
+        && bytes.len() >= 20
+        && bytes[16..20] == bbolt::format::MAGIC.to_le_bytes()
 }
 
 /// etcd's 17-byte revision key (18 with the deletion mark).
@@ -173,10 +175,16 @@ pub fn read(db: &[u8]) -> Result<Keyspace, EtcdDbError> {
     let mut applied_index = 0;
     let mut term = 0;
     if let Some(meta) = db.bucket(META_BUCKET)? {
-        if let Some(value) = meta.get(FINISHED_COMPACT)? {
-            compact_revision = parse_revision_key(value)
-                .ok_or_else(|| entry_error("meta", 0, "finishedCompactRev".to_string()))?
-                .0;
+        // A compaction etcd scheduled may not have finished when the snapshot was taken
+        // (some old versions gone, others not): etcd finishes it when it loads the database,
+        // and so does this import, below.
+        for name in [FINISHED_COMPACT, SCHEDULED_COMPACT] {
+            if let Some(value) = meta.get(name)? {
+                let point = parse_revision_key(value).ok_or_else(|| {
+                    entry_error("meta", 0, String::from_utf8_lossy(name).into_owned())
+                })?;
+                compact_revision = compact_revision.max(point.0);
+            }
         }
         if let Some(value) = meta.get(CONSISTENT_INDEX)? {
             applied_index = be_u64(value)
@@ -193,8 +201,15 @@ pub fn read(db: &[u8]) -> Result<Keyspace, EtcdDbError> {
             let record = LeaseRecord::decode(entry.value).map_err(|error| {
                 entry_error("lease", index, format!("value is not a Lease: {error}"))
             })?;
-            if be_u64(entry.key) != Some(record.id as u64) || record.id == 0 || record.ttl < 0 {
+            if be_u64(entry.key) != Some(record.id as u64) || record.id == 0 {
                 return Err(entry_error("lease", index, "malformed lease".to_string()));
+            }
+            if !(1..=crate::lease::MAX_TTL_SECONDS).contains(&record.ttl) {
+                return Err(entry_error(
+                    "lease",
+                    index,
+                    format!("lease {:x} has a TTL of {} s", record.id, record.ttl),
+                ));
             }
             let remaining = if record.remaining_ttl > 0 {
                 record.remaining_ttl.min(record.ttl)
@@ -211,6 +226,13 @@ pub fn read(db: &[u8]) -> Result<Keyspace, EtcdDbError> {
         }
     }
     leases.sort_by_key(|lease| lease.id);
+    if compact_revision > 0 {
+        for versions in histories.values_mut() {
+            let start = crate::mvcc::shard::compacted_start(versions, compact_revision);
+            versions.drain(..start);
+        }
+        histories.retain(|_, versions| !versions.is_empty());
+    }
     for (key, versions) in &histories {
         let live_lease = versions
             .last()
@@ -270,7 +292,7 @@ pub fn write(keyspace: &Keyspace) -> Result<Vec<u8>, bbolt::Error> {
                 id: lease.id,
                 ttl: lease.ttl,
                 // Whole seconds left, never rounded down to nothing.
-                remaining_ttl: (lease.remaining_ms.max(0) + 999) / 1000,
+                remaining_ttl: lease.remaining_ms.max(0).saturating_add(999) / 1000,
             };
             (
                 (lease.id as u64).to_be_bytes().to_vec(),
@@ -460,6 +482,31 @@ mod tests {
     }
 
     #[test]
+    fn a_compaction_etcd_had_not_finished_is_finished_by_the_import() {
+        let mut keyspace = sample();
+        // Written with the compaction point at 3, then the point moved to 5 as if etcd had
+        // scheduled a compaction at 5 and not yet removed `a`'s version at 3.
+        let mut db = write(&keyspace).expect("written");
+        let root = Db::open(&db).expect("open").load().expect("load");
+        let mut root = root;
+        for (name, bucket) in root.buckets.iter_mut() {
+            if name.as_slice() == META_BUCKET {
+                for (key, value) in bucket.pairs.iter_mut() {
+                    if key.as_slice() == SCHEDULED_COMPACT {
+                        *value = revision_key(5, 0, false);
+                    }
+                }
+            }
+        }
+        db = bbolt::write_db_to_vec(&root, &bbolt::WriteOptions::default()).expect("db");
+        let read = read(&db).expect("read");
+        assert_eq!(read.compact_revision, 5);
+        keyspace.compact_revision = 5;
+        keyspace.histories[0].1.remove(0);
+        assert_eq!(read, keyspace);
+    }
+
+    #[test]
     fn damaged_databases_are_refused_with_the_entry_named() {
         let mut keyspace = sample();
         // A version whose mod revision is not its key's revision.
@@ -476,5 +523,9 @@ mod tests {
             bbolt::write_db_to_vec(&BucketData::default(), &bbolt::WriteOptions::default())
                 .expect("empty db");
         assert!(matches!(read(&no_keys), Err(EtcdDbError::NoKeyBucket)));
+        let mut zero_ttl = sample();
+        zero_ttl.leases[0].ttl = 0;
+        let error = read(&write(&zero_ttl).expect("written")).expect_err("refused");
+        assert!(error.to_string().contains("TTL of 0"), "{error}");
     }
 }

@@ -272,6 +272,24 @@ fn bad_flags_variables_and_files_are_refused_with_the_reason() {
 }
 
 #[test]
+fn a_start_refused_for_a_busy_address_leaves_the_data_dir_untouched() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", busy.local_addr().expect("address"));
+    let dir = DataDir::new("config-busy-port");
+    let output = Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg(format!("--data-dir={}", dir.0.display()))
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--initial-cluster-token", "first-try"])
+        .output()
+        .expect("run lode");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let log = common::server::messages(&String::from_utf8_lossy(&output.stderr));
+    assert!(log.contains("already in use"), "{log}");
+    // Nothing was fixed by the failed start: not even the identity a later start would read.
+    assert!(!dir.0.exists(), "{log}");
+}
+
+#[test]
 fn variables_shadowed_by_flags_and_flags_without_effect_are_said_once_in_json_lines() {
     let dir = DataDir::new("config-notices");
     let client_url = format!("http://127.0.0.1:{}", free_port());

@@ -162,9 +162,21 @@ fn spawn_in(
         .expect("spawn")
 }
 
-/// Waits until lodectl with no flags (its default endpoint) answers `get`.
+/// Waits until the lode logging to `log` says it serves (so a stray server on the default port
+/// cannot stand in for it), then until lodectl with no flags (its default endpoint) answers.
 fn wait_until_lodectl_reaches_it(dir: &std::path::Path, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("serving the native protocol")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "lode never served: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     loop {
         let output = Command::new(env!("CARGO_BIN_EXE_lodectl"))
             .current_dir(dir)

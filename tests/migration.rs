@@ -206,8 +206,8 @@ async fn all_at(client: &mut Client, revision: i64) -> Result<(i64, Vec<Pair>), 
     Ok((response.header().map_or(0, |h| h.revision()), pairs))
 }
 
-/// Leases: (ID, granted TTL, keys).
-async fn leases_of(client: &mut Client) -> Vec<(i64, i64, Vec<Vec<u8>>)> {
+/// Leases: (ID, granted TTL, keys), and the TTL each has left.
+async fn leases_of(client: &mut Client) -> (Vec<(i64, i64, Vec<Vec<u8>>)>, Vec<i64>) {
     let mut ids: Vec<i64> = client
         .leases()
         .await
@@ -218,6 +218,7 @@ async fn leases_of(client: &mut Client) -> Vec<(i64, i64, Vec<Vec<u8>>)> {
         .collect();
     ids.sort();
     let mut leases = Vec::new();
+    let mut left = Vec::new();
     for id in ids {
         let answer = client
             .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
@@ -226,8 +227,9 @@ async fn leases_of(client: &mut Client) -> Vec<(i64, i64, Vec<Vec<u8>>)> {
         let mut keys: Vec<Vec<u8>> = answer.keys().to_vec();
         keys.sort();
         leases.push((id, answer.granted_ttl(), keys));
+        left.push(answer.ttl());
     }
-    leases
+    (leases, left)
 }
 
 /// Both stores answer the same at every revision from the compaction point to the current
@@ -252,10 +254,19 @@ fn assert_same_keyspace(from: &str, to: &str, compacted: i64) {
         let below = all_at(&mut to, compacted - 1).await.expect_err("compacted");
         assert!(below.contains("compacted"), "{below}");
         assert!(all_at(&mut from, compacted - 1).await.is_err());
-        let leases = leases_of(&mut from).await;
+        let (leases, from_left) = leases_of(&mut from).await;
         assert_eq!(leases.len(), 3);
         assert!(leases.iter().any(|(_, _, keys)| !keys.is_empty()));
-        assert_eq!(leases_of(&mut to).await, leases);
+        let (to_leases, to_left) = leases_of(&mut to).await;
+        assert_eq!(to_leases, leases);
+        // What each lease has left moved with it (in seconds; both started within the test,
+        // the TTLs are 10 to 60 minutes, so a minute covers any delay between the reads).
+        for ((from, to), (id, granted, _)) in from_left.iter().zip(&to_left).zip(&leases) {
+            assert!(
+                (from - to).abs() <= 60 && *to > granted / 2,
+                "lease {id:x}: {from} s left at the source, {to} s after the move"
+            );
+        }
     });
 }
 

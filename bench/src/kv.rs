@@ -65,7 +65,7 @@ pub struct KvArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put,put-maintenance,get-serializable,get-linearizable,txn-cas"
+        default_value = "put,put-maintenance,put-auto-compaction,get-serializable,get-linearizable,txn-cas"
     )]
     scenarios: Vec<String>,
     /// Print only JSON lines.
@@ -135,9 +135,13 @@ fn free_addresses(n: usize) -> Result<Vec<String>, String> {
 
 /// Starts the lode (or the cluster of `--members` lodes) the benchmark runs against; returns
 /// the processes and each member's native address.
+/// Starts the lode (or cluster) to measure; `group` names its data dirs and logs in `scratch`
+/// and `extra` adds flags to every member.
 fn start_servers(
     args: &KvArgs,
     scratch: &std::path::Path,
+    group: &str,
+    extra: &[String],
 ) -> Result<(Vec<Server>, Vec<String>), String> {
     let binary = match &args.lode {
         Some(path) => path.clone(),
@@ -183,12 +187,12 @@ fn start_servers(
         if let Some(cpuset) = member_cpuset(member_cpus(args), i, cores, &allowed) {
             command.args(["--cpuset", &cpuset]);
         }
-        command.args(&args.lode_args);
-        let log_path = scratch.join(format!("lode-{i}.stderr"));
+        command.args(&args.lode_args).args(extra);
+        let log_path = scratch.join(format!("lode-{group}{i}.stderr"));
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let child = command
             .arg("--data-dir")
-            .arg(scratch.join(format!("data-{i}")))
+            .arg(scratch.join(format!("data-{group}{i}")))
             .args(["--listen-native", &address])
             .stdout(Stdio::null())
             .stderr(log)
@@ -270,6 +274,7 @@ pub fn run(args: KvArgs) -> Result<(), String> {
         if ![
             "put",
             "put-maintenance",
+            "put-auto-compaction",
             "get-serializable",
             "get-linearizable",
             "txn-cas",
@@ -291,8 +296,37 @@ pub fn run(args: KvArgs) -> Result<(), String> {
 fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<(Vec<CaseResult>, String), String> {
     let (_servers, addresses) = match &args.endpoint {
         Some(endpoint) => (Vec::new(), vec![endpoint.clone()]),
-        None => start_servers(args, scratch)?,
+        None => start_servers(args, scratch, "", &[])?,
     };
+    // `put-auto-compaction` runs against a lode of its own that auto-compacts every quarter of
+    // a case (periodic mode: first after one period, then every period), beside the plain one.
+    let auto_retention =
+        Duration::from_secs_f64(args.load.seconds / 4.0).max(Duration::from_millis(100));
+    let (_auto_servers, auto_addresses) =
+        if args.scenarios.iter().any(|s| s == "put-auto-compaction") {
+            if args.endpoint.is_some() {
+                return Err(
+                    "put-auto-compaction starts a lode of its own: not with --endpoint".into(),
+                );
+            }
+            start_servers(
+                args,
+                scratch,
+                "auto-compaction-",
+                &[
+                    "--auto-compaction-mode=periodic".to_string(),
+                    format!(
+                        "--auto-compaction-retention={}ms",
+                        auto_retention.as_millis()
+                    ),
+                ],
+            )?
+        } else {
+            (Vec::new(), Vec::new())
+        };
+    let auto_logs: Vec<std::path::PathBuf> = (0..auto_addresses.len())
+        .map(|i| scratch.join(format!("lode-auto-compaction-{i}.stderr")))
+        .collect();
     let echo = start_echo()?;
     let scratch = scratch.to_path_buf();
     let duration = Duration::from_secs_f64(args.load.seconds);
@@ -313,6 +347,11 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<(Vec<CaseResult>, 
     lode::executor::builder(placement)
         .spawn(move || async move {
             let address = find_leader(&addresses).await?;
+            let auto_address = if auto_addresses.is_empty() {
+                None
+            } else {
+                Some(find_leader(&auto_addresses).await?)
+            };
             let mut results = Vec::new();
             let floor = fdatasync_floor(&scratch, 3000)
                 .await
@@ -326,17 +365,22 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<(Vec<CaseResult>, 
             results.push(loopback_round_trip(&echo, 3000).await?);
             for scenario in &scenarios {
                 for &count in &clients {
+                    let target = match (scenario.as_str(), &auto_address) {
+                        ("put-auto-compaction", Some(auto)) => auto.as_str(),
+                        _ => address.as_str(),
+                    };
+                    let compactions_before = completed_compactions(&auto_logs);
                     results.push(
-                        scenario_case(
-                            &address,
-                            scenario,
-                            count,
-                            connections,
-                            value_bytes,
-                            duration,
-                        )
-                        .await?,
+                        scenario_case(target, scenario, count, connections, value_bytes, duration)
+                            .await?,
                     );
+                    if scenario == "put-auto-compaction" {
+                        eprintln!(
+                            "  {scenario} {count}: {} auto-compaction(s) during the case \
+                             (retention {auto_retention:?})",
+                            completed_compactions(&auto_logs) - compactions_before
+                        );
+                    }
                 }
             }
             let stages = match Client::connect(&address).await {
@@ -353,6 +397,18 @@ fn run_in(args: &KvArgs, scratch: &std::path::Path) -> Result<(Vec<CaseResult>, 
         .map_err(|e| format!("starting an executor: {e}"))?
         .join()
         .map_err(|e| format!("executor: {e}"))?
+}
+
+/// How many auto-compactions the members logging to `logs` completed so far.
+fn completed_compactions(logs: &[std::path::PathBuf]) -> usize {
+    logs.iter()
+        .map(|log| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("completed auto periodic compaction")
+                .count()
+        })
+        .sum()
 }
 
 async fn loopback_round_trip(address: &str, samples: u64) -> Result<CaseResult, String> {
@@ -442,7 +498,7 @@ async fn scenario_case(
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let request = match scenario.as_str() {
-                        "put" | "put-maintenance" => {
+                        "put" | "put-maintenance" | "put-auto-compaction" => {
                             Request::Write(WriteRequest::Put(PutRequest {
                                 key: key(client, n),
                                 value: value.clone(),
@@ -609,15 +665,20 @@ fn report(args: &KvArgs, results: &[CaseResult]) {
         );
     }
     for plain in results.iter().filter(|r| r.name.starts_with("put: ")) {
-        let with = plain.name.replacen("put: ", "put-maintenance: ", 1);
-        if let Some(maintained) = results.iter().find(|r| r.name == with) {
-            println!(
-                "{}: p99 {:.0} us with compaction + snapshot vs {:.0} us without ({:.2}x)",
-                plain.name,
-                maintained.micros(0.99),
-                plain.micros(0.99),
-                maintained.micros(0.99) / plain.micros(0.99)
-            );
+        for (scenario, what) in [
+            ("put-maintenance: ", "compaction + snapshot"),
+            ("put-auto-compaction: ", "auto-compaction"),
+        ] {
+            let with = plain.name.replacen("put: ", scenario, 1);
+            if let Some(maintained) = results.iter().find(|r| r.name == with) {
+                println!(
+                    "{}: p99 {:.0} us with {what} vs {:.0} us without ({:.2}x)",
+                    plain.name,
+                    maintained.micros(0.99),
+                    plain.micros(0.99),
+                    maintained.micros(0.99) / plain.micros(0.99)
+                );
+            }
         }
     }
     if let Some(many) = results.iter().find(|r| r.name == "put: 256 clients") {

@@ -67,6 +67,24 @@ fn member_identity(cli: &ServerFlags, data_dir: &std::path::Path) -> Result<Iden
     Ok(identity)
 }
 
+/// Whether this member is the only one of its cluster: by its identity file when the data dir
+/// has one, else by `--initial-cluster` (a member alone listens for peers only when told to).
+fn alone_in_cluster(cli: &ServerFlags, data_dir: &std::path::Path) -> bool {
+    let path = data_dir.join(membership::IDENTITY_FILE);
+    if let Ok(identity) = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| Identity::decode(&text).map_err(|e| e.to_string()))
+    {
+        return identity.members.len() == 1;
+    }
+    cli.initial_cluster.as_ref().is_none_or(|spec| {
+        spec.split(',')
+            .filter(|member| !member.trim().is_empty())
+            .count()
+            <= 1
+    })
+}
+
 /// The identity of a member joining a running cluster: the registry asked of the other
 /// members in `--initial-cluster`, in which it was added (`member add`) at its advertised peer
 /// URLs.
@@ -170,7 +188,7 @@ fn main() -> ExitCode {
             )
         })
         .collect();
-    let (cli, matches, notices) = match configure(&argv, &env) {
+    let (cli, matches, notices, config_file) = match configure(&argv, &env) {
         Ok(configured) => configured,
         Err(failure) => {
             eprintln!("lode: {}", failure.message);
@@ -201,7 +219,7 @@ fn main() -> ExitCode {
             Notice::Warn(text) => tracing::warn!("{text}"),
         }
     }
-    match run(&cli, &matches) {
+    match run(&cli, &matches, config_file.is_some()) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -214,11 +232,15 @@ fn main() -> ExitCode {
 }
 
 /// The server's flags from the command line, the environment or a config file, with what to
-/// log about them once logging is set up.
-fn configure(
-    argv: &[String],
-    env: &[(String, String)],
-) -> Result<(ServerFlags, clap::ArgMatches, Vec<Notice>), Failure> {
+/// log about them once logging is set up and the config file read, if any.
+type Configured = (
+    ServerFlags,
+    clap::ArgMatches,
+    Vec<Notice>,
+    Option<std::path::PathBuf>,
+);
+
+fn configure(argv: &[String], env: &[(String, String)]) -> Result<Configured, Failure> {
     let known = server_flags::known_flags();
     let resolved = config::resolve(argv, env, &known, |path| std::fs::read_to_string(path))
         .map_err(|error| usage(error.to_string()))?;
@@ -238,11 +260,11 @@ fn configure(
         }
     };
     let cli = ServerFlags::from_arg_matches(&matches).map_err(|e| usage(e.to_string()))?;
-    Ok((cli, matches, resolved.notices))
+    Ok((cli, matches, resolved.notices, resolved.config_file))
 }
 
 /// Starts the member and serves until it is told to stop.
-fn run(cli: &ServerFlags, matches: &clap::ArgMatches) -> Result<(), Failure> {
+fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result<(), Failure> {
     let peer_urls_given =
         matches.value_source("listen_peer_urls") == Some(ValueSource::CommandLine);
     if cli.election_timeout < 2 * cli.heartbeat_interval {
@@ -250,7 +272,7 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches) -> Result<(), Failure> {
             "--election-timeout must be at least twice --heartbeat-interval",
         ));
     }
-    let auto_compaction = compactor::parse_retention(
+    let mut auto_compaction = compactor::parse_retention(
         match cli.auto_compaction_mode {
             CompactionMode::Periodic => compactor::Mode::Periodic,
             CompactionMode::Revision => compactor::Mode::Revision,
@@ -258,6 +280,19 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches) -> Result<(), Failure> {
         &cli.auto_compaction_retention,
     )
     .map_err(usage)?;
+    // In a config file etcd has no default mode: a retention without one leaves
+    // auto-compaction off there (etcd 3.5 refuses a duration, ignores a number of hours).
+    if from_file
+        && auto_compaction.is_some()
+        && matches.value_source("auto_compaction_mode") == Some(ValueSource::DefaultValue)
+    {
+        tracing::warn!(
+            retention = %cli.auto_compaction_retention,
+            "auto-compaction-retention without auto-compaction-mode in the config file: \
+             auto-compaction stays off, as in etcd"
+        );
+        auto_compaction = None;
+    }
     let data_dir = cli
         .data_dir
         .clone()
@@ -270,6 +305,68 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches) -> Result<(), Failure> {
             .map_err(|error| failed(format!("--wal-dir {}: {error}", dir.display())))?,
         None => data_dir.join("wal"),
     };
+    // Every address is claimed before anything is written, so a start refused for a busy
+    // address leaves the data dir as it was (its identity included).
+    let bootstrapped_alone = alone_in_cluster(cli, &data_dir);
+    let listen_peer = cli.listen_peer_urls.0[0]
+        .socket_address()
+        .map_err(|error| usage(format!("--listen-peer-urls: {error}")))?;
+    let mut wanted = Vec::new();
+    let mut take = |address: std::net::SocketAddr, what: &str| -> Result<String, Failure> {
+        if wanted.iter().any(|w: &Wanted| w.address == address) {
+            return Err(usage(format!(
+                "{what}: {address} is the same address as another listener"
+            )));
+        }
+        wanted.push(Wanted {
+            address,
+            what: what.to_string(),
+        });
+        Ok(address.to_string())
+    };
+    let mut listen = Vec::new();
+    if let Some(address) = &cli.listen_native {
+        let parsed = address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|error| usage(format!("--listen-native {address}: {error}")))?;
+        listen.push(take(parsed, "--listen-native")?);
+    }
+    for url in &cli.listen_client_urls.0 {
+        let address = url
+            .socket_address()
+            .map_err(|error| usage(format!("--listen-client-urls: {error}")))?;
+        listen.push(take(address, "--listen-client-urls")?);
+    }
+    let mut listen_metrics = Vec::new();
+    for url in cli
+        .listen_metrics_urls
+        .iter()
+        .flat_map(|urls| urls.0.iter())
+    {
+        let address = url
+            .socket_address()
+            .map_err(|error| usage(format!("--listen-metrics-urls: {error}")))?;
+        listen_metrics.push(take(address, "--listen-metrics-urls")?);
+    }
+    // A member bootstrapped alone listens for peers only when told where (so that several
+    // single-member lodes run side by side on their defaults); it needs to, to add members.
+    let listen_peer = if !bootstrapped_alone || peer_urls_given {
+        Some(take(listen_peer, "--listen-peer-urls")?)
+    } else {
+        None
+    };
+    // Every core binds each address with SO_REUSEPORT, which would also let another process
+    // share it: claim them all for this process first (waiting a moment for a previous run's
+    // sockets that linger after a kill).
+    let _claims = claim::claim(&wanted, claim::DEFAULT_CLAIM_WAIT, |waiting| {
+        tracing::warn!(
+            address = %waiting.address,
+            flag = %waiting.what,
+            "address in use; waiting up to {:?} for it to be released",
+            claim::DEFAULT_CLAIM_WAIT
+        );
+    })
+    .map_err(|error| failed(error.to_string()))?;
     for dir in [&data_dir, &wal_dir] {
         std::fs::create_dir_all(dir).map_err(|error| {
             failed(format!(
@@ -296,10 +393,6 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches) -> Result<(), Failure> {
             is_learner: identity.learners.contains(id),
         });
     }
-    let bootstrapped_alone = members.len() == 1;
-    let listen_peer = cli.listen_peer_urls.0[0]
-        .socket_address()
-        .map_err(|error| usage(format!("--listen-peer-urls: {error}")))?;
     let config = ConsensusConfig {
         member_id: identity.member_id,
         cluster_id: identity.cluster_id,
@@ -366,62 +459,6 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches) -> Result<(), Failure> {
         }
         _ => "unpinned".to_string(),
     };
-    let mut wanted = Vec::new();
-    let mut take = |address: std::net::SocketAddr, what: &str| -> Result<String, Failure> {
-        if wanted.iter().any(|w: &Wanted| w.address == address) {
-            return Err(usage(format!(
-                "{what}: {address} is the same address as another listener"
-            )));
-        }
-        wanted.push(Wanted {
-            address,
-            what: what.to_string(),
-        });
-        Ok(address.to_string())
-    };
-    let mut listen = Vec::new();
-    if let Some(address) = &cli.listen_native {
-        let parsed = address
-            .parse::<std::net::SocketAddr>()
-            .map_err(|error| usage(format!("--listen-native {address}: {error}")))?;
-        listen.push(take(parsed, "--listen-native")?);
-    }
-    for url in &cli.listen_client_urls.0 {
-        let address = url
-            .socket_address()
-            .map_err(|error| usage(format!("--listen-client-urls: {error}")))?;
-        listen.push(take(address, "--listen-client-urls")?);
-    }
-    let mut listen_metrics = Vec::new();
-    for url in cli
-        .listen_metrics_urls
-        .iter()
-        .flat_map(|urls| urls.0.iter())
-    {
-        let address = url
-            .socket_address()
-            .map_err(|error| usage(format!("--listen-metrics-urls: {error}")))?;
-        listen_metrics.push(take(address, "--listen-metrics-urls")?);
-    }
-    // A member bootstrapped alone listens for peers only when told where (so that several
-    // single-member lodes run side by side on their defaults); it needs to, to add members.
-    let listen_peer = if !bootstrapped_alone || peer_urls_given {
-        Some(take(listen_peer, "--listen-peer-urls")?)
-    } else {
-        None
-    };
-    // Every core binds each address with SO_REUSEPORT, which would also let another process
-    // share it: claim them all for this process first (waiting a moment for a previous run's
-    // sockets that linger after a kill).
-    let _claims = claim::claim(&wanted, claim::DEFAULT_CLAIM_WAIT, |waiting| {
-        tracing::warn!(
-            address = %waiting.address,
-            flag = %waiting.what,
-            "address in use; waiting up to {:?} for it to be released",
-            claim::DEFAULT_CLAIM_WAIT
-        );
-    })
-    .map_err(|error| failed(error.to_string()))?;
     if let Some(retention) = &auto_compaction {
         tracing::info!(retention = ?retention, "auto-compaction on");
     }

@@ -405,6 +405,23 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     no_effect("snapshot", true, "etcd 0.4's flag"),
     no_effect("v", true, "etcd 0.4's flag"),
     no_effect("vv", true, "etcd 0.4's flag"),
+    // etcd 3.4's flags that 3.5 dropped, and 3.6's feature gates: config files written for
+    // those versions still start.
+    no_effect(
+        "debug",
+        true,
+        "etcd 3.4's flag (3.5 dropped it); use --log-level debug",
+    ),
+    no_effect(
+        "log-package-levels",
+        false,
+        "etcd 3.4's flag (3.5 dropped it); use --log-level",
+    ),
+    no_effect(
+        "feature-gates",
+        false,
+        "etcd 3.6's feature gates name etcd's own experiments",
+    ),
     // etcd 3.6's spellings of flags that lost their `experimental-` prefix.
     serves("watch-progress-notify-interval"),
     serves("snapshot-catchup-entries"),

@@ -123,6 +123,10 @@ fn variable_is_not_a_flag(name: &str) -> bool {
 
 const CONFIG_FILE_FLAG: &str = "config-file";
 
+/// Flags no variable sets (`ETCD_VERSION` is often set in images for other reasons; etcd
+/// ignores it with a warning too).
+const SPECIAL_FLAGS: &[&str] = &["version", "help"];
+
 /// Go's spellings of a boolean.
 pub fn parse_go_bool(text: &str) -> Option<bool> {
     match text {
@@ -204,9 +208,26 @@ fn from_environment(
         if flag == CONFIG_FILE_FLAG {
             continue;
         }
+        if SPECIAL_FLAGS.contains(&flag.as_str()) {
+            let (lode_name, etcd_name) = variable_names(flag);
+            for (name, value) in env
+                .iter()
+                .filter(|(n, _)| *n == lode_name || *n == etcd_name)
+            {
+                notices.push(Notice::Warn(format!(
+                    "cannot set special environment variable {name}={value}: ignored"
+                )));
+            }
+            continue;
+        }
         let (lode_name, etcd_name) = variable_names(flag);
-        let lode_value = env.iter().find(|(name, _)| *name == lode_name);
-        let etcd_value = env.iter().find(|(name, _)| *name == etcd_name);
+        // An empty variable sets nothing (etcd's rule; templates often leave them empty).
+        let lode_value = env
+            .iter()
+            .find(|(name, value)| *name == lode_name && !value.is_empty());
+        let etcd_value = env
+            .iter()
+            .find(|(name, value)| *name == etcd_name && !value.is_empty());
         let on_command_line = given.iter().any(|s| &s.flag == flag);
         for (name, _) in lode_value.iter().chain(etcd_value.iter()) {
             if on_command_line {
@@ -246,7 +267,10 @@ fn from_environment(
             .or_else(|| name.strip_prefix("LODE_"))
             .map(|rest| rest.to_ascii_lowercase().replace('_', "-"));
         let Some(flag) = flag else { continue };
-        if variable_is_not_a_flag(name) || names.contains(&flag) {
+        if variable_is_not_a_flag(name) {
+            continue;
+        }
+        if names.contains(&flag) && !value.is_empty() {
             continue;
         }
         notices.push(Notice::Warn(format!(
@@ -282,14 +306,17 @@ pub fn resolve(
 ) -> Result<Resolved, ConfigError> {
     let program = argv.first().cloned().unwrap_or_else(|| "lode".to_string());
     let rest = argv.get(1..).unwrap_or_default();
-    if rest.iter().any(|word| {
-        matches!(
-            word.as_str(),
-            "-h" | "--help" | "-help" | "-V" | "--version" | "-version"
-        )
-    }) {
+    let asks = |words: &[&str]| rest.iter().any(|word| words.contains(&word.as_str()));
+    let asked = if asks(&["-h", "--help", "-help"]) {
+        Some("--help")
+    } else if asks(&["-V", "--version", "-version"]) {
+        Some("--version")
+    } else {
+        None
+    };
+    if let Some(asked) = asked {
         return Ok(Resolved {
-            args: argv.to_vec(),
+            args: vec![program, asked.to_string()],
             passthrough: true,
             ..Resolved::default()
         });
@@ -620,8 +647,36 @@ mod tests {
     }
 
     #[test]
-    fn help_and_version_pass_through() {
+    fn help_and_version_pass_through_in_any_spelling() {
         let resolved = resolve(&argv(&["--bogus", "--help"]), &[], &known(), no_file).unwrap();
         assert!(resolved.passthrough);
+        assert_eq!(resolved.args, ["lode", "--help"]);
+        let resolved = resolve(&argv(&["-name", "x", "-version"]), &[], &known(), no_file).unwrap();
+        assert_eq!(resolved.args, ["lode", "--version"]);
+    }
+
+    #[test]
+    fn empty_and_special_variables_set_nothing() {
+        let resolved = resolve(
+            &argv(&[]),
+            &env(&[
+                ("ETCD_NAME", ""),
+                ("ETCD_VERSION", "v3.5.9"),
+                ("LODE_DATA_DIR", "/d"),
+            ]),
+            &known(),
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(resolved.args, ["lode", "--data-dir=/d"]);
+        let text = format!("{:?}", resolved.notices);
+        assert!(
+            text.contains("unrecognized environment variable ETCD_NAME="),
+            "{text}"
+        );
+        assert!(
+            text.contains("cannot set special environment variable ETCD_VERSION"),
+            "{text}"
+        );
     }
 }

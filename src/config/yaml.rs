@@ -86,6 +86,11 @@ pub fn settings(text: &str, path: &Path, known: &[KnownFlag]) -> Result<Vec<Sett
             return Err(format!("unknown key '{key}'"));
         };
         if let Some(value) = scalar(key, value, etcd_flags::is_duration(key))? {
+            // etcd reads an empty string as its zero value, which means the default (an empty
+            // `initial-cluster-state` is `new`); lode's own flags take it so too.
+            if value.is_empty() && known.iter().any(|k| &k.name == key) {
+                continue;
+            }
             if boolean && super::parse_go_bool(&value).is_none() {
                 return Err(format!("key '{key}': '{value}' is not a boolean"));
             }
@@ -216,6 +221,11 @@ mod tests {
                 ("client-cert-auth", "false"),
                 ("peer-cert-allowed-cn", ""),
             ])
+        );
+        assert_eq!(
+            read("name: ''\n").unwrap(),
+            pairs(&[]),
+            "empty means the default"
         );
         assert_eq!(read("").unwrap(), pairs(&[]));
         assert_eq!(read("# only a comment\n").unwrap(), pairs(&[]));

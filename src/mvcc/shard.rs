@@ -38,6 +38,21 @@ pub struct Version {
     pub pair: Option<KeyValue>,
 }
 
+/// Where a key's history (ordered by revision) starts once compacted at `revision`: its newest
+/// version at or below `revision` stays (a deletion only when made at exactly `revision`, so a
+/// watch from the compaction point still sees it), everything older goes.
+pub fn compacted_start(history: &[Version], revision: i64) -> usize {
+    let Some(newest_at_or_below) = history.iter().rposition(|v| v.main <= revision) else {
+        return 0;
+    };
+    let newest = &history[newest_at_or_below];
+    if newest.pair.is_none() && newest.main < revision {
+        newest_at_or_below + 1
+    } else {
+        newest_at_or_below
+    }
+}
+
 /// Bytes a version is counted as besides its key and value (revisions, counters, the entry
 /// in the history): the unit of `MvccShard::size_bytes`, which the space quota is checked
 /// against.
@@ -217,15 +232,7 @@ impl MvccShard {
                 next = Some(key.clone());
                 break;
             }
-            let Some(newest_at_or_below) = history.iter().rposition(|v| v.main <= revision) else {
-                continue;
-            };
-            let newest = &history[newest_at_or_below];
-            let keep_from = if newest.pair.is_none() && newest.main < revision {
-                newest_at_or_below + 1
-            } else {
-                newest_at_or_below
-            };
+            let keep_from = compacted_start(history, revision);
             for version in history.drain(..keep_from) {
                 freed += version_bytes(key, version.pair.as_ref());
             }

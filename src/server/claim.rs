@@ -78,6 +78,30 @@ fn claim_name(address: &SocketAddr) -> String {
     format!("lode/listen/{address}")
 }
 
+/// Whether another lode holds a claim that overlaps `address` without being the same: a
+/// wildcard address (0.0.0.0, ::) and any other address on the same port. Read from the
+/// abstract socket names in /proc/net/unix (`@lode/listen/...`); unreadable: no overlap seen.
+fn overlapping_claim(address: &SocketAddr) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let port = format!(":{}", address.port());
+    let mine = address.to_string();
+    table.lines().skip(1).any(|line| {
+        let Some(claimed) = line
+            .split_whitespace()
+            .nth(7)
+            .and_then(|path| path.strip_prefix("@lode/listen/"))
+        else {
+            return false;
+        };
+        let Some(ip) = claimed.strip_suffix(&port) else {
+            return false;
+        };
+        claimed != mine && (address.ip().is_unspecified() || ip == "0.0.0.0" || ip == "[::]")
+    })
+}
+
 /// Claims every address in `wanted`, waiting up to `wait` in all for addresses held by others;
 /// `on_wait` is called once for each address the claim has to wait for.
 pub fn claim(
@@ -124,6 +148,12 @@ pub fn claim(
             .map_err(io_error)?;
         let claimed = loop {
             match UnixListener::bind_addr(&name) {
+                // Checked after taking the name: two lodes racing for overlapping addresses
+                // each see the other and neither goes on, so none ever shares.
+                Ok(listener) if overlapping_claim(&want.address) => {
+                    drop(listener);
+                    pause(true)?;
+                }
                 Ok(listener) => break listener,
                 Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => pause(true)?,
                 Err(error) => return Err(io_error(error)),
@@ -173,6 +203,28 @@ mod tests {
         assert_eq!(waited_for, 1, "told once that it waits");
         drop(first);
         claim(&wanted(address), Duration::ZERO, |_| {}).expect("free again once released");
+    }
+
+    #[test]
+    fn a_wildcard_and_a_specific_address_on_one_port_are_never_both_claimed() {
+        let specific = free_address();
+        let wildcard: SocketAddr = format!("0.0.0.0:{}", specific.port())
+            .parse()
+            .expect("addr");
+        let held = claim(&wanted(specific), Duration::ZERO, |_| {}).expect("specific");
+        let result = claim(&wanted(wildcard), Duration::from_millis(40), |_| {});
+        assert!(
+            matches!(result, Err(ClaimError::HeldByLode { .. })),
+            "{result:?}"
+        );
+        drop(held);
+        let held = claim(&wanted(wildcard), Duration::ZERO, |_| {}).expect("wildcard");
+        let result = claim(&wanted(specific), Duration::from_millis(40), |_| {});
+        assert!(
+            matches!(result, Err(ClaimError::HeldByLode { .. })),
+            "{result:?}"
+        );
+        drop(held);
     }
 
     #[test]

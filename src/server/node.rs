@@ -393,15 +393,27 @@ impl Node {
                 _ => return Err(unexpected_reply("Snapshot")),
             }
         };
-        let converted = glommio::executor()
-            .spawn_blocking(move || {
+        // A thread of its own, unpinned: glommio's blocking pool shares core 0's CPU and
+        // queues the log's renames behind its work. Polled, so no waker crosses threads.
+        let slot: Arc<std::sync::Mutex<Option<Result<PathBuf, String>>>> = Arc::default();
+        let filled = slot.clone();
+        std::thread::Builder::new()
+            .name("lode-snapshot-export".into())
+            .spawn(move || {
+                if let Err(error) = crate::cpus::unpin_current_thread() {
+                    tracing::warn!(%error, "the snapshot export thread stays on its core's CPU");
+                }
                 let outcome = export_as_etcd_database(&path);
                 let _ = std::fs::remove_file(&path);
-                outcome
+                *filled.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
             })
-            .await
-            .map_err(ServerError::Internal)?;
-        Ok((converted, revision))
+            .map_err(|e| ServerError::Internal(format!("starting the export thread: {e}")))?;
+        loop {
+            if let Some(outcome) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Ok((outcome.map_err(ServerError::Internal)?, revision));
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The Raft term for response headers.
@@ -679,7 +691,11 @@ pub async fn run_core(
             })
             .detach();
             if let Some(retention) = config.auto_compaction {
-                let compactor = crate::compactor::AutoCompactor::new(retention, Instant::now());
+                let compactor = crate::compactor::AutoCompactor::new(
+                    retention,
+                    Instant::now(),
+                    node.revision(),
+                );
                 glommio::spawn_local(auto_compaction(node.clone(), consensus.clone(), compactor))
                     .detach();
             }

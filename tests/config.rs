@@ -278,7 +278,12 @@ fn a_start_refused_for_a_busy_address_leaves_the_data_dir_untouched() {
     let dir = DataDir::new("config-busy-port");
     let output = Command::new(env!("CARGO_BIN_EXE_lode"))
         .arg(format!("--data-dir={}", dir.0.display()))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
         .args(["--initial-cluster-token", "first-try"])
         .output()
         .expect("run lode");

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use glommio::Placement;
 use lode::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
 use lode::api::native::{
@@ -17,7 +18,7 @@ use lode::api::native::{
     Response, StatusResponse,
 };
 use lode::client::Client;
-use lode::ctl::{output, requests, txn_syntax};
+use lode::ctl::{flags, output, perf, requests, txn_syntax};
 use lode::lease::{LeaseOutcome, LeaseRequest};
 use lode::mvcc::request::{CompactionRequest, LeaseResponse, WriteRequest, WriteResponse};
 
@@ -26,6 +27,26 @@ enum Format {
     Simple,
     Json,
     Table,
+    Fields,
+    /// etcdctl's protobuf output: refused (lodectl has no protobuf encoder for its answers).
+    Protobuf,
+}
+
+/// etcdctl's boolean flags: `--flag`, `--flag=true` or `--flag=false` (Go's spellings).
+fn go_bool(text: &str) -> Result<bool, String> {
+    flags::parse_go_bool(text).map_err(|e| e.to_string())
+}
+
+fn go_duration(text: &str) -> Result<Duration, String> {
+    flags::parse_go_duration(text).map_err(|e| e.to_string())
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    flags::parse_positive_duration(text).map_err(|e| e.to_string())
+}
+
+fn command_timeout(text: &str) -> Result<Duration, String> {
+    flags::parse_command_timeout(text).map_err(|e| e.to_string())
 }
 
 #[derive(Parser)]
@@ -37,29 +58,133 @@ enum Format {
 struct Cli {
     /// Server addresses, comma separated: host:port, or a client URL (http://host:port, as
     /// lode's --listen-client-urls and etcdctl take them); the first that answers is used.
+    /// LODECTL_ENDPOINTS, when set, is read before ETCDCTL_ENDPOINTS.
     #[arg(
         long,
         global = true,
-        env = "LODECTL_ENDPOINTS",
+        env = "ETCDCTL_ENDPOINTS",
         default_value = "127.0.0.1:2379",
         value_delimiter = ','
     )]
     endpoints: Vec<String>,
-    /// Seconds a command may take before it fails with etcdctl's "context deadline exceeded"
-    /// (not `snapshot save`, which streams as long as it takes).
-    #[arg(long, global = true, default_value_t = 5.0, value_parser = parse_timeout)]
-    command_timeout: f64,
-    /// Output format.
+    /// How long a command may take before it fails with etcdctl's "context deadline exceeded"
+    /// (not `snapshot save`, which streams as long as it takes): a Go duration (5s, 1m) or a
+    /// number of seconds.
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = command_timeout)]
+    command_timeout: Duration,
+    /// How long connecting to an endpoint may take (a Go duration).
+    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
+    dial_timeout: Duration,
+    /// Accepted for etcdctl's sake (gRPC keepalive; lode's native connections need none).
+    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIME", default_value = "2s", value_parser = go_duration)]
+    keepalive_time: Duration,
+    /// Accepted for etcdctl's sake (gRPC keepalive; lode's native connections need none).
+    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIMEOUT", default_value = "6s", value_parser = go_duration)]
+    keepalive_timeout: Duration,
+    /// Output format: simple, json, table or fields (protobuf is refused).
     #[arg(
         short = 'w',
         long = "write-out",
         global = true,
+        env = "ETCDCTL_WRITE_OUT",
         value_enum,
         default_value = "simple"
     )]
     write_out: Format,
+    /// Print keys and values hex-encoded (`\x66\x6f\x6f`), as etcdctl's --hex.
+    #[arg(long, global = true, env = "ETCDCTL_HEX", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    hex: bool,
+    /// Print the settings in effect on standard error (as etcdctl's --debug does).
+    #[arg(long, global = true, env = "ETCDCTL_DEBUG", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    debug: bool,
+    /// Plain connections (the only kind lode serves; `false` is refused).
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    insecure_transport: bool,
+    /// Accepted for etcdctl's sake (DNS discovery is refused anyway).
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    insecure_discovery: bool,
+    /// A TLS setting: only `false` is accepted (lode serves no TLS yet).
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    insecure_skip_tls_verify: bool,
+    /// TLS CA bundle: refused (lode serves no TLS yet).
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    cacert: Option<String>,
+    /// TLS client certificate: refused (lode serves no TLS yet).
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    cert: Option<String>,
+    /// TLS client key: refused (lode serves no TLS yet).
+    #[arg(long = "key", id = "tls_key", global = true, env = "ETCDCTL_KEY")]
+    tls_key: Option<String>,
+    /// user[:password]: refused (lode has no authentication yet).
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    user: Option<String>,
+    /// Password: refused (lode has no authentication yet).
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    password: Option<String>,
+    /// DNS SRV discovery domain: refused (it finds TLS endpoints, which lode does not serve).
+    #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
+    discovery_srv: Option<String>,
+    /// Accepted for etcdctl's sake (used only with --discovery-srv).
+    #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV_NAME")]
+    discovery_srv_name: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    fn security(&self) -> flags::Security {
+        flags::Security {
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.tls_key.clone(),
+            insecure_transport: self.insecure_transport,
+            insecure_skip_tls_verify: self.insecure_skip_tls_verify,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            discovery_srv: self.discovery_srv.clone(),
+        }
+    }
+
+    /// The settings in effect as etcdctl's --debug prints them: `ETCDCTL_<FLAG>=<value>`.
+    fn debug_lines(&self) -> String {
+        let optional = |value: &Option<String>| value.clone().unwrap_or_default();
+        let format = format!("{:?}", self.write_out).to_ascii_lowercase();
+        [
+            ("CACERT", optional(&self.cacert)),
+            ("CERT", optional(&self.cert)),
+            (
+                "COMMAND_TIMEOUT",
+                flags::go_duration_string(self.command_timeout),
+            ),
+            ("DEBUG", self.debug.to_string()),
+            ("DIAL_TIMEOUT", flags::go_duration_string(self.dial_timeout)),
+            ("DISCOVERY_SRV", optional(&self.discovery_srv)),
+            ("DISCOVERY_SRV_NAME", optional(&self.discovery_srv_name)),
+            ("ENDPOINTS", format!("[{}]", self.endpoints.join(","))),
+            ("HEX", self.hex.to_string()),
+            ("INSECURE_DISCOVERY", self.insecure_discovery.to_string()),
+            (
+                "INSECURE_SKIP_TLS_VERIFY",
+                self.insecure_skip_tls_verify.to_string(),
+            ),
+            ("INSECURE_TRANSPORT", self.insecure_transport.to_string()),
+            (
+                "KEEPALIVE_TIME",
+                flags::go_duration_string(self.keepalive_time),
+            ),
+            (
+                "KEEPALIVE_TIMEOUT",
+                flags::go_duration_string(self.keepalive_timeout),
+            ),
+            ("KEY", optional(&self.tls_key)),
+            ("PASSWORD", optional(&self.password)),
+            ("USER", optional(&self.user)),
+            ("WRITE_OUT", format),
+        ]
+        .iter()
+        .map(|(name, value)| format!("ETCDCTL_{name}={value}\n"))
+        .collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -119,6 +244,18 @@ enum Command {
         /// Print only values.
         #[arg(long)]
         print_value_only: bool,
+        /// Only keys last modified at or after this revision (etcd's RangeRequest filter).
+        #[arg(long, alias = "min-mod-rev", default_value_t = 0)]
+        min_mod_revision: i64,
+        /// Only keys last modified at or before this revision.
+        #[arg(long, alias = "max-mod-rev", default_value_t = 0)]
+        max_mod_revision: i64,
+        /// Only keys created at or after this revision.
+        #[arg(long, alias = "min-create-rev", default_value_t = 0)]
+        min_create_revision: i64,
+        /// Only keys created at or before this revision.
+        #[arg(long, alias = "max-create-rev", default_value_t = 0)]
+        max_create_revision: i64,
     },
     /// Removes the key or a range of keys.
     Del {
@@ -156,10 +293,13 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
-    /// Watches a key or range and prints its events as they happen (until interrupted).
+    /// Watches a key or range and prints its events as they happen (until interrupted); with
+    /// `-- CMD [ARGS...]` runs CMD after each event with ETCD_WATCH_REVISION, ETCD_WATCH_KEY,
+    /// ETCD_WATCH_EVENT_TYPE and ETCD_WATCH_VALUE set (as etcdctl, values Go-quoted). The key
+    /// (and range end) may come from ETCDCTL_WATCH_KEY (and ETCDCTL_WATCH_RANGE_END) instead.
     Watch {
         /// The key (or the start of the range).
-        key: String,
+        key: Option<String>,
         /// End of the range (exclusive).
         range_end: Option<String>,
         /// Watch every key with the key as prefix.
@@ -174,6 +314,9 @@ enum Command {
         /// Ask for progress notifications while idle.
         #[arg(long)]
         progress_notify: bool,
+        /// The command to run for every event (after `--`), with its arguments.
+        #[arg(last = true)]
+        exec: Vec<String>,
     },
     /// Acquires a named lock (as etcdctl's `lock`): runs a command while holding it, with
     /// ETCD_LOCK_KEY and ETCD_LOCK_REV set, or prints the lock's key and holds it until
@@ -207,8 +350,60 @@ enum Command {
     },
     /// Endpoint commands.
     Endpoint {
+        /// Use every member's client URLs (from the member list of the first endpoint that
+        /// answers) instead of --endpoints.
+        #[arg(long, global = true)]
+        cluster: bool,
         #[command(subcommand)]
         command: EndpointCommand,
+    },
+    /// etcdctl's defrag: lode never needs defragmenting (it keeps the keyspace in memory, so
+    /// freed versions are freed memory); says so for each endpoint that answers.
+    Defrag {
+        /// Every member's client URLs instead of --endpoints.
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Prints etcdctl's version lines (the etcd API lode speaks) and lodectl's version.
+    Version,
+    /// Checks properties of the cluster.
+    Check {
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
+    /// Mirrors the keys under a prefix to a destination cluster (etcdctl's make-mirror):
+    /// copies them at one revision, then applies every later change until interrupted,
+    /// printing the number of keys synced every 30 seconds.
+    MakeMirror {
+        /// The destination endpoint (host:port or a client URL).
+        destination: Option<String>,
+        /// Key prefix to mirror (every key when empty).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Prefix to mirror to in the destination (default: the same prefix).
+        #[arg(long)]
+        dest_prefix: Option<String>,
+        /// Mirror to the root of the destination (the prefix removed).
+        #[arg(long)]
+        no_dest_prefix: bool,
+        /// Destination TLS CA bundle: refused (lode serves no TLS yet).
+        #[arg(long)]
+        dest_cacert: Option<String>,
+        /// Destination TLS certificate: refused.
+        #[arg(long)]
+        dest_cert: Option<String>,
+        /// Destination TLS key: refused.
+        #[arg(long)]
+        dest_key: Option<String>,
+        /// Plain connections to the destination (`false` is refused).
+        #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+        dest_insecure_transport: bool,
+        /// Destination user: refused (lode has no authentication yet).
+        #[arg(long)]
+        dest_user: Option<String>,
+        /// Destination password: refused.
+        #[arg(long)]
+        dest_password: Option<String>,
     },
     /// Where the endpoint's commits spend their time: p50/p99 of each stage (proposal
     /// queueing, log syncs, replication round trip per follower, commit to apply, apply to
@@ -356,7 +551,31 @@ enum LeaseCommand {
 }
 
 #[derive(Subcommand)]
+enum CheckCommand {
+    /// etcdctl's check perf: 60 seconds of rate-limited puts under the prefix from many
+    /// clients, then PASS or FAIL on throughput, slowest request and standard deviation; the
+    /// keys are deleted after.
+    Perf {
+        /// Workload: s (150 writes/s, 50 clients), m (1,000/200), l (8,000/500) or xl
+        /// (15,000/1,000); small, medium, large, xLarge too.
+        #[arg(long, default_value = "s")]
+        load: String,
+        /// Prefix of the keys written.
+        #[arg(long, default_value = perf::DEFAULT_PREFIX)]
+        prefix: String,
+        /// Compact to the revision of the cleanup after the check.
+        #[arg(long)]
+        auto_compact: bool,
+        /// Defragment after the check (lode never needs it: says so).
+        #[arg(long)]
+        auto_defrag: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum EndpointCommand {
+    /// Checks each endpoint: a linearizable read of the key "health" and no active alarm.
+    Health,
     /// Prints the status of each endpoint.
     Status,
     /// Prints the hash of the endpoint's history above its compaction point (etcd's HashKV),
@@ -384,8 +603,19 @@ enum LogCommand {
 /// What a command asks the server, and how to print the answer.
 enum Action {
     Send(Request, Printer),
-    EndpointStatus,
-    HashKv(i64),
+    EndpointStatus {
+        cluster: bool,
+    },
+    HashKv {
+        revision: i64,
+        cluster: bool,
+    },
+    Health {
+        cluster: bool,
+    },
+    Defrag {
+        cluster: bool,
+    },
     Perf,
     /// A membership or leadership request, sent to the leader among the endpoints when
     /// `to_leader`.
@@ -480,6 +710,10 @@ fn build(command: Command) -> Result<Action, String> {
             order,
             consistency,
             print_value_only,
+            min_mod_revision,
+            max_mod_revision,
+            min_create_revision,
+            max_create_revision,
         } => {
             let options = requests::GetOptions {
                 prefix,
@@ -491,6 +725,10 @@ fn build(command: Command) -> Result<Action, String> {
                 sort_by,
                 order,
                 consistency: Some(consistency),
+                min_mod_revision,
+                max_mod_revision,
+                min_create_revision,
+                max_create_revision,
             };
             let request = requests::range_request(&key, range_end.as_deref(), &options)?;
             Action::Send(
@@ -561,11 +799,21 @@ fn build(command: Command) -> Result<Action, String> {
             LeaseCommand::KeepAlive { .. } => unreachable!("handled before connecting"),
         },
         Command::Endpoint {
+            cluster,
             command: EndpointCommand::Status,
-        } => Action::EndpointStatus,
+        } => Action::EndpointStatus { cluster },
         Command::Endpoint {
+            cluster,
             command: EndpointCommand::Hashkv { rev },
-        } => Action::HashKv(rev),
+        } => Action::HashKv {
+            revision: rev,
+            cluster,
+        },
+        Command::Endpoint {
+            cluster,
+            command: EndpointCommand::Health,
+        } => Action::Health { cluster },
+        Command::Defrag { cluster } => Action::Defrag { cluster },
         Command::Perf => Action::Perf,
         Command::Member { command } => {
             let (request, printer, to_leader) = match command {
@@ -646,6 +894,9 @@ fn build(command: Command) -> Result<Action, String> {
             command: AlarmCommand::Disarm,
         } => Action::AlarmDisarm,
         Command::Log { .. }
+        | Command::Version
+        | Command::Check { .. }
+        | Command::MakeMirror { .. }
         | Command::Lock { .. }
         | Command::Elect { .. }
         | Command::Watch { .. }
@@ -964,6 +1215,7 @@ async fn keep_alive(
         }
         let line = match format {
             Format::Json => output::json_keep_alive(&header, id, ttl).to_string() + "\n",
+            Format::Fields => output::fields_keep_alive(&header, id, ttl),
             _ => output::simple_keep_alive(id, ttl),
         };
         print!("{line}");
@@ -983,6 +1235,8 @@ async fn watch(
     endpoints: &[String],
     create: lode::watch::stream::CreateWatch,
     format: Format,
+    hex: bool,
+    exec: &[String],
 ) -> Result<(), String> {
     use std::io::Write as _;
     let (client, _) = connect(endpoints).await?;
@@ -1007,18 +1261,30 @@ async fn watch(
         if response.created {
             continue;
         }
-        let text = match format {
+        let mut text = String::new();
+        if response.events.is_empty() && response.compact_revision == 0 && header.revision != 0 {
+            text.push_str(&format!("progress notify: {}\n", header.revision));
+        }
+        text.push_str(&match format {
             Format::Json => output::json_watch(&header, &response).to_string() + "\n",
-            Format::Simple | Format::Table => output::simple_watch(&response),
-        };
-        let mut stdout = std::io::stdout().lock();
-        if stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-            .is_err()
+            Format::Fields => output::fields_watch(&header, &response),
+            Format::Simple | Format::Table | Format::Protobuf => {
+                output::simple_watch(&response, hex)
+            }
+        });
         {
-            // Whoever read our output is gone.
-            return Ok(());
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                // Whoever read our output is gone.
+                return Ok(());
+            }
+        }
+        for event in &response.events {
+            run_for_event(exec, header.revision, event).await?;
         }
     }
 }
@@ -1059,6 +1325,16 @@ fn print_cluster(
         ) => Ok(output::json_members(header, member.as_ref(), members).to_string() + "\n"),
         (ClusterPrinter::List, Response::Members { members, .. }, Format::Table) => {
             Ok(output::table_members(members))
+        }
+        (
+            ClusterPrinter::List,
+            Response::Members {
+                header, members, ..
+            },
+            Format::Fields,
+        ) => Ok(output::fields_members(header, members)),
+        (_, _, Format::Fields | Format::Protobuf) => {
+            Err("fields not supported as output format by this command".into())
         }
         (_, Response::Members { .. }, Format::Table) => {
             Err("table format is only supported by endpoint status and member list".into())
@@ -1104,9 +1380,17 @@ async fn fetch_status(client: &Client) -> Result<StatusResponse, String> {
     }
 }
 
-fn print(printer: &Printer, response: &Response, format: Format) -> Result<String, String> {
+fn print(
+    printer: &Printer,
+    response: &Response,
+    format: Format,
+    hex: bool,
+) -> Result<String, String> {
     if format == Format::Table {
         return Err("table format is only supported by endpoint status".into());
+    }
+    if format == Format::Fields {
+        return print_fields(printer, response);
     }
     Ok(match (printer, response, format) {
         (Printer::Range { .. }, Response::Range(r), Format::Json) => {
@@ -1126,7 +1410,7 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
                 out = format!("{}\n", r.count);
             } else {
                 for kv in &r.kvs {
-                    out.push_str(&String::from_utf8_lossy(&kv.value));
+                    out.push_str(&output::simple_bytes(&kv.value, hex));
                     out.push('\n');
                 }
             }
@@ -1145,7 +1429,7 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
             let mut request = (**request).clone();
             request.keys_only = *keys_only;
             request.count_only = *count_only;
-            output::simple_range(r, &request)
+            output::simple_range(r, &request, hex)
         }
         (Printer::LeaseRevoked(id), Response::Write(WriteResponse::Lease(_)), Format::Simple) => {
             output::simple_lease_revoked(*id)
@@ -1184,11 +1468,50 @@ fn print(printer: &Printer, response: &Response, format: Format) -> Result<Strin
         (Printer::Compaction(revision), Response::Write(WriteResponse::Compact(_)), _) => {
             format!("compacted revision {revision}\n")
         }
-        (_, Response::Write(WriteResponse::Put(r)), _) => output::simple_put(r),
-        (_, Response::Write(WriteResponse::DeleteRange(r)), _) => output::simple_delete(r),
-        (_, Response::Write(WriteResponse::Txn(r)), _) => output::simple_txn(r),
+        (_, Response::Write(WriteResponse::Put(r)), _) => output::simple_put(r, hex),
+        (_, Response::Write(WriteResponse::DeleteRange(r)), _) => output::simple_delete(r, hex),
+        (_, Response::Write(WriteResponse::Txn(r)), _) => output::simple_txn(r, hex),
         (_, other, _) => return Err(format!("unexpected response {other:?}")),
     })
+}
+
+/// An answer with `-w fields` (etcdctl's printer_fields): header fields first, then the
+/// answer's own, `"Name" : value` a line.
+fn print_fields(printer: &Printer, response: &Response) -> Result<String, String> {
+    match (printer, response) {
+        (
+            Printer::Range {
+                values_only: true, ..
+            },
+            _,
+        ) => Err("print-value-only is only for `--write-out=simple`".into()),
+        (Printer::Range { .. }, Response::Range(r)) => Ok(output::fields_range(r)),
+        (Printer::Compaction(revision), Response::Write(WriteResponse::Compact(_))) => {
+            Ok(format!("compacted revision {revision}\n"))
+        }
+        (_, Response::Write(w)) => output::fields_write(w)
+            .ok_or_else(|| "fields not supported as output format for this answer".into()),
+        (
+            _,
+            Response::Lease(LeaseAnswer::TimeToLive {
+                header,
+                id,
+                ttl,
+                granted_ttl,
+                keys,
+            }),
+        ) => Ok(output::fields_time_to_live(
+            header,
+            *id,
+            *ttl,
+            *granted_ttl,
+            keys,
+        )),
+        (_, Response::Lease(LeaseAnswer::Leases { header, ids })) => {
+            Ok(output::fields_leases(header, ids))
+        }
+        (_, other) => Err(format!("unexpected response {other:?}")),
+    }
 }
 
 /// Streams a snapshot into `path`: written to `<path>.part` piece by piece, synced, then
@@ -1238,38 +1561,273 @@ async fn alarm(
     }
 }
 
-fn parse_timeout(text: &str) -> Result<f64, String> {
-    let text = text.strip_suffix('s').unwrap_or(text);
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
+/// `--dial-timeout`, set once at start.
+static DIAL_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// etcdctl's default dial timeout.
+const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `work`'s output, or `None` if `limit` passed first.
+async fn within<F: std::future::Future>(limit: Duration, work: F) -> Option<F::Output> {
+    let expired = glommio::timer::sleep(limit);
+    match futures::future::select(Box::pin(work), Box::pin(expired)).await {
+        futures::future::Either::Left((output, _)) => Some(output),
+        futures::future::Either::Right(_) => None,
     }
 }
 
+/// `work`'s result, or etcdctl's "context deadline exceeded" once `limit` passed.
+async fn deadline<T, F: std::future::Future<Output = Result<T, String>>>(
+    limit: Duration,
+    work: F,
+) -> Result<T, String> {
+    within(limit, work)
+        .await
+        .unwrap_or_else(|| Err("context deadline exceeded".into()))
+}
+
+/// The `host:port` of an endpoint given as host:port or as a client URL.
+fn endpoint_address(endpoint: &str) -> Result<String, String> {
+    if endpoint.contains("://") {
+        lode::server::urls::parse_url(endpoint).map(|url| url.authority())
+    } else {
+        Ok(endpoint.to_string())
+    }
+}
+
+/// A client of the first endpoint that answers within the dial timeout, and that endpoint.
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
+    let dial_timeout = *DIAL_TIMEOUT.get().unwrap_or(&DEFAULT_DIAL_TIMEOUT);
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
-        let address = if endpoint.contains("://") {
-            match lode::server::urls::parse_url(endpoint) {
-                Ok(url) => url.authority(),
-                Err(error) => {
-                    last = error;
-                    continue;
-                }
+        let address = match endpoint_address(endpoint) {
+            Ok(address) => address,
+            Err(error) => {
+                last = error;
+                continue;
             }
-        } else {
-            endpoint.clone()
         };
-        match Client::connect(&address).await {
-            Ok(client) => return Ok((client, endpoint.clone())),
-            Err(error) => last = format!("{endpoint}: {error}"),
+        match within(dial_timeout, Client::connect(&address)).await {
+            Some(Ok(client)) => return Ok((client, endpoint.clone())),
+            Some(Err(error)) => last = format!("{endpoint}: {error}"),
+            None => last = format!("{endpoint}: context deadline exceeded (--dial-timeout)"),
         }
     }
     Err(format!("cannot connect to any endpoint ({last})"))
 }
 
+/// The endpoints a command covers: --endpoints, or with `cluster` every member's client URLs
+/// from the member list of the first endpoint that answers (etcdctl's `--cluster`).
+async fn endpoints_of(
+    endpoints: &[String],
+    cluster: bool,
+    command_timeout: Duration,
+) -> Result<Vec<String>, String> {
+    if !cluster {
+        return Ok(endpoints.to_vec());
+    }
+    let listed = deadline(command_timeout, async {
+        let (client, _) = connect(endpoints).await?;
+        let request = Request::Member(MemberRequest::List { linearizable: true });
+        match client.request(&request).await.map_err(|e| e.to_string())? {
+            Response::Members { members, .. } => Ok(members),
+            other => Err(format!("unexpected response {other:?}")),
+        }
+    })
+    .await
+    .map_err(|e| format!("failed to fetch endpoints from etcd cluster member list: {e}"))?;
+    Ok(listed
+        .into_iter()
+        .flat_map(|member| member.client_urls)
+        .collect())
+}
+
+/// One endpoint's health as etcdctl's `endpoint health` checks it: a linearizable read of
+/// the key "health" (timed), then no active alarm.
+async fn endpoint_health(endpoint: String, command_timeout: Duration) -> output::EndpointHealth {
+    let mut health = output::EndpointHealth {
+        endpoint,
+        ..Default::default()
+    };
+    let client = match connect(std::slice::from_ref(&health.endpoint)).await {
+        Ok((client, _)) => client,
+        Err(error) => {
+            health.error = error;
+            return health;
+        }
+    };
+    let started = Instant::now();
+    let checked = within(command_timeout, async {
+        let read = Request::Range(lode::mvcc::request::RangeRequest {
+            key: bytes::Bytes::from_static(b"health"),
+            ..Default::default()
+        });
+        let read = client.request(&read).await.map_err(|e| e.to_string());
+        let took = flags::go_duration_string(started.elapsed());
+        if let Err(error) = read {
+            return (took, Err(error));
+        }
+        let alarms = alarm(&client, AlarmAction::Get, 0, AlarmType::None).await;
+        (took, Ok(alarms))
+    })
+    .await;
+    match checked {
+        None => {
+            health.took = flags::go_duration_string(started.elapsed());
+            health.error = "context deadline exceeded".into();
+        }
+        Some((took, Err(error))) => {
+            health.took = took;
+            health.error = error;
+        }
+        Some((took, Ok(alarms))) => {
+            health.took = took;
+            match alarms {
+                Ok(answer) if answer.alarms.is_empty() => health.health = true,
+                Ok(answer) => {
+                    health.error = String::from("Active Alarm(s): ");
+                    for member in &answer.alarms {
+                        health.error.push_str(match member.alarm {
+                            AlarmType::Nospace => "NOSPACE ",
+                            AlarmType::Corrupt => "CORRUPT ",
+                            AlarmType::None => "UNKNOWN ",
+                        });
+                    }
+                }
+                Err(_) => health.error = "Unable to fetch the alarm list".into(),
+            }
+        }
+    }
+    health
+}
+
+/// What `defrag` says of a member: lode has nothing to defragment.
+fn defrag_line(endpoint: &str) -> String {
+    format!(
+        "Nothing to defragment on member[{endpoint}]: lode keeps the keyspace in memory, so freed versions are freed memory\n"
+    )
+}
+
+/// `defrag`: every endpoint is asked for its status (so the answer is a member's, not a
+/// guess), then said to need no defragmenting; those that do not answer fail as etcdctl's.
+async fn defrag(endpoints: &[String], command_timeout: Duration) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut failures = 0;
+    for endpoint in endpoints {
+        let answered = deadline(command_timeout, async {
+            let (client, _) = connect(std::slice::from_ref(endpoint)).await?;
+            fetch_status(&client).await
+        })
+        .await;
+        match answered {
+            Ok(_) => print!("{}", defrag_line(endpoint)),
+            Err(error) => {
+                eprintln!("Failed to defragment etcd member[{endpoint}] ({error})");
+                failures += 1;
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    if failures > 0 {
+        // etcdctl exits 1 with no further message.
+        return Err(String::new());
+    }
+    Ok(String::new())
+}
+
+/// The command line, with LODECTL_ENDPOINTS (when set) read for --endpoints before
+/// ETCDCTL_ENDPOINTS; every other global flag has its ETCDCTL_ variable.
+fn parse_cli() -> Cli {
+    let mut command = Cli::command();
+    if std::env::var_os("LODECTL_ENDPOINTS").is_some() {
+        command = command.mut_arg("endpoints", |arg| arg.env("LODECTL_ENDPOINTS"));
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+/// Exit status 1, after `error` on standard error (nothing when it is empty: the command
+/// said what went wrong already).
+fn fail(error: &str) -> ExitCode {
+    if !error.is_empty() {
+        eprintln!("Error: {error}");
+    }
+    ExitCode::from(1)
+}
+
+/// The key and range end of `watch`: from the arguments, or from ETCDCTL_WATCH_KEY and
+/// ETCDCTL_WATCH_RANGE_END, with etcdctl's checks.
+fn watch_range(
+    key: Option<String>,
+    range_end: Option<String>,
+    prefix: bool,
+    exec: &[String],
+) -> Result<(bytes::Bytes, bytes::Bytes), String> {
+    let env_key = std::env::var("ETCDCTL_WATCH_KEY").unwrap_or_default();
+    let env_range = std::env::var("ETCDCTL_WATCH_RANGE_END").unwrap_or_default();
+    if env_key.is_empty() && !env_range.is_empty() {
+        return Err(format!(
+            "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END={env_range:?}"
+        ));
+    }
+    if exec.is_empty() && std::env::args().any(|arg| arg == "--") {
+        return Err("bad number of arguments (found separator --, but no commands)".into());
+    }
+    let (key, range_end) = match (key, env_key.is_empty()) {
+        (Some(_), false) => {
+            return Err("bad number of arguments (found conflicting environment key)".into())
+        }
+        (None, true) => return Err("bad number of arguments".into()),
+        (Some(key), true) => (key, range_end),
+        (None, false) => (env_key, (!env_range.is_empty()).then_some(env_range)),
+    };
+    let key = bytes::Bytes::from(key.into_bytes());
+    let range_end = match (range_end, prefix) {
+        (Some(_), true) => return Err("`range_end` and `--prefix` are mutually exclusive".into()),
+        (Some(end), false) => bytes::Bytes::from(end.into_bytes()),
+        (None, true) => lode::mvcc::kv::prefix_range_end(&key),
+        (None, false) => bytes::Bytes::new(),
+    };
+    Ok((key, range_end))
+}
+
+/// Runs `work` on an executor; its result, or why it could not run.
+fn on_executor<T, W, F>(work: W) -> Result<T, String>
+where
+    W: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = Result<T, String>> + 'static,
+    T: Send + 'static,
+{
+    lode::executor::builder(Placement::Unbound)
+        .spawn(work)
+        .map_err(|e| format!("cannot start an executor: {e}"))
+        .and_then(|handle| handle.join().map_err(|e| e.to_string()))
+        .and_then(|result| result)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    if let Err(error) = flags::check_api_version(std::env::var("ETCDCTL_API").ok().as_deref()) {
+        return fail(&error.to_string());
+    }
+    let cli = parse_cli();
+    if let Err(error) = cli.security().check("") {
+        return fail(&error.to_string());
+    }
+    if cli.write_out == Format::Protobuf {
+        return fail(
+            "protobuf not supported as output format by lodectl (simple, json, table, fields)",
+        );
+    }
+    if cli.debug {
+        eprint!("{}", cli.debug_lines());
+    }
+    let _ = DIAL_TIMEOUT.set(cli.dial_timeout);
+    if let Command::Version = &cli.command {
+        println!("etcdctl version: 3.5.0");
+        println!("API version: 3.5");
+        println!("lodectl version: {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     if let Command::Log {
         command: LogCommand::Inspect { dir, records },
     } = &cli.command
@@ -1304,6 +1862,9 @@ fn main() -> ExitCode {
                     Format::Simple => print!("{}", output::simple_snapshot_status(&status)),
                     Format::Table => print!("{}", output::table_snapshot_status(&status)),
                     Format::Json => println!("{}", output::json_snapshot_status(&status)),
+                    Format::Fields | Format::Protobuf => {
+                        return fail("fields not supported as output format by snapshot status")
+                    }
                 }
                 ExitCode::SUCCESS
             }
@@ -1374,13 +1935,12 @@ fn main() -> ExitCode {
         rev,
         prev_kv,
         progress_notify,
+        exec,
     } = &cli.command
     {
-        let key = bytes::Bytes::from(key.clone().into_bytes());
-        let range_end = if *prefix {
-            lode::mvcc::kv::prefix_range_end(&key)
-        } else {
-            bytes::Bytes::from(range_end.clone().unwrap_or_default().into_bytes())
+        let (key, range_end) = match watch_range(key.clone(), range_end.clone(), *prefix, exec) {
+            Ok(range) => range,
+            Err(error) => return fail(&error),
         };
         let create = lode::watch::stream::CreateWatch {
             key,
@@ -1390,18 +1950,86 @@ fn main() -> ExitCode {
             prev_kv: *prev_kv,
             ..Default::default()
         };
-        let (endpoints, format) = (cli.endpoints.clone(), cli.write_out);
-        let outcome = lode::executor::builder(Placement::Unbound)
-            .spawn(move || async move { watch(&endpoints, create, format).await })
-            .map_err(|e| e.to_string())
-            .and_then(|handle| handle.join().map_err(|e| e.to_string()))
-            .and_then(|result| result);
-        return match outcome {
+        let (endpoints, format, hex, exec) =
+            (cli.endpoints.clone(), cli.write_out, cli.hex, exec.clone());
+        return match on_executor(move || async move {
+            watch(&endpoints, create, format, hex, &exec).await
+        }) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("Error: {error}");
-                ExitCode::from(1)
-            }
+            Err(error) => fail(&error),
+        };
+    }
+    if let Command::Check {
+        command:
+            CheckCommand::Perf {
+                load,
+                prefix,
+                auto_compact,
+                auto_defrag,
+            },
+    } = &cli.command
+    {
+        let profile = match perf::profile(load) {
+            Ok(profile) => profile,
+            Err(error) => return fail(&error),
+        };
+        let run = CheckPerf {
+            endpoints: cli.endpoints.clone(),
+            profile,
+            prefix: prefix.clone(),
+            auto_compact: *auto_compact,
+            auto_defrag: *auto_defrag,
+            command_timeout: cli.command_timeout,
+        };
+        return run_session(move |signals| async move { check_perf(run, signals).await });
+    }
+    if let Command::MakeMirror {
+        destination,
+        prefix,
+        dest_prefix,
+        no_dest_prefix,
+        dest_cacert,
+        dest_cert,
+        dest_key,
+        dest_insecure_transport,
+        dest_user,
+        dest_password,
+    } = &cli.command
+    {
+        let security = flags::Security {
+            cacert: dest_cacert.clone(),
+            cert: dest_cert.clone(),
+            key: dest_key.clone(),
+            insecure_transport: *dest_insecure_transport,
+            insecure_skip_tls_verify: false,
+            user: dest_user.clone(),
+            password: dest_password.clone(),
+            discovery_srv: None,
+        };
+        if let Err(error) = security.check("dest-") {
+            return fail(&error.to_string());
+        }
+        let Some(destination) = destination.clone() else {
+            return fail("make-mirror takes one destination argument");
+        };
+        let dest_prefix = match (dest_prefix, no_dest_prefix) {
+            (Some(_), true) => return fail(
+                "`--dest-prefix` and `--no-dest-prefix` cannot be set at the same time, choose one",
+            ),
+            (Some(dest), false) => dest.clone(),
+            (None, true) => String::new(),
+            (None, false) => prefix.clone(),
+        };
+        let mirror = Mirror {
+            source: cli.endpoints.clone(),
+            destination,
+            prefix: prefix.clone(),
+            dest_prefix,
+            command_timeout: cli.command_timeout,
+        };
+        return match on_executor(move || async move { make_mirror(mirror).await }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
         };
     }
     if let Command::Lock { name, command, ttl } = &cli.command {
@@ -1450,6 +2078,9 @@ fn main() -> ExitCode {
             }
         };
         let (endpoints, format, once) = (cli.endpoints.clone(), cli.write_out, *once);
+        if matches!(format, Format::Table) {
+            return fail("table not supported as output format by lease keep-alive");
+        }
         let outcome = lode::executor::builder(Placement::Unbound)
             .spawn(move || async move { keep_alive(&endpoints, id, once, format).await })
             .map_err(|e| e.to_string())
@@ -1464,6 +2095,7 @@ fn main() -> ExitCode {
         };
     }
     let format = cli.write_out;
+    let hex = cli.hex;
     let endpoints = cli.endpoints.clone();
     let command_timeout = cli.command_timeout;
     let action = match build(cli.command) {
@@ -1473,12 +2105,62 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let timeout = (!matches!(action, Action::SnapshotSave(_)))
-        .then(|| std::time::Duration::from_secs_f64(command_timeout));
+    // A snapshot streams for as long as it takes, as etcdctl's does; the commands that visit
+    // several endpoints time each visit.
+    let timeout = (!matches!(
+        action,
+        Action::SnapshotSave(_)
+            | Action::Health { .. }
+            | Action::Defrag { .. }
+            | Action::EndpointStatus { .. }
+            | Action::HashKv { .. }
+    ))
+    .then_some(command_timeout);
     let outcome = lode::executor::builder(Placement::Unbound).spawn(move || async move {
         let work = async move {
+            match action {
+                Action::Health { cluster } => {
+                    let endpoints = endpoints_of(&endpoints, cluster, command_timeout).await?;
+                    let checks = endpoints
+                        .into_iter()
+                        .map(|endpoint| endpoint_health(endpoint, command_timeout));
+                    let list = futures::future::join_all(checks).await;
+                    let text = match format {
+                        Format::Json => output::json_health(&list).to_string() + "\n",
+                        Format::Table => output::table_health(&list),
+                        Format::Fields => output::fields_health(&list),
+                        Format::Simple | Format::Protobuf => {
+                            let (out, err) = output::simple_health(&list);
+                            eprint!("{err}");
+                            out
+                        }
+                    };
+                    if list.iter().any(|health| !health.error.is_empty()) {
+                        print!("{text}");
+                        return Err("unhealthy cluster".into());
+                    }
+                    return Ok(text);
+                }
+                Action::Defrag { cluster } => {
+                    let endpoints = endpoints_of(&endpoints, cluster, command_timeout).await?;
+                    return defrag(&endpoints, command_timeout).await;
+                }
+                Action::EndpointStatus { cluster } => {
+                    let endpoints = endpoints_of(&endpoints, cluster, command_timeout).await?;
+                    return endpoint_statuses(&endpoints, command_timeout, format).await;
+                }
+                Action::HashKv { revision, cluster } => {
+                    let endpoints = endpoints_of(&endpoints, cluster, command_timeout).await?;
+                    return endpoint_hashes(&endpoints, revision, command_timeout, format).await;
+                }
+                _ => {}
+            }
             let (client, endpoint) = connect(&endpoints).await?;
             match action {
+                Action::Health { .. }
+                | Action::Defrag { .. }
+                | Action::EndpointStatus { .. }
+                | Action::HashKv { .. } => Err("handled above".into()),
                 Action::Send(request, printer) => {
                     let response = client.request(&request).await.map_err(|e| match printer {
                         // etcdctl's words around the server's.
@@ -1486,7 +2168,7 @@ fn main() -> ExitCode {
                         Printer::LeaseRevoked(_) => format!("failed to revoke lease ({e})"),
                         _ => e.to_string(),
                     })?;
-                    print(&printer, &response, format)
+                    print(&printer, &response, format, hex)
                 }
                 Action::SnapshotSave(file) => {
                     save_snapshot(&client, &file).await?;
@@ -1517,19 +2199,12 @@ fn main() -> ExitCode {
                     };
                     match format {
                         Format::Json => Ok(output::json_alarms(&answer).to_string() + "\n"),
-                        Format::Table => {
+                        Format::Fields => Ok(output::fields_alarms(&answer)),
+                        Format::Table | Format::Protobuf => {
                             Err("table format is only supported by endpoint status".into())
                         }
                         Format::Simple => Ok(output::simple_alarms(&answer)),
                     }
-                }
-                Action::EndpointStatus => {
-                    let status = fetch_status(&client).await?;
-                    Ok(match format {
-                        Format::Simple => output::simple_status(&endpoint, &status),
-                        Format::Json => output::json_status(&endpoint, &status).to_string() + "\n",
-                        Format::Table => output::table_status(&endpoint, &status),
-                    })
                 }
                 Action::Cluster {
                     request,
@@ -1544,30 +2219,6 @@ fn main() -> ExitCode {
                     let response = client.request(&request).await.map_err(|e| e.to_string())?;
                     print_cluster(&printer, &response, format)
                 }
-                Action::HashKv(revision) => {
-                    let response = client
-                        .request(&Request::HashKv(revision))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let Response::HashKv {
-                        header,
-                        hash,
-                        compact_revision,
-                        hash_revision,
-                    } = response
-                    else {
-                        return Err(format!("unexpected response {response:?}"));
-                    };
-                    Ok(output::hash_kv(
-                        &endpoint,
-                        &header,
-                        hash,
-                        compact_revision,
-                        hash_revision,
-                        format == Format::Json,
-                        format == Format::Table,
-                    ))
-                }
                 Action::Perf => {
                     let status = fetch_status(&client).await?;
                     match format {
@@ -1575,23 +2226,17 @@ fn main() -> ExitCode {
                         Format::Json => {
                             Ok(output::json_perf(&endpoint, &status).to_string() + "\n")
                         }
-                        Format::Table => {
-                            Err("table format is only supported by endpoint status".into())
-                        }
+                        Format::Table | Format::Fields | Format::Protobuf => Err(format!(
+                            "{} not supported as output format by perf",
+                            format!("{format:?}").to_ascii_lowercase()
+                        )),
                     }
                 }
             }
         };
         match timeout {
-            // A snapshot streams for as long as it takes, as etcdctl's does.
             None => work.await,
-            Some(timeout) => {
-                let expired = glommio::timer::sleep(timeout);
-                match futures::future::select(Box::pin(work), Box::pin(expired)).await {
-                    futures::future::Either::Left((result, _)) => result,
-                    futures::future::Either::Right(_) => Err("context deadline exceeded".into()),
-                }
-            }
+            Some(timeout) => deadline(timeout, work).await,
         }
     });
     let result = match outcome {
@@ -1604,8 +2249,556 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("Error: {error}");
-            ExitCode::from(1)
+            // What was printed before the failure (a health report) is kept.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            fail(&error)
+        }
+    }
+}
+
+/// `endpoint status` of every endpoint, as etcdctl: those that do not answer are reported on
+/// standard error and make the command fail after the others are printed.
+async fn endpoint_statuses(
+    endpoints: &[String],
+    command_timeout: Duration,
+    format: Format,
+) -> Result<String, String> {
+    let mut statuses = Vec::new();
+    let mut failed = false;
+    for endpoint in endpoints {
+        let answered = deadline(command_timeout, async {
+            let (client, _) = connect(std::slice::from_ref(endpoint)).await?;
+            fetch_status(&client).await
+        })
+        .await;
+        match answered {
+            Ok(status) => statuses.push((endpoint.clone(), status)),
+            Err(error) => {
+                eprintln!("Failed to get the status of endpoint {endpoint} ({error})");
+                failed = true;
+            }
+        }
+    }
+    let text = match format {
+        Format::Simple | Format::Protobuf => statuses
+            .iter()
+            .map(|(endpoint, status)| output::simple_status(endpoint, status))
+            .collect(),
+        Format::Json => {
+            let list: Vec<serde_json::Value> = statuses
+                .iter()
+                .map(|(endpoint, status)| output::json_status(endpoint, status)[0].clone())
+                .collect();
+            serde_json::Value::Array(list).to_string() + "\n"
+        }
+        Format::Table => output::table_statuses(&statuses),
+        Format::Fields => statuses
+            .iter()
+            .map(|(endpoint, status)| output::fields_status(endpoint, status))
+            .collect(),
+    };
+    if failed {
+        print!("{text}");
+        return Err(String::new());
+    }
+    Ok(text)
+}
+
+/// `endpoint hashkv` of every endpoint, as etcdctl.
+async fn endpoint_hashes(
+    endpoints: &[String],
+    revision: i64,
+    command_timeout: Duration,
+    format: Format,
+) -> Result<String, String> {
+    let mut hashes = Vec::new();
+    let mut last_error = None;
+    for endpoint in endpoints {
+        let answered = deadline(command_timeout, async {
+            let (client, _) = connect(std::slice::from_ref(endpoint)).await?;
+            client
+                .request(&Request::HashKv(revision))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match answered {
+            Ok(Response::HashKv {
+                header,
+                hash,
+                compact_revision,
+                hash_revision,
+            }) => hashes.push((
+                endpoint.clone(),
+                header,
+                hash,
+                compact_revision,
+                hash_revision,
+            )),
+            Ok(other) => last_error = Some(format!("unexpected response {other:?}")),
+            Err(error) => {
+                eprintln!("Failed to get the hash of endpoint {endpoint} ({error})");
+                last_error = Some(error);
+            }
+        }
+    }
+    let text = match format {
+        Format::Simple | Format::Protobuf => hashes
+            .iter()
+            .map(|(endpoint, header, hash, compact, hash_revision)| {
+                output::hash_kv(
+                    endpoint,
+                    header,
+                    *hash,
+                    *compact,
+                    *hash_revision,
+                    false,
+                    false,
+                )
+            })
+            .collect(),
+        Format::Json => {
+            let list: Vec<serde_json::Value> = hashes
+                .iter()
+                .map(|(endpoint, header, hash, compact, hash_revision)| {
+                    output::json_hash_kv(endpoint, header, *hash, *compact, *hash_revision)
+                })
+                .collect();
+            serde_json::Value::Array(list).to_string() + "\n"
+        }
+        Format::Table => {
+            let rows: Vec<(String, u32, i64, i64)> = hashes
+                .iter()
+                .map(|(endpoint, _, hash, compact, hash_revision)| {
+                    (endpoint.clone(), *hash, *hash_revision, *compact)
+                })
+                .collect();
+            output::table_hash_kv(&rows)
+        }
+        Format::Fields => hashes
+            .iter()
+            .map(|(endpoint, header, hash, _, _)| output::fields_hash_kv(endpoint, header, *hash))
+            .collect(),
+    };
+    if let Some(error) = last_error {
+        print!("{text}");
+        return Err(error);
+    }
+    Ok(text)
+}
+
+/// What `check perf` runs.
+struct CheckPerf {
+    endpoints: Vec<String>,
+    profile: perf::Profile,
+    prefix: String,
+    auto_compact: bool,
+    auto_defrag: bool,
+    command_timeout: Duration,
+}
+
+/// Raises the soft limit of open files to the hard limit (`check perf --load xl` opens a
+/// thousand connections).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A small xorshift source for the keys' random numbers.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn seeded() -> Xorshift {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Xorshift((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `check perf`: etcdctl's run (a put every 1/limit seconds handed to whichever of the
+/// clients is free, for 60 seconds or until interrupted), its cleanup and its verdict; the
+/// exit status is 0 on PASS, 1 on FAIL.
+async fn check_perf(run: CheckPerf, signals: Arc<AtomicBool>) -> Result<u8, String> {
+    use futures::{SinkExt as _, StreamExt as _};
+    use std::io::Write as _;
+    if run.profile.clients > 900 {
+        raise_open_files_limit();
+    }
+    let (first, endpoint) = connect(&run.endpoints).await?;
+    let first = Rc::new(first);
+    let mut clients = vec![first.clone()];
+    while clients.len() < run.profile.clients {
+        let (client, _) = connect(std::slice::from_ref(&endpoint)).await?;
+        clients.push(Rc::new(client));
+    }
+    let options = requests::GetOptions {
+        prefix: true,
+        limit: 1,
+        ..Default::default()
+    };
+    let existing = requests::range_request(&run.prefix, None, &options)?;
+    let existing = deadline(run.command_timeout, async {
+        first
+            .request(&Request::Range(existing))
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    if matches!(&existing, Response::Range(r) if !r.kvs.is_empty()) {
+        return Err(format!(
+            "prefix {:?} has keys. Delete with 'lodectl del --prefix {}' first",
+            run.prefix, run.prefix
+        ));
+    }
+
+    let measured = Rc::new(std::cell::RefCell::new(perf::Measured::default()));
+    let (mut sender, receiver) =
+        futures::channel::mpsc::channel::<bytes::Bytes>(run.profile.clients);
+    let receiver = Rc::new(futures::lock::Mutex::new(receiver));
+    let value = bytes::Bytes::from(vec![0u8; perf::VALUE_SIZE]);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for client in &clients {
+        let (client, receiver, measured, value) = (
+            client.clone(),
+            receiver.clone(),
+            measured.clone(),
+            value.clone(),
+        );
+        workers.push(glommio::spawn_local(async move {
+            loop {
+                let key = {
+                    let mut receiver = receiver.lock().await;
+                    receiver.next().await
+                };
+                let Some(key) = key else { return };
+                let put = Request::Write(WriteRequest::Put(lode::mvcc::request::PutRequest {
+                    key,
+                    value: value.clone(),
+                    ..Default::default()
+                }));
+                let sent = Instant::now();
+                let answer = client.request(&put).await;
+                let latency = sent.elapsed().as_secs_f64();
+                let mut measured = measured.borrow_mut();
+                match answer {
+                    Ok(_) => measured.latencies.push(latency),
+                    Err(error) => *measured.errors.entry(error.to_string()).or_default() += 1,
+                }
+            }
+        }));
+    }
+    // The rate limiter: the n-th put is due n/limit seconds after the start (a stall is
+    // made up for at once, up to a second's worth).
+    let interval = Duration::from_secs_f64(1.0 / run.profile.limit as f64);
+    let run_for = Duration::from_secs(perf::DURATION_SECONDS);
+    let mut random = Xorshift::seeded();
+    let mut due = started;
+    loop {
+        let now = Instant::now();
+        if now >= started + run_for || signals.load(Ordering::Relaxed) {
+            break;
+        }
+        if due > now {
+            glommio::timer::sleep(due - now).await;
+        } else if now - due > Duration::from_secs(1) {
+            due = now;
+        }
+        let key = bytes::Bytes::from(perf::key(&run.prefix, random.next()));
+        if sender.send(key).await.is_err() {
+            break;
+        }
+        due += interval;
+    }
+    drop(sender);
+    for worker in workers {
+        worker.await;
+    }
+    let mut measured = measured.take();
+    measured.total_seconds = started.elapsed().as_secs_f64();
+
+    // Cleanup, as etcdctl's: delete the prefix, then compact to that revision if asked.
+    let delete = requests::delete_request(&run.prefix, None, true, false, false)?;
+    let deleted = deadline(Duration::from_secs(30), async {
+        first
+            .request(&Request::Write(WriteRequest::DeleteRange(delete)))
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match deleted {
+        Err(error) => println!("FAIL: Cleanup failed during key deletion: ERROR({error})"),
+        Ok(Response::Write(WriteResponse::DeleteRange(answer))) if run.auto_compact => {
+            let revision = answer.header.revision;
+            println!("Compacting with revision {revision}");
+            let _ = std::io::stdout().flush();
+            let compact = Request::Write(WriteRequest::Compact(CompactionRequest {
+                revision,
+                physical: true,
+            }));
+            deadline(Duration::from_secs(30), async {
+                first.request(&compact).await.map_err(|e| e.to_string())
+            })
+            .await?;
+            println!("Compacted with revision {revision}");
+        }
+        Ok(_) => {}
+    }
+    if run.auto_defrag {
+        for endpoint in &run.endpoints {
+            print!("{}", defrag_line(endpoint));
+        }
+    }
+    let (text, ok) = perf::verdict(&measured, run.profile);
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// What `make-mirror` mirrors where.
+struct Mirror {
+    source: Vec<String>,
+    destination: String,
+    prefix: String,
+    dest_prefix: String,
+    command_timeout: Duration,
+}
+
+impl Mirror {
+    /// A source key's name in the destination: the prefix replaced by the destination's.
+    fn destination_key(&self, key: &[u8]) -> bytes::Bytes {
+        let rest = key.strip_prefix(self.prefix.as_bytes()).unwrap_or(key);
+        let mut out = self.dest_prefix.as_bytes().to_vec();
+        out.extend_from_slice(rest);
+        bytes::Bytes::from(out)
+    }
+
+    /// The source range: the prefix's keys, or every key when it is empty.
+    fn range(&self) -> (bytes::Bytes, bytes::Bytes) {
+        if self.prefix.is_empty() {
+            (
+                bytes::Bytes::from_static(&[0]),
+                bytes::Bytes::from_static(&[0]),
+            )
+        } else {
+            let key = bytes::Bytes::from(self.prefix.clone().into_bytes());
+            let end = lode::mvcc::kv::prefix_range_end(&key);
+            (key, end)
+        }
+    }
+}
+
+/// `make-mirror`: etcdctl's syncer. The keys at one revision are put to the destination in
+/// pages of 1,000; then a watch from the next revision applies each revision's changes as
+/// one txn. Every 30 seconds the number of keys synced so far is printed.
+async fn make_mirror(mirror: Mirror) -> Result<(), String> {
+    use std::io::Write as _;
+    let (destination, _) = connect(std::slice::from_ref(&mirror.destination)).await?;
+    let (source, _) = connect(&mirror.source).await?;
+    let total = Rc::new(Cell::new(0u64));
+    let printed = total.clone();
+    let _printer = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_secs(30)).await;
+            println!("{}", printed.get());
+            let _ = std::io::stdout().flush();
+        }
+    })
+    .detach();
+    let write = |request: WriteRequest| {
+        let destination = &destination;
+        async move {
+            deadline(mirror.command_timeout, async {
+                destination
+                    .request(&Request::Write(request))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        }
+    };
+
+    // The revision to copy at: the header of a read of the prefix (etcdctl reads "foo" when
+    // mirroring everything).
+    let probe = if mirror.prefix.is_empty() {
+        "foo".to_string()
+    } else {
+        mirror.prefix.clone()
+    };
+    let probe = Request::Range(lode::mvcc::request::RangeRequest {
+        key: bytes::Bytes::from(probe.into_bytes()),
+        ..Default::default()
+    });
+    let revision = match source.request(&probe).await.map_err(|e| e.to_string())? {
+        Response::Range(answer) => answer.header.revision,
+        other => return Err(format!("unexpected response {other:?}")),
+    };
+    let (mut key, range_end) = mirror.range();
+    loop {
+        let page = Request::Range(lode::mvcc::request::RangeRequest {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            limit: 1_000,
+            revision,
+            ..Default::default()
+        });
+        let page = match source.request(&page).await.map_err(|e| e.to_string())? {
+            Response::Range(answer) => answer,
+            other => return Err(format!("unexpected response {other:?}")),
+        };
+        for kv in &page.kvs {
+            write(WriteRequest::Put(lode::mvcc::request::PutRequest {
+                key: mirror.destination_key(&kv.key),
+                value: kv.value.clone(),
+                ..Default::default()
+            }))
+            .await?;
+            total.set(total.get() + 1);
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                let mut next = last.key.to_vec();
+                next.push(0);
+                key = bytes::Bytes::from(next);
+            }
+            _ => break,
+        }
+    }
+
+    let (key, range_end) = mirror.range();
+    let mut stream = source.watch();
+    stream
+        .send(lode::api::native::WatchRequest::Create(
+            lode::watch::stream::CreateWatch {
+                key,
+                range_end,
+                start_revision: revision + 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let (_, response) = stream.next().await.map_err(|e| e.to_string())?;
+        if response.compact_revision != 0 {
+            return Err("etcdserver: mvcc: required revision has been compacted".into());
+        }
+        if response.canceled {
+            return Err(format!(
+                "watch is canceled by the server: {}",
+                response.cancel_reason
+            ));
+        }
+        // One txn per revision, as etcdctl's mirror applies them.
+        let mut ops = Vec::new();
+        let mut last_revision = 0;
+        for event in &response.events {
+            if last_revision != 0 && event.kv.mod_revision > last_revision {
+                let txn = lode::mvcc::request::TxnRequest {
+                    success: std::mem::take(&mut ops),
+                    ..Default::default()
+                };
+                write(WriteRequest::Txn(txn)).await?;
+            }
+            last_revision = event.kv.mod_revision;
+            let key = mirror.destination_key(&event.kv.key);
+            ops.push(match event.kind {
+                lode::watch::EventKind::Put => {
+                    lode::mvcc::request::RequestOp::Put(lode::mvcc::request::PutRequest {
+                        key,
+                        value: event.kv.value.clone(),
+                        ..Default::default()
+                    })
+                }
+                lode::watch::EventKind::Delete => lode::mvcc::request::RequestOp::DeleteRange(
+                    lode::mvcc::request::DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    },
+                ),
+            });
+            total.set(total.get() + 1);
+        }
+        if !ops.is_empty() {
+            let txn = lode::mvcc::request::TxnRequest {
+                success: ops,
+                ..Default::default()
+            };
+            write(WriteRequest::Txn(txn)).await?;
+        }
+    }
+}
+
+/// etcdctl's form of a command line in errors: `["cmd" "arg"]`.
+fn quoted_command(command: &[String]) -> String {
+    let words: Vec<String> = command
+        .iter()
+        .map(|word| output::go_quote(word.as_bytes()))
+        .collect();
+    format!("[{}]", words.join(" "))
+}
+
+/// Runs the watch's command for one event, with etcdctl's variables (Go-quoted as etcdctl
+/// sets them: `"PUT"`, `"key"`), and waits for it (polled: the connection's reader runs on
+/// this thread).
+async fn run_for_event(
+    command: &[String],
+    revision: i64,
+    event: &lode::watch::Event,
+) -> Result<(), String> {
+    let Some((program, arguments)) = command.split_first() else {
+        return Ok(());
+    };
+    let kind = match event.kind {
+        lode::watch::EventKind::Put => "\"PUT\"",
+        lode::watch::EventKind::Delete => "\"DELETE\"",
+    };
+    let spawned = std::process::Command::new(program)
+        .args(arguments)
+        .env("ETCD_WATCH_REVISION", revision.to_string())
+        .env("ETCD_WATCH_EVENT_TYPE", kind)
+        .env("ETCD_WATCH_KEY", output::go_quote(&event.kv.key))
+        .env("ETCD_WATCH_VALUE", output::go_quote(&event.kv.value))
+        .spawn();
+    let failed = |error: String| {
+        eprintln!("command {} error ({error})", quoted_command(command));
+        // etcdctl exits 1 with that line only.
+        Err(String::new())
+    };
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => return failed(error.to_string()),
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return failed(match status.code() {
+                    Some(code) => format!("exit status {code}"),
+                    None => "signal: killed".into(),
+                })
+            }
+            Ok(None) => glommio::timer::sleep(Duration::from_millis(5)).await,
+            Err(error) => return failed(error.to_string()),
         }
     }
 }

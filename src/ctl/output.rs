@@ -18,46 +18,64 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn simple_kv(out: &mut String, kv: &KeyValue, keys_only: bool) {
-    let _ = writeln!(out, "{}", text(&kv.key));
-    if !keys_only {
-        let _ = writeln!(out, "{}", text(&kv.value));
+/// Bytes as etcdctl's `--hex` prints them: `\x` before each byte's two hex digits.
+pub fn hex_escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 4);
+    for byte in bytes {
+        let _ = write!(out, "\\x{byte:02x}");
+    }
+    out
+}
+
+/// Bytes in simple output: as text, or hex-escaped with `--hex`.
+pub fn simple_bytes(bytes: &[u8], hex: bool) -> String {
+    if hex {
+        hex_escaped(bytes)
+    } else {
+        text(bytes)
     }
 }
 
-/// `get` in simple format.
-pub fn simple_range(response: &RangeResponse, request: &RangeRequest) -> String {
+fn simple_kv(out: &mut String, kv: &KeyValue, keys_only: bool, hex: bool) {
+    let _ = writeln!(out, "{}", simple_bytes(&kv.key, hex));
+    if !keys_only {
+        let _ = writeln!(out, "{}", simple_bytes(&kv.value, hex));
+    }
+}
+
+/// `get` in simple format (`hex`: etcdctl's `--hex`).
+pub fn simple_range(response: &RangeResponse, request: &RangeRequest, hex: bool) -> String {
     let mut out = String::new();
     if request.count_only {
         let _ = writeln!(out, "{}", response.count);
         return out;
     }
     for kv in &response.kvs {
-        simple_kv(&mut out, kv, request.keys_only);
+        simple_kv(&mut out, kv, request.keys_only, hex);
     }
     out
 }
 
 /// `put` in simple format.
-pub fn simple_put(response: &PutResponse) -> String {
+pub fn simple_put(response: &PutResponse, hex: bool) -> String {
     let mut out = String::from("OK\n");
     if let Some(kv) = &response.prev_kv {
-        simple_kv(&mut out, kv, false);
+        simple_kv(&mut out, kv, false, hex);
     }
     out
 }
 
 /// `del` in simple format.
-pub fn simple_delete(response: &DeleteRangeResponse) -> String {
+pub fn simple_delete(response: &DeleteRangeResponse, hex: bool) -> String {
     let mut out = format!("{}\n", response.deleted);
     for kv in &response.prev_kvs {
-        simple_kv(&mut out, kv, false);
+        simple_kv(&mut out, kv, false, hex);
     }
     out
 }
 
 /// `txn` in simple format.
-pub fn simple_txn(response: &TxnResponse) -> String {
+pub fn simple_txn(response: &TxnResponse, hex: bool) -> String {
     let mut out = String::from(if response.succeeded {
         "SUCCESS\n"
     } else {
@@ -68,12 +86,12 @@ pub fn simple_txn(response: &TxnResponse) -> String {
         match op {
             ResponseOp::Range(r) => {
                 for kv in &r.kvs {
-                    simple_kv(&mut out, kv, false);
+                    simple_kv(&mut out, kv, false, hex);
                 }
             }
-            ResponseOp::Put(r) => out.push_str(&simple_put(r)),
-            ResponseOp::DeleteRange(r) => out.push_str(&simple_delete(r)),
-            ResponseOp::Txn(r) => out.push_str(&simple_txn(r)),
+            ResponseOp::Put(r) => out.push_str(&simple_put(r, hex)),
+            ResponseOp::DeleteRange(r) => out.push_str(&simple_delete(r, hex)),
+            ResponseOp::Txn(r) => out.push_str(&simple_txn(r, hex)),
         }
     }
     out
@@ -112,6 +130,11 @@ pub fn simple_status(endpoint: &str, status: &StatusResponse) -> String {
 
 /// `endpoint status` as a table.
 pub fn table_status(endpoint: &str, status: &StatusResponse) -> String {
+    table_statuses(&[(endpoint.to_string(), status.clone())])
+}
+
+/// `endpoint status` of several endpoints as one table, a row each.
+pub fn table_statuses(statuses: &[(String, StatusResponse)]) -> String {
     let headers = [
         "ENDPOINT",
         "ID",
@@ -123,32 +146,42 @@ pub fn table_status(endpoint: &str, status: &StatusResponse) -> String {
         "RAFT INDEX",
         "RAFT APPLIED INDEX",
     ];
-    let row = vec![
-        endpoint.to_string(),
-        format!("{:x}", status.header.member_id),
-        status.version.clone(),
-        human_bytes(status.db_size.max(0) as u64),
-        (status.leader == status.header.member_id).to_string(),
-        status.is_learner.to_string(),
-        status.raft_term.to_string(),
-        status.raft_index.to_string(),
-        status.raft_applied_index.to_string(),
-    ];
-    table(&headers, &[row])
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|(endpoint, status)| {
+            vec![
+                endpoint.to_string(),
+                format!("{:x}", status.header.member_id),
+                status.version.clone(),
+                human_bytes(status.db_size.max(0) as u64),
+                (status.leader == status.header.member_id).to_string(),
+                status.is_learner.to_string(),
+                status.raft_term.to_string(),
+                status.raft_index.to_string(),
+                status.raft_applied_index.to_string(),
+            ]
+        })
+        .collect();
+    table(&headers, &rows)
 }
 
-/// etcdctl's table: a bordered header row and rows, cells centred.
+/// etcdctl's table (tablewriter as etcdctl sets it up): a bordered header row, centred, and
+/// rows aligned right.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
+            *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String]| {
+    let line = |cells: &[String], centred: bool| {
         let mut out = String::from("|");
         for (cell, width) in cells.iter().zip(&widths) {
-            let _ = write!(out, " {cell:^width$} |");
+            if centred {
+                let _ = write!(out, " {cell:^width$} |");
+            } else {
+                let _ = write!(out, " {cell:>width$} |");
+            }
         }
         out.push('\n');
         out
@@ -162,9 +195,9 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         out
     };
     let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    let mut out = format!("{border}{}{border}", line(&header));
+    let mut out = format!("{border}{}{border}", line(&header, true));
     for row in rows {
-        out.push_str(&line(row));
+        out.push_str(&line(row, false));
     }
     out.push_str(&border);
     out
@@ -518,6 +551,44 @@ pub fn json_status(endpoint: &str, status: &StatusResponse) -> Value {
     }])
 }
 
+/// One endpoint's entry in `endpoint hashkv -w json`'s list.
+pub fn json_hash_kv(
+    endpoint: &str,
+    header: &ResponseHeader,
+    hash: u32,
+    compact_revision: i64,
+    hash_revision: i64,
+) -> Value {
+    json!({
+        "Endpoint": endpoint,
+        "HashKV": {
+            "header": json_header(header),
+            "hash": hash,
+            "compact_revision": compact_revision,
+            "hash_revision": hash_revision,
+        }
+    })
+}
+
+/// `endpoint hashkv -w table` of several endpoints.
+pub fn table_hash_kv(rows: &[(String, u32, i64, i64)]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(endpoint, hash, hash_revision, compact_revision)| {
+            vec![
+                endpoint.clone(),
+                hash.to_string(),
+                hash_revision.to_string(),
+                compact_revision.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["ENDPOINT", "HASH", "HASH REVISION", "COMPACT REVISION"],
+        &rows,
+    )
+}
+
 /// `endpoint hashkv` in etcdctl's forms.
 pub fn hash_kv(
     endpoint: &str,
@@ -529,15 +600,13 @@ pub fn hash_kv(
     as_table: bool,
 ) -> String {
     if as_json {
-        return json!([{
-            "Endpoint": endpoint,
-            "HashKV": {
-                "header": json_header(header),
-                "hash": hash,
-                "compact_revision": compact_revision,
-                "hash_revision": hash_revision,
-            }
-        }])
+        return json!([json_hash_kv(
+            endpoint,
+            header,
+            hash,
+            compact_revision,
+            hash_revision
+        )])
         .to_string()
             + "\n";
     }
@@ -648,7 +717,7 @@ pub fn json_snapshot_status(status: &crate::restore::SnapshotStatus) -> Value {
 
 /// A watch response as etcdctl prints one: for each event its type, the previous pair (when
 /// asked for) and the pair, a line each for key and value.
-pub fn simple_watch(response: &crate::watch::stream::WatchResponse) -> String {
+pub fn simple_watch(response: &crate::watch::stream::WatchResponse, hex: bool) -> String {
     let mut out = String::new();
     for event in &response.events {
         out.push_str(match event.kind {
@@ -656,10 +725,7 @@ pub fn simple_watch(response: &crate::watch::stream::WatchResponse) -> String {
             crate::watch::EventKind::Delete => "DELETE\n",
         });
         for kv in event.prev_kv.iter().chain(std::iter::once(&event.kv)) {
-            out.push_str(&String::from_utf8_lossy(&kv.key));
-            out.push('\n');
-            out.push_str(&String::from_utf8_lossy(&kv.value));
-            out.push('\n');
+            simple_kv(&mut out, kv, false, hex);
         }
     }
     out
@@ -695,9 +761,340 @@ pub fn json_watch(
     })
 }
 
+/// A string as Go's `%q` (`strconv.Quote`) writes it: in double quotes, `"` and `\` escaped,
+/// `\n`-style escapes for the usual control characters, `\xNN` for other control bytes and
+/// bytes that are not UTF-8, `\uNNNN` for other non-printable characters.
+pub fn go_quote(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{b}' => out.push_str("\\v"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn fields_header(out: &mut String, header: &ResponseHeader) {
+    let _ = writeln!(out, "\"ClusterID\" : {}", header.cluster_id);
+    let _ = writeln!(out, "\"MemberID\" : {}", header.member_id);
+    let _ = writeln!(out, "\"Revision\" : {}", header.revision);
+    let _ = writeln!(out, "\"RaftTerm\" : {}", header.raft_term);
+}
+
+fn fields_kv(out: &mut String, prefix: &str, kv: &KeyValue) {
+    let _ = writeln!(out, "\"{prefix}Key\" : {}", go_quote(&kv.key));
+    let _ = writeln!(out, "\"{prefix}CreateRevision\" : {}", kv.create_revision);
+    let _ = writeln!(out, "\"{prefix}ModRevision\" : {}", kv.mod_revision);
+    let _ = writeln!(out, "\"{prefix}Version\" : {}", kv.version);
+    let _ = writeln!(out, "\"{prefix}Value\" : {}", go_quote(&kv.value));
+    let _ = writeln!(out, "\"{prefix}Lease\" : {}", kv.lease);
+}
+
+/// `get -w fields`: etcdctl's `"Name" : value` lines, the header first.
+pub fn fields_range(response: &RangeResponse) -> String {
+    let mut out = String::new();
+    fields_range_into(&mut out, response);
+    out
+}
+
+fn fields_range_into(out: &mut String, response: &RangeResponse) {
+    fields_header(out, &response.header);
+    for kv in &response.kvs {
+        fields_kv(out, "", kv);
+    }
+    let _ = writeln!(out, "\"More\" : {}", response.more);
+    let _ = writeln!(out, "\"Count\" : {}", response.count);
+}
+
+fn fields_put_into(out: &mut String, response: &PutResponse) {
+    fields_header(out, &response.header);
+    if let Some(kv) = &response.prev_kv {
+        fields_kv(out, "Prev", kv);
+    }
+}
+
+fn fields_delete_into(out: &mut String, response: &DeleteRangeResponse) {
+    fields_header(out, &response.header);
+    let _ = writeln!(out, "\"Deleted\" : {}", response.deleted);
+    for kv in &response.prev_kvs {
+        fields_kv(out, "Prev", kv);
+    }
+}
+
+fn fields_txn_into(out: &mut String, response: &TxnResponse) {
+    fields_header(out, &response.header);
+    let _ = writeln!(out, "\"Succeeded\" : {}", response.succeeded);
+    for op in &response.responses {
+        match op {
+            ResponseOp::Range(r) => fields_range_into(out, r),
+            ResponseOp::Put(r) => fields_put_into(out, r),
+            ResponseOp::DeleteRange(r) => fields_delete_into(out, r),
+            // etcdctl's printer knows no nested txn answer.
+            ResponseOp::Txn(r) => {
+                let _ = writeln!(
+                    out,
+                    "\"Unknown\" : {}",
+                    go_quote(format!("{r:?}").as_bytes())
+                );
+            }
+        }
+    }
+}
+
+/// A write's answer (put, del, txn, lease grant or revoke) with `-w fields`; `None` for the
+/// answers etcdctl prints no fields for.
+pub fn fields_write(response: &WriteResponse) -> Option<String> {
+    let mut out = String::new();
+    match response {
+        WriteResponse::Put(r) => fields_put_into(&mut out, r),
+        WriteResponse::DeleteRange(r) => fields_delete_into(&mut out, r),
+        WriteResponse::Txn(r) => fields_txn_into(&mut out, r),
+        WriteResponse::Lease(r) => match &r.outcome {
+            LeaseOutcome::Granted { id, ttl } => {
+                fields_header(&mut out, &r.header);
+                let _ = writeln!(out, "\"ID\" : {id}");
+                let _ = writeln!(out, "\"TTL\" : {ttl}");
+            }
+            LeaseOutcome::Revoked => fields_header(&mut out, &r.header),
+            LeaseOutcome::Renewed { .. } | LeaseOutcome::Expired { .. } => return None,
+        },
+        WriteResponse::Compact(_) => return None,
+    }
+    Some(out)
+}
+
+/// `lease keep-alive -w fields`.
+pub fn fields_keep_alive(header: &ResponseHeader, id: i64, ttl: i64) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, header);
+    let _ = writeln!(out, "\"ID\" : {id}");
+    let _ = writeln!(out, "\"TTL\" : {ttl}");
+    out
+}
+
+/// `lease timetolive -w fields`.
+pub fn fields_time_to_live(
+    header: &ResponseHeader,
+    id: i64,
+    ttl: i64,
+    granted_ttl: i64,
+    keys: &[Bytes],
+) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, header);
+    let _ = writeln!(out, "\"ID\" : {id}");
+    let _ = writeln!(out, "\"TTL\" : {ttl}");
+    let _ = writeln!(out, "\"GrantedTTL\" : {granted_ttl}");
+    for key in keys {
+        let _ = writeln!(out, "\"Key\" : {}", go_quote(key));
+    }
+    out
+}
+
+/// `lease list -w fields`.
+pub fn fields_leases(header: &ResponseHeader, ids: &[i64]) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, header);
+    for id in ids {
+        let _ = writeln!(out, "\"ID\" : {id}");
+    }
+    out
+}
+
+/// `member list -w fields`: the header, then each member and a blank line.
+pub fn fields_members(header: &ResponseHeader, members: &[Member]) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, header);
+    for member in members {
+        let _ = writeln!(out, "\"ID\" : {}", member.id);
+        let _ = writeln!(out, "\"Name\" : {}", go_quote(member.name.as_bytes()));
+        for url in &member.peer_urls {
+            let _ = writeln!(out, "\"PeerURL\" : {}", go_quote(url.as_bytes()));
+        }
+        for url in &member.client_urls {
+            let _ = writeln!(out, "\"ClientURL\" : {}", go_quote(url.as_bytes()));
+        }
+        let _ = writeln!(out, "\"IsLearner\" : {}", member.is_learner);
+        out.push('\n');
+    }
+    out
+}
+
+/// `endpoint status -w fields` for one endpoint.
+pub fn fields_status(endpoint: &str, status: &StatusResponse) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, &status.header);
+    let _ = writeln!(out, "\"Version\" : {}", go_quote(status.version.as_bytes()));
+    let _ = writeln!(out, "\"DBSize\" : {}", status.db_size);
+    let _ = writeln!(out, "\"Leader\" : {}", status.leader);
+    let _ = writeln!(out, "\"IsLearner\" : {}", status.is_learner);
+    let _ = writeln!(out, "\"RaftIndex\" : {}", status.raft_index);
+    let _ = writeln!(out, "\"RaftTerm\" : {}", status.raft_term);
+    let _ = writeln!(out, "\"RaftAppliedIndex\" : {}", status.raft_applied_index);
+    let _ = writeln!(out, "\"Errors\" : []");
+    let _ = writeln!(out, "\"Endpoint\" : {}", go_quote(endpoint.as_bytes()));
+    out.push('\n');
+    out
+}
+
+/// `endpoint hashkv -w fields` for one endpoint.
+pub fn fields_hash_kv(endpoint: &str, header: &ResponseHeader, hash: u32) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, header);
+    let _ = writeln!(out, "\"Endpoint\" : {}", go_quote(endpoint.as_bytes()));
+    let _ = writeln!(out, "\"Hash\" : {hash}\n");
+    out
+}
+
+/// `alarm list -w fields`.
+pub fn fields_alarms(response: &crate::alarm::AlarmResponse) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, &response.header);
+    for member in &response.alarms {
+        let _ = writeln!(out, "\"MemberID\" : {}", member.member_id);
+        let _ = writeln!(out, "\"AlarmType\" : {}\n", member.alarm.name());
+    }
+    out
+}
+
+/// A watch response with `-w fields`.
+pub fn fields_watch(
+    header: &ResponseHeader,
+    response: &crate::watch::stream::WatchResponse,
+) -> String {
+    let mut out = String::new();
+    fields_header(&mut out, header);
+    for event in &response.events {
+        let kind = match event.kind {
+            crate::watch::EventKind::Put => "PUT",
+            crate::watch::EventKind::Delete => "DELETE",
+        };
+        let _ = writeln!(out, "\"Type\" : {kind}");
+        if let Some(prev) = &event.prev_kv {
+            fields_kv(&mut out, "Prev", prev);
+        }
+        fields_kv(&mut out, "", &event.kv);
+    }
+    out
+}
+
+/// One endpoint's health, as etcdctl's `endpoint health` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// The endpoint as given (or a member's client URL with `--cluster`).
+    pub endpoint: String,
+    /// Healthy: the read succeeded and no alarm is active.
+    pub health: bool,
+    /// How long the check took (Go's duration form), empty when no connection was made.
+    pub took: String,
+    /// Why it is unhealthy (empty when healthy).
+    pub error: String,
+}
+
+/// `endpoint health` in simple form: (standard output, standard error): healthy endpoints on
+/// the first, unhealthy ones on the second, as etcdctl writes them.
+pub fn simple_health(list: &[EndpointHealth]) -> (String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    for h in list {
+        if h.error.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} is healthy: successfully committed proposal: took = {}",
+                h.endpoint, h.took
+            );
+        } else {
+            let _ = writeln!(
+                err,
+                "{} is unhealthy: failed to commit proposal: {}",
+                h.endpoint, h.error
+            );
+        }
+    }
+    (out, err)
+}
+
+/// `endpoint health -w json`: etcdctl's list (`error` left out when empty).
+pub fn json_health(list: &[EndpointHealth]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|h| {
+                let mut map = Map::new();
+                map.insert("endpoint".into(), json!(h.endpoint));
+                map.insert("health".into(), json!(h.health));
+                map.insert("took".into(), json!(h.took));
+                if !h.error.is_empty() {
+                    map.insert("error".into(), json!(h.error));
+                }
+                Value::Object(map)
+            })
+            .collect(),
+    )
+}
+
+/// `endpoint health -w table`.
+pub fn table_health(list: &[EndpointHealth]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|h| {
+            vec![
+                h.endpoint.clone(),
+                h.health.to_string(),
+                h.took.clone(),
+                h.error.clone(),
+            ]
+        })
+        .collect();
+    table(&["ENDPOINT", "HEALTH", "TOOK", "ERROR"], &rows)
+}
+
+/// `endpoint health -w fields`.
+pub fn fields_health(list: &[EndpointHealth]) -> String {
+    let mut out = String::new();
+    for h in list {
+        let _ = writeln!(out, "\"Endpoint\" : {}", go_quote(h.endpoint.as_bytes()));
+        let _ = writeln!(out, "\"Health\" : {}", h.health);
+        let _ = writeln!(out, "\"Took\" : {}", h.took);
+        let _ = writeln!(out, "\"Error\" : {}\n", h.error);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{go_quote, hex_escaped, human_bytes};
+
+    #[test]
+    fn bytes_quote_and_hex_like_etcdctl() {
+        assert_eq!(go_quote(b"foo"), "\"foo\"");
+        assert_eq!(
+            go_quote(b"a\"b\\c\n\x00\xff"),
+            "\"a\\\"b\\\\c\\n\\x00\\xff\""
+        );
+        assert_eq!(go_quote("é".as_bytes()), "\"é\"");
+        assert_eq!(hex_escaped(b"fo"), "\\x66\\x6f");
+    }
 
     #[test]
     fn sizes_print_like_etcdctl() {

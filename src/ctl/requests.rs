@@ -27,6 +27,14 @@ pub struct GetOptions {
     pub order: Option<String>,
     /// "l" (linearizable, default) or "s" (serializable).
     pub consistency: Option<String>,
+    /// Only keys last modified at or after this revision (0: no bound).
+    pub min_mod_revision: i64,
+    /// Only keys last modified at or before this revision (0: no bound).
+    pub max_mod_revision: i64,
+    /// Only keys created at or after this revision (0: no bound).
+    pub min_create_revision: i64,
+    /// Only keys created at or before this revision (0: no bound).
+    pub max_create_revision: i64,
 }
 
 /// Builds a range request from `get KEY [END]` arguments.
@@ -68,6 +76,26 @@ pub fn range_request(
         Some("s") => true,
         Some(other) => return Err(format!("unknown consistency flag {other:?}")),
     };
+    // etcdctl's checks: a bound at or below 0 means none; a minimum above its maximum is refused.
+    let bound = |value: i64| value.max(0);
+    let (min_mod, max_mod) = (
+        bound(options.min_mod_revision),
+        bound(options.max_mod_revision),
+    );
+    let (min_create, max_create) = (
+        bound(options.min_create_revision),
+        bound(options.max_create_revision),
+    );
+    if max_create > 0 && min_create > max_create {
+        return Err(format!(
+            "min create revision ({min_create}) > max create revision ({max_create})"
+        ));
+    }
+    if max_mod > 0 && min_mod > max_mod {
+        return Err(format!(
+            "min mod revision ({min_mod}) > max mod revision ({max_mod})"
+        ));
+    }
     Ok(RangeRequest {
         key,
         range_end,
@@ -78,7 +106,10 @@ pub fn range_request(
         serializable,
         keys_only: options.keys_only,
         count_only: options.count_only,
-        ..RangeRequest::default()
+        min_mod_revision: min_mod,
+        max_mod_revision: max_mod,
+        min_create_revision: min_create,
+        max_create_revision: max_create,
     })
 }
 

@@ -193,6 +193,7 @@ pub fn parse_op(line: &str) -> Result<RequestOp, String> {
                 sort_by: flag_value("sort-by"),
                 order: flag_value("order"),
                 consistency: flag_value("consistency"),
+                ..GetOptions::default()
             };
             let (key, end) = match positional.as_slice() {
                 [key] => (*key, None),

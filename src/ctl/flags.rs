@@ -1,0 +1,290 @@
+//! etcdctl's global flag values as lodectl reads them: Go durations (`5s`, `1m30s`, `500ms`)
+//! and Go's boolean spellings, the TLS and authentication flags lode cannot honour yet, and
+//! `ETCDCTL_API`.
+
+use std::time::Duration;
+
+/// Why a flag value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    /// Not a Go duration.
+    #[error("invalid duration {0:?} (a Go duration such as 5s, 1m30s or 500ms)")]
+    Duration(String),
+    /// A Go duration without a unit (Go's "missing unit in duration").
+    #[error("missing unit in duration {0:?} (a Go duration such as 5s, 1m30s or 500ms)")]
+    MissingUnit(String),
+    /// A duration that must be positive is not.
+    #[error("{0:?} is not a positive duration")]
+    NotPositive(String),
+    /// Not one of Go's boolean spellings.
+    #[error("invalid boolean {0:?} (true or false)")]
+    Bool(String),
+    /// A TLS or authentication setting lode cannot honour.
+    #[error("lodectl does not support TLS/auth yet: {0}")]
+    Unsupported(String),
+    /// `ETCDCTL_API` asks for another API.
+    #[error("{0}")]
+    Api(String),
+}
+
+/// Parses a Go duration (`time.ParseDuration`): an optional sign, then one or more decimal
+/// numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is allowed.
+/// Negative durations are refused (no lodectl flag means anything by them).
+pub fn parse_go_duration(text: &str) -> Result<Duration, FlagError> {
+    let bad = || FlagError::Duration(text.to_string());
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.starts_with('-') {
+        return Err(FlagError::NotPositive(text.to_string()));
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        if number.is_empty() || number == "." {
+            return Err(bad());
+        }
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(FlagError::MissingUnit(text.to_string())),
+            _ => return Err(bad()),
+        };
+        nanos += value * scale;
+        rest = after;
+    }
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
+}
+
+/// `--command-timeout`: a Go duration, or (as lodectl always took it) a bare number of
+/// seconds; it must be positive.
+pub fn parse_command_timeout(text: &str) -> Result<Duration, FlagError> {
+    let duration = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e12 => {
+            Duration::from_secs_f64(seconds)
+        }
+        Ok(_) => return Err(FlagError::NotPositive(text.to_string())),
+        Err(_) => parse_go_duration(text)?,
+    };
+    if duration.is_zero() {
+        return Err(FlagError::NotPositive(text.to_string()));
+    }
+    Ok(duration)
+}
+
+/// A positive Go duration (`--dial-timeout`).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, FlagError> {
+    let duration = parse_go_duration(text)?;
+    if duration.is_zero() {
+        return Err(FlagError::NotPositive(text.to_string()));
+    }
+    Ok(duration)
+}
+
+/// Go's boolean spellings (`strconv.ParseBool`), as pflag takes `--flag=value`.
+pub fn parse_go_bool(text: &str) -> Result<bool, FlagError> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(FlagError::Bool(text.to_string())),
+    }
+}
+
+/// A duration as Go's `time.Duration.String` writes it: `0s`, `850ns`, `1.5µs`, `12.345ms`,
+/// `2.5s`, `1m30s`, `1h2m3.5s`.
+pub fn go_duration_string(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    // Fractions as Go prints them: every digit, trailing zeros dropped.
+    fn fraction(value: u128, digits: u32) -> String {
+        let scale = 10u128.pow(digits);
+        let (whole, part) = (value / scale, value % scale);
+        if part == 0 {
+            return whole.to_string();
+        }
+        let part = format!("{part:0width$}", width = digits as usize);
+        format!("{whole}.{}", part.trim_end_matches('0'))
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", fraction(nanos, 3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", fraction(nanos, 6));
+    }
+    let hours = nanos / 3_600_000_000_000;
+    let minutes = (nanos / 60_000_000_000) % 60;
+    let seconds = nanos % 60_000_000_000;
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    out.push_str(&format!("{}s", fraction(seconds, 9)));
+    out
+}
+
+/// The TLS and authentication settings of etcdctl's global flags (or of make-mirror's
+/// `--dest-*` flags), as given.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// `--cacert`.
+    pub cacert: Option<String>,
+    /// `--cert`.
+    pub cert: Option<String>,
+    /// `--key`.
+    pub key: Option<String>,
+    /// `--insecure-transport` (etcdctl's default: true).
+    pub insecure_transport: bool,
+    /// `--insecure-skip-tls-verify` (default false).
+    pub insecure_skip_tls_verify: bool,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--password`.
+    pub password: Option<String>,
+    /// `--discovery-srv`.
+    pub discovery_srv: Option<String>,
+}
+
+impl Security {
+    /// Refuses every setting lode cannot honour: lode serves neither TLS nor authentication
+    /// yet, so a certificate, a user, a secure transport or DNS discovery (which only finds
+    /// TLS endpoints unless told otherwise) would be silently ignored otherwise. `prefix` is
+    /// the flags' prefix (`""` or `"dest-"`).
+    pub fn check(&self, prefix: &str) -> Result<(), FlagError> {
+        let given = [
+            ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+            ("user", &self.user),
+            ("password", &self.password),
+            ("discovery-srv", &self.discovery_srv),
+        ];
+        for (name, value) in given {
+            if value.is_some() {
+                return Err(FlagError::Unsupported(format!(
+                    "--{prefix}{name} was given, and lode serves neither TLS nor authentication"
+                )));
+            }
+        }
+        if !self.insecure_transport {
+            return Err(FlagError::Unsupported(format!(
+                "--{prefix}insecure-transport=false asks for TLS, which lode does not serve"
+            )));
+        }
+        if self.insecure_skip_tls_verify {
+            return Err(FlagError::Unsupported(format!(
+                "--{prefix}insecure-skip-tls-verify=true is a TLS setting, and lode does not serve TLS"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What `ETCDCTL_API` allows: unset, empty or `3`; `2` is refused (lode serves etcd's v3 API
+/// only), anything else is etcdctl's "unsupported API version".
+pub fn check_api_version(value: Option<&str>) -> Result<(), FlagError> {
+    match value {
+        None | Some("") | Some("3") => Ok(()),
+        Some("2") => Err(FlagError::Api(
+            "ETCDCTL_API=2 is not supported: lode serves etcd's v3 API only (unset ETCDCTL_API or set it to 3)"
+                .into(),
+        )),
+        Some(other) => Err(FlagError::Api(format!("unsupported API version: {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("10us"), Ok(Duration::from_micros(10)));
+        assert_eq!(parse_go_duration("10µs"), Ok(Duration::from_micros(10)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(matches!(
+            parse_go_duration("5"),
+            Err(FlagError::MissingUnit(_))
+        ));
+        assert!(parse_go_duration("5x").is_err());
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("s").is_err());
+        assert!(parse_go_duration("-1s").is_err());
+        assert_eq!(parse_command_timeout("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            parse_command_timeout("2.5"),
+            Ok(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_command_timeout("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_command_timeout("0").is_err());
+        assert!(parse_command_timeout("0s").is_err());
+        assert!(parse_command_timeout("abc").is_err());
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration_string(Duration::ZERO), "0s");
+        assert_eq!(go_duration_string(Duration::from_nanos(850)), "850ns");
+        assert_eq!(go_duration_string(Duration::from_nanos(1_500)), "1.5µs");
+        assert_eq!(
+            go_duration_string(Duration::from_nanos(12_345_678)),
+            "12.345678ms"
+        );
+        assert_eq!(go_duration_string(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(go_duration_string(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration_string(Duration::from_secs(3600)), "1h0m0s");
+    }
+
+    #[test]
+    fn security_settings_are_refused() {
+        let plain = Security {
+            insecure_transport: true,
+            ..Security::default()
+        };
+        assert!(plain.check("").is_ok());
+        let tls = Security {
+            cert: Some("c.pem".into()),
+            ..plain.clone()
+        };
+        assert!(tls.check("").is_err());
+        let secure = Security {
+            insecure_transport: false,
+            ..plain.clone()
+        };
+        assert!(secure.check("dest-").is_err());
+        assert!(check_api_version(Some("3")).is_ok());
+        assert!(check_api_version(None).is_ok());
+        assert!(check_api_version(Some("2")).is_err());
+        assert!(check_api_version(Some("4")).is_err());
+    }
+}

@@ -175,7 +175,8 @@ fn lodectl_endpoint_health_answers_as_etcdctl() {
     assert_eq!(listed[1]["health"], false);
     assert!(listed[1]["error"].as_str().is_some_and(|e| !e.is_empty()));
 
-    // An active alarm makes the member unhealthy, with etcdctl's reason.
+    // An active alarm makes the member unhealthy, with etcdctl's reason. (CORRUPT: lode clears
+    // a NOSPACE alarm itself while the keyspace is under its quota.)
     let id = member_id(&lode);
     let address = lode.address.clone();
     on_executor(move || async move {
@@ -186,7 +187,7 @@ fn lodectl_endpoint_health_answers_as_etcdctl() {
         let activate = lode::api::native::Request::Alarm(AlarmRequest {
             action: AlarmAction::Activate,
             member_id: id,
-            alarm: AlarmType::Nospace,
+            alarm: AlarmType::Corrupt,
         });
         client.request(&activate).await.expect("alarm activated");
     });
@@ -195,7 +196,7 @@ fn lodectl_endpoint_health_answers_as_etcdctl() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.starts_with(&format!(
-            "{} is unhealthy: failed to commit proposal: Active Alarm(s): NOSPACE \n",
+            "{} is unhealthy: failed to commit proposal: Active Alarm(s): CORRUPT \n",
             lode.address
         )),
         "{stderr}"

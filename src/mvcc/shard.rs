@@ -211,21 +211,26 @@ impl MvccShard {
     }
 
     /// Compacts up to `max_keys` keys starting at `from` (the first key when `None`), dropping
-    /// history no read at `revision` or later can see. Returns the key to resume from, or
-    /// `None` when the shard is done: compaction proceeds in bounded steps between other work.
+    /// history no read at `revision` or later can see, and at most `max_versions` versions (a
+    /// key overwritten thousands of times is compacted over several steps). Returns the key to
+    /// resume from, or `None` when the shard is done: compaction proceeds in bounded steps
+    /// between other work.
     pub fn compact_step(
         &mut self,
         revision: i64,
         from: Option<&Bytes>,
         max_keys: usize,
+        max_versions: usize,
     ) -> Option<Bytes> {
         let start = match from {
             Some(key) => Bound::Included(key.clone()),
             None => Bound::Unbounded,
         };
+        let max_versions = max_versions.max(1);
         let mut emptied = Vec::new();
         let mut next = None;
         let mut freed = 0;
+        let mut dropped = 0;
         for (visited, (key, history)) in self.keys.range_mut((start, Bound::Unbounded)).enumerate()
         {
             if visited == max_keys {
@@ -233,11 +238,19 @@ impl MvccShard {
                 break;
             }
             let keep_from = compacted_start(history, revision);
-            for version in history.drain(..keep_from) {
+            let dropping = keep_from.min(max_versions - dropped);
+            for version in history.drain(..dropping) {
                 freed += version_bytes(key, version.pair.as_ref());
             }
+            dropped += dropping;
             if history.is_empty() {
                 emptied.push(key.clone());
+            }
+            if dropped == max_versions {
+                // Resume at this key (inclusive): it may have more to drop; if not, looking at
+                // it again costs one check.
+                next = Some(key.clone());
+                break;
             }
         }
         for key in emptied {
@@ -250,7 +263,7 @@ impl MvccShard {
     /// Compacts the whole shard at once.
     pub fn compact(&mut self, revision: i64) {
         let mut from = None;
-        while let Some(next) = self.compact_step(revision, from.as_ref(), 1024) {
+        while let Some(next) = self.compact_step(revision, from.as_ref(), 1024, usize::MAX) {
             from = Some(next);
         }
     }
@@ -647,11 +660,33 @@ mod tests {
         }
         let mut from = None;
         let mut steps = 0;
-        while let Some(next) = shard.compact_step(100, from.as_ref(), 2) {
+        while let Some(next) = shard.compact_step(100, from.as_ref(), 2, 3) {
             from = Some(next);
             steps += 1;
         }
         assert_eq!(steps, 2);
         assert_eq!(shard.version_count(), 5);
+    }
+
+    #[test]
+    fn a_long_history_is_compacted_over_several_steps() {
+        let mut shard = MvccShard::new();
+        for rev in 2..=12 {
+            shard.apply(rev, 0, key("k"), Some(pair("k", 2, rev, rev - 1, "v")));
+        }
+        let size_before = shard.size_bytes();
+        let mut from = None;
+        let mut steps = 0;
+        while let Some(next) = shard.compact_step(12, from.as_ref(), 64, 3) {
+            from = Some(next);
+            steps += 1;
+            assert!(steps < 10, "never finished");
+        }
+        // Ten versions to drop, three a step.
+        assert_eq!(steps, 3);
+        assert_eq!(shard.version_count(), 1);
+        assert!(shard.size_bytes() < size_before);
+        let (kvs, _) = shard.range(&KeyRange::Single(key("k")), 12, None);
+        assert_eq!(kvs.len(), 1);
     }
 }

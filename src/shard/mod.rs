@@ -728,10 +728,12 @@ impl ShardState {
         // long history held the core for milliseconds at a time.)
         let mut from = None;
         loop {
-            let next =
-                self.shard
-                    .borrow_mut()
-                    .compact_step(revision, from.as_ref(), COMPACTION_STEP_KEYS);
+            let next = self.shard.borrow_mut().compact_step(
+                revision,
+                from.as_ref(),
+                COMPACTION_STEP_KEYS,
+                COMPACTION_STEP_VERSIONS,
+            );
             match next {
                 Some(key) => from = Some(key),
                 None => break,
@@ -750,6 +752,11 @@ impl ShardState {
 
 /// Keys compacted per step between returns to the executor's I/O.
 const COMPACTION_STEP_KEYS: usize = 64;
+
+/// Versions dropped per step at most: a step over keys overwritten thousands of times since the
+/// last compaction (auto-compaction under heavy overwrites) would otherwise free hundreds of
+/// thousands of values at once.
+const COMPACTION_STEP_VERSIONS: usize = 2048;
 
 /// Signals every waiter waiting for a value up to `reached`, keeping the others.
 pub fn release_waiters<T: PartialOrd + Copy>(

@@ -7,23 +7,45 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1, never the same twice in this test process (tests run in
-/// parallel, and a port released and handed out again would let two servers share it).
+/// parallel, and a port released and handed out again would let two servers share it), and
+/// outside the kernel's ephemeral range: a port from that range can be taken at any moment as
+/// the source port of some process's outgoing connection, and a member restarted on its fixed
+/// port would then find it in use.
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port");
-        let mut handed_out = HANDED_OUT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if handed_out.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    // Different test processes start at different places; each walks on from there.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let span = u32::from(high - low);
+    let mut candidate =
+        low + ((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % span) as u16;
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    for _ in 0..span {
+        candidate = if candidate + 1 >= high {
+            low
+        } else {
+            candidate + 1
+        };
+        if handed_out.contains(&candidate) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            handed_out.insert(candidate);
+            return candidate;
         }
     }
+    panic!("no free port below the ephemeral range");
 }
 
 /// A fresh data directory, removed when dropped.

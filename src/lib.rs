@@ -14,6 +14,7 @@ pub mod consensus;
 pub mod cpus;
 pub mod ctl;
 pub mod diskprobe;
+pub mod duration;
 pub mod etcd_db;
 pub mod executor;
 pub mod lease;

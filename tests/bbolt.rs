@@ -1,34 +1,14 @@
 //! Writer/reader round trips on random data, crafted corruptions, and a
 //! fuzz-style test that random corruption never panics or hangs the reader.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::etcd::Rng;
 use lode::bbolt::format::{Meta, PageHeader, BRANCH_PAGE, LEAF_PAGE, PAGE_HEADER_SIZE};
 use lode::bbolt::{write_db_to_vec, BucketData, Db, Error, WriteOptions};
-
-/// xorshift64* — deterministic and dependency free.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
-    }
-}
 
 fn random_bucket(rng: &mut Rng, keys: usize, big_budget: &mut usize, depth: u32) -> BucketData {
     let mut map = BTreeMap::new();

@@ -6,29 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{free_port, http, output_with_input, DataDir, Lode};
-
-fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
-    let mut command = Command::new("etcdctl");
-    command
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args);
-    output_with_input(&mut command, None)
-}
-
-fn succeeded(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::etcd::{etcdctl, succeeded};
+use common::server::{free_port, http, DataDir, Lode};
 
 /// Spawns lode with `args` and `env` (and nothing else from this process's environment that
 /// names a flag), stderr to a fresh `<dir>.stderr`, and waits until it serves.

@@ -4,31 +4,12 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{cluster, wait_for_count, wait_for_leader, Member};
-use common::server::{output_with_input, DataDir};
-
-/// Runs Debian's etcdctl (API v3) against `endpoints`.
-fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
-    let mut command = Command::new("etcdctl");
-    command
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .args(["--command-timeout=10s"])
-        .args(args);
-    output_with_input(&mut command, None)
-}
-
-fn succeeded(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::etcd::{etcdctl, succeeded};
+use common::server::DataDir;
 
 /// Starts every member at the same time (each on its own thread), as a deployment tool does.
 fn start_together(members: &mut [Member]) {

@@ -8,10 +8,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{free_port, ok, output_with_input, DataDir, Lode};
+use common::etcd::{etcdctl, succeeded, Rng};
+use common::server::{free_port, ok, DataDir, Lode};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions,
     LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp,
@@ -65,48 +66,12 @@ fn start_etcd(data_dir: &Path, name: &str, peer_url: &str) -> Etcd {
     etcd
 }
 
-fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
-    let mut command = Command::new("etcdctl");
-    command
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args);
-    output_with_input(&mut command, None)
-}
-
-fn succeeded(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// xorshift64*: the workload is the same for a seed, whichever store it runs against.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Writes a randomized keyspace through `endpoint`: puts (some large, some with leases),
 /// deletes of single keys and of ranges, txns, and a compaction halfway; returns the revision
 /// compacted at.
 async fn random_keyspace(endpoint: &str, seed: u64, operations: u64) -> i64 {
     let mut client = Client::connect([endpoint], None).await.expect("connect");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut leases = Vec::new();
     for ttl in [600, 1800, 3600] {
         leases.push(client.lease_grant(ttl, None).await.expect("grant").id());

@@ -27,52 +27,13 @@ pub enum FlagError {
     Api(String),
 }
 
-/// Parses a Go duration (`time.ParseDuration`): an optional sign, then one or more decimal
-/// numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is allowed.
-/// Negative durations are refused (no lodectl flag means anything by them).
+/// Parses a Go duration (`crate::duration`), with lodectl's errors.
 pub fn parse_go_duration(text: &str) -> Result<Duration, FlagError> {
-    let bad = || FlagError::Duration(text.to_string());
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.starts_with('-') {
-        return Err(FlagError::NotPositive(text.to_string()));
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(number_len);
-        if number.is_empty() || number == "." {
-            return Err(bad());
-        }
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(FlagError::MissingUnit(text.to_string())),
-            _ => return Err(bad()),
-        };
-        nanos += value * scale;
-        rest = after;
-    }
-    if !nanos.is_finite() || nanos > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(nanos.round() as u64))
+    crate::duration::parse_go_duration(text).map_err(|error| match error {
+        crate::duration::DurationError::Invalid(text) => FlagError::Duration(text),
+        crate::duration::DurationError::MissingUnit(text) => FlagError::MissingUnit(text),
+        crate::duration::DurationError::Negative(text) => FlagError::NotPositive(text),
+    })
 }
 
 /// `--command-timeout`: a Go duration, or (as lodectl always took it) a bare number of
@@ -224,31 +185,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_go_duration("5s"), Ok(Duration::from_secs(5)));
+    fn go_durations_parse_with_lodectls_errors() {
         assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("10us"), Ok(Duration::from_micros(10)));
-        assert_eq!(parse_go_duration("10µs"), Ok(Duration::from_micros(10)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
         assert!(matches!(
             parse_go_duration("5"),
             Err(FlagError::MissingUnit(_))
         ));
-        assert!(parse_go_duration("5x").is_err());
-        assert!(parse_go_duration("").is_err());
-        assert!(parse_go_duration("s").is_err());
-        assert!(parse_go_duration("-1s").is_err());
-        assert_eq!(parse_command_timeout("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(
-            parse_command_timeout("2.5"),
-            Ok(Duration::from_millis(2500))
-        );
-        assert_eq!(parse_command_timeout("10s"), Ok(Duration::from_secs(10)));
-        assert!(parse_command_timeout("0").is_err());
-        assert!(parse_command_timeout("0s").is_err());
-        assert!(parse_command_timeout("abc").is_err());
+        assert!(matches!(
+            parse_go_duration("-1s"),
+            Err(FlagError::NotPositive(_))
+        ));
+        assert!(matches!(
+            parse_go_duration("5x"),
+            Err(FlagError::Duration(_))
+        ));
     }
 
     #[test]

@@ -249,59 +249,9 @@ pub fn start_catch_ups(
     }
 }
 
-/// Parses a duration as etcd's flags take them (Go's notation): a sequence of numbers with
-/// units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, such as `10m`, `1h30m`, `100ms`, `1.5s`.
+/// Parses a duration as etcd's flags take them (Go's notation: `crate::duration`), with the
+/// server's error message.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("'{text}' is not a duration (e.g. 10m, 100ms, 1h30m)");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    if rest == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += number * seconds_per_unit;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > 1e12 {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
-}
-
-#[cfg(test)]
-mod duration_tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "10", "ten", "5x", "m", "1..2s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
+    crate::duration::parse_go_duration(text)
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 10m, 100ms, 1h30m)"))
 }

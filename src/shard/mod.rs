@@ -755,8 +755,10 @@ const COMPACTION_STEP_KEYS: usize = 64;
 
 /// Versions dropped per step at most: a step over keys overwritten thousands of times since the
 /// last compaction (auto-compaction under heavy overwrites) would otherwise free hundreds of
-/// thousands of values at once.
-const COMPACTION_STEP_VERSIONS: usize = 2048;
+/// thousands of values at once. With 2,048, `lode-bench kv` measured a 1-client put p99 1.3 to
+/// 1.8x higher during auto-compactions than without; with 256, 1.17x (64 and 256 clients:
+/// 1.01x and 0.94x).
+const COMPACTION_STEP_VERSIONS: usize = 256;
 
 /// Signals every waiter waiting for a value up to `reached`, keeping the others.
 pub fn release_waiters<T: PartialOrd + Copy>(

@@ -212,6 +212,17 @@ fn main() -> ExitCode {
         eprintln!("lode: {error}");
         return ExitCode::from(1);
     }
+    // A panic on any core ends the process at once: a member with a dead core would stay up
+    // and serve nothing, and no supervisor restarts a process that is still running.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(
+            panic = %info,
+            "a panic: lode stops at once so that its supervisor can restart it"
+        );
+        std::process::abort();
+    }));
     tracing::info!(args = %argv.join(" "), "Running: ");
     for notice in notices {
         match notice {

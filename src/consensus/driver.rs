@@ -274,6 +274,9 @@ pub struct Consensus<D: LogDir> {
     proposals_failed: Cell<u64>,
     /// Peers found unreachable since the last warning about having no leader.
     unreachable_peers: RefCell<std::collections::BTreeSet<u64>>,
+    /// Messages from the peer port that `guard` dropped, and when one was last logged.
+    peer_messages_rejected: Cell<u64>,
+    last_rejection_logged: Cell<Option<Instant>>,
     /// Since when no leader has been known, and when that was last reported.
     leaderless: Cell<Option<(Instant, Instant)>>,
     /// When this member applied its own removal: it stops shortly after, once the removal has
@@ -427,6 +430,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             publishing: Cell::new(false),
             removed: Cell::new(None),
             unreachable_peers: RefCell::default(),
+            peer_messages_rejected: Cell::new(0),
+            last_rejection_logged: Cell::new(None),
             last_leader: Cell::new(raft::INVALID_ID),
             leader_changes_seen: Cell::new(0),
             proposals_failed: Cell::new(0),
@@ -635,6 +640,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             "Whether or not this member is a learner. 1 if is, 0 otherwise.",
             &[],
             flag(self.is_learner()),
+        );
+        out.counter(
+            "lode_peer_messages_rejected_total",
+            "Raft messages from the peer port dropped before Raft saw them (not from a member, \
+             or not what a correct member sends).",
+            &[],
+            self.peer_messages_rejected.get(),
         );
         out.counter(
             "etcd_server_leader_changes_seen_total",
@@ -1064,6 +1076,31 @@ impl<D: LogDir + 'static> Consensus<D> {
                 } else {
                     stages.append_acknowledged(message.from, message.index, now);
                 }
+            }
+            let receiver = super::guard::Receiver {
+                id: self.config.member_id,
+                last_index: raw.raft.raft_log.last_index(),
+            };
+            let checked =
+                super::guard::check(&message, receiver, |id| raw.raft.prs().get(id).is_some());
+            if let Err(rejected) = checked {
+                self.peer_messages_rejected
+                    .set(self.peer_messages_rejected.get() + 1);
+                // At most one line a second: a flood of bad messages must not flood the log.
+                let quiet = self
+                    .last_rejection_logged
+                    .get()
+                    .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
+                if !quiet {
+                    self.last_rejection_logged.set(Some(now));
+                    tracing::warn!(
+                        from = %format!("{:x}", message.from),
+                        kind = ?message.get_msg_type(),
+                        total = self.peer_messages_rejected.get(),
+                        "dropped a message from the peer port: {rejected}"
+                    );
+                }
+                continue;
             }
             if let Err(error) = raw.step(message) {
                 tracing::debug!(%error, "a peer's message was not taken");

@@ -20,6 +20,7 @@
 //! Single-core: the node lives on one executor and is shared by its tasks through `Rc`.
 
 mod driver;
+pub mod guard;
 pub mod sequencer;
 pub mod snapshotter;
 pub mod stages;

@@ -678,6 +678,15 @@ pub async fn run_core(
     for listener in metrics_listeners {
         glommio::spawn_local(super::http::serve_monitoring(listener, node.clone())).detach();
     }
+    // Test-only fault: a panic on the core named by LODE_FAULT_PANIC_CORE, once it serves.
+    if std::env::var("LODE_FAULT_PANIC_CORE").ok() == Some(router.core().to_string()) {
+        let core = router.core();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            panic!("LODE_FAULT_PANIC_CORE: core {core} panics, as asked");
+        })
+        .detach();
+    }
     match consensus {
         Some(consensus) => {
             let watcher = consensus.clone();

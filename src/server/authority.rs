@@ -29,6 +29,11 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// Largest header block collected (h2 refuses larger ones anyway).
 const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// Largest header list a block may decode to (HPACK's size: name + value + 32 per field), the
+/// same bound hyper applies after this filter (`grpc::MAX_HEADER_LIST_BYTES`). Checked while
+/// decoding: a small block of references to one large table entry (an "HPACK bomb") expands
+/// to gigabytes otherwise.
+pub const MAX_HEADER_LIST_BYTES: usize = 64 << 10;
 
 /// Input the filter cannot make sense of: the connection is closed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub enum AuthorityFilterError {
     UnexpectedFrame,
     #[error("header block cannot be decoded: {0}")]
     Hpack(String),
+    #[error("header list larger than {MAX_HEADER_LIST_BYTES} bytes once decoded")]
+    HeaderListTooLarge,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,10 +199,20 @@ impl AuthorityFilter {
         block: &mut PendingBlock,
         out: &mut BytesMut,
     ) -> Result<(), AuthorityFilterError> {
-        let headers = self
-            .decoder
-            .decode(&block.fragment)
+        let mut headers = Vec::new();
+        let mut list_bytes = 0usize;
+        self.decoder
+            .decode_with_cb(&block.fragment, |name, value| {
+                list_bytes = list_bytes.saturating_add(name.len() + value.len() + 32);
+                // Past the bound nothing more is kept: the block is refused below.
+                if list_bytes <= MAX_HEADER_LIST_BYTES {
+                    headers.push((name.into_owned(), value.into_owned()));
+                }
+            })
             .map_err(|e| AuthorityFilterError::Hpack(format!("{e:?}")))?;
+        if list_bytes > MAX_HEADER_LIST_BYTES {
+            return Err(AuthorityFilterError::HeaderListTooLarge);
+        }
         let authority_ok = headers
             .iter()
             .find(|(name, _)| name == b":authority")
@@ -479,6 +496,45 @@ mod tests {
         assert_eq!(
             filter.feed(&input, &mut BytesMut::new()),
             Err(AuthorityFilterError::UnexpectedFrame)
+        );
+    }
+
+    #[test]
+    fn an_hpack_bomb_is_refused_without_expanding_it() {
+        // One 3.9 KB literal entered into the dynamic table, then 16,000 one-byte references
+        // to it: 20 KB on the wire, 63 MB of header list once decoded.
+        let mut block = BytesMut::new();
+        block.put_u8(0x40); // literal with incremental indexing, new name
+        encode_string(b"x-bomb", &mut block);
+        encode_string(&vec![b'b'; 3900], &mut block);
+        for _ in 0..16_000 {
+            block.put_u8(0x80 | 62); // indexed: the first dynamic table entry
+        }
+        let mut frames = PREFACE.to_vec();
+        let mut rest: &[u8] = &block;
+        let mut first = true;
+        while !rest.is_empty() {
+            let take = rest.len().min(16_384);
+            let (payload, after) = rest.split_at(take);
+            let kind = if first { HEADERS } else { CONTINUATION };
+            let flags = if after.is_empty() { END_HEADERS } else { 0 };
+            frames.extend_from_slice(&[
+                (take >> 16) as u8,
+                (take >> 8) as u8,
+                take as u8,
+                kind,
+                flags,
+            ]);
+            frames.extend_from_slice(&1u32.to_be_bytes());
+            frames.extend_from_slice(payload);
+            rest = after;
+            first = false;
+        }
+        let mut filter = AuthorityFilter::new();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            filter.feed(&frames, &mut out),
+            Err(AuthorityFilterError::HeaderListTooLarge)
         );
     }
 

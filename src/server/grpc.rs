@@ -719,6 +719,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
     let io = GlommioIo::new(stream, &read_ahead);
     let connection = hyper::server::conn::http2::Builder::new(LocalExecutor)
         .max_frame_size(1 << 20)
+        .max_header_list_size(super::authority::MAX_HEADER_LIST_BYTES as u32)
         .serve_connection(io, service);
     if let Err(error) = connection.await {
         tracing::debug!(%error, "gRPC connection ended");

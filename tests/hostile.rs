@@ -98,3 +98,44 @@ fn an_hpack_bomb_is_refused_without_exhausting_memory() {
         "served\n"
     );
 }
+
+#[test]
+fn a_client_that_pipelines_and_never_reads_holds_bounded_memory() {
+    use bytes::{Bytes, BytesMut};
+    use lode::api::native::{encode_request, Request};
+    use lode::mvcc::request::RangeRequest;
+
+    let dir = DataDir::new("hostile-pipelining");
+    let lode = Lode::start(&dir.0, &[]);
+    let pid = lode.child.as_ref().expect("child").id();
+    // One 64 KiB value, then 20,000 gets of it (1.3 GB of answers) sent without reading one.
+    let value = "v".repeat(64 << 10);
+    ok(lode.ctl(&["put", "big", &value]));
+    let before = resident_bytes(pid);
+    let mut wire = BytesMut::new();
+    for id in 1..=20_000u64 {
+        let get = Request::Range(RangeRequest {
+            key: Bytes::from_static(b"big"),
+            serializable: true,
+            ..Default::default()
+        });
+        lode_protocol::frame::encode_frame(&mut wire, &encode_request(id, &get));
+    }
+    let mut connection = std::net::TcpStream::connect(&lode.address).expect("connect");
+    connection
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // The server stops reading once its bounds are reached: the write then stalls (and times
+    // out) with requests still unsent, or goes through if the kernel's buffers take them all.
+    let _ = connection.write_all(&wire);
+    // Let the server work through whatever it admitted.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = resident_bytes(pid);
+    assert!(
+        after < before + (96 << 20),
+        "resident memory grew from {before} to {after} bytes"
+    );
+    // Other clients are served meanwhile.
+    assert_eq!(ok(lode.ctl(&["put", "other", "client"])), "OK\n");
+    drop(connection);
+}

@@ -47,10 +47,21 @@ pub async fn serve(listener: TcpListener, node: Rc<Node>, limits: Limits) {
     }
 }
 
+/// Requests one native connection may have in flight before its socket is read no further.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// Bytes of answers one native connection may have queued for its writer before its socket is
+/// read no further: a client that sends and never reads holds at most this much of answers
+/// (plus what its requests in flight are building).
+pub const MAX_QUEUED_ANSWER_BYTES: usize = 8 << 20;
+
 /// Encoded responses waiting for the connection's writer task.
 #[derive(Default)]
 struct Outbox {
     frames: RefCell<VecDeque<Vec<u8>>>,
+    /// Bytes in `frames`.
+    queued_bytes: Cell<usize>,
+    /// The reading side, waiting for room to take more requests.
+    reader: RefCell<Option<Waker>>,
     writer: RefCell<Option<Waker>>,
     /// Streams waiting for the queue to drain before they add more.
     waiting_for_room: RefCell<Vec<Waker>>,
@@ -70,18 +81,45 @@ impl Outbox {
     fn answer(&self, frame: Vec<u8>) {
         self.in_flight.set(self.in_flight.get() - 1);
         self.push(frame);
+        self.wake_reader();
+    }
+
+    fn wake_reader(&self) {
+        if let Some(waker) = self.reader.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Waits until the connection may take another request: fewer than
+    /// `MAX_IN_FLIGHT_PER_CONNECTION` in flight and under `MAX_QUEUED_ANSWER_BYTES` queued (or
+    /// the writer is gone, when nothing will drain). Back-pressure: meanwhile the socket is not
+    /// read, so a client that only sends fills its own buffers, not the server's memory.
+    async fn admit(&self) {
+        poll_fn(|cx| {
+            let full = self.in_flight.get() >= MAX_IN_FLIGHT_PER_CONNECTION
+                || self.queued_bytes.get() >= MAX_QUEUED_ANSWER_BYTES;
+            if !full || self.writer_gone.get() {
+                return Poll::Ready(());
+            }
+            *self.reader.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Ends a request announced with `begin` that has no answer of its own (a request on a
     /// watch stream, or a watch stream that ended).
     fn settle(&self) {
         self.in_flight.set(self.in_flight.get() - 1);
+        self.wake_reader();
         if let Some(waker) = self.writer.borrow_mut().take() {
             waker.wake();
         }
     }
 
     fn push(&self, frame: Vec<u8>) {
+        self.queued_bytes
+            .set(self.queued_bytes.get().saturating_add(frame.len()));
         self.frames.borrow_mut().push_back(frame);
         if let Some(waker) = self.writer.borrow_mut().take() {
             waker.wake();
@@ -109,9 +147,11 @@ impl Outbox {
             for frame in frames.drain(..) {
                 encode_frame(wire, &frame);
             }
+            self.queued_bytes.set(0);
             for waiting in self.waiting_for_room.borrow_mut().drain(..) {
                 waiting.wake();
             }
+            self.wake_reader();
             Poll::Ready(true)
         })
         .await
@@ -235,12 +275,14 @@ async fn native_connection(
         for waiting in writer_outbox.waiting_for_room.borrow_mut().drain(..) {
             waiting.wake();
         }
+        writer_outbox.wake_reader();
         let _ = writer.close().await;
     });
     'connection: loop {
         loop {
             match decode_frame(&mut buffer, limits.max_frame_bytes) {
                 Ok(Some(frame)) => {
+                    outbox.admit().await;
                     let outbox = outbox.clone();
                     let node = node.clone();
                     let watches = watches.clone();

@@ -152,9 +152,19 @@ impl ServerError {
 /// queueing without bound.
 pub const MAX_APPLY_LAG: u64 = 5_000;
 
-/// Admission of a new proposal, given the committed and applied indexes.
-fn admit_proposal(committed: u64, applied: u64) -> Result<(), ServerError> {
-    if committed > applied.saturating_add(MAX_APPLY_LAG) {
+/// Most proposals that may wait for a leader (or for the driver's next turn) before new ones
+/// are refused: without a leader nothing drains the queue, and each waiting proposal holds its
+/// request.
+pub const MAX_WAITING_PROPOSALS: usize = 16_384;
+
+/// Bytes of entries the leader may hold uncommitted before raft-rs drops new proposals (etcd's
+/// MaxUncommittedEntriesSize); they are answered "too many requests".
+pub const MAX_UNCOMMITTED_BYTES: u64 = 1 << 30;
+
+/// Admission of a new proposal, given the committed and applied indexes and how many
+/// proposals are already waiting.
+fn admit_proposal(committed: u64, applied: u64, waiting: usize) -> Result<(), ServerError> {
+    if committed > applied.saturating_add(MAX_APPLY_LAG) || waiting >= MAX_WAITING_PROPOSALS {
         return Err(ServerError::TooManyRequests);
     }
     Ok(())
@@ -382,6 +392,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             pre_vote: config.pre_vote,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
             ..Default::default()
         };
         raft_config
@@ -605,7 +616,8 @@ impl<D: LogDir + 'static> Consensus<D> {
     async fn propose_entry(&self, frame: &[u8]) -> Result<Applied, ServerError> {
         self.refuse_if_learner()?;
         let committed = self.raw.borrow().raft.raft_log.committed;
-        if let Err(error) = admit_proposal(committed, self.applied.get()) {
+        let waiting = self.queue.borrow().proposals.len();
+        if let Err(error) = admit_proposal(committed, self.applied.get(), waiting) {
             self.proposals_failed.set(self.proposals_failed.get() + 1);
             return Err(error);
         }
@@ -1371,8 +1383,16 @@ impl<D: LogDir + 'static> Consensus<D> {
             };
             stages.proposal_queued(now.saturating_duration_since(queued_at));
             if proposed.is_err() {
+                // A leader drops a proposal only past its uncommitted bound (or while it hands
+                // leadership over): that is load to shed, not a missing leader.
+                let error =
+                    if raw.raft.state == StateRole::Leader && raw.raft.lead_transferee.is_none() {
+                        ServerError::TooManyRequests
+                    } else {
+                        ServerError::NoLeader
+                    };
                 if let Some(waiter) = queue.writes.remove(&sequence) {
-                    let _ = waiter.send((Err(ServerError::NoLeader), now));
+                    let _ = waiter.send((Err(error), now));
                 }
             }
         }
@@ -2024,12 +2044,19 @@ mod tests {
 
     #[test]
     fn proposals_are_refused_while_apply_lags_commit_too_far() {
-        assert!(admit_proposal(0, 0).is_ok());
-        assert!(admit_proposal(MAX_APPLY_LAG + 10, 10).is_ok());
-        let refused = admit_proposal(MAX_APPLY_LAG + 11, 10).unwrap_err();
+        assert!(admit_proposal(0, 0, 0).is_ok());
+        assert!(admit_proposal(MAX_APPLY_LAG + 10, 10, 0).is_ok());
+        let refused = admit_proposal(MAX_APPLY_LAG + 11, 10, 0).unwrap_err();
         assert_eq!(refused.to_string(), "etcdserver: too many requests");
         assert_eq!(refused.grpc_code(), native::GRPC_RESOURCE_EXHAUSTED);
         // Applied ahead of committed (a snapshot installed) is never refused.
-        assert!(admit_proposal(5, 100).is_ok());
+        assert!(admit_proposal(5, 100, 0).is_ok());
+    }
+
+    #[test]
+    fn proposals_are_refused_while_too_many_wait() {
+        assert!(admit_proposal(0, 0, MAX_WAITING_PROPOSALS - 1).is_ok());
+        let refused = admit_proposal(0, 0, MAX_WAITING_PROPOSALS).unwrap_err();
+        assert_eq!(refused.to_string(), "etcdserver: too many requests");
     }
 }

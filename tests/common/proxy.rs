@@ -134,7 +134,6 @@ fn connection(network: std::sync::Weak<Network>, mut inbound: TcpStream, to: usi
         return;
     };
     let _ = outbound.set_nodelay(true);
-    let from = network.upgrade().and_then(|n| n.index_of(from_id));
     let closed = Arc::new(AtomicBool::new(false));
     let (Ok(inbound_copy), Ok(outbound_copy)) = (inbound.try_clone(), outbound.try_clone()) else {
         return;
@@ -148,8 +147,10 @@ fn connection(network: std::sync::Weak<Network>, mut inbound: TcpStream, to: usi
                 inbound,
                 outbound,
                 Some(header),
-                from,
-                Some(to),
+                Link::FromSender {
+                    sender: from_id,
+                    to,
+                },
                 &closed,
             )
         })
@@ -159,22 +160,43 @@ fn connection(network: std::sync::Weak<Network>, mut inbound: TcpStream, to: usi
         outbound_copy,
         inbound_copy,
         None,
-        Some(to),
-        from,
+        Link::ToSender {
+            sender: from_id,
+            from: to,
+        },
         &closed,
     );
     let _ = forward.join();
 }
 
-/// Copies `source` to `sink` under the fault of the link `from` -> `to` until either side
-/// closes, the link heals after a blackhole, or the network stops.
+/// One direction of a proxied connection, named by the ID of the member that opened it. The
+/// ID's index is looked up at every step: a connection opened before the test told the
+/// network the members' IDs must still obey the faults set later.
+#[derive(Clone, Copy)]
+enum Link {
+    /// The opener's bytes to member `to`.
+    FromSender { sender: u64, to: usize },
+    /// Member `from`'s bytes back to the opener.
+    ToSender { sender: u64, from: usize },
+}
+
+impl Link {
+    fn ends(self, network: &Network) -> (Option<usize>, Option<usize>) {
+        match self {
+            Link::FromSender { sender, to } => (network.index_of(sender), Some(to)),
+            Link::ToSender { sender, from } => (Some(from), network.index_of(sender)),
+        }
+    }
+}
+
+/// Copies `source` to `sink` under the fault of the link until either side closes, the link
+/// heals after a blackhole, or the network stops.
 fn pump(
     network: &std::sync::Weak<Network>,
     mut source: TcpStream,
     mut sink: TcpStream,
     first: Option<[u8; 24]>,
-    from: Option<usize>,
-    to: Option<usize>,
+    link: Link,
     closed: &AtomicBool,
 ) {
     let _ = source.set_read_timeout(Some(Duration::from_millis(50)));
@@ -188,6 +210,7 @@ fn pump(
         if net.stop.load(Ordering::Relaxed) || closed.load(Ordering::Relaxed) {
             break;
         }
+        let (from, to) = link.ends(&net);
         let fault = net.fault(from, to);
         drop(net);
         match fault {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -494,14 +493,7 @@ fn lodectl_watch_runs_a_command_for_every_event() {
         .spawn()
         .expect("lodectl watch");
     let stdout = watch.stdout.take().expect("stdout");
-    let (lines_sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::server::lines_of(stdout);
     // The watch starts at the next revision: write until the first event is seen.
     let mut printed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -607,14 +599,7 @@ fn lodectl_make_mirror_copies_then_follows_the_source() {
         .spawn()
         .expect("lodectl make-mirror");
     let stdout = mirror.stdout.take().expect("stdout");
-    let (lines_sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::server::lines_of(stdout);
     let copied = || ok(destination.ctl(&["get", "", "--prefix"]));
     eventually("the base copy", || copied() == "copy/a\n1\ncopy/b\n2\n");
     // Later changes follow, one txn per revision.

@@ -7,7 +7,6 @@ mod common;
 
 use common::{grpc_error, runtime};
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -339,14 +338,7 @@ fn etcdctl_watch(written: &str, watched: &str) {
         .spawn()
         .expect("etcdctl watch");
     let stdout = watch.stdout.take().expect("stdout");
-    let (lines_sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::server::lines_of(stdout);
     put("job/1", "running");
     put("job/2", "queued");
     let mut events = Vec::new();
@@ -436,14 +428,7 @@ fn lodectl_watch_prints_events_over_the_native_protocol() {
         .spawn()
         .expect("lodectl watch");
     let stdout = watch.stdout.take().expect("stdout");
-    let (lines_sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::server::lines_of(stdout);
     ok(lode.ctl(&["put", "job/1", "running"]));
     ok(lode.ctl(&["del", "job/1"]));
     let expected = [

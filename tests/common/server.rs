@@ -344,6 +344,24 @@ pub fn refused_start(data_dir: &Path, address: Option<&str>) -> String {
     messages(&String::from_utf8_lossy(&output.stderr))
 }
 
+/// The lines a child writes to `stdout`, as they come, read by a thread of their own (ends when
+/// the child closes it or the receiver is dropped).
+pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 /// Runs `command` with `input` (if any) on its standard input; its output.
 pub fn output_with_input(command: &mut Command, input: Option<&str>) -> Output {
     use std::io::Write;

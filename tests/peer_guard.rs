@@ -110,16 +110,10 @@ fn forged_messages_on_the_peer_port_are_dropped_and_the_member_goes_on() {
 fn a_panic_on_any_core_ends_the_process_at_once() {
     for core in ["0", "1"] {
         let dir = DataDir::new(&format!("peer-guard-panic-{core}"));
-        let url = format!("http://127.0.0.1:{}", common::server::free_port());
         let log_path = dir.0.with_extension("stderr");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lode"))
             .arg(format!("--data-dir={}", dir.0.display()))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
+            .args(common::server::client_urls())
             .args(["--cores", "2"])
             .env("LODE_FAULT_PANIC_CORE", core)
             .stdout(std::process::Stdio::null())

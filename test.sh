@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 # the tests drive lode with; protoc and its well-known types, for the build of the Rust
 # etcd-client crate the gRPC tests use (lode itself compiles its protos in Rust and needs
 # neither).
-packages=(etcd-client etcd-server protobuf-compiler libprotobuf-dev)
+packages=(etcd-client etcd-server protobuf-compiler libprotobuf-dev openssl)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -12,6 +12,8 @@ use futures::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use futures::lock::Mutex;
 use futures::StreamExt;
 use glommio::net::TcpStream;
+
+use crate::tls::{ClientTls, Stream};
 use lode_protocol::frame::{decode_frame, encode_frame};
 
 use crate::api::native::{self, Request, Response};
@@ -66,7 +68,7 @@ type Pending = Rc<RefCell<HashMap<u64, Waiter>>>;
 
 /// One connection to a lode server.
 pub struct Client {
-    writer: Mutex<WriteHalf<TcpStream>>,
+    writer: Mutex<WriteHalf<Stream>>,
     pending: Pending,
     closed: Rc<RefCell<Option<String>>>,
     next_id: Cell<u64>,
@@ -74,12 +76,29 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `address` (`host:port`).
+    /// Connects to `address` (`host:port`) in the clear.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(address)
+        Client::connect_secured(address, None).await
+    }
+
+    /// Connects to `address` (`host:port`), over TLS with `tls` when given: the server's
+    /// certificate must name `host`.
+    pub async fn connect_secured(
+        address: &str,
+        tls: Option<(&ClientTls, &str)>,
+    ) -> Result<Client, ClientError> {
+        let tcp = TcpStream::connect(address)
             .await
             .map_err(std::io::Error::from)?;
-        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        tcp.set_nodelay(true).map_err(std::io::Error::from)?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some((tls, host)) => {
+                Stream::Client(Box::new(tls.connect(host, tcp).await.map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)
+                })?))
+            }
+        };
         let (mut reader, writer) = stream.split();
         let pending: Pending = Rc::default();
         let closed: Rc<RefCell<Option<String>>> = Rc::default();
@@ -195,6 +214,7 @@ impl Client {
         encode_frame(&mut wire, &native::encode_request(id, request));
         let mut writer = self.writer.lock().await;
         writer.write_all(&wire).await?;
+        writer.flush().await?;
         Ok(())
     }
 }
@@ -293,10 +313,7 @@ impl Drop for Client {
     }
 }
 
-async fn read_responses(
-    reader: &mut futures::io::ReadHalf<TcpStream>,
-    pending: &Pending,
-) -> String {
+async fn read_responses(reader: &mut futures::io::ReadHalf<Stream>, pending: &Pending) -> String {
     let mut buffer = BytesMut::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {

@@ -29,5 +29,6 @@ pub mod restore;
 pub mod server;
 pub mod shard;
 pub mod snapshot;
+pub mod tls;
 pub mod wal;
 pub mod watch;

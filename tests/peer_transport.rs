@@ -34,10 +34,10 @@ fn message(from: u64, to: u64, kind: MessageType, index: u64) -> Message {
 /// A transport listening on a free loopback port, that address, and its snapshot directory.
 fn listening(cluster: u64, id: u64) -> (Rc<PeerTransport>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let transport = PeerTransport::new(cluster, id, dir.path());
+    let transport = PeerTransport::new(cluster, id, dir.path(), None);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address").to_string();
-    glommio::spawn_local(transport.clone().serve(listener)).detach();
+    glommio::spawn_local(transport.clone().serve(listener, None)).detach();
     (transport, address, dir)
 }
 
@@ -67,8 +67,8 @@ fn snapshots_stream_in_chunks_and_missing_files_are_reported() {
     on_executor(|| async {
         let (a, a_address, a_dir) = listening(9, 1);
         let (b, b_address, b_dir) = listening(9, 2);
-        a.set_peer(2, &b_address);
-        b.set_peer(1, &a_address);
+        a.set_peer(2, plain(&b_address));
+        b.set_peer(1, plain(&a_address));
         // Three chunks and a bit; content that shows any chunk out of place.
         let file: Vec<u8> = (0..(3 * 256 * 1024 + 1234) as u32)
             .map(|n| (n / 7) as u8 ^ (n >> 16) as u8)
@@ -121,8 +121,8 @@ fn messages_reach_peers_in_order_and_strangers_are_refused() {
     on_executor(|| async {
         let (a, a_address, _a_dir) = listening(9, 1);
         let (b, b_address, _b_dir) = listening(9, 2);
-        a.set_peer(2, &b_address);
-        b.set_peer(1, &a_address);
+        a.set_peer(2, plain(&b_address));
+        b.set_peer(1, plain(&a_address));
 
         // Appends with heartbeats in between: appends arrive in order, heartbeats all arrive.
         let mut sent = Vec::new();
@@ -160,8 +160,8 @@ fn messages_reach_peers_in_order_and_strangers_are_refused() {
         // A member of another cluster is refused: b closes the connection (the stranger then
         // finds b unreachable) and nothing it sent reaches b's inbox.
         let stranger_dir = tempfile::tempdir().expect("temp dir");
-        let stranger = PeerTransport::new(77, 5, stranger_dir.path());
-        stranger.set_peer(2, &b_address);
+        let stranger = PeerTransport::new(77, 5, stranger_dir.path(), None);
+        stranger.set_peer(2, plain(&b_address));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             stranger.send(vec![message(5, 2, MessageType::MsgHeartbeat, 0)]);
@@ -186,7 +186,7 @@ fn unreachable_peers_are_reported_and_moved_peers_found() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let nowhere = closed.local_addr().unwrap().to_string();
         drop(closed);
-        a.set_peer(3, &nowhere);
+        a.set_peer(3, plain(&nowhere));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 1)]);
@@ -202,7 +202,7 @@ fn unreachable_peers_are_reported_and_moved_peers_found() {
 
         // Peer 3 comes up somewhere else: messages follow it there.
         let (c, c_address, _c_dir) = listening(9, 3);
-        a.set_peer(3, &c_address);
+        a.set_peer(3, plain(&c_address));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 99)]);
@@ -218,4 +218,13 @@ fn unreachable_peers_are_reported_and_moved_peers_found() {
         a.remove_peer(3);
         a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 100)]);
     });
+}
+
+/// A peer dialled in the clear at `address`.
+fn plain(address: &str) -> lode::peer::transport::PeerAddress {
+    lode::peer::transport::PeerAddress {
+        address: address.to_string(),
+        host: "127.0.0.1".into(),
+        tls: false,
+    }
 }

@@ -30,7 +30,11 @@ use lode::wal::WalOptions;
 
 /// The data dir's identity: read from its identity file, or, for a new data dir, derived from
 /// the bootstrap flags as etcd derives it and written durably before anything else.
-fn member_identity(cli: &ServerFlags, data_dir: &std::path::Path) -> Result<Identity, String> {
+fn member_identity(
+    cli: &ServerFlags,
+    data_dir: &std::path::Path,
+    peer_tls: Option<&Arc<lode::tls::ClientTls>>,
+) -> Result<Identity, String> {
     let path = data_dir.join(membership::IDENTITY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -56,7 +60,7 @@ fn member_identity(cli: &ServerFlags, data_dir: &std::path::Path) -> Result<Iden
         &cli.initial_cluster_token,
     )?;
     if cli.initial_cluster_state == ClusterState::Existing {
-        let identity = join_identity(cli, &cluster)?;
+        let identity = join_identity(cli, &cluster, peer_tls)?;
         write_durably(&path, identity.encode().as_bytes())
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         return Ok(identity);
@@ -91,14 +95,22 @@ fn alone_in_cluster(cli: &ServerFlags, data_dir: &std::path::Path) -> bool {
 fn join_identity(
     cli: &ServerFlags,
     cluster: &membership::InitialCluster,
+    peer_tls: Option<&Arc<lode::tls::ClientTls>>,
 ) -> Result<Identity, String> {
     let mut others = Vec::new();
     for member in cluster.members.iter().filter(|m| m.name != cli.name) {
         for url in &member.peer_urls {
-            others.push(url.socket_address()?.to_string());
+            others.push(lode::peer::join::JoinTarget {
+                address: url.socket_address()?.to_string(),
+                tls_host: url.tls.then(|| url.host.clone()),
+            });
         }
     }
-    let (cluster_id, registry) = lode::peer::join::fetch_members(&others, Duration::from_secs(5))?;
+    let (cluster_id, registry) = lode::peer::join::fetch_members(
+        &others,
+        peer_tls.map(|tls| tls.blocking_config()),
+        Duration::from_secs(5),
+    )?;
     let mut own_urls: Vec<String> = cli
         .initial_advertise_peer_urls
         .0
@@ -335,18 +347,23 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
         });
         Ok(address.to_string())
     };
+    // (address, served over TLS) of every client-side listener.
     let mut listen = Vec::new();
-    if let Some(address) = &cli.listen_native {
-        let parsed = address
-            .parse::<std::net::SocketAddr>()
-            .map_err(|error| usage(format!("--listen-native {address}: {error}")))?;
-        listen.push(take(parsed, "--listen-native")?);
+    let listen_native = match &cli.listen_native {
+        Some(address) => Some(parse_native_address(address).map_err(usage)?),
+        None => None,
+    };
+    if let Some(url) = &listen_native {
+        let address = url
+            .socket_address()
+            .map_err(|error| usage(format!("--listen-native: {error}")))?;
+        listen.push((take(address, "--listen-native")?, url.tls));
     }
     for url in &cli.listen_client_urls.0 {
         let address = url
             .socket_address()
             .map_err(|error| usage(format!("--listen-client-urls: {error}")))?;
-        listen.push(take(address, "--listen-client-urls")?);
+        listen.push((take(address, "--listen-client-urls")?, url.tls));
     }
     let mut listen_metrics = Vec::new();
     for url in cli
@@ -357,7 +374,7 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
         let address = url
             .socket_address()
             .map_err(|error| usage(format!("--listen-metrics-urls: {error}")))?;
-        listen_metrics.push(take(address, "--listen-metrics-urls")?);
+        listen_metrics.push((take(address, "--listen-metrics-urls")?, url.tls));
     }
     // A member bootstrapped alone listens for peers only when told where (so that several
     // single-member lodes run side by side on their defaults); it needs to, to add members.
@@ -366,6 +383,7 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
     } else {
         None
     };
+    let peer_tls_wanted = listen_peer.is_some() && cli.listen_peer_urls.0[0].tls;
     // Every core binds each address with SO_REUSEPORT, which would also let another process
     // share it: claim them all for this process first (waiting a moment for a previous run's
     // sockets that linger after a kill).
@@ -388,7 +406,8 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
     }
     let shutdown = server::install_shutdown_signals()
         .map_err(|error| failed(format!("cannot install signal handlers: {error}")))?;
-    let identity = member_identity(cli, &data_dir).map_err(failed)?;
+    let tls = Tls::from_flags(cli, &data_dir, &listen_native, peer_tls_wanted)?;
+    let identity = member_identity(cli, &data_dir, tls.peer_dial.as_ref()).map_err(failed)?;
     let mut members = Vec::new();
     for (id, name, urls) in &identity.members {
         urls.first()
@@ -428,7 +447,22 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
             quota if quota < 0 => None,
             quota => Some(quota as u64),
         },
+        forward_tls: tls.client_dial.clone(),
     };
+    let secured = |(address, https): (String, bool)| server::Listen {
+        tls: if https {
+            tls.client_server.clone()
+        } else {
+            None
+        },
+        address,
+    };
+    let listen: Vec<server::Listen> = listen.into_iter().map(secured).collect();
+    let listen_metrics: Vec<server::Listen> = listen_metrics.into_iter().map(secured).collect();
+    let listen_peer = listen_peer.map(|address| server::Listen {
+        address,
+        tls: tls.peer_server.clone(),
+    });
     let mut limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
     limits.watch_progress_interval = cli.watch_progress_notify_interval;
     let wal_options = WalOptions {
@@ -480,6 +514,7 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
         listen,
         listen_metrics,
         listen_peer,
+        peer_dial_tls: tls.peer_dial.clone(),
         limits,
         auto_compaction,
         shutdown,
@@ -516,6 +551,161 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
             .map(|_| ())
             .map_err(failed),
         Err(error) => Err(failed(format!("cannot start the executors: {error}"))),
+    }
+}
+
+/// `--listen-native`: `host:port` (plain), or an `http://` or `https://` URL.
+fn parse_native_address(text: &str) -> Result<lode::server::urls::Url, String> {
+    if text.contains("://") {
+        return parse_url(text).map_err(|e| format!("--listen-native: {e}"));
+    }
+    let address = text
+        .parse::<std::net::SocketAddr>()
+        .map_err(|error| format!("--listen-native {text}: {error}"))?;
+    Ok(lode::server::urls::Url {
+        tls: false,
+        host: address.ip().to_string(),
+        port: address.port(),
+    })
+}
+
+/// A string setting given empty means the default (none), as in etcd.
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|value| !value.is_empty())
+}
+
+/// The TLS this member serves and dials with, built from etcd's flags.
+struct Tls {
+    /// Served on https client, metrics and native listeners.
+    client_server: Option<Arc<lode::tls::ServerTls>>,
+    /// Used to reach the leader's https client URL.
+    client_dial: Option<Arc<lode::tls::ClientTls>>,
+    /// Served on an https peer URL.
+    peer_server: Option<Arc<lode::tls::ServerTls>>,
+    /// Used to reach members' https peer URLs.
+    peer_dial: Option<Arc<lode::tls::ClientTls>>,
+}
+
+impl Tls {
+    fn from_flags(
+        cli: &ServerFlags,
+        data_dir: &std::path::Path,
+        listen_native: &Option<lode::server::urls::Url>,
+        peer_https: bool,
+    ) -> Result<Tls, Failure> {
+        use lode::tls::{ClientTls, ServerTls, TlsCommon, TlsSide};
+        let common = TlsCommon {
+            cipher_suites: cli.cipher_suites.clone().unwrap_or_default(),
+            min_version: cli.tls_min_version,
+            max_version: cli.tls_max_version,
+            self_signed_validity_years: cli.self_signed_cert_validity,
+        };
+        common.check().map_err(|e| usage(e.to_string()))?;
+        let client = TlsSide {
+            name: "client",
+            cert_file: cli.cert_file.clone(),
+            key_file: cli.key_file.clone(),
+            client_cert_file: cli.client_cert_file.clone(),
+            client_key_file: cli.client_key_file.clone(),
+            trusted_ca_file: cli.trusted_ca_file.clone(),
+            client_cert_auth: cli.client_cert_auth,
+            crl_file: cli.client_crl_file.clone(),
+            auto_tls: cli.auto_tls,
+            allowed_cn: non_empty(&cli.client_cert_allowed_cn),
+            allowed_hostname: non_empty(&cli.client_cert_allowed_hostname),
+            verify_client_san: false,
+        };
+        let peer = TlsSide {
+            name: "peer",
+            cert_file: cli.peer_cert_file.clone(),
+            key_file: cli.peer_key_file.clone(),
+            client_cert_file: cli.peer_client_cert_file.clone(),
+            client_key_file: cli.peer_client_key_file.clone(),
+            trusted_ca_file: cli.peer_trusted_ca_file.clone(),
+            client_cert_auth: cli.peer_client_cert_auth,
+            crl_file: cli.peer_crl_file.clone(),
+            auto_tls: cli.peer_auto_tls,
+            allowed_cn: non_empty(&cli.peer_cert_allowed_cn),
+            allowed_hostname: non_empty(&cli.peer_cert_allowed_hostname),
+            verify_client_san: !cli.experimental_peer_skip_client_san_verification,
+        };
+        client.check().map_err(|e| usage(e.to_string()))?;
+        peer.check().map_err(|e| usage(e.to_string()))?;
+        let hosts = |urls: &[lode::server::urls::Url]| -> Vec<String> {
+            let mut hosts: Vec<String> = urls.iter().map(|url| url.host.clone()).collect();
+            hosts.dedup();
+            hosts
+        };
+        let mut client_urls: Vec<lode::server::urls::Url> = cli.listen_client_urls.0.clone();
+        client_urls.extend(listen_native.iter().cloned());
+        client_urls.extend(cli.listen_metrics_urls.iter().flat_map(|u| u.0.clone()));
+        let client_https = client_urls.iter().any(|url| url.tls);
+        let validity = common.self_signed_validity_years;
+        let client = client
+            .with_auto_certificate(data_dir, &hosts(&client_urls), validity)
+            .map_err(|e| failed(e.to_string()))?;
+        let peer = peer
+            .with_auto_certificate(data_dir, &hosts(&cli.listen_peer_urls.0), validity)
+            .map_err(|e| failed(e.to_string()))?;
+        let client_server = match (client_https, client.is_empty()) {
+            (true, true) => {
+                return Err(usage(
+                    "an https client, metrics or native URL needs --cert-file and --key-file \
+                     (or --auto-tls)",
+                ))
+            }
+            (true, false) => Some(
+                ServerTls::new(client.clone(), common.clone())
+                    .map_err(|e| failed(format!("client TLS: {e}")))?,
+            ),
+            (false, true) => None,
+            (false, false) => {
+                tracing::warn!(
+                    "the client URLs are http while a certificate is given: it serves nothing \
+                     (as etcd, lode serves TLS only on https URLs)"
+                );
+                None
+            }
+        };
+        let peer_server = match (peer_https, peer.is_empty()) {
+            (true, true) => {
+                return Err(usage(
+                    "an https peer URL needs --peer-cert-file and --peer-key-file (or \
+                     --peer-auto-tls)",
+                ))
+            }
+            (true, false) => Some(
+                ServerTls::new(peer.clone(), common.clone())
+                    .map_err(|e| failed(format!("peer TLS: {e}")))?,
+            ),
+            (false, _) => None,
+        };
+        let peer_dial = if peer.is_empty() {
+            None
+        } else {
+            Some(
+                ClientTls::new(peer, common.clone())
+                    .map_err(|e| failed(format!("peer TLS: {e}")))?,
+            )
+        };
+        // Forwarding to the leader's https client URL needs a CA to verify it by.
+        let client_dial = if client.is_empty() {
+            None
+        } else {
+            match ClientTls::new(client, common) {
+                Ok(tls) => Some(tls),
+                Err(error) => {
+                    tracing::warn!(%error, "this member cannot dial https client URLs (forwarding a membership change to the leader will fail)");
+                    None
+                }
+            }
+        };
+        Ok(Tls {
+            client_server,
+            client_dial,
+            peer_server,
+            peer_dial,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! with etcd's meaning; every other entry is not, and is either accepted with a notice that it
 //! has no effect (true of bbolt's knobs, Go's runtime, the v2 API...) or accepted only at the
 //! values that describe what lode does and refused otherwise with the reason. Security
-//! settings (TLS, auth, CORS, host checks) are never ignored: they are `Fixed` at the values
+//! settings (auth, CORS, host checks) lode does not serve are never ignored: they are `Fixed` at the values
 //! that leave the feature off.
 
 /// What lode does with an etcd flag.
@@ -31,7 +31,6 @@ pub struct EtcdFlag {
     pub treatment: Treatment,
 }
 
-const TLS: &str = "lode does not serve TLS yet; TLS settings are refused rather than ignored";
 const AUTH: &str =
     "lode's authentication is not built yet; auth settings are refused rather than ignored";
 const CORS: &str =
@@ -205,34 +204,30 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     no_effect("proxy-write-timeout", false, NO_PROXY),
     no_effect("proxy-read-timeout", false, NO_PROXY),
     // Security.
-    unset("cert-file", TLS),
-    unset("key-file", TLS),
-    unset("client-cert-file", TLS),
-    unset("client-key-file", TLS),
-    off("client-cert-auth", TLS),
-    unset("client-crl-file", TLS),
-    unset("client-cert-allowed-hostname", TLS),
-    unset("trusted-ca-file", TLS),
-    off("auto-tls", TLS),
-    unset("peer-cert-file", TLS),
-    unset("peer-key-file", TLS),
-    unset("peer-client-cert-file", TLS),
-    unset("peer-client-key-file", TLS),
-    off("peer-client-cert-auth", TLS),
-    unset("peer-trusted-ca-file", TLS),
-    off("peer-auto-tls", TLS),
-    no_effect(
-        "self-signed-cert-validity",
-        false,
-        "used only with --auto-tls, which lode refuses",
-    ),
-    unset("peer-crl-file", TLS),
-    unset("peer-cert-allowed-cn", TLS),
-    unset("peer-cert-allowed-hostname", TLS),
-    unset("cipher-suites", TLS),
-    off("experimental-peer-skip-client-san-verification", TLS),
-    fixed("tls-min-version", false, &["", "TLS1.2"], TLS),
-    unset("tls-max-version", TLS),
+    serves("cert-file"),
+    serves("key-file"),
+    serves("client-cert-file"),
+    serves("client-key-file"),
+    serves_bool("client-cert-auth"),
+    serves("client-crl-file"),
+    serves("client-cert-allowed-hostname"),
+    serves("trusted-ca-file"),
+    serves_bool("auto-tls"),
+    serves("peer-cert-file"),
+    serves("peer-key-file"),
+    serves("peer-client-cert-file"),
+    serves("peer-client-key-file"),
+    serves_bool("peer-client-cert-auth"),
+    serves("peer-trusted-ca-file"),
+    serves_bool("peer-auto-tls"),
+    serves("self-signed-cert-validity"),
+    serves("peer-crl-file"),
+    serves("peer-cert-allowed-cn"),
+    serves("peer-cert-allowed-hostname"),
+    serves("cipher-suites"),
+    serves_bool("experimental-peer-skip-client-san-verification"),
+    serves("tls-min-version"),
+    serves("tls-max-version"),
     fixed("cors", false, &["", "*"], CORS),
     fixed("host-whitelist", false, &["", "*"], CORS),
     // Auth.

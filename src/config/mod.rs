@@ -452,6 +452,8 @@ mod tests {
             ("listen-client-urls", false),
             ("log-level", false),
             ("config-file", false),
+            ("client-cert-auth", true),
+            ("auto-tls", true),
         ]
         .iter()
         .map(|(name, boolean)| KnownFlag {
@@ -595,13 +597,13 @@ mod tests {
             ConfigError::NotABoolean { .. }
         ));
         assert!(matches!(
-            refuse(&["--cert-file", "/etc/server.crt"]),
+            refuse(&["--auth-token", "jwt"]),
             ConfigError::Unsupported { .. }
         ));
         assert!(matches!(
             resolve(
                 &argv(&[]),
-                &env(&[("ETCD_CLIENT_CERT_AUTH", "true")]),
+                &env(&[("ETCD_BCRYPT_COST", "12")]),
                 &known(),
                 no_file
             )
@@ -641,7 +643,7 @@ mod tests {
             no_file,
         )
         .unwrap();
-        assert_eq!(resolved.args, ["lode"]);
+        assert_eq!(resolved.args, ["lode", "--client-cert-auth=false"]);
         assert_eq!(resolved.notices.len(), 1, "{:?}", resolved.notices);
         assert!(format!("{:?}", resolved.notices).contains("no effect"));
     }

@@ -173,6 +173,92 @@ pub struct ServerFlags {
     /// text per event).
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Certificate (PEM) served on the https client URLs, https metrics URLs and an https
+    /// --listen-native; re-read when the file changes.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Key (PEM) of --cert-file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Certificate this member presents when it dials a client URL itself (forwarding to the
+    /// leader) [default: --cert-file].
+    #[arg(long)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Key of --client-cert-file.
+    #[arg(long)]
+    pub client_key_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file on the https client URLs.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub client_cert_auth: bool,
+    /// Certificate revocation list (PEM) for client certificates.
+    #[arg(long)]
+    pub client_crl_file: Option<PathBuf>,
+    /// Client certificates must be valid for this host name.
+    #[arg(long)]
+    pub client_cert_allowed_hostname: Option<String>,
+    /// Client certificates must have this subject CN (`allowed-cn` of etcd's
+    /// client-transport-security block, which has no flag in etcd).
+    #[arg(long)]
+    pub client_cert_allowed_cn: Option<String>,
+    /// CA (PEM) that signs client certificates; given, client certificates are required.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Serve the https client URLs with a self-signed certificate made under
+    /// <data-dir>/fixtures/client when no --cert-file is given.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub auto_tls: bool,
+    /// Certificate (PEM) of the https peer URLs, also presented when dialling members.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Key (PEM) of --peer-cert-file.
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// Certificate presented when dialling members [default: --peer-cert-file].
+    #[arg(long)]
+    pub peer_client_cert_file: Option<PathBuf>,
+    /// Key of --peer-client-cert-file.
+    #[arg(long)]
+    pub peer_client_key_file: Option<PathBuf>,
+    /// Require member certificates signed by --peer-trusted-ca-file on the peer URLs.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub peer_client_cert_auth: bool,
+    /// CA (PEM) that signs the members' certificates.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Peer TLS with a self-signed certificate made under <data-dir>/fixtures/peer when no
+    /// --peer-cert-file is given (members' certificates are then not verified).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub peer_auto_tls: bool,
+    /// Certificate revocation list (PEM) for members' certificates.
+    #[arg(long)]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Members' certificates must have this subject CN.
+    #[arg(long)]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Members' certificates must be valid for this host name.
+    #[arg(long)]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// Accept members' certificates whatever address they connect from (by default a
+    /// certificate with IP or DNS names must name the address the member connects from).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub experimental_peer_skip_client_san_verification: bool,
+    /// Years a self-signed (auto-tls) certificate is valid.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub self_signed_cert_validity: u32,
+    /// TLS 1.2 cipher suites allowed, Go's names, comma-separated [default: rustls's].
+    #[arg(long, value_parser = parse_cipher_suites)]
+    pub cipher_suites: Option<Vec<String>>,
+    /// Lowest TLS version served: TLS1.2 or TLS1.3.
+    #[arg(long, value_parser = tls_version)]
+    pub tls_min_version: Option<crate::tls::TlsVersion>,
+    /// Highest TLS version served: TLS1.2 or TLS1.3 [default: TLS1.3].
+    #[arg(long, value_parser = tls_version)]
+    pub tls_max_version: Option<crate::tls::TlsVersion>,
     /// lode: an extra address serving only lode's native protocol (host:port). The client
     /// URLs serve it too, so it is needed only to keep native clients on a port of their own.
     #[arg(long)]
@@ -196,6 +282,16 @@ pub struct ServerFlags {
     /// lode: size of new log segment files, in bytes.
     #[arg(long, default_value_t = crate::wal::DEFAULT_SEGMENT_SIZE)]
     pub wal_segment_size: u64,
+}
+
+/// `--tls-min-version`/`--tls-max-version`.
+fn tls_version(text: &str) -> Result<crate::tls::TlsVersion, String> {
+    crate::tls::parse_tls_version(text)?.ok_or_else(|| "give TLS1.2 or TLS1.3".to_string())
+}
+
+/// `--cipher-suites`: Go's names, comma-separated.
+fn parse_cipher_suites(text: &str) -> Result<Vec<String>, String> {
+    Ok(crate::tls::parse_cipher_suites(text))
 }
 
 /// `--watch-progress-notify-interval`: a duration of at least 100 ms, as etcd requires.

@@ -13,8 +13,9 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{etcd_flags, is_boolean, KnownFlag, Origin, Setting};
 
-/// etcd's nested blocks: each sub-key and the flag it is. An empty flag name: a key with no
-/// flag (TLS's `allowed-cn` for clients), accepted only empty.
+/// etcd's nested blocks: each sub-key and the flag it is. An empty flag name: a key that has
+/// no effect in lode (the client side's `skip-client-san-verification`: lode checks no client
+/// certificate's names against its address on the client URLs, so there is nothing to skip).
 const BLOCKS: &[(&str, &[(&str, &str)])] = &[
     (
         "client-transport-security",
@@ -26,8 +27,10 @@ const BLOCKS: &[(&str, &[(&str, &str)])] = &[
             ("client-cert-auth", "client-cert-auth"),
             ("trusted-ca-file", "trusted-ca-file"),
             ("auto-tls", "auto-tls"),
-            ("allowed-cn", ""),
+            ("allowed-cn", "client-cert-allowed-cn"),
             ("allowed-hostname", "client-cert-allowed-hostname"),
+            ("crl-file", "client-crl-file"),
+            ("skip-client-san-verification", ""),
         ],
     ),
     (
@@ -42,6 +45,11 @@ const BLOCKS: &[(&str, &[(&str, &str)])] = &[
             ("auto-tls", "peer-auto-tls"),
             ("allowed-cn", "peer-cert-allowed-cn"),
             ("allowed-hostname", "peer-cert-allowed-hostname"),
+            ("crl-file", "peer-crl-file"),
+            (
+                "skip-client-san-verification",
+                "experimental-peer-skip-client-san-verification",
+            ),
         ],
     ),
     (
@@ -128,12 +136,8 @@ fn block(
         let Some(value) = scalar(key, value, false)? else {
             continue;
         };
-        if flag.is_empty() {
-            if !value.is_empty() {
-                return Err(format!(
-                    "{name}: {key} '{value}' is not supported: lode does not serve TLS yet"
-                ));
-            }
+        // Empty is the default, as for a top-level key.
+        if flag.is_empty() || value.is_empty() {
             continue;
         }
         settings.push(Setting {
@@ -219,7 +223,6 @@ mod tests {
                 ("log-outputs", "stderr,/var/log/etcd.log"),
                 ("watch-progress-notify-interval", "5000000000ns"),
                 ("client-cert-auth", "false"),
-                ("peer-cert-allowed-cn", ""),
             ])
         );
         assert_eq!(

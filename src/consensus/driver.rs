@@ -67,6 +67,9 @@ pub struct ConsensusConfig {
     /// The space quota in counted bytes of the keyspace (etcd's `--quota-backend-bytes`);
     /// `None`: no quota.
     pub quota_bytes: Option<u64>,
+    /// How a follower dials the leader's `https` client URL when it forwards a membership or
+    /// leadership request (`--client-cert-file` or `--cert-file`, `--trusted-ca-file`).
+    pub forward_tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
 }
 
 impl ConsensusConfig {
@@ -1950,9 +1953,15 @@ impl<D: LogDir + 'static> Consensus<D> {
             .first()
             .ok_or_else(|| "no peer URL".to_string())
             .and_then(|url| crate::server::urls::parse_url(url))
-            .and_then(|url| url.socket_address());
+            .and_then(|url| {
+                Ok(crate::peer::transport::PeerAddress {
+                    address: url.socket_address()?.to_string(),
+                    host: url.host,
+                    tls: url.tls,
+                })
+            });
         match address {
-            Ok(address) => transport.set_peer(member.id, &address.to_string()),
+            Ok(address) => transport.set_peer(member.id, address),
             Err(error) => {
                 tracing::error!(member = %format!("{:x}", member.id), %error, "cannot reach a member")
             }

@@ -28,6 +28,7 @@ use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -42,12 +43,22 @@ use super::wire::{
     REMOVED_NOTICE, SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
 };
 use crate::consensus::snapshotter::{received_file_name, snapshot_file_name};
+use crate::tls::{ClientTls, ServerTls, Stream};
 
 /// Largest batch of messages written as one frame.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Messages queued for one peer at most; beyond, new ones are dropped.
 pub const MAX_QUEUED_MESSAGES: usize = 4096;
+
+/// Writes `bytes` and flushes them (TLS holds records until flushed).
+async fn write_flushed<W: futures::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
 
 /// Largest inbound frame accepted.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
@@ -140,10 +151,27 @@ impl Inbox {
     }
 }
 
+/// Where a peer is dialled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// `ip:port`, resolved from the peer URL.
+    pub address: String,
+    /// The URL's host, which the peer's certificate must name (TLS only).
+    pub host: String,
+    /// The peer URL is `https`.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
 /// The outbound side of one peer.
 struct Outbound {
     id: u64,
-    address: RefCell<String>,
+    address: RefCell<PeerAddress>,
     control: RefCell<VecDeque<Message>>,
     bulk: RefCell<VecDeque<Message>>,
     waker: RefCell<Option<Waker>>,
@@ -224,6 +252,10 @@ pub struct PeerTransport {
     removed: RefCell<std::collections::BTreeSet<u64>>,
     /// Set when a peer told this member it was removed from the cluster.
     told_removed: Cell<bool>,
+    /// How this member dials `https` peer URLs (`None`: it has no peer TLS settings).
+    dial_tls: Option<Arc<ClientTls>>,
+    /// When a refused peer connection was last logged (at most one a second is).
+    last_refusal_logged: Cell<Option<std::time::Instant>>,
 }
 
 /// Gives the member registry's current bytes (`Members::encode`).
@@ -232,7 +264,12 @@ pub type RegistrySource = Box<dyn Fn() -> Vec<u8>>;
 impl PeerTransport {
     /// A transport for member `own_id` of cluster `cluster_id`, sending and receiving
     /// snapshots in `snapshot_dir`.
-    pub fn new(cluster_id: u64, own_id: u64, snapshot_dir: &Path) -> Rc<PeerTransport> {
+    pub fn new(
+        cluster_id: u64,
+        own_id: u64,
+        snapshot_dir: &Path,
+        dial_tls: Option<Arc<ClientTls>>,
+    ) -> Rc<PeerTransport> {
         Rc::new(PeerTransport {
             cluster_id,
             own_id,
@@ -244,7 +281,42 @@ impl PeerTransport {
             registry: RefCell::new(None),
             removed: RefCell::default(),
             told_removed: Cell::new(false),
+            dial_tls,
+            last_refusal_logged: Cell::new(None),
         })
+    }
+
+    /// Opens a connection to `peer`: plain TCP, or TLS for an `https` peer URL (the peer's
+    /// certificate verified against the peer CA, this member's presented).
+    async fn dial(&self, peer: &PeerAddress) -> Result<Stream, String> {
+        let tcp = TcpStream::connect(&peer.address)
+            .await
+            .map_err(|e| format!("connecting to {peer}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        if !peer.tls {
+            return Ok(Stream::Plain(tcp));
+        }
+        let Some(tls) = &self.dial_tls else {
+            return Err(format!(
+                "{peer}: the member's peer URL is https and this member has no peer TLS \
+                 settings (--peer-cert-file/--peer-key-file or --peer-auto-tls)"
+            ));
+        };
+        let stream = tls.connect(&peer.host, tcp).await?;
+        Ok(Stream::Client(Box::new(stream)))
+    }
+
+    /// Logs a refused connection, at most once a second.
+    fn log_refusal(&self, remote: &str, error: &str) {
+        let now = std::time::Instant::now();
+        let recent = self
+            .last_refusal_logged
+            .get()
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1));
+        if !recent {
+            self.last_refusal_logged.set(Some(now));
+            tracing::warn!(peer = %remote, %error, "refusing a peer connection");
+        }
     }
 
     /// Refuses what member `id` sends from now on (it was removed from the cluster).
@@ -267,15 +339,15 @@ impl PeerTransport {
         &self.inbox
     }
 
-    /// Adds peer `id` at `address` (host:port), or moves it there.
-    pub fn set_peer(self: &Rc<Self>, id: u64, address: &str) {
+    /// Adds peer `id` at `address`, or moves it there.
+    pub fn set_peer(self: &Rc<Self>, id: u64, address: PeerAddress) {
         if let Some(peer) = self.peers.borrow().get(&id) {
-            *peer.address.borrow_mut() = address.to_string();
+            *peer.address.borrow_mut() = address;
             return;
         }
         let peer = Rc::new(Outbound {
             id,
-            address: RefCell::new(address.to_string()),
+            address: RefCell::new(address),
             control: RefCell::default(),
             bulk: RefCell::default(),
             waker: RefCell::new(None),
@@ -386,11 +458,9 @@ impl PeerTransport {
             .await
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         let address = peer.address.borrow().clone();
-        let mut stream = within(SNAPSHOT_STALL_TIMEOUT, TcpStream::connect(&address))
+        let mut stream = within(SNAPSHOT_STALL_TIMEOUT, self.dial(&address))
             .await
-            .ok_or("connecting timed out")?
-            .map_err(|e| format!("connecting to {address}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+            .ok_or("connecting timed out")??;
         let pause = Duration::from_secs_f64(
             SNAPSHOT_CHUNK_BYTES as f64 / SNAPSHOT_SEND_BYTES_PER_SECOND as f64,
         );
@@ -414,7 +484,7 @@ impl PeerTransport {
             };
             wire.clear();
             encode_snapshot_chunk(self.cluster_id, self.own_id, &chunk, &mut wire);
-            within(SNAPSHOT_STALL_TIMEOUT, stream.write_all(&wire))
+            within(SNAPSHOT_STALL_TIMEOUT, write_flushed(&mut stream, &wire))
                 .await
                 .ok_or("the peer stopped taking chunks")?
                 .map_err(|e| format!("sending a chunk: {e}"))?;
@@ -429,7 +499,7 @@ impl PeerTransport {
             std::slice::from_ref(message),
             &mut wire,
         );
-        within(SNAPSHOT_STALL_TIMEOUT, stream.write_all(&wire))
+        within(SNAPSHOT_STALL_TIMEOUT, write_flushed(&mut stream, &wire))
             .await
             .ok_or("the peer stopped taking the snapshot")?
             .map_err(|e| format!("sending the snapshot message: {e}"))?;
@@ -458,7 +528,7 @@ impl PeerTransport {
         let mut wire = BytesMut::new();
         while !peer.removed.get() {
             let address = peer.address.borrow().clone();
-            let stream = match TcpStream::connect(&address).await {
+            let stream = match self.dial(&address).await {
                 Ok(stream) => stream,
                 Err(error) => {
                     tracing::debug!(peer = %format!("{:x}", peer.id), %address, %error, "cannot reach peer");
@@ -471,7 +541,6 @@ impl PeerTransport {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let (mut reader, mut writer) = futures::io::AsyncReadExt::split(stream);
             // The peer never writes on this connection: a read returning means it closed (it
             // stopped or refused us), and the connection is dropped at once rather than at the
@@ -501,7 +570,7 @@ impl PeerTransport {
                 let batch = peer.next_batch();
                 wire.clear();
                 encode_frame(self.cluster_id, self.own_id, &batch, &mut wire);
-                if let Err(error) = writer.write_all(&wire).await {
+                if let Err(error) = write_flushed(&mut writer, &wire).await {
                     tracing::debug!(peer = %format!("{:x}", peer.id), %error, "peer connection lost");
                     self.unreachable.borrow_mut().push(peer.id);
                     break;
@@ -512,14 +581,30 @@ impl PeerTransport {
         }
     }
 
-    /// Accepts peers' connections on `listener` until it fails.
-    pub async fn serve(self: Rc<Self>, listener: TcpListener) {
+    /// Accepts peers' connections on `listener` until it fails; with `tls`, only connections
+    /// whose handshake and certificate pass.
+    pub async fn serve(self: Rc<Self>, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
         loop {
             match listener.accept().await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let transport = self.clone();
-                    glommio::spawn_local(async move { transport.receive(stream).await }).detach();
+                    let (transport, tls) = (self.clone(), tls.clone());
+                    glommio::spawn_local(async move {
+                        let Some(tls) = tls else {
+                            return transport.receive(Stream::Plain(stream)).await;
+                        };
+                        let remote = stream.peer_addr().ok();
+                        match tls.accept(stream, remote.map(|a| a.ip())).await {
+                            Ok((stream, _)) => {
+                                transport.receive(Stream::Server(Box::new(stream))).await
+                            }
+                            Err(error) => {
+                                let remote = remote.map_or("unknown".into(), |a| a.to_string());
+                                transport.log_refusal(&remote, &error);
+                            }
+                        }
+                    })
+                    .detach();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accepting a peer connection failed");
@@ -529,8 +614,9 @@ impl PeerTransport {
         }
     }
 
-    async fn receive(&self, mut stream: TcpStream) {
+    async fn receive(&self, mut stream: Stream) {
         let peer_address = stream
+            .tcp()
             .peer_addr()
             .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
         let mut buffer = BytesMut::with_capacity(64 << 10);
@@ -558,7 +644,7 @@ impl PeerTransport {
                     Frame::MembersQuery => 0,
                 };
                 if self.removed.borrow().contains(&sender) {
-                    let _ = stream.write_all(&[REMOVED_NOTICE]).await;
+                    let _ = write_flushed(&mut stream, &[REMOVED_NOTICE]).await;
                     break 'connection Err(format!(
                         "member {sender:x} was removed from the cluster"
                     ));
@@ -571,7 +657,7 @@ impl PeerTransport {
                         };
                         let mut wire = BytesMut::new();
                         encode_members(self.cluster_id, self.own_id, &registry, &mut wire);
-                        if let Err(error) = stream.write_all(&wire).await {
+                        if let Err(error) = write_flushed(&mut stream, &wire).await {
                             break 'connection Err(format!("answering a members query: {error}"));
                         }
                     }
@@ -599,7 +685,7 @@ impl PeerTransport {
                                 }
                             };
                             self.inbox.deliver(std::mem::take(&mut deliver));
-                            let _ = stream.write_all(&[answer]).await;
+                            let _ = write_flushed(&mut stream, &[answer]).await;
                         }
                         self.inbox.deliver(deliver);
                     }
@@ -610,7 +696,7 @@ impl PeerTransport {
             incoming.abandon().await;
         }
         if let Err(error) = outcome {
-            tracing::warn!(peer = %peer_address, %error, "refusing a peer connection");
+            self.log_refusal(&peer_address, &error);
             let _ = stream.close().await;
         }
     }

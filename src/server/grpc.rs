@@ -18,9 +18,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use crate::tls::Stream;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use lode_protocol::etcd::etcdserverpb as pb;
 use lode_protocol::etcd::health;
 use tonic::{Code, Status};
@@ -648,8 +648,9 @@ fn fragments(response: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<p
 }
 
 /// Serves one HTTP/2 connection whose first bytes (`read_ahead`, read while telling the
-/// protocols apart) were already taken from `stream`.
-pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limits) {
+/// protocols apart) were already taken from `stream`. Requests whose content type is not
+/// gRPC's are HTTP requests over HTTP/2 and go to `server::http`.
+pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>, limits: Limits) {
     let max_message = limits.max_frame_bytes;
     let kv = pb::kv_server::KvServer::new(KvService).max_decoding_message_size(max_message);
     let cluster = pb::cluster_server::ClusterServer::new(ClusterService)
@@ -682,8 +683,17 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
             );
             let mut lease = lease.clone();
             let (mut lock, mut election) = (lock.clone(), election.clone());
+            let node = node.clone();
             async move {
                 use tower_service::Service;
+                let grpc = request
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+                if !grpc {
+                    let response = super::http::route(request, &node, limits).await;
+                    return Ok(response.map(http_body_util::Either::Right));
+                }
                 let path = request.uri().path().to_string();
                 let method = GRPC_METHODS.iter().position(|m| m.serves(&path));
                 if let Some(method) = method {
@@ -713,7 +723,7 @@ pub async fn serve_connection(stream: TcpStream, read_ahead: Bytes, limits: Limi
                         .unwrap_or(0);
                     GRPC_HANDLED[method][code].fetch_add(1, Ordering::Relaxed);
                 }
-                response
+                response.map(|response| response.map(http_body_util::Either::Left))
             }
         });
     let io = GlommioIo::new(stream, &read_ahead);
@@ -748,7 +758,7 @@ where
 /// [`AuthorityFilter`] (starting with the bytes read ahead) until the filter has seen that the
 /// connection needs no mending, and is then read straight into hyper's buffers.
 pub(super) struct GlommioIo {
-    stream: TcpStream,
+    stream: Stream,
     /// `None` for HTTP/1, which has no `:authority` to mend.
     filter: Option<AuthorityFilter>,
     /// Filtered bytes hyper has not read yet.
@@ -760,7 +770,7 @@ pub(super) struct GlommioIo {
 }
 
 impl GlommioIo {
-    fn new(stream: TcpStream, read_ahead: &[u8]) -> GlommioIo {
+    fn new(stream: Stream, read_ahead: &[u8]) -> GlommioIo {
         let mut io = GlommioIo {
             stream,
             filter: Some(AuthorityFilter::new()),
@@ -779,7 +789,7 @@ impl GlommioIo {
     }
 
     /// The stream with nothing between it and hyper but the bytes read ahead.
-    pub(super) fn plain(stream: TcpStream, read_ahead: &[u8]) -> GlommioIo {
+    pub(super) fn plain(stream: Stream, read_ahead: &[u8]) -> GlommioIo {
         GlommioIo {
             stream,
             filter: None,
@@ -831,7 +841,7 @@ impl hyper::rt::Read for GlommioIo {
 
 /// Reads from the socket straight into hyper's buffer.
 fn read_into(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     cx: &mut Context<'_>,
     mut buf: hyper::rt::ReadBufCursor<'_>,
 ) -> Poll<io::Result<()>> {

@@ -10,9 +10,9 @@
 
 use std::rc::Rc;
 
+use crate::tls::Stream;
 use bytes::Bytes;
 use futures::StreamExt;
-use glommio::net::TcpStream;
 use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,12 +30,7 @@ use super::Limits;
 use crate::mvcc::request::RangeRequest;
 
 /// Serves one HTTP/1 connection whose first bytes (`read_ahead`) were already read.
-pub async fn serve_connection(
-    stream: TcpStream,
-    read_ahead: Bytes,
-    node: Rc<Node>,
-    limits: Limits,
-) {
+pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>, limits: Limits) {
     let io = GlommioIo::plain(stream, &read_ahead);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let node = node.clone();
@@ -50,8 +45,8 @@ pub async fn serve_connection(
 }
 
 /// A whole body, or a streamed one (the gateway's server-streaming Snapshot).
-type HttpBody = Either<Full<Bytes>, StreamBody<StreamedFrames>>;
-type StreamedFrames = futures::stream::LocalBoxStream<
+pub(super) type HttpBody = Either<Full<Bytes>, StreamBody<StreamedFrames>>;
+pub(super) type StreamedFrames = futures::stream::LocalBoxStream<
     'static,
     Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
 >;
@@ -114,13 +109,20 @@ fn error_response(status: &Status) -> HttpResponse {
 
 /// Accepts connections on a `--listen-metrics-urls` address until the listener fails: plain
 /// HTTP/1 serving only what etcd's metrics listener serves (`/metrics`, `/health`, `/livez`,
-/// `/readyz`).
-pub async fn serve_monitoring(listener: glommio::net::TcpListener, node: Rc<Node>) {
+/// `/readyz`), over TLS when `listen` says so.
+pub async fn serve_monitoring(
+    listener: glommio::net::TcpListener,
+    listen: super::Listen,
+    node: Rc<Node>,
+) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let node = node.clone();
+                let (node, tls) = (node.clone(), listen.tls.clone());
                 glommio::spawn_local(async move {
+                    let Some((stream, _)) = super::secure(stream, tls.as_ref()).await else {
+                        return;
+                    };
                     let io = GlommioIo::plain(stream, &Bytes::new());
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let node = node.clone();
@@ -182,7 +184,13 @@ fn not_found(path: &str) -> HttpResponse {
     )
 }
 
-async fn route(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
+/// Answers one HTTP request (HTTP/1, or HTTP/2 that is not gRPC: curl and browsers ask for h2
+/// over TLS, and etcd answers its HTTP endpoints there too).
+pub(super) async fn route(
+    request: Request<Incoming>,
+    node: &Rc<Node>,
+    limits: Limits,
+) -> HttpResponse {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     if let Some(response) = monitoring(request.method(), &path, &query, node).await {

@@ -18,6 +18,43 @@ use std::sync::Arc;
 use crate::api::native::Response;
 use node::Node;
 
+/// One address a core listens on, and the TLS its connections are served with (`https`).
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// `host:port`.
+    pub address: String,
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+}
+
+impl Listen {
+    /// The address as logged: `https://host:port` or `http://host:port`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
+    }
+}
+
+/// A connection just accepted, made ready to read: with TLS, once the handshake completed
+/// (within `tls::HANDSHAKE_TIMEOUT`) and the client's certificate passed; `None` when it did
+/// not (logged at debug: a port scanner or a client with the wrong certificate is routine).
+pub async fn secure(
+    stream: glommio::net::TcpStream,
+    tls: Option<&Arc<crate::tls::ServerTls>>,
+) -> Option<(crate::tls::Stream, Option<crate::tls::Identity>)> {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Some((crate::tls::Stream::Plain(stream), None));
+    };
+    let remote = stream.peer_addr().ok();
+    match tls.accept(stream, remote.map(|a| a.ip())).await {
+        Ok((stream, identity)) => Some((crate::tls::Stream::Server(Box::new(stream)), identity)),
+        Err(error) => {
+            tracing::debug!(remote = ?remote, %error, "refused a TLS connection");
+            None
+        }
+    }
+}
+
 /// Limits applied to client requests at the edge.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {

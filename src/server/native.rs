@@ -15,29 +15,33 @@ use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
-use super::{fill_header, Limits};
+use super::{fill_header, Limits, Listen};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
 };
 use crate::consensus::ServerError;
 use crate::mvcc::KvError;
+use crate::tls::Stream;
 
 /// gRPC `InvalidArgument`, used for frames that cannot be decoded.
 const INVALID_ARGUMENT: u32 = 3;
 
-/// Accepts connections until the listener fails.
-pub async fn serve(listener: TcpListener, node: Rc<Node>, limits: Limits) {
+/// Accepts connections until the listener fails (over TLS when `listen` says so).
+pub async fn serve(listener: TcpListener, listen: Listen, node: Rc<Node>, limits: Limits) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::warn!(%error, "TCP_NODELAY");
-                }
-                glommio::spawn_local(connection(stream, node.clone(), limits)).detach();
+                let (node, tls) = (node.clone(), listen.tls.clone());
+                glommio::spawn_local(async move {
+                    if let Some((stream, _identity)) = super::secure(stream, tls.as_ref()).await {
+                        connection(stream, node, limits).await;
+                    }
+                })
+                .detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accepting a connection failed");
@@ -230,7 +234,7 @@ const HTTP1_METHOD_STARTS: [&[u8; 4]; 7] = [
 
 /// Tells the protocols apart by a connection's first bytes: HTTP/2 goes to the gRPC server,
 /// HTTP/1 to the HTTP endpoints and JSON gateway, everything else is read as native frames.
-async fn connection(mut stream: TcpStream, node: Rc<Node>, limits: Limits) {
+async fn connection(mut stream: Stream, node: Rc<Node>, limits: Limits) {
     let mut read_ahead = BytesMut::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     while read_ahead.len() < HTTP2_PREFACE_START.len() {
@@ -240,7 +244,7 @@ async fn connection(mut stream: TcpStream, node: Rc<Node>, limits: Limits) {
         }
     }
     if read_ahead.starts_with(HTTP2_PREFACE_START) {
-        super::grpc::serve_connection(stream, read_ahead.freeze(), limits).await;
+        super::grpc::serve_connection(stream, read_ahead.freeze(), node, limits).await;
     } else if HTTP1_METHOD_STARTS
         .iter()
         .any(|method| read_ahead.starts_with(*method))
@@ -252,7 +256,7 @@ async fn connection(mut stream: TcpStream, node: Rc<Node>, limits: Limits) {
 }
 
 async fn native_connection(
-    stream: TcpStream,
+    stream: Stream,
     mut buffer: BytesMut,
     mut chunk: Vec<u8>,
     node: Rc<Node>,
@@ -266,7 +270,8 @@ async fn native_connection(
         let mut wire = BytesMut::new();
         // Every response ready by the time the socket is free goes out in one write.
         while writer_outbox.take_all(&mut wire).await {
-            if writer.write_all(&wire).await.is_err() {
+            // Flushed at once: TLS holds written records until flushed.
+            if writer.write_all(&wire).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
             wire.clear();

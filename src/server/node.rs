@@ -44,12 +44,14 @@ pub struct NodeConfig {
     pub wal_options: WalOptions,
     /// Addresses serving the native protocol, `--listen-native` first, then the client URLs'
     /// (every core listens on each, SO_REUSEPORT).
-    pub listen: Vec<String>,
+    pub listen: Vec<super::Listen>,
     /// Addresses serving only /metrics and the health probes, as etcd's
     /// `--listen-metrics-urls` (every core listens on each, SO_REUSEPORT).
-    pub listen_metrics: Vec<String>,
+    pub listen_metrics: Vec<super::Listen>,
     /// Where core 0 listens for the other members (`None` for a single member).
-    pub listen_peer: Option<String>,
+    pub listen_peer: Option<super::Listen>,
+    /// How core 0 dials members whose peer URLs are `https`.
+    pub peer_dial_tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
     /// Request limits.
     pub limits: Limits,
     /// What auto-compaction keeps (`None`: off); run by core 0, acted on while it leads.
@@ -438,7 +440,8 @@ async fn serve_cluster(
     let leader = consensus.leader();
     let needs_leader = !matches!(request, Request::Member(MemberRequest::List { .. }));
     if needs_leader && leader != 0 && leader != consensus.config().member_id {
-        return forward_to_leader(consensus, leader, &request).await;
+        let tls = consensus.config().forward_tls.clone();
+        return forward_to_leader(consensus, tls.as_ref(), leader, &request).await;
     }
     let members = |member, members| Response::Members {
         header: ResponseHeader::at(consensus.revision()),
@@ -498,17 +501,27 @@ async fn serve_cluster(
 /// Sends `request` to the leader's first client URL and answers what it answers.
 async fn forward_to_leader(
     consensus: &Consensus<DmaDir>,
+    tls: Option<&std::sync::Arc<crate::tls::ClientTls>>,
     leader: u64,
     request: &Request,
 ) -> Result<Response, ServerError> {
-    let address = consensus
+    let url = consensus
         .member(leader)
         .and_then(|member| member.client_urls.first().cloned())
         .and_then(|url| parse_url(&url).ok())
-        .map(|url| url.authority())
         .ok_or(MemberError::NotLeader)?;
+    let address = url.authority();
     let forwarded = async {
-        let client = crate::client::Client::connect(&address).await?;
+        let tls =
+            match (url.tls, tls) {
+                (false, _) => None,
+                (true, Some(tls)) => Some((&**tls, url.host.as_str())),
+                (true, None) => return Err(crate::client::ClientError::Closed(
+                    "the leader's client URL is https and this member has no client TLS settings"
+                        .into(),
+                )),
+            };
+        let client = crate::client::Client::connect_secured(&address, tls).await?;
         client.request(request).await
     };
     let expired = glommio::timer::sleep(consensus.config().request_timeout);
@@ -628,12 +641,13 @@ pub async fn run_core(
     local.set_size_report_step_for_quota(config.consensus.quota_bytes, cores);
     // Bind before joining the mesh: once core 0 has joined, every core is listening, so the
     // readiness line core 0 prints is true for every core.
-    let bind = |addresses: &[String]| -> Result<Vec<_>, String> {
+    let bind = |addresses: &[super::Listen]| -> Result<Vec<_>, String> {
         addresses
             .iter()
-            .map(|address| {
-                super::listen(address)
-                    .map_err(|error| format!("cannot listen on {address}: {error}"))
+            .map(|listen| {
+                super::listen(&listen.address)
+                    .map(|listener| (listener, listen.clone()))
+                    .map_err(|error| format!("cannot listen on {}: {error}", listen.address))
             })
             .collect()
     };
@@ -672,11 +686,16 @@ pub async fn run_core(
         renewals: Renewals::default(),
     });
     super::grpc::install(node.clone(), config.limits);
-    for listener in listeners {
-        glommio::spawn_local(native::serve(listener, node.clone(), config.limits)).detach();
+    for (listener, listen) in listeners {
+        glommio::spawn_local(native::serve(listener, listen, node.clone(), config.limits)).detach();
     }
-    for listener in metrics_listeners {
-        glommio::spawn_local(super::http::serve_monitoring(listener, node.clone())).detach();
+    for (listener, listen) in metrics_listeners {
+        glommio::spawn_local(super::http::serve_monitoring(
+            listener,
+            listen,
+            node.clone(),
+        ))
+        .detach();
     }
     // Test-only fault: a panic on the core named by LODE_FAULT_PANIC_CORE, once it serves.
     if std::env::var("LODE_FAULT_PANIC_CORE").ok() == Some(router.core().to_string()) {
@@ -710,8 +729,8 @@ pub async fn run_core(
             }
             tracing::info!(
                 member_id = %format!("{:x}", config.consensus.member_id),
-                addresses = %config.listen.join(","),
-                metrics_addresses = %config.listen_metrics.join(","),
+                addresses = %urls(&config.listen),
+                metrics_addresses = %urls(&config.listen_metrics),
                 cores = router.cores(),
                 "serving the native protocol, etcd's gRPC API and HTTP"
             );
@@ -729,6 +748,14 @@ pub async fn run_core(
             Ok(())
         }
     }
+}
+
+fn urls(listens: &[super::Listen]) -> String {
+    listens
+        .iter()
+        .map(super::Listen::url)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Opens the log and the consensus core on core 0; nothing to open elsewhere.
@@ -765,7 +792,8 @@ async fn start_core(
             .map_err(|error| error.to_string())?;
     }
     let transport = match &config.listen_peer {
-        Some(address) => {
+        Some(listen) => {
+            let address = &listen.address;
             let listener = super::listen(address).map_err(|error| {
                 format!("cannot listen for peers on {address} (core 0): {error}")
             })?;
@@ -773,8 +801,9 @@ async fn start_core(
                 config.consensus.cluster_id,
                 config.consensus.member_id,
                 &config.consensus.snapshot_dir,
+                config.peer_dial_tls.clone(),
             );
-            glommio::spawn_local(transport.clone().serve(listener)).detach();
+            glommio::spawn_local(transport.clone().serve(listener, listen.tls.clone())).detach();
             Some(transport)
         }
         None => None,

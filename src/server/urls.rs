@@ -1,14 +1,16 @@
 //! etcd-style URL lists (`--listen-client-urls`, `--advertise-client-urls`, peer URLs). Pure.
 //!
-//! lode serves clients and peers over plain TCP: `http://host:port` only. `https` needs TLS settings lode
-//! does not have yet and is refused with a clear error rather than served in the clear.
+//! `http://host:port` is served in the clear, `https://host:port` over TLS with the side's
+//! certificate (`crate::tls`); a start with an https URL and no certificate is refused.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// One `http://host:port` URL.
+/// One `http://host:port` or `https://host:port` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
+    /// `https`: served or dialled over TLS.
+    pub tls: bool,
     /// The host as written (a name, an IPv4 address, or an IPv6 address without brackets).
     pub host: String,
     /// The port.
@@ -45,7 +47,8 @@ impl Url {
 
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority())
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority())
     }
 }
 
@@ -60,7 +63,7 @@ impl fmt::Display for Urls {
     }
 }
 
-/// Parses `http://host:port[,http://host:port...]`, as etcd's URL flags take them.
+/// Parses `http(s)://host:port[,http(s)://host:port...]`, as etcd's URL flags take them.
 pub fn parse_urls(list: &str) -> Result<Urls, String> {
     let mut urls = Vec::new();
     for item in list.split(',').map(str::trim) {
@@ -73,23 +76,25 @@ pub fn parse_urls(list: &str) -> Result<Urls, String> {
     Ok(Urls(urls))
 }
 
-/// Parses one `http://host:port` URL.
+/// Parses one `http://host:port` or `https://host:port` URL.
 pub fn parse_url(url: &str) -> Result<Url, String> {
     if url.is_empty() {
         return Err("empty URL".into());
     }
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("{url}: expected http://host:port"));
+        return Err(format!(
+            "{url}: expected http://host:port or https://host:port"
+        ));
     };
-    match scheme {
-        "http" => {}
-        "https" => {
+    let tls = match scheme {
+        "http" => false,
+        "https" => true,
+        other => {
             return Err(format!(
-                "{url}: https needs TLS, which lode does not serve yet; use http://"
+                "{url}: unsupported scheme {other:?} (use http:// or https://)"
             ))
         }
-        other => return Err(format!("{url}: unsupported scheme {other:?} (use http://)")),
-    }
+    };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('/') || authority.contains('?') || authority.contains('#') {
         return Err(format!("{url}: a client URL has no path"));
@@ -118,6 +123,7 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         .parse()
         .map_err(|_| format!("{url}: bad port {port:?}"))?;
     Ok(Url {
+        tls,
         host: host.to_string(),
         port,
     })
@@ -137,6 +143,12 @@ mod tests {
             urls.to_string(),
             "http://localhost:2379,http://10.0.0.1:22379"
         );
+        let secure = parse_urls("https://127.0.0.1:2379,http://127.0.0.1:2379").unwrap();
+        assert!(secure.0[0].tls && !secure.0[1].tls);
+        assert_eq!(
+            secure.to_string(),
+            "https://127.0.0.1:2379,http://127.0.0.1:2379"
+        );
         let v6 = parse_urls("http://[::1]:2379").unwrap();
         assert_eq!(v6.0[0].host, "::1");
         assert_eq!(v6.to_string(), "http://[::1]:2379");
@@ -154,7 +166,6 @@ mod tests {
         for (bad, why) in [
             ("", "empty"),
             ("localhost:2379", "expected http://"),
-            ("https://localhost:2379", "TLS"),
             ("unix://x:1", "unsupported scheme"),
             ("http://localhost", "missing :port"),
             ("http://localhost:99999", "bad port"),

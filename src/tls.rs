@@ -868,6 +868,64 @@ impl ClientTls {
     }
 }
 
+impl ClientTls {
+    /// A dialler with a configuration that is never reloaded (lodectl's).
+    pub fn fixed(config: ClientConfig) -> Arc<ClientTls> {
+        Arc::new(ClientTls {
+            side: TlsSide::default(),
+            common: TlsCommon::default(),
+            files: Vec::new(),
+            state: Mutex::new(Loaded {
+                config: Arc::new(config),
+                stamps: Stamps(Vec::new()),
+                failed: None,
+            }),
+        })
+    }
+}
+
+/// etcdctl's client TLS: servers verified by `cacert` (else the system's roots) unless
+/// `skip_verify`; `cert` and `key` presented when both given.
+pub fn command_line_client_config(
+    cacert: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    skip_verify: bool,
+) -> Result<ClientConfig, TlsError> {
+    let provider = Arc::new(ring_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
+    let builder = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider.clone())))
+    } else if let Some(ca) = cacert {
+        builder.with_root_certificates(roots(ca)?)
+    } else {
+        let mut store = RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for certificate in found.certs {
+            let _ = store.add(certificate);
+        }
+        if store.is_empty() {
+            return Err(TlsError::Settings(
+                "no CA certificates found on this system: give --cacert".into(),
+            ));
+        }
+        builder.with_root_certificates(store)
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let certified = key_pair(cert, key, &provider)?;
+            Ok(builder.with_client_cert_resolver(Arc::new(FixedClient(certified))))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(TlsError::Settings(
+            "--cert and --key must be given together".into(),
+        )),
+    }
+}
+
 fn client_config(side: &TlsSide, common: &TlsCommon) -> Result<ClientConfig, TlsError> {
     let provider = common.provider()?;
     let builder = ClientConfig::builder_with_provider(provider.clone())

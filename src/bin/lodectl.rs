@@ -97,22 +97,22 @@ struct Cli {
     /// Print the settings in effect on standard error (as etcdctl's --debug does).
     #[arg(long, global = true, env = "ETCDCTL_DEBUG", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     debug: bool,
-    /// Plain connections (the only kind lode serves; `false` is refused).
+    /// Dial endpoints given without a scheme in the clear (`false`: over TLS).
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     insecure_transport: bool,
     /// Accepted for etcdctl's sake (DNS discovery is refused anyway).
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     insecure_discovery: bool,
-    /// A TLS setting: only `false` is accepted (lode serves no TLS yet).
+    /// Do not verify the server's certificate (TLS).
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     insecure_skip_tls_verify: bool,
-    /// TLS CA bundle: refused (lode serves no TLS yet).
+    /// CA bundle (PEM) the server's certificate is verified by [default: the system's].
     #[arg(long, global = true, env = "ETCDCTL_CACERT")]
     cacert: Option<String>,
-    /// TLS client certificate: refused (lode serves no TLS yet).
+    /// Client certificate (PEM) presented to the server.
     #[arg(long, global = true, env = "ETCDCTL_CERT")]
     cert: Option<String>,
-    /// TLS client key: refused (lode serves no TLS yet).
+    /// Key (PEM) of --cert.
     #[arg(long = "key", id = "tls_key", global = true, env = "ETCDCTL_KEY")]
     tls_key: Option<String>,
     /// user[:password]: refused (lode has no authentication yet).
@@ -121,7 +121,7 @@ struct Cli {
     /// Password: refused (lode has no authentication yet).
     #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
     password: Option<String>,
-    /// DNS SRV discovery domain: refused (it finds TLS endpoints, which lode does not serve).
+    /// DNS SRV discovery domain: refused (lodectl does not look endpoints up in DNS).
     #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
     discovery_srv: Option<String>,
     /// Accepted for etcdctl's sake (used only with --discovery-srv).
@@ -386,16 +386,16 @@ enum Command {
         /// Mirror to the root of the destination (the prefix removed).
         #[arg(long)]
         no_dest_prefix: bool,
-        /// Destination TLS CA bundle: refused (lode serves no TLS yet).
+        /// Destination TLS CA bundle.
         #[arg(long)]
         dest_cacert: Option<String>,
-        /// Destination TLS certificate: refused.
+        /// Destination TLS certificate.
         #[arg(long)]
         dest_cert: Option<String>,
-        /// Destination TLS key: refused.
+        /// Destination TLS key.
         #[arg(long)]
         dest_key: Option<String>,
-        /// Plain connections to the destination (`false` is refused).
+        /// Dial a destination given without a scheme in the clear (`false`: over TLS).
         #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
         dest_insecure_transport: bool,
         /// Destination user: refused (lode has no authentication yet).
@@ -1587,27 +1587,84 @@ async fn deadline<T, F: std::future::Future<Output = Result<T, String>>>(
 }
 
 /// The `host:port` of an endpoint given as host:port or as a client URL.
-fn endpoint_address(endpoint: &str) -> Result<String, String> {
+/// An endpoint's `host:port`, and whether it is dialled over TLS: `https://` always,
+/// `http://` never, a bare `host:port` when `tls_by_default` (etcdctl's rules).
+fn endpoint_address(
+    endpoint: &str,
+    tls_by_default: bool,
+) -> Result<(String, String, bool), String> {
     if endpoint.contains("://") {
-        lode::server::urls::parse_url(endpoint).map(|url| url.authority())
+        lode::server::urls::parse_url(endpoint).map(|url| (url.authority(), url.host, url.tls))
     } else {
-        Ok(endpoint.to_string())
+        let host = match endpoint.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => endpoint,
+        };
+        Ok((endpoint.to_string(), host.to_string(), tls_by_default))
     }
 }
 
+/// How lodectl dials: etcdctl's TLS settings (`--cacert`, `--cert`, `--key`,
+/// `--insecure-skip-tls-verify`, `--insecure-transport`).
+struct Dialer {
+    security: flags::Security,
+    /// Built at the first TLS dial.
+    tls: OnceLock<Result<Arc<lode::tls::ClientTls>, String>>,
+}
+
+impl Dialer {
+    fn new(security: flags::Security) -> Dialer {
+        Dialer {
+            security,
+            tls: OnceLock::new(),
+        }
+    }
+
+    fn tls(&self) -> Result<Arc<lode::tls::ClientTls>, String> {
+        self.tls
+            .get_or_init(|| {
+                let path = |value: &Option<String>| value.as_ref().map(std::path::PathBuf::from);
+                lode::tls::command_line_client_config(
+                    path(&self.security.cacert).as_deref(),
+                    path(&self.security.cert).as_deref(),
+                    path(&self.security.key).as_deref(),
+                    self.security.insecure_skip_tls_verify,
+                )
+                .map(lode::tls::ClientTls::fixed)
+                .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    async fn dial(&self, endpoint: &str) -> Result<Client, String> {
+        let (address, host, tls) = endpoint_address(endpoint, self.security.tls_by_default())?;
+        if !tls {
+            return Client::connect(&address).await.map_err(|e| e.to_string());
+        }
+        let config = self.tls()?;
+        Client::connect_secured(&address, Some((&config, &host)))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The global flags' dialler (set once at start).
+static DIALER: OnceLock<Dialer> = OnceLock::new();
+/// make-mirror's `--dest-*` dialler.
+static DEST_DIALER: OnceLock<Dialer> = OnceLock::new();
+
 /// A client of the first endpoint that answers within the dial timeout, and that endpoint.
 async fn connect(endpoints: &[String]) -> Result<(Client, String), String> {
+    let dialer = DIALER.get_or_init(|| Dialer::new(flags::Security::default()));
+    connect_with(endpoints, dialer).await
+}
+
+/// `connect` with a dialler of its own (make-mirror's destination).
+async fn connect_with(endpoints: &[String], dialer: &Dialer) -> Result<(Client, String), String> {
     let dial_timeout = *DIAL_TIMEOUT.get().unwrap_or(&DEFAULT_DIAL_TIMEOUT);
     let mut last = String::from("no endpoints given");
     for endpoint in endpoints {
-        let address = match endpoint_address(endpoint) {
-            Ok(address) => address,
-            Err(error) => {
-                last = error;
-                continue;
-            }
-        };
-        match within(dial_timeout, Client::connect(&address)).await {
+        match within(dial_timeout, dialer.dial(endpoint)).await {
             Some(Ok(client)) => return Ok((client, endpoint.clone())),
             Some(Err(error)) => last = format!("{endpoint}: {error}"),
             None => last = format!("{endpoint}: context deadline exceeded (--dial-timeout)"),
@@ -1813,6 +1870,7 @@ fn main() -> ExitCode {
     if let Err(error) = cli.security().check("") {
         return fail(&error.to_string());
     }
+    let _ = DIALER.set(Dialer::new(cli.security()));
     if cli.write_out == Format::Protobuf {
         return fail(
             "protobuf not supported as output format by lodectl (simple, json, table, fields)",
@@ -2009,6 +2067,7 @@ fn main() -> ExitCode {
         if let Err(error) = security.check("dest-") {
             return fail(&error.to_string());
         }
+        let _ = DEST_DIALER.set(Dialer::new(security));
         let Some(destination) = destination.clone() else {
             return fail("make-mirror takes one destination argument");
         };
@@ -2612,7 +2671,9 @@ impl Mirror {
 /// one txn. Every 30 seconds the number of keys synced so far is printed.
 async fn make_mirror(mirror: Mirror) -> Result<(), String> {
     use std::io::Write as _;
-    let (destination, _) = connect(std::slice::from_ref(&mirror.destination)).await?;
+    let dest_dialer = DEST_DIALER.get_or_init(|| Dialer::new(flags::Security::default()));
+    let (destination, _) =
+        connect_with(std::slice::from_ref(&mirror.destination), dest_dialer).await?;
     let (source, _) = connect(&mirror.source).await?;
     let total = Rc::new(Cell::new(0u64));
     let printed = total.clone();

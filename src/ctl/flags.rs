@@ -19,8 +19,8 @@ pub enum FlagError {
     /// Not one of Go's boolean spellings.
     #[error("invalid boolean {0:?} (true or false)")]
     Bool(String),
-    /// A TLS or authentication setting lode cannot honour.
-    #[error("lodectl does not support TLS/auth yet: {0}")]
+    /// A security setting lodectl cannot honour, or an incomplete one.
+    #[error("{0}")]
     Unsupported(String),
     /// `ETCDCTL_API` asks for another API.
     #[error("{0}")]
@@ -133,15 +133,11 @@ pub struct Security {
 }
 
 impl Security {
-    /// Refuses every setting lode cannot honour: lode serves neither TLS nor authentication
-    /// yet, so a certificate, a user, a secure transport or DNS discovery (which only finds
-    /// TLS endpoints unless told otherwise) would be silently ignored otherwise. `prefix` is
-    /// the flags' prefix (`""` or `"dest-"`).
+    /// Refuses every setting lode cannot honour yet: authentication (a user or password would
+    /// be silently ignored otherwise) and DNS discovery; a certificate without its key. `prefix`
+    /// is the flags' prefix (`""` or `"dest-"`).
     pub fn check(&self, prefix: &str) -> Result<(), FlagError> {
         let given = [
-            ("cacert", &self.cacert),
-            ("cert", &self.cert),
-            ("key", &self.key),
             ("user", &self.user),
             ("password", &self.password),
             ("discovery-srv", &self.discovery_srv),
@@ -149,21 +145,26 @@ impl Security {
         for (name, value) in given {
             if value.is_some() {
                 return Err(FlagError::Unsupported(format!(
-                    "--{prefix}{name} was given, and lode serves neither TLS nor authentication"
+                    "--{prefix}{name} was given, and lode does not serve authentication yet"
                 )));
             }
         }
-        if !self.insecure_transport {
+        if self.cert.is_some() != self.key.is_some() {
             return Err(FlagError::Unsupported(format!(
-                "--{prefix}insecure-transport=false asks for TLS, which lode does not serve"
-            )));
-        }
-        if self.insecure_skip_tls_verify {
-            return Err(FlagError::Unsupported(format!(
-                "--{prefix}insecure-skip-tls-verify=true is a TLS setting, and lode does not serve TLS"
+                "--{prefix}cert and --{prefix}key must be given together"
             )));
         }
         Ok(())
+    }
+
+    /// Whether endpoints given without a scheme are dialled over TLS: as etcdctl, when any TLS
+    /// setting is given or `--insecure-transport=false` (an `https://` endpoint always is,
+    /// an `http://` one never).
+    pub fn tls_by_default(&self) -> bool {
+        self.cacert.is_some()
+            || self.cert.is_some()
+            || self.insecure_skip_tls_verify
+            || !self.insecure_transport
     }
 }
 
@@ -216,22 +217,37 @@ mod tests {
     }
 
     #[test]
-    fn security_settings_are_refused() {
+    fn tls_settings_choose_tls_and_auth_is_refused() {
         let plain = Security {
             insecure_transport: true,
             ..Security::default()
         };
         assert!(plain.check("").is_ok());
-        let tls = Security {
+        assert!(!plain.tls_by_default());
+        let half = Security {
             cert: Some("c.pem".into()),
             ..plain.clone()
         };
-        assert!(tls.check("").is_err());
+        assert!(half.check("").unwrap_err().to_string().contains("--key"));
+        let pair = Security {
+            key: Some("k.pem".into()),
+            ..half.clone()
+        };
+        assert!(pair.check("").is_ok() && pair.tls_by_default());
         let secure = Security {
             insecure_transport: false,
             ..plain.clone()
         };
-        assert!(secure.check("dest-").is_err());
+        assert!(secure.check("dest-").is_ok() && secure.tls_by_default());
+        let user = Security {
+            user: Some("root".into()),
+            ..plain.clone()
+        };
+        assert!(user
+            .check("dest-")
+            .unwrap_err()
+            .to_string()
+            .contains("--dest-user"));
         assert!(check_api_version(Some("3")).is_ok());
         assert!(check_api_version(None).is_ok());
         assert!(check_api_version(Some("2")).is_err());

@@ -396,6 +396,9 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
         );
     })
     .map_err(|error| failed(error.to_string()))?;
+    // TLS settings are checked (and files read) before anything is written; only auto-TLS
+    // writes, its certificates under the data dir.
+    let tls = Tls::from_flags(cli, &data_dir, &listen_native, peer_tls_wanted)?;
     for dir in [&data_dir, &wal_dir] {
         std::fs::create_dir_all(dir).map_err(|error| {
             failed(format!(
@@ -406,7 +409,6 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
     }
     let shutdown = server::install_shutdown_signals()
         .map_err(|error| failed(format!("cannot install signal handlers: {error}")))?;
-    let tls = Tls::from_flags(cli, &data_dir, &listen_native, peer_tls_wanted)?;
     let identity = member_identity(cli, &data_dir, tls.peer_dial.as_ref()).map_err(failed)?;
     let mut members = Vec::new();
     for (id, name, urls) in &identity.members {
@@ -595,7 +597,9 @@ impl Tls {
     ) -> Result<Tls, Failure> {
         use lode::tls::{ClientTls, ServerTls, TlsCommon, TlsSide};
         let common = TlsCommon {
-            cipher_suites: cli.cipher_suites.clone().unwrap_or_default(),
+            cipher_suites: lode::tls::parse_cipher_suites(
+                cli.cipher_suites.as_deref().unwrap_or_default(),
+            ),
             min_version: cli.tls_min_version,
             max_version: cli.tls_max_version,
             self_signed_validity_years: cli.self_signed_cert_validity,

@@ -251,8 +251,8 @@ pub struct ServerFlags {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub self_signed_cert_validity: u32,
     /// TLS 1.2 cipher suites allowed, Go's names, comma-separated [default: rustls's].
-    #[arg(long, value_parser = parse_cipher_suites)]
-    pub cipher_suites: Option<Vec<String>>,
+    #[arg(long)]
+    pub cipher_suites: Option<String>,
     /// Lowest TLS version served: TLS1.2 or TLS1.3.
     #[arg(long, value_parser = tls_version)]
     pub tls_min_version: Option<crate::tls::TlsVersion>,
@@ -287,11 +287,6 @@ pub struct ServerFlags {
 /// `--tls-min-version`/`--tls-max-version`.
 fn tls_version(text: &str) -> Result<crate::tls::TlsVersion, String> {
     crate::tls::parse_tls_version(text)?.ok_or_else(|| "give TLS1.2 or TLS1.3".to_string())
-}
-
-/// `--cipher-suites`: Go's names, comma-separated.
-fn parse_cipher_suites(text: &str) -> Result<Vec<String>, String> {
-    Ok(crate::tls::parse_cipher_suites(text))
 }
 
 /// `--watch-progress-notify-interval`: a duration of at least 100 ms, as etcd requires.
@@ -366,6 +361,40 @@ mod tests {
         assert!(!flags.pre_vote);
         assert_eq!(flags.watch_progress_notify_interval, Duration::from_secs(7));
         assert_eq!(flags.log_level, LogLevel::Debug);
+        // Every TLS flag, as a user spells it, reaches its field.
+        let flags = ServerFlags::try_parse_from([
+            "lode",
+            "--cert-file=s.crt",
+            "--key-file=s.key",
+            "--client-cert-auth",
+            "--trusted-ca-file=ca.crt",
+            "--client-crl-file=c.crl",
+            "--auto-tls=false",
+            "--peer-cert-file=p.crt",
+            "--peer-key-file=p.key",
+            "--peer-client-cert-auth=true",
+            "--peer-trusted-ca-file=ca.crt",
+            "--peer-cert-allowed-cn=member",
+            "--peer-auto-tls",
+            "--experimental-peer-skip-client-san-verification",
+            "--self-signed-cert-validity=3",
+            "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "--tls-min-version=TLS1.2",
+            "--tls-max-version=TLS1.3",
+        ])
+        .expect("parsed");
+        assert!(flags.client_cert_auth && flags.peer_client_cert_auth && flags.peer_auto_tls);
+        assert!(!flags.auto_tls && flags.experimental_peer_skip_client_san_verification);
+        assert_eq!(flags.peer_cert_allowed_cn.as_deref(), Some("member"));
+        assert_eq!(flags.self_signed_cert_validity, 3);
+        assert_eq!(
+            crate::tls::parse_cipher_suites(flags.cipher_suites.as_deref().unwrap_or_default())
+                .len(),
+            2
+        );
+        assert_eq!(flags.tls_min_version, Some(crate::tls::TlsVersion::Tls12));
+        assert_eq!(flags.tls_max_version, Some(crate::tls::TlsVersion::Tls13));
+        assert!(ServerFlags::try_parse_from(["lode", "--tls-min-version=TLS1.0"]).is_err());
         let known = known_flags();
         assert!(known.iter().any(|k| k.name == "pre-vote" && k.boolean));
         assert!(known.iter().any(|k| k.name == "name" && !k.boolean));

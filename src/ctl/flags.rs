@@ -138,14 +138,22 @@ impl Security {
     /// is the flags' prefix (`""` or `"dest-"`).
     pub fn check(&self, prefix: &str) -> Result<(), FlagError> {
         let given = [
-            ("user", &self.user),
-            ("password", &self.password),
-            ("discovery-srv", &self.discovery_srv),
+            ("user", &self.user, "lode does not serve authentication yet"),
+            (
+                "password",
+                &self.password,
+                "lode does not serve authentication yet",
+            ),
+            (
+                "discovery-srv",
+                &self.discovery_srv,
+                "lodectl does not look endpoints up in DNS; give --endpoints",
+            ),
         ];
-        for (name, value) in given {
+        for (name, value, why) in given {
             if value.is_some() {
                 return Err(FlagError::Unsupported(format!(
-                    "--{prefix}{name} was given, and lode does not serve authentication yet"
+                    "--{prefix}{name} was given, and {why}"
                 )));
             }
         }

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod kvgen;
+pub mod pki;
 pub mod proxy;
 pub mod server;
 

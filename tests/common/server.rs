@@ -162,7 +162,10 @@ impl Lode {
     pub fn adopt(child: Child, client_url: &str, data_dir: &Path) -> Lode {
         let mut lode = Lode {
             child: Some(child),
-            address: client_url.trim_start_matches("http://").to_string(),
+            address: client_url
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .to_string(),
             client_url: client_url.to_string(),
             data_dir: data_dir.to_path_buf(),
         };

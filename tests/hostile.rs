@@ -139,3 +139,119 @@ fn a_client_that_pipelines_and_never_reads_holds_bounded_memory() {
     assert_eq!(ok(lode.ctl(&["put", "other", "client"])), "OK\n");
     drop(connection);
 }
+
+/// Reads HTTP/2 frames from `connection` until `want` returns true for one (its type, flags
+/// and payload) or the connection ends; returns whether one did.
+fn read_frames_until(
+    connection: &mut std::net::TcpStream,
+    mut want: impl FnMut(u8, u8, &[u8]) -> bool,
+) -> bool {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        while buffer.len() >= 9 {
+            let length = (usize::from(buffer[0]) << 16)
+                | (usize::from(buffer[1]) << 8)
+                | usize::from(buffer[2]);
+            if buffer.len() < 9 + length {
+                break;
+            }
+            let (kind, flags) = (buffer[3], buffer[4]);
+            if want(kind, flags, &buffer[9..9 + length]) {
+                return true;
+            }
+            buffer.drain(..9 + length);
+        }
+        match connection.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+#[test]
+fn http2_streams_are_capped_and_silent_clients_are_pinged_then_dropped() {
+    let dir = DataDir::new("hostile-keepalive");
+    let lode = Lode::start(
+        &dir.0,
+        &[
+            "--max-concurrent-streams=7",
+            "--grpc-keepalive-interval=1s",
+            "--grpc-keepalive-timeout=1s",
+        ],
+    );
+    let mut connection = std::net::TcpStream::connect(&lode.address).expect("connect");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(0x4, 0, 0, &[], &mut hello);
+    connection.write_all(&hello).expect("preface");
+    // The server's SETTINGS carry the stream cap (SETTINGS_MAX_CONCURRENT_STREAMS, id 3).
+    let mut cap = None;
+    assert!(read_frames_until(
+        &mut connection,
+        |kind, flags, payload| {
+            if kind == 0x4 && flags & 0x1 == 0 {
+                cap = payload
+                    .chunks(6)
+                    .find(|setting| setting[..2] == [0, 3])
+                    .map(|setting| {
+                        u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]])
+                    });
+                return true;
+            }
+            false
+        }
+    ));
+    assert_eq!(cap, Some(7));
+    // A client that never answers is pinged, then the connection is closed (it would hang
+    // here for the read timeout if the server never gave up on it).
+    let mut pinged = false;
+    let ended_on_its_own = !read_frames_until(&mut connection, |kind, flags, _| {
+        if kind == 0x6 && flags & 0x1 == 0 {
+            pinged = true;
+        }
+        false
+    });
+    assert!(pinged, "the server never pinged the silent client");
+    assert!(ended_on_its_own);
+    // The member still serves.
+    assert_eq!(ok(lode.ctl(&["put", "k", "v"])), "OK\n");
+}
+
+#[test]
+fn ten_thousand_idle_connections_hold_bounded_memory_and_others_are_served() {
+    let dir = DataDir::new("hostile-idle");
+    let lode = Lode::start(&dir.0, &[]);
+    let pid = lode.child.as_ref().expect("child").id();
+    // This process needs a descriptor per connection.
+    let limit = libc::rlimit {
+        rlim_cur: 16_384,
+        rlim_max: 16_384,
+    };
+    // SAFETY: raising this process's own descriptor limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let before = resident_bytes(pid);
+    let mut idle = Vec::new();
+    for n in 0..10_000 {
+        match std::net::TcpStream::connect(&lode.address) {
+            Ok(connection) => idle.push(connection),
+            Err(error) => panic!("connection {n} refused: {error}"),
+        }
+    }
+    // Every other client is still served while they sit there.
+    assert_eq!(ok(lode.ctl(&["put", "busy", "yes"])), "OK\n");
+    let after = resident_bytes(pid);
+    let per_connection = after.saturating_sub(before) / 10_000;
+    eprintln!("{per_connection} bytes resident per idle connection");
+    assert!(
+        per_connection < 4 << 10,
+        "{per_connection} bytes per idle connection ({before} -> {after})"
+    );
+    drop(idle);
+    assert_eq!(
+        ok(lode.ctl(&["get", "busy", "--print-value-only"])),
+        "yes\n"
+    );
+}

@@ -236,6 +236,7 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     tracing::info!(args = %argv.join(" "), "Running: ");
+    raise_descriptor_limit();
     for notice in notices {
         match notice {
             Notice::Info(text) => tracing::info!("{text}"),
@@ -251,6 +252,35 @@ fn main() -> ExitCode {
             tracing::error!("{}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (as Go's runtime does for etcd):
+/// every client connection holds one, and the default soft limit (1024 on most systems) would
+/// refuse clients long before memory runs short (an idle connection costs under 4 KiB).
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading and setting this process's own limit with a valid struct.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < limit.rlim_max
+            && {
+                let wanted = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+            }
+    };
+    if raised {
+        tracing::info!(
+            from = limit.rlim_cur,
+            to = limit.rlim_max,
+            "raised the open file limit"
+        );
     }
 }
 
@@ -467,6 +497,10 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
     });
     let mut limits = Limits::for_max_request_bytes(cli.max_request_bytes as usize);
     limits.watch_progress_interval = cli.watch_progress_notify_interval;
+    limits.max_concurrent_streams = cli.max_concurrent_streams;
+    limits.keepalive_interval =
+        (!cli.grpc_keepalive_interval.is_zero()).then_some(cli.grpc_keepalive_interval);
+    limits.keepalive_timeout = cli.grpc_keepalive_timeout;
     let wal_options = WalOptions {
         segment_size: cli.wal_segment_size,
         // An entry holds one request frame (at most --max-request-bytes) and a proposal header.

@@ -122,26 +122,15 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     no_effect("backend-batch-limit", false, BBOLT),
     serves("max-txn-ops"),
     serves("max-request-bytes"),
-    no_effect(
-        "max-concurrent-streams",
-        false,
-        "lode does not cap the streams of one gRPC connection",
-    ),
+    serves("max-concurrent-streams"),
     no_effect(
         "grpc-keepalive-min-time",
         false,
-        "lode's gRPC server does not police client keep-alive pings",
+        "lode answers client keep-alive pings at any rate (HTTP/2 holds one answer at a \
+         time, so a flood costs no memory) and never sends GOAWAY too_many_pings",
     ),
-    no_effect(
-        "grpc-keepalive-interval",
-        false,
-        "lode's gRPC server does not ping idle clients",
-    ),
-    no_effect(
-        "grpc-keepalive-timeout",
-        false,
-        "lode's gRPC server does not ping idle clients",
-    ),
+    serves("grpc-keepalive-interval"),
+    serves("grpc-keepalive-timeout"),
     no_effect(
         "socket-reuse-port",
         true,

@@ -133,6 +133,16 @@ pub struct ServerFlags {
     #[arg(long, default_value = "10m", alias = "experimental-watch-progress-notify-interval",
           value_parser = watch_progress_interval)]
     pub watch_progress_notify_interval: Duration,
+    /// Streams one gRPC (HTTP/2) connection may have open at once.
+    #[arg(long, default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+    /// How often the server pings a gRPC connection that has been quiet (Go duration; 0
+    /// never), to find clients that went away without closing.
+    #[arg(long, default_value = "2h", value_parser = crate::server::parse_duration)]
+    pub grpc_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed (Go duration).
+    #[arg(long, default_value = "20s", value_parser = crate::server::parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
     /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
     /// is then removed. 0 disables snapshots.
     #[arg(long, default_value_t = 100_000)]

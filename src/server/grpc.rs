@@ -730,6 +730,10 @@ pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>,
     let connection = hyper::server::conn::http2::Builder::new(LocalExecutor)
         .max_frame_size(1 << 20)
         .max_header_list_size(super::authority::MAX_HEADER_LIST_BYTES as u32)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timer(CoreTimer)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout)
         .serve_connection(io, service);
     if let Err(error) = connection.await {
         tracing::debug!(%error, "gRPC connection ended");
@@ -740,6 +744,65 @@ pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>,
 fn unimplemented_response(path: &str) -> http::Response<tonic::body::Body> {
     Status::unimplemented(format!("lode does not serve {path}")).into_http()
 }
+
+/// hyper's timer (keep-alive pings) on the current core's timers.
+#[derive(Clone, Copy, Debug)]
+struct CoreTimer;
+
+impl hyper::rt::Timer for CoreTimer {
+    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoreSleep::until(std::time::Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoreSleep::until(deadline))
+    }
+}
+
+/// A deadline hyper waits for. hyper wants it `Send + Sync` although it is only polled on
+/// the core that made it: the core's timer runs in a task of its own that wakes whichever
+/// waker was registered last (one task per sleep, armed at its first poll).
+struct CoreSleep {
+    deadline: std::time::Instant,
+    waker: Option<std::sync::Arc<futures::task::AtomicWaker>>,
+}
+
+impl CoreSleep {
+    fn until(deadline: std::time::Instant) -> CoreSleep {
+        CoreSleep {
+            deadline,
+            waker: None,
+        }
+    }
+}
+
+impl Future for CoreSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let now = std::time::Instant::now();
+        if now >= self.deadline {
+            return Poll::Ready(());
+        }
+        match &self.waker {
+            Some(waker) => waker.register(cx.waker()),
+            None => {
+                let waker = std::sync::Arc::new(futures::task::AtomicWaker::new());
+                waker.register(cx.waker());
+                let (timer_waker, wait) = (waker.clone(), self.deadline - now);
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(wait).await;
+                    timer_waker.wake();
+                })
+                .detach();
+                self.waker = Some(waker);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for CoreSleep {}
 
 /// Spawns hyper's per-stream tasks on the current core.
 #[derive(Clone, Copy, Debug)]

@@ -66,6 +66,15 @@ pub struct Limits {
     /// How often idle watchers that asked for progress notifications get one (etcd's
     /// `--watch-progress-notify-interval`, 10 minutes by default).
     pub watch_progress_interval: std::time::Duration,
+    /// Streams one HTTP/2 connection may have open at once (etcd's `--max-concurrent-streams`,
+    /// unlimited by default: one API server multiplexes every watch over one connection).
+    pub max_concurrent_streams: u32,
+    /// How often an HTTP/2 connection with no traffic is pinged (etcd's
+    /// `--grpc-keepalive-interval`, 2 h); `None` never.
+    pub keepalive_interval: Option<std::time::Duration>,
+    /// How long a ping may go unanswered before the connection is closed (etcd's
+    /// `--grpc-keepalive-timeout`, 20 s).
+    pub keepalive_timeout: std::time::Duration,
 }
 
 /// etcd's default watch progress notification interval.
@@ -83,6 +92,9 @@ impl Limits {
             max_request_bytes,
             max_frame_bytes: max_request_bytes + 512 * 1024,
             watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
+            max_concurrent_streams: u32::MAX,
+            keepalive_interval: Some(std::time::Duration::from_secs(2 * 3600)),
+            keepalive_timeout: std::time::Duration::from_secs(20),
         }
     }
 }

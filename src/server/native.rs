@@ -235,23 +235,29 @@ const HTTP1_METHOD_STARTS: [&[u8; 4]; 7] = [
 /// Tells the protocols apart by a connection's first bytes: HTTP/2 goes to the gRPC server,
 /// HTTP/1 to the HTTP endpoints and JSON gateway, everything else is read as native frames.
 async fn connection(mut stream: Stream, node: Rc<Node>, limits: Limits) {
-    let mut read_ahead = BytesMut::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while read_ahead.len() < HTTP2_PREFACE_START.len() {
-        match stream.read(&mut chunk).await {
+    // Only the four bytes that pick the protocol are read here, into a buffer on the task:
+    // an idle connection costs its task and socket, not read buffers.
+    let mut first = [0u8; HTTP2_PREFACE_START.len()];
+    let mut have = 0;
+    while have < first.len() {
+        match stream.read(&mut first[have..]).await {
             Ok(0) | Err(_) => return,
-            Ok(read) => read_ahead.extend_from_slice(&chunk[..read]),
+            Ok(read) => have += read,
         }
     }
-    if read_ahead.starts_with(HTTP2_PREFACE_START) {
-        super::grpc::serve_connection(stream, read_ahead.freeze(), node, limits).await;
+    if first.starts_with(HTTP2_PREFACE_START) {
+        let read_ahead = Bytes::copy_from_slice(&first);
+        super::grpc::serve_connection(stream, read_ahead, node, limits).await;
     } else if HTTP1_METHOD_STARTS
         .iter()
-        .any(|method| read_ahead.starts_with(*method))
+        .any(|method| first.starts_with(*method))
     {
-        super::http::serve_connection(stream, read_ahead.freeze(), node, limits).await;
+        let read_ahead = Bytes::copy_from_slice(&first);
+        super::http::serve_connection(stream, read_ahead, node, limits).await;
     } else {
-        native_connection(stream, read_ahead, chunk, node, limits).await;
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        buffer.extend_from_slice(&first);
+        native_connection(stream, buffer, vec![0u8; 64 * 1024], node, limits).await;
     }
 }
 

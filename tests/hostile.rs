@@ -255,3 +255,53 @@ fn ten_thousand_idle_connections_hold_bounded_memory_and_others_are_served() {
         "yes\n"
     );
 }
+
+#[test]
+fn slow_watch_readers_far_behind_hold_bounded_memory_and_others_are_served() {
+    use std::process::Stdio;
+    let dir = DataDir::new("hostile-slow-watch");
+    let lode = Lode::start(&dir.0, &[]);
+    let pid = lode.child.as_ref().expect("child").id();
+    // 320 revisions of 96 KiB values (an argument holds at most 128 KiB): 30 MiB of history
+    // for watchers from revision 1.
+    let value = "w".repeat(96 << 10);
+    let put = lode.ctl_command();
+    for n in 0..320 {
+        assert!(put(&["put", &format!("k{}", n % 4), &value])
+            .status
+            .success());
+    }
+    let before = resident_bytes(pid);
+    // Readers that never read: a lodectl (native) and an etcdctl (gRPC) watch whose output
+    // pipes nobody drains, so each stops reading its socket once its pipe is full.
+    let mut native = lode.ctl_process(&["watch", "k", "--prefix", "--rev=1"]);
+    let mut native = native
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lodectl watch");
+    let mut grpc = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", lode.client_url))
+        .args(["watch", "k", "--prefix", "--rev=1"])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = resident_bytes(pid);
+    eprintln!("two stalled watchers from revision 1: resident {before} -> {after} bytes");
+    // Writes and reads go on meanwhile.
+    assert!(put(&["put", "other", "client"]).status.success());
+    assert_eq!(
+        ok(lode.ctl(&["get", "other", "--print-value-only"])),
+        "client\n"
+    );
+    let _ = native.kill();
+    let _ = grpc.kill();
+    let _ = native.wait();
+    let _ = grpc.wait();
+    assert!(
+        after < before + (48 << 20),
+        "resident memory grew from {before} to {after} bytes"
+    );
+}

@@ -159,9 +159,11 @@ impl Sim {
 
     fn catch_up(&mut self) {
         for read in self.stream.catch_ups() {
-            let events = self.kv.history_events(&read.range, read.after, read.upto);
+            let (events, reached) =
+                self.kv
+                    .history_events_within(&read.range, read.after, read.upto, read.max_bytes);
             self.stream
-                .on_history(&read, &events, self.kv.compact_revision());
+                .on_history(&read, &events, self.kv.compact_revision(), reached);
         }
     }
 

@@ -372,11 +372,60 @@ impl MvccShard {
     /// events in revision order, each with the key's pair before it when the history still
     /// holds it. Complete for revisions at or above the compaction point.
     pub fn history_events(&self, range: &KeyRange, after: i64, upto: i64) -> Vec<Event> {
+        self.history_events_within(range, after, upto, usize::MAX).0
+    }
+
+    /// `history_events` holding at most `max_bytes` of events (counted as a watch stream
+    /// counts them, whole revisions, and always the first revision however large): the events
+    /// and the revision they are complete up to (`upto` when everything fit). Two passes over
+    /// the range, so that what is held never exceeds the bound: sizes per revision first,
+    /// then the events up to the last revision that fits.
+    pub fn history_events_within(
+        &self,
+        range: &KeyRange,
+        after: i64,
+        upto: i64,
+        max_bytes: usize,
+    ) -> (Vec<Event>, i64) {
+        let mut reached = upto;
+        if max_bytes != usize::MAX {
+            let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
+            for (key, history) in self.keyed_histories(range) {
+                let first = history.partition_point(|v| v.main <= after);
+                for (position, version) in history.iter().enumerate().skip(first) {
+                    if version.main > upto {
+                        break;
+                    }
+                    let pair = |kv: &KeyValue| kv.key.len() + kv.value.len();
+                    let previous = position
+                        .checked_sub(1)
+                        .and_then(|p| history[p].pair.as_ref())
+                        .map_or(0, pair);
+                    let own = version.pair.as_ref().map_or(key.len(), pair);
+                    *sizes.entry(version.main).or_default() +=
+                        crate::watch::EVENT_OVERHEAD_BYTES + own + previous;
+                }
+            }
+            let mut total = 0usize;
+            let mut held: Option<i64> = None;
+            let mut all_fit = true;
+            for (revision, bytes) in sizes {
+                if held.is_some() && total.saturating_add(bytes) > max_bytes {
+                    all_fit = false;
+                    break;
+                }
+                total = total.saturating_add(bytes);
+                held = Some(revision);
+            }
+            if let (false, Some(last)) = (all_fit, held) {
+                reached = last;
+            }
+        }
         let mut events = Vec::new();
         for (key, history) in self.keyed_histories(range) {
             let first = history.partition_point(|v| v.main <= after);
             for (position, version) in history.iter().enumerate().skip(first) {
-                if version.main > upto {
+                if version.main > reached {
                     break;
                 }
                 let previous = position
@@ -392,7 +441,7 @@ impl MvccShard {
             }
         }
         events.sort_by_key(|event| (event.revision(), event.sub));
-        events
+        (events, reached)
     }
 }
 
@@ -465,6 +514,48 @@ mod tests {
         let mut changed = history(1);
         changed[0].put(41, 0, key("k1"), key("x"), 0);
         assert_ne!(hash(&changed, 0, 41), hash(&one, 0, 41));
+    }
+
+    #[test]
+    fn history_reads_stop_at_their_byte_bound_on_a_whole_revision() {
+        let mut shard = MvccShard::new();
+        let big = "v".repeat(1000);
+        for revision in 2..=11 {
+            let name = if revision % 2 == 0 { "a" } else { "b" };
+            let version = (revision - 2) / 2 + 1;
+            let created = if name == "a" { 2 } else { 3 };
+            let kv = pair(name, created, revision, version, &big);
+            shard.apply(revision, 0, key(name), Some(kv));
+        }
+        let everything = KeyRange::From(key("a"));
+        let all = shard.history_events(&everything, 1, 11);
+        assert_eq!(all.len(), 10);
+        // Each event holds its value and, from the third on, the previous one: the first two
+        // revisions (about 2 KB) fit 2,500 bytes, the third would not.
+        let (held, reached) = shard.history_events_within(&everything, 1, 11, 2500);
+        assert_eq!(reached, 3);
+        assert_eq!(held, all[..2].to_vec());
+        // The rest follows from where the first read stopped, each read within the bound.
+        let mut next = reached;
+        let mut rest = Vec::new();
+        while next < 11 {
+            let (held, reached) = shard.history_events_within(&everything, next, 11, 2500);
+            let bytes: usize = held.iter().map(Event::counted_bytes).sum();
+            assert!(held.len() == 1 || bytes <= 2500, "{bytes} bytes held");
+            assert!(reached > next);
+            rest.extend(held);
+            next = reached;
+        }
+        assert_eq!(rest, all[2..].to_vec());
+        // A revision larger than the bound is still read, alone.
+        let (held, reached) = shard.history_events_within(&everything, 5, 11, 10);
+        assert_eq!((held.len(), reached), (1, 6));
+        assert_eq!(
+            shard
+                .history_events_within(&everything, 1, 11, usize::MAX)
+                .1,
+            11
+        );
     }
 
     #[test]

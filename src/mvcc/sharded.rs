@@ -198,13 +198,36 @@ impl ShardedKv {
     /// Every change to keys in `range` with a main revision in `(after, upto]`, from every
     /// shard, as watch events in revision order.
     pub fn history_events(&self, range: &KeyRange, after: i64, upto: i64) -> Vec<Event> {
-        let mut events: Vec<Event> = self
+        self.history_events_within(range, after, upto, usize::MAX).0
+    }
+
+    /// `history_events` with each shard holding at most `max_bytes` (whole revisions): the
+    /// events complete up to the revision returned, the lowest any shard reached, as the
+    /// router merges them across cores.
+    pub fn history_events_within(
+        &self,
+        range: &KeyRange,
+        after: i64,
+        upto: i64,
+        max_bytes: usize,
+    ) -> (Vec<Event>, i64) {
+        let parts: Vec<(Vec<Event>, i64)> = self
             .shards
             .iter()
-            .flat_map(|shard| shard.history_events(range, after, upto))
+            .map(|shard| shard.history_events_within(range, after, upto, max_bytes))
+            .collect();
+        let reached = parts
+            .iter()
+            .map(|(_, reached)| *reached)
+            .min()
+            .unwrap_or(upto);
+        let mut events: Vec<Event> = parts
+            .into_iter()
+            .flat_map(|(events, _)| events)
+            .filter(|event| event.revision() <= reached)
             .collect();
         events.sort_by_key(|event| (event.revision(), event.sub));
-        events
+        (events, reached)
     }
 
     /// etcd's Compact: drops history below `revision` on every shard.

@@ -282,13 +282,13 @@ pub fn start_catch_ups(
         glommio::spawn_local(async move {
             let history = node
                 .router()
-                .watch_history(&read.range, read.after, read.upto)
+                .watch_history(&read.range, read.after, read.upto, read.max_bytes)
                 .await;
             match history {
-                Ok((events, compacted)) => {
+                Ok((events, compacted, reached)) => {
                     slot.stream
                         .borrow_mut()
-                        .on_history(&read, &events, compacted);
+                        .on_history(&read, &events, compacted, reached);
                 }
                 Err(_) => slot.stream.borrow_mut().catch_up_failed(&read),
             }

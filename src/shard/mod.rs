@@ -73,9 +73,10 @@ pub enum Reply {
     },
     /// `WaitCompacted` is done.
     Compacted,
-    /// The answer to `WatchHistory`: the events and this shard's compaction point; `None`
-    /// when the node stopped before the revision was applied.
-    History(Option<(Vec<Event>, i64)>),
+    /// The answer to `WatchHistory`: the events, this shard's compaction point and the
+    /// revision the events are complete up to; `None` when the node stopped before the
+    /// revision was applied.
+    History(Option<(Vec<Event>, i64, i64)>),
 }
 
 /// A message between cores.
@@ -258,6 +259,8 @@ pub enum CoreMessage {
         after: i64,
         /// Up to this.
         upto: i64,
+        /// Bytes of events held at most (whole revisions).
+        max_bytes: usize,
         /// Where `Reply::History` goes.
         reply: ReplyTo,
     },
@@ -491,12 +494,13 @@ impl ShardState {
                 range,
                 after,
                 upto,
+                max_bytes,
                 reply,
             } => {
                 let state = self.clone();
                 let router = router.clone();
                 glommio::spawn_local(async move {
-                    let answer = state.history(&range, after, upto).await;
+                    let answer = state.history(&range, after, upto, max_bytes).await;
                     router.reply(reply, Reply::History(answer));
                 })
                 .detach();
@@ -682,12 +686,16 @@ impl ShardState {
         range: &KeyRange,
         after: i64,
         upto: i64,
-    ) -> Option<(Vec<Event>, i64)> {
+        max_bytes: usize,
+    ) -> Option<(Vec<Event>, i64, i64)> {
         if !self.wait_watermark(upto).await {
             return None;
         }
-        let events = self.shard.borrow().history_events(range, after, upto);
-        Some((events, self.compact_revision.get()))
+        let (events, reached) = self
+            .shard
+            .borrow()
+            .history_events_within(range, after, upto, max_bytes);
+        Some((events, self.compact_revision.get(), reached))
     }
 
     /// This shard's HashKV part once every change up to `upto` is applied here; `None` if the

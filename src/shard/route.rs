@@ -320,13 +320,16 @@ impl Router {
 
 impl Router {
     /// Watch events of `range` in `(after, upto]` from every shard that can hold them, in
-    /// revision order, with the highest compaction point among those shards.
+    /// revision order, with the highest compaction point among those shards and the revision
+    /// the events are complete up to: each shard holds at most `max_bytes` (whole revisions),
+    /// so the answer is complete up to the lowest revision a shard reached.
     pub async fn watch_history(
         self: &Rc<Self>,
         range: &KeyRange,
         after: i64,
         upto: i64,
-    ) -> Result<(Vec<crate::watch::Event>, i64), ServerError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<crate::watch::Event>, i64, i64), ServerError> {
         let targets: Vec<usize> = match range {
             KeyRange::Single(key) => vec![self.owner(key)],
             _ => (0..self.cores).collect(),
@@ -339,6 +342,7 @@ impl Router {
                         range: range.clone(),
                         after,
                         upto,
+                        max_bytes,
                         reply,
                     })
                     .await?;
@@ -347,27 +351,31 @@ impl Router {
         }
         let mut events = Vec::new();
         let mut compacted = -1;
+        let mut reached = upto;
         if targets.contains(&self.core) {
-            let (mine, point) = self
+            let (mine, point, mine_reached) = self
                 .local
-                .history(range, after, upto)
+                .history(range, after, upto, max_bytes)
                 .await
                 .ok_or(ServerError::Stopped)?;
             events.extend(mine);
             compacted = compacted.max(point);
+            reached = reached.min(mine_reached);
         }
         for answer in pending {
             match answer.await.map_err(|_| ServerError::Stopped)? {
-                Reply::History(Some((theirs, point))) => {
+                Reply::History(Some((theirs, point, their_reached))) => {
                     events.extend(theirs);
                     compacted = compacted.max(point);
+                    reached = reached.min(their_reached);
                 }
                 Reply::History(None) => return Err(ServerError::Stopped),
                 _ => return Err(unexpected_reply("watch history")),
             }
         }
+        events.retain(|event| event.revision() <= reached);
         events.sort_by_key(|event| (event.revision(), event.sub));
-        Ok((events, compacted))
+        Ok((events, compacted, reached))
     }
 }
 

@@ -98,6 +98,9 @@ pub struct CatchUp {
     pub after: i64,
     /// Up to this one (already released on this stream).
     pub upto: i64,
+    /// Bytes of events the read may hold (the stream's budget): a read that would hold more
+    /// stops at a whole revision and says where.
+    pub max_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -396,6 +399,7 @@ impl WatchStream {
                 range: watcher.range.clone(),
                 after,
                 upto: released.min(after.saturating_add(self.catch_up_revisions)),
+                max_bytes: self.budget,
             });
         }
         self.answer_pending_progress();
@@ -422,13 +426,14 @@ impl WatchStream {
     }
 
     /// The answer to a `CatchUp`: the history `events` of the watcher's range in
-    /// `(after, upto]`, read when the compaction point was `compacted`. A watcher that needs
+    /// `(after, reached]` (`reached` is `upto` unless the read stopped at its byte bound), read
+    /// when the compaction point was `compacted`. A watcher that needs
     /// revisions below the compaction point is canceled with `compact_revision` set, as etcd
     /// does; otherwise it is given its events (whole revisions, in responses of at most the
     /// budget each unless one revision alone is larger) and is synced again if nothing was
     /// released meanwhile.
-    pub fn on_history(&mut self, read: &CatchUp, events: &[Event], compacted: i64) {
-        let (watch_id, upto) = (read.watch_id, read.upto);
+    pub fn on_history(&mut self, read: &CatchUp, events: &[Event], compacted: i64, reached: i64) {
+        let (watch_id, upto) = (read.watch_id, reached.clamp(read.after, read.upto));
         let released = self.released;
         let budget = self.budget;
         let Some(watcher) = self.watchers.get_mut(&watch_id) else {
@@ -632,7 +637,7 @@ mod tests {
             !stream.request_progress(),
             "no progress while a watcher is behind"
         );
-        stream.on_history(&reads[0], &[], 6);
+        stream.on_history(&reads[0], &[], 6, reads[0].upto);
         let answers = drain(&mut stream);
         let canceled = &answers[answers.len() - 2];
         assert!(canceled.canceled);
@@ -644,7 +649,7 @@ mod tests {
         // Starting exactly at the compaction point is fine.
         stream.create(watch("a", 6, 0), 0).expect("created");
         let reads = stream.catch_ups();
-        stream.on_history(&reads[0], &[put(6, "a"), put(8, "b")], 6);
+        stream.on_history(&reads[0], &[put(6, "a"), put(8, "b")], 6, reads[0].upto);
         let answers = drain(&mut stream);
         assert_eq!(answers.last().map(|r| r.events.len()), Some(1));
         assert!(stream.request_progress());
@@ -658,11 +663,11 @@ mod tests {
         assert!(stream.cancel(old));
         // A new watch with the same (client-chosen) ID, on another key.
         stream.create(watch("b", 4, 5), 10).expect("created");
-        stream.on_history(&stale[0], &[put(3, "a"), put(5, "b")], 0);
+        stream.on_history(&stale[0], &[put(3, "a"), put(5, "b")], 0, stale[0].upto);
         let fresh = stream.catch_ups();
         assert_eq!(fresh.len(), 1);
         assert_eq!(fresh[0].after, 3, "still behind, from its own start");
-        stream.on_history(&fresh[0], &[put(5, "b"), put(9, "b")], 0);
+        stream.on_history(&fresh[0], &[put(5, "b"), put(9, "b")], 0, fresh[0].upto);
         let events: Vec<i64> = drain(&mut stream)
             .into_iter()
             .flat_map(|r| r.events)
@@ -715,7 +720,7 @@ mod tests {
                 let history: Vec<Event> = (read.after + 1..=read.upto)
                     .map(|revision| put(revision, "a"))
                     .collect();
-                stream.on_history(&read, &history, 0);
+                stream.on_history(&read, &history, 0, read.upto);
             }
         }
         let revisions: Vec<i64> = got.iter().map(Event::revision).collect();

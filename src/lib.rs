@@ -17,6 +17,7 @@ pub mod diskprobe;
 pub mod duration;
 pub mod etcd_db;
 pub mod executor;
+pub mod fuzz;
 pub mod lease;
 pub mod logging;
 pub mod members;

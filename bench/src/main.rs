@@ -2,6 +2,7 @@
 //! and reports medians and tails from HDR histograms, as a table and as JSON lines.
 
 mod etcd;
+mod fuzz;
 mod kv;
 mod log;
 mod mesh;
@@ -35,6 +36,9 @@ enum Command {
     /// A message to another core and back: glommio shared channels (lode's mesh) against
     /// polled crossbeam channels, one and many in flight.
     Mesh(mesh::MeshArgs),
+    /// Fuzzes one decoder of untrusted bytes (or `all`) for --seconds: inputs taken, panics,
+    /// hangs; a failing input is saved for replay.
+    Fuzz(fuzz::FuzzArgs),
     /// A gRPC server with etcd's KV service that does nothing: the floor `lode-bench etcd`
     /// compares lode's gRPC path with (it starts one itself).
     NullGrpc(null_grpc::NullGrpcArgs),
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv::run(args),
         Command::Etcd(args) => etcd::run(args),
         Command::Mesh(args) => mesh::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::NullGrpc(args) => null_grpc::run(args),
     };
     match result {

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the tests need, installed when missing: etcd's own etcdctl (etcd-client), which
-# the tests drive lode with; protoc and its well-known types, for the build of the Rust
+# the tests drive lode with; openssl, which makes the TLS tests' certificates; protoc and its well-known types, for the build of the Rust
 # etcd-client crate the gRPC tests use (lode itself compiles its protos in Rust and needs
 # neither).
 packages=(etcd-client etcd-server protobuf-compiler libprotobuf-dev openssl)

@@ -54,7 +54,8 @@ pub struct EtcdArgs {
     /// Extra argument for the lodes it starts (repeatable), e.g. `--lode-arg=--idle-spin-us=20`.
     #[arg(long = "lode-arg", allow_hyphen_values = true)]
     lode_args: Vec<String>,
-    /// Systems to drive: lode, etcd and null (a gRPC server that does nothing).
+    /// Systems to drive: lode, etcd, null (a gRPC server that does nothing), and lode-tls and
+    /// etcd-tls (mutual TLS on client and peer URLs, certificates made for the run).
     #[arg(long, value_delimiter = ',', default_value = "lode,etcd,null")]
     systems: Vec<String>,
     /// Scenarios to run.
@@ -128,18 +129,114 @@ enum System {
     Etcd,
     /// `lode-bench null-grpc`: etcd's KV service answering at once, the floor of gRPC.
     Null,
+    /// lode with mutual TLS on its client and peer URLs (kubeadm's settings).
+    LodeTls,
+    /// etcd with the same certificates and settings.
+    EtcdTls,
 }
 
 impl System {
-    const ALL: [System; 3] = [System::Lode, System::Etcd, System::Null];
+    const ALL: [System; 5] = [
+        System::Lode,
+        System::Etcd,
+        System::Null,
+        System::LodeTls,
+        System::EtcdTls,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             System::Lode => "lode",
             System::Etcd => "etcd",
             System::Null => "null",
+            System::LodeTls => "lode-tls",
+            System::EtcdTls => "etcd-tls",
         }
     }
+
+    /// The server program it runs.
+    fn program(self) -> System {
+        match self {
+            System::LodeTls => System::Lode,
+            System::EtcdTls => System::Etcd,
+            other => other,
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, System::LodeTls | System::EtcdTls)
+    }
+}
+
+/// The certificates of the TLS systems: one CA, a certificate for every server (client and
+/// peer URLs on 127.0.0.1) and one for the load generator, made once per run.
+struct Certificates {
+    ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    client: tonic::transport::ClientTlsConfig,
+}
+
+static CERTIFICATES: std::sync::OnceLock<Certificates> = std::sync::OnceLock::new();
+
+fn make_certificates(scratch: &std::path::Path) -> Result<&'static Certificates, String> {
+    if let Some(made) = CERTIFICATES.get() {
+        return Ok(made);
+    }
+    let failed = |e: rcgen::Error| format!("making test certificates: {e}");
+    let ca_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).map_err(failed)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "lode-bench CA");
+    let ca = ca_params.self_signed(&ca_key).map_err(failed)?;
+    let issue = |cn: &str, names: Vec<String>| -> Result<(String, String), String> {
+        let key = rcgen::KeyPair::generate().map_err(failed)?;
+        let mut params = rcgen::CertificateParams::new(names).map_err(failed)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(failed)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = issue("member", vec!["127.0.0.1".into(), "localhost".into()])?;
+    let (client_cert, client_key) = issue("lode-bench", Vec::new())?;
+    let write = |name: &str, text: &str| -> Result<std::path::PathBuf, String> {
+        let path = scratch.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let made = Certificates {
+        ca: write("ca.crt", &ca.pem())?,
+        server_cert: write("server.crt", &server_cert)?,
+        server_key: write("server.key", &server_key)?,
+        client: tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+            .identity(tonic::transport::Identity::from_pem(
+                client_cert,
+                client_key,
+            )),
+    };
+    Ok(CERTIFICATES.get_or_init(|| made))
+}
+
+/// A channel builder for `endpoint`: over TLS with the run's certificates for `https://`.
+fn endpoint_of(endpoint: &str) -> Result<tonic::transport::Endpoint, String> {
+    let built = Channel::from_shared(endpoint.to_string()).map_err(|e| e.to_string())?;
+    if !endpoint.starts_with("https://") {
+        return Ok(built);
+    }
+    let certificates = CERTIFICATES
+        .get()
+        .ok_or("TLS endpoint before the certificates were made")?;
+    built
+        .tls_config(certificates.client.clone())
+        .map_err(|e| format!("TLS settings: {e}"))
 }
 
 /// Starts a cluster of `members` of `system` on `cpus`, data under `scratch`.
@@ -151,11 +248,12 @@ fn start(
 ) -> Result<Servers, String> {
     let members = match system {
         System::Null => 1,
-        System::Lode | System::Etcd => args.members as usize,
+        _ => args.members as usize,
     };
     let ports = free_ports(3 * members)?;
-    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i]);
-    let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 * i + 1]);
+    let scheme = if system.tls() { "https" } else { "http" };
+    let client_url = |i: usize| format!("{scheme}://127.0.0.1:{}", ports[3 * i]);
+    let peer_url = |i: usize| format!("{scheme}://127.0.0.1:{}", ports[3 * i + 1]);
     let initial_cluster: Vec<String> = (0..members)
         .map(|i| format!("m{i}={}", peer_url(i)))
         .collect();
@@ -186,7 +284,7 @@ fn start(
         let data_dir = scratch.join(format!("{}-{i}", system.name()));
         let log = std::fs::File::create(scratch.join(format!("{}-{i}.log", system.name())))
             .map_err(|e| e.to_string())?;
-        let mut command = match system {
+        let mut command = match system.program() {
             System::Lode => {
                 let mut command = Command::new(&lode);
                 command.args(["--cpuset", cpus]).args([
@@ -202,8 +300,21 @@ fn start(
                 command.args(["--logger", "zap", "--log-level", "error"]);
                 command
             }
-            System::Null => unreachable!("started above"),
+            _ => unreachable!("started above"),
         };
+        if system.tls() {
+            let made = make_certificates(scratch)?;
+            let path = |p: &std::path::Path| p.display().to_string();
+            command
+                .args(["--cert-file", &path(&made.server_cert)])
+                .args(["--key-file", &path(&made.server_key)])
+                .args(["--trusted-ca-file", &path(&made.ca)])
+                .arg("--client-cert-auth=true")
+                .args(["--peer-cert-file", &path(&made.server_cert)])
+                .args(["--peer-key-file", &path(&made.server_key)])
+                .args(["--peer-trusted-ca-file", &path(&made.ca)])
+                .arg("--peer-client-cert-auth=true");
+        }
         command
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
@@ -235,7 +346,7 @@ async fn leader_endpoint(system: System, servers: &Servers) -> Result<String, St
     loop {
         if system == System::Null {
             let endpoint = &servers.endpoints[0];
-            let channel = Channel::from_shared(endpoint.clone()).map_err(|e| e.to_string())?;
+            let channel = endpoint_of(endpoint)?;
             if channel.connect().await.is_ok() {
                 return Ok(endpoint.clone());
             }
@@ -248,11 +359,7 @@ async fn leader_endpoint(system: System, servers: &Servers) -> Result<String, St
         let mut leader = None;
         let mut answered = 0;
         for endpoint in &servers.endpoints {
-            let Ok(channel) = Channel::from_shared(endpoint.clone())
-                .map_err(|e| e.to_string())?
-                .connect()
-                .await
-            else {
+            let Ok(channel) = endpoint_of(endpoint)?.connect().await else {
                 continue;
             };
             if let Ok(status) = MaintenanceClient::new(channel)
@@ -319,8 +426,7 @@ async fn connect_channels(endpoint: &str, count: usize) -> Result<Vec<Channel>, 
     let mut channels = Vec::with_capacity(count);
     for _ in 0..count {
         channels.push(
-            Channel::from_shared(endpoint.to_string())
-                .map_err(|e| e.to_string())?
+            endpoint_of(endpoint)?
                 .tcp_nodelay(true)
                 .connect()
                 .await
@@ -705,7 +811,11 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
         match System::ALL.iter().find(|s| s.name() == name) {
             Some(system) if !systems.contains(system) => systems.push(*system),
             Some(_) => {}
-            None => return Err(format!("unknown system {name} (lode, etcd, null)")),
+            None => {
+                return Err(format!(
+                    "unknown system {name} (lode, etcd, null, lode-tls, etcd-tls)"
+                ))
+            }
         }
     }
     let (server_cpus, client_cpus) = cpu_split(&args)?;
@@ -858,6 +968,7 @@ fn report(
                         "scenario": scenario,
                         "clients": clients,
                         "members": if system == System::Null { 1 } else { args.members },
+                        "tls": system.tls(),
                         "ops": m.ops,
                         "ops_per_sec": m.ops_per_second(),
                         "p50_us": m.micros(0.5),
@@ -877,6 +988,15 @@ fn report(
             }
             if let (Some(lode), Some(null)) = (lode, find(System::Null, scenario, clients)) {
                 ratio_line("  lode/null", lode, null);
+            }
+            let lode_tls = find(System::LodeTls, scenario, clients);
+            if let (Some(lode_tls), Some(etcd_tls)) =
+                (lode_tls, find(System::EtcdTls, scenario, clients))
+            {
+                ratio_line("  lode-tls/etcd-tls", lode_tls, etcd_tls);
+            }
+            if let (Some(lode_tls), Some(lode)) = (lode_tls, lode) {
+                ratio_line("  lode-tls/lode", lode_tls, lode);
             }
         }
     }

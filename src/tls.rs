@@ -579,6 +579,23 @@ async fn check_client_address(
     }
 }
 
+/// Whether a certificate is valid for `host` (a DNS name or an IP address): `None` when it
+/// names no host at all (a client-only certificate), so it can be bound to no member.
+pub fn names_host(certificate: &[u8], host: &str) -> Option<bool> {
+    let (ips, names) = subject_alt_names(certificate);
+    if ips.is_empty() && names.is_empty() {
+        return None;
+    }
+    let der = CertificateDer::from(certificate);
+    let valid = ServerName::try_from(host)
+        .ok()
+        .zip(webpki::EndEntityCert::try_from(&der).ok())
+        .is_some_and(|(name, end_entity)| {
+            end_entity.verify_is_valid_for_subject_name(&name).is_ok()
+        });
+    Some(valid)
+}
+
 /// When each watched file last changed, to know when to reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Stamps(Vec<Option<(SystemTime, u64, u64)>>);
@@ -1160,6 +1177,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("TLS_RSA_WITH_RC4_128_SHA"));
+    }
+
+    #[test]
+    fn a_certificate_names_the_hosts_it_was_issued_for() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let named = rcgen::CertificateParams::new(vec!["10.0.0.2".into(), "m2.example".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        assert_eq!(names_host(named.der(), "10.0.0.2"), Some(true));
+        assert_eq!(names_host(named.der(), "m2.example"), Some(true));
+        assert_eq!(names_host(named.der(), "10.0.0.3"), Some(false));
+        assert_eq!(names_host(named.der(), "m3.example"), Some(false));
+        let unnamed = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        assert_eq!(names_host(unnamed.der(), "10.0.0.2"), None);
     }
 
     #[test]

@@ -370,6 +370,7 @@ fn third_member_kept_out(
     intruder_authority: &str,
     intruder_cn: &str,
     allowed_cn: Option<&str>,
+    impersonates_first: bool,
 ) -> String {
     let dirs: Vec<DataDir> = (0..3)
         .map(|i| DataDir::new(&format!("{test}-{i}")))
@@ -391,7 +392,13 @@ fn third_member_kept_out(
             ("ca", "member")
         };
         let (server, _) = member_certificates(&pki, "ca", member, "member");
-        let ip = format!("IP:{}", member.ip);
+        // An impersonator's peer certificate names the first member's address, not its own.
+        let named = if i == 2 && impersonates_first {
+            &members[0]
+        } else {
+            member
+        };
+        let ip = format!("IP:{}", named.ip);
         let names = ["IP:127.0.0.1", "DNS:localhost", ip.as_str()];
         let peer = pki.issue(
             authority,
@@ -479,14 +486,21 @@ fn third_member_kept_out(
 
 #[test]
 fn a_member_with_a_peer_certificate_from_another_ca_cannot_join_or_send_raft_messages() {
-    let log = third_member_kept_out("tls-other-ca", "intruder-ca", "member", None);
+    let log = third_member_kept_out("tls-other-ca", "intruder-ca", "member", None, false);
     assert!(log.contains("refusing a peer connection"), "{log}");
 }
 
 #[test]
 fn a_member_whose_peer_certificate_is_not_the_allowed_cn_cannot_join_or_send_raft_messages() {
-    let log = third_member_kept_out("tls-allowed-cn", "ca", "intruder", Some("member"));
+    let log = third_member_kept_out("tls-allowed-cn", "ca", "intruder", Some("member"), false);
     assert!(log.contains("is not the allowed CN"), "{log}");
+}
+
+#[test]
+fn a_member_cannot_speak_for_a_member_its_certificate_does_not_name() {
+    // Signed by the cluster's CA with the right CN, but issued for another member's address.
+    let log = third_member_kept_out("tls-impersonation", "ca", "member", None, true);
+    assert!(log.contains("cannot speak for that member"), "{log}");
 }
 
 #[test]

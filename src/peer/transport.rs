@@ -619,6 +619,19 @@ impl PeerTransport {
             .tcp()
             .peer_addr()
             .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+        // With verified peer certificates, the member a connection speaks for must be one its
+        // certificate names: the host of that member's peer URL (as every member checks when
+        // it dials that member). A certificate naming no host at all binds to no member.
+        let certificate: Option<Vec<u8>> = match &stream {
+            Stream::Server(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| der.to_vec()),
+            _ => None,
+        };
+        let mut bound_to: Option<u64> = None;
         let mut buffer = BytesMut::with_capacity(64 << 10);
         let mut chunk = vec![0u8; 64 << 10];
         let mut incoming: Option<IncomingSnapshot> = None;
@@ -643,6 +656,24 @@ impl PeerTransport {
                     Frame::Messages { from, .. } | Frame::SnapshotChunk { from, .. } => *from,
                     Frame::MembersQuery => 0,
                 };
+                if let (Some(certificate), true) = (&certificate, sender != 0) {
+                    if bound_to != Some(sender) {
+                        let host = self
+                            .peers
+                            .borrow()
+                            .get(&sender)
+                            .map(|peer| peer.address.borrow().host.clone());
+                        if let Some(host) = host {
+                            if crate::tls::names_host(certificate, &host) == Some(false) {
+                                break 'connection Err(format!(
+                                    "its certificate does not name {host}, member {sender:x}'s \
+                                     peer URL host: it cannot speak for that member"
+                                ));
+                            }
+                        }
+                        bound_to = Some(sender);
+                    }
+                }
                 if self.removed.borrow().contains(&sender) {
                     let _ = write_flushed(&mut stream, &[REMOVED_NOTICE]).await;
                     break 'connection Err(format!(

@@ -1197,6 +1197,155 @@ mod tests {
         assert_eq!(names_host(unnamed.der(), "10.0.0.2"), None);
     }
 
+    /// A CA, certificates it signs (each with a serial), and a CRL revoking some of them,
+    /// written as PEM files under `dir`.
+    struct TestPki {
+        dir: std::path::PathBuf,
+        ca: rcgen::Certificate,
+        ca_key: rcgen::KeyPair,
+    }
+
+    impl TestPki {
+        fn new(dir: &Path) -> TestPki {
+            let ca_key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+            ];
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "test CA");
+            let ca = params.self_signed(&ca_key).expect("ca");
+            std::fs::write(dir.join("ca.crt"), ca.pem()).expect("write");
+            TestPki {
+                dir: dir.to_path_buf(),
+                ca,
+                ca_key,
+            }
+        }
+
+        fn issue(&self, name: &str, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+            params.extended_key_usages = vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let cert = params
+                .signed_by(&key, &self.ca, &self.ca_key)
+                .expect("sign");
+            let (cert_path, key_path) = (
+                self.dir.join(format!("{name}.crt")),
+                self.dir.join(format!("{name}.key")),
+            );
+            std::fs::write(&cert_path, cert.pem()).expect("write");
+            std::fs::write(&key_path, key.serialize_pem()).expect("write");
+            (cert_path, key_path)
+        }
+
+        fn revoke(&self, serials: &[u64]) -> PathBuf {
+            let now = rcgen::date_time_ymd(2026, 1, 1);
+            let crl = rcgen::CertificateRevocationListParams {
+                this_update: now,
+                next_update: rcgen::date_time_ymd(2099, 1, 1),
+                crl_number: rcgen::SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|&serial| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from(serial),
+                        revocation_time: now,
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            }
+            .signed_by(&self.ca, &self.ca_key)
+            .expect("crl");
+            let path = self.dir.join("revoked.crl");
+            std::fs::write(&path, crl.pem().expect("pem")).expect("write");
+            path
+        }
+    }
+
+    /// A whole handshake in memory between `server` and a client presenting `client` (and
+    /// trusting the test CA); the server's error, if any, or the client's certificate as the
+    /// server saw it.
+    fn handshake(
+        server: Arc<ServerConfig>,
+        ca: &Path,
+        client: (&Path, &Path),
+    ) -> Result<Vec<u8>, String> {
+        let provider = ring_provider();
+        let certified = key_pair(client.0, client.1, &provider).expect("client pair");
+        let config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .expect("versions")
+            .with_root_certificates(roots(ca).expect("roots"))
+            .with_client_cert_resolver(Arc::new(FixedClient(certified)));
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut server = rustls::ServerConnection::new(server).expect("server");
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).expect("client out");
+            server.read_tls(&mut wire.as_slice()).expect("server in");
+            server.process_new_packets().map_err(|e| e.to_string())?;
+            let mut wire = Vec::new();
+            server.write_tls(&mut wire).expect("server out");
+            client.read_tls(&mut wire.as_slice()).expect("client in");
+            let _ = client.process_new_packets();
+            if !server.is_handshaking() && !client.is_handshaking() {
+                break;
+            }
+        }
+        server
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| der.to_vec())
+            .ok_or_else(|| "no client certificate".to_string())
+    }
+
+    #[test]
+    fn revoked_client_certificates_are_refused_and_the_cn_is_the_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::new(dir.path());
+        let (server_cert, server_key) = pki.issue("server", "member", 1);
+        let good = pki.issue("good", "kube-apiserver-etcd-client", 2);
+        let revoked = pki.issue("revoked", "someone", 3);
+        let side = TlsSide {
+            name: "client",
+            cert_file: Some(server_cert),
+            key_file: Some(server_key),
+            trusted_ca_file: Some(dir.path().join("ca.crt")),
+            client_cert_auth: true,
+            crl_file: Some(pki.revoke(&[3])),
+            ..TlsSide::default()
+        };
+        let server = ServerTls::new(side.clone(), TlsCommon::default()).expect("server");
+        let ca = dir.path().join("ca.crt");
+        let seen = handshake(server.config(), &ca, (&good.0, &good.1)).expect("good client");
+        assert_eq!(common_name(&seen), "kube-apiserver-etcd-client");
+        assert!(check_allowed(&side, &CertificateDer::from(seen.clone())).is_ok());
+        let refused = handshake(server.config(), &ca, (&revoked.0, &revoked.1)).unwrap_err();
+        assert!(refused.contains("Revoked"), "{refused}");
+        // An allowed CN refuses the others (checked after the handshake, as etcd's callback).
+        let only = TlsSide {
+            allowed_cn: Some("someone-else".into()),
+            ..side
+        };
+        let refused = check_allowed(&only, &CertificateDer::from(seen)).unwrap_err();
+        assert!(refused.contains("kube-apiserver-etcd-client"), "{refused}");
+    }
+
     #[test]
     fn sides_refuse_half_pairs_and_both_allowed_checks() {
         let side = TlsSide {

@@ -305,3 +305,55 @@ fn slow_watch_readers_far_behind_hold_bounded_memory_and_others_are_served() {
         "resident memory grew from {before} to {after} bytes"
     );
 }
+
+#[test]
+fn a_huge_header_list_is_refused_and_others_are_served() {
+    let dir = DataDir::new("hostile-header-list");
+    let lode = Lode::start(&dir.0, &[]);
+    let pid = lode.child.as_ref().expect("child").id();
+    let before = resident_bytes(pid);
+    // 4,000 distinct literal headers of ~120 bytes each (480 KB, past the 64 KiB bound), no
+    // indexing, in HEADERS + CONTINUATION frames, on 20 connections at once.
+    let mut block = vec![0x83, 0x86];
+    for n in 0..4_000 {
+        block.push(0x00);
+        hpack_string(format!("x-header-{n:05}").as_bytes(), &mut block);
+        hpack_string(&[b'h'; 100], &mut block);
+    }
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(0x4, 0, 0, &[], &mut bytes);
+    let pieces: Vec<&[u8]> = block.chunks(16_384).collect();
+    for (n, piece) in pieces.iter().enumerate() {
+        let kind = if n == 0 { 0x1 } else { 0x9 };
+        let flags = if n + 1 == pieces.len() { 0x4 } else { 0 };
+        frame(kind, flags, 1, piece, &mut bytes);
+    }
+    let mut connections = Vec::new();
+    for _ in 0..20 {
+        let mut connection = std::net::TcpStream::connect(&lode.address).expect("connect");
+        connection
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let _ = connection.write_all(&bytes);
+        connections.push(connection);
+    }
+    for connection in &mut connections {
+        connection
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut answer = Vec::new();
+        // The server ends each connection (or sends GOAWAY first); it never answers the
+        // request.
+        let _ = connection.read_to_end(&mut answer);
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("grpc-status: 0"),
+            "a request with a 480 KB header list was served"
+        );
+    }
+    let after = resident_bytes(pid);
+    assert!(
+        after < before + (64 << 20),
+        "resident memory grew from {before} to {after} bytes"
+    );
+    assert_eq!(ok(lode.ctl(&["put", "still", "served"])), "OK\n");
+}

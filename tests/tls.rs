@@ -622,3 +622,119 @@ fn https_urls_without_a_certificate_and_bad_tls_settings_are_refused_at_start() 
     // Nothing was written for a start refused over its settings.
     assert!(!dir.0.join("identity").exists());
 }
+
+#[test]
+fn a_member_joins_over_peer_mtls_and_one_from_another_ca_cannot() {
+    let dirs: Vec<DataDir> = (0..3)
+        .map(|i| DataDir::new(&format!("tls-join-{i}")))
+        .collect();
+    let pki_dir = DataDir::new("tls-join-pki");
+    let pki = Pki::new(&pki_dir.0);
+    pki.authority("ca");
+    pki.authority("intruder-ca");
+    let ca = pki.cert("ca");
+    let client = pki.issue("ca", "client", "client", &[]);
+    let members: Vec<Addresses> = (0..3).map(Addresses::new).collect();
+    // The first member alone.
+    let (server, peer) = member_certificates(&pki, "ca", &members[0], "member");
+    let mut first = kubeadm_flags(
+        &members[0],
+        &members[..1],
+        &dirs[0].0,
+        &server,
+        &peer,
+        &ca,
+        &ca,
+    );
+    first.push("--initial-cluster-state=new".into());
+    let mut lodes = start_all(vec![(first, &members[0], dirs[0].0.as_path())]);
+    let endpoint = members[0].client_url();
+    let put = eventually(Duration::from_secs(30), || {
+        etcdctl_tls(&endpoint, &ca, Some(&client), &["put", "before", "join"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(put.is_some(), "the first member did not serve");
+    // A member added, then started with --initial-cluster-state existing: it asks the first
+    // for the registry over peer mTLS, joins, and serves the data.
+    succeeded(etcdctl_tls(
+        &endpoint,
+        &ca,
+        Some(&client),
+        &[
+            "member",
+            "add",
+            "m1",
+            &format!("--peer-urls={}", members[1].peer_url()),
+        ],
+    ));
+    let (server, peer) = member_certificates(&pki, "ca", &members[1], "member");
+    let mut second = kubeadm_flags(
+        &members[1],
+        &members[..2],
+        &dirs[1].0,
+        &server,
+        &peer,
+        &ca,
+        &ca,
+    );
+    second.push("--initial-cluster-state=existing".into());
+    lodes.extend(start_all(vec![(second, &members[1], dirs[1].0.as_path())]));
+    let joined = eventually(Duration::from_secs(30), || {
+        let output = etcdctl_tls(
+            &members[1].client_url(),
+            &ca,
+            Some(&client),
+            &["get", "before", "--consistency=l", "--print-value-only"],
+        );
+        (String::from_utf8_lossy(&output.stdout) == "join\n").then_some(())
+    });
+    assert!(
+        joined.is_some(),
+        "the joined member does not serve the cluster's data"
+    );
+    // A third, added too, but holding a peer certificate from another CA: it cannot fetch the
+    // registry, and stops with the reason.
+    succeeded(etcdctl_tls(
+        &endpoint,
+        &ca,
+        Some(&client),
+        &[
+            "member",
+            "add",
+            "m2",
+            &format!("--peer-urls={}", members[2].peer_url()),
+        ],
+    ));
+    let (server, _) = member_certificates(&pki, "ca", &members[2], "member");
+    let ip = format!("IP:{}", members[2].ip);
+    let foreign = pki.issue(
+        "intruder-ca",
+        "m2-foreign-peer",
+        "member",
+        &["IP:127.0.0.1", "DNS:localhost", &ip],
+    );
+    let mut third = kubeadm_flags(
+        &members[2],
+        &members,
+        &dirs[2].0,
+        &server,
+        &foreign,
+        &ca,
+        &pki.cert("intruder-ca"),
+    );
+    third.push("--initial-cluster-state=existing".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_lode"))
+        .args(&third)
+        .stdout(Stdio::null())
+        .output()
+        .expect("run lode");
+    assert!(!output.status.success(), "a member from another CA joined");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("could not retrieve the cluster's members"),
+        "{stderr}"
+    );
+    drop(lodes);
+}

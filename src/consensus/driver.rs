@@ -920,7 +920,12 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             MemberChange::Add(member) if !member.is_learner => {
                 let after = voters.len() + 1;
-                if voters.iter().filter(|id| active(id)).count() < after / 2 + 1 {
+                let started = voters.iter().filter(|id| active(id)).count();
+                // etcd's exception: a one-member cluster may add its second voter (the usual way
+                // to grow a cluster restored from a snapshot), though the pair has no quorum
+                // until the new member starts.
+                let growing_from_one = voters.len() == 1 && started == 1;
+                if started < after / 2 + 1 && !growing_from_one {
                     return Err(MemberError::NotEnoughStarted.into());
                 }
             }

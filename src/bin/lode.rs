@@ -257,7 +257,7 @@ fn main() -> ExitCode {
 
 /// Raises the soft limit on open descriptors to the hard limit (as Go's runtime does for etcd):
 /// every client connection holds one, and the default soft limit (1024 on most systems) would
-/// refuse clients long before memory runs short (an idle connection costs under 4 KiB).
+/// refuse clients long before memory runs short (an idle connection costs about 4 KiB).
 fn raise_descriptor_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -56,7 +56,7 @@ fn command_timeout(text: &str) -> Result<Duration, String> {
     about = "lode's command-line client (etcdctl's commands and flags)"
 )]
 struct Cli {
-    /// Server addresses, comma separated: host:port, or a client URL (http://host:port, as
+    /// Server addresses, comma separated: host:port, or a client URL (http:// or https://, as
     /// lode's --listen-client-urls and etcdctl take them); the first that answers is used.
     /// LODECTL_ENDPOINTS, when set, is read before ETCDCTL_ENDPOINTS.
     #[arg(

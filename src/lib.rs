@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod api;
+pub mod auth;
 pub mod bbolt;
 pub mod client;
 pub mod compactor;

@@ -1,0 +1,533 @@
+//! The auth store: etcd's users, roles, enabled flag and auth revision, changed only by
+//! applying [`AuthChange`]s in log order, with etcd 3.5's rules and errors.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::error::AuthError;
+use super::perms::{PermType, Permission, UserPermissions};
+use super::ROOT;
+
+/// A user (etcd's `authpb.User`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// The bcrypt hash of its password; `None` for a user without one (it cannot
+    /// authenticate by password; a client certificate names it).
+    pub password_hash: Option<Bytes>,
+    /// Role names, sorted, no duplicates.
+    pub roles: Vec<String>,
+    /// etcd's `no_password` option.
+    pub no_password: bool,
+}
+
+/// One change to the store, as the log carries it (passwords already hashed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthChange {
+    Enable,
+    Disable,
+    UserAdd {
+        name: String,
+        password_hash: Option<Bytes>,
+        no_password: bool,
+    },
+    UserDelete {
+        name: String,
+    },
+    UserChangePassword {
+        name: String,
+        password_hash: Option<Bytes>,
+    },
+    UserGrantRole {
+        user: String,
+        role: String,
+    },
+    UserRevokeRole {
+        name: String,
+        role: String,
+    },
+    RoleAdd {
+        name: String,
+    },
+    RoleDelete {
+        name: String,
+    },
+    RoleGrantPermission {
+        name: String,
+        permission: Permission,
+    },
+    RoleRevokePermission {
+        role: String,
+        key: Bytes,
+        range_end: Bytes,
+    },
+}
+
+/// What a user may do: etcd's `authStore` state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthStore {
+    enabled: bool,
+    /// etcd's auth revision: advanced by every change that changes something.
+    revision: u64,
+    users: BTreeMap<String, User>,
+    /// Role name to its permissions (sorted by key, as etcd keeps them).
+    roles: BTreeMap<String, Vec<Permission>>,
+}
+
+impl AuthStore {
+    /// A fresh store: auth off, revision 1 (etcd commits a first revision when it creates the
+    /// store).
+    pub fn new() -> AuthStore {
+        AuthStore {
+            revision: 1,
+            ..AuthStore::default()
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// Every role and its permissions, by name.
+    pub fn roles(&self) -> impl Iterator<Item = (&String, &Vec<Permission>)> {
+        self.roles.iter()
+    }
+
+    /// etcd's RoleGet: a role's permissions (for `root`, the one that covers everything).
+    pub fn role_get(&self, name: &str) -> Result<Vec<Permission>, AuthError> {
+        let permissions = self.roles.get(name).ok_or(AuthError::RoleNotFound)?;
+        if name == ROOT {
+            return Ok(vec![Permission {
+                perm_type: PermType::ReadWrite,
+                key: Bytes::new(),
+                range_end: Bytes::from_static(b"\0"),
+            }]);
+        }
+        Ok(permissions.clone())
+    }
+
+    /// etcd's UserGet: a user's roles.
+    pub fn user_get(&self, name: &str) -> Result<Vec<String>, AuthError> {
+        self.users
+            .get(name)
+            .map(|user| user.roles.clone())
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    /// Whether `name` holds the root role.
+    pub fn is_root(&self, name: &str) -> bool {
+        self.users
+            .get(name)
+            .is_some_and(|user| user.roles.iter().any(|role| role == ROOT))
+    }
+
+    /// A user's permissions merged over its roles (`None` for an unknown user).
+    pub fn permissions(&self, name: &str) -> Option<UserPermissions> {
+        let user = self.users.get(name)?;
+        let root = user.roles.iter().any(|role| role == ROOT);
+        let granted = user
+            .roles
+            .iter()
+            .filter_map(|role| self.roles.get(role))
+            .flatten();
+        Some(UserPermissions::merge(root, granted))
+    }
+
+    /// etcd's check before a password is compared: the user's hash, or why it cannot log in.
+    pub fn password_hash(&self, name: &str) -> Result<Bytes, AuthError> {
+        if !self.enabled {
+            return Err(AuthError::AuthNotEnabled);
+        }
+        let user = self.users.get(name).ok_or(AuthError::AuthFailed)?;
+        if user.no_password {
+            return Err(AuthError::NoPasswordUser);
+        }
+        user.password_hash.clone().ok_or(AuthError::AuthFailed)
+    }
+
+    /// Applies one change with etcd's rules. A refused change changes nothing; one that is
+    /// accepted but changes nothing (enabling twice, granting a role held) leaves the revision.
+    pub fn apply(&mut self, change: &AuthChange) -> Result<(), AuthError> {
+        match change {
+            AuthChange::Enable => {
+                if self.enabled {
+                    return Ok(());
+                }
+                let root = self.users.get(ROOT).ok_or(AuthError::RootUserNotExist)?;
+                if !root.roles.iter().any(|role| role == ROOT) {
+                    return Err(AuthError::RootRoleNotExist);
+                }
+                self.enabled = true;
+                return Ok(());
+            }
+            AuthChange::Disable => {
+                if !self.enabled {
+                    return Ok(());
+                }
+                self.enabled = false;
+            }
+            AuthChange::UserAdd {
+                name,
+                password_hash,
+                no_password,
+            } => {
+                if name.is_empty() {
+                    return Err(AuthError::UserEmpty);
+                }
+                if self.users.contains_key(name) {
+                    return Err(AuthError::UserAlreadyExist);
+                }
+                self.users.insert(
+                    name.clone(),
+                    User {
+                        name: name.clone(),
+                        password_hash: if *no_password {
+                            None
+                        } else {
+                            password_hash.clone()
+                        },
+                        roles: Vec::new(),
+                        no_password: *no_password,
+                    },
+                );
+            }
+            AuthChange::UserDelete { name } => {
+                if self.enabled && name == ROOT {
+                    return Err(AuthError::InvalidAuthMgmt);
+                }
+                self.users.remove(name).ok_or(AuthError::UserNotFound)?;
+            }
+            AuthChange::UserChangePassword {
+                name,
+                password_hash,
+            } => {
+                let user = self.users.get_mut(name).ok_or(AuthError::UserNotFound)?;
+                if !user.no_password {
+                    user.password_hash = password_hash.clone();
+                }
+            }
+            AuthChange::UserGrantRole { user, role } => {
+                if !self.users.contains_key(user) {
+                    return Err(AuthError::UserNotFound);
+                }
+                // etcd lets the root role be granted before it exists as a role.
+                if role != ROOT && !self.roles.contains_key(role) {
+                    return Err(AuthError::RoleNotFound);
+                }
+                let Some(holder) = self.users.get_mut(user) else {
+                    return Err(AuthError::UserNotFound);
+                };
+                match holder.roles.binary_search(role) {
+                    Ok(_) => return Ok(()),
+                    Err(position) => holder.roles.insert(position, role.clone()),
+                }
+            }
+            AuthChange::UserRevokeRole { name, role } => {
+                if self.enabled && name == ROOT && role == ROOT {
+                    return Err(AuthError::InvalidAuthMgmt);
+                }
+                let user = self.users.get_mut(name).ok_or(AuthError::UserNotFound)?;
+                let position = user
+                    .roles
+                    .iter()
+                    .position(|held| held == role)
+                    .ok_or(AuthError::RoleNotGranted)?;
+                user.roles.remove(position);
+            }
+            AuthChange::RoleAdd { name } => {
+                if name.is_empty() {
+                    return Err(AuthError::RoleEmpty);
+                }
+                if self.roles.contains_key(name) {
+                    return Err(AuthError::RoleAlreadyExist);
+                }
+                self.roles.insert(name.clone(), Vec::new());
+            }
+            AuthChange::RoleDelete { name } => {
+                if self.enabled && name == ROOT {
+                    return Err(AuthError::InvalidAuthMgmt);
+                }
+                self.roles.remove(name).ok_or(AuthError::RoleNotFound)?;
+                for user in self.users.values_mut() {
+                    user.roles.retain(|role| role != name);
+                }
+            }
+            AuthChange::RoleGrantPermission { name, permission } => {
+                if !permission.is_valid_range() {
+                    return Err(AuthError::InvalidAuthMgmt);
+                }
+                let permissions = self.roles.get_mut(name).ok_or(AuthError::RoleNotFound)?;
+                match permissions.iter_mut().find(|held| {
+                    held.key == permission.key && held.range_end == permission.range_end
+                }) {
+                    Some(held) => held.perm_type = permission.perm_type,
+                    None => {
+                        let position =
+                            permissions.partition_point(|held| held.key <= permission.key);
+                        permissions.insert(position, permission.clone());
+                    }
+                }
+            }
+            AuthChange::RoleRevokePermission {
+                role,
+                key,
+                range_end,
+            } => {
+                let permissions = self.roles.get_mut(role).ok_or(AuthError::RoleNotFound)?;
+                let before = permissions.len();
+                permissions.retain(|held| !(held.key == *key && held.range_end == *range_end));
+                if permissions.len() == before {
+                    return Err(AuthError::PermissionNotGranted);
+                }
+            }
+        }
+        self.revision += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_user(name: &str) -> AuthChange {
+        AuthChange::UserAdd {
+            name: name.into(),
+            password_hash: Some(Bytes::from_static(b"$2a$10$hash")),
+            no_password: false,
+        }
+    }
+
+    fn grant(user: &str, role: &str) -> AuthChange {
+        AuthChange::UserGrantRole {
+            user: user.into(),
+            role: role.into(),
+        }
+    }
+
+    fn permission(perm_type: PermType, key: &'static [u8], end: &'static [u8]) -> Permission {
+        Permission {
+            perm_type,
+            key: Bytes::from_static(key),
+            range_end: Bytes::from_static(end),
+        }
+    }
+
+    #[test]
+    fn enabling_needs_root_with_the_root_role_and_root_is_then_protected() {
+        let mut store = AuthStore::new();
+        assert_eq!(
+            store.apply(&AuthChange::Enable),
+            Err(AuthError::RootUserNotExist)
+        );
+        store.apply(&add_user("root")).expect("root");
+        assert_eq!(
+            store.apply(&AuthChange::Enable),
+            Err(AuthError::RootRoleNotExist)
+        );
+        store
+            .apply(&grant("root", "root"))
+            .expect("the root role needs no role entry");
+        let before = store.revision();
+        store.apply(&AuthChange::Enable).expect("enable");
+        assert!(store.enabled());
+        assert_eq!(store.revision(), before, "enabling changes no permission");
+        store.apply(&AuthChange::Enable).expect("twice is fine");
+        assert_eq!(
+            store.apply(&AuthChange::UserDelete {
+                name: "root".into()
+            }),
+            Err(AuthError::InvalidAuthMgmt)
+        );
+        assert_eq!(
+            store.apply(&AuthChange::UserRevokeRole {
+                name: "root".into(),
+                role: "root".into()
+            }),
+            Err(AuthError::InvalidAuthMgmt)
+        );
+        assert_eq!(
+            store.apply(&AuthChange::RoleDelete {
+                name: "root".into()
+            }),
+            Err(AuthError::InvalidAuthMgmt)
+        );
+        store.apply(&AuthChange::Disable).expect("disable");
+        assert!(!store.enabled());
+        assert_eq!(store.revision(), before + 1);
+        store
+            .apply(&AuthChange::UserDelete {
+                name: "root".into(),
+            })
+            .expect("root may go while auth is off");
+    }
+
+    #[test]
+    fn names_roles_and_permissions_follow_etcds_rules() {
+        let mut store = AuthStore::new();
+        assert_eq!(store.apply(&add_user("")), Err(AuthError::UserEmpty));
+        store.apply(&add_user("alice")).expect("alice");
+        assert_eq!(
+            store.apply(&add_user("alice")),
+            Err(AuthError::UserAlreadyExist)
+        );
+        assert_eq!(
+            store.apply(&grant("bob", "r")),
+            Err(AuthError::UserNotFound)
+        );
+        assert_eq!(
+            store.apply(&grant("alice", "r")),
+            Err(AuthError::RoleNotFound)
+        );
+        assert_eq!(
+            store.apply(&AuthChange::RoleAdd { name: "".into() }),
+            Err(AuthError::RoleEmpty)
+        );
+        store
+            .apply(&AuthChange::RoleAdd { name: "r".into() })
+            .expect("r");
+        assert_eq!(
+            store.apply(&AuthChange::RoleAdd { name: "r".into() }),
+            Err(AuthError::RoleAlreadyExist)
+        );
+        store.apply(&grant("alice", "r")).expect("grant");
+        let revision = store.revision();
+        store
+            .apply(&grant("alice", "r"))
+            .expect("a second grant is ignored");
+        assert_eq!(store.revision(), revision);
+        let read_dir = permission(PermType::Read, b"dir/", b"dir0");
+        store
+            .apply(&AuthChange::RoleGrantPermission {
+                name: "r".into(),
+                permission: read_dir.clone(),
+            })
+            .expect("grant permission");
+        let alice = store.permissions("alice").expect("alice");
+        assert!(alice.may_read(&Bytes::from_static(b"dir/x"), &Bytes::new()));
+        assert!(!alice.may_write(&Bytes::from_static(b"dir/x"), &Bytes::new()));
+        // The same range again updates its type.
+        store
+            .apply(&AuthChange::RoleGrantPermission {
+                name: "r".into(),
+                permission: permission(PermType::ReadWrite, b"dir/", b"dir0"),
+            })
+            .expect("update");
+        assert_eq!(store.role_get("r").expect("r").len(), 1);
+        assert!(store
+            .permissions("alice")
+            .expect("alice")
+            .may_write(&Bytes::from_static(b"dir/x"), &Bytes::new()));
+        assert_eq!(
+            store.apply(&AuthChange::RoleGrantPermission {
+                name: "r".into(),
+                permission: permission(PermType::Read, b"b", b"a"),
+            }),
+            Err(AuthError::InvalidAuthMgmt)
+        );
+        assert_eq!(
+            store.apply(&AuthChange::RoleRevokePermission {
+                role: "r".into(),
+                key: Bytes::from_static(b"dir/"),
+                range_end: Bytes::new(),
+            }),
+            Err(AuthError::PermissionNotGranted)
+        );
+        store
+            .apply(&AuthChange::RoleRevokePermission {
+                role: "r".into(),
+                key: Bytes::from_static(b"dir/"),
+                range_end: Bytes::from_static(b"dir0"),
+            })
+            .expect("revoke");
+        assert!(!store
+            .permissions("alice")
+            .expect("alice")
+            .may_read(&Bytes::from_static(b"dir/x"), &Bytes::new()));
+        assert_eq!(
+            store.apply(&AuthChange::UserRevokeRole {
+                name: "alice".into(),
+                role: "other".into()
+            }),
+            Err(AuthError::RoleNotGranted)
+        );
+        // Deleting a role takes it from its users.
+        store
+            .apply(&AuthChange::RoleDelete { name: "r".into() })
+            .expect("delete");
+        assert_eq!(store.user_get("alice"), Ok(Vec::new()));
+        assert_eq!(store.role_get("r"), Err(AuthError::RoleNotFound));
+    }
+
+    #[test]
+    fn a_refused_change_changes_nothing() {
+        let mut store = AuthStore::new();
+        store.apply(&add_user("root")).expect("root");
+        let before = store.clone();
+        for change in [
+            add_user("root"),
+            grant("root", "missing"),
+            AuthChange::RoleDelete {
+                name: "missing".into(),
+            },
+            AuthChange::UserChangePassword {
+                name: "missing".into(),
+                password_hash: None,
+            },
+            AuthChange::Enable,
+        ] {
+            assert!(store.apply(&change).is_err(), "{change:?}");
+            assert_eq!(store, before, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_and_no_password_users() {
+        let mut store = AuthStore::new();
+        store
+            .apply(&AuthChange::UserAdd {
+                name: "cert-only".into(),
+                password_hash: Some(Bytes::from_static(b"ignored")),
+                no_password: true,
+            })
+            .expect("add");
+        store.apply(&add_user("root")).expect("root");
+        assert_eq!(store.password_hash("root"), Err(AuthError::AuthNotEnabled));
+        store.apply(&grant("root", "root")).expect("grant");
+        store.apply(&AuthChange::Enable).expect("enable");
+        assert_eq!(
+            store.password_hash("root"),
+            Ok(Bytes::from_static(b"$2a$10$hash"))
+        );
+        assert_eq!(store.password_hash("nobody"), Err(AuthError::AuthFailed));
+        assert_eq!(
+            store.password_hash("cert-only"),
+            Err(AuthError::NoPasswordUser)
+        );
+        store
+            .apply(&AuthChange::UserChangePassword {
+                name: "root".into(),
+                password_hash: Some(Bytes::from_static(b"$2a$10$new")),
+            })
+            .expect("change");
+        assert_eq!(
+            store.password_hash("root"),
+            Ok(Bytes::from_static(b"$2a$10$new"))
+        );
+        assert!(store.is_root("root") && !store.is_root("cert-only"));
+    }
+}

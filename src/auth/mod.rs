@@ -20,6 +20,7 @@ pub mod authorize;
 pub mod error;
 pub mod perms;
 pub mod store;
+pub mod token;
 
 pub use error::AuthError;
 pub use perms::{KeyInterval, PermType, Permission, UserPermissions};

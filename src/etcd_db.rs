@@ -76,6 +76,8 @@ pub struct Keyspace {
     pub histories: Vec<KeyHistory>,
     /// The leases, by ID, with their keys.
     pub leases: Vec<SavedLease>,
+    /// Users, roles, permissions, whether auth is on, and the auth revision.
+    pub auth: crate::auth::AuthStore,
 }
 
 /// True when `bytes` start like a bbolt database (an etcd snapshot) rather than lode's format.
@@ -226,6 +228,7 @@ pub fn read(db: &[u8]) -> Result<Keyspace, EtcdDbError> {
         }
     }
     leases.sort_by_key(|lease| lease.id);
+    let auth = read_auth(&db)?;
     if compact_revision > 0 {
         for versions in histories.values_mut() {
             let start = crate::mvcc::shard::compacted_start(versions, compact_revision);
@@ -252,6 +255,41 @@ pub fn read(db: &[u8]) -> Result<Keyspace, EtcdDbError> {
         term,
         histories: histories.into_iter().collect(),
         leases,
+        auth,
+    })
+}
+
+/// etcd's auth buckets, when present, as lode's auth store (users, roles, permissions, the
+/// enabled flag and the auth revision); absent ones read as an empty store with auth off.
+fn read_auth(db: &Db) -> Result<crate::auth::AuthStore, EtcdDbError> {
+    use crate::auth::store::{ETCD_AUTH_BUCKET, ETCD_ROLES_BUCKET, ETCD_USERS_BUCKET};
+    let mut contents: [Vec<(Vec<u8>, Vec<u8>)>; 3] = Default::default();
+    for (slot, name) in [ETCD_AUTH_BUCKET, ETCD_USERS_BUCKET, ETCD_ROLES_BUCKET]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(bucket) = db.bucket(name)? {
+            for entry in bucket.iter() {
+                let entry = entry?;
+                contents[slot].push((entry.key.to_vec(), entry.value.to_vec()));
+            }
+        }
+    }
+    fn borrowed(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+            .collect()
+    }
+    crate::auth::AuthStore::from_etcd_buckets(
+        &borrowed(&contents[0]),
+        &borrowed(&contents[1]),
+        &borrowed(&contents[2]),
+    )
+    .map_err(|error| EtcdDbError::Entry {
+        bucket: "auth",
+        index: 0,
+        reason: error.to_string(),
     })
 }
 
@@ -314,14 +352,19 @@ pub fn write(keyspace: &Keyspace) -> Result<Vec<u8>, bbolt::Error> {
         meta.push((SCHEDULED_COMPACT.to_vec(), point));
     }
     meta.sort();
+    let mut buckets = vec![
+        (KEY_BUCKET.to_vec(), BucketData::from_pairs(versions)),
+        (LEASE_BUCKET.to_vec(), BucketData::from_pairs(leases)),
+        (META_BUCKET.to_vec(), BucketData::from_pairs(meta)),
+    ];
+    for (name, pairs) in keyspace.auth.etcd_buckets() {
+        buckets.push((name, BucketData::from_pairs(pairs)));
+    }
+    buckets.sort_by(|a, b| a.0.cmp(&b.0));
     let root = BucketData {
         sequence: 0,
         pairs: Vec::new(),
-        buckets: vec![
-            (KEY_BUCKET.to_vec(), BucketData::from_pairs(versions)),
-            (LEASE_BUCKET.to_vec(), BucketData::from_pairs(leases)),
-            (META_BUCKET.to_vec(), BucketData::from_pairs(meta)),
-        ],
+        buckets,
     };
     bbolt::write_db_to_vec(&root, &bbolt::WriteOptions::default())
 }
@@ -340,6 +383,7 @@ pub fn from_lode(meta: &SnapshotMeta, records: Vec<KeyHistory>) -> Keyspace {
         term: meta.applied_term,
         histories: histories.into_iter().collect(),
         leases: meta.leases.clone(),
+        auth: meta.auth.clone(),
     }
 }
 
@@ -354,6 +398,7 @@ pub fn to_lode(keyspace: &Keyspace) -> Vec<u8> {
         alarms: Vec::new(),
         members: None,
         leases: keyspace.leases.clone(),
+        auth: keyspace.auth.clone(),
     };
     let mut out = Vec::new();
     snapshot::encode_header(&meta, &mut out);
@@ -452,6 +497,7 @@ mod tests {
                 generation: 0,
                 keys: vec![Bytes::from_static(b"b")],
             }],
+            auth: crate::auth::store::sample_store(),
         }
     }
 
@@ -463,8 +509,8 @@ mod tests {
         assert_eq!(read(&db).expect("read"), keyspace);
         let (_, revision, keys, size) = status(&db).expect("status");
         assert_eq!(revision, 9);
-        // 5 versions, 1 lease, 4 meta entries.
-        assert_eq!(keys, 10);
+        // 5 versions, 1 lease, 4 meta entries; auth: 2 settings, 1 role, 2 users.
+        assert_eq!(keys, 15);
         assert_eq!(size as usize, db.len());
     }
 

@@ -844,6 +844,7 @@ fn snapshot_corpus() -> Vec<Vec<u8>> {
         alarms: Vec::new(),
         members: None,
         leases: Vec::new(),
+        auth: crate::auth::AuthStore::new(),
     };
     let mut corpus = Vec::new();
     for block_bytes in [80, 100_000] {

@@ -19,6 +19,7 @@
 //! leases (format 4): u32 length | leases | their CRC32C (u32); each lease:
 //!   i64 id | i64 ttl (s) | i64 remaining (ms) | u64 generation | u32 key count |
 //!   keys (u32 length | key, each)
+//! auth (format 5): u32 length | the auth store (`AuthStore::encode`) | its CRC32C (u32)
 //! blocks, each:  u32 payload length | u32 CRC32C of the payload | payload
 //!   payload: key records back to back:
 //!     u32 key length | key | u32 version count | versions:
@@ -41,9 +42,10 @@ use crate::mvcc::shard::Version;
 
 /// Magic bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LODESNAP";
-/// The snapshot format this build writes (it also reads format 3, which has no leases,
-/// format 2, which has no member registry either, and format 1, which has no alarms).
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// The snapshot format this build writes (it also reads format 4, which has no auth store,
+/// format 3, which has no leases either, format 2, which has no member registry, and format 1,
+/// which has no alarms).
+pub const SNAPSHOT_VERSION: u32 = 5;
 /// Bytes of the fixed header.
 pub const SNAPSHOT_HEADER_SIZE: usize = 64;
 
@@ -70,6 +72,8 @@ pub struct SnapshotMeta {
     pub members: Option<crate::members::Members>,
     /// The leases at the cut (none in files before format 4).
     pub leases: Vec<crate::lease::SavedLease>,
+    /// The auth store at the cut (an empty one, auth off, in files before format 5).
+    pub auth: crate::auth::AuthStore,
 }
 
 /// Why a snapshot cannot be read.
@@ -140,6 +144,11 @@ pub fn encode_header(meta: &SnapshotMeta, out: &mut Vec<u8>) {
     out.put_u32_le(leases.len() as u32);
     out.put_slice(&leases);
     out.put_u32_le(crc32c::crc32c(&leases));
+    let mut auth = Vec::new();
+    meta.auth.encode(&mut auth);
+    out.put_u32_le(auth.len() as u32);
+    out.put_slice(&auth);
+    out.put_u32_le(crc32c::crc32c(&auth));
 }
 
 /// Decodes the lease section's payload; `None` when it is malformed.
@@ -454,6 +463,21 @@ impl SnapshotReader {
             })?;
             position = next;
         }
+        let mut auth = crate::auth::AuthStore::new();
+        if version >= 5 {
+            let (payload, next) = sized_section(
+                &bytes,
+                position,
+                ("auth runs past the file", "auth checksum mismatch"),
+            )?;
+            auth = crate::auth::AuthStore::decode(&bytes[payload]).map_err(|_| {
+                SnapshotError::Corruption {
+                    offset: position,
+                    reason: "malformed auth store",
+                }
+            })?;
+            position = next;
+        }
         let meta = SnapshotMeta {
             applied_index: word_u64(&bytes, 16),
             applied_term: word_u64(&bytes, 24),
@@ -465,6 +489,7 @@ impl SnapshotReader {
             alarms,
             members,
             leases,
+            auth,
         };
         Ok((
             meta,
@@ -661,6 +686,7 @@ mod tests {
                     keys: vec![],
                 },
             ],
+            auth: crate::auth::store::sample_store(),
         };
         let mut out = Vec::new();
         encode_header(&meta, &mut out);

@@ -565,6 +565,7 @@ fn an_interrupted_snapshot_install_is_finished_at_start() {
         alarms: Vec::new(),
         members: None,
         leases: Vec::new(),
+        auth: lode::auth::AuthStore::new(),
     };
     let filled = || {
         let disk = SimDisk::new();

@@ -300,6 +300,38 @@ impl AuthStore {
     }
 }
 
+/// A user as etcd's `authpb.User` bytes.
+fn user_message(user: &User) -> Vec<u8> {
+    use prost::Message;
+    lode_protocol::etcd::authpb::User {
+        name: Bytes::from(user.name.clone()),
+        password: user.password_hash.clone().unwrap_or_default(),
+        roles: user.roles.clone(),
+        options: Some(lode_protocol::etcd::authpb::UserAddOptions {
+            no_password: user.no_password,
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// A role as etcd's `authpb.Role` bytes.
+fn role_message(name: &str, permissions: &[Permission]) -> Vec<u8> {
+    use lode_protocol::etcd::authpb;
+    use prost::Message;
+    authpb::Role {
+        name: Bytes::from(name.to_string()),
+        key_permission: permissions
+            .iter()
+            .map(|p| authpb::Permission {
+                perm_type: p.perm_type.to_i32(),
+                key: p.key.clone(),
+                range_end: p.range_end.clone(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
 /// Why stored auth state cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthDecodeError {
@@ -311,6 +343,16 @@ pub enum AuthDecodeError {
     Malformed(String),
 }
 
+/// etcd's backend buckets for auth, and the keys of its `auth` bucket.
+pub const ETCD_AUTH_BUCKET: &[u8] = b"auth";
+pub const ETCD_USERS_BUCKET: &[u8] = b"authUsers";
+pub const ETCD_ROLES_BUCKET: &[u8] = b"authRoles";
+const ETCD_ENABLED_KEY: &[u8] = b"authEnabled";
+const ETCD_REVISION_KEY: &[u8] = b"authRevision";
+
+/// One of etcd's buckets: its name and its key-value pairs.
+pub type EtcdBucket = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// The format [`AuthStore::encode`] writes.
 const AUTH_FORMAT: u8 = 1;
 
@@ -320,40 +362,102 @@ impl AuthStore {
     /// roles, each u32 length + etcd's `authpb.Role`. Little-endian; users and roles by name.
     pub fn encode(&self, out: &mut Vec<u8>) {
         use bytes::BufMut;
-        use lode_protocol::etcd::authpb;
-        use prost::Message;
         out.put_u8(AUTH_FORMAT);
         out.put_u8(u8::from(self.enabled));
         out.put_u64_le(self.revision);
         out.put_u32_le(self.users.len() as u32);
         for user in self.users.values() {
-            let message = authpb::User {
-                name: Bytes::from(user.name.clone()),
-                password: user.password_hash.clone().unwrap_or_default(),
-                roles: user.roles.clone(),
-                options: Some(authpb::UserAddOptions {
-                    no_password: user.no_password,
-                }),
-            };
-            out.put_u32_le(message.encoded_len() as u32);
-            message.encode_raw(out);
+            let message = user_message(user);
+            out.put_u32_le(message.len() as u32);
+            out.put_slice(&message);
         }
         out.put_u32_le(self.roles.len() as u32);
         for (name, permissions) in &self.roles {
-            let message = authpb::Role {
-                name: Bytes::from(name.clone()),
-                key_permission: permissions
-                    .iter()
-                    .map(|p| authpb::Permission {
-                        perm_type: p.perm_type.to_i32(),
-                        key: p.key.clone(),
-                        range_end: p.range_end.clone(),
-                    })
-                    .collect(),
-            };
-            out.put_u32_le(message.encoded_len() as u32);
-            message.encode_raw(out);
+            let message = role_message(name, permissions);
+            out.put_u32_le(message.len() as u32);
+            out.put_slice(&message);
         }
+    }
+
+    /// The store as etcd's backend keeps it: the `auth` bucket (`authEnabled`: one byte,
+    /// `authRevision`: big-endian u64), `authUsers` (name to `authpb.User`) and `authRoles`
+    /// (name to `authpb.Role`), each sorted by key.
+    pub fn etcd_buckets(&self) -> [EtcdBucket; 3] {
+        let users = self
+            .users
+            .values()
+            .map(|user| (user.name.as_bytes().to_vec(), user_message(user)))
+            .collect();
+        let roles = self
+            .roles
+            .iter()
+            .map(|(name, permissions)| (name.as_bytes().to_vec(), role_message(name, permissions)))
+            .collect();
+        let auth = vec![
+            (ETCD_ENABLED_KEY.to_vec(), vec![u8::from(self.enabled)]),
+            (
+                ETCD_REVISION_KEY.to_vec(),
+                self.revision.to_be_bytes().to_vec(),
+            ),
+        ];
+        [
+            (ETCD_AUTH_BUCKET.to_vec(), auth),
+            (ETCD_ROLES_BUCKET.to_vec(), roles),
+            (ETCD_USERS_BUCKET.to_vec(), users),
+        ]
+    }
+
+    /// Reads etcd's auth buckets (absent ones read as empty, as in a database etcd never
+    /// enabled auth in), checked as [`AuthStore::decode`] checks.
+    pub fn from_etcd_buckets(
+        auth: &[(&[u8], &[u8])],
+        users: &[(&[u8], &[u8])],
+        roles: &[(&[u8], &[u8])],
+    ) -> Result<AuthStore, AuthDecodeError> {
+        use bytes::BufMut;
+        let mut enabled = false;
+        let mut revision = 1u64;
+        for (key, value) in auth {
+            if *key == ETCD_ENABLED_KEY {
+                enabled = match value {
+                    [0] => false,
+                    [1] => true,
+                    _ => return Err(AuthDecodeError::Malformed("authEnabled".into())),
+                };
+            } else if *key == ETCD_REVISION_KEY {
+                let bytes: [u8; 8] = (*value)
+                    .try_into()
+                    .map_err(|_| AuthDecodeError::Malformed("authRevision".into()))?;
+                revision = u64::from_be_bytes(bytes);
+            }
+        }
+        // Re-framed as the snapshot section and read by the one checked decoder.
+        let mut framed = Vec::new();
+        framed.put_u8(AUTH_FORMAT);
+        framed.put_u8(u8::from(enabled));
+        framed.put_u64_le(revision);
+        for entries in [users, roles] {
+            framed.put_u32_le(entries.len() as u32);
+            for (_, value) in entries {
+                framed.put_u32_le(value.len() as u32);
+                framed.put_slice(value);
+            }
+        }
+        let store = AuthStore::decode(&framed)?;
+        let names_match = users
+            .iter()
+            .map(|(key, _)| *key)
+            .eq(store.users.keys().map(String::as_bytes))
+            && roles
+                .iter()
+                .map(|(key, _)| *key)
+                .eq(store.roles.keys().map(String::as_bytes));
+        if !names_match {
+            return Err(AuthDecodeError::Malformed(
+                "a user or role is stored under another name".into(),
+            ));
+        }
+        Ok(store)
     }
 
     /// Reads what [`AuthStore::encode`] wrote, checking it as input: names UTF-8 and unique,
@@ -457,9 +561,73 @@ impl AuthStore {
     }
 }
 
+/// A store with auth on, root, a role with permissions and a user holding it (for the tests of
+/// the formats that carry a store).
+#[cfg(test)]
+pub(crate) fn sample_store() -> AuthStore {
+    let mut store = AuthStore::new();
+    let user = |name: &str| AuthChange::UserAdd {
+        name: name.into(),
+        password_hash: Some(Bytes::from(format!("$2a$10${name}"))),
+        no_password: false,
+    };
+    let grant = |user: &str, role: &str| AuthChange::UserGrantRole {
+        user: user.into(),
+        role: role.into(),
+    };
+    for change in [
+        user("root"),
+        grant("root", "root"),
+        AuthChange::RoleAdd {
+            name: "reader".into(),
+        },
+        AuthChange::RoleGrantPermission {
+            name: "reader".into(),
+            permission: Permission {
+                perm_type: PermType::Read,
+                key: Bytes::from_static(b"config/"),
+                range_end: Bytes::from_static(b"config0"),
+            },
+        },
+        user("alice"),
+        grant("alice", "reader"),
+        AuthChange::Enable,
+    ] {
+        if let Err(error) = store.apply(&change) {
+            panic!("{change:?}: {error}");
+        }
+    }
+    store
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcds_buckets_carry_the_whole_store() {
+        let store = sample_store();
+        let [auth, roles, users] = store.etcd_buckets();
+        assert_eq!(
+            (auth.0.as_slice(), roles.0.as_slice(), users.0.as_slice()),
+            (&b"auth"[..], &b"authRoles"[..], &b"authUsers"[..])
+        );
+        fn view(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect()
+        }
+        let (a, r, u) = (view(&auth.1), view(&roles.1), view(&users.1));
+        assert_eq!(AuthStore::from_etcd_buckets(&a, &u, &r), Ok(store));
+        assert_eq!(
+            AuthStore::from_etcd_buckets(&[], &[], &[]),
+            Ok(AuthStore::new())
+        );
+        // A user filed under another name is refused.
+        let moved: Vec<(&[u8], &[u8])> = u.iter().map(|(_, v)| (&b"mallory"[..], *v)).collect();
+        assert!(AuthStore::from_etcd_buckets(&a, &moved, &r).is_err());
+    }
 
     fn add_user(name: &str) -> AuthChange {
         AuthChange::UserAdd {

@@ -412,6 +412,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         if let Some(meta) = &snapshot {
             sequencer.restore(meta.revision, meta.compact_revision);
             sequencer.restore_leases(&meta.leases);
+            sequencer.restore_auth(&meta.auth);
         }
         let alarms = Alarms::from_members(snapshot.iter().flat_map(|meta| meta.alarms.clone()));
         let consensus = Rc::new(Consensus {
@@ -1452,6 +1453,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             alarms: self.alarms(),
             members: Some(self.members.borrow().clone()),
             leases: self.sequencer.export_leases(),
+            auth: self.sequencer.export_auth(),
         }
     }
 
@@ -1781,6 +1783,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
         self.sequencer.restore(meta.revision, meta.compact_revision);
         self.sequencer.restore_leases(&meta.leases);
+        self.sequencer.restore_auth(&meta.auth);
         *self.alarms.borrow_mut() = Alarms::from_members(meta.alarms.iter().cloned());
         if let Some(members) = meta.members.clone() {
             *self.members.borrow_mut() = members;

@@ -38,6 +38,8 @@ pub struct Sequencer {
     published: Cell<i64>,
     max_txn_ops: usize,
     leases: RefCell<Lessor>,
+    /// etcd's users, roles and permissions, as applied (changed only in log order).
+    auth: RefCell<crate::auth::AuthStore>,
     clock_start: Instant,
 }
 
@@ -156,6 +158,7 @@ impl Sequencer {
             published: Cell::new(1),
             max_txn_ops,
             leases: RefCell::new(Lessor::new()),
+            auth: RefCell::new(crate::auth::AuthStore::new()),
             clock_start: Instant::now(),
         }
     }
@@ -203,6 +206,16 @@ impl Sequencer {
     /// Continues from a snapshot's leases.
     pub fn restore_leases(&self, saved: &[SavedLease]) {
         self.leases.borrow_mut().import(saved, self.lease_now());
+    }
+
+    /// The auth store as a snapshot keeps it.
+    pub fn export_auth(&self) -> crate::auth::AuthStore {
+        self.auth.borrow().clone()
+    }
+
+    /// Continues from a snapshot's auth store.
+    pub fn restore_auth(&self, saved: &crate::auth::AuthStore) {
+        *self.auth.borrow_mut() = saved.clone();
     }
 
     /// The revision of the last applied write.

@@ -660,6 +660,7 @@ mod tests {
                 alarms: Vec::new(),
                 members: None,
                 leases: Vec::new(),
+                auth: crate::auth::AuthStore::new(),
             };
             let mut file = Vec::new();
             crate::snapshot::encode_header(&meta, &mut file);

@@ -351,6 +351,19 @@ fn native_corpus() -> Vec<Vec<u8>> {
         Request::Status,
         Request::HashKv(3),
         Request::MoveLeader(2),
+        Request::Auth(crate::auth::request::AuthRequest {
+            name: "alice".into(),
+            role: "reader".into(),
+            password: "secret".into(),
+            permission: Some(crate::auth::Permission {
+                perm_type: crate::auth::PermType::ReadWrite,
+                key: Bytes::from_static(b"dir/"),
+                range_end: Bytes::from_static(b"dir0"),
+            }),
+            ..crate::auth::request::AuthRequest::new(
+                crate::auth::request::AuthKind::RoleGrantPermission,
+            )
+        }),
     ];
     requests
         .iter()

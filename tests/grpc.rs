@@ -342,6 +342,59 @@ fn maintenance_cluster_and_auth_services_answer_as_etcd() {
         let (code, message) = grpc_error(client.auth_enable().await.expect_err("auth enable"));
         assert_eq!(code, tonic::Code::FailedPrecondition);
         assert_eq!(message, "etcdserver: root user does not exist");
+        // Reads answer from the (empty) auth store, as etcd's do with auth off.
+        let users = client.user_list().await.expect("user list");
+        assert!(users.users().is_empty());
+        let roles = client.role_list().await.expect("role list");
+        assert!(roles.roles().is_empty());
+        let (code, message) = grpc_error(client.user_get("nobody").await.expect_err("user get"));
+        assert_eq!(code, tonic::Code::FailedPrecondition);
+        assert_eq!(message, "etcdserver: user name not found");
+        let (code, message) = grpc_error(client.role_get("nobody").await.expect_err("role get"));
+        assert_eq!(code, tonic::Code::FailedPrecondition);
+        assert_eq!(message, "etcdserver: role name not found");
+        // Etcd's checks that need no log answer as etcd's; changes are refused, not faked.
+        let (code, message) = grpc_error(client.role_add("").await.expect_err("empty role"));
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(message, "etcdserver: role name is empty");
+        let (code, message) = grpc_error(
+            client
+                .user_add("alice", "secret", None)
+                .await
+                .expect_err("user add"),
+        );
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert!(message.contains("nothing was changed"), "{message}");
+        assert!(client
+            .user_list()
+            .await
+            .expect("user list")
+            .users()
+            .is_empty());
+    });
+}
+
+#[test]
+fn auth_status_answers_from_the_auth_store() {
+    use lode_protocol::etcd::etcdserverpb::{auth_client::AuthClient, AuthStatusRequest};
+    let dir = DataDir::new("grpc-auth-status");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let status = AuthClient::new(channel)
+            .auth_status(AuthStatusRequest {})
+            .await
+            .expect("auth status")
+            .into_inner();
+        assert!(!status.enabled);
+        // etcd's first auth revision: the store commits one when it is created.
+        assert_eq!(status.auth_revision, 1);
+        assert!(status.header.is_some_and(|h| h.cluster_id != 0));
     });
 }
 

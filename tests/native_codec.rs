@@ -264,6 +264,38 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
             hash_revision: 12,
         },
     ));
+    // Every auth call, with every field set, and an answer with every field set.
+    for kind in lode::auth::request::AuthKind::ALL {
+        let request = lode::auth::request::AuthRequest {
+            kind,
+            name: "alice".into(),
+            role: "reader".into(),
+            password: "secret".into(),
+            password_hash: Bytes::from_static(b"$2a$10$hash"),
+            no_password: gen.chance(50),
+            permission: gen.chance(50).then(|| lode::auth::Permission {
+                perm_type: lode::auth::PermType::ReadWrite,
+                key: Bytes::from_static(b"dir/"),
+                range_end: Bytes::from_static(b"dir0"),
+            }),
+            key: Bytes::from_static(b"k"),
+            range_end: Bytes::from_static(b"\0"),
+            token_prefix: "abcdefghijklmnop".into(),
+        };
+        let response = lode::auth::request::AuthResponse {
+            header,
+            enabled: true,
+            auth_revision: 7,
+            token: "abcdefghijklmnop.42".into(),
+            names: vec!["root".into(), "reader".into()],
+            permissions: vec![lode::auth::Permission {
+                perm_type: lode::auth::PermType::Read,
+                key: Bytes::from_static(b"a"),
+                range_end: Bytes::new(),
+            }],
+        };
+        out.push((Request::Auth(request), Response::Auth(response)));
+    }
     out
 }
 

@@ -42,6 +42,8 @@ pub enum Request {
     Lease(LeaseQuery),
     /// A lock or election request.
     Coordination(CoordinationRequest),
+    /// One of etcd's Auth calls.
+    Auth(crate::auth::request::AuthRequest),
 }
 
 /// What identifies a leadership (etcd's `LeaderKey`).
@@ -287,6 +289,8 @@ impl LeaseAnswer {
 /// A response of the native protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
+    /// To an Auth call.
+    Auth(crate::auth::request::AuthResponse),
     /// To a range.
     Range(RangeResponse),
     /// To a write.
@@ -887,6 +891,10 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
                     .as_union_value(),
             )
         }
+        Request::Auth(auth) => (
+            fb::Request::AuthRequest,
+            encode_auth_request(&mut b, auth).as_union_value(),
+        ),
         Request::MoveLeader(target_id) => (
             fb::Request::MoveLeaderRequest,
             fb::MoveLeaderRequest::create(
@@ -908,6 +916,94 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
     );
     b.finish(frame, None);
     b.finished_data().to_vec()
+}
+
+fn encode_auth_permission<'a>(
+    b: &mut Builder<'a>,
+    permission: &crate::auth::Permission,
+) -> WIPOffset<fb::AuthPermission<'a>> {
+    let key = bytes_vector(b, &permission.key);
+    let range_end = bytes_vector(b, &permission.range_end);
+    fb::AuthPermission::create(
+        b,
+        &fb::AuthPermissionArgs {
+            perm_type: permission.perm_type.to_i32(),
+            key,
+            range_end,
+        },
+    )
+}
+
+fn decode_auth_permission(
+    frame: &Bytes,
+    permission: fb::AuthPermission<'_>,
+) -> Result<crate::auth::Permission, DecodeError> {
+    let perm_type = crate::auth::PermType::from_i32(permission.perm_type()).ok_or_else(|| {
+        DecodeError::Malformed(format!(
+            "unknown permission type {}",
+            permission.perm_type()
+        ))
+    })?;
+    Ok(crate::auth::Permission {
+        perm_type,
+        key: slice(frame, permission.key()),
+        range_end: slice(frame, permission.range_end()),
+    })
+}
+
+fn encode_auth_request<'a>(
+    b: &mut Builder<'a>,
+    request: &crate::auth::request::AuthRequest,
+) -> WIPOffset<fb::AuthRequest<'a>> {
+    let name = Some(b.create_string(&request.name));
+    let role = Some(b.create_string(&request.role));
+    let password = Some(b.create_string(&request.password));
+    let password_hash = bytes_vector(b, &request.password_hash);
+    let permission = request
+        .permission
+        .as_ref()
+        .map(|p| encode_auth_permission(b, p));
+    let key = bytes_vector(b, &request.key);
+    let range_end = bytes_vector(b, &request.range_end);
+    let token_prefix = Some(b.create_string(&request.token_prefix));
+    fb::AuthRequest::create(
+        b,
+        &fb::AuthRequestArgs {
+            kind: fb::AuthKind(request.kind.to_u8()),
+            name,
+            role,
+            password,
+            password_hash,
+            no_password: request.no_password,
+            permission,
+            key,
+            range_end,
+            token_prefix,
+        },
+    )
+}
+
+fn decode_auth_request(
+    frame: &Bytes,
+    request: fb::AuthRequest<'_>,
+) -> Result<crate::auth::request::AuthRequest, DecodeError> {
+    let kind = crate::auth::request::AuthKind::from_u8(request.kind().0)
+        .ok_or_else(|| DecodeError::Malformed(format!("unknown auth call {}", request.kind().0)))?;
+    Ok(crate::auth::request::AuthRequest {
+        kind,
+        name: request.name().unwrap_or_default().to_string(),
+        role: request.role().unwrap_or_default().to_string(),
+        password: request.password().unwrap_or_default().to_string(),
+        password_hash: slice(frame, request.password_hash()),
+        no_password: request.no_password(),
+        permission: request
+            .permission()
+            .map(|p| decode_auth_permission(frame, p))
+            .transpose()?,
+        key: slice(frame, request.key()),
+        range_end: slice(frame, request.range_end()),
+        token_prefix: request.token_prefix().unwrap_or_default().to_string(),
+    })
 }
 
 fn string_vector<'a>(
@@ -1361,6 +1457,32 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                     .as_union_value(),
             )
         }
+        Response::Auth(auth) => {
+            let header = Some(encode_header(&mut b, &auth.header));
+            let token = Some(b.create_string(&auth.token));
+            let names = Some(string_vector(&mut b, &auth.names));
+            let permissions: Vec<_> = auth
+                .permissions
+                .iter()
+                .map(|p| encode_auth_permission(&mut b, p))
+                .collect();
+            let permissions = Some(b.create_vector(&permissions));
+            (
+                fb::Response::AuthResponse,
+                fb::AuthResponse::create(
+                    &mut b,
+                    &fb::AuthResponseArgs {
+                        header,
+                        enabled: auth.enabled,
+                        auth_revision: auth.auth_revision,
+                        token,
+                        names,
+                        permissions,
+                    },
+                )
+                .as_union_value(),
+            )
+        }
         Response::MoveLeader { header } => {
             let header = Some(encode_header(&mut b, header));
             (
@@ -1662,6 +1784,8 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
         Request::Coordination(CoordinationRequest::Resign {
             leader: decode_leader_key(frame, r.leader()),
         })
+    } else if let Some(a) = root.request_as_auth_request() {
+        Request::Auth(decode_auth_request(frame, a)?)
     } else if let Some(w) = root.request_as_watch_request() {
         Request::Watch(match w.action() {
             fb::WatchAction::Create => {
@@ -1925,6 +2049,19 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
     } else if let Some(r) = root.response_as_resign_response() {
         Response::Coordination(CoordinationResponse::Resigned {
             header: decode_header(r.header()),
+        })
+    } else if let Some(a) = root.response_as_auth_response() {
+        let mut permissions = Vec::new();
+        for p in a.permissions().into_iter().flatten() {
+            permissions.push(decode_auth_permission(frame, p)?);
+        }
+        Response::Auth(crate::auth::request::AuthResponse {
+            header: decode_header(a.header()),
+            enabled: a.enabled(),
+            auth_revision: a.auth_revision(),
+            token: a.token().unwrap_or_default().to_string(),
+            names: strings(a.names()),
+            permissions,
         })
     } else if let Some(m) = root.response_as_move_leader_response() {
         Response::MoveLeader {

@@ -19,6 +19,7 @@
 pub mod authorize;
 pub mod error;
 pub mod perms;
+pub mod request;
 pub mod store;
 pub mod token;
 

@@ -120,6 +120,9 @@ pub enum ServerError {
     /// A request no client may send (lode's own message, gRPC InvalidArgument).
     #[error("lode: {0}")]
     InvalidRequest(&'static str),
+    /// An auth call or check refused (etcd's code and message).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The leader's answer to a request forwarded to it: its gRPC code and etcd's message.
     #[error("{message}")]
     Forwarded {
@@ -136,6 +139,7 @@ impl ServerError {
         match self {
             ServerError::Kv(error) => native::grpc_code(error.code()),
             ServerError::Member(error) => error.grpc_code(),
+            ServerError::Auth(error) => error.grpc_code(),
             ServerError::NoLeader
             | ServerError::Stopped
             | ServerError::Timeout
@@ -474,6 +478,11 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// The configuration.
+    /// The applied auth store, as of now.
+    pub fn auth_store(&self) -> crate::auth::AuthStore {
+        self.sequencer.export_auth()
+    }
+
     pub fn config(&self) -> &ConsensusConfig {
         &self.config
     }

@@ -103,6 +103,7 @@ impl Limits {
 pub fn fill_header(response: &mut Response, node: &Node) {
     use crate::mvcc::request::WriteResponse;
     let header = match response {
+        Response::Auth(a) => &mut a.header,
         Response::Range(r) => &mut r.header,
         Response::Write(WriteResponse::Put(r)) => &mut r.header,
         Response::Write(WriteResponse::DeleteRange(r)) => &mut r.header,

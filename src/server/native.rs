@@ -379,7 +379,9 @@ async fn handle_frame(
         }
         Request::Status => node.status().await.map(Response::Status),
         Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
-        request @ (Request::Member(_) | Request::MoveLeader(_)) => node.cluster(request).await,
+        request @ (Request::Member(_) | Request::MoveLeader(_) | Request::Auth(_)) => {
+            node.cluster(request).await
+        }
         Request::HashKv(revision) => node.hash_kv(revision).await,
         Request::Watch(request) => {
             let open = watches.borrow().get(&id).cloned();

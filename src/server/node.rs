@@ -360,7 +360,18 @@ impl Node {
         })
     }
 
-    /// etcd's Cluster service and MoveLeader, through the consensus core.
+    /// etcd's Auth service, answered by the consensus core (which holds the auth store).
+    pub async fn auth(
+        &self,
+        request: crate::auth::request::AuthRequest,
+    ) -> Result<crate::auth::request::AuthResponse, ServerError> {
+        match self.cluster(Request::Auth(request)).await? {
+            Response::Auth(answer) => Ok(answer),
+            _ => Err(unexpected_reply("Auth")),
+        }
+    }
+
+    /// etcd's Cluster service, MoveLeader and the Auth service, through the consensus core.
     pub async fn cluster(&self, request: Request) -> Result<Response, ServerError> {
         if let Some(consensus) = &self.consensus {
             return serve_cluster(consensus, request).await;
@@ -437,6 +448,9 @@ async fn serve_cluster(
     consensus: &Consensus<DmaDir>,
     request: Request,
 ) -> Result<Response, ServerError> {
+    if let Request::Auth(auth) = request {
+        return serve_auth(consensus, auth).map(Response::Auth);
+    }
     let leader = consensus.leader();
     let needs_leader = !matches!(request, Request::Member(MemberRequest::List { .. }));
     if needs_leader && leader != 0 && leader != consensus.config().member_id {
@@ -496,6 +510,67 @@ async fn serve_cluster(
             "not a membership or leadership request".into(),
         )),
     }
+}
+
+/// etcd's Auth calls against the applied auth store. Reads (status, users, roles) are answered
+/// from it as etcd answers them, auth on or off; enabling is checked against it. Changing
+/// users, roles and permissions goes through the log, which is not built yet: those calls are
+/// refused and change nothing.
+fn serve_auth(
+    consensus: &Consensus<DmaDir>,
+    request: crate::auth::request::AuthRequest,
+) -> Result<crate::auth::request::AuthResponse, ServerError> {
+    use crate::auth::request::{AuthKind, AuthResponse};
+    use crate::auth::AuthChange;
+    const NOT_YET: &str =
+        "users, roles and permissions cannot be changed yet (etcd's auth is being built in \
+         lode); nothing was changed";
+    let store = consensus.auth_store();
+    let mut answer = AuthResponse {
+        header: ResponseHeader::at(consensus.revision()),
+        ..AuthResponse::default()
+    };
+    match request.kind {
+        AuthKind::Status => {
+            answer.enabled = store.enabled();
+            answer.auth_revision = store.revision();
+        }
+        AuthKind::UserList => answer.names = store.users().map(|u| u.name.clone()).collect(),
+        AuthKind::UserGet => answer.names = store.user_get(&request.name)?,
+        AuthKind::RoleList => answer.names = store.roles().map(|(name, _)| name.clone()).collect(),
+        AuthKind::RoleGet => answer.permissions = store.role_get(&request.name)?,
+        AuthKind::Authenticate => {
+            store.password_hash(&request.name)?;
+            return Err(ServerError::InvalidRequest(NOT_YET));
+        }
+        AuthKind::Enable => {
+            store.clone().apply(&AuthChange::Enable)?;
+            if !store.enabled() {
+                return Err(ServerError::InvalidRequest(NOT_YET));
+            }
+        }
+        AuthKind::Disable => {
+            if store.enabled() {
+                return Err(ServerError::InvalidRequest(NOT_YET));
+            }
+        }
+        AuthKind::UserAdd
+        | AuthKind::UserDelete
+        | AuthKind::UserChangePassword
+        | AuthKind::UserGrantRole
+        | AuthKind::UserRevokeRole
+        | AuthKind::RoleAdd
+        | AuthKind::RoleDelete
+        | AuthKind::RoleGrantPermission
+        | AuthKind::RoleRevokePermission => {
+            // The checks that need no log still answer as etcd would.
+            if let Some(change) = request.change()? {
+                store.clone().apply(&change)?;
+            }
+            return Err(ServerError::InvalidRequest(NOT_YET));
+        }
+    }
+    Ok(answer)
 }
 
 /// Sends `request` to the leader's first client URL and answers what it answers.

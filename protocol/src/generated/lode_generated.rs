@@ -485,10 +485,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CompareOperand {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 30;
+pub const ENUM_MAX_REQUEST: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 31] = [
+pub const ENUM_VALUES_REQUEST: [Request; 32] = [
   Request::NONE,
   Request::RangeRequest,
   Request::PutRequest,
@@ -520,6 +520,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 31] = [
   Request::LeaderRequest,
   Request::ObserveRequest,
   Request::ResignRequest,
+  Request::AuthRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -558,9 +559,10 @@ impl Request {
   pub const LeaderRequest: Self = Self(28);
   pub const ObserveRequest: Self = Self(29);
   pub const ResignRequest: Self = Self(30);
+  pub const AuthRequest: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -593,6 +595,7 @@ impl Request {
     Self::LeaderRequest,
     Self::ObserveRequest,
     Self::ResignRequest,
+    Self::AuthRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -628,6 +631,7 @@ impl Request {
       Self::LeaderRequest => Some("LeaderRequest"),
       Self::ObserveRequest => Some("ObserveRequest"),
       Self::ResignRequest => Some("ResignRequest"),
+      Self::AuthRequest => Some("AuthRequest"),
       _ => None,
     }
   }
@@ -684,6 +688,150 @@ impl<'a> ::flatbuffers::Verifiable for Request {
 impl ::flatbuffers::SimpleToVerifyInSlice for Request {}
 pub struct RequestUnionTableOffset {}
 
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_AUTH_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_AUTH_KIND: u8 = 16;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_AUTH_KIND: [AuthKind; 17] = [
+  AuthKind::Enable,
+  AuthKind::Disable,
+  AuthKind::Status,
+  AuthKind::Authenticate,
+  AuthKind::UserAdd,
+  AuthKind::UserGet,
+  AuthKind::UserList,
+  AuthKind::UserDelete,
+  AuthKind::UserChangePassword,
+  AuthKind::UserGrantRole,
+  AuthKind::UserRevokeRole,
+  AuthKind::RoleAdd,
+  AuthKind::RoleGet,
+  AuthKind::RoleList,
+  AuthKind::RoleDelete,
+  AuthKind::RoleGrantPermission,
+  AuthKind::RoleRevokePermission,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct AuthKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl AuthKind {
+  pub const Enable: Self = Self(0);
+  pub const Disable: Self = Self(1);
+  pub const Status: Self = Self(2);
+  pub const Authenticate: Self = Self(3);
+  pub const UserAdd: Self = Self(4);
+  pub const UserGet: Self = Self(5);
+  pub const UserList: Self = Self(6);
+  pub const UserDelete: Self = Self(7);
+  pub const UserChangePassword: Self = Self(8);
+  pub const UserGrantRole: Self = Self(9);
+  pub const UserRevokeRole: Self = Self(10);
+  pub const RoleAdd: Self = Self(11);
+  pub const RoleGet: Self = Self(12);
+  pub const RoleList: Self = Self(13);
+  pub const RoleDelete: Self = Self(14);
+  pub const RoleGrantPermission: Self = Self(15);
+  pub const RoleRevokePermission: Self = Self(16);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Enable,
+    Self::Disable,
+    Self::Status,
+    Self::Authenticate,
+    Self::UserAdd,
+    Self::UserGet,
+    Self::UserList,
+    Self::UserDelete,
+    Self::UserChangePassword,
+    Self::UserGrantRole,
+    Self::UserRevokeRole,
+    Self::RoleAdd,
+    Self::RoleGet,
+    Self::RoleList,
+    Self::RoleDelete,
+    Self::RoleGrantPermission,
+    Self::RoleRevokePermission,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Enable => Some("Enable"),
+      Self::Disable => Some("Disable"),
+      Self::Status => Some("Status"),
+      Self::Authenticate => Some("Authenticate"),
+      Self::UserAdd => Some("UserAdd"),
+      Self::UserGet => Some("UserGet"),
+      Self::UserList => Some("UserList"),
+      Self::UserDelete => Some("UserDelete"),
+      Self::UserChangePassword => Some("UserChangePassword"),
+      Self::UserGrantRole => Some("UserGrantRole"),
+      Self::UserRevokeRole => Some("UserRevokeRole"),
+      Self::RoleAdd => Some("RoleAdd"),
+      Self::RoleGet => Some("RoleGet"),
+      Self::RoleList => Some("RoleList"),
+      Self::RoleDelete => Some("RoleDelete"),
+      Self::RoleGrantPermission => Some("RoleGrantPermission"),
+      Self::RoleRevokePermission => Some("RoleRevokePermission"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for AuthKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for AuthKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for AuthKind {
+    type Output = AuthKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for AuthKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for AuthKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for AuthKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_WATCH_ACTION: i8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
@@ -775,10 +923,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for WatchAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE: u8 = 26;
+pub const ENUM_MAX_RESPONSE: u8 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE: [Response; 27] = [
+pub const ENUM_VALUES_RESPONSE: [Response; 28] = [
   Response::NONE,
   Response::RangeResponse,
   Response::PutResponse,
@@ -806,6 +954,7 @@ pub const ENUM_VALUES_RESPONSE: [Response; 27] = [
   Response::ProclaimResponse,
   Response::LeaderResponse,
   Response::ResignResponse,
+  Response::AuthResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -840,9 +989,10 @@ impl Response {
   pub const ProclaimResponse: Self = Self(24);
   pub const LeaderResponse: Self = Self(25);
   pub const ResignResponse: Self = Self(26);
+  pub const AuthResponse: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 26;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -871,6 +1021,7 @@ impl Response {
     Self::ProclaimResponse,
     Self::LeaderResponse,
     Self::ResignResponse,
+    Self::AuthResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -902,6 +1053,7 @@ impl Response {
       Self::ProclaimResponse => Some("ProclaimResponse"),
       Self::LeaderResponse => Some("LeaderResponse"),
       Self::ResignResponse => Some("ResignResponse"),
+      Self::AuthResponse => Some("AuthResponse"),
       _ => None,
     }
   }
@@ -2566,6 +2718,385 @@ impl ::core::fmt::Debug for Compare<'_> {
       ds.field("operand", &self.operand());
       ds.field("number", &self.number());
       ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum AuthPermissionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthPermission<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthPermission<'a> {
+  type Inner = AuthPermission<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthPermission<'a> {
+  pub const VT_PERM_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RANGE_END: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthPermission { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthPermissionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthPermission<'bldr>> {
+    let mut builder = AuthPermissionBuilder::new(_fbb);
+    if let Some(x) = args.range_end { builder.add_range_end(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_perm_type(args.perm_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn perm_type(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(AuthPermission::VT_PERM_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthPermission::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn range_end(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthPermission::VT_RANGE_END, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthPermission<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("perm_type", Self::VT_PERM_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("range_end", Self::VT_RANGE_END, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthPermissionArgs<'a> {
+    pub perm_type: i32,
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub range_end: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for AuthPermissionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthPermissionArgs {
+      perm_type: 0,
+      key: None,
+      range_end: None,
+    }
+  }
+}
+
+pub struct AuthPermissionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthPermissionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_perm_type(&mut self, perm_type: i32) {
+    self.fbb_.push_slot::<i32>(AuthPermission::VT_PERM_TYPE, perm_type, 0);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthPermission::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_range_end(&mut self, range_end: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthPermission::VT_RANGE_END, range_end);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthPermissionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthPermissionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthPermission<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthPermission<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthPermission");
+      ds.field("perm_type", &self.perm_type());
+      ds.field("key", &self.key());
+      ds.field("range_end", &self.range_end());
+      ds.finish()
+  }
+}
+pub enum AuthRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthRequest<'a> {
+  type Inner = AuthRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthRequest<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PASSWORD: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PASSWORD_HASH: ::flatbuffers::VOffsetT = 12;
+  pub const VT_NO_PASSWORD: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PERMISSION: ::flatbuffers::VOffsetT = 16;
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 18;
+  pub const VT_RANGE_END: ::flatbuffers::VOffsetT = 20;
+  pub const VT_TOKEN_PREFIX: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthRequest<'bldr>> {
+    let mut builder = AuthRequestBuilder::new(_fbb);
+    if let Some(x) = args.token_prefix { builder.add_token_prefix(x); }
+    if let Some(x) = args.range_end { builder.add_range_end(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    if let Some(x) = args.permission { builder.add_permission(x); }
+    if let Some(x) = args.password_hash { builder.add_password_hash(x); }
+    if let Some(x) = args.password { builder.add_password(x); }
+    if let Some(x) = args.role { builder.add_role(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_no_password(args.no_password);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> AuthKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<AuthKind>(AuthRequest::VT_KIND, Some(AuthKind::Enable)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn role(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthRequest::VT_ROLE, None)}
+  }
+  #[inline]
+  pub fn password(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthRequest::VT_PASSWORD, None)}
+  }
+  #[inline]
+  pub fn password_hash(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthRequest::VT_PASSWORD_HASH, None)}
+  }
+  #[inline]
+  pub fn no_password(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(AuthRequest::VT_NO_PASSWORD, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn permission(&self) -> Option<AuthPermission<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<AuthPermission>>(AuthRequest::VT_PERMISSION, None)}
+  }
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthRequest::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn range_end(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthRequest::VT_RANGE_END, None)}
+  }
+  #[inline]
+  pub fn token_prefix(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthRequest::VT_TOKEN_PREFIX, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<AuthKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("role", Self::VT_ROLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("password", Self::VT_PASSWORD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("password_hash", Self::VT_PASSWORD_HASH, false)?
+     .visit_field::<bool>("no_password", Self::VT_NO_PASSWORD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<AuthPermission>>("permission", Self::VT_PERMISSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("range_end", Self::VT_RANGE_END, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token_prefix", Self::VT_TOKEN_PREFIX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthRequestArgs<'a> {
+    pub kind: AuthKind,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub role: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub password: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub password_hash: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub no_password: bool,
+    pub permission: Option<::flatbuffers::WIPOffset<AuthPermission<'a>>>,
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub range_end: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub token_prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthRequestArgs {
+      kind: AuthKind::Enable,
+      name: None,
+      role: None,
+      password: None,
+      password_hash: None,
+      no_password: false,
+      permission: None,
+      key: None,
+      range_end: None,
+      token_prefix: None,
+    }
+  }
+}
+
+pub struct AuthRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: AuthKind) {
+    self.fbb_.push_slot::<AuthKind>(AuthRequest::VT_KIND, kind, AuthKind::Enable);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_ROLE, role);
+  }
+  #[inline]
+  pub fn add_password(&mut self, password: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_PASSWORD, password);
+  }
+  #[inline]
+  pub fn add_password_hash(&mut self, password_hash: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_PASSWORD_HASH, password_hash);
+  }
+  #[inline]
+  pub fn add_no_password(&mut self, no_password: bool) {
+    self.fbb_.push_slot::<bool>(AuthRequest::VT_NO_PASSWORD, no_password, false);
+  }
+  #[inline]
+  pub fn add_permission(&mut self, permission: ::flatbuffers::WIPOffset<AuthPermission<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<AuthPermission>>(AuthRequest::VT_PERMISSION, permission);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_range_end(&mut self, range_end: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_RANGE_END, range_end);
+  }
+  #[inline]
+  pub fn add_token_prefix(&mut self, token_prefix: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthRequest::VT_TOKEN_PREFIX, token_prefix);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthRequest");
+      ds.field("kind", &self.kind());
+      ds.field("name", &self.name());
+      ds.field("role", &self.role());
+      ds.field("password", &self.password());
+      ds.field("password_hash", &self.password_hash());
+      ds.field("no_password", &self.no_password());
+      ds.field("permission", &self.permission());
+      ds.field("key", &self.key());
+      ds.field("range_end", &self.range_end());
+      ds.field("token_prefix", &self.token_prefix());
       ds.finish()
   }
 }
@@ -5022,6 +5553,21 @@ impl<'a> RequestOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_auth_request(&self) -> Option<AuthRequest<'a>> {
+    if self.request_type() == Request::AuthRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestOp<'_> {
@@ -5062,6 +5608,7 @@ impl ::flatbuffers::Verifiable for RequestOp<'_> {
           Request::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("Request::LeaderRequest", pos),
           Request::ObserveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ObserveRequest>>("Request::ObserveRequest", pos),
           Request::ResignRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignRequest>>("Request::ResignRequest", pos),
+          Request::AuthRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthRequest>>("Request::AuthRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -5321,6 +5868,13 @@ impl ::core::fmt::Debug for RequestOp<'_> {
         },
         Request::ResignRequest => {
           if let Some(x) = self.request_as_resign_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::AuthRequest => {
+          if let Some(x) = self.request_as_auth_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10433,6 +10987,21 @@ impl<'a> ResponseOp<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_auth_response(&self) -> Option<AuthResponse<'a>> {
+    if self.response_type() == Response::AuthResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseOp<'_> {
@@ -10469,6 +11038,7 @@ impl ::flatbuffers::Verifiable for ResponseOp<'_> {
           Response::ProclaimResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProclaimResponse>>("Response::ProclaimResponse", pos),
           Response::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("Response::LeaderResponse", pos),
           Response::ResignResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignResponse>>("Response::ResignResponse", pos),
+          Response::AuthResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthResponse>>("Response::AuthResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -10705,6 +11275,13 @@ impl ::core::fmt::Debug for ResponseOp<'_> {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        Response::AuthResponse => {
+          if let Some(x) = self.response_as_auth_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("response", &x)
@@ -10840,6 +11417,187 @@ impl ::core::fmt::Debug for TxnResponse<'_> {
       ds.field("header", &self.header());
       ds.field("succeeded", &self.succeeded());
       ds.field("responses", &self.responses());
+      ds.finish()
+  }
+}
+pub enum AuthResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthResponse<'a> {
+  type Inner = AuthResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthResponse<'a> {
+  pub const VT_HEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENABLED: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AUTH_REVISION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NAMES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PERMISSIONS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthResponse<'bldr>> {
+    let mut builder = AuthResponseBuilder::new(_fbb);
+    builder.add_auth_revision(args.auth_revision);
+    if let Some(x) = args.permissions { builder.add_permissions(x); }
+    if let Some(x) = args.names { builder.add_names(x); }
+    if let Some(x) = args.token { builder.add_token(x); }
+    if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_enabled(args.enabled);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn header(&self) -> Option<ResponseHeader<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ResponseHeader>>(AuthResponse::VT_HEADER, None)}
+  }
+  #[inline]
+  pub fn enabled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(AuthResponse::VT_ENABLED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn auth_revision(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AuthResponse::VT_AUTH_REVISION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthResponse::VT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn names(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(AuthResponse::VT_NAMES, None)}
+  }
+  #[inline]
+  pub fn permissions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AuthPermission<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AuthPermission>>>>(AuthResponse::VT_PERMISSIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ResponseHeader>>("header", Self::VT_HEADER, false)?
+     .visit_field::<bool>("enabled", Self::VT_ENABLED, false)?
+     .visit_field::<u64>("auth_revision", Self::VT_AUTH_REVISION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("names", Self::VT_NAMES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AuthPermission>>>>("permissions", Self::VT_PERMISSIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthResponseArgs<'a> {
+    pub header: Option<::flatbuffers::WIPOffset<ResponseHeader<'a>>>,
+    pub enabled: bool,
+    pub auth_revision: u64,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub names: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub permissions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AuthPermission<'a>>>>>,
+}
+impl<'a> Default for AuthResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthResponseArgs {
+      header: None,
+      enabled: false,
+      auth_revision: 0,
+      token: None,
+      names: None,
+      permissions: None,
+    }
+  }
+}
+
+pub struct AuthResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_header(&mut self, header: ::flatbuffers::WIPOffset<ResponseHeader<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ResponseHeader>>(AuthResponse::VT_HEADER, header);
+  }
+  #[inline]
+  pub fn add_enabled(&mut self, enabled: bool) {
+    self.fbb_.push_slot::<bool>(AuthResponse::VT_ENABLED, enabled, false);
+  }
+  #[inline]
+  pub fn add_auth_revision(&mut self, auth_revision: u64) {
+    self.fbb_.push_slot::<u64>(AuthResponse::VT_AUTH_REVISION, auth_revision, 0);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthResponse::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_names(&mut self, names: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthResponse::VT_NAMES, names);
+  }
+  #[inline]
+  pub fn add_permissions(&mut self, permissions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AuthPermission<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthResponse::VT_PERMISSIONS, permissions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthResponse");
+      ds.field("header", &self.header());
+      ds.field("enabled", &self.enabled());
+      ds.field("auth_revision", &self.auth_revision());
+      ds.field("token", &self.token());
+      ds.field("names", &self.names());
+      ds.field("permissions", &self.permissions());
       ds.finish()
   }
 }
@@ -11351,6 +12109,21 @@ impl<'a> RequestFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn request_as_auth_request(&self) -> Option<AuthRequest<'a>> {
+    if self.request_type() == Request::AuthRequest {
+      self.request().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestFrame<'_> {
@@ -11392,6 +12165,7 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           Request::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("Request::LeaderRequest", pos),
           Request::ObserveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ObserveRequest>>("Request::ObserveRequest", pos),
           Request::ResignRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignRequest>>("Request::ResignRequest", pos),
+          Request::AuthRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthRequest>>("Request::AuthRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -11658,6 +12432,13 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
         Request::ResignRequest => {
           if let Some(x) = self.request_as_resign_request() {
+            ds.field("request", &x)
+          } else {
+            ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::AuthRequest => {
+          if let Some(x) = self.request_as_auth_request() {
             ds.field("request", &x)
           } else {
             ds.field("request", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -12119,6 +12900,21 @@ impl<'a> ResponseFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn response_as_auth_response(&self) -> Option<AuthResponse<'a>> {
+    if self.response_type() == Response::AuthResponse {
+      self.response().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
@@ -12156,6 +12952,7 @@ impl ::flatbuffers::Verifiable for ResponseFrame<'_> {
           Response::ProclaimResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProclaimResponse>>("Response::ProclaimResponse", pos),
           Response::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("Response::LeaderResponse", pos),
           Response::ResignResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ResignResponse>>("Response::ResignResponse", pos),
+          Response::AuthResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthResponse>>("Response::AuthResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -12394,6 +13191,13 @@ impl ::core::fmt::Debug for ResponseFrame<'_> {
         },
         Response::ResignResponse => {
           if let Some(x) = self.response_as_resign_response() {
+            ds.field("response", &x)
+          } else {
+            ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Response::AuthResponse => {
+          if let Some(x) = self.response_as_auth_response() {
             ds.field("response", &x)
           } else {
             ds.field("response", &"InvalidFlatbuffer: Union discriminant does not match value.")

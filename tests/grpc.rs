@@ -353,24 +353,52 @@ fn maintenance_cluster_and_auth_services_answer_as_etcd() {
         let (code, message) = grpc_error(client.role_get("nobody").await.expect_err("role get"));
         assert_eq!(code, tonic::Code::FailedPrecondition);
         assert_eq!(message, "etcdserver: role name not found");
-        // Etcd's checks that need no log answer as etcd's; changes are refused, not faked.
+        // etcd's checks, then users, roles and permissions set up through the log.
         let (code, message) = grpc_error(client.role_add("").await.expect_err("empty role"));
         assert_eq!(code, tonic::Code::InvalidArgument);
         assert_eq!(message, "etcdserver: role name is empty");
+        client
+            .user_add("alice", "secret", None)
+            .await
+            .expect("user add");
         let (code, message) = grpc_error(
             client
-                .user_add("alice", "secret", None)
+                .user_add("alice", "again", None)
                 .await
-                .expect_err("user add"),
+                .expect_err("twice"),
         );
-        assert_eq!(code, tonic::Code::InvalidArgument);
-        assert!(message.contains("nothing was changed"), "{message}");
-        assert!(client
-            .user_list()
+        assert_eq!(code, tonic::Code::FailedPrecondition);
+        assert_eq!(message, "etcdserver: user name already exists");
+        client.role_add("reader").await.expect("role add");
+        client
+            .role_grant_permission(
+                "reader",
+                etcd_client::Permission::read("config/").with_prefix(),
+            )
             .await
-            .expect("user list")
-            .users()
-            .is_empty());
+            .expect("grant permission");
+        client
+            .user_grant_role("alice", "reader")
+            .await
+            .expect("grant role");
+        let alice = client.user_get("alice").await.expect("user get");
+        assert_eq!(alice.roles(), ["reader"]);
+        let reader = client.role_get("reader").await.expect("role get");
+        assert_eq!(reader.permissions().len(), 1);
+        assert_eq!(reader.permissions()[0].key(), b"config/");
+        assert_eq!(reader.permissions()[0].range_end(), b"config0");
+        assert_eq!(client.user_list().await.expect("users").users(), ["alice"]);
+        // Auth stays off until requests are authorized: enabling is refused with the reason.
+        client.user_add("root", "rootpw", None).await.expect("root");
+        client
+            .user_grant_role("root", "root")
+            .await
+            .expect("root role");
+        let (code, message) = grpc_error(client.auth_enable().await.expect_err("enable"));
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert!(message.contains("cannot be turned on yet"), "{message}");
+        client.user_delete("alice").await.expect("user delete");
+        assert_eq!(client.user_list().await.expect("users").users(), ["root"]);
     });
 }
 

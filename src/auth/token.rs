@@ -285,6 +285,9 @@ impl JwtTokens {
     }
 }
 
+/// etcd's default `--bcrypt-cost`.
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
+
 /// bcrypt's hash of `password` at `cost` (etcd's `--bcrypt-cost`, default 10): slow by
 /// design, so callers run it away from the consensus core.
 pub fn hash_password(password: &str, cost: u32) -> Result<Bytes, String> {

@@ -193,6 +193,8 @@ pub enum Applied {
     Alarm(AlarmResponse),
     /// A membership change's outcome: the registry after it.
     Members(Vec<Member>),
+    /// An auth change's answer.
+    Auth(crate::auth::request::AuthResponse),
 }
 
 /// A Ready whose writes are being made durable.
@@ -573,6 +575,21 @@ impl<D: LogDir + 'static> Consensus<D> {
             Applied::Alarm(response) => Ok(response),
             _ => Err(ServerError::Internal(
                 "an alarm was applied as something else".into(),
+            )),
+        }
+    }
+
+    /// An auth change (its password already hashed, never in plain text) through the log;
+    /// answered once applied, with etcd's error if the store refused it.
+    pub async fn auth_change(
+        &self,
+        request: &crate::auth::request::AuthRequest,
+    ) -> Result<crate::auth::request::AuthResponse, ServerError> {
+        let frame = native::encode_request(0, &Request::Auth(request.clone()));
+        match self.propose_entry(&frame).await? {
+            Applied::Auth(response) => Ok(response),
+            _ => Err(ServerError::Internal(
+                "an auth change was applied as something else".into(),
             )),
         }
     }
@@ -2043,6 +2060,12 @@ impl<D: LogDir + 'static> Consensus<D> {
         let result = match native::decode_request(&frame) {
             Ok((_, Request::Write(request))) => {
                 self.sequencer.apply(&request).await.map(Applied::Write)
+            }
+            Ok((_, Request::Auth(request))) => {
+                self.sequencer.apply_auth(&request).map(|mut response| {
+                    response.header = ResponseHeader::at(self.revision());
+                    Applied::Auth(response)
+                })
             }
             Ok((_, Request::Alarm(request))) => {
                 let alarms = self.alarms.borrow_mut().apply(&request);

@@ -208,6 +208,24 @@ impl Sequencer {
         self.leases.borrow_mut().import(saved, self.lease_now());
     }
 
+    /// Applies an auth change from the log to the store (etcd's rules; a refused change
+    /// changes nothing and is answered with etcd's error).
+    pub fn apply_auth(
+        &self,
+        request: &crate::auth::request::AuthRequest,
+    ) -> Result<crate::auth::request::AuthResponse, ServerError> {
+        let change = request.change()?.ok_or(ServerError::InvalidRequest(
+            "an auth entry that changes nothing",
+        ))?;
+        if !request.password.is_empty() {
+            return Err(ServerError::InvalidRequest(
+                "an auth entry holding a plain-text password",
+            ));
+        }
+        self.auth.borrow_mut().apply(&change)?;
+        Ok(crate::auth::request::AuthResponse::default())
+    }
+
     /// The auth store as a snapshot keeps it.
     pub fn export_auth(&self) -> crate::auth::AuthStore {
         self.auth.borrow().clone()

@@ -449,7 +449,7 @@ async fn serve_cluster(
     request: Request,
 ) -> Result<Response, ServerError> {
     if let Request::Auth(auth) = request {
-        return serve_auth(consensus, auth).map(Response::Auth);
+        return serve_auth(consensus, auth).await.map(Response::Auth);
     }
     let leader = consensus.leader();
     let needs_leader = !matches!(request, Request::Member(MemberRequest::List { .. }));
@@ -512,19 +512,20 @@ async fn serve_cluster(
     }
 }
 
-/// etcd's Auth calls against the applied auth store. Reads (status, users, roles) are answered
-/// from it as etcd answers them, auth on or off; enabling is checked against it. Changing
-/// users, roles and permissions goes through the log, which is not built yet: those calls are
-/// refused and change nothing.
-fn serve_auth(
+/// etcd's Auth calls. Reads (status, users, roles) are answered from the applied auth store,
+/// as etcd answers them, auth on or off. Changes to users, roles and permissions go through
+/// the log (passwords hashed first, on a thread of their own: bcrypt is slow by design and
+/// never runs on the core that drives Raft). Enabling auth (and so Authenticate) is refused
+/// until every front end authorizes requests: a store that says auth is on while requests go
+/// unchecked would be a lie.
+async fn serve_auth(
     consensus: &Consensus<DmaDir>,
-    request: crate::auth::request::AuthRequest,
+    mut request: crate::auth::request::AuthRequest,
 ) -> Result<crate::auth::request::AuthResponse, ServerError> {
     use crate::auth::request::{AuthKind, AuthResponse};
     use crate::auth::AuthChange;
-    const NOT_YET: &str =
-        "users, roles and permissions cannot be changed yet (etcd's auth is being built in \
-         lode); nothing was changed";
+    const NOT_YET: &str = "authentication cannot be turned on yet: lode does not authorize \
+                           requests yet (users, roles and permissions can be set up)";
     let store = consensus.auth_store();
     let mut answer = AuthResponse {
         header: ResponseHeader::at(consensus.revision()),
@@ -534,26 +535,33 @@ fn serve_auth(
         AuthKind::Status => {
             answer.enabled = store.enabled();
             answer.auth_revision = store.revision();
+            Ok(answer)
         }
-        AuthKind::UserList => answer.names = store.users().map(|u| u.name.clone()).collect(),
-        AuthKind::UserGet => answer.names = store.user_get(&request.name)?,
-        AuthKind::RoleList => answer.names = store.roles().map(|(name, _)| name.clone()).collect(),
-        AuthKind::RoleGet => answer.permissions = store.role_get(&request.name)?,
+        AuthKind::UserList => {
+            answer.names = store.users().map(|u| u.name.clone()).collect();
+            Ok(answer)
+        }
+        AuthKind::UserGet => {
+            answer.names = store.user_get(&request.name)?;
+            Ok(answer)
+        }
+        AuthKind::RoleList => {
+            answer.names = store.roles().map(|(name, _)| name.clone()).collect();
+            Ok(answer)
+        }
+        AuthKind::RoleGet => {
+            answer.permissions = store.role_get(&request.name)?;
+            Ok(answer)
+        }
         AuthKind::Authenticate => {
             store.password_hash(&request.name)?;
-            return Err(ServerError::InvalidRequest(NOT_YET));
+            Err(ServerError::InvalidRequest(NOT_YET))
         }
         AuthKind::Enable => {
             store.clone().apply(&AuthChange::Enable)?;
-            if !store.enabled() {
-                return Err(ServerError::InvalidRequest(NOT_YET));
-            }
+            Err(ServerError::InvalidRequest(NOT_YET))
         }
-        AuthKind::Disable => {
-            if store.enabled() {
-                return Err(ServerError::InvalidRequest(NOT_YET));
-            }
-        }
+        AuthKind::Disable => Ok(answer),
         AuthKind::UserAdd
         | AuthKind::UserDelete
         | AuthKind::UserChangePassword
@@ -563,14 +571,40 @@ fn serve_auth(
         | AuthKind::RoleDelete
         | AuthKind::RoleGrantPermission
         | AuthKind::RoleRevokePermission => {
-            // The checks that need no log still answer as etcd would.
+            // etcd's checks that need no log are answered before any hashing.
             if let Some(change) = request.change()? {
                 store.clone().apply(&change)?;
             }
-            return Err(ServerError::InvalidRequest(NOT_YET));
+            let hashes = matches!(
+                request.kind,
+                AuthKind::UserAdd | AuthKind::UserChangePassword
+            ) && !request.no_password;
+            if hashes {
+                let password = std::mem::take(&mut request.password);
+                request.password_hash = hash_off_core(password).await?;
+            }
+            request.password.clear();
+            consensus.auth_change(&request).await
         }
     }
-    Ok(answer)
+}
+
+/// bcrypt at etcd's default cost on a thread of its own, awaited without blocking the core.
+async fn hash_off_core(password: String) -> Result<bytes::Bytes, ServerError> {
+    let (sender, receiver) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("lode-bcrypt".into())
+        .spawn(move || {
+            let _ = sender.send(crate::auth::token::hash_password(
+                &password,
+                crate::auth::token::DEFAULT_BCRYPT_COST,
+            ));
+        })
+        .map_err(|e| ServerError::Internal(format!("starting a hashing thread: {e}")))?;
+    receiver
+        .await
+        .map_err(|_| ServerError::Internal("the hashing thread ended".into()))?
+        .map_err(ServerError::Internal)
 }
 
 /// Sends `request` to the leader's first client URL and answers what it answers.

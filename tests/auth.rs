@@ -85,3 +85,95 @@ fn users_roles_and_permissions_set_up_with_etcdctl_survive_a_sigkill_and_a_snaps
     assert_eq!(run(&["user", "delete", "alice"]), "User alice deleted\n");
     assert_eq!(run(&["user", "list"]), "root\n");
 }
+
+#[test]
+fn lodectl_sets_up_users_and_roles_and_prints_as_etcdctl_does() {
+    use common::server::ok;
+    let dir = DataDir::new("auth-lodectl");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    let etcd = |args: &[&str]| succeeded(etcdctl(&endpoint, args));
+    let ctl = |args: &[&str]| ok(lode.ctl(args));
+    assert_eq!(ctl(&["user", "add", "bob:pw"]), "User bob created\n");
+    assert_eq!(
+        ok(lode.ctl_with_input(
+            &["user", "add", "carol", "--interactive=false"],
+            Some("pw\n")
+        )),
+        "User carol created\n"
+    );
+    assert_eq!(ctl(&["role", "add", "ops"]), "Role ops created\n");
+    for grant in [
+        &[
+            "role",
+            "grant-permission",
+            "ops",
+            "readwrite",
+            "/ops/",
+            "--prefix=true",
+        ][..],
+        &["role", "grant-permission", "ops", "read", "k1"],
+        &[
+            "role",
+            "grant-permission",
+            "ops",
+            "write",
+            "z",
+            "--from-key=true",
+        ],
+        &["role", "grant-permission", "ops", "read", "a", "c"],
+    ] {
+        assert_eq!(ctl(grant), "Role ops updated\n");
+    }
+    assert_eq!(
+        ctl(&["user", "grant-role", "bob", "ops"]),
+        "Role ops is granted to user bob\n"
+    );
+    // Reads print exactly as etcdctl prints them.
+    for read in [
+        &["role", "get", "ops"][..],
+        &["user", "get", "bob"],
+        &["user", "get", "carol"],
+        &["user", "list"],
+        &["role", "list"],
+    ] {
+        assert_eq!(ctl(read), etcd(read), "{read:?}");
+    }
+    assert_eq!(
+        ctl(&["auth", "status"]),
+        "Authentication Status: false\nAuthRevision: 9\n"
+    );
+    assert_eq!(
+        ctl(&["role", "revoke-permission", "ops", "k1"]),
+        "Permission of key k1 is revoked from role ops\n"
+    );
+    assert_eq!(
+        ctl(&["role", "revoke-permission", "ops", "a", "c"]),
+        etcd(&["role", "grant-permission", "ops", "read", "a", "c"]).replace(
+            "Role ops updated\n",
+            "Permission of range [a, c) is revoked from role ops\n"
+        )
+    );
+    assert_eq!(
+        etcd(&["role", "revoke-permission", "ops", "a", "c"]),
+        "Permission of range [a, c) is revoked from role ops\n"
+    );
+    assert_eq!(
+        ok(lode.ctl_with_input(
+            &["user", "passwd", "bob", "--interactive=false"],
+            Some("new\n")
+        )),
+        "Password updated\n"
+    );
+    assert_eq!(
+        ctl(&["user", "revoke-role", "bob", "ops"]),
+        "Role ops is revoked from user bob\n"
+    );
+    assert_eq!(ctl(&["user", "delete", "carol"]), "User carol deleted\n");
+    assert_eq!(ctl(&["role", "delete", "ops"]), "Role ops deleted\n");
+    assert_eq!(etcd(&["role", "list"]), "");
+    // etcd's errors come through.
+    let refused = lode.ctl(&["user", "get", "nobody"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("etcdserver: user name not found"));
+}

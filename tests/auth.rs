@@ -90,7 +90,8 @@ fn users_roles_and_permissions_set_up_with_etcdctl_survive_a_sigkill_and_a_snaps
 fn lodectl_sets_up_users_and_roles_and_prints_as_etcdctl_does() {
     use common::server::ok;
     let dir = DataDir::new("auth-lodectl");
-    let lode = Lode::start(&dir.0, &[]);
+    // bcrypt's cheapest cost, which etcd's flag allows.
+    let lode = Lode::start(&dir.0, &["--bcrypt-cost=4"]);
     let endpoint = lode.client_url.clone();
     let etcd = |args: &[&str]| succeeded(etcdctl(&endpoint, args));
     let ctl = |args: &[&str]| ok(lode.ctl(args));

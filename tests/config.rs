@@ -239,8 +239,8 @@ fn bad_flags_variables_and_files_are_refused_with_the_reason() {
     assert!(refused(&["stray"], &[]).contains("'stray' is not a valid flag"));
     let tls = refused(&["--cert-file", "/etc/etcd/server.crt"], &[]);
     assert!(tls.contains("--key-file"), "{tls}");
-    let auth = refused(&[], &[("ETCD_BCRYPT_COST", "12")]);
-    assert!(auth.contains("ETCD_BCRYPT_COST"), "{auth}");
+    let auth = refused(&[], &[("ETCD_AUTH_TOKEN_TTL", "600")]);
+    assert!(auth.contains("ETCD_AUTH_TOKEN_TTL"), "{auth}");
     assert!(refused(&["--auth-token", "jwt,pub-key=x"], &[]).contains("authentication"));
     assert!(refused(&["--pre-vote", "false"], &[]).contains("'false' is not a valid flag"));
     assert!(refused(&["--heartbeat-interval=soon"], &[]).contains("soon"));

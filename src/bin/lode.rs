@@ -480,6 +480,17 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
             quota => Some(quota as u64),
         },
         forward_tls: tls.client_dial.clone(),
+        bcrypt_cost: match u32::try_from(cli.bcrypt_cost) {
+            Ok(cost @ 4..=31) => cost,
+            _ => {
+                tracing::warn!(
+                    given = cli.bcrypt_cost,
+                    default = lode::auth::token::DEFAULT_BCRYPT_COST,
+                    "--bcrypt-cost is outside 4..31: the default is used, as etcd does"
+                );
+                lode::auth::token::DEFAULT_BCRYPT_COST
+            }
+        },
     };
     let secured = |(address, https): (String, bool)| server::Listen {
         tls: if https {

@@ -221,7 +221,7 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     fixed("host-whitelist", false, &["", "*"], CORS),
     // Auth.
     fixed("auth-token", false, &["", "simple"], AUTH),
-    fixed("bcrypt-cost", false, &["10"], AUTH),
+    serves("bcrypt-cost"),
     fixed("auth-token-ttl", false, &["300"], AUTH),
     // Profiling and monitoring.
     no_effect(

@@ -603,7 +603,7 @@ mod tests {
         assert!(matches!(
             resolve(
                 &argv(&[]),
-                &env(&[("ETCD_BCRYPT_COST", "12")]),
+                &env(&[("ETCD_AUTH_TOKEN_TTL", "600")]),
                 &known(),
                 no_file
             )

@@ -133,6 +133,10 @@ pub struct ServerFlags {
     #[arg(long, default_value = "10m", alias = "experimental-watch-progress-notify-interval",
           value_parser = watch_progress_interval)]
     pub watch_progress_notify_interval: Duration,
+    /// bcrypt's cost for users' passwords (4 to 31; another value is warned about and the
+    /// default used, as etcd does).
+    #[arg(long, default_value_t = 10)]
+    pub bcrypt_cost: i64,
     /// Streams one gRPC (HTTP/2) connection may have open at once.
     #[arg(long, default_value_t = u32::MAX)]
     pub max_concurrent_streams: u32,

@@ -70,6 +70,8 @@ pub struct ConsensusConfig {
     /// How a follower dials the leader's `https` client URL when it forwards a membership or
     /// leadership request (`--client-cert-file` or `--cert-file`, `--trusted-ca-file`).
     pub forward_tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
+    /// bcrypt's cost for users' passwords (`--bcrypt-cost`).
+    pub bcrypt_cost: u32,
 }
 
 impl ConsensusConfig {

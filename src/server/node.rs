@@ -581,7 +581,8 @@ async fn serve_auth(
             ) && !request.no_password;
             if hashes {
                 let password = std::mem::take(&mut request.password);
-                request.password_hash = hash_off_core(password).await?;
+                let cost = consensus.config().bcrypt_cost;
+                request.password_hash = hash_off_core(password, cost).await?;
             }
             request.password.clear();
             consensus.auth_change(&request).await
@@ -589,16 +590,13 @@ async fn serve_auth(
     }
 }
 
-/// bcrypt at etcd's default cost on a thread of its own, awaited without blocking the core.
-async fn hash_off_core(password: String) -> Result<bytes::Bytes, ServerError> {
+/// bcrypt at `cost` on a thread of its own, awaited without blocking the core.
+async fn hash_off_core(password: String, cost: u32) -> Result<bytes::Bytes, ServerError> {
     let (sender, receiver) = futures::channel::oneshot::channel();
     std::thread::Builder::new()
         .name("lode-bcrypt".into())
         .spawn(move || {
-            let _ = sender.send(crate::auth::token::hash_password(
-                &password,
-                crate::auth::token::DEFAULT_BCRYPT_COST,
-            ));
+            let _ = sender.send(crate::auth::token::hash_password(&password, cost));
         })
         .map_err(|e| ServerError::Internal(format!("starting a hashing thread: {e}")))?;
     receiver

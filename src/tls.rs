@@ -620,12 +620,18 @@ impl Stamps {
     }
 }
 
-/// A listener's TLS: the configuration handed to each handshake, rebuilt when a file changed.
-pub struct ServerTls {
+/// A TLS configuration built from one side's settings and files, rebuilt when one of the
+/// files changed (looked at each time the configuration is asked for, that is at each
+/// handshake, as etcd re-reads at each); a rebuild that fails is logged once and the last good
+/// configuration kept.
+struct Reloading<C> {
     side: TlsSide,
     common: TlsCommon,
     files: Vec<PathBuf>,
-    state: Mutex<Loaded<ServerConfig>>,
+    build: fn(&TlsSide, &TlsCommon) -> Result<C, TlsError>,
+    /// What the log says stays in use when new files do not load.
+    kept: &'static str,
+    state: Mutex<Loaded<C>>,
 }
 
 struct Loaded<C> {
@@ -636,44 +642,42 @@ struct Loaded<C> {
     failed: Option<Stamps>,
 }
 
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls")
-            .field("side", &self.side)
-            .finish()
-    }
-}
-
-impl ServerTls {
-    /// Builds the configuration once (errors here stop the start).
-    pub fn new(side: TlsSide, common: TlsCommon) -> Result<Arc<ServerTls>, TlsError> {
+impl<C> Reloading<C> {
+    /// Checks the settings and builds the configuration once (errors here stop the start).
+    fn new(
+        side: TlsSide,
+        common: TlsCommon,
+        build: fn(&TlsSide, &TlsCommon) -> Result<C, TlsError>,
+        kept: &'static str,
+    ) -> Result<Reloading<C>, TlsError> {
         side.check()?;
         common.check()?;
         let files = side.watched_files();
         let stamps = Stamps::of(&files);
-        let config = Arc::new(server_config(&side, &common)?);
-        Ok(Arc::new(ServerTls {
+        let config = Arc::new(build(&side, &common)?);
+        Ok(Reloading {
             side,
             common,
             files,
+            build,
+            kept,
             state: Mutex::new(Loaded {
                 config,
                 stamps,
                 failed: None,
             }),
-        }))
+        })
     }
 
-    /// The configuration for the next handshake: rebuilt first if a file changed since; a
-    /// rebuild that fails is logged once and the previous configuration kept.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    /// The configuration for the next handshake, rebuilt first if a file changed since.
+    fn current(&self) -> Arc<C> {
         let stamps = Stamps::of(&self.files);
         let mut state = match self.state.lock() {
             Ok(state) => state,
             Err(poisoned) => poisoned.into_inner(),
         };
         if stamps != state.stamps && state.failed.as_ref() != Some(&stamps) {
-            match server_config(&self.side, &self.common) {
+            match (self.build)(&self.side, &self.common) {
                 Ok(config) => {
                     tracing::info!(side = self.side.name, "reloaded TLS certificates");
                     state.config = Arc::new(config);
@@ -681,12 +685,59 @@ impl ServerTls {
                     state.failed = None;
                 }
                 Err(error) => {
-                    tracing::warn!(side = self.side.name, %error, "new TLS files do not load; the previous certificate keeps serving");
+                    tracing::warn!(side = self.side.name, %error, "new TLS files do not load; {}", self.kept);
                     state.failed = Some(stamps);
                 }
             }
         }
         state.config.clone()
+    }
+}
+
+/// `handshake` within [`HANDSHAKE_TIMEOUT`].
+async fn within_handshake_timeout<T>(
+    handshake: impl std::future::Future<Output = std::io::Result<T>> + Unpin,
+) -> Result<T, String> {
+    match futures::future::select(
+        handshake,
+        Box::pin(glommio::timer::sleep(HANDSHAKE_TIMEOUT)),
+    )
+    .await
+    {
+        futures::future::Either::Left((result, _)) => {
+            result.map_err(|e| format!("TLS handshake failed: {e}"))
+        }
+        futures::future::Either::Right(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
+/// A listener's TLS: the configuration handed to each handshake, rebuilt when a file changed.
+pub struct ServerTls(Reloading<ServerConfig>);
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("side", &self.0.side)
+            .finish()
+    }
+}
+
+impl ServerTls {
+    /// Builds the configuration once (errors here stop the start).
+    pub fn new(side: TlsSide, common: TlsCommon) -> Result<Arc<ServerTls>, TlsError> {
+        let kept = "the previous certificate keeps serving";
+        Ok(Arc::new(ServerTls(Reloading::new(
+            side,
+            common,
+            server_config,
+            kept,
+        )?)))
+    }
+
+    /// The configuration for the next handshake: rebuilt first if a file changed since; a
+    /// rebuild that fails is logged once and the previous configuration kept.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.0.current()
     }
 
     /// Completes a handshake on `stream` (from `remote`) within `HANDSHAKE_TIMEOUT` and checks
@@ -701,22 +752,12 @@ impl ServerTls {
         S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin,
     {
         let acceptor = futures_rustls::TlsAcceptor::from(self.config());
-        let handshake = acceptor.accept(stream);
-        let stream = match futures::future::select(
-            handshake,
-            Box::pin(glommio::timer::sleep(HANDSHAKE_TIMEOUT)),
-        )
-        .await
-        {
-            futures::future::Either::Left((result, _)) => {
-                result.map_err(|e| format!("TLS handshake failed: {e}"))?
-            }
-            futures::future::Either::Right(_) => return Err("TLS handshake timed out".into()),
-        };
+        let stream = within_handshake_timeout(acceptor.accept(stream)).await?;
+        let side = &self.0.side;
         let identity = match stream.get_ref().1.peer_certificates() {
             Some([end_entity, ..]) => {
-                check_allowed(&self.side, end_entity)?;
-                if let (true, Some(remote)) = (self.side.verify_client_san, remote) {
+                check_allowed(side, end_entity)?;
+                if let (true, Some(remote)) = (side.verify_client_san, remote) {
                     check_client_address(end_entity, remote).await?;
                 }
                 Some(Identity {
@@ -792,60 +833,41 @@ impl rustls::server::ResolvesServerCert for Fixed {
 }
 
 /// A member's TLS when it dials (the peer transport; forwarding to the leader's client URL).
-pub struct ClientTls {
-    side: TlsSide,
-    common: TlsCommon,
-    files: Vec<PathBuf>,
-    state: Mutex<Loaded<ClientConfig>>,
-}
+pub struct ClientTls(Reloading<ClientConfig>);
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
-            .field("side", &self.side)
+            .field("side", &self.0.side)
             .finish()
     }
 }
 
 impl ClientTls {
     pub fn new(side: TlsSide, common: TlsCommon) -> Result<Arc<ClientTls>, TlsError> {
-        side.check()?;
-        common.check()?;
-        let files = side.watched_files();
-        let stamps = Stamps::of(&files);
-        let config = Arc::new(client_config(&side, &common)?);
-        Ok(Arc::new(ClientTls {
+        let kept = "the previous certificate keeps being presented";
+        Ok(Arc::new(ClientTls(Reloading::new(
             side,
             common,
-            files,
+            client_config,
+            kept,
+        )?)))
+    }
+
+    /// A dialler with a configuration that is never reloaded (lodectl's): it watches no file.
+    pub fn fixed(config: ClientConfig) -> Arc<ClientTls> {
+        Arc::new(ClientTls(Reloading {
+            side: TlsSide::default(),
+            common: TlsCommon::default(),
+            files: Vec::new(),
+            build: client_config,
+            kept: "",
             state: Mutex::new(Loaded {
-                config,
-                stamps,
+                config: Arc::new(config),
+                stamps: Stamps(Vec::new()),
                 failed: None,
             }),
         }))
-    }
-
-    fn config(&self) -> Arc<ClientConfig> {
-        let stamps = Stamps::of(&self.files);
-        let mut state = match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if stamps != state.stamps && state.failed.as_ref() != Some(&stamps) {
-            match client_config(&self.side, &self.common) {
-                Ok(config) => {
-                    state.config = Arc::new(config);
-                    state.stamps = stamps;
-                    state.failed = None;
-                }
-                Err(error) => {
-                    tracing::warn!(side = self.side.name, %error, "new TLS files do not load; the previous certificate keeps being presented");
-                    state.failed = Some(stamps);
-                }
-            }
-        }
-        state.config.clone()
     }
 
     /// Completes a handshake with the server at `host` over `stream` within
@@ -860,44 +882,17 @@ impl ClientTls {
     {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| format!("{host} is not a name TLS can verify: {e}"))?;
-        let connector = futures_rustls::TlsConnector::from(self.config());
-        let handshake = connector.connect(name, stream);
-        let stream = match futures::future::select(
-            handshake,
-            Box::pin(glommio::timer::sleep(HANDSHAKE_TIMEOUT)),
-        )
-        .await
-        {
-            futures::future::Either::Left((result, _)) => {
-                result.map_err(|e| format!("TLS handshake failed: {e}"))?
-            }
-            futures::future::Either::Right(_) => return Err("TLS handshake timed out".into()),
-        };
+        let connector = futures_rustls::TlsConnector::from(self.0.current());
+        let stream = within_handshake_timeout(connector.connect(name, stream)).await?;
         if let Some([end_entity, ..]) = stream.get_ref().1.peer_certificates() {
-            check_allowed(&self.side, end_entity)?;
+            check_allowed(&self.0.side, end_entity)?;
         }
         Ok(stream)
     }
 
     /// The configuration for blocking clients (the join query at start).
     pub fn blocking_config(&self) -> Arc<ClientConfig> {
-        self.config()
-    }
-}
-
-impl ClientTls {
-    /// A dialler with a configuration that is never reloaded (lodectl's).
-    pub fn fixed(config: ClientConfig) -> Arc<ClientTls> {
-        Arc::new(ClientTls {
-            side: TlsSide::default(),
-            common: TlsCommon::default(),
-            files: Vec::new(),
-            state: Mutex::new(Loaded {
-                config: Arc::new(config),
-                stamps: Stamps(Vec::new()),
-                failed: None,
-            }),
-        })
+        self.0.current()
     }
 }
 

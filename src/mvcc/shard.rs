@@ -390,21 +390,8 @@ impl MvccShard {
         let mut reached = upto;
         if max_bytes != usize::MAX {
             let mut sizes: BTreeMap<i64, usize> = BTreeMap::new();
-            for (key, history) in self.keyed_histories(range) {
-                let first = history.partition_point(|v| v.main <= after);
-                for (position, version) in history.iter().enumerate().skip(first) {
-                    if version.main > upto {
-                        break;
-                    }
-                    let pair = |kv: &KeyValue| kv.key.len() + kv.value.len();
-                    let previous = position
-                        .checked_sub(1)
-                        .and_then(|p| history[p].pair.as_ref())
-                        .map_or(0, pair);
-                    let own = version.pair.as_ref().map_or(key.len(), pair);
-                    *sizes.entry(version.main).or_default() +=
-                        crate::watch::EVENT_OVERHEAD_BYTES + own + previous;
-                }
+            for event in self.events_between(range, after, upto) {
+                *sizes.entry(event.revision()).or_default() += event.counted_bytes();
             }
             let mut total = 0usize;
             let mut held: Option<i64> = None;
@@ -421,27 +408,39 @@ impl MvccShard {
                 reached = last;
             }
         }
-        let mut events = Vec::new();
-        for (key, history) in self.keyed_histories(range) {
-            let first = history.partition_point(|v| v.main <= after);
-            for (position, version) in history.iter().enumerate().skip(first) {
-                if version.main > reached {
-                    break;
-                }
-                let previous = position
-                    .checked_sub(1)
-                    .and_then(|p| history[p].pair.clone());
-                events.push(Event::new(
-                    version.main,
-                    version.sub,
-                    key.clone(),
-                    version.pair.clone(),
-                    previous,
-                ));
-            }
-        }
+        let mut events: Vec<Event> = self.events_between(range, after, reached).collect();
         events.sort_by_key(|event| (event.revision(), event.sub));
         (events, reached)
+    }
+
+    /// Every change to keys in `range` with a main revision in `(after, upto]`, as watch events
+    /// with the key's pair before each when the history still holds it; key by key, not in
+    /// revision order.
+    fn events_between<'a>(
+        &'a self,
+        range: &'a KeyRange,
+        after: i64,
+        upto: i64,
+    ) -> impl Iterator<Item = Event> + 'a {
+        self.keyed_histories(range).flat_map(move |(key, history)| {
+            let first = history.partition_point(|v| v.main <= after);
+            history[first..]
+                .iter()
+                .take_while(move |version| version.main <= upto)
+                .enumerate()
+                .map(move |(offset, version)| {
+                    let previous = (first + offset)
+                        .checked_sub(1)
+                        .and_then(|p| history[p].pair.clone());
+                    Event::new(
+                        version.main,
+                        version.sub,
+                        key.clone(),
+                        version.pair.clone(),
+                        previous,
+                    )
+                })
+        })
     }
 }
 

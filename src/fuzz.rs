@@ -737,19 +737,36 @@ fn json_run(data: &[u8]) {
 
 // ----- HTTP/2's first header block -----
 
+/// An HTTP/2 frame appended to `out` (hostile and fuzzed inputs are built of them).
+pub fn http2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8], out: &mut Vec<u8>) {
+    let length = payload.len();
+    out.extend_from_slice(&[
+        (length >> 16) as u8,
+        (length >> 8) as u8,
+        length as u8,
+        kind,
+        flags,
+    ]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A client's first bytes: the preface, an empty SETTINGS, then `block` as stream 1's header
+/// block in a HEADERS frame and as many CONTINUATION frames (16 KiB each) as it takes.
+pub fn http2_opening(block: &[u8]) -> Vec<u8> {
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    http2_frame(0x4, 0, 0, &[], &mut bytes);
+    let pieces: Vec<&[u8]> = block.chunks(16_384).collect();
+    for (n, piece) in pieces.iter().enumerate() {
+        let kind = if n == 0 { 0x1 } else { 0x9 };
+        let flags = if n + 1 == pieces.len() { 0x4 } else { 0 };
+        http2_frame(kind, flags, 1, piece, &mut bytes);
+    }
+    bytes
+}
+
 fn http2_corpus() -> Vec<Vec<u8>> {
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8], out: &mut Vec<u8>| {
-        let length = payload.len();
-        out.extend_from_slice(&[
-            (length >> 16) as u8,
-            (length >> 8) as u8,
-            length as u8,
-            kind,
-            flags,
-        ]);
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-    };
+    let frame = http2_frame;
     let literal = |name: &[u8], value: &[u8], out: &mut Vec<u8>| {
         // Literal without indexing, new name, no Huffman (lengths under 127).
         out.push(0x00);

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::server::{ok, DataDir, Lode};
+use lode::fuzz::{http2_frame as frame, http2_opening};
 
 /// Resident memory of process `pid`, in bytes.
 fn resident_bytes(pid: u32) -> u64 {
@@ -40,20 +41,6 @@ fn hpack_integer(mut value: usize, prefix_bits: u8, high: u8, out: &mut Vec<u8>)
     out.push(value as u8);
 }
 
-/// An HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8], out: &mut Vec<u8>) {
-    let length = payload.len();
-    out.extend_from_slice(&[
-        (length >> 16) as u8,
-        (length >> 8) as u8,
-        length as u8,
-        kind,
-        flags,
-    ]);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-}
-
 #[test]
 fn an_hpack_bomb_is_refused_without_exhausting_memory() {
     let dir = DataDir::new("hostile-hpack-bomb");
@@ -66,14 +53,7 @@ fn an_hpack_bomb_is_refused_without_exhausting_memory() {
     hpack_string(b"x-bomb", &mut block);
     hpack_string(&vec![b'b'; 3900], &mut block);
     block.extend(std::iter::repeat_n(0x80 | 62, 250_000));
-    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    frame(0x4, 0, 0, &[], &mut bytes); // SETTINGS
-    let pieces: Vec<&[u8]> = block.chunks(16_384).collect();
-    for (n, piece) in pieces.iter().enumerate() {
-        let kind = if n == 0 { 0x1 } else { 0x9 };
-        let flags = if n + 1 == pieces.len() { 0x4 } else { 0 };
-        frame(kind, flags, 1, piece, &mut bytes);
-    }
+    let bytes = http2_opening(&block);
     let mut connection = std::net::TcpStream::connect(&lode.address).expect("connect");
     connection
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -320,14 +300,7 @@ fn a_huge_header_list_is_refused_and_others_are_served() {
         hpack_string(format!("x-header-{n:05}").as_bytes(), &mut block);
         hpack_string(&[b'h'; 100], &mut block);
     }
-    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    frame(0x4, 0, 0, &[], &mut bytes);
-    let pieces: Vec<&[u8]> = block.chunks(16_384).collect();
-    for (n, piece) in pieces.iter().enumerate() {
-        let kind = if n == 0 { 0x1 } else { 0x9 };
-        let flags = if n + 1 == pieces.len() { 0x4 } else { 0 };
-        frame(kind, flags, 1, piece, &mut bytes);
-    }
+    let bytes = http2_opening(&block);
     let mut connections = Vec::new();
     for _ in 0..20 {
         let mut connection = std::net::TcpStream::connect(&lode.address).expect("connect");

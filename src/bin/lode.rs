@@ -682,6 +682,7 @@ impl Tls {
         peer.check().map_err(|e| usage(e.to_string()))?;
         let hosts = |urls: &[lode::server::urls::Url]| -> Vec<String> {
             let mut hosts: Vec<String> = urls.iter().map(|url| url.host.clone()).collect();
+            hosts.sort();
             hosts.dedup();
             hosts
         };

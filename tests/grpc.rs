@@ -409,11 +409,7 @@ fn auth_status_answers_from_the_auth_store() {
     let lode = Lode::start(&dir.0, &[]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let channel = tonic::transport::Channel::from_shared(endpoint)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = common::grpc_channel(&endpoint).await;
         let status = AuthClient::new(channel)
             .auth_status(AuthStatusRequest {})
             .await
@@ -435,11 +431,7 @@ fn the_grpc_health_service_says_serving() {
     let lode = Lode::start(&dir.0, &[]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let channel = tonic::transport::Channel::from_shared(endpoint)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = common::grpc_channel(&endpoint).await;
         let mut client = HealthClient::new(channel);
         let checked = client
             .check(HealthCheckRequest::default())
@@ -613,11 +605,7 @@ fn malformed_grpc_requests_get_clear_errors_and_change_nothing() {
     let lode = Lode::start(&dir.0, &[]);
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
-        let channel = tonic::transport::Channel::from_shared(endpoint.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = common::grpc_channel(&endpoint).await;
         let call = |path: &'static str, body: Vec<u8>| {
             let mut grpc = tonic::client::Grpc::new(channel.clone());
             async move {

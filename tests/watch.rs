@@ -478,11 +478,7 @@ fn large_revisions_are_fragmented_for_watchers_that_allow_it() {
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
         // etcd-client hides `fragment`: etcd's protocol, through tonic.
-        let channel = tonic::transport::Channel::from_shared(endpoint.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = common::grpc_channel(&endpoint).await;
         let open = |fragment: bool| {
             let create = pb::WatchRequest {
                 request_union: Some(pb::watch_request::RequestUnion::CreateRequest(

@@ -24,6 +24,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A plain gRPC channel to a lode client URL, for calls etcd-client does not make.
+pub async fn grpc_channel(endpoint: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(endpoint.to_string())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// The gRPC status code and message of a failed etcd-client call.
 pub fn grpc_error(error: etcd_client::Error) -> (tonic::Code, String) {
     match error {

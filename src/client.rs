@@ -73,6 +73,8 @@ pub struct Client {
     closed: Rc<RefCell<Option<String>>>,
     next_id: Cell<u64>,
     reader: glommio::task::JoinHandle<()>,
+    /// The auth token every request carries (`Client::authenticate`).
+    token: RefCell<Option<String>>,
 }
 
 impl Client {
@@ -117,7 +119,39 @@ impl Client {
             closed,
             next_id: Cell::new(1),
             reader,
+            token: RefCell::new(None),
         })
+    }
+
+    /// Authenticates as `user` (etcd's Authenticate) and makes every later request carry the
+    /// token. Returns false, changing nothing, when the server's auth is off (etcd's clients
+    /// then go on without a token).
+    pub async fn authenticate(&self, user: &str, password: &str) -> Result<bool, ClientError> {
+        let request = crate::auth::request::AuthRequest {
+            name: user.to_string(),
+            password: password.to_string(),
+            ..crate::auth::request::AuthRequest::new(crate::auth::request::AuthKind::Authenticate)
+        };
+        match self.request(&Request::Auth(request)).await {
+            Ok(Response::Auth(answer)) => {
+                *self.token.borrow_mut() = Some(answer.token);
+                Ok(true)
+            }
+            Ok(other) => Err(ClientError::Closed(format!(
+                "unexpected answer to Authenticate: {other:?}"
+            ))),
+            Err(ClientError::Server { message, .. })
+                if message == crate::auth::AuthError::AuthNotEnabled.to_string() =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes every later request carry `token` (or none).
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.borrow_mut() = token;
     }
 
     /// Sends a request and waits for its answer; an error answer is `ClientError::Server`.
@@ -211,7 +245,11 @@ impl Client {
             return Err(ClientError::Closed(why));
         }
         let mut wire = BytesMut::new();
-        encode_frame(&mut wire, &native::encode_request(id, request));
+        let token = self.token.borrow().clone();
+        encode_frame(
+            &mut wire,
+            &native::encode_request_as(id, request, token.as_deref()),
+        );
         let mut writer = self.writer.lock().await;
         writer.write_all(&wire).await?;
         writer.flush().await?;

@@ -1,5 +1,8 @@
-//! etcd's auth store through etcd's own etcdctl: users, roles and permissions set up as etcd's
-//! auth walkthrough does, kept through the log and snapshots across a SIGKILL.
+//! etcd's auth through etcd's own tools: etcdctl's walkthrough (users, roles, permissions, auth
+//! on, allowed and denied requests, password change, revocation, auth off) kept through the log
+//! and snapshots across a SIGKILL; lodectl's auth commands and `--user`; the Rust etcd-client's
+//! tokens expiring and renewed; JWTs verified by a member that did not issue them, on a member
+//! that caught up by snapshot; and a randomized comparison with a model of etcd's rules.
 
 mod common;
 
@@ -53,13 +56,91 @@ fn users_roles_and_permissions_set_up_with_etcdctl_survive_a_sigkill_and_a_snaps
     let duplicate = etcdctl(&endpoint, &["user", "add", "alice:again"]);
     assert!(!duplicate.status.success());
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("user name already exists"));
-    // Enabling is refused until lode authorizes requests, and says so.
-    let enable = etcdctl(&endpoint, &["auth", "enable"]);
-    assert!(!enable.status.success());
-    assert!(
-        String::from_utf8_lossy(&enable.stderr).contains("cannot be turned on yet"),
-        "{}",
-        String::from_utf8_lossy(&enable.stderr)
+    // Auth on: requests speak for a user, and get what the user's roles allow.
+    assert_eq!(run(&["auth", "enable"]), "Authentication Enabled\n");
+    let as_user = |user: &str, args: &[&str]| {
+        let mut all = vec!["--user", user];
+        all.extend_from_slice(args);
+        etcdctl(&endpoint, &all)
+    };
+    let refused = |output: std::process::Output, why: &str| {
+        assert!(!output.status.success(), "allowed: {why}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            stderr.contains(&format!("Error: etcdserver: {why}")),
+            "{stderr}"
+        );
+    };
+    refused(etcdctl(&endpoint, &["get", "k1"]), "user name is empty");
+    assert_eq!(
+        succeeded(as_user("root:rootpw", &["put", "/config/a", "1"])),
+        "OK\n"
+    );
+    assert_eq!(
+        succeeded(as_user("alice:secret", &["get", "/config/a"])),
+        "/config/a\n1\n"
+    );
+    assert_eq!(
+        succeeded(as_user(
+            "alice:secret",
+            &["get", "/config/", "--prefix", "--keys-only"]
+        )),
+        "/config/a\n\n"
+    );
+    refused(
+        as_user("alice:secret", &["put", "/config/a", "2"]),
+        "permission denied",
+    );
+    refused(as_user("alice:secret", &["get", "k1"]), "permission denied");
+    refused(
+        as_user("alice:secret", &["get", "/config/", "--from-key"]),
+        "permission denied",
+    );
+    refused(
+        as_user("alice:secret", &["user", "list"]),
+        "permission denied",
+    );
+    refused(
+        as_user("alice:secret", &["compaction", "3"]),
+        "permission denied",
+    );
+    refused(
+        as_user("alice:wrong", &["get", "/config/a"]),
+        "authentication failed, invalid user ID or password",
+    );
+    // A user reads itself; a password change ends the old password.
+    assert_eq!(
+        succeeded(as_user("alice:secret", &["user", "get", "alice"])),
+        expected_user
+    );
+    let mut passwd = std::process::Command::new("etcdctl");
+    passwd.env("ETCDCTL_API", "3").args([
+        &format!("--endpoints={endpoint}"),
+        "--user=root:rootpw",
+        "user",
+        "passwd",
+        "alice",
+        "--interactive=false",
+    ]);
+    assert_eq!(
+        succeeded(common::server::output_with_input(
+            &mut passwd,
+            Some("newpw\n")
+        )),
+        "Password updated\n"
+    );
+    refused(
+        as_user("alice:secret", &["get", "/config/a"]),
+        "authentication failed, invalid user ID or password",
+    );
+    assert_eq!(
+        succeeded(as_user("alice:newpw", &["get", "/config/a"])),
+        "/config/a\n1\n"
+    );
+    // Root cannot lose root while auth is on.
+    refused(
+        as_user("root:rootpw", &["user", "revoke-role", "root", "root"]),
+        "invalid auth management",
     );
     // A SIGKILL, a restart from the snapshot and the log: everything is still there.
     lode.kill();
@@ -77,13 +158,48 @@ fn users_roles_and_permissions_set_up_with_etcdctl_survive_a_sigkill_and_a_snaps
         "no snapshot was taken"
     );
     let endpoint = lode.client_url.clone();
-    let run = |args: &[&str]| succeeded(etcdctl(&endpoint, args));
-    assert_eq!(run(&["user", "list"]), "alice\nroot\n");
-    assert_eq!(run(&["role", "list"]), "reader\nroot\n");
-    assert_eq!(run(&["user", "get", "alice"]), expected_user);
-    assert_eq!(run(&["role", "get", "reader"]), role);
-    assert_eq!(run(&["user", "delete", "alice"]), "User alice deleted\n");
-    assert_eq!(run(&["user", "list"]), "root\n");
+    // Still on after the restart, with the same users, roles and passwords.
+    let as_root = |args: &[&str]| {
+        let mut all = vec!["--user", "root:rootpw"];
+        all.extend_from_slice(args);
+        succeeded(etcdctl(&endpoint, &all))
+    };
+    assert!(!etcdctl(&endpoint, &["get", "/config/a"]).status.success());
+    assert_eq!(as_root(&["user", "list"]), "alice\nroot\n");
+    assert_eq!(as_root(&["role", "list"]), "reader\nroot\n");
+    assert_eq!(as_root(&["user", "get", "alice"]), expected_user);
+    assert_eq!(as_root(&["role", "get", "reader"]), role);
+    let alice = |args: &[&str]| {
+        let mut all = vec!["--user", "alice:newpw"];
+        all.extend_from_slice(args);
+        etcdctl(&endpoint, &all)
+    };
+    assert_eq!(succeeded(alice(&["get", "/config/a"])), "/config/a\n1\n");
+    // A revoked permission takes effect at once.
+    assert_eq!(
+        as_root(&[
+            "role",
+            "revoke-permission",
+            "reader",
+            "/config/",
+            "--prefix=true"
+        ]),
+        "Permission of range [/config/, /config0) is revoked from role reader\n"
+    );
+    assert!(!alice(&["get", "/config/a"]).status.success());
+    assert_eq!(
+        as_root(&["user", "delete", "alice"]),
+        "User alice deleted\n"
+    );
+    assert_eq!(as_root(&["user", "list"]), "root\n");
+    assert_eq!(as_root(&["auth", "disable"]), "Authentication Disabled\n");
+    assert_eq!(
+        succeeded(etcdctl(
+            &endpoint,
+            &["get", "/config/a", "--print-value-only"]
+        )),
+        "1\n"
+    );
 }
 
 #[test]
@@ -177,4 +293,313 @@ fn lodectl_sets_up_users_and_roles_and_prints_as_etcdctl_does() {
     let refused = lode.ctl(&["user", "get", "nobody"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("etcdserver: user name not found"));
+    // --user and --password, as etcdctl takes them, over the native protocol.
+    assert_eq!(ctl(&["user", "add", "root:rootpw"]), "User root created\n");
+    assert_eq!(
+        ctl(&["user", "grant-role", "root", "root"]),
+        "Role root is granted to user root\n"
+    );
+    assert_eq!(
+        ctl(&["--user", "root:rootpw", "auth", "enable"]),
+        "Authentication Enabled\n"
+    );
+    let anonymous = lode.ctl(&["put", "k", "v"]);
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("etcdserver: user name is empty"));
+    assert_eq!(
+        ctl(&["--user", "root", "--password", "rootpw", "put", "k", "v"]),
+        "OK\n"
+    );
+    let bob = lode.ctl(&["--user", "bob:new", "get", "k"]);
+    assert!(!bob.status.success(), "bob holds no role");
+    assert!(String::from_utf8_lossy(&bob.stderr).contains("etcdserver: permission denied"));
+    let wrong = lode.ctl(&["--user", "bob:old", "get", "k"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr)
+        .contains("etcdserver: authentication failed, invalid user ID or password"));
+    assert!(ctl(&["--user", "root:rootpw", "auth", "status"])
+        .starts_with("Authentication Status: true\n"));
+    assert_eq!(
+        ctl(&["--user", "root:rootpw", "auth", "disable"]),
+        "Authentication Disabled\n"
+    );
+    assert_eq!(ctl(&["get", "k", "--print-value-only"]), "v\n");
+}
+
+/// Root and a user `app` holding role `app` (read-write on `app/`), set up with etcd-client as
+/// an operator's script would, and auth turned on.
+async fn set_up_app_user(endpoint: &str) {
+    let mut client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("connect");
+    client.user_add("root", "rootpw", None).await.expect("root");
+    client.user_grant_role("root", "root").await.expect("grant");
+    client.role_add("app").await.expect("role");
+    client
+        .role_grant_permission(
+            "app",
+            etcd_client::Permission::read_write("app/").with_prefix(),
+        )
+        .await
+        .expect("permission");
+    client.user_add("app", "apppw", None).await.expect("user");
+    client.user_grant_role("app", "app").await.expect("grant");
+    client.auth_enable().await.expect("enable");
+}
+
+#[test]
+fn etcd_clients_tokens_expire_after_the_ttl_and_are_renewed_by_the_client() {
+    use common::{grpc_error, runtime};
+    let dir = DataDir::new("auth-token-ttl");
+    // Simple tokens unused for 2 s are gone (etcd's --auth-token-ttl); bcrypt at its cheapest.
+    let lode = Lode::start(&dir.0, &["--auth-token-ttl=2", "--bcrypt-cost=4"]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        set_up_app_user(&endpoint).await;
+        let login = etcd_client::ConnectOptions::new().with_user("app", "apppw");
+        let mut plain = etcd_client::Client::connect([&endpoint], Some(login.clone()))
+            .await
+            .expect("connect as app");
+        let mut renewing =
+            etcd_client::Client::connect([&endpoint], Some(login.with_auto_token_refresh(true)))
+                .await
+                .expect("connect as app");
+        plain.put("app/a", "1", None).await.expect("put");
+        let (code, message) = grpc_error(plain.put("other", "1", None).await.expect_err("denied"));
+        assert_eq!(code, tonic::Code::PermissionDenied);
+        assert_eq!(message, "etcdserver: permission denied");
+        let (code, message) = grpc_error(
+            plain
+                .compact(1, None)
+                .await
+                .expect_err("compaction needs root"),
+        );
+        assert_eq!(
+            (code, message.as_str()),
+            (
+                tonic::Code::PermissionDenied,
+                "etcdserver: permission denied"
+            )
+        );
+        // A denied watch is canceled at once, with etcd's reason.
+        let mut stream = plain.watch("other", None).await.expect("watch call");
+        let refused = stream.message().await.expect("stream").expect("answer");
+        assert!(refused.canceled(), "{refused:?}");
+        assert_eq!(
+            refused.cancel_reason(),
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        );
+        // Unused for longer than the TTL: the token is no longer valid.
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        let (code, message) = grpc_error(plain.get("app/a", None).await.expect_err("expired"));
+        assert_eq!(code, tonic::Code::Unauthenticated);
+        assert_eq!(message, "etcdserver: invalid auth token");
+        // The client that renews its token on exactly that error goes on.
+        let read = renewing.get("app/a", None).await.expect("renewed");
+        assert_eq!(read.kvs()[0].value(), b"1");
+        // Use keeps a token alive past its TTL.
+        for _ in 0..6 {
+            renewing.put("app/b", "2", None).await.expect("in use");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        // A password change ends the user's tokens at once.
+        let mut root = etcd_client::Client::connect(
+            [&endpoint],
+            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+        )
+        .await
+        .expect("connect as root");
+        root.user_change_password("app", "newpw")
+            .await
+            .expect("change password");
+        let (code, _) = grpc_error(renewing.get("app/a", None).await.expect_err("old password"));
+        assert_eq!(code, tonic::Code::InvalidArgument);
+    });
+}
+
+/// An EC P-256 key pair for JWTs, made by openssl: (private key PEM path, public key PEM path).
+fn jwt_keys(dir: &std::path::Path) -> (String, String) {
+    std::fs::create_dir_all(dir).expect("key dir");
+    let private = dir.join("jwt.key");
+    let public = dir.join("jwt.pub");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let (private, public) = (
+        private.to_string_lossy().into_owned(),
+        public.to_string_lossy().into_owned(),
+    );
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &private,
+    ]);
+    run(&["pkey", "-in", &private, "-pubout", "-out", &public]);
+    (private, public)
+}
+
+#[test]
+fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapshot() {
+    use common::cluster::{cluster_with, wait_for_leader};
+    use common::runtime;
+    let keys = DataDir::new("auth-jwt-keys");
+    let (private, public) = jwt_keys(&keys.0);
+    let mut members = cluster_with(
+        "auth-jwt",
+        &[
+            "--bcrypt-cost=4",
+            "--snapshot-count=20",
+            "--snapshot-catchup-entries=5",
+        ],
+    );
+    // m0 signs; m1 and m2 hold only the public key, so they can verify but not issue.
+    for (i, member) in members.iter_mut().enumerate() {
+        let settings = if i == 0 {
+            format!("jwt,pub-key={public},priv-key={private},sign-method=ES256,ttl=10m")
+        } else {
+            format!("jwt,pub-key={public},sign-method=ES256")
+        };
+        member.args.extend(["--auth-token".to_string(), settings]);
+    }
+    for member in members.iter_mut() {
+        member.start();
+    }
+    wait_for_leader(&members, 0);
+    // m2 is away while auth is set up and far more entries than a snapshot's worth pass: it
+    // comes back by snapshot.
+    members[2].lode.take();
+    let urls: Vec<String> = members
+        .iter()
+        .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+        .collect();
+    let (signer, verifier, caught_up) = (urls[0].clone(), urls[1].clone(), urls[2].clone());
+    runtime().block_on(async {
+        set_up_app_user(&signer).await;
+        let mut root = etcd_client::Client::connect(
+            [&signer],
+            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+        )
+        .await
+        .expect("root on the signer");
+        for n in 0..100 {
+            root.put(format!("filler/{n}"), "x", None)
+                .await
+                .expect("filler");
+        }
+    });
+    members[2].start();
+    runtime().block_on(async {
+        // Caught up: it holds every filler write (read with root's JWT from the signer,
+        // serializable: from m2's own state).
+        let root_token = {
+            let auth = etcd_client::Client::connect([&signer], None)
+                .await
+                .expect("connect");
+            auth.auth_client()
+                .authenticate("root".into(), "rootpw".into())
+                .await
+                .expect("authenticate root")
+                .token()
+                .to_string()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(channel) = tonic::transport::Channel::from_shared(caught_up.clone())
+                .expect("endpoint")
+                .connect()
+                .await
+            {
+                let mut kv = lode_protocol::etcd::etcdserverpb::kv_client::KvClient::new(channel);
+                let count = lode_protocol::etcd::etcdserverpb::RangeRequest {
+                    key: bytes::Bytes::from_static(b"filler/"),
+                    range_end: bytes::Bytes::from_static(b"filler0"),
+                    count_only: true,
+                    serializable: true,
+                    ..Default::default()
+                };
+                let mut request = tonic::Request::new(count);
+                request
+                    .metadata_mut()
+                    .insert("token", root_token.parse().expect("metadata"));
+                if let Ok(answer) = kv.range(request).await {
+                    if answer.into_inner().count == 100 {
+                        break;
+                    }
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "m2 never caught up");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    assert!(
+        members[2]
+            .lode()
+            .stderr()
+            .contains("installed a snapshot from the leader"),
+        "m2 did not catch up by snapshot"
+    );
+    runtime().block_on(async {
+        let token = {
+            let auth = etcd_client::Client::connect([&signer], None)
+                .await
+                .expect("connect");
+            auth.auth_client()
+                .authenticate("app".into(), "apppw".into())
+                .await
+                .expect("authenticate on the signer")
+                .token()
+                .to_string()
+        };
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        // A member without the private key cannot issue.
+        let unsigned = etcd_client::Client::connect([&verifier], None)
+            .await
+            .expect("connect");
+        assert!(unsigned
+            .auth_client()
+            .authenticate("app".into(), "apppw".into())
+            .await
+            .is_err());
+        // The signer's token, presented to the others as gRPC metadata.
+        for url in [&verifier, &caught_up] {
+            let channel = common::grpc_channel(url).await;
+            let mut kv = lode_protocol::etcd::etcdserverpb::kv_client::KvClient::new(channel);
+            fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+                let mut request = tonic::Request::new(message);
+                request
+                    .metadata_mut()
+                    .insert("token", token.parse().expect("metadata"));
+                request
+            }
+            let put = lode_protocol::etcd::etcdserverpb::PutRequest {
+                key: format!("app/{url}").into_bytes().into(),
+                value: bytes::Bytes::from_static(b"v"),
+                ..Default::default()
+            };
+            kv.put(with_token(put, &token))
+                .await
+                .expect("allowed on every member");
+            let denied = lode_protocol::etcd::etcdserverpb::RangeRequest {
+                key: bytes::Bytes::from_static(b"filler/1"),
+                serializable: true,
+                ..Default::default()
+            };
+            let status = kv
+                .range(with_token(denied, &token))
+                .await
+                .expect_err("denied");
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{url}");
+        }
+    });
 }

@@ -239,9 +239,23 @@ fn bad_flags_variables_and_files_are_refused_with_the_reason() {
     assert!(refused(&["stray"], &[]).contains("'stray' is not a valid flag"));
     let tls = refused(&["--cert-file", "/etc/etcd/server.crt"], &[]);
     assert!(tls.contains("--key-file"), "{tls}");
-    let auth = refused(&[], &[("ETCD_AUTH_TOKEN_TTL", "600")]);
-    assert!(auth.contains("ETCD_AUTH_TOKEN_TTL"), "{auth}");
-    assert!(refused(&["--auth-token", "jwt,pub-key=x"], &[]).contains("authentication"));
+    let auth = refused(&[], &[("ETCD_AUTH_TOKEN", "opaque")]);
+    assert!(auth.contains("unknown auth token type"), "{auth}");
+    // A key that cannot be read stops the start, naming it.
+    let dir = DataDir::new("config-jwt-key");
+    let missing_key = Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg(format!("--data-dir={}", dir.0.display()))
+        .arg(format!(
+            "--listen-client-urls=http://127.0.0.1:{}",
+            free_port()
+        ))
+        .args(["--auth-token", "jwt,pub-key=/nonexistent/jwt.pub"])
+        .output()
+        .expect("run lode");
+    assert!(!missing_key.status.success());
+    assert!(String::from_utf8_lossy(&missing_key.stderr)
+        .contains("--auth-token: /nonexistent/jwt.pub: No such file"));
+    assert!(refused(&["--auth-token", "jwt"], &[]).contains("pub-key"));
     assert!(refused(&["--pre-vote", "false"], &[]).contains("'false' is not a valid flag"));
     assert!(refused(&["--heartbeat-interval=soon"], &[]).contains("soon"));
     assert!(refused(&["--log-level=loud"], &[]).contains("loud"));

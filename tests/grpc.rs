@@ -388,17 +388,25 @@ fn maintenance_cluster_and_auth_services_answer_as_etcd() {
         assert_eq!(reader.permissions()[0].key(), b"config/");
         assert_eq!(reader.permissions()[0].range_end(), b"config0");
         assert_eq!(client.user_list().await.expect("users").users(), ["alice"]);
-        // Auth stays off until requests are authorized: enabling is refused with the reason.
+        // Auth on: a call without a token speaks for nobody; root's token may do anything.
         client.user_add("root", "rootpw", None).await.expect("root");
         client
             .user_grant_role("root", "root")
             .await
             .expect("root role");
-        let (code, message) = grpc_error(client.auth_enable().await.expect_err("enable"));
+        client.auth_enable().await.expect("enable");
+        let (code, message) = grpc_error(client.user_delete("alice").await.expect_err("no user"));
         assert_eq!(code, tonic::Code::InvalidArgument);
-        assert!(message.contains("cannot be turned on yet"), "{message}");
-        client.user_delete("alice").await.expect("user delete");
-        assert_eq!(client.user_list().await.expect("users").users(), ["root"]);
+        assert_eq!(message, "etcdserver: user name is empty");
+        let mut root = etcd_client::Client::connect(
+            [&endpoint],
+            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+        )
+        .await
+        .expect("connect as root");
+        root.user_delete("alice").await.expect("user delete");
+        assert_eq!(root.user_list().await.expect("users").users(), ["root"]);
+        root.auth_disable().await.expect("disable");
     });
 }
 

@@ -281,6 +281,8 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
             key: Bytes::from_static(b"k"),
             range_end: Bytes::from_static(b"\0"),
             token_prefix: "abcdefghijklmnop".into(),
+            // Not on the wire (the serving core sets it).
+            caller_revision: 0,
         };
         let response = lode::auth::request::AuthResponse {
             header,

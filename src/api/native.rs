@@ -623,6 +623,11 @@ fn encode_txn<'a>(b: &mut Builder<'a>, t: &TxnRequest) -> WIPOffset<fb::TxnReque
 
 /// Encodes a request frame.
 pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
+    encode_request_as(id, request, None)
+}
+
+/// `encode_request`, carrying an auth token (who the request speaks for while auth is on).
+pub fn encode_request_as(id: u64, request: &Request, token: Option<&str>) -> Vec<u8> {
     let mut b = FlatBufferBuilder::with_capacity(256);
     let (request_type, body) = match request {
         Request::Range(r) => (
@@ -906,12 +911,14 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
             .as_union_value(),
         ),
     };
+    let token = token.map(|token| b.create_string(token));
     let frame = fb::RequestFrame::create(
         &mut b,
         &fb::RequestFrameArgs {
             id,
             request_type,
             request: Some(body),
+            token,
         },
     );
     b.finish(frame, None);
@@ -1003,6 +1010,7 @@ fn decode_auth_request(
         key: slice(frame, request.key()),
         range_end: slice(frame, request.range_end()),
         token_prefix: request.token_prefix().unwrap_or_default().to_string(),
+        caller_revision: 0,
     })
 }
 
@@ -1668,9 +1676,15 @@ fn decode_txn(frame: &Bytes, t: fb::TxnRequest<'_>) -> TxnRequest {
 
 /// Decodes and verifies a request frame's flatbuffer.
 pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
+    decode_request_as(frame).map(|(id, request, _)| (id, request))
+}
+
+/// `decode_request`, with the auth token the frame carries, if any.
+pub fn decode_request_as(frame: &Bytes) -> Result<(u64, Request, Option<String>), DecodeError> {
     let root = flatbuffers::root::<fb::RequestFrame>(frame)
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let id = root.id();
+    let token = root.token().map(str::to_string);
     let request = if let Some(r) = root.request_as_range_request() {
         Request::Range(decode_range(frame, r))
     } else if let Some(p) = root.request_as_put_request() {
@@ -1816,7 +1830,7 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
     } else {
         return Err(DecodeError::Empty);
     };
-    Ok((id, request))
+    Ok((id, request, token))
 }
 
 /// The request id of a frame, if its flatbuffer verifies (for answering a frame that failed

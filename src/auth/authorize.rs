@@ -19,6 +19,22 @@ pub fn check_revision(made_at: u64, current: u64) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// The check of a log entry at apply (etcd's `isOpPermitted` on the request header): the
+/// server's own entries (`None`) pass; a client's passes while auth is off; with auth on, one
+/// without a user (revision 0) is "user name is empty" and one authorized at an older revision
+/// than `current` is "revision of auth store is old".
+pub fn check_stamp(stamp: Option<u64>, enabled: bool, current: u64) -> Result<(), AuthError> {
+    match stamp {
+        Some(revision) if enabled => {
+            if revision == 0 {
+                return Err(AuthError::UserEmpty);
+            }
+            check_revision(revision, current)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn allowed(yes: bool) -> Result<(), AuthError> {
     if yes {
         Ok(())
@@ -177,6 +193,14 @@ mod tests {
         assert_eq!(check_lease_revoke(&user, &[b(b"w1")]), Ok(()));
         assert_eq!(check_revision(4, 5), Err(AuthError::AuthOldRevision));
         assert_eq!(check_revision(5, 5), Ok(()));
+        assert_eq!(check_stamp(None, true, 9), Ok(()), "the server's own");
+        assert_eq!(check_stamp(Some(0), false, 9), Ok(()), "auth off");
+        assert_eq!(check_stamp(Some(0), true, 9), Err(AuthError::UserEmpty));
+        assert_eq!(
+            check_stamp(Some(8), true, 9),
+            Err(AuthError::AuthOldRevision)
+        );
+        assert_eq!(check_stamp(Some(9), true, 9), Ok(()));
     }
 
     #[test]

@@ -18,12 +18,14 @@
 
 pub mod authorize;
 pub mod error;
+pub mod gate;
 pub mod perms;
 pub mod request;
 pub mod store;
 pub mod token;
 
 pub use error::AuthError;
+pub use gate::{AuthGate, AuthShared, Caller, Credentials};
 pub use perms::{KeyInterval, PermType, Permission, UserPermissions};
 pub use store::{AuthChange, AuthStore, User};
 

@@ -90,6 +90,9 @@ pub struct AuthRequest {
     pub key: Bytes,
     pub range_end: Bytes,
     pub token_prefix: String,
+    /// The auth revision the serving core authorized the call at (0: no user, or auth off);
+    /// not on the wire: the log carries it in the proposal's stamp.
+    pub caller_revision: u64,
 }
 
 impl AuthRequest {
@@ -106,6 +109,7 @@ impl AuthRequest {
             key: Bytes::new(),
             range_end: Bytes::new(),
             token_prefix: String::new(),
+            caller_revision: 0,
         }
     }
 

@@ -267,6 +267,11 @@ impl JwtTokens {
 
     /// Who `token` speaks for if its signature verifies and it has not expired at `now`.
     pub fn info(&self, token: &str, now: SystemTime) -> Option<TokenInfo> {
+        self.info_until(token, now).map(|(info, _)| info)
+    }
+
+    /// `info`, with the token's expiry.
+    pub fn info_until(&self, token: &str, now: SystemTime) -> Option<(TokenInfo, SystemTime)> {
         let mut validation = jsonwebtoken::Validation::new(self.algorithm);
         // Expiry is checked here against `now`, not by the library against the clock.
         validation.validate_exp = false;
@@ -278,10 +283,14 @@ impl JwtTokens {
         if now >= claims.exp {
             return None;
         }
-        Some(TokenInfo {
-            user: claims.username,
-            revision: claims.revision,
-        })
+        let expires = UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp))?;
+        Some((
+            TokenInfo {
+                user: claims.username,
+                revision: claims.revision,
+            },
+            expires,
+        ))
     }
 }
 

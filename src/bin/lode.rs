@@ -491,6 +491,7 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
                 lode::auth::token::DEFAULT_BCRYPT_COST
             }
         },
+        auth: std::sync::Arc::new(token_provider(cli).map_err(failed)?),
     };
     let secured = |(address, https): (String, bool)| server::Listen {
         tls: if https {
@@ -778,4 +779,36 @@ fn pinned_placement(
         sets.push(set);
     }
     Ok(PoolPlacement::Custom(sets))
+}
+
+/// This member's tokens as `--auth-token` and `--auth-token-ttl` say (JWT keys read now, so a
+/// missing or unreadable key stops the start with the reason).
+fn token_provider(cli: &ServerFlags) -> Result<lode::auth::AuthShared, String> {
+    use lode::auth::gate::TokenProvider;
+    use lode::auth::token::{JwtTokens, TokenSettings};
+    let provider = match &cli.auth_token {
+        TokenSettings::Simple => TokenProvider::Simple {
+            ttl: Duration::from_secs(match cli.auth_token_ttl {
+                0 => 300,
+                ttl => ttl,
+            }),
+        },
+        TokenSettings::Jwt {
+            public_key,
+            private_key,
+            method,
+            ttl,
+        } => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| format!("--auth-token: {}: {e}", path.display()))
+            };
+            let public = read(public_key)?;
+            let private = private_key.as_deref().map(read).transpose()?;
+            TokenProvider::Jwt(
+                JwtTokens::new(method, &public, private.as_deref(), *ttl)
+                    .map_err(|e| format!("--auth-token: {e}"))?,
+            )
+        }
+    };
+    Ok(lode::auth::AuthShared::new(provider))
 }

@@ -2033,6 +2033,8 @@ struct Dialer {
     security: flags::Security,
     /// Built at the first TLS dial.
     tls: OnceLock<Result<Arc<lode::tls::ClientTls>, String>>,
+    /// The user and password to authenticate as (asked for once, at the first dial).
+    login: OnceLock<Result<Option<(String, String)>, String>>,
 }
 
 impl Dialer {
@@ -2040,7 +2042,33 @@ impl Dialer {
         Dialer {
             security,
             tls: OnceLock::new(),
+            login: OnceLock::new(),
         }
+    }
+
+    fn login(&self) -> Result<Option<(String, String)>, String> {
+        self.login
+            .get_or_init(|| match self.security.login() {
+                None => Ok(None),
+                Some((user, Some(password))) => Ok(Some((user, password))),
+                // As etcdctl: asked for on the terminal, not echoed.
+                Some((user, None)) => rpassword::prompt_password("Password: ")
+                    .map(|password| Some((user, password)))
+                    .map_err(|e| format!("reading the password: {e}")),
+            })
+            .clone()
+    }
+
+    /// Authenticates `client` when a user was given (a server whose auth is off is used
+    /// without a token, as etcd's clients do).
+    async fn authenticated(&self, client: Client) -> Result<Client, String> {
+        if let Some((user, password)) = self.login()? {
+            client
+                .authenticate(&user, &password)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(client)
     }
 
     fn tls(&self) -> Result<Arc<lode::tls::ClientTls>, String> {
@@ -2061,13 +2089,13 @@ impl Dialer {
 
     async fn dial(&self, endpoint: &str) -> Result<Client, String> {
         let (address, host, tls) = endpoint_address(endpoint, self.security.tls_by_default())?;
-        if !tls {
-            return Client::connect(&address).await.map_err(|e| e.to_string());
-        }
-        let config = self.tls()?;
-        Client::connect_secured(&address, Some((&config, &host)))
-            .await
-            .map_err(|e| e.to_string())
+        let client = if tls {
+            let config = self.tls()?;
+            Client::connect_secured(&address, Some((&config, &host))).await
+        } else {
+            Client::connect(&address).await
+        };
+        self.authenticated(client.map_err(|e| e.to_string())?).await
     }
 }
 

@@ -5,8 +5,8 @@
 //! with etcd's meaning; every other entry is not, and is either accepted with a notice that it
 //! has no effect (true of bbolt's knobs, Go's runtime, the v2 API...) or accepted only at the
 //! values that describe what lode does and refused otherwise with the reason. Security
-//! settings (auth, CORS, host checks) lode does not serve are never ignored: they are `Fixed` at the values
-//! that leave the feature off.
+//! settings lode does not serve (CORS, host checks) are never ignored: they are `Fixed` at the
+//! values that leave the feature off.
 
 /// What lode does with an etcd flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +31,6 @@ pub struct EtcdFlag {
     pub treatment: Treatment,
 }
 
-const AUTH: &str =
-    "lode's authentication is not built yet; auth settings are refused rather than ignored";
 const CORS: &str =
     "lode answers HTTP requests from any origin and host, as etcd's defaults do; a restriction \
      would be ignored, so it is refused";
@@ -220,9 +218,9 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     fixed("cors", false, &["", "*"], CORS),
     fixed("host-whitelist", false, &["", "*"], CORS),
     // Auth.
-    fixed("auth-token", false, &["", "simple"], AUTH),
+    serves("auth-token"),
     serves("bcrypt-cost"),
-    fixed("auth-token-ttl", false, &["300"], AUTH),
+    serves("auth-token-ttl"),
     // Profiling and monitoring.
     no_effect(
         "enable-pprof",

@@ -597,13 +597,13 @@ mod tests {
             ConfigError::NotABoolean { .. }
         ));
         assert!(matches!(
-            refuse(&["--auth-token", "jwt"]),
+            refuse(&["--cors", "https://example.com"]),
             ConfigError::Unsupported { .. }
         ));
         assert!(matches!(
             resolve(
                 &argv(&[]),
-                &env(&[("ETCD_AUTH_TOKEN_TTL", "600")]),
+                &env(&[("ETCD_HOST_WHITELIST", "example.com")]),
                 &known(),
                 no_file
             )

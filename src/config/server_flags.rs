@@ -137,6 +137,14 @@ pub struct ServerFlags {
     /// default used, as etcd does).
     #[arg(long, default_value_t = 10)]
     pub bcrypt_cost: i64,
+    /// How tokens are issued: `simple` (etcd's default: opaque, every member learns them from
+    /// the log) or `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256|ES256|...,ttl=5m`
+    /// (signed; a member given only the public key verifies but does not issue).
+    #[arg(long, default_value = "simple", value_parser = crate::auth::token::parse_token_settings)]
+    pub auth_token: crate::auth::token::TokenSettings,
+    /// Seconds a simple token stays valid after its last use (0: etcd's default, 300).
+    #[arg(long, default_value_t = 300)]
+    pub auth_token_ttl: u64,
     /// Streams one gRPC (HTTP/2) connection may have open at once.
     #[arg(long, default_value_t = u32::MAX)]
     pub max_concurrent_streams: u32,

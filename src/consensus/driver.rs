@@ -72,6 +72,8 @@ pub struct ConsensusConfig {
     pub forward_tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
     /// bcrypt's cost for users' passwords (`--bcrypt-cost`).
     pub bcrypt_cost: u32,
+    /// The auth store as every core of this member reads it, and this member's tokens.
+    pub auth: std::sync::Arc<crate::auth::AuthShared>,
 }
 
 impl ConsensusConfig {
@@ -416,7 +418,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             raw.campaign()
                 .map_err(|e| ServerError::Internal(format!("campaign: {e}")))?;
         }
-        let sequencer = super::sequencer::Sequencer::new(router, config.max_txn_ops);
+        let sequencer =
+            super::sequencer::Sequencer::new(router, config.max_txn_ops, config.auth.clone());
         if let Some(meta) = &snapshot {
             sequencer.restore(meta.revision, meta.compact_revision);
             sequencer.restore_leases(&meta.leases);
@@ -529,18 +532,20 @@ impl<D: LogDir + 'static> Consensus<D> {
     ) -> Result<WriteResponse, ServerError> {
         validate::check_write(request, self.config.max_txn_ops)?;
         let frame = native::encode_request(0, &Request::Write(request.clone()));
-        self.propose_frame(&frame, crate::alarm::write_cost(request))
+        self.propose_frame(&frame, crate::alarm::write_cost(request), None)
             .await
     }
 
     /// Proposes a write given as a verified native `RequestFrame` holding it; `cost` is its
     /// cost against the space quota (`alarm::write_cost`). A write that adds data is refused
     /// with etcd's "database space exceeded" while a NOSPACE alarm is active, or when it
-    /// would take the keyspace over the quota (which raises the alarm).
+    /// would take the keyspace over the quota (which raises the alarm). `auth_revision`: the
+    /// auth revision a client's write was authorized at (`None` for the server's own).
     pub async fn propose_frame(
         self: &Rc<Self>,
         frame: &[u8],
         cost: u64,
+        auth_revision: Option<u64>,
     ) -> Result<WriteResponse, ServerError> {
         let size = self.keyspace_size();
         if !crate::alarm::admitted(cost, size, self.config.quota_bytes, &self.alarms.borrow()) {
@@ -554,7 +559,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             return Err(KvError::NoSpace.into());
         }
-        match self.propose_entry(frame).await? {
+        match self.propose_entry(frame, auth_revision).await? {
             Applied::Write(response) => Ok(response),
             _ => Err(ServerError::Internal(
                 "a write was applied as something else".into(),
@@ -573,7 +578,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             });
         }
         let frame = native::encode_request(0, &Request::Alarm(*request));
-        match self.propose_entry(&frame).await? {
+        match self.propose_entry(&frame, None).await? {
             Applied::Alarm(response) => Ok(response),
             _ => Err(ServerError::Internal(
                 "an alarm was applied as something else".into(),
@@ -581,14 +586,16 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    /// An auth change (its password already hashed, never in plain text) through the log;
-    /// answered once applied, with etcd's error if the store refused it.
+    /// An auth change (its password already hashed, never in plain text) or an Authenticate
+    /// through the log, stamped with the auth revision it was authorized (or its password
+    /// checked) at; answered once applied, with etcd's error if the store refused it.
     pub async fn auth_change(
         &self,
         request: &crate::auth::request::AuthRequest,
+        auth_revision: u64,
     ) -> Result<crate::auth::request::AuthResponse, ServerError> {
         let frame = native::encode_request(0, &Request::Auth(request.clone()));
-        match self.propose_entry(&frame).await? {
+        match self.propose_entry(&frame, Some(auth_revision)).await? {
             Applied::Auth(response) => Ok(response),
             _ => Err(ServerError::Internal(
                 "an auth change was applied as something else".into(),
@@ -644,8 +651,13 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    /// Proposes a verified request frame and waits until it is applied.
-    async fn propose_entry(&self, frame: &[u8]) -> Result<Applied, ServerError> {
+    /// Proposes a verified request frame, stamped with the auth revision a client's request was
+    /// authorized at, and waits until it is applied.
+    async fn propose_entry(
+        &self,
+        frame: &[u8],
+        auth_revision: Option<u64>,
+    ) -> Result<Applied, ServerError> {
         self.refuse_if_learner()?;
         let committed = self.raw.borrow().raft.raft_log.committed;
         let waiting = self.queue.borrow().proposals.len();
@@ -654,7 +666,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             return Err(error);
         }
         let outcome = self
-            .propose(|id| Proposal::Entry(encode_proposal(id, frame)))
+            .propose(|id| Proposal::Entry(encode_proposal(id, auth_revision, frame)))
             .await;
         if outcome.is_err() {
             self.proposals_failed.set(self.proposals_failed.get() + 1);
@@ -880,7 +892,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 let mut conf_change = ConfChange::default();
                 conf_change.set_change_type(change_type);
                 conf_change.node_id = node_id;
-                conf_change.context = encode_proposal(id, &body).to_vec().into();
+                conf_change.context = encode_proposal(id, None, &body).to_vec().into();
                 Proposal::Change(conf_change)
             })
             .await?;
@@ -1932,8 +1944,9 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// way on every member), then Raft's configuration and the transport.
     fn apply_member_change(&self, conf_change: ConfChange) -> Result<(), ServerError> {
         let context = Bytes::from(conf_change.context.to_vec());
-        let decoded = decode_proposal(&context)
-            .and_then(|(id, body)| decode_change(&body).map(|change| (id, change)));
+        let decoded = decode_proposal(&context).and_then(|proposal| {
+            decode_change(&proposal.frame).map(|change| (proposal.id, change))
+        });
         let Some((id, change)) = decoded else {
             // Not one of lode's (none are made elsewhere): Raft's configuration only.
             return self.apply_conf_change(Err(conf_change));
@@ -2055,28 +2068,40 @@ impl<D: LogDir + 'static> Consensus<D> {
         if entry.data.is_empty() {
             return; // a new leader's empty entry
         }
-        let Some((id, frame)) = decode_proposal(&entry.data) else {
+        let Some(proposal) = decode_proposal(&entry.data) else {
             tracing::error!(index = entry.index, "entry data is not a proposal; skipped");
             return;
         };
-        let result = match native::decode_request(&frame) {
-            Ok((_, Request::Write(request))) => {
+        let id = proposal.id;
+        let decoded = native::decode_request(&proposal.frame);
+        let result = match (decoded, self.sequencer.admits(proposal.auth_revision)) {
+            (Ok(_), Err(refused)) => Err(ServerError::from(refused)),
+            (Ok((_, Request::Write(request))), Ok(())) => {
                 self.sequencer.apply(&request).await.map(Applied::Write)
             }
-            Ok((_, Request::Auth(request))) => {
-                self.sequencer.apply_auth(&request).map(|mut response| {
+            (Ok((_, Request::Auth(request))), Ok(())) => {
+                let applied = if request.kind == crate::auth::request::AuthKind::Authenticate {
+                    self.sequencer.apply_authenticate(
+                        &request.name,
+                        &request.token_prefix,
+                        entry.index,
+                    )
+                } else {
+                    self.sequencer.apply_auth(&request)
+                };
+                applied.map(|mut response| {
                     response.header = ResponseHeader::at(self.revision());
                     Applied::Auth(response)
                 })
             }
-            Ok((_, Request::Alarm(request))) => {
+            (Ok((_, Request::Alarm(request))), Ok(())) => {
                 let alarms = self.alarms.borrow_mut().apply(&request);
                 Ok(Applied::Alarm(AlarmResponse {
                     header: ResponseHeader::at(self.revision()),
                     alarms,
                 }))
             }
-            Ok(_) | Err(_) => {
+            (Ok(_), Ok(())) | (Err(_), _) => {
                 tracing::error!(index = entry.index, "entry holds no write request; skipped");
                 Err(ServerError::Internal("malformed log entry".into()))
             }

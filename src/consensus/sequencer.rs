@@ -40,6 +40,8 @@ pub struct Sequencer {
     leases: RefCell<Lessor>,
     /// etcd's users, roles and permissions, as applied (changed only in log order).
     auth: RefCell<crate::auth::AuthStore>,
+    /// Where every core of this member reads the store, published after each change.
+    auth_shared: std::sync::Arc<crate::auth::AuthShared>,
     clock_start: Instant,
 }
 
@@ -150,7 +152,11 @@ fn read_set(request: &WriteRequest, current: i64) -> Vec<(KeyRange, i64)> {
 
 impl Sequencer {
     /// A sequencer for an empty keyspace (revision 1).
-    pub fn new(router: Rc<Router>, max_txn_ops: usize) -> Sequencer {
+    pub fn new(
+        router: Rc<Router>,
+        max_txn_ops: usize,
+        auth_shared: std::sync::Arc<crate::auth::AuthShared>,
+    ) -> Sequencer {
         Sequencer {
             router,
             current: Cell::new(1),
@@ -159,6 +165,7 @@ impl Sequencer {
             max_txn_ops,
             leases: RefCell::new(Lessor::new()),
             auth: RefCell::new(crate::auth::AuthStore::new()),
+            auth_shared,
             clock_start: Instant::now(),
         }
     }
@@ -209,7 +216,7 @@ impl Sequencer {
     }
 
     /// Applies an auth change from the log to the store (etcd's rules; a refused change
-    /// changes nothing and is answered with etcd's error).
+    /// changes nothing and is answered with etcd's error), and publishes the store to the cores.
     pub fn apply_auth(
         &self,
         request: &crate::auth::request::AuthRequest,
@@ -222,8 +229,48 @@ impl Sequencer {
                 "an auth entry holding a plain-text password",
             ));
         }
-        self.auth.borrow_mut().apply(&change)?;
-        Ok(crate::auth::request::AuthResponse::default())
+        let mut store = self.auth.borrow_mut();
+        store.apply(&change)?;
+        self.auth_shared.applied(Some(&change), &store);
+        Ok(crate::auth::request::AuthResponse {
+            auth_revision: store.revision(),
+            ..Default::default()
+        })
+    }
+
+    /// Applies an Authenticate of `user` (its password was checked by the member that proposed
+    /// it, at the auth revision it was stamped with): the revision its token speaks at. With
+    /// simple tokens, every member registers the token `<prefix>.<index>` here.
+    pub fn apply_authenticate(
+        &self,
+        user: &str,
+        token_prefix: &str,
+        index: u64,
+    ) -> Result<crate::auth::request::AuthResponse, ServerError> {
+        let store = self.auth.borrow();
+        store.password_hash(user)?;
+        let revision = store.revision();
+        let token = if self.auth_shared.issues_jwt() {
+            // Signed by the member that proposed it, once it learns this revision.
+            String::new()
+        } else {
+            self.auth_shared
+                .assign_simple(token_prefix, index, user, revision)
+        };
+        Ok(crate::auth::request::AuthResponse {
+            auth_revision: revision,
+            token,
+            ..Default::default()
+        })
+    }
+
+    /// etcd's check of a client's entry at apply: with auth on, an entry proposed without a
+    /// user (`Some(0)`) is refused ("user name is empty"), and one authorized at an older
+    /// auth revision than the store's now is refused ("revision of auth store is old"), on
+    /// every member alike. The server's own entries (`None`) are never refused.
+    pub fn admits(&self, auth_revision: Option<u64>) -> Result<(), crate::auth::AuthError> {
+        let store = self.auth.borrow();
+        crate::auth::authorize::check_stamp(auth_revision, store.enabled(), store.revision())
     }
 
     /// The auth store as a snapshot keeps it.
@@ -231,9 +278,10 @@ impl Sequencer {
         self.auth.borrow().clone()
     }
 
-    /// Continues from a snapshot's auth store.
+    /// Continues from a snapshot's auth store (published to the cores).
     pub fn restore_auth(&self, saved: &crate::auth::AuthStore) {
         *self.auth.borrow_mut() = saved.clone();
+        self.auth_shared.applied(None, saved);
     }
 
     /// The revision of the last applied write.

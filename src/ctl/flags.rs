@@ -133,29 +133,19 @@ pub struct Security {
 }
 
 impl Security {
-    /// Refuses every setting lode cannot honour yet: authentication (a user or password would
-    /// be silently ignored otherwise) and DNS discovery; a certificate without its key. `prefix`
-    /// is the flags' prefix (`""` or `"dest-"`).
+    /// Refuses every setting lodectl cannot honour: DNS discovery; a certificate without its
+    /// key; a password without a user. `prefix` is the flags' prefix (`""` or `"dest-"`).
     pub fn check(&self, prefix: &str) -> Result<(), FlagError> {
-        let given = [
-            ("user", &self.user, "lode does not serve authentication yet"),
-            (
-                "password",
-                &self.password,
-                "lode does not serve authentication yet",
-            ),
-            (
-                "discovery-srv",
-                &self.discovery_srv,
-                "lodectl does not look endpoints up in DNS; give --endpoints",
-            ),
-        ];
-        for (name, value, why) in given {
-            if value.is_some() {
-                return Err(FlagError::Unsupported(format!(
-                    "--{prefix}{name} was given, and {why}"
-                )));
-            }
+        if self.discovery_srv.is_some() {
+            return Err(FlagError::Unsupported(format!(
+                "--{prefix}discovery-srv was given, and lodectl does not look endpoints up in \
+                 DNS; give --endpoints"
+            )));
+        }
+        if self.password.is_some() && self.user.is_none() {
+            return Err(FlagError::Unsupported(format!(
+                "--{prefix}password was given without --{prefix}user"
+            )));
         }
         if self.cert.is_some() != self.key.is_some() {
             return Err(FlagError::Unsupported(format!(
@@ -163,6 +153,20 @@ impl Security {
             )));
         }
         Ok(())
+    }
+
+    /// The user and password to authenticate as, as etcdctl reads them: `--user name:password`,
+    /// or `--user name` with `--password` (the whole `--user` is then the name); `None` for
+    /// the password when it is to be asked for.
+    pub fn login(&self) -> Option<(String, Option<String>)> {
+        let user = self.user.as_ref()?;
+        if let Some(password) = &self.password {
+            return Some((user.clone(), Some(password.clone())));
+        }
+        match user.split_once(':') {
+            Some((name, password)) => Some((name.to_string(), Some(password.to_string()))),
+            None => Some((user.clone(), None)),
+        }
     }
 
     /// Whether endpoints given without a scheme are dialled over TLS: as etcdctl, when any TLS
@@ -251,11 +255,32 @@ mod tests {
             user: Some("root".into()),
             ..plain.clone()
         };
-        assert!(user
+        assert!(user.check("dest-").is_ok());
+        assert_eq!(user.login(), Some(("root".into(), None)), "asked for");
+        let with_password = Security {
+            user: Some("root:se:cret".into()),
+            ..plain.clone()
+        };
+        assert_eq!(
+            with_password.login(),
+            Some(("root".into(), Some("se:cret".into())))
+        );
+        let separate = Security {
+            user: Some("a:b".into()),
+            password: Some("pw".into()),
+            ..plain.clone()
+        };
+        assert_eq!(separate.login(), Some(("a:b".into(), Some("pw".into()))));
+        let orphan = Security {
+            password: Some("pw".into()),
+            ..plain.clone()
+        };
+        assert!(orphan
             .check("dest-")
             .unwrap_err()
             .to_string()
-            .contains("--dest-user"));
+            .contains("--dest-password was given without --dest-user"));
+        assert_eq!(plain.login(), None);
         assert!(check_api_version(Some("3")).is_ok());
         assert!(check_api_version(None).is_ok());
         assert!(check_api_version(Some("2")).is_err());

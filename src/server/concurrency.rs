@@ -195,7 +195,7 @@ async fn session_lease(node: &Node, lease: i64) -> Result<i64, ServerError> {
         id: 0,
         ttl: DEFAULT_SESSION_TTL,
     };
-    match node.lease_write(grant).await? {
+    match node.lease_write(grant, None).await? {
         WriteResponse::Lease(LeaseResponse {
             outcome: LeaseOutcome::Granted { id, .. },
             ..
@@ -527,6 +527,7 @@ pub mod services {
     use lode_protocol::etcd::{v3electionpb as election_pb, v3lockpb as lock_pb};
     use tonic::Status;
 
+    use super::super::access::Access;
     use super::super::grpc::{on_core, on_core_until_cancelled};
     use super::super::node::Node;
     use super::super::Limits;
@@ -581,9 +582,11 @@ pub mod services {
             &self,
             request: tonic::Request<lock_pb::LockRequest>,
         ) -> Result<tonic::Response<lock_pb::LockResponse>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core_until_cancelled(move |node, limits, gone| async move {
                 within_limit(&request, limits)?;
+                node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (held, key) =
@@ -602,8 +605,10 @@ pub mod services {
             &self,
             request: tonic::Request<lock_pb::UnlockRequest>,
         ) -> Result<tonic::Response<lock_pb::UnlockResponse>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let key = request.into_inner().key;
             on_core(move |node, _| async move {
+                node.permit_keys(&credentials, &key, &Bytes::new(), Access::Write)?;
                 let done = super::unlock(&node, &key).await?;
                 Ok(lock_pb::UnlockResponse {
                     header: header(done, &node),
@@ -629,9 +634,11 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::CampaignRequest>,
         ) -> Result<tonic::Response<election_pb::CampaignResponse>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core_until_cancelled(move |node, limits, gone| async move {
                 within_limit(&request, limits)?;
+                node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (led, leader) =
@@ -656,10 +663,12 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::ProclaimRequest>,
         ) -> Result<tonic::Response<election_pb::ProclaimResponse>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core(move |node, limits| async move {
                 within_limit(&request, limits)?;
                 let leader = leader_key(request.leader)?;
+                node.permit_keys(&credentials, &leader.key, &Bytes::new(), Access::ReadWrite)?;
                 let done = super::proclaim(&node, &leader, request.value).await?;
                 Ok(election_pb::ProclaimResponse {
                     header: header(done, &node),
@@ -674,8 +683,10 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::LeaderRequest>,
         ) -> Result<tonic::Response<election_pb::LeaderResponse>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let name = request.into_inner().name;
             on_core(move |node, _| async move {
+                node.permit_name(&credentials, &name, Access::Read)?;
                 let (found, kv) = super::leader(&node, &name).await?;
                 Ok(election_pb::LeaderResponse {
                     header: header(found, &node),
@@ -693,9 +704,11 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::LeaderRequest>,
         ) -> Result<tonic::Response<Self::ObserveStream>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let name = request.into_inner().name;
             let (sender, receiver) = futures::channel::mpsc::channel(16);
             on_core(move |node, _| async move {
+                node.permit_name(&credentials, &name, Access::Read)?;
                 glommio::spawn_local(observe_into(node, name, sender)).detach();
                 Ok(())
             })
@@ -707,9 +720,11 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::ResignRequest>,
         ) -> Result<tonic::Response<election_pb::ResignResponse>, Status> {
+            let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core(move |node, _| async move {
                 let leader = leader_key(request.leader)?;
+                node.permit_keys(&credentials, &leader.key, &Bytes::new(), Access::Write)?;
                 let done = super::resign(&node, &leader).await?;
                 Ok(election_pb::ResignResponse {
                     header: header(done, &node),

@@ -31,6 +31,7 @@ use super::Limits;
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
 use crate::api::etcd;
 use crate::api::native::{self, LeaseAnswer, LeaseQuery, Request};
+use crate::auth::Credentials;
 use crate::consensus::ServerError;
 use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::mvcc::request::{LeaseResponse, ResponseHeader, WriteRequest, WriteResponse};
@@ -100,14 +101,32 @@ fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
         == Some("true")
 }
 
+/// What a call presents: its token (metadata `token`, or `authorization` with or without
+/// "Bearer ", as etcd reads them) and the CN of its connection's verified client certificate.
+pub(super) fn credentials<T>(request: &tonic::Request<T>) -> Credentials {
+    let metadata = request.metadata();
+    let token = metadata
+        .get("token")
+        .or_else(|| metadata.get("authorization"))
+        .and_then(|value| value.to_str().ok())
+        .map(|token| token.strip_prefix("Bearer ").unwrap_or(token).to_string());
+    let common_name = request
+        .extensions()
+        .get::<super::CertificateName>()
+        .map(|name| name.0.to_string());
+    Credentials { token, common_name }
+}
+
 /// Proposes `write` as the native protocol would: checked, encoded as a request frame (the
 /// log's entry format), refused if larger than `--max-request-bytes`.
 async fn write(
     node: Rc<Node>,
     limits: Limits,
     write: WriteRequest,
+    credentials: Credentials,
 ) -> Result<WriteResponse, ServerError> {
     crate::mvcc::validate::check_write(&write, node.config.max_txn_ops)?;
+    let auth_revision = node.permit_write(&credentials, &write).await?;
     let physical = match &write {
         WriteRequest::Compact(compaction) if compaction.physical => Some(compaction.revision),
         _ => None,
@@ -117,7 +136,7 @@ async fn write(
     if frame.len() > limits.max_request_bytes {
         return Err(ServerError::Kv(KvError::RequestTooLarge));
     }
-    let mut response = node.write(frame, cost, physical).await?;
+    let mut response = node.write(frame, cost, physical, auth_revision).await?;
     let header = match &mut response {
         WriteResponse::Put(r) => &mut r.header,
         WriteResponse::DeleteRange(r) => &mut r.header,
@@ -146,9 +165,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
+        let credentials = credentials(&request);
         let range = etcd::range_request(request.into_inner());
         on_core(move |node, _| async move {
-            let mut response = node.range(&range).await?;
+            let mut response = node.range_as(&credentials, &range).await?;
             super::stamp_header(&mut response.header, &node);
             Ok(etcd::range_response(response))
         })
@@ -160,9 +180,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutResponse>, Status> {
+        let credentials = credentials(&request);
         let put = WriteRequest::Put(etcd::put_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, put).await? {
+            match write(node, limits, put, credentials).await? {
                 WriteResponse::Put(response) => Ok(etcd::put_response(response)),
                 _ => Err(mismatched("put")),
             }
@@ -175,9 +196,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Result<tonic::Response<pb::DeleteRangeResponse>, Status> {
+        let credentials = credentials(&request);
         let delete = WriteRequest::DeleteRange(etcd::delete_range_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, delete).await? {
+            match write(node, limits, delete, credentials).await? {
                 WriteResponse::DeleteRange(response) => Ok(etcd::delete_range_response(response)),
                 _ => Err(mismatched("delete")),
             }
@@ -190,9 +212,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::TxnRequest>,
     ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        let credentials = credentials(&request);
         let txn = WriteRequest::Txn(etcd::txn_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, txn).await? {
+            match write(node, limits, txn, credentials).await? {
                 WriteResponse::Txn(response) => Ok(etcd::txn_response(response)),
                 _ => Err(mismatched("txn")),
             }
@@ -205,9 +228,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::CompactionRequest>,
     ) -> Result<tonic::Response<pb::CompactionResponse>, Status> {
+        let credentials = credentials(&request);
         let compaction = WriteRequest::Compact(etcd::compaction_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, compaction).await? {
+            match write(node, limits, compaction, credentials).await? {
                 WriteResponse::Compact(response) => Ok(etcd::compaction_response(response)),
                 _ => Err(mismatched("compaction")),
             }
@@ -234,6 +258,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let credentials = credentials(&request);
         let require_leader = requires_leader(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
@@ -248,7 +273,16 @@ impl pb::watch_server::Watch for WatchService {
                 .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
                 .await?;
             glommio::spawn_local(async move {
-                serve_watch_stream(&node, &slot, requests, sender, limits, require_leader).await;
+                serve_watch_stream(
+                    &node,
+                    &slot,
+                    requests,
+                    sender,
+                    limits,
+                    require_leader,
+                    &credentials,
+                )
+                .await;
                 node.router().local().watch_hub().close(id, node.router());
             })
             .detach();
@@ -277,13 +311,19 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseGrantRequest>,
     ) -> Result<tonic::Response<pb::LeaseGrantResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let grant = LeaseRequest::Grant {
             id: request.id,
             ttl: request.ttl,
         };
         on_core(move |node, _| async move {
-            match node.lease_write(grant).await? {
+            let write = WriteRequest::Lease(grant);
+            let auth_revision = node.permit_write(&credentials, &write).await?;
+            let WriteRequest::Lease(grant) = write else {
+                return Err(mismatched("lease grant"));
+            };
+            match node.lease_write(grant, auth_revision).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Granted { id, ttl },
@@ -307,11 +347,17 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseRevokeRequest>,
     ) -> Result<tonic::Response<pb::LeaseRevokeResponse>, Status> {
+        let credentials = credentials(&request);
         let revoke = LeaseRequest::Revoke {
             id: request.into_inner().id,
         };
         on_core(move |node, _| async move {
-            match node.lease_write(revoke).await? {
+            let write = WriteRequest::Lease(revoke);
+            let auth_revision = node.permit_write(&credentials, &write).await?;
+            let WriteRequest::Lease(revoke) = write else {
+                return Err(mismatched("lease revoke"));
+            };
+            match node.lease_write(revoke, auth_revision).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Revoked,
@@ -334,6 +380,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
+        let credentials = credentials(&request);
         let require_leader = requires_leader(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
@@ -341,7 +388,7 @@ impl pb::lease_server::Lease for LeaseService {
             if require_leader && node.status().await?.leader == 0 {
                 return Err(ServerError::NoLeader);
             }
-            glommio::spawn_local(serve_keep_alives(node, requests, sender)).detach();
+            glommio::spawn_local(serve_keep_alives(node, requests, sender, credentials)).detach();
             Ok(())
         })
         .await?;
@@ -352,12 +399,14 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<tonic::Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let query = LeaseQuery::TimeToLive {
             id: request.id,
             keys: request.keys,
         };
         on_core(move |node, _| async move {
+            node.permit_lease_query(&credentials, &query).await?;
             match node.lease_query(query).await? {
                 LeaseAnswer::TimeToLive {
                     mut header,
@@ -384,9 +433,12 @@ impl pb::lease_server::Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: tonic::Request<pb::LeaseLeasesRequest>,
+        request: tonic::Request<pb::LeaseLeasesRequest>,
     ) -> Result<tonic::Response<pb::LeaseLeasesResponse>, Status> {
+        let credentials = credentials(&request);
         on_core(move |node, _| async move {
+            node.permit_lease_query(&credentials, &LeaseQuery::Leases)
+                .await?;
             match node.lease_query(LeaseQuery::Leases).await? {
                 LeaseAnswer::Leases { mut header, ids } => {
                     super::stamp_header(&mut header, &node);
@@ -418,6 +470,7 @@ pub(super) async fn serve_keep_alives<R>(
     node: Rc<Node>,
     mut requests: R,
     mut responses: futures::channel::mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
+    credentials: Credentials,
 ) where
     R: futures::Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Unpin,
 {
@@ -443,8 +496,11 @@ pub(super) async fn serve_keep_alives<R>(
         match event {
             KeepAliveEvent::Request(Some(Ok(request))) => {
                 let node = node.clone();
+                let credentials = credentials.clone();
                 renewals.push(Box::pin(async move {
-                    node.lease_query(LeaseQuery::KeepAlive(request.id)).await
+                    let query = LeaseQuery::KeepAlive(request.id);
+                    node.permit_lease_query(&credentials, &query).await?;
+                    node.lease_query(query).await
                 }));
             }
             KeepAliveEvent::Request(None) => requests_open = false,
@@ -505,6 +561,7 @@ pub(super) async fn serve_watch_stream<R>(
     mut responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
     limits: Limits,
     require_leader: bool,
+    credentials: &Credentials,
 ) where
     R: futures::Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
 {
@@ -585,7 +642,12 @@ pub(super) async fn serve_watch_stream<R>(
                     None => None,
                 };
                 if let Some(request) = request {
-                    super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node);
+                    super::apply_watch_request(
+                        &mut slot.stream.borrow_mut(),
+                        request,
+                        node,
+                        credentials,
+                    );
                 }
             }
             // The client closed its side: the stream goes on until the client is gone.
@@ -650,7 +712,13 @@ fn fragments(response: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<p
 /// Serves one HTTP/2 connection whose first bytes (`read_ahead`, read while telling the
 /// protocols apart) were already taken from `stream`. Requests whose content type is not
 /// gRPC's are HTTP requests over HTTP/2 and go to `server::http`.
-pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>, limits: Limits) {
+pub async fn serve_connection(
+    stream: Stream,
+    read_ahead: Bytes,
+    node: Rc<Node>,
+    limits: Limits,
+    name: Option<super::CertificateName>,
+) {
     let max_message = limits.max_frame_bytes;
     let kv = pb::kv_server::KvServer::new(KvService).max_decoding_message_size(max_message);
     let cluster = pb::cluster_server::ClusterServer::new(ClusterService)
@@ -672,7 +740,7 @@ pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>,
     .max_decoding_message_size(max_message);
     let health = health::health_server::HealthServer::new(HealthService);
     let service =
-        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             let (mut kv, mut cluster, mut maintenance, mut auth, mut health, mut watch) = (
                 kv.clone(),
                 cluster.clone(),
@@ -684,6 +752,9 @@ pub async fn serve_connection(stream: Stream, read_ahead: Bytes, node: Rc<Node>,
             let mut lease = lease.clone();
             let (mut lock, mut election) = (lock.clone(), election.clone());
             let node = node.clone();
+            if let Some(name) = &name {
+                request.extensions_mut().insert(name.clone());
+            }
             async move {
                 use tower_service::Service;
                 let grpc = request
@@ -960,7 +1031,12 @@ fn member(member: crate::members::Member) -> pb::Member {
 async fn cluster(
     node: Rc<Node>,
     request: Request,
+    credentials: Credentials,
 ) -> Result<(pb::ResponseHeader, Option<pb::Member>, Vec<pb::Member>), ServerError> {
+    match &request {
+        Request::Member(native::MemberRequest::List { .. }) => node.permit_user(&credentials)?,
+        _ => node.permit_admin(&credentials)?,
+    }
     match node.cluster(request).await? {
         native::Response::Members {
             mut header,
@@ -988,12 +1064,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberAddRequest>,
     ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let request = Request::Member(native::MemberRequest::Add {
             peer_urls: request.peer_ur_ls,
             is_learner: request.is_learner,
         });
-        on_core(move |node, _| cluster(node, request))
+        on_core(move |node, _| cluster(node, request, credentials))
             .await
             .map(|(header, member, members)| {
                 tonic::Response::new(pb::MemberAddResponse {
@@ -1008,8 +1085,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberRemoveRequest>,
     ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
+        let credentials = credentials(&request);
         let request = Request::Member(native::MemberRequest::Remove(request.into_inner().id));
-        on_core(move |node, _| cluster(node, request))
+        on_core(move |node, _| cluster(node, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberRemoveResponse {
@@ -1023,12 +1101,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberUpdateRequest>,
     ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let request = Request::Member(native::MemberRequest::Update {
             id: request.id,
             peer_urls: request.peer_ur_ls,
         });
-        on_core(move |node, _| cluster(node, request))
+        on_core(move |node, _| cluster(node, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberUpdateResponse {
@@ -1042,10 +1121,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberListRequest>,
     ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
+        let credentials = credentials(&request);
         let request = Request::Member(native::MemberRequest::List {
             linearizable: request.into_inner().linearizable,
         });
-        on_core(move |node, _| cluster(node, request))
+        on_core(move |node, _| cluster(node, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberListResponse {
@@ -1059,8 +1139,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberPromoteRequest>,
     ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
+        let credentials = credentials(&request);
         let request = Request::Member(native::MemberRequest::Promote(request.into_inner().id));
-        on_core(move |node, _| cluster(node, request))
+        on_core(move |node, _| cluster(node, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberPromoteResponse {
@@ -1109,6 +1190,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::AlarmRequest>,
     ) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let action = AlarmAction::from_number(request.action as u32).ok_or_else(|| {
             Status::invalid_argument(format!("lode: unknown alarm action {}", request.action))
@@ -1122,6 +1204,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             alarm,
         };
         on_core(move |node, _| async move {
+            match request.action {
+                AlarmAction::Get => node.permit_user(&credentials)?,
+                _ => node.permit_admin(&credentials)?,
+            }
             let mut response = node.alarm(request).await?;
             super::stamp_header(&mut response.header, &node);
             Ok(pb::AlarmResponse {
@@ -1142,9 +1228,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _request: tonic::Request<pb::StatusRequest>,
+        request: tonic::Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
+        let credentials = credentials(&request);
         on_core(move |node, _| async move {
+            node.permit_user(&credentials)?;
             let mut status = node.status().await?;
             super::stamp_header(&mut status.header, &node);
             let alarms = node
@@ -1177,11 +1265,13 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: tonic::Request<pb::DefragmentRequest>,
+        request: tonic::Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
+        let credentials = credentials(&request);
         // lode's storage has nothing to defragment: the log's segments are removed whole once
         // compacted and the keyspace lives in memory, so the request succeeds at once.
         on_core(move |node, _| async move {
+            node.permit_admin(&credentials)?;
             Ok(pb::DefragmentResponse {
                 header: Some(plain_header(&node)),
             })
@@ -1192,10 +1282,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: tonic::Request<pb::HashRequest>,
+        request: tonic::Request<pb::HashRequest>,
     ) -> Result<tonic::Response<pb::HashResponse>, Status> {
+        let credentials = credentials(&request);
         // etcd hashes its whole database file; lode's nearest is the keyspace's HashKV.
         on_core(move |node, _| async move {
+            node.permit_admin(&credentials)?;
             match node.hash_kv(0).await? {
                 native::Response::HashKv { hash, .. } => Ok(pb::HashResponse {
                     header: Some(plain_header(&node)),
@@ -1212,8 +1304,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::HashKvRequest>,
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
+        let credentials = credentials(&request);
         let revision = request.into_inner().revision;
         on_core(move |node, _| async move {
+            node.permit_admin(&credentials)?;
             match node.hash_kv(revision).await? {
                 native::Response::HashKv {
                     mut header,
@@ -1240,11 +1334,13 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: tonic::Request<pb::SnapshotRequest>,
+        request: tonic::Request<pb::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        let credentials = credentials(&request);
         // Room for a few pieces: the reader stays just ahead of the client.
         let (sender, receiver) = futures::channel::mpsc::channel(2);
         on_core(move |node, _| async move {
+            node.permit_admin(&credentials)?;
             let (path, revision) = node.snapshot().await?;
             glommio::spawn_local(async move {
                 stream_snapshot_file(&node, &path, revision, sender).await;
@@ -1261,8 +1357,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
+        let credentials = credentials(&request);
         let request = Request::MoveLeader(request.into_inner().target_id);
         on_core(move |node, _| async move {
+            node.permit_admin(&credentials)?;
             match node.cluster(request).await? {
                 native::Response::MoveLeader { mut header } => {
                     super::stamp_header(&mut header, &node);
@@ -1279,8 +1377,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _request: tonic::Request<pb::DowngradeRequest>,
+        request: tonic::Request<pb::DowngradeRequest>,
     ) -> Result<tonic::Response<pb::DowngradeResponse>, Status> {
+        let credentials = credentials(&request);
+        on_core(move |node, _| async move { node.permit_admin(&credentials) }).await?;
         // lode has no older storage versions to go back to.
         Err(Status::invalid_argument(
             "etcdserver: invalid downgrade target version",
@@ -1333,11 +1433,12 @@ use crate::auth::request::{AuthKind, AuthRequest, AuthResponse};
 
 /// Runs `request` on the core and shapes its answer into `T`.
 async fn auth_call<T: Send + 'static>(
+    credentials: Credentials,
     request: AuthRequest,
     shape: impl FnOnce(pb::ResponseHeader, AuthResponse) -> T + Send + 'static,
 ) -> Result<tonic::Response<T>, Status> {
     on_core(move |node, _| async move {
-        let mut answer = node.auth(request).await?;
+        let mut answer = node.auth(&credentials, request).await?;
         super::stamp_header(&mut answer.header, &node);
         let header = etcd::header(answer.header);
         Ok(shape(header, answer))
@@ -1367,39 +1468,48 @@ fn to_etcd_permission(
 impl pb::auth_server::Auth for AuthService {
     async fn auth_enable(
         &self,
-        _request: tonic::Request<pb::AuthEnableRequest>,
+        request: tonic::Request<pb::AuthEnableRequest>,
     ) -> Result<tonic::Response<pb::AuthEnableResponse>, Status> {
-        auth_call(AuthRequest::new(AuthKind::Enable), |header, _| {
-            pb::AuthEnableResponse {
+        let credentials = credentials(&request);
+        auth_call(
+            credentials,
+            AuthRequest::new(AuthKind::Enable),
+            |header, _| pb::AuthEnableResponse {
                 header: Some(header),
-            }
-        })
+            },
+        )
         .await
     }
 
     async fn auth_disable(
         &self,
-        _request: tonic::Request<pb::AuthDisableRequest>,
+        request: tonic::Request<pb::AuthDisableRequest>,
     ) -> Result<tonic::Response<pb::AuthDisableResponse>, Status> {
-        auth_call(AuthRequest::new(AuthKind::Disable), |header, _| {
-            pb::AuthDisableResponse {
+        let credentials = credentials(&request);
+        auth_call(
+            credentials,
+            AuthRequest::new(AuthKind::Disable),
+            |header, _| pb::AuthDisableResponse {
                 header: Some(header),
-            }
-        })
+            },
+        )
         .await
     }
 
     async fn auth_status(
         &self,
-        _request: tonic::Request<pb::AuthStatusRequest>,
+        request: tonic::Request<pb::AuthStatusRequest>,
     ) -> Result<tonic::Response<pb::AuthStatusResponse>, Status> {
-        auth_call(AuthRequest::new(AuthKind::Status), |header, answer| {
-            pb::AuthStatusResponse {
+        let credentials = credentials(&request);
+        auth_call(
+            credentials,
+            AuthRequest::new(AuthKind::Status),
+            |header, answer| pb::AuthStatusResponse {
                 header: Some(header),
                 enabled: answer.enabled,
                 auth_revision: answer.auth_revision,
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -1407,14 +1517,17 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthenticateRequest>,
     ) -> Result<tonic::Response<pb::AuthenticateResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             password: request.password,
             ..auth_request(AuthKind::Authenticate, request.name)
         };
-        auth_call(call, |header, answer| pb::AuthenticateResponse {
-            header: Some(header),
-            token: answer.token,
+        auth_call(credentials, call, |header, answer| {
+            pb::AuthenticateResponse {
+                header: Some(header),
+                token: answer.token,
+            }
         })
         .await
     }
@@ -1423,13 +1536,14 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserAddRequest>,
     ) -> Result<tonic::Response<pb::AuthUserAddResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             password: request.password,
             no_password: request.options.is_some_and(|o| o.no_password),
             ..auth_request(AuthKind::UserAdd, request.name)
         };
-        auth_call(call, |header, _| pb::AuthUserAddResponse {
+        auth_call(credentials, call, |header, _| pb::AuthUserAddResponse {
             header: Some(header),
         })
         .await
@@ -1439,24 +1553,30 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserGetRequest>,
     ) -> Result<tonic::Response<pb::AuthUserGetResponse>, Status> {
+        let credentials = credentials(&request);
         let call = auth_request(AuthKind::UserGet, request.into_inner().name);
-        auth_call(call, |header, answer| pb::AuthUserGetResponse {
-            header: Some(header),
-            roles: answer.names,
+        auth_call(credentials, call, |header, answer| {
+            pb::AuthUserGetResponse {
+                header: Some(header),
+                roles: answer.names,
+            }
         })
         .await
     }
 
     async fn user_list(
         &self,
-        _request: tonic::Request<pb::AuthUserListRequest>,
+        request: tonic::Request<pb::AuthUserListRequest>,
     ) -> Result<tonic::Response<pb::AuthUserListResponse>, Status> {
-        auth_call(AuthRequest::new(AuthKind::UserList), |header, answer| {
-            pb::AuthUserListResponse {
+        let credentials = credentials(&request);
+        auth_call(
+            credentials,
+            AuthRequest::new(AuthKind::UserList),
+            |header, answer| pb::AuthUserListResponse {
                 header: Some(header),
                 users: answer.names,
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -1464,8 +1584,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserDeleteRequest>,
     ) -> Result<tonic::Response<pb::AuthUserDeleteResponse>, Status> {
+        let credentials = credentials(&request);
         let call = auth_request(AuthKind::UserDelete, request.into_inner().name);
-        auth_call(call, |header, _| pb::AuthUserDeleteResponse {
+        auth_call(credentials, call, |header, _| pb::AuthUserDeleteResponse {
             header: Some(header),
         })
         .await
@@ -1475,13 +1596,16 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<tonic::Response<pb::AuthUserChangePasswordResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             password: request.password,
             ..auth_request(AuthKind::UserChangePassword, request.name)
         };
-        auth_call(call, |header, _| pb::AuthUserChangePasswordResponse {
-            header: Some(header),
+        auth_call(credentials, call, |header, _| {
+            pb::AuthUserChangePasswordResponse {
+                header: Some(header),
+            }
         })
         .await
     }
@@ -1490,13 +1614,16 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<tonic::Response<pb::AuthUserGrantRoleResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             role: request.role,
             ..auth_request(AuthKind::UserGrantRole, request.user)
         };
-        auth_call(call, |header, _| pb::AuthUserGrantRoleResponse {
-            header: Some(header),
+        auth_call(credentials, call, |header, _| {
+            pb::AuthUserGrantRoleResponse {
+                header: Some(header),
+            }
         })
         .await
     }
@@ -1505,13 +1632,16 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<tonic::Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             role: request.role,
             ..auth_request(AuthKind::UserRevokeRole, request.name)
         };
-        auth_call(call, |header, _| pb::AuthUserRevokeRoleResponse {
-            header: Some(header),
+        auth_call(credentials, call, |header, _| {
+            pb::AuthUserRevokeRoleResponse {
+                header: Some(header),
+            }
         })
         .await
     }
@@ -1520,8 +1650,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleAddRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleAddResponse>, Status> {
+        let credentials = credentials(&request);
         let call = auth_request(AuthKind::RoleAdd, request.into_inner().name);
-        auth_call(call, |header, _| pb::AuthRoleAddResponse {
+        auth_call(credentials, call, |header, _| pb::AuthRoleAddResponse {
             header: Some(header),
         })
         .await
@@ -1531,28 +1662,34 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleGetRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleGetResponse>, Status> {
+        let credentials = credentials(&request);
         let call = auth_request(AuthKind::RoleGet, request.into_inner().role);
-        auth_call(call, |header, answer| pb::AuthRoleGetResponse {
-            header: Some(header),
-            perm: answer
-                .permissions
-                .into_iter()
-                .map(to_etcd_permission)
-                .collect(),
+        auth_call(credentials, call, |header, answer| {
+            pb::AuthRoleGetResponse {
+                header: Some(header),
+                perm: answer
+                    .permissions
+                    .into_iter()
+                    .map(to_etcd_permission)
+                    .collect(),
+            }
         })
         .await
     }
 
     async fn role_list(
         &self,
-        _request: tonic::Request<pb::AuthRoleListRequest>,
+        request: tonic::Request<pb::AuthRoleListRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleListResponse>, Status> {
-        auth_call(AuthRequest::new(AuthKind::RoleList), |header, answer| {
-            pb::AuthRoleListResponse {
+        let credentials = credentials(&request);
+        auth_call(
+            credentials,
+            AuthRequest::new(AuthKind::RoleList),
+            |header, answer| pb::AuthRoleListResponse {
                 header: Some(header),
                 roles: answer.names,
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -1560,8 +1697,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleDeleteResponse>, Status> {
+        let credentials = credentials(&request);
         let call = auth_request(AuthKind::RoleDelete, request.into_inner().role);
-        auth_call(call, |header, _| pb::AuthRoleDeleteResponse {
+        auth_call(credentials, call, |header, _| pb::AuthRoleDeleteResponse {
             header: Some(header),
         })
         .await
@@ -1571,6 +1709,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let permission = match request.perm {
             None => None,
@@ -1589,8 +1728,10 @@ impl pb::auth_server::Auth for AuthService {
             permission,
             ..auth_request(AuthKind::RoleGrantPermission, request.name)
         };
-        auth_call(call, |header, _| pb::AuthRoleGrantPermissionResponse {
-            header: Some(header),
+        auth_call(credentials, call, |header, _| {
+            pb::AuthRoleGrantPermissionResponse {
+                header: Some(header),
+            }
         })
         .await
     }
@@ -1599,14 +1740,17 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        let credentials = credentials(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             key: request.key,
             range_end: request.range_end,
             ..auth_request(AuthKind::RoleRevokePermission, request.role)
         };
-        auth_call(call, |header, _| pb::AuthRoleRevokePermissionResponse {
-            header: Some(header),
+        auth_call(credentials, call, |header, _| {
+            pb::AuthRoleRevokePermissionResponse {
+                header: Some(header),
+            }
         })
         .await
     }

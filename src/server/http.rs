@@ -207,8 +207,9 @@ pub(super) async fn route(
         (Method::POST, "/v3/watch") => watch_call(request, node, limits).await,
         (Method::POST, "/v3/lease/keepalive") => keep_alive_call(request, node, limits),
         (Method::POST, gateway) if gateway.starts_with("/v3/") => {
+            let token = token_of(&request);
             match read_body(request, limits).await {
-                Ok(body) => gateway_call(gateway, body).await,
+                Ok(body) => gateway_call(gateway, body, token).await,
                 Err(response) => response,
             }
         }
@@ -219,6 +220,37 @@ pub(super) async fn route(
         ),
         _ => not_found(&path),
     }
+}
+
+/// The gateway's auth token: the `Authorization` header (with or without "Bearer "), which
+/// grpc-gateway hands to etcd's handlers as the call's `authorization` metadata. As etcd's
+/// gateway, it never speaks for the connection's client certificate.
+type Token = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+
+fn token_of(request: &Request<Incoming>) -> Token {
+    let value = request
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value.strip_prefix("Bearer ").unwrap_or(value);
+    token.parse().ok()
+}
+
+fn credentials_of(request: &Request<Incoming>) -> crate::auth::Credentials {
+    crate::auth::Credentials {
+        token: token_of(request).and_then(|token| token.to_str().ok().map(str::to_string)),
+        common_name: None,
+    }
+}
+
+/// A gateway call as the gRPC handlers take it, with its token in the metadata.
+fn with_token<T>(message: T, token: &Token) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("token", token.clone());
+    }
+    request
 }
 
 /// A request body up to the gRPC receive limit.
@@ -235,7 +267,7 @@ async fn read_body(request: Request<Incoming>, limits: Limits) -> Result<Bytes, 
 }
 
 /// Decodes `body` as `Req`, calls `call`, and encodes its answer or error.
-async fn json_call<Req, Resp, F, Fut>(body: Bytes, call: F) -> HttpResponse
+async fn json_call<Req, Resp, F, Fut>(body: Bytes, token: &Token, call: F) -> HttpResponse
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -255,14 +287,14 @@ where
             }
         }
     };
-    match call(tonic::Request::new(request)).await {
+    match call(with_token(request, token)).await {
         Ok(response) => json_response(StatusCode::OK, response.get_ref()),
         Err(status) => error_response(&status),
     }
 }
 
 /// etcd's JSON gateway: the path names the RPC.
-async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
+async fn gateway_call(path: &str, body: Bytes, token: Token) -> HttpResponse {
     use lode_protocol::etcd::v3electionpb::election_server::Election;
     use lode_protocol::etcd::v3lockpb::lock_server::Lock;
     use pb::auth_server::Auth;
@@ -280,18 +312,18 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
         LeaseService,
     );
     match path {
-        "/v3/kv/range" => json_call(body, |r| kv.range(r)).await,
-        "/v3/lease/grant" => json_call(body, |r| lease.lease_grant(r)).await,
-        "/v3/lock/lock" => json_call(body, |r| lock.lock(r)).await,
-        "/v3/lock/unlock" => json_call(body, |r| lock.unlock(r)).await,
-        "/v3/election/campaign" => json_call(body, |r| election.campaign(r)).await,
-        "/v3/election/proclaim" => json_call(body, |r| election.proclaim(r)).await,
-        "/v3/election/leader" => json_call(body, |r| election.leader(r)).await,
-        "/v3/election/resign" => json_call(body, |r| election.resign(r)).await,
+        "/v3/kv/range" => json_call(body, &token, |r| kv.range(r)).await,
+        "/v3/lease/grant" => json_call(body, &token, |r| lease.lease_grant(r)).await,
+        "/v3/lock/lock" => json_call(body, &token, |r| lock.lock(r)).await,
+        "/v3/lock/unlock" => json_call(body, &token, |r| lock.unlock(r)).await,
+        "/v3/election/campaign" => json_call(body, &token, |r| election.campaign(r)).await,
+        "/v3/election/proclaim" => json_call(body, &token, |r| election.proclaim(r)).await,
+        "/v3/election/leader" => json_call(body, &token, |r| election.leader(r)).await,
+        "/v3/election/resign" => json_call(body, &token, |r| election.resign(r)).await,
         "/v3/election/observe" => {
             match serde_json::from_slice::<lode_protocol::etcd::v3electionpb::LeaderRequest>(&body)
             {
-                Ok(request) => match election.observe(tonic::Request::new(request)).await {
+                Ok(request) => match election.observe(with_token(request, &token)).await {
                     Ok(stream) => json_lines(stream.into_inner()),
                     Err(status) => error_response(&status),
                 },
@@ -301,50 +333,54 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
             }
         }
         "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
-            json_call(body, |r| lease.lease_revoke(r)).await
+            json_call(body, &token, |r| lease.lease_revoke(r)).await
         }
         "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
-            json_call(body, |r| lease.lease_time_to_live(r)).await
+            json_call(body, &token, |r| lease.lease_time_to_live(r)).await
         }
         "/v3/lease/leases" | "/v3/kv/lease/leases" => {
-            json_call(body, |r| lease.lease_leases(r)).await
+            json_call(body, &token, |r| lease.lease_leases(r)).await
         }
-        "/v3/kv/put" => json_call(body, |r| kv.put(r)).await,
-        "/v3/kv/deleterange" => json_call(body, |r| kv.delete_range(r)).await,
-        "/v3/kv/txn" => json_call(body, |r| kv.txn(r)).await,
-        "/v3/kv/compaction" => json_call(body, |r| kv.compact(r)).await,
-        "/v3/cluster/member/add" => json_call(body, |r| cluster.member_add(r)).await,
-        "/v3/cluster/member/remove" => json_call(body, |r| cluster.member_remove(r)).await,
-        "/v3/cluster/member/update" => json_call(body, |r| cluster.member_update(r)).await,
-        "/v3/cluster/member/list" => json_call(body, |r| cluster.member_list(r)).await,
-        "/v3/cluster/member/promote" => json_call(body, |r| cluster.member_promote(r)).await,
-        "/v3/maintenance/alarm" => json_call(body, |r| maintenance.alarm(r)).await,
-        "/v3/maintenance/status" => json_call(body, |r| maintenance.status(r)).await,
-        "/v3/maintenance/defragment" => json_call(body, |r| maintenance.defragment(r)).await,
-        "/v3/maintenance/hash" => json_call(body, |r| maintenance.hash(r)).await,
-        "/v3/maintenance/hashkv" => json_call(body, |r| maintenance.hash_kv(r)).await,
+        "/v3/kv/put" => json_call(body, &token, |r| kv.put(r)).await,
+        "/v3/kv/deleterange" => json_call(body, &token, |r| kv.delete_range(r)).await,
+        "/v3/kv/txn" => json_call(body, &token, |r| kv.txn(r)).await,
+        "/v3/kv/compaction" => json_call(body, &token, |r| kv.compact(r)).await,
+        "/v3/cluster/member/add" => json_call(body, &token, |r| cluster.member_add(r)).await,
+        "/v3/cluster/member/remove" => json_call(body, &token, |r| cluster.member_remove(r)).await,
+        "/v3/cluster/member/update" => json_call(body, &token, |r| cluster.member_update(r)).await,
+        "/v3/cluster/member/list" => json_call(body, &token, |r| cluster.member_list(r)).await,
+        "/v3/cluster/member/promote" => {
+            json_call(body, &token, |r| cluster.member_promote(r)).await
+        }
+        "/v3/maintenance/alarm" => json_call(body, &token, |r| maintenance.alarm(r)).await,
+        "/v3/maintenance/status" => json_call(body, &token, |r| maintenance.status(r)).await,
+        "/v3/maintenance/defragment" => {
+            json_call(body, &token, |r| maintenance.defragment(r)).await
+        }
+        "/v3/maintenance/hash" => json_call(body, &token, |r| maintenance.hash(r)).await,
+        "/v3/maintenance/hashkv" => json_call(body, &token, |r| maintenance.hash_kv(r)).await,
         "/v3/maintenance/transfer-leadership" => {
-            json_call(body, |r| maintenance.move_leader(r)).await
+            json_call(body, &token, |r| maintenance.move_leader(r)).await
         }
-        "/v3/maintenance/downgrade" => json_call(body, |r| maintenance.downgrade(r)).await,
-        "/v3/maintenance/snapshot" => snapshot_call(body, &maintenance).await,
-        "/v3/auth/enable" => json_call(body, |r| auth.auth_enable(r)).await,
-        "/v3/auth/disable" => json_call(body, |r| auth.auth_disable(r)).await,
-        "/v3/auth/status" => json_call(body, |r| auth.auth_status(r)).await,
-        "/v3/auth/authenticate" => json_call(body, |r| auth.authenticate(r)).await,
-        "/v3/auth/user/add" => json_call(body, |r| auth.user_add(r)).await,
-        "/v3/auth/user/get" => json_call(body, |r| auth.user_get(r)).await,
-        "/v3/auth/user/list" => json_call(body, |r| auth.user_list(r)).await,
-        "/v3/auth/user/delete" => json_call(body, |r| auth.user_delete(r)).await,
-        "/v3/auth/user/changepw" => json_call(body, |r| auth.user_change_password(r)).await,
-        "/v3/auth/user/grant" => json_call(body, |r| auth.user_grant_role(r)).await,
-        "/v3/auth/user/revoke" => json_call(body, |r| auth.user_revoke_role(r)).await,
-        "/v3/auth/role/add" => json_call(body, |r| auth.role_add(r)).await,
-        "/v3/auth/role/get" => json_call(body, |r| auth.role_get(r)).await,
-        "/v3/auth/role/list" => json_call(body, |r| auth.role_list(r)).await,
-        "/v3/auth/role/delete" => json_call(body, |r| auth.role_delete(r)).await,
-        "/v3/auth/role/grant" => json_call(body, |r| auth.role_grant_permission(r)).await,
-        "/v3/auth/role/revoke" => json_call(body, |r| auth.role_revoke_permission(r)).await,
+        "/v3/maintenance/downgrade" => json_call(body, &token, |r| maintenance.downgrade(r)).await,
+        "/v3/maintenance/snapshot" => snapshot_call(body, &maintenance, &token).await,
+        "/v3/auth/enable" => json_call(body, &token, |r| auth.auth_enable(r)).await,
+        "/v3/auth/disable" => json_call(body, &token, |r| auth.auth_disable(r)).await,
+        "/v3/auth/status" => json_call(body, &token, |r| auth.auth_status(r)).await,
+        "/v3/auth/authenticate" => json_call(body, &token, |r| auth.authenticate(r)).await,
+        "/v3/auth/user/add" => json_call(body, &token, |r| auth.user_add(r)).await,
+        "/v3/auth/user/get" => json_call(body, &token, |r| auth.user_get(r)).await,
+        "/v3/auth/user/list" => json_call(body, &token, |r| auth.user_list(r)).await,
+        "/v3/auth/user/delete" => json_call(body, &token, |r| auth.user_delete(r)).await,
+        "/v3/auth/user/changepw" => json_call(body, &token, |r| auth.user_change_password(r)).await,
+        "/v3/auth/user/grant" => json_call(body, &token, |r| auth.user_grant_role(r)).await,
+        "/v3/auth/user/revoke" => json_call(body, &token, |r| auth.user_revoke_role(r)).await,
+        "/v3/auth/role/add" => json_call(body, &token, |r| auth.role_add(r)).await,
+        "/v3/auth/role/get" => json_call(body, &token, |r| auth.role_get(r)).await,
+        "/v3/auth/role/list" => json_call(body, &token, |r| auth.role_list(r)).await,
+        "/v3/auth/role/delete" => json_call(body, &token, |r| auth.role_delete(r)).await,
+        "/v3/auth/role/grant" => json_call(body, &token, |r| auth.role_grant_permission(r)).await,
+        "/v3/auth/role/revoke" => json_call(body, &token, |r| auth.role_revoke_permission(r)).await,
         _ => error_response(&Status::unimplemented(format!(
             "lode serves no gateway path {path}"
         ))),
@@ -354,7 +390,11 @@ async fn gateway_call(path: &str, body: Bytes) -> HttpResponse {
 /// The gateway's Snapshot: as grpc-gateway streams a server-streaming call, one JSON object
 /// per line, `{"result": SnapshotResponse}` for each piece and `{"error": ...}` if the stream
 /// fails midway (an error before the first piece is an ordinary error response).
-async fn snapshot_call(body: Bytes, maintenance: &MaintenanceService) -> HttpResponse {
+async fn snapshot_call(
+    body: Bytes,
+    maintenance: &MaintenanceService,
+    token: &Token,
+) -> HttpResponse {
     use pb::maintenance_server::Maintenance;
     if !body.iter().all(u8::is_ascii_whitespace) {
         if let Err(error) = serde_json::from_slice::<pb::SnapshotRequest>(&body) {
@@ -364,7 +404,7 @@ async fn snapshot_call(body: Bytes, maintenance: &MaintenanceService) -> HttpRes
         }
     }
     let pieces = match maintenance
-        .snapshot(tonic::Request::new(pb::SnapshotRequest {}))
+        .snapshot(with_token(pb::SnapshotRequest {}, token))
         .await
     {
         Ok(pieces) => pieces.into_inner(),
@@ -386,11 +426,21 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
         Ok(opened) => opened,
         Err(error) => return error_response(&super::grpc::status(error)),
     };
+    let credentials = credentials_of(&request);
     let requests = json_requests(request.into_body(), limits.max_frame_bytes);
     let (sender, receiver) = futures::channel::mpsc::channel(128);
     let node = node.clone();
     glommio::spawn_local(async move {
-        super::grpc::serve_watch_stream(&node, &slot, requests, sender, limits, false).await;
+        super::grpc::serve_watch_stream(
+            &node,
+            &slot,
+            requests,
+            sender,
+            limits,
+            false,
+            &credentials,
+        )
+        .await;
         hub.close(id, node.router());
     })
     .detach();
@@ -401,12 +451,14 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
 /// they arrive, and the answers stream one `{"result": ...}` per line, by the gRPC service's
 /// own loop.
 fn keep_alive_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
+    let credentials = credentials_of(&request);
     let requests = json_requests(request.into_body(), limits.max_frame_bytes);
     let (sender, receiver) = futures::channel::mpsc::channel(128);
     glommio::spawn_local(super::grpc::serve_keep_alives(
         node.clone(),
         requests,
         sender,
+        credentials,
     ))
     .detach();
     json_lines(receiver)

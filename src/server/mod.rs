@@ -3,6 +3,7 @@
 //! A node runs one glommio executor per core (`node::run_core`): every core owns a shard and
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
+pub mod access;
 pub mod authority;
 pub mod claim;
 pub mod concurrency;
@@ -31,6 +32,20 @@ impl Listen {
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.address)
+    }
+}
+
+/// The CN of a connection's verified client certificate: while auth is on, the user a request
+/// without a token speaks for (as etcd's `--client-cert-auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateName(pub Arc<str>);
+
+impl CertificateName {
+    /// The name a TLS handshake's identity gives, if any.
+    pub fn of(identity: Option<crate::tls::Identity>) -> Option<CertificateName> {
+        identity
+            .filter(|identity| !identity.common_name.is_empty())
+            .map(|identity| CertificateName(Arc::from(identity.common_name.as_str())))
     }
 }
 
@@ -256,11 +271,23 @@ pub fn apply_watch_request(
     stream: &mut crate::watch::stream::WatchStream,
     request: crate::api::native::WatchRequest,
     node: &Node,
+    credentials: &crate::auth::Credentials,
 ) {
     use crate::api::native::WatchRequest;
     match request {
         WatchRequest::Create(create) => {
-            stream.create(create, node.revision());
+            let permitted = node.permit_keys(
+                credentials,
+                &create.key,
+                &create.range_end,
+                access::Access::Read,
+            );
+            match permitted {
+                Ok(()) => {
+                    stream.create(create, node.revision());
+                }
+                Err(error) => stream.refuse(&access::watch_refusal(&error)),
+            }
         }
         WatchRequest::Cancel(watch_id) => {
             stream.cancel(watch_id);

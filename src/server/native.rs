@@ -23,6 +23,7 @@ use super::{fill_header, Limits, Listen};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
 };
+use crate::auth::Credentials;
 use crate::consensus::ServerError;
 use crate::mvcc::KvError;
 use crate::tls::Stream;
@@ -37,8 +38,9 @@ pub async fn serve(listener: TcpListener, listen: Listen, node: Rc<Node>, limits
             Ok(stream) => {
                 let (node, tls) = (node.clone(), listen.tls.clone());
                 glommio::spawn_local(async move {
-                    if let Some((stream, _identity)) = super::secure(stream, tls.as_ref()).await {
-                        connection(stream, node, limits).await;
+                    if let Some((stream, identity)) = super::secure(stream, tls.as_ref()).await {
+                        let name = super::CertificateName::of(identity);
+                        connection(stream, node, limits, name).await;
                     }
                 })
                 .detach();
@@ -188,7 +190,8 @@ impl Outbox {
 /// waiting for the stream's task, and a wake-up for it.
 #[derive(Default)]
 struct NativeWatch {
-    requests: RefCell<VecDeque<WatchRequest>>,
+    /// Each with the credentials of its frame.
+    requests: RefCell<VecDeque<(WatchRequest, Credentials)>>,
     waker: RefCell<Option<Waker>>,
     woken: Cell<bool>,
     /// The connection's reading side ended: the stream ends.
@@ -234,7 +237,12 @@ const HTTP1_METHOD_STARTS: [&[u8; 4]; 7] = [
 
 /// Tells the protocols apart by a connection's first bytes: HTTP/2 goes to the gRPC server,
 /// HTTP/1 to the HTTP endpoints and JSON gateway, everything else is read as native frames.
-async fn connection(mut stream: Stream, node: Rc<Node>, limits: Limits) {
+async fn connection(
+    mut stream: Stream,
+    node: Rc<Node>,
+    limits: Limits,
+    name: Option<super::CertificateName>,
+) {
     // Only the four bytes that pick the protocol are read here, into a buffer on the task:
     // an idle connection costs its task and socket, not read buffers.
     let mut first = [0u8; HTTP2_PREFACE_START.len()];
@@ -247,7 +255,7 @@ async fn connection(mut stream: Stream, node: Rc<Node>, limits: Limits) {
     }
     if first.starts_with(HTTP2_PREFACE_START) {
         let read_ahead = Bytes::copy_from_slice(&first);
-        super::grpc::serve_connection(stream, read_ahead, node, limits).await;
+        super::grpc::serve_connection(stream, read_ahead, node, limits, name).await;
     } else if HTTP1_METHOD_STARTS
         .iter()
         .any(|method| first.starts_with(*method))
@@ -257,7 +265,8 @@ async fn connection(mut stream: Stream, node: Rc<Node>, limits: Limits) {
     } else {
         let mut buffer = BytesMut::with_capacity(64 * 1024);
         buffer.extend_from_slice(&first);
-        native_connection(stream, buffer, vec![0u8; 64 * 1024], node, limits).await;
+        let chunk = vec![0u8; 64 * 1024];
+        native_connection(stream, buffer, chunk, node, limits, name).await;
     }
 }
 
@@ -267,7 +276,9 @@ async fn native_connection(
     mut chunk: Vec<u8>,
     node: Rc<Node>,
     limits: Limits,
+    name: Option<super::CertificateName>,
 ) {
+    let common_name = name.map(|name| name.0.to_string());
     let (mut reader, mut writer) = stream.split();
     let outbox = Rc::new(Outbox::default());
     let watches: Rc<Watches> = Rc::default();
@@ -297,9 +308,15 @@ async fn native_connection(
                     let outbox = outbox.clone();
                     let node = node.clone();
                     let watches = watches.clone();
+                    let common_name = common_name.clone();
                     outbox.begin();
                     glommio::spawn_local(async move {
-                        handle_frame(frame, &node, limits, &outbox, &watches).await;
+                        let connection = Connection {
+                            outbox: &outbox,
+                            watches: &watches,
+                            common_name,
+                        };
+                        handle_frame(frame, &node, limits, connection).await;
                     })
                     .detach();
                 }
@@ -328,14 +345,13 @@ async fn native_connection(
 
 /// Answers one request frame: one response, or for a snapshot a stream of them; a request on
 /// a watch stream goes to that stream (the first one opens it and serves it in this task).
-async fn handle_frame(
-    frame: Bytes,
-    node: &Rc<Node>,
-    limits: Limits,
-    outbox: &Outbox,
-    watches: &Watches,
-) {
-    let (id, request) = match native::decode_request(&frame) {
+async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection: Connection<'_>) {
+    let Connection {
+        outbox,
+        watches,
+        common_name,
+    } = connection;
+    let (id, request, token) = match native::decode_request_as(&frame) {
         Ok(decoded) => decoded,
         Err(error) => {
             let id = native::request_id(&frame).unwrap_or(0);
@@ -348,51 +364,91 @@ async fn handle_frame(
         outbox.answer(server_error_frame(id, error, node));
         return;
     }
+    let credentials = Credentials { token, common_name };
     let result = match request {
-        Request::Range(range) => node.range(&range).await.map(Response::Range),
-        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => {
-            node.lease_write(lease).await.map(Response::Write)
-        }
-        Request::Lease(query) => node.lease_query(query).await.map(Response::Lease),
-        Request::Coordination(CoordinationRequest::Observe { name }) => {
-            observe(id, name, node, outbox).await;
-            outbox.settle();
-            return;
-        }
-        Request::Coordination(request) => coordinate(node, request, outbox.gone())
+        Request::Range(range) => node
+            .range_as(&credentials, &range)
             .await
-            .map(Response::Coordination),
-        Request::Write(write) => {
-            match crate::mvcc::validate::check_write(&write, node.config.max_txn_ops) {
-                Ok(()) => {
-                    let physical = match &write {
-                        crate::mvcc::request::WriteRequest::Compact(c) if c.physical => {
-                            Some(c.revision)
-                        }
-                        _ => None,
-                    };
-                    let cost = crate::alarm::write_cost(&write);
-                    node.write(frame, cost, physical).await.map(Response::Write)
-                }
-                Err(error) => Err(error.into()),
+            .map(Response::Range),
+        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => {
+            let write = crate::mvcc::request::WriteRequest::Lease(lease);
+            match node.permit_write(&credentials, &write).await {
+                Ok(auth_revision) => match write {
+                    crate::mvcc::request::WriteRequest::Lease(lease) => node
+                        .lease_write(lease, auth_revision)
+                        .await
+                        .map(Response::Write),
+                    _ => Err(ServerError::Internal("a lease write changed kind".into())),
+                },
+                Err(error) => Err(error),
             }
         }
-        Request::Status => node.status().await.map(Response::Status),
-        Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
-        request @ (Request::Member(_) | Request::MoveLeader(_) | Request::Auth(_)) => {
-            node.cluster(request).await
+        Request::Lease(query) => match node.permit_lease_query(&credentials, &query).await {
+            Ok(()) => node.lease_query(query).await.map(Response::Lease),
+            Err(error) => Err(error),
+        },
+        Request::Coordination(request) => {
+            if let Err(error) = node.permit_coordination(&credentials, &request) {
+                outbox.answer(server_error_frame(id, error, node));
+                return;
+            }
+            if let CoordinationRequest::Observe { name } = request {
+                observe(id, name, node, outbox).await;
+                outbox.settle();
+                return;
+            }
+            coordinate(node, request, outbox.gone())
+                .await
+                .map(Response::Coordination)
         }
-        Request::HashKv(revision) => node.hash_kv(revision).await,
+        Request::Write(write) => write_as(node, frame, write, &credentials).await,
+        Request::Status => match node.permit_user(&credentials) {
+            Ok(()) => node.status().await.map(Response::Status),
+            Err(error) => Err(error),
+        },
+        Request::Alarm(alarm) => {
+            let permitted = match alarm.action {
+                crate::alarm::AlarmAction::Get => node.permit_user(&credentials),
+                _ => node.permit_admin(&credentials),
+            };
+            match permitted {
+                Ok(()) => node.alarm(alarm).await.map(Response::Alarm),
+                Err(error) => Err(error),
+            }
+        }
+        Request::Auth(request) => node.auth(&credentials, request).await.map(Response::Auth),
+        request @ (Request::Member(_) | Request::MoveLeader(_)) => {
+            let permitted = match &request {
+                Request::Member(native::MemberRequest::List { .. }) => {
+                    node.permit_user(&credentials)
+                }
+                _ => node.permit_admin(&credentials),
+            };
+            match permitted {
+                Ok(()) => node.cluster(request).await,
+                Err(error) => Err(error),
+            }
+        }
+        Request::HashKv(revision) => match node.permit_admin(&credentials) {
+            Ok(()) => node.hash_kv(revision).await,
+            Err(error) => Err(error),
+        },
         Request::Watch(request) => {
             let open = watches.borrow().get(&id).cloned();
             match open {
                 Some(watch) => {
-                    watch.requests.borrow_mut().push_back(request);
+                    watch
+                        .requests
+                        .borrow_mut()
+                        .push_back((request, credentials));
                     watch.wake();
                 }
                 None => {
                     let watch = Rc::new(NativeWatch::default());
-                    watch.requests.borrow_mut().push_back(request);
+                    watch
+                        .requests
+                        .borrow_mut()
+                        .push_back((request, credentials));
                     watches.borrow_mut().insert(id, watch.clone());
                     serve_watch(id, &watch, node, limits, outbox).await;
                     watches.borrow_mut().remove(&id);
@@ -403,7 +459,11 @@ async fn handle_frame(
         }
         Request::Snapshot => {
             // Answered by a stream of pieces; the last one is the request's answer proper.
-            let last = match node.snapshot().await {
+            let snapshot = match node.permit_admin(&credentials) {
+                Ok(()) => node.snapshot().await,
+                Err(error) => Err(error),
+            };
+            let last = match snapshot {
                 Ok((path, revision)) => {
                     let streamed = stream_snapshot(id, &path, revision, node, outbox).await;
                     let _ = std::fs::remove_file(&path);
@@ -423,6 +483,39 @@ async fn handle_frame(
         Err(error) => server_error_frame(id, error, node),
     };
     outbox.answer(frame);
+}
+
+/// A native connection's state a request handler uses.
+struct Connection<'a> {
+    outbox: &'a Outbox,
+    watches: &'a Watches,
+    /// The CN of the connection's verified client certificate.
+    common_name: Option<String>,
+}
+
+/// A client's write, checked and proposed: the frame as it came when it carries no token
+/// (zero-copy), re-encoded without the token when it does (tokens are never kept in the log).
+async fn write_as(
+    node: &Node,
+    frame: Bytes,
+    write: crate::mvcc::request::WriteRequest,
+    credentials: &Credentials,
+) -> Result<Response, ServerError> {
+    crate::mvcc::validate::check_write(&write, node.config.max_txn_ops)?;
+    let auth_revision = node.permit_write(credentials, &write).await?;
+    let physical = match &write {
+        crate::mvcc::request::WriteRequest::Compact(c) if c.physical => Some(c.revision),
+        _ => None,
+    };
+    let cost = crate::alarm::write_cost(&write);
+    let frame = if credentials.token.is_some() {
+        Bytes::from(native::encode_request(0, &Request::Write(write)))
+    } else {
+        frame
+    };
+    node.write(frame, cost, physical, auth_revision)
+        .await
+        .map(Response::Write)
 }
 
 /// Serves a lock or election request (not Observe); a Lock or Campaign whose connection
@@ -552,8 +645,8 @@ async fn serve_watch(
     let interval = limits.watch_progress_interval;
     let mut tick = Box::pin(glommio::timer::sleep(interval));
     loop {
-        for request in watch.requests.borrow_mut().drain(..) {
-            super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node);
+        for (request, credentials) in watch.requests.borrow_mut().drain(..) {
+            super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node, &credentials);
         }
         let mut sent = false;
         loop {

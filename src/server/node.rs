@@ -68,6 +68,8 @@ pub struct Node {
     pub config: ConsensusConfig,
     /// Keep-alives received on this core waiting for their renewal batch.
     renewals: Renewals,
+    /// Who requests on this core speak for, and what they may do.
+    gate: crate::auth::AuthGate,
 }
 
 /// Most keep-alives renewed by one log entry.
@@ -113,21 +115,42 @@ impl Node {
         &self.router
     }
 
+    /// Who `credentials` speak for on this core (etcd's "invalid auth token" for a token that
+    /// is not, or no longer, valid).
+    pub fn caller(
+        &self,
+        credentials: &crate::auth::Credentials,
+    ) -> Result<crate::auth::Caller, ServerError> {
+        Ok(self.gate.caller(credentials)?)
+    }
+
+    /// This core's auth gate.
+    pub fn auth_gate(&self) -> &crate::auth::AuthGate {
+        &self.gate
+    }
+
     /// Proposes a write given as its verified request frame, through the consensus core;
-    /// `cost` is its cost against the space quota. A physical compaction is answered once
-    /// every shard has finished it, as etcd's.
+    /// `cost` is its cost against the space quota; `auth_revision` the auth revision a
+    /// client's write was authorized at (`None` for the server's own). A physical compaction
+    /// is answered once every shard has finished it, as etcd's.
     pub async fn write(
         &self,
         frame: Bytes,
         cost: u64,
         physical_compaction: Option<i64>,
+        auth_revision: Option<u64>,
     ) -> Result<WriteResponse, ServerError> {
         let response = if let Some(consensus) = &self.consensus {
-            consensus.propose_frame(&frame, cost).await?
+            consensus.propose_frame(&frame, cost, auth_revision).await?
         } else {
             match self
                 .router
-                .ask(0, |reply| CoreMessage::Propose { frame, cost, reply })
+                .ask(0, |reply| CoreMessage::Propose {
+                    frame,
+                    cost,
+                    auth_revision,
+                    reply,
+                })
                 .await?
             {
                 Reply::Written(result) => result?,
@@ -166,7 +189,7 @@ impl Node {
         self.router.range(request, current).await
     }
 
-    async fn read_index(&self) -> Result<i64, ServerError> {
+    pub(super) async fn read_index(&self) -> Result<i64, ServerError> {
         if let Some(consensus) = &self.consensus {
             return consensus.read_index().await;
         }
@@ -182,8 +205,13 @@ impl Node {
 
     /// etcd's LeaseGrant and LeaseRevoke from a client: a grant gets an ID when it has none
     /// and its TTL raised to the minimum (both decided here so the log holds them); renewals
-    /// and expiries are the server's own and refused.
-    pub async fn lease_write(&self, request: LeaseRequest) -> Result<WriteResponse, ServerError> {
+    /// and expiries are the server's own and refused. `auth_revision`: the auth revision it was
+    /// authorized at (`Node::permit_write`), `None` when the server makes it.
+    pub async fn lease_write(
+        &self,
+        request: LeaseRequest,
+        auth_revision: Option<u64>,
+    ) -> Result<WriteResponse, ServerError> {
         let request = match request {
             LeaseRequest::Grant { id, ttl } => {
                 let min_ttl = crate::lease::min_ttl_seconds(self.config.election_timeout());
@@ -202,7 +230,11 @@ impl Node {
                 ))
             }
         };
-        self.propose(WriteRequest::Lease(request)).await
+        let request = WriteRequest::Lease(request);
+        crate::mvcc::validate::check_write(&request, self.config.max_txn_ops)?;
+        let cost = crate::alarm::write_cost(&request);
+        let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(request)));
+        self.write(frame, cost, None, auth_revision).await
     }
 
     /// Proposes a write this member makes itself (no client frame to pass on): checked,
@@ -211,7 +243,7 @@ impl Node {
         crate::mvcc::validate::check_write(&request, self.config.max_txn_ops)?;
         let cost = crate::alarm::write_cost(&request);
         let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(request)));
-        self.write(frame, cost, None).await
+        self.write(frame, cost, None, None).await
     }
 
     /// etcd's lease requests that are not log entries of their own: a keep-alive (renewed in
@@ -360,11 +392,39 @@ impl Node {
         })
     }
 
-    /// etcd's Auth service, answered by the consensus core (which holds the auth store).
+    /// etcd's Auth service made with `credentials`, answered by the consensus core (which holds
+    /// the auth store) once the caller may make it: Authenticate anyone; UserGet the user
+    /// itself, RoleGet a holder of the role; everything else root (while auth is on).
     pub async fn auth(
         &self,
-        request: crate::auth::request::AuthRequest,
+        credentials: &crate::auth::Credentials,
+        mut request: crate::auth::request::AuthRequest,
     ) -> Result<crate::auth::request::AuthResponse, ServerError> {
+        use crate::auth::request::AuthKind;
+        let caller = self.caller(credentials)?;
+        let admin = caller.permit_admin();
+        match request.kind {
+            AuthKind::Authenticate => {}
+            AuthKind::UserGet if admin.is_err() => {
+                caller.permit(|_| Ok(()))?;
+                if caller.user() != Some(request.name.as_str()) {
+                    admin?;
+                }
+            }
+            AuthKind::RoleGet if admin.is_err() => {
+                caller.permit(|_| Ok(()))?;
+                let store = self.gate.store();
+                let holds = caller
+                    .user()
+                    .and_then(|user| store.user(user))
+                    .is_some_and(|user| user.roles.contains(&request.name));
+                if !holds {
+                    admin?;
+                }
+            }
+            _ => admin?,
+        }
+        request.caller_revision = caller.stamp();
         match self.cluster(Request::Auth(request)).await? {
             Response::Auth(answer) => Ok(answer),
             _ => Err(unexpected_reply("Auth")),
@@ -512,57 +572,55 @@ async fn serve_cluster(
     }
 }
 
-/// etcd's Auth calls. Reads (status, users, roles) are answered from the applied auth store,
-/// as etcd answers them, auth on or off. Changes to users, roles and permissions go through
-/// the log (passwords hashed first, on a thread of their own: bcrypt is slow by design and
-/// never runs on the core that drives Raft). Enabling auth (and so Authenticate) is refused
-/// until every front end authorizes requests: a store that says auth is on while requests go
-/// unchecked would be a lie.
+/// etcd's Auth calls, on the consensus core, once the serving core found the caller may make
+/// them (`Node::auth`). Reads (status, users, roles) are answered from the applied store.
+/// Changes go through the log, stamped with the auth revision they were authorized at;
+/// passwords are hashed first, on a thread of their own (bcrypt is slow by design and never
+/// runs on the core that drives Raft). Authenticate checks the password the same way, then
+/// puts an Authenticate entry in the log (stamped with the revision the password was checked
+/// at, so a password change that raced it refuses it, and it is tried again).
 async fn serve_auth(
     consensus: &Consensus<DmaDir>,
     mut request: crate::auth::request::AuthRequest,
 ) -> Result<crate::auth::request::AuthResponse, ServerError> {
     use crate::auth::request::{AuthKind, AuthResponse};
-    use crate::auth::AuthChange;
-    const NOT_YET: &str = "authentication cannot be turned on yet: lode does not authorize \
-                           requests yet (users, roles and permissions can be set up)";
-    let store = consensus.auth_store();
+    let header = |consensus: &Consensus<DmaDir>| ResponseHeader::at(consensus.revision());
     let mut answer = AuthResponse {
-        header: ResponseHeader::at(consensus.revision()),
+        header: header(consensus),
         ..AuthResponse::default()
     };
     match request.kind {
         AuthKind::Status => {
+            let store = consensus.auth_store();
             answer.enabled = store.enabled();
             answer.auth_revision = store.revision();
             Ok(answer)
         }
         AuthKind::UserList => {
-            answer.names = store.users().map(|u| u.name.clone()).collect();
+            answer.names = consensus
+                .auth_store()
+                .users()
+                .map(|u| u.name.clone())
+                .collect();
             Ok(answer)
         }
         AuthKind::UserGet => {
-            answer.names = store.user_get(&request.name)?;
+            answer.names = consensus.auth_store().user_get(&request.name)?;
             Ok(answer)
         }
         AuthKind::RoleList => {
+            let store = consensus.auth_store();
             answer.names = store.roles().map(|(name, _)| name.clone()).collect();
             Ok(answer)
         }
         AuthKind::RoleGet => {
-            answer.permissions = store.role_get(&request.name)?;
+            answer.permissions = consensus.auth_store().role_get(&request.name)?;
             Ok(answer)
         }
-        AuthKind::Authenticate => {
-            store.password_hash(&request.name)?;
-            Err(ServerError::InvalidRequest(NOT_YET))
-        }
-        AuthKind::Enable => {
-            store.clone().apply(&AuthChange::Enable)?;
-            Err(ServerError::InvalidRequest(NOT_YET))
-        }
-        AuthKind::Disable => Ok(answer),
-        AuthKind::UserAdd
+        AuthKind::Authenticate => authenticate(consensus, request).await,
+        AuthKind::Enable
+        | AuthKind::Disable
+        | AuthKind::UserAdd
         | AuthKind::UserDelete
         | AuthKind::UserChangePassword
         | AuthKind::UserGrantRole
@@ -573,7 +631,7 @@ async fn serve_auth(
         | AuthKind::RoleRevokePermission => {
             // etcd's checks that need no log are answered before any hashing.
             if let Some(change) = request.change()? {
-                store.clone().apply(&change)?;
+                consensus.auth_store().apply(&change)?;
             }
             let hashes = matches!(
                 request.kind,
@@ -582,27 +640,100 @@ async fn serve_auth(
             if hashes {
                 let password = std::mem::take(&mut request.password);
                 let cost = consensus.config().bcrypt_cost;
-                request.password_hash = hash_off_core(password, cost).await?;
+                request.password_hash =
+                    off_core(move || crate::auth::token::hash_password(&password, cost))
+                        .await?
+                        .map_err(ServerError::Internal)?;
             }
             request.password.clear();
-            consensus.auth_change(&request).await
+            let mut answer = consensus
+                .auth_change(&request, request.caller_revision)
+                .await?;
+            answer.header = header(consensus);
+            Ok(answer)
         }
     }
 }
 
-/// bcrypt at `cost` on a thread of its own, awaited without blocking the core.
-async fn hash_off_core(password: String, cost: u32) -> Result<bytes::Bytes, ServerError> {
+/// Password checks running at once on one member; more wait their turn. Guessing passwords
+/// costs a bcrypt each (etcd's only defence too); this bound keeps a flood of guesses from
+/// taking more than two threads' worth of the machine.
+const CONCURRENT_PASSWORD_CHECKS: usize = 2;
+
+/// etcd's Authenticate: after a ReadIndex (so the store is current), the password is checked
+/// against its hash off the core; the Authenticate entry then assigns the token on every
+/// member (simple) or, applied, lets this member sign one (JWT). Tried again, at most three
+/// times, when an auth change raced it.
+async fn authenticate(
+    consensus: &Consensus<DmaDir>,
+    request: crate::auth::request::AuthRequest,
+) -> Result<crate::auth::request::AuthResponse, ServerError> {
+    use crate::auth::request::{AuthKind, AuthRequest};
+    use crate::auth::AuthError;
+    thread_local! {
+        static CHECKS: Rc<glommio::sync::Semaphore> =
+            Rc::new(glommio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS as u64));
+    }
+    let checks = CHECKS.with(Rc::clone);
+    let shared = consensus.config().auth.clone();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        consensus.read_index().await?;
+        let store = consensus.auth_store();
+        let hash = store.password_hash(&request.name)?;
+        let checked_at = store.revision();
+        let matches = {
+            let _turn = checks
+                .acquire_permit(1)
+                .await
+                .map_err(|_| ServerError::Stopped)?;
+            let password = request.password.clone();
+            off_core(move || crate::auth::token::password_matches(&password, &hash)).await?
+        };
+        if !matches {
+            return Err(AuthError::AuthFailed.into());
+        }
+        let entry = AuthRequest {
+            name: request.name.clone(),
+            token_prefix: if shared.issues_jwt() {
+                String::new()
+            } else {
+                crate::auth::token::SimpleTokens::random_prefix()?
+            },
+            ..AuthRequest::new(AuthKind::Authenticate)
+        };
+        match consensus.auth_change(&entry, checked_at).await {
+            Ok(mut answer) => {
+                if shared.issues_jwt() {
+                    answer.token = shared
+                        .issue_jwt(&request.name, answer.auth_revision)
+                        .map_err(ServerError::Internal)?;
+                }
+                answer.header = ResponseHeader::at(consensus.revision());
+                return Ok(answer);
+            }
+            Err(ServerError::Auth(AuthError::AuthOldRevision)) if attempts < 3 => continue,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Runs `work` (bcrypt: slow by design) on a thread of its own, awaited without blocking the
+/// core.
+async fn off_core<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServerError> {
     let (sender, receiver) = futures::channel::oneshot::channel();
     std::thread::Builder::new()
         .name("lode-bcrypt".into())
         .spawn(move || {
-            let _ = sender.send(crate::auth::token::hash_password(&password, cost));
+            let _ = sender.send(work());
         })
         .map_err(|e| ServerError::Internal(format!("starting a hashing thread: {e}")))?;
     receiver
         .await
-        .map_err(|_| ServerError::Internal("the hashing thread ended".into()))?
-        .map_err(ServerError::Internal)
+        .map_err(|_| ServerError::Internal("the hashing thread ended".into()))
 }
 
 /// Sends `request` to the leader's first client URL and answers what it answers.
@@ -673,11 +804,19 @@ async fn receive(
 ) {
     while let Some(message) = stream.recv().await {
         match (message, &consensus) {
-            (CoreMessage::Propose { frame, cost, reply }, Some(consensus)) => {
+            (
+                CoreMessage::Propose {
+                    frame,
+                    cost,
+                    auth_revision,
+                    reply,
+                },
+                Some(consensus),
+            ) => {
                 let consensus = consensus.clone();
                 let router = router.clone();
                 glommio::spawn_local(async move {
-                    let result = consensus.propose_frame(&frame, cost).await;
+                    let result = consensus.propose_frame(&frame, cost, auth_revision).await;
                     router.reply(reply, Reply::Written(result));
                 })
                 .detach();
@@ -791,6 +930,7 @@ pub async fn run_core(
         consensus: consensus.clone(),
         config: config.consensus.clone(),
         renewals: Renewals::default(),
+        gate: crate::auth::AuthGate::new(config.consensus.auth.clone()),
     });
     super::grpc::install(node.clone(), config.limits);
     for (listener, listen) in listeners {

@@ -87,6 +87,8 @@ pub enum CoreMessage {
         frame: Bytes,
         /// Its cost against the space quota (`alarm::write_cost`).
         cost: u64,
+        /// The auth revision a client's write was authorized at (`None`: the server's own).
+        auth_revision: Option<u64>,
         /// Where the answer (`Reply::Written`) goes.
         reply: ReplyTo,
     },

@@ -205,7 +205,8 @@ impl WatchStream {
         self.out.push_back((response, bytes));
     }
 
-    fn refuse(&mut self, reason: &str) {
+    /// Answers a creation that is refused (no watch made), with `reason`.
+    pub fn refuse(&mut self, reason: &str) {
         let revision = self.released;
         self.push(WatchResponse {
             revision,

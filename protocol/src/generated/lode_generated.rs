@@ -11620,6 +11620,7 @@ impl<'a> RequestFrame<'a> {
   pub const VT_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_REQUEST_TYPE: ::flatbuffers::VOffsetT = 6;
   pub const VT_REQUEST: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -11628,10 +11629,11 @@ impl<'a> RequestFrame<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args RequestFrameArgs
+    args: &'args RequestFrameArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RequestFrame<'bldr>> {
     let mut builder = RequestFrameBuilder::new(_fbb);
     builder.add_id(args.id);
+    if let Some(x) = args.token { builder.add_token(x); }
     if let Some(x) = args.request { builder.add_request(x); }
     builder.add_request_type(args.request_type);
     builder.finish()
@@ -11658,6 +11660,13 @@ impl<'a> RequestFrame<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(RequestFrame::VT_REQUEST, None)}
+  }
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RequestFrame::VT_TOKEN, None)}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -12169,22 +12178,25 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
           _ => Ok(()),
         }
      })?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
      .finish();
     Ok(())
   }
 }
-pub struct RequestFrameArgs {
+pub struct RequestFrameArgs<'a> {
     pub id: u64,
     pub request_type: Request,
     pub request: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for RequestFrameArgs {
+impl<'a> Default for RequestFrameArgs<'a> {
   #[inline]
   fn default() -> Self {
     RequestFrameArgs {
       id: 0,
       request_type: Request::NONE,
       request: None,
+      token: None,
     }
   }
 }
@@ -12205,6 +12217,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestFrameBuilder<'a, 'b, A
   #[inline]
   pub fn add_request(&mut self, request: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestFrame::VT_REQUEST, request);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestFrame::VT_TOKEN, token);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestFrameBuilder<'a, 'b, A> {
@@ -12449,6 +12465,7 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
           ds.field("request", &x)
         },
       };
+      ds.field("token", &self.token());
       ds.finish()
   }
 }

@@ -603,3 +603,257 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
         }
     });
 }
+
+/// etcd's permission rules said as plainly as possible, for the randomized comparison: a
+/// permission or request covers an interval of keys (`range_end` empty: the key alone; `\0`:
+/// every key from `key` on); a request is allowed when every key it names is in an interval
+/// the user holds with the right type, or the user holds the root role.
+mod model {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// `[start, end)`, `end` `None` for no end.
+    pub type Interval = (Vec<u8>, Option<Vec<u8>>);
+
+    pub fn interval(key: &[u8], range_end: &[u8]) -> Interval {
+        match range_end {
+            [] => {
+                let mut end = key.to_vec();
+                end.push(0);
+                (key.to_vec(), Some(end))
+            }
+            [0] => (key.to_vec(), None),
+            end => (key.to_vec(), Some(end.to_vec())),
+        }
+    }
+
+    fn contains(interval: &Interval, point: &[u8]) -> bool {
+        interval.0.as_slice() <= point && interval.1.as_deref().is_none_or(|end| point < end)
+    }
+
+    /// A permission: (read, write, key, range_end).
+    pub type Held = (bool, bool, Vec<u8>, Vec<u8>);
+
+    #[derive(Default)]
+    pub struct Rules {
+        /// Role to its permissions.
+        pub roles: BTreeMap<String, Vec<Held>>,
+        pub users: BTreeMap<String, BTreeSet<String>>,
+    }
+
+    impl Rules {
+        /// May `user` read (or write) every key of `key`/`range_end`?
+        pub fn allows(&self, user: &str, write: bool, key: &[u8], range_end: &[u8]) -> bool {
+            let roles = &self.users[user];
+            if roles.contains("root") {
+                return true;
+            }
+            let held: Vec<Interval> = roles
+                .iter()
+                .filter_map(|role| self.roles.get(role))
+                .flatten()
+                .filter(|(read, writes, _, _)| if write { *writes } else { *read })
+                .map(|(_, _, key, end)| interval(key, end))
+                .collect();
+            let wanted = interval(key, range_end);
+            // Every bound of a held interval inside the request starts a stretch of keys that
+            // is held whole or not at all: checking the request's start and those bounds
+            // checks every key.
+            let mut points = vec![wanted.0.clone()];
+            for (start, end) in &held {
+                points.push(start.clone());
+                points.extend(end.clone());
+            }
+            points
+                .iter()
+                .filter(|point| contains(&wanted, point))
+                .all(|point| held.iter().any(|interval| contains(interval, point)))
+        }
+    }
+}
+
+#[test]
+fn random_grants_revokes_and_requests_agree_with_a_model_of_etcds_rules() {
+    use common::etcd::Rng;
+    use common::{grpc_error, runtime};
+    use etcd_client::{DeleteOptions, GetOptions, Permission, PermissionType};
+    let dir = DataDir::new("auth-model");
+    let lode = Lode::start(&dir.0, &["--bcrypt-cost=4"]);
+    let endpoint = lode.client_url.clone();
+    let seed = std::env::var("AUTH_MODEL_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(0x5eed_0a17);
+    runtime().block_on(async move {
+        let users = ["u0", "u1", "u2"];
+        let roles = ["r0", "r1", "r2", "root"];
+        let mut admin = etcd_client::Client::connect([&endpoint], None)
+            .await
+            .expect("connect");
+        let mut rules = model::Rules::default();
+        admin.user_add("root", "pw", None).await.expect("root");
+        admin.user_grant_role("root", "root").await.expect("grant");
+        for user in users {
+            admin.user_add(user, "pw", None).await.expect("user");
+            rules.users.insert(user.to_string(), Default::default());
+        }
+        rules
+            .users
+            .insert("root".into(), ["root".to_string()].into());
+        for role in &roles[..3] {
+            admin.role_add(*role).await.expect("role");
+            rules.roles.insert(role.to_string(), Vec::new());
+        }
+        admin.auth_enable().await.expect("enable");
+        let login = |user: &str| {
+            let endpoint = endpoint.clone();
+            let options = etcd_client::ConnectOptions::new().with_user(user, "pw");
+            async move {
+                etcd_client::Client::connect([endpoint], Some(options))
+                    .await
+                    .expect("connect as user")
+            }
+        };
+        let mut root = login("root").await;
+        let mut clients = Vec::new();
+        for user in users {
+            clients.push(login(user).await);
+        }
+        let mut rng = Rng::new(seed);
+        let letters = [b"a", b"b", b"c", b"d", b"e", b"f"];
+        let range = |rng: &mut Rng| -> (Vec<u8>, Vec<u8>) {
+            let key = letters[rng.below(6) as usize].to_vec();
+            let range_end = match rng.below(4) {
+                0 => Vec::new(),
+                1 => vec![0],
+                _ => {
+                    let end = letters[rng.below(6) as usize].to_vec();
+                    if end > key {
+                        end
+                    } else {
+                        Vec::new()
+                    }
+                }
+            };
+            let mut key = key;
+            if rng.below(5) == 0 {
+                key.push(b'/');
+            }
+            (key, range_end)
+        };
+        let (mut allowed, mut denied) = (0, 0);
+        for step in 0..400 {
+            match rng.below(10) {
+                // Grant a permission to a role.
+                0 | 1 => {
+                    let role = roles[rng.below(3) as usize];
+                    let (key, range_end) = range(&mut rng);
+                    let (kind, read, write) = match rng.below(3) {
+                        0 => (PermissionType::Read, true, false),
+                        1 => (PermissionType::Write, false, true),
+                        _ => (PermissionType::Readwrite, true, true),
+                    };
+                    let permission =
+                        Permission::new(kind, key.clone()).with_range_end(range_end.clone());
+                    root.role_grant_permission(role, permission)
+                        .await
+                        .expect("grant permission");
+                    let held = rules.roles.get_mut(role).expect("role");
+                    match held.iter_mut().find(|p| p.2 == key && p.3 == range_end) {
+                        Some(existing) => *existing = (read, write, key, range_end),
+                        None => held.push((read, write, key, range_end)),
+                    }
+                }
+                // Revoke one a role holds.
+                2 => {
+                    let role = roles[rng.below(3) as usize];
+                    let held = rules.roles.get_mut(role).expect("role");
+                    if held.is_empty() {
+                        continue;
+                    }
+                    let (_, _, key, range_end) = held.remove(rng.below(held.len() as u64) as usize);
+                    let options =
+                        etcd_client::RoleRevokePermissionOptions::new().with_range_end(range_end);
+                    root.role_revoke_permission(role, key, Some(options))
+                        .await
+                        .expect("revoke permission");
+                }
+                // Give a user a role, or take one away (the root role too).
+                3 => {
+                    let user = users[rng.below(3) as usize];
+                    let role = roles[rng.below(4) as usize];
+                    let holds = rules.users.get_mut(user).expect("user");
+                    if holds.remove(role) {
+                        root.user_revoke_role(user, role)
+                            .await
+                            .expect("revoke role");
+                    } else {
+                        root.user_grant_role(user, role).await.expect("grant role");
+                        holds.insert(role.to_string());
+                    }
+                }
+                // A request, allowed or denied as the model says.
+                _ => {
+                    let which = rng.below(3) as usize;
+                    let user = users[which];
+                    let client = &mut clients[which];
+                    let (key, range_end) = range(&mut rng);
+                    let write = rng.below(2) == 0;
+                    let expected = rules.allows(user, write, &key, &range_end);
+                    let outcome = match (write, range_end.is_empty()) {
+                        (false, _) => client
+                            .get(
+                                key.clone(),
+                                Some(GetOptions::new().with_range(range_end.clone())),
+                            )
+                            .await
+                            .map(drop),
+                        (true, true) => client.put(key.clone(), "v", None).await.map(drop),
+                        (true, false) => client
+                            .delete(
+                                key.clone(),
+                                Some(DeleteOptions::new().with_range(range_end.clone())),
+                            )
+                            .await
+                            .map(drop),
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            allowed += 1;
+                            assert!(
+                                expected,
+                                "step {step} (seed {seed:#x}): {user} was allowed to {} {:?}..{:?}",
+                                if write { "write" } else { "read" },
+                                String::from_utf8_lossy(&key),
+                                String::from_utf8_lossy(&range_end)
+                            );
+                        }
+                        Err(error) => {
+                            denied += 1;
+                            let (code, message) = grpc_error(error);
+                            assert_eq!(
+                                (code, message.as_str()),
+                                (
+                                    tonic::Code::PermissionDenied,
+                                    "etcdserver: permission denied"
+                                ),
+                                "step {step}"
+                            );
+                            assert!(
+                                !expected,
+                                "step {step} (seed {seed:#x}): {user} was denied {} {:?}..{:?}",
+                                if write { "write" } else { "read" },
+                                String::from_utf8_lossy(&key),
+                                String::from_utf8_lossy(&range_end)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Both answers were exercised, so neither side of the comparison went untested.
+        assert!(
+            allowed > 20 && denied > 20,
+            "allowed {allowed}, denied {denied}"
+        );
+    });
+}

@@ -433,12 +433,16 @@ fn lodectl_takes_etcdctls_global_flags_and_variables() {
     ));
     assert!(refused.contains("--dial-timeout"), "{refused}");
 
-    // Authentication and DNS discovery are refused, not ignored; a TLS setting makes a bare
-    // endpoint a TLS one, which this plain server does not speak (never a silent fallback
+    // A user against a server whose auth is off goes on without a token, as etcdctl does.
+    assert_eq!(
+        ok(lode.ctl(&["--user", "root:pw", "get", "g", "--print-value-only"])),
+        "1\n"
+    );
+    // DNS discovery is refused, not ignored; a password needs a user; a TLS setting makes a
+    // bare endpoint a TLS one, which this plain server does not speak (never a silent fallback
     // to plain text); a certificate needs its key.
     for (args, expected) in [
-        (vec!["--user", "root:pw", "get", "g"], "authentication"),
-        (vec!["--password", "pw", "get", "g"], "authentication"),
+        (vec!["--password", "pw", "get", "g"], "without --user"),
         (vec!["--discovery-srv", "example.com", "get", "g"], "DNS"),
         (vec!["--cert=c.pem", "get", "g"], "--cert and --key"),
         (vec!["--key", "k.pem", "get", "g"], "--cert and --key"),

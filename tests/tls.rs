@@ -738,3 +738,91 @@ fn a_member_joins_over_peer_mtls_and_one_from_another_ca_cannot() {
     );
     drop(lodes);
 }
+
+#[test]
+fn with_client_certificate_auth_a_certificates_cn_is_the_user_unless_a_token_is_given() {
+    let pki_dir = DataDir::new("tls-cn-pki");
+    let pki = Pki::new(&pki_dir.0);
+    let ca = pki.authority("ca");
+    let server = pki.issue("ca", "server", "server", &["IP:127.0.0.1"]);
+    let root = pki.issue("ca", "root", "root", &[]);
+    let alice = pki.issue("ca", "alice", "alice", &[]);
+    let mallory = pki.issue("ca", "mallory", "mallory", &[]);
+    let dir = DataDir::new("tls-cn");
+    let endpoint = format!("https://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_lode"))
+        .arg(format!("--data-dir={}", dir.0.display()))
+        .arg(format!("--listen-client-urls={endpoint}"))
+        .arg(format!("--advertise-client-urls={endpoint}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=default={peer}"))
+        .arg(format!("--cert-file={}", server.cert()))
+        .arg(format!("--key-file={}", server.key()))
+        .arg(format!("--trusted-ca-file={}", ca.cert()))
+        .args(["--client-cert-auth", "--bcrypt-cost=4"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.with_extension("stderr")).expect("log"))
+        .spawn()
+        .expect("spawn lode");
+    let lode = Lode::adopt(child, &endpoint, &dir.0);
+    let as_cn =
+        |client: &Pair, args: &[&str]| etcdctl_tls(&endpoint, ca.cert(), Some(client), args);
+    for setup in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "reader"],
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "config/",
+            "--prefix=true",
+        ],
+        &["user", "add", "alice:alicepw"],
+        &["user", "grant-role", "alice", "reader"],
+        &["put", "config/a", "1"],
+        &["auth", "enable"],
+    ] {
+        succeeded(as_cn(&root, setup));
+    }
+    // No token: the certificate's CN is the user.
+    assert_eq!(
+        succeeded(as_cn(&alice, &["get", "config/a", "--print-value-only"])),
+        "1\n"
+    );
+    assert!(refused(as_cn(&alice, &["put", "config/a", "2"])).contains("permission denied"));
+    assert_eq!(succeeded(as_cn(&root, &["put", "config/a", "2"])), "OK\n");
+    // A CN that names no user may do nothing.
+    assert!(refused(as_cn(&mallory, &["get", "config/a"])).contains("permission denied"));
+    // A token speaks for its user whatever the certificate says.
+    assert_eq!(
+        succeeded(as_cn(
+            &mallory,
+            &["--user", "root:rootpw", "put", "config/a", "3"]
+        )),
+        "OK\n"
+    );
+    assert!(refused(as_cn(
+        &root,
+        &["--user", "alice:alicepw", "put", "config/a", "4"]
+    ))
+    .contains("permission denied"));
+    // lodectl's certificate identifies it the same way over the native protocol.
+    let lodectl = |client: &Pair, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lodectl"))
+            .args(["--endpoints", &endpoint, "--cacert", ca.cert()])
+            .args(["--cert", client.cert(), "--key", client.key()])
+            .args(args)
+            .output()
+            .expect("lodectl")
+    };
+    assert_eq!(
+        succeeded(lodectl(&alice, &["get", "config/a", "--print-value-only"])),
+        "3\n"
+    );
+    assert!(refused(lodectl(&alice, &["put", "config/a", "5"])).contains("permission denied"));
+    drop(lode);
+}

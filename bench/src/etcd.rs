@@ -54,8 +54,10 @@ pub struct EtcdArgs {
     /// Extra argument for the lodes it starts (repeatable), e.g. `--lode-arg=--idle-spin-us=20`.
     #[arg(long = "lode-arg", allow_hyphen_values = true)]
     lode_args: Vec<String>,
-    /// Systems to drive: lode, etcd, null (a gRPC server that does nothing), and lode-tls and
-    /// etcd-tls (mutual TLS on client and peer URLs, certificates made for the run).
+    /// Systems to drive: lode, etcd, null (a gRPC server that does nothing), lode-tls and
+    /// etcd-tls (mutual TLS on client and peer URLs, certificates made for the run), and
+    /// lode-auth and etcd-auth (auth on; the load speaks for a user whose role may read and
+    /// write every key, so every request is checked against its permissions).
     #[arg(long, value_delimiter = ',', default_value = "lode,etcd,null")]
     systems: Vec<String>,
     /// Scenarios to run.
@@ -78,6 +80,8 @@ struct Servers {
     children: Vec<Child>,
     /// Client URLs, one per member.
     endpoints: Vec<String>,
+    /// Auth is on: calls carry a token.
+    auth: bool,
 }
 
 impl Drop for Servers {
@@ -133,15 +137,21 @@ enum System {
     LodeTls,
     /// etcd with the same certificates and settings.
     EtcdTls,
+    /// lode with auth on.
+    LodeAuth,
+    /// etcd with auth on.
+    EtcdAuth,
 }
 
 impl System {
-    const ALL: [System; 5] = [
+    const ALL: [System; 7] = [
         System::Lode,
         System::Etcd,
         System::Null,
         System::LodeTls,
         System::EtcdTls,
+        System::LodeAuth,
+        System::EtcdAuth,
     ];
 
     fn name(self) -> &'static str {
@@ -151,14 +161,16 @@ impl System {
             System::Null => "null",
             System::LodeTls => "lode-tls",
             System::EtcdTls => "etcd-tls",
+            System::LodeAuth => "lode-auth",
+            System::EtcdAuth => "etcd-auth",
         }
     }
 
     /// The server program it runs.
     fn program(self) -> System {
         match self {
-            System::LodeTls => System::Lode,
-            System::EtcdTls => System::Etcd,
+            System::LodeTls | System::LodeAuth => System::Lode,
+            System::EtcdTls | System::EtcdAuth => System::Etcd,
             other => other,
         }
     }
@@ -166,6 +178,104 @@ impl System {
     fn tls(self) -> bool {
         matches!(self, System::LodeTls | System::EtcdTls)
     }
+
+    fn auth(self) -> bool {
+        matches!(self, System::LodeAuth | System::EtcdAuth)
+    }
+}
+
+/// Adds the run's auth token to every call (auth systems); nothing otherwise.
+#[derive(Clone, Default)]
+struct TokenHeader(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for TokenHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection whose calls carry the run's token.
+type BenchChannel = tonic::service::interceptor::InterceptedService<Channel, TokenHeader>;
+
+/// The user the auth systems' load speaks for, and its password.
+const BENCH_USER: (&str, &str) = ("bench", "bench-password");
+
+/// Turns auth on as an operator would: root, and a user whose role may read and write every
+/// key (not root, so every request is checked against permissions).
+async fn enable_auth(endpoint: &str) -> Result<(), String> {
+    use pb::auth_client::AuthClient;
+    let channel = endpoint_of(endpoint)?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {endpoint}: {e}"))?;
+    let mut auth = AuthClient::new(channel);
+    let failed = |what: &'static str| move |e: tonic::Status| format!("{what}: {e}");
+    for (name, password) in [("root", "root-password"), BENCH_USER] {
+        auth.user_add(pb::AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed("user add"))?;
+    }
+    auth.role_add(pb::AuthRoleAddRequest {
+        name: BENCH_USER.0.into(),
+    })
+    .await
+    .map_err(failed("role add"))?;
+    auth.role_grant_permission(pb::AuthRoleGrantPermissionRequest {
+        name: BENCH_USER.0.into(),
+        perm: Some(lode_protocol::etcd::authpb::Permission {
+            perm_type: lode_protocol::etcd::authpb::permission::Type::Readwrite as i32,
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+        }),
+    })
+    .await
+    .map_err(failed("grant permission"))?;
+    for (user, role) in [("root", "root"), (BENCH_USER.0, BENCH_USER.0)] {
+        auth.user_grant_role(pb::AuthUserGrantRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        })
+        .await
+        .map_err(failed("grant role"))?;
+    }
+    auth.auth_enable(pb::AuthEnableRequest {})
+        .await
+        .map_err(failed("auth enable"))?;
+    Ok(())
+}
+
+/// A token for the bench user (auth systems), to put on every call of a case.
+async fn token_for(servers: &Servers, endpoint: &str) -> Result<TokenHeader, String> {
+    if !servers.auth {
+        return Ok(TokenHeader(None));
+    }
+    let channel = endpoint_of(endpoint)?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {endpoint}: {e}"))?;
+    let token = pb::auth_client::AuthClient::new(channel)
+        .authenticate(pb::AuthenticateRequest {
+            name: BENCH_USER.0.into(),
+            password: BENCH_USER.1.into(),
+        })
+        .await
+        .map_err(|e| format!("authenticate: {e}"))?
+        .into_inner()
+        .token;
+    let header = token
+        .parse()
+        .map_err(|e| format!("token {token:?} as metadata: {e}"))?;
+    Ok(TokenHeader(Some(header)))
 }
 
 /// The certificates of the TLS systems: one CA, a certificate for every server (client and
@@ -266,6 +376,7 @@ fn start(
     let mut servers = Servers {
         children: Vec::new(),
         endpoints: Vec::new(),
+        auth: system.auth(),
     };
     if system == System::Null {
         let bench = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -421,17 +532,23 @@ fn key(client: usize, n: u64) -> Bytes {
     Bytes::from(format!("bench/{client:04}/{:03}", n % KEYS_PER_CLIENT))
 }
 
-/// `count` HTTP/2 connections to `endpoint`, with TCP_NODELAY.
-async fn connect_channels(endpoint: &str, count: usize) -> Result<Vec<Channel>, String> {
+/// `count` HTTP/2 connections to `endpoint`, with TCP_NODELAY, whose calls carry `token`.
+async fn connect_channels(
+    endpoint: &str,
+    count: usize,
+    token: &TokenHeader,
+) -> Result<Vec<BenchChannel>, String> {
     let mut channels = Vec::with_capacity(count);
     for _ in 0..count {
-        channels.push(
-            endpoint_of(endpoint)?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| format!("connecting to {endpoint}: {e}"))?,
-        );
+        let channel = endpoint_of(endpoint)?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to {endpoint}: {e}"))?;
+        channels.push(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            token.clone(),
+        ));
     }
     Ok(channels)
 }
@@ -445,7 +562,8 @@ async fn run_case(
     clients: usize,
 ) -> Result<Measured, String> {
     let connections = clients.min(args.load.connections).max(1);
-    let channels = connect_channels(endpoint, connections).await?;
+    let token = token_for(servers, endpoint).await?;
+    let channels = connect_channels(endpoint, connections, &token).await?;
     // Every key exists before reads and compare-and-swaps start.
     let value = Bytes::from(vec![b'v'; args.load.value_bytes]);
     if !["put", "lease-grant", "lease-keepalive"].contains(&scenario) {
@@ -635,7 +753,8 @@ async fn run_watch_case(
     use std::sync::{Arc, Mutex};
     let streams = watchers.div_ceil(WATCHERS_PER_STREAM);
     let connections = streams.min(args.load.connections).max(1);
-    let channels = connect_channels(endpoint, connections).await?;
+    let token = token_for(servers, endpoint).await?;
+    let channels = connect_channels(endpoint, connections, &token).await?;
     let watched = Bytes::from_static(b"watch/key");
     let origin = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
@@ -813,7 +932,8 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
             Some(_) => {}
             None => {
                 return Err(format!(
-                    "unknown system {name} (lode, etcd, null, lode-tls, etcd-tls)"
+                    "unknown system {name} (lode, etcd, null, lode-tls, etcd-tls, lode-auth, \
+                     etcd-auth)"
                 ))
             }
         }
@@ -844,6 +964,9 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
             let servers = start(system, &args, scratch, &server_cpus)?;
             let measured = runtime.block_on(async {
                 let endpoint = leader_endpoint(system, &servers).await?;
+                if system.auth() {
+                    enable_auth(&endpoint).await?;
+                }
                 let mut cases = Vec::new();
                 for scenario in &args.scenarios {
                     // The do-nothing server serves the KV service only.
@@ -997,6 +1120,18 @@ fn report(
             }
             if let (Some(lode_tls), Some(lode)) = (lode_tls, lode) {
                 ratio_line("  lode-tls/lode", lode_tls, lode);
+            }
+            let lode_auth = find(System::LodeAuth, scenario, clients);
+            let etcd_auth = find(System::EtcdAuth, scenario, clients);
+            if let (Some(lode_auth), Some(etcd_auth)) = (lode_auth, etcd_auth) {
+                ratio_line("  lode-auth/etcd-auth", lode_auth, etcd_auth);
+            }
+            if let (Some(lode_auth), Some(lode)) = (lode_auth, lode) {
+                ratio_line("  lode-auth/lode", lode_auth, lode);
+            }
+            let etcd = find(System::Etcd, scenario, clients);
+            if let (Some(etcd_auth), Some(etcd)) = (etcd_auth, etcd) {
+                ratio_line("  etcd-auth/etcd", etcd_auth, etcd);
             }
         }
     }

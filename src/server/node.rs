@@ -573,7 +573,8 @@ async fn serve_cluster(
 }
 
 /// etcd's Auth calls, on the consensus core, once the serving core found the caller may make
-/// them (`Node::auth`). Reads (status, users, roles) are answered from the applied store.
+/// them (`Node::auth`). Reads (status, users, roles) are answered from the applied store after
+/// a ReadIndex.
 /// Changes go through the log, stamped with the auth revision they were authorized at;
 /// passwords are hashed first, on a thread of their own (bcrypt is slow by design and never
 /// runs on the core that drives Raft). Authenticate checks the password the same way, then
@@ -585,6 +586,11 @@ async fn serve_auth(
 ) -> Result<crate::auth::request::AuthResponse, ServerError> {
     use crate::auth::request::{AuthKind, AuthResponse};
     let header = |consensus: &Consensus<DmaDir>| ResponseHeader::at(consensus.revision());
+    if !request.kind.changes_store() && request.kind != AuthKind::Authenticate {
+        // Linearizable, as etcd's (which puts these reads through its log): a follower answers
+        // once it has applied everything committed when the read arrived.
+        consensus.read_index().await?;
+    }
     let mut answer = AuthResponse {
         header: header(consensus),
         ..AuthResponse::default()

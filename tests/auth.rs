@@ -401,6 +401,32 @@ fn etcd_clients_tokens_expire_after_the_ttl_and_are_renewed_by_the_client() {
             renewing.put("app/b", "2", None).await.expect("in use");
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
+        let mut root = etcd_client::Client::connect(
+            [&endpoint],
+            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+        )
+        .await
+        .expect("connect as root");
+        // A watch whose user loses the permission is canceled with the reason, and is given
+        // nothing written after the revocation.
+        let mut watch = renewing.watch("app/w", None).await.expect("watch");
+        let created = watch.message().await.expect("stream").expect("created");
+        assert!(created.created() && !created.canceled());
+        root.role_revoke_permission(
+            "app",
+            "app/",
+            Some(etcd_client::RoleRevokePermissionOptions::new().with_prefix()),
+        )
+        .await
+        .expect("revoke");
+        root.put("app/w", "after", None).await.expect("root writes");
+        let canceled = watch.message().await.expect("stream").expect("canceled");
+        assert!(canceled.events().is_empty(), "{canceled:?}");
+        assert!(canceled.canceled());
+        assert_eq!(
+            canceled.cancel_reason(),
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        );
         // A password change ends the user's tokens at once.
         let mut root = etcd_client::Client::connect(
             [&endpoint],

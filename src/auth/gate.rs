@@ -248,6 +248,15 @@ impl Caller {
         check(&caller.permissions)
     }
 
+    /// Whether the user may read every key of `key`/`range_end` now, whatever revision the
+    /// caller speaks at (the check of watches already made).
+    pub fn may_read(&self, key: &bytes::Bytes, range_end: &bytes::Bytes) -> bool {
+        match &self.checked {
+            None => true,
+            Some(caller) => caller.user.is_some() && caller.permissions.may_read(key, range_end),
+        }
+    }
+
     /// Requests only root may make.
     pub fn permit_admin(&self) -> Result<(), AuthError> {
         self.permit(super::authorize::check_admin)
@@ -289,6 +298,12 @@ impl AuthGate {
         view.generation = generation;
         view.users.clear();
         view.tokens.clear();
+    }
+
+    /// Advanced with every publication of the store: a watch stream that saw it change checks
+    /// its watches again.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// Whether auth is on, as this core sees it now.

@@ -57,6 +57,15 @@ impl KeyRange {
             KeyRange::Single(k) | KeyRange::From(k) | KeyRange::Between(k, _) => k,
         }
     }
+
+    /// The range as a request's `key` and `range_end` (the inverse of `from_request`).
+    pub fn to_request(&self) -> (Bytes, Bytes) {
+        match self {
+            KeyRange::Single(key) => (key.clone(), Bytes::new()),
+            KeyRange::From(start) => (start.clone(), Bytes::from_static(&[0])),
+            KeyRange::Between(start, end) => (start.clone(), end.clone()),
+        }
+    }
 }
 
 /// The end of the range holding every key with `prefix` (etcd's `GetPrefixRangeEnd`): the

@@ -819,7 +819,11 @@ struct IncomingSnapshot {
 impl IncomingSnapshot {
     async fn create(dir: &Path, first: &SnapshotChunk) -> Result<IncomingSnapshot, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let temporary = dir.join(format!("{}.tmp", received_file_name(first.index)));
+        // A name of its own per stream: two connections sending the same snapshot (a peer
+        // retrying, or a hostile one) must never write, or remove, each other's file.
+        static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let stream = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary = dir.join(format!("{}.{stream}.tmp", received_file_name(first.index)));
         let writer = crate::consensus::snapshotter::create_stream(&temporary)
             .await
             .map_err(|e| format!("creating {}: {e}", temporary.display()))?;

@@ -576,9 +576,18 @@ pub(super) async fn serve_watch_stream<R>(
     let election_timeout = node.config.election_timeout();
     let mut leader_check = Box::pin(glommio::timer::sleep(election_timeout));
     let mut checks_without_leader = 0;
+    let mut auth_generation = node.auth_gate().generation();
     loop {
-        // Everything queued goes out first (waiting while the client is slow to read).
+        // Everything queued goes out first (waiting while the client is slow to read), each
+        // response after the watches were checked against any permission change applied
+        // meanwhile.
         loop {
+            super::recheck_watches(
+                &mut slot.stream.borrow_mut(),
+                node,
+                credentials,
+                &mut auth_generation,
+            );
             let next = slot.stream.borrow_mut().pop();
             let Some(response) = next else {
                 break;

@@ -298,6 +298,35 @@ pub fn apply_watch_request(
     }
 }
 
+/// After a change to users, roles or permissions (the gate's generation moved past
+/// `seen_generation`), cancels the stream's watches its user may no longer read, with the
+/// reason, so that no event of a revoked range is sent after the revocation is applied here.
+/// A token that no longer works leaves the watches be (etcd checks only at creation; its
+/// clients open a new stream).
+pub fn recheck_watches(
+    stream: &mut crate::watch::stream::WatchStream,
+    node: &Node,
+    credentials: &crate::auth::Credentials,
+    seen_generation: &mut u64,
+) {
+    let generation = node.auth_gate().generation();
+    if generation == *seen_generation {
+        return;
+    }
+    *seen_generation = generation;
+    let Ok(caller) = node.caller(credentials) else {
+        return;
+    };
+    if !caller.is_checked() {
+        return;
+    }
+    stream.cancel_refused(|range| {
+        let (key, range_end) = range.to_request();
+        (!caller.may_read(&key, &range_end))
+            .then(|| access::watch_refusal(&crate::auth::AuthError::PermissionDenied.into()))
+    });
+}
+
 /// Starts the history reads a watch stream's watchers that are behind need; each answer is
 /// handed to the stream, which is then woken.
 pub fn start_catch_ups(

@@ -644,10 +644,20 @@ async fn serve_watch(
     };
     let interval = limits.watch_progress_interval;
     let mut tick = Box::pin(glommio::timer::sleep(interval));
+    // The credentials of the stream's latest request: whose permissions its watches follow.
+    let mut stream_credentials = Credentials::default();
+    let mut auth_generation = node.auth_gate().generation();
     loop {
         for (request, credentials) in watch.requests.borrow_mut().drain(..) {
             super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node, &credentials);
+            stream_credentials = credentials;
         }
+        super::recheck_watches(
+            &mut slot.stream.borrow_mut(),
+            node,
+            &stream_credentials,
+            &mut auth_generation,
+        );
         let mut sent = false;
         loop {
             let next = slot.stream.borrow_mut().pop();

@@ -307,6 +307,48 @@ impl WatchStream {
         true
     }
 
+    /// Cancels every watch `refused` gives a reason for (its range, now), queueing a canceled
+    /// answer with the reason: how a stream's watches end when their user loses the
+    /// permission to read what they watch. Returns how many were canceled.
+    pub fn cancel_refused(
+        &mut self,
+        mut refused: impl FnMut(&KeyRange) -> Option<String>,
+    ) -> usize {
+        let mut gone: Vec<(i64, String)> = self
+            .watchers
+            .iter()
+            .filter_map(|(id, watcher)| refused(&watcher.range).map(|why| (*id, why)))
+            .collect();
+        gone.sort_unstable_by_key(|(id, _)| *id);
+        if gone.is_empty() {
+            return 0;
+        }
+        // Whatever they were given and is not sent yet goes too: it may be of revisions after
+        // the refusal.
+        let mut dropped = 0;
+        self.out.retain(|(response, bytes)| {
+            let keep = !gone.iter().any(|(id, _)| *id == response.watch_id);
+            if !keep {
+                dropped += *bytes;
+            }
+            keep
+        });
+        self.queued -= dropped;
+        let revision = self.released;
+        for (watch_id, reason) in &gone {
+            self.watchers.remove(watch_id);
+            self.push(WatchResponse {
+                revision,
+                watch_id: *watch_id,
+                canceled: true,
+                cancel_reason: reason.clone(),
+                ..WatchResponse::default()
+            });
+        }
+        self.answer_pending_progress();
+        gone.len()
+    }
+
     /// etcd's progress request: one response for the whole stream at the released revision,
     /// sent once every watcher has been given everything up to it: at once when they all are,
     /// otherwise as soon as they are (etcd 3.5.8 and later defer it the same way). Returns
@@ -622,6 +664,33 @@ mod tests {
         let canceled = drain(&mut stream);
         assert_eq!(canceled.len(), 1);
         assert!(canceled[0].canceled && canceled[0].watch_id == 1);
+    }
+
+    #[test]
+    fn watches_whose_range_is_refused_are_canceled_with_the_reason() {
+        let mut stream = WatchStream::new(5, 1 << 20);
+        stream.create(watch("a", 0, 1), 0).expect("a");
+        stream.create(watch("b", 0, 2), 0).expect("b");
+        drain(&mut stream);
+        // Given but not yet sent: dropped with the watch.
+        stream.deliver(&[put(6, "b")], 6);
+        let canceled = stream.cancel_refused(|range| {
+            (range.start().as_ref() == b"b").then(|| "permission denied".to_string())
+        });
+        assert_eq!(canceled, 1);
+        let answers = drain(&mut stream);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(
+            (
+                answers[0].watch_id,
+                answers[0].canceled,
+                answers[0].cancel_reason.as_str()
+            ),
+            (2, true, "permission denied")
+        );
+        assert_eq!(stream.watcher_count(), 1);
+        assert_eq!(stream.cancel_refused(|_| None), 0);
+        assert!(drain(&mut stream).is_empty());
     }
 
     #[test]

@@ -313,6 +313,8 @@ fn lodectl_sets_up_users_and_roles_and_prints_as_etcdctl_does() {
     let bob = lode.ctl(&["--user", "bob:new", "get", "k"]);
     assert!(!bob.status.success(), "bob holds no role");
     assert!(String::from_utf8_lossy(&bob.stderr).contains("etcdserver: permission denied"));
+    // A user who may not read the health key still finds the member healthy, as etcdctl.
+    assert!(ctl(&["--user", "bob:new", "endpoint", "health"]).contains("is healthy"));
     let wrong = lode.ctl(&["--user", "bob:old", "get", "k"]);
     assert!(String::from_utf8_lossy(&wrong.stderr)
         .contains("etcdserver: authentication failed, invalid user ID or password"));

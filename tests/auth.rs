@@ -885,3 +885,69 @@ fn random_grants_revokes_and_requests_agree_with_a_model_of_etcds_rules() {
         );
     });
 }
+
+#[test]
+fn a_lock_waiter_whose_user_lost_the_locks_keys_is_refused_when_its_turn_comes() {
+    use common::runtime;
+    let dir = DataDir::new("auth-lock");
+    let lode = Lode::start(&dir.0, &["--bcrypt-cost=4"]);
+    let endpoint = lode.client_url.clone();
+    runtime().block_on(async move {
+        set_up_app_user(&endpoint).await;
+        let connect = |user: &str, password: &str| {
+            let options = etcd_client::ConnectOptions::new().with_user(user, password);
+            let endpoint = endpoint.clone();
+            async move {
+                etcd_client::Client::connect([endpoint], Some(options))
+                    .await
+                    .expect("connect")
+            }
+        };
+        let mut first = connect("app", "apppw").await;
+        let mut second = connect("app", "apppw").await;
+        let mut root = connect("root", "rootpw").await;
+        let held = first.lock("app/lock", None).await.expect("first holds");
+        let waiting = tokio::spawn(async move { second.lock("app/lock", None).await });
+        let contenders = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while root
+            .get("app/lock/", Some(contenders.clone()))
+            .await
+            .expect("count")
+            .count()
+            < 2
+        {
+            assert!(std::time::Instant::now() < deadline, "never queued");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        root.role_revoke_permission(
+            "app",
+            "app/",
+            Some(etcd_client::RoleRevokePermissionOptions::new().with_prefix()),
+        )
+        .await
+        .expect("revoke");
+        root.delete(held.key(), None)
+            .await
+            .expect("release the first");
+        let refused = waiting
+            .await
+            .expect("task")
+            .expect_err("the waiter may no longer hold the lock");
+        assert!(
+            refused
+                .to_string()
+                .contains("etcdserver: permission denied"),
+            "{refused}"
+        );
+        // It left the queue: no contender key is left.
+        let left = root
+            .get("app/lock/", Some(contenders))
+            .await
+            .expect("count")
+            .count();
+        assert_eq!(left, 0);
+    });
+}

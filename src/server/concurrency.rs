@@ -21,6 +21,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 
+use super::access::Access;
 use super::node::Node;
 use crate::consensus::ServerError;
 use crate::lease::{LeaseOutcome, LeaseRequest};
@@ -324,12 +325,15 @@ pub(super) async fn unless_cancelled<T>(
 }
 
 /// etcd's Lock: the ownership key once the caller holds the lock `name`. A caller that goes
-/// away while waiting (`cancelled`) leaves the queue: its key is deleted.
+/// away while waiting (`cancelled`) leaves the queue: its key is deleted. One that waited is
+/// checked again before it is handed the lock (its user may have lost the lock's keys
+/// meanwhile: then it leaves the queue with the refusal).
 pub async fn lock(
     node: &Rc<Node>,
     name: Bytes,
     lease: i64,
     cancelled: impl Future<Output = ()>,
+    credentials: &crate::auth::Credentials,
 ) -> Result<(ResponseHeader, Bytes), ServerError> {
     let lease = session_lease(node, lease).await?;
     let prefix = prefix(&name);
@@ -367,6 +371,10 @@ pub async fn lock(
     if own.kvs.is_empty() {
         return Err(ServerError::Coordination(SESSION_EXPIRED));
     }
+    if let Err(refused) = node.permit_name(credentials, &name, Access::ReadWrite) {
+        let _ = delete(node, &key).await;
+        return Err(refused);
+    }
     Ok((own.header, key))
 }
 
@@ -376,13 +384,15 @@ pub async fn unlock(node: &Node, key: &Bytes) -> Result<ResponseHeader, ServerEr
 }
 
 /// etcd's Campaign: the leadership once the caller leads election `name` with `value`. A
-/// caller that goes away while waiting withdraws (its key is deleted).
+/// caller that goes away while waiting withdraws (its key is deleted); one whose user lost
+/// the election's keys while it waited withdraws with the refusal.
 pub async fn campaign(
     node: &Rc<Node>,
     name: Bytes,
     lease: i64,
     value: Bytes,
     cancelled: impl Future<Output = ()>,
+    credentials: &crate::auth::Credentials,
 ) -> Result<(ResponseHeader, LeaderKey), ServerError> {
     let lease = session_lease(node, lease).await?;
     let prefix = prefix(&name);
@@ -408,7 +418,13 @@ pub async fn campaign(
     let header = found.header;
     let waited = unless_cancelled(wait_deletes(node, &prefix, leader.rev - 1), cancelled).await;
     match waited {
-        Some(Ok(())) => Ok((header, leader)),
+        Some(Ok(())) => match node.permit_name(credentials, &leader.name, Access::ReadWrite) {
+            Ok(()) => Ok((header, leader)),
+            Err(refused) => {
+                let _ = resign(node, &leader).await;
+                Err(refused)
+            }
+        },
         Some(Err(error)) => Err(error),
         None => {
             let _ = resign(node, &leader).await;
@@ -590,7 +606,8 @@ pub mod services {
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (held, key) =
-                    super::lock(&node, request.name, request.lease, cancelled).await?;
+                    super::lock(&node, request.name, request.lease, cancelled, &credentials)
+                        .await?;
                 Ok(lock_pb::LockResponse {
                     header: header(held, &node),
                     key,
@@ -641,9 +658,15 @@ pub mod services {
                 node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
-                let (led, leader) =
-                    super::campaign(&node, request.name, request.lease, request.value, cancelled)
-                        .await?;
+                let (led, leader) = super::campaign(
+                    &node,
+                    request.name,
+                    request.lease,
+                    request.value,
+                    cancelled,
+                    &credentials,
+                )
+                .await?;
                 Ok(election_pb::CampaignResponse {
                     header: header(led, &node),
                     leader: Some(election_pb::LeaderKey {

@@ -397,7 +397,7 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                 outbox.settle();
                 return;
             }
-            coordinate(node, request, outbox.gone())
+            coordinate(node, request, outbox.gone(), &credentials)
                 .await
                 .map(Response::Coordination)
         }
@@ -524,11 +524,13 @@ async fn coordinate(
     node: &Rc<Node>,
     request: CoordinationRequest,
     connection_gone: impl std::future::Future<Output = ()>,
+    credentials: &Credentials,
 ) -> Result<CoordinationResponse, ServerError> {
     use super::concurrency;
     Ok(match request {
         CoordinationRequest::Lock { name, lease } => {
-            let (header, key) = concurrency::lock(node, name, lease, connection_gone).await?;
+            let (header, key) =
+                concurrency::lock(node, name, lease, connection_gone, credentials).await?;
             CoordinationResponse::Locked { header, key }
         }
         CoordinationRequest::Unlock { key } => CoordinationResponse::Unlocked {
@@ -536,7 +538,8 @@ async fn coordinate(
         },
         CoordinationRequest::Campaign { name, lease, value } => {
             let (header, leader) =
-                concurrency::campaign(node, name, lease, value, connection_gone).await?;
+                concurrency::campaign(node, name, lease, value, connection_gone, credentials)
+                    .await?;
             CoordinationResponse::Campaigned { header, leader }
         }
         CoordinationRequest::Proclaim { leader, value } => CoordinationResponse::Proclaimed {

@@ -835,26 +835,22 @@ fn permission_range(
     ))
 }
 
-/// A password: given, or a line read from standard input (prompted on standard error when
-/// `interactive`, twice for a new one, as etcdctl asks).
+/// A password: a line read from standard input, or when `interactive` asked for on the
+/// terminal without echo (twice for a new one, as etcdctl asks).
 fn password_input(user: &str, interactive: bool, confirm: bool) -> Result<String, String> {
-    let read_line = || -> Result<String, String> {
+    if !interactive {
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
             .map_err(|e| format!("reading the password: {e}"))?;
-        Ok(line.trim_end_matches(['\r', '\n']).to_string())
-    };
-    if !interactive {
-        return read_line();
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
-    eprint!("Password of {user}: ");
-    let first = read_line()?;
-    if confirm {
-        eprint!("Type password of {user} again for confirmation: ");
-        if read_line()? != first {
-            return Err("given passwords are different".into());
-        }
+    let ask = |prompt: String| {
+        rpassword::prompt_password(prompt).map_err(|e| format!("reading the password: {e}"))
+    };
+    let first = ask(format!("Password of {user}: "))?;
+    if confirm && ask(format!("Type password of {user} again for confirmation: "))? != first {
+        return Err("given passwords are different".into());
     }
     Ok(first)
 }

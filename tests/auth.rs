@@ -403,12 +403,7 @@ fn etcd_clients_tokens_expire_after_the_ttl_and_are_renewed_by_the_client() {
             renewing.put("app/b", "2", None).await.expect("in use");
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        let mut root = etcd_client::Client::connect(
-            [&endpoint],
-            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
-        )
-        .await
-        .expect("connect as root");
+        let mut root = client_as(&endpoint, "root", "rootpw").await;
         // A watch whose user loses the permission is canceled with the reason, and is given
         // nothing written after the revocation.
         let mut watch = renewing.watch("app/w", None).await.expect("watch");
@@ -430,18 +425,42 @@ fn etcd_clients_tokens_expire_after_the_ttl_and_are_renewed_by_the_client() {
             "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
         );
         // A password change ends the user's tokens at once.
-        let mut root = etcd_client::Client::connect(
-            [&endpoint],
-            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
-        )
-        .await
-        .expect("connect as root");
         root.user_change_password("app", "newpw")
             .await
             .expect("change password");
         let (code, _) = grpc_error(renewing.get("app/a", None).await.expect_err("old password"));
         assert_eq!(code, tonic::Code::InvalidArgument);
     });
+}
+
+/// An etcd-client authenticated as `user`.
+async fn client_as(endpoint: &str, user: &str, password: &str) -> etcd_client::Client {
+    let options = etcd_client::ConnectOptions::new().with_user(user, password);
+    etcd_client::Client::connect([endpoint], Some(options))
+        .await
+        .expect("connect as a user")
+}
+
+/// A token from `endpoint`'s Authenticate.
+async fn token_from(endpoint: &str, user: &str, password: &str) -> String {
+    etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("connect")
+        .auth_client()
+        .authenticate(user.into(), password.into())
+        .await
+        .expect("authenticate")
+        .token()
+        .to_string()
+}
+
+/// A gRPC call carrying `token` in its metadata, as etcd's clients send it.
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("token", token.parse().expect("metadata"));
+    request
 }
 
 /// An EC P-256 key pair for JWTs, made by openssl: (private key PEM path, public key PEM path).
@@ -514,12 +533,7 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
     let (signer, verifier, caught_up) = (urls[0].clone(), urls[1].clone(), urls[2].clone());
     runtime().block_on(async {
         set_up_app_user(&signer).await;
-        let mut root = etcd_client::Client::connect(
-            [&signer],
-            Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
-        )
-        .await
-        .expect("root on the signer");
+        let mut root = client_as(&signer, "root", "rootpw").await;
         for n in 0..100 {
             root.put(format!("filler/{n}"), "x", None)
                 .await
@@ -530,17 +544,7 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
     runtime().block_on(async {
         // Caught up: it holds every filler write (read with root's JWT from the signer,
         // serializable: from m2's own state).
-        let root_token = {
-            let auth = etcd_client::Client::connect([&signer], None)
-                .await
-                .expect("connect");
-            auth.auth_client()
-                .authenticate("root".into(), "rootpw".into())
-                .await
-                .expect("authenticate root")
-                .token()
-                .to_string()
-        };
+        let root_token = token_from(&signer, "root", "rootpw").await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Ok(channel) = tonic::transport::Channel::from_shared(caught_up.clone())
@@ -556,11 +560,7 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
                     serializable: true,
                     ..Default::default()
                 };
-                let mut request = tonic::Request::new(count);
-                request
-                    .metadata_mut()
-                    .insert("token", root_token.parse().expect("metadata"));
-                if let Ok(answer) = kv.range(request).await {
+                if let Ok(answer) = kv.range(with_token(count, &root_token)).await {
                     if answer.into_inner().count == 100 {
                         break;
                     }
@@ -578,17 +578,7 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
         "m2 did not catch up by snapshot"
     );
     runtime().block_on(async {
-        let token = {
-            let auth = etcd_client::Client::connect([&signer], None)
-                .await
-                .expect("connect");
-            auth.auth_client()
-                .authenticate("app".into(), "apppw".into())
-                .await
-                .expect("authenticate on the signer")
-                .token()
-                .to_string()
-        };
+        let token = token_from(&signer, "app", "apppw").await;
         assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
         // A member without the private key cannot issue.
         let unsigned = etcd_client::Client::connect([&verifier], None)
@@ -603,13 +593,6 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
         for url in [&verifier, &caught_up] {
             let channel = common::grpc_channel(url).await;
             let mut kv = lode_protocol::etcd::etcdserverpb::kv_client::KvClient::new(channel);
-            fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-                let mut request = tonic::Request::new(message);
-                request
-                    .metadata_mut()
-                    .insert("token", token.parse().expect("metadata"));
-                request
-            }
             let put = lode_protocol::etcd::etcdserverpb::PutRequest {
                 key: format!("app/{url}").into_bytes().into(),
                 value: bytes::Bytes::from_static(b"v"),
@@ -732,19 +715,10 @@ fn random_grants_revokes_and_requests_agree_with_a_model_of_etcds_rules() {
             rules.roles.insert(role.to_string(), Vec::new());
         }
         admin.auth_enable().await.expect("enable");
-        let login = |user: &str| {
-            let endpoint = endpoint.clone();
-            let options = etcd_client::ConnectOptions::new().with_user(user, "pw");
-            async move {
-                etcd_client::Client::connect([endpoint], Some(options))
-                    .await
-                    .expect("connect as user")
-            }
-        };
-        let mut root = login("root").await;
+        let mut root = client_as(&endpoint, "root", "pw").await;
         let mut clients = Vec::new();
         for user in users {
-            clients.push(login(user).await);
+            clients.push(client_as(&endpoint, user, "pw").await);
         }
         let mut rng = Rng::new(seed);
         let letters = [b"a", b"b", b"c", b"d", b"e", b"f"];
@@ -894,18 +868,9 @@ fn a_lock_waiter_whose_user_lost_the_locks_keys_is_refused_when_its_turn_comes()
     let endpoint = lode.client_url.clone();
     runtime().block_on(async move {
         set_up_app_user(&endpoint).await;
-        let connect = |user: &str, password: &str| {
-            let options = etcd_client::ConnectOptions::new().with_user(user, password);
-            let endpoint = endpoint.clone();
-            async move {
-                etcd_client::Client::connect([endpoint], Some(options))
-                    .await
-                    .expect("connect")
-            }
-        };
-        let mut first = connect("app", "apppw").await;
-        let mut second = connect("app", "apppw").await;
-        let mut root = connect("root", "rootpw").await;
+        let mut first = client_as(&endpoint, "app", "apppw").await;
+        let mut second = client_as(&endpoint, "app", "apppw").await;
+        let mut root = client_as(&endpoint, "root", "rootpw").await;
         let held = first.lock("app/lock", None).await.expect("first holds");
         let waiting = tokio::spawn(async move { second.lock("app/lock", None).await });
         let contenders = etcd_client::GetOptions::new()

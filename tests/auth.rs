@@ -405,10 +405,14 @@ fn etcd_clients_tokens_expire_after_the_ttl_and_are_renewed_by_the_client() {
         }
         let mut root = client_as(&endpoint, "root", "rootpw").await;
         // A watch whose user loses the permission is canceled with the reason, and is given
-        // nothing written after the revocation.
+        // nothing written after the revocation; its user is followed by name, though the
+        // token it came with ended with a password change in between.
         let mut watch = renewing.watch("app/w", None).await.expect("watch");
         let created = watch.message().await.expect("stream").expect("created");
         assert!(created.created() && !created.canceled());
+        root.user_change_password("app", "newpw")
+            .await
+            .expect("change password");
         root.role_revoke_permission(
             "app",
             "app/",
@@ -424,12 +428,23 @@ fn etcd_clients_tokens_expire_after_the_ttl_and_are_renewed_by_the_client() {
             canceled.cancel_reason(),
             "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
         );
-        // A password change ends the user's tokens at once.
-        root.user_change_password("app", "newpw")
-            .await
-            .expect("change password");
+        // The password change ended the user's tokens at once: the client's renewal with the
+        // old password fails.
         let (code, _) = grpc_error(renewing.get("app/a", None).await.expect_err("old password"));
         assert_eq!(code, tonic::Code::InvalidArgument);
+        // A stale token sent along with Authenticate does not stop it (etcd ignores it there).
+        let mut auth = lode_protocol::etcd::etcdserverpb::auth_client::AuthClient::new(
+            common::grpc_channel(&endpoint).await,
+        );
+        let fresh = lode_protocol::etcd::etcdserverpb::AuthenticateRequest {
+            name: "app".into(),
+            password: "newpw".into(),
+        };
+        let answer = auth
+            .authenticate(with_token(fresh, "stale.1"))
+            .await
+            .expect("authenticate with a stale token along");
+        assert!(!answer.into_inner().token.is_empty());
     });
 }
 
@@ -611,6 +626,40 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
                 .await
                 .expect_err("denied");
             assert_eq!(status.code(), tonic::Code::PermissionDenied, "{url}");
+            // Lease calls a follower answers through the leader carry the caller's token.
+            let mut leases = lode_protocol::etcd::etcdserverpb::lease_client::LeaseClient::new(
+                common::grpc_channel(url).await,
+            );
+            let grant = lode_protocol::etcd::etcdserverpb::LeaseGrantRequest { ttl: 60, id: 0 };
+            let lease = leases
+                .lease_grant(with_token(grant, &token))
+                .await
+                .expect("grant")
+                .into_inner()
+                .id;
+            let leased = lode_protocol::etcd::etcdserverpb::PutRequest {
+                key: format!("app/leased{url}").into_bytes().into(),
+                lease,
+                ..Default::default()
+            };
+            kv.put(with_token(leased, &token))
+                .await
+                .expect("put with a lease");
+            let time_to_live = lode_protocol::etcd::etcdserverpb::LeaseTimeToLiveRequest {
+                id: lease,
+                keys: true,
+            };
+            let answer = leases
+                .lease_time_to_live(with_token(time_to_live, &token))
+                .await
+                .expect("time to live, keys readable")
+                .into_inner();
+            assert_eq!(answer.keys.len(), 1, "{url}");
+            let revoke = lode_protocol::etcd::etcdserverpb::LeaseRevokeRequest { id: lease };
+            leases
+                .lease_revoke(with_token(revoke, &token))
+                .await
+                .expect("revoke: its keys are writable");
         }
     });
 }
@@ -871,6 +920,28 @@ fn a_lock_waiter_whose_user_lost_the_locks_keys_is_refused_when_its_turn_comes()
         let mut first = client_as(&endpoint, "app", "apppw").await;
         let mut second = client_as(&endpoint, "app", "apppw").await;
         let mut root = client_as(&endpoint, "root", "rootpw").await;
+        // A lease holding a key app may not write cannot carry app's lock.
+        let roots = root.lease_grant(60, None).await.expect("grant").id();
+        root.put(
+            "secret",
+            "s",
+            Some(etcd_client::PutOptions::new().with_lease(roots)),
+        )
+        .await
+        .expect("root's key");
+        let borrowed = first
+            .lock(
+                "app/lock",
+                Some(etcd_client::LockOptions::new().with_lease(roots)),
+            )
+            .await
+            .expect_err("another's lease");
+        assert!(
+            borrowed
+                .to_string()
+                .contains("etcdserver: permission denied"),
+            "{borrowed}"
+        );
         let held = first.lock("app/lock", None).await.expect("first holds");
         let waiting = tokio::spawn(async move { second.lock("app/lock", None).await });
         let contenders = etcd_client::GetOptions::new()

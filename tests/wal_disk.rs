@@ -168,7 +168,21 @@ fn mapped_reads_stay_coherent_with_direct_writes() {
             );
         }
         drop(wal);
-        let reopened = open(&path2, 256 * 1024).await.expect("reopen");
+        // The segment preparer holds the log a moment longer while it works (it upgrades its
+        // weak reference), and with it the directory lock: wait until it lets go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let reopened = loop {
+            match open(&path2, 256 * 1024).await {
+                Ok(wal) => break wal,
+                Err(WalError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(error) => panic!("reopen: {error:?}"),
+            }
+        };
         assert_eq!(observe(&reopened), model);
     });
 }

@@ -120,14 +120,16 @@ impl AuthShared {
     }
 
     /// Publishes the store after `change` was applied to it (or after a snapshot replaced it:
-    /// `None`), dropping the tokens the change ends.
+    /// `None`), dropping the tokens the change ends. A snapshot may skip changes that ended
+    /// tokens (a password change, a deletion), so it ends them all: clients authenticate again.
     pub fn applied(&self, change: Option<&AuthChange>, store: &AuthStore) {
         {
             let mut tokens = lock(&self.simple);
             match change {
                 Some(AuthChange::UserDelete { name })
                 | Some(AuthChange::UserChangePassword { name, .. }) => tokens.invalidate_user(name),
-                _ => {}
+                Some(_) => {}
+                None => tokens.clear(),
             }
             if !store.enabled() {
                 tokens.clear();
@@ -248,23 +250,20 @@ impl Caller {
         check(&caller.permissions)
     }
 
-    /// Whether the user may read every key of `key`/`range_end` now, whatever revision the
-    /// caller speaks at (the check of watches already made).
-    pub fn may_read(&self, key: &bytes::Bytes, range_end: &bytes::Bytes) -> bool {
-        match &self.checked {
-            None => true,
-            Some(caller) => caller.user.is_some() && caller.permissions.may_read(key, range_end),
-        }
-    }
-
     /// Requests only root may make.
     pub fn permit_admin(&self) -> Result<(), AuthError> {
         self.permit(super::authorize::check_admin)
     }
 
-    /// The auth revision a write it makes is stamped with in the log (0: no user, or auth off).
+    /// The auth revision a write it makes is stamped with in the log: that of the store its
+    /// permissions were read from (0: no user, or auth off). Not a JWT's own revision, which
+    /// may be ahead of a member that lags: the entry is then refused at apply as old, never
+    /// let through on permissions the store had before.
     pub fn stamp(&self) -> u64 {
-        self.checked.as_ref().map_or(0, |c| c.revision)
+        match &self.checked {
+            Some(caller) if caller.user.is_some() => caller.store_revision,
+            _ => 0,
+        }
     }
 }
 
@@ -304,6 +303,25 @@ impl AuthGate {
     /// its watches again.
     pub fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `user` may read every key of `key`/`range_end` now (true while auth is off; an
+    /// unknown user may read nothing): how watches already made follow their user.
+    pub fn user_may_read(&self, user: &str, key: &bytes::Bytes, range_end: &bytes::Bytes) -> bool {
+        self.refresh();
+        let mut view = self.view.borrow_mut();
+        if !view.store.enabled() {
+            return true;
+        }
+        let permissions = match view.users.get(user) {
+            Some(permissions) => permissions.clone(),
+            None => {
+                let permissions = Rc::new(view.store.permissions(user).unwrap_or_default());
+                view.users.insert(Rc::from(user), permissions.clone());
+                permissions
+            }
+        };
+        permissions.may_read(key, range_end)
     }
 
     /// Whether auth is on, as this core sees it now.
@@ -513,6 +531,13 @@ mod tests {
             AuthError::InvalidAuthToken
         );
 
+        // A snapshot installed: it may skip changes that ended tokens, so every token goes.
+        let token = shared.assign_simple("abcdefghijklmnop", 11, "root", changed.revision());
+        shared.applied(None, &changed);
+        assert_eq!(
+            gate.caller(&Credentials::token(&token)).unwrap_err(),
+            AuthError::InvalidAuthToken
+        );
         // Turned off: every token goes.
         let token = shared.assign_simple("abcdefghijklmnop", 12, "root", changed.revision());
         changed.apply(&AuthChange::Disable).expect("disable");
@@ -547,6 +572,14 @@ mod tests {
         let gate = AuthGate::new(verifier.clone());
         let root = gate.caller(&Credentials::token(&token)).expect("verified");
         assert_eq!(root.permit_admin(), Ok(()));
+        // A token from a member ahead of this one: its writes are stamped with the revision
+        // this member's permissions come from, so they are refused at apply as old, never let
+        // through on older permissions.
+        let ahead = issuer
+            .issue_jwt("root", store.revision() + 5)
+            .expect("sign");
+        let early = gate.caller(&Credentials::token(&ahead)).expect("verified");
+        assert_eq!(early.stamp(), store.revision());
         // After a change, the token names an old revision: refused until re-authenticated.
         let mut changed = store.clone();
         let change = AuthChange::RoleAdd { name: "x".into() };

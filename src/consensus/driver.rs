@@ -485,6 +485,15 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// The configuration.
+    /// The keys attached to lease `id` in this member's applied state (none if it does not
+    /// exist).
+    pub fn lease_keys(&self, id: i64) -> Vec<Bytes> {
+        self.sequencer
+            .lease_time_to_live(id, true)
+            .map(|lease| lease.keys)
+            .unwrap_or_default()
+    }
+
     /// The applied auth store, as of now.
     pub fn auth_store(&self) -> crate::auth::AuthStore {
         self.sequencer.export_auth()

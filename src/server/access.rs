@@ -138,17 +138,8 @@ impl Node {
         if caller.permit_admin().is_ok() {
             return Ok(());
         }
-        let query = LeaseQuery::TimeToLive {
-            id: lease,
-            keys: true,
-        };
-        let keys = match Box::pin(self.cluster(crate::api::native::Request::Lease(query))).await? {
-            crate::api::native::Response::Lease(crate::api::native::LeaseAnswer::TimeToLive {
-                keys,
-                ..
-            }) => keys,
-            _ => return Err(crate::shard::route::unexpected_reply("TimeToLive")),
-        };
+        // From this member's applied leases, as etcd checks them at apply on each member.
+        let keys = self.lease_keys(lease).await?;
         for key in &keys {
             permitted(caller, key, &Bytes::new(), access)?;
         }
@@ -176,10 +167,8 @@ impl Node {
                 if caller.permit_admin().is_ok() {
                     return Ok(());
                 }
-                let ids = match Box::pin(
-                    self.cluster(crate::api::native::Request::Lease(LeaseQuery::Leases)),
-                )
-                .await?
+                let leases = crate::api::native::Request::Lease(LeaseQuery::Leases);
+                let ids = match Box::pin(self.cluster_as(leases, credentials.token.clone())).await?
                 {
                     crate::api::native::Response::Lease(
                         crate::api::native::LeaseAnswer::Leases { ids, .. },
@@ -192,6 +181,21 @@ impl Node {
                 Ok(())
             }
         }
+    }
+
+    /// A lock or campaign that attaches its key to `lease` (0: a session lease of its own):
+    /// write on the keys already attached, as a put with that lease (so a caller cannot hang
+    /// keys it may not write on someone else's lease).
+    pub async fn permit_lease_attach(
+        &self,
+        credentials: &Credentials,
+        lease: i64,
+    ) -> Result<(), ServerError> {
+        let caller = self.caller(credentials)?;
+        if lease == 0 || !caller.is_checked() {
+            return Ok(());
+        }
+        self.permit_lease_keys(&caller, lease, Access::Write).await
     }
 
     /// Requests only root may make.
@@ -216,6 +220,19 @@ impl Node {
         Ok(permitted(&caller, key, range_end, access)?)
     }
 
+    /// A watch's creation: read on its range. The user it speaks for when auth is on (whose
+    /// permissions the stream's watches then follow).
+    pub fn permit_watch(
+        &self,
+        credentials: &Credentials,
+        key: &Bytes,
+        range_end: &Bytes,
+    ) -> Result<Option<String>, ServerError> {
+        let caller = self.caller(credentials)?;
+        permitted(&caller, key, range_end, Access::Read)?;
+        Ok(caller.user().map(str::to_string))
+    }
+
     /// Requests on the keys of a lock's or an election's `name` (its contenders' keys).
     pub fn permit_name(
         &self,
@@ -229,15 +246,16 @@ impl Node {
     }
 
     /// A lock or election request of the native protocol (gRPC's services check the same).
-    pub fn permit_coordination(
+    pub async fn permit_coordination(
         &self,
         credentials: &Credentials,
         request: &crate::api::native::CoordinationRequest,
     ) -> Result<(), ServerError> {
         use crate::api::native::CoordinationRequest as C;
         match request {
-            C::Lock { name, .. } | C::Campaign { name, .. } => {
-                self.permit_name(credentials, name, Access::ReadWrite)
+            C::Lock { name, lease } | C::Campaign { name, lease, .. } => {
+                self.permit_name(credentials, name, Access::ReadWrite)?;
+                self.permit_lease_attach(credentials, *lease).await
             }
             C::Leader { name } | C::Observe { name } => {
                 self.permit_name(credentials, name, Access::Read)

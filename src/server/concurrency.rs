@@ -603,6 +603,8 @@ pub mod services {
             on_core_until_cancelled(move |node, limits, gone| async move {
                 within_limit(&request, limits)?;
                 node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
+                node.permit_lease_attach(&credentials, request.lease)
+                    .await?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (held, key) =
@@ -656,6 +658,8 @@ pub mod services {
             on_core_until_cancelled(move |node, limits, gone| async move {
                 within_limit(&request, limits)?;
                 node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
+                node.permit_lease_attach(&credentials, request.lease)
+                    .await?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (led, leader) = super::campaign(

@@ -407,7 +407,7 @@ impl pb::lease_server::Lease for LeaseService {
         };
         on_core(move |node, _| async move {
             node.permit_lease_query(&credentials, &query).await?;
-            match node.lease_query(query).await? {
+            match node.lease_query(query, credentials.token.clone()).await? {
                 LeaseAnswer::TimeToLive {
                     mut header,
                     id,
@@ -439,7 +439,10 @@ impl pb::lease_server::Lease for LeaseService {
         on_core(move |node, _| async move {
             node.permit_lease_query(&credentials, &LeaseQuery::Leases)
                 .await?;
-            match node.lease_query(LeaseQuery::Leases).await? {
+            match node
+                .lease_query(LeaseQuery::Leases, credentials.token.clone())
+                .await?
+            {
                 LeaseAnswer::Leases { mut header, ids } => {
                     super::stamp_header(&mut header, &node);
                     Ok(pb::LeaseLeasesResponse {
@@ -500,7 +503,7 @@ pub(super) async fn serve_keep_alives<R>(
                 renewals.push(Box::pin(async move {
                     let query = LeaseQuery::KeepAlive(request.id);
                     node.permit_lease_query(&credentials, &query).await?;
-                    node.lease_query(query).await
+                    node.lease_query(query, credentials.token.clone()).await
                 }));
             }
             KeepAliveEvent::Request(None) => requests_open = false,
@@ -576,18 +579,13 @@ pub(super) async fn serve_watch_stream<R>(
     let election_timeout = node.config.election_timeout();
     let mut leader_check = Box::pin(glommio::timer::sleep(election_timeout));
     let mut checks_without_leader = 0;
-    let mut auth_generation = node.auth_gate().generation();
+    let mut owner = super::WatchOwner::new(node);
     loop {
         // Everything queued goes out first (waiting while the client is slow to read), each
         // response after the watches were checked against any permission change applied
         // meanwhile.
         loop {
-            super::recheck_watches(
-                &mut slot.stream.borrow_mut(),
-                node,
-                credentials,
-                &mut auth_generation,
-            );
+            super::recheck_watches(&mut slot.stream.borrow_mut(), node, &mut owner);
             let next = slot.stream.borrow_mut().pop();
             let Some(response) = next else {
                 break;
@@ -656,6 +654,7 @@ pub(super) async fn serve_watch_stream<R>(
                         request,
                         node,
                         credentials,
+                        &mut owner,
                     );
                 }
             }
@@ -1046,7 +1045,7 @@ async fn cluster(
         Request::Member(native::MemberRequest::List { .. }) => node.permit_user(&credentials)?,
         _ => node.permit_admin(&credentials)?,
     }
-    match node.cluster(request).await? {
+    match node.cluster_as(request, credentials.token).await? {
         native::Response::Members {
             mut header,
             member: added,
@@ -1370,7 +1369,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let request = Request::MoveLeader(request.into_inner().target_id);
         on_core(move |node, _| async move {
             node.permit_admin(&credentials)?;
-            match node.cluster(request).await? {
+            match node.cluster_as(request, credentials.token).await? {
                 native::Response::MoveLeader { mut header } => {
                     super::stamp_header(&mut header, &node);
                     Ok(pb::MoveLeaderResponse {

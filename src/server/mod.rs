@@ -266,24 +266,39 @@ impl SnapshotPieces {
     }
 }
 
-/// Applies one request of a watch stream's client to its watchers.
+/// Whose permissions a watch stream's watches follow (the user of its latest watch created
+/// while auth was on), and the auth generation they were last checked at.
+pub struct WatchOwner {
+    user: Option<String>,
+    generation: u64,
+}
+
+impl WatchOwner {
+    pub fn new(node: &Node) -> WatchOwner {
+        WatchOwner {
+            user: None,
+            generation: node.auth_gate().generation(),
+        }
+    }
+}
+
+/// Applies one request of a watch stream: a creation (refused with etcd's reason when the
+/// caller may not read the range), a cancellation or a progress request.
 pub fn apply_watch_request(
     stream: &mut crate::watch::stream::WatchStream,
     request: crate::api::native::WatchRequest,
     node: &Node,
     credentials: &crate::auth::Credentials,
+    owner: &mut WatchOwner,
 ) {
     use crate::api::native::WatchRequest;
     match request {
         WatchRequest::Create(create) => {
-            let permitted = node.permit_keys(
-                credentials,
-                &create.key,
-                &create.range_end,
-                access::Access::Read,
-            );
-            match permitted {
-                Ok(()) => {
+            match node.permit_watch(credentials, &create.key, &create.range_end) {
+                Ok(user) => {
+                    if user.is_some() {
+                        owner.user = user;
+                    }
                     stream.create(create, node.revision());
                 }
                 Err(error) => stream.refuse(&access::watch_refusal(&error)),
@@ -298,31 +313,28 @@ pub fn apply_watch_request(
     }
 }
 
-/// After a change to users, roles or permissions (the gate's generation moved past
-/// `seen_generation`), cancels the stream's watches its user may no longer read, with the
-/// reason, so that no event of a revoked range is sent after the revocation is applied here.
-/// A token that no longer works leaves the watches be (etcd checks only at creation; its
-/// clients open a new stream).
+/// After a change to users, roles or permissions (the gate's generation moved), cancels the
+/// stream's watches its user may no longer read, with the reason, so that no event of a
+/// revoked range is sent after the revocation is applied here (etcd checks only at creation).
+/// The user is followed by name, whatever became of the token it came with: a deleted user's
+/// watches all end.
 pub fn recheck_watches(
     stream: &mut crate::watch::stream::WatchStream,
     node: &Node,
-    credentials: &crate::auth::Credentials,
-    seen_generation: &mut u64,
+    owner: &mut WatchOwner,
 ) {
     let generation = node.auth_gate().generation();
-    if generation == *seen_generation {
+    if generation == owner.generation {
         return;
     }
-    *seen_generation = generation;
-    let Ok(caller) = node.caller(credentials) else {
+    owner.generation = generation;
+    let Some(user) = &owner.user else {
         return;
     };
-    if !caller.is_checked() {
-        return;
-    }
+    let gate = node.auth_gate();
     stream.cancel_refused(|range| {
         let (key, range_end) = range.to_request();
-        (!caller.may_read(&key, &range_end))
+        (!gate.user_may_read(user, &key, &range_end))
             .then(|| access::watch_refusal(&crate::auth::AuthError::PermissionDenied.into()))
     });
 }

@@ -384,11 +384,14 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
             }
         }
         Request::Lease(query) => match node.permit_lease_query(&credentials, &query).await {
-            Ok(()) => node.lease_query(query).await.map(Response::Lease),
+            Ok(()) => node
+                .lease_query(query, credentials.token.clone())
+                .await
+                .map(Response::Lease),
             Err(error) => Err(error),
         },
         Request::Coordination(request) => {
-            if let Err(error) = node.permit_coordination(&credentials, &request) {
+            if let Err(error) = node.permit_coordination(&credentials, &request).await {
                 outbox.answer(server_error_frame(id, error, node));
                 return;
             }
@@ -425,7 +428,7 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                 _ => node.permit_admin(&credentials),
             };
             match permitted {
-                Ok(()) => node.cluster(request).await,
+                Ok(()) => node.cluster_as(request, credentials.token.clone()).await,
                 Err(error) => Err(error),
             }
         }
@@ -647,20 +650,13 @@ async fn serve_watch(
     };
     let interval = limits.watch_progress_interval;
     let mut tick = Box::pin(glommio::timer::sleep(interval));
-    // The credentials of the stream's latest request: whose permissions its watches follow.
-    let mut stream_credentials = Credentials::default();
-    let mut auth_generation = node.auth_gate().generation();
+    let mut owner = super::WatchOwner::new(node);
     loop {
         for (request, credentials) in watch.requests.borrow_mut().drain(..) {
-            super::apply_watch_request(&mut slot.stream.borrow_mut(), request, node, &credentials);
-            stream_credentials = credentials;
+            let mut stream = slot.stream.borrow_mut();
+            super::apply_watch_request(&mut stream, request, node, &credentials, &mut owner);
         }
-        super::recheck_watches(
-            &mut slot.stream.borrow_mut(),
-            node,
-            &stream_credentials,
-            &mut auth_generation,
-        );
+        super::recheck_watches(&mut slot.stream.borrow_mut(), node, &mut owner);
         let mut sent = false;
         loop {
             let next = slot.stream.borrow_mut().pop();

@@ -246,11 +246,29 @@ impl Node {
         self.write(frame, cost, None, None).await
     }
 
+    /// The keys attached to lease `id` in this member's applied state (for permission checks;
+    /// none if it does not exist).
+    pub async fn lease_keys(&self, id: i64) -> Result<Vec<Bytes>, ServerError> {
+        if let Some(consensus) = &self.consensus {
+            return Ok(consensus.lease_keys(id));
+        }
+        match self
+            .router
+            .ask(0, |reply| CoreMessage::LeaseKeys { id, reply })
+            .await?
+        {
+            Reply::LeaseKeys(result) => result,
+            _ => Err(unexpected_reply("LeaseKeys")),
+        }
+    }
+
     /// etcd's lease requests that are not log entries of their own: a keep-alive (renewed in
-    /// this core's next batch), TimeToLive and Leases (answered by the leader, as etcd's).
+    /// this core's next batch), TimeToLive and Leases (answered by the leader, as etcd's; a
+    /// follower forwards them with the caller's `token`).
     pub async fn lease_query(
         self: &Rc<Self>,
         query: LeaseQuery,
+        token: Option<String>,
     ) -> Result<LeaseAnswer, ServerError> {
         match query {
             LeaseQuery::KeepAlive(id) => {
@@ -261,7 +279,7 @@ impl Node {
                     ttl,
                 })
             }
-            query => match self.cluster(Request::Lease(query)).await? {
+            query => match self.cluster_as(Request::Lease(query), token).await? {
                 Response::Lease(answer) => Ok(answer),
                 _ => Err(unexpected_reply("LeaseQuery")),
             },
@@ -401,7 +419,12 @@ impl Node {
         mut request: crate::auth::request::AuthRequest,
     ) -> Result<crate::auth::request::AuthResponse, ServerError> {
         use crate::auth::request::AuthKind;
-        let caller = self.caller(credentials)?;
+        // Authenticate speaks for whoever it names: a stale token sent with it (a client that
+        // did not drop it) must not stop it.
+        let caller = match request.kind {
+            AuthKind::Authenticate => crate::auth::Caller::unchecked(),
+            _ => self.caller(credentials)?,
+        };
         let admin = caller.permit_admin();
         match request.kind {
             AuthKind::Authenticate => {}
@@ -425,7 +448,7 @@ impl Node {
             _ => admin?,
         }
         request.caller_revision = caller.stamp();
-        match self.cluster(Request::Auth(request)).await? {
+        match self.cluster_as(Request::Auth(request), None).await? {
             Response::Auth(answer) => Ok(answer),
             _ => Err(unexpected_reply("Auth")),
         }
@@ -433,13 +456,24 @@ impl Node {
 
     /// etcd's Cluster service, MoveLeader and the Auth service, through the consensus core.
     pub async fn cluster(&self, request: Request) -> Result<Response, ServerError> {
+        self.cluster_as(request, None).await
+    }
+
+    /// `cluster` for a client whose auth `token` goes with the request if it is forwarded to
+    /// the leader (which checks it again).
+    pub async fn cluster_as(
+        &self,
+        request: Request,
+        token: Option<String>,
+    ) -> Result<Response, ServerError> {
         if let Some(consensus) = &self.consensus {
-            return serve_cluster(consensus, request).await;
+            return serve_cluster(consensus, request, token).await;
         }
         match self
             .router
             .ask(0, |reply| CoreMessage::Cluster {
                 request: Box::new(request),
+                token,
                 reply,
             })
             .await?
@@ -507,6 +541,7 @@ impl Node {
 async fn serve_cluster(
     consensus: &Consensus<DmaDir>,
     request: Request,
+    token: Option<String>,
 ) -> Result<Response, ServerError> {
     if let Request::Auth(auth) = request {
         return serve_auth(consensus, auth).await.map(Response::Auth);
@@ -515,7 +550,7 @@ async fn serve_cluster(
     let needs_leader = !matches!(request, Request::Member(MemberRequest::List { .. }));
     if needs_leader && leader != 0 && leader != consensus.config().member_id {
         let tls = consensus.config().forward_tls.clone();
-        return forward_to_leader(consensus, tls.as_ref(), leader, &request).await;
+        return forward_to_leader(consensus, tls.as_ref(), leader, &request, token).await;
     }
     let members = |member, members| Response::Members {
         header: ResponseHeader::at(consensus.revision()),
@@ -748,6 +783,7 @@ async fn forward_to_leader(
     tls: Option<&std::sync::Arc<crate::tls::ClientTls>>,
     leader: u64,
     request: &Request,
+    token: Option<String>,
 ) -> Result<Response, ServerError> {
     let url = consensus
         .member(leader)
@@ -766,6 +802,8 @@ async fn forward_to_leader(
                 )),
             };
         let client = crate::client::Client::connect_secured(&address, tls).await?;
+        // The leader checks the caller again: the token goes along.
+        client.set_token(token);
         client.request(request).await
     };
     let expired = glommio::timer::sleep(consensus.config().request_timeout);
@@ -845,14 +883,26 @@ async fn receive(
                 })
                 .detach();
             }
-            (CoreMessage::Cluster { request, reply }, Some(consensus)) => {
+            (
+                CoreMessage::Cluster {
+                    request,
+                    token,
+                    reply,
+                },
+                Some(consensus),
+            ) => {
                 let consensus = consensus.clone();
                 let router = router.clone();
                 glommio::spawn_local(async move {
-                    let result = serve_cluster(&consensus, *request).await.map(Box::new);
+                    let result = serve_cluster(&consensus, *request, token)
+                        .await
+                        .map(Box::new);
                     router.reply(reply, Reply::Cluster(result));
                 })
                 .detach();
+            }
+            (CoreMessage::LeaseKeys { id, reply }, Some(consensus)) => {
+                router.reply(reply, Reply::LeaseKeys(Ok(consensus.lease_keys(id))));
             }
             (CoreMessage::Status { reply }, Some(consensus)) => {
                 router.reply(reply, Reply::Status(Ok(Box::new(status_of(consensus)))));

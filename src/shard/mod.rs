@@ -56,6 +56,8 @@ pub enum Reply {
     Hashed(Option<u32>),
     /// The answer to `Cluster`.
     Cluster(Result<Box<crate::api::native::Response>, ServerError>),
+    /// The answer to `LeaseKeys`.
+    LeaseKeys(Result<Vec<bytes::Bytes>, ServerError>),
     /// The answer to `Prefetch`.
     Prefetched(Vec<Vec<KeyValue>>),
     /// The answer to `Read`: `None` when the node stopped before the revision was applied.
@@ -148,7 +150,16 @@ pub enum CoreMessage {
     Cluster {
         /// The request (`Request::Member` or `Request::MoveLeader`).
         request: Box<crate::api::native::Request>,
+        /// The caller's auth token, for a request forwarded to the leader.
+        token: Option<String>,
         /// Where the answer (`Reply::Cluster`) goes.
+        reply: ReplyTo,
+    },
+    /// The keys attached to a lease in this member's applied state (permission checks), for
+    /// the consensus core.
+    LeaseKeys {
+        id: i64,
+        /// Where the answer (`Reply::LeaseKeys`) goes.
         reply: ReplyTo,
     },
     /// A status request, for the consensus core.
@@ -662,6 +673,10 @@ impl ShardState {
             CoreMessage::Cluster { reply, .. } => router.reply(
                 reply,
                 Reply::Cluster(Err(ServerError::Internal("not the consensus core".into()))),
+            ),
+            CoreMessage::LeaseKeys { reply, .. } => router.reply(
+                reply,
+                Reply::LeaseKeys(Err(ServerError::Internal("not the consensus core".into()))),
             ),
         }
     }

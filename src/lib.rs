@@ -20,6 +20,7 @@ pub mod etcd_db;
 pub mod executor;
 pub mod fuzz;
 pub mod lease;
+pub mod linearize;
 pub mod logging;
 pub mod members;
 pub mod membership;

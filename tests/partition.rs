@@ -1,9 +1,9 @@
 //! Network faults between real lode members, injected by a TCP proxy in front of each member's
 //! peer listener (`common::proxy`): a leader cut off from the others cannot commit and stops
 //! serving linearizable reads while the majority elects and serves; a leader that can hear but
-//! not speak is replaced; slow links only slow things down. Every run is checked against a
-//! client history (acknowledged writes survive, reads never go back, no value from nowhere)
-//! and ends with every member holding the same pairs.
+//! not speak is replaced; slow links only slow things down. Every run's client history must be
+//! linearizable (`lode::linearize`: acknowledged writes survive, no stale read, no value from
+//! nowhere) and ends with every member holding the same pairs.
 
 mod common;
 

@@ -277,15 +277,19 @@ pub fn background_writer(
 }
 
 /// A client history over a run: one writer puts `h` = 1, 2, 3, ... through any member; readers
-/// read it linearizably through any member. `check` then holds the run to etcd's guarantees:
-/// every acknowledged write is readable afterwards, reads never go back, and no read returns a
-/// value that was never written.
+/// read it linearizably through any member; each operation is recorded with when it was called
+/// and when it was answered (a write that failed or timed out: never, its outcome unknown).
+/// `check` then holds the whole history, with a final read after the run, to linearizability
+/// (`lode::linearize`): a stale read, a lost acknowledged write or a value never written all
+/// fail it; each reader's revisions never go back.
 pub struct History {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Writes and reads that succeeded so far.
     progress: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
-    writer: std::thread::JoinHandle<(u64, u64)>,
-    readers: Vec<std::thread::JoinHandle<Vec<(u64, i64)>>>,
+    /// What every call and answer is timed against.
+    origin: Instant,
+    writer: std::thread::JoinHandle<Vec<lode::linearize::Operation>>,
+    readers: Vec<std::thread::JoinHandle<Vec<(lode::linearize::Operation, i64)>>>,
 }
 
 fn lodectl_at(endpoints: &str, args: &[&str]) -> std::process::Output {
@@ -296,16 +300,36 @@ fn lodectl_at(endpoints: &str, args: &[&str]) -> std::process::Output {
         .expect("lodectl")
 }
 
-/// `h`'s value and mod revision from a `get -w json`, if it exists.
-fn read_h(output: &std::process::Output) -> Option<(u64, i64)> {
+/// `h`'s value and mod revision from a successful `get -w json` (`Some(None)`: no such key;
+/// `None`: not an answer this test understands).
+fn read_h(output: &std::process::Output) -> Option<Option<(u64, i64)>> {
     use base64::Engine as _;
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    let kv = json["kvs"].get(0)?;
+    let Some(kv) = json["kvs"].get(0) else {
+        return Some(None);
+    };
     let value = base64::engine::general_purpose::STANDARD
         .decode(kv["value"].as_str()?)
         .ok()?;
     let value: u64 = String::from_utf8(value).ok()?.parse().ok()?;
-    Some((value, kv["mod_revision"].as_i64()?))
+    Some(Some((value, kv["mod_revision"].as_i64()?)))
+}
+
+/// Nanoseconds since `origin`.
+fn at(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// A read of `h` as the checker takes it.
+fn read_operation(call: u64, ret: u64, read: Option<(u64, i64)>) -> lode::linearize::Operation {
+    lode::linearize::Operation {
+        key: b"h".to_vec(),
+        call,
+        ret: Some(ret),
+        op: lode::linearize::KvOp::Get {
+            value: read.map(|(value, _)| value.to_string().into_bytes()),
+        },
+    }
 }
 
 impl History {
@@ -317,23 +341,34 @@ impl History {
             std::sync::atomic::AtomicU64::new(0),
             std::sync::atomic::AtomicU64::new(0),
         ]);
+        let origin = Instant::now();
         let writer = {
             let (stop, endpoints, progress) = (stop.clone(), endpoints.to_vec(), progress.clone());
             std::thread::spawn(move || {
-                let (mut attempted, mut acknowledged) = (0, 0);
+                let mut operations = Vec::new();
+                let mut attempted = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     attempted += 1;
                     // A different member first each time, the rest as fallbacks.
                     let mut order = endpoints.clone();
                     order.rotate_left(attempted as usize % endpoints.len());
+                    let call = at(origin);
                     let output =
                         lodectl_at(&order.join(","), &["put", "h", &attempted.to_string()]);
-                    if output.status.success() {
-                        acknowledged = attempted;
+                    let ret = output.status.success().then(|| at(origin));
+                    if ret.is_some() {
                         progress[0].fetch_add(1, Ordering::Relaxed);
                     }
+                    operations.push(lode::linearize::Operation {
+                        key: b"h".to_vec(),
+                        call,
+                        ret,
+                        op: lode::linearize::KvOp::Put {
+                            value: attempted.to_string().into_bytes(),
+                        },
+                    });
                 }
-                (attempted, acknowledged)
+                operations
             })
         };
         let readers = (0..readers)
@@ -346,10 +381,14 @@ impl History {
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let endpoint = &endpoints[n % endpoints.len()];
+                        let call = at(origin);
                         let output = lodectl_at(endpoint, &["get", "h", "-w", "json"]);
+                        let ret = at(origin);
+                        // A read that failed told nothing: it is left out.
                         if output.status.success() {
                             if let Some(read) = read_h(&output) {
-                                seen.push(read);
+                                let revision = read.map_or(0, |(_, revision)| revision);
+                                seen.push((read_operation(call, ret, read), revision));
                                 progress[1].fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -361,6 +400,7 @@ impl History {
         History {
             stop,
             progress,
+            origin,
             writer,
             readers,
         }
@@ -383,36 +423,36 @@ impl History {
         }
     }
 
-    /// Stops the clients and checks the history against `final_endpoint`'s linearizable read
-    /// after the run; returns (writes acknowledged, reads checked).
+    /// Stops the clients, reads `h` once more through `final_endpoint`, and checks the whole
+    /// history for linearizability; returns (writes acknowledged, reads checked).
     pub fn check(self, final_endpoint: &str) -> (u64, usize) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (attempted, acknowledged) = self.writer.join().expect("writer");
+        let mut history = self.writer.join().expect("writer");
+        let acknowledged = history.iter().filter(|o| o.ret.is_some()).count() as u64;
         let mut reads = 0;
         for reader in self.readers {
             let seen = reader.join().expect("reader");
             reads += seen.len();
             for window in seen.windows(2) {
                 assert!(
-                    window[1].1 >= window[0].1 && window[1].0 >= window[0].0,
-                    "a read went back: {:?} then {:?}",
+                    window[1].1 >= window[0].1,
+                    "a reader's revision went back: {:?} then {:?}",
                     window[0],
                     window[1]
                 );
             }
-            for (value, _) in &seen {
-                assert!(
-                    (1..=attempted).contains(value),
-                    "read {value}, never written (attempted 1..={attempted})"
-                );
-            }
+            history.extend(seen.into_iter().map(|(operation, _)| operation));
         }
         // The final read may meet an election still settling: asked again until answered.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let last = loop {
+        loop {
+            let call = at(self.origin);
             let output = lodectl_at(final_endpoint, &["get", "h", "-w", "json"]);
+            let ret = at(self.origin);
             if output.status.success() {
-                break read_h(&output).map_or(0, |(value, _)| value);
+                let read = read_h(&output).expect("a final read of h");
+                history.push(read_operation(call, ret, read));
+                break;
             }
             assert!(
                 Instant::now() < deadline,
@@ -420,11 +460,14 @@ impl History {
                 String::from_utf8_lossy(&output.stderr)
             );
             std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            last >= acknowledged && last <= attempted,
-            "after the run h = {last}: acknowledged up to {acknowledged}, attempted {attempted}"
-        );
+        }
+        match lode::linearize::check(&history) {
+            lode::linearize::Verdict::Linearizable => {}
+            verdict => panic!(
+                "the history of {} operations is not linearizable: {verdict:?}",
+                history.len()
+            ),
+        }
         (acknowledged, reads)
     }
 }

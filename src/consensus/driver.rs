@@ -19,6 +19,7 @@ use raft::{RawNode, StateRole};
 
 use super::stages::{CommitStages, StageSummary};
 use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, Alarms};
+use crate::api::error::ServerError;
 use crate::api::native::{self, LeaseAnswer, LeaseQuery, Request};
 use crate::lease::LeaseRequest;
 use crate::members::{decode_change, encode_change, Member, MemberChange, MemberError, Members};
@@ -80,81 +81,6 @@ impl ConsensusConfig {
     /// The election timeout: `election_ticks` heartbeats.
     pub fn election_timeout(&self) -> Duration {
         self.heartbeat * self.election_ticks.max(1) as u32
-    }
-}
-
-/// Why a request could not be served. `Display` is etcd's message.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// An error of the KV API itself.
-    #[error(transparent)]
-    Kv(#[from] KvError),
-    /// A membership request refused, or a request a learner does not serve.
-    #[error(transparent)]
-    Member(#[from] MemberError),
-    /// No leader to take the request.
-    #[error("etcdserver: no leader")]
-    NoLeader,
-    /// The server is shutting down.
-    #[error("etcdserver: server stopped")]
-    Stopped,
-    /// Not committed (or confirmed) in time: the outcome of a write is unknown (etcd's
-    /// ErrTimeout).
-    #[error("etcdserver: request timed out")]
-    Timeout,
-    /// Not committed in time, and the leader changed meanwhile (etcd's
-    /// ErrTimeoutDueToLeaderFail): the outcome is unknown.
-    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
-    TimeoutLeaderFailed,
-    /// Leadership changed while a linearizable read waited for it to be confirmed (etcd's
-    /// ErrLeaderChanged); nothing happened, the read can be retried at once.
-    #[error("etcdserver: leader changed")]
-    LeaderChanged,
-    /// Applying lags committing by more than [`MAX_APPLY_LAG`] entries: new proposals wait
-    /// until it catches up (etcd's ErrTooManyRequests).
-    #[error("etcdserver: too many requests")]
-    TooManyRequests,
-    /// A failure of the server itself (storage); the process stops.
-    #[error("etcdserver: {0}")]
-    Internal(String),
-    /// An error of the lock and election services (etcd's message; etcd's handlers answer
-    /// them with gRPC code Unknown).
-    #[error("{0}")]
-    Coordination(&'static str),
-    /// A request no client may send (lode's own message, gRPC InvalidArgument).
-    #[error("lode: {0}")]
-    InvalidRequest(&'static str),
-    /// An auth call or check refused (etcd's code and message).
-    #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
-    /// The leader's answer to a request forwarded to it: its gRPC code and etcd's message.
-    #[error("{message}")]
-    Forwarded {
-        /// gRPC status code.
-        code: u32,
-        /// etcd's message.
-        message: String,
-    },
-}
-
-impl ServerError {
-    /// The gRPC status code etcd answers this with.
-    pub fn grpc_code(&self) -> u32 {
-        match self {
-            ServerError::Kv(error) => native::grpc_code(error.code()),
-            ServerError::Member(error) => error.grpc_code(),
-            ServerError::Auth(error) => error.grpc_code(),
-            ServerError::NoLeader
-            | ServerError::Stopped
-            | ServerError::Timeout
-            | ServerError::TimeoutLeaderFailed
-            | ServerError::LeaderChanged => native::GRPC_UNAVAILABLE,
-            ServerError::TooManyRequests => native::GRPC_RESOURCE_EXHAUSTED,
-            ServerError::Internal(_) => native::GRPC_INTERNAL,
-            ServerError::Forwarded { code, .. } => *code,
-            ServerError::InvalidRequest(_) => 3,
-            ServerError::Coordination(_) => 2,
-        }
     }
 }
 

@@ -25,4 +25,5 @@ pub mod sequencer;
 pub mod snapshotter;
 pub mod stages;
 
-pub use driver::{Consensus, ConsensusConfig, ServerError};
+pub use crate::api::error::ServerError;
+pub use driver::{Consensus, ConsensusConfig};

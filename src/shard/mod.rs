@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::alarm::{AlarmRequest, AlarmResponse};
-use crate::api::native::StatusResponse;
+use crate::api::request::StatusResponse;
 use crate::consensus::ServerError;
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::WriteResponse;
@@ -55,7 +55,7 @@ pub enum Reply {
     /// The answer to `HashKv`: `None` when the node stopped before the revision was applied.
     Hashed(Option<u32>),
     /// The answer to `Cluster`.
-    Cluster(Result<Box<crate::api::native::Response>, ServerError>),
+    Cluster(Result<Box<crate::api::request::Response>, ServerError>),
     /// The answer to `LeaseKeys`.
     LeaseKeys(Result<Vec<bytes::Bytes>, ServerError>),
     /// The answer to `Prefetch`.
@@ -149,7 +149,7 @@ pub enum CoreMessage {
     /// consensus core.
     Cluster {
         /// The request (`Request::Member` or `Request::MoveLeader`).
-        request: Box<crate::api::native::Request>,
+        request: Box<crate::api::request::Request>,
         /// The caller's auth token, for a request forwarded to the leader.
         token: Option<String>,
         /// Where the answer (`Reply::Cluster`) goes.

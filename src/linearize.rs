@@ -4,45 +4,131 @@
 //! (operations placed, state) pairs already tried, as Porcupine does).
 //!
 //! ```text
-//!   history ──► per key (operations on different keys never constrain each other)
-//!          └──► depth-first: place next any operation no unplaced one returned before it was
-//!               called; keep it if the model accepts its answer; backtrack otherwise; a
-//!               (placed set, state) seen before is not searched again
+//!   history ──► apart by the keys they touch (operations sharing no key, directly or through
+//!          │    others, never constrain each other: union-find over keys)
+//!          └──► each part, depth-first: place next any operation no unplaced one returned
+//!               before it was called; keep it if a single store would have answered so;
+//!               backtrack otherwise; a (placed set, state) seen before is not searched again
 //! ```
 //!
-//! An operation whose outcome is unknown (a write that timed out) has no return: it may take
-//! effect at any point after its call, or never. Pure: time comes in the history.
+//! An operation whose outcome is unknown (a write or txn that timed out) has no return: it may
+//! take effect at any point after its call, or never. Pure: time comes in the history.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A store's contents: key to value (absent keys have none).
+pub type Store = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// What an operation asked and what it was told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvOp {
-    /// A put of `value`; its answer is that it was done (or unknown).
-    Put { value: Vec<u8> },
-    /// A read that returned `value` (`None`: the key did not exist).
-    Get { value: Option<Vec<u8>> },
+    /// A put of `value` at `key`; its answer is that it was done (or unknown).
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// A read of `key` that returned `value` (`None`: the key did not exist).
+    Get {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
+    /// etcd's txn reduced to values: if every compare (key, expected value, `None` for absent)
+    /// held, `then` ran, otherwise `otherwise`; `outcome` is what it answered (`None`: unknown,
+    /// it timed out).
+    Txn {
+        compare: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        then: Vec<TxnStep>,
+        otherwise: Vec<TxnStep>,
+        outcome: Option<TxnOutcome>,
+    },
 }
 
-/// One operation of a client on one key, with when it was called and when its answer came
-/// (`None`: never, its outcome unknown). Times are any monotonic clock's, in the same unit.
+/// One operation of a txn branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnStep {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Get { key: Vec<u8> },
+}
+
+/// A txn's answer: which branch ran, and what its reads returned, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnOutcome {
+    pub succeeded: bool,
+    pub reads: Vec<Option<Vec<u8>>>,
+}
+
+impl KvOp {
+    /// Every key it touches.
+    fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Get { key, .. } => vec![key],
+            KvOp::Txn {
+                compare,
+                then,
+                otherwise,
+                ..
+            } => compare
+                .iter()
+                .map(|(key, _)| key.as_slice())
+                .chain(then.iter().chain(otherwise).map(|step| match step {
+                    TxnStep::Put { key, .. } | TxnStep::Get { key } => key.as_slice(),
+                }))
+                .collect(),
+        }
+    }
+
+    /// The store after it, or `None` if its answer cannot follow `store`.
+    fn apply(&self, store: &Store) -> Option<Store> {
+        match self {
+            KvOp::Put { key, value } => {
+                let mut after = store.clone();
+                after.insert(key.clone(), value.clone());
+                Some(after)
+            }
+            KvOp::Get { key, value } => (store.get(key) == value.as_ref()).then(|| store.clone()),
+            KvOp::Txn {
+                compare,
+                then,
+                otherwise,
+                outcome,
+            } => {
+                let holds = compare
+                    .iter()
+                    .all(|(key, expected)| store.get(key) == expected.as_ref());
+                let branch = if holds { then } else { otherwise };
+                let mut after = store.clone();
+                let mut reads = Vec::new();
+                for step in branch {
+                    match step {
+                        TxnStep::Put { key, value } => {
+                            after.insert(key.clone(), value.clone());
+                        }
+                        TxnStep::Get { key } => reads.push(after.get(key).cloned()),
+                    }
+                }
+                match outcome {
+                    None => Some(after),
+                    Some(told) if told.succeeded == holds && told.reads == reads => Some(after),
+                    Some(_) => None,
+                }
+            }
+        }
+    }
+}
+
+/// One operation of a client, with when it was called and when its answer came (`None`:
+/// never, its outcome unknown). Times are any monotonic clock's, in the same unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation {
-    pub key: Vec<u8>,
     pub call: u64,
     pub ret: Option<u64>,
     pub op: KvOp,
 }
 
-/// Why a history is not linearizable: the key whose operations admit no order, and those
-/// operations (in call order) for the report.
+/// Why a history is not linearizable: operations (in call order) that admit no order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotLinearizable {
-    pub key: Vec<u8>,
     pub operations: Vec<Operation>,
 }
 
-/// Most (placed set, state) pairs searched per key before giving up as undecided.
+/// Most (placed set, state) pairs searched per part before giving up as undecided.
 pub const SEARCH_LIMIT: usize = 5_000_000;
 
 /// The verdict on a history.
@@ -50,32 +136,65 @@ pub const SEARCH_LIMIT: usize = 5_000_000;
 pub enum Verdict {
     Linearizable,
     NotLinearizable(NotLinearizable),
-    /// The search went past `SEARCH_LIMIT` on this key without deciding.
-    Undecided {
-        key: Vec<u8>,
-    },
+    /// The search went past `SEARCH_LIMIT` on one part without deciding.
+    Undecided,
 }
 
 /// Checks `history` (operations in any order).
 pub fn check(history: &[Operation]) -> Verdict {
-    let mut by_key: BTreeMap<&[u8], Vec<&Operation>> = BTreeMap::new();
-    for operation in history {
-        by_key.entry(&operation.key).or_default().push(operation);
-    }
-    for (key, mut operations) in by_key {
-        operations.sort_by_key(|o| o.call);
-        match check_register(&operations) {
+    for mut part in parts(history) {
+        part.sort_by_key(|o| o.call);
+        match check_part(&part) {
             Some(true) => {}
             Some(false) => {
                 return Verdict::NotLinearizable(NotLinearizable {
-                    key: key.to_vec(),
-                    operations: operations.into_iter().cloned().collect(),
+                    operations: part.into_iter().cloned().collect(),
                 })
             }
-            None => return Verdict::Undecided { key: key.to_vec() },
+            None => return Verdict::Undecided,
         }
     }
     Verdict::Linearizable
+}
+
+/// The history split into parts sharing no key (union-find over the keys each touches).
+fn parts(history: &[Operation]) -> Vec<Vec<&Operation>> {
+    let mut ids: HashMap<&[u8], usize> = HashMap::new();
+    let mut parent: Vec<usize> = Vec::new();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_key = Vec::with_capacity(history.len());
+    for operation in history {
+        let mut first = None;
+        for key in operation.op.keys() {
+            let id = *ids.entry(key).or_insert_with(|| {
+                parent.push(parent.len());
+                parent.len() - 1
+            });
+            match first {
+                None => first = Some(id),
+                Some(first) => {
+                    let (a, b) = (root(&mut parent, first), root(&mut parent, id));
+                    parent[a] = b;
+                }
+            }
+        }
+        first_key.push(first);
+    }
+    let mut parts: BTreeMap<usize, Vec<&Operation>> = BTreeMap::new();
+    for (operation, first) in history.iter().zip(first_key) {
+        // An operation touching no key constrains nothing.
+        if let Some(first) = first {
+            let part = root(&mut parent, first);
+            parts.entry(part).or_default().push(operation);
+        }
+    }
+    parts.into_values().collect()
 }
 
 /// A set of operation positions.
@@ -97,14 +216,14 @@ impl Placed {
     }
 }
 
-/// One key's operations (sorted by call) as a register: `Some(verdict)`, `None` if undecided.
-fn check_register(operations: &[&Operation]) -> Option<bool> {
+/// One part's operations (sorted by call): `Some(verdict)`, `None` if undecided.
+fn check_part(operations: &[&Operation]) -> Option<bool> {
     let n = operations.len();
     let mut placed = Placed::new(n);
-    let mut seen: HashSet<(Placed, Option<Vec<u8>>)> = HashSet::new();
-    // The search path: which operation was placed at each depth, and the state before it.
-    let mut path: Vec<(usize, Option<Vec<u8>>)> = Vec::with_capacity(n);
-    let mut state: Option<Vec<u8>> = None;
+    let mut seen: HashSet<(Placed, Store)> = HashSet::new();
+    // The search path: which operation was placed at each depth, and the store before it.
+    let mut path: Vec<(usize, Store)> = Vec::with_capacity(n);
+    let mut store = Store::new();
     // The first candidate to try at the current depth.
     let mut next = 0;
     loop {
@@ -121,13 +240,13 @@ fn check_register(operations: &[&Operation]) -> Option<bool> {
         let mut candidate = next;
         while candidate < n && operations[candidate].call <= deadline {
             if !placed.has(candidate) {
-                if let Some(after) = apply(&state, &operations[candidate].op) {
+                if let Some(after) = operations[candidate].op.apply(&store) {
                     placed.set(candidate);
                     if seen.insert((placed.clone(), after.clone())) {
                         if seen.len() > SEARCH_LIMIT {
                             return None;
                         }
-                        path.push((candidate, std::mem::replace(&mut state, after)));
+                        path.push((candidate, std::mem::replace(&mut store, after)));
                         next = 0;
                         advanced = true;
                         break;
@@ -146,17 +265,8 @@ fn check_register(operations: &[&Operation]) -> Option<bool> {
             return Some(false);
         };
         placed.clear(last);
-        state = before;
+        store = before;
         next = last + 1;
-    }
-}
-
-/// The register's state after `op`, or `None` if `op`'s answer cannot follow `state`.
-fn apply(state: &Option<Vec<u8>>, op: &KvOp) -> Option<Option<Vec<u8>>> {
-    match op {
-        KvOp::Put { value } => Some(Some(value.clone())),
-        KvOp::Get { value } if value == state => Some(state.clone()),
-        KvOp::Get { .. } => None,
     }
 }
 
@@ -165,23 +275,66 @@ mod tests {
     use super::*;
 
     fn put(call: u64, ret: Option<u64>, value: &str) -> Operation {
+        put_at("h", call, ret, value)
+    }
+
+    fn put_at(key: &str, call: u64, ret: Option<u64>, value: &str) -> Operation {
         Operation {
-            key: b"h".to_vec(),
             call,
             ret,
             op: KvOp::Put {
+                key: key.as_bytes().to_vec(),
                 value: value.as_bytes().to_vec(),
             },
         }
     }
 
     fn get(call: u64, ret: u64, value: Option<&str>) -> Operation {
+        get_at("h", call, ret, value)
+    }
+
+    fn get_at(key: &str, call: u64, ret: u64, value: Option<&str>) -> Operation {
         Operation {
-            key: b"h".to_vec(),
             call,
             ret: Some(ret),
             op: KvOp::Get {
+                key: key.as_bytes().to_vec(),
                 value: value.map(|v| v.as_bytes().to_vec()),
+            },
+        }
+    }
+
+    fn bytes(text: &str) -> Vec<u8> {
+        text.as_bytes().to_vec()
+    }
+
+    /// A compare-and-swap txn: if `key` holds `expected`, put `value`; otherwise read `key`.
+    fn cas(
+        call: u64,
+        ret: Option<u64>,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        outcome: Option<(bool, Option<&str>)>,
+    ) -> Operation {
+        Operation {
+            call,
+            ret,
+            op: KvOp::Txn {
+                compare: vec![(bytes(key), expected.map(bytes))],
+                then: vec![TxnStep::Put {
+                    key: bytes(key),
+                    value: bytes(value),
+                }],
+                otherwise: vec![TxnStep::Get { key: bytes(key) }],
+                outcome: outcome.map(|(succeeded, read)| TxnOutcome {
+                    succeeded,
+                    reads: if succeeded {
+                        vec![]
+                    } else {
+                        vec![read.map(bytes)]
+                    },
+                }),
             },
         }
     }
@@ -258,17 +411,82 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_checked_apart_and_the_failing_one_is_named() {
-        let mut other = put(0, Some(1), "x");
-        other.key = b"k".to_vec();
-        let history = [other, put(0, Some(1), "1"), get(5, 6, None)];
+    fn keys_are_checked_apart_and_the_failing_part_is_named() {
+        let history = [
+            put_at("k", 0, Some(1), "x"),
+            put(0, Some(1), "1"),
+            get(5, 6, None),
+        ];
         match check(&history) {
             Verdict::NotLinearizable(found) => {
-                assert_eq!(found.key, b"h");
                 assert_eq!(found.operations.len(), 2);
+                assert!(found
+                    .operations
+                    .iter()
+                    .all(|o| o.op.keys() == vec![b"h".as_slice()]));
             }
             verdict => panic!("{verdict:?}"),
         }
+    }
+
+    #[test]
+    fn txns_tie_their_keys_together_and_answer_by_their_compares() {
+        // Two clients compare-and-swap from absent: exactly one may win.
+        let one_winner = [
+            cas(0, Some(10), "lock", None, "a", Some((true, None))),
+            cas(1, Some(11), "lock", None, "b", Some((false, Some("a")))),
+        ];
+        assert_eq!(check(&one_winner), Verdict::Linearizable);
+        let two_winners = [
+            cas(0, Some(10), "lock", None, "a", Some((true, None))),
+            cas(1, Some(11), "lock", None, "b", Some((true, None))),
+        ];
+        assert!(matches!(check(&two_winners), Verdict::NotLinearizable(_)));
+        // A txn moving a value between two keys is seen whole or not at all.
+        let transfer = Operation {
+            call: 10,
+            ret: Some(20),
+            op: KvOp::Txn {
+                compare: vec![],
+                then: vec![
+                    TxnStep::Put {
+                        key: bytes("a"),
+                        value: bytes("0"),
+                    },
+                    TxnStep::Put {
+                        key: bytes("b"),
+                        value: bytes("1"),
+                    },
+                ],
+                otherwise: vec![],
+                outcome: Some(TxnOutcome {
+                    succeeded: true,
+                    reads: vec![],
+                }),
+            },
+        };
+        let whole = [
+            put_at("a", 0, Some(1), "1"),
+            transfer.clone(),
+            get_at("a", 12, 18, Some("0")),
+            get_at("b", 13, 19, Some("1")),
+        ];
+        assert_eq!(check(&whole), Verdict::Linearizable);
+        // Seeing b's new value, then a's old one later: half a txn.
+        let half = [
+            put_at("a", 0, Some(1), "1"),
+            transfer.clone(),
+            get_at("b", 12, 13, Some("1")),
+            get_at("a", 14, 15, Some("1")),
+        ];
+        assert!(matches!(check(&half), Verdict::NotLinearizable(_)));
+        // A txn of unknown outcome takes whichever branch the store at its point gives.
+        let unknown = [
+            put_at("lock", 0, Some(1), "x"),
+            cas(2, None, "lock", Some("x"), "y", None),
+            get_at("lock", 100, 101, Some("y")),
+        ];
+        assert_eq!(check(&unknown), Verdict::Linearizable);
     }
 
     proptest::proptest! {
@@ -284,15 +502,16 @@ mod tests {
             let mut history = Vec::new();
             for (n, (write, value, before, after, unknown)) in ops.into_iter().enumerate() {
                 let point = 1000 + 100 * n as u64;
+                let key = b"h".to_vec();
                 let op = if write {
                     let value = value.to_string().into_bytes();
                     register = Some(value.clone());
-                    KvOp::Put { value }
+                    KvOp::Put { key, value }
                 } else {
-                    KvOp::Get { value: register.clone() }
+                    KvOp::Get { key, value: register.clone() }
                 };
                 let ret = if write && unknown == 0 { None } else { Some(point + after) };
-                history.push(Operation { key: b"h".to_vec(), call: point - before, ret, op });
+                history.push(Operation { call: point - before, ret, op });
             }
             proptest::prop_assert_eq!(check(&history), Verdict::Linearizable);
         }

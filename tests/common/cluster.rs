@@ -323,10 +323,10 @@ fn at(origin: Instant) -> u64 {
 /// A read of `h` as the checker takes it.
 fn read_operation(call: u64, ret: u64, read: Option<(u64, i64)>) -> lode::linearize::Operation {
     lode::linearize::Operation {
-        key: b"h".to_vec(),
         call,
         ret: Some(ret),
         op: lode::linearize::KvOp::Get {
+            key: b"h".to_vec(),
             value: read.map(|(value, _)| value.to_string().into_bytes()),
         },
     }
@@ -360,10 +360,10 @@ impl History {
                         progress[0].fetch_add(1, Ordering::Relaxed);
                     }
                     operations.push(lode::linearize::Operation {
-                        key: b"h".to_vec(),
                         call,
                         ret,
                         op: lode::linearize::KvOp::Put {
+                            key: b"h".to_vec(),
                             value: attempted.to_string().into_bytes(),
                         },
                     });

@@ -33,5 +33,6 @@ pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod tls;
+pub mod urls;
 pub mod wal;
 pub mod watch;

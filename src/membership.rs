@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use sha1::{Digest, Sha1};
 
-use crate::server::urls::{parse_url, Url, Urls};
+use crate::urls::{parse_url, Url, Urls};
 
 /// etcd's default `--initial-cluster-token`.
 pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
@@ -302,7 +302,7 @@ mod tests {
     use super::*;
 
     fn urls(list: &str) -> Urls {
-        crate::server::urls::parse_urls(list).unwrap()
+        crate::urls::parse_urls(list).unwrap()
     }
 
     #[test]

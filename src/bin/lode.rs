@@ -22,10 +22,10 @@ use lode::members::Member;
 use lode::membership::{self, write_durably, Identity};
 use lode::server::claim::{self, Wanted};
 use lode::server::node::{run_core, NodeConfig};
-use lode::server::urls::parse_url;
 use lode::server::{self, Limits};
 use lode::shard::mesh::Mesh;
 use lode::shard::CoreMessage;
+use lode::urls::parse_url;
 use lode::wal::WalOptions;
 
 /// The data dir's identity: read from its identity file, or, for a new data dir, derived from
@@ -603,14 +603,14 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
 }
 
 /// `--listen-native`: `host:port` (plain), or an `http://` or `https://` URL.
-fn parse_native_address(text: &str) -> Result<lode::server::urls::Url, String> {
+fn parse_native_address(text: &str) -> Result<lode::urls::Url, String> {
     if text.contains("://") {
         return parse_url(text).map_err(|e| format!("--listen-native: {e}"));
     }
     let address = text
         .parse::<std::net::SocketAddr>()
         .map_err(|error| format!("--listen-native {text}: {error}"))?;
-    Ok(lode::server::urls::Url {
+    Ok(lode::urls::Url {
         tls: false,
         host: address.ip().to_string(),
         port: address.port(),
@@ -638,7 +638,7 @@ impl Tls {
     fn from_flags(
         cli: &ServerFlags,
         data_dir: &std::path::Path,
-        listen_native: &Option<lode::server::urls::Url>,
+        listen_native: &Option<lode::urls::Url>,
         peer_https: bool,
     ) -> Result<Tls, Failure> {
         use lode::tls::{ClientTls, ServerTls, TlsCommon, TlsSide};
@@ -681,13 +681,13 @@ impl Tls {
         };
         client.check().map_err(|e| usage(e.to_string()))?;
         peer.check().map_err(|e| usage(e.to_string()))?;
-        let hosts = |urls: &[lode::server::urls::Url]| -> Vec<String> {
+        let hosts = |urls: &[lode::urls::Url]| -> Vec<String> {
             let mut hosts: Vec<String> = urls.iter().map(|url| url.host.clone()).collect();
             hosts.sort();
             hosts.dedup();
             hosts
         };
-        let mut client_urls: Vec<lode::server::urls::Url> = cli.listen_client_urls.0.clone();
+        let mut client_urls: Vec<lode::urls::Url> = cli.listen_client_urls.0.clone();
         client_urls.extend(listen_native.iter().cloned());
         client_urls.extend(cli.listen_metrics_urls.iter().flat_map(|u| u.0.clone()));
         let client_https = client_urls.iter().any(|url| url.tls);

@@ -2013,7 +2013,7 @@ fn endpoint_address(
     tls_by_default: bool,
 ) -> Result<(String, String, bool), String> {
     if endpoint.contains("://") {
-        lode::server::urls::parse_url(endpoint).map(|url| (url.authority(), url.host, url.tls))
+        lode::urls::parse_url(endpoint).map(|url| (url.authority(), url.host, url.tls))
     } else {
         let host = match endpoint.rsplit_once(':') {
             Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
@@ -2395,7 +2395,7 @@ fn main() -> ExitCode {
             },
     } = &cli.command
     {
-        let restored = lode::server::urls::parse_urls(initial_advertise_peer_urls)
+        let restored = lode::urls::parse_urls(initial_advertise_peer_urls)
             .map_err(|e| format!("--initial-advertise-peer-urls: {e}"))
             .and_then(|peer_urls| {
                 let spec = initial_cluster.clone().unwrap_or_else(|| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use super::KnownFlag;
-use crate::server::urls::{parse_urls, Urls};
+use crate::urls::{parse_urls, Urls};
 
 /// etcd's default peer URL.
 pub const DEFAULT_PEER_URL: &str = crate::membership::DEFAULT_PEER_URL;

@@ -848,7 +848,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     ) -> Result<(Member, Vec<Member>), ServerError> {
         let mut parsed = Vec::new();
         for url in &peer_urls {
-            parsed.push(crate::server::urls::parse_url(url).map_err(|_| MemberError::BadUrls)?);
+            parsed.push(crate::urls::parse_url(url).map_err(|_| MemberError::BadUrls)?);
         }
         if parsed.is_empty() {
             return Err(MemberError::BadUrls.into());
@@ -1936,7 +1936,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             .peer_urls
             .first()
             .ok_or_else(|| "no peer URL".to_string())
-            .and_then(|url| crate::server::urls::parse_url(url))
+            .and_then(|url| crate::urls::parse_url(url))
             .and_then(|url| {
                 Ok(crate::peer::transport::PeerAddress {
                     address: url.socket_address()?.to_string(),

@@ -11,7 +11,6 @@ pub mod grpc;
 pub mod http;
 pub mod native;
 pub mod node;
-pub mod urls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

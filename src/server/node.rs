@@ -26,10 +26,10 @@ use crate::mvcc::request::{
 use crate::mvcc::validate;
 use crate::mvcc::KvError;
 use crate::peer::transport::PeerTransport;
-use crate::server::urls::parse_url;
 use crate::shard::mesh::CoreEnds;
 use crate::shard::route::{unexpected_reply, Router};
 use crate::shard::{CoreMessage, Reply, ShardState};
+use crate::urls::parse_url;
 use crate::wal::io::DmaDir;
 use crate::wal::{Wal, WalOptions};
 

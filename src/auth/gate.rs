@@ -45,6 +45,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The token a header value carries: bare, or after "Bearer " (etcd takes both).
+    pub fn token_in_header(value: &str) -> &str {
+        value.strip_prefix("Bearer ").unwrap_or(value)
+    }
+
     pub fn token(token: impl Into<String>) -> Credentials {
         Credentials {
             token: Some(token.into()),
@@ -193,6 +198,19 @@ struct View {
     tokens: HashMap<String, CachedToken>,
 }
 
+impl View {
+    /// `user`'s merged permissions in this view, merged once per user (an unknown user may do
+    /// nothing: etcd's permission denied).
+    fn permissions_of(&mut self, user: &str) -> Rc<UserPermissions> {
+        if let Some(permissions) = self.users.get(user) {
+            return permissions.clone();
+        }
+        let permissions = Rc::new(self.store.permissions(user).unwrap_or_default());
+        self.users.insert(Rc::from(user), permissions.clone());
+        permissions
+    }
+}
+
 /// A core's door to the auth state: who a request speaks for, with what permissions.
 pub struct AuthGate {
     shared: Arc<AuthShared>,
@@ -313,15 +331,7 @@ impl AuthGate {
         if !view.store.enabled() {
             return true;
         }
-        let permissions = match view.users.get(user) {
-            Some(permissions) => permissions.clone(),
-            None => {
-                let permissions = Rc::new(view.store.permissions(user).unwrap_or_default());
-                view.users.insert(Rc::from(user), permissions.clone());
-                permissions
-            }
-        };
-        permissions.may_read(key, range_end)
+        view.permissions_of(user).may_read(key, range_end)
     }
 
     /// Whether auth is on, as this core sees it now.
@@ -361,15 +371,7 @@ impl AuthGate {
                 }),
             });
         };
-        let permissions = match view.users.get(&user) {
-            Some(permissions) => permissions.clone(),
-            None => {
-                // An unknown user may do nothing (etcd: permission denied).
-                let permissions = Rc::new(view.store.permissions(&user).unwrap_or_default());
-                view.users.insert(user.clone(), permissions.clone());
-                permissions
-            }
-        };
+        let permissions = view.permissions_of(&user);
         Ok(Caller {
             checked: Some(CheckedCaller {
                 user: Some(user),

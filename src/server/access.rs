@@ -89,12 +89,9 @@ impl Node {
         if !self.auth_gate().enabled() {
             return self.range(request).await;
         }
-        crate::mvcc::validate::check_range(request)?;
-        let current = if request.serializable {
-            self.router().local().watermark()
-        } else {
-            self.read_index().await?
-        };
+        // Checked after the ReadIndex: the member then holds every auth change acknowledged
+        // before the read began.
+        let current = self.read_revision(request).await?;
         let caller = self.caller(credentials)?;
         caller.permit(|user| authorize::check_range(user, request))?;
         let response = self.router().range(request, current).await?;
@@ -125,6 +122,51 @@ impl Node {
                 .await?;
         }
         Ok(Some(caller.stamp()))
+    }
+
+    /// A client's write made with `credentials`, as every front end proposes it: etcd's
+    /// checks, the caller's permissions, then the log, stamped. `frame` is the request frame
+    /// it came in (the native protocol's), passed on as it is unless it carries a token (tokens
+    /// are never kept in the log); otherwise the write is encoded here, and refused if larger
+    /// than `max_request_bytes`.
+    pub async fn write_as(
+        &self,
+        credentials: &Credentials,
+        write: WriteRequest,
+        frame: Option<Bytes>,
+        max_request_bytes: usize,
+    ) -> Result<crate::mvcc::request::WriteResponse, ServerError> {
+        crate::mvcc::validate::check_write(&write, self.config.max_txn_ops)?;
+        let auth_revision = self.permit_write(credentials, &write).await?;
+        let physical = match &write {
+            WriteRequest::Compact(compaction) if compaction.physical => Some(compaction.revision),
+            _ => None,
+        };
+        let cost = crate::alarm::write_cost(&write);
+        let frame = match frame {
+            Some(frame) if credentials.token.is_none() => frame,
+            _ => {
+                let request = crate::api::request::Request::Write(write);
+                let frame = Bytes::from(crate::api::native::encode_request(0, &request));
+                if frame.len() > max_request_bytes {
+                    return Err(crate::mvcc::KvError::RequestTooLarge.into());
+                }
+                frame
+            }
+        };
+        self.write(frame, cost, physical, auth_revision).await
+    }
+
+    /// A client's LeaseGrant or LeaseRevoke made with `credentials`: checked, then proposed
+    /// stamped.
+    pub async fn lease_write_as(
+        &self,
+        credentials: &Credentials,
+        request: LeaseRequest,
+    ) -> Result<crate::mvcc::request::WriteResponse, ServerError> {
+        let write = WriteRequest::Lease(request.clone());
+        let auth_revision = self.permit_write(credentials, &write).await?;
+        self.lease_write(request, auth_revision).await
     }
 
     /// A lease's keys, with `access` to all of them (root: whatever they are).
@@ -196,6 +238,32 @@ impl Node {
             return Ok(());
         }
         self.permit_lease_keys(&caller, lease, Access::Write).await
+    }
+
+    /// etcd's Alarm: a list needs a user, raising or clearing one root.
+    pub fn permit_alarm(
+        &self,
+        credentials: &Credentials,
+        action: crate::alarm::AlarmAction,
+    ) -> Result<(), ServerError> {
+        match action {
+            crate::alarm::AlarmAction::Get => self.permit_user(credentials),
+            _ => self.permit_admin(credentials),
+        }
+    }
+
+    /// Membership and leadership (`Request::Member`, `Request::MoveLeader`): a member list
+    /// needs a user, every change root.
+    pub fn permit_cluster(
+        &self,
+        credentials: &Credentials,
+        request: &crate::api::request::Request,
+    ) -> Result<(), ServerError> {
+        use crate::api::request::{MemberRequest, Request};
+        match request {
+            Request::Member(MemberRequest::List { .. }) => self.permit_user(credentials),
+            _ => self.permit_admin(credentials),
+        }
     }
 
     /// Requests only root may make.

@@ -35,7 +35,6 @@ use crate::auth::Credentials;
 use crate::consensus::ServerError;
 use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::mvcc::request::{LeaseResponse, ResponseHeader, WriteRequest, WriteResponse};
-use crate::mvcc::KvError;
 
 thread_local! {
     /// This core's node, for the handlers running on it.
@@ -109,7 +108,7 @@ pub(super) fn credentials<T>(request: &tonic::Request<T>) -> Credentials {
         .get("token")
         .or_else(|| metadata.get("authorization"))
         .and_then(|value| value.to_str().ok())
-        .map(|token| token.strip_prefix("Bearer ").unwrap_or(token).to_string());
+        .map(|token| Credentials::token_in_header(token).to_string());
     let common_name = request
         .extensions()
         .get::<super::CertificateName>()
@@ -125,18 +124,9 @@ async fn write(
     write: WriteRequest,
     credentials: Credentials,
 ) -> Result<WriteResponse, ServerError> {
-    crate::mvcc::validate::check_write(&write, node.config.max_txn_ops)?;
-    let auth_revision = node.permit_write(&credentials, &write).await?;
-    let physical = match &write {
-        WriteRequest::Compact(compaction) if compaction.physical => Some(compaction.revision),
-        _ => None,
-    };
-    let cost = crate::alarm::write_cost(&write);
-    let frame = Bytes::from(native::encode_request(0, &Request::Write(write)));
-    if frame.len() > limits.max_request_bytes {
-        return Err(ServerError::Kv(KvError::RequestTooLarge));
-    }
-    let mut response = node.write(frame, cost, physical, auth_revision).await?;
+    let mut response = node
+        .write_as(&credentials, write, None, limits.max_request_bytes)
+        .await?;
     let header = match &mut response {
         WriteResponse::Put(r) => &mut r.header,
         WriteResponse::DeleteRange(r) => &mut r.header,
@@ -318,12 +308,7 @@ impl pb::lease_server::Lease for LeaseService {
             ttl: request.ttl,
         };
         on_core(move |node, _| async move {
-            let write = WriteRequest::Lease(grant);
-            let auth_revision = node.permit_write(&credentials, &write).await?;
-            let WriteRequest::Lease(grant) = write else {
-                return Err(mismatched("lease grant"));
-            };
-            match node.lease_write(grant, auth_revision).await? {
+            match node.lease_write_as(&credentials, grant).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Granted { id, ttl },
@@ -352,12 +337,7 @@ impl pb::lease_server::Lease for LeaseService {
             id: request.into_inner().id,
         };
         on_core(move |node, _| async move {
-            let write = WriteRequest::Lease(revoke);
-            let auth_revision = node.permit_write(&credentials, &write).await?;
-            let WriteRequest::Lease(revoke) = write else {
-                return Err(mismatched("lease revoke"));
-            };
-            match node.lease_write(revoke, auth_revision).await? {
+            match node.lease_write_as(&credentials, revoke).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Revoked,
@@ -1041,10 +1021,7 @@ async fn cluster(
     request: Request,
     credentials: Credentials,
 ) -> Result<(pb::ResponseHeader, Option<pb::Member>, Vec<pb::Member>), ServerError> {
-    match &request {
-        Request::Member(native::MemberRequest::List { .. }) => node.permit_user(&credentials)?,
-        _ => node.permit_admin(&credentials)?,
-    }
+    node.permit_cluster(&credentials, &request)?;
     match node.cluster_as(request, credentials.token).await? {
         native::Response::Members {
             mut header,
@@ -1212,10 +1189,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             alarm,
         };
         on_core(move |node, _| async move {
-            match request.action {
-                AlarmAction::Get => node.permit_user(&credentials)?,
-                _ => node.permit_admin(&credentials)?,
-            }
+            node.permit_alarm(&credentials, request.action)?;
             let mut response = node.alarm(request).await?;
             super::stamp_header(&mut response.header, &node);
             Ok(pb::AlarmResponse {
@@ -1368,7 +1342,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let credentials = credentials(&request);
         let request = Request::MoveLeader(request.into_inner().target_id);
         on_core(move |node, _| async move {
-            node.permit_admin(&credentials)?;
+            node.permit_cluster(&credentials, &request)?;
             match node.cluster_as(request, credentials.token).await? {
                 native::Response::MoveLeader { mut header } => {
                     super::stamp_header(&mut header, &node);

@@ -233,8 +233,9 @@ fn token_of(request: &Request<Incoming>) -> Token {
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    let token = value.strip_prefix("Bearer ").unwrap_or(value);
-    token.parse().ok()
+    crate::auth::Credentials::token_in_header(value)
+        .parse()
+        .ok()
 }
 
 fn credentials_of(request: &Request<Incoming>) -> crate::auth::Credentials {

@@ -370,26 +370,18 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
             .range_as(&credentials, &range)
             .await
             .map(Response::Range),
-        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => {
-            let write = crate::mvcc::request::WriteRequest::Lease(lease);
-            match node.permit_write(&credentials, &write).await {
-                Ok(auth_revision) => match write {
-                    crate::mvcc::request::WriteRequest::Lease(lease) => node
-                        .lease_write(lease, auth_revision)
-                        .await
-                        .map(Response::Write),
-                    _ => Err(ServerError::Internal("a lease write changed kind".into())),
-                },
-                Err(error) => Err(error),
+        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => node
+            .lease_write_as(&credentials, lease)
+            .await
+            .map(Response::Write),
+        Request::Lease(query) => {
+            async {
+                node.permit_lease_query(&credentials, &query).await?;
+                let token = credentials.token.clone();
+                node.lease_query(query, token).await.map(Response::Lease)
             }
+            .await
         }
-        Request::Lease(query) => match node.permit_lease_query(&credentials, &query).await {
-            Ok(()) => node
-                .lease_query(query, credentials.token.clone())
-                .await
-                .map(Response::Lease),
-            Err(error) => Err(error),
-        },
         Request::Coordination(request) => {
             if let Err(error) = node.permit_coordination(&credentials, &request).await {
                 outbox.answer(server_error_frame(id, error, node));
@@ -404,38 +396,40 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                 .await
                 .map(Response::Coordination)
         }
-        Request::Write(write) => write_as(node, frame, write, &credentials).await,
-        Request::Status => match node.permit_user(&credentials) {
-            Ok(()) => node.status().await.map(Response::Status),
-            Err(error) => Err(error),
-        },
-        Request::Alarm(alarm) => {
-            let permitted = match alarm.action {
-                crate::alarm::AlarmAction::Get => node.permit_user(&credentials),
-                _ => node.permit_admin(&credentials),
-            };
-            match permitted {
-                Ok(()) => node.alarm(alarm).await.map(Response::Alarm),
-                Err(error) => Err(error),
+        Request::Write(write) => node
+            .write_as(&credentials, write, Some(frame), limits.max_request_bytes)
+            .await
+            .map(Response::Write),
+        Request::Status => {
+            async {
+                node.permit_user(&credentials)?;
+                node.status().await.map(Response::Status)
             }
+            .await
+        }
+        Request::Alarm(alarm) => {
+            async {
+                node.permit_alarm(&credentials, alarm.action)?;
+                node.alarm(alarm).await.map(Response::Alarm)
+            }
+            .await
         }
         Request::Auth(request) => node.auth(&credentials, request).await.map(Response::Auth),
         request @ (Request::Member(_) | Request::MoveLeader(_)) => {
-            let permitted = match &request {
-                Request::Member(native::MemberRequest::List { .. }) => {
-                    node.permit_user(&credentials)
-                }
-                _ => node.permit_admin(&credentials),
-            };
-            match permitted {
-                Ok(()) => node.cluster_as(request, credentials.token.clone()).await,
-                Err(error) => Err(error),
+            async {
+                node.permit_cluster(&credentials, &request)?;
+                let token = credentials.token.clone();
+                node.cluster_as(request, token).await
             }
+            .await
         }
-        Request::HashKv(revision) => match node.permit_admin(&credentials) {
-            Ok(()) => node.hash_kv(revision).await,
-            Err(error) => Err(error),
-        },
+        Request::HashKv(revision) => {
+            async {
+                node.permit_admin(&credentials)?;
+                node.hash_kv(revision).await
+            }
+            .await
+        }
         Request::Watch(request) => {
             let open = watches.borrow().get(&id).cloned();
             match open {
@@ -462,10 +456,11 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
         }
         Request::Snapshot => {
             // Answered by a stream of pieces; the last one is the request's answer proper.
-            let snapshot = match node.permit_admin(&credentials) {
-                Ok(()) => node.snapshot().await,
-                Err(error) => Err(error),
-            };
+            let snapshot = async {
+                node.permit_admin(&credentials)?;
+                node.snapshot().await
+            }
+            .await;
             let last = match snapshot {
                 Ok((path, revision)) => {
                     let streamed = stream_snapshot(id, &path, revision, node, outbox).await;
@@ -494,31 +489,6 @@ struct Connection<'a> {
     watches: &'a Watches,
     /// The CN of the connection's verified client certificate.
     common_name: Option<String>,
-}
-
-/// A client's write, checked and proposed: the frame as it came when it carries no token
-/// (zero-copy), re-encoded without the token when it does (tokens are never kept in the log).
-async fn write_as(
-    node: &Node,
-    frame: Bytes,
-    write: crate::mvcc::request::WriteRequest,
-    credentials: &Credentials,
-) -> Result<Response, ServerError> {
-    crate::mvcc::validate::check_write(&write, node.config.max_txn_ops)?;
-    let auth_revision = node.permit_write(credentials, &write).await?;
-    let physical = match &write {
-        crate::mvcc::request::WriteRequest::Compact(c) if c.physical => Some(c.revision),
-        _ => None,
-    };
-    let cost = crate::alarm::write_cost(&write);
-    let frame = if credentials.token.is_some() {
-        Bytes::from(native::encode_request(0, &Request::Write(write)))
-    } else {
-        frame
-    };
-    node.write(frame, cost, physical, auth_revision)
-        .await
-        .map(Response::Write)
 }
 
 /// Serves a lock or election request (not Observe); a Lock or Campaign whose connection

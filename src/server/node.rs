@@ -180,16 +180,22 @@ impl Node {
     /// Serves a range: serializable at this core's latest revision, linearizable after a
     /// ReadIndex round through the consensus core.
     pub async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
-        validate::check_range(request)?;
-        let current = if request.serializable {
-            self.router.local().watermark()
-        } else {
-            self.read_index().await?
-        };
+        let current = self.read_revision(request).await?;
         self.router.range(request, current).await
     }
 
-    pub(super) async fn read_index(&self) -> Result<i64, ServerError> {
+    /// The revision a range is read at, once it is found valid: this core's latest for a
+    /// serializable read, after a ReadIndex round for a linearizable one.
+    pub(super) async fn read_revision(&self, request: &RangeRequest) -> Result<i64, ServerError> {
+        validate::check_range(request)?;
+        if request.serializable {
+            Ok(self.router.local().watermark())
+        } else {
+            self.read_index().await
+        }
+    }
+
+    async fn read_index(&self) -> Result<i64, ServerError> {
         if let Some(consensus) = &self.consensus {
             return consensus.read_index().await;
         }
@@ -230,20 +236,26 @@ impl Node {
                 ))
             }
         };
-        let request = WriteRequest::Lease(request);
-        crate::mvcc::validate::check_write(&request, self.config.max_txn_ops)?;
-        let cost = crate::alarm::write_cost(&request);
-        let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(request)));
-        self.write(frame, cost, None, auth_revision).await
+        self.propose_stamped(WriteRequest::Lease(request), auth_revision)
+            .await
     }
 
     /// Proposes a write this member makes itself (no client frame to pass on): checked,
     /// counted against the quota, encoded as the log's request frame.
     pub async fn propose(&self, request: WriteRequest) -> Result<WriteResponse, ServerError> {
+        self.propose_stamped(request, None).await
+    }
+
+    /// `propose`, stamped with the auth revision a client's request was authorized at.
+    async fn propose_stamped(
+        &self,
+        request: WriteRequest,
+        auth_revision: Option<u64>,
+    ) -> Result<WriteResponse, ServerError> {
         crate::mvcc::validate::check_write(&request, self.config.max_txn_ops)?;
         let cost = crate::alarm::write_cost(&request);
         let frame = Bytes::from(native_codec::encode_request(0, &Request::Write(request)));
-        self.write(frame, cost, None, None).await
+        self.write(frame, cost, None, auth_revision).await
     }
 
     /// The keys attached to lease `id` in this member's applied state (for permission checks;

@@ -420,11 +420,6 @@ impl<D: LogDir + 'static> Consensus<D> {
             .unwrap_or_default()
     }
 
-    /// The applied auth store, as of now.
-    pub fn auth_store(&self) -> crate::auth::AuthStore {
-        self.sequencer.export_auth()
-    }
-
     pub fn config(&self) -> &ConsensusConfig {
         &self.config
     }

@@ -642,32 +642,29 @@ async fn serve_auth(
         header: header(consensus),
         ..AuthResponse::default()
     };
+    // The applied store as published to the cores (the sequencer publishes each change as it
+    // applies it): shared, not copied.
+    let store = consensus.config().auth.store();
     match request.kind {
         AuthKind::Status => {
-            let store = consensus.auth_store();
             answer.enabled = store.enabled();
             answer.auth_revision = store.revision();
             Ok(answer)
         }
         AuthKind::UserList => {
-            answer.names = consensus
-                .auth_store()
-                .users()
-                .map(|u| u.name.clone())
-                .collect();
+            answer.names = store.users().map(|u| u.name.clone()).collect();
             Ok(answer)
         }
         AuthKind::UserGet => {
-            answer.names = consensus.auth_store().user_get(&request.name)?;
+            answer.names = store.user_get(&request.name)?;
             Ok(answer)
         }
         AuthKind::RoleList => {
-            let store = consensus.auth_store();
             answer.names = store.roles().map(|(name, _)| name.clone()).collect();
             Ok(answer)
         }
         AuthKind::RoleGet => {
-            answer.permissions = consensus.auth_store().role_get(&request.name)?;
+            answer.permissions = store.role_get(&request.name)?;
             Ok(answer)
         }
         AuthKind::Authenticate => authenticate(consensus, request).await,
@@ -684,7 +681,7 @@ async fn serve_auth(
         | AuthKind::RoleRevokePermission => {
             // etcd's checks that need no log are answered before any hashing.
             if let Some(change) = request.change()? {
-                consensus.auth_store().apply(&change)?;
+                crate::auth::AuthStore::clone(&store).apply(&change)?;
             }
             let hashes = matches!(
                 request.kind,
@@ -733,7 +730,7 @@ async fn authenticate(
     loop {
         attempts += 1;
         consensus.read_index().await?;
-        let store = consensus.auth_store();
+        let store = shared.store();
         let hash = store.password_hash(&request.name)?;
         let checked_at = store.revision();
         let matches = {

@@ -514,8 +514,8 @@ pub fn peer_frames(cluster_id: u64, to: u64, from: u64) -> Vec<Vec<u8>> {
 }
 
 fn peer_run(data: &[u8]) {
-    use crate::consensus::guard::{check, Receiver};
     use crate::peer::wire::{decode_frame, decode_members, Frame};
+    use crate::replica::guard::{check, Receiver};
     let mut buffer = BytesMut::from(data);
     while let Ok(Some(frame)) = decode_frame(&mut buffer, FUZZ_CLUSTER, FUZZ_MEMBER, 64 << 20) {
         if let Frame::Messages { messages, .. } = frame {

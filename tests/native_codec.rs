@@ -65,7 +65,7 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
             raft_index: 7,
             raft_term: 8,
             raft_applied_index: 9,
-            stages: vec![lode::consensus::stages::StageSummary {
+            stages: vec![lode::replica::stages::StageSummary {
                 name: "leader log sync".into(),
                 count: 10,
                 p50_ns: 11,

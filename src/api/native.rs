@@ -10,11 +10,11 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 use lode_protocol::fb;
 
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
-use crate::consensus::stages::StageSummary;
 use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::members::Member;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
+use crate::replica::stages::StageSummary;
 
 pub use super::request::*;
 

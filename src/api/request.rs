@@ -7,11 +7,11 @@
 use bytes::Bytes;
 
 use crate::alarm::{AlarmRequest, AlarmResponse};
-use crate::consensus::stages::StageSummary;
 use crate::members::Member;
 use crate::mvcc::error::ErrorCode;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
+use crate::replica::stages::StageSummary;
 
 /// A request of the native protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]

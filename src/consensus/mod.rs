@@ -19,11 +19,14 @@
 //!
 //! Single-core: the node lives on one executor and is shared by its tasks through `Rc`.
 
+mod apply;
 mod driver;
-pub mod guard;
+mod membership;
+mod metrics;
+mod propose;
 pub mod sequencer;
+mod snapshots;
 pub mod snapshotter;
-pub mod stages;
 
 pub use crate::api::error::ServerError;
 pub use driver::{Consensus, ConsensusConfig};

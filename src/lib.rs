@@ -31,6 +31,7 @@ pub mod replica;
 pub mod restore;
 pub mod server;
 pub mod shard;
+pub mod sim;
 pub mod snapshot;
 pub mod tls;
 pub mod urls;

@@ -157,6 +157,91 @@ pub fn check(history: &[Operation]) -> Verdict {
     Verdict::Linearizable
 }
 
+/// A smaller set of operations of a non-linearizable `history` that is still not linearizable:
+/// what a person reads to see the bug. Operations are dropped greedily, in chunks then one by
+/// one, and a drop is kept only if the rest still fails *and* every value the rest reads was
+/// written within it (dropping a write would otherwise manufacture a violation of its own: a
+/// read of a value nobody wrote). Assumes every write writes a distinct value, as tests make
+/// them. Answers the history itself if it is linearizable or undecided.
+pub fn minimize(history: &[Operation]) -> Vec<Operation> {
+    let failing = |ops: &[Operation]| {
+        reads_have_writers(ops) && matches!(check(ops), Verdict::NotLinearizable(_))
+    };
+    let mut current: Vec<Operation> = match check(history) {
+        Verdict::NotLinearizable(found) => found.operations,
+        _ => return history.to_vec(),
+    };
+    let mut chunk = current.len() / 2;
+    while chunk >= 1 {
+        let mut start = 0;
+        while start < current.len() {
+            let end = (start + chunk).min(current.len());
+            let mut candidate = current[..start].to_vec();
+            candidate.extend_from_slice(&current[end..]);
+            if !candidate.is_empty() && failing(&candidate) {
+                current = candidate;
+            } else {
+                start = end;
+            }
+        }
+        chunk /= 2;
+    }
+    current
+}
+
+/// True when every value `ops` read (gets, txn compares and txn reads) is written by one of
+/// them.
+fn reads_have_writers(ops: &[Operation]) -> bool {
+    let mut written: HashSet<(&[u8], &[u8])> = HashSet::new();
+    for operation in ops {
+        match &operation.op {
+            KvOp::Put { key, value } => {
+                written.insert((key, value));
+            }
+            KvOp::Txn {
+                then, otherwise, ..
+            } => {
+                for step in then.iter().chain(otherwise) {
+                    if let TxnStep::Put { key, value } = step {
+                        written.insert((key, value));
+                    }
+                }
+            }
+            KvOp::Get { .. } => {}
+        }
+    }
+    let known = |key: &[u8], value: &Option<Vec<u8>>| {
+        value
+            .as_ref()
+            .is_none_or(|value| written.contains(&(key, value.as_slice())))
+    };
+    ops.iter().all(|operation| match &operation.op {
+        KvOp::Put { .. } => true,
+        KvOp::Get { key, value } => known(key, value),
+        KvOp::Txn {
+            compare,
+            then,
+            otherwise,
+            outcome,
+        } => {
+            let compares = compare.iter().all(|(key, value)| known(key, value));
+            let reads = match outcome {
+                None => true,
+                Some(outcome) => {
+                    let branch = if outcome.succeeded { then } else { otherwise };
+                    let keys = branch.iter().filter_map(|step| match step {
+                        TxnStep::Get { key } => Some(key),
+                        TxnStep::Put { .. } => None,
+                    });
+                    keys.zip(&outcome.reads)
+                        .all(|(key, value)| known(key, value))
+                }
+            };
+            compares && reads
+        }
+    })
+}
+
 /// The history split into parts sharing no key (union-find over the keys each touches).
 fn parts(history: &[Operation]) -> Vec<Vec<&Operation>> {
     let mut ids: HashMap<&[u8], usize> = HashMap::new();

@@ -210,6 +210,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 election_ticks: config.election_ticks,
                 election_timeout: config.election_timeout(),
                 pre_vote: config.pre_vote,
+                seed: random_nonce(),
             },
             storage,
             members,

@@ -20,6 +20,7 @@ pub mod logger;
 pub mod membership;
 pub mod persist;
 pub mod proposals;
+pub mod random;
 pub mod reads;
 pub mod snapshots;
 pub mod stages;

@@ -13,8 +13,16 @@
 //! Every reader waiting when a round starts rides in it: one heartbeat round confirms
 //! leadership for all of them. Invariant: a reader is in at most one place (waiting or one
 //! round) and leaves exactly once (ready, failed or withdrawn).
+//!
+//! A round's context is this queue's random tag followed by its number, so it is unique
+//! across members and across restarts of one member. raft-rs's leader keeps one pending round
+//! per context (a second with the same bytes is dropped), and its answer to a round asked
+//! before a restart can arrive after it: with counters alone, every member's first round would
+//! be `0`, and a late answer to the round `0` of a member's previous life (an index read
+//! before the new round began, still pending on a leader waiting for heartbeat answers) would
+//! answer the new one: a stale read.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// One ReadIndex round in flight.
 #[derive(Debug)]
@@ -26,19 +34,32 @@ struct Round {
 }
 
 /// Readers waiting for a read index.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadQueue {
+    tag: u64,
     waiting: Vec<u64>,
-    rounds: HashMap<u64, Round>,
+    rounds: BTreeMap<u64, Round>,
     next_context: u64,
 }
 
-/// The bytes raft-rs carries for a round.
-pub fn context_bytes(context: u64) -> Vec<u8> {
-    context.to_le_bytes().to_vec()
-}
-
 impl ReadQueue {
+    /// An empty queue whose contexts carry `tag` (random, drawn at each start).
+    pub fn new(tag: u64) -> ReadQueue {
+        ReadQueue {
+            tag,
+            waiting: Vec::new(),
+            rounds: BTreeMap::new(),
+            next_context: 0,
+        }
+    }
+
+    /// The bytes raft-rs carries for round `context`.
+    pub fn context_bytes(&self, context: u64) -> Vec<u8> {
+        let mut bytes = self.tag.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&context.to_le_bytes());
+        bytes
+    }
+
     /// Queues a reader.
     pub fn push(&mut self, reader: u64) {
         self.waiting.push(reader);
@@ -83,11 +104,18 @@ impl ReadQueue {
     /// The readers of the round raft-rs answered with `context` (none if it is unknown: its
     /// readers left or the bytes are not one of ours).
     pub fn answered(&mut self, context: &[u8]) -> Vec<u64> {
-        let Ok(bytes) = <[u8; 8]>::try_from(context) else {
+        let Ok(bytes) = <[u8; 16]>::try_from(context) else {
             return Vec::new();
         };
+        let (tag, number) = bytes.split_at(8);
+        let (Ok(tag), Ok(number)) = (<[u8; 8]>::try_from(tag), <[u8; 8]>::try_from(number)) else {
+            return Vec::new();
+        };
+        if u64::from_le_bytes(tag) != self.tag {
+            return Vec::new(); // another member's, or an earlier life's
+        }
         self.rounds
-            .remove(&u64::from_le_bytes(bytes))
+            .remove(&u64::from_le_bytes(number))
             .map(|round| round.readers)
             .unwrap_or_default()
     }
@@ -109,22 +137,19 @@ impl ReadQueue {
 
     /// Rounds still unanswered, to ask again of `leader`: their contexts.
     pub fn reissue(&mut self, leader: u64) -> Vec<u64> {
-        let mut contexts: Vec<u64> = self
-            .rounds
+        self.rounds
             .iter_mut()
             .map(|(context, round)| {
                 round.asked_of = leader;
                 *context
             })
-            .collect();
-        contexts.sort_unstable();
-        contexts
+            .collect()
     }
 
     /// Every reader, waiting or in a round (the member stops); the queue is left empty.
     pub fn clear(&mut self) -> Vec<u64> {
         let mut all = std::mem::take(&mut self.waiting);
-        for (_, mut round) in self.rounds.drain() {
+        for (_, mut round) in std::mem::take(&mut self.rounds) {
             all.append(&mut round.readers);
         }
         all
@@ -135,9 +160,24 @@ impl ReadQueue {
 mod tests {
     use super::*;
 
+    fn context_bytes(context: u64) -> Vec<u8> {
+        ReadQueue::new(5).context_bytes(context)
+    }
+
+    #[test]
+    fn an_answer_to_another_life_or_member_answers_nobody() {
+        let mut reads = ReadQueue::new(5);
+        reads.push(1);
+        let context = reads.start_round(7).unwrap();
+        assert!(reads
+            .answered(&ReadQueue::new(6).context_bytes(context))
+            .is_empty());
+        assert_eq!(reads.answered(&reads.context_bytes(context)), [1]);
+    }
+
     #[test]
     fn one_round_answers_every_reader_waiting_when_it_started() {
-        let mut reads = ReadQueue::default();
+        let mut reads = ReadQueue::new(5);
         reads.push(1);
         reads.push(2);
         let context = reads.start_round(7).unwrap();
@@ -150,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_leader_change_fails_rounds_asked_of_another_leader_only() {
-        let mut reads = ReadQueue::default();
+        let mut reads = ReadQueue::new(5);
         reads.push(1);
         let old = reads.start_round(7).unwrap();
         reads.push(2);
@@ -162,7 +202,7 @@ mod tests {
 
     #[test]
     fn reissued_rounds_belong_to_the_new_leader_and_withdrawn_readers_leave() {
-        let mut reads = ReadQueue::default();
+        let mut reads = ReadQueue::new(5);
         reads.push(1);
         reads.push(2);
         let context = reads.start_round(7).unwrap();

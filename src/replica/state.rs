@@ -32,7 +32,8 @@ use super::logger::raft_logger;
 use super::membership::{self, MemberEffect, Progress};
 use super::persist::{self, Persistence};
 use super::proposals::{self, Proposal, ProposalQueue, Waiting, MAX_UNCOMMITTED_BYTES};
-use super::reads::{context_bytes, ReadQueue};
+use super::random::Random;
+use super::reads::ReadQueue;
 use super::snapshots::SnapshotSchedule;
 use super::stages::CommitStages;
 use super::storage::LogStorage;
@@ -53,6 +54,8 @@ pub struct ReplicaConfig {
     pub election_timeout: Duration,
     /// Raft's pre-vote.
     pub pre_vote: bool,
+    /// Where the replica's random choices (election timeouts) come from.
+    pub seed: u64,
 }
 
 /// What the world tells the replica.
@@ -173,6 +176,10 @@ pub struct Replica<D: LogDir> {
     applied: u64,
     rejections: Rejections,
     out: Outputs,
+    random: Random,
+    /// Term, role and leader after the last input: when they change, raft-rs has drawn a new
+    /// election timeout, which is drawn again here from `random`.
+    role: (u64, StateRole, u64),
 }
 
 impl<D: LogDir> Replica<D> {
@@ -205,11 +212,13 @@ impl<D: LogDir> Replica<D> {
             .map_err(|e| ServerError::Internal(format!("raft configuration: {e}")))?;
         let raw = RawNode::new(&raft_config, storage, &raft_logger())
             .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
+        let seed = config.seed;
+        let mut random = Random::new(seed);
         let mut replica = Replica {
             config,
             raw,
             proposals: ProposalQueue::default(),
-            reads: ReadQueue::default(),
+            reads: ReadQueue::new(random.next_u64()),
             persistence: Persistence::new(durable),
             leadership: Leadership::default(),
             stages: CommitStages::default(),
@@ -218,9 +227,13 @@ impl<D: LogDir> Replica<D> {
             applied,
             rejections: Rejections::default(),
             out: Outputs::default(),
+            random,
+            role: (0, StateRole::Follower, 0),
         };
+        replica.redraw_election_timeout();
         // A single voter elects itself at once; a cluster elects when a timeout runs out.
         replica.campaign_if_alone();
+        replica.after_input();
         Ok(replica)
     }
 
@@ -276,6 +289,27 @@ impl<D: LogDir> Replica<D> {
             }
             Input::TransferLeader(target) => self.raw.transfer_leader(target),
         }
+        self.after_input();
+    }
+
+    /// raft-rs draws a new election timeout from its own thread-local generator whenever it
+    /// resets its role (a new term, a new role, a new leader): the replica draws it again from
+    /// its seeded one, so the same seed and inputs elect the same way.
+    fn after_input(&mut self) {
+        let raft = &self.raw.raft;
+        let role = (raft.term, raft.state, raft.leader_id);
+        if role != self.role {
+            self.role = role;
+            self.redraw_election_timeout();
+        }
+    }
+
+    fn redraw_election_timeout(&mut self) {
+        let low = self.raw.raft.election_timeout() as u64;
+        let timeout = self.random.below(low, 2 * low);
+        self.raw
+            .raft
+            .set_randomized_election_timeout(timeout as usize);
     }
 
     /// Admission of a new proposal (etcd's limits on apply lag and waiting proposals).
@@ -391,7 +425,7 @@ impl<D: LogDir> Replica<D> {
         }
         self.proposals.hold(held);
         if let Some(context) = self.reads.start_round(self.raw.raft.leader_id) {
-            self.raw.read_index(context_bytes(context));
+            self.raw.read_index(self.reads.context_bytes(context));
         }
     }
 
@@ -402,7 +436,8 @@ impl<D: LogDir> Replica<D> {
             return;
         }
         for context in self.reads.reissue(self.raw.raft.leader_id) {
-            self.raw.read_index(context_bytes(context));
+            let bytes = self.reads.context_bytes(context);
+            self.raw.read_index(bytes);
         }
     }
 
@@ -530,6 +565,7 @@ impl<D: LogDir> Replica<D> {
         }
         self.persistence
             .push(number, later, turn.hard_state, installs_snapshot);
+        self.after_input();
         number
     }
 
@@ -613,6 +649,7 @@ impl<D: LogDir> Replica<D> {
         }
         .map_err(|e| ServerError::Internal(format!("conf change: {e}")))?;
         self.raw.store().set_conf_state(conf_state);
+        self.after_input();
         Ok(())
     }
 

@@ -1,0 +1,439 @@
+//! One simulated member: the real replica over the real log on a simulated disk, applying
+//! committed entries to the real MVCC keyspace (`mvcc::sharded`: the shards, `exec` and the
+//! lessor arranged in one place, as the threaded server must behave), with the shell's duties
+//! done by the simulation: staging and syncing the log, answering callers, serving reads.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::executor::block_on;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+
+use super::Bug;
+use crate::api::error::ServerError;
+use crate::api::native::{self, Request};
+use crate::members::{Member, Members};
+use crate::mvcc::request::{RangeRequest, WriteRequest, WriteResponse};
+use crate::mvcc::sharded::ShardedKv;
+use crate::replica::entry::{decode_proposal, encode_proposal, ProposalId};
+use crate::replica::proposals::{Proposal, Waiting};
+use crate::replica::storage::LogStorage;
+use crate::replica::{Input, Outputs, Replica, ReplicaConfig};
+use crate::wal::sim::{SimDir, SimDisk};
+use crate::wal::{StagedAppend, Wal, WalOptions};
+
+/// Ticks without a leader before an election.
+pub const ELECTION_TICKS: usize = 10;
+
+/// etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+
+/// Who asked: a client's operation, by its token.
+pub type Caller = u64;
+
+/// What a member answers a caller.
+#[derive(Debug)]
+pub enum Answer {
+    /// A write was applied: its response.
+    Written(Result<WriteResponse, ServerError>),
+    /// A linearizable read: the pairs of the range.
+    Read(Result<crate::mvcc::request::RangeResponse, ServerError>),
+}
+
+/// An entry applied, for the checkers: (index, term, data digest) and the revision after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedEntry {
+    pub index: u64,
+    pub term: u64,
+    pub digest: u64,
+    pub revision: i64,
+}
+
+/// What a member did in one pump, for the simulation to carry out.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Messages to send.
+    pub send: Vec<Message>,
+    /// Answers to callers.
+    pub answers: Vec<(Caller, Answer)>,
+    /// Entries applied, in order.
+    pub applied: Vec<AppliedEntry>,
+    /// True when a log sync is now pending and none was scheduled.
+    pub wants_sync: bool,
+    /// The term this member led in, if it leads now.
+    pub leading: Option<u64>,
+}
+
+/// A running member.
+pub struct SimMember {
+    id: u64,
+    disk: SimDisk,
+    wal: Rc<Wal<SimDir>>,
+    replica: Replica<SimDir>,
+    kv: ShardedKv,
+    nonce: u64,
+    next_number: u64,
+    writes: BTreeMap<u64, Caller>,
+    reads: BTreeMap<u64, (Caller, RangeRequest)>,
+    /// Reads whose index is known, waiting for apply to reach it.
+    read_waits: Vec<(u64, Caller, RangeRequest)>,
+    /// Staged appends not yet synced, with their Ready numbers, oldest first.
+    unsynced: Vec<(u64, StagedAppend)>,
+    sync_scheduled: bool,
+    /// `ApplyBeforeCommit`: entries applied when staged, up to this index.
+    applied_early: u64,
+    bug: Option<Bug>,
+}
+
+/// The log's options in the simulation: small segments, so rolls happen.
+pub fn wal_options() -> WalOptions {
+    WalOptions {
+        segment_size: 256 * 1024,
+        max_entry_bytes: 64 * 1024,
+        create_if_missing: true,
+        abort_on_sync_failure: false,
+        recent_window_bytes: 16 * 1024,
+    }
+}
+
+/// The bootstrap registry of a cluster of `count` members, IDs 1 to `count`.
+pub fn bootstrap(count: u64) -> Members {
+    Members::new(
+        (1..=count).map(|id| Member {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![format!("http://sim-{id}:2380")],
+            client_urls: vec![format!("http://sim-{id}:2379")],
+            is_learner: false,
+        }),
+        Default::default(),
+    )
+}
+
+fn digest(data: &[u8]) -> u64 {
+    // FNV-1a: stable across runs and builds, which the checkers compare.
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl SimMember {
+    /// Starts member `id` of `count` on `disk` (empty, or what a crash left), its randomness
+    /// from `seed`.
+    pub fn start(
+        id: u64,
+        count: u64,
+        disk: SimDisk,
+        seed: u64,
+        heartbeat: Duration,
+        bug: Option<Bug>,
+    ) -> Result<SimMember, String> {
+        let wal = Rc::new(
+            block_on(Wal::open(disk.dir(), wal_options())).map_err(|e| format!("log: {e}"))?,
+        );
+        let members = bootstrap(count);
+        let (voters, learners) = members.voters_and_learners();
+        let conf_state = raft::eraftpb::ConfState {
+            voters,
+            learners,
+            ..Default::default()
+        };
+        let storage = LogStorage::new(wal.clone(), conf_state, 0);
+        let replica = Replica::new(
+            ReplicaConfig {
+                member_id: id,
+                election_ticks: ELECTION_TICKS,
+                election_timeout: heartbeat * ELECTION_TICKS as u32,
+                pre_vote: true,
+                seed,
+            },
+            storage,
+            members,
+            0,
+            wal.hard_state(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(SimMember {
+            id,
+            disk,
+            wal,
+            replica,
+            kv: ShardedKv::new(2),
+            nonce: seed,
+            next_number: 1,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            read_waits: Vec::new(),
+            unsynced: Vec::new(),
+            sync_scheduled: false,
+            applied_early: 0,
+            bug,
+        })
+    }
+
+    /// Its disk.
+    pub fn disk(&self) -> &SimDisk {
+        &self.disk
+    }
+
+    /// Its keyspace as applied.
+    pub fn kv(&self) -> &ShardedKv {
+        &self.kv
+    }
+
+    /// The replica, to read.
+    pub fn replica(&self) -> &Replica<SimDir> {
+        &self.replica
+    }
+
+    /// Feeds the replica an input.
+    pub fn step(&mut self, now: Instant, input: Input) {
+        self.replica.step(now, input);
+    }
+
+    /// A caller's write.
+    pub fn write(
+        &mut self,
+        now: Instant,
+        caller: Caller,
+        request: &WriteRequest,
+    ) -> Option<Answer> {
+        if let Err(error) = self.replica.admit() {
+            return Some(Answer::Written(Err(error)));
+        }
+        let sequence = self.next_number;
+        self.next_number += 1;
+        let id = ProposalId {
+            proposer: self.id,
+            nonce: self.nonce,
+            sequence,
+        };
+        let frame = native::encode_request(0, &Request::Write(request.clone()));
+        self.writes.insert(sequence, caller);
+        self.replica.step(
+            now,
+            Input::Propose(Waiting {
+                sequence,
+                proposal: Proposal::Entry(encode_proposal(id, None, &frame)),
+                queued_at: now,
+            }),
+        );
+        None
+    }
+
+    /// A caller's linearizable read.
+    pub fn read(&mut self, now: Instant, caller: Caller, request: RangeRequest) -> Option<Answer> {
+        if self.bug == Some(Bug::ReadWithoutReadIndex) {
+            return Some(Answer::Read(self.kv.range(&request).map_err(Into::into)));
+        }
+        let reader = self.next_number;
+        self.next_number += 1;
+        self.reads.insert(reader, (caller, request));
+        self.replica.step(now, Input::Read(reader));
+        None
+    }
+
+    /// A caller gave up on a write.
+    pub fn withdraw(&mut self, now: Instant, caller: Caller) {
+        let gone: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, c)| **c == caller)
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        for sequence in gone {
+            self.writes.remove(&sequence);
+            self.replica.step(now, Input::Withdraw(sequence));
+        }
+        let readers: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, (c, _))| *c == caller)
+            .map(|(reader, _)| *reader)
+            .collect();
+        for reader in &readers {
+            self.reads.remove(reader);
+        }
+        self.read_waits.retain(|(_, c, _)| *c != caller);
+        if !readers.is_empty() {
+            self.replica.step(now, Input::WithdrawReads(readers));
+        }
+    }
+
+    /// The log syncs what is staged: every pending Ready becomes durable (group commit), or
+    /// the sync fails and the member must stop.
+    pub fn sync(&mut self, now: Instant) -> Result<(), String> {
+        self.sync_scheduled = false;
+        for (number, staged) in std::mem::take(&mut self.unsynced) {
+            block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
+            if self.bug != Some(Bug::AckBeforeSync) {
+                self.replica.step(now, Input::Persisted(number));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the replica until it has nothing more to do now: hands off queued work, runs
+    /// every Ready turn, applies, stages. A log error stops the member.
+    pub fn pump(&mut self, now: Instant) -> Result<Effects, String> {
+        let mut effects = Effects::default();
+        self.replica.step(now, Input::HandOff);
+        self.carry_out(&mut effects);
+        while let Some(mut turn) = self.replica.begin_turn(now) {
+            if turn.snapshot().is_some() {
+                return Err("a snapshot was sent, but no member compacts its log here".into());
+            }
+            let committed = self.replica.take_committed(&mut turn);
+            self.apply(committed, &mut effects)?;
+            let plan = self
+                .replica
+                .persist_plan(&mut turn)
+                .map_err(|e| e.to_string())?;
+            let mut staged = None;
+            if let Some(plan) = plan {
+                if self.bug == Some(Bug::ApplyBeforeCommit) {
+                    self.apply_early(&plan.entries, &mut effects);
+                }
+                staged = self
+                    .wal
+                    .stage_append(&plan.entries, plan.hard_state)
+                    .map_err(|e| format!("log: {e}"))?;
+            }
+            let number = self.replica.end_turn(turn, now);
+            match staged {
+                Some(staged) => {
+                    self.unsynced.push((number, staged));
+                    if self.bug == Some(Bug::AckBeforeSync) {
+                        self.replica.step(now, Input::Persisted(number));
+                    }
+                    if !self.sync_scheduled {
+                        self.sync_scheduled = true;
+                        effects.wants_sync = true;
+                    }
+                }
+                None => self.replica.step(now, Input::Persisted(number)),
+            }
+            self.carry_out(&mut effects);
+        }
+        self.serve_reads(&mut effects);
+        if self.replica.is_leader() {
+            effects.leading = Some(self.replica.term());
+        }
+        Ok(effects)
+    }
+
+    fn carry_out(&mut self, effects: &mut Effects) {
+        let Outputs {
+            send,
+            refused,
+            reads_ready,
+            reads_failed,
+            ..
+        } = self.replica.take_outputs();
+        effects.send.extend(send);
+        for (sequence, error) in refused {
+            if let Some(caller) = self.writes.remove(&sequence) {
+                effects.answers.push((caller, Answer::Written(Err(error))));
+            }
+        }
+        for (reader, index) in reads_ready {
+            if let Some((caller, request)) = self.reads.remove(&reader) {
+                self.read_waits.push((index, caller, request));
+            }
+        }
+        for (reader, error) in reads_failed {
+            if let Some((caller, _)) = self.reads.remove(&reader) {
+                effects.answers.push((caller, Answer::Read(Err(error))));
+            }
+        }
+    }
+
+    fn serve_reads(&mut self, effects: &mut Effects) {
+        let applied = self.replica.applied();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_waits)
+            .into_iter()
+            .partition(|(index, _, _)| *index <= applied);
+        self.read_waits = waiting;
+        for (_, caller, request) in ready {
+            let answer = self.kv.range(&request).map_err(Into::into);
+            effects.answers.push((caller, Answer::Read(answer)));
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, effects: &mut Effects) -> Result<(), String> {
+        for entry in entries {
+            if entry.index > self.applied_early {
+                match entry.entry_type {
+                    EntryType::EntryNormal => self.apply_data(&entry.data, effects),
+                    EntryType::EntryConfChange => {
+                        let change: ConfChange =
+                            protobuf::Message::parse_from_bytes(&entry.data)
+                                .map_err(|e| format!("conf change {}: {e}", entry.index))?;
+                        self.replica
+                            .apply_member_change(change)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
+                            .map_err(|e| format!("conf change {}: {e}", entry.index))?;
+                        self.replica
+                            .apply_conf_change(Ok(change))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                effects.applied.push(AppliedEntry {
+                    index: entry.index,
+                    term: entry.term,
+                    digest: digest(&entry.data),
+                    revision: self.kv.current_revision(),
+                });
+            }
+            self.replica
+                .applied_entry(entry.index, entry.data.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// `ApplyBeforeCommit`: the injected bug applies entries as soon as they are staged.
+    fn apply_early(&mut self, entries: &[crate::wal::LogEntry], effects: &mut Effects) {
+        for entry in entries {
+            if entry.index <= self.applied_early || entry.payload.is_empty() {
+                continue;
+            }
+            if entry.kind == crate::wal::EntryKind::Normal {
+                self.apply_data(&entry.payload, effects);
+                self.applied_early = entry.index;
+                effects.applied.push(AppliedEntry {
+                    index: entry.index,
+                    term: entry.term,
+                    digest: digest(&entry.payload),
+                    revision: self.kv.current_revision(),
+                });
+            }
+        }
+    }
+
+    fn apply_data(&mut self, data: &Bytes, effects: &mut Effects) {
+        if data.is_empty() {
+            return; // a new leader's empty entry
+        }
+        let Some(proposal) = decode_proposal(data) else {
+            return;
+        };
+        let result = match native::decode_request(&proposal.frame) {
+            Ok((_, Request::Write(request))) => self
+                .kv
+                .write(&request, MAX_TXN_OPS)
+                .map_err(ServerError::from),
+            _ => Err(ServerError::Internal("malformed log entry".into())),
+        };
+        let id = proposal.id;
+        if id.proposer == self.id && id.nonce == self.nonce {
+            if let Some(caller) = self.writes.remove(&id.sequence) {
+                effects.answers.push((caller, Answer::Written(result)));
+            }
+        }
+    }
+}

@@ -1,0 +1,936 @@
+//! A seeded, deterministic simulation of a whole cluster: N members running the real replica
+//! over the real log on simulated disks, applying to the real MVCC keyspace, over a simulated
+//! network, on a simulated clock, with clients issuing puts, reads and compare-and-swaps, and a
+//! nemesis injecting faults. One thread, one seed: a failing seed replays exactly.
+//!
+//! ```text
+//!   events (time, order) ─▶ Tick(m) │ Deliver(m, msg) │ Synced(m) │ Client(c) │ Nemesis │ Restart(m)
+//!            │                                          ▲
+//!            ▼                                          │ new events: messages with their
+//!   member m: step input ─▶ pump (HandOff, Ready turns: │ delays, syncs after a latency,
+//!             apply, stage) ─▶ effects ─────────────────┘ answers to clients
+//!   checkers, as it runs: one leader per term; an index applied anywhere holds the same entry
+//!             and leads to the same revision everywhere
+//!   at the end: faults stop, the network heals, every member runs; every client reads every
+//!             key; the whole history must be linearizable
+//! ```
+//!
+//! Faults: messages dropped, duplicated (all but forwarded proposals, which lode's TCP
+//! transport never repeats), delayed and reordered; links cut one way or both
+//! (a member isolated, the cluster split); members crashed and restarted from what their disk
+//! kept (only synced bytes, every write, or torn sectors); a disk dying mid-write; fsync
+//! failing; slow fsyncs (beyond the election timeout, now and then); the whole cluster losing
+//! power at once.
+
+pub mod member;
+pub mod network;
+pub mod workload;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::Message;
+
+use self::member::{Answer, Caller, SimMember};
+use self::network::{Fate, Network, NetworkFaults};
+use self::workload::{operation, Call, ClientOp, Told, KEYS};
+use crate::linearize::{self, Operation, Verdict};
+use crate::replica::random::Random;
+use crate::replica::Input;
+use crate::wal::sim::{CrashModel, SimDisk};
+
+/// A bug the simulation can inject, to prove its checkers catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Tell Raft a write is durable before the log synced it.
+    AckBeforeSync,
+    /// Serve linearizable reads from local state, without a ReadIndex round.
+    ReadWithoutReadIndex,
+    /// Apply entries when they are staged, before they are committed.
+    ApplyBeforeCommit,
+}
+
+impl std::str::FromStr for Bug {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Bug, String> {
+        match text {
+            "ack-before-sync" => Ok(Bug::AckBeforeSync),
+            "read-without-read-index" => Ok(Bug::ReadWithoutReadIndex),
+            "apply-before-commit" => Ok(Bug::ApplyBeforeCommit),
+            other => Err(format!(
+                "unknown bug {other:?}: ack-before-sync, read-without-read-index or \
+                 apply-before-commit"
+            )),
+        }
+    }
+}
+
+/// Which kinds of fault the simulation injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultKinds {
+    /// Messages dropped, duplicated, delayed past others.
+    pub network: bool,
+    /// Links cut: a member isolated, one direction cut, the cluster split.
+    pub partitions: bool,
+    /// A member crashing and restarting from what its disk kept.
+    pub crashes: bool,
+    /// Every member crashing at once.
+    pub power_cuts: bool,
+    /// A disk dying mid-write, fsync failing.
+    pub disks: bool,
+    /// Slow fsyncs, some beyond the election timeout.
+    pub slow_syncs: bool,
+}
+
+impl FaultKinds {
+    /// Every kind.
+    pub const ALL: FaultKinds = FaultKinds {
+        network: true,
+        partitions: true,
+        crashes: true,
+        power_cuts: true,
+        disks: true,
+        slow_syncs: true,
+    };
+
+    /// None.
+    pub const NONE: FaultKinds = FaultKinds {
+        network: false,
+        partitions: false,
+        crashes: false,
+        power_cuts: false,
+        disks: false,
+        slow_syncs: false,
+    };
+
+    /// Parses a comma-separated list of `network`, `partitions`, `crashes`, `power-cuts`,
+    /// `disks`, `slow-syncs`, or `all` / `none`.
+    pub fn parse(text: &str) -> Result<FaultKinds, String> {
+        let mut kinds = FaultKinds::NONE;
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => kinds = FaultKinds::ALL,
+                "none" => {}
+                "network" => kinds.network = true,
+                "partitions" => kinds.partitions = true,
+                "crashes" => kinds.crashes = true,
+                "power-cuts" => kinds.power_cuts = true,
+                "disks" => kinds.disks = true,
+                "slow-syncs" => kinds.slow_syncs = true,
+                other => {
+                    return Err(format!(
+                        "unknown fault kind {other:?}: network, partitions, crashes, \
+                         power-cuts, disks, slow-syncs, all or none"
+                    ))
+                }
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+/// How a simulation runs.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// The seed: everything follows from it.
+    pub seed: u64,
+    /// Members of the cluster.
+    pub members: u64,
+    /// Clients.
+    pub clients: u64,
+    /// Simulated time with faults, before the final check.
+    pub duration: Duration,
+    /// The faults injected.
+    pub faults: FaultKinds,
+    /// An injected bug.
+    pub bug: Option<Bug>,
+    /// Keep every line of the trace (otherwise only the last ones, shown on failure).
+    pub trace: bool,
+    /// On a linearizability failure, search for a small set of operations that shows it
+    /// (costly: for replaying one seed, not for running many).
+    pub explain: bool,
+}
+
+impl SimOptions {
+    /// A run of `seed` with the usual shape: 3 or 5 members, 3 to 6 clients, 20 simulated
+    /// seconds, faults on.
+    pub fn for_seed(seed: u64) -> SimOptions {
+        let mut random = Random::new(seed ^ 0x51_u64);
+        SimOptions {
+            seed,
+            members: if random.chance(1, 4) { 5 } else { 3 },
+            clients: random.below(3, 7),
+            duration: Duration::from_secs(20),
+            faults: FaultKinds::ALL,
+            bug: None,
+            trace: false,
+            explain: false,
+        }
+    }
+}
+
+/// Faults injected during a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    pub messages_late: u64,
+    pub partitions: u64,
+    pub crashes: u64,
+    pub power_cuts: u64,
+    pub disk_deaths: u64,
+    pub sync_failures: u64,
+    pub slow_syncs: u64,
+}
+
+impl FaultCounts {
+    /// Every fault, summed.
+    pub fn total(&self) -> u64 {
+        self.messages_dropped
+            + self.messages_duplicated
+            + self.messages_late
+            + self.partitions
+            + self.crashes
+            + self.power_cuts
+            + self.disk_deaths
+            + self.sync_failures
+            + self.slow_syncs
+    }
+}
+
+/// What a run did and found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub members: u64,
+    pub simulated: Duration,
+    pub faults: FaultCounts,
+    /// Client operations answered (or given up on).
+    pub operations: u64,
+    /// Highest index applied by any member.
+    pub applied: u64,
+    /// Distinct terms with a leader.
+    pub leaders: u64,
+    /// The first violation found, with the end of the trace.
+    pub failure: Option<String>,
+    /// The trace (every line with `trace`, else the last ones).
+    pub trace: Vec<String>,
+}
+
+/// Lines of trace kept when not keeping all.
+const TRACE_TAIL: usize = 400;
+
+/// The heartbeat interval (a tick).
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// How long a client waits for an answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the cluster has, once healed, to answer every final read.
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+enum Event {
+    Tick(u64),
+    Deliver(u64, Box<Message>),
+    Synced(u64, u64),
+    Client(u64),
+    ClientTimeout(u64, Caller),
+    Nemesis,
+    Restart(u64),
+    /// Every cut link works again (a partition ends).
+    Reconnect,
+    Heal,
+}
+
+/// A member slot: running, or down since a crash.
+struct Slot {
+    member: Option<SimMember>,
+    disk: SimDisk,
+    incarnation: u64,
+}
+
+/// A client's operation in flight.
+struct InFlight {
+    caller: Caller,
+    op: ClientOp,
+    call: u64,
+    member: u64,
+}
+
+struct Client {
+    count: u64,
+    seen: Vec<Option<Vec<u8>>>,
+    in_flight: Option<InFlight>,
+    /// Keys still to read in the final check.
+    final_reads: VecDeque<u64>,
+}
+
+/// One simulation run.
+pub struct Simulation {
+    options: SimOptions,
+    random: Random,
+    base: Instant,
+    now: Duration,
+    order: u64,
+    events: BinaryHeap<Reverse<(Duration, u64, u64)>>,
+    payloads: BTreeMap<u64, Event>,
+    slots: Vec<Slot>,
+    network: Network,
+    clients: Vec<Client>,
+    next_caller: Caller,
+    history: Vec<Operation>,
+    faults: FaultCounts,
+    operations: u64,
+    /// Leader of each term seen.
+    leaders: BTreeMap<u64, u64>,
+    /// Each index applied anywhere: (term, digest, revision after it), from the first member
+    /// that applied it.
+    applied: BTreeMap<u64, (u64, u64, i64, u64)>,
+    failure: Option<String>,
+    trace: VecDeque<String>,
+    settling: bool,
+}
+
+impl Simulation {
+    /// A simulation set up as `options` says.
+    pub fn new(options: SimOptions) -> Simulation {
+        let random = Random::new(options.seed);
+        let network = Network::new(if options.faults.network {
+            NetworkFaults::rough()
+        } else {
+            NetworkFaults::calm()
+        });
+        let clients = (0..options.clients)
+            .map(|_| Client {
+                count: 0,
+                seen: vec![None; KEYS as usize],
+                in_flight: None,
+                final_reads: VecDeque::new(),
+            })
+            .collect();
+        Simulation {
+            random,
+            base: Instant::now(),
+            now: Duration::ZERO,
+            order: 0,
+            events: BinaryHeap::new(),
+            payloads: BTreeMap::new(),
+            slots: Vec::new(),
+            network,
+            clients,
+            next_caller: 1,
+            history: Vec::new(),
+            faults: FaultCounts::default(),
+            operations: 0,
+            leaders: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            failure: None,
+            trace: VecDeque::new(),
+            settling: false,
+            options,
+        }
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + self.now
+    }
+
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        let line = format!("{:>10.3}ms {}", self.now.as_secs_f64() * 1000.0, line());
+        self.trace.push_back(line);
+        if !self.options.trace && self.trace.len() > TRACE_TAIL {
+            self.trace.pop_front();
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.failure.is_none() {
+            self.log(|| format!("FAILED: {what}"));
+            self.failure = Some(what);
+        }
+    }
+
+    fn schedule(&mut self, after: Duration, event: Event) {
+        let order = self.order;
+        self.order += 1;
+        self.events.push(Reverse((self.now + after, order, order)));
+        self.payloads.insert(order, event);
+    }
+
+    fn member_ids(&self) -> Vec<u64> {
+        (1..=self.options.members).collect()
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Report {
+        let count = self.options.members;
+        for id in 1..=count {
+            let disk = SimDisk::new();
+            self.slots.push(Slot {
+                member: None,
+                disk,
+                incarnation: 0,
+            });
+            self.start_member(id);
+            // Ticks start out of step, as members' clocks do.
+            let offset = Duration::from_millis(self.random.below(0, 100));
+            self.schedule(offset, Event::Tick(id));
+        }
+        for client in 0..self.options.clients {
+            let think = Duration::from_millis(self.random.below(0, 50));
+            self.schedule(think, Event::Client(client));
+        }
+        let kinds = self.options.faults;
+        if kinds.partitions || kinds.crashes || kinds.power_cuts {
+            self.schedule(Duration::from_millis(500), Event::Nemesis);
+        }
+        self.schedule(self.options.duration, Event::Heal);
+        let deadline = self.options.duration + SETTLE;
+        while let Some(Reverse((at, _, order))) = self.events.pop() {
+            if self.failure.is_some() || at > deadline {
+                break;
+            }
+            self.now = at;
+            let Some(event) = self.payloads.remove(&order) else {
+                continue;
+            };
+            self.handle(event);
+            if self.settling
+                && self
+                    .clients
+                    .iter()
+                    .all(|c| c.final_reads.is_empty() && c.in_flight.is_none())
+            {
+                break;
+            }
+        }
+        if self.failure.is_none() {
+            self.final_check();
+        }
+        self.report()
+    }
+
+    fn report(self) -> Report {
+        let applied = self.applied.keys().next_back().copied().unwrap_or(0);
+        Report {
+            seed: self.options.seed,
+            members: self.options.members,
+            simulated: self.now,
+            faults: self.faults,
+            operations: self.operations,
+            applied,
+            leaders: self.leaders.len() as u64,
+            failure: self.failure,
+            trace: self.trace.into_iter().collect(),
+        }
+    }
+
+    fn final_check(&mut self) {
+        if self
+            .clients
+            .iter()
+            .any(|c| !c.final_reads.is_empty() || c.in_flight.is_some())
+        {
+            self.fail(format!(
+                "no progress: {SETTLE:?} after every fault was healed, final reads are still \
+                 unanswered"
+            ));
+            return;
+        }
+        match linearize::check(&self.history) {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable(found) => {
+                if !self.options.explain {
+                    self.fail(format!(
+                        "history not linearizable ({} operations on keys that share them admit \
+                         no order; replay the seed for a smaller set)",
+                        found.operations.len()
+                    ));
+                    return;
+                }
+                let witness = linearize::minimize(&self.history);
+                let ops: Vec<String> = witness.iter().map(describe).collect();
+                self.fail(format!(
+                    "history not linearizable; these operations admit no order:\n  {}",
+                    ops.join("\n  ")
+                ));
+            }
+            Verdict::Undecided => {
+                self.log(|| "the linearizability search gave up (undecided)".into());
+            }
+        }
+    }
+
+    fn start_member(&mut self, id: u64) {
+        let slot = &mut self.slots[(id - 1) as usize];
+        slot.incarnation += 1;
+        let seed = self.options.seed ^ (id << 48) ^ (slot.incarnation << 32);
+        match SimMember::start(
+            id,
+            self.options.members,
+            slot.disk.clone(),
+            seed,
+            HEARTBEAT,
+            self.options.bug,
+        ) {
+            Ok(member) => {
+                slot.member = Some(member);
+                self.log(|| format!("m{id} starts"));
+                self.pump(id);
+            }
+            Err(error) => self.fail(format!("m{id} cannot restart from its disk: {error}")),
+        }
+    }
+
+    /// Crashes member `id`: what its disk kept is decided by `model`.
+    fn crash(&mut self, id: u64, model: CrashModel) {
+        let slot = &mut self.slots[(id - 1) as usize];
+        let Some(member) = slot.member.take() else {
+            return;
+        };
+        slot.disk = member.disk().crash_image(model);
+        slot.incarnation += 1;
+        self.log(|| format!("m{id} crashes ({model:?})"));
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick(id) => {
+                self.schedule(HEARTBEAT, Event::Tick(id));
+                self.step(id, Input::Tick);
+            }
+            Event::Deliver(to, message) => self.step(to, Input::Peer(*message)),
+            Event::Synced(id, incarnation) => self.synced(id, incarnation),
+            Event::Client(client) => self.client_next(client),
+            Event::ClientTimeout(client, caller) => self.client_timeout(client, caller),
+            Event::Nemesis => self.nemesis(),
+            Event::Restart(id) => {
+                if self.slots[(id - 1) as usize].member.is_none() {
+                    self.start_member(id);
+                }
+            }
+            Event::Reconnect => {
+                if self.network.is_partitioned() {
+                    self.log(|| "network healed".into());
+                }
+                self.network.heal();
+            }
+            Event::Heal => self.heal(),
+        }
+    }
+
+    fn step(&mut self, id: u64, input: Input) {
+        let now = self.instant();
+        let Some(member) = self.slots[(id - 1) as usize].member.as_mut() else {
+            return;
+        };
+        member.step(now, input);
+        self.pump(id);
+    }
+
+    /// Runs member `id` until it is idle and carries out what it did.
+    fn pump(&mut self, id: u64) {
+        let now = self.instant();
+        let Some(member) = self.slots[(id - 1) as usize].member.as_mut() else {
+            return;
+        };
+        let effects = match member.pump(now) {
+            Ok(effects) => effects,
+            Err(error) => {
+                self.log(|| format!("m{id} stops: {error}"));
+                self.crash(id, CrashModel::SyncedOnly);
+                self.schedule_restart(id);
+                return;
+            }
+        };
+        if let Some(term) = effects.leading {
+            match self.leaders.get(&term) {
+                Some(leader) if *leader != id => {
+                    self.fail(format!("two leaders in term {term}: m{leader} and m{id}"));
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(term, id);
+                    self.log(|| format!("m{id} leads in term {term}"));
+                }
+            }
+        }
+        for entry in effects.applied {
+            match self.applied.get(&entry.index) {
+                None => {
+                    self.applied
+                        .insert(entry.index, (entry.term, entry.digest, entry.revision, id));
+                }
+                Some(&(term, digest, revision, first)) => {
+                    if (term, digest) != (entry.term, entry.digest) {
+                        self.fail(format!(
+                            "index {} applied as term {} on m{first} but term {} (another \
+                             entry) on m{id}: a committed entry changed",
+                            entry.index, term, entry.term
+                        ));
+                    } else if revision != entry.revision {
+                        self.fail(format!(
+                            "index {} left revision {revision} on m{first} but {} on m{id}",
+                            entry.index, entry.revision
+                        ));
+                    }
+                }
+            }
+        }
+        if effects.wants_sync {
+            let incarnation = self.slots[(id - 1) as usize].incarnation;
+            let latency = self.sync_latency();
+            self.schedule(latency, Event::Synced(id, incarnation));
+        }
+        for message in effects.send {
+            self.send(id, message);
+        }
+        for (caller, answer) in effects.answers {
+            self.answer(caller, answer);
+        }
+    }
+
+    fn sync_latency(&mut self) -> Duration {
+        if self.options.faults.slow_syncs && self.random.chance(3, 100) {
+            self.faults.slow_syncs += 1;
+            // Now and then longer than the election timeout.
+            return Duration::from_millis(self.random.below(50, 2_500));
+        }
+        Duration::from_micros(self.random.below(100, 2_000))
+    }
+
+    fn synced(&mut self, id: u64, incarnation: u64) {
+        let slot = &mut self.slots[(id - 1) as usize];
+        if slot.incarnation != incarnation {
+            return;
+        }
+        let Some(member) = slot.member.as_mut() else {
+            return;
+        };
+        if self.options.faults.disks && !self.settling {
+            let disk = member.disk().clone();
+            if self.random.chance(1, 400) {
+                disk.die_before(disk.operations() + self.random.below(0, 3));
+                self.faults.disk_deaths += 1;
+            } else if self.random.chance(1, 400) {
+                disk.fail_sync_at(disk.operations() + self.random.below(0, 3));
+                self.faults.sync_failures += 1;
+            }
+        }
+        let now = self.instant();
+        let Some(member) = self.slots[(id - 1) as usize].member.as_mut() else {
+            return;
+        };
+        if let Err(error) = member.sync(now) {
+            self.log(|| format!("m{id} stops: {error}"));
+            let model = CrashModel::Torn(self.random.next_u64());
+            self.crash(id, model);
+            self.schedule_restart(id);
+            return;
+        }
+        self.pump(id);
+    }
+
+    fn schedule_restart(&mut self, id: u64) {
+        let after = Duration::from_millis(self.random.below(50, 3_000));
+        self.schedule(after, Event::Restart(id));
+    }
+
+    fn send(&mut self, from: u64, message: Message) {
+        let to = message.to;
+        // A proposal a follower forwards to the leader is never delivered twice: lode's
+        // transport is one TCP stream per peer and direction, and Raft cannot tell a repeated
+        // proposal from a new one (appended twice, it applies twice, in etcd too). Every other
+        // message may be: Raft must shrug off repeats.
+        let duplicable = message.get_msg_type() != raft::eraftpb::MessageType::MsgPropose;
+        match self.network.send(&mut self.random, from, to, duplicable) {
+            Fate::Lost { cut } => {
+                if !cut {
+                    self.faults.messages_dropped += 1;
+                }
+            }
+            Fate::Delivered(delays) => {
+                if delays.len() > 1 {
+                    self.faults.messages_duplicated += 1;
+                }
+                for delay in delays {
+                    if delay > Duration::from_millis(10) {
+                        self.faults.messages_late += 1;
+                    }
+                    self.schedule(delay, Event::Deliver(to, Box::new(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn nemesis(&mut self) {
+        if self.settling {
+            return;
+        }
+        let next = Duration::from_millis(self.random.below(300, 3_000));
+        self.schedule(next, Event::Nemesis);
+        let members = self.member_ids();
+        let pick = self.random.below(1, self.options.members + 1);
+        let partition_ends = Duration::from_millis(self.random.below(300, 5_000));
+        match self.random.below(0, 100) {
+            0..=24 if self.options.faults.crashes => {
+                let model = match self.random.below(0, 3) {
+                    0 => CrashModel::SyncedOnly,
+                    1 => CrashModel::AllWritten,
+                    _ => CrashModel::Torn(self.random.next_u64()),
+                };
+                if self.slots[(pick - 1) as usize].member.is_some() {
+                    self.faults.crashes += 1;
+                    self.crash(pick, model);
+                    self.schedule_restart(pick);
+                }
+            }
+            25..=27 if self.options.faults.power_cuts => {
+                self.faults.power_cuts += 1;
+                self.log(|| "power cut: every member crashes".into());
+                for id in members {
+                    let model = CrashModel::Torn(self.random.next_u64());
+                    self.crash(id, model);
+                    self.schedule_restart(id);
+                }
+            }
+            28..=49 if self.options.faults.partitions => {
+                self.faults.partitions += 1;
+                self.log(|| format!("m{pick} isolated"));
+                self.network.isolate(&[pick], &members);
+                self.schedule(partition_ends, Event::Reconnect);
+            }
+            50..=64 if self.options.faults.partitions => {
+                self.faults.partitions += 1;
+                let other = members[(pick as usize) % members.len()];
+                self.log(|| format!("link m{pick} -> m{other} cut"));
+                self.network.cut(pick, other);
+                self.schedule(partition_ends, Event::Reconnect);
+            }
+            65..=79 if self.options.faults.partitions => {
+                self.faults.partitions += 1;
+                let minority: Vec<u64> = members
+                    .iter()
+                    .copied()
+                    .filter(|_| self.random.chance(1, 2))
+                    .take((members.len() - 1) / 2)
+                    .collect();
+                self.log(|| format!("split: {minority:?} from the rest"));
+                self.network.isolate(&minority, &members);
+                self.schedule(partition_ends, Event::Reconnect);
+            }
+            _ => {
+                if self.network.is_partitioned() {
+                    self.log(|| "network healed".into());
+                }
+                self.network.heal();
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.log(|| "faults end: the network heals, every member runs, final reads begin".into());
+        self.settling = true;
+        self.network.heal();
+        for id in self.member_ids() {
+            if self.slots[(id - 1) as usize].member.is_none() {
+                self.start_member(id);
+            }
+        }
+        for client in &mut self.clients {
+            client.final_reads = (0..KEYS).collect();
+        }
+        for client in 0..self.options.clients {
+            if self.clients[client as usize].in_flight.is_none() {
+                self.schedule(Duration::ZERO, Event::Client(client));
+            }
+        }
+    }
+
+    fn client_next(&mut self, client: u64) {
+        let state = &mut self.clients[client as usize];
+        if state.in_flight.is_some() {
+            return;
+        }
+        let op = if self.settling {
+            match state.final_reads.pop_front() {
+                Some(k) => ClientOp::Get {
+                    key: format!("k{k}").into_bytes(),
+                },
+                None => return,
+            }
+        } else {
+            state.count += 1;
+            let (count, seen) = (state.count, state.seen.clone());
+            ClientOp::random(&mut self.random, client, count, &seen)
+        };
+        let member = self.random.below(1, self.options.members + 1);
+        let caller = self.next_caller;
+        self.next_caller += 1;
+        let call = self.now.as_nanos() as u64;
+        let now = self.instant();
+        self.log(|| format!("client {client} -> m{member}: {op:?}"));
+        let answer = match self.slots[(member - 1) as usize].member.as_mut() {
+            // Connection refused: the operation never happened; try another member soon.
+            None => {
+                if self.settling {
+                    if let ClientOp::Get { key } = &op {
+                        let k = key[1] - b'0';
+                        self.clients[client as usize]
+                            .final_reads
+                            .push_front(u64::from(k));
+                    }
+                }
+                let retry = Duration::from_millis(self.random.below(10, 100));
+                self.schedule(retry, Event::Client(client));
+                return;
+            }
+            Some(running) => match op.request() {
+                Call::Write(write) => running.write(now, caller, &write),
+                Call::Read(read) => running.read(now, caller, read),
+            },
+        };
+        self.clients[client as usize].in_flight = Some(InFlight {
+            caller,
+            op,
+            call,
+            member,
+        });
+        self.schedule(CLIENT_TIMEOUT, Event::ClientTimeout(client, caller));
+        match answer {
+            Some(answer) => self.answer(caller, answer),
+            None => self.pump(member),
+        }
+    }
+
+    fn client_of(&self, caller: Caller) -> Option<u64> {
+        self.clients
+            .iter()
+            .position(|c| c.in_flight.as_ref().is_some_and(|f| f.caller == caller))
+            .map(|i| i as u64)
+    }
+
+    fn answer(&mut self, caller: Caller, answer: Answer) {
+        let Some(client) = self.client_of(caller) else {
+            return; // it gave up already
+        };
+        let Some(flight) = self.clients[client as usize].in_flight.take() else {
+            return;
+        };
+        self.operations += 1;
+        let ret = self.now.as_nanos() as u64;
+        self.log(|| format!("client {client} <- m{}: {answer:?}", flight.member));
+        let checked = match &answer {
+            Answer::Written(Ok(response)) => {
+                Some(flight.op.as_checked(Some(Told::Written(response))))
+            }
+            Answer::Read(Ok(range)) => Some(flight.op.as_checked(Some(Told::Read(range)))),
+            // Refused, lost with a leader, or failed: it did not happen (a proposal raft-rs
+            // dropped never enters the log; a read constrains nothing).
+            Answer::Written(Err(_)) | Answer::Read(Err(_)) => None,
+        };
+        let mut retry_read = self.settling;
+        match checked {
+            Some(Ok(op)) => {
+                if let Some((key, value)) = flight.op.learned(&op) {
+                    let k = (key[1] - b'0') as usize;
+                    if k < KEYS as usize {
+                        self.clients[client as usize].seen[k] = value;
+                    }
+                }
+                self.history.push(operation(flight.call, Some(ret), op));
+                retry_read = false;
+            }
+            Some(Err(error)) => self.fail(error),
+            None => {}
+        }
+        if retry_read {
+            if let ClientOp::Get { key } = &flight.op {
+                let k = key[1] - b'0';
+                self.clients[client as usize]
+                    .final_reads
+                    .push_front(u64::from(k));
+            }
+        }
+        let think = Duration::from_millis(self.random.below(0, 20));
+        self.schedule(think, Event::Client(client));
+    }
+
+    fn client_timeout(&mut self, client: u64, caller: Caller) {
+        let state = &mut self.clients[client as usize];
+        if state.in_flight.as_ref().is_none_or(|f| f.caller != caller) {
+            return;
+        }
+        let Some(flight) = state.in_flight.take() else {
+            return;
+        };
+        self.operations += 1;
+        self.log(|| format!("client {client}: m{} timed out", flight.member));
+        let now = self.instant();
+        if let Some(member) = self.slots[(flight.member - 1) as usize].member.as_mut() {
+            member.withdraw(now, caller);
+        }
+        match &flight.op {
+            // A write whose outcome is unknown: it may take effect any time after its call.
+            ClientOp::Put { .. } | ClientOp::Cas { .. } => match flight.op.as_checked(None) {
+                Ok(op) => self.history.push(operation(flight.call, None, op)),
+                Err(error) => self.fail(error),
+            },
+            ClientOp::Get { key } => {
+                if self.settling {
+                    let k = key[1] - b'0';
+                    self.clients[client as usize]
+                        .final_reads
+                        .push_front(u64::from(k));
+                }
+            }
+        }
+        self.schedule(Duration::ZERO, Event::Client(client));
+    }
+}
+
+/// One operation, readably: when it was called and returned (simulated ms) and what it did.
+fn describe(operation: &Operation) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let value = |v: &Option<Vec<u8>>| v.as_deref().map_or("(absent)".to_string(), text);
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let ret = operation
+        .ret
+        .map_or("never (unknown outcome)".to_string(), |r| {
+            format!("{:.3}ms", ms(r))
+        });
+    let what = match &operation.op {
+        linearize::KvOp::Put { key, value: v } => format!("put {}={}", text(key), text(v)),
+        linearize::KvOp::Get { key, value: v } => format!("get {} -> {}", text(key), value(v)),
+        linearize::KvOp::Txn {
+            compare,
+            then,
+            outcome,
+            ..
+        } => {
+            let (key, expected) = &compare[0];
+            let put = then.iter().find_map(|step| match step {
+                linearize::TxnStep::Put { value, .. } => Some(text(value)),
+                _ => None,
+            });
+            format!(
+                "cas {} if {} then {} -> {:?}",
+                text(key),
+                value(expected),
+                put.unwrap_or_default(),
+                outcome
+                    .as_ref()
+                    .map(|o| (o.succeeded, o.reads.iter().map(value).collect::<Vec<_>>()))
+            )
+        }
+    };
+    format!("[{:.3}ms .. {ret}] {what}", ms(operation.call))
+}
+
+/// Runs one seed as `options` says.
+pub fn run(options: SimOptions) -> Report {
+    Simulation::new(options).run()
+}

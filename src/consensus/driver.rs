@@ -126,6 +126,8 @@ pub struct Consensus<D: LogDir> {
     stopped: Cell<bool>,
     /// Readies the log synced (or failed to), to report to the replica in the loop.
     synced: RefCell<Vec<(u64, Result<(), String>)>>,
+    /// When each log sync still running started, oldest first.
+    syncing: RefCell<std::collections::VecDeque<(u64, Instant)>>,
     /// The background task queue snapshots are written from.
     pub(super) snapshot_queue: std::cell::OnceCell<glommio::TaskQueueHandle>,
     /// The active alarms (changed only by applying alarm entries).
@@ -211,6 +213,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 election_timeout: config.election_timeout(),
                 pre_vote: config.pre_vote,
                 seed: random_nonce(),
+                stalled_sync_step_down: ReplicaConfig::step_down_after(config.election_timeout()),
             },
             storage,
             members,
@@ -237,6 +240,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             next_sequence: Cell::new(1),
             stopped: Cell::new(false),
             synced: RefCell::default(),
+            syncing: RefCell::default(),
             snapshot_queue: std::cell::OnceCell::new(),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
@@ -514,6 +518,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             if now >= next_tick {
                 self.withdraw_gone_readers();
                 self.replica.borrow_mut().step(now, Input::Tick);
+                let oldest_sync = self.syncing.borrow().front().map(|(_, started)| *started);
+                if let Some(started) = oldest_sync {
+                    let stalled = now.saturating_duration_since(started);
+                    self.replica
+                        .borrow_mut()
+                        .step(now, Input::LogSyncStalled(stalled));
+                }
                 next_tick = now + self.config.heartbeat;
                 self.maybe_clear_no_space();
                 self.maybe_expire_leases();
@@ -600,6 +611,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 let this = self.clone();
                 let as_leader = self.replica.borrow().is_leader();
                 let started = Instant::now();
+                self.syncing.borrow_mut().push_back((number, started));
                 glommio::spawn_local(async move {
                     let result = this.wal.wait_staged(staged).await;
                     if has_entries && result.is_ok() {

@@ -56,6 +56,18 @@ pub struct ReplicaConfig {
     pub pre_vote: bool,
     /// Where the replica's random choices (election timeouts) come from.
     pub seed: u64,
+    /// A leader whose log sync has not finished for this long hands leadership over.
+    pub stalled_sync_step_down: Duration,
+}
+
+impl ReplicaConfig {
+    /// How long a leader's log sync may hang before it steps down, for `election_timeout`:
+    /// five election timeouts, and at least five seconds. A slow disk (syncs of a second or
+    /// two) costs no election: heartbeats never wait for a sync. A disk that stops answering
+    /// for this long is broken, not slow.
+    pub fn step_down_after(election_timeout: Duration) -> Duration {
+        (5 * election_timeout).max(Duration::from_secs(5))
+    }
 }
 
 /// What the world tells the replica.
@@ -89,6 +101,8 @@ pub enum Input {
     Persisted(u64),
     /// Hand leadership to this voter (checked first: [`Replica::check_transfer`]).
     TransferLeader(u64),
+    /// The oldest log sync still running started this long ago.
+    LogSyncStalled(Duration),
 }
 
 /// What the world must do, gathered since it was last taken.
@@ -288,6 +302,7 @@ impl<D: LogDir> Replica<D> {
                 }
             }
             Input::TransferLeader(target) => self.raw.transfer_leader(target),
+            Input::LogSyncStalled(stalled) => self.step_down_if_stalled(stalled),
         }
         self.after_input();
     }
@@ -310,6 +325,39 @@ impl<D: LogDir> Replica<D> {
         self.raw
             .raft
             .set_randomized_election_timeout(timeout as usize);
+    }
+
+    /// A leader whose disk hangs cannot make anything durable, so the writes it takes are
+    /// never answered, though its heartbeats keep every follower loyal (etcd's leader stays,
+    /// and every write times out). Past `stalled_sync_step_down` it hands leadership to the
+    /// most caught-up active follower; the cluster goes on serving while this member's disk
+    /// recovers, or does not.
+    fn step_down_if_stalled(&mut self, stalled: Duration) {
+        if !self.is_leader()
+            || stalled < self.config.stalled_sync_step_down
+            || self.raw.raft.lead_transferee.is_some()
+        {
+            return;
+        }
+        let own = self.config.member_id;
+        let progress = self.raw.raft.prs();
+        let target = self
+            .voters()
+            .into_iter()
+            .filter(|id| *id != own)
+            .filter_map(|id| progress.get(id).map(|p| (p.recent_active, p.matched, id)))
+            .filter(|(active, _, _)| *active)
+            .max_by_key(|(_, matched, id)| (*matched, std::cmp::Reverse(*id)))
+            .map(|(_, _, id)| id);
+        if let Some(target) = target {
+            tracing::warn!(
+                ?stalled,
+                to = %format!("{target:x}"),
+                "the log's disk has not finished a sync for too long: handing leadership over \
+                 so the cluster keeps serving"
+            );
+            self.raw.transfer_leader(target);
+        }
     }
 
     /// Admission of a new proposal (etcd's limits on apply lag and waiting proposals).

@@ -81,7 +81,8 @@ pub struct SimMember {
     read_waits: Vec<(u64, Caller, RangeRequest)>,
     /// Staged appends not yet synced, with their Ready numbers, oldest first.
     unsynced: Vec<(u64, StagedAppend)>,
-    sync_scheduled: bool,
+    /// When the sync now pending was asked for.
+    sync_scheduled: Option<Instant>,
     /// `ApplyBeforeCommit`: entries applied when staged, up to this index.
     applied_early: u64,
     bug: Option<Bug>,
@@ -148,6 +149,9 @@ impl SimMember {
                 election_timeout: heartbeat * ELECTION_TICKS as u32,
                 pre_vote: true,
                 seed,
+                stalled_sync_step_down: ReplicaConfig::step_down_after(
+                    heartbeat * ELECTION_TICKS as u32,
+                ),
             },
             storage,
             members,
@@ -167,7 +171,7 @@ impl SimMember {
             reads: BTreeMap::new(),
             read_waits: Vec::new(),
             unsynced: Vec::new(),
-            sync_scheduled: false,
+            sync_scheduled: None,
             applied_early: 0,
             bug,
         })
@@ -188,9 +192,17 @@ impl SimMember {
         &self.replica
     }
 
-    /// Feeds the replica an input.
+    /// Feeds the replica an input; a tick also tells it how long the pending sync has run,
+    /// as the shell does.
     pub fn step(&mut self, now: Instant, input: Input) {
+        let tick = matches!(input, Input::Tick);
         self.replica.step(now, input);
+        if let (true, Some(started)) = (tick, self.sync_scheduled) {
+            self.replica.step(
+                now,
+                Input::LogSyncStalled(now.saturating_duration_since(started)),
+            );
+        }
     }
 
     /// A caller's write.
@@ -265,7 +277,7 @@ impl SimMember {
     /// The log syncs what is staged: every pending Ready becomes durable (group commit), or
     /// the sync fails and the member must stop.
     pub fn sync(&mut self, now: Instant) -> Result<(), String> {
-        self.sync_scheduled = false;
+        self.sync_scheduled = None;
         for (number, staged) in std::mem::take(&mut self.unsynced) {
             block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
             if self.bug != Some(Bug::AckBeforeSync) {
@@ -308,8 +320,8 @@ impl SimMember {
                     if self.bug == Some(Bug::AckBeforeSync) {
                         self.replica.step(now, Input::Persisted(number));
                     }
-                    if !self.sync_scheduled {
-                        self.sync_scheduled = true;
+                    if self.sync_scheduled.is_none() {
+                        self.sync_scheduled = Some(now);
                         effects.wants_sync = true;
                     }
                 }

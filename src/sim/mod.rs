@@ -19,8 +19,8 @@
 //! transport never repeats), delayed and reordered; links cut one way or both
 //! (a member isolated, the cluster split); members crashed and restarted from what their disk
 //! kept (only synced bytes, every write, or torn sectors); a disk dying mid-write; fsync
-//! failing; slow fsyncs (beyond the election timeout, now and then); the whole cluster losing
-//! power at once.
+//! failing; slow fsyncs (beyond the election timeout, now and then) and hung ones (beyond the
+//! leader's step-down limit); the whole cluster losing power at once.
 
 pub mod member;
 pub mod network;
@@ -183,6 +183,7 @@ pub struct FaultCounts {
     pub disk_deaths: u64,
     pub sync_failures: u64,
     pub slow_syncs: u64,
+    pub hung_syncs: u64,
 }
 
 impl FaultCounts {
@@ -197,6 +198,7 @@ impl FaultCounts {
             + self.disk_deaths
             + self.sync_failures
             + self.slow_syncs
+            + self.hung_syncs
     }
 }
 
@@ -594,6 +596,11 @@ impl Simulation {
     }
 
     fn sync_latency(&mut self) -> Duration {
+        if self.options.faults.slow_syncs && !self.settling && self.random.chance(1, 300) {
+            // A disk that stops answering, past the leader's step-down limit.
+            self.faults.hung_syncs += 1;
+            return Duration::from_millis(self.random.below(5_000, 15_000));
+        }
         if self.options.faults.slow_syncs && self.random.chance(3, 100) {
             self.faults.slow_syncs += 1;
             // Now and then longer than the election timeout.

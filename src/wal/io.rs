@@ -93,16 +93,26 @@ pub struct DmaDir {
     sync_delay: Option<Rc<Path>>,
 }
 
-/// Environment variable naming a file whose content, a number of milliseconds, is added to
-/// every log fdatasync while the file exists: a slow disk on demand, switched on and off while
-/// lode runs, for tests. Unset in production.
+/// Environment variable naming a file that injects a fault into every log fdatasync while it
+/// exists: a number of milliseconds is added to each (a slow disk, or one that hangs), and
+/// `eio` makes each fail with EIO (a dying disk), switched on and off while lode runs, for
+/// tests. Unset in production.
 pub const SYNC_DELAY_ENV: &str = "LODE_FAULT_SYNC_DELAY_FILE";
 
-/// The delay the fault file asks for now.
-fn injected_sync_delay(file: &Path) -> Option<std::time::Duration> {
+/// What the fault file asks of a sync now.
+enum SyncFault {
+    Delay(std::time::Duration),
+    Fail,
+}
+
+fn injected_sync_fault(file: &Path) -> Option<SyncFault> {
     let text = fs::read_to_string(file).ok()?;
-    let millis: u64 = text.trim().parse().ok()?;
-    Some(std::time::Duration::from_millis(millis))
+    let text = text.trim();
+    if text == "eio" {
+        return Some(SyncFault::Fail);
+    }
+    let millis: u64 = text.parse().ok()?;
+    Some(SyncFault::Delay(std::time::Duration::from_millis(millis)))
 }
 
 /// Name of the lock file that keeps a second process out of a log directory.
@@ -308,8 +318,10 @@ impl SegmentFile for DmaSegment {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        if let Some(delay) = self.sync_delay.as_deref().and_then(injected_sync_delay) {
-            glommio::timer::sleep(delay).await;
+        match self.sync_delay.as_deref().and_then(injected_sync_fault) {
+            Some(SyncFault::Delay(delay)) => glommio::timer::sleep(delay).await,
+            Some(SyncFault::Fail) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+            None => {}
         }
         self.file.fdatasync().await.map_err(io::Error::from)
     }

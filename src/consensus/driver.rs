@@ -406,6 +406,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             if let Err(error) = result {
                 return Err(ServerError::Internal(format!("log: {error}")));
             }
+            self.syncing.borrow_mut().retain(|(n, _)| *n != number);
             self.replica
                 .borrow_mut()
                 .step(now, Input::Persisted(number));

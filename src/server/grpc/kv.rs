@@ -1,0 +1,123 @@
+//! etcd's `etcdserverpb.KV` service: range, put, delete, txn and compaction, each proposed or
+//! read as the native protocol's.
+
+use std::rc::Rc;
+
+use lode_protocol::etcd::etcdserverpb as pb;
+use tonic::Status;
+
+use super::{credentials, mismatched, on_core};
+use crate::api::etcd;
+use crate::auth::Credentials;
+use crate::consensus::ServerError;
+use crate::mvcc::request::{WriteRequest, WriteResponse};
+use crate::server::node::Node;
+use crate::server::Limits;
+
+/// Proposes `write` as the native protocol would: checked, encoded as a request frame (the
+/// log's entry format), refused if larger than `--max-request-bytes`.
+async fn write(
+    node: Rc<Node>,
+    limits: Limits,
+    write: WriteRequest,
+    credentials: Credentials,
+) -> Result<WriteResponse, ServerError> {
+    let mut response = node
+        .write_as(&credentials, write, None, limits.max_request_bytes)
+        .await?;
+    let header = match &mut response {
+        WriteResponse::Put(r) => &mut r.header,
+        WriteResponse::DeleteRange(r) => &mut r.header,
+        WriteResponse::Txn(r) => &mut r.header,
+        WriteResponse::Compact(r) => &mut r.header,
+        WriteResponse::Lease(r) => &mut r.header,
+    };
+    crate::server::stamp_header(header, &node);
+    Ok(response)
+}
+
+/// etcd's `etcdserverpb.KV` service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvService;
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn range(
+        &self,
+        request: tonic::Request<pb::RangeRequest>,
+    ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
+        let credentials = credentials(&request);
+        let range = etcd::range_request(request.into_inner());
+        on_core(move |node, _| async move {
+            let mut response = node.range_as(&credentials, &range).await?;
+            crate::server::stamp_header(&mut response.header, &node);
+            Ok(etcd::range_response(response))
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn put(
+        &self,
+        request: tonic::Request<pb::PutRequest>,
+    ) -> Result<tonic::Response<pb::PutResponse>, Status> {
+        let credentials = credentials(&request);
+        let put = WriteRequest::Put(etcd::put_request(request.into_inner()));
+        on_core(move |node, limits| async move {
+            match write(node, limits, put, credentials).await? {
+                WriteResponse::Put(response) => Ok(etcd::put_response(response)),
+                _ => Err(mismatched("put")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        request: tonic::Request<pb::DeleteRangeRequest>,
+    ) -> Result<tonic::Response<pb::DeleteRangeResponse>, Status> {
+        let credentials = credentials(&request);
+        let delete = WriteRequest::DeleteRange(etcd::delete_range_request(request.into_inner()));
+        on_core(move |node, limits| async move {
+            match write(node, limits, delete, credentials).await? {
+                WriteResponse::DeleteRange(response) => Ok(etcd::delete_range_response(response)),
+                _ => Err(mismatched("delete")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn txn(
+        &self,
+        request: tonic::Request<pb::TxnRequest>,
+    ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        let credentials = credentials(&request);
+        let txn = WriteRequest::Txn(etcd::txn_request(request.into_inner()));
+        on_core(move |node, limits| async move {
+            match write(node, limits, txn, credentials).await? {
+                WriteResponse::Txn(response) => Ok(etcd::txn_response(response)),
+                _ => Err(mismatched("txn")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+
+    async fn compact(
+        &self,
+        request: tonic::Request<pb::CompactionRequest>,
+    ) -> Result<tonic::Response<pb::CompactionResponse>, Status> {
+        let credentials = credentials(&request);
+        let compaction = WriteRequest::Compact(etcd::compaction_request(request.into_inner()));
+        on_core(move |node, limits| async move {
+            match write(node, limits, compaction, credentials).await? {
+                WriteResponse::Compact(response) => Ok(etcd::compaction_response(response)),
+                _ => Err(mismatched("compaction")),
+            }
+        })
+        .await
+        .map(tonic::Response::new)
+    }
+}

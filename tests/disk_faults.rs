@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
-use common::server::ok;
 
 /// A cluster whose member i reads its sync fault from the file `faults[i]`.
 fn cluster_with_fault_files(name: &str) -> (Vec<Member>, Vec<PathBuf>) {

@@ -631,9 +631,10 @@ fn a_single_core_node_serves_too() {
 
 /// With snapshots every 40 entries the log is compacted behind them; after SIGKILL the node
 /// starts from the newest snapshot plus the log, with every revision it still holds intact. A
-/// damaged newest snapshot stops the node with a clear message.
+/// damaged newest snapshot is set aside and the node starts from the one before it and the
+/// log; with no usable snapshot the log reaches, it refuses to start with a clear message.
 #[test]
-fn restart_from_snapshot_and_log_and_refuse_a_damaged_snapshot() {
+fn restart_from_snapshot_and_log_and_survive_a_damaged_snapshot() {
     let dir = DataDir::new("server-snapshot");
     let flags = ["--snapshot-count", "40", "--snapshot-catchup-entries", "5"];
     let mut lode = Lode::start(&dir.0, &flags);
@@ -680,24 +681,47 @@ fn restart_from_snapshot_and_log_and_refuse_a_damaged_snapshot() {
         "{error}"
     );
     ok(lode.ctl(&["put", "after", "restart"]));
+    let all = ["get", "", "--prefix", "-w", "json"];
+    let final_state = ok(lode.ctl(&all));
     assert!(lode.terminate());
 
-    // Damage the newest snapshot: lode refuses to start, naming it.
-    let mut newest: Vec<_> = std::fs::read_dir(dir.0.join("snap"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
-        .collect();
-    newest.sort();
-    let newest = newest.pop().unwrap();
-    let mut bytes = std::fs::read(&newest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x41;
-    std::fs::write(&newest, &bytes).unwrap();
+    let snapshots = || -> Vec<std::path::PathBuf> {
+        let mut found: Vec<_> = std::fs::read_dir(dir.0.join("snap"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+            .collect();
+        found.sort();
+        found
+    };
+    let damage = |path: &std::path::Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x41;
+        std::fs::write(path, &bytes).unwrap();
+    };
+    // The previous snapshot is kept beside the newest.
+    assert_eq!(snapshots().len(), 2, "{:?}", snapshots());
+    // Damage the newest: lode sets it aside, says so, and starts from the previous one and the
+    // log after it, with everything it held.
+    let newest = snapshots().pop().unwrap();
+    damage(&newest);
+    let mut lode = Lode::start(&dir.0, &flags);
+    assert_eq!(header_free(&ok(lode.ctl(&all))), header_free(&final_state));
+    let log = lode.stderr();
+    assert!(log.contains("a snapshot is damaged"), "{log}");
+    assert!(newest.with_extension("snap.corrupt").exists());
+    assert!(lode.terminate());
+
+    // Damage every snapshot left: the log no longer reaches back to the start, so lode refuses
+    // to start, naming what it found.
+    for snapshot in snapshots() {
+        damage(&snapshot);
+    }
     let stderr = common::server::refused_start(&dir.0, None);
     assert!(
-        stderr.contains("snapshot") && stderr.contains("corrupted"),
+        stderr.contains("snapshot corrupted") && stderr.contains("cannot be rebuilt"),
         "{stderr}"
     );
 }

@@ -55,7 +55,8 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// Starts a snapshot in the background when the replica's schedule says one is due; when
-    /// it is durable, the log is compacted up to `snapshot_catchup_entries` behind it.
+    /// it is durable, the log is compacted up to `snapshot_catchup_entries` behind it, and no
+    /// further than the previous snapshot.
     pub(super) fn maybe_snapshot(self: &Rc<Self>) {
         let applied = self.applied_index();
         if !self
@@ -70,7 +71,11 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         };
         let meta = self.snapshot_meta(applied, applied_term);
-        self.replica.borrow_mut().snapshots().started();
+        let previous = {
+            let mut replica = self.replica.borrow_mut();
+            replica.snapshots().started();
+            replica.snapshots().newest()
+        };
         let this = self.clone();
         let background = *self.snapshot_queue.get_or_init(|| {
             // One queue for every snapshot of this node's life (queues are never reclaimed).
@@ -102,9 +107,12 @@ impl<D: LogDir + 'static> Consensus<D> {
                     this.replica
                         .borrow_mut()
                         .snapshot_taken(snapshot_metadata(&meta), bytes);
+                    // The log keeps what follows the previous snapshot too: a start that finds
+                    // this one damaged falls back to that one and the log after it.
                     let compact_to = meta
                         .applied_index
-                        .saturating_sub(this.config.snapshot_catchup_entries);
+                        .saturating_sub(this.config.snapshot_catchup_entries)
+                        .min(previous);
                     if compact_to > this.wal.compacted().0 {
                         if let Err(error) = this.wal.compact(compact_to).await {
                             tracing::error!(%error, "compacting the log after a snapshot failed");

@@ -228,9 +228,18 @@ fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Removes every snapshot older than the one before `applied_index` (the newest), keeping that
+/// previous one: should the newest be found damaged at a start, the member falls back to the
+/// previous one and the log after it (the log is compacted no further than the previous
+/// snapshot for that reason; etcd keeps several snapshots too, `--max-snapshots`).
 fn remove_older_than(dir: &Path, applied_index: u64) {
-    for (index, path) in list(dir) {
-        if index < applied_index {
+    let older: Vec<(u64, PathBuf)> = list(dir)
+        .into_iter()
+        .filter(|(index, _)| *index < applied_index)
+        .collect();
+    let keep = older.last().map(|(index, _)| *index);
+    for (index, path) in older {
+        if Some(index) != keep {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -262,16 +271,69 @@ fn remove_leftovers(dir: &Path) {
     }
 }
 
-/// Loads the newest snapshot in `dir` into the shards; `None` when there is none.
+/// Loads the newest usable snapshot in `dir` into the shards; `None` when there is none.
+///
+/// Every block of a snapshot is checked before any of it is loaded. A damaged one is set
+/// aside (renamed `*.snap.corrupt`, kept for whoever investigates) and the one before it is
+/// tried, then none at all: the log after the chosen snapshot (from `log_first_index` on)
+/// must reach it, or the member refuses to start, naming what it found.
 pub async fn load_newest(
     dir: &Path,
     router: &Rc<Router>,
+    log_first_index: u64,
 ) -> Result<Option<SnapshotMeta>, ServerError> {
     remove_leftovers(dir);
-    let Some((_, path)) = list(dir).pop() else {
-        return Ok(None);
-    };
-    load(&path, router).await.map(Some)
+    let mut damaged = Vec::new();
+    for (index, path) in list(dir).into_iter().rev() {
+        match check(&path) {
+            Ok(()) => {
+                if !damaged.is_empty() {
+                    if log_first_index > index + 1 {
+                        return Err(unrecoverable(dir, &damaged, log_first_index));
+                    }
+                    tracing::warn!(
+                        snapshot = %path.display(),
+                        "starting from an older snapshot and the log after it"
+                    );
+                }
+                return load(&path, router).await.map(Some);
+            }
+            Err(error) => {
+                let aside = path.with_extension("snap.corrupt");
+                tracing::error!(
+                    snapshot = %path.display(),
+                    %error,
+                    set_aside_as = %aside.display(),
+                    "a snapshot is damaged: setting it aside and trying the one before it"
+                );
+                std::fs::rename(&path, &aside).map_err(|e| io("renaming", &path, e))?;
+                damaged.push(format!("{} ({error})", path.display()));
+            }
+        }
+    }
+    if !damaged.is_empty() && log_first_index > 1 {
+        return Err(unrecoverable(dir, &damaged, log_first_index));
+    }
+    Ok(None)
+}
+
+/// Why a member cannot start after its snapshots were found damaged.
+fn unrecoverable(dir: &Path, damaged: &[String], log_first_index: u64) -> ServerError {
+    ServerError::Internal(format!(
+        "snapshot corrupted: {}; no older snapshot in {} that the log (which starts at index \
+         {log_first_index}) reaches: this member's data cannot be rebuilt here; remove the \
+         member and add it back with an empty data dir, or restore from a backup",
+        damaged.join("; "),
+        dir.display()
+    ))
+}
+
+/// Reads every block of the snapshot at `path`, checking each, without loading any.
+fn check(path: &Path) -> Result<(), String> {
+    let bytes = map_file(path).map_err(|e| e.to_string())?;
+    let (_, mut reader) = SnapshotReader::open(bytes).map_err(|e| e.to_string())?;
+    while reader.next_block().map_err(|e| e.to_string())?.is_some() {}
+    Ok(())
 }
 
 /// Loads the snapshot at `path` into the shards: each core builds a new shard from the file's

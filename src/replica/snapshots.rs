@@ -56,6 +56,11 @@ impl SnapshotSchedule {
             && self.applied_bytes >= LOG_RATIO * self.last_bytes
     }
 
+    /// Applied index of the newest durable snapshot (0: none).
+    pub fn newest(&self) -> u64 {
+        self.last_index
+    }
+
     /// One is being written.
     pub fn started(&mut self) {
         self.in_progress = true;

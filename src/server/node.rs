@@ -1094,10 +1094,13 @@ async fn start_core(
     glommio::spawn_local_into(Wal::run_preparer(Rc::downgrade(&wal)), background)
         .map_err(|error| error.to_string())?
         .detach();
-    let snapshot =
-        crate::consensus::snapshotter::load_newest(&config.consensus.snapshot_dir, router)
-            .await
-            .map_err(|error| error.to_string())?;
+    let snapshot = crate::consensus::snapshotter::load_newest(
+        &config.consensus.snapshot_dir,
+        router,
+        wal.first_index(),
+    )
+    .await
+    .map_err(|error| error.to_string())?;
     if let Some(meta) = &snapshot {
         crate::consensus::snapshotter::reconcile_log(&wal, meta)
             .await

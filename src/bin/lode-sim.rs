@@ -81,6 +81,12 @@ fn print_failure(report: &Report) {
 }
 
 fn main() -> ExitCode {
+    // Printing into a closed pipe (`lode-sim ... | head`) ends the process quietly, as other
+    // command-line tools do, instead of panicking.
+    // SAFETY: restoring a signal's default disposition at start, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     if args.members.is_some_and(|m| !(1..=7).contains(&m)) {
         eprintln!("lode-sim: --members must be between 1 and 7");

@@ -30,6 +30,37 @@ pub const ELECTION_TICKS: usize = 10;
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
 
+/// Entries applied between a member's snapshots.
+pub const SNAPSHOT_EVERY: u64 = 16;
+
+/// Entries kept in the log behind a snapshot, for followers (etcd's catch-up entries).
+const CATCHUP_ENTRIES: u64 = 4;
+
+/// A snapshot a member took or installed: durable (the real snapshotter syncs the file and its
+/// directory before it counts), so a crash keeps it.
+#[derive(Clone, Debug)]
+pub struct SimSnapshot {
+    pub index: u64,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    pub kv: ShardedKv,
+}
+
+impl SimSnapshot {
+    fn metadata(&self) -> raft::eraftpb::SnapshotMetadata {
+        raft::eraftpb::SnapshotMetadata {
+            conf_state: Some(raft::eraftpb::ConfState {
+                voters: self.voters.clone(),
+                ..Default::default()
+            })
+            .into(),
+            index: self.index,
+            term: self.term,
+            ..Default::default()
+        }
+    }
+}
+
 /// Who asked: a client's operation, by its token.
 pub type Caller = u64;
 
@@ -64,6 +95,8 @@ pub struct Effects {
     pub wants_sync: bool,
     /// The term this member led in, if it leads now.
     pub leading: Option<u64>,
+    /// The index of a snapshot it installed.
+    pub installed: Option<u64>,
 }
 
 /// A running member.
@@ -86,6 +119,10 @@ pub struct SimMember {
     /// `ApplyBeforeCommit`: entries applied when staged, up to this index.
     applied_early: u64,
     bug: Option<Bug>,
+    /// This member's snapshots, oldest first (the newest two are kept).
+    snapshots: Vec<SimSnapshot>,
+    /// Snapshots the leader streamed here, by index, waiting for Raft to install them.
+    received: BTreeMap<u64, SimSnapshot>,
 }
 
 /// The log's options in the simulation: small segments, so rolls happen.
@@ -123,10 +160,12 @@ fn digest(data: &[u8]) -> u64 {
 impl SimMember {
     /// Starts member `id` of `count` on `disk` (empty, or what a crash left), its randomness
     /// from `seed`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: u64,
         count: u64,
         disk: SimDisk,
+        snapshots: Vec<SimSnapshot>,
         seed: u64,
         heartbeat: Duration,
         bug: Option<Bug>,
@@ -141,7 +180,31 @@ impl SimMember {
             learners,
             ..Default::default()
         };
-        let storage = LogStorage::new(wal.clone(), conf_state, 0);
+        let newest = snapshots.last().cloned();
+        let applied = newest.as_ref().map_or(0, |snapshot| snapshot.index);
+        if let Some(snapshot) = &newest {
+            // As the server's start does (`snapshotter::reconcile_log`): a log that does not
+            // reach the snapshot (an install interrupted by the crash) is reset to it.
+            let consistent = match wal.term(snapshot.index) {
+                Ok(term) => term == snapshot.term,
+                Err(crate::wal::WalError::Compacted { .. }) => true,
+                Err(_) => false,
+            };
+            if !consistent {
+                block_on(wal.reset_to_snapshot(snapshot.index, snapshot.term))
+                    .map_err(|e| format!("log: {e}"))?;
+            }
+        }
+        if wal.first_index() > applied + 1 {
+            return Err(format!(
+                "the log starts at {} but the newest snapshot covers only {applied}",
+                wal.first_index()
+            ));
+        }
+        let storage = LogStorage::new(wal.clone(), conf_state, applied);
+        if let Some(snapshot) = &newest {
+            storage.set_newest_snapshot(snapshot.metadata());
+        }
         let replica = Replica::new(
             ReplicaConfig {
                 member_id: id,
@@ -155,7 +218,7 @@ impl SimMember {
             },
             storage,
             members,
-            0,
+            applied,
             wal.hard_state(),
         )
         .map_err(|e| e.to_string())?;
@@ -164,7 +227,7 @@ impl SimMember {
             disk,
             wal,
             replica,
-            kv: ShardedKv::new(2),
+            kv: newest.map_or_else(|| ShardedKv::new(2), |snapshot| snapshot.kv),
             nonce: seed,
             next_number: 1,
             writes: BTreeMap::new(),
@@ -174,7 +237,82 @@ impl SimMember {
             sync_scheduled: None,
             applied_early: 0,
             bug,
+            snapshots,
+            received: BTreeMap::new(),
         })
+    }
+
+    /// This member's snapshots (durable: what a restart starts from).
+    pub fn snapshots(&self) -> &[SimSnapshot] {
+        &self.snapshots
+    }
+
+    /// The snapshot at `index` this member would stream to a follower.
+    pub fn snapshot_at(&self, index: u64) -> Option<&SimSnapshot> {
+        self.snapshots
+            .iter()
+            .find(|snapshot| snapshot.index == index)
+    }
+
+    /// The leader streamed a snapshot here (the transport wrote the file before Raft's
+    /// message is stepped).
+    pub fn receive_snapshot(&mut self, snapshot: SimSnapshot) {
+        self.received.insert(snapshot.index, snapshot);
+    }
+
+    /// Takes a snapshot once `SNAPSHOT_EVERY` entries were applied since the last, then
+    /// compacts the log up to `CATCHUP_ENTRIES` behind it and no further than the previous
+    /// one (as the server does).
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let applied = self.replica.applied();
+        let last = self.snapshots.last().map_or(0, |snapshot| snapshot.index);
+        if applied < last + SNAPSHOT_EVERY || self.applied_early > 0 {
+            return Ok(());
+        }
+        let term = self.wal.term(applied).map_err(|e| format!("log: {e}"))?;
+        let snapshot = SimSnapshot {
+            index: applied,
+            term,
+            voters: self.replica.voters(),
+            kv: self.kv.clone(),
+        };
+        self.replica.snapshot_taken(snapshot.metadata(), 0);
+        self.snapshots.push(snapshot);
+        if self.snapshots.len() > 2 {
+            self.snapshots.remove(0);
+        }
+        let compact_to = applied.saturating_sub(CATCHUP_ENTRIES).min(last);
+        if compact_to > self.wal.compacted().0 {
+            block_on(self.wal.compact(compact_to)).map_err(|e| format!("log: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Installs the snapshot of this turn: the earlier Readies made durable first, the
+    /// keyspace replaced, the log reset to it.
+    fn install(&mut self, now: Instant, snapshot: &raft::eraftpb::Snapshot) -> Result<(), String> {
+        let metadata = snapshot.get_metadata();
+        let Some(received) = self.received.remove(&metadata.index) else {
+            return Err(format!("no snapshot at {} was received", metadata.index));
+        };
+        if received.term != metadata.term {
+            return Err(format!(
+                "the snapshot received at {} has term {}, Raft installs term {}",
+                metadata.index, received.term, metadata.term
+            ));
+        }
+        self.sync(now)?;
+        self.replica.snapshot_installing();
+        block_on(self.wal.reset_to_snapshot(metadata.index, metadata.term))
+            .map_err(|e| format!("log: {e}"))?;
+        self.kv = received.kv.clone();
+        self.replica.snapshot_installed(metadata, 0, None);
+        self.snapshots.push(received);
+        if self.snapshots.len() > 2 {
+            self.snapshots.remove(0);
+        }
+        self.received.retain(|index, _| *index > metadata.index);
+        Ok(())
     }
 
     /// Its disk.
@@ -294,8 +432,10 @@ impl SimMember {
         self.replica.step(now, Input::HandOff);
         self.carry_out(&mut effects);
         while let Some(mut turn) = self.replica.begin_turn(now) {
-            if turn.snapshot().is_some() {
-                return Err("a snapshot was sent, but no member compacts its log here".into());
+            let snapshot = turn.snapshot().cloned();
+            if let Some(snapshot) = &snapshot {
+                self.install(now, snapshot)?;
+                effects.installed = Some(snapshot.get_metadata().index);
             }
             let committed = self.replica.take_committed(&mut turn);
             self.apply(committed, &mut effects)?;
@@ -314,6 +454,15 @@ impl SimMember {
                     .map_err(|e| format!("log: {e}"))?;
             }
             let number = self.replica.end_turn(turn, now);
+            if snapshot.is_some() {
+                // Finished in place, as the server does: nothing else is in flight.
+                if let Some(staged) = staged {
+                    block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
+                }
+                self.replica.step(now, Input::Persisted(number));
+                self.carry_out(&mut effects);
+                continue;
+            }
             match staged {
                 Some(staged) => {
                     self.unsynced.push((number, staged));
@@ -330,6 +479,7 @@ impl SimMember {
             self.carry_out(&mut effects);
         }
         self.serve_reads(&mut effects);
+        self.maybe_snapshot()?;
         if self.replica.is_leader() {
             effects.leading = Some(self.replica.term());
         }

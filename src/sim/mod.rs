@@ -15,6 +15,9 @@
 //!             key; the whole history must be linearizable
 //! ```
 //!
+//! Members snapshot and compact their logs; a follower behind the compacted log installs the
+//! leader's snapshot.
+//!
 //! Faults: messages dropped, duplicated (all but forwarded proposals, which lode's TCP
 //! transport never repeats), delayed and reordered; links cut one way or both
 //! (a member isolated, the cluster split); members crashed and restarted from what their disk
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
 
-use self::member::{Answer, Caller, SimMember};
+use self::member::{Answer, Caller, SimMember, SimSnapshot};
 use self::network::{Fate, Network, NetworkFaults};
 use self::workload::{operation, Call, ClientOp, Told, KEYS};
 use crate::linearize::{self, Operation, Verdict};
@@ -184,6 +187,8 @@ pub struct FaultCounts {
     pub sync_failures: u64,
     pub slow_syncs: u64,
     pub hung_syncs: u64,
+    /// Not a fault: snapshots a leader sent a follower behind its compacted log.
+    pub snapshots_sent: u64,
 }
 
 impl FaultCounts {
@@ -236,7 +241,9 @@ const SETTLE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 enum Event {
     Tick(u64),
-    Deliver(u64, Box<Message>),
+    Deliver(u64, Box<Message>, Option<Box<SimSnapshot>>),
+    /// The leader learns whether streaming a snapshot to a follower worked.
+    SnapshotReport(u64, u64, bool),
     Synced(u64, u64),
     Client(u64),
     ClientTimeout(u64, Caller),
@@ -251,6 +258,8 @@ enum Event {
 struct Slot {
     member: Option<SimMember>,
     disk: SimDisk,
+    /// Its snapshot files, as of the crash (they are durable once taken).
+    snapshots: Vec<SimSnapshot>,
     incarnation: u64,
 }
 
@@ -374,6 +383,7 @@ impl Simulation {
             self.slots.push(Slot {
                 member: None,
                 disk,
+                snapshots: Vec::new(),
                 incarnation: 0,
             });
             self.start_member(id);
@@ -474,6 +484,7 @@ impl Simulation {
             id,
             self.options.members,
             slot.disk.clone(),
+            slot.snapshots.clone(),
             seed,
             HEARTBEAT,
             self.options.bug,
@@ -494,6 +505,7 @@ impl Simulation {
             return;
         };
         slot.disk = member.disk().crash_image(model);
+        slot.snapshots = member.snapshots().to_vec();
         slot.incarnation += 1;
         self.log(|| format!("m{id} crashes ({model:?})"));
     }
@@ -504,7 +516,17 @@ impl Simulation {
                 self.schedule(HEARTBEAT, Event::Tick(id));
                 self.step(id, Input::Tick);
             }
-            Event::Deliver(to, message) => self.step(to, Input::Peer(*message)),
+            Event::Deliver(to, message, snapshot) => {
+                if let (Some(snapshot), Some(member)) =
+                    (snapshot, self.slots[(to - 1) as usize].member.as_mut())
+                {
+                    member.receive_snapshot(*snapshot);
+                }
+                self.step(to, Input::Peer(*message));
+            }
+            Event::SnapshotReport(from, peer, accepted) => {
+                self.step(from, Input::SnapshotSent { peer, accepted });
+            }
             Event::Synced(id, incarnation) => self.synced(id, incarnation),
             Event::Client(client) => self.client_next(client),
             Event::ClientTimeout(client, caller) => self.client_timeout(client, caller),
@@ -548,6 +570,9 @@ impl Simulation {
                 return;
             }
         };
+        if let Some(index) = effects.installed {
+            self.log(|| format!("m{id} installs the leader's snapshot at {index}"));
+        }
         if let Some(term) = effects.leading {
             match self.leaders.get(&term) {
                 Some(leader) if *leader != id => {
@@ -653,21 +678,54 @@ impl Simulation {
         // proposal from a new one (appended twice, it applies twice, in etcd too). Every other
         // message may be: Raft must shrug off repeats.
         let duplicable = message.get_msg_type() != raft::eraftpb::MessageType::MsgPropose;
+        // A snapshot travels with its file, streamed by the transport; the leader hears
+        // whether it arrived.
+        let snapshot = if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+            let index = message.get_snapshot().get_metadata().index;
+            let image = self.slots[(from - 1) as usize]
+                .member
+                .as_ref()
+                .and_then(|member| member.snapshot_at(index))
+                .cloned();
+            if image.is_none() {
+                self.fail(format!(
+                    "m{from} sent a snapshot at {index} it does not have"
+                ));
+            }
+            image.map(Box::new)
+        } else {
+            None
+        };
+        let is_snapshot = snapshot.is_some();
         match self.network.send(&mut self.random, from, to, duplicable) {
             Fate::Lost { cut } => {
                 if !cut {
                     self.faults.messages_dropped += 1;
+                }
+                if is_snapshot {
+                    self.schedule(
+                        Duration::from_millis(500),
+                        Event::SnapshotReport(from, to, false),
+                    );
                 }
             }
             Fate::Delivered(delays) => {
                 if delays.len() > 1 {
                     self.faults.messages_duplicated += 1;
                 }
+                if is_snapshot {
+                    self.faults.snapshots_sent += 1;
+                    let after = delays[0] + Duration::from_millis(1);
+                    self.schedule(after, Event::SnapshotReport(from, to, true));
+                }
                 for delay in delays {
                     if delay > Duration::from_millis(10) {
                         self.faults.messages_late += 1;
                     }
-                    self.schedule(delay, Event::Deliver(to, Box::new(message.clone())));
+                    self.schedule(
+                        delay,
+                        Event::Deliver(to, Box::new(message.clone()), snapshot.clone()),
+                    );
                 }
             }
         }

@@ -55,6 +55,53 @@ pub struct TxnOutcome {
 }
 
 impl KvOp {
+    /// The (key, value) pairs it writes, in any branch.
+    fn written(&self) -> Vec<(&[u8], &[u8])> {
+        match self {
+            KvOp::Put { key, value } => vec![(key, value)],
+            KvOp::Get { .. } => Vec::new(),
+            KvOp::Txn {
+                then, otherwise, ..
+            } => then
+                .iter()
+                .chain(otherwise)
+                .filter_map(|step| match step {
+                    TxnStep::Put { key, value } => Some((key.as_slice(), value.as_slice())),
+                    TxnStep::Get { .. } => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The (key, value) pairs it saw: a get's answer, a txn's compares and the reads of the
+    /// branch it took (absent values are no pair).
+    fn observed(&self) -> Vec<(&[u8], &[u8])> {
+        let mut seen: Vec<(&[u8], &Option<Vec<u8>>)> = Vec::new();
+        match self {
+            KvOp::Put { .. } => {}
+            KvOp::Get { key, value } => seen.push((key, value)),
+            KvOp::Txn {
+                compare,
+                then,
+                otherwise,
+                outcome,
+            } => {
+                seen.extend(compare.iter().map(|(key, value)| (key.as_slice(), value)));
+                if let Some(outcome) = outcome {
+                    let branch = if outcome.succeeded { then } else { otherwise };
+                    let keys = branch.iter().filter_map(|step| match step {
+                        TxnStep::Get { key } => Some(key.as_slice()),
+                        TxnStep::Put { .. } => None,
+                    });
+                    seen.extend(keys.zip(&outcome.reads));
+                }
+            }
+        }
+        seen.into_iter()
+            .filter_map(|(key, value)| value.as_deref().map(|value| (key, value)))
+            .collect()
+    }
+
     /// Every key it touches.
     fn keys(&self) -> Vec<&[u8]> {
         match self {
@@ -190,57 +237,12 @@ pub fn minimize(history: &[Operation]) -> Vec<Operation> {
     current
 }
 
-/// True when every value `ops` read (gets, txn compares and txn reads) is written by one of
-/// them.
+/// True when every value `ops` read is written by one of them.
 fn reads_have_writers(ops: &[Operation]) -> bool {
-    let mut written: HashSet<(&[u8], &[u8])> = HashSet::new();
-    for operation in ops {
-        match &operation.op {
-            KvOp::Put { key, value } => {
-                written.insert((key, value));
-            }
-            KvOp::Txn {
-                then, otherwise, ..
-            } => {
-                for step in then.iter().chain(otherwise) {
-                    if let TxnStep::Put { key, value } = step {
-                        written.insert((key, value));
-                    }
-                }
-            }
-            KvOp::Get { .. } => {}
-        }
-    }
-    let known = |key: &[u8], value: &Option<Vec<u8>>| {
-        value
-            .as_ref()
-            .is_none_or(|value| written.contains(&(key, value.as_slice())))
-    };
-    ops.iter().all(|operation| match &operation.op {
-        KvOp::Put { .. } => true,
-        KvOp::Get { key, value } => known(key, value),
-        KvOp::Txn {
-            compare,
-            then,
-            otherwise,
-            outcome,
-        } => {
-            let compares = compare.iter().all(|(key, value)| known(key, value));
-            let reads = match outcome {
-                None => true,
-                Some(outcome) => {
-                    let branch = if outcome.succeeded { then } else { otherwise };
-                    let keys = branch.iter().filter_map(|step| match step {
-                        TxnStep::Get { key } => Some(key),
-                        TxnStep::Put { .. } => None,
-                    });
-                    keys.zip(&outcome.reads)
-                        .all(|(key, value)| known(key, value))
-                }
-            };
-            compares && reads
-        }
-    })
+    let written: HashSet<(&[u8], &[u8])> = ops.iter().flat_map(|o| o.op.written()).collect();
+    ops.iter()
+        .flat_map(|o| o.op.observed())
+        .all(|pair| written.contains(&pair))
 }
 
 /// The history split into parts sharing no key (union-find over the keys each touches).
@@ -288,54 +290,17 @@ fn parts(history: &[Operation]) -> Vec<Vec<&Operation>> {
 /// overwritten unseen, and in between it could only have made a compare fail, which the
 /// failed txn's own read would have seen. Each one left in doubles the orders to search.
 fn without_unseen_unknowns(history: &[Operation]) -> Vec<Operation> {
-    let mut observed: HashSet<(&[u8], &[u8])> = HashSet::new();
-    for operation in history {
-        match &operation.op {
-            KvOp::Put { .. } => {}
-            KvOp::Get { key, value } => {
-                if let Some(value) = value {
-                    observed.insert((key, value));
-                }
-            }
-            KvOp::Txn {
-                compare,
-                then,
-                otherwise,
-                outcome,
-            } => {
-                for (key, value) in compare {
-                    if let Some(value) = value {
-                        observed.insert((key, value));
-                    }
-                }
-                if let Some(outcome) = outcome {
-                    let branch = if outcome.succeeded { then } else { otherwise };
-                    let keys = branch.iter().filter_map(|step| match step {
-                        TxnStep::Get { key } => Some(key),
-                        TxnStep::Put { .. } => None,
-                    });
-                    for (key, value) in keys.zip(&outcome.reads) {
-                        if let Some(value) = value {
-                            observed.insert((key, value));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let writes_seen = |op: &KvOp| match op {
-        KvOp::Put { key, value } => observed.contains(&(key.as_slice(), value.as_slice())),
-        KvOp::Txn {
-            then, otherwise, ..
-        } => then.iter().chain(otherwise).any(|step| {
-            matches!(step, TxnStep::Put { key, value }
-                if observed.contains(&(key.as_slice(), value.as_slice())))
-        }),
-        KvOp::Get { .. } => false,
-    };
+    let observed: HashSet<(&[u8], &[u8])> = history.iter().flat_map(|o| o.op.observed()).collect();
     history
         .iter()
-        .filter(|operation| operation.ret.is_some() || writes_seen(&operation.op))
+        .filter(|operation| {
+            operation.ret.is_some()
+                || operation
+                    .op
+                    .written()
+                    .iter()
+                    .any(|pair| observed.contains(pair))
+        })
         .cloned()
         .collect()
 }

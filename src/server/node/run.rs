@@ -13,7 +13,7 @@ use crate::consensus::{Consensus, ServerError};
 use crate::mvcc::request::WriteRequest;
 use crate::mvcc::KvError;
 use crate::peer::transport::PeerTransport;
-use crate::server::{native, shutdown_requested};
+use crate::server::shutdown_requested;
 use crate::shard::mesh::CoreEnds;
 use crate::shard::route::Router;
 use crate::shard::{CoreMessage, Reply, ShardState};
@@ -171,7 +171,13 @@ pub async fn run_core(
     });
     crate::server::grpc::install(node.clone(), config.limits);
     for (listener, listen) in listeners {
-        glommio::spawn_local(native::serve(listener, listen, node.clone(), config.limits)).detach();
+        glommio::spawn_local(crate::server::listener::serve(
+            listener,
+            listen,
+            node.clone(),
+            config.limits,
+        ))
+        .detach();
     }
     for (listener, listen) in metrics_listeners {
         glommio::spawn_local(crate::server::http::serve_monitoring(

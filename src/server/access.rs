@@ -14,7 +14,7 @@
 //!   keys. Root may do all of it.
 //! - Watch: read on the range when a watch is created. Locks and elections: their keys.
 //! - Maintenance and membership: Status, alarm lists and member lists need a user; the rest
-//!   needs root. The Auth service's own rules are in `node::serve_auth`.
+//!   needs root. The Auth service's own rules are in `node::auth::serve_auth`.
 
 use bytes::Bytes;
 

@@ -9,6 +9,7 @@ pub mod claim;
 pub mod concurrency;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod native;
 pub mod node;
 

@@ -1,5 +1,6 @@
-//! The native protocol's listener: frames in, frames out, many requests in flight per
-//! connection, answered in whatever order they complete.
+//! The native protocol's connections: frames in, frames out, many requests in flight per
+//! connection, answered in whatever order they complete. (Accepting them, and telling them
+//! from HTTP by their first bytes, is `listener`'s.)
 //!
 //! Everything from the socket is checked before use: a frame whose header is bad (too large,
 //! unknown version or flags) gets an error response and the connection is closed, since the
@@ -15,11 +16,10 @@ use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpListener;
 use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
-use super::{fill_header, Limits, Listen};
+use super::{fill_header, Limits};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
 };
@@ -30,28 +30,6 @@ use crate::tls::Stream;
 
 /// gRPC `InvalidArgument`, used for frames that cannot be decoded.
 const INVALID_ARGUMENT: u32 = 3;
-
-/// Accepts connections until the listener fails (over TLS when `listen` says so).
-pub async fn serve(listener: TcpListener, listen: Listen, node: Rc<Node>, limits: Limits) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let (node, tls) = (node.clone(), listen.tls.clone());
-                glommio::spawn_local(async move {
-                    if let Some((stream, identity)) = super::secure(stream, tls.as_ref()).await {
-                        let name = super::CertificateName::of(identity);
-                        connection(stream, node, limits, name).await;
-                    }
-                })
-                .detach();
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accepting a connection failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
 
 /// Requests one native connection may have in flight before its socket is read no further.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
@@ -225,52 +203,7 @@ fn error_frame(id: u64, code: u32, message: String) -> Vec<u8> {
     native::encode_response(id, &Response::Error { code, message })
 }
 
-/// The first bytes of an HTTP/2 connection (its preface starts `PRI * HTTP/2.0`). No native
-/// frame starts so: read as a length, they would be over half a gigabyte.
-const HTTP2_PREFACE_START: &[u8; 4] = b"PRI ";
-
-/// The first four bytes of an HTTP/1 request of each method lode answers or refuses properly.
-/// As a native frame's length they would all be far over any limit.
-const HTTP1_METHOD_STARTS: [&[u8; 4]; 7] = [
-    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC",
-];
-
-/// Tells the protocols apart by a connection's first bytes: HTTP/2 goes to the gRPC server,
-/// HTTP/1 to the HTTP endpoints and JSON gateway, everything else is read as native frames.
-async fn connection(
-    mut stream: Stream,
-    node: Rc<Node>,
-    limits: Limits,
-    name: Option<super::CertificateName>,
-) {
-    // Only the four bytes that pick the protocol are read here, into a buffer on the task:
-    // an idle connection costs its task and socket, not read buffers.
-    let mut first = [0u8; HTTP2_PREFACE_START.len()];
-    let mut have = 0;
-    while have < first.len() {
-        match stream.read(&mut first[have..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => have += read,
-        }
-    }
-    if first.starts_with(HTTP2_PREFACE_START) {
-        let read_ahead = Bytes::copy_from_slice(&first);
-        super::grpc::serve_connection(stream, read_ahead, node, limits, name).await;
-    } else if HTTP1_METHOD_STARTS
-        .iter()
-        .any(|method| first.starts_with(*method))
-    {
-        let read_ahead = Bytes::copy_from_slice(&first);
-        super::http::serve_connection(stream, read_ahead, node, limits).await;
-    } else {
-        let mut buffer = BytesMut::with_capacity(64 * 1024);
-        buffer.extend_from_slice(&first);
-        let chunk = vec![0u8; 64 * 1024];
-        native_connection(stream, buffer, chunk, node, limits, name).await;
-    }
-}
-
-async fn native_connection(
+pub(super) async fn native_connection(
     stream: Stream,
     mut buffer: BytesMut,
     mut chunk: Vec<u8>,

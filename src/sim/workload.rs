@@ -218,3 +218,41 @@ impl ClientOp {
 pub fn operation(call: u64, ret: Option<u64>, op: KvOp) -> Operation {
     Operation { call, ret, op }
 }
+
+/// One operation, readably: when it was called and returned (simulated ms) and what it did.
+pub fn describe(operation: &Operation) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let value = |v: &Option<Vec<u8>>| v.as_deref().map_or("(absent)".to_string(), text);
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let ret = operation
+        .ret
+        .map_or("never (unknown outcome)".to_string(), |r| {
+            format!("{:.3}ms", ms(r))
+        });
+    let what = match &operation.op {
+        KvOp::Put { key, value: v } => format!("put {}={}", text(key), text(v)),
+        KvOp::Get { key, value: v } => format!("get {} -> {}", text(key), value(v)),
+        KvOp::Txn {
+            compare,
+            then,
+            outcome,
+            ..
+        } => {
+            let (key, expected) = &compare[0];
+            let put = then.iter().find_map(|step| match step {
+                TxnStep::Put { value, .. } => Some(text(value)),
+                _ => None,
+            });
+            format!(
+                "cas {} if {} then {} -> {:?}",
+                text(key),
+                value(expected),
+                put.unwrap_or_default(),
+                outcome
+                    .as_ref()
+                    .map(|o| (o.succeeded, o.reads.iter().map(value).collect::<Vec<_>>()))
+            )
+        }
+    };
+    format!("[{:.3}ms .. {ret}] {what}", ms(operation.call))
+}

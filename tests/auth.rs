@@ -539,8 +539,10 @@ fn jwts_are_verified_by_members_that_did_not_issue_them_and_caught_up_by_snapsho
     }
     wait_for_leader(&members, 0);
     // m2 is away while auth is set up and far more entries than a snapshot's worth pass: it
-    // comes back by snapshot.
+    // comes back by snapshot. (If it led, the other two elect one of them first: a request
+    // already forwarded to it would be lost with it.)
     members[2].lode.take();
+    common::cluster::wait_for_leader_among(&members, &[0, 1], 0);
     let urls: Vec<String> = members
         .iter()
         .map(|m| format!("http://127.0.0.1:{}", m.client_port))

@@ -832,14 +832,19 @@ impl<D: LogDir> Replica<D> {
 
 /// Raft's description of a snapshot lode took or installed.
 pub fn snapshot_metadata(meta: &crate::snapshot::SnapshotMeta) -> SnapshotMetadata {
+    raft_snapshot_metadata(meta.applied_index, meta.applied_term, &meta.voters)
+}
+
+/// Raft's description of a snapshot at `index` of `term` whose configuration is `voters`.
+pub fn raft_snapshot_metadata(index: u64, term: u64, voters: &[u64]) -> SnapshotMetadata {
     SnapshotMetadata {
         conf_state: Some(ConfState {
-            voters: meta.voters.clone(),
+            voters: voters.to_vec(),
             ..Default::default()
         })
         .into(),
-        index: meta.applied_index,
-        term: meta.applied_term,
+        index,
+        term,
         ..Default::default()
     }
 }

@@ -48,16 +48,7 @@ pub struct SimSnapshot {
 
 impl SimSnapshot {
     fn metadata(&self) -> raft::eraftpb::SnapshotMetadata {
-        raft::eraftpb::SnapshotMetadata {
-            conf_state: Some(raft::eraftpb::ConfState {
-                voters: self.voters.clone(),
-                ..Default::default()
-            })
-            .into(),
-            index: self.index,
-            term: self.term,
-            ..Default::default()
-        }
+        crate::replica::state::raft_snapshot_metadata(self.index, self.term, &self.voters)
     }
 }
 

@@ -662,12 +662,7 @@ impl Simulation {
             // Connection refused: the operation never happened; try another member soon.
             None => {
                 if self.settling {
-                    if let ClientOp::Get { key } = &op {
-                        let k = key[1] - b'0';
-                        self.clients[client as usize]
-                            .final_reads
-                            .push_front(u64::from(k));
-                    }
+                    self.read_again(client, &op);
                 }
                 let retry = Duration::from_millis(self.random.below(10, 100));
                 self.schedule(retry, Event::Client(client));
@@ -688,6 +683,16 @@ impl Simulation {
         match answer {
             Some(answer) => self.answer(caller, answer),
             None => self.pump(member),
+        }
+    }
+
+    /// A final read that got no answer is asked again.
+    fn read_again(&mut self, client: u64, op: &ClientOp) {
+        if let ClientOp::Get { key } = op {
+            let k = key[1] - b'0';
+            self.clients[client as usize]
+                .final_reads
+                .push_front(u64::from(k));
         }
     }
 
@@ -733,12 +738,7 @@ impl Simulation {
             None => {}
         }
         if retry_read {
-            if let ClientOp::Get { key } = &flight.op {
-                let k = key[1] - b'0';
-                self.clients[client as usize]
-                    .final_reads
-                    .push_front(u64::from(k));
-            }
+            self.read_again(client, &flight.op);
         }
         let think = Duration::from_millis(self.random.below(0, 20));
         self.schedule(think, Event::Client(client));
@@ -764,12 +764,9 @@ impl Simulation {
                 Ok(op) => self.history.push(operation(flight.call, None, op)),
                 Err(error) => self.fail(error),
             },
-            ClientOp::Get { key } => {
+            ClientOp::Get { .. } => {
                 if self.settling {
-                    let k = key[1] - b'0';
-                    self.clients[client as usize]
-                        .final_reads
-                        .push_front(u64::from(k));
+                    self.read_again(client, &flight.op);
                 }
             }
         }

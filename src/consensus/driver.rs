@@ -519,6 +519,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             if now >= next_tick {
                 self.withdraw_gone_readers();
                 self.replica.borrow_mut().step(now, Input::Tick);
+                // Syncs that finished while the last turn ran are not stalled ones.
+                self.report_synced()?;
                 let oldest_sync = self.syncing.borrow().front().map(|(_, started)| *started);
                 if let Some(started) = oldest_sync {
                     let stalled = now.saturating_duration_since(started);

@@ -285,7 +285,10 @@ pub async fn load_newest(
     remove_leftovers(dir);
     let mut damaged = Vec::new();
     for (index, path) in list(dir).into_iter().rev() {
-        match check(&path) {
+        // A file that cannot be read at all (descriptors or memory short) is not damage:
+        // the start fails and the file stays as it is.
+        let bytes = map_file(&path)?;
+        match check(bytes) {
             Ok(()) => {
                 if !damaged.is_empty() {
                     if log_first_index > index + 1 {
@@ -328,9 +331,8 @@ fn unrecoverable(dir: &Path, damaged: &[String], log_first_index: u64) -> Server
     ))
 }
 
-/// Reads every block of the snapshot at `path`, checking each, without loading any.
-fn check(path: &Path) -> Result<(), String> {
-    let bytes = map_file(path).map_err(|e| e.to_string())?;
+/// Reads every block of a snapshot file's `bytes`, checking each, without loading any.
+fn check(bytes: Bytes) -> Result<(), String> {
     let (_, mut reader) = SnapshotReader::open(bytes).map_err(|e| e.to_string())?;
     while reader.next_block().map_err(|e| e.to_string())?.is_some() {}
     Ok(())

@@ -341,6 +341,18 @@ impl<D: LogDir> Replica<D> {
         }
         let own = self.config.member_id;
         let progress = self.raw.raft.prs();
+        let voters = self.voters();
+        // A member whose disk hangs cannot vote either (a vote waits for its sync): hand over
+        // only if the other active voters can elect someone without it. Otherwise keep leading:
+        // reads at the applied index still work, where a forced election would leave none.
+        let active_others = voters
+            .iter()
+            .filter(|id| **id != own)
+            .filter(|id| progress.get(**id).is_some_and(|p| p.recent_active))
+            .count();
+        if active_others < voters.len() / 2 + 1 {
+            return;
+        }
         let target = self
             .voters()
             .into_iter()

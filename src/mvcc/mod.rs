@@ -7,6 +7,7 @@
 //! - [`validate`]: checks made before a request is proposed;
 //! - [`shard`]: one shard's multi-version state;
 //! - [`exec`]: executing requests against a read view, producing responses and changes;
+//! - [`sequence`]: the sequencer's decisions: revisions and per-shard writes, in log order;
 //! - [`sharded`]: a keyspace over several shards with its revision counter;
 //! - [`error`]: etcd's errors and messages.
 //!
@@ -17,6 +18,7 @@ pub mod error;
 pub mod exec;
 pub mod kv;
 pub mod request;
+pub mod sequence;
 pub mod shard;
 pub mod sharded;
 pub mod validate;

@@ -15,6 +15,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::kv::{KeyRange, KeyValue};
+use super::sequence::ShardWrite;
 use crate::snapshot::BlockWriter;
 use crate::watch::Event;
 
@@ -89,6 +90,37 @@ impl MvccShard {
             );
         }
         history.push(Version { main, sub, pair });
+    }
+
+    /// Applies one write the sequencer handed this shard (`mvcc::sequence`), appending its
+    /// watch events to `events` when asked (each with the key's pair before it).
+    pub fn apply_write(&mut self, write: ShardWrite, events: Option<&mut Vec<Event>>) {
+        match write {
+            ShardWrite::Put {
+                revision,
+                key,
+                value,
+                lease,
+            } => match events {
+                None => self.put(revision, 0, key, value, lease),
+                Some(events) => {
+                    let previous = self.get(&key, i64::MAX).cloned();
+                    self.put(revision, 0, key.clone(), value, lease);
+                    let pair = self.get(&key, i64::MAX).cloned();
+                    events.push(Event::new(revision, 0, key, pair, previous));
+                }
+            },
+            ShardWrite::Changes { revision, changes } => {
+                let mut events = events;
+                for (sub, key, pair) in changes {
+                    if let Some(events) = events.as_deref_mut() {
+                        events.push(self.change_event(revision, sub, &key, pair.as_ref()));
+                    }
+                    self.apply(revision, sub, key, pair);
+                }
+            }
+            ShardWrite::Compact(revision) => self.compact(revision),
+        }
     }
 
     /// Sum of the counted size of every version held (what compaction frees and the space

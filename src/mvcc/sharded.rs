@@ -8,30 +8,23 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::error::KvError;
-use super::exec::{self, Change, ReadView};
+use super::exec::{self, ReadView};
 use super::kv::{KeyRange, KeyValue};
 use super::request::{
-    CompactionRequest, CompactionResponse, LeaseResponse, RangeRequest, RangeResponse,
-    ResponseHeader, WriteRequest, WriteResponse,
+    CompactionRequest, CompactionResponse, RangeRequest, RangeResponse, WriteRequest, WriteResponse,
 };
+pub use super::sequence::shard_for_key;
+use super::sequence::{EvaluateError, Plan, Sequence};
 use super::shard::MvccShard;
 use super::validate;
 use crate::lease::Lessor;
 use crate::watch::Event;
 
-/// The shard that owns `key` among `shard_count` shards. Stable across restarts and versions:
-/// it decides where a key's history lives.
-pub fn shard_for_key(key: &[u8], shard_count: usize) -> usize {
-    (crc32c::crc32c(key) as usize) % shard_count.max(1)
-}
-
-/// Every shard of a keyspace plus its revision counter, compaction point and leases.
+/// Every shard of a keyspace plus the sequencer that decides its writes.
 #[derive(Clone, Debug)]
 pub struct ShardedKv {
     shards: Vec<MvccShard>,
-    current_revision: i64,
-    compact_revision: i64,
-    leases: Lessor,
+    sequence: Sequence,
     /// The time lease changes are applied at (the model has no clock; callers move it).
     lease_clock: Duration,
 }
@@ -40,18 +33,23 @@ impl ShardedKv {
     /// An empty keyspace over `shard_count` shards (at least one). Like etcd, an empty store is
     /// at revision 1.
     pub fn new(shard_count: usize) -> ShardedKv {
+        let shard_count = shard_count.max(1);
         ShardedKv {
-            shards: (0..shard_count.max(1)).map(|_| MvccShard::new()).collect(),
-            current_revision: 1,
-            compact_revision: -1,
-            leases: Lessor::new(),
+            shards: (0..shard_count).map(|_| MvccShard::new()).collect(),
+            // `write` takes the limit per call.
+            sequence: Sequence::new(shard_count, u32::MAX as usize),
             lease_clock: Duration::ZERO,
         }
     }
 
     /// The leases.
     pub fn leases(&self) -> &Lessor {
-        &self.leases
+        self.sequence.leases()
+    }
+
+    /// The leases, for what is not a log entry (a new leader's promotion).
+    pub fn leases_mut(&mut self) -> &mut Lessor {
+        self.sequence.leases_mut()
     }
 
     /// Sets the time later lease changes are applied at.
@@ -61,12 +59,12 @@ impl ShardedKv {
 
     /// The current revision.
     pub fn current_revision(&self) -> i64 {
-        self.current_revision
+        self.sequence.current_revision()
     }
 
     /// The compaction point (-1 before the first compaction).
     pub fn compact_revision(&self) -> i64 {
-        self.compact_revision
+        self.sequence.compact_revision()
     }
 
     /// Number of shards.
@@ -79,8 +77,8 @@ impl ShardedKv {
         validate::check_range(request)?;
         let revision = exec::resolve_read_revision(
             request.revision,
-            self.current_revision,
-            self.compact_revision,
+            self.current_revision(),
+            self.compact_revision(),
         )?;
         let range = KeyRange::from_request(&request.key, &request.range_end);
         let max_items = exec::shard_read_limit(request);
@@ -89,7 +87,7 @@ impl ShardedKv {
             request,
             pairs,
             count,
-            self.current_revision,
+            self.current_revision(),
         ))
     }
 
@@ -128,71 +126,43 @@ impl ShardedKv {
             .map(|(response, _)| response)
     }
 
-    /// `write`, also returning the watch events of its changes with the shard of each.
+    /// `write`, also returning the watch events of its changes with the shard of each. The
+    /// sequencer decides (`mvcc::sequence`, as on the threaded server); the shards apply.
     pub fn write_with_events(
         &mut self,
         request: &WriteRequest,
         max_txn_ops: usize,
     ) -> Result<(WriteResponse, Vec<(usize, Event)>), KvError> {
         validate::check_write(request, max_txn_ops)?;
-        let (response, changes) = match request {
-            WriteRequest::Put(put) => {
-                let (response, changes) = exec::execute_put(self, put)?;
-                (WriteResponse::Put(response), changes)
-            }
-            WriteRequest::DeleteRange(delete) => {
-                let (response, changes) = exec::execute_delete(self, delete)?;
-                (WriteResponse::DeleteRange(response), changes)
-            }
-            WriteRequest::Txn(txn) => {
-                let (response, changes) = exec::execute_txn(self, txn)?;
-                (WriteResponse::Txn(response), changes)
-            }
-            WriteRequest::Compact(compaction) => {
-                return self
-                    .compact(compaction)
-                    .map(|response| (WriteResponse::Compact(response), Vec::new()));
-            }
-            WriteRequest::Lease(lease) => {
-                let (outcome, keys) = self.leases.apply(lease, self.lease_clock)?;
-                let changes = keys
+        let decided = match self.sequence.plan(request, self.lease_clock)? {
+            Plan::Ready(decided) => decided,
+            Plan::NeedsReads(reads) => {
+                let prefetched = reads
                     .into_iter()
-                    .map(|key| Change { key, pair: None })
+                    .map(|(range, revision)| {
+                        let pairs = self.gather(&range, revision, None).0;
+                        ((range, revision), pairs)
+                    })
                     .collect();
-                let events = self.apply(changes);
-                let response = LeaseResponse {
-                    header: ResponseHeader::at(self.current_revision),
-                    outcome,
-                };
-                return Ok((WriteResponse::Lease(response), events));
+                match self.sequence.evaluate(request, prefetched) {
+                    Ok(decided) => decided,
+                    Err(EvaluateError::Kv(error)) => return Err(error),
+                    // Every pair is at hand here: a read outside the set is the sequencer's bug.
+                    Err(bug) => panic!("{bug}"),
+                }
             }
         };
-        let events = self.apply(changes);
+        let mut events = Vec::new();
+        for (shard, write) in decided.writes {
+            let mut recorded = Vec::new();
+            self.shards[shard].apply_write(write, Some(&mut recorded));
+            events.extend(recorded.into_iter().map(|event| (shard, event)));
+        }
+        // In execution order, as a watcher merging the shards sees them.
+        events.sort_by_key(|(_, event)| event.sub);
+        let response = self.sequence.settle(request, decided.settle)?;
+        self.sequence.publish();
         Ok((response, events))
-    }
-
-    /// Applies the changes of one write: one new main revision if there is any change.
-    /// Returns their watch events, each with the shard that owns its key.
-    pub fn apply(&mut self, changes: Vec<Change>) -> Vec<(usize, Event)> {
-        if changes.is_empty() {
-            return Vec::new();
-        }
-        let revision = self.current_revision + 1;
-        let shard_count = self.shards.len();
-        let mut events = Vec::with_capacity(changes.len());
-        for (sub, Change { key, pair }) in changes.into_iter().enumerate() {
-            let owner = shard_for_key(&key, shard_count);
-            let shard = &mut self.shards[owner];
-            events.push((
-                owner,
-                shard.change_event(revision, sub as i64, &key, pair.as_ref()),
-            ));
-            self.leases
-                .attach(&key, pair.as_ref().map_or(0, |pair| pair.lease));
-            shard.apply(revision, sub as i64, key, pair);
-        }
-        self.current_revision = revision;
-        events
     }
 
     /// Every change to keys in `range` with a main revision in `(after, upto]`, from every
@@ -232,34 +202,25 @@ impl ShardedKv {
 
     /// etcd's Compact: drops history below `revision` on every shard.
     pub fn compact(&mut self, request: &CompactionRequest) -> Result<CompactionResponse, KvError> {
-        if request.revision <= self.compact_revision {
-            return Err(KvError::Compacted);
+        match self.write(&WriteRequest::Compact(request.clone()), 0)? {
+            WriteResponse::Compact(response) => Ok(response),
+            other => panic!("a compaction answered {other:?}"),
         }
-        if request.revision > self.current_revision {
-            return Err(KvError::FutureRevision);
-        }
-        self.compact_revision = request.revision;
-        for shard in &mut self.shards {
-            shard.compact(request.revision);
-        }
-        Ok(CompactionResponse {
-            header: ResponseHeader::at(self.current_revision),
-        })
     }
 
     /// The pair `key` holds now.
     pub fn get(&self, key: &Bytes) -> Option<&KeyValue> {
-        self.shards[shard_for_key(key, self.shards.len())].get(key, self.current_revision)
+        self.shards[shard_for_key(key, self.shards.len())].get(key, self.current_revision())
     }
 }
 
 impl ReadView for ShardedKv {
     fn current_revision(&self) -> i64 {
-        self.current_revision
+        self.sequence.current_revision()
     }
 
     fn compact_revision(&self) -> i64 {
-        self.compact_revision
+        self.sequence.compact_revision()
     }
 
     fn range_at(&self, range: &KeyRange, revision: i64) -> Vec<KeyValue> {
@@ -267,6 +228,6 @@ impl ReadView for ShardedKv {
     }
 
     fn lease_exists(&self, lease: i64) -> bool {
-        self.leases.contains(lease)
+        self.leases().contains(lease)
     }
 }

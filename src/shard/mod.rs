@@ -33,6 +33,7 @@ use crate::api::request::StatusResponse;
 use crate::consensus::ServerError;
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::WriteResponse;
+use crate::mvcc::sequence::ShardWrite;
 use crate::mvcc::shard::{ExportCursor, MvccShard};
 use crate::snapshot::KeyHistory;
 use crate::watch::Event;
@@ -99,24 +100,10 @@ pub enum CoreMessage {
         /// Where the revision to read at (`Reply::ReadRevision`) goes, once confirmed.
         reply: ReplyTo,
     },
-    /// Changes at one revision for this shard (sub revision, key, pair or deletion).
-    Apply {
-        /// Main revision.
-        revision: i64,
-        /// The changes, in sub-revision order.
-        changes: Vec<(i64, Bytes, Option<KeyValue>)>,
-    },
-    /// An unconditional put at a revision: the shard computes version and create revision.
-    ApplyPut {
-        /// Main revision.
-        revision: i64,
-        /// The key.
-        key: Bytes,
-        /// The value.
-        value: Bytes,
-        /// The lease.
-        lease: i64,
-    },
+    /// A write the sequencer decided for this shard (`mvcc::sequence`): changes at one
+    /// revision, or an unconditional put whose version the shard computes. Compactions come
+    /// as `Compact`, carried out in steps.
+    Write(ShardWrite),
     /// Every change up to this revision has been sent; the current Raft term rides along.
     Watermark {
         /// The revision.
@@ -435,40 +422,19 @@ impl ShardState {
     /// out through `router`.
     pub fn handle(self: &Rc<Self>, message: CoreMessage, router: &Rc<Router>) {
         match message {
-            CoreMessage::Apply { revision, changes } => {
+            CoreMessage::Write(ShardWrite::Compact(revision)) => {
+                self.handle(CoreMessage::Compact(revision), router)
+            }
+            CoreMessage::Write(
+                write @ (ShardWrite::Put { revision, .. } | ShardWrite::Changes { revision, .. }),
+            ) => {
                 self.applied_revision.set(revision);
                 {
                     let watched = !self.watch_subscribers.borrow().is_empty();
-                    let mut shard = self.shard.borrow_mut();
-                    for (sub, key, pair) in changes {
-                        if watched {
-                            let event = shard.change_event(revision, sub, &key, pair.as_ref());
-                            self.watch_events.borrow_mut().push(event);
-                        }
-                        shard.apply(revision, sub, key, pair);
-                    }
-                }
-                self.report_size(router, false);
-            }
-            CoreMessage::ApplyPut {
-                revision,
-                key,
-                value,
-                lease,
-            } => {
-                self.applied_revision.set(revision);
-                {
-                    let mut shard = self.shard.borrow_mut();
-                    if self.watch_subscribers.borrow().is_empty() {
-                        shard.put(revision, 0, key, value, lease);
-                    } else {
-                        let previous = shard.get(&key, i64::MAX).cloned();
-                        shard.put(revision, 0, key.clone(), value, lease);
-                        let pair = shard.get(&key, i64::MAX).cloned();
-                        self.watch_events
-                            .borrow_mut()
-                            .push(Event::new(revision, 0, key, pair, previous));
-                    }
+                    let mut events = self.watch_events.borrow_mut();
+                    self.shard
+                        .borrow_mut()
+                        .apply_write(write, watched.then_some(&mut *events));
                 }
                 self.report_size(router, false);
             }

@@ -28,6 +28,10 @@ use bytes::Bytes;
 /// The largest TTL etcd accepts, in seconds.
 pub const MAX_TTL_SECONDS: i64 = 9_000_000_000;
 
+/// Leases the leader expires per second at most (etcd's revoke rate): an expiry deletes every
+/// attached key in one revision, so a mass expiry is spread instead of stalling the log.
+pub const EXPIRIES_PER_SECOND: u64 = 1000;
+
 /// etcd's lease errors and their exact messages.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseError {
@@ -379,6 +383,15 @@ impl Lessor {
             .take(limit)
             .filter_map(|(_, id)| Some((*id, self.leases.get(id)?.generation)))
             .collect()
+    }
+
+    /// The expiries a leader proposes at a tick of `heartbeat` at `now` (its lease time): the
+    /// leases whose deadline passed a heartbeat ago or longer (a keep-alive answered by a
+    /// follower reached its client a network hop after the leader applied it), earliest first,
+    /// at most `EXPIRIES_PER_SECOND` a second, with their generations.
+    pub fn due(&self, now: Duration, heartbeat: Duration) -> Vec<(i64, u64)> {
+        let per_tick = (EXPIRIES_PER_SECOND as u128 * heartbeat.as_millis() / 1000).max(1);
+        self.expired(now.saturating_sub(heartbeat), per_tick as usize)
     }
 
     /// The earliest deadline of any lease (when the leader next has something to expire).

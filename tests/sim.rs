@@ -85,6 +85,13 @@ fn applying_before_commit_is_caught() {
 }
 
 #[test]
+fn expiring_leases_early_is_caught() {
+    let (seed, failure) =
+        caught(Bug::LeaseExpiresEarly, 30).expect("lease-expires-early went unnoticed");
+    eprintln!("lease-expires-early caught at seed {seed}: {failure}");
+}
+
+#[test]
 fn a_calm_cluster_answers_nearly_everything() {
     let mut options = SimOptions::for_seed(5);
     options.faults = FaultKinds::NONE;
@@ -106,5 +113,9 @@ fn fault_kinds_and_bugs_parse_and_bad_names_are_refused() {
         .unwrap_err()
         .contains("meteors"));
     assert_eq!("ack-before-sync".parse::<Bug>(), Ok(Bug::AckBeforeSync));
+    assert_eq!(
+        "lease-expires-early".parse::<Bug>(),
+        Ok(Bug::LeaseExpiresEarly)
+    );
     assert!("slow".parse::<Bug>().is_err());
 }

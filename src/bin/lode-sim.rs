@@ -103,12 +103,14 @@ fn main() -> ExitCode {
         }
         println!(
             "seed {seed}: {} members, {:?} simulated, {} operations, {} entries applied, {} \
-             leaders, faults {:?}",
+             leaders, {} leases granted ({} expired), faults {:?}",
             report.members,
             report.simulated,
             report.operations,
             report.applied,
             report.leaders,
+            report.leases.0,
+            report.leases.1,
             report.faults
         );
         return match &report.failure {
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
         .seeds
         .unwrap_or(if budget.is_some() { u64::MAX } else { 100 });
     let (mut ran, mut faults, mut simulated, mut operations) = (0u64, 0u64, Duration::ZERO, 0u64);
+    let (mut leases, mut expired) = (0u64, 0u64);
     let mut failed = Vec::new();
     for seed in args.first..args.first.saturating_add(count) {
         if budget.is_some_and(|b| started.elapsed() >= b) {
@@ -138,6 +141,8 @@ fn main() -> ExitCode {
         faults += report.faults.total();
         simulated += report.simulated;
         operations += report.operations;
+        leases += report.leases.0;
+        expired += report.leases.1;
         if report.failure.is_some() {
             print_failure(&report);
             failed.push(seed);
@@ -147,8 +152,8 @@ fn main() -> ExitCode {
     let per_hour = faults as f64 * 3600.0 / elapsed.as_secs_f64().max(1e-9);
     println!(
         "{ran} seeds in {elapsed:.1?} ({simulated:.0?} simulated): {} clean, {} failed{}; \
-         {operations} client operations checked; {faults} faults injected, {per_hour:.0} per \
-         hour",
+         {operations} client operations checked, {leases} leases granted ({expired} expired, \
+         none early); {faults} faults injected, {per_hour:.0} per hour",
         ran - failed.len() as u64,
         failed.len(),
         if failed.is_empty() {

@@ -20,10 +20,6 @@ use crate::replica::proposals::{Proposal, Waiting};
 use crate::replica::Input;
 use crate::wal::io::LogDir;
 
-/// Leases the leader expires per second at most (etcd's revoke rate): an expiry deletes every
-/// attached key in one revision, so a mass expiry is spread instead of stalling the log.
-const LEASE_EXPIRIES_PER_SECOND: u64 = 1000;
-
 impl<D: LogDir + 'static> Consensus<D> {
     /// Proposes a write, answering once it is committed and applied.
     pub async fn write(
@@ -272,7 +268,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// As leader, proposes the revocation of leases whose deadline passed (one proposal in
-    /// flight at a time, at most `LEASE_EXPIRIES_PER_SECOND`).
+    /// flight at a time, at most `lease::EXPIRIES_PER_SECOND` a second).
     pub(super) fn maybe_expire_leases(self: &Rc<Self>) {
         if self.lease_expiry_in_flight.get()
             || self.is_stopped()
@@ -280,14 +276,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         {
             return;
         }
-        let per_tick = (LEASE_EXPIRIES_PER_SECOND as u128 * self.config.heartbeat.as_millis()
-            / 1000)
-            .max(1) as usize;
-        // A heartbeat of grace: a keep-alive answered by a follower reached its client a
-        // network hop after the leader applied it.
-        let due = self
-            .sequencer
-            .expired_leases(per_tick, self.config.heartbeat);
+        let due = self.sequencer.leases_due(self.config.heartbeat);
         if due.is_empty() {
             return;
         }

@@ -80,13 +80,12 @@ impl Sequencer {
         self.sequence.borrow().leases().ids()
     }
 
-    /// Leases whose deadline passed `grace` ago or longer, earliest first, with their
-    /// generations (at most `limit`).
-    pub fn expired_leases(&self, limit: usize, grace: Duration) -> Vec<(i64, u64)> {
+    /// The lease expiries a leader proposes now, at a tick of `heartbeat` (`Lessor::due`).
+    pub fn leases_due(&self, heartbeat: Duration) -> Vec<(i64, u64)> {
         self.sequence
             .borrow()
             .leases()
-            .expired(self.lease_now().saturating_sub(grace), limit)
+            .due(self.lease_now(), heartbeat)
     }
 
     /// This member became leader: every lease gets `margin` more (never past its full TTL).

@@ -14,6 +14,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use super::Bug;
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
+use crate::lease::SavedLease;
 use crate::members::{Member, Members};
 use crate::mvcc::request::{RangeRequest, WriteRequest, WriteResponse};
 use crate::mvcc::sharded::ShardedKv;
@@ -44,6 +45,8 @@ pub struct SimSnapshot {
     pub term: u64,
     pub voters: Vec<u64>,
     pub kv: ShardedKv,
+    /// The leases as the snapshot file keeps them: what each had left when it was taken.
+    pub leases: Vec<SavedLease>,
 }
 
 impl SimSnapshot {
@@ -88,6 +91,8 @@ pub struct Effects {
     pub leading: Option<u64>,
     /// The index of a snapshot it installed.
     pub installed: Option<u64>,
+    /// Leases an applied expiry revoked.
+    pub expired: Vec<i64>,
 }
 
 /// A running member.
@@ -114,7 +119,17 @@ pub struct SimMember {
     snapshots: Vec<SimSnapshot>,
     /// Snapshots the leader streamed here, by index, waiting for Raft to install them.
     received: BTreeMap<u64, SimSnapshot>,
+    /// When this run of the member started: its lease clock counts from here.
+    started: Instant,
+    heartbeat: Duration,
+    /// The Ready number of the lease expiry this member proposed as leader and when, until it
+    /// is applied or refused (one at a time, as the server does).
+    expiry: Option<(u64, Instant)>,
 }
+
+/// Added to lease time so that a lease loaded from a snapshot right after start can be dated
+/// back by the part of its TTL it had used (the server offsets by the largest TTL).
+const LEASE_CLOCK_OFFSET: Duration = Duration::from_secs(3600);
 
 /// The log's options in the simulation: small segments, so rolls happen.
 pub fn wal_options() -> WalOptions {
@@ -160,6 +175,7 @@ impl SimMember {
         seed: u64,
         heartbeat: Duration,
         bug: Option<Bug>,
+        now: Instant,
     ) -> Result<SimMember, String> {
         let wal = Rc::new(
             block_on(Wal::open(disk.dir(), wal_options())).map_err(|e| format!("log: {e}"))?,
@@ -213,12 +229,20 @@ impl SimMember {
             wal.hard_state(),
         )
         .map_err(|e| e.to_string())?;
+        let kv = match newest {
+            None => ShardedKv::new(2),
+            Some(snapshot) => {
+                let mut kv = snapshot.kv;
+                kv.leases_mut().import(&snapshot.leases, LEASE_CLOCK_OFFSET);
+                kv
+            }
+        };
         Ok(SimMember {
             id,
             disk,
             wal,
             replica,
-            kv: newest.map_or_else(|| ShardedKv::new(2), |snapshot| snapshot.kv),
+            kv,
             nonce: seed,
             next_number: 1,
             writes: BTreeMap::new(),
@@ -230,7 +254,15 @@ impl SimMember {
             bug,
             snapshots,
             received: BTreeMap::new(),
+            started: now,
+            heartbeat,
+            expiry: None,
         })
+    }
+
+    /// This member's lease time at `now` (the server's is its monotonic clock, likewise).
+    fn lease_now(&self, now: Instant) -> Duration {
+        LEASE_CLOCK_OFFSET + now.saturating_duration_since(self.started)
     }
 
     /// This member's snapshots (durable: what a restart starts from).
@@ -254,7 +286,7 @@ impl SimMember {
     /// Takes a snapshot once `SNAPSHOT_EVERY` entries were applied since the last, then
     /// compacts the log up to `CATCHUP_ENTRIES` behind it and no further than the previous
     /// one (as the server does).
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
+    fn maybe_snapshot(&mut self, now: Instant) -> Result<(), String> {
         let applied = self.replica.applied();
         let last = self.snapshots.last().map_or(0, |snapshot| snapshot.index);
         if applied < last + SNAPSHOT_EVERY || self.applied_early > 0 {
@@ -266,6 +298,7 @@ impl SimMember {
             term,
             voters: self.replica.voters(),
             kv: self.kv.clone(),
+            leases: self.kv.leases().export(self.lease_now(now)),
         };
         self.replica.snapshot_taken(snapshot.metadata(), 0);
         self.snapshots.push(snapshot);
@@ -297,6 +330,8 @@ impl SimMember {
         block_on(self.wal.reset_to_snapshot(metadata.index, metadata.term))
             .map_err(|e| format!("log: {e}"))?;
         self.kv = received.kv.clone();
+        let lease_now = self.lease_now(now);
+        self.kv.leases_mut().import(&received.leases, lease_now);
         self.replica.snapshot_installed(metadata, 0, None);
         self.snapshots.push(received);
         if self.snapshots.len() > 2 {
@@ -344,6 +379,13 @@ impl SimMember {
         if let Err(error) = self.replica.admit() {
             return Some(Answer::Written(Err(error)));
         }
+        let sequence = self.propose_write(now, request);
+        self.writes.insert(sequence, caller);
+        None
+    }
+
+    /// Proposes a write; returns its number.
+    fn propose_write(&mut self, now: Instant, request: &WriteRequest) -> u64 {
         let sequence = self.next_number;
         self.next_number += 1;
         let id = ProposalId {
@@ -352,7 +394,6 @@ impl SimMember {
             sequence,
         };
         let frame = native::encode_request(0, &Request::Write(request.clone()));
-        self.writes.insert(sequence, caller);
         self.replica.step(
             now,
             Input::Propose(Waiting {
@@ -361,7 +402,7 @@ impl SimMember {
                 queued_at: now,
             }),
         );
-        None
+        sequence
     }
 
     /// A caller's linearizable read.
@@ -421,7 +462,7 @@ impl SimMember {
     pub fn pump(&mut self, now: Instant) -> Result<Effects, String> {
         let mut effects = Effects::default();
         self.replica.step(now, Input::HandOff);
-        self.carry_out(&mut effects);
+        self.carry_out(now, &mut effects);
         while let Some(mut turn) = self.replica.begin_turn(now) {
             let snapshot = turn.snapshot().cloned();
             if let Some(snapshot) = &snapshot {
@@ -429,7 +470,7 @@ impl SimMember {
                 effects.installed = Some(snapshot.get_metadata().index);
             }
             let committed = self.replica.take_committed(&mut turn);
-            self.apply(committed, &mut effects)?;
+            self.apply(now, committed, &mut effects)?;
             let plan = self
                 .replica
                 .persist_plan(&mut turn)
@@ -437,7 +478,7 @@ impl SimMember {
             let mut staged = None;
             if let Some(plan) = plan {
                 if self.bug == Some(Bug::ApplyBeforeCommit) {
-                    self.apply_early(&plan.entries, &mut effects);
+                    self.apply_early(now, &plan.entries, &mut effects);
                 }
                 staged = self
                     .wal
@@ -451,7 +492,7 @@ impl SimMember {
                     block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
                 }
                 self.replica.step(now, Input::Persisted(number));
-                self.carry_out(&mut effects);
+                self.carry_out(now, &mut effects);
                 continue;
             }
             match staged {
@@ -467,26 +508,60 @@ impl SimMember {
                 }
                 None => self.replica.step(now, Input::Persisted(number)),
             }
-            self.carry_out(&mut effects);
+            self.carry_out(now, &mut effects);
         }
         self.serve_reads(&mut effects);
-        self.maybe_snapshot()?;
+        self.maybe_snapshot(now)?;
         if self.replica.is_leader() {
             effects.leading = Some(self.replica.term());
+            self.maybe_expire_leases(now);
         }
         Ok(effects)
     }
 
-    fn carry_out(&mut self, effects: &mut Effects) {
+    /// As leader, proposes the revocation of leases past their deadline, as the server does
+    /// (`Lessor::due`; one expiry in flight at a time, given up after a client's timeout).
+    fn maybe_expire_leases(&mut self, now: Instant) {
+        if let Some((_, since)) = self.expiry {
+            if now.saturating_duration_since(since) < Duration::from_secs(3) {
+                return;
+            }
+            self.expiry = None;
+        }
+        let mut lease_now = self.lease_now(now);
+        if self.bug == Some(Bug::LeaseExpiresEarly) {
+            lease_now += Duration::from_secs(1);
+        }
+        let due = self.kv.leases().due(lease_now, self.heartbeat);
+        if due.is_empty() {
+            return;
+        }
+        let request = WriteRequest::Lease(crate::lease::LeaseRequest::Expire { leases: due });
+        let sequence = self.propose_write(now, &request);
+        self.expiry = Some((sequence, now));
+    }
+
+    fn carry_out(&mut self, now: Instant, effects: &mut Effects) {
         let Outputs {
             send,
             refused,
             reads_ready,
             reads_failed,
+            leader_changes,
             ..
         } = self.replica.take_outputs();
         effects.send.extend(send);
+        if leader_changes.iter().any(|change| change.to == self.id) {
+            // As the server does: every lease gets an election timeout more, since keep-alives
+            // could reach no one during the election.
+            let lease_now = self.lease_now(now);
+            let margin = self.heartbeat * ELECTION_TICKS as u32;
+            self.kv.leases_mut().promote(lease_now, margin);
+        }
         for (sequence, error) in refused {
+            if self.expiry.is_some_and(|(expiry, _)| expiry == sequence) {
+                self.expiry = None;
+            }
             if let Some(caller) = self.writes.remove(&sequence) {
                 effects.answers.push((caller, Answer::Written(Err(error))));
             }
@@ -515,7 +590,14 @@ impl SimMember {
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>, effects: &mut Effects) -> Result<(), String> {
+    fn apply(
+        &mut self,
+        now: Instant,
+        entries: Vec<Entry>,
+        effects: &mut Effects,
+    ) -> Result<(), String> {
+        let lease_now = self.lease_now(now);
+        self.kv.set_lease_clock(lease_now);
         for entry in entries {
             if entry.index > self.applied_early {
                 match entry.entry_type {
@@ -550,7 +632,14 @@ impl SimMember {
     }
 
     /// `ApplyBeforeCommit`: the injected bug applies entries as soon as they are staged.
-    fn apply_early(&mut self, entries: &[crate::wal::LogEntry], effects: &mut Effects) {
+    fn apply_early(
+        &mut self,
+        now: Instant,
+        entries: &[crate::wal::LogEntry],
+        effects: &mut Effects,
+    ) {
+        let lease_now = self.lease_now(now);
+        self.kv.set_lease_clock(lease_now);
         for entry in entries {
             if entry.index <= self.applied_early || entry.payload.is_empty() {
                 continue;
@@ -582,8 +671,18 @@ impl SimMember {
                 .map_err(ServerError::from),
             _ => Err(ServerError::Internal("malformed log entry".into())),
         };
+        if let Ok(WriteResponse::Lease(crate::mvcc::request::LeaseResponse {
+            outcome: crate::lease::LeaseOutcome::Expired { ids },
+            ..
+        })) = &result
+        {
+            effects.expired.extend(ids);
+        }
         let id = proposal.id;
         if id.proposer == self.id && id.nonce == self.nonce {
+            if self.expiry.is_some_and(|(expiry, _)| expiry == id.sequence) {
+                self.expiry = None;
+            }
             if let Some(caller) = self.writes.remove(&id.sequence) {
                 effects.answers.push((caller, Answer::Written(result)));
             }

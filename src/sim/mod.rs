@@ -12,11 +12,15 @@
 //!   checkers, as it runs: one leader per term; an index applied anywhere holds the same entry
 //!             and leads to the same revision everywhere
 //!   at the end: faults stop, the network heals, every member runs; every client reads every
-//!             key; the whole history must be linearizable
+//!             key; the whole history must be linearizable; no lease expired before what an
+//!             acknowledged grant or keep-alive promised (its call time plus the TTL answered)
 //! ```
 //!
 //! Members snapshot and compact their logs; a follower behind the compacted log installs the
-//! leader's snapshot.
+//! leader's snapshot. Writes go through the real sequencer (`mvcc::sequence`, in `ShardedKv`).
+//! Clients also hold leases (grant, keep alive, attach a key, revoke, abandon); the leader
+//! expires them by the server's rule (`Lessor::due`) on its own lease clock, a new leader
+//! extends them by an election timeout, snapshots carry what each had left.
 //!
 //! Faults: messages dropped, duplicated (all but forwarded proposals, which lode's TCP
 //! transport never repeats), delayed and reordered; links cut one way or both
@@ -94,9 +98,23 @@ struct InFlight {
 struct Client {
     count: u64,
     seen: Vec<Option<Vec<u8>>>,
+    /// The lease it holds and keeps alive.
+    lease: Option<i64>,
     in_flight: Option<InFlight>,
     /// Keys still to read in the final check.
     final_reads: VecDeque<u64>,
+}
+
+/// What the clients were promised of one lease, and when it expired.
+#[derive(Debug)]
+struct LeaseRecord {
+    /// The latest time an acknowledged grant or keep-alive promised it lives to: the call's
+    /// time plus the TTL answered (the renewal took effect no earlier than the call).
+    promised_until: Duration,
+    /// When a member first applied its expiry.
+    expired_at: Option<Duration>,
+    /// The call that made the latest promise, for the report.
+    promise: String,
 }
 
 /// One simulation run.
@@ -123,6 +141,8 @@ pub struct Simulation {
     failure: Option<String>,
     trace: VecDeque<String>,
     settling: bool,
+    /// Every lease a client was granted.
+    leases: BTreeMap<i64, LeaseRecord>,
 }
 
 impl Simulation {
@@ -138,6 +158,7 @@ impl Simulation {
             .map(|_| Client {
                 count: 0,
                 seen: vec![None; KEYS as usize],
+                lease: None,
                 in_flight: None,
                 final_reads: VecDeque::new(),
             })
@@ -161,6 +182,7 @@ impl Simulation {
             failure: None,
             trace: VecDeque::new(),
             settling: false,
+            leases: BTreeMap::new(),
             options,
         }
     }
@@ -255,12 +277,23 @@ impl Simulation {
             operations: self.operations,
             applied,
             leaders: self.leaders.len() as u64,
+            leases: (
+                self.leases.len() as u64,
+                self.leases
+                    .values()
+                    .filter(|record| record.expired_at.is_some())
+                    .count() as u64,
+            ),
             failure: self.failure,
             trace: self.trace.into_iter().collect(),
         }
     }
 
     fn final_check(&mut self) {
+        self.check_leases();
+        if self.failure.is_some() {
+            return;
+        }
         if self
             .clients
             .iter()
@@ -308,6 +341,7 @@ impl Simulation {
             seed,
             HEARTBEAT,
             self.options.bug,
+            self.base + self.now,
         ) {
             Ok(member) => {
                 slot.member = Some(member);
@@ -426,6 +460,9 @@ impl Simulation {
                     }
                 }
             }
+        }
+        if !effects.expired.is_empty() {
+            self.leases_expired(id, effects.expired);
         }
         if effects.wants_sync {
             let incarnation = self.slots[(id - 1) as usize].incarnation;
@@ -649,8 +686,12 @@ impl Simulation {
             }
         } else {
             state.count += 1;
-            let (count, seen) = (state.count, state.seen.clone());
-            ClientOp::random(&mut self.random, client, count, &seen)
+            if state.lease.is_some() && self.random.chance(1, 100) {
+                // Abandoned: nobody keeps it alive any more, so it expires.
+                state.lease = None;
+            }
+            let (count, seen, lease) = (state.count, state.seen.clone(), state.lease);
+            ClientOp::random(&mut self.random, client, count, &seen, lease)
         };
         let member = self.random.below(1, self.options.members + 1);
         let caller = self.next_caller;
@@ -713,6 +754,12 @@ impl Simulation {
         self.operations += 1;
         let ret = self.now.as_nanos() as u64;
         self.log(|| format!("client {client} <- m{}: {answer:?}", flight.member));
+        if flight.op.is_lease() {
+            self.lease_answer(client, &flight, &answer);
+            let think = Duration::from_millis(self.random.below(0, 20));
+            self.schedule(think, Event::Client(client));
+            return;
+        }
         let checked = match &answer {
             Answer::Written(Ok(response)) => {
                 Some(flight.op.as_checked(Some(Told::Written(response))))
@@ -769,8 +816,91 @@ impl Simulation {
                     self.read_again(client, &flight.op);
                 }
             }
+            // Unknown: it may have renewed or revoked, which promises nothing.
+            ClientOp::LeaseGrant { .. }
+            | ClientOp::LeaseKeepAlive { .. }
+            | ClientOp::LeaseRevoke { .. }
+            | ClientOp::LeasePut { .. } => {}
         }
         self.schedule(Duration::ZERO, Event::Client(client));
+    }
+
+    /// What a lease operation's answer tells the client and promises of the lease.
+    fn lease_answer(&mut self, client: u64, flight: &InFlight, answer: &Answer) {
+        use crate::lease::LeaseOutcome;
+        use crate::mvcc::request::{LeaseResponse, WriteResponse};
+        let call = Duration::from_nanos(flight.call);
+        let promise = |ttl: i64| call + Duration::from_secs(ttl.max(0) as u64);
+        let state = &mut self.clients[client as usize];
+        match (&flight.op, answer) {
+            (
+                ClientOp::LeaseGrant { id, .. },
+                Answer::Written(Ok(WriteResponse::Lease(LeaseResponse {
+                    outcome: LeaseOutcome::Granted { ttl, .. },
+                    ..
+                }))),
+            ) => {
+                state.lease = Some(*id);
+                self.leases.insert(
+                    *id,
+                    LeaseRecord {
+                        promised_until: promise(*ttl),
+                        expired_at: None,
+                        promise: format!("granted for {ttl} s at {call:?}"),
+                    },
+                );
+            }
+            (
+                ClientOp::LeaseKeepAlive { id },
+                Answer::Written(Ok(WriteResponse::Lease(LeaseResponse {
+                    outcome: LeaseOutcome::Renewed { ttls },
+                    ..
+                }))),
+            ) => match ttls.first() {
+                Some(&ttl) if ttl > 0 => {
+                    if let Some(record) = self.leases.get_mut(id) {
+                        if promise(ttl) > record.promised_until {
+                            record.promised_until = promise(ttl);
+                            record.promise = format!("kept alive for {ttl} s at {call:?}");
+                        }
+                    }
+                }
+                _ => state.lease = None,
+            },
+            (ClientOp::LeaseRevoke { .. }, Answer::Written(Ok(_))) => state.lease = None,
+            (ClientOp::LeasePut { .. } | ClientOp::LeaseRevoke { .. }, Answer::Written(Err(e)))
+                if e.to_string().contains("lease not found") =>
+            {
+                state.lease = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Records leases a member applied the expiry of.
+    fn leases_expired(&mut self, id: u64, expired: Vec<i64>) {
+        for lease in expired {
+            self.log(|| format!("m{id} applies the expiry of lease {lease:x}"));
+            if let Some(record) = self.leases.get_mut(&lease) {
+                record.expired_at.get_or_insert(self.now);
+            }
+        }
+    }
+
+    /// No lease expired before what an acknowledged grant or keep-alive promised.
+    fn check_leases(&mut self) {
+        let early = self.leases.iter().find_map(|(id, record)| {
+            let expired_at = record.expired_at?;
+            (expired_at < record.promised_until).then(|| {
+                format!(
+                    "lease {id:x} expired at {expired_at:?}, before {:?}: it was {}",
+                    record.promised_until, record.promise
+                )
+            })
+        });
+        if let Some(early) = early {
+            self.fail(early);
+        }
     }
 }
 

@@ -14,6 +14,8 @@ pub enum Bug {
     ReadWithoutReadIndex,
     /// Apply entries when they are staged, before they are committed.
     ApplyBeforeCommit,
+    /// The leader expires leases a second before their deadline.
+    LeaseExpiresEarly,
 }
 
 impl std::str::FromStr for Bug {
@@ -24,9 +26,10 @@ impl std::str::FromStr for Bug {
             "ack-before-sync" => Ok(Bug::AckBeforeSync),
             "read-without-read-index" => Ok(Bug::ReadWithoutReadIndex),
             "apply-before-commit" => Ok(Bug::ApplyBeforeCommit),
+            "lease-expires-early" => Ok(Bug::LeaseExpiresEarly),
             other => Err(format!(
-                "unknown bug {other:?}: ack-before-sync, read-without-read-index or \
-                 apply-before-commit"
+                "unknown bug {other:?}: ack-before-sync, read-without-read-index, \
+                 apply-before-commit or lease-expires-early"
             )),
         }
     }
@@ -182,6 +185,8 @@ pub struct Report {
     pub applied: u64,
     /// Distinct terms with a leader.
     pub leaders: u64,
+    /// Leases granted to clients, and how many of those expired.
+    pub leases: (u64, u64),
     /// The first violation found, with the end of the trace.
     pub failure: Option<String>,
     /// The trace (every line with `trace`, else the last ones).

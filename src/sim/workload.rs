@@ -1,9 +1,13 @@
 //! The clients of a simulation: each issues one operation at a time (put, linearizable get,
 //! or a compare-and-swap txn) on a few shared keys, through a member it picks, and records
-//! what it asked and what it was told for the linearizability checker.
+//! what it asked and what it was told for the linearizability checker. Each also holds a
+//! lease now and then: grants it, keeps it alive, attaches a key of its own to it, revokes or
+//! abandons it (lease keys are not in the linearizability history: an expiry deletes them
+//! without any client asking; the lease checker watches them instead).
 
 use bytes::Bytes;
 
+use crate::lease::LeaseRequest;
 use crate::linearize::{KvOp, Operation, TxnOutcome, TxnStep};
 use crate::mvcc::request::{
     Compare, CompareOperand, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp,
@@ -50,6 +54,25 @@ pub enum ClientOp {
         value: Vec<u8>,
         other: Vec<u8>,
     },
+    /// Grant lease `id` for `ttl` seconds.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    /// Renew lease `id` (a keep-alive).
+    LeaseKeepAlive {
+        id: i64,
+    },
+    /// Revoke lease `id`.
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Put `key` attached to lease `id`.
+    LeasePut {
+        key: Vec<u8>,
+        id: i64,
+        value: Vec<u8>,
+    },
 }
 
 fn key(n: u64) -> Vec<u8> {
@@ -58,15 +81,35 @@ fn key(n: u64) -> Vec<u8> {
 
 impl ClientOp {
     /// A random operation of client `client`, its `count`th; `seen` is the last value it
-    /// read of each key.
+    /// read of each key, `lease` the lease it holds.
     pub fn random(
         random: &mut Random,
         client: u64,
         count: u64,
         seen: &[Option<Vec<u8>>],
+        lease: Option<i64>,
     ) -> ClientOp {
         let k = random.below(0, KEYS);
         let value = format!("c{client}-{count}").into_bytes();
+        let roll = random.below(0, 100);
+        match lease {
+            None if roll < 6 => {
+                return ClientOp::LeaseGrant {
+                    id: ((client as i64 + 1) << 32) | count as i64,
+                    ttl: random.below(2, 5) as i64,
+                }
+            }
+            Some(id) if roll < 12 => return ClientOp::LeaseKeepAlive { id },
+            Some(id) if roll < 16 => {
+                return ClientOp::LeasePut {
+                    key: format!("lease-{client}").into_bytes(),
+                    id,
+                    value,
+                }
+            }
+            Some(id) if roll < 17 => return ClientOp::LeaseRevoke { id },
+            _ => {}
+        }
         match random.below(0, 10) {
             0..=3 => ClientOp::Put { key: key(k), value },
             4..=7 => ClientOp::Get { key: key(k) },
@@ -79,9 +122,38 @@ impl ClientOp {
         }
     }
 
+    /// True for a lease operation (checked by the lease checker, not for linearizability).
+    pub fn is_lease(&self) -> bool {
+        matches!(
+            self,
+            ClientOp::LeaseGrant { .. }
+                | ClientOp::LeaseKeepAlive { .. }
+                | ClientOp::LeaseRevoke { .. }
+                | ClientOp::LeasePut { .. }
+        )
+    }
+
     /// The request to send.
     pub fn request(&self) -> Call {
         match self {
+            ClientOp::LeaseGrant { id, ttl } => {
+                Call::Write(WriteRequest::Lease(LeaseRequest::Grant {
+                    id: *id,
+                    ttl: *ttl,
+                }))
+            }
+            ClientOp::LeaseKeepAlive { id } => {
+                Call::Write(WriteRequest::Lease(LeaseRequest::Renew { ids: vec![*id] }))
+            }
+            ClientOp::LeaseRevoke { id } => {
+                Call::Write(WriteRequest::Lease(LeaseRequest::Revoke { id: *id }))
+            }
+            ClientOp::LeasePut { key, id, value } => Call::Write(WriteRequest::Put(PutRequest {
+                key: Bytes::from(key.clone()),
+                value: Bytes::from(value.clone()),
+                lease: *id,
+                ..Default::default()
+            })),
             ClientOp::Put { key, value } => Call::Write(WriteRequest::Put(PutRequest {
                 key: Bytes::from(key.clone()),
                 value: Bytes::from(value.clone()),
@@ -210,6 +282,7 @@ impl ClientOp {
                 })
             }
             (ClientOp::Get { .. }, other) => Err(format!("a get answered {other:?}")),
+            (lease, _) => Err(format!("{lease:?} is not checked for linearizability")),
         }
     }
 }

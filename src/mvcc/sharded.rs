@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::error::KvError;
+use super::event::Event;
 use super::exec::{self, Change, ReadView};
 use super::kv::{KeyRange, KeyValue};
 use super::request::{
@@ -17,7 +18,6 @@ use super::request::{
 use super::shard::MvccShard;
 use super::validate;
 use crate::lease::Lessor;
-use crate::watch::Event;
 
 /// The shard that owns `key` among `shard_count` shards. Stable across restarts and versions:
 /// it decides where a key's history lives.

@@ -57,7 +57,7 @@ pub fn parse_retention(mode: Mode, text: &str) -> Result<Option<Retention>, Stri
             Mode::Revision => Retention::Revisions(n),
         },
         Err(_) => {
-            let period = crate::server::parse_duration(text).map_err(bad)?;
+            let period = crate::duration::parse_duration(text).map_err(bad)?;
             if period.is_zero() {
                 return Ok(None);
             }

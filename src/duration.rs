@@ -66,6 +66,13 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(nanos.round() as u64))
 }
 
+/// Parses a duration as etcd's flags take them (Go's notation), with the
+/// server's error message.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_go_duration(text)
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 10m, 100ms, 1h30m)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

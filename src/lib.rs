@@ -33,6 +33,7 @@ pub mod server;
 pub mod shard;
 pub mod sim;
 pub mod snapshot;
+pub mod snapshotter;
 pub mod tls;
 pub mod urls;
 pub mod wal;

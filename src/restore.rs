@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::consensus::snapshotter::snapshot_file_name;
 use crate::members::{Member, Members};
 use crate::membership::{self, write_durably, Identity, InitialCluster};
 use crate::snapshot::{self, SnapshotReader};
+use crate::snapshotter::snapshot_file_name;
 
 /// What a restore made.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,11 +34,13 @@
 //! Little-endian throughout. Every byte is covered by a checksum; a reader stops at the first
 //! mismatch with the offset, so a damaged snapshot is refused, never half-loaded.
 
+use std::ops::Bound;
+
 use bytes::{BufMut, Bytes};
 
 use crate::alarm::{AlarmMember, AlarmType};
 use crate::mvcc::kv::KeyValue;
-use crate::mvcc::shard::Version;
+use crate::mvcc::shard::{MvccShard, Version};
 
 /// Magic bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LODESNAP";
@@ -245,6 +247,72 @@ impl<'a> BlockWriter<'a> {
         self.out[self.start + 4..self.start + 8].copy_from_slice(&crc.to_le_bytes());
         self.records
     }
+}
+
+/// Where a snapshot export continues: at `key`, after its first `skip` versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// The key to continue at.
+    pub key: Bytes,
+    /// Versions of that key already exported.
+    pub skip: usize,
+}
+
+/// Encodes `shard`'s key histories as of `revision` into one snapshot block at the end of `out`,
+/// starting at `from` (the first key when `None`) and stopping once the block holds about
+/// `max_bytes`: versions above `revision` are left out, so a snapshot taken in steps while
+/// writes go on is a consistent cut at `revision`, and a long history is split across
+/// steps, so no step takes longer than `max_bytes` of encoding. Returns the records
+/// written and where to continue (`None` when the shard is done).
+pub fn export_into(
+    shard: &MvccShard,
+    revision: i64,
+    from: Option<&ExportCursor>,
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> (u32, Option<ExportCursor>) {
+    let (start, mut skip) = match from {
+        Some(cursor) => (Bound::Included(cursor.key.clone()), cursor.skip),
+        None => (Bound::Unbounded, 0),
+    };
+    let mut block = BlockWriter::begin(out);
+    let mut next = None;
+    for (key, history) in shard.key_histories_from(start) {
+        if block.payload_len() >= max_bytes {
+            next = Some(ExportCursor {
+                key: key.clone(),
+                skip: 0,
+            });
+            break;
+        }
+        let visible = &history[..history.partition_point(|v| v.main <= revision)];
+        let remaining = visible.get(skip..).unwrap_or_default();
+        skip = 0;
+        if remaining.is_empty() {
+            continue;
+        }
+        // As many versions as the budget allows (at least one, so every step advances).
+        let budget = max_bytes.saturating_sub(block.payload_len() + key.len() + 8);
+        let mut taken = 0;
+        let mut bytes = 0;
+        for version in remaining {
+            let size = encoded_version_len(version);
+            if taken > 0 && bytes + size > budget {
+                break;
+            }
+            taken += 1;
+            bytes += size;
+        }
+        block.push_key(key, &remaining[..taken]);
+        if taken < remaining.len() {
+            next = Some(ExportCursor {
+                key: key.clone(),
+                skip: visible.len() - remaining.len() + taken,
+            });
+            break;
+        }
+    }
+    (block.finish(), next)
 }
 
 /// Bytes a version takes in a record.
@@ -693,7 +761,7 @@ mod tests {
         let mut from = None;
         let mut count = 0;
         loop {
-            let (records, next) = shard.export_into(meta.revision, from.as_ref(), 300, &mut out);
+            let (records, next) = export_into(&shard, meta.revision, from.as_ref(), 300, &mut out);
             count += records;
             match next {
                 Some(cursor) => from = Some(cursor),

@@ -63,7 +63,7 @@ async fn snapshot_report(transport: &PeerTransport) -> (u64, bool) {
 
 #[test]
 fn snapshots_stream_in_chunks_and_missing_files_are_reported() {
-    use lode::consensus::snapshotter::{received_file_name, snapshot_file_name};
+    use lode::snapshotter::{received_file_name, snapshot_file_name};
     on_executor(|| async {
         let (a, a_address, a_dir) = listening(9, 1);
         let (b, b_address, b_dir) = listening(9, 2);

@@ -554,8 +554,8 @@ fn failed_fdatasync_aborts_the_process_by_default() {
 /// is reset to it; a log consistent with it is left alone.
 #[test]
 fn an_interrupted_snapshot_install_is_finished_at_start() {
-    use lode::consensus::snapshotter::reconcile_log;
     use lode::snapshot::SnapshotMeta;
+    use lode::snapshotter::reconcile_log;
     let meta = |applied_index, applied_term| SnapshotMeta {
         applied_index,
         applied_term,

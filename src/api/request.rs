@@ -42,6 +42,29 @@ pub enum Request {
     Auth(crate::auth::request::AuthRequest),
 }
 
+// The keys of locks and elections, shared by their service (`server::concurrency`) and the
+// permission checks of their names (`server::access`).
+
+/// The prefix contenders of `name` own keys under.
+pub fn prefix(name: &[u8]) -> Bytes {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    Bytes::from(prefix)
+}
+
+/// The key a contender with `lease` owns under `prefix` (the lease in lowercase hex, as Go's
+/// `%x` prints an int64).
+pub fn contender_key(prefix: &[u8], lease: i64) -> Bytes {
+    let mut key = prefix.to_vec();
+    let hex = if lease < 0 {
+        format!("-{:x}", lease.unsigned_abs())
+    } else {
+        format!("{lease:x}")
+    };
+    key.extend_from_slice(hex.as_bytes());
+    Bytes::from(key)
+}
+
 /// What identifies a leadership (etcd's `LeaderKey`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaderKey {

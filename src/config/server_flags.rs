@@ -150,10 +150,10 @@ pub struct ServerFlags {
     pub max_concurrent_streams: u32,
     /// How often the server pings a gRPC connection that has been quiet (Go duration; 0
     /// never), to find clients that went away without closing.
-    #[arg(long, default_value = "2h", value_parser = crate::server::parse_duration)]
+    #[arg(long, default_value = "2h", value_parser = crate::duration::parse_duration)]
     pub grpc_keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed (Go duration).
-    #[arg(long, default_value = "20s", value_parser = crate::server::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = crate::duration::parse_duration)]
     pub grpc_keepalive_timeout: Duration,
     /// Applied entries between snapshots; the log before a snapshot (less the catch-up entries)
     /// is then removed. 0 disables snapshots.
@@ -313,7 +313,7 @@ fn tls_version(text: &str) -> Result<crate::tls::TlsVersion, String> {
 
 /// `--watch-progress-notify-interval`: a duration of at least 100 ms, as etcd requires.
 fn watch_progress_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::server::parse_duration(text)?;
+    let interval = crate::duration::parse_duration(text)?;
     if interval < Duration::from_millis(100) {
         return Err(format!("{text} is below the minimum of 100ms"));
     }

@@ -26,7 +26,6 @@ mod metrics;
 mod propose;
 pub mod sequencer;
 mod snapshots;
-pub mod snapshotter;
 
 pub use crate::api::error::ServerError;
 pub use driver::{Consensus, ConsensusConfig};

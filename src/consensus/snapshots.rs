@@ -25,13 +25,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             .map_err(|e| ServerError::Internal(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(format!(
             "{}{}-{export_number}.snap",
-            super::snapshotter::EXPORT_PREFIX,
+            crate::snapshotter::EXPORT_PREFIX,
             self.nonce
         ));
         loop {
             let applied = self.applied_index();
             let meta = self.snapshot_meta(applied, self.wal.term(applied).unwrap_or(0));
-            if super::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
+            if crate::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
                 return Ok((path, meta.revision));
             }
             // A compaction moved meanwhile: cut again.
@@ -88,14 +88,14 @@ impl<D: LogDir + 'static> Consensus<D> {
         let task = async move {
             let started = Instant::now();
             let taken =
-                super::snapshotter::take(&this.config.snapshot_dir, &meta, this.sequencer.router())
+                crate::snapshotter::take(&this.config.snapshot_dir, &meta, this.sequencer.router())
                     .await;
             match taken {
                 Ok(true) => {
                     let path = this
                         .config
                         .snapshot_dir
-                        .join(super::snapshotter::snapshot_file_name(meta.applied_index));
+                        .join(crate::snapshotter::snapshot_file_name(meta.applied_index));
                     let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
                     tracing::info!(
                         index = meta.applied_index,
@@ -155,8 +155,8 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         let started = Instant::now();
         let dir = &self.config.snapshot_dir;
-        let path = dir.join(super::snapshotter::received_file_name(index));
-        let meta = super::snapshotter::load(&path, self.sequencer.router()).await?;
+        let path = dir.join(crate::snapshotter::received_file_name(index));
+        let meta = crate::snapshotter::load(&path, self.sequencer.router()).await?;
         if (meta.applied_index, meta.applied_term) != (index, term) {
             return Err(ServerError::Internal(format!(
                 "{} holds index {} term {}, Raft installs index {index} term {term}",
@@ -165,7 +165,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 meta.applied_term
             )));
         }
-        let size = super::snapshotter::keep_received(dir, index).await?;
+        let size = crate::snapshotter::keep_received(dir, index).await?;
         self.wal
             .reset_to_snapshot(index, term)
             .await

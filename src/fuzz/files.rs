@@ -77,7 +77,8 @@ pub(super) fn snapshot_corpus() -> Vec<Vec<u8>> {
         let mut records = 0;
         let mut from = None;
         loop {
-            let (written, next) = shard.export_into(19, from.as_ref(), block_bytes, &mut file);
+            let (written, next) =
+                crate::snapshot::export_into(&shard, 19, from.as_ref(), block_bytes, &mut file);
             records += written;
             match next {
                 Some(cursor) => from = Some(cursor),

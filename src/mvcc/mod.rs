@@ -3,6 +3,7 @@
 //! threads, so it is tested deterministically against a reference model.
 //!
 //! - [`kv`]: keys, ranges, key-value pairs;
+//! - [`event`]: one change as watchers see it;
 //! - [`request`]: the internal request/response model both front ends decode into;
 //! - [`validate`]: checks made before a request is proposed;
 //! - [`shard`]: one shard's multi-version state;
@@ -15,6 +16,7 @@
 //! main revision, and its changes sub revisions 0, 1, ... in execution order.
 
 pub mod error;
+pub mod event;
 pub mod exec;
 pub mod kv;
 pub mod request;

@@ -14,19 +14,9 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::event::Event;
 use super::kv::{KeyRange, KeyValue};
 use super::sequence::ShardWrite;
-use crate::snapshot::BlockWriter;
-use crate::watch::Event;
-
-/// Where a snapshot export continues: at `key`, after its first `skip` versions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportCursor {
-    /// The key to continue at.
-    pub key: Bytes,
-    /// Versions of that key already exported.
-    pub skip: usize,
-}
 
 /// One version of a key: the pair as of a change, or a tombstone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,61 +290,15 @@ impl MvccShard {
         }
     }
 
-    /// Encodes key histories as of `revision` into one snapshot block at the end of `out`,
-    /// starting at `from` (the first key when `None`) and stopping once the block holds about
-    /// `max_bytes`: versions above `revision` are left out, so a snapshot taken in steps while
-    /// writes go on is a consistent cut at `revision`, and a long history is split across
-    /// steps, so no step takes longer than `max_bytes` of encoding. Returns the records
-    /// written and where to continue (`None` when the shard is done).
-    pub fn export_into(
+    /// Every key's history from `start` on, in key order (what a snapshot exports:
+    /// `snapshot::export_into`).
+    pub fn key_histories_from(
         &self,
-        revision: i64,
-        from: Option<&ExportCursor>,
-        max_bytes: usize,
-        out: &mut Vec<u8>,
-    ) -> (u32, Option<ExportCursor>) {
-        let (start, mut skip) = match from {
-            Some(cursor) => (Bound::Included(cursor.key.clone()), cursor.skip),
-            None => (Bound::Unbounded, 0),
-        };
-        let mut block = BlockWriter::begin(out);
-        let mut next = None;
-        for (key, history) in self.keys.range((start, Bound::Unbounded)) {
-            if block.payload_len() >= max_bytes {
-                next = Some(ExportCursor {
-                    key: key.clone(),
-                    skip: 0,
-                });
-                break;
-            }
-            let visible = &history[..history.partition_point(|v| v.main <= revision)];
-            let remaining = visible.get(skip..).unwrap_or_default();
-            skip = 0;
-            if remaining.is_empty() {
-                continue;
-            }
-            // As many versions as the budget allows (at least one, so every step advances).
-            let budget = max_bytes.saturating_sub(block.payload_len() + key.len() + 8);
-            let mut taken = 0;
-            let mut bytes = 0;
-            for version in remaining {
-                let size = crate::snapshot::encoded_version_len(version);
-                if taken > 0 && bytes + size > budget {
-                    break;
-                }
-                taken += 1;
-                bytes += size;
-            }
-            block.push_key(key, &remaining[..taken]);
-            if taken < remaining.len() {
-                next = Some(ExportCursor {
-                    key: key.clone(),
-                    skip: visible.len() - remaining.len() + taken,
-                });
-                break;
-            }
-        }
-        (block.finish(), next)
+        start: Bound<Bytes>,
+    ) -> impl Iterator<Item = (&Bytes, &[Version])> + '_ {
+        self.keys
+            .range((start, Bound::Unbounded))
+            .map(|(key, history)| (key, history.as_slice()))
     }
 
     /// Restores versions of one key (from a snapshot), after any it already has from an
@@ -698,7 +642,8 @@ mod tests {
             let mut records = 0;
             let mut from = None;
             loop {
-                let (written, next) = shard.export_into(cut, from.as_ref(), max_bytes, &mut file);
+                let (written, next) =
+                    crate::snapshot::export_into(&shard, cut, from.as_ref(), max_bytes, &mut file);
                 records += written;
                 match next {
                     Some(cursor) => from = Some(cursor),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::error::KvError;
+use super::event::Event;
 use super::exec::{self, ReadView};
 use super::kv::{KeyRange, KeyValue};
 use super::request::{
@@ -18,7 +19,6 @@ use super::sequence::{EvaluateError, Plan, Sequence};
 use super::shard::MvccShard;
 use super::validate;
 use crate::lease::Lessor;
-use crate::watch::Event;
 
 /// Every shard of a keyspace plus the sequencer that decides its writes.
 #[derive(Clone, Debug)]

@@ -42,7 +42,7 @@ use super::wire::{
     decode_frame, encode_frame, encode_members, encode_snapshot_chunk, Frame, SnapshotChunk,
     REMOVED_NOTICE, SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
 };
-use crate::consensus::snapshotter::{received_file_name, snapshot_file_name};
+use crate::snapshotter::{received_file_name, snapshot_file_name};
 use crate::tls::{ClientTls, ServerTls, Stream};
 
 /// Largest batch of messages written as one frame.
@@ -824,7 +824,7 @@ impl IncomingSnapshot {
         static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let stream = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let temporary = dir.join(format!("{}.{stream}.tmp", received_file_name(first.index)));
-        let writer = crate::consensus::snapshotter::create_stream(&temporary)
+        let writer = crate::snapshotter::create_stream(&temporary)
             .await
             .map_err(|e| format!("creating {}: {e}", temporary.display()))?;
         Ok(IncomingSnapshot {

@@ -308,7 +308,7 @@ impl Node {
         name: &[u8],
         access: Access,
     ) -> Result<(), ServerError> {
-        let key = super::concurrency::prefix(name);
+        let key = crate::api::request::prefix(name);
         let range_end = crate::mvcc::kv::prefix_range_end(&key);
         self.permit_keys(credentials, &key, &range_end, access)
     }

@@ -43,27 +43,7 @@ pub const SESSION_EXPIRED: &str = "mutex: session is expired";
 /// See [`NOT_LEADER`].
 pub const MISSING_LEADER_KEY: &str = "\"leader\" field must be provided";
 
-pub use crate::api::native::LeaderKey;
-
-/// The prefix contenders of `name` own keys under.
-pub fn prefix(name: &[u8]) -> Bytes {
-    let mut prefix = name.to_vec();
-    prefix.push(b'/');
-    Bytes::from(prefix)
-}
-
-/// The key a contender with `lease` owns under `prefix` (the lease in lowercase hex, as Go's
-/// `%x` prints an int64).
-pub fn contender_key(prefix: &[u8], lease: i64) -> Bytes {
-    let mut key = prefix.to_vec();
-    let hex = if lease < 0 {
-        format!("-{:x}", lease.unsigned_abs())
-    } else {
-        format!("{lease:x}")
-    };
-    key.extend_from_slice(hex.as_bytes());
-    Bytes::from(key)
-}
+pub use crate::api::native::{contender_key, prefix, LeaderKey};
 
 /// A read of the oldest key under `prefix` (the owner).
 fn owner_range(prefix: &Bytes) -> RangeRequest {

@@ -66,7 +66,7 @@ async fn connection(
     }
     if first.starts_with(HTTP2_PREFACE_START) {
         let read_ahead = Bytes::copy_from_slice(&first);
-        super::grpc::serve_connection(stream, read_ahead, node, limits, name).await;
+        super::h2::serve_connection(stream, read_ahead, node, limits, name).await;
     } else if HTTP1_METHOD_STARTS
         .iter()
         .any(|method| first.starts_with(*method))

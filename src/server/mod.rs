@@ -1,6 +1,6 @@
 //! The `lode` server: a node's consensus core and its client-facing listeners.
 //!
-//! A node runs one glommio executor per core (`node::run_core`): every core owns a shard and
+//! A node runs one glommio executor per core (`run::run_core`): every core owns a shard and
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
 pub mod access;
@@ -8,10 +8,12 @@ pub mod authority;
 pub mod claim;
 pub mod concurrency;
 pub mod grpc;
+pub mod h2;
 pub mod http;
 pub mod listener;
 pub mod native;
 pub mod node;
+pub mod run;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -365,11 +367,4 @@ pub fn start_catch_ups(
         })
         .detach();
     }
-}
-
-/// Parses a duration as etcd's flags take them (Go's notation: `crate::duration`), with the
-/// server's error message.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::duration::parse_go_duration(text)
-        .map_err(|_| format!("'{text}' is not a duration (e.g. 10m, 100ms, 1h30m)"))
 }

@@ -1,5 +1,6 @@
-//! One core of a running node: its shard, its router, its listener, and (on core 0) the
-//! consensus core. `run_core` is what every executor of the `lode` process runs.
+//! One core of a running node: its shard, its router, and (on core 0) the
+//! consensus core. `run_node` runs a core; `server::run::run_core` runs it with the front
+//! ends, which this module does not know.
 //!
 //! This file holds `Node` (a core's entry point for client requests) and its configuration;
 //! what the consensus core serves for the other cores is in `cluster` (membership and
@@ -38,7 +39,7 @@ use crate::wal::io::DmaDir;
 use crate::wal::WalOptions;
 
 use cluster::{serve_cluster, status_of};
-pub use run::run_core;
+pub use run::{run_node, Bound};
 
 /// Everything a core needs to start.
 #[derive(Clone)]

@@ -34,7 +34,8 @@ use crate::consensus::ServerError;
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::WriteResponse;
 use crate::mvcc::sequence::ShardWrite;
-use crate::mvcc::shard::{ExportCursor, MvccShard};
+use crate::mvcc::shard::MvccShard;
+use crate::snapshot::ExportCursor;
 use crate::snapshot::KeyHistory;
 use crate::watch::Event;
 use route::{ReplyTo, Router};
@@ -557,10 +558,13 @@ impl ShardState {
                 reply,
             } => {
                 let mut block = Vec::with_capacity(max_bytes + (max_bytes >> 3));
-                let (records, next) =
-                    self.shard
-                        .borrow()
-                        .export_into(revision, from.as_ref(), max_bytes, &mut block);
+                let (records, next) = crate::snapshot::export_into(
+                    &self.shard.borrow(),
+                    revision,
+                    from.as_ref(),
+                    max_bytes,
+                    &mut block,
+                );
                 router.reply(
                     reply,
                     Reply::Exported {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A gRPC method lode serves, for `grpc_server_*` metrics.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct GrpcMethod {
+pub(in crate::server) struct GrpcMethod {
     service: &'static str,
     method: &'static str,
     /// go-grpc-prometheus's `grpc_type`.
@@ -38,7 +38,7 @@ impl GrpcMethod {
     }
 
     /// True when `path` (`/service/method`) names this method.
-    pub(super) fn serves(&self, path: &str) -> bool {
+    pub(in crate::server) fn serves(&self, path: &str) -> bool {
         path.strip_prefix('/')
             .and_then(|rest| rest.split_once('/'))
             .is_some_and(|(service, method)| service == self.service && method == self.method)
@@ -56,7 +56,7 @@ const ELECTION: &str = "v3electionpb.Election";
 const HEALTH: &str = "grpc.health.v1.Health";
 
 /// Every method served.
-pub(super) const GRPC_METHODS: [GrpcMethod; 50] = [
+pub(in crate::server) const GRPC_METHODS: [GrpcMethod; 50] = [
     GrpcMethod::unary(KV, "Range"),
     GrpcMethod::unary(KV, "Put"),
     GrpcMethod::unary(KV, "DeleteRange"),
@@ -110,7 +110,7 @@ pub(super) const GRPC_METHODS: [GrpcMethod; 50] = [
 ];
 
 /// gRPC's status codes by number, as Go's gRPC names them in metrics.
-pub(super) const GRPC_CODES: [&str; 17] = [
+pub(in crate::server) const GRPC_CODES: [&str; 17] = [
     "OK",
     "Canceled",
     "Unknown",
@@ -131,11 +131,11 @@ pub(super) const GRPC_CODES: [&str; 17] = [
 ];
 
 /// Calls started, per method (shared by every core: one relaxed atomic add per call).
-pub(super) static GRPC_STARTED: [AtomicU64; GRPC_METHODS.len()] =
+pub(in crate::server) static GRPC_STARTED: [AtomicU64; GRPC_METHODS.len()] =
     [const { AtomicU64::new(0) }; GRPC_METHODS.len()];
 
 /// Calls answered, per method and status code.
-pub(super) static GRPC_HANDLED: [[AtomicU64; GRPC_CODES.len()]; GRPC_METHODS.len()] =
+pub(in crate::server) static GRPC_HANDLED: [[AtomicU64; GRPC_CODES.len()]; GRPC_METHODS.len()] =
     [const { [const { AtomicU64::new(0) }; GRPC_CODES.len()] }; GRPC_METHODS.len()];
 
 /// Adds the gRPC counters (etcd's `grpc_server_started_total` and `grpc_server_handled_total`,

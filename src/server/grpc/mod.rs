@@ -12,8 +12,9 @@
 //!
 //! One file per service: `kv`, `watch`, `lease`, `cluster`, `maintenance`, `auth` and
 //! `health` (Lock and Election are served from `server::concurrency`). This module holds what
-//! they share (the core's node, the error mapping, a call's credentials) and the connection's
-//! wiring; hyper's runtime on glommio is in `transport`, the `grpc_server_*` counters in
+//! they share (the core's node, the error mapping, a call's credentials); the connection's
+//! wiring (gRPC calls to these services, other HTTP/2 requests to `server::http`) is
+//! `server::h2`; hyper's runtime on glommio is in `transport`, the `grpc_server_*` counters in
 //! `metrics`.
 
 mod auth;
@@ -29,11 +30,7 @@ mod watch;
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
-use crate::tls::Stream;
-use bytes::Bytes;
-use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::{Code, Status};
 
 use super::node::Node;
@@ -54,8 +51,8 @@ pub(super) use lease::serve_keep_alives;
 pub(super) use transport::GlommioIo;
 pub(super) use watch::serve_watch_stream;
 
-use metrics::{GRPC_CODES, GRPC_HANDLED, GRPC_METHODS, GRPC_STARTED};
-use transport::{CoreTimer, LocalExecutor};
+pub(super) use metrics::{GRPC_CODES, GRPC_HANDLED, GRPC_METHODS, GRPC_STARTED};
+pub(super) use transport::{CoreTimer, LocalExecutor};
 
 thread_local! {
     /// This core's node, for the handlers running on it.
@@ -146,110 +143,3 @@ fn mismatched(what: &str) -> ServerError {
 
 /// The etcd API level lode serves, reported where etcd reports its version.
 pub const ETCD_API_VERSION: &str = "3.5.0";
-
-/// Serves one HTTP/2 connection whose first bytes (`read_ahead`, read while telling the
-/// protocols apart) were already taken from `stream`. Requests whose content type is not
-/// gRPC's are HTTP requests over HTTP/2 and go to `server::http`.
-pub async fn serve_connection(
-    stream: Stream,
-    read_ahead: Bytes,
-    node: Rc<Node>,
-    limits: Limits,
-    name: Option<super::CertificateName>,
-) {
-    let max_message = limits.max_frame_bytes;
-    let kv = pb::kv_server::KvServer::new(KvService).max_decoding_message_size(max_message);
-    let cluster = pb::cluster_server::ClusterServer::new(ClusterService)
-        .max_decoding_message_size(max_message);
-    let maintenance = pb::maintenance_server::MaintenanceServer::new(MaintenanceService)
-        .max_decoding_message_size(max_message);
-    let auth = pb::auth_server::AuthServer::new(AuthService).max_decoding_message_size(max_message);
-    let watch =
-        pb::watch_server::WatchServer::new(WatchService).max_decoding_message_size(max_message);
-    let lease =
-        pb::lease_server::LeaseServer::new(LeaseService).max_decoding_message_size(max_message);
-    let lock = lode_protocol::etcd::v3lockpb::lock_server::LockServer::new(
-        super::concurrency::services::LockService,
-    )
-    .max_decoding_message_size(max_message);
-    let election = lode_protocol::etcd::v3electionpb::election_server::ElectionServer::new(
-        super::concurrency::services::ElectionService,
-    )
-    .max_decoding_message_size(max_message);
-    let health = lode_protocol::etcd::health::health_server::HealthServer::new(HealthService);
-    let service =
-        hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            let (mut kv, mut cluster, mut maintenance, mut auth, mut health, mut watch) = (
-                kv.clone(),
-                cluster.clone(),
-                maintenance.clone(),
-                auth.clone(),
-                health.clone(),
-                watch.clone(),
-            );
-            let mut lease = lease.clone();
-            let (mut lock, mut election) = (lock.clone(), election.clone());
-            let node = node.clone();
-            if let Some(name) = &name {
-                request.extensions_mut().insert(name.clone());
-            }
-            async move {
-                use tower_service::Service;
-                let grpc = request
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-                if !grpc {
-                    let response = super::http::route(request, &node, limits).await;
-                    return Ok(response.map(http_body_util::Either::Right));
-                }
-                let path = request.uri().path().to_string();
-                let method = GRPC_METHODS.iter().position(|m| m.serves(&path));
-                if let Some(method) = method {
-                    GRPC_STARTED[method].fetch_add(1, Ordering::Relaxed);
-                }
-                let response = match path.split('/').nth(1).unwrap_or_default() {
-                    "etcdserverpb.KV" => kv.call(request).await,
-                    "etcdserverpb.Cluster" => cluster.call(request).await,
-                    "etcdserverpb.Maintenance" => maintenance.call(request).await,
-                    "etcdserverpb.Auth" => auth.call(request).await,
-                    "etcdserverpb.Watch" => watch.call(request).await,
-                    "etcdserverpb.Lease" => lease.call(request).await,
-                    "v3lockpb.Lock" => lock.call(request).await,
-                    "v3electionpb.Election" => election.call(request).await,
-                    "grpc.health.v1.Health" => health.call(request).await,
-                    _ => Ok(unimplemented_response(&path)),
-                };
-                if let (Some(method), Ok(response)) = (method, &response) {
-                    // A call that failed before its first message answers with its status in
-                    // the headers; any other has begun well (unary calls end as they began).
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse::<usize>().ok())
-                        .filter(|code| *code < GRPC_CODES.len())
-                        .unwrap_or(0);
-                    GRPC_HANDLED[method][code].fetch_add(1, Ordering::Relaxed);
-                }
-                response.map(|response| response.map(http_body_util::Either::Left))
-            }
-        });
-    let io = GlommioIo::new(stream, &read_ahead);
-    let connection = hyper::server::conn::http2::Builder::new(LocalExecutor)
-        .max_frame_size(1 << 20)
-        .max_header_list_size(super::authority::MAX_HEADER_LIST_BYTES as u32)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .timer(CoreTimer)
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout)
-        .serve_connection(io, service);
-    if let Err(error) = connection.await {
-        tracing::debug!(%error, "gRPC connection ended");
-    }
-}
-
-/// gRPC's answer to a method lode does not serve: status UNIMPLEMENTED, in trailers-only form.
-fn unimplemented_response(path: &str) -> http::Response<tonic::body::Body> {
-    Status::unimplemented(format!("lode does not serve {path}")).into_http()
-}

@@ -14,7 +14,7 @@ use crate::tls::Stream;
 
 /// hyper's timer (keep-alive pings) on the current core's timers.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct CoreTimer;
+pub(in crate::server) struct CoreTimer;
 
 impl hyper::rt::Timer for CoreTimer {
     fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -73,7 +73,7 @@ impl hyper::rt::Sleep for CoreSleep {}
 
 /// Spawns hyper's per-stream tasks on the current core.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct LocalExecutor;
+pub(in crate::server) struct LocalExecutor;
 
 impl<F> hyper::rt::Executor<F> for LocalExecutor
 where
@@ -100,7 +100,7 @@ pub(in crate::server) struct GlommioIo {
 }
 
 impl GlommioIo {
-    pub(super) fn new(stream: Stream, read_ahead: &[u8]) -> GlommioIo {
+    pub(in crate::server) fn new(stream: Stream, read_ahead: &[u8]) -> GlommioIo {
         let mut io = GlommioIo {
             stream,
             filter: Some(AuthorityFilter::new()),

@@ -1,4 +1,4 @@
-//! Starting and running one core (`run_core`): binding its client and metrics listeners,
+//! Starting and running one core (`run_node`): binding its client and metrics listeners,
 //! joining the mesh, opening the log and the consensus core on core 0, handing other cores'
 //! messages to the consensus core (`receive`), and auto-compaction.
 
@@ -113,12 +113,18 @@ async fn tell_everyone_to_stop(router: &Rc<Router>) {
     }
 }
 
+/// A core's bound listeners: each with the address it was asked to listen on.
+pub type Bound = Vec<(glommio::net::TcpListener, crate::server::Listen)>;
+
 /// Runs one core of the node until shutdown. Core 0 (the first to join the mesh) opens the
-/// log and runs the consensus core; every core owns a shard and listens for clients.
-pub async fn run_core(
+/// log and runs the consensus core; every core owns a shard and listens for clients: once its
+/// node exists, `serve` starts the front ends on the client and metrics listeners bound for it
+/// (`server::run` gives etcd's; the node knows no front end).
+pub async fn run_node(
     config: NodeConfig,
     ends: CoreEnds<CoreMessage>,
     cores: usize,
+    serve: impl FnOnce(&Rc<Node>, Bound, Bound),
 ) -> Result<(), String> {
     let local = ShardState::new();
     local.set_size_report_step_for_quota(config.consensus.quota_bytes, cores);
@@ -169,24 +175,7 @@ pub async fn run_core(
         renewals: Renewals::default(),
         gate: crate::auth::AuthGate::new(config.consensus.auth.clone()),
     });
-    crate::server::grpc::install(node.clone(), config.limits);
-    for (listener, listen) in listeners {
-        glommio::spawn_local(crate::server::listener::serve(
-            listener,
-            listen,
-            node.clone(),
-            config.limits,
-        ))
-        .detach();
-    }
-    for (listener, listen) in metrics_listeners {
-        glommio::spawn_local(crate::server::http::serve_monitoring(
-            listener,
-            listen,
-            node.clone(),
-        ))
-        .detach();
-    }
+    serve(&node, listeners, metrics_listeners);
     // Test-only fault: a panic on the core named by LODE_FAULT_PANIC_CORE, once it serves.
     if std::env::var("LODE_FAULT_PANIC_CORE").ok() == Some(router.core().to_string()) {
         let core = router.core();
@@ -272,15 +261,12 @@ async fn start_core(
     glommio::spawn_local_into(Wal::run_preparer(Rc::downgrade(&wal)), background)
         .map_err(|error| error.to_string())?
         .detach();
-    let snapshot = crate::consensus::snapshotter::load_newest(
-        &config.consensus.snapshot_dir,
-        router,
-        wal.first_index(),
-    )
-    .await
-    .map_err(|error| error.to_string())?;
+    let snapshot =
+        crate::snapshotter::load_newest(&config.consensus.snapshot_dir, router, wal.first_index())
+            .await
+            .map_err(|error| error.to_string())?;
     if let Some(meta) = &snapshot {
-        crate::consensus::snapshotter::reconcile_log(&wal, meta)
+        crate::snapshotter::reconcile_log(&wal, meta)
             .await
             .map_err(|error| error.to_string())?;
     }

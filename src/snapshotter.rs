@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::io::AsyncWriteExt;
 use glommio::io::{DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
 
-use super::ServerError;
+use crate::api::error::ServerError;
 use crate::shard::route::{unexpected_reply, Router};
 use crate::shard::{CoreMessage, Reply};
 use crate::snapshot::{self, SnapshotMeta, SnapshotReader};

@@ -11,7 +11,6 @@ use crate::members::Member;
 use crate::mvcc::error::ErrorCode;
 use crate::mvcc::kv::KeyValue;
 use crate::mvcc::request::*;
-use crate::replica::stages::StageSummary;
 
 /// A request of the native protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,3 +389,20 @@ pub const GRPC_UNAVAILABLE: u32 = 14;
 pub const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
 /// gRPC `Internal`.
 pub const GRPC_INTERNAL: u32 = 13;
+
+/// One commit stage's summary, as `lodectl perf` shows it (measured by `replica::stages`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageSummary {
+    /// What was measured ("leader log sync", "replication to 8e9e05c52164694d", ...).
+    pub name: String,
+    /// Samples recorded.
+    pub count: u64,
+    /// Median, nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: u64,
+    /// 99.9th percentile, nanoseconds.
+    pub p999_ns: u64,
+    /// Largest sample, nanoseconds.
+    pub max_ns: u64,
+}

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use crate::api::request::StageSummary;
 use hdrhistogram::Histogram;
 
 /// Longest duration recorded exactly; longer ones are recorded as this.
@@ -28,23 +29,6 @@ const MAX_RECORDED: Duration = Duration::from_secs(60);
 /// Appends remembered per follower while their acknowledgements are awaited; older ones are
 /// forgotten (raft-rs keeps at most `max_inflight_msgs` appends in flight anyway).
 const TRACKED_APPENDS: usize = 1024;
-
-/// One stage's summary, as `lodectl perf` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StageSummary {
-    /// What was measured ("leader log sync", "replication to 8e9e05c52164694d", ...).
-    pub name: String,
-    /// Samples recorded.
-    pub count: u64,
-    /// Median, nanoseconds.
-    pub p50_ns: u64,
-    /// 99th percentile, nanoseconds.
-    pub p99_ns: u64,
-    /// 99.9th percentile, nanoseconds.
-    pub p999_ns: u64,
-    /// Largest sample, nanoseconds.
-    pub max_ns: u64,
-}
 
 fn histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts; a failure here is a programming error

@@ -92,6 +92,13 @@ fn expiring_leases_early_is_caught() {
 }
 
 #[test]
+fn watches_losing_events_are_caught() {
+    let (seed, failure) =
+        caught(Bug::WatchLosesEvents, 10).expect("watch-loses-events went unnoticed");
+    eprintln!("watch-loses-events caught at seed {seed}: {failure}");
+}
+
+#[test]
 fn a_calm_cluster_answers_nearly_everything() {
     let mut options = SimOptions::for_seed(5);
     options.faults = FaultKinds::NONE;

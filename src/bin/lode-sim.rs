@@ -4,7 +4,8 @@
 //! `lode-sim --seed 42` replays one seed exactly and prints its trace on failure (all of it
 //! with `--trace`); `lode-sim --seeds 1000` runs seeds 1..=1000; `lode-sim --for 1h` runs
 //! seeds until the time is up. `--bug ack-before-sync` (or `read-without-read-index`,
-//! `apply-before-commit`) injects a known bug, to see the checkers catch it.
+//! `apply-before-commit`, `lease-expires-early`, `watch-loses-events`) injects a known bug, to
+//! see the checkers catch it.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -36,7 +37,8 @@ struct Args {
     /// Simulated seconds of faults per seed.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// Inject a known bug: ack-before-sync, read-without-read-index, apply-before-commit.
+    /// Inject a known bug: ack-before-sync, read-without-read-index, apply-before-commit,
+    /// lease-expires-early, watch-loses-events.
     #[arg(long)]
     bug: Option<Bug>,
     /// Print the whole trace of a single seed.

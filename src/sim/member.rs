@@ -24,6 +24,8 @@ use crate::replica::storage::LogStorage;
 use crate::replica::{Input, Outputs, Replica, ReplicaConfig};
 use crate::wal::sim::{SimDir, SimDisk};
 use crate::wal::{StagedAppend, Wal, WalOptions};
+use crate::watch::merge::RevisionMerger;
+use crate::watch::stream::{CreateWatch, WatchResponse, WatchStream};
 
 /// Ticks without a leader before an election.
 pub const ELECTION_TICKS: usize = 10;
@@ -93,6 +95,10 @@ pub struct Effects {
     pub installed: Option<u64>,
     /// Leases an applied expiry revoked.
     pub expired: Vec<i64>,
+    /// The watch events of the writes applied, in order (for the checker's canonical history).
+    pub events: Vec<crate::watch::Event>,
+    /// Responses to watch streams, by the caller that opened each.
+    pub watch_responses: Vec<(Caller, WatchResponse)>,
 }
 
 /// A running member.
@@ -125,7 +131,21 @@ pub struct SimMember {
     /// The Ready number of the lease expiry this member proposed as leader and when, until it
     /// is applied or refused (one at a time, as the server does).
     expiry: Option<(u64, Instant)>,
+    /// Every shard's watch events merged into whole revisions, as a core's watch hub does.
+    merger: RevisionMerger,
+    /// Open watch streams, by the caller that opened each.
+    watch_streams: BTreeMap<Caller, WatchStream>,
 }
+
+/// Shards of a member's keyspace.
+const SHARDS: usize = 2;
+
+/// A watch stream's byte budget: small, so that watchers fall behind and catch up from
+/// history.
+const WATCH_BUDGET: usize = 2048;
+
+/// Revisions one watch catch-up reads at most: small, so catch-ups go in steps.
+const WATCH_CATCH_UP_REVISIONS: i64 = 8;
 
 /// Added to lease time so that a lease loaded from a snapshot right after start can be dated
 /// back by the part of its TTL it had used (the server offsets by the largest TTL).
@@ -229,14 +249,15 @@ impl SimMember {
             wal.hard_state(),
         )
         .map_err(|e| e.to_string())?;
-        let kv = match newest {
-            None => ShardedKv::new(2),
+        let kv: ShardedKv = match newest {
+            None => ShardedKv::new(SHARDS),
             Some(snapshot) => {
                 let mut kv = snapshot.kv;
                 kv.leases_mut().import(&snapshot.leases, LEASE_CLOCK_OFFSET);
                 kv
             }
         };
+        let kv_revision = kv.current_revision();
         Ok(SimMember {
             id,
             disk,
@@ -257,7 +278,66 @@ impl SimMember {
             started: now,
             heartbeat,
             expiry: None,
+            merger: RevisionMerger::new(SHARDS, kv_revision),
+            watch_streams: BTreeMap::new(),
         })
+    }
+
+    /// Opens a watch stream for `caller` on every key from revision `start` on (etcd's
+    /// `Watch` with `prev_kv`), served from this member's applied state.
+    pub fn open_watch(&mut self, caller: Caller, start: i64) {
+        let mut stream = WatchStream::new(self.merger.released(), WATCH_BUDGET);
+        stream.set_catch_up_revisions(WATCH_CATCH_UP_REVISIONS);
+        stream.create(
+            CreateWatch {
+                key: Bytes::from_static(b"\0"),
+                range_end: Bytes::from_static(b"\0"),
+                start_revision: start,
+                prev_kv: true,
+                ..CreateWatch::default()
+            },
+            self.kv.current_revision(),
+        );
+        self.watch_streams.insert(caller, stream);
+    }
+
+    /// The client closed its watch stream.
+    pub fn close_watch(&mut self, caller: Caller) {
+        self.watch_streams.remove(&caller);
+    }
+
+    /// Releases every revision all shards have reported to the watch streams, catches up the
+    /// watchers that are behind from history, and hands out their responses.
+    fn serve_watches(&mut self, effects: &mut Effects) {
+        let (mut events, upto) = self.merger.release();
+        if self.bug == Some(Bug::WatchLosesEvents) {
+            events.retain(|event| event.revision() % 13 != 0);
+        }
+        for stream in self.watch_streams.values_mut() {
+            if upto > stream.released() {
+                stream.deliver(&events, upto);
+            }
+        }
+        for (caller, stream) in &mut self.watch_streams {
+            loop {
+                let reads = stream.catch_ups();
+                if reads.is_empty() {
+                    break;
+                }
+                for read in reads {
+                    let (history, reached) = self.kv.history_events_within(
+                        &read.range,
+                        read.after,
+                        read.upto,
+                        read.max_bytes,
+                    );
+                    stream.on_history(&read, &history, self.kv.compact_revision(), reached);
+                }
+            }
+            while let Some(response) = stream.pop() {
+                effects.watch_responses.push((*caller, response));
+            }
+        }
     }
 
     /// This member's lease time at `now` (the server's is its monotonic clock, likewise).
@@ -332,6 +412,16 @@ impl SimMember {
         self.kv = received.kv.clone();
         let lease_now = self.lease_now(now);
         self.kv.leases_mut().import(&received.leases, lease_now);
+        // The keyspace jumped without events: every watcher catches up from history (as a
+        // shard's gap report makes the hub do), and the merger starts over at the jump.
+        let jumped_to = self.kv.current_revision();
+        self.merger = RevisionMerger::new(SHARDS, jumped_to);
+        for stream in self.watch_streams.values_mut() {
+            stream.resync_all();
+            if jumped_to > stream.released() {
+                stream.deliver(&[], jumped_to);
+            }
+        }
         self.replica.snapshot_installed(metadata, 0, None);
         self.snapshots.push(received);
         if self.snapshots.len() > 2 {
@@ -511,6 +601,7 @@ impl SimMember {
             self.carry_out(now, &mut effects);
         }
         self.serve_reads(&mut effects);
+        self.serve_watches(&mut effects);
         self.maybe_snapshot(now)?;
         if self.replica.is_leader() {
             effects.leading = Some(self.replica.term());
@@ -657,6 +748,24 @@ impl SimMember {
         }
     }
 
+    /// Every shard reports the events it made with its watermark, as shards do after each
+    /// applied batch.
+    fn report_watch_events(
+        &mut self,
+        events: Vec<(usize, crate::watch::Event)>,
+        effects: &mut Effects,
+    ) {
+        let watermark = self.kv.current_revision();
+        let mut per_shard = vec![Vec::new(); SHARDS];
+        for (shard, event) in events {
+            effects.events.push(event.clone());
+            per_shard[shard].push(event);
+        }
+        for (shard, events) in per_shard.into_iter().enumerate() {
+            self.merger.push(shard, events, watermark);
+        }
+    }
+
     fn apply_data(&mut self, data: &Bytes, effects: &mut Effects) {
         if data.is_empty() {
             return; // a new leader's empty entry
@@ -665,10 +774,15 @@ impl SimMember {
             return;
         };
         let result = match native::decode_request(&proposal.frame) {
-            Ok((_, Request::Write(request))) => self
-                .kv
-                .write(&request, MAX_TXN_OPS)
-                .map_err(ServerError::from),
+            Ok((_, Request::Write(request))) => {
+                match self.kv.write_with_events(&request, MAX_TXN_OPS) {
+                    Ok((response, events)) => {
+                        self.report_watch_events(events, effects);
+                        Ok(response)
+                    }
+                    Err(error) => Err(ServerError::from(error)),
+                }
+            }
             _ => Err(ServerError::Internal("malformed log entry".into())),
         };
         if let Ok(WriteResponse::Lease(crate::mvcc::request::LeaseResponse {

@@ -12,15 +12,20 @@
 //!   checkers, as it runs: one leader per term; an index applied anywhere holds the same entry
 //!             and leads to the same revision everywhere
 //!   at the end: faults stop, the network heals, every member runs; every client reads every
-//!             key; the whole history must be linearizable; no lease expired before what an
-//!             acknowledged grant or keep-alive promised (its call time plus the TTL answered)
+//!             key and every watcher is given every change; the whole history must be
+//!             linearizable; no lease expired before what an acknowledged grant or keep-alive
+//!             promised (its call time plus the TTL answered); every watcher was given exactly
+//!             every change, in order, each as applied (none missing, repeated or altered)
 //! ```
 //!
 //! Members snapshot and compact their logs; a follower behind the compacted log installs the
 //! leader's snapshot. Writes go through the real sequencer (`mvcc::sequence`, in `ShardedKv`).
 //! Clients also hold leases (grant, keep alive, attach a key, revoke, abandon); the leader
 //! expires them by the server's rule (`Lessor::due`) on its own lease clock, a new leader
-//! extends them by an election timeout, snapshots carry what each had left.
+//! extends them by an election timeout, snapshots carry what each had left. Watching clients
+//! stream every change from a member they pick (the real watch merger and stream, caught up
+//! from the member's history when behind or after it installed a snapshot) and reconnect now
+//! and then, and whenever their member goes down, from the revision after the last they got.
 //!
 //! Faults: messages dropped, duplicated (all but forwarded proposals, which lode's TCP
 //! transport never repeats), delayed and reordered; links cut one way or both
@@ -76,7 +81,23 @@ enum Event {
     /// Every cut link works again (a partition ends).
     Reconnect,
     Heal,
+    /// A watching client (re)opens its stream on a member it picks.
+    WatchOpen(usize),
 }
+
+/// A client watching every key, reconnecting now and then (and when its member goes down)
+/// from the revision after the last it was given, as etcd's clients do.
+struct Watcher {
+    /// The member and the stream's caller token, while a stream is open.
+    stream: Option<(u64, Caller)>,
+    /// The first revision it still wants.
+    next: i64,
+    /// Every event it was given, in order.
+    received: Vec<crate::watch::Event>,
+}
+
+/// Watching clients per simulation.
+const WATCHERS: usize = 2;
 
 /// A member slot: running, or down since a crash.
 struct Slot {
@@ -143,6 +164,10 @@ pub struct Simulation {
     settling: bool,
     /// Every lease a client was granted.
     leases: BTreeMap<i64, LeaseRecord>,
+    watchers: Vec<Watcher>,
+    /// Every change applied anywhere, by (revision, sub): the event the first member to apply
+    /// it made (every other member must make the same).
+    changes: BTreeMap<(i64, i64), crate::watch::Event>,
 }
 
 impl Simulation {
@@ -183,6 +208,14 @@ impl Simulation {
             trace: VecDeque::new(),
             settling: false,
             leases: BTreeMap::new(),
+            watchers: (0..WATCHERS)
+                .map(|_| Watcher {
+                    stream: None,
+                    next: 1,
+                    received: Vec::new(),
+                })
+                .collect(),
+            changes: BTreeMap::new(),
             options,
         }
     }
@@ -237,6 +270,10 @@ impl Simulation {
             let think = Duration::from_millis(self.random.below(0, 50));
             self.schedule(think, Event::Client(client));
         }
+        for watcher in 0..WATCHERS {
+            let think = Duration::from_millis(self.random.below(0, 200));
+            self.schedule(think, Event::WatchOpen(watcher));
+        }
         let kinds = self.options.faults;
         if kinds.partitions || kinds.crashes || kinds.power_cuts {
             self.schedule(Duration::from_millis(500), Event::Nemesis);
@@ -252,12 +289,7 @@ impl Simulation {
                 continue;
             };
             self.handle(event);
-            if self.settling
-                && self
-                    .clients
-                    .iter()
-                    .all(|c| c.final_reads.is_empty() && c.in_flight.is_none())
-            {
+            if self.settling && self.settled() {
                 break;
             }
         }
@@ -265,6 +297,19 @@ impl Simulation {
             self.final_check();
         }
         self.report()
+    }
+
+    /// Every final read is answered and every watcher was given every change applied.
+    fn settled(&self) -> bool {
+        let last = self
+            .changes
+            .keys()
+            .next_back()
+            .map_or(0, |(revision, _)| *revision);
+        self.clients
+            .iter()
+            .all(|c| c.final_reads.is_empty() && c.in_flight.is_none())
+            && self.watchers.iter().all(|w| w.next > last)
     }
 
     fn report(self) -> Report {
@@ -294,15 +339,15 @@ impl Simulation {
         if self.failure.is_some() {
             return;
         }
-        if self
-            .clients
-            .iter()
-            .any(|c| !c.final_reads.is_empty() || c.in_flight.is_some())
-        {
+        if !self.settled() {
             self.fail(format!(
                 "no progress: {SETTLE:?} after every fault was healed, final reads are still \
-                 unanswered"
+                 unanswered or a watcher was not given every change"
             ));
+            return;
+        }
+        self.check_watchers();
+        if self.failure.is_some() {
             return;
         }
         match linearize::check(&self.history) {
@@ -362,6 +407,17 @@ impl Simulation {
         slot.snapshots = member.snapshots().to_vec();
         slot.incarnation += 1;
         self.log(|| format!("m{id} crashes ({model:?})"));
+        for w in 0..self.watchers.len() {
+            if self.watchers[w]
+                .stream
+                .is_some_and(|(member, _)| member == id)
+            {
+                // The connection broke: the client reconnects elsewhere.
+                self.watchers[w].stream = None;
+                let retry = Duration::from_millis(self.random.below(50, 300));
+                self.schedule(retry, Event::WatchOpen(w));
+            }
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -397,6 +453,127 @@ impl Simulation {
                 self.network.heal();
             }
             Event::Heal => self.heal(),
+            Event::WatchOpen(watcher) => self.watch_open(watcher),
+        }
+    }
+
+    /// Watcher `w` closes its stream, if open, and opens one on a member it picks from the
+    /// revision after the last it was given.
+    fn watch_open(&mut self, w: usize) {
+        if let Some((member, caller)) = self.watchers[w].stream.take() {
+            if let Some(running) = self.slots[(member - 1) as usize].member.as_mut() {
+                running.close_watch(caller);
+            }
+        }
+        let member = self.random.below(1, self.options.members + 1);
+        if self.slots[(member - 1) as usize].member.is_none() {
+            let retry = Duration::from_millis(self.random.below(50, 300));
+            self.schedule(retry, Event::WatchOpen(w));
+            return;
+        }
+        let caller = self.next_caller;
+        self.next_caller += 1;
+        let next = self.watchers[w].next;
+        self.watchers[w].stream = Some((member, caller));
+        self.log(|| format!("watcher {w} -> m{member}: watch from revision {next}"));
+        if let Some(running) = self.slots[(member - 1) as usize].member.as_mut() {
+            running.open_watch(caller, next);
+        }
+        if !self.settling {
+            let reconnect = Duration::from_millis(self.random.below(500, 4_000));
+            self.schedule(reconnect, Event::WatchOpen(w));
+        }
+        self.pump(member);
+    }
+
+    /// A watch response reaches its watcher: its events must continue exactly where the
+    /// last left off (checked against every change applied at the end).
+    fn watch_response(&mut self, caller: Caller, response: crate::watch::stream::WatchResponse) {
+        let Some(w) = self
+            .watchers
+            .iter()
+            .position(|w| w.stream.is_some_and(|(_, c)| c == caller))
+        else {
+            return; // a stream closed since
+        };
+        if response.canceled {
+            let reason = response.cancel_reason.clone();
+            self.fail(format!(
+                "watcher {w}'s watch was canceled ({reason:?}, compact revision {}) though \
+                 nothing was compacted",
+                response.compact_revision
+            ));
+            return;
+        }
+        let watcher = &mut self.watchers[w];
+        let mut failure = None;
+        for event in response.events {
+            let position = (event.revision(), event.sub);
+            let last = watcher.received.last().map(|e| (e.revision(), e.sub));
+            if event.revision() < watcher.next || last.is_some_and(|last| position <= last) {
+                failure = Some(format!(
+                    "watcher {w} was given revision {}.{} after {last:?} (it wanted {} on): \
+                     out of order or repeated",
+                    position.0, position.1, watcher.next
+                ));
+                break;
+            }
+            watcher.received.push(event);
+        }
+        if let Some(last) = watcher.received.last() {
+            watcher.next = watcher.next.max(last.revision() + 1);
+        }
+        if let Some(failure) = failure {
+            self.fail(failure);
+        }
+    }
+
+    /// Every member applies the same change at the same (revision, sub).
+    fn record_changes(&mut self, id: u64, events: Vec<crate::watch::Event>) {
+        for event in events {
+            let position = (event.revision(), event.sub);
+            match self.changes.get(&position) {
+                None => {
+                    self.changes.insert(position, event);
+                }
+                Some(first) if *first != event => {
+                    let what = format!(
+                        "m{id} applied {event:?} at revision {}.{}, another member {first:?}",
+                        position.0, position.1
+                    );
+                    self.fail(what);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Each watcher was given exactly every change from its first revision up to the last it
+    /// was given: none missing, none extra, each as applied.
+    fn check_watchers(&mut self) {
+        for (w, watcher) in self.watchers.iter().enumerate() {
+            let upto = watcher.next - 1;
+            let expected: Vec<&crate::watch::Event> = self
+                .changes
+                .range(..=(upto, i64::MAX))
+                .map(|(_, event)| event)
+                .collect();
+            let given: Vec<&crate::watch::Event> = watcher.received.iter().collect();
+            if given != expected {
+                let missing = expected
+                    .iter()
+                    .find(|e| !given.contains(e))
+                    .map(|e| (e.revision(), e.sub));
+                let what = format!(
+                    "watcher {w} was given {} events up to revision {upto}, {} were applied; \
+                     first missing or different: {missing:?}",
+                    given.len(),
+                    expected.len()
+                );
+                self.fail(what);
+                return;
+            }
         }
     }
 
@@ -463,6 +640,10 @@ impl Simulation {
         }
         if !effects.expired.is_empty() {
             self.leases_expired(id, effects.expired);
+        }
+        self.record_changes(id, effects.events);
+        for (caller, response) in effects.watch_responses {
+            self.watch_response(caller, response);
         }
         if effects.wants_sync {
             let incarnation = self.slots[(id - 1) as usize].incarnation;

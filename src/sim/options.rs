@@ -16,6 +16,8 @@ pub enum Bug {
     ApplyBeforeCommit,
     /// The leader expires leases a second before their deadline.
     LeaseExpiresEarly,
+    /// Watch streams lose the live events of every thirteenth revision.
+    WatchLosesEvents,
 }
 
 impl std::str::FromStr for Bug {
@@ -27,9 +29,10 @@ impl std::str::FromStr for Bug {
             "read-without-read-index" => Ok(Bug::ReadWithoutReadIndex),
             "apply-before-commit" => Ok(Bug::ApplyBeforeCommit),
             "lease-expires-early" => Ok(Bug::LeaseExpiresEarly),
+            "watch-loses-events" => Ok(Bug::WatchLosesEvents),
             other => Err(format!(
                 "unknown bug {other:?}: ack-before-sync, read-without-read-index, \
-                 apply-before-commit or lease-expires-early"
+                 apply-before-commit, lease-expires-early or watch-loses-events"
             )),
         }
     }

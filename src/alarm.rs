@@ -8,7 +8,13 @@
 //!   compactions go on, so space can be won back;
 //! - better than etcd: the NOSPACE alarm clears itself once compaction has brought the keyspace
 //!   back under `CLEAR_BELOW_PERCENT` of the quota (etcd needs compact, defrag and a manual
-//!   `alarm disarm`); `lodectl alarm disarm` works too.
+//!   `alarm disarm`); `lodectl alarm disarm` works too;
+//! - a member whose log disk is full raises NOSPACE for itself as [`AlarmType::LogDiskFull`],
+//!   lode's own type, listed to clients as NOSPACE. It does not refuse the cluster's writes
+//!   (the keyspace is not too big; one member's disk is full: that member refuses writes
+//!   itself), and the member clears it once its log writes again (etcd would need
+//!   `alarm disarm`; a disarm of NOSPACE clears it too). The quota's NOSPACE and the disk's are
+//!   kept apart, so neither clears the other.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +38,9 @@ pub enum AlarmType {
     Nospace = 1,
     /// Data corruption was detected.
     Corrupt = 2,
+    /// lode's own: the member's log disk is full. Listed to clients as NOSPACE; found only in
+    /// lode's log entries and snapshots, never accepted from etcd's API.
+    LogDiskFull = 257,
 }
 
 impl AlarmType {
@@ -41,7 +50,21 @@ impl AlarmType {
             0 => Some(AlarmType::None),
             1 => Some(AlarmType::Nospace),
             2 => Some(AlarmType::Corrupt),
+            257 => Some(AlarmType::LogDiskFull),
             _ => None,
+        }
+    }
+
+    /// From etcd's protocol number: etcd's types only.
+    pub fn from_etcd_number(number: u32) -> Option<AlarmType> {
+        AlarmType::from_number(number).filter(|alarm| *alarm != AlarmType::LogDiskFull)
+    }
+
+    /// The type clients are told of: a full log disk is etcd's NOSPACE.
+    pub fn listed(self) -> AlarmType {
+        match self {
+            AlarmType::LogDiskFull => AlarmType::Nospace,
+            other => other,
         }
     }
 
@@ -49,7 +72,7 @@ impl AlarmType {
     pub fn name(self) -> &'static str {
         match self {
             AlarmType::None => "NONE",
-            AlarmType::Nospace => "NOSPACE",
+            AlarmType::Nospace | AlarmType::LogDiskFull => "NOSPACE",
             AlarmType::Corrupt => "CORRUPT",
         }
     }
@@ -121,12 +144,35 @@ impl Alarms {
         }
     }
 
-    /// Every active alarm, by member then type.
+    /// Every active alarm, by member then type, as stored (snapshots keep this).
     pub fn members(&self) -> Vec<AlarmMember> {
         self.active.iter().copied().collect()
     }
 
-    /// True while any member has a NOSPACE alarm.
+    /// Every active alarm as clients are told of it (a full log disk as NOSPACE), filtered by
+    /// type unless `alarm` is NONE; `disk_full_here`: this member knows its own log disk is
+    /// full, whether or not the alarm could be committed yet (a single member cannot).
+    pub fn listed(&self, alarm: AlarmType, disk_full_here: Option<u64>) -> Vec<AlarmMember> {
+        let here = disk_full_here.map(|member_id| AlarmMember {
+            member_id,
+            alarm: AlarmType::LogDiskFull,
+        });
+        let listed: BTreeSet<AlarmMember> = self
+            .active
+            .iter()
+            .copied()
+            .chain(here)
+            .map(|m| AlarmMember {
+                member_id: m.member_id,
+                alarm: m.alarm.listed(),
+            })
+            .filter(|m| alarm == AlarmType::None || m.alarm == alarm.listed())
+            .collect();
+        listed.into_iter().collect()
+    }
+
+    /// True while any member has a NOSPACE alarm raised by the quota (which refuses every
+    /// member's writes; a member's full log disk does not).
     pub fn no_space(&self) -> bool {
         self.active.iter().any(|m| m.alarm == AlarmType::Nospace)
     }
@@ -144,21 +190,29 @@ impl Alarms {
             member_id: request.member_id,
             alarm: request.alarm,
         };
+        let listed = AlarmMember {
+            member_id: member.member_id,
+            alarm: member.alarm.listed(),
+        };
         match request.action {
-            AlarmAction::Get => self
-                .active
-                .iter()
-                .filter(|m| request.alarm == AlarmType::None || m.alarm == request.alarm)
-                .copied()
-                .collect(),
+            AlarmAction::Get => self.listed(request.alarm, None),
             AlarmAction::Activate if request.alarm == AlarmType::None => Vec::new(),
             AlarmAction::Activate => {
                 self.active.insert(member);
-                vec![member]
+                vec![listed]
             }
             AlarmAction::Deactivate => {
-                if self.active.remove(&member) {
-                    vec![member]
+                let mut removed = self.active.remove(&member);
+                if request.alarm == AlarmType::Nospace {
+                    // An operator's disarm clears the member's full-disk alarm too (raised
+                    // again if its disk is still full).
+                    removed |= self.active.remove(&AlarmMember {
+                        member_id: member.member_id,
+                        alarm: AlarmType::LogDiskFull,
+                    });
+                }
+                if removed {
+                    vec![listed]
                 } else {
                     Vec::new()
                 }
@@ -290,6 +344,60 @@ mod tests {
         assert!(alarms.apply(&clear).is_empty(), "already cleared");
         assert!(admitted(1, 0, None, &alarms));
         assert!(space_recovered(899, Some(1000)));
+    }
+
+    #[test]
+    fn a_full_log_disk_is_listed_as_nospace_and_refuses_no_one() {
+        let mut alarms = Alarms::default();
+        let disk = AlarmRequest {
+            action: AlarmAction::Activate,
+            member_id: 7,
+            alarm: AlarmType::LogDiskFull,
+        };
+        let listed = vec![AlarmMember {
+            member_id: 7,
+            alarm: AlarmType::Nospace,
+        }];
+        assert_eq!(alarms.apply(&disk), listed);
+        assert!(
+            !alarms.no_space(),
+            "one member's disk does not stop the cluster"
+        );
+        assert!(admitted(1, 0, None, &alarms));
+        assert!(!alarms.has(7, AlarmType::Nospace), "the quota's is apart");
+        let get = |alarm| AlarmRequest {
+            action: AlarmAction::Get,
+            member_id: 0,
+            alarm,
+        };
+        assert_eq!(alarms.apply(&get(AlarmType::None)), listed);
+        assert_eq!(alarms.apply(&get(AlarmType::Nospace)), listed);
+        assert!(alarms.apply(&get(AlarmType::Corrupt)).is_empty());
+        // The quota's NOSPACE on the same member lists once; clearing one keeps the other.
+        let quota = AlarmRequest {
+            alarm: AlarmType::Nospace,
+            ..disk
+        };
+        alarms.apply(&quota);
+        assert_eq!(alarms.apply(&get(AlarmType::None)), listed);
+        let clear_disk = AlarmRequest {
+            action: AlarmAction::Deactivate,
+            ..disk
+        };
+        assert_eq!(alarms.apply(&clear_disk), listed);
+        assert!(alarms.no_space());
+        // An operator's disarm of NOSPACE clears both.
+        alarms.apply(&disk);
+        let disarm = AlarmRequest {
+            action: AlarmAction::Deactivate,
+            ..quota
+        };
+        assert_eq!(alarms.apply(&disarm), listed);
+        assert!(alarms.members().is_empty());
+        // This member's own knowledge of its disk shows before the cluster has it.
+        assert_eq!(alarms.listed(AlarmType::None, Some(7)), listed);
+        assert_eq!(AlarmType::from_etcd_number(257), None);
+        assert_eq!(AlarmType::from_number(257), Some(AlarmType::LogDiskFull));
         assert!(!space_recovered(900, Some(1000)));
     }
 }

@@ -125,9 +125,15 @@ pub struct Consensus<D: LogDir> {
     pub(super) next_sequence: Cell<u64>,
     stopped: Cell<bool>,
     /// Readies the log synced (or failed to), to report to the replica in the loop.
-    synced: RefCell<Vec<(u64, Result<(), String>)>>,
+    pub(super) synced: RefCell<Vec<(u64, super::nospace::SyncOutcome)>>,
     /// When each log sync still running started, oldest first.
-    syncing: RefCell<std::collections::VecDeque<(u64, Instant)>>,
+    pub(super) syncing: RefCell<std::collections::VecDeque<(u64, Instant)>>,
+    /// Readies whose writes are not yet durable, kept to write again after a full disk.
+    pub(super) unsynced: RefCell<super::nospace::Unsynced>,
+    /// True while this member's proposal to raise or clear its full-disk alarm is in flight.
+    pub(super) disk_alarm_in_flight: Cell<bool>,
+    /// True once this member proposed its full-disk alarm in the current episode.
+    pub(super) disk_alarm_raised: Cell<bool>,
     /// The background task queue snapshots are written from.
     pub(super) snapshot_queue: std::cell::OnceCell<glommio::TaskQueueHandle>,
     /// The active alarms (changed only by applying alarm entries).
@@ -241,6 +247,9 @@ impl<D: LogDir + 'static> Consensus<D> {
             stopped: Cell::new(false),
             synced: RefCell::default(),
             syncing: RefCell::default(),
+            unsynced: RefCell::default(),
+            disk_alarm_in_flight: Cell::new(false),
+            disk_alarm_raised: Cell::new(false),
             snapshot_queue: std::cell::OnceCell::new(),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
@@ -397,19 +406,12 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    /// Reports the Readies the log synced, in the order they were made. A failed write stops
-    /// the node.
+    /// Reports the Readies the log synced, in the order they were made. A write that found
+    /// no space is held to be made again (`nospace`); any other failed write stops the node.
     fn report_synced(&self) -> Result<(), ServerError> {
         let synced = std::mem::take(&mut *self.synced.borrow_mut());
-        let now = Instant::now();
-        for (number, result) in synced {
-            if let Err(error) = result {
-                return Err(ServerError::Internal(format!("log: {error}")));
-            }
-            self.syncing.borrow_mut().retain(|(n, _)| *n != number);
-            self.replica
-                .borrow_mut()
-                .step(now, Input::Persisted(number));
+        for (number, outcome) in synced {
+            self.sync_finished(number, outcome)?;
         }
         Ok(())
     }
@@ -530,9 +532,11 @@ impl<D: LogDir + 'static> Consensus<D> {
                 }
                 next_tick = now + self.config.heartbeat;
                 self.maybe_clear_no_space();
+                self.maybe_change_disk_alarm();
                 self.maybe_expire_leases();
             }
             self.report_synced()?;
+            self.retry_held()?;
             self.step_incoming();
             self.replica
                 .borrow_mut()
@@ -586,50 +590,29 @@ impl<D: LogDir + 'static> Consensus<D> {
         // raft-rs hands out only committed entries that are durable here.
         self.apply_entries(committed, ready_at).await?;
         let plan = self.replica.borrow_mut().persist_plan(&mut turn)?;
-        let mut staged = None;
-        let mut has_entries = false;
-        if let Some(plan) = plan {
-            has_entries = !plan.entries.is_empty();
-            staged = self
-                .wal
-                .stage_append(&plan.entries, plan.hard_state)
-                .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
-        }
         let number = self.replica.borrow_mut().end_turn(turn, Instant::now());
         if snapshot.is_some() {
-            // Finished here, in order (nothing else is in flight).
-            if let Some(staged) = staged {
-                self.wal
-                    .wait_staged(staged)
-                    .await
+            // Finished here, in order (nothing else is in flight). Known limit: a full disk
+            // here stops the member.
+            if let Some(plan) = plan {
+                let staged = self
+                    .wal
+                    .stage_append(&plan.entries, plan.hard_state)
                     .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+                if let Some(staged) = staged {
+                    self.wal
+                        .wait_staged(staged)
+                        .await
+                        .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
+                }
             }
             self.replica
                 .borrow_mut()
                 .step(Instant::now(), Input::Persisted(number));
             return Ok(());
         }
-        match staged {
-            Some(staged) => {
-                let this = self.clone();
-                let as_leader = self.replica.borrow().is_leader();
-                let started = Instant::now();
-                self.syncing.borrow_mut().push_back((number, started));
-                glommio::spawn_local(async move {
-                    let result = this.wal.wait_staged(staged).await;
-                    if has_entries && result.is_ok() {
-                        this.replica
-                            .borrow_mut()
-                            .stages()
-                            .log_synced(as_leader, started.elapsed());
-                    }
-                    this.synced
-                        .borrow_mut()
-                        .push((number, result.map_err(|e| e.to_string())));
-                    this.wake_driver();
-                })
-                .detach();
-            }
+        match plan {
+            Some(plan) => self.persist(number, plan)?,
             None => self
                 .replica
                 .borrow_mut()
@@ -638,11 +621,13 @@ impl<D: LogDir + 'static> Consensus<D> {
         Ok(())
     }
 
-    /// Waits until every Ready in flight is durable.
-    async fn drain_persists(&self) -> Result<(), ServerError> {
+    /// Waits until every Ready in flight is durable (on a full disk, until a retry succeeds).
+    async fn drain_persists(self: &Rc<Self>) -> Result<(), ServerError> {
         loop {
             self.report_synced()?;
-            if self.replica.borrow().persists_in_flight() == 0 {
+            self.retry_held()?;
+            if self.replica.borrow().persists_in_flight() == 0 && self.unsynced.borrow().is_empty()
+            {
                 return Ok(());
             }
             glommio::timer::sleep(Duration::from_micros(200)).await;

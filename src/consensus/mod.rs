@@ -23,6 +23,7 @@ mod apply;
 mod driver;
 mod membership;
 mod metrics;
+mod nospace;
 mod propose;
 pub mod sequencer;
 mod snapshots;

@@ -1,6 +1,7 @@
 //! Requests into the replica: writes, alarms, auth changes, linearizable reads, leader
 //! transfers and lease queries, each waiting for its answer (or the request timeout), and the
-//! proposals the member makes of its own (NOSPACE, lease expiry).
+//! proposals the member makes of its own (NOSPACE, lease expiry). While this member's log disk
+//! is full (`nospace`), every proposal through it is refused with etcd's NOSPACE error.
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -67,7 +68,10 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// DEACTIVATE go through the log.
     pub async fn alarm(&self, request: &AlarmRequest) -> Result<AlarmResponse, ServerError> {
         if request.action == AlarmAction::Get {
-            let alarms = self.alarms.borrow_mut().apply(request);
+            // This member's full log disk is listed even before (or without) the cluster
+            // committing its alarm: a single member cannot commit it at all.
+            let here = self.log_disk_full().then_some(self.config.member_id);
+            let alarms = self.alarms.borrow().listed(request.alarm, here);
             return Ok(AlarmResponse {
                 header: ResponseHeader::at(self.revision()),
                 alarms,
@@ -148,12 +152,17 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// Proposes a verified request frame, stamped with the auth revision a client's request was
-    /// authorized at, and waits until it is applied.
+    /// authorized at, and waits until it is applied. Refused with etcd's "database space
+    /// exceeded" while this member's log disk is full: it could not apply it.
     async fn propose_entry(
         &self,
         frame: &[u8],
         auth_revision: Option<u64>,
     ) -> Result<Applied, ServerError> {
+        if self.log_disk_full() {
+            self.proposals_failed.set(self.proposals_failed.get() + 1);
+            return Err(KvError::NoSpace.into());
+        }
         if let Err(error) = self.replica.borrow().admit() {
             self.proposals_failed.set(self.proposals_failed.get() + 1);
             return Err(error);

@@ -11,8 +11,10 @@
 //! - [`guard`]: what a peer's message must be before raft-rs sees it; [`stages`]: where commits
 //!   spend their time;
 //! - [`entry`]: the payload layout of lode's entries; [`storage`]: the log as raft-rs's
-//!   `Storage`; [`logger`]: raft-rs's logger routed to `tracing`.
+//!   `Storage`; [`logger`]: raft-rs's logger routed to `tracing`;
+//! - [`disk`]: a full log disk: when to retry writing, and a leader handing over at once.
 
+pub mod disk;
 pub mod entry;
 pub mod guard;
 pub mod leadership;

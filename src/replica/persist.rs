@@ -4,6 +4,7 @@
 //!  Ready n ─▶ plan: entries + hard state ─▶ shell stages them in the log (no wait)
 //!     │        (a commit-only hard state rides along with the next append: no sync of its own)
 //!     ├─▶ heartbeat responses: sent at once if the term and vote they vouch for are durable
+//!     ├─▶ proposals and read requests a follower forwards: sent at once (they vouch for nothing)
 //!     └─▶ votes, append acknowledgements: held in `pending` with n
 //!  shell: log synced n ─▶ durable(n) ─▶ in order, oldest first: raft-rs told n is persisted,
 //!                                        the held messages released
@@ -149,14 +150,16 @@ impl Persistence {
 /// Splits a Ready's persisted messages into those that may go now and those that wait: with
 /// the term and vote durable, a heartbeat response vouches for nothing else (it carries the
 /// ReadIndex context), so a slow sync of entries never costs the leader its quorum
-/// (check-quorum) or delays linearizable reads.
+/// (check-quorum) or delays linearizable reads. A proposal or a read request a follower
+/// forwards to its leader (raft-rs hands a follower every message as a persisted one) carries
+/// no term and says nothing of this member's log: it goes at once, so a member whose disk is
+/// slow, or full and retrying, still reaches the leader with them.
 pub fn split_persisted(messages: Vec<Message>, term_durable: bool) -> (Vec<Message>, Vec<Message>) {
-    if !term_durable {
-        return (Vec::new(), messages);
-    }
-    messages
-        .into_iter()
-        .partition(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse)
+    messages.into_iter().partition(|m| match m.get_msg_type() {
+        MessageType::MsgPropose | MessageType::MsgReadIndex => true,
+        MessageType::MsgHeartbeatResponse => term_durable,
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -203,5 +206,20 @@ mod tests {
         assert_eq!((now.len(), later.len()), (1, 1));
         let (now, later) = split_persisted(vec![heartbeat, ack], false);
         assert_eq!((now.len(), later.len()), (0, 2));
+    }
+
+    #[test]
+    fn forwarded_proposals_and_reads_never_wait() {
+        let mut propose = Message::default();
+        propose.set_msg_type(MessageType::MsgPropose);
+        let mut read = Message::default();
+        read.set_msg_type(MessageType::MsgReadIndex);
+        let mut vote = Message::default();
+        vote.set_msg_type(MessageType::MsgRequestVoteResponse);
+        for durable in [true, false] {
+            let (now, later) =
+                split_persisted(vec![propose.clone(), vote.clone(), read.clone()], durable);
+            assert_eq!((now.len(), later.len()), (2, 1));
+        }
     }
 }

@@ -8,7 +8,9 @@
 //!  Tick, Peer(msg), Unreachable ──┐                    ┌──▶ send: messages to peers
 //!  Propose, Withdraw, Read ───────┤                    ├──▶ refused: proposals raft-rs dropped
 //!  Persisted(ready n) ────────────┼──▶ step(now, ..) ──┼──▶ reads_ready / reads_failed
-//!  HandOff, TransferLeader ───────┘        │           ├──▶ leader_changes, leaderless
+//!  HandOff, TransferLeader, ──────┘        │           ├──▶ leader_changes, leaderless
+//!  LogSyncStalled, LogNoSpace,             │           │
+//!  LogWritten
 //!                                          ▼           │
 //!                         turn: begin_turn ─▶ [snapshot to install] ─▶ committed(): entries
 //!                               to apply ─▶ persist_plan(): entries + hard state to stage
@@ -26,6 +28,7 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, StateRole};
 
+use super::disk::LogSpace;
 use super::entry::{decode_proposal, to_log_entry, ProposalId};
 use super::leadership::{LeaderChange, Leaderless, Leadership};
 use super::logger::raft_logger;
@@ -103,6 +106,12 @@ pub enum Input {
     TransferLeader(u64),
     /// The oldest log sync still running started this long ago.
     LogSyncStalled(Duration),
+    /// A write to the log (first or retried) failed for lack of space: nothing of it was
+    /// written. The shell keeps the Readies not yet durable and writes them again, in order,
+    /// when [`Replica::log_retry_due`] says so; a leader hands leadership over at once.
+    LogNoSpace,
+    /// A write to the log succeeded after one found no space.
+    LogWritten,
 }
 
 /// What the world must do, gathered since it was last taken.
@@ -191,6 +200,8 @@ pub struct Replica<D: LogDir> {
     rejections: Rejections,
     out: Outputs,
     random: Random,
+    /// Whether the log's disk has room.
+    log_space: LogSpace,
     /// Term, role and leader after the last input: when they change, raft-rs has drawn a new
     /// election timeout, which is drawn again here from `random`.
     role: (u64, StateRole, u64),
@@ -242,6 +253,7 @@ impl<D: LogDir> Replica<D> {
             rejections: Rejections::default(),
             out: Outputs::default(),
             random,
+            log_space: LogSpace::default(),
             role: (0, StateRole::Follower, 0),
         };
         replica.redraw_election_timeout();
@@ -261,6 +273,9 @@ impl<D: LogDir> Replica<D> {
         match input {
             Input::Tick => {
                 self.raw.tick();
+                // A transfer that did not complete (raft-rs gives up after an election
+                // timeout) is tried again while the disk stays full.
+                self.hand_over_if_disk_full();
                 self.reissue_reads();
                 let known = self.leader_known();
                 self.out.leaderless =
@@ -303,6 +318,20 @@ impl<D: LogDir> Replica<D> {
             }
             Input::TransferLeader(target) => self.raw.transfer_leader(target),
             Input::LogSyncStalled(stalled) => self.step_down_if_stalled(stalled),
+            Input::LogNoSpace => {
+                if self.log_space.no_space(now) {
+                    tracing::warn!(
+                        "the log's disk is full: this member serves reads and refuses writes \
+                         until a retried write succeeds"
+                    );
+                }
+                self.hand_over_if_disk_full();
+            }
+            Input::LogWritten => {
+                if let Some(full_for) = self.log_space.written(now) {
+                    tracing::info!(?full_for, "the log's disk has room again: writes resume");
+                }
+            }
         }
         self.after_input();
     }
@@ -333,10 +362,25 @@ impl<D: LogDir> Replica<D> {
     /// most caught-up active follower; the cluster goes on serving while this member's disk
     /// recovers, or does not.
     fn step_down_if_stalled(&mut self, stalled: Duration) {
-        if !self.is_leader()
-            || stalled < self.config.stalled_sync_step_down
-            || self.raw.raft.lead_transferee.is_some()
-        {
+        if stalled >= self.config.stalled_sync_step_down {
+            self.hand_over(&format!(
+                "the log's disk has not finished a sync for {stalled:?}"
+            ));
+        }
+    }
+
+    /// A leader whose log disk is full cannot make anything durable either, and never will
+    /// without help: it hands over at once (`replica::disk`).
+    fn hand_over_if_disk_full(&mut self) {
+        if self.log_space.is_full() {
+            self.hand_over("the log's disk is full");
+        }
+    }
+
+    /// As leader, hands leadership to the most caught-up active follower, when the other
+    /// active voters can elect without this member.
+    fn hand_over(&mut self, why: &str) {
+        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return;
         }
         let own = self.config.member_id;
@@ -363,13 +407,23 @@ impl<D: LogDir> Replica<D> {
             .map(|(_, _, id)| id);
         if let Some(target) = target {
             tracing::warn!(
-                ?stalled,
                 to = %format!("{target:x}"),
-                "the log's disk has not finished a sync for too long: handing leadership over \
-                 so the cluster keeps serving"
+                "{why}: handing leadership over so the cluster keeps serving"
             );
             self.raw.transfer_leader(target);
         }
+    }
+
+    /// True from a log write that found no space until a retried one succeeds
+    /// ([`Input::LogNoSpace`], [`Input::LogWritten`]).
+    pub fn log_disk_full(&self) -> bool {
+        self.log_space.is_full()
+    }
+
+    /// True when the log's disk is full and the writes not yet durable should be tried again
+    /// at `now` (ask only when no write is in flight).
+    pub fn log_retry_due(&self, now: Instant) -> bool {
+        self.log_space.retry_due(now)
     }
 
     /// Admission of a new proposal (etcd's limits on apply lag and waiting proposals).

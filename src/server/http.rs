@@ -675,7 +675,7 @@ async fn health_problem(
             for alarm in alarms.alarms {
                 let name = match alarm.alarm {
                     AlarmType::None => continue,
-                    AlarmType::Nospace => "NOSPACE",
+                    AlarmType::Nospace | AlarmType::LogDiskFull => "NOSPACE",
                     AlarmType::Corrupt => "CORRUPT",
                 };
                 if !excluded.iter().any(|e| e == name) {

@@ -94,15 +94,17 @@ pub struct DmaDir {
 }
 
 /// Environment variable naming a file that injects a fault into every log fdatasync while it
-/// exists: a number of milliseconds is added to each (a slow disk, or one that hangs), and
-/// `eio` makes each fail with EIO (a dying disk), switched on and off while lode runs, for
-/// tests. Unset in production.
+/// exists: a number of milliseconds is added to each (a slow disk, or one that hangs), `eio`
+/// makes each fail with EIO (a dying disk), and `enospc` makes every write to a segment and
+/// every segment's preallocation fail with ENOSPC (a full disk; removing the file frees the
+/// space), switched on and off while lode runs, for tests. Unset in production.
 pub const SYNC_DELAY_ENV: &str = "LODE_FAULT_SYNC_DELAY_FILE";
 
 /// What the fault file asks of a sync now.
 enum SyncFault {
     Delay(std::time::Duration),
     Fail,
+    NoSpace,
 }
 
 fn injected_sync_fault(file: &Path) -> Option<SyncFault> {
@@ -111,8 +113,19 @@ fn injected_sync_fault(file: &Path) -> Option<SyncFault> {
     if text == "eio" {
         return Some(SyncFault::Fail);
     }
+    if text == "enospc" {
+        return Some(SyncFault::NoSpace);
+    }
     let millis: u64 = text.parse().ok()?;
     Some(SyncFault::Delay(std::time::Duration::from_millis(millis)))
+}
+
+/// ENOSPC when the fault file says the disk is full.
+fn injected_no_space(file: Option<&Path>) -> io::Result<()> {
+    match file.and_then(injected_sync_fault) {
+        Some(SyncFault::NoSpace) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+        _ => Ok(()),
+    }
 }
 
 /// Name of the lock file that keeps a second process out of a log directory.
@@ -183,6 +196,7 @@ impl LogDir for DmaDir {
     }
 
     async fn create_segment(&self, name: &str, size: u64) -> io::Result<DmaSegment> {
+        injected_no_space(self.sync_delay.as_deref())?;
         let path = self.path.join(name);
         let file = OpenOptions::new()
             .read(true)
@@ -301,6 +315,7 @@ impl SegmentFile for DmaSegment {
     async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         debug_assert_eq!(offset % PAGE_SIZE, 0);
         debug_assert_eq!(data.len() as u64 % PAGE_SIZE, 0);
+        injected_no_space(self.sync_delay.as_deref())?;
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
         let written = self
@@ -321,12 +336,13 @@ impl SegmentFile for DmaSegment {
         match self.sync_delay.as_deref().and_then(injected_sync_fault) {
             Some(SyncFault::Delay(delay)) => glommio::timer::sleep(delay).await,
             Some(SyncFault::Fail) => return Err(io::Error::from_raw_os_error(libc::EIO)),
-            None => {}
+            Some(SyncFault::NoSpace) | None => {}
         }
         self.file.fdatasync().await.map_err(io::Error::from)
     }
 
     async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()> {
+        injected_no_space(self.sync_delay.as_deref())?;
         write_zeros(&self.file, offset, len).await
     }
 

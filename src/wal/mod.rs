@@ -301,6 +301,8 @@ struct State<F> {
     in_flight_outcome: Option<Rc<BatchOutcome>>,
     speculative: Speculative,
     poisoned: Option<String>,
+    /// Batches that failed (full disk) and took the speculative log back to the durable one.
+    failed_batches: u64,
     write_buffer: Vec<u8>,
     /// The records of the most recent writes, oldest first, up to
     /// [`WalOptions::recent_window_bytes`]:
@@ -555,6 +557,7 @@ impl<D: LogDir> Wal<D> {
             in_flight_outcome: None,
             speculative,
             poisoned: None,
+            failed_batches: 0,
             write_buffer: Vec::new(),
             recent: VecDeque::new(),
             recent_bytes: 0,

@@ -198,6 +198,13 @@ impl<D: LogDir> Wal<D> {
         Ok(Some(StagedAppend(state.staging.outcome.clone())))
     }
 
+    /// How many batches have failed (full disk) so far, each taking the speculative log back
+    /// to the durable one: an append staged after a failure does not follow what was staged
+    /// before it, so a caller staging in order checks this first.
+    pub fn failed_batches(&self) -> u64 {
+        self.state.borrow().failed_batches
+    }
+
     /// Resolves once a staged append is durable (flushing batches itself when no one else is).
     pub async fn wait_staged(&self, staged: StagedAppend) -> Result<()> {
         self.wait_durable(staged.0).await
@@ -580,6 +587,7 @@ impl<D: LogDir> Wal<D> {
                 let active_end = state.active_end;
                 let staged = std::mem::replace(&mut state.staging, Batch::new(active, active_end));
                 state.speculative = Speculative::of_durable(&state.index, active, active_end);
+                state.failed_batches += 1;
                 drop(state);
                 outcome.finish(Err(failure.clone()));
                 staged.outcome.finish(Err(failure));

@@ -105,7 +105,7 @@ pub(crate) async fn endpoint_health(
                     health.error = String::from("Active Alarm(s): ");
                     for member in &answer.alarms {
                         health.error.push_str(match member.alarm {
-                            AlarmType::Nospace => "NOSPACE ",
+                            AlarmType::Nospace | AlarmType::LogDiskFull => "NOSPACE ",
                             AlarmType::Corrupt => "CORRUPT ",
                             AlarmType::None => "UNKNOWN ",
                         });

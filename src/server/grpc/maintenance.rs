@@ -13,14 +13,14 @@ use crate::server::node::Node;
 
 /// An alarm as etcd's enum value.
 fn alarm_number(alarm: AlarmType) -> i32 {
-    alarm as i32
+    alarm.listed() as i32
 }
 
 /// etcd's text for an active alarm in `StatusResponse.errors`.
 fn alarm_text(alarm: &AlarmMember) -> String {
     let name = match alarm.alarm {
         AlarmType::None => "NONE",
-        AlarmType::Nospace => "NOSPACE",
+        AlarmType::Nospace | AlarmType::LogDiskFull => "NOSPACE",
         AlarmType::Corrupt => "CORRUPT",
     };
     format!("memberID:{} alarm:{name} ", alarm.member_id)
@@ -51,7 +51,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let action = AlarmAction::from_number(request.action as u32).ok_or_else(|| {
             Status::invalid_argument(format!("lode: unknown alarm action {}", request.action))
         })?;
-        let alarm = AlarmType::from_number(request.alarm as u32).ok_or_else(|| {
+        let alarm = AlarmType::from_etcd_number(request.alarm as u32).ok_or_else(|| {
             Status::invalid_argument(format!("lode: unknown alarm type {}", request.alarm))
         })?;
         let request = AlarmRequest {

@@ -34,9 +34,11 @@
 //! failing; slow fsyncs (beyond the election timeout, now and then) and hung ones (beyond the
 //! leader's step-down limit); the whole cluster losing power at once.
 
+mod leases;
 pub mod member;
 pub mod network;
 pub mod options;
+mod watchers;
 pub mod workload;
 
 pub use options::{Bug, FaultCounts, FaultKinds, Report, SimOptions};
@@ -47,8 +49,10 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
 
+use self::leases::LeaseRecord;
 use self::member::{Answer, Caller, SimMember, SimSnapshot};
 use self::network::{Fate, Network, NetworkFaults};
+use self::watchers::{Watcher, WATCHERS};
 use self::workload::{describe, operation, Call, ClientOp, Told, KEYS};
 use crate::linearize::{self, Operation, Verdict};
 use crate::replica::random::Random;
@@ -85,20 +89,6 @@ enum Event {
     WatchOpen(usize),
 }
 
-/// A client watching every key, reconnecting now and then (and when its member goes down)
-/// from the revision after the last it was given, as etcd's clients do.
-struct Watcher {
-    /// The member and the stream's caller token, while a stream is open.
-    stream: Option<(u64, Caller)>,
-    /// The first revision it still wants.
-    next: i64,
-    /// Every event it was given, in order.
-    received: Vec<crate::watch::Event>,
-}
-
-/// Watching clients per simulation.
-const WATCHERS: usize = 2;
-
 /// A member slot: running, or down since a crash.
 struct Slot {
     member: Option<SimMember>,
@@ -124,18 +114,6 @@ struct Client {
     in_flight: Option<InFlight>,
     /// Keys still to read in the final check.
     final_reads: VecDeque<u64>,
-}
-
-/// What the clients were promised of one lease, and when it expired.
-#[derive(Debug)]
-struct LeaseRecord {
-    /// The latest time an acknowledged grant or keep-alive promised it lives to: the call's
-    /// time plus the TTL answered (the renewal took effect no earlier than the call).
-    promised_until: Duration,
-    /// When a member first applied its expiry.
-    expired_at: Option<Duration>,
-    /// The call that made the latest promise, for the report.
-    promise: String,
 }
 
 /// One simulation run.
@@ -454,126 +432,6 @@ impl Simulation {
             }
             Event::Heal => self.heal(),
             Event::WatchOpen(watcher) => self.watch_open(watcher),
-        }
-    }
-
-    /// Watcher `w` closes its stream, if open, and opens one on a member it picks from the
-    /// revision after the last it was given.
-    fn watch_open(&mut self, w: usize) {
-        if let Some((member, caller)) = self.watchers[w].stream.take() {
-            if let Some(running) = self.slots[(member - 1) as usize].member.as_mut() {
-                running.close_watch(caller);
-            }
-        }
-        let member = self.random.below(1, self.options.members + 1);
-        if self.slots[(member - 1) as usize].member.is_none() {
-            let retry = Duration::from_millis(self.random.below(50, 300));
-            self.schedule(retry, Event::WatchOpen(w));
-            return;
-        }
-        let caller = self.next_caller;
-        self.next_caller += 1;
-        let next = self.watchers[w].next;
-        self.watchers[w].stream = Some((member, caller));
-        self.log(|| format!("watcher {w} -> m{member}: watch from revision {next}"));
-        if let Some(running) = self.slots[(member - 1) as usize].member.as_mut() {
-            running.open_watch(caller, next);
-        }
-        if !self.settling {
-            let reconnect = Duration::from_millis(self.random.below(500, 4_000));
-            self.schedule(reconnect, Event::WatchOpen(w));
-        }
-        self.pump(member);
-    }
-
-    /// A watch response reaches its watcher: its events must continue exactly where the
-    /// last left off (checked against every change applied at the end).
-    fn watch_response(&mut self, caller: Caller, response: crate::watch::stream::WatchResponse) {
-        let Some(w) = self
-            .watchers
-            .iter()
-            .position(|w| w.stream.is_some_and(|(_, c)| c == caller))
-        else {
-            return; // a stream closed since
-        };
-        if response.canceled {
-            let reason = response.cancel_reason.clone();
-            self.fail(format!(
-                "watcher {w}'s watch was canceled ({reason:?}, compact revision {}) though \
-                 nothing was compacted",
-                response.compact_revision
-            ));
-            return;
-        }
-        let watcher = &mut self.watchers[w];
-        let mut failure = None;
-        for event in response.events {
-            let position = (event.revision(), event.sub);
-            let last = watcher.received.last().map(|e| (e.revision(), e.sub));
-            if event.revision() < watcher.next || last.is_some_and(|last| position <= last) {
-                failure = Some(format!(
-                    "watcher {w} was given revision {}.{} after {last:?} (it wanted {} on): \
-                     out of order or repeated",
-                    position.0, position.1, watcher.next
-                ));
-                break;
-            }
-            watcher.received.push(event);
-        }
-        if let Some(last) = watcher.received.last() {
-            watcher.next = watcher.next.max(last.revision() + 1);
-        }
-        if let Some(failure) = failure {
-            self.fail(failure);
-        }
-    }
-
-    /// Every member applies the same change at the same (revision, sub).
-    fn record_changes(&mut self, id: u64, events: Vec<crate::watch::Event>) {
-        for event in events {
-            let position = (event.revision(), event.sub);
-            match self.changes.get(&position) {
-                None => {
-                    self.changes.insert(position, event);
-                }
-                Some(first) if *first != event => {
-                    let what = format!(
-                        "m{id} applied {event:?} at revision {}.{}, another member {first:?}",
-                        position.0, position.1
-                    );
-                    self.fail(what);
-                    return;
-                }
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// Each watcher was given exactly every change from its first revision up to the last it
-    /// was given: none missing, none extra, each as applied.
-    fn check_watchers(&mut self) {
-        for (w, watcher) in self.watchers.iter().enumerate() {
-            let upto = watcher.next - 1;
-            let expected: Vec<&crate::watch::Event> = self
-                .changes
-                .range(..=(upto, i64::MAX))
-                .map(|(_, event)| event)
-                .collect();
-            let given: Vec<&crate::watch::Event> = watcher.received.iter().collect();
-            if given != expected {
-                let missing = expected
-                    .iter()
-                    .find(|e| !given.contains(e))
-                    .map(|e| (e.revision(), e.sub));
-                let what = format!(
-                    "watcher {w} was given {} events up to revision {upto}, {} were applied; \
-                     first missing or different: {missing:?}",
-                    given.len(),
-                    expected.len()
-                );
-                self.fail(what);
-                return;
-            }
         }
     }
 
@@ -1004,84 +862,6 @@ impl Simulation {
             | ClientOp::LeasePut { .. } => {}
         }
         self.schedule(Duration::ZERO, Event::Client(client));
-    }
-
-    /// What a lease operation's answer tells the client and promises of the lease.
-    fn lease_answer(&mut self, client: u64, flight: &InFlight, answer: &Answer) {
-        use crate::lease::LeaseOutcome;
-        use crate::mvcc::request::{LeaseResponse, WriteResponse};
-        let call = Duration::from_nanos(flight.call);
-        let promise = |ttl: i64| call + Duration::from_secs(ttl.max(0) as u64);
-        let state = &mut self.clients[client as usize];
-        match (&flight.op, answer) {
-            (
-                ClientOp::LeaseGrant { id, .. },
-                Answer::Written(Ok(WriteResponse::Lease(LeaseResponse {
-                    outcome: LeaseOutcome::Granted { ttl, .. },
-                    ..
-                }))),
-            ) => {
-                state.lease = Some(*id);
-                self.leases.insert(
-                    *id,
-                    LeaseRecord {
-                        promised_until: promise(*ttl),
-                        expired_at: None,
-                        promise: format!("granted for {ttl} s at {call:?}"),
-                    },
-                );
-            }
-            (
-                ClientOp::LeaseKeepAlive { id },
-                Answer::Written(Ok(WriteResponse::Lease(LeaseResponse {
-                    outcome: LeaseOutcome::Renewed { ttls },
-                    ..
-                }))),
-            ) => match ttls.first() {
-                Some(&ttl) if ttl > 0 => {
-                    if let Some(record) = self.leases.get_mut(id) {
-                        if promise(ttl) > record.promised_until {
-                            record.promised_until = promise(ttl);
-                            record.promise = format!("kept alive for {ttl} s at {call:?}");
-                        }
-                    }
-                }
-                _ => state.lease = None,
-            },
-            (ClientOp::LeaseRevoke { .. }, Answer::Written(Ok(_))) => state.lease = None,
-            (ClientOp::LeasePut { .. } | ClientOp::LeaseRevoke { .. }, Answer::Written(Err(e)))
-                if e.to_string().contains("lease not found") =>
-            {
-                state.lease = None;
-            }
-            _ => {}
-        }
-    }
-
-    /// Records leases a member applied the expiry of.
-    fn leases_expired(&mut self, id: u64, expired: Vec<i64>) {
-        for lease in expired {
-            self.log(|| format!("m{id} applies the expiry of lease {lease:x}"));
-            if let Some(record) = self.leases.get_mut(&lease) {
-                record.expired_at.get_or_insert(self.now);
-            }
-        }
-    }
-
-    /// No lease expired before what an acknowledged grant or keep-alive promised.
-    fn check_leases(&mut self) {
-        let early = self.leases.iter().find_map(|(id, record)| {
-            let expired_at = record.expired_at?;
-            (expired_at < record.promised_until).then(|| {
-                format!(
-                    "lease {id:x} expired at {expired_at:?}, before {:?}: it was {}",
-                    record.promised_until, record.promise
-                )
-            })
-        });
-        if let Some(early) = early {
-            self.fail(early);
-        }
     }
 }
 

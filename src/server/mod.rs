@@ -4,6 +4,7 @@
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
 pub mod access;
+pub mod admission;
 pub mod authority;
 pub mod claim;
 pub mod concurrency;

@@ -19,13 +19,12 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
-use super::{fill_header, Limits};
+use super::{admission, fill_header, Limits};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
 };
 use crate::auth::Credentials;
 use crate::consensus::ServerError;
-use crate::mvcc::KvError;
 use crate::tls::Stream;
 
 /// gRPC `InvalidArgument`, used for frames that cannot be decoded.
@@ -292,34 +291,28 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
             return;
         }
     };
-    if frame.len() > limits.max_request_bytes {
-        let error = ServerError::Kv(KvError::RequestTooLarge);
-        outbox.answer(server_error_frame(id, error, node));
-        return;
-    }
     let credentials = Credentials { token, common_name };
+    // Every request but a watch stream's (whose creations are permitted one by one as the
+    // stream applies them) passes the one admission path first; a write is admitted by
+    // `admission::write` itself.
+    if !matches!(request, Request::Write(_) | Request::Watch(_)) {
+        if let Err(error) =
+            admission::admit(node, limits, &credentials, &request, Some(&frame)).await
+        {
+            outbox.answer(server_error_frame(id, error, node));
+            return;
+        }
+    }
     let result = match request {
         Request::Range(range) => node
             .range_as(&credentials, &range)
             .await
             .map(Response::Range),
-        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => node
-            .lease_write_as(&credentials, lease)
-            .await
-            .map(Response::Write),
         Request::Lease(query) => {
-            async {
-                node.permit_lease_query(&credentials, &query).await?;
-                let token = credentials.token.clone();
-                node.lease_query(query, token).await.map(Response::Lease)
-            }
-            .await
+            let token = credentials.token.clone();
+            node.lease_query(query, token).await.map(Response::Lease)
         }
         Request::Coordination(request) => {
-            if let Err(error) = node.permit_coordination(&credentials, &request).await {
-                outbox.answer(server_error_frame(id, error, node));
-                return;
-            }
             if let CoordinationRequest::Observe { name } = request {
                 observe(id, name, node, outbox).await;
                 outbox.settle();
@@ -329,40 +322,17 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                 .await
                 .map(Response::Coordination)
         }
-        Request::Write(write) => node
-            .write_as(&credentials, write, Some(frame), limits.max_request_bytes)
+        Request::Write(write) => admission::write(node, limits, &credentials, write, Some(&frame))
             .await
             .map(Response::Write),
-        Request::Status => {
-            async {
-                node.permit_user(&credentials)?;
-                node.status().await.map(Response::Status)
-            }
-            .await
-        }
-        Request::Alarm(alarm) => {
-            async {
-                node.permit_alarm(&credentials, alarm.action)?;
-                node.alarm(alarm).await.map(Response::Alarm)
-            }
-            .await
-        }
+        Request::Status => node.status().await.map(Response::Status),
+        Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
         Request::Auth(request) => node.auth(&credentials, request).await.map(Response::Auth),
         request @ (Request::Member(_) | Request::MoveLeader(_)) => {
-            async {
-                node.permit_cluster(&credentials, &request)?;
-                let token = credentials.token.clone();
-                node.cluster_as(request, token).await
-            }
-            .await
+            let token = credentials.token.clone();
+            node.cluster_as(request, token).await
         }
-        Request::HashKv(revision) => {
-            async {
-                node.permit_admin(&credentials)?;
-                node.hash_kv(revision).await
-            }
-            .await
-        }
+        Request::HashKv(revision) => node.hash_kv(revision).await,
         Request::Watch(request) => {
             let open = watches.borrow().get(&id).cloned();
             match open {
@@ -389,11 +359,7 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
         }
         Request::Snapshot => {
             // Answered by a stream of pieces; the last one is the request's answer proper.
-            let snapshot = async {
-                node.permit_admin(&credentials)?;
-                node.snapshot().await
-            }
-            .await;
+            let snapshot = node.snapshot().await;
             let last = match snapshot {
                 Ok((path, revision)) => {
                     let streamed = stream_snapshot(id, &path, revision, node, outbox).await;

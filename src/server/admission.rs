@@ -29,7 +29,7 @@
 //! never proposes a client's write except through [`write`]; a write is proposed with the
 //! auth revision it was permitted at (stage 4), so a permission change applied before it makes
 //! every member refuse it at apply. Ranges are permitted after their ReadIndex
-//! (`Node::range_as`), watches at each creation (`server::apply_watch_request`), and the Auth
+//! (`Node::range_as`), watches at each creation (`server::watching::apply_watch_request`), and the Auth
 //! calls by the auth store's own rules on the consensus core (`node::auth`): for them this path
 //! checks only what comes before (size, for the Auth calls that are log entries).
 //!

@@ -229,7 +229,7 @@ impl ServerWatch {
             if self.node.router().local().stopping() {
                 return Err(ServerError::Stopped);
             }
-            super::start_catch_ups(&self.node, &self.slot);
+            super::watching::start_catch_ups(&self.node, &self.slot);
             std::future::poll_fn(|cx| self.slot.poll_woken(cx)).await;
         }
     }

@@ -19,6 +19,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
+use super::watching::{self, Inbound, WatchClient};
 use super::{admission, fill_header, Limits};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
@@ -344,13 +345,17 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                     watch.wake();
                 }
                 None => {
+                    let require_leader = matches!(
+                        &request,
+                        WatchRequest::Create(create) if create.require_leader
+                    );
                     let watch = Rc::new(NativeWatch::default());
                     watch
                         .requests
                         .borrow_mut()
                         .push_back((request, credentials));
                     watches.borrow_mut().insert(id, watch.clone());
-                    serve_watch(id, &watch, node, limits, outbox).await;
+                    serve_watch(id, &watch, node, limits, outbox, require_leader).await;
                     watches.borrow_mut().remove(&id);
                 }
             }
@@ -495,17 +500,93 @@ async fn stream_snapshot(
     }
 }
 
-/// Serves the watch stream `id` of a connection until the connection's reading side ends:
-/// applies its requests, sends what its watchers are given (waiting while the connection is
-/// slow to write), catches up watchers that are behind, and sends progress notifications.
+/// A native watch stream's side of the shared stream loop: requests from its connection's
+/// frames, responses out as frames through the connection's outbox.
+struct NativeWatchClient<'a> {
+    id: u64,
+    watch: &'a NativeWatch,
+    outbox: &'a Outbox,
+    node: &'a Node,
+}
+
+impl WatchClient for NativeWatchClient<'_> {
+    /// A native stream's requests are frames already read: nothing can break.
+    type Broken = std::convert::Infallible;
+
+    fn poll_inbound(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Inbound<Self::Broken>> {
+        loop {
+            if let Some((request, credentials)) = self.watch.requests.borrow_mut().pop_front() {
+                return Poll::Ready(Inbound::Request(request, credentials));
+            }
+            if self.watch.ended.get() {
+                return Poll::Ready(Inbound::Closed);
+            }
+            if self.watch.poll_woken(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        response: crate::watch::stream::WatchResponse,
+        header: crate::mvcc::request::ResponseHeader,
+    ) -> bool {
+        let frame = native::encode_response(self.id, &Response::Watch { header, response });
+        self.outbox.push(frame);
+        // Waiting while the client is slow to read: its watchers fall back to history.
+        self.outbox.room().await;
+        !self.outbox.writer_gone.get()
+    }
+
+    fn encoded_len(
+        &self,
+        response: &crate::watch::stream::WatchResponse,
+        _header: &crate::mvcc::request::ResponseHeader,
+    ) -> usize {
+        // flatbuffers has no cheap exact size; the events' bytes plus a bound on the rest.
+        let events: usize = response.events.iter().map(|e| self.event_len(e) + 8).sum();
+        NATIVE_WATCH_RESPONSE_OVERHEAD + response.cancel_reason.len() + events
+    }
+
+    fn event_len(&self, event: &crate::watch::Event) -> usize {
+        let pair = |kv: &crate::mvcc::kv::KeyValue| kv.key.len() + kv.value.len() + 64;
+        pair(&event.kv) + event.prev_kv.as_ref().map_or(0, pair)
+    }
+
+    fn gone(&self) -> bool {
+        self.watch.ended.get() || self.outbox.writer_gone.get()
+    }
+
+    async fn fail(&mut self, error: ServerError) {
+        self.outbox
+            .push(server_error_frame(self.id, error, self.node));
+    }
+
+    async fn broke(&mut self, broken: Self::Broken) {
+        match broken {}
+    }
+}
+
+/// A bound on what a native watch response holds besides its events and cancel reason.
+const NATIVE_WATCH_RESPONSE_OVERHEAD: usize = 256;
+
+/// Serves the watch stream `id` of a connection through the shared stream loop
+/// (`server::watching::serve`) until the connection's reading side ends. A stream opened by
+/// a creation with `require_leader` is refused at once without a leader, and ends with "no
+/// leader" once the member lost it, as gRPC's `hasleader` streams.
 async fn serve_watch(
     id: u64,
     watch: &NativeWatch,
     node: &Rc<Node>,
     limits: Limits,
     outbox: &Outbox,
+    require_leader: bool,
 ) {
-    use futures::FutureExt;
+    if require_leader && !watching::has_leader(node).await {
+        outbox.push(server_error_frame(id, ServerError::NoLeader, node));
+        return;
+    }
     let hub = node.router().local().watch_hub().clone();
     let (stream_id, slot) = match hub
         .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
@@ -517,50 +598,12 @@ async fn serve_watch(
             return;
         }
     };
-    let interval = limits.watch_progress_interval;
-    let mut tick = Box::pin(glommio::timer::sleep(interval));
-    let mut owner = super::WatchOwner::new(node);
-    loop {
-        for (request, credentials) in watch.requests.borrow_mut().drain(..) {
-            let mut stream = slot.stream.borrow_mut();
-            super::apply_watch_request(&mut stream, request, node, &credentials, &mut owner);
-        }
-        super::recheck_watches(&mut slot.stream.borrow_mut(), node, &mut owner);
-        let mut sent = false;
-        loop {
-            let next = slot.stream.borrow_mut().pop();
-            let Some(response) = next else {
-                break;
-            };
-            let mut header = crate::mvcc::request::ResponseHeader::at(response.revision);
-            super::stamp_header(&mut header, node);
-            outbox.push(native::encode_response(
-                id,
-                &Response::Watch { header, response },
-            ));
-            sent = true;
-        }
-        if sent {
-            outbox.room().await;
-        }
-        if watch.ended.get() || outbox.writer_gone.get() || node.router().local().stopping() {
-            break;
-        }
-        super::start_catch_ups(node, &slot);
-        let tick_fired = poll_fn(|cx| {
-            if watch.poll_woken(cx).is_ready() || slot.poll_woken(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            if tick.poll_unpin(cx).is_ready() {
-                return Poll::Ready(true);
-            }
-            Poll::Pending
-        })
-        .await;
-        if tick_fired {
-            slot.stream.borrow_mut().progress_tick();
-            tick = Box::pin(glommio::timer::sleep(interval));
-        }
-    }
+    let mut client = NativeWatchClient {
+        id,
+        watch,
+        outbox,
+        node,
+    };
+    watching::serve(node, &slot, &mut client, limits, require_leader).await;
     hub.close(stream_id, node.router());
 }

@@ -183,6 +183,7 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
             prev_kv: true,
             watch_id: 3,
             fragment: false,
+            require_leader: true,
         })),
         watch_response(events, false),
     ));

@@ -191,6 +191,8 @@ pub fn watch_create(request: pb::WatchCreateRequest) -> crate::watch::stream::Cr
         prev_kv: request.prev_kv,
         watch_id: request.watch_id,
         fragment: request.fragment,
+        // gRPC asks for this with the call's `hasleader` metadata instead.
+        require_leader: false,
     }
 }
 

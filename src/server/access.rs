@@ -1,6 +1,7 @@
 //! What each client request must be allowed to do while auth is on, as etcd 3.5 decides it,
 //! checked on the core that serves the request, for all three front ends (gRPC, the JSON
-//! gateway through gRPC's handlers, the native protocol).
+//! gateway through gRPC's handlers, the native protocol), which reach these rules only
+//! through `server::admission` (which picks the rule for each kind of request).
 //!
 //! - Range: read on its keys, checked after a linearizable read's ReadIndex (so the member has
 //!   applied every auth change acknowledged before the read began) and again after reading
@@ -122,51 +123,6 @@ impl Node {
                 .await?;
         }
         Ok(Some(caller.stamp()))
-    }
-
-    /// A client's write made with `credentials`, as every front end proposes it: etcd's
-    /// checks, the caller's permissions, then the log, stamped. `frame` is the request frame
-    /// it came in (the native protocol's), passed on as it is unless it carries a token (tokens
-    /// are never kept in the log); otherwise the write is encoded here, and refused if larger
-    /// than `max_request_bytes`.
-    pub async fn write_as(
-        &self,
-        credentials: &Credentials,
-        write: WriteRequest,
-        frame: Option<Bytes>,
-        max_request_bytes: usize,
-    ) -> Result<crate::mvcc::request::WriteResponse, ServerError> {
-        crate::mvcc::validate::check_write(&write, self.config.max_txn_ops)?;
-        let auth_revision = self.permit_write(credentials, &write).await?;
-        let physical = match &write {
-            WriteRequest::Compact(compaction) if compaction.physical => Some(compaction.revision),
-            _ => None,
-        };
-        let cost = crate::alarm::write_cost(&write);
-        let frame = match frame {
-            Some(frame) if credentials.token.is_none() => frame,
-            _ => {
-                let request = crate::api::request::Request::Write(write);
-                let frame = Bytes::from(crate::api::native::encode_request(0, &request));
-                if frame.len() > max_request_bytes {
-                    return Err(crate::mvcc::KvError::RequestTooLarge.into());
-                }
-                frame
-            }
-        };
-        self.write(frame, cost, physical, auth_revision).await
-    }
-
-    /// A client's LeaseGrant or LeaseRevoke made with `credentials`: checked, then proposed
-    /// stamped.
-    pub async fn lease_write_as(
-        &self,
-        credentials: &Credentials,
-        request: LeaseRequest,
-    ) -> Result<crate::mvcc::request::WriteResponse, ServerError> {
-        let write = WriteRequest::Lease(request.clone());
-        let auth_revision = self.permit_write(credentials, &write).await?;
-        self.lease_write(request, auth_revision).await
     }
 
     /// A lease's keys, with `access` to all of them (root: whatever they are).
@@ -311,31 +267,6 @@ impl Node {
         let key = crate::api::request::prefix(name);
         let range_end = crate::mvcc::kv::prefix_range_end(&key);
         self.permit_keys(credentials, &key, &range_end, access)
-    }
-
-    /// A lock or election request of the native protocol (gRPC's services check the same).
-    pub async fn permit_coordination(
-        &self,
-        credentials: &Credentials,
-        request: &crate::api::native::CoordinationRequest,
-    ) -> Result<(), ServerError> {
-        use crate::api::native::CoordinationRequest as C;
-        match request {
-            C::Lock { name, lease } | C::Campaign { name, lease, .. } => {
-                self.permit_name(credentials, name, Access::ReadWrite)?;
-                self.permit_lease_attach(credentials, *lease).await
-            }
-            C::Leader { name } | C::Observe { name } => {
-                self.permit_name(credentials, name, Access::Read)
-            }
-            C::Unlock { key } => self.permit_keys(credentials, key, &Bytes::new(), Access::Write),
-            C::Proclaim { leader, .. } => {
-                self.permit_keys(credentials, &leader.key, &Bytes::new(), Access::ReadWrite)
-            }
-            C::Resign { leader } => {
-                self.permit_keys(credentials, &leader.key, &Bytes::new(), Access::Write)
-            }
-        }
     }
 }
 

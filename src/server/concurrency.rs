@@ -229,7 +229,7 @@ impl ServerWatch {
             if self.node.router().local().stopping() {
                 return Err(ServerError::Stopped);
             }
-            super::start_catch_ups(&self.node, &self.slot);
+            super::watching::start_catch_ups(&self.node, &self.slot);
             std::future::poll_fn(|cx| self.slot.poll_woken(cx)).await;
         }
     }
@@ -523,12 +523,12 @@ pub mod services {
     use lode_protocol::etcd::{v3electionpb as election_pb, v3lockpb as lock_pb};
     use tonic::Status;
 
-    use super::super::access::Access;
     use super::super::grpc::{on_core, on_core_until_cancelled};
     use super::super::node::Node;
     use super::super::Limits;
     use super::LeaderKey;
     use crate::api::etcd;
+    use crate::api::native::CoordinationRequest;
     use crate::consensus::ServerError;
     use crate::mvcc::request::ResponseHeader;
 
@@ -538,11 +538,16 @@ pub mod services {
         Status::unknown(status.message().to_string())
     }
 
-    /// Refuses a request that writes more than `--max-request-bytes`, as every write.
-    fn within_limit(request: &impl prost::Message, limits: Limits) -> Result<(), ServerError> {
-        if request.encoded_len() > limits.max_request_bytes {
-            return Err(ServerError::Kv(crate::mvcc::KvError::RequestTooLarge));
-        }
+    /// A lock or election call through the one admission path (size, permissions), as the
+    /// native protocol's.
+    async fn admit(
+        node: &Node,
+        limits: Limits,
+        credentials: &crate::auth::Credentials,
+        request: CoordinationRequest,
+    ) -> Result<(), ServerError> {
+        let request = crate::api::native::Request::Coordination(request);
+        super::super::admission::admit(node, limits, credentials, &request, None).await?;
         Ok(())
     }
 
@@ -581,10 +586,11 @@ pub mod services {
             let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core_until_cancelled(move |node, limits, gone| async move {
-                within_limit(&request, limits)?;
-                node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
-                node.permit_lease_attach(&credentials, request.lease)
-                    .await?;
+                let lock = CoordinationRequest::Lock {
+                    name: request.name.clone(),
+                    lease: request.lease,
+                };
+                admit(&node, limits, &credentials, lock).await?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (held, key) =
@@ -606,8 +612,9 @@ pub mod services {
         ) -> Result<tonic::Response<lock_pb::UnlockResponse>, Status> {
             let credentials = super::super::grpc::credentials(&request);
             let key = request.into_inner().key;
-            on_core(move |node, _| async move {
-                node.permit_keys(&credentials, &key, &Bytes::new(), Access::Write)?;
+            on_core(move |node, limits| async move {
+                let unlock = CoordinationRequest::Unlock { key: key.clone() };
+                admit(&node, limits, &credentials, unlock).await?;
                 let done = super::unlock(&node, &key).await?;
                 Ok(lock_pb::UnlockResponse {
                     header: header(done, &node),
@@ -636,10 +643,12 @@ pub mod services {
             let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core_until_cancelled(move |node, limits, gone| async move {
-                within_limit(&request, limits)?;
-                node.permit_name(&credentials, &request.name, Access::ReadWrite)?;
-                node.permit_lease_attach(&credentials, request.lease)
-                    .await?;
+                let campaign = CoordinationRequest::Campaign {
+                    name: request.name.clone(),
+                    lease: request.lease,
+                    value: request.value.clone(),
+                };
+                admit(&node, limits, &credentials, campaign).await?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (led, leader) = super::campaign(
@@ -673,9 +682,12 @@ pub mod services {
             let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
             on_core(move |node, limits| async move {
-                within_limit(&request, limits)?;
                 let leader = leader_key(request.leader)?;
-                node.permit_keys(&credentials, &leader.key, &Bytes::new(), Access::ReadWrite)?;
+                let proclaim = CoordinationRequest::Proclaim {
+                    leader: leader.clone(),
+                    value: request.value.clone(),
+                };
+                admit(&node, limits, &credentials, proclaim).await?;
                 let done = super::proclaim(&node, &leader, request.value).await?;
                 Ok(election_pb::ProclaimResponse {
                     header: header(done, &node),
@@ -692,8 +704,9 @@ pub mod services {
         ) -> Result<tonic::Response<election_pb::LeaderResponse>, Status> {
             let credentials = super::super::grpc::credentials(&request);
             let name = request.into_inner().name;
-            on_core(move |node, _| async move {
-                node.permit_name(&credentials, &name, Access::Read)?;
+            on_core(move |node, limits| async move {
+                let leader = CoordinationRequest::Leader { name: name.clone() };
+                admit(&node, limits, &credentials, leader).await?;
                 let (found, kv) = super::leader(&node, &name).await?;
                 Ok(election_pb::LeaderResponse {
                     header: header(found, &node),
@@ -714,8 +727,9 @@ pub mod services {
             let credentials = super::super::grpc::credentials(&request);
             let name = request.into_inner().name;
             let (sender, receiver) = futures::channel::mpsc::channel(16);
-            on_core(move |node, _| async move {
-                node.permit_name(&credentials, &name, Access::Read)?;
+            on_core(move |node, limits| async move {
+                let observe = CoordinationRequest::Observe { name: name.clone() };
+                admit(&node, limits, &credentials, observe).await?;
                 glommio::spawn_local(observe_into(node, name, sender)).detach();
                 Ok(())
             })
@@ -729,9 +743,12 @@ pub mod services {
         ) -> Result<tonic::Response<election_pb::ResignResponse>, Status> {
             let credentials = super::super::grpc::credentials(&request);
             let request = request.into_inner();
-            on_core(move |node, _| async move {
+            on_core(move |node, limits| async move {
                 let leader = leader_key(request.leader)?;
-                node.permit_keys(&credentials, &leader.key, &Bytes::new(), Access::Write)?;
+                let resign = CoordinationRequest::Resign {
+                    leader: leader.clone(),
+                };
+                admit(&node, limits, &credentials, resign).await?;
                 let done = super::resign(&node, &leader).await?;
                 Ok(election_pb::ResignResponse {
                     header: header(done, &node),

@@ -457,6 +457,7 @@ fn keep_alive_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) 
     let (sender, receiver) = futures::channel::mpsc::channel(128);
     glommio::spawn_local(super::grpc::serve_keep_alives(
         node.clone(),
+        limits,
         requests,
         sender,
         credentials,

@@ -4,6 +4,7 @@
 //! accepts clients; core 0 also runs the consensus core (see ARCHITECTURE.md).
 
 pub mod access;
+pub mod admission;
 pub mod authority;
 pub mod claim;
 pub mod concurrency;
@@ -14,6 +15,7 @@ pub mod listener;
 pub mod native;
 pub mod node;
 pub mod run;
+pub mod watching;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -265,106 +267,5 @@ impl SnapshotPieces {
     /// Closes the file.
     pub async fn close(self) {
         let _ = self.file.close().await;
-    }
-}
-
-/// Whose permissions a watch stream's watches follow (the user of its latest watch created
-/// while auth was on), and the auth generation they were last checked at.
-pub struct WatchOwner {
-    user: Option<String>,
-    generation: u64,
-}
-
-impl WatchOwner {
-    pub fn new(node: &Node) -> WatchOwner {
-        WatchOwner {
-            user: None,
-            generation: node.auth_gate().generation(),
-        }
-    }
-}
-
-/// Applies one request of a watch stream: a creation (refused with etcd's reason when the
-/// caller may not read the range), a cancellation or a progress request.
-pub fn apply_watch_request(
-    stream: &mut crate::watch::stream::WatchStream,
-    request: crate::api::native::WatchRequest,
-    node: &Node,
-    credentials: &crate::auth::Credentials,
-    owner: &mut WatchOwner,
-) {
-    use crate::api::native::WatchRequest;
-    match request {
-        WatchRequest::Create(create) => {
-            match node.permit_watch(credentials, &create.key, &create.range_end) {
-                Ok(user) => {
-                    if user.is_some() {
-                        owner.user = user;
-                    }
-                    stream.create(create, node.revision());
-                }
-                Err(error) => stream.refuse(&access::watch_refusal(&error)),
-            }
-        }
-        WatchRequest::Cancel(watch_id) => {
-            stream.cancel(watch_id);
-        }
-        WatchRequest::Progress => {
-            stream.request_progress();
-        }
-    }
-}
-
-/// After a change to users, roles or permissions (the gate's generation moved), cancels the
-/// stream's watches its user may no longer read, with the reason, so that no event of a
-/// revoked range is sent after the revocation is applied here (etcd checks only at creation).
-/// The user is followed by name, whatever became of the token it came with: a deleted user's
-/// watches all end.
-pub fn recheck_watches(
-    stream: &mut crate::watch::stream::WatchStream,
-    node: &Node,
-    owner: &mut WatchOwner,
-) {
-    let generation = node.auth_gate().generation();
-    if generation == owner.generation {
-        return;
-    }
-    owner.generation = generation;
-    let Some(user) = &owner.user else {
-        return;
-    };
-    let gate = node.auth_gate();
-    stream.cancel_refused(|range| {
-        let (key, range_end) = range.to_request();
-        (!gate.user_may_read(user, &key, &range_end))
-            .then(|| access::watch_refusal(&crate::auth::AuthError::PermissionDenied.into()))
-    });
-}
-
-/// Starts the history reads a watch stream's watchers that are behind need; each answer is
-/// handed to the stream, which is then woken.
-pub fn start_catch_ups(
-    node: &std::rc::Rc<Node>,
-    slot: &std::rc::Rc<crate::shard::watch::WatchSlot>,
-) {
-    let reads = slot.stream.borrow_mut().catch_ups();
-    for read in reads {
-        let (node, slot) = (node.clone(), slot.clone());
-        glommio::spawn_local(async move {
-            let history = node
-                .router()
-                .watch_history(&read.range, read.after, read.upto, read.max_bytes)
-                .await;
-            match history {
-                Ok((events, compacted, reached)) => {
-                    slot.stream
-                        .borrow_mut()
-                        .on_history(&read, &events, compacted, reached);
-                }
-                Err(_) => slot.stream.borrow_mut().catch_up_failed(&read),
-            }
-            slot.wake();
-        })
-        .detach();
     }
 }

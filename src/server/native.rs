@@ -19,13 +19,13 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use lode_protocol::frame::{decode_frame, encode_frame};
 
 use super::node::Node;
-use super::{fill_header, Limits};
+use super::watching::{self, Inbound, WatchClient};
+use super::{admission, fill_header, Limits};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
 };
 use crate::auth::Credentials;
 use crate::consensus::ServerError;
-use crate::mvcc::KvError;
 use crate::tls::Stream;
 
 /// gRPC `InvalidArgument`, used for frames that cannot be decoded.
@@ -292,34 +292,28 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
             return;
         }
     };
-    if frame.len() > limits.max_request_bytes {
-        let error = ServerError::Kv(KvError::RequestTooLarge);
-        outbox.answer(server_error_frame(id, error, node));
-        return;
-    }
     let credentials = Credentials { token, common_name };
+    // Every request but a watch stream's (whose creations are permitted one by one as the
+    // stream applies them) passes the one admission path first; a write is admitted by
+    // `admission::write` itself.
+    if !matches!(request, Request::Write(_) | Request::Watch(_)) {
+        if let Err(error) =
+            admission::admit(node, limits, &credentials, &request, Some(&frame)).await
+        {
+            outbox.answer(server_error_frame(id, error, node));
+            return;
+        }
+    }
     let result = match request {
         Request::Range(range) => node
             .range_as(&credentials, &range)
             .await
             .map(Response::Range),
-        Request::Write(crate::mvcc::request::WriteRequest::Lease(lease)) => node
-            .lease_write_as(&credentials, lease)
-            .await
-            .map(Response::Write),
         Request::Lease(query) => {
-            async {
-                node.permit_lease_query(&credentials, &query).await?;
-                let token = credentials.token.clone();
-                node.lease_query(query, token).await.map(Response::Lease)
-            }
-            .await
+            let token = credentials.token.clone();
+            node.lease_query(query, token).await.map(Response::Lease)
         }
         Request::Coordination(request) => {
-            if let Err(error) = node.permit_coordination(&credentials, &request).await {
-                outbox.answer(server_error_frame(id, error, node));
-                return;
-            }
             if let CoordinationRequest::Observe { name } = request {
                 observe(id, name, node, outbox).await;
                 outbox.settle();
@@ -329,40 +323,17 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                 .await
                 .map(Response::Coordination)
         }
-        Request::Write(write) => node
-            .write_as(&credentials, write, Some(frame), limits.max_request_bytes)
+        Request::Write(write) => admission::write(node, limits, &credentials, write, Some(&frame))
             .await
             .map(Response::Write),
-        Request::Status => {
-            async {
-                node.permit_user(&credentials)?;
-                node.status().await.map(Response::Status)
-            }
-            .await
-        }
-        Request::Alarm(alarm) => {
-            async {
-                node.permit_alarm(&credentials, alarm.action)?;
-                node.alarm(alarm).await.map(Response::Alarm)
-            }
-            .await
-        }
+        Request::Status => node.status().await.map(Response::Status),
+        Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
         Request::Auth(request) => node.auth(&credentials, request).await.map(Response::Auth),
         request @ (Request::Member(_) | Request::MoveLeader(_)) => {
-            async {
-                node.permit_cluster(&credentials, &request)?;
-                let token = credentials.token.clone();
-                node.cluster_as(request, token).await
-            }
-            .await
+            let token = credentials.token.clone();
+            node.cluster_as(request, token).await
         }
-        Request::HashKv(revision) => {
-            async {
-                node.permit_admin(&credentials)?;
-                node.hash_kv(revision).await
-            }
-            .await
-        }
+        Request::HashKv(revision) => node.hash_kv(revision).await,
         Request::Watch(request) => {
             let open = watches.borrow().get(&id).cloned();
             match open {
@@ -374,13 +345,17 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                     watch.wake();
                 }
                 None => {
+                    let require_leader = matches!(
+                        &request,
+                        WatchRequest::Create(create) if create.require_leader
+                    );
                     let watch = Rc::new(NativeWatch::default());
                     watch
                         .requests
                         .borrow_mut()
                         .push_back((request, credentials));
                     watches.borrow_mut().insert(id, watch.clone());
-                    serve_watch(id, &watch, node, limits, outbox).await;
+                    serve_watch(id, &watch, node, limits, outbox, require_leader).await;
                     watches.borrow_mut().remove(&id);
                 }
             }
@@ -389,11 +364,7 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
         }
         Request::Snapshot => {
             // Answered by a stream of pieces; the last one is the request's answer proper.
-            let snapshot = async {
-                node.permit_admin(&credentials)?;
-                node.snapshot().await
-            }
-            .await;
+            let snapshot = node.snapshot().await;
             let last = match snapshot {
                 Ok((path, revision)) => {
                     let streamed = stream_snapshot(id, &path, revision, node, outbox).await;
@@ -529,17 +500,93 @@ async fn stream_snapshot(
     }
 }
 
-/// Serves the watch stream `id` of a connection until the connection's reading side ends:
-/// applies its requests, sends what its watchers are given (waiting while the connection is
-/// slow to write), catches up watchers that are behind, and sends progress notifications.
+/// A native watch stream's side of the shared stream loop: requests from its connection's
+/// frames, responses out as frames through the connection's outbox.
+struct NativeWatchClient<'a> {
+    id: u64,
+    watch: &'a NativeWatch,
+    outbox: &'a Outbox,
+    node: &'a Node,
+}
+
+impl WatchClient for NativeWatchClient<'_> {
+    /// A native stream's requests are frames already read: nothing can break.
+    type Broken = std::convert::Infallible;
+
+    fn poll_inbound(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Inbound<Self::Broken>> {
+        loop {
+            if let Some((request, credentials)) = self.watch.requests.borrow_mut().pop_front() {
+                return Poll::Ready(Inbound::Request(request, credentials));
+            }
+            if self.watch.ended.get() {
+                return Poll::Ready(Inbound::Closed);
+            }
+            if self.watch.poll_woken(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        response: crate::watch::stream::WatchResponse,
+        header: crate::mvcc::request::ResponseHeader,
+    ) -> bool {
+        let frame = native::encode_response(self.id, &Response::Watch { header, response });
+        self.outbox.push(frame);
+        // Waiting while the client is slow to read: its watchers fall back to history.
+        self.outbox.room().await;
+        !self.outbox.writer_gone.get()
+    }
+
+    fn encoded_len(
+        &self,
+        response: &crate::watch::stream::WatchResponse,
+        _header: &crate::mvcc::request::ResponseHeader,
+    ) -> usize {
+        // flatbuffers has no cheap exact size; the events' bytes plus a bound on the rest.
+        let events: usize = response.events.iter().map(|e| self.event_len(e) + 8).sum();
+        NATIVE_WATCH_RESPONSE_OVERHEAD + response.cancel_reason.len() + events
+    }
+
+    fn event_len(&self, event: &crate::watch::Event) -> usize {
+        let pair = |kv: &crate::mvcc::kv::KeyValue| kv.key.len() + kv.value.len() + 64;
+        pair(&event.kv) + event.prev_kv.as_ref().map_or(0, pair)
+    }
+
+    fn gone(&self) -> bool {
+        self.watch.ended.get() || self.outbox.writer_gone.get()
+    }
+
+    async fn fail(&mut self, error: ServerError) {
+        self.outbox
+            .push(server_error_frame(self.id, error, self.node));
+    }
+
+    async fn broke(&mut self, broken: Self::Broken) {
+        match broken {}
+    }
+}
+
+/// A bound on what a native watch response holds besides its events and cancel reason.
+const NATIVE_WATCH_RESPONSE_OVERHEAD: usize = 256;
+
+/// Serves the watch stream `id` of a connection through the shared stream loop
+/// (`server::watching::serve`) until the connection's reading side ends. A stream opened by
+/// a creation with `require_leader` is refused at once without a leader, and ends with "no
+/// leader" once the member lost it, as gRPC's `hasleader` streams.
 async fn serve_watch(
     id: u64,
     watch: &NativeWatch,
     node: &Rc<Node>,
     limits: Limits,
     outbox: &Outbox,
+    require_leader: bool,
 ) {
-    use futures::FutureExt;
+    if require_leader && !watching::has_leader(node).await {
+        outbox.push(server_error_frame(id, ServerError::NoLeader, node));
+        return;
+    }
     let hub = node.router().local().watch_hub().clone();
     let (stream_id, slot) = match hub
         .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
@@ -551,50 +598,12 @@ async fn serve_watch(
             return;
         }
     };
-    let interval = limits.watch_progress_interval;
-    let mut tick = Box::pin(glommio::timer::sleep(interval));
-    let mut owner = super::WatchOwner::new(node);
-    loop {
-        for (request, credentials) in watch.requests.borrow_mut().drain(..) {
-            let mut stream = slot.stream.borrow_mut();
-            super::apply_watch_request(&mut stream, request, node, &credentials, &mut owner);
-        }
-        super::recheck_watches(&mut slot.stream.borrow_mut(), node, &mut owner);
-        let mut sent = false;
-        loop {
-            let next = slot.stream.borrow_mut().pop();
-            let Some(response) = next else {
-                break;
-            };
-            let mut header = crate::mvcc::request::ResponseHeader::at(response.revision);
-            super::stamp_header(&mut header, node);
-            outbox.push(native::encode_response(
-                id,
-                &Response::Watch { header, response },
-            ));
-            sent = true;
-        }
-        if sent {
-            outbox.room().await;
-        }
-        if watch.ended.get() || outbox.writer_gone.get() || node.router().local().stopping() {
-            break;
-        }
-        super::start_catch_ups(node, &slot);
-        let tick_fired = poll_fn(|cx| {
-            if watch.poll_woken(cx).is_ready() || slot.poll_woken(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            if tick.poll_unpin(cx).is_ready() {
-                return Poll::Ready(true);
-            }
-            Poll::Pending
-        })
-        .await;
-        if tick_fired {
-            slot.stream.borrow_mut().progress_tick();
-            tick = Box::pin(glommio::timer::sleep(interval));
-        }
-    }
+    let mut client = NativeWatchClient {
+        id,
+        watch,
+        outbox,
+        node,
+    };
+    watching::serve(node, &slot, &mut client, limits, require_leader).await;
     hub.close(stream_id, node.router());
 }

@@ -51,6 +51,9 @@ pub struct CreateWatch {
     pub watch_id: i64,
     /// Responses may be split (the transport does the splitting).
     pub fragment: bool,
+    /// On the request that opens a native stream: the stream ends with "etcdserver: no
+    /// leader" once the member lost its leader (gRPC's `hasleader` metadata).
+    pub require_leader: bool,
 }
 
 /// A response to send on the stream, as etcd's `WatchResponse` (the header's revision only;
@@ -71,7 +74,8 @@ pub struct WatchResponse {
     pub cancel_reason: String,
     /// Events, whole revisions, in order.
     pub events: Vec<Event>,
-    /// The watcher allows splitting this response.
+    /// As `pop` hands it out: the watcher allows splitting this response. As a front end
+    /// sends it (after `server::watching` split it): more parts of the response follow.
     pub fragment: bool,
 }
 

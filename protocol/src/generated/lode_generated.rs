@@ -4717,6 +4717,7 @@ impl<'a> WatchCreate<'a> {
   pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 16;
   pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 18;
   pub const VT_FRAGMENT: ::flatbuffers::VOffsetT = 20;
+  pub const VT_REQUIRE_LEADER: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4732,6 +4733,7 @@ impl<'a> WatchCreate<'a> {
     builder.add_start_revision(args.start_revision);
     if let Some(x) = args.range_end { builder.add_range_end(x); }
     if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_require_leader(args.require_leader);
     builder.add_fragment(args.fragment);
     builder.add_prev_kv(args.prev_kv);
     builder.add_no_delete(args.no_delete);
@@ -4804,6 +4806,13 @@ impl<'a> WatchCreate<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(WatchCreate::VT_FRAGMENT, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn require_leader(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_REQUIRE_LEADER, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for WatchCreate<'_> {
@@ -4821,6 +4830,7 @@ impl ::flatbuffers::Verifiable for WatchCreate<'_> {
      .visit_field::<bool>("prev_kv", Self::VT_PREV_KV, false)?
      .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
      .visit_field::<bool>("fragment", Self::VT_FRAGMENT, false)?
+     .visit_field::<bool>("require_leader", Self::VT_REQUIRE_LEADER, false)?
      .finish();
     Ok(())
   }
@@ -4835,6 +4845,7 @@ pub struct WatchCreateArgs<'a> {
     pub prev_kv: bool,
     pub watch_id: i64,
     pub fragment: bool,
+    pub require_leader: bool,
 }
 impl<'a> Default for WatchCreateArgs<'a> {
   #[inline]
@@ -4849,6 +4860,7 @@ impl<'a> Default for WatchCreateArgs<'a> {
       prev_kv: false,
       watch_id: 0,
       fragment: false,
+      require_leader: false,
     }
   }
 }
@@ -4895,6 +4907,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCreateBuilder<'a, 'b, A>
     self.fbb_.push_slot::<bool>(WatchCreate::VT_FRAGMENT, fragment, false);
   }
   #[inline]
+  pub fn add_require_leader(&mut self, require_leader: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_REQUIRE_LEADER, require_leader, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchCreateBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WatchCreateBuilder {
@@ -4921,6 +4937,7 @@ impl ::core::fmt::Debug for WatchCreate<'_> {
       ds.field("prev_kv", &self.prev_kv());
       ds.field("watch_id", &self.watch_id());
       ds.field("fragment", &self.fragment());
+      ds.field("require_leader", &self.require_leader());
       ds.finish()
   }
 }
@@ -10373,6 +10390,7 @@ impl<'a> WatchResponse<'a> {
   pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 12;
   pub const VT_CANCEL_REASON: ::flatbuffers::VOffsetT = 14;
   pub const VT_EVENTS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_FRAGMENT: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10389,6 +10407,7 @@ impl<'a> WatchResponse<'a> {
     if let Some(x) = args.events { builder.add_events(x); }
     if let Some(x) = args.cancel_reason { builder.add_cancel_reason(x); }
     if let Some(x) = args.header { builder.add_header(x); }
+    builder.add_fragment(args.fragment);
     builder.add_canceled(args.canceled);
     builder.add_created(args.created);
     builder.finish()
@@ -10444,6 +10463,13 @@ impl<'a> WatchResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>>>(WatchResponse::VT_EVENTS, None)}
   }
+  #[inline]
+  pub fn fragment(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchResponse::VT_FRAGMENT, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for WatchResponse<'_> {
@@ -10459,6 +10485,7 @@ impl ::flatbuffers::Verifiable for WatchResponse<'_> {
      .visit_field::<i64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("cancel_reason", Self::VT_CANCEL_REASON, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>>>("events", Self::VT_EVENTS, false)?
+     .visit_field::<bool>("fragment", Self::VT_FRAGMENT, false)?
      .finish();
     Ok(())
   }
@@ -10471,6 +10498,7 @@ pub struct WatchResponseArgs<'a> {
     pub compact_revision: i64,
     pub cancel_reason: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub events: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>>,
+    pub fragment: bool,
 }
 impl<'a> Default for WatchResponseArgs<'a> {
   #[inline]
@@ -10483,6 +10511,7 @@ impl<'a> Default for WatchResponseArgs<'a> {
       compact_revision: 0,
       cancel_reason: None,
       events: None,
+      fragment: false,
     }
   }
 }
@@ -10521,6 +10550,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchResponseBuilder<'a, 'b, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchResponse::VT_EVENTS, events);
   }
   #[inline]
+  pub fn add_fragment(&mut self, fragment: bool) {
+    self.fbb_.push_slot::<bool>(WatchResponse::VT_FRAGMENT, fragment, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WatchResponseBuilder {
@@ -10545,6 +10578,7 @@ impl ::core::fmt::Debug for WatchResponse<'_> {
       ds.field("compact_revision", &self.compact_revision());
       ds.field("cancel_reason", &self.cancel_reason());
       ds.field("events", &self.events());
+      ds.field("fragment", &self.fragment());
       ds.finish()
   }
 }

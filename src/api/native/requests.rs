@@ -149,6 +149,7 @@ pub fn encode_request_as(id: u64, request: &Request, token: Option<&str>) -> Vec
                             prev_kv: create.prev_kv,
                             watch_id: create.watch_id,
                             fragment: create.fragment,
+                            require_leader: create.require_leader,
                         },
                     );
                     (fb::WatchAction::Create, Some(creation), 0)
@@ -520,6 +521,7 @@ pub fn decode_request_as(frame: &Bytes) -> Result<(u64, Request, Option<String>)
                     prev_kv: c.prev_kv(),
                     watch_id: c.watch_id(),
                     fragment: c.fragment(),
+                    require_leader: c.require_leader(),
                 })
             }
             fb::WatchAction::Cancel => WatchRequest::Cancel(w.watch_id()),

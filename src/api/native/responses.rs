@@ -189,6 +189,7 @@ pub fn encode_response(id: u64, response: &Response) -> Vec<u8> {
                         compact_revision: response.compact_revision,
                         cancel_reason,
                         events,
+                        fragment: response.fragment,
                     },
                 )
                 .as_union_value(),
@@ -527,7 +528,7 @@ pub fn decode_response(frame: &Bytes) -> Result<(u64, Response), DecodeError> {
                 compact_revision: w.compact_revision(),
                 cancel_reason: w.cancel_reason().unwrap_or_default().to_string(),
                 events,
-                fragment: false,
+                fragment: w.fragment(),
             },
             header,
         }

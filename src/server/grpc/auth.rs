@@ -19,7 +19,12 @@ async fn auth_call<T: Send + 'static>(
     request: AuthRequest,
     shape: impl FnOnce(pb::ResponseHeader, AuthResponse) -> T + Send + 'static,
 ) -> Result<tonic::Response<T>, Status> {
-    on_core(move |node, _| async move {
+    on_core(move |node, limits| async move {
+        let admitted = crate::api::native::Request::Auth(request);
+        crate::server::admission::admit(&node, limits, &credentials, &admitted, None).await?;
+        let crate::api::native::Request::Auth(request) = admitted else {
+            return Err(super::mismatched("auth"));
+        };
         let mut answer = node.auth(&credentials, request).await?;
         crate::server::stamp_header(&mut answer.header, &node);
         let header = etcd::header(answer.header);

@@ -27,10 +27,11 @@ fn member(member: crate::members::Member) -> pb::Member {
 /// Serves a membership request as the native protocol does; the header and members answered.
 async fn cluster(
     node: Rc<Node>,
+    limits: crate::server::Limits,
     request: Request,
     credentials: Credentials,
 ) -> Result<(pb::ResponseHeader, Option<pb::Member>, Vec<pb::Member>), ServerError> {
-    node.permit_cluster(&credentials, &request)?;
+    crate::server::admission::admit(&node, limits, &credentials, &request, None).await?;
     match node.cluster_as(request, credentials.token).await? {
         native::Response::Members {
             mut header,
@@ -64,7 +65,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             peer_urls: request.peer_ur_ls,
             is_learner: request.is_learner,
         });
-        on_core(move |node, _| cluster(node, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, credentials))
             .await
             .map(|(header, member, members)| {
                 tonic::Response::new(pb::MemberAddResponse {
@@ -81,7 +82,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
         let credentials = credentials(&request);
         let request = Request::Member(native::MemberRequest::Remove(request.into_inner().id));
-        on_core(move |node, _| cluster(node, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberRemoveResponse {
@@ -101,7 +102,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             id: request.id,
             peer_urls: request.peer_ur_ls,
         });
-        on_core(move |node, _| cluster(node, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberUpdateResponse {
@@ -119,7 +120,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let request = Request::Member(native::MemberRequest::List {
             linearizable: request.into_inner().linearizable,
         });
-        on_core(move |node, _| cluster(node, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberListResponse {
@@ -135,7 +136,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
         let credentials = credentials(&request);
         let request = Request::Member(native::MemberRequest::Promote(request.into_inner().id));
-        on_core(move |node, _| cluster(node, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, credentials))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberPromoteResponse {

@@ -22,9 +22,8 @@ async fn write(
     write: WriteRequest,
     credentials: Credentials,
 ) -> Result<WriteResponse, ServerError> {
-    let mut response = node
-        .write_as(&credentials, write, None, limits.max_request_bytes)
-        .await?;
+    let mut response =
+        crate::server::admission::write(&node, limits, &credentials, write, None).await?;
     let header = match &mut response {
         WriteResponse::Put(r) => &mut r.header,
         WriteResponse::DeleteRange(r) => &mut r.header,

@@ -17,6 +17,7 @@ use crate::consensus::ServerError;
 use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::mvcc::request::{LeaseResponse, WriteResponse};
 use crate::server::node::Node;
+use crate::server::Limits;
 
 /// etcd's `etcdserverpb.Lease` service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,8 +43,8 @@ impl pb::lease_server::Lease for LeaseService {
             id: request.id,
             ttl: request.ttl,
         };
-        on_core(move |node, _| async move {
-            match node.lease_write_as(&credentials, grant).await? {
+        on_core(move |node, limits| async move {
+            match admit_lease_write(&node, limits, &credentials, grant).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Granted { id, ttl },
@@ -71,8 +72,8 @@ impl pb::lease_server::Lease for LeaseService {
         let revoke = LeaseRequest::Revoke {
             id: request.into_inner().id,
         };
-        on_core(move |node, _| async move {
-            match node.lease_write_as(&credentials, revoke).await? {
+        on_core(move |node, limits| async move {
+            match admit_lease_write(&node, limits, &credentials, revoke).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Revoked,
@@ -99,11 +100,18 @@ impl pb::lease_server::Lease for LeaseService {
         let require_leader = requires_leader(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
-        on_core(move |node, _| async move {
+        on_core(move |node, limits| async move {
             if require_leader && node.status().await?.leader == 0 {
                 return Err(ServerError::NoLeader);
             }
-            glommio::spawn_local(serve_keep_alives(node, requests, sender, credentials)).detach();
+            glommio::spawn_local(serve_keep_alives(
+                node,
+                limits,
+                requests,
+                sender,
+                credentials,
+            ))
+            .detach();
             Ok(())
         })
         .await?;
@@ -120,8 +128,8 @@ impl pb::lease_server::Lease for LeaseService {
             id: request.id,
             keys: request.keys,
         };
-        on_core(move |node, _| async move {
-            node.permit_lease_query(&credentials, &query).await?;
+        on_core(move |node, limits| async move {
+            admit_lease_query(&node, limits, &credentials, &query).await?;
             match node.lease_query(query, credentials.token.clone()).await? {
                 LeaseAnswer::TimeToLive {
                     mut header,
@@ -151,9 +159,8 @@ impl pb::lease_server::Lease for LeaseService {
         request: tonic::Request<pb::LeaseLeasesRequest>,
     ) -> Result<tonic::Response<pb::LeaseLeasesResponse>, Status> {
         let credentials = credentials(&request);
-        on_core(move |node, _| async move {
-            node.permit_lease_query(&credentials, &LeaseQuery::Leases)
-                .await?;
+        on_core(move |node, limits| async move {
+            admit_lease_query(&node, limits, &credentials, &LeaseQuery::Leases).await?;
             match node
                 .lease_query(LeaseQuery::Leases, credentials.token.clone())
                 .await?
@@ -173,6 +180,29 @@ impl pb::lease_server::Lease for LeaseService {
     }
 }
 
+/// A LeaseGrant or LeaseRevoke through the one admission path and the log.
+async fn admit_lease_write(
+    node: &Node,
+    limits: Limits,
+    credentials: &Credentials,
+    request: LeaseRequest,
+) -> Result<WriteResponse, ServerError> {
+    let write = crate::mvcc::request::WriteRequest::Lease(request);
+    crate::server::admission::write(node, limits, credentials, write, None).await
+}
+
+/// A keep-alive, TimeToLive or Leases through the one admission path.
+async fn admit_lease_query(
+    node: &Node,
+    limits: Limits,
+    credentials: &Credentials,
+    query: &LeaseQuery,
+) -> Result<(), ServerError> {
+    let request = crate::api::native::Request::Lease(query.clone());
+    crate::server::admission::admit(node, limits, credentials, &request, None).await?;
+    Ok(())
+}
+
 /// What a keep-alive stream's task woke up for.
 enum KeepAliveEvent {
     Request(Option<Result<pb::LeaseKeepAliveRequest, Status>>),
@@ -186,6 +216,7 @@ enum KeepAliveEvent {
 /// renewal is answered, or with the error of a renewal that failed (no leader, timeout).
 pub(in crate::server) async fn serve_keep_alives<R>(
     node: Rc<Node>,
+    limits: Limits,
     mut requests: R,
     mut responses: futures::channel::mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
     credentials: Credentials,
@@ -217,7 +248,7 @@ pub(in crate::server) async fn serve_keep_alives<R>(
                 let credentials = credentials.clone();
                 renewals.push(Box::pin(async move {
                     let query = LeaseQuery::KeepAlive(request.id);
-                    node.permit_lease_query(&credentials, &query).await?;
+                    admit_lease_query(&node, limits, &credentials, &query).await?;
                     node.lease_query(query, credentials.token.clone()).await
                 }));
             }

@@ -9,6 +9,7 @@ use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
 use crate::api::etcd;
 use crate::api::native::{self, Request};
 use crate::mvcc::request::ResponseHeader;
+use crate::server::admission::admit;
 use crate::server::node::Node;
 
 /// An alarm as etcd's enum value.
@@ -59,8 +60,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             member_id: request.member_id,
             alarm,
         };
-        on_core(move |node, _| async move {
-            node.permit_alarm(&credentials, request.action)?;
+        on_core(move |node, limits| async move {
+            admit(&node, limits, &credentials, &Request::Alarm(request), None).await?;
             let mut response = node.alarm(request).await?;
             crate::server::stamp_header(&mut response.header, &node);
             Ok(pb::AlarmResponse {
@@ -84,8 +85,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         request: tonic::Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
         let credentials = credentials(&request);
-        on_core(move |node, _| async move {
-            node.permit_user(&credentials)?;
+        on_core(move |node, limits| async move {
+            admit(&node, limits, &credentials, &Request::Status, None).await?;
             let mut status = node.status().await?;
             crate::server::stamp_header(&mut status.header, &node);
             let alarms = node
@@ -139,8 +140,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<tonic::Response<pb::HashResponse>, Status> {
         let credentials = credentials(&request);
         // etcd hashes its whole database file; lode's nearest is the keyspace's HashKV.
-        on_core(move |node, _| async move {
-            node.permit_admin(&credentials)?;
+        on_core(move |node, limits| async move {
+            admit(&node, limits, &credentials, &Request::HashKv(0), None).await?;
             match node.hash_kv(0).await? {
                 native::Response::HashKv { hash, .. } => Ok(pb::HashResponse {
                     header: Some(plain_header(&node)),
@@ -159,8 +160,15 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
         let credentials = credentials(&request);
         let revision = request.into_inner().revision;
-        on_core(move |node, _| async move {
-            node.permit_admin(&credentials)?;
+        on_core(move |node, limits| async move {
+            admit(
+                &node,
+                limits,
+                &credentials,
+                &Request::HashKv(revision),
+                None,
+            )
+            .await?;
             match node.hash_kv(revision).await? {
                 native::Response::HashKv {
                     mut header,
@@ -192,8 +200,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let credentials = credentials(&request);
         // Room for a few pieces: the reader stays just ahead of the client.
         let (sender, receiver) = futures::channel::mpsc::channel(2);
-        on_core(move |node, _| async move {
-            node.permit_admin(&credentials)?;
+        on_core(move |node, limits| async move {
+            admit(&node, limits, &credentials, &Request::Snapshot, None).await?;
             let (path, revision) = node.snapshot().await?;
             glommio::spawn_local(async move {
                 stream_snapshot_file(&node, &path, revision, sender).await;
@@ -212,8 +220,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
         let credentials = credentials(&request);
         let request = Request::MoveLeader(request.into_inner().target_id);
-        on_core(move |node, _| async move {
-            node.permit_cluster(&credentials, &request)?;
+        on_core(move |node, limits| async move {
+            admit(&node, limits, &credentials, &request, None).await?;
             match node.cluster_as(request, credentials.token).await? {
                 native::Response::MoveLeader { mut header } => {
                     crate::server::stamp_header(&mut header, &node);

@@ -1,5 +1,6 @@
-//! etcd's `etcdserverpb.Watch` service: the Watch call, and the stream it serves on the core
-//! (also the gateway's, `server::http`), with responses split into fragments as etcd's.
+//! etcd's `etcdserverpb.Watch` service: the Watch call, and its side of the shared stream loop
+//! (`server::watching`; also the gateway's, `server::http`): requests decoded from and
+//! responses encoded as etcd's protobuf messages, sized for fragmenting as protobuf.
 
 use std::rc::Rc;
 use std::task::Poll;
@@ -13,7 +14,9 @@ use crate::auth::Credentials;
 use crate::consensus::ServerError;
 use crate::mvcc::request::ResponseHeader;
 use crate::server::node::Node;
+use crate::server::watching::{self, Inbound, WatchClient};
 use crate::server::Limits;
+use crate::watch::stream::WatchResponse;
 
 /// etcd's `etcdserverpb.Watch` service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,178 +70,91 @@ impl pb::watch_server::Watch for WatchService {
     }
 }
 
-/// What woke a watch stream's task.
-enum WatchWakeup {
-    Request(Option<Result<pb::WatchRequest, Status>>),
-    Changed,
-    ProgressTick,
-    LeaderCheck,
-    Liveness,
+/// A Watch call's side of the shared stream loop: its requests in, its responses out as
+/// etcd's protobuf messages.
+struct GrpcWatch<'a, R> {
+    requests: R,
+    responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    credentials: &'a Credentials,
 }
 
-/// Consecutive checks (one per election timeout) without a leader after which a stream that
-/// asked for one (`hasleader`) ends with "etcdserver: no leader", as etcd's.
-const NO_LEADER_CHECKS: u32 = 3;
+impl<R> WatchClient for GrpcWatch<'_, R>
+where
+    R: futures::Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+{
+    type Broken = Status;
 
-/// Serves one Watch call on this core: requests from the client change the stream's
-/// watchers; responses go out as the hub queues them; watchers that are behind are caught up
-/// from the shards' history.
+    fn poll_inbound(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Inbound<Status>> {
+        use crate::api::native::WatchRequest;
+        use futures::StreamExt;
+        use pb::watch_request::RequestUnion;
+        let request = match self.requests.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(Inbound::Closed),
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Inbound::Broken(error)),
+            Poll::Ready(Some(Ok(request))) => request,
+        };
+        let request = match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => {
+                WatchRequest::Create(etcd::watch_create(create))
+            }
+            Some(RequestUnion::CancelRequest(cancel)) => WatchRequest::Cancel(cancel.watch_id),
+            Some(RequestUnion::ProgressRequest(_)) => WatchRequest::Progress,
+            None => return Poll::Ready(Inbound::Nothing),
+        };
+        Poll::Ready(Inbound::Request(request, self.credentials.clone()))
+    }
+
+    async fn send(&mut self, response: WatchResponse, header: ResponseHeader) -> bool {
+        use futures::SinkExt;
+        let more = response.fragment;
+        let mut message = etcd::watch_response(response, header);
+        message.fragment = more;
+        self.responses.send(Ok(message)).await.is_ok()
+    }
+
+    fn encoded_len(&self, response: &WatchResponse, header: &ResponseHeader) -> usize {
+        use prost::Message;
+        etcd::watch_response(response.clone(), *header).encoded_len()
+    }
+
+    fn event_len(&self, event: &crate::watch::Event) -> usize {
+        use prost::Message;
+        etcd::event(event.clone()).encoded_len()
+    }
+
+    fn gone(&self) -> bool {
+        self.responses.is_closed()
+    }
+
+    async fn fail(&mut self, error: ServerError) {
+        use futures::SinkExt;
+        let _ = self.responses.send(Err(status(error))).await;
+    }
+
+    async fn broke(&mut self, broken: Status) {
+        use futures::SinkExt;
+        let _ = self.responses.send(Err(broken)).await;
+    }
+}
+
+/// Serves one Watch call on this core through the shared stream loop
+/// (`server::watching::serve`).
 pub(in crate::server) async fn serve_watch_stream<R>(
     node: &Rc<Node>,
     slot: &Rc<crate::shard::watch::WatchSlot>,
-    mut requests: R,
-    mut responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    requests: R,
+    responses: futures::channel::mpsc::Sender<Result<pb::WatchResponse, Status>>,
     limits: Limits,
     require_leader: bool,
     credentials: &Credentials,
 ) where
     R: futures::Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
 {
-    use futures::{FutureExt, SinkExt, StreamExt};
-    // As etcd's, a stream outlives the client's half of it (the gateway's requests end with
-    // the HTTP body): it ends when the client goes away, which an idle stream notices by
-    // checking its response channel every second.
-    let mut requests_open = true;
-    let mut liveness = Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1)));
-    let interval = limits.watch_progress_interval;
-    let mut tick = Box::pin(glommio::timer::sleep(interval));
-    let election_timeout = node.config.election_timeout();
-    let mut leader_check = Box::pin(glommio::timer::sleep(election_timeout));
-    let mut checks_without_leader = 0;
-    let mut owner = crate::server::WatchOwner::new(node);
-    loop {
-        // Everything queued goes out first (waiting while the client is slow to read), each
-        // response after the watches were checked against any permission change applied
-        // meanwhile.
-        loop {
-            crate::server::recheck_watches(&mut slot.stream.borrow_mut(), node, &mut owner);
-            let next = slot.stream.borrow_mut().pop();
-            let Some(response) = next else {
-                break;
-            };
-            let mut header = ResponseHeader::at(response.revision);
-            crate::server::stamp_header(&mut header, node);
-            let fragment = response.fragment;
-            let whole = etcd::watch_response(response, header);
-            for part in fragments(whole, fragment, limits.max_request_bytes) {
-                if responses.send(Ok(part)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        crate::server::start_catch_ups(node, slot);
-        let wakeup = std::future::poll_fn(|cx| {
-            if requests_open {
-                if let Poll::Ready(request) = requests.poll_next_unpin(cx) {
-                    return Poll::Ready(WatchWakeup::Request(request));
-                }
-            } else if liveness.poll_unpin(cx).is_ready() {
-                return Poll::Ready(WatchWakeup::Liveness);
-            }
-            if slot.poll_woken(cx).is_ready() {
-                return Poll::Ready(WatchWakeup::Changed);
-            }
-            if tick.poll_unpin(cx).is_ready() {
-                return Poll::Ready(WatchWakeup::ProgressTick);
-            }
-            if require_leader && leader_check.poll_unpin(cx).is_ready() {
-                return Poll::Ready(WatchWakeup::LeaderCheck);
-            }
-            Poll::Pending
-        })
-        .await;
-        match wakeup {
-            WatchWakeup::LeaderCheck => {
-                leader_check = Box::pin(glommio::timer::sleep(election_timeout));
-                let leader = node.status().await.map(|status| status.leader).unwrap_or(0);
-                checks_without_leader = if leader == 0 {
-                    checks_without_leader + 1
-                } else {
-                    0
-                };
-                if checks_without_leader >= NO_LEADER_CHECKS {
-                    let _ = responses.send(Err(status(ServerError::NoLeader))).await;
-                    return;
-                }
-            }
-            WatchWakeup::Request(Some(Ok(request))) => {
-                use crate::api::native::WatchRequest;
-                use pb::watch_request::RequestUnion;
-                let request = match request.request_union {
-                    Some(RequestUnion::CreateRequest(create)) => {
-                        Some(WatchRequest::Create(etcd::watch_create(create)))
-                    }
-                    Some(RequestUnion::CancelRequest(cancel)) => {
-                        Some(WatchRequest::Cancel(cancel.watch_id))
-                    }
-                    Some(RequestUnion::ProgressRequest(_)) => Some(WatchRequest::Progress),
-                    None => None,
-                };
-                if let Some(request) = request {
-                    crate::server::apply_watch_request(
-                        &mut slot.stream.borrow_mut(),
-                        request,
-                        node,
-                        credentials,
-                        &mut owner,
-                    );
-                }
-            }
-            // The client closed its side: the stream goes on until the client is gone.
-            WatchWakeup::Request(None) => requests_open = false,
-            // The call broke, or a request could not be read: the stream ends, saying why.
-            WatchWakeup::Request(Some(Err(error))) => {
-                let _ = responses.send(Err(error)).await;
-                return;
-            }
-            WatchWakeup::Liveness => {
-                if responses.is_closed() {
-                    return;
-                }
-                liveness = Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1)));
-            }
-            WatchWakeup::Changed => {}
-            WatchWakeup::ProgressTick => {
-                slot.stream.borrow_mut().progress_tick();
-                tick = Box::pin(glommio::timer::sleep(interval));
-            }
-        }
-        if node.router().local().stopping() {
-            let _ = responses.send(Err(status(ServerError::Stopped))).await;
-            return;
-        }
-    }
-}
-
-/// A watch response as it goes out: whole, or, for a watcher that allows it (`fragment`) and
-/// a response over `limit` bytes with several events, in parts of about `limit` bytes with
-/// every part but the last marked `fragment`, as etcd splits them.
-fn fragments(response: pb::WatchResponse, fragment: bool, limit: usize) -> Vec<pb::WatchResponse> {
-    use prost::Message;
-    if !fragment || response.events.len() < 2 || response.encoded_len() <= limit {
-        return vec![response];
-    }
-    let mut parts = Vec::new();
-    let mut part = pb::WatchResponse {
-        events: Vec::new(),
-        ..response.clone()
+    let mut client = GrpcWatch {
+        requests,
+        responses,
+        credentials,
     };
-    let mut size = part.encoded_len();
-    for event in response.events {
-        let event_size = event.encoded_len() + 8;
-        if !part.events.is_empty() && size + event_size > limit {
-            let next = pb::WatchResponse {
-                events: Vec::new(),
-                ..part.clone()
-            };
-            size = next.encoded_len();
-            part.fragment = true;
-            parts.push(std::mem::replace(&mut part, next));
-        }
-        size += event_size;
-        part.events.push(event);
-    }
-    part.fragment = false;
-    parts.push(part);
-    parts
+    watching::serve(node, slot, &mut client, limits, require_leader).await;
 }

@@ -14,7 +14,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::pin;
 use std::rc::Rc;
@@ -29,7 +29,7 @@ use crate::members::{Member, Members};
 use crate::peer::transport::PeerTransport;
 use crate::replica::state::snapshot_metadata;
 use crate::replica::storage::LogStorage;
-use crate::replica::{Input, Replica, ReplicaConfig};
+use crate::replica::{Input, PersistPlan, Replica, ReplicaConfig};
 use crate::wal::io::LogDir;
 use crate::wal::Wal;
 
@@ -125,11 +125,11 @@ pub struct Consensus<D: LogDir> {
     pub(super) next_sequence: Cell<u64>,
     stopped: Cell<bool>,
     /// Readies the log synced (or failed to), to report to the replica in the loop.
-    pub(super) synced: RefCell<Vec<(u64, super::nospace::SyncOutcome)>>,
+    pub(super) synced: RefCell<Vec<(u64, SyncOutcome)>>,
     /// When each log sync still running started, oldest first.
     pub(super) syncing: RefCell<std::collections::VecDeque<(u64, Instant)>>,
     /// Readies whose writes are not yet durable, kept to write again after a full disk.
-    pub(super) unsynced: RefCell<super::nospace::Unsynced>,
+    pub(super) unsynced: RefCell<Unsynced>,
     /// True while this member's proposal to raise or clear its full-disk alarm is in flight.
     pub(super) disk_alarm_in_flight: Cell<bool>,
     /// True once this member proposed its full-disk alarm in the current episode.
@@ -632,5 +632,51 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
+    }
+}
+
+// The log's unsynced writes, kept until durable so a write that found the disk full can be
+// made again (`nospace` carries them out).
+
+/// The outcome of one Ready's sync.
+#[derive(Debug)]
+pub(super) enum SyncOutcome {
+    /// Durable.
+    Done,
+    /// Nothing of it was written: the disk is full.
+    NoSpace,
+    /// The log failed otherwise (it is poisoned): the member stops.
+    Failed(String),
+}
+
+/// Readies whose writes are not yet durable, oldest first.
+#[derive(Default)]
+pub(super) struct Unsynced {
+    pub(super) plans: VecDeque<Held>,
+    /// The log's failed batches when the plans in flight were staged.
+    pub(super) failures_seen: u64,
+}
+
+pub(super) struct Held {
+    pub(super) number: u64,
+    pub(super) plan: PersistPlan,
+    /// Staged and waiting for its sync.
+    pub(super) in_flight: bool,
+    /// Staged while the disk was known full: its success means there is room again.
+    pub(super) retry: bool,
+}
+
+impl Unsynced {
+    pub(super) fn in_flight(&self) -> bool {
+        self.plans.iter().any(|held| held.in_flight)
+    }
+
+    pub(super) fn held(&self) -> bool {
+        self.plans.iter().any(|held| !held.in_flight)
+    }
+
+    /// True when nothing waits to be staged (or retried).
+    pub(super) fn is_empty(&self) -> bool {
+        self.plans.is_empty()
     }
 }

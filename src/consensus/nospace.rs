@@ -22,11 +22,10 @@
 //! after its own sync succeeded; nothing that failed was written, so nothing unacknowledged is
 //! half there.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::driver::Consensus;
+use super::driver::{Consensus, Held, SyncOutcome};
 use crate::alarm::{AlarmAction, AlarmRequest, AlarmType};
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
@@ -34,49 +33,6 @@ use crate::replica::entry::encode_proposal;
 use crate::replica::proposals::Proposal;
 use crate::replica::{Input, PersistPlan};
 use crate::wal::io::LogDir;
-
-/// The outcome of one Ready's sync.
-#[derive(Debug)]
-pub(super) enum SyncOutcome {
-    /// Durable.
-    Done,
-    /// Nothing of it was written: the disk is full.
-    NoSpace,
-    /// The log failed otherwise (it is poisoned): the member stops.
-    Failed(String),
-}
-
-/// Readies whose writes are not yet durable, oldest first.
-#[derive(Default)]
-pub(super) struct Unsynced {
-    plans: VecDeque<Held>,
-    /// The log's failed batches when the plans in flight were staged.
-    failures_seen: u64,
-}
-
-struct Held {
-    number: u64,
-    plan: PersistPlan,
-    /// Staged and waiting for its sync.
-    in_flight: bool,
-    /// Staged while the disk was known full: its success means there is room again.
-    retry: bool,
-}
-
-impl Unsynced {
-    fn in_flight(&self) -> bool {
-        self.plans.iter().any(|held| held.in_flight)
-    }
-
-    fn held(&self) -> bool {
-        self.plans.iter().any(|held| !held.in_flight)
-    }
-
-    /// True when nothing waits to be staged (or retried).
-    pub(super) fn is_empty(&self) -> bool {
-        self.plans.is_empty()
-    }
-}
 
 impl<D: LogDir + 'static> Consensus<D> {
     /// True while this member's log disk is full: it refuses writes.

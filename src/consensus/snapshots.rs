@@ -62,8 +62,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         if !self
             .replica
             .borrow_mut()
-            .snapshots()
-            .due(applied, self.config.snapshot_count)
+            .snapshot_due(self.config.snapshot_count)
         {
             return;
         }

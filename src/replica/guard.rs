@@ -8,7 +8,11 @@
 //! its log and data are unchanged.
 //!
 //! The checks hold for every message a correct member sends, so they never drop one:
-//! - the sender is a member of the current configuration, and not this member;
+//! - the sender is another member, and not one removed from the cluster. It need not be in
+//!   this member's configuration: a member added after the last change this member applied
+//!   is not known here yet and may already lead, and one behind that refused its leader could
+//!   never catch up (the simulator found exactly that). Peers are authenticated by the
+//!   transport (cluster ID, TLS), not here;
 //! - the type is one peers exchange (not the local-only `MsgHup`, `MsgBeat`, `MsgUnreachable`,
 //!   `MsgSnapStatus`, `MsgCheckQuorum`);
 //! - a heartbeat commits no further than the receiver's log goes (a leader sends
@@ -34,8 +38,10 @@ pub struct Receiver {
 /// Why a message was dropped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
-    #[error("from {0:x}, which is not a member")]
-    NotAMember(u64),
+    #[error("from {0:x}, which is this member or no member at all")]
+    NotAPeer(u64),
+    #[error("from {0:x}, which was removed from the cluster")]
+    Removed(u64),
     #[error("a {0:?}, which only the member itself may make")]
     LocalOnly(MessageType),
     #[error("a heartbeat committing {commit}, beyond this member's last index {last_index}")]
@@ -54,15 +60,18 @@ pub enum Rejected {
     EmptySnapshot,
 }
 
-/// Whether `message`, received from the network, may be stepped; `is_member` says whether an
-/// ID belongs to the current configuration.
+/// Whether `message`, received from the network, may be stepped; `is_removed` says whether an
+/// ID was removed from the cluster.
 pub fn check(
     message: &Message,
     receiver: Receiver,
-    is_member: impl Fn(u64) -> bool,
+    is_removed: impl Fn(u64) -> bool,
 ) -> Result<(), Rejected> {
-    if message.from == receiver.id || !is_member(message.from) {
-        return Err(Rejected::NotAMember(message.from));
+    if message.from == receiver.id || message.from == raft::INVALID_ID {
+        return Err(Rejected::NotAPeer(message.from));
+    }
+    if is_removed(message.from) {
+        return Err(Rejected::Removed(message.from));
     }
     let kind = message.get_msg_type();
     match kind {
@@ -143,8 +152,9 @@ mod tests {
         last_index: 5,
     };
 
-    fn members(id: u64) -> bool {
-        (1..=3).contains(&id)
+    /// Member 9 was removed; 1 to 3 are in the configuration; others joined since.
+    fn removed(id: u64) -> bool {
+        id == 9
     }
 
     fn message(kind: MessageType, from: u64) -> Message {
@@ -169,25 +179,33 @@ mod tests {
         let mut heartbeat = message(MessageType::MsgHeartbeat, 1);
         heartbeat.commit = 1_000_000_000;
         assert_eq!(
-            check(&heartbeat, RECEIVER, members),
+            check(&heartbeat, RECEIVER, removed),
             Err(Rejected::CommitBeyondLog {
                 commit: 1_000_000_000,
                 last_index: 5
             })
         );
         heartbeat.commit = 5;
-        assert_eq!(check(&heartbeat, RECEIVER, members), Ok(()));
+        assert_eq!(check(&heartbeat, RECEIVER, removed), Ok(()));
     }
 
     #[test]
-    fn strangers_itself_and_local_only_messages_are_dropped() {
+    fn removed_members_itself_and_local_only_messages_are_dropped() {
         let heartbeat = message(MessageType::MsgHeartbeat, 9);
         assert_eq!(
-            check(&heartbeat, RECEIVER, members),
-            Err(Rejected::NotAMember(9))
+            check(&heartbeat, RECEIVER, removed),
+            Err(Rejected::Removed(9))
         );
         let own = message(MessageType::MsgHeartbeat, 2);
-        assert_eq!(check(&own, RECEIVER, members), Err(Rejected::NotAMember(2)));
+        assert_eq!(check(&own, RECEIVER, removed), Err(Rejected::NotAPeer(2)));
+        let nobody = message(MessageType::MsgHeartbeat, 0);
+        assert_eq!(
+            check(&nobody, RECEIVER, removed),
+            Err(Rejected::NotAPeer(0))
+        );
+        // A member added after the last change this one applied may lead already.
+        let newcomer = message(MessageType::MsgHeartbeat, 7);
+        assert_eq!(check(&newcomer, RECEIVER, removed), Ok(()));
         for kind in [
             MessageType::MsgHup,
             MessageType::MsgBeat,
@@ -196,7 +214,7 @@ mod tests {
             MessageType::MsgCheckQuorum,
         ] {
             assert_eq!(
-                check(&message(kind, 1), RECEIVER, members),
+                check(&message(kind, 1), RECEIVER, removed),
                 Err(Rejected::LocalOnly(kind))
             );
         }
@@ -210,7 +228,7 @@ mod tests {
             MessageType::MsgHeartbeatResponse,
         ] {
             assert_eq!(
-                check(&message(kind, 1), RECEIVER, members),
+                check(&message(kind, 1), RECEIVER, removed),
                 Ok(()),
                 "{kind:?}"
             );
@@ -223,30 +241,30 @@ mod tests {
         append.index = 5;
         append.log_term = 2;
         append.entries = vec![entry(6, 2), entry(7, 3)].into();
-        assert_eq!(check(&append, RECEIVER, members), Ok(()));
+        assert_eq!(check(&append, RECEIVER, removed), Ok(()));
         append.entries = vec![entry(6, 2), entry(8, 3)].into();
         assert!(matches!(
-            check(&append, RECEIVER, members),
+            check(&append, RECEIVER, removed),
             Err(Rejected::EntriesNotContiguous { position: 1, .. })
         ));
         append.entries = vec![entry(6, 3), entry(7, 2)].into();
         assert!(matches!(
-            check(&append, RECEIVER, members),
+            check(&append, RECEIVER, removed),
             Err(Rejected::EntryTermOutOfOrder { index: 7, .. })
         ));
         append.entries = vec![entry(6, 1)].into();
         assert!(matches!(
-            check(&append, RECEIVER, members),
+            check(&append, RECEIVER, removed),
             Err(Rejected::EntryTermOutOfOrder { index: 6, .. })
         ));
         append.entries = vec![entry(6, 4)].into();
         assert!(matches!(
-            check(&append, RECEIVER, members),
+            check(&append, RECEIVER, removed),
             Err(Rejected::EntryTermOutOfOrder { bound: 3, .. })
         ));
         append.index = u64::MAX;
         append.entries = vec![entry(0, 3)].into();
-        assert!(check(&append, RECEIVER, members).is_err(), "no overflow");
+        assert!(check(&append, RECEIVER, removed).is_err(), "no overflow");
     }
 
     #[test]
@@ -254,17 +272,17 @@ mod tests {
         let mut response = message(MessageType::MsgAppendResponse, 3);
         response.index = 6;
         assert!(matches!(
-            check(&response, RECEIVER, members),
+            check(&response, RECEIVER, removed),
             Err(Rejected::AcknowledgedBeyondLog { index: 6, .. })
         ));
         response.reject = true;
-        assert_eq!(check(&response, RECEIVER, members), Ok(()));
+        assert_eq!(check(&response, RECEIVER, removed), Ok(()));
         response.reject = false;
         response.index = 5;
-        assert_eq!(check(&response, RECEIVER, members), Ok(()));
+        assert_eq!(check(&response, RECEIVER, removed), Ok(()));
         let snapshot = message(MessageType::MsgSnapshot, 1);
         assert_eq!(
-            check(&snapshot, RECEIVER, members),
+            check(&snapshot, RECEIVER, removed),
             Err(Rejected::EmptySnapshot)
         );
     }

@@ -6,6 +6,7 @@
 //!        └─yes─▶ started ─▶ shell writes it in the background ─▶ taken(index, bytes)
 //!                                                             └▶ failed: retried after
 //!                                                                another --snapshot-count
+//!  Raft needs a newer one for a member (storage's newest predates it) ─▶ want ─▶ due at once
 //!  a snapshot from the leader installed ─▶ installed(index, bytes)
 //! ```
 //!
@@ -31,6 +32,9 @@ pub struct SnapshotSchedule {
     in_progress: bool,
     /// After a failure, the applied index before which none is tried again.
     retry_at: u64,
+    /// A member needs a newer snapshot than the newest (one that includes it): taken as soon
+    /// as none is in progress, whatever the count.
+    wanted: bool,
 }
 
 impl SnapshotSchedule {
@@ -47,13 +51,24 @@ impl SnapshotSchedule {
         self.applied_bytes += bytes;
     }
 
-    /// True when one should be taken at `applied`, every `count` entries (0: never).
+    /// True when one should be taken at `applied`: every `count` entries (0: never), or at
+    /// once when one is wanted.
     pub fn due(&self, applied: u64, count: u64) -> bool {
-        !self.in_progress
-            && count != 0
+        if self.in_progress {
+            return false;
+        }
+        if self.wanted && applied > self.last_index {
+            return true;
+        }
+        count != 0
             && applied >= self.retry_at
             && applied >= self.last_index + count
             && self.applied_bytes >= LOG_RATIO * self.last_bytes
+    }
+
+    /// Raft needs a newer snapshot than the newest to catch a member up.
+    pub fn want(&mut self) {
+        self.wanted = true;
     }
 
     /// Applied index of the newest durable snapshot (0: none).
@@ -93,6 +108,7 @@ impl SnapshotSchedule {
         self.last_index = index;
         self.last_bytes = bytes;
         self.applied_bytes = 0;
+        self.wanted = false;
     }
 }
 

@@ -466,9 +466,8 @@ impl<D: LogDir> Replica<D> {
             id: self.config.member_id,
             last_index: self.raw.raft.raft_log.last_index(),
         };
-        let raft = &self.raw.raft;
-        if let Err(rejected) =
-            super::guard::check(&message, receiver, |id| raft.prs().get(id).is_some())
+        let members = &self.members;
+        if let Err(rejected) = super::guard::check(&message, receiver, |id| members.is_removed(id))
         {
             self.rejections.total += 1;
             // At most one line a second: a flood of bad messages must not flood the log.
@@ -810,6 +809,15 @@ impl<D: LogDir> Replica<D> {
         self.raw.store().set_newest_snapshot(metadata);
     }
 
+    /// True when this member should take a snapshot now: every `count` entries (0: never by
+    /// count), or at once when Raft needed a newer one than the newest to catch a member up.
+    pub fn snapshot_due(&mut self, count: u64) -> bool {
+        if self.raw.store().take_snapshot_wanted() {
+            self.snapshots.want();
+        }
+        self.snapshots.due(self.applied, count)
+    }
+
     /// The snapshot schedule.
     pub fn snapshots(&mut self) -> &mut SnapshotSchedule {
         &mut self.snapshots
@@ -898,14 +906,31 @@ impl<D: LogDir> Replica<D> {
 
 /// Raft's description of a snapshot lode took or installed.
 pub fn snapshot_metadata(meta: &crate::snapshot::SnapshotMeta) -> SnapshotMetadata {
-    raft_snapshot_metadata(meta.applied_index, meta.applied_term, &meta.voters)
+    match &meta.members {
+        Some(members) => raft_snapshot_metadata(meta.applied_index, meta.applied_term, members),
+        // Snapshots before format 3 hold voters only (and no learners could be in them).
+        None => raft_metadata(
+            meta.applied_index,
+            meta.applied_term,
+            meta.voters.clone(),
+            Vec::new(),
+        ),
+    }
 }
 
-/// Raft's description of a snapshot at `index` of `term` whose configuration is `voters`.
-pub fn raft_snapshot_metadata(index: u64, term: u64, voters: &[u64]) -> SnapshotMetadata {
+/// Raft's description of a snapshot at `index` of `term` whose registry is `members`: its
+/// voters and its learners (a member installing it must keep replicating to the learners
+/// should it lead).
+pub fn raft_snapshot_metadata(index: u64, term: u64, members: &Members) -> SnapshotMetadata {
+    let (voters, learners) = members.voters_and_learners();
+    raft_metadata(index, term, voters, learners)
+}
+
+fn raft_metadata(index: u64, term: u64, voters: Vec<u64>, learners: Vec<u64>) -> SnapshotMetadata {
     SnapshotMetadata {
         conf_state: Some(ConfState {
-            voters: voters.to_vec(),
+            voters,
+            learners,
             ..Default::default()
         })
         .into(),

@@ -10,7 +10,7 @@
 //! Invariant: `in_flight`, when not empty, is contiguous and ends at the logical end of the
 //! log (every staged append runs to the new end, replacing any suffix it overlaps).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -31,6 +31,9 @@ pub struct LogStorage<D: LogDir> {
     /// The newest durable snapshot, offered to a member that needs entries the log no longer
     /// has. The transport streams the file itself; Raft's message carries only this.
     newest_snapshot: RefCell<Option<SnapshotMetadata>>,
+    /// Raft asked for a snapshot the newest cannot serve (it predates the recipient joining,
+    /// or is older than asked): the member should take a new one now.
+    snapshot_wanted: Cell<bool>,
     /// Entries staged in the log but not yet durable, ascending.
     in_flight: RefCell<VecDeque<Entry>>,
 }
@@ -43,6 +46,7 @@ impl<D: LogDir> LogStorage<D> {
             conf_state: RefCell::new(conf_state),
             commit_floor,
             newest_snapshot: RefCell::new(None),
+            snapshot_wanted: Cell::new(false),
             in_flight: RefCell::new(VecDeque::new()),
         }
     }
@@ -88,6 +92,11 @@ impl<D: LogDir> LogStorage<D> {
 
     fn in_flight_first(&self) -> Option<u64> {
         self.in_flight.borrow().front().map(|e| e.index)
+    }
+
+    /// True once since Raft asked for a snapshot the newest could not serve.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     /// Records the newest durable snapshot (its file is `snapshot_file_name(index)`).
@@ -190,17 +199,40 @@ impl<D: LogDir> raft::Storage for LogStorage<D> {
             .map_or(self.wal.last_index(), |entry| entry.index))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         match &*self.newest_snapshot.borrow() {
-            Some(metadata) if metadata.index >= request_index => Ok(Snapshot {
-                data: metadata.index.to_le_bytes().to_vec().into(),
-                metadata: Some(metadata.clone()).into(),
-                ..Default::default()
-            }),
-            // None yet (the log was not compacted), or older than asked for: one is coming.
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
+            Some(metadata)
+                if metadata.index >= request_index && configures(metadata.get_conf_state(), to) =>
+            {
+                Ok(Snapshot {
+                    data: metadata.index.to_le_bytes().to_vec().into(),
+                    metadata: Some(metadata.clone()).into(),
+                    ..Default::default()
+                })
+            }
+            // None yet (the log was not compacted), older than asked for, or taken before the
+            // recipient joined (it would refuse one whose configuration leaves it out, and a
+            // quiet cluster may not take another for a long time): a new one is asked for,
+            // and Raft asks again.
+            _ => {
+                self.snapshot_wanted.set(true);
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
         }
     }
+}
+
+/// Whether `conf_state` has `member` as a voter or a learner (raft-rs refuses to restore a
+/// snapshot whose configuration leaves the restoring member out).
+fn configures(conf_state: &ConfState, member: u64) -> bool {
+    [
+        &conf_state.voters,
+        &conf_state.learners,
+        &conf_state.voters_outgoing,
+        &conf_state.learners_next,
+    ]
+    .iter()
+    .any(|set| set.contains(&member))
 }

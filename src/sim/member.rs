@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::executor::block_on;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
 
 use super::Bug;
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
 use crate::lease::SavedLease;
-use crate::members::{Member, Members};
+use crate::members::{encode_change, Member, MemberChange, Members};
 use crate::mvcc::request::{RangeRequest, WriteRequest, WriteResponse};
 use crate::mvcc::sharded::ShardedKv;
 use crate::replica::entry::{decode_proposal, encode_proposal, ProposalId};
+use crate::replica::membership::MemberEffect;
 use crate::replica::proposals::{Proposal, Waiting};
 use crate::replica::storage::LogStorage;
 use crate::replica::{Input, Outputs, Replica, ReplicaConfig};
@@ -49,11 +50,13 @@ pub struct SimSnapshot {
     pub kv: ShardedKv,
     /// The leases as the snapshot file keeps them: what each had left when it was taken.
     pub leases: Vec<SavedLease>,
+    /// The member registry as applied (with learners).
+    pub members: Members,
 }
 
 impl SimSnapshot {
     fn metadata(&self) -> raft::eraftpb::SnapshotMetadata {
-        crate::replica::state::raft_snapshot_metadata(self.index, self.term, &self.voters)
+        crate::replica::state::raft_snapshot_metadata(self.index, self.term, &self.members)
     }
 }
 
@@ -95,6 +98,8 @@ pub struct Effects {
     pub installed: Option<u64>,
     /// Leases an applied expiry revoked.
     pub expired: Vec<i64>,
+    /// This member applied its own removal: it stops once that reached the others.
+    pub removed: bool,
     /// The watch events of the writes applied, in order (for the checker's canonical history).
     pub events: Vec<crate::watch::Event>,
     /// Responses to watch streams, by the caller that opened each.
@@ -189,7 +194,7 @@ impl SimMember {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: u64,
-        count: u64,
+        initial: &Members,
         disk: SimDisk,
         snapshots: Vec<SimSnapshot>,
         seed: u64,
@@ -200,14 +205,18 @@ impl SimMember {
         let wal = Rc::new(
             block_on(Wal::open(disk.dir(), wal_options())).map_err(|e| format!("log: {e}"))?,
         );
-        let members = bootstrap(count);
+        // As the server starts: the newest snapshot's registry, else the one it was started
+        // with (bootstrapped, or given by the cluster it joined).
+        let newest = snapshots.last().cloned();
+        let members = newest
+            .as_ref()
+            .map_or_else(|| initial.clone(), |snapshot| snapshot.members.clone());
         let (voters, learners) = members.voters_and_learners();
         let conf_state = raft::eraftpb::ConfState {
             voters,
             learners,
             ..Default::default()
         };
-        let newest = snapshots.last().cloned();
         let applied = newest.as_ref().map_or(0, |snapshot| snapshot.index);
         if let Some(snapshot) = &newest {
             // As the server's start does (`snapshotter::reconcile_log`): a log that does not
@@ -369,7 +378,8 @@ impl SimMember {
     fn maybe_snapshot(&mut self, now: Instant) -> Result<(), String> {
         let applied = self.replica.applied();
         let last = self.snapshots.last().map_or(0, |snapshot| snapshot.index);
-        if applied < last + SNAPSHOT_EVERY || self.applied_early > 0 {
+        let wanted = self.replica.snapshot_due(0);
+        if (applied < last + SNAPSHOT_EVERY && !wanted) || self.applied_early > 0 {
             return Ok(());
         }
         let term = self.wal.term(applied).map_err(|e| format!("log: {e}"))?;
@@ -379,6 +389,7 @@ impl SimMember {
             voters: self.replica.voters(),
             kv: self.kv.clone(),
             leases: self.kv.leases().export(self.lease_now(now)),
+            members: self.replica.members().clone(),
         };
         self.replica.snapshot_taken(snapshot.metadata(), 0);
         self.snapshots.push(snapshot);
@@ -422,13 +433,30 @@ impl SimMember {
                 stream.deliver(&[], jumped_to);
             }
         }
-        self.replica.snapshot_installed(metadata, 0, None);
+        self.replica
+            .snapshot_installed(metadata, 0, Some(received.members.clone()));
         self.snapshots.push(received);
         if self.snapshots.len() > 2 {
             self.snapshots.remove(0);
         }
         self.received.retain(|index, _| *index > metadata.index);
         Ok(())
+    }
+
+    /// Its state in one line, for a failure report.
+    pub fn status(&self) -> String {
+        let replica = &self.replica;
+        format!(
+            "term {} leader {} committed {} applied {} log {}..={} voters {:?} snapshots {:?}",
+            replica.term(),
+            replica.leader(),
+            replica.committed(),
+            replica.applied(),
+            self.wal.first_index(),
+            self.wal.last_index(),
+            replica.voters(),
+            self.snapshots.iter().map(|s| s.index).collect::<Vec<_>>()
+        )
     }
 
     /// Its disk.
@@ -493,6 +521,52 @@ impl SimMember {
             }),
         );
         sequence
+    }
+
+    /// Proposes a membership change as the server does (checked against the registry and, on
+    /// the leader, the cluster's health and a learner's progress; checked again when applied).
+    pub fn change_members(&mut self, now: Instant, change: &MemberChange) -> Result<(), String> {
+        self.replica
+            .check_change(change)
+            .map_err(|e| e.to_string())?;
+        let sequence = self.next_number;
+        self.next_number += 1;
+        let id = ProposalId {
+            proposer: self.id,
+            nonce: self.nonce,
+            sequence,
+        };
+        let (change_type, node_id) = change
+            .raft_change()
+            .unwrap_or((ConfChangeType::AddNode, change.member_id()));
+        let mut body = Vec::new();
+        encode_change(change, &mut body);
+        let mut conf_change = ConfChange::default();
+        conf_change.set_change_type(change_type);
+        conf_change.node_id = node_id;
+        conf_change.context = encode_proposal(id, None, &body).to_vec().into();
+        self.replica.step(
+            now,
+            Input::Propose(Waiting {
+                sequence,
+                proposal: Proposal::Change(conf_change),
+                queued_at: now,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Asks this member, as leader, to hand leadership to `target` (etcd's move-leader).
+    pub fn transfer_leader(&mut self, now: Instant, target: u64) -> Result<(), String> {
+        if self
+            .replica
+            .check_transfer(target)
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+        self.replica.step(now, Input::TransferLeader(target));
+        Ok(())
     }
 
     /// A caller's linearizable read.
@@ -697,9 +771,13 @@ impl SimMember {
                         let change: ConfChange =
                             protobuf::Message::parse_from_bytes(&entry.data)
                                 .map_err(|e| format!("conf change {}: {e}", entry.index))?;
-                        self.replica
+                        let applied = self
+                            .replica
                             .apply_member_change(change)
                             .map_err(|e| e.to_string())?;
+                        if applied.effect == MemberEffect::RemovedSelf {
+                            effects.removed = true;
+                        }
                     }
                     EntryType::EntryConfChangeV2 => {
                         let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)

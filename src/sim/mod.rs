@@ -32,10 +32,14 @@
 //! (a member isolated, the cluster split); members crashed and restarted from what their disk
 //! kept (only synced bytes, every write, or torn sectors); a disk dying mid-write; fsync
 //! failing; slow fsyncs (beyond the election timeout, now and then) and hung ones (beyond the
-//! leader's step-down limit); the whole cluster losing power at once.
+//! leader's step-down limit); the whole cluster losing power at once; the leader handing
+//! leadership over; members replaced one step at a time (a learner added and started with the
+//! registry the cluster gives it, promoted once caught up, a voter removed; a removed member
+//! that sends is told so and stops, as the transport does).
 
 mod leases;
 pub mod member;
+mod membership;
 pub mod network;
 pub mod options;
 mod watchers;
@@ -87,6 +91,8 @@ enum Event {
     Heal,
     /// A watching client (re)opens its stream on a member it picks.
     WatchOpen(usize),
+    /// A member that applied its own removal stops for good.
+    Retire(u64),
 }
 
 /// A member slot: running, or down since a crash.
@@ -96,6 +102,11 @@ struct Slot {
     /// Its snapshot files, as of the crash (they are durable once taken).
     snapshots: Vec<SimSnapshot>,
     incarnation: u64,
+    /// The registry it starts with when it has no snapshot: the bootstrap one, or the one
+    /// the cluster gave it when it joined (`None` until it is added).
+    initial: Option<crate::members::Members>,
+    /// It applied its own removal and stopped for good.
+    removed: bool,
 }
 
 /// A client's operation in flight.
@@ -224,13 +235,26 @@ impl Simulation {
         self.payloads.insert(order, event);
     }
 
+    /// The members: every slot added to the cluster and not removed.
     fn member_ids(&self) -> Vec<u64> {
-        (1..=self.options.members).collect()
+        (1..=self.slots.len() as u64)
+            .filter(|id| {
+                let slot = &self.slots[(id - 1) as usize];
+                slot.initial.is_some() && !slot.removed
+            })
+            .collect()
+    }
+
+    /// A member picked at random.
+    fn pick_member(&mut self) -> u64 {
+        let members = self.member_ids();
+        members[self.random.below(0, members.len() as u64) as usize]
     }
 
     /// Runs to the end and reports.
     pub fn run(mut self) -> Report {
         let count = self.options.members;
+        let bootstrap = member::bootstrap(count);
         for id in 1..=count {
             let disk = SimDisk::new();
             self.slots.push(Slot {
@@ -238,6 +262,8 @@ impl Simulation {
                 disk,
                 snapshots: Vec::new(),
                 incarnation: 0,
+                initial: Some(bootstrap.clone()),
+                removed: false,
             });
             self.start_member(id);
             // Ticks start out of step, as members' clocks do.
@@ -318,9 +344,21 @@ impl Simulation {
             return;
         }
         if !self.settled() {
+            let members: Vec<String> = self
+                .member_ids()
+                .into_iter()
+                .map(|id| {
+                    let status = self.slots[(id - 1) as usize]
+                        .member
+                        .as_ref()
+                        .map_or_else(|| "down".to_string(), SimMember::status);
+                    format!("m{id}: {status}")
+                })
+                .collect();
             self.fail(format!(
                 "no progress: {SETTLE:?} after every fault was healed, final reads are still \
-                 unanswered or a watcher was not given every change"
+                 unanswered or a watcher was not given every change\n  {}",
+                members.join("\n  ")
             ));
             return;
         }
@@ -354,11 +392,14 @@ impl Simulation {
 
     fn start_member(&mut self, id: u64) {
         let slot = &mut self.slots[(id - 1) as usize];
+        let Some(initial) = slot.initial.clone().filter(|_| !slot.removed) else {
+            return;
+        };
         slot.incarnation += 1;
         let seed = self.options.seed ^ (id << 48) ^ (slot.incarnation << 32);
         match SimMember::start(
             id,
-            self.options.members,
+            &initial,
             slot.disk.clone(),
             slot.snapshots.clone(),
             seed,
@@ -405,6 +446,10 @@ impl Simulation {
                 self.step(id, Input::Tick);
             }
             Event::Deliver(to, message, snapshot) => {
+                if self.told_removed(to, message.from) {
+                    return;
+                }
+
                 if let (Some(snapshot), Some(member)) =
                     (snapshot, self.slots[(to - 1) as usize].member.as_mut())
                 {
@@ -432,6 +477,7 @@ impl Simulation {
             }
             Event::Heal => self.heal(),
             Event::WatchOpen(watcher) => self.watch_open(watcher),
+            Event::Retire(id) => self.retire(id),
         }
     }
 
@@ -498,6 +544,12 @@ impl Simulation {
         }
         if !effects.expired.is_empty() {
             self.leases_expired(id, effects.expired);
+        }
+        if effects.removed {
+            self.removal_applied(id);
+        }
+        if effects.leading.is_some() {
+            self.start_joiners(id);
         }
         self.record_changes(id, effects.events);
         for (caller, response) in effects.watch_responses {
@@ -634,7 +686,7 @@ impl Simulation {
         let next = Duration::from_millis(self.random.below(300, 3_000));
         self.schedule(next, Event::Nemesis);
         let members = self.member_ids();
-        let pick = self.random.below(1, self.options.members + 1);
+        let pick = self.pick_member();
         let partition_ends = Duration::from_millis(self.random.below(300, 5_000));
         match self.random.below(0, 100) {
             0..=24 if self.options.faults.crashes => {
@@ -671,6 +723,8 @@ impl Simulation {
                 self.network.cut(pick, other);
                 self.schedule(partition_ends, Event::Reconnect);
             }
+            80..=84 if self.options.faults.transfers => self.transfer_leadership(),
+            85..=96 if self.options.faults.membership => self.membership_step(),
             65..=79 if self.options.faults.partitions => {
                 self.faults.partitions += 1;
                 let minority: Vec<u64> = members
@@ -732,7 +786,7 @@ impl Simulation {
             let (count, seen, lease) = (state.count, state.seen.clone(), state.lease);
             ClientOp::random(&mut self.random, client, count, &seen, lease)
         };
-        let member = self.random.below(1, self.options.members + 1);
+        let member = self.pick_member();
         let caller = self.next_caller;
         self.next_caller += 1;
         let call = self.now.as_nanos() as u64;

@@ -53,6 +53,11 @@ pub struct FaultKinds {
     pub disks: bool,
     /// Slow fsyncs, some beyond the election timeout.
     pub slow_syncs: bool,
+    /// The leader handing leadership to another voter (etcd's move-leader).
+    pub transfers: bool,
+    /// Members replaced one step at a time: a learner added, started with the registry the
+    /// cluster gives it, promoted once caught up; then a voter removed.
+    pub membership: bool,
 }
 
 impl FaultKinds {
@@ -64,6 +69,8 @@ impl FaultKinds {
         power_cuts: true,
         disks: true,
         slow_syncs: true,
+        transfers: true,
+        membership: true,
     };
 
     /// None.
@@ -74,10 +81,12 @@ impl FaultKinds {
         power_cuts: false,
         disks: false,
         slow_syncs: false,
+        transfers: false,
+        membership: false,
     };
 
     /// Parses a comma-separated list of `network`, `partitions`, `crashes`, `power-cuts`,
-    /// `disks`, `slow-syncs`, or `all` / `none`.
+    /// `disks`, `slow-syncs`, `transfers`, `membership`, or `all` / `none`.
     pub fn parse(text: &str) -> Result<FaultKinds, String> {
         let mut kinds = FaultKinds::NONE;
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -90,10 +99,12 @@ impl FaultKinds {
                 "power-cuts" => kinds.power_cuts = true,
                 "disks" => kinds.disks = true,
                 "slow-syncs" => kinds.slow_syncs = true,
+                "transfers" => kinds.transfers = true,
+                "membership" => kinds.membership = true,
                 other => {
                     return Err(format!(
                         "unknown fault kind {other:?}: network, partitions, crashes, \
-                         power-cuts, disks, slow-syncs, all or none"
+                         power-cuts, disks, slow-syncs, transfers, membership, all or none"
                     ))
                 }
             }
@@ -155,6 +166,10 @@ pub struct FaultCounts {
     pub sync_failures: u64,
     pub slow_syncs: u64,
     pub hung_syncs: u64,
+    /// Leadership transfers asked of the leader.
+    pub leader_transfers: u64,
+    /// Membership changes proposed (add a learner, promote it, remove a voter).
+    pub member_changes: u64,
     /// Not a fault: snapshots a leader sent a follower behind its compacted log.
     pub snapshots_sent: u64,
 }
@@ -172,6 +187,8 @@ impl FaultCounts {
             + self.sync_failures
             + self.slow_syncs
             + self.hung_syncs
+            + self.leader_transfers
+            + self.member_changes
     }
 }
 

@@ -32,7 +32,7 @@ impl Simulation {
                 running.close_watch(caller);
             }
         }
-        let member = self.random.below(1, self.options.members + 1);
+        let member = self.pick_member();
         if self.slots[(member - 1) as usize].member.is_none() {
             let retry = Duration::from_millis(self.random.below(50, 300));
             self.schedule(retry, Event::WatchOpen(w));

@@ -7,23 +7,26 @@
 //!   `Sequence::restore`) and the consensus shell reads it (`consensus::sequencer`);
 //! - [`LogIndex`] and [`Term`]: positions in the Raft log, as the replica's public API
 //!   (`replica::Replica`: applied and committed indexes, the term, read indexes in `Outputs`)
-//!   answers them to the shell (`consensus`);
+//!   answers them to the shell (`consensus`), and the shell's own accessors answer them on;
 //! - [`MemberId`]: a member's ID (also its Raft ID), in `ReplicaConfig`, the replica's
-//!   `Input`s and `Outputs` (peers, leader changes, transfers) and the member registry
-//!   (`members`: `MemberChange`, lookups, voters and learners).
+//!   `Input`s and `Outputs` (peers, leader changes, transfers), the shell's configuration,
+//!   the member registry (`members`: `Member`, `MemberChange`, lookups, voters and learners)
+//!   and the bootstrap identity (`membership`).
 //!
 //! What is typed is the boundaries, not every local: inside a module, and at the edges where
 //! values leave lode's own code, they stay plain integers. Wire formats (protobuf, flatbuffers,
 //! etcd's JSON, the log, snapshots) keep their integer fields and convert at the codec; raft-rs
 //! keeps its own `u64`s, converted where the replica meets `RawNode` and `Storage`.
 //!
-//! The API is kept small on purpose: construction with `new` (or `From`),
-//! `.get()` for the integer, `next()` where a successor is meant, no arithmetic operators.
+//! The API is kept small on purpose: `new` to make one, `.get()` for the integer,
+//! `Revision::next()` where the next revision is meant, no arithmetic operators. `Debug`
+//! prints the bare integer and `MemberId`'s `Display` is etcd's lower-case hex, so logs and
+//! output read as they did before.
 
 use std::fmt;
 
 /// A revision of the keyspace: every change of keys makes the next one (etcd's `int64`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Revision(i64);
 
 impl Revision {
@@ -43,9 +46,11 @@ impl Revision {
     }
 }
 
-impl From<i64> for Revision {
-    fn from(revision: i64) -> Revision {
-        Revision(revision)
+/// Debug prints the bare integer, as the `{:?}` of the plain integer it replaced did (logs
+/// stay the same).
+impl fmt::Debug for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -56,7 +61,7 @@ impl fmt::Display for Revision {
 }
 
 /// The index of an entry in the Raft log (raft-rs's `u64`; 0 before the first entry).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogIndex(u64);
 
 impl LogIndex {
@@ -69,16 +74,13 @@ impl LogIndex {
     pub const fn get(self) -> u64 {
         self.0
     }
-
-    /// The index after this one.
-    pub const fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
-    }
 }
 
-impl From<u64> for LogIndex {
-    fn from(index: u64) -> LogIndex {
-        LogIndex(index)
+/// Debug prints the bare integer, as the `{:?}` of the plain integer it replaced did (logs
+/// stay the same).
+impl fmt::Debug for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -89,7 +91,7 @@ impl fmt::Display for LogIndex {
 }
 
 /// A Raft term (raft-rs's `u64`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Term(u64);
 
 impl Term {
@@ -104,9 +106,11 @@ impl Term {
     }
 }
 
-impl From<u64> for Term {
-    fn from(term: u64) -> Term {
-        Term(term)
+/// Debug prints the bare integer, as the `{:?}` of the plain integer it replaced did (logs
+/// stay the same).
+impl fmt::Debug for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -119,7 +123,7 @@ impl fmt::Display for Term {
 /// A member's ID, also its Raft ID (etcd's `uint64`; 0 is no member: raft-rs's `INVALID_ID`).
 /// Displayed as etcd prints member IDs: lower-case hex without padding (`8e9e05c52164694d`);
 /// `{:016x}` pads it, as lode's identity file writes it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MemberId(u64);
 
 impl MemberId {
@@ -142,9 +146,11 @@ impl MemberId {
     }
 }
 
-impl From<u64> for MemberId {
-    fn from(id: u64) -> MemberId {
-        MemberId(id)
+/// Debug prints the bare integer, as the `{:?}` of the plain integer it replaced did (logs
+/// stay the same).
+impl fmt::Debug for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -171,12 +177,15 @@ mod tests {
         assert_eq!(format!("{id:x}"), "8e9e05c52164694d");
         assert_eq!(format!("{:x}", MemberId(0x2a)), "2a");
         assert_eq!(format!("{:016x}", MemberId(0x2a)), "000000000000002a");
+        // Debug stays the plain integer's, as logs printed it before.
+        assert_eq!(format!("{:?}", MemberId(42)), "42");
+        assert_eq!(format!("{:?}", Some(Revision(-1))), "Some(-1)");
     }
 
     #[test]
     fn successors_and_order() {
         assert_eq!(Revision(1).next(), Revision(2));
-        assert_eq!(LogIndex(7).next().get(), 8);
+        assert_eq!(LogIndex::new(7).get(), 7);
         assert!(Revision(-1) < Revision(0));
         assert!(Term(3) > Term(2));
     }

@@ -19,6 +19,7 @@ pub mod duration;
 pub mod etcd_db;
 pub mod executor;
 pub mod fuzz;
+pub mod ids;
 pub mod lease;
 pub mod linearize;
 pub mod logging;
@@ -38,3 +39,5 @@ pub mod tls;
 pub mod urls;
 pub mod wal;
 pub mod watch;
+
+pub use ids::{LogIndex, MemberId, Revision, Term};

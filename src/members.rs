@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::{Buf, BufMut};
 use raft::eraftpb::ConfChangeType;
 
+use crate::ids::MemberId;
+
 /// At most this many learners at once (etcd's `--max-learners` default).
 pub const MAX_LEARNERS: usize = 1;
 
@@ -25,7 +27,7 @@ pub const MAX_LEARNERS: usize = 1;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Member {
     /// Its ID (also its Raft ID).
-    pub id: u64,
+    pub id: MemberId,
     /// Its name; empty until it has started and published it.
     pub name: String,
     /// Where its peers reach it.
@@ -42,13 +44,13 @@ pub enum MemberChange {
     /// A new voter or learner (etcd's MemberAdd).
     Add(Member),
     /// A member leaves (etcd's MemberRemove).
-    Remove(u64),
+    Remove(MemberId),
     /// A learner becomes a voter (etcd's MemberPromote).
-    Promote(u64),
+    Promote(MemberId),
     /// A member's peer URLs change (etcd's MemberUpdate).
     Update {
         /// The member.
-        id: u64,
+        id: MemberId,
         /// Its new peer URLs.
         peer_urls: Vec<String>,
     },
@@ -56,7 +58,7 @@ pub enum MemberChange {
     /// too).
     Publish {
         /// The member.
-        id: u64,
+        id: MemberId,
         /// Its name.
         name: String,
         /// Its client URLs.
@@ -65,21 +67,22 @@ pub enum MemberChange {
 }
 
 impl MemberChange {
-    /// The Raft configuration change this makes, if any.
+    /// The Raft configuration change this makes, if any (with raft-rs's node ID).
     pub fn raft_change(&self) -> Option<(ConfChangeType, u64)> {
-        match self {
+        let (kind, id) = match self {
             MemberChange::Add(member) if member.is_learner => {
-                Some((ConfChangeType::AddLearnerNode, member.id))
+                (ConfChangeType::AddLearnerNode, member.id)
             }
-            MemberChange::Add(member) => Some((ConfChangeType::AddNode, member.id)),
-            MemberChange::Remove(id) => Some((ConfChangeType::RemoveNode, *id)),
-            MemberChange::Promote(id) => Some((ConfChangeType::AddNode, *id)),
-            MemberChange::Update { .. } | MemberChange::Publish { .. } => None,
-        }
+            MemberChange::Add(member) => (ConfChangeType::AddNode, member.id),
+            MemberChange::Remove(id) => (ConfChangeType::RemoveNode, *id),
+            MemberChange::Promote(id) => (ConfChangeType::AddNode, *id),
+            MemberChange::Update { .. } | MemberChange::Publish { .. } => return None,
+        };
+        Some((kind, id.get()))
     }
 
     /// The member the change is about.
-    pub fn member_id(&self) -> u64 {
+    pub fn member_id(&self) -> MemberId {
         match self {
             MemberChange::Add(member) => member.id,
             MemberChange::Remove(id) | MemberChange::Promote(id) => *id,
@@ -143,13 +146,13 @@ impl MemberError {
 /// The registry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Members {
-    members: BTreeMap<u64, Member>,
-    removed: BTreeSet<u64>,
+    members: BTreeMap<MemberId, Member>,
+    removed: BTreeSet<MemberId>,
 }
 
 impl Members {
     /// A registry of `members`, with `removed` IDs never to come back.
-    pub fn new(members: impl IntoIterator<Item = Member>, removed: BTreeSet<u64>) -> Members {
+    pub fn new(members: impl IntoIterator<Item = Member>, removed: BTreeSet<MemberId>) -> Members {
         Members {
             members: members.into_iter().map(|m| (m.id, m)).collect(),
             removed,
@@ -162,22 +165,22 @@ impl Members {
     }
 
     /// IDs removed from the cluster.
-    pub fn removed(&self) -> &BTreeSet<u64> {
+    pub fn removed(&self) -> &BTreeSet<MemberId> {
         &self.removed
     }
 
     /// The member with `id`.
-    pub fn get(&self, id: u64) -> Option<&Member> {
+    pub fn get(&self, id: MemberId) -> Option<&Member> {
         self.members.get(&id)
     }
 
     /// True when `id` was removed.
-    pub fn is_removed(&self, id: u64) -> bool {
+    pub fn is_removed(&self, id: MemberId) -> bool {
         self.removed.contains(&id)
     }
 
     /// Voters' IDs and learners' IDs, ascending.
-    pub fn voters_and_learners(&self) -> (Vec<u64>, Vec<u64>) {
+    pub fn voters_and_learners(&self) -> (Vec<MemberId>, Vec<MemberId>) {
         let (learners, voters): (Vec<&Member>, Vec<&Member>) =
             self.members.values().partition(|m| m.is_learner);
         (
@@ -186,7 +189,7 @@ impl Members {
         )
     }
 
-    fn url_taken(&self, urls: &[String], except: u64) -> bool {
+    fn url_taken(&self, urls: &[String], except: MemberId) -> bool {
         self.members
             .values()
             .filter(|m| m.id != except)
@@ -197,7 +200,7 @@ impl Members {
     pub fn check(&self, change: &MemberChange) -> Result<(), MemberError> {
         match change {
             MemberChange::Add(member) => {
-                if member.id == 0
+                if member.id.is_none()
                     || self.members.contains_key(&member.id)
                     || self.removed.contains(&member.id)
                 {
@@ -282,7 +285,7 @@ impl Members {
         }
         out.put_u32_le(self.removed.len() as u32);
         for id in &self.removed {
-            out.put_u64_le(*id);
+            out.put_u64_le(id.get());
         }
     }
 
@@ -296,7 +299,7 @@ impl Members {
         let removed_count = take_u32(&mut bytes)?;
         let mut removed = BTreeSet::new();
         for _ in 0..removed_count {
-            removed.insert(take_u64(&mut bytes)?);
+            removed.insert(take_id(&mut bytes)?);
         }
         bytes.is_empty().then(|| Members::new(members, removed))
     }
@@ -317,15 +320,15 @@ pub fn encode_change(change: &MemberChange, out: &mut Vec<u8>) {
         }
         MemberChange::Remove(id) => {
             out.put_u8(KIND_REMOVE);
-            out.put_u64_le(*id);
+            out.put_u64_le(id.get());
         }
         MemberChange::Promote(id) => {
             out.put_u8(KIND_PROMOTE);
-            out.put_u64_le(*id);
+            out.put_u64_le(id.get());
         }
         MemberChange::Update { id, peer_urls } => {
             out.put_u8(KIND_UPDATE);
-            out.put_u64_le(*id);
+            out.put_u64_le(id.get());
             put_strings(peer_urls, out);
         }
         MemberChange::Publish {
@@ -334,7 +337,7 @@ pub fn encode_change(change: &MemberChange, out: &mut Vec<u8>) {
             client_urls,
         } => {
             out.put_u8(KIND_PUBLISH);
-            out.put_u64_le(*id);
+            out.put_u64_le(id.get());
             put_string(name, out);
             put_strings(client_urls, out);
         }
@@ -346,14 +349,14 @@ pub fn decode_change(mut bytes: &[u8]) -> Option<MemberChange> {
     let kind = take_u8(&mut bytes)?;
     let change = match kind {
         KIND_ADD => MemberChange::Add(decode_member(&mut bytes)?),
-        KIND_REMOVE => MemberChange::Remove(take_u64(&mut bytes)?),
-        KIND_PROMOTE => MemberChange::Promote(take_u64(&mut bytes)?),
+        KIND_REMOVE => MemberChange::Remove(take_id(&mut bytes)?),
+        KIND_PROMOTE => MemberChange::Promote(take_id(&mut bytes)?),
         KIND_UPDATE => MemberChange::Update {
-            id: take_u64(&mut bytes)?,
+            id: take_id(&mut bytes)?,
             peer_urls: take_strings(&mut bytes)?,
         },
         KIND_PUBLISH => MemberChange::Publish {
-            id: take_u64(&mut bytes)?,
+            id: take_id(&mut bytes)?,
             name: take_string(&mut bytes)?,
             client_urls: take_strings(&mut bytes)?,
         },
@@ -363,7 +366,7 @@ pub fn decode_change(mut bytes: &[u8]) -> Option<MemberChange> {
 }
 
 fn encode_member(member: &Member, out: &mut Vec<u8>) {
-    out.put_u64_le(member.id);
+    out.put_u64_le(member.id.get());
     out.put_u8(u8::from(member.is_learner));
     put_string(&member.name, out);
     put_strings(&member.peer_urls, out);
@@ -372,7 +375,7 @@ fn encode_member(member: &Member, out: &mut Vec<u8>) {
 
 fn decode_member(bytes: &mut &[u8]) -> Option<Member> {
     Some(Member {
-        id: take_u64(bytes)?,
+        id: take_id(bytes)?,
         is_learner: match take_u8(bytes)? {
             0 => false,
             1 => true,
@@ -408,6 +411,10 @@ fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
     (bytes.remaining() >= 8).then(|| bytes.get_u64_le())
 }
 
+fn take_id(bytes: &mut &[u8]) -> Option<MemberId> {
+    take_u64(bytes).map(MemberId::new)
+}
+
 fn take_string(bytes: &mut &[u8]) -> Option<String> {
     let length = take_u32(bytes)? as usize;
     if bytes.remaining() < length {
@@ -431,9 +438,17 @@ fn take_strings(bytes: &mut &[u8]) -> Option<Vec<String>> {
 mod tests {
     use super::*;
 
+    fn id(id: u64) -> MemberId {
+        MemberId::new(id)
+    }
+
+    fn ids(ids: &[u64]) -> Vec<MemberId> {
+        ids.iter().copied().map(MemberId::new).collect()
+    }
+
     fn member(id: u64, url: &str, is_learner: bool) -> Member {
         Member {
-            id,
+            id: MemberId::new(id),
             name: format!("m{id}"),
             peer_urls: vec![url.to_string()],
             client_urls: vec![format!("http://127.0.0.1:{}", 2000 + id)],
@@ -471,31 +486,31 @@ mod tests {
             Err(MemberError::TooManyLearners)
         );
         assert_eq!(
-            members.apply(&MemberChange::Promote(1)),
+            members.apply(&MemberChange::Promote(id(1))),
             Err(MemberError::NotLearner)
         );
         assert_eq!(
-            members.apply(&MemberChange::Promote(9)),
+            members.apply(&MemberChange::Promote(id(9))),
             Err(MemberError::NotFound)
         );
-        members.apply(&MemberChange::Promote(4)).unwrap();
-        assert_eq!(members.voters_and_learners(), (vec![1, 2, 3, 4], vec![]));
+        members.apply(&MemberChange::Promote(id(4))).unwrap();
+        assert_eq!(members.voters_and_learners(), (ids(&[1, 2, 3, 4]), vec![]));
         assert_eq!(
             members.apply(&MemberChange::Update {
-                id: 4,
+                id: id(4),
                 peer_urls: vec!["http://a:2380".into()]
             }),
             Err(MemberError::PeerUrlExists)
         );
         members
             .apply(&MemberChange::Update {
-                id: 4,
+                id: id(4),
                 peer_urls: vec!["http://d2:2380".into()],
             })
             .unwrap();
-        members.apply(&MemberChange::Remove(3)).unwrap();
+        members.apply(&MemberChange::Remove(id(3))).unwrap();
         assert_eq!(
-            members.apply(&MemberChange::Remove(3)),
+            members.apply(&MemberChange::Remove(id(3))),
             Err(MemberError::NotFound)
         );
         // A removed ID never comes back.
@@ -503,14 +518,17 @@ mod tests {
             members.apply(&MemberChange::Add(member(3, "http://c:2380", false))),
             Err(MemberError::IdExists)
         );
-        assert_eq!(members.voters_and_learners(), (vec![1, 2, 4], vec![]));
-        assert_eq!(members.get(4).unwrap().peer_urls, vec!["http://d2:2380"]);
+        assert_eq!(members.voters_and_learners(), (ids(&[1, 2, 4]), vec![]));
+        assert_eq!(
+            members.get(id(4)).unwrap().peer_urls,
+            vec!["http://d2:2380"]
+        );
     }
 
     #[test]
     fn registries_and_changes_round_trip_and_damage_is_refused() {
         let mut members = three();
-        members.apply(&MemberChange::Remove(2)).unwrap();
+        members.apply(&MemberChange::Remove(id(2))).unwrap();
         let mut bytes = Vec::new();
         members.encode(&mut bytes);
         assert_eq!(Members::decode(&bytes), Some(members));
@@ -518,14 +536,14 @@ mod tests {
 
         let changes = [
             MemberChange::Add(member(7, "http://g:2380", true)),
-            MemberChange::Remove(7),
-            MemberChange::Promote(7),
+            MemberChange::Remove(id(7)),
+            MemberChange::Promote(id(7)),
             MemberChange::Update {
-                id: 7,
+                id: id(7),
                 peer_urls: vec!["http://h:2380".into(), "http://i:2380".into()],
             },
             MemberChange::Publish {
-                id: 7,
+                id: id(7),
                 name: "seven".into(),
                 client_urls: vec!["http://127.0.0.1:2379".into()],
             },

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use sha1::{Digest, Sha1};
 
+use crate::ids::MemberId;
 use crate::urls::{parse_url, Url, Urls};
 
 /// etcd's default `--initial-cluster-token`.
@@ -31,7 +32,7 @@ pub struct InitialMember {
     /// Its peer URLs, as given.
     pub peer_urls: Vec<Url>,
     /// Its ID.
-    pub id: u64,
+    pub id: MemberId,
 }
 
 /// The cluster a member bootstraps into.
@@ -51,22 +52,22 @@ impl InitialCluster {
 }
 
 /// etcd's member ID for `peer_urls` under `token`.
-pub fn member_id(peer_urls: &[Url], token: &str) -> u64 {
+pub fn member_id(peer_urls: &[Url], token: &str) -> MemberId {
     let mut urls: Vec<String> = peer_urls.iter().map(ToString::to_string).collect();
     urls.sort();
     let mut hasher = Sha1::new();
     hasher.update(urls.concat().as_bytes());
     hasher.update(token.as_bytes());
-    first_word(&hasher.finalize())
+    MemberId::new(first_word(&hasher.finalize()))
 }
 
 /// etcd's cluster ID for a set of member IDs.
-pub fn cluster_id(member_ids: &[u64]) -> u64 {
+pub fn cluster_id(member_ids: &[MemberId]) -> u64 {
     let mut ids = member_ids.to_vec();
     ids.sort_unstable();
     let mut hasher = Sha1::new();
     for id in ids {
-        hasher.update(id.to_be_bytes());
+        hasher.update(id.get().to_be_bytes());
     }
     first_word(&hasher.finalize())
 }
@@ -131,7 +132,7 @@ pub fn initial_cluster(
     let mut members = Vec::new();
     for (name, peer_urls) in by_name {
         let id = member_id(&peer_urls, token);
-        if id == 0 {
+        if id.is_none() {
             return Err(format!("member {name:?} would get the reserved ID 0"));
         }
         if let Some(other) = members.iter().find(|m: &&InitialMember| m.id == id) {
@@ -147,7 +148,7 @@ pub fn initial_cluster(
         });
     }
     members.sort_by_key(|m| m.id);
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let ids: Vec<MemberId> = members.iter().map(|m| m.id).collect();
     Ok(InitialCluster {
         cluster_id: cluster_id(&ids),
         members,
@@ -160,14 +161,14 @@ pub struct Identity {
     /// The member's name at creation.
     pub name: String,
     /// The member ID.
-    pub member_id: u64,
+    pub member_id: MemberId,
     /// The cluster ID.
     pub cluster_id: u64,
     /// The members the cluster was bootstrapped with (this one included): ID, name, peer URLs;
     /// for a member that joined a running cluster, the members it found there.
-    pub members: Vec<(u64, String, Vec<String>)>,
+    pub members: Vec<(MemberId, String, Vec<String>)>,
     /// Which of `members` were learners (only ever for a member that joined).
-    pub learners: Vec<u64>,
+    pub learners: Vec<MemberId>,
 }
 
 const IDENTITY_HEADER: &str = "lode member identity v1";
@@ -255,10 +256,10 @@ impl Identity {
                 .split_once('=')
                 .ok_or_else(|| format!("bad identity line {line:?}"))?;
             if key == "learner" {
-                learners.push(
+                learners.push(MemberId::new(
                     u64::from_str_radix(value, 16)
                         .map_err(|_| format!("bad learner ID in {line:?}"))?,
-                );
+                ));
                 continue;
             }
             if key == "member" {
@@ -270,7 +271,7 @@ impl Identity {
                 let id = u64::from_str_radix(id, 16)
                     .map_err(|_| format!("bad member ID in {line:?}"))?;
                 members.push((
-                    id,
+                    MemberId::new(id),
                     name.to_string(),
                     urls.split(',').map(str::to_string).collect(),
                 ));
@@ -289,7 +290,7 @@ impl Identity {
                 .get("name")
                 .ok_or("the identity file has no name")?
                 .to_string(),
-            member_id: hex("member_id")?,
+            member_id: MemberId::new(hex("member_id")?),
             cluster_id: hex("cluster_id")?,
             members,
             learners,
@@ -315,7 +316,7 @@ mod tests {
             DEFAULT_CLUSTER_TOKEN,
         )
         .unwrap();
-        assert_eq!(cluster.members[0].id, 0x8e9e05c52164694d);
+        assert_eq!(cluster.members[0].id, MemberId::new(0x8e9e05c52164694d));
         assert_eq!(cluster.cluster_id, 0xcdf818194e3a8c32);
     }
 
@@ -376,17 +377,21 @@ mod tests {
     fn identity_round_trips_and_damage_is_refused() {
         let identity = Identity {
             name: "n1".into(),
-            member_id: 0x8e9e05c52164694d,
+            member_id: MemberId::new(0x8e9e05c52164694d),
             cluster_id: 0xcdf818194e3a8c32,
             members: vec![
-                (0x8e9e05c52164694d, "n1".into(), vec!["http://a:1".into()]),
                 (
-                    7,
+                    MemberId::new(0x8e9e05c52164694d),
+                    "n1".into(),
+                    vec!["http://a:1".into()],
+                ),
+                (
+                    MemberId::new(7),
                     "n 2".into(),
                     vec!["http://b:1".into(), "http://c:1".into()],
                 ),
             ],
-            learners: vec![7],
+            learners: vec![MemberId::new(7)],
         };
         let text = identity.encode();
         assert_eq!(Identity::decode(&text).unwrap(), identity);

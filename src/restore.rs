@@ -54,7 +54,7 @@ pub fn restore(
     let identity = membership::new_cluster_identity(cluster, name)?;
     let (meta, body, blocks_start, end, keys) = verified(file, check_hash)?;
     let mut meta = meta;
-    meta.voters = identity.members.iter().map(|(id, _, _)| *id).collect();
+    meta.voters = identity.members.iter().map(|(id, _, _)| id.get()).collect();
     meta.alarms.clear();
     meta.members = Some(Members::new(
         identity

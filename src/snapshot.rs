@@ -730,13 +730,13 @@ mod tests {
             }],
             members: Some(crate::members::Members::new(
                 [crate::members::Member {
-                    id: 1,
+                    id: crate::ids::MemberId::new(1),
                     name: "one".into(),
                     peer_urls: vec!["http://127.0.0.1:2380".into()],
                     client_urls: vec!["http://127.0.0.1:2379".into()],
                     is_learner: false,
                 }],
-                [7].into(),
+                [crate::ids::MemberId::new(7)].into(),
             )),
             leases: vec![
                 crate::lease::SavedLease {

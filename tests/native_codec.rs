@@ -77,7 +77,7 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
         }),
     ));
     let member = lode::members::Member {
-        id: 0x8e9e05c52164694d,
+        id: lode::MemberId::new(0x8e9e05c52164694d),
         name: "infra1".into(),
         peer_urls: vec![
             "http://127.0.0.1:2380".into(),
@@ -87,7 +87,7 @@ fn requests_and_responses(seed: u64, count: usize) -> Vec<(Request, Response)> {
         is_learner: false,
     };
     let learner = lode::members::Member {
-        id: 7,
+        id: lode::MemberId::new(7),
         name: String::new(),
         peer_urls: vec!["http://127.0.0.1:2480".into()],
         client_urls: Vec::new(),

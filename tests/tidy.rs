@@ -19,6 +19,7 @@ const PURE: &[&str] = &[
     "src/ctl",
     "src/duration.rs",
     "src/etcd_db.rs",
+    "src/ids.rs",
     "src/lease.rs",
     "src/linearize.rs",
     "src/members.rs",

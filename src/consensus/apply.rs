@@ -9,6 +9,7 @@ use super::driver::{Applied, Consensus};
 use crate::alarm::AlarmResponse;
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
+use crate::ids::{LogIndex, MemberId};
 use crate::members::Member;
 use crate::mvcc::request::ResponseHeader;
 use crate::replica::entry::{decode_proposal, ProposalId};
@@ -45,7 +46,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             self.replica
                 .borrow_mut()
-                .applied_entry(entry.index, entry.data.len() as u64);
+                .applied_entry(LogIndex::new(entry.index), entry.data.len() as u64);
         }
         self.sequencer.publish(self.term()).await?;
         self.replica
@@ -58,7 +59,7 @@ impl<D: LogDir + 'static> Consensus<D> {
 
     /// True when `id` names a proposal this run of this member made (its waiter is here).
     fn proposed_here(&self, id: &ProposalId) -> bool {
-        id.proposer == self.config.member_id && id.nonce == self.nonce
+        MemberId::new(id.proposer) == self.config.member_id && id.nonce == self.nonce
     }
 
     /// Answers the proposal filed under `sequence`, if its caller still waits.
@@ -83,8 +84,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
             MemberEffect::Forget(peer) => {
                 if let Some(transport) = &self.transport {
-                    transport.remove_peer(peer);
-                    transport.refuse_removed(peer);
+                    transport.remove_peer(peer.get());
+                    transport.refuse_removed(peer.get());
                 }
             }
             MemberEffect::Connect(peer) => {
@@ -116,8 +117,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
         }
         for id in members.removed() {
-            transport.remove_peer(*id);
-            transport.refuse_removed(*id);
+            transport.remove_peer(id.get());
+            transport.refuse_removed(id.get());
         }
     }
 
@@ -147,14 +148,14 @@ impl<D: LogDir + 'static> Consensus<D> {
                     self.sequencer.apply_auth(&request)
                 };
                 applied.map(|mut response| {
-                    response.header = ResponseHeader::at(self.revision());
+                    response.header = ResponseHeader::at(self.revision().get());
                     Applied::Auth(response)
                 })
             }
             (Ok((_, Request::Alarm(request))), Ok(())) => {
                 let alarms = self.alarms.borrow_mut().apply(&request);
                 Ok(Applied::Alarm(AlarmResponse {
-                    header: ResponseHeader::at(self.revision()),
+                    header: ResponseHeader::at(self.revision().get()),
                     alarms,
                 }))
             }
@@ -187,9 +188,9 @@ pub(super) fn connect_peer(
             })
         });
     match address {
-        Ok(address) => transport.set_peer(member.id, address),
+        Ok(address) => transport.set_peer(member.id.get(), address),
         Err(error) => {
-            tracing::error!(member = %format!("{:x}", member.id), %error, "cannot reach a member")
+            tracing::error!(member = %member.id, %error, "cannot reach a member")
         }
     }
 }

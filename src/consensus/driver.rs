@@ -25,6 +25,7 @@ use futures::channel::oneshot;
 
 use crate::alarm::Alarms;
 use crate::api::error::ServerError;
+use crate::ids::{LogIndex, MemberId, Revision, Term};
 use crate::members::{Member, Members};
 use crate::peer::transport::PeerTransport;
 use crate::replica::state::snapshot_metadata;
@@ -36,8 +37,8 @@ use crate::wal::Wal;
 /// How the consensus core is set up.
 #[derive(Clone, Debug)]
 pub struct ConsensusConfig {
-    /// This member's ID (also its Raft ID); never 0.
-    pub member_id: u64,
+    /// This member's ID (also its Raft ID); never [`MemberId::NONE`].
+    pub member_id: MemberId,
     /// The cluster's ID.
     pub cluster_id: u64,
     /// The members the cluster was bootstrapped with (this one included), all voters: the
@@ -100,7 +101,7 @@ pub enum Applied {
 
 /// Answers a proposal: its outcome and when it was decided.
 pub(super) type WriteWaiter = oneshot::Sender<(Result<Applied, ServerError>, Instant)>;
-pub(super) type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
+pub(super) type ReadWaiter = oneshot::Sender<Result<LogIndex, ServerError>>;
 
 /// Who waits for what the replica answers, by the number it was filed under.
 #[derive(Default)]
@@ -119,7 +120,7 @@ pub struct Consensus<D: LogDir> {
     pub(super) sequencer: super::sequencer::Sequencer,
     pub(super) waiters: RefCell<Waiters>,
     driver_waker: RefCell<Option<Waker>>,
-    pub(super) applied_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
+    pub(super) applied_waiters: RefCell<Vec<(LogIndex, oneshot::Sender<()>)>>,
     /// Tells this run's proposals from an earlier run's with the same sequence numbers.
     pub(super) nonce: u64,
     pub(super) next_sequence: Cell<u64>,
@@ -188,7 +189,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                     .filter(|member| {
                         snapshot
                             .as_ref()
-                            .is_none_or(|meta| meta.voters.contains(&member.id))
+                            .is_none_or(|meta| meta.voters.contains(&member.id.get()))
                     })
                     .cloned(),
                 Default::default(),
@@ -196,8 +197,8 @@ impl<D: LogDir + 'static> Consensus<D> {
         };
         let (voters, learners) = members.voters_and_learners();
         let conf_state = raft::eraftpb::ConfState {
-            voters,
-            learners,
+            voters: voters.into_iter().map(MemberId::get).collect(),
+            learners: learners.into_iter().map(MemberId::get).collect(),
             ..Default::default()
         };
         let applied = snapshot.as_ref().map_or(0, |meta| meta.applied_index);
@@ -223,13 +224,16 @@ impl<D: LogDir + 'static> Consensus<D> {
             },
             storage,
             members,
-            applied,
+            LogIndex::new(applied),
             wal.hard_state(),
         )?;
         let sequencer =
             super::sequencer::Sequencer::new(router, config.max_txn_ops, config.auth.clone());
         if let Some(meta) = &snapshot {
-            sequencer.restore(meta.revision, meta.compact_revision);
+            sequencer.restore(
+                Revision::new(meta.revision),
+                Revision::new(meta.compact_revision),
+            );
             sequencer.restore_leases(&meta.leases);
             sequencer.restore_auth(&meta.auth);
         }
@@ -275,7 +279,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// The member with `id`, as the registry has it.
-    pub fn member(&self, id: u64) -> Option<Member> {
+    pub fn member(&self, id: MemberId) -> Option<Member> {
         self.replica.borrow().members().get(id).cloned()
     }
 
@@ -294,27 +298,27 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// Current Raft term.
-    pub fn term(&self) -> u64 {
+    pub fn term(&self) -> Term {
         self.replica.borrow().term()
     }
 
-    /// Current leader's ID (0 when unknown).
-    pub fn leader(&self) -> u64 {
+    /// Current leader's ID ([`MemberId::NONE`] when unknown).
+    pub fn leader(&self) -> MemberId {
         self.replica.borrow().leader()
     }
 
     /// Last index of the log.
-    pub fn last_index(&self) -> u64 {
-        self.wal.last_index()
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex::new(self.wal.last_index())
     }
 
     /// Last applied index.
-    pub fn applied_index(&self) -> u64 {
+    pub fn applied_index(&self) -> LogIndex {
         self.replica.borrow().applied()
     }
 
     /// The revision of the last applied write.
-    pub fn revision(&self) -> i64 {
+    pub fn revision(&self) -> Revision {
         self.sequencer.current_revision()
     }
 
@@ -396,9 +400,10 @@ impl<D: LogDir + 'static> Consensus<D> {
         let now = Instant::now();
         let mut replica = self.replica.borrow_mut();
         for peer in transport.take_unreachable() {
-            replica.step(now, Input::Unreachable(peer));
+            replica.step(now, Input::Unreachable(MemberId::new(peer)));
         }
         for (peer, accepted) in transport.take_snapshot_reports() {
+            let peer = MemberId::new(peer);
             replica.step(now, Input::SnapshotSent { peer, accepted });
         }
         for message in transport.inbox().take() {

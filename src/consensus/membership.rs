@@ -8,6 +8,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 
 use super::driver::{Applied, Consensus};
 use crate::api::error::ServerError;
+use crate::ids::MemberId;
 use crate::members::{encode_change, Member, MemberChange, MemberError};
 use crate::replica::entry::encode_proposal;
 use crate::replica::proposals::Proposal;
@@ -51,7 +52,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         // membership change in one order, one at a time.
         let (change_type, node_id) = change
             .raft_change()
-            .unwrap_or((ConfChangeType::AddNode, change.member_id()));
+            .unwrap_or((ConfChangeType::AddNode, change.member_id().get()));
         let applied = self
             .propose_within(timeout, |id| {
                 let mut body = Vec::new();
@@ -90,7 +91,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             .map_or(0, |d| d.as_nanos());
         let salt = format!("{:x}{now}{}", self.config.cluster_id, self.nonce);
         let member = Member {
-            id: crate::membership::member_id(&parsed, &salt).max(1),
+            id: crate::membership::member_id(&parsed, &salt).max(MemberId::new(1)),
             name: String::new(),
             peer_urls: parsed.iter().map(ToString::to_string).collect(),
             client_urls: Vec::new(),

@@ -18,7 +18,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
             &[],
-            flag(leader != 0),
+            flag(!leader.is_none()),
         );
         out.gauge(
             "etcd_server_is_leader",
@@ -49,13 +49,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             "etcd_server_proposals_committed_total",
             "The total number of consensus proposals committed.",
             &[],
-            self.replica.borrow().committed() as f64,
+            self.replica.borrow().committed().get() as f64,
         );
         out.gauge(
             "etcd_server_proposals_applied_total",
             "The total number of consensus proposals applied.",
             &[],
-            self.applied_index() as f64,
+            self.applied_index().get() as f64,
         );
         out.gauge(
             "etcd_server_proposals_pending",
@@ -94,12 +94,12 @@ impl<D: LogDir + 'static> Consensus<D> {
             "etcd_debugging_mvcc_current_revision",
             "The current revision of store.",
             &[],
-            self.revision() as f64,
+            self.revision().get() as f64,
         );
         out.gauge(
             "etcd_server_id",
             "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-            &[("server_id", &format!("{:x}", self.config.member_id))],
+            &[("server_id", &self.config.member_id.to_string())],
             1.0,
         );
         self.replica.borrow().stages_view().expose(out);

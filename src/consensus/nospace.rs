@@ -174,7 +174,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             return;
         }
         let full = self.log_disk_full();
-        let member_id = self.config.member_id;
+        let member_id = self.config.member_id.get();
         let action = if full {
             let alone = self.replica.borrow().voters().len() < 2;
             if alone || self.disk_alarm_raised.replace(true) {

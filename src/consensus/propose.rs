@@ -13,6 +13,7 @@ use super::driver::{Applied, Consensus};
 use crate::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType};
 use crate::api::error::ServerError;
 use crate::api::native::{self, LeaseAnswer, LeaseQuery, Request};
+use crate::ids::{LogIndex, MemberId, Revision};
 use crate::lease::LeaseRequest;
 use crate::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use crate::mvcc::{validate, KvError};
@@ -70,10 +71,10 @@ impl<D: LogDir + 'static> Consensus<D> {
         if request.action == AlarmAction::Get {
             // This member's full log disk is listed even before (or without) the cluster
             // committing its alarm: a single member cannot commit it at all.
-            let here = self.log_disk_full().then_some(self.config.member_id);
+            let here = self.log_disk_full().then_some(self.config.member_id.get());
             let alarms = self.alarms.borrow().listed(request.alarm, here);
             return Ok(AlarmResponse {
-                header: ResponseHeader::at(self.revision()),
+                header: ResponseHeader::at(self.revision().get()),
                 alarms,
             });
         }
@@ -125,7 +126,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         glommio::spawn_local(async move {
             let request = AlarmRequest {
                 action,
-                member_id: this.config.member_id,
+                member_id: this.config.member_id.get(),
                 alarm: AlarmType::Nospace,
             };
             if let Err(error) = this.alarm(&request).await {
@@ -141,7 +142,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         let raised = self
             .alarms
             .borrow()
-            .has(self.config.member_id, AlarmType::Nospace);
+            .has(self.config.member_id.get(), AlarmType::Nospace);
         if raised && crate::alarm::space_recovered(self.keyspace_size(), self.config.quota_bytes) {
             tracing::info!(
                 size = self.keyspace_size(),
@@ -190,7 +191,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
         let sequence = self.next_number();
         let id = ProposalId {
-            proposer: self.config.member_id,
+            proposer: self.config.member_id.get(),
             nonce: self.nonce,
             sequence,
         };
@@ -230,7 +231,7 @@ impl<D: LogDir + 'static> Consensus<D> {
 
     /// etcd's MoveLeader: hands leadership to voter `target` and waits until it has it. Only
     /// the leader serves this.
-    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+    pub async fn move_leader(&self, target: MemberId) -> Result<(), ServerError> {
         if self.replica.borrow().check_transfer(target)? {
             return Ok(());
         }
@@ -248,7 +249,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Confirms leadership with a ReadIndex round (batched with every read waiting) and waits
     /// until everything up to the read index is applied; returns the revision a linearizable
     /// read must read at.
-    pub async fn read_index(&self) -> Result<i64, ServerError> {
+    pub async fn read_index(&self) -> Result<Revision, ServerError> {
         self.replica.borrow().refuse_if_learner()?;
         let read = async {
             let reader = self.next_number();
@@ -267,7 +268,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    pub(super) async fn wait_applied(&self, index: u64) -> Result<(), ServerError> {
+    pub(super) async fn wait_applied(&self, index: LogIndex) -> Result<(), ServerError> {
         if self.applied_index() >= index {
             return Ok(());
         }
@@ -306,7 +307,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// change committed before the request is reflected.
     pub async fn lease_query(&self, query: &LeaseQuery) -> Result<LeaseAnswer, ServerError> {
         let revision = self.read_index().await?;
-        let header = ResponseHeader::at(revision);
+        let header = ResponseHeader::at(revision.get());
         match *query {
             LeaseQuery::TimeToLive { id, keys } => {
                 Ok(match self.sequencer.lease_time_to_live(id, keys) {

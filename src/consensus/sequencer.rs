@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::ServerError;
+use crate::ids::{Revision, Term};
 use crate::lease::{SavedLease, TimeToLive};
 use crate::mvcc::kv::{KeyRange, KeyValue};
 use crate::mvcc::request::*;
@@ -179,17 +180,17 @@ impl Sequencer {
     }
 
     /// The revision of the last applied write.
-    pub fn current_revision(&self) -> i64 {
+    pub fn current_revision(&self) -> Revision {
         self.sequence.borrow().current_revision()
     }
 
     /// The compaction point (-1 before any).
-    pub fn compact_revision(&self) -> i64 {
+    pub fn compact_revision(&self) -> Revision {
         self.sequence.borrow().compact_revision()
     }
 
     /// Continues from a loaded snapshot.
-    pub fn restore(&self, revision: i64, compact_revision: i64) {
+    pub fn restore(&self, revision: Revision, compact_revision: Revision) {
         self.sequence
             .borrow_mut()
             .restore(revision, compact_revision);
@@ -271,13 +272,19 @@ impl Sequencer {
 
     /// Tells every shard that everything up to the current revision has been sent (and the
     /// Raft term, for the headers other cores answer with).
-    pub async fn publish(&self, term: u64) -> Result<(), ServerError> {
+    pub async fn publish(&self, term: Term) -> Result<(), ServerError> {
         let Some(revision) = self.sequence.borrow_mut().publish() else {
             return Ok(());
         };
         for core in 0..self.router.cores() {
             self.router
-                .deliver(core, CoreMessage::Watermark { revision, term })
+                .deliver(
+                    core,
+                    CoreMessage::Watermark {
+                        revision: revision.get(),
+                        term: term.get(),
+                    },
+                )
                 .await?;
         }
         Ok(())
@@ -288,7 +295,7 @@ impl Sequencer {
 fn shard_message(write: ShardWrite) -> CoreMessage {
     match write {
         // Carried out in steps, between other messages.
-        ShardWrite::Compact(revision) => CoreMessage::Compact(revision),
+        ShardWrite::Compact(revision) => CoreMessage::Compact(revision.get()),
         write => CoreMessage::Write(write),
     }
 }

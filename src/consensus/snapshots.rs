@@ -10,6 +10,7 @@ use raft::eraftpb::Snapshot;
 use super::driver::Consensus;
 use crate::alarm::Alarms;
 use crate::api::error::ServerError;
+use crate::ids::{LogIndex, MemberId, Revision};
 use crate::replica::state::snapshot_metadata;
 use crate::wal::io::LogDir;
 
@@ -29,7 +30,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             self.nonce
         ));
         loop {
-            let applied = self.applied_index();
+            let applied = self.applied_index().get();
             let meta = self.snapshot_meta(applied, self.wal.term(applied).unwrap_or(0));
             if crate::snapshotter::write(&path, &meta, self.sequencer.router()).await? {
                 return Ok((path, meta.revision));
@@ -44,9 +45,9 @@ impl<D: LogDir + 'static> Consensus<D> {
         crate::snapshot::SnapshotMeta {
             applied_index: applied,
             applied_term,
-            revision: self.sequencer.current_revision(),
-            compact_revision: self.sequencer.compact_revision(),
-            voters: replica.voters(),
+            revision: self.sequencer.current_revision().get(),
+            compact_revision: self.sequencer.compact_revision().get(),
+            voters: replica.voters().into_iter().map(MemberId::get).collect(),
             alarms: self.alarms(),
             members: Some(replica.members().clone()),
             leases: self.sequencer.export_leases(),
@@ -58,7 +59,7 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// it is durable, the log is compacted up to `snapshot_catchup_entries` behind it, and no
     /// further than the previous snapshot.
     pub(super) fn maybe_snapshot(self: &Rc<Self>) {
-        let applied = self.applied_index();
+        let applied = self.applied_index().get();
         if !self
             .replica
             .borrow_mut()
@@ -169,7 +170,10 @@ impl<D: LogDir + 'static> Consensus<D> {
             .reset_to_snapshot(index, term)
             .await
             .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
-        self.sequencer.restore(meta.revision, meta.compact_revision);
+        self.sequencer.restore(
+            Revision::new(meta.revision),
+            Revision::new(meta.compact_revision),
+        );
         self.sequencer.restore_leases(&meta.leases);
         self.sequencer.restore_auth(&meta.auth);
         *self.alarms.borrow_mut() = Alarms::from_members(meta.alarms.iter().cloned());
@@ -180,7 +184,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         if members_changed {
             self.connect_peers();
         }
-        crate::shard::release_waiters(&self.applied_waiters, index);
+        crate::shard::release_waiters(&self.applied_waiters, LogIndex::new(index));
         tracing::info!(
             index,
             term,

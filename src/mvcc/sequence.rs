@@ -43,6 +43,7 @@ use super::request::{
     WriteRequest, WriteResponse,
 };
 use super::validate;
+use crate::ids::Revision;
 use crate::lease::Lessor;
 
 /// The shard that owns `key` among `shard_count` shards. Stable across restarts and versions:
@@ -56,18 +57,18 @@ pub fn shard_for_key(key: &[u8], shard_count: usize) -> usize {
 pub enum ShardWrite {
     /// An unconditional put: the shard computes the pair's version and create revision.
     Put {
-        revision: i64,
+        revision: Revision,
         key: Bytes,
         value: Bytes,
         lease: i64,
     },
     /// A write's changes owned by this shard: (sub revision, key, pair or `None` to delete).
     Changes {
-        revision: i64,
+        revision: Revision,
         changes: Vec<(i64, Bytes, Option<KeyValue>)>,
     },
     /// Drop history below this revision.
-    Compact(i64),
+    Compact(Revision),
 }
 
 /// A decided write: what each shard applies (by shard number, in order), and what the
@@ -84,11 +85,11 @@ pub struct Decided {
 #[derive(Debug)]
 pub struct Settle {
     /// The write's revision, when it changes keys (always the current one plus one).
-    revision: Option<i64>,
+    revision: Option<Revision>,
     /// Keys joining (lease ≠ 0) or leaving (0) leases with it.
     attachments: Vec<(Bytes, i64)>,
     /// A new compaction point.
-    compacted: Option<i64>,
+    compacted: Option<Revision>,
     /// The client's answer.
     answer: Answer,
 }
@@ -121,9 +122,9 @@ pub type Prefetched = Vec<((KeyRange, i64), Vec<KeyValue>)>;
 pub struct Sequence {
     shard_count: usize,
     max_txn_ops: usize,
-    current: i64,
-    compacted: i64,
-    published: i64,
+    current: Revision,
+    compacted: Revision,
+    published: Revision,
     leases: Lessor,
 }
 
@@ -133,20 +134,20 @@ impl Sequence {
         Sequence {
             shard_count: shard_count.max(1),
             max_txn_ops,
-            current: 1,
-            compacted: -1,
-            published: 1,
+            current: Revision::new(1),
+            compacted: Revision::new(-1),
+            published: Revision::new(1),
             leases: Lessor::new(),
         }
     }
 
     /// The revision of the last settled write.
-    pub fn current_revision(&self) -> i64 {
+    pub fn current_revision(&self) -> Revision {
         self.current
     }
 
     /// The compaction point (-1 before any).
-    pub fn compact_revision(&self) -> i64 {
+    pub fn compact_revision(&self) -> Revision {
         self.compacted
     }
 
@@ -172,7 +173,7 @@ impl Sequence {
     }
 
     /// Continues from a loaded snapshot.
-    pub fn restore(&mut self, revision: i64, compact_revision: i64) {
+    pub fn restore(&mut self, revision: Revision, compact_revision: Revision) {
         self.current = revision;
         self.published = revision;
         self.compacted = compact_revision;
@@ -180,7 +181,7 @@ impl Sequence {
 
     /// The revision every shard should now learn is complete, if it moved since the last
     /// call: a reader at a revision waits for it, so none sees part of a revision.
-    pub fn publish(&mut self) -> Option<i64> {
+    pub fn publish(&mut self) -> Option<Revision> {
         debug_assert!(self.published <= self.current);
         (self.current != self.published).then(|| {
             self.published = self.current;
@@ -197,7 +198,7 @@ impl Sequence {
             WriteRequest::Put(put)
                 if !put.prev_kv && !put.ignore_value && !put.ignore_lease && put.lease == 0 =>
             {
-                let revision = self.current + 1;
+                let revision = self.current.next();
                 let write = ShardWrite::Put {
                     revision,
                     key: put.key.clone(),
@@ -212,29 +213,30 @@ impl Sequence {
                         attachments: vec![(put.key.clone(), 0)],
                         compacted: None,
                         answer: Answer::Decided(WriteResponse::Put(PutResponse {
-                            header: ResponseHeader::at(revision),
+                            header: ResponseHeader::at(revision.get()),
                             prev_kv: None,
                         })),
                     },
                 }))
             }
             WriteRequest::Compact(compaction) => {
-                if compaction.revision <= self.compacted {
+                let revision = Revision::new(compaction.revision);
+                if revision <= self.compacted {
                     return Err(KvError::Compacted);
                 }
-                if compaction.revision > self.current {
+                if revision > self.current {
                     return Err(KvError::FutureRevision);
                 }
                 Ok(Plan::Ready(Decided {
                     writes: (0..self.shard_count)
-                        .map(|shard| (shard, ShardWrite::Compact(compaction.revision)))
+                        .map(|shard| (shard, ShardWrite::Compact(revision)))
                         .collect(),
                     settle: Settle {
                         revision: None,
                         attachments: Vec::new(),
-                        compacted: Some(compaction.revision),
+                        compacted: Some(revision),
                         answer: Answer::Decided(WriteResponse::Compact(CompactionResponse {
-                            header: ResponseHeader::at(self.current),
+                            header: ResponseHeader::at(self.current.get()),
                         })),
                     },
                 }))
@@ -251,7 +253,7 @@ impl Sequence {
                 let (writes, settle) = self.dispatch(deletes, Answer::LeaseChangeAt(now));
                 Ok(Plan::Ready(Decided { writes, settle }))
             }
-            conditional => Ok(Plan::NeedsReads(read_set(conditional, self.current))),
+            conditional => Ok(Plan::NeedsReads(read_set(conditional, self.current.get()))),
         }
     }
 
@@ -263,8 +265,8 @@ impl Sequence {
         reads: Prefetched,
     ) -> Result<Decided, EvaluateError> {
         let view = PrefetchedView {
-            current: self.current,
-            compacted: self.compacted,
+            current: self.current.get(),
+            compacted: self.compacted.get(),
             reads,
             missed: RefCell::new(false),
             leases: &self.leases,
@@ -305,7 +307,7 @@ impl Sequence {
         if let Some(revision) = settle.revision {
             assert_eq!(
                 revision,
-                self.current + 1,
+                self.current.next(),
                 "writes settled out of order: revisions must grow by one"
             );
             self.current = revision;
@@ -330,7 +332,7 @@ impl Sequence {
                 // Refused only when it had no keys to delete: nothing above changed.
                 let (outcome, _) = self.leases.apply(change, now)?;
                 Ok(WriteResponse::Lease(LeaseResponse {
-                    header: ResponseHeader::at(self.current),
+                    header: ResponseHeader::at(self.current.get()),
                     outcome,
                 }))
             }
@@ -352,7 +354,7 @@ impl Sequence {
         if changes.is_empty() {
             return (Vec::new(), settle);
         }
-        let revision = self.current + 1;
+        let revision = self.current.next();
         settle.revision = Some(revision);
         let mut per_shard: Vec<Vec<(i64, Bytes, Option<KeyValue>)>> =
             vec![Vec::new(); self.shard_count];

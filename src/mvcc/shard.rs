@@ -91,9 +91,9 @@ impl MvccShard {
                 key,
                 value,
                 lease,
-            } => match events {
-                None => self.put(revision, 0, key, value, lease),
-                Some(events) => {
+            } => match (revision.get(), events) {
+                (revision, None) => self.put(revision, 0, key, value, lease),
+                (revision, Some(events)) => {
                     let previous = self.get(&key, i64::MAX).cloned();
                     self.put(revision, 0, key.clone(), value, lease);
                     let pair = self.get(&key, i64::MAX).cloned();
@@ -101,6 +101,7 @@ impl MvccShard {
                 }
             },
             ShardWrite::Changes { revision, changes } => {
+                let revision = revision.get();
                 let mut events = events;
                 for (sub, key, pair) in changes {
                     if let Some(events) = events.as_deref_mut() {
@@ -109,7 +110,7 @@ impl MvccShard {
                     self.apply(revision, sub, key, pair);
                 }
             }
-            ShardWrite::Compact(revision) => self.compact(revision),
+            ShardWrite::Compact(revision) => self.compact(revision.get()),
         }
     }
 

@@ -59,12 +59,12 @@ impl ShardedKv {
 
     /// The current revision.
     pub fn current_revision(&self) -> i64 {
-        self.sequence.current_revision()
+        self.sequence.current_revision().get()
     }
 
     /// The compaction point (-1 before the first compaction).
     pub fn compact_revision(&self) -> i64 {
-        self.sequence.compact_revision()
+        self.sequence.compact_revision().get()
     }
 
     /// Number of shards.
@@ -216,11 +216,11 @@ impl ShardedKv {
 
 impl ReadView for ShardedKv {
     fn current_revision(&self) -> i64 {
-        self.sequence.current_revision()
+        self.sequence.current_revision().get()
     }
 
     fn compact_revision(&self) -> i64 {
-        self.sequence.compact_revision()
+        self.sequence.compact_revision().get()
     }
 
     fn range_at(&self, range: &KeyRange, revision: i64) -> Vec<KeyValue> {

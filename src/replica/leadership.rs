@@ -11,13 +11,15 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::ids::MemberId;
+
 /// What a change of leader means, for the shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaderChange {
-    /// The leader before (0: none).
-    pub from: u64,
-    /// The leader now (0: none).
-    pub to: u64,
+    /// The leader before ([`MemberId::NONE`]: none).
+    pub from: MemberId,
+    /// The leader now ([`MemberId::NONE`]: none).
+    pub to: MemberId,
 }
 
 /// A warning that no leader has been known for a while.
@@ -26,22 +28,22 @@ pub struct Leaderless {
     /// For how long.
     pub for_: Duration,
     /// The peers found unreachable since the last warning.
-    pub unreachable: BTreeSet<u64>,
+    pub unreachable: BTreeSet<MemberId>,
 }
 
 /// The leadership this member has seen.
 #[derive(Debug, Default)]
 pub struct Leadership {
-    leader: u64,
+    leader: MemberId,
     changes_seen: u64,
-    unreachable: BTreeSet<u64>,
+    unreachable: BTreeSet<MemberId>,
     /// Since when no leader has been known, and when that was last reported.
     leaderless: Option<(Instant, Instant)>,
 }
 
 impl Leadership {
-    /// The leader as of the last soft state (0: none).
-    pub fn leader(&self) -> u64 {
+    /// The leader as of the last soft state ([`MemberId::NONE`]: none).
+    pub fn leader(&self) -> MemberId {
         self.leader
     }
 
@@ -51,19 +53,19 @@ impl Leadership {
     }
 
     /// raft-rs's soft state names `leader`: the change, if it is one.
-    pub fn observe(&mut self, leader: u64) -> Option<LeaderChange> {
+    pub fn observe(&mut self, leader: MemberId) -> Option<LeaderChange> {
         let from = std::mem::replace(&mut self.leader, leader);
         if from == leader {
             return None;
         }
-        if leader != 0 {
+        if !leader.is_none() {
             self.changes_seen += 1;
         }
         Some(LeaderChange { from, to: leader })
     }
 
     /// A peer could not be reached.
-    pub fn unreachable(&mut self, peer: u64) {
+    pub fn unreachable(&mut self, peer: MemberId) {
         self.unreachable.insert(peer);
     }
 
@@ -102,11 +104,18 @@ mod tests {
     #[test]
     fn only_a_new_leader_counts_as_a_change() {
         let mut leadership = Leadership::default();
-        assert_eq!(leadership.observe(0), None);
-        assert_eq!(leadership.observe(3), Some(LeaderChange { from: 0, to: 3 }));
-        assert_eq!(leadership.observe(3), None);
-        assert_eq!(leadership.observe(0), Some(LeaderChange { from: 3, to: 0 }));
-        assert_eq!(leadership.observe(2), Some(LeaderChange { from: 0, to: 2 }));
+        let id = MemberId::new;
+        let change = |from, to| {
+            Some(LeaderChange {
+                from: id(from),
+                to: id(to),
+            })
+        };
+        assert_eq!(leadership.observe(id(0)), None);
+        assert_eq!(leadership.observe(id(3)), change(0, 3));
+        assert_eq!(leadership.observe(id(3)), None);
+        assert_eq!(leadership.observe(id(0)), change(3, 0));
+        assert_eq!(leadership.observe(id(2)), change(0, 2));
         assert_eq!(leadership.changes_seen(), 2);
     }
 
@@ -116,14 +125,14 @@ mod tests {
         let start = Instant::now();
         let mut leadership = Leadership::default();
         assert!(leadership.tick(start, false, timeout).is_none());
-        leadership.unreachable(9);
+        leadership.unreachable(MemberId::new(9));
         assert!(leadership
             .tick(start + Duration::from_secs(4), false, timeout)
             .is_none());
         let report = leadership
             .tick(start + Duration::from_secs(5), false, timeout)
             .unwrap();
-        assert_eq!(report.unreachable, BTreeSet::from([9]));
+        assert_eq!(report.unreachable, BTreeSet::from([MemberId::new(9)]));
         assert!(leadership
             .tick(start + Duration::from_secs(9), false, timeout)
             .is_none());

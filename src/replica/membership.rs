@@ -11,6 +11,7 @@
 //!        ─▶ effects for the shell: connect to / forget a peer, stop when removed
 //! ```
 
+use crate::ids::MemberId;
 use crate::members::{MemberChange, MemberError};
 
 /// What the leader knows of one member's replication.
@@ -28,13 +29,13 @@ pub struct Progress {
 /// each member (`None` when it tracks none); `own` is the leader itself; `voters` the current
 /// voters.
 pub fn check_on_leader(
-    own: u64,
-    voters: &[u64],
-    progress: impl Fn(u64) -> Option<Progress>,
+    own: MemberId,
+    voters: &[MemberId],
+    progress: impl Fn(MemberId) -> Option<Progress>,
     change: &MemberChange,
 ) -> Result<(), MemberError> {
     let leader_matched = progress(own).map_or(0, |p| p.matched);
-    let active = |id: &u64| *id == own || progress(*id).is_some_and(|p| p.recent_active);
+    let active = |id: &MemberId| *id == own || progress(*id).is_some_and(|p| p.recent_active);
     match change {
         MemberChange::Promote(id) => {
             let matched = progress(*id).map_or(0, |p| p.matched);
@@ -54,7 +55,7 @@ pub fn check_on_leader(
             }
         }
         MemberChange::Remove(id) if voters.contains(id) => {
-            let remaining: Vec<&u64> = voters.iter().filter(|v| *v != id).collect();
+            let remaining: Vec<&MemberId> = voters.iter().filter(|v| *v != id).collect();
             let active_after = remaining.iter().filter(|v| active(v)).count();
             if !remaining.is_empty() && active_after < remaining.len() / 2 + 1 {
                 return Err(MemberError::NotEnoughStarted);
@@ -73,13 +74,13 @@ pub enum MemberEffect {
     /// This member was removed: it stops once the removal has reached the others.
     RemovedSelf,
     /// Forget this peer and refuse it from now on.
-    Forget(u64),
+    Forget(MemberId),
     /// Dial this peer (added, or its URLs changed).
-    Connect(u64),
+    Connect(MemberId),
 }
 
 /// The effect of an applied `change` on member `own`.
-pub fn effect_of(own: u64, change: &MemberChange) -> MemberEffect {
+pub fn effect_of(own: MemberId, change: &MemberChange) -> MemberEffect {
     match change {
         MemberChange::Remove(id) if *id == own => MemberEffect::RemovedSelf,
         MemberChange::Remove(id) => MemberEffect::Forget(*id),
@@ -94,11 +95,26 @@ mod tests {
     use super::*;
     use crate::members::Member;
 
-    fn member(id: u64, is_learner: bool) -> Member {
+    fn id(id: u64) -> MemberId {
+        MemberId::new(id)
+    }
+
+    /// `check_on_leader` over plain numbers.
+    fn check(
+        own: u64,
+        voters: &[u64],
+        progress: impl Fn(u64) -> Option<Progress>,
+        change: &MemberChange,
+    ) -> Result<(), MemberError> {
+        let voters: Vec<MemberId> = voters.iter().copied().map(id).collect();
+        check_on_leader(id(own), &voters, |m| progress(m.get()), change)
+    }
+
+    fn member(id_: u64, is_learner: bool) -> Member {
         Member {
-            id,
+            id: id(id_),
             name: String::new(),
-            peer_urls: vec![format!("http://127.0.0.1:{id}")],
+            peer_urls: vec![format!("http://127.0.0.1:{id_}")],
             client_urls: Vec::new(),
             is_learner,
         }
@@ -115,25 +131,25 @@ mod tests {
             }
         };
         let add = MemberChange::Add(member(4, false));
-        assert!(check_on_leader(1, &[1, 2, 3], active(&[1, 2, 3]), &add).is_ok());
+        assert!(check(1, &[1, 2, 3], active(&[1, 2, 3]), &add).is_ok());
         assert_eq!(
-            check_on_leader(1, &[1, 2, 3], active(&[1]), &add),
+            check(1, &[1, 2, 3], active(&[1]), &add),
             Err(MemberError::NotEnoughStarted)
         );
         // A learner needs no quorum; growing from one is etcd's exception.
-        assert!(check_on_leader(
+        assert!(check(
             1,
             &[1, 2, 3],
             active(&[1]),
             &MemberChange::Add(member(4, true))
         )
         .is_ok());
-        assert!(check_on_leader(1, &[1], active(&[1]), &add).is_ok());
+        assert!(check(1, &[1], active(&[1]), &add).is_ok());
         assert_eq!(
-            check_on_leader(1, &[1, 2, 3], active(&[1]), &MemberChange::Remove(2)),
+            check(1, &[1, 2, 3], active(&[1]), &MemberChange::Remove(id(2))),
             Err(MemberError::NotEnoughStarted)
         );
-        assert!(check_on_leader(1, &[1, 2, 3], active(&[1, 3]), &MemberChange::Remove(2)).is_ok());
+        assert!(check(1, &[1, 2, 3], active(&[1, 3]), &MemberChange::Remove(id(2))).is_ok());
     }
 
     #[test]
@@ -146,10 +162,10 @@ mod tests {
                 })
             }
         };
-        let promote = MemberChange::Promote(2);
-        assert!(check_on_leader(1, &[1], progress(10), &promote).is_ok());
+        let promote = MemberChange::Promote(id(2));
+        assert!(check(1, &[1], progress(10), &promote).is_ok());
         assert_eq!(
-            check_on_leader(1, &[1], progress(11), &promote),
+            check(1, &[1], progress(11), &promote),
             Err(MemberError::LearnerNotReady)
         );
     }
@@ -157,19 +173,19 @@ mod tests {
     #[test]
     fn effects_name_the_peer_and_never_this_member() {
         assert_eq!(
-            effect_of(1, &MemberChange::Remove(1)),
+            effect_of(id(1), &MemberChange::Remove(id(1))),
             MemberEffect::RemovedSelf
         );
         assert_eq!(
-            effect_of(1, &MemberChange::Remove(2)),
-            MemberEffect::Forget(2)
+            effect_of(id(1), &MemberChange::Remove(id(2))),
+            MemberEffect::Forget(id(2))
         );
         assert_eq!(
-            effect_of(1, &MemberChange::Add(member(2, true))),
-            MemberEffect::Connect(2)
+            effect_of(id(1), &MemberChange::Add(member(2, true))),
+            MemberEffect::Connect(id(2))
         );
         assert_eq!(
-            effect_of(1, &MemberChange::Add(member(1, true))),
+            effect_of(id(1), &MemberChange::Add(member(1, true))),
             MemberEffect::None
         );
     }

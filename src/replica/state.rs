@@ -41,6 +41,7 @@ use super::snapshots::SnapshotSchedule;
 use super::stages::CommitStages;
 use super::storage::LogStorage;
 use crate::api::error::ServerError;
+use crate::ids::{LogIndex, MemberId, Term};
 use crate::members::{decode_change, MemberChange, MemberError, Members};
 use crate::wal::format::HardState;
 use crate::wal::io::LogDir;
@@ -49,8 +50,8 @@ use crate::wal::LogEntry;
 /// How a replica is set up.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
-    /// This member's ID (also its Raft ID); never 0.
-    pub member_id: u64,
+    /// This member's ID (also its Raft ID); never [`MemberId::NONE`].
+    pub member_id: MemberId,
     /// Ticks without a leader before an election.
     pub election_ticks: usize,
     /// The election timeout those ticks make.
@@ -81,11 +82,11 @@ pub enum Input {
     /// A message from a peer.
     Peer(Message),
     /// A peer could not be reached.
-    Unreachable(u64),
+    Unreachable(MemberId),
     /// Sending a snapshot to `peer` ended.
     SnapshotSent {
         /// The peer.
-        peer: u64,
+        peer: MemberId,
         /// True when it took it.
         accepted: bool,
     },
@@ -103,7 +104,7 @@ pub enum Input {
     /// The writes of Ready `n` are durable.
     Persisted(u64),
     /// Hand leadership to this voter (checked first: [`Replica::check_transfer`]).
-    TransferLeader(u64),
+    TransferLeader(MemberId),
     /// The oldest log sync still running started this long ago.
     LogSyncStalled(Duration),
     /// A write to the log (first or retried) failed for lack of space: nothing of it was
@@ -122,7 +123,7 @@ pub struct Outputs {
     /// Proposals raft-rs dropped: answer them with the error.
     pub refused: Vec<(u64, ServerError)>,
     /// Readers whose read index is known: (reader, index).
-    pub reads_ready: Vec<(u64, u64)>,
+    pub reads_ready: Vec<(u64, LogIndex)>,
     /// Readers whose round was lost.
     pub reads_failed: Vec<(u64, ServerError)>,
     /// Leader changes seen.
@@ -214,14 +215,15 @@ impl<D: LogDir> Replica<D> {
         config: ReplicaConfig,
         storage: LogStorage<D>,
         members: Members,
-        applied: u64,
+        applied: LogIndex,
         durable: HardState,
     ) -> Result<Replica<D>, ServerError> {
-        if config.member_id == 0 {
+        let applied = applied.get();
+        if config.member_id.is_none() {
             return Err(ServerError::Internal("member ID 0 is reserved".into()));
         }
         let raft_config = raft::Config {
-            id: config.member_id,
+            id: config.member_id.get(),
             election_tick: config.election_ticks.max(2),
             heartbeat_tick: 1,
             applied,
@@ -285,7 +287,7 @@ impl<D: LogDir> Replica<D> {
             Input::Peer(message) => self.step_peer(now, message),
             Input::Unreachable(peer) => {
                 self.leadership.unreachable(peer);
-                self.raw.report_unreachable(peer);
+                self.raw.report_unreachable(peer.get());
             }
             Input::SnapshotSent { peer, accepted } => {
                 let status = if accepted {
@@ -293,7 +295,7 @@ impl<D: LogDir> Replica<D> {
                 } else {
                     raft::SnapshotStatus::Failure
                 };
-                self.raw.report_snapshot(peer, status);
+                self.raw.report_snapshot(peer.get(), status);
             }
             Input::Propose(waiting) => self.proposals.push(waiting),
             Input::Withdraw(sequence) => {
@@ -316,7 +318,7 @@ impl<D: LogDir> Replica<D> {
                     self.send(completed.messages, now);
                 }
             }
-            Input::TransferLeader(target) => self.raw.transfer_leader(target),
+            Input::TransferLeader(target) => self.raw.transfer_leader(target.get()),
             Input::LogSyncStalled(stalled) => self.step_down_if_stalled(stalled),
             Input::LogNoSpace => {
                 if self.log_space.no_space(now) {
@@ -383,9 +385,9 @@ impl<D: LogDir> Replica<D> {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return;
         }
-        let own = self.config.member_id;
+        let own = self.config.member_id.get();
         let progress = self.raw.raft.prs();
-        let voters = self.voters();
+        let voters = self.raft_voters();
         // A member whose disk hangs cannot vote either (a vote waits for its sync): hand over
         // only if the other active voters can elect someone without it. Otherwise keep leading:
         // reads at the applied index still work, where a forced election would leave none.
@@ -398,7 +400,7 @@ impl<D: LogDir> Replica<D> {
             return;
         }
         let target = self
-            .voters()
+            .raft_voters()
             .into_iter()
             .filter(|id| *id != own)
             .filter_map(|id| progress.get(id).map(|p| (p.recent_active, p.matched, id)))
@@ -429,7 +431,7 @@ impl<D: LogDir> Replica<D> {
     /// Admission of a new proposal (etcd's limits on apply lag and waiting proposals).
     pub fn admit(&self) -> Result<(), ServerError> {
         self.refuse_if_learner()?;
-        proposals::admit(self.committed(), self.applied, self.proposals.len())
+        proposals::admit(self.committed().get(), self.applied, self.proposals.len())
     }
 
     /// A learner serves only serializable reads and status (etcd's rule).
@@ -463,7 +465,7 @@ impl<D: LogDir> Replica<D> {
             }
         }
         let receiver = super::guard::Receiver {
-            id: self.config.member_id,
+            id: self.config.member_id.get(),
             last_index: self.raw.raft.raft_log.last_index(),
         };
         let members = &self.members;
@@ -562,7 +564,7 @@ impl<D: LogDir> Replica<D> {
             return;
         }
         let alone = self.voters() == [self.config.member_id];
-        if alone && self.applied >= self.committed() {
+        if alone && self.applied >= self.committed().get() {
             let _ = self.raw.campaign();
         }
     }
@@ -613,7 +615,7 @@ impl<D: LogDir> Replica<D> {
     pub fn take_committed(&mut self, turn: &mut Turn) -> Vec<Entry> {
         if turn.ready.ss().is_some() {
             let leader = self.raw.raft.leader_id;
-            if let Some(change) = self.leadership.observe(leader) {
+            if let Some(change) = self.leadership.observe(MemberId::new(leader)) {
                 // Rounds asked of another leader will never be answered: their readers fail
                 // at once with etcd's "leader changed" and may retry.
                 for reader in self.reads.leader_changed(leader) {
@@ -626,7 +628,9 @@ impl<D: LogDir> Replica<D> {
         }
         for state in turn.ready.take_read_states() {
             for reader in self.reads.answered(&state.request_ctx) {
-                self.out.reads_ready.push((reader, state.index));
+                self.out
+                    .reads_ready
+                    .push((reader, LogIndex::new(state.index)));
             }
         }
         turn.ready.take_committed_entries()
@@ -688,14 +692,15 @@ impl<D: LogDir> Replica<D> {
     }
 
     /// Entry `index`, `bytes` long, was applied.
-    pub fn applied_entry(&mut self, index: u64, bytes: u64) {
+    pub fn applied_entry(&mut self, index: LogIndex, bytes: u64) {
+        let index = index.get();
         assert!(
             index > self.applied,
             "entry {index} applied after {}: out of order",
             self.applied
         );
         assert!(
-            index <= self.committed(),
+            index <= self.committed().get(),
             "entry {index} applied beyond the commit index {}",
             self.committed()
         );
@@ -781,7 +786,7 @@ impl<D: LogDir> Replica<D> {
             self.config.member_id,
             &self.voters(),
             |id| {
-                progress.get(id).map(|p| Progress {
+                progress.get(id.get()).map(|p| Progress {
                     matched: p.matched,
                     recent_active: p.recent_active,
                 })
@@ -792,7 +797,7 @@ impl<D: LogDir> Replica<D> {
     }
 
     /// Checks a leadership transfer to `target`: `Ok(true)` when it is this member already.
-    pub fn check_transfer(&self, target: u64) -> Result<bool, ServerError> {
+    pub fn check_transfer(&self, target: MemberId) -> Result<bool, ServerError> {
         if !self.is_leader() {
             return Err(MemberError::NotLeader.into());
         }
@@ -839,18 +844,18 @@ impl<D: LogDir> Replica<D> {
     }
 
     /// This member's ID.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> MemberId {
         self.config.member_id
     }
 
     /// Current term.
-    pub fn term(&self) -> u64 {
-        self.raw.raft.term
+    pub fn term(&self) -> Term {
+        Term::new(self.raw.raft.term)
     }
 
-    /// The leader (0: none known).
-    pub fn leader(&self) -> u64 {
-        self.raw.raft.leader_id
+    /// The leader ([`MemberId::NONE`]: none known).
+    pub fn leader(&self) -> MemberId {
+        MemberId::new(self.raw.raft.leader_id)
     }
 
     /// True when proposals and reads can go to Raft: this member leads, or knows who does
@@ -872,17 +877,22 @@ impl<D: LogDir> Replica<D> {
     }
 
     /// Highest index known committed.
-    pub fn committed(&self) -> u64 {
-        self.raw.raft.raft_log.committed
+    pub fn committed(&self) -> LogIndex {
+        LogIndex::new(self.raw.raft.raft_log.committed)
     }
 
     /// Highest index applied.
-    pub fn applied(&self) -> u64 {
-        self.applied
+    pub fn applied(&self) -> LogIndex {
+        LogIndex::new(self.applied)
     }
 
     /// The voters of Raft's current configuration, ascending.
-    pub fn voters(&self) -> Vec<u64> {
+    pub fn voters(&self) -> Vec<MemberId> {
+        self.raft_voters().into_iter().map(MemberId::new).collect()
+    }
+
+    /// The voters as raft-rs names them, ascending.
+    fn raft_voters(&self) -> Vec<u64> {
         let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
         voters.sort_unstable();
         voters

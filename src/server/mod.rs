@@ -146,7 +146,7 @@ pub fn fill_header(response: &mut Response, node: &Node) {
 /// Fills in who answered: the cluster, this member and its Raft term.
 pub fn stamp_header(header: &mut crate::mvcc::request::ResponseHeader, node: &Node) {
     header.cluster_id = node.config.cluster_id;
-    header.member_id = node.config.member_id;
+    header.member_id = node.config.member_id.get();
     header.raft_term = node.term();
 }
 

@@ -205,7 +205,7 @@ impl Node {
 
     async fn read_index(&self) -> Result<i64, ServerError> {
         if let Some(consensus) = &self.consensus {
-            return consensus.read_index().await;
+            return consensus.read_index().await.map(|revision| revision.get());
         }
         match self
             .router
@@ -231,7 +231,7 @@ impl Node {
                 let min_ttl = crate::lease::min_ttl_seconds(self.config.election_timeout());
                 let ttl = crate::lease::granted_ttl(ttl, min_ttl).map_err(KvError::from)?;
                 let id = if id == 0 {
-                    new_lease_id(self.config.member_id)
+                    new_lease_id(self.config.member_id.get())
                 } else {
                     id
                 };
@@ -546,7 +546,7 @@ impl Node {
     /// The Raft term for response headers.
     pub fn term(&self) -> u64 {
         match &self.consensus {
-            Some(consensus) => consensus.term(),
+            Some(consensus) => consensus.term().get(),
             None => self.router.local().term(),
         }
     }

@@ -424,12 +424,12 @@ impl ShardState {
     pub fn handle(self: &Rc<Self>, message: CoreMessage, router: &Rc<Router>) {
         match message {
             CoreMessage::Write(ShardWrite::Compact(revision)) => {
-                self.handle(CoreMessage::Compact(revision), router)
+                self.handle(CoreMessage::Compact(revision.get()), router)
             }
             CoreMessage::Write(
                 write @ (ShardWrite::Put { revision, .. } | ShardWrite::Changes { revision, .. }),
             ) => {
-                self.applied_revision.set(revision);
+                self.applied_revision.set(revision.get());
                 {
                     let watched = !self.watch_subscribers.borrow().is_empty();
                     let mut events = self.watch_events.borrow_mut();

@@ -171,7 +171,7 @@ pub fn wal_options() -> WalOptions {
 pub fn bootstrap(count: u64) -> Members {
     Members::new(
         (1..=count).map(|id| Member {
-            id,
+            id: crate::ids::MemberId::new(id),
             name: format!("m{id}"),
             peer_urls: vec![format!("http://sim-{id}:2380")],
             client_urls: vec![format!("http://sim-{id}:2379")],
@@ -213,8 +213,11 @@ impl SimMember {
             .map_or_else(|| initial.clone(), |snapshot| snapshot.members.clone());
         let (voters, learners) = members.voters_and_learners();
         let conf_state = raft::eraftpb::ConfState {
-            voters,
-            learners,
+            voters: voters.into_iter().map(crate::ids::MemberId::get).collect(),
+            learners: learners
+                .into_iter()
+                .map(crate::ids::MemberId::get)
+                .collect(),
             ..Default::default()
         };
         let applied = newest.as_ref().map_or(0, |snapshot| snapshot.index);
@@ -243,7 +246,7 @@ impl SimMember {
         }
         let replica = Replica::new(
             ReplicaConfig {
-                member_id: id,
+                member_id: crate::ids::MemberId::new(id),
                 election_ticks: ELECTION_TICKS,
                 election_timeout: heartbeat * ELECTION_TICKS as u32,
                 pre_vote: true,
@@ -254,7 +257,7 @@ impl SimMember {
             },
             storage,
             members,
-            applied,
+            crate::ids::LogIndex::new(applied),
             wal.hard_state(),
         )
         .map_err(|e| e.to_string())?;
@@ -376,7 +379,7 @@ impl SimMember {
     /// compacts the log up to `CATCHUP_ENTRIES` behind it and no further than the previous
     /// one (as the server does).
     fn maybe_snapshot(&mut self, now: Instant) -> Result<(), String> {
-        let applied = self.replica.applied();
+        let applied = self.replica.applied().get();
         let last = self.snapshots.last().map_or(0, |snapshot| snapshot.index);
         let wanted = self.replica.snapshot_due(0);
         if (applied < last + SNAPSHOT_EVERY && !wanted) || self.applied_early > 0 {
@@ -386,7 +389,12 @@ impl SimMember {
         let snapshot = SimSnapshot {
             index: applied,
             term,
-            voters: self.replica.voters(),
+            voters: self
+                .replica
+                .voters()
+                .into_iter()
+                .map(crate::ids::MemberId::get)
+                .collect(),
             kv: self.kv.clone(),
             leases: self.kv.leases().export(self.lease_now(now)),
             members: self.replica.members().clone(),
@@ -678,7 +686,7 @@ impl SimMember {
         self.serve_watches(&mut effects);
         self.maybe_snapshot(now)?;
         if self.replica.is_leader() {
-            effects.leading = Some(self.replica.term());
+            effects.leading = Some(self.replica.term().get());
             self.maybe_expire_leases(now);
         }
         Ok(effects)
@@ -716,7 +724,10 @@ impl SimMember {
             ..
         } = self.replica.take_outputs();
         effects.send.extend(send);
-        if leader_changes.iter().any(|change| change.to == self.id) {
+        if leader_changes
+            .iter()
+            .any(|change| change.to.get() == self.id)
+        {
             // As the server does: every lease gets an election timeout more, since keep-alives
             // could reach no one during the election.
             let lease_now = self.lease_now(now);
@@ -733,7 +744,7 @@ impl SimMember {
         }
         for (reader, index) in reads_ready {
             if let Some((caller, request)) = self.reads.remove(&reader) {
-                self.read_waits.push((index, caller, request));
+                self.read_waits.push((index.get(), caller, request));
             }
         }
         for (reader, error) in reads_failed {
@@ -744,7 +755,7 @@ impl SimMember {
     }
 
     fn serve_reads(&mut self, effects: &mut Effects) {
-        let applied = self.replica.applied();
+        let applied = self.replica.applied().get();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_waits)
             .into_iter()
             .partition(|(index, _, _)| *index <= applied);
@@ -794,8 +805,10 @@ impl SimMember {
                     revision: self.kv.current_revision(),
                 });
             }
-            self.replica
-                .applied_entry(entry.index, entry.data.len() as u64);
+            self.replica.applied_entry(
+                crate::ids::LogIndex::new(entry.index),
+                entry.data.len() as u64,
+            );
         }
         Ok(())
     }

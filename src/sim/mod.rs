@@ -458,6 +458,7 @@ impl Simulation {
                 self.step(to, Input::Peer(*message));
             }
             Event::SnapshotReport(from, peer, accepted) => {
+                let peer = crate::ids::MemberId::new(peer);
                 self.step(from, Input::SnapshotSent { peer, accepted });
             }
             Event::Synced(id, incarnation) => self.synced(id, incarnation),

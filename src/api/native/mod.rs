@@ -131,7 +131,7 @@ fn encode_member<'a>(b: &mut Builder<'a>, member: &Member) -> WIPOffset<fb::Memb
     fb::Member::create(
         b,
         &fb::MemberArgs {
-            id: member.id,
+            id: member.id.get(),
             name,
             peer_urls,
             client_urls,
@@ -146,7 +146,7 @@ fn strings(texts: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
 
 fn decode_member(member: fb::Member<'_>) -> Member {
     Member {
-        id: member.id(),
+        id: crate::ids::MemberId::new(member.id()),
         name: member.name().unwrap_or_default().to_string(),
         peer_urls: strings(member.peer_urls()),
         client_urls: strings(member.client_urls()),

@@ -257,7 +257,7 @@ pub fn table_members(members: &[Member]) -> String {
 
 fn json_member(member: &Member) -> Value {
     let mut map = Map::new();
-    map.insert("ID".into(), json!(member.id));
+    map.insert("ID".into(), json!(member.id.get()));
     if !member.name.is_empty() {
         map.insert("name".into(), json!(member.name));
     }

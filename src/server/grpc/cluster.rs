@@ -16,7 +16,7 @@ use crate::server::node::Node;
 /// A member as etcd's.
 fn member(member: crate::members::Member) -> pb::Member {
     pb::Member {
-        id: member.id,
+        id: member.id.get(),
         name: member.name,
         peer_ur_ls: member.peer_urls,
         client_ur_ls: member.client_urls,

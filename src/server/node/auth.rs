@@ -20,7 +20,7 @@ pub(super) async fn serve_auth(
     mut request: crate::auth::request::AuthRequest,
 ) -> Result<crate::auth::request::AuthResponse, ServerError> {
     use crate::auth::request::{AuthKind, AuthResponse};
-    let header = |consensus: &Consensus<DmaDir>| ResponseHeader::at(consensus.revision());
+    let header = |consensus: &Consensus<DmaDir>| ResponseHeader::at(consensus.revision().get());
     if !request.kind.changes_store() && request.kind != AuthKind::Authenticate {
         // Linearizable, as etcd's (which puts these reads through its log): a follower answers
         // once it has applied everything committed when the read arrived.
@@ -148,7 +148,7 @@ async fn authenticate(
                         .issue_jwt(&request.name, answer.auth_revision)
                         .map_err(ServerError::Internal)?;
                 }
-                answer.header = ResponseHeader::at(consensus.revision());
+                answer.header = ResponseHeader::at(consensus.revision().get());
                 return Ok(answer);
             }
             Err(ServerError::Auth(AuthError::AuthOldRevision)) if attempts < 3 => continue,

@@ -4,6 +4,7 @@
 use super::auth::serve_auth;
 use crate::api::native::{MemberRequest, Request, Response, StatusResponse};
 use crate::consensus::{Consensus, ServerError};
+use crate::ids::MemberId;
 use crate::members::{MemberChange, MemberError};
 use crate::mvcc::request::ResponseHeader;
 use crate::urls::parse_url;
@@ -25,12 +26,12 @@ pub(super) async fn serve_cluster(
     }
     let leader = consensus.leader();
     let needs_leader = !matches!(request, Request::Member(MemberRequest::List { .. }));
-    if needs_leader && leader != 0 && leader != consensus.config().member_id {
+    if needs_leader && !leader.is_none() && leader != consensus.config().member_id {
         let tls = consensus.config().forward_tls.clone();
         return forward_to_leader(consensus, tls.as_ref(), leader, &request, token).await;
     }
     let members = |member, members| Response::Members {
-        header: ResponseHeader::at(consensus.revision()),
+        header: ResponseHeader::at(consensus.revision().get()),
         member,
         members,
     };
@@ -43,7 +44,7 @@ pub(super) async fn serve_cluster(
             Ok(members(Some(member), all))
         }
         Request::Member(MemberRequest::Remove(id)) => consensus
-            .change_members(MemberChange::Remove(id))
+            .change_members(MemberChange::Remove(MemberId::new(id)))
             .await
             .map(|all| members(None, all)),
         Request::Member(MemberRequest::Update { id, peer_urls }) => {
@@ -57,14 +58,14 @@ pub(super) async fn serve_cluster(
             }
             consensus
                 .change_members(MemberChange::Update {
-                    id,
+                    id: MemberId::new(id),
                     peer_urls: parsed,
                 })
                 .await
                 .map(|all| members(None, all))
         }
         Request::Member(MemberRequest::Promote(id)) => consensus
-            .change_members(MemberChange::Promote(id))
+            .change_members(MemberChange::Promote(MemberId::new(id)))
             .await
             .map(|all| members(None, all)),
         Request::Member(MemberRequest::List { linearizable }) => consensus
@@ -73,9 +74,9 @@ pub(super) async fn serve_cluster(
             .map(|all| members(None, all)),
         Request::Lease(query) => consensus.lease_query(&query).await.map(Response::Lease),
         Request::MoveLeader(target) => {
-            consensus.move_leader(target).await?;
+            consensus.move_leader(MemberId::new(target)).await?;
             Ok(Response::MoveLeader {
-                header: ResponseHeader::at(consensus.revision()),
+                header: ResponseHeader::at(consensus.revision().get()),
             })
         }
         _ => Err(ServerError::Internal(
@@ -88,7 +89,7 @@ pub(super) async fn serve_cluster(
 async fn forward_to_leader(
     consensus: &Consensus<DmaDir>,
     tls: Option<&std::sync::Arc<crate::tls::ClientTls>>,
-    leader: u64,
+    leader: MemberId,
     request: &Request,
     token: Option<String>,
 ) -> Result<Response, ServerError> {
@@ -125,7 +126,7 @@ async fn forward_to_leader(
             Err(ServerError::Forwarded { code, message })
         }
         Some(Err(error)) => {
-            tracing::warn!(%error, leader = %format!("{leader:x}"), %address, "forwarding to the leader failed");
+            tracing::warn!(%error, leader = %leader, %address, "forwarding to the leader failed");
             Err(ServerError::NoLeader)
         }
         None => Err(ServerError::Timeout),
@@ -134,13 +135,13 @@ async fn forward_to_leader(
 
 pub(super) fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
     StatusResponse {
-        header: ResponseHeader::at(consensus.revision()),
+        header: ResponseHeader::at(consensus.revision().get()),
         version: env!("CARGO_PKG_VERSION").to_string(),
         db_size: consensus.keyspace_size() as i64,
-        leader: consensus.leader(),
-        raft_index: consensus.last_index(),
-        raft_term: consensus.term(),
-        raft_applied_index: consensus.applied_index(),
+        leader: consensus.leader().get(),
+        raft_index: consensus.last_index().get(),
+        raft_term: consensus.term().get(),
+        raft_applied_index: consensus.applied_index().get(),
         stages: consensus.commit_stages(),
         is_learner: consensus.is_learner(),
     }

@@ -59,7 +59,7 @@ async fn receive(
                 let consensus = consensus.clone();
                 let router = router.clone();
                 glommio::spawn_local(async move {
-                    let result = consensus.read_index().await;
+                    let result = consensus.read_index().await.map(|revision| revision.get());
                     router.reply(reply, Reply::ReadRevision(result));
                 })
                 .detach();
@@ -278,7 +278,7 @@ async fn start_core(
             })?;
             let transport = PeerTransport::new(
                 config.consensus.cluster_id,
-                config.consensus.member_id,
+                config.consensus.member_id.get(),
                 &config.consensus.snapshot_dir,
                 config.peer_dial_tls.clone(),
             );

@@ -469,8 +469,9 @@ impl<D: LogDir> Replica<D> {
             last_index: self.raw.raft.raft_log.last_index(),
         };
         let members = &self.members;
-        if let Err(rejected) = super::guard::check(&message, receiver, |id| members.is_removed(id))
-        {
+        if let Err(rejected) = super::guard::check(&message, receiver, |id| {
+            members.is_removed(MemberId::new(id))
+        }) {
             self.rejections.total += 1;
             // At most one line a second: a flood of bad messages must not flood the log.
             let quiet = self
@@ -933,7 +934,8 @@ pub fn snapshot_metadata(meta: &crate::snapshot::SnapshotMeta) -> SnapshotMetada
 /// should it lead).
 pub fn raft_snapshot_metadata(index: u64, term: u64, members: &Members) -> SnapshotMetadata {
     let (voters, learners) = members.voters_and_learners();
-    raft_metadata(index, term, voters, learners)
+    let raw = |ids: Vec<MemberId>| ids.into_iter().map(MemberId::get).collect();
+    raft_metadata(index, term, raw(voters), raw(learners))
 }
 
 fn raft_metadata(index: u64, term: u64, voters: Vec<u64>, learners: Vec<u64>) -> SnapshotMetadata {

@@ -546,7 +546,7 @@ impl SimMember {
         };
         let (change_type, node_id) = change
             .raft_change()
-            .unwrap_or((ConfChangeType::AddNode, change.member_id()));
+            .unwrap_or((ConfChangeType::AddNode, change.member_id().get()));
         let mut body = Vec::new();
         encode_change(change, &mut body);
         let mut conf_change = ConfChange::default();
@@ -568,12 +568,15 @@ impl SimMember {
     pub fn transfer_leader(&mut self, now: Instant, target: u64) -> Result<(), String> {
         if self
             .replica
-            .check_transfer(target)
+            .check_transfer(crate::ids::MemberId::new(target))
             .map_err(|e| e.to_string())?
         {
             return Ok(());
         }
-        self.replica.step(now, Input::TransferLeader(target));
+        self.replica.step(
+            now,
+            Input::TransferLeader(crate::ids::MemberId::new(target)),
+        );
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::member::SimMember;
 use super::{Event, Simulation, Slot};
+use crate::ids::MemberId;
 use crate::members::{Member, MemberChange};
 use crate::wal::sim::SimDisk;
 
@@ -40,7 +41,11 @@ impl Simulation {
             .member
             .as_ref()
             .map_or_else(Vec::new, |m| m.replica().voters());
-        let others: Vec<u64> = voters.into_iter().filter(|v| *v != leader).collect();
+        let others: Vec<u64> = voters
+            .into_iter()
+            .map(MemberId::get)
+            .filter(|v| *v != leader)
+            .collect();
         if others.is_empty() {
             return;
         }
@@ -84,7 +89,7 @@ impl Simulation {
                 removed: false,
             });
             MemberChange::Add(Member {
-                id,
+                id: MemberId::new(id),
                 name: format!("m{id}"),
                 peer_urls: vec![format!("http://sim-{id}:2380")],
                 client_urls: vec![format!("http://sim-{id}:2379")],
@@ -111,14 +116,14 @@ impl Simulation {
             return;
         };
         for member in registry.list() {
-            let Some(slot) = self.slots.get_mut((member.id - 1) as usize) else {
+            let id = member.id.get();
+            let Some(slot) = self.slots.get_mut((id - 1) as usize) else {
                 continue;
             };
             if slot.initial.is_some() || slot.removed {
                 continue;
             }
             slot.initial = Some(registry.clone());
-            let id = member.id;
             self.log(|| format!("m{id} joins"));
             self.start_member(id);
             self.schedule(Duration::ZERO, Event::Tick(id));
@@ -137,7 +142,7 @@ impl Simulation {
         let removed = self.slots[(to - 1) as usize]
             .member
             .as_ref()
-            .is_some_and(|m| m.replica().members().is_removed(from));
+            .is_some_and(|m| m.replica().members().is_removed(MemberId::new(from)));
         if removed && !self.slots[(from - 1) as usize].removed {
             self.log(|| format!("m{to} tells m{from} it was removed from the cluster"));
             self.retire(from);

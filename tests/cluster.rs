@@ -704,3 +704,125 @@ fn a_member_removed_while_down_stops_when_it_returns() {
         "OK\n"
     );
 }
+
+/// A member down while a new member was added finds the newcomer leading when it returns: it
+/// follows it and catches up. (Its configuration does not know the newcomer until it applies
+/// the addition from that leader's log; the peer guard once dropped every message from a
+/// member it did not know, and such a member never caught up. Found by the simulator.)
+/// Still failing on real processes: the returning member now follows the newcomer, but its
+/// transport has no address for a member missing from its registry, so its answers never
+/// reach the leader; the transport must learn a sender's peer URLs from its connection, as
+/// etcd's does from `X-PeerURLs`.
+#[test]
+#[ignore = "the peer transport cannot answer a member missing from its registry yet (issue 18)"]
+fn a_member_away_during_an_addition_follows_the_newcomer_as_leader() {
+    let mut members = cluster("cluster-away-add");
+    for member in &mut members {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let away = (leader + 1) % 3;
+    let present = 3 - leader - away;
+    members[away].lode.as_mut().expect("member").kill();
+    members[away].lode = None;
+    ok(members[leader].lode().ctl(&["put", "before", "1"]));
+
+    let peer_url = format!("http://127.0.0.1:{}", free_port());
+    let mut initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect();
+    initial.push(format!("m3={peer_url}"));
+    let mut joiner = Member {
+        name: "m3".into(),
+        dir: DataDir::new("cluster-away-add-m3"),
+        client_port: free_port(),
+        args: [
+            "--name",
+            "m3",
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "existing",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        env: Vec::new(),
+        lode: None,
+    };
+    ok(members[leader]
+        .lode()
+        .ctl(&["member", "add", "m3", "--peer-urls", &peer_url, "--learner"]));
+    joiner.start();
+    let joiner_id = own_id(&joiner);
+    let endpoints = [
+        members[leader].lode().address.clone(),
+        members[present].lode().address.clone(),
+        joiner.lode().address.clone(),
+    ]
+    .join(",");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members[leader]
+        .lode()
+        .ctl(&[
+            "--endpoints",
+            &endpoints,
+            "member",
+            "promote",
+            &format!("{joiner_id:x}"),
+        ])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the learner never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The newcomer leads.
+    ok(joiner.lode().ctl(&[
+        "--endpoints",
+        &endpoints,
+        "move-leader",
+        &format!("{joiner_id:x}"),
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while joiner.status().is_none_or(|(leads, _)| !leads) {
+        assert!(Instant::now() < deadline, "the newcomer never led");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(joiner.lode().ctl(&["put", "after", "2"]));
+
+    // The member that was away returns: it follows the newcomer and catches up (its first
+    // reads may fail while it learns who leads).
+    members[away].start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let read = members[away]
+            .lode()
+            .ctl(&["get", "after", "--print-value-only"]);
+        if read.status.success() && String::from_utf8_lossy(&read.stdout) == "2\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member that was away never caught up: {} (status {:?}, newcomer {joiner_id:x})",
+            String::from_utf8_lossy(&read.stderr),
+            String::from_utf8_lossy(
+                &members[away]
+                    .lode()
+                    .ctl(&["endpoint", "status", "-w", "json"])
+                    .stdout
+            )
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(dump(&members[away], ""), dump(&joiner, ""));
+}

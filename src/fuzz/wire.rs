@@ -228,7 +228,12 @@ pub fn peer_frames(cluster_id: u64, to: u64, from: u64) -> Vec<Vec<u8>> {
 
 pub(super) fn peer_run(data: &[u8]) {
     use crate::peer::wire::{decode_frame, decode_members, Frame};
-    use crate::replica::guard::{check, Receiver};
+    use crate::replica::guard::{check, Receiver, Sender};
+    let sender = |id: u64| match id {
+        1..=3 => Sender::Configured,
+        9 => Sender::Removed,
+        _ => Sender::Unknown,
+    };
     let mut buffer = BytesMut::from(data);
     while let Ok(Some(frame)) = decode_frame(&mut buffer, FUZZ_CLUSTER, FUZZ_MEMBER, 64 << 20) {
         if let Frame::Messages { messages, .. } = frame {
@@ -236,8 +241,9 @@ pub(super) fn peer_run(data: &[u8]) {
                 let receiver = Receiver {
                     id: FUZZ_MEMBER,
                     last_index: 9,
+                    leader: message.term % 3,
                 };
-                let _ = check(message, receiver, |id| (1..=3).contains(&id));
+                let _ = check(message, receiver, sender);
             }
         }
     }
@@ -250,8 +256,9 @@ pub(super) fn peer_run(data: &[u8]) {
             let receiver = Receiver {
                 id: FUZZ_MEMBER,
                 last_index: 9,
+                leader: message.term % 3,
             };
-            let _ = check(&message, receiver, |id| (1..=3).contains(&id));
+            let _ = check(&message, receiver, sender);
         }
     }
 }

@@ -8,11 +8,13 @@
 //! its log and data are unchanged.
 //!
 //! The checks hold for every message a correct member sends, so they never drop one:
-//! - the sender is another member, and not one removed from the cluster. It need not be in
-//!   this member's configuration: a member added after the last change this member applied
-//!   is not known here yet and may already lead, and one behind that refused its leader could
-//!   never catch up (the simulator found exactly that). Peers are authenticated by the
-//!   transport (cluster ID, TLS), not here;
+//! - the sender is another member, never one removed from the cluster, and one of this
+//!   member's configuration unless this member knows no leader or follows that very sender:
+//!   a member added after the last change this member applied is not known here yet and may
+//!   already lead, and a member behind that refused it could never catch up (the simulator
+//!   found exactly that; etcd's transport likewise takes messages from members it does not
+//!   know yet). While this member leads or follows another leader, a sender it does not know
+//!   cannot move its term;
 //! - the type is one peers exchange (not the local-only `MsgHup`, `MsgBeat`, `MsgUnreachable`,
 //!   `MsgSnapStatus`, `MsgCheckQuorum`);
 //! - a heartbeat commits no further than the receiver's log goes (a leader sends
@@ -33,6 +35,19 @@ pub struct Receiver {
     pub id: u64,
     /// The last index of its log.
     pub last_index: u64,
+    /// The leader it knows (itself when it leads; `raft::INVALID_ID`: none).
+    pub leader: u64,
+}
+
+/// What the receiving member's registry says about a sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// In its current configuration.
+    Configured,
+    /// Not known here (perhaps added after the last change this member applied).
+    Unknown,
+    /// Removed from the cluster.
+    Removed,
 }
 
 /// Why a message was dropped.
@@ -40,6 +55,8 @@ pub struct Receiver {
 pub enum Rejected {
     #[error("from {0:x}, which is this member or no member at all")]
     NotAPeer(u64),
+    #[error("from {0:x}, which is not a member this member knows, while it has a leader")]
+    Unknown(u64),
     #[error("from {0:x}, which was removed from the cluster")]
     Removed(u64),
     #[error("a {0:?}, which only the member itself may make")]
@@ -60,18 +77,22 @@ pub enum Rejected {
     EmptySnapshot,
 }
 
-/// Whether `message`, received from the network, may be stepped; `is_removed` says whether an
-/// ID was removed from the cluster.
+/// Whether `message`, received from the network, may be stepped; `sender` says what this
+/// member's registry knows of an ID.
 pub fn check(
     message: &Message,
     receiver: Receiver,
-    is_removed: impl Fn(u64) -> bool,
+    sender: impl Fn(u64) -> Sender,
 ) -> Result<(), Rejected> {
     if message.from == receiver.id || message.from == raft::INVALID_ID {
         return Err(Rejected::NotAPeer(message.from));
     }
-    if is_removed(message.from) {
-        return Err(Rejected::Removed(message.from));
+    match sender(message.from) {
+        Sender::Configured => {}
+        Sender::Unknown
+            if receiver.leader == raft::INVALID_ID || receiver.leader == message.from => {}
+        Sender::Unknown => return Err(Rejected::Unknown(message.from)),
+        Sender::Removed => return Err(Rejected::Removed(message.from)),
     }
     let kind = message.get_msg_type();
     match kind {
@@ -150,11 +171,16 @@ mod tests {
     const RECEIVER: Receiver = Receiver {
         id: 2,
         last_index: 5,
+        leader: 1,
     };
 
-    /// Member 9 was removed; 1 to 3 are in the configuration; others joined since.
-    fn removed(id: u64) -> bool {
-        id == 9
+    /// Member 9 was removed; 1 to 3 are in the configuration; others are not known here.
+    fn removed(id: u64) -> Sender {
+        match id {
+            9 => Sender::Removed,
+            1..=3 => Sender::Configured,
+            _ => Sender::Unknown,
+        }
     }
 
     fn message(kind: MessageType, from: u64) -> Message {
@@ -203,9 +229,23 @@ mod tests {
             check(&nobody, RECEIVER, removed),
             Err(Rejected::NotAPeer(0))
         );
-        // A member added after the last change this one applied may lead already.
+        // A member not known here is heard only while this one knows no leader: one added
+        // after the last change this member applied may lead already.
         let newcomer = message(MessageType::MsgHeartbeat, 7);
-        assert_eq!(check(&newcomer, RECEIVER, removed), Ok(()));
+        assert_eq!(
+            check(&newcomer, RECEIVER, removed),
+            Err(Rejected::Unknown(7))
+        );
+        let leaderless = Receiver {
+            leader: raft::INVALID_ID,
+            ..RECEIVER
+        };
+        assert_eq!(check(&newcomer, leaderless, removed), Ok(()));
+        let following_it = Receiver {
+            leader: 7,
+            ..RECEIVER
+        };
+        assert_eq!(check(&newcomer, following_it, removed), Ok(()));
         for kind in [
             MessageType::MsgHup,
             MessageType::MsgBeat,

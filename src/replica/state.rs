@@ -467,10 +467,19 @@ impl<D: LogDir> Replica<D> {
         let receiver = super::guard::Receiver {
             id: self.config.member_id.get(),
             last_index: self.raw.raft.raft_log.last_index(),
+            // Itself when it leads: then no unknown sender is heard.
+            leader: self.raw.raft.leader_id,
         };
         let members = &self.members;
+        let configured = self.raw.raft.prs();
         if let Err(rejected) = super::guard::check(&message, receiver, |id| {
-            members.is_removed(MemberId::new(id))
+            if members.is_removed(MemberId::new(id)) {
+                super::guard::Sender::Removed
+            } else if configured.get(id).is_some() {
+                super::guard::Sender::Configured
+            } else {
+                super::guard::Sender::Unknown
+            }
         }) {
             self.rejections.total += 1;
             // At most one line a second: a flood of bad messages must not flood the log.

@@ -20,8 +20,9 @@
 //!
 //! The API is kept small on purpose: `new` to make one, `.get()` for the integer,
 //! `Revision::next()` where the next revision is meant, no arithmetic operators. `Debug`
-//! prints the bare integer and `MemberId`'s `Display` is etcd's lower-case hex, so logs and
-//! output read as they did before.
+//! prints the bare integer, so logs read as they did before. `MemberId` has no `Display`:
+//! etcd prints member IDs in hex in some places and in decimal in others (`-w fields`, JSON),
+//! so each place says which (`{:x}`, or `.get()`).
 
 use std::fmt;
 
@@ -121,8 +122,8 @@ impl fmt::Display for Term {
 }
 
 /// A member's ID, also its Raft ID (etcd's `uint64`; 0 is no member: raft-rs's `INVALID_ID`).
-/// Displayed as etcd prints member IDs: lower-case hex without padding (`8e9e05c52164694d`);
-/// `{:016x}` pads it, as lode's identity file writes it.
+/// `{:x}` prints it as etcd's hex (`8e9e05c52164694d`); `{:016x}` pads it, as lode's identity
+/// file writes it.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MemberId(u64);
 
@@ -154,12 +155,6 @@ impl fmt::Debug for MemberId {
     }
 }
 
-impl fmt::Display for MemberId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::LowerHex::fmt(&self.0, f)
-    }
-}
-
 impl fmt::LowerHex for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::LowerHex::fmt(&self.0, f)
@@ -173,7 +168,6 @@ mod tests {
     #[test]
     fn member_ids_print_as_etcd_prints_them() {
         let id = MemberId(0x8e9e05c52164694d);
-        assert_eq!(id.to_string(), "8e9e05c52164694d");
         assert_eq!(format!("{id:x}"), "8e9e05c52164694d");
         assert_eq!(format!("{:x}", MemberId(0x2a)), "2a");
         assert_eq!(format!("{:016x}", MemberId(0x2a)), "000000000000002a");

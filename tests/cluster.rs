@@ -467,37 +467,7 @@ fn a_member_joins_under_load_is_promoted_and_the_leader_removed() {
     // The new member: added as a learner, then started to join.
     let peer_port = free_port();
     let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let mut initial: Vec<String> = members
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
-        .collect();
-    initial.push(format!("m3={peer_url}"));
-    let mut joiner = Member {
-        name: "m3".into(),
-        dir: DataDir::new("cluster-join-m3"),
-        client_port: free_port(),
-        args: [
-            "--name",
-            "m3",
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &initial.join(","),
-            "--initial-cluster-state",
-            "existing",
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        env: Vec::new(),
-        lode: None,
-    };
+    let mut joiner = joiner_of(&members, "cluster-join-m3", &peer_url);
     let added = ok(members[leader].lode().ctl(&[
         "member",
         "add",
@@ -728,37 +698,7 @@ fn a_member_away_during_an_addition_follows_the_newcomer_as_leader() {
     ok(members[leader].lode().ctl(&["put", "before", "1"]));
 
     let peer_url = format!("http://127.0.0.1:{}", free_port());
-    let mut initial: Vec<String> = members
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
-        .collect();
-    initial.push(format!("m3={peer_url}"));
-    let mut joiner = Member {
-        name: "m3".into(),
-        dir: DataDir::new("cluster-away-add-m3"),
-        client_port: free_port(),
-        args: [
-            "--name",
-            "m3",
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &initial.join(","),
-            "--initial-cluster-state",
-            "existing",
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        env: Vec::new(),
-        lode: None,
-    };
+    let mut joiner = joiner_of(&members, "cluster-away-add-m3", &peer_url);
     ok(members[leader]
         .lode()
         .ctl(&["member", "add", "m3", "--peer-urls", &peer_url, "--learner"]));
@@ -825,4 +765,40 @@ fn a_member_away_during_an_addition_follows_the_newcomer_as_leader() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(dump(&members[away], ""), dump(&joiner, ""));
+}
+
+/// Member m3, to join the cluster of `members` at `peer_url` once added (started as etcd
+/// starts a member joining a running cluster: `--initial-cluster-state existing`).
+fn joiner_of(members: &[Member], dir: &str, peer_url: &str) -> Member {
+    let mut initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect();
+    initial.push(format!("m3={peer_url}"));
+    Member {
+        name: "m3".into(),
+        dir: DataDir::new(dir),
+        client_port: free_port(),
+        args: [
+            "--name",
+            "m3",
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "existing",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        env: Vec::new(),
+        lode: None,
+    }
 }

@@ -190,7 +190,7 @@ pub(super) fn connect_peer(
     match address {
         Ok(address) => transport.set_peer(member.id.get(), address),
         Err(error) => {
-            tracing::error!(member = %member.id, %error, "cannot reach a member")
+            tracing::error!(member = %format!("{:x}", member.id), %error, "cannot reach a member")
         }
     }
 }

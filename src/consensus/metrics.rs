@@ -99,7 +99,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         out.gauge(
             "etcd_server_id",
             "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-            &[("server_id", &self.config.member_id.to_string())],
+            &[("server_id", &format!("{:x}", self.config.member_id))],
             1.0,
         );
         self.replica.borrow().stages_view().expose(out);

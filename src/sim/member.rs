@@ -457,7 +457,7 @@ impl SimMember {
         format!(
             "term {} leader {} committed {} applied {} log {}..={} voters {:?} snapshots {:?}",
             replica.term(),
-            replica.leader(),
+            replica.leader().get(),
             replica.committed(),
             replica.applied(),
             self.wal.first_index(),
@@ -510,8 +510,8 @@ impl SimMember {
         None
     }
 
-    /// Proposes a write; returns its number.
-    fn propose_write(&mut self, now: Instant, request: &WriteRequest) -> u64 {
+    /// The next proposal's number and ID.
+    fn next_proposal(&mut self) -> (u64, ProposalId) {
         let sequence = self.next_number;
         self.next_number += 1;
         let id = ProposalId {
@@ -519,6 +519,12 @@ impl SimMember {
             nonce: self.nonce,
             sequence,
         };
+        (sequence, id)
+    }
+
+    /// Proposes a write; returns its number.
+    fn propose_write(&mut self, now: Instant, request: &WriteRequest) -> u64 {
+        let (sequence, id) = self.next_proposal();
         let frame = native::encode_request(0, &Request::Write(request.clone()));
         self.replica.step(
             now,
@@ -537,13 +543,7 @@ impl SimMember {
         self.replica
             .check_change(change)
             .map_err(|e| e.to_string())?;
-        let sequence = self.next_number;
-        self.next_number += 1;
-        let id = ProposalId {
-            proposer: self.id,
-            nonce: self.nonce,
-            sequence,
-        };
+        let (sequence, id) = self.next_proposal();
         let (change_type, node_id) = change
             .raft_change()
             .unwrap_or((ConfChangeType::AddNode, change.member_id().get()));

@@ -28,6 +28,14 @@ impl Simulation {
         })
     }
 
+    /// The member registry as member `id` applied it, if it runs.
+    fn registry_of(&self, id: u64) -> Option<crate::members::Members> {
+        self.slots[(id - 1) as usize]
+            .member
+            .as_ref()
+            .map(|m| m.replica().members().clone())
+    }
+
     fn leader_mut(&mut self, id: u64) -> Option<&mut SimMember> {
         self.slots[(id - 1) as usize].member.as_mut()
     }
@@ -66,11 +74,7 @@ impl Simulation {
         let Some(leader) = self.running_leader() else {
             return;
         };
-        let Some(registry) = self.slots[(leader - 1) as usize]
-            .member
-            .as_ref()
-            .map(|m| m.replica().members().clone())
-        else {
+        let Some(registry) = self.registry_of(leader) else {
             return;
         };
         let (voters, learners) = registry.voters_and_learners();
@@ -108,11 +112,7 @@ impl Simulation {
     /// Starts every member the leader's registry holds that has not started yet, with that
     /// registry (what a joining member fetches from the cluster).
     pub(super) fn start_joiners(&mut self, leader: u64) {
-        let Some(registry) = self.slots[(leader - 1) as usize]
-            .member
-            .as_ref()
-            .map(|m| m.replica().members().clone())
-        else {
+        let Some(registry) = self.registry_of(leader) else {
             return;
         };
         for member in registry.list() {

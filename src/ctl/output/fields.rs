@@ -170,7 +170,7 @@ pub fn fields_members(header: &ResponseHeader, members: &[Member]) -> String {
     let mut out = String::new();
     fields_header(&mut out, header);
     for member in members {
-        let _ = writeln!(out, "\"ID\" : {}", member.id);
+        let _ = writeln!(out, "\"ID\" : {}", member.id.get());
         let _ = writeln!(out, "\"Name\" : {}", go_quote(member.name.as_bytes()));
         for url in &member.peer_urls {
             let _ = writeln!(out, "\"PeerURL\" : {}", go_quote(url.as_bytes()));

@@ -126,7 +126,7 @@ async fn forward_to_leader(
             Err(ServerError::Forwarded { code, message })
         }
         Some(Err(error)) => {
-            tracing::warn!(%error, leader = %leader, %address, "forwarding to the leader failed");
+            tracing::warn!(%error, leader = %format!("{leader:x}"), %address, "forwarding to the leader failed");
             Err(ServerError::NoLeader)
         }
         None => Err(ServerError::Timeout),

@@ -678,13 +678,9 @@ fn a_member_removed_while_down_stops_when_it_returns() {
 /// A member down while a new member was added finds the newcomer leading when it returns: it
 /// follows it and catches up. (Its configuration does not know the newcomer until it applies
 /// the addition from that leader's log; the peer guard once dropped every message from a
-/// member it did not know, and such a member never caught up. Found by the simulator.)
-/// Still failing on real processes: the returning member now follows the newcomer, but its
-/// transport has no address for a member missing from its registry, so its answers never
-/// reach the leader; the transport must learn a sender's peer URLs from its connection, as
-/// etcd's does from `X-PeerURLs`.
+/// member it did not know, and such a member never caught up: found by the simulator. On real
+/// processes its answers also need an address: the newcomer's hello names its peer URLs.)
 #[test]
-#[ignore = "the peer transport cannot answer a member missing from its registry yet (issue 18)"]
 fn a_member_away_during_an_addition_follows_the_newcomer_as_leader() {
     let mut members = cluster("cluster-away-add");
     for member in &mut members {

@@ -1,6 +1,7 @@
 //! The peer transport between real TCP sockets on loopback: delivery in order, control messages
 //! never stuck behind appends, peers of another cluster refused, unreachable peers reported,
-//! a peer that moves reached at its new address, and snapshot files streamed in chunks.
+//! a peer that moves reached at its new address, a sender missing from the configuration
+//! answered at the address its hello gave, and snapshot files streamed in chunks.
 
 mod common;
 
@@ -217,6 +218,51 @@ fn unreachable_peers_are_reported_and_moved_peers_found() {
         }
         a.remove_peer(3);
         a.send(vec![message(1, 3, MessageType::MsgHeartbeat, 100)]);
+    });
+}
+
+/// A member its receiver's configuration does not list yet (added while the receiver was
+/// away) names its peer URLs when it connects: the receiver's answers reach it there. A hello
+/// never moves a member the configuration does list.
+#[test]
+fn a_sender_missing_from_the_configuration_is_answered_where_its_hello_says() {
+    on_executor(|| async {
+        let (newcomer, newcomer_address, _n_dir) = listening(9, 4);
+        let (returning, returning_address, _r_dir) = listening(9, 2);
+        newcomer.set_own_urls(vec![format!("http://{newcomer_address}")]);
+        newcomer.set_peer(2, plain(&returning_address));
+
+        newcomer.send(vec![message(4, 2, MessageType::MsgHeartbeat, 7)]);
+        receive_until(&returning, |r| r.iter().any(|m| m.index == 7)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            returning.send(vec![message(2, 4, MessageType::MsgHeartbeatResponse, 8)]);
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            if newcomer.inbox().take().iter().any(|m| m.index == 8) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the newcomer was never answered");
+        }
+
+        // A configured member's hello naming elsewhere does not move it.
+        let (member, member_address, _m_dir) = listening(9, 3);
+        returning.set_peer(3, plain(&member_address));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nowhere = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        member.set_own_urls(vec![format!("http://{nowhere}")]);
+        member.set_peer(2, plain(&returning_address));
+        member.send(vec![message(3, 2, MessageType::MsgHeartbeat, 9)]);
+        receive_until(&returning, |r| r.iter().any(|m| m.index == 9)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            returning.send(vec![message(2, 3, MessageType::MsgHeartbeatResponse, 10)]);
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            if member.inbox().take().iter().any(|m| m.index == 10) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the configured member was moved");
+        }
     });
 }
 

@@ -74,7 +74,13 @@ impl<D: LogDir + 'static> Consensus<D> {
     fn apply_member_change(&self, conf_change: ConfChange) -> Result<(), ServerError> {
         let applied = self.replica.borrow_mut().apply_member_change(conf_change)?;
         match applied.effect {
-            MemberEffect::None => {}
+            MemberEffect::None => {
+                // Perhaps this member's own URLs changed: its hellos name them from now on.
+                let own = self.member(self.config.member_id);
+                if let (Some(transport), Some(own)) = (&self.transport, own) {
+                    transport.set_own_urls(own.peer_urls.clone());
+                }
+            }
             MemberEffect::RemovedSelf => {
                 tracing::warn!(
                     "this member was removed from the cluster: it stops (its data dir cannot \
@@ -112,7 +118,9 @@ impl<D: LogDir + 'static> Consensus<D> {
         };
         let members = self.replica.borrow().members().clone();
         for member in members.list() {
-            if member.id != self.config.member_id {
+            if member.id == self.config.member_id {
+                transport.set_own_urls(member.peer_urls.clone());
+            } else {
                 connect_peer(transport, &member);
             }
         }
@@ -179,14 +187,7 @@ pub(super) fn connect_peer(
         .peer_urls
         .first()
         .ok_or_else(|| "no peer URL".to_string())
-        .and_then(|url| crate::urls::parse_url(url))
-        .and_then(|url| {
-            Ok(crate::peer::transport::PeerAddress {
-                address: url.socket_address()?.to_string(),
-                host: url.host,
-                tls: url.tls,
-            })
-        });
+        .and_then(|url| crate::peer::transport::PeerAddress::from_url(url));
     match address {
         Ok(address) => transport.set_peer(member.id.get(), address),
         Err(error) => {

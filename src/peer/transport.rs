@@ -21,6 +21,11 @@
 //!   The receiver writes the chunks to `received-<index>.snap` in its snapshot directory,
 //!   syncs it, hands Raft the message and answers one byte; the sender reports the outcome
 //!   (`take_snapshot_reports`, for `RawNode::report_snapshot`). One snapshot per peer at a time.
+//! - Each message connection opens with a hello naming the sender's peer URLs. A receiver
+//!   remembers the addresses of senders its configuration does not list (the last
+//!   `MAX_HEARD_SENDERS`), so that when Raft answers such a sender (the peer guard let it
+//!   through: a member added while this one was away, now leading) the answer has somewhere to
+//!   go. A hello never moves a configured peer: the registry decides where members are.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -39,8 +44,8 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
 
 use super::wire::{
-    decode_frame, encode_frame, encode_members, encode_snapshot_chunk, Frame, SnapshotChunk,
-    REMOVED_NOTICE, SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
+    decode_frame, encode_frame, encode_hello, encode_members, encode_snapshot_chunk, Frame,
+    SnapshotChunk, REMOVED_NOTICE, SNAPSHOT_ACCEPTED, SNAPSHOT_REFUSED,
 };
 use crate::snapshotter::{received_file_name, snapshot_file_name};
 use crate::tls::{ClientTls, ServerTls, Stream};
@@ -85,6 +90,9 @@ async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T> 
         futures::future::Either::Right(_) => None,
     }
 }
+
+/// Senders missing from the configuration whose addresses are remembered, at most.
+const MAX_HEARD_SENDERS: usize = 16;
 
 /// Messages that must never wait behind appends.
 fn is_control(message: &Message) -> bool {
@@ -160,6 +168,18 @@ pub struct PeerAddress {
     pub host: String,
     /// The peer URL is `https`.
     pub tls: bool,
+}
+
+impl PeerAddress {
+    /// Where the peer at `url` is dialled.
+    pub fn from_url(url: &str) -> Result<PeerAddress, String> {
+        let url = crate::urls::parse_url(url)?;
+        Ok(PeerAddress {
+            address: url.socket_address()?.to_string(),
+            host: url.host,
+            tls: url.tls,
+        })
+    }
 }
 
 impl std::fmt::Display for PeerAddress {
@@ -256,6 +276,10 @@ pub struct PeerTransport {
     dial_tls: Option<Arc<ClientTls>>,
     /// When a refused peer connection was last logged (at most one a second is).
     last_refusal_logged: Cell<Option<std::time::Instant>>,
+    /// This member's peer URLs, named in the hello opening each message connection.
+    own_urls: RefCell<Vec<String>>,
+    /// Where senders missing from the configuration said they are (newest last).
+    heard: RefCell<VecDeque<(u64, PeerAddress)>>,
 }
 
 /// Gives the member registry's current bytes (`Members::encode`).
@@ -283,6 +307,8 @@ impl PeerTransport {
             told_removed: Cell::new(false),
             dial_tls,
             last_refusal_logged: Cell::new(None),
+            own_urls: RefCell::default(),
+            heard: RefCell::default(),
         })
     }
 
@@ -334,6 +360,21 @@ impl PeerTransport {
         *self.registry.borrow_mut() = Some(source);
     }
 
+    /// This member's peer URLs, for the hello that opens each connection it makes.
+    pub fn set_own_urls(&self, urls: Vec<String>) {
+        *self.own_urls.borrow_mut() = urls;
+    }
+
+    /// Remembers where `from`, a sender missing from the configuration, said it is.
+    fn heard_from(&self, from: u64, address: PeerAddress) {
+        let mut heard = self.heard.borrow_mut();
+        heard.retain(|(id, _)| *id != from);
+        if heard.len() == MAX_HEARD_SENDERS {
+            heard.pop_front();
+        }
+        heard.push_back((from, address));
+    }
+
     /// Where received messages wait.
     pub fn inbox(&self) -> &Rc<Inbox> {
         &self.inbox
@@ -345,6 +386,11 @@ impl PeerTransport {
             *peer.address.borrow_mut() = address;
             return;
         }
+        self.add_outbound(id, address);
+    }
+
+    fn add_outbound(self: &Rc<Self>, id: u64, address: PeerAddress) -> Rc<Outbound> {
+        self.heard.borrow_mut().retain(|(heard, _)| *heard != id);
         let peer = Rc::new(Outbound {
             id,
             address: RefCell::new(address),
@@ -355,12 +401,34 @@ impl PeerTransport {
             sending_snapshot: Cell::new(false),
         });
         self.peers.borrow_mut().insert(id, peer.clone());
-        let transport = self.clone();
-        glommio::spawn_local(async move { transport.send_loop(peer).await }).detach();
+        let (transport, outbound) = (self.clone(), peer.clone());
+        glommio::spawn_local(async move { transport.send_loop(outbound).await }).detach();
+        peer
+    }
+
+    /// The peer a message to `to` goes to: a configured one, or a sender missing from the
+    /// configuration that said where it is (Raft answers it: the peer guard heard it).
+    fn outbound_to(self: &Rc<Self>, to: u64) -> Option<Rc<Outbound>> {
+        if let Some(peer) = self.peers.borrow().get(&to) {
+            return Some(peer.clone());
+        }
+        let address = self
+            .heard
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == to)
+            .map(|(_, address)| address.clone())?;
+        tracing::info!(
+            peer = %format!("{to:x}"),
+            %address,
+            "answering a member this one's configuration does not list yet, at the address it gave"
+        );
+        Some(self.add_outbound(to, address))
     }
 
     /// Forgets peer `id` (a removed member): its queue is dropped and its connection closed.
     pub fn remove_peer(&self, id: u64) {
+        self.heard.borrow_mut().retain(|(heard, _)| *heard != id);
         if let Some(peer) = self.peers.borrow_mut().remove(&id) {
             peer.removed.set(true);
             peer.clear();
@@ -371,9 +439,8 @@ impl PeerTransport {
     /// Queues messages for their peers (`to`); messages to unknown peers are dropped. A
     /// snapshot starts its own transfer (unless one to that peer is under way).
     pub fn send(self: &Rc<Self>, messages: Vec<Message>) {
-        let peers = self.peers.borrow();
         for message in messages {
-            let Some(peer) = peers.get(&message.to) else {
+            let Some(peer) = self.outbound_to(message.to) else {
                 tracing::debug!(to = message.to, "message to an unknown peer dropped");
                 continue;
             };
@@ -542,6 +609,19 @@ impl PeerTransport {
                 }
             };
             let (mut reader, mut writer) = futures::io::AsyncReadExt::split(stream);
+            wire.clear();
+            encode_hello(
+                self.cluster_id,
+                self.own_id,
+                &self.own_urls.borrow(),
+                &mut wire,
+            );
+            if let Err(error) = write_flushed(&mut writer, &wire).await {
+                tracing::debug!(peer = %format!("{:x}", peer.id), %error, "peer connection lost");
+                self.unreachable.borrow_mut().push(peer.id);
+                glommio::timer::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
             // The peer never writes on this connection: a read returning means it closed (it
             // stopped or refused us), and the connection is dropped at once rather than at the
             // next write, so neither side keeps a half-closed socket.
@@ -653,16 +733,14 @@ impl PeerTransport {
                     Err(error) => break 'connection Err(error.to_string()),
                 };
                 let sender = match &frame {
-                    Frame::Messages { from, .. } | Frame::SnapshotChunk { from, .. } => *from,
+                    Frame::Messages { from, .. }
+                    | Frame::SnapshotChunk { from, .. }
+                    | Frame::Hello { from, .. } => *from,
                     Frame::MembersQuery => 0,
                 };
                 if let (Some(certificate), true) = (&certificate, sender != 0) {
                     if bound_to != Some(sender) {
-                        let host = self
-                            .peers
-                            .borrow()
-                            .get(&sender)
-                            .map(|peer| peer.address.borrow().host.clone());
+                        let host = self.claimed_host(sender, &frame);
                         if let Some(host) = host {
                             if crate::tls::names_host(certificate, &host) == Some(false) {
                                 break 'connection Err(format!(
@@ -690,6 +768,22 @@ impl PeerTransport {
                         encode_members(self.cluster_id, self.own_id, &registry, &mut wire);
                         if let Err(error) = write_flushed(&mut stream, &wire).await {
                             break 'connection Err(format!("answering a members query: {error}"));
+                        }
+                    }
+                    Frame::Hello { from, peer_urls } => {
+                        if from == self.own_id || self.peers.borrow().contains_key(&from) {
+                            continue;
+                        }
+                        // A sender naming no usable URL is still heard; it just cannot be
+                        // answered until the configuration lists it.
+                        match peer_urls.first().map(|url| PeerAddress::from_url(url)) {
+                            Some(Ok(address)) => self.heard_from(from, address),
+                            Some(Err(error)) => tracing::debug!(
+                                peer = %format!("{from:x}"),
+                                %error,
+                                "a hello naming an unusable peer URL"
+                            ),
+                            None => {}
                         }
                     }
                     Frame::SnapshotChunk { chunk, .. } => {
@@ -730,6 +824,25 @@ impl PeerTransport {
             self.log_refusal(&peer_address, &error);
             let _ = stream.close().await;
         }
+    }
+
+    /// The host `sender`'s certificate must name: its configured peer URL's, or for a sender
+    /// missing from the configuration, the one its hello names (or named before).
+    fn claimed_host(&self, sender: u64, frame: &Frame) -> Option<String> {
+        if let Some(peer) = self.peers.borrow().get(&sender) {
+            return Some(peer.address.borrow().host.clone());
+        }
+        if let Frame::Hello { peer_urls, .. } = frame {
+            return peer_urls
+                .first()
+                .and_then(|url| crate::urls::parse_url(url).ok())
+                .map(|url| url.host);
+        }
+        self.heard
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == sender)
+            .map(|(_, address)| address.host.clone())
     }
 
     /// Writes one chunk of a snapshot being received; chunks must come in order.

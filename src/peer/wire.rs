@@ -4,7 +4,7 @@
 //! ```text
 //! u32  length of the rest of the frame
 //! u16  version (PEER_WIRE_VERSION)
-//! u16  kind: 0 messages, 1 snapshot chunk, 2 members query, 3 members
+//! u16  kind: 0 messages, 1 snapshot chunk, 2 members query, 3 members, 4 hello
 //! u64  cluster ID of the sender
 //! u64  member ID of the sender
 //! messages:       u32 number of messages
@@ -13,6 +13,7 @@
 //!                 | u32 CRC32C of the data | data (the rest of the frame)
 //! members query:  nothing (cluster and member ID 0: a member joining does not know them yet)
 //! members:        the member registry (`Members::encode`), the answer to a query
+//! hello:          u16 number of URLs, then per URL: u16 length | UTF-8 (the sender's peer URLs)
 //! ```
 //!
 //! Little-endian. A receiver refuses a frame of another cluster or version, a frame longer
@@ -23,6 +24,9 @@
 //! joining a running cluster (`--initial-cluster-state existing`) asks a peer for the members
 //! and is answered with the registry and the cluster's ID, as etcd's joiners ask its peers. A
 //! member removed from the cluster that still sends is answered `REMOVED_NOTICE` and cut off.
+//! A sender opens each message connection with a hello naming its peer URLs, as etcd's peers
+//! send `X-PeerURLs`: a receiver whose configuration does not list the sender yet (it was away
+//! while the sender was added) can still answer it.
 
 use bytes::{Buf, BufMut, BytesMut};
 use protobuf::Message as _;
@@ -44,6 +48,13 @@ const KIND_MESSAGES: u16 = 0;
 const KIND_SNAPSHOT_CHUNK: u16 = 1;
 const KIND_MEMBERS_QUERY: u16 = 2;
 const KIND_MEMBERS: u16 = 3;
+const KIND_HELLO: u16 = 4;
+
+/// Most peer URLs a hello may name.
+pub const MAX_HELLO_URLS: usize = 16;
+
+/// Longest peer URL a hello may name.
+pub const MAX_HELLO_URL_BYTES: usize = 1024;
 
 fn put_common(out: &mut BytesMut, length: usize, kind: u16, cluster_id: u64, from: u64) {
     out.put_u32_le((COMMON_BYTES + length) as u32);
@@ -63,6 +74,23 @@ pub fn encode_members_query(out: &mut BytesMut) {
 pub fn encode_members(cluster_id: u64, from: u64, registry: &[u8], out: &mut BytesMut) {
     put_common(out, registry.len(), KIND_MEMBERS, cluster_id, from);
     out.put_slice(registry);
+}
+
+/// Appends a hello from member `from` of cluster `cluster_id`, naming its peer URLs: the first
+/// `MAX_HELLO_URLS` no longer than `MAX_HELLO_URL_BYTES` (a receiver refuses more).
+pub fn encode_hello(cluster_id: u64, from: u64, peer_urls: &[String], out: &mut BytesMut) {
+    let urls: Vec<&String> = peer_urls
+        .iter()
+        .filter(|url| url.len() <= MAX_HELLO_URL_BYTES)
+        .take(MAX_HELLO_URLS)
+        .collect();
+    let length = 2 + urls.iter().map(|url| 2 + url.len()).sum::<usize>();
+    put_common(out, length, KIND_HELLO, cluster_id, from);
+    out.put_u16_le(urls.len() as u16);
+    for url in urls {
+        out.put_u16_le(url.len() as u16);
+        out.put_slice(url.as_bytes());
+    }
 }
 
 /// Reads the answer to a members query: (cluster ID, answering member, registry), or `None`
@@ -205,6 +233,13 @@ pub enum Frame {
     },
     /// A joining member asks who the members are.
     MembersQuery,
+    /// The sender names its peer URLs (first on a message connection).
+    Hello {
+        /// The sending member.
+        from: u64,
+        /// Its peer URLs, as it advertises them.
+        peer_urls: Vec<String>,
+    },
 }
 
 /// A whole frame's common header, and the rest of it.
@@ -281,8 +316,44 @@ pub fn decode_frame(
     match kind {
         KIND_MESSAGES => decode_messages(frame, from, own_id).map(Some),
         KIND_SNAPSHOT_CHUNK => decode_chunk(frame, from).map(Some),
+        KIND_HELLO => decode_hello(frame, from).map(Some),
         other => Err(WireError::Malformed(format!("unknown frame kind {other}"))),
     }
+}
+
+fn decode_hello(mut frame: BytesMut, from: u64) -> Result<Frame, WireError> {
+    if frame.remaining() < 2 {
+        return Err(WireError::Malformed("hello without its URL count".into()));
+    }
+    let count = frame.get_u16_le() as usize;
+    if count > MAX_HELLO_URLS {
+        return Err(WireError::Malformed(format!(
+            "hello names {count} peer URLs, at most {MAX_HELLO_URLS} are accepted"
+        )));
+    }
+    let mut peer_urls = Vec::with_capacity(count);
+    for n in 0..count {
+        if frame.remaining() < 2 {
+            return Err(WireError::Malformed(format!("hello URL {n} missing")));
+        }
+        let length = frame.get_u16_le() as usize;
+        if length > MAX_HELLO_URL_BYTES || frame.remaining() < length {
+            return Err(WireError::Malformed(format!(
+                "hello URL {n} of {length} bytes runs past the frame or the limit"
+            )));
+        }
+        let bytes = frame.split_to(length);
+        let url = std::str::from_utf8(&bytes)
+            .map_err(|_| WireError::Malformed(format!("hello URL {n} is not UTF-8")))?;
+        peer_urls.push(url.to_string());
+    }
+    if frame.has_remaining() {
+        return Err(WireError::Malformed(format!(
+            "{} bytes after the hello's URLs",
+            frame.remaining()
+        )));
+    }
+    Ok(Frame::Hello { from, peer_urls })
 }
 
 fn decode_chunk(mut frame: BytesMut, from: u64) -> Result<Frame, WireError> {
@@ -462,6 +533,50 @@ mod tests {
         assert!(matches!(
             decode_frame(&mut wire, 8, 2, 1 << 20),
             Err(WireError::OtherCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn hellos_round_trip_and_bad_ones_are_refused() {
+        let urls = vec!["https://10.0.0.4:2380".to_string(), "http://m4:2380".into()];
+        let mut wire = BytesMut::new();
+        encode_hello(9, 4, &urls, &mut wire);
+        let decoded = decode_frame(&mut wire.clone(), 9, 2, 1 << 20).unwrap();
+        assert_eq!(
+            decoded,
+            Some(Frame::Hello {
+                from: 4,
+                peer_urls: urls.clone()
+            })
+        );
+        assert!(matches!(
+            decode_frame(&mut wire.clone(), 8, 2, 1 << 20),
+            Err(WireError::OtherCluster { .. })
+        ));
+        // A URL longer than its frame, a count beyond the limit, bytes left over, bad UTF-8.
+        let count_at = 4 + 2 + 2 + 8 + 8;
+        let mut long = wire.to_vec();
+        long[count_at + 2] = 0xff;
+        let mut many = wire.to_vec();
+        many[count_at] = (MAX_HELLO_URLS + 1) as u8;
+        let mut over = wire.to_vec();
+        over[count_at] = 1;
+        let mut utf8 = wire.to_vec();
+        utf8[count_at + 4] = 0xff;
+        for bad in [long, many, over, utf8] {
+            assert!(matches!(
+                decode_frame(&mut BytesMut::from(&bad[..]), 9, 2, 1 << 20),
+                Err(WireError::Malformed(_))
+            ));
+        }
+        // Too many or too long URLs are left out on the way, never sent for the receiver to refuse.
+        let mut wire = BytesMut::new();
+        let mut many = vec![urls[0].clone(); 40];
+        many.insert(0, "h".repeat(MAX_HELLO_URL_BYTES + 1));
+        encode_hello(9, 4, &many, &mut wire);
+        assert!(matches!(
+            decode_frame(&mut wire, 9, 2, 1 << 20),
+            Ok(Some(Frame::Hello { peer_urls, .. })) if peer_urls.len() == MAX_HELLO_URLS
         ));
     }
 

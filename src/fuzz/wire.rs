@@ -156,11 +156,12 @@ pub(super) fn peer_corpus() -> Vec<Vec<u8>> {
 }
 
 /// Valid peer frames of cluster `cluster_id` to member `to`, sent as member `from`: Raft
-/// messages of every kind a member sends, a snapshot chunk, a members query and answer (the
+/// messages of every kind a member sends, a snapshot chunk, a members query and answer, a hello (the
 /// seeds `tests/fuzz.rs` mutates against a running member).
 pub fn peer_frames(cluster_id: u64, to: u64, from: u64) -> Vec<Vec<u8>> {
     use crate::peer::wire::{
-        encode_frame, encode_members, encode_members_query, encode_snapshot_chunk, SnapshotChunk,
+        encode_frame, encode_hello, encode_members, encode_members_query, encode_snapshot_chunk,
+        SnapshotChunk,
     };
     use raft::eraftpb::{Entry, Message, MessageType};
     let message = |kind: MessageType| {
@@ -222,6 +223,10 @@ pub fn peer_frames(cluster_id: u64, to: u64, from: u64) -> Vec<Vec<u8>> {
     corpus.push(out.to_vec());
     let mut out = BytesMut::new();
     encode_members(cluster_id, from, b"registry bytes", &mut out);
+    corpus.push(out.to_vec());
+    let mut out = BytesMut::new();
+    encode_hello(cluster_id, from, &["http://10.0.0.4:2380".into()], &mut out);
+    encode_frame(cluster_id, from, &[], &mut out);
     corpus.push(out.to_vec());
     corpus
 }

@@ -18,22 +18,20 @@
 //!                                  as Persisted once the log synced it
 //! ```
 //!
-//! Invariants checked here: entries are applied one by one in index order and never past the
-//! commit index; a Ready's vouching messages are released only after it is durable, in order.
+//! The turn itself is `state/turn`; membership as the replica applies and checks it is
+//! `state/members`. Invariants checked there: entries are applied one by one in index order and
+//! never past the commit index; a Ready's vouching messages are released only after it is
+//! durable, in order.
 
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata,
-};
+use raft::eraftpb::{Message, MessageType, SnapshotMetadata};
 use raft::{RawNode, StateRole};
 
 use super::disk::LogSpace;
-use super::entry::{decode_proposal, to_log_entry, ProposalId};
 use super::leadership::{LeaderChange, Leaderless, Leadership};
 use super::logger::raft_logger;
-use super::membership::{self, MemberEffect, Progress};
-use super::persist::{self, Persistence};
+use super::persist::Persistence;
 use super::proposals::{self, Proposal, ProposalQueue, Waiting, MAX_UNCOMMITTED_BYTES};
 use super::random::Random;
 use super::reads::ReadQueue;
@@ -42,10 +40,15 @@ use super::stages::CommitStages;
 use super::storage::LogStorage;
 use crate::api::error::ServerError;
 use crate::ids::{LogIndex, MemberId, Term};
-use crate::members::{decode_change, MemberChange, MemberError, Members};
+use crate::members::{MemberError, Members};
 use crate::wal::format::HardState;
 use crate::wal::io::LogDir;
-use crate::wal::LogEntry;
+
+mod members;
+mod turn;
+
+pub use members::{raft_snapshot_metadata, snapshot_metadata, MemberApplied};
+pub use turn::{PersistPlan, Turn};
 
 /// How a replica is set up.
 #[derive(Clone, Debug)]
@@ -141,41 +144,6 @@ impl Outputs {
             && self.reads_failed.is_empty()
             && self.leader_changes.is_empty()
             && self.leaderless.is_none()
-    }
-}
-
-/// What a turn stages in the log.
-#[derive(Debug)]
-pub struct PersistPlan {
-    /// Entries to append (replacing any suffix they overlap).
-    pub entries: Vec<LogEntry>,
-    /// The hard state to write with them.
-    pub hard_state: Option<HardState>,
-}
-
-/// An applied membership change, for the shell.
-#[derive(Debug)]
-pub struct MemberApplied {
-    /// The proposal it came from, if it is one of lode's.
-    pub proposal: Option<ProposalId>,
-    /// The registry's verdict (the same on every member).
-    pub result: Result<(), MemberError>,
-    /// What the shell must do.
-    pub effect: MemberEffect,
-}
-
-/// One turn of raft-rs's Ready protocol in progress.
-pub struct Turn {
-    ready: raft::Ready,
-    snapshot: Option<Snapshot>,
-    /// The hard state `persist_plan` staged.
-    hard_state: Option<HardState>,
-}
-
-impl Turn {
-    /// A snapshot the leader sent, to install before the rest of the turn.
-    pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot.as_ref()
     }
 }
 
@@ -579,244 +547,6 @@ impl<D: LogDir> Replica<D> {
         }
     }
 
-    /// Starts a turn of the Ready protocol: messages to peers go out first (a leader persists
-    /// in parallel with replication).
-    pub fn begin_turn(&mut self, now: Instant) -> Option<Turn> {
-        if !self.raw.has_ready() {
-            return None;
-        }
-        let mut ready = self.raw.ready();
-        self.send(ready.take_messages(), now);
-        let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
-        Some(Turn {
-            ready,
-            snapshot,
-            hard_state: None,
-        })
-    }
-
-    /// The snapshot of this turn replaces the log: forgets entries staged before it (the shell
-    /// made every earlier Ready durable first).
-    pub fn snapshot_installing(&mut self) {
-        debug_assert_eq!(self.persistence.in_flight(), 0);
-        self.raw.store().clear_in_flight();
-    }
-
-    /// A snapshot at `metadata`, `bytes` long, was installed, with `members` its registry.
-    pub fn snapshot_installed(
-        &mut self,
-        metadata: &SnapshotMetadata,
-        bytes: u64,
-        members: Option<Members>,
-    ) {
-        if let Some(members) = members {
-            self.members = members;
-        }
-        self.applied = metadata.index;
-        self.snapshots.installed(metadata.index, bytes);
-        self.raw
-            .store()
-            .set_conf_state(metadata.get_conf_state().clone());
-        self.raw.store().set_newest_snapshot(metadata.clone());
-    }
-
-    /// The turn's leadership news and read states (into the outputs), and its committed
-    /// entries, to apply in order.
-    pub fn take_committed(&mut self, turn: &mut Turn) -> Vec<Entry> {
-        if turn.ready.ss().is_some() {
-            let leader = self.raw.raft.leader_id;
-            if let Some(change) = self.leadership.observe(MemberId::new(leader)) {
-                // Rounds asked of another leader will never be answered: their readers fail
-                // at once with etcd's "leader changed" and may retry.
-                for reader in self.reads.leader_changed(leader) {
-                    self.out
-                        .reads_failed
-                        .push((reader, ServerError::LeaderChanged));
-                }
-                self.out.leader_changes.push(change);
-            }
-        }
-        for state in turn.ready.take_read_states() {
-            for reader in self.reads.answered(&state.request_ctx) {
-                self.out
-                    .reads_ready
-                    .push((reader, LogIndex::new(state.index)));
-            }
-        }
-        turn.ready.take_committed_entries()
-    }
-
-    /// What the shell stages in the log for this turn: its entries and the hard state to
-    /// write with them (`None`: nothing to stage).
-    pub fn persist_plan(&mut self, turn: &mut Turn) -> Result<Option<PersistPlan>, ServerError> {
-        let entries = turn
-            .ready
-            .entries()
-            .iter()
-            .map(to_log_entry)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let hard_state = turn.ready.hs().map(|hs| HardState::from(hs.clone()));
-        let staged = self.persistence.plan(!entries.is_empty(), hard_state);
-        turn.hard_state = staged;
-        if entries.is_empty() && staged.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(PersistPlan {
-            entries,
-            hard_state: staged,
-        }))
-    }
-
-    /// Hands the turn's Ready back to raft-rs; answers its number, to report as
-    /// [`Input::Persisted`] once what `persist_plan` staged is durable (at once if nothing
-    /// was). Votes and a follower's acknowledgements wait for that; a heartbeat response goes
-    /// now when its term is already durable.
-    pub fn end_turn(&mut self, mut turn: Turn, now: Instant) -> u64 {
-        let number = turn.ready.number();
-        let term_durable = self
-            .persistence
-            .term_durable(self.raw.raft.term, self.raw.raft.vote);
-        let (now_messages, later) =
-            persist::split_persisted(turn.ready.take_persisted_messages(), term_durable);
-        self.send(now_messages, now);
-        let installs_snapshot = turn.snapshot.is_some();
-        if !installs_snapshot {
-            // raft-rs reads these entries back before they are durable.
-            self.raw.store().stage(turn.ready.entries());
-        }
-        self.raw.advance_append_async(turn.ready);
-        // raft-rs counts a snapshot applied only once it is persisted.
-        if !installs_snapshot {
-            self.raw.advance_apply();
-        }
-        self.persistence
-            .push(number, later, turn.hard_state, installs_snapshot);
-        self.after_input();
-        number
-    }
-
-    /// Readies handed back whose writes are not yet durable.
-    pub fn persists_in_flight(&self) -> usize {
-        self.persistence.in_flight()
-    }
-
-    /// Entry `index`, `bytes` long, was applied.
-    pub fn applied_entry(&mut self, index: LogIndex, bytes: u64) {
-        let index = index.get();
-        assert!(
-            index > self.applied,
-            "entry {index} applied after {}: out of order",
-            self.applied
-        );
-        assert!(
-            index <= self.committed().get(),
-            "entry {index} applied beyond the commit index {}",
-            self.committed()
-        );
-        self.applied = index;
-        self.snapshots.applied(bytes);
-    }
-
-    /// Applies a membership change entry: the registry first (which may refuse it, the same
-    /// way on every member), then Raft's configuration. Answers the proposal it came from
-    /// (if it is one of lode's), the registry's verdict, and what the shell must do.
-    pub fn apply_member_change(
-        &mut self,
-        conf_change: ConfChange,
-    ) -> Result<MemberApplied, ServerError> {
-        let context = bytes::Bytes::from(conf_change.context.to_vec());
-        let decoded = decode_proposal(&context).and_then(|proposal| {
-            decode_change(&proposal.frame).map(|change| (proposal.id, change))
-        });
-        let Some((id, change)) = decoded else {
-            // Not one of lode's (none are made elsewhere): Raft's configuration only.
-            self.apply_conf_change(Err(conf_change))?;
-            return Ok(MemberApplied {
-                proposal: None,
-                result: Ok(()),
-                effect: MemberEffect::None,
-            });
-        };
-        let result = self.members.apply(&change);
-        if result.is_err() {
-            tracing::info!(?change, ?result, "membership change refused when applied");
-            return Ok(MemberApplied {
-                proposal: Some(id),
-                result,
-                effect: MemberEffect::None,
-            });
-        }
-        // A leader applying its own removal keeps its own Raft configuration as it is for the
-        // few heartbeats before it stops: raft-rs expects a leader to track its own progress
-        // (it panics persisting entries otherwise). The others apply the removal; what this
-        // leader commits meanwhile stays safe: configurations one change apart have
-        // overlapping majorities, so an entry on a majority of the old one is on some member
-        // of every majority of the new one, and Raft's vote rule keeps it.
-        let removing_self_as_leader =
-            change == MemberChange::Remove(self.config.member_id) && self.is_leader();
-        if change.raft_change().is_some() && !removing_self_as_leader {
-            self.apply_conf_change(Err(conf_change))?;
-        }
-        tracing::info!(?change, "membership changed");
-        Ok(MemberApplied {
-            proposal: Some(id),
-            result: Ok(()),
-            effect: membership::effect_of(self.config.member_id, &change),
-        })
-    }
-
-    /// Applies a configuration change to raft-rs alone (v2, or v1 not made by lode).
-    pub fn apply_conf_change(
-        &mut self,
-        change: Result<ConfChangeV2, ConfChange>,
-    ) -> Result<(), ServerError> {
-        let conf_state = match change {
-            Ok(v2) => self.raw.apply_conf_change(&v2),
-            Err(v1) => self.raw.apply_conf_change(&v1),
-        }
-        .map_err(|e| ServerError::Internal(format!("conf change: {e}")))?;
-        self.raw.store().set_conf_state(conf_state);
-        self.after_input();
-        Ok(())
-    }
-
-    /// Checks a membership change against the registry and, on the leader, against the
-    /// cluster's health and a learner's progress.
-    pub fn check_change(&self, change: &MemberChange) -> Result<(), ServerError> {
-        self.members.check(change)?;
-        if !self.is_leader() {
-            return match change {
-                MemberChange::Promote(_) => Err(MemberError::NotLeader.into()),
-                _ => Ok(()),
-            };
-        }
-        let progress = self.raw.raft.prs();
-        membership::check_on_leader(
-            self.config.member_id,
-            &self.voters(),
-            |id| {
-                progress.get(id.get()).map(|p| Progress {
-                    matched: p.matched,
-                    recent_active: p.recent_active,
-                })
-            },
-            change,
-        )?;
-        Ok(())
-    }
-
-    /// Checks a leadership transfer to `target`: `Ok(true)` when it is this member already.
-    pub fn check_transfer(&self, target: MemberId) -> Result<bool, ServerError> {
-        if !self.is_leader() {
-            return Err(MemberError::NotLeader.into());
-        }
-        if !self.voters().contains(&target) {
-            return Err(MemberError::BadLeaderTransferee.into());
-        }
-        Ok(target == self.config.member_id)
-    }
-
     /// A snapshot of this member's own, at `metadata`, is durable: offered to members behind
     /// the log from now on.
     pub fn snapshot_taken(&mut self, metadata: SnapshotMetadata, bytes: u64) {
@@ -921,42 +651,5 @@ impl<D: LogDir> Replica<D> {
     /// Every proposal and reader still queued (the member stops); the queues are left empty.
     pub fn clear(&mut self) -> (Vec<u64>, Vec<u64>) {
         (self.proposals.clear(), self.reads.clear())
-    }
-}
-
-/// Raft's description of a snapshot lode took or installed.
-pub fn snapshot_metadata(meta: &crate::snapshot::SnapshotMeta) -> SnapshotMetadata {
-    match &meta.members {
-        Some(members) => raft_snapshot_metadata(meta.applied_index, meta.applied_term, members),
-        // Snapshots before format 3 hold voters only (and no learners could be in them).
-        None => raft_metadata(
-            meta.applied_index,
-            meta.applied_term,
-            meta.voters.clone(),
-            Vec::new(),
-        ),
-    }
-}
-
-/// Raft's description of a snapshot at `index` of `term` whose registry is `members`: its
-/// voters and its learners (a member installing it must keep replicating to the learners
-/// should it lead).
-pub fn raft_snapshot_metadata(index: u64, term: u64, members: &Members) -> SnapshotMetadata {
-    let (voters, learners) = members.voters_and_learners();
-    let raw = |ids: Vec<MemberId>| ids.into_iter().map(MemberId::get).collect();
-    raft_metadata(index, term, raw(voters), raw(learners))
-}
-
-fn raft_metadata(index: u64, term: u64, voters: Vec<u64>, learners: Vec<u64>) -> SnapshotMetadata {
-    SnapshotMetadata {
-        conf_state: Some(ConfState {
-            voters,
-            learners,
-            ..Default::default()
-        })
-        .into(),
-        index,
-        term,
-        ..Default::default()
     }
 }

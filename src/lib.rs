@@ -28,6 +28,7 @@ pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod peer;
+pub mod process_metrics;
 pub mod replica;
 pub mod restore;
 pub mod server;

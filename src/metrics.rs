@@ -92,6 +92,17 @@ impl Exposition {
         let _ = writeln!(self.out, "{name}{} {value}", labels_text(labels, None));
     }
 
+    /// A counter sample of a fractional quantity (seconds of CPU time).
+    pub fn counter_f64(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.describe(name, "counter", help);
+        let _ = writeln!(
+            self.out,
+            "{name}{} {}",
+            labels_text(labels, None),
+            number(value)
+        );
+    }
+
     /// A histogram of nanosecond samples, in seconds, with buckets at `bounds` (seconds).
     pub fn histogram(
         &mut self,

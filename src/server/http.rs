@@ -600,8 +600,8 @@ fn json_requests<T: DeserializeOwned + 'static>(
     .boxed_local()
 }
 
-/// Prometheus's `/metrics`: the consensus core's metrics, the gRPC counters, and the version
-/// etcd reports.
+/// Prometheus's `/metrics`: the consensus core's metrics, the gRPC counters, the process's
+/// figures, and the version etcd reports.
 async fn metrics(node: &Rc<Node>) -> HttpResponse {
     let mut exposition = crate::metrics::Exposition::new();
     exposition.gauge(
@@ -617,6 +617,7 @@ async fn metrics(node: &Rc<Node>) -> HttpResponse {
         1.0,
     );
     super::grpc::expose_grpc(&mut exposition);
+    crate::process_metrics::expose(&mut exposition);
     let mut text = exposition.finish();
     match node.consensus_metrics().await {
         Ok(consensus) => {

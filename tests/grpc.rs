@@ -555,6 +555,50 @@ fn metrics_count_calls_and_carry_etcds_names() {
         Some(syncs)
     );
     assert!(text.contains("lode_commit_stage_seconds_count{stage=\"proposal_total\"}"));
+    // The process's figures under the client libraries' names.
+    assert!(sample(&text, "process_resident_memory_bytes") > Some(1e5));
+    assert!(sample(&text, "process_open_fds") >= Some(3.0));
+    assert!(sample(&text, "process_start_time_seconds") > Some(1.6e9));
+}
+
+/// A stream is counted handled when it ends, not when it opens: started minus handled is the
+/// number of streams open, which etcd's dashboards chart as active watch streams.
+#[test]
+fn a_stream_is_counted_handled_when_it_ends() {
+    let dir = DataDir::new("grpc-metrics-stream");
+    let lode = Lode::start(&dir.0, &[]);
+    let endpoint = lode.client_url.clone();
+    let watch =
+        "grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"";
+    let handled = |text: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with("grpc_server_handled_total{") && line.contains(watch))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let url = lode.client_url.clone();
+    runtime().block_on(async move {
+        let mut client = Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let stream = client.watch("a", None).await.expect("watch");
+        let text = http_get(&url, "/metrics");
+        assert_eq!(
+            sample(&text, &format!("grpc_server_started_total{{{watch}}}")),
+            Some(1.0)
+        );
+        assert_eq!(handled(&text), 0.0, "counted handled while open: {text}");
+        drop(stream);
+        drop(client);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while handled(&http_get(&url, "/metrics")) != 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the closed stream was never counted handled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
 }
 
 /// A gRPC codec that sends and receives raw bytes: requests no etcd client would build.

@@ -11,9 +11,8 @@ use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
 use super::grpc::{
-    AuthService, ClusterService, CoreTimer, GlommioIo, HealthService, KvService, LeaseService,
-    LocalExecutor, MaintenanceService, WatchService, GRPC_CODES, GRPC_HANDLED, GRPC_METHODS,
-    GRPC_STARTED,
+    AuthService, ClusterService, CoreTimer, GlommioIo, HandledBody, HealthService, KvService,
+    LeaseService, LocalExecutor, MaintenanceService, WatchService, GRPC_METHODS, GRPC_STARTED,
 };
 use super::node::Node;
 use super::Limits;
@@ -92,19 +91,12 @@ pub async fn serve_connection(
                     "grpc.health.v1.Health" => health.call(request).await,
                     _ => Ok(unimplemented_response(&path)),
                 };
-                if let (Some(method), Ok(response)) = (method, &response) {
-                    // A call that failed before its first message answers with its status in
-                    // the headers; any other has begun well (unary calls end as they began).
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse::<usize>().ok())
-                        .filter(|code| *code < GRPC_CODES.len())
-                        .unwrap_or(0);
-                    GRPC_HANDLED[method][code].fetch_add(1, Ordering::Relaxed);
-                }
-                response.map(|response| response.map(http_body_util::Either::Left))
+                // Counted in `grpc_server_handled_total` when the call ends.
+                response.map(|response| {
+                    let (parts, body) = response.into_parts();
+                    let body = HandledBody::new(body, method, &parts.headers);
+                    http::Response::from_parts(parts, http_body_util::Either::Left(body))
+                })
             }
         });
     let io = GlommioIo::new(stream, &read_ahead);

@@ -1,7 +1,11 @@
 //! The `grpc_server_*` counters: calls started and answered, per method and status code, as
 //! etcd exposes them (go-grpc-prometheus's names and labels).
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
 
 /// A gRPC method lode serves, for `grpc_server_*` metrics.
 #[derive(Clone, Copy, Debug)]
@@ -177,5 +181,157 @@ pub fn expose_grpc(out: &mut crate::metrics::Exposition) {
                 );
             }
         }
+    }
+}
+
+/// The status code a `grpc-status` header or trailer names (`None`: absent or not a code).
+fn status_code(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok())
+        .filter(|code| *code < GRPC_CODES.len())
+}
+
+/// A call's response body that counts the call in `grpc_server_handled_total` when it ends, as
+/// go-grpc-prometheus does: a stream (a watch, a keep-alive) when its trailers go out, not when
+/// it opens, so "started minus handled" is the number of streams open. A call whose status came
+/// in the headers (trailers-only) ends there; a body dropped before its end (the client went
+/// away) counts as `Canceled`.
+pub(in crate::server) struct HandledBody<B> {
+    inner: B,
+    /// The method called (an index of `GRPC_METHODS`); `None` for a path lode does not serve,
+    /// which is not counted.
+    method: Option<usize>,
+    counted: bool,
+}
+
+impl<B> HandledBody<B> {
+    /// Wraps the body of a response to `method` whose headers are `headers`.
+    pub(in crate::server) fn new(
+        inner: B,
+        method: Option<usize>,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        let mut body = HandledBody {
+            inner,
+            method,
+            counted: false,
+        };
+        if let Some(code) = status_code(headers) {
+            body.count(code);
+        }
+        body
+    }
+
+    fn count(&mut self, code: usize) {
+        if let (false, Some(method)) = (self.counted, self.method) {
+            GRPC_HANDLED[method][code].fetch_add(1, Ordering::Relaxed);
+        }
+        self.counted = true;
+    }
+}
+
+/// `Unknown`: a body that ended without saying how.
+const UNKNOWN: usize = 2;
+/// `Canceled`: a body dropped before its end.
+const CANCELED: usize = 1;
+
+impl<B: Body + Unpin> Body for HandledBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = status_code(trailers).unwrap_or(UNKNOWN);
+                    self.count(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => self.count(UNKNOWN),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for HandledBody<B> {
+    fn drop(&mut self) {
+        self.count(CANCELED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn handled(method: usize, code: usize) -> u64 {
+        GRPC_HANDLED[method][code].load(Ordering::Relaxed)
+    }
+
+    fn method(name: &str) -> usize {
+        GRPC_METHODS
+            .iter()
+            .position(|m| m.method == name)
+            .expect("method")
+    }
+
+    #[test]
+    fn a_call_is_counted_once_when_it_ends() {
+        let runtime = futures::executor::block_on;
+        // A stream: not counted while it runs, counted by its trailers' status.
+        let watch = method("Watch");
+        let before = handled(watch, 0);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(bytes::Bytes::from_static(b"event"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let stream = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        let mut body = HandledBody::new(stream, Some(watch), &http::HeaderMap::new());
+        runtime(async {
+            assert!(body.frame().await.is_some());
+            assert_eq!(handled(watch, 0), before, "counted while open");
+            while body.frame().await.is_some() {}
+        });
+        drop(body);
+        assert_eq!(handled(watch, 0), before + 1);
+
+        // Trailers-only: counted from the headers, once.
+        let put = method("Put");
+        let before = handled(put, 9);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from_static("9"));
+        drop(HandledBody::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+            Some(put),
+            &headers,
+        ));
+        assert_eq!(handled(put, 9), before + 1);
+
+        // Dropped before its end: the client went away.
+        let keep_alive = method("LeaseKeepAlive");
+        let before = handled(keep_alive, CANCELED);
+        drop(HandledBody::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+            Some(keep_alive),
+            &http::HeaderMap::new(),
+        ));
+        assert_eq!(handled(keep_alive, CANCELED), before + 1);
     }
 }

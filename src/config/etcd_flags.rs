@@ -324,7 +324,7 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     no_effect(
         "experimental-warning-apply-duration",
         false,
-        "lode reports slow commits through its commit-stage histograms (lodectl perf)",
+        "lode counts applies slower than etcd's default 100ms (etcd_server_slow_apply_total) and times every commit stage (lodectl perf)",
     ),
     no_effect(
         "experimental-warning-unary-request-duration",
@@ -426,7 +426,7 @@ pub static ETCD_FLAGS: &[EtcdFlag] = &[
     no_effect(
         "warning-apply-duration",
         false,
-        "lode reports slow commits through its commit-stage histograms (lodectl perf)",
+        "lode counts applies slower than etcd's default 100ms (etcd_server_slow_apply_total) and times every commit stage (lodectl perf)",
     ),
     no_effect(
         "warning-unary-request-duration",

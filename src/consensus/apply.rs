@@ -26,7 +26,9 @@ impl<D: LogDir + 'static> Consensus<D> {
         if entries.is_empty() {
             return Ok(());
         }
+        let batch_started = Instant::now();
         for entry in entries {
+            let started = Instant::now();
             match entry.entry_type {
                 EntryType::EntryNormal => self.apply_proposal(&entry).await,
                 EntryType::EntryConfChange => {
@@ -44,15 +46,15 @@ impl<D: LogDir + 'static> Consensus<D> {
                     self.replica.borrow_mut().apply_conf_change(Ok(change))?;
                 }
             }
-            self.replica
-                .borrow_mut()
-                .applied_entry(LogIndex::new(entry.index), entry.data.len() as u64);
+            let mut replica = self.replica.borrow_mut();
+            replica.applied_entry(LogIndex::new(entry.index), entry.data.len() as u64);
+            replica.stages().entry_applied(started.elapsed());
         }
         self.sequencer.publish(self.term()).await?;
-        self.replica
-            .borrow_mut()
-            .stages()
-            .applied(committed_at.elapsed());
+        let mut replica = self.replica.borrow_mut();
+        replica.stages().applied(committed_at.elapsed());
+        replica.stages().batch_applied(batch_started.elapsed());
+        drop(replica);
         crate::shard::release_waiters(&self.applied_waiters, self.applied_index());
         Ok(())
     }

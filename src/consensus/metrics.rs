@@ -103,5 +103,9 @@ impl<D: LogDir + 'static> Consensus<D> {
             1.0,
         );
         self.replica.borrow().stages_view().expose(out);
+        self.replica.borrow().peer_health().expose(out);
+        if let Some(transport) = &self.transport {
+            transport.expose(out);
+        }
     }
 }

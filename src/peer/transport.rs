@@ -28,7 +28,7 @@
 //!   go. A hello never moves a configured peer: the registry decides where members are.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -281,6 +281,16 @@ pub struct PeerTransport {
     own_urls: RefCell<Vec<String>>,
     /// Where senders missing from the configuration said they are (newest last).
     heard: RefCell<VecDeque<(u64, PeerAddress)>>,
+    /// Traffic per peer, for etcd's `etcd_network_peer_*` metrics.
+    traffic: RefCell<BTreeMap<u64, PeerTraffic>>,
+}
+
+/// Bytes to and from one peer, and messages that could not be sent to it.
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerTraffic {
+    sent_bytes: u64,
+    received_bytes: u64,
+    sent_failures: u64,
 }
 
 /// Gives the member registry's current bytes (`Members::encode`).
@@ -310,6 +320,7 @@ impl PeerTransport {
             last_refusal_logged: Cell::new(None),
             own_urls: RefCell::default(),
             heard: RefCell::default(),
+            traffic: RefCell::default(),
         })
     }
 
@@ -374,6 +385,52 @@ impl PeerTransport {
             heard.pop_front();
         }
         heard.push_back((from, address));
+    }
+
+    fn count(&self, peer: u64, change: impl FnOnce(&mut PeerTraffic)) {
+        change(self.traffic.borrow_mut().entry(peer).or_default());
+    }
+
+    fn sent(&self, peer: u64, bytes: usize) {
+        self.count(peer, |traffic| traffic.sent_bytes += bytes as u64);
+    }
+
+    pub(super) fn received(&self, peer: u64, bytes: usize) {
+        self.count(peer, |traffic| traffic.received_bytes += bytes as u64);
+    }
+
+    fn send_failed(&self, peer: u64, messages: usize) {
+        self.count(peer, |traffic| traffic.sent_failures += messages as u64);
+    }
+
+    /// Adds etcd's peer traffic metrics to a `/metrics` exposition (labels: the peer's member
+    /// ID in hex, as etcd writes it).
+    pub fn expose(&self, out: &mut crate::metrics::Exposition) {
+        let traffic = self.traffic.borrow();
+        for (peer, counts) in traffic.iter() {
+            out.counter(
+                "etcd_network_peer_sent_bytes_total",
+                "The total number of bytes sent to peers.",
+                &[("To", &format!("{peer:x}"))],
+                counts.sent_bytes,
+            );
+        }
+        for (peer, counts) in traffic.iter() {
+            out.counter(
+                "etcd_network_peer_received_bytes_total",
+                "The total number of bytes received from peers.",
+                &[("From", &format!("{peer:x}"))],
+                counts.received_bytes,
+            );
+        }
+        for (peer, counts) in traffic.iter() {
+            out.counter(
+                "etcd_network_peer_sent_failures_total",
+                "The total number of send failures from peers.",
+                &[("To", &format!("{peer:x}"))],
+                counts.sent_failures,
+            );
+        }
     }
 
     /// Where received messages wait.
@@ -464,6 +521,7 @@ impl PeerTransport {
             }
             if peer.queued() >= MAX_QUEUED_MESSAGES {
                 self.unreachable.borrow_mut().push(peer.id);
+                self.send_failed(peer.id, 1);
                 continue;
             }
             if is_control(&message) {
@@ -556,6 +614,7 @@ impl PeerTransport {
                 .await
                 .ok_or("the peer stopped taking chunks")?
                 .map_err(|e| format!("sending a chunk: {e}"))?;
+            self.sent(peer.id, wire.len());
             offset += length as u64;
             glommio::timer::sleep(pause).await;
         }
@@ -571,6 +630,7 @@ impl PeerTransport {
             .await
             .ok_or("the peer stopped taking the snapshot")?
             .map_err(|e| format!("sending the snapshot message: {e}"))?;
+        self.sent(peer.id, wire.len());
         let mut answer = [SNAPSHOT_REFUSED];
         within(SNAPSHOT_STALL_TIMEOUT, stream.read_exact(&mut answer))
             .await
@@ -602,6 +662,7 @@ impl PeerTransport {
                     tracing::debug!(peer = %format!("{:x}", peer.id), %address, %error, "cannot reach peer");
                     if peer.queued() > 0 {
                         // Raft retransmits; holding old messages only delays newer ones.
+                        self.send_failed(peer.id, peer.queued());
                         peer.clear();
                         self.unreachable.borrow_mut().push(peer.id);
                     }
@@ -654,8 +715,10 @@ impl PeerTransport {
                 if let Err(error) = write_flushed(&mut writer, &wire).await {
                     tracing::debug!(peer = %format!("{:x}", peer.id), %error, "peer connection lost");
                     self.unreachable.borrow_mut().push(peer.id);
+                    self.send_failed(peer.id, batch.len());
                     break;
                 }
+                self.sent(peer.id, wire.len());
             }
             let _ = writer.close().await;
             watcher.cancel().await;

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod leadership;
 pub mod logger;
 pub mod membership;
+pub mod peers;
 pub mod persist;
 pub mod proposals;
 pub mod random;

@@ -14,6 +14,11 @@
 //!   answer (the proposer's scheduling delay);
 //! - proposal total: the whole of it, queueing to answer, for writes proposed here.
 //!
+//! Beside the stages: each committed batch's apply (from its first entry's start to its changes
+//! visible; lode's closest to etcd's backend commit, since lode's state machine is the shards'
+//! MVCC in memory and its durability is the log) and the entries whose apply was slower than
+//! etcd's default warning of `SLOW_APPLY` (etcd's `etcd_server_slow_apply_total`).
+//!
 //! Histograms count since the process started (like Prometheus histograms). Values are
 //! nanoseconds, recorded with 3 significant digits, saturating at one minute.
 
@@ -25,6 +30,9 @@ use hdrhistogram::Histogram;
 
 /// Longest duration recorded exactly; longer ones are recorded as this.
 const MAX_RECORDED: Duration = Duration::from_secs(60);
+
+/// An entry applied slower than this is counted slow (etcd's default `--warning-apply-duration`).
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 /// Appends remembered per follower while their acknowledgements are awaited; older ones are
 /// forgotten (raft-rs keeps at most `max_inflight_msgs` appends in flight anyway).
@@ -62,6 +70,8 @@ pub struct CommitStages {
     commit_to_apply: Histogram<u64>,
     apply_to_response: Histogram<u64>,
     proposal_total: Histogram<u64>,
+    batch_apply: Histogram<u64>,
+    slow_applies: u64,
     /// Per follower: the last index of each append sent and when, oldest first.
     appends_in_flight: HashMap<u64, VecDeque<(u64, Instant)>>,
 }
@@ -76,6 +86,8 @@ impl Default for CommitStages {
             commit_to_apply: histogram(),
             apply_to_response: histogram(),
             proposal_total: histogram(),
+            batch_apply: histogram(),
+            slow_applies: 0,
             appends_in_flight: HashMap::new(),
         }
     }
@@ -135,6 +147,23 @@ impl CommitStages {
         record(&mut self.commit_to_apply, elapsed);
     }
 
+    /// One entry took `elapsed` to apply.
+    pub fn entry_applied(&mut self, elapsed: Duration) {
+        if elapsed > SLOW_APPLY {
+            self.slow_applies += 1;
+        }
+    }
+
+    /// Entries applied slower than `SLOW_APPLY`.
+    pub fn slow_applies(&self) -> u64 {
+        self.slow_applies
+    }
+
+    /// A committed batch took `elapsed` to apply, first entry to last change visible.
+    pub fn batch_applied(&mut self, elapsed: Duration) {
+        record(&mut self.batch_apply, elapsed);
+    }
+
     /// A proposal's request task resumed `after_apply` after it was applied, `total` after it
     /// was queued.
     pub fn answered(&mut self, after_apply: Duration, total: Duration) {
@@ -156,6 +185,19 @@ impl CommitStages {
             &[],
             &syncs,
             &ETCD_DISK_BUCKETS,
+        );
+        out.histogram(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            &[],
+            &self.batch_apply,
+            &ETCD_DISK_BUCKETS,
+        );
+        out.counter(
+            "etcd_server_slow_apply_total",
+            "The total number of slow apply requests (likely overloaded from slow disk).",
+            &[],
+            self.slow_applies,
         );
         let help = "Time a commit spends in each stage on this member (see lodectl perf).";
         for (stage, histogram) in [
@@ -255,6 +297,21 @@ mod tests {
         assert_eq!(follower.count, 1);
         assert!(follower.max_ns >= MAX_RECORDED.as_nanos() as u64 / 1001 * 1000);
         assert_eq!(find(&summaries, "proposal total").count, 0);
+    }
+
+    #[test]
+    fn slow_applies_are_counted_and_batches_exposed_as_etcds_backend_commit() {
+        let mut stages = CommitStages::default();
+        stages.entry_applied(SLOW_APPLY);
+        stages.entry_applied(SLOW_APPLY + Duration::from_millis(1));
+        stages.batch_applied(Duration::from_millis(3));
+        assert_eq!(stages.slow_applies(), 1, "exactly the warning is not slow");
+        let mut out = crate::metrics::Exposition::new();
+        stages.expose(&mut out);
+        let text = out.finish();
+        assert!(text.contains("etcd_server_slow_apply_total 1\n"), "{text}");
+        assert!(text.contains("etcd_disk_backend_commit_duration_seconds_bucket{le=\"0.002\"} 0\n"));
+        assert!(text.contains("etcd_disk_backend_commit_duration_seconds_bucket{le=\"0.004\"} 1\n"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use raft::{RawNode, StateRole};
 use super::disk::LogSpace;
 use super::leadership::{LeaderChange, Leaderless, Leadership};
 use super::logger::raft_logger;
+use super::peers::PeerHealth;
 use super::persist::Persistence;
 use super::proposals::{self, Proposal, ProposalQueue, Waiting, MAX_UNCOMMITTED_BYTES};
 use super::random::Random;
@@ -163,6 +164,7 @@ pub struct Replica<D: LogDir> {
     persistence: Persistence,
     leadership: Leadership,
     stages: CommitStages,
+    peer_health: PeerHealth,
     members: Members,
     snapshots: SnapshotSchedule,
     applied: u64,
@@ -209,6 +211,11 @@ impl<D: LogDir> Replica<D> {
             .map_err(|e| ServerError::Internal(format!("starting raft: {e}")))?;
         let seed = config.seed;
         let mut random = Random::new(seed);
+        // raft-rs heartbeats every tick (`heartbeat_tick: 1`).
+        let peer_health = PeerHealth::new(
+            config.election_timeout / config.election_ticks.max(1) as u32,
+            config.election_timeout,
+        );
         let mut replica = Replica {
             config,
             raw,
@@ -217,6 +224,7 @@ impl<D: LogDir> Replica<D> {
             persistence: Persistence::new(durable),
             leadership: Leadership::default(),
             stages: CommitStages::default(),
+            peer_health,
             members,
             snapshots: SnapshotSchedule::new(applied),
             applied,
@@ -466,6 +474,9 @@ impl<D: LogDir> Replica<D> {
             }
             return;
         }
+        if message.get_msg_type() == MessageType::MsgHeartbeatResponse {
+            self.peer_health.heartbeat_answered(message.from, now);
+        }
         if let Err(error) = self.raw.step(message) {
             tracing::debug!(%error, "a peer's message was not taken");
         }
@@ -473,10 +484,14 @@ impl<D: LogDir> Replica<D> {
 
     fn send(&mut self, messages: Vec<Message>, now: Instant) {
         for message in &messages {
-            if message.get_msg_type() == MessageType::MsgAppend {
-                if let Some(last) = message.entries.last() {
-                    self.stages.append_sent(message.to, last.index, now);
+            match message.get_msg_type() {
+                MessageType::MsgAppend => {
+                    if let Some(last) = message.entries.last() {
+                        self.stages.append_sent(message.to, last.index, now);
+                    }
                 }
+                MessageType::MsgHeartbeat => self.peer_health.heartbeat_sent(message.to, now),
+                _ => {}
             }
         }
         self.out.send.extend(messages);
@@ -566,6 +581,11 @@ impl<D: LogDir> Replica<D> {
     /// The snapshot schedule.
     pub fn snapshots(&mut self) -> &mut SnapshotSchedule {
         &mut self.snapshots
+    }
+
+    /// How this member's heartbeats fared while it led.
+    pub fn peer_health(&self) -> &PeerHealth {
+        &self.peer_health
     }
 
     /// The commit stage histograms.

@@ -83,6 +83,7 @@ impl PeerTransport {
             };
             buffer.extend_from_slice(&chunk[..read]);
             loop {
+                let buffered = buffer.len();
                 let frame = match decode_frame(
                     &mut buffer,
                     self.cluster_id,
@@ -118,6 +119,11 @@ impl PeerTransport {
                     break 'connection Err(format!(
                         "member {sender:x} was removed from the cluster"
                     ));
+                }
+                // Counted for members this one dials only: a stranger's made-up IDs must not
+                // grow the metrics.
+                if self.peers.borrow().contains_key(&sender) {
+                    self.received(sender, buffered - buffer.len());
                 }
                 match frame {
                     Frame::MembersQuery => {

@@ -87,6 +87,8 @@ impl<D: LogDir> Replica<D> {
     /// entries, to apply in order.
     pub fn take_committed(&mut self, turn: &mut Turn) -> Vec<Entry> {
         if turn.ready.ss().is_some() {
+            // A new role or leader: the heartbeat schedule starts afresh.
+            self.peer_health.reset();
             let leader = self.raw.raft.leader_id;
             if let Some(change) = self.leadership.observe(MemberId::new(leader)) {
                 // Rounds asked of another leader will never be answered: their readers fail

@@ -143,43 +143,37 @@ pub(in crate::server) static GRPC_HANDLED: [[AtomicU64; GRPC_CODES.len()]; GRPC_
     [const { [const { AtomicU64::new(0) }; GRPC_CODES.len()] }; GRPC_METHODS.len()];
 
 /// Adds the gRPC counters (etcd's `grpc_server_started_total` and `grpc_server_handled_total`,
-/// with go-grpc-prometheus's labels) to a `/metrics` exposition; methods never called are left
-/// out.
+/// with go-grpc-prometheus's labels) to a `/metrics` exposition. Every method and code is
+/// there from the start, at 0, as etcd initialises them: a dashboard's "started minus handled"
+/// must have both series to subtract.
 pub fn expose_grpc(out: &mut crate::metrics::Exposition) {
     let kind = |method: &GrpcMethod| method.kind;
     // Each metric's samples together, as the text format requires.
     for (index, method) in GRPC_METHODS.iter().enumerate() {
-        let started = GRPC_STARTED[index].load(Ordering::Relaxed);
-        if started > 0 {
+        out.counter(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            &[
+                ("grpc_method", method.method),
+                ("grpc_service", method.service),
+                ("grpc_type", kind(method)),
+            ],
+            GRPC_STARTED[index].load(Ordering::Relaxed),
+        );
+    }
+    for (index, method) in GRPC_METHODS.iter().enumerate() {
+        for (code, name) in GRPC_CODES.iter().enumerate() {
             out.counter(
-                "grpc_server_started_total",
-                "Total number of RPCs started on the server.",
+                "grpc_server_handled_total",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
                 &[
+                    ("grpc_code", name),
                     ("grpc_method", method.method),
                     ("grpc_service", method.service),
                     ("grpc_type", kind(method)),
                 ],
-                started,
+                GRPC_HANDLED[index][code].load(Ordering::Relaxed),
             );
-        }
-    }
-    for (index, method) in GRPC_METHODS.iter().enumerate() {
-        for (code, name) in GRPC_CODES.iter().enumerate() {
-            let handled = GRPC_HANDLED[index][code].load(Ordering::Relaxed);
-            if handled > 0 {
-                out.counter(
-                    "grpc_server_handled_total",
-                    "Total number of RPCs completed on the server, regardless of success or \
-                     failure.",
-                    &[
-                        ("grpc_code", name),
-                        ("grpc_method", method.method),
-                        ("grpc_service", method.service),
-                        ("grpc_type", kind(method)),
-                    ],
-                    handled,
-                );
-            }
         }
     }
 }

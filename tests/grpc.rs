@@ -555,6 +555,7 @@ fn metrics_count_calls_and_carry_etcds_names() {
         Some(syncs)
     );
     assert!(text.contains("lode_commit_stage_seconds_count{stage=\"proposal_total\"}"));
+    assert_eq!(sample(&text, "etcd_debugging_mvcc_keys_total"), Some(2.0));
     // The process's figures under the client libraries' names.
     assert!(sample(&text, "process_resident_memory_bytes") > Some(1e5));
     assert!(sample(&text, "process_open_fds") >= Some(3.0));

@@ -60,6 +60,13 @@ pub struct MvccShard {
     keys: BTreeMap<Bytes, Vec<Version>>,
     /// Sum of `version_bytes` over every version held.
     size_bytes: u64,
+    /// Keys whose newest version is a put (compaction never changes it: it keeps what is
+    /// visible at its revision).
+    live_keys: u64,
+}
+
+fn is_live(history: &[Version]) -> bool {
+    history.last().is_some_and(|version| version.pair.is_some())
 }
 
 impl MvccShard {
@@ -79,7 +86,19 @@ impl MvccShard {
                 "changes applied out of revision order"
             );
         }
+        let was_live = is_live(history);
+        let live = pair.is_some();
         history.push(Version { main, sub, pair });
+        self.key_became(was_live, live);
+    }
+
+    /// Counts a key that was live (or not) and now is (or not).
+    fn key_became(&mut self, was_live: bool, live: bool) {
+        match (was_live, live) {
+            (false, true) => self.live_keys += 1,
+            (true, false) => self.live_keys -= 1,
+            _ => {}
+        }
     }
 
     /// Applies one write the sequencer handed this shard (`mvcc::sequence`), appending its
@@ -318,7 +337,15 @@ impl MvccShard {
             .collect::<Vec<_>>()
             .windows(2)
             .all(|w| (w[0].main, w[0].sub) < (w[1].main, w[1].sub)));
+        let was_live = is_live(history);
         history.extend(versions);
+        let live = is_live(history);
+        self.key_became(was_live, live);
+    }
+
+    /// Number of keys whose newest version is a put (etcd's `etcd_debugging_mvcc_keys_total`).
+    pub fn live_key_count(&self) -> u64 {
+        self.live_keys
     }
 
     /// Number of keys with any history.
@@ -678,7 +705,8 @@ mod tests {
     }
 
     #[test]
-    fn size_counts_every_version_held_through_puts_deletes_and_compaction() {
+    fn size_and_live_keys_are_counted_through_puts_deletes_compaction_and_import() {
+        let live = |shard: &MvccShard| shard.keys.values().filter(|h| is_live(h)).count() as u64;
         let recount = |shard: &MvccShard| -> u64 {
             shard
                 .keys
@@ -698,7 +726,9 @@ mod tests {
                 shard.compact(rev - 10);
             }
             assert_eq!(shard.size_bytes(), recount(&shard), "revision {rev}");
+            assert_eq!(shard.live_key_count(), live(&shard), "revision {rev}");
         }
+        assert!(shard.live_key_count() > 0 && shard.live_key_count() < 13);
         let before = shard.size_bytes();
         shard.compact(199);
         assert!(shard.size_bytes() < before);
@@ -708,6 +738,7 @@ mod tests {
             restored.import(k.clone(), history.clone());
         }
         assert_eq!(restored.size_bytes(), shard.size_bytes());
+        assert_eq!(restored.live_key_count(), shard.live_key_count());
     }
 
     #[test]

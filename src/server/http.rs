@@ -618,6 +618,14 @@ async fn metrics(node: &Rc<Node>) -> HttpResponse {
     );
     super::grpc::expose_grpc(&mut exposition);
     crate::process_metrics::expose(&mut exposition);
+    if let Ok(stats) = node.keyspace_stats().await {
+        exposition.gauge(
+            "etcd_debugging_mvcc_keys_total",
+            "Total number of keys.",
+            &[],
+            stats.live_keys as f64,
+        );
+    }
     let mut text = exposition.finish();
     match node.consensus_metrics().await {
         Ok(consensus) => {

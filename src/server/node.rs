@@ -387,6 +387,22 @@ impl Node {
         }
     }
 
+    /// The whole keyspace's figures: every shard's, summed.
+    pub async fn keyspace_stats(&self) -> Result<crate::shard::ShardStats, ServerError> {
+        let mut total = crate::shard::ShardStats::default();
+        for core in 0..self.router.cores() {
+            match self
+                .router
+                .ask(core, |reply| CoreMessage::ShardStats { reply })
+                .await?
+            {
+                Reply::ShardStats(stats) => total = total + stats,
+                _ => return Err(unexpected_reply("ShardStats")),
+            }
+        }
+        Ok(total)
+    }
+
     /// The consensus core's part of `/metrics`.
     pub async fn consensus_metrics(&self) -> Result<String, ServerError> {
         if let Some(consensus) = &self.consensus {

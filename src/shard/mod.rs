@@ -40,6 +40,23 @@ use crate::snapshot::KeyHistory;
 use crate::watch::Event;
 use route::{ReplyTo, Router};
 
+/// One shard's figures (summed over the shards for the whole keyspace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Keys whose newest version is a put.
+    pub live_keys: u64,
+}
+
+impl std::ops::Add for ShardStats {
+    type Output = ShardStats;
+
+    fn add(self, other: ShardStats) -> ShardStats {
+        ShardStats {
+            live_keys: self.live_keys + other.live_keys,
+        }
+    }
+}
+
 /// An answer to a request from another core (or this one), matched by `ReplyTo::id`.
 pub enum Reply {
     /// The outcome of `Propose`.
@@ -52,6 +69,8 @@ pub enum Reply {
     Alarm(Result<AlarmResponse, ServerError>),
     /// The answer to `Status`.
     Status(Result<Box<StatusResponse>, ServerError>),
+    /// The answer to `ShardStats`.
+    ShardStats(ShardStats),
     /// The answer to `Metrics`: the consensus core's part of `/metrics`.
     Metrics(Result<String, ServerError>),
     /// The answer to `HashKv`: `None` when the node stopped before the revision was applied.
@@ -153,6 +172,11 @@ pub enum CoreMessage {
     /// A status request, for the consensus core.
     Status {
         /// Where the answer (`Reply::Status`) goes.
+        reply: ReplyTo,
+    },
+    /// This shard's figures, for `/metrics` and the dashboard.
+    ShardStats {
+        /// Where the answer (`Reply::ShardStats`) goes.
         reply: ReplyTo,
     },
     /// The consensus core's metrics, for `/metrics`.
@@ -632,6 +656,9 @@ impl ShardState {
                 reply,
                 Reply::Status(Err(ServerError::Internal("not the consensus core".into()))),
             ),
+            CoreMessage::ShardStats { reply } => {
+                router.reply(reply, Reply::ShardStats(self.stats()))
+            }
             CoreMessage::Metrics { reply } => router.reply(
                 reply,
                 Reply::Metrics(Err(ServerError::Internal("not the consensus core".into()))),
@@ -648,6 +675,13 @@ impl ShardState {
                 reply,
                 Reply::LeaseKeys(Err(ServerError::Internal("not the consensus core".into()))),
             ),
+        }
+    }
+
+    /// This shard's figures.
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            live_keys: self.shard.borrow().live_key_count(),
         }
     }
 

@@ -556,6 +556,14 @@ fn metrics_count_calls_and_carry_etcds_names() {
     );
     assert!(text.contains("lode_commit_stage_seconds_count{stage=\"proposal_total\"}"));
     assert_eq!(sample(&text, "etcd_debugging_mvcc_keys_total"), Some(2.0));
+    // Four calls of a few bytes each way.
+    for traffic in [
+        "etcd_network_client_grpc_sent_bytes_total",
+        "etcd_network_client_grpc_received_bytes_total",
+    ] {
+        let bytes = sample(&text, traffic).unwrap_or_default();
+        assert!((20.0..10_000.0).contains(&bytes), "{traffic} {bytes}");
+    }
     // The process's figures under the client libraries' names.
     assert!(sample(&text, "process_resident_memory_bytes") > Some(1e5));
     assert!(sample(&text, "process_open_fds") >= Some(3.0));

@@ -12,7 +12,8 @@ use tonic::Status;
 
 use super::grpc::{
     AuthService, ClusterService, CoreTimer, GlommioIo, HandledBody, HealthService, KvService,
-    LeaseService, LocalExecutor, MaintenanceService, WatchService, GRPC_METHODS, GRPC_STARTED,
+    LeaseService, LocalExecutor, MaintenanceService, ReceivedBody, WatchService, GRPC_METHODS,
+    GRPC_STARTED,
 };
 use super::node::Node;
 use super::Limits;
@@ -74,6 +75,7 @@ pub async fn serve_connection(
                     let response = super::http::route(request, &node, limits).await;
                     return Ok(response.map(http_body_util::Either::Right));
                 }
+                let request = request.map(ReceivedBody);
                 let path = request.uri().path().to_string();
                 let method = GRPC_METHODS.iter().position(|m| m.serves(&path));
                 if let Some(method) = method {

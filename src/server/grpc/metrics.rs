@@ -147,6 +147,18 @@ pub(in crate::server) static GRPC_HANDLED: [[AtomicU64; GRPC_CODES.len()]; GRPC_
 /// there from the start, at 0, as etcd initialises them: a dashboard's "started minus handled"
 /// must have both series to subtract.
 pub fn expose_grpc(out: &mut crate::metrics::Exposition) {
+    out.counter(
+        "etcd_network_client_grpc_sent_bytes_total",
+        "The total number of bytes sent to grpc clients.",
+        &[],
+        CLIENT_SENT_BYTES.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "etcd_network_client_grpc_received_bytes_total",
+        "The total number of bytes received from grpc clients.",
+        &[],
+        CLIENT_RECEIVED_BYTES.load(Ordering::Relaxed),
+    );
     let kind = |method: &GrpcMethod| method.kind;
     // Each metric's samples together, as the text format requires.
     for (index, method) in GRPC_METHODS.iter().enumerate() {
@@ -175,6 +187,43 @@ pub fn expose_grpc(out: &mut crate::metrics::Exposition) {
                 GRPC_HANDLED[index][code].load(Ordering::Relaxed),
             );
         }
+    }
+}
+
+/// Bytes of gRPC messages sent to and received from clients (etcd's
+/// `etcd_network_client_grpc_{sent,received}_bytes_total`), each message counted with its
+/// 5-byte gRPC prefix as it crosses the stream.
+pub(in crate::server) static CLIENT_SENT_BYTES: AtomicU64 = AtomicU64::new(0);
+/// See `CLIENT_SENT_BYTES`.
+pub(in crate::server) static CLIENT_RECEIVED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A gRPC request's body, counting the bytes that arrive in `CLIENT_RECEIVED_BYTES`.
+pub(in crate::server) struct ReceivedBody<B>(pub(in crate::server) B);
+
+impl<B: Body + Unpin> Body for ReceivedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.0).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                use bytes::Buf;
+                CLIENT_RECEIVED_BYTES.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
     }
 }
 
@@ -242,6 +291,10 @@ impl<B: Body + Unpin> Body for HandledBody<B> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    use bytes::Buf;
+                    CLIENT_SENT_BYTES.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = status_code(trailers).unwrap_or(UNKNOWN);
                     self.count(code);

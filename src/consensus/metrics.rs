@@ -32,6 +32,13 @@ impl<D: LogDir + 'static> Consensus<D> {
             &[],
             flag(self.is_learner()),
         );
+        out.gauge(
+            "lode_log_disk_full",
+            "1 while this member's log disk has no space for its appends (it serves reads and \
+             refuses writes), 0 otherwise.",
+            &[],
+            flag(self.log_disk_full()),
+        );
         out.counter(
             "lode_peer_messages_rejected_total",
             "Raft messages from the peer port dropped before Raft saw them (not from a member, \

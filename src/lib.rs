@@ -14,6 +14,7 @@ pub mod config;
 pub mod consensus;
 pub mod cpus;
 pub mod ctl;
+pub mod dashboard;
 pub mod diskprobe;
 pub mod duration;
 pub mod etcd_db;

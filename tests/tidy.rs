@@ -17,6 +17,7 @@ const PURE: &[&str] = &[
     "src/compactor.rs",
     "src/config",
     "src/ctl",
+    "src/dashboard.rs",
     "src/duration.rs",
     "src/etcd_db.rs",
     "src/ids.rs",

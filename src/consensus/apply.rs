@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
 
-use super::driver::{Applied, Consensus};
+use super::driver::{Applied, Consensus, Decided};
 use crate::alarm::AlarmResponse;
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
@@ -30,13 +30,13 @@ impl<D: LogDir + 'static> Consensus<D> {
         for entry in entries {
             let started = Instant::now();
             match entry.entry_type {
-                EntryType::EntryNormal => self.apply_proposal(&entry).await,
+                EntryType::EntryNormal => self.apply_proposal(&entry, committed_at).await,
                 EntryType::EntryConfChange => {
                     let change: ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
                         .map_err(|e| {
                             ServerError::Internal(format!("conf change {}: {e}", entry.index))
                         })?;
-                    self.apply_member_change(change)?;
+                    self.apply_member_change(change, committed_at)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
@@ -65,15 +65,23 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 
     /// Answers the proposal filed under `sequence`, if its caller still waits.
-    fn answer(&self, sequence: u64, answer: Result<Applied, ServerError>) {
+    fn answer(&self, sequence: u64, answer: Result<Applied, ServerError>, committed_at: Instant) {
         if let Some(waiter) = self.waiters.borrow_mut().writes.remove(&sequence) {
-            let _ = waiter.send((answer, Instant::now()));
+            let decided = Decided {
+                committed_at,
+                applied_at: Instant::now(),
+            };
+            let _ = waiter.send((answer, decided));
         }
     }
 
     /// Applies a membership change entry (the replica decides) and does what it means for
     /// this member: the transport follows the registry.
-    fn apply_member_change(&self, conf_change: ConfChange) -> Result<(), ServerError> {
+    fn apply_member_change(
+        &self,
+        conf_change: ConfChange,
+        committed_at: Instant,
+    ) -> Result<(), ServerError> {
         let applied = self.replica.borrow_mut().apply_member_change(conf_change)?;
         match applied.effect {
             MemberEffect::None => {
@@ -108,7 +116,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                 .result
                 .map(|()| Applied::Members(self.replica.borrow().members().list()))
                 .map_err(ServerError::from);
-            self.answer(id.sequence, answer);
+            self.answer(id.sequence, answer, committed_at);
         }
         Ok(())
     }
@@ -132,7 +140,7 @@ impl<D: LogDir + 'static> Consensus<D> {
         }
     }
 
-    async fn apply_proposal(&self, entry: &Entry) {
+    async fn apply_proposal(&self, entry: &Entry, committed_at: Instant) {
         if entry.data.is_empty() {
             return; // a new leader's empty entry
         }
@@ -175,7 +183,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             }
         };
         if self.proposed_here(&id) {
-            self.answer(id.sequence, result);
+            self.answer(id.sequence, result, committed_at);
         }
     }
 }

@@ -100,7 +100,28 @@ pub enum Applied {
 }
 
 /// Answers a proposal: its outcome and when it was decided.
-pub(super) type WriteWaiter = oneshot::Sender<(Result<Applied, ServerError>, Instant)>;
+/// Where a proposal's answer goes: the outcome, when it was decided (applied), and when the
+/// batch holding it was reported committed.
+pub(super) type WriteWaiter = oneshot::Sender<(Result<Applied, ServerError>, Decided)>;
+
+/// When a proposal was committed and applied, for its answer's timing.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Decided {
+    /// raft-rs reported its batch committed.
+    pub(super) committed_at: Instant,
+    /// It was applied.
+    pub(super) applied_at: Instant,
+}
+
+impl Decided {
+    /// Decided at `at` without being committed (refused, or the member stopped).
+    pub(super) fn without_commit(at: Instant) -> Decided {
+        Decided {
+            committed_at: at,
+            applied_at: at,
+        }
+    }
+}
 pub(super) type ReadWaiter = oneshot::Sender<Result<LogIndex, ServerError>>;
 
 /// Who waits for what the replica answers, by the number it was filed under.
@@ -372,7 +393,10 @@ impl<D: LogDir + 'static> Consensus<D> {
         self.replica.borrow_mut().clear();
         let mut waiters = self.waiters.borrow_mut();
         for (_, waiter) in waiters.writes.drain() {
-            let _ = waiter.send((Err(ServerError::Stopped), Instant::now()));
+            let _ = waiter.send((
+                Err(ServerError::Stopped),
+                Decided::without_commit(Instant::now()),
+            ));
         }
         for (_, waiter) in waiters.reads.drain() {
             let _ = waiter.send(Err(ServerError::Stopped));
@@ -435,7 +459,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             let mut waiters = self.waiters.borrow_mut();
             for (sequence, error) in outputs.refused {
                 if let Some(waiter) = waiters.writes.remove(&sequence) {
-                    let _ = waiter.send((Err(error), now));
+                    let _ = waiter.send((Err(error), Decided::without_commit(now)));
                 }
             }
             for (reader, index) in outputs.reads_ready {

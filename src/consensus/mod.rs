@@ -30,3 +30,11 @@ mod snapshots;
 
 pub use crate::api::error::ServerError;
 pub use driver::{Consensus, ConsensusConfig};
+
+/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before it): how the
+/// dashboard stamps what it shows.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

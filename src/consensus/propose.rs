@@ -206,12 +206,35 @@ impl<D: LogDir + 'static> Consensus<D> {
         }));
         let expired = glommio::timer::sleep(timeout);
         match futures::future::select(receiver, pin!(expired)).await {
-            futures::future::Either::Left((Ok((answer, decided_at)), _)) => {
+            futures::future::Either::Left((Ok((answer, decided)), _)) => {
                 let now = Instant::now();
-                self.replica.borrow_mut().stages().answered(
-                    now.saturating_duration_since(decided_at),
+                let mut replica = self.replica.borrow_mut();
+                let stages = replica.stages();
+                stages.answered(
+                    now.saturating_duration_since(decided.applied_at),
                     now.saturating_duration_since(queued_at),
                 );
+                let total_us = now.saturating_duration_since(queued_at).as_secs_f64() * 1e6;
+                if total_us > stages.slowest().threshold_us() {
+                    let micros = |from: Instant, to: Instant| {
+                        to.saturating_duration_since(from).as_secs_f64() * 1e6
+                    };
+                    stages.offer_slow(crate::dashboard::SlowRequest {
+                        at_ms: super::unix_millis(),
+                        total_us,
+                        stages: vec![
+                            (
+                                "queueing, log sync and replication".into(),
+                                micros(queued_at, decided.committed_at),
+                            ),
+                            (
+                                "commit to apply".into(),
+                                micros(decided.committed_at, decided.applied_at),
+                            ),
+                            ("apply to response".into(), micros(decided.applied_at, now)),
+                        ],
+                    });
+                }
                 answer
             }
             futures::future::Either::Left((Err(_), _)) => Err(ServerError::Stopped),

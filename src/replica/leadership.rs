@@ -7,8 +7,13 @@
 //!  tick with no leader ─▶ since t0 ─▶ after 5 election timeouts, every 5: one warning naming
 //!                                     the peers found unreachable meanwhile
 //! ```
+//!
+//! Each change says why, as far as this member can tell: a leadership transfer (this member
+//! asked for one, was told to campaign by `MsgTimeoutNow`, or was asked for its vote in a
+//! transfer's campaign), a leader that lost its quorum (this member led and stepped down with
+//! no transfer under way), or an election timeout (anything else: a leader stopped being heard).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::ids::MemberId;
@@ -20,6 +25,30 @@ pub struct LeaderChange {
     pub from: MemberId,
     /// The leader now ([`MemberId::NONE`]: none).
     pub to: MemberId,
+    /// Why, as this member saw it.
+    pub reason: ChangeReason,
+}
+
+/// Why leadership moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeReason {
+    /// A leadership transfer (etcd's move-leader, or a leader handing over).
+    Transfer,
+    /// This member led and lost its quorum.
+    LostQuorum,
+    /// The leader stopped being heard and an election followed.
+    ElectionTimeout,
+}
+
+impl ChangeReason {
+    /// How the dashboard and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeReason::Transfer => "transfer",
+            ChangeReason::LostQuorum => "lost quorum",
+            ChangeReason::ElectionTimeout => "election timeout",
+        }
+    }
 }
 
 /// A warning that no leader has been known for a while.
@@ -39,7 +68,16 @@ pub struct Leadership {
     unreachable: BTreeSet<MemberId>,
     /// Since when no leader has been known, and when that was last reported.
     leaderless: Option<(Instant, Instant)>,
+    /// A transfer is under way (until the next change).
+    transferring: bool,
+    /// The latest changes (at most `CHANGES_KEPT`), numbered from 0 since start, for the
+    /// dashboard's timeline.
+    recent: VecDeque<(u64, Instant, LeaderChange)>,
+    changes_observed: u64,
 }
+
+/// Leader changes kept for the dashboard.
+pub const CHANGES_KEPT: usize = 100;
 
 impl Leadership {
     /// The leader as of the last soft state ([`MemberId::NONE`]: none).
@@ -52,8 +90,13 @@ impl Leadership {
         self.changes_seen
     }
 
-    /// raft-rs's soft state names `leader`: the change, if it is one.
-    pub fn observe(&mut self, leader: MemberId) -> Option<LeaderChange> {
+    /// A leadership transfer is under way: the next change is its doing.
+    pub fn transfer_under_way(&mut self) {
+        self.transferring = true;
+    }
+
+    /// raft-rs's soft state names `leader`, as seen by member `own`: the change, if it is one.
+    pub fn observe(&mut self, own: MemberId, leader: MemberId) -> Option<LeaderChange> {
         let from = std::mem::replace(&mut self.leader, leader);
         if from == leader {
             return None;
@@ -61,7 +104,40 @@ impl Leadership {
         if !leader.is_none() {
             self.changes_seen += 1;
         }
-        Some(LeaderChange { from, to: leader })
+        let reason = if self.transferring {
+            ChangeReason::Transfer
+        } else if from == own && !from.is_none() {
+            ChangeReason::LostQuorum
+        } else {
+            ChangeReason::ElectionTimeout
+        };
+        // A transfer ends with a new leader; the step down before it is part of it.
+        if !leader.is_none() {
+            self.transferring = false;
+        }
+        Some(LeaderChange {
+            from,
+            to: leader,
+            reason,
+        })
+    }
+
+    /// Keeps `change`, seen at `now`, for the timeline.
+    pub fn record(&mut self, now: Instant, change: LeaderChange) {
+        if self.recent.len() == CHANGES_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.changes_observed, now, change));
+        self.changes_observed += 1;
+    }
+
+    /// The changes kept numbered `from` on, with their number and when they were seen.
+    pub fn changes_since(&self, from: u64) -> Vec<(u64, Instant, LeaderChange)> {
+        self.recent
+            .iter()
+            .filter(|(number, ..)| *number >= from)
+            .copied()
+            .collect()
     }
 
     /// A peer could not be reached.
@@ -105,18 +181,65 @@ mod tests {
     fn only_a_new_leader_counts_as_a_change() {
         let mut leadership = Leadership::default();
         let id = MemberId::new;
-        let change = |from, to| {
+        let own = id(1);
+        let change = |from, to, reason| {
             Some(LeaderChange {
                 from: id(from),
                 to: id(to),
+                reason,
             })
         };
-        assert_eq!(leadership.observe(id(0)), None);
-        assert_eq!(leadership.observe(id(3)), change(0, 3));
-        assert_eq!(leadership.observe(id(3)), None);
-        assert_eq!(leadership.observe(id(0)), change(3, 0));
-        assert_eq!(leadership.observe(id(2)), change(0, 2));
+        use ChangeReason::*;
+        assert_eq!(leadership.observe(own, id(0)), None);
+        assert_eq!(
+            leadership.observe(own, id(3)),
+            change(0, 3, ElectionTimeout)
+        );
+        assert_eq!(leadership.observe(own, id(3)), None);
+        assert_eq!(
+            leadership.observe(own, id(0)),
+            change(3, 0, ElectionTimeout)
+        );
+        assert_eq!(
+            leadership.observe(own, id(2)),
+            change(0, 2, ElectionTimeout)
+        );
         assert_eq!(leadership.changes_seen(), 2);
+    }
+
+    #[test]
+    fn a_change_says_why() {
+        let mut leadership = Leadership::default();
+        let id = MemberId::new;
+        let own = id(1);
+        use ChangeReason::*;
+        assert_eq!(
+            leadership.observe(own, id(1)).map(|c| c.reason),
+            Some(ElectionTimeout)
+        );
+        // The leader steps down with no transfer: it lost its quorum.
+        assert_eq!(
+            leadership.observe(own, id(0)).map(|c| c.reason),
+            Some(LostQuorum)
+        );
+        assert_eq!(
+            leadership.observe(own, id(1)).map(|c| c.reason),
+            Some(ElectionTimeout)
+        );
+        // A transfer: the step down and the new leader are both its doing, and it ends there.
+        leadership.transfer_under_way();
+        assert_eq!(
+            leadership.observe(own, id(0)).map(|c| c.reason),
+            Some(Transfer)
+        );
+        assert_eq!(
+            leadership.observe(own, id(2)).map(|c| c.reason),
+            Some(Transfer)
+        );
+        assert_eq!(
+            leadership.observe(own, id(0)).map(|c| c.reason),
+            Some(ElectionTimeout)
+        );
     }
 
     #[test]

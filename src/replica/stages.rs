@@ -72,6 +72,7 @@ pub struct CommitStages {
     proposal_total: Histogram<u64>,
     batch_apply: Histogram<u64>,
     slow_applies: u64,
+    slowest: crate::dashboard::SlowestRequests,
     /// Per follower: the last index of each append sent and when, oldest first.
     appends_in_flight: HashMap<u64, VecDeque<(u64, Instant)>>,
 }
@@ -88,6 +89,7 @@ impl Default for CommitStages {
             proposal_total: histogram(),
             batch_apply: histogram(),
             slow_applies: 0,
+            slowest: Default::default(),
             appends_in_flight: HashMap::new(),
         }
     }
@@ -147,6 +149,16 @@ impl CommitStages {
         record(&mut self.commit_to_apply, elapsed);
     }
 
+    /// The slowest recent writes proposed here.
+    pub fn slowest(&self) -> &crate::dashboard::SlowestRequests {
+        &self.slowest
+    }
+
+    /// A write proposed here was answered (see `SlowestRequests::offer`).
+    pub fn offer_slow(&mut self, request: crate::dashboard::SlowRequest) {
+        self.slowest.offer(request);
+    }
+
     /// One entry took `elapsed` to apply.
     pub fn entry_applied(&mut self, elapsed: Duration) {
         if elapsed > SLOW_APPLY {
@@ -171,7 +183,6 @@ impl CommitStages {
         record(&mut self.proposal_total, total);
     }
 
-    /// Every stage's summary, in the order a write meets them.
     /// Adds the stages to a `/metrics` exposition: etcd's WAL fsync histogram (every log sync,
     /// as leader or follower) and lode's per-stage histograms.
     pub fn expose(&self, out: &mut crate::metrics::Exposition) {
@@ -227,6 +238,26 @@ impl CommitStages {
         }
     }
 
+    /// Every stage's cumulative histogram by its name in the dashboard, in the order a write
+    /// meets them (`replication:<follower>` per follower).
+    pub fn histograms(&self) -> Vec<(String, &Histogram<u64>)> {
+        let mut stages = vec![
+            ("proposal_queueing".to_string(), &self.proposal_queueing),
+            ("leader_log_sync".to_string(), &self.leader_sync),
+        ];
+        for (follower, histogram) in &self.replication {
+            stages.push((format!("replication:{follower:x}"), histogram));
+        }
+        stages.extend([
+            ("follower_log_sync".to_string(), &self.follower_sync),
+            ("commit_to_apply".to_string(), &self.commit_to_apply),
+            ("apply_to_response".to_string(), &self.apply_to_response),
+            ("proposal_total".to_string(), &self.proposal_total),
+        ]);
+        stages
+    }
+
+    /// Every stage's summary, in the order a write meets them.
     pub fn summaries(&self) -> Vec<StageSummary> {
         let mut stages = vec![
             summary("proposal queueing".into(), &self.proposal_queueing),

@@ -148,6 +148,17 @@ impl Outputs {
     }
 }
 
+/// A follower as its leader knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower.
+    pub id: MemberId,
+    /// The last index it is known to hold.
+    pub matched: u64,
+    /// Heard from within the last election timeout.
+    pub active: bool,
+}
+
 /// Messages from the peer port dropped by the guard.
 #[derive(Debug, Default)]
 struct Rejections {
@@ -294,7 +305,10 @@ impl<D: LogDir> Replica<D> {
                     self.send(completed.messages, now);
                 }
             }
-            Input::TransferLeader(target) => self.raw.transfer_leader(target.get()),
+            Input::TransferLeader(target) => {
+                self.leadership.transfer_under_way();
+                self.raw.transfer_leader(target.get());
+            }
             Input::LogSyncStalled(stalled) => self.step_down_if_stalled(stalled),
             Input::LogNoSpace => {
                 if self.log_space.no_space(now) {
@@ -388,6 +402,7 @@ impl<D: LogDir> Replica<D> {
                 to = %format!("{target:x}"),
                 "{why}: handing leadership over so the cluster keeps serving"
             );
+            self.leadership.transfer_under_way();
             self.raw.transfer_leader(target);
         }
     }
@@ -474,8 +489,18 @@ impl<D: LogDir> Replica<D> {
             }
             return;
         }
-        if message.get_msg_type() == MessageType::MsgHeartbeatResponse {
-            self.peer_health.heartbeat_answered(message.from, now);
+        match message.get_msg_type() {
+            MessageType::MsgHeartbeatResponse => {
+                self.peer_health.heartbeat_answered(message.from, now);
+            }
+            // Told to campaign by a leader handing over, or asked to vote in that campaign.
+            MessageType::MsgTimeoutNow => self.leadership.transfer_under_way(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                if message.context.as_ref() == raft::CAMPAIGN_TRANSFER =>
+            {
+                self.leadership.transfer_under_way()
+            }
+            _ => {}
         }
         if let Err(error) = self.raw.step(message) {
             tracing::debug!(%error, "a peer's message was not taken");
@@ -581,6 +606,36 @@ impl<D: LogDir> Replica<D> {
     /// The snapshot schedule.
     pub fn snapshots(&mut self) -> &mut SnapshotSchedule {
         &mut self.snapshots
+    }
+
+    /// The leader changes kept for the dashboard, numbered `from` on.
+    pub fn leader_changes_since(
+        &self,
+        from: u64,
+    ) -> Vec<(u64, Instant, super::leadership::LeaderChange)> {
+        self.leadership.changes_since(from)
+    }
+
+    /// What the leader knows of each follower, and the leader's last index; `None` unless
+    /// this member leads.
+    pub fn followers(&self) -> Option<(Vec<FollowerProgress>, u64)> {
+        if !self.is_leader() {
+            return None;
+        }
+        let own = self.config.member_id.get();
+        let followers = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != own)
+            .map(|(id, progress)| FollowerProgress {
+                id: MemberId::new(*id),
+                matched: progress.matched,
+                active: progress.recent_active,
+            })
+            .collect();
+        Some((followers, self.raw.raft.raft_log.last_index()))
     }
 
     /// How this member's heartbeats fared while it led.

@@ -32,6 +32,8 @@ pub struct Turn {
     snapshot: Option<Snapshot>,
     /// The hard state `persist_plan` staged.
     hard_state: Option<HardState>,
+    /// When it began.
+    began: Instant,
 }
 
 impl Turn {
@@ -55,6 +57,7 @@ impl<D: LogDir> Replica<D> {
             ready,
             snapshot,
             hard_state: None,
+            began: now,
         })
     }
 
@@ -90,7 +93,10 @@ impl<D: LogDir> Replica<D> {
             // A new role or leader: the heartbeat schedule starts afresh.
             self.peer_health.reset();
             let leader = self.raw.raft.leader_id;
-            if let Some(change) = self.leadership.observe(MemberId::new(leader)) {
+            if let Some(change) = self
+                .leadership
+                .observe(self.config.member_id, MemberId::new(leader))
+            {
                 // Rounds asked of another leader will never be answered: their readers fail
                 // at once with etcd's "leader changed" and may retry.
                 for reader in self.reads.leader_changed(leader) {
@@ -98,6 +104,7 @@ impl<D: LogDir> Replica<D> {
                         .reads_failed
                         .push((reader, ServerError::LeaderChanged));
                 }
+                self.leadership.record(turn.began, change);
                 self.out.leader_changes.push(change);
             }
         }

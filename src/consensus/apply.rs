@@ -73,6 +73,8 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// this member: the transport follows the registry.
     fn apply_member_change(&self, conf_change: ConfChange) -> Result<(), ServerError> {
         let applied = self.replica.borrow_mut().apply_member_change(conf_change)?;
+        // A learner promoted serves everything from now on.
+        self.publish_role();
         match applied.effect {
             MemberEffect::None => {}
             MemberEffect::RemovedSelf => {

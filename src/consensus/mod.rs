@@ -25,8 +25,10 @@ mod membership;
 mod metrics;
 mod nospace;
 mod propose;
+mod role;
 pub mod sequencer;
 mod snapshots;
 
 pub use crate::api::error::ServerError;
 pub use driver::{Consensus, ConsensusConfig};
+pub use role::SharedRole;

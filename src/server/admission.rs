@@ -2,9 +2,9 @@
 //! whichever front end decoded it (gRPC, the JSON gateway through gRPC's handlers, the native
 //! protocol). Every front end turns its message into the request envelope
 //! (`api::request::Request`) and calls [`admit`]; a client write is proposed only through
-//! [`write`], which admits it first. etcd's calls that carry no envelope request (the health
-//! service) and the opening of a stream whose messages are admitted one by one (Watch,
-//! LeaseKeepAlive) go through [`admit_call`], which runs the same stages. The
+//! [`write`], which admits it first. etcd's calls that carry no envelope request (Defragment,
+//! Downgrade, the health service) and the opening of a stream whose messages are admitted one
+//! by one (Watch, LeaseKeepAlive) go through [`admit_call`], which runs the same stages. The
 //! refusals are etcd's errors (`ServerError`), so the same request is refused with the same
 //! message and gRPC code on every front end.
 //!
@@ -95,6 +95,10 @@ impl CallMeta {
 /// etcd's calls that carry no request of the envelope, admitted by [`admit_call`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
+    /// Maintenance.Defragment (nothing to do in lode; root only, as etcd's).
+    Defragment,
+    /// Maintenance.Downgrade (refused by lode once admitted; root only, as etcd's).
+    Downgrade,
     /// grpc.health.v1.Health/Check.
     HealthCheck,
     /// grpc.health.v1.Health/Watch, a stream.
@@ -163,11 +167,12 @@ pub async fn admit(
 }
 
 /// Admits `call`, one of etcd's calls without an envelope request, made with `meta`: the
-/// same stages as [`admit`] where they apply (a learner serves none of these; the health
-/// service and stream openings are anyone's).
+/// same stages as [`admit`] where they apply (a learner serves none of these; Defragment and
+/// Downgrade are root's, the health service and stream openings anyone's).
 pub fn admit_call(node: &Node, meta: &CallMeta, call: Call) -> Result<(), ServerError> {
     check_member(node, meta, false)?;
     match call {
+        Call::Defragment | Call::Downgrade => node.permit_admin(&meta.credentials),
         Call::HealthCheck | Call::HealthWatch | Call::WatchStream | Call::KeepAliveStream => Ok(()),
     }
 }

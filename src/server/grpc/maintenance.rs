@@ -9,7 +9,7 @@ use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
 use crate::api::etcd;
 use crate::api::native::{self, Request};
 use crate::mvcc::request::ResponseHeader;
-use crate::server::admission::admit;
+use crate::server::admission::{admit, admit_call, Call};
 use crate::server::node::Node;
 
 /// An alarm as etcd's enum value.
@@ -125,7 +125,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // lode's storage has nothing to defragment: the log's segments are removed whole once
         // compacted and the keyspace lives in memory, so the request succeeds at once.
         on_core(move |node, _| async move {
-            node.permit_admin(&meta.credentials)?;
+            admit_call(&node, &meta, Call::Defragment)?;
             Ok(pb::DefragmentResponse {
                 header: Some(plain_header(&node)),
             })
@@ -234,7 +234,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         request: tonic::Request<pb::DowngradeRequest>,
     ) -> Result<tonic::Response<pb::DowngradeResponse>, Status> {
         let meta = call_meta(&request);
-        on_core(move |node, _| async move { node.permit_admin(&meta.credentials) }).await?;
+        on_core(move |node, _| async move { admit_call(&node, &meta, Call::Downgrade) }).await?;
         // lode has no older storage versions to go back to.
         Err(Status::invalid_argument(
             "etcdserver: invalid downgrade target version",

@@ -75,6 +75,9 @@ pub struct Client {
     reader: glommio::task::JoinHandle<()>,
     /// The auth token every request carries (`Client::authenticate`).
     token: RefCell<Option<String>>,
+    /// True when every request asks to be refused while the member knows no leader
+    /// (`Client::set_require_leader`).
+    require_leader: Cell<bool>,
 }
 
 impl Client {
@@ -120,6 +123,7 @@ impl Client {
             next_id: Cell::new(1),
             reader,
             token: RefCell::new(None),
+            require_leader: Cell::new(false),
         })
     }
 
@@ -152,6 +156,13 @@ impl Client {
     /// Makes every later request carry `token` (or none).
     pub fn set_token(&self, token: Option<String>) {
         *self.token.borrow_mut() = token;
+    }
+
+    /// Makes every later request ask to be refused with "etcdserver: no leader" while the
+    /// member knows no leader, and a watch stream opened so end once it loses it (etcd's
+    /// `hasleader` metadata, clientv3's `WithRequireLeader`).
+    pub fn set_require_leader(&self, require_leader: bool) {
+        self.require_leader.set(require_leader);
     }
 
     /// Sends a request and waits for its answer; an error answer is `ClientError::Server`.
@@ -245,11 +256,11 @@ impl Client {
             return Err(ClientError::Closed(why));
         }
         let mut wire = BytesMut::new();
-        let token = self.token.borrow().clone();
-        encode_frame(
-            &mut wire,
-            &native::encode_request_as(id, request, token.as_deref()),
-        );
+        let meta = native::RequestMeta {
+            token: self.token.borrow().clone(),
+            require_leader: self.require_leader.get(),
+        };
+        encode_frame(&mut wire, &native::encode_request_as(id, request, &meta));
         let mut writer = self.writer.lock().await;
         writer.write_all(&wire).await?;
         writer.flush().await?;

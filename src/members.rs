@@ -118,7 +118,9 @@ pub enum MemberError {
     /// Removing the member would leave fewer started voters than a quorum.
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStarted,
-    /// A learner asked for something only voters serve.
+    /// A learner asked for something only voters serve (etcd's ErrGRPCNotSupportedForLearner:
+    /// code Unavailable in etcd 3.4 and 3.5, whose API lode serves, so clients try another
+    /// endpoint; etcd 3.6 answers FailedPrecondition).
     #[error("etcdserver: rpc not supported for learner")]
     LearnerNotSupported,
     /// Leadership cannot go to that member.
@@ -135,9 +137,11 @@ impl MemberError {
         const NOT_FOUND: u32 = 5;
         const FAILED_PRECONDITION: u32 = 9;
         const INVALID_ARGUMENT: u32 = 3;
+        const UNAVAILABLE: u32 = 14;
         match self {
             MemberError::NotFound => NOT_FOUND,
             MemberError::BadUrls => INVALID_ARGUMENT,
+            MemberError::LearnerNotSupported => UNAVAILABLE,
             _ => FAILED_PRECONDITION,
         }
     }

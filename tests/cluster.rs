@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
-use common::server::{free_port, ok, DataDir};
+use common::server::{free_port, ok};
 
 #[test]
 fn a_three_member_cluster_replicates_and_survives_its_leader() {
@@ -761,40 +761,4 @@ fn a_member_away_during_an_addition_follows_the_newcomer_as_leader() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(dump(&members[away], ""), dump(&joiner, ""));
-}
-
-/// Member m3, to join the cluster of `members` at `peer_url` once added (started as etcd
-/// starts a member joining a running cluster: `--initial-cluster-state existing`).
-fn joiner_of(members: &[Member], dir: &str, peer_url: &str) -> Member {
-    let mut initial: Vec<String> = members
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
-        .collect();
-    initial.push(format!("m3={peer_url}"));
-    Member {
-        name: "m3".into(),
-        dir: DataDir::new(dir),
-        client_port: free_port(),
-        args: [
-            "--name",
-            "m3",
-            "--listen-peer-urls",
-            peer_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-            "--initial-cluster",
-            &initial.join(","),
-            "--initial-cluster-state",
-            "existing",
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        env: Vec::new(),
-        lode: None,
-    }
 }

@@ -6,8 +6,8 @@ mod common;
 use bytes::Bytes;
 use common::kvgen::Gen;
 use lode::api::native::{
-    decode_request, decode_response, encode_request, encode_response, MemberRequest, Request,
-    Response, StatusResponse, WatchRequest,
+    decode_request, decode_request_as, decode_response, encode_request, encode_request_as,
+    encode_response, MemberRequest, Request, RequestMeta, Response, StatusResponse, WatchRequest,
 };
 use lode::mvcc::request::{ResponseHeader, WriteRequest, WriteResponse};
 use lode::mvcc::validate::DEFAULT_MAX_TXN_OPS;
@@ -313,6 +313,13 @@ fn every_request_and_response_round_trips() {
             let id = id as u64 * 0x1_0000_0001;
             let frame = Bytes::from(encode_request(id, &request));
             assert_eq!(decode_request(&frame), Ok((id, request.clone())));
+            // What a frame carries besides its request (gRPC's metadata) comes back too.
+            let meta = RequestMeta {
+                token: (seed % 2 == 0).then(|| format!("token.{seed}")),
+                require_leader: seed % 3 == 0,
+            };
+            let frame = Bytes::from(encode_request_as(id, &request, &meta));
+            assert_eq!(decode_request_as(&frame), Ok((id, request.clone(), meta)));
             let frame = Bytes::from(encode_response(id, &response));
             assert_eq!(decode_response(&frame), Ok((id, response.clone())));
             if matches!(response, Response::Write(WriteResponse::Txn(_))) {

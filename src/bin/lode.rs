@@ -493,6 +493,9 @@ fn run(cli: &ServerFlags, matches: &clap::ArgMatches, from_file: bool) -> Result
             }
         },
         auth: std::sync::Arc::new(token_provider(cli).map_err(failed)?),
+        role: std::sync::Arc::new(lode::consensus::SharedRole::new(
+            identity.learners.contains(&identity.member_id),
+        )),
     };
     let secured = |(address, https): (String, bool)| server::Listen {
         tls: if https {

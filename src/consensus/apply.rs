@@ -83,6 +83,8 @@ impl<D: LogDir + 'static> Consensus<D> {
         committed_at: Instant,
     ) -> Result<(), ServerError> {
         let applied = self.replica.borrow_mut().apply_member_change(conf_change)?;
+        // A learner promoted serves everything from now on.
+        self.publish_role();
         match applied.effect {
             MemberEffect::None => {
                 // Perhaps this member's own URLs changed: its hellos name them from now on.

@@ -77,6 +77,9 @@ pub struct ConsensusConfig {
     pub bcrypt_cost: u32,
     /// The auth store as every core of this member reads it, and this member's tokens.
     pub auth: std::sync::Arc<crate::auth::AuthShared>,
+    /// The leader this member knows and whether it is a learner, as every core reads them
+    /// (published by the consensus core).
+    pub role: std::sync::Arc<super::SharedRole>,
 }
 
 impl ConsensusConfig {
@@ -284,6 +287,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             removed: Cell::new(None),
             lease_expiry_in_flight: Cell::new(false),
         });
+        consensus.publish_role();
         consensus.connect_peers();
         if let Some(transport) = &consensus.transport {
             // Joining members ask for the registry through the transport.
@@ -346,6 +350,18 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// True while this member is a learner.
     pub fn is_learner(&self) -> bool {
         self.replica.borrow().is_learner()
+    }
+
+    /// Publishes the leader this member knows and whether it is a learner to every core
+    /// (`SharedRole`): at the end of `carry_out`, which the loop runs right after stepping
+    /// ticks and peer messages (where leader changes come from), with no await in between, and
+    /// a turn runs after installing a snapshot (a new registry); and when a membership change
+    /// is applied (a learner promoted).
+    pub(super) fn publish_role(&self) {
+        let replica = self.replica.borrow();
+        self.config
+            .role
+            .publish(replica.leader(), replica.is_learner());
     }
 
     /// A fresh number to file a proposal or a reader under.
@@ -500,6 +516,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                  their peer URLs right?); writes and linearizable reads time out meanwhile"
             );
         }
+        self.publish_role();
     }
 
     /// Readers whose callers gave up (timed out, or their request went away).

@@ -25,11 +25,13 @@ mod membership;
 mod metrics;
 mod nospace;
 mod propose;
+mod role;
 pub mod sequencer;
 mod snapshots;
 
 pub use crate::api::error::ServerError;
 pub use driver::{Consensus, ConsensusConfig};
+pub use role::SharedRole;
 
 /// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before it): how the
 /// dashboard stamps what it shows.

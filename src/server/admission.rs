@@ -2,13 +2,19 @@
 //! whichever front end decoded it (gRPC, the JSON gateway through gRPC's handlers, the native
 //! protocol). Every front end turns its message into the request envelope
 //! (`api::request::Request`) and calls [`admit`]; a client write is proposed only through
-//! [`write`], which admits it first. The refusals are etcd's errors (`ServerError`), so the
-//! same request is refused with the same message and gRPC code on every front end.
+//! [`write`], which admits it first. etcd's calls that carry no envelope request (Defragment,
+//! Downgrade, the health service) and the opening of a stream whose messages are admitted one
+//! by one (Watch, LeaseKeepAlive) go through [`admit_call`], which runs the same stages. The
+//! refusals are etcd's errors (`ServerError`), so the same request is refused with the same
+//! message and gRPC code on every front end.
 //!
 //! The stages, in etcd's order where lode can follow it:
 //!
 //! ```text
-//!  request ─▶ 1 shape (writes: etcd's checkPutRequest & co)      "key is not provided", ...
+//!  request ─▶ 0 learner (etcd's interceptors: Status, serializable   "rpc not supported for
+//!               Range and the Snapshot stream only)                   learner" (Unavailable)
+//!          ─▶ 0 leader (`hasleader=true` and no leader known)        "no leader" (Unavailable)
+//!          ─▶ 1 shape (writes: etcd's checkPutRequest & co)      "key is not provided", ...
 //!          ─▶ 2 token (the credentials name a valid caller)       "invalid auth token"
 //!          ─▶ 3 size (requests that become log entries)           "request is too large"
 //!          ─▶ 4 permission (by kind: server::access's rules)      "permission denied", ...
@@ -19,9 +25,19 @@
 //!          ─▶ log ─▶ apply: the auth stamp still current           "revision of auth store is old"
 //! ```
 //!
+//! Stage 0 is etcd's gRPC interceptors (`v3rpc/interceptor.go`), which run before any handler:
+//! a learner serves only what `isRPCSupportedForLearner` allows (Status, a serializable Range)
+//! and, of the streams, Snapshot; a call whose metadata says `hasleader=true` (the gateway's
+//! `Grpc-Metadata-Hasleader: true` header, which grpc-gateway passes on as that metadata; a
+//! native frame's `require_leader`) is refused while this member knows no leader. Both read
+//! `consensus::SharedRole`, which the consensus core publishes and `Status` reports, with two
+//! atomic loads. A stream asking for a leader is also ended once it is lost for a while
+//! (`server::watching`).
+//!
 //! Stages 5-7 run on the consensus core because only it knows the keyspace's counted size,
 //! the alarms and the commit and apply indexes; every front end reaches them through the same
-//! `Node::write`, so they have one copy too. etcd checks the quota before a request's shape;
+//! `Node::write`, so they have one copy too (stage 6 is stage 0's rule again, for what the
+//! member proposes itself). etcd checks the quota before a request's shape;
 //! lode checks it after the cheap local stages, which only changes the answer for a request
 //! that is both malformed (or too large, or not permitted) and over the quota.
 //!
@@ -48,8 +64,50 @@ use crate::alarm::AlarmAction;
 use crate::api::native::{self, CoordinationRequest, Request};
 use crate::auth::Credentials;
 use crate::consensus::ServerError;
+use crate::members::MemberError;
 use crate::mvcc::request::{WriteRequest, WriteResponse};
 use crate::mvcc::KvError;
+
+/// What a call carries besides its message, whichever front end it came by: who it speaks
+/// for (gRPC metadata `token` or `authorization`, the gateway's `Authorization` header, a
+/// native frame's `token`; the client certificate's CN) and whether it must be refused while
+/// this member knows no leader (gRPC metadata `hasleader=true`, the gateway's
+/// `Grpc-Metadata-Hasleader: true`, a native frame's `require_leader`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallMeta {
+    /// Who the call speaks for.
+    pub credentials: Credentials,
+    /// etcd's `hasleader` metadata: refuse the call with "no leader" rather than serve it
+    /// while this member knows none.
+    pub require_leader: bool,
+}
+
+impl CallMeta {
+    /// A call speaking for `credentials`, not asking for a leader.
+    pub fn of(credentials: Credentials) -> CallMeta {
+        CallMeta {
+            credentials,
+            require_leader: false,
+        }
+    }
+}
+
+/// etcd's calls that carry no request of the envelope, admitted by [`admit_call`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Maintenance.Defragment (nothing to do in lode; root only, as etcd's).
+    Defragment,
+    /// Maintenance.Downgrade (refused by lode once admitted; root only, as etcd's).
+    Downgrade,
+    /// grpc.health.v1.Health/Check.
+    HealthCheck,
+    /// grpc.health.v1.Health/Watch, a stream.
+    HealthWatch,
+    /// The opening of a Watch stream (each creation is permitted as the stream applies it).
+    WatchStream,
+    /// The opening of a LeaseKeepAlive stream (each keep-alive is admitted as it comes).
+    KeepAliveStream,
+}
 
 /// What admission found: what a write is proposed with.
 #[derive(Debug, Default)]
@@ -61,16 +119,19 @@ pub struct Admitted {
     pub entry: Option<Bytes>,
 }
 
-/// Admits `request` made with `credentials` on this member, or refuses it with etcd's error.
+/// Admits `request`, made as `meta` says, on this member, or refuses it with etcd's error.
 /// `frame`: the native request frame it came in, if it did (reused as the log entry when it
-/// carries no token, since tokens are never kept in the log).
+/// carries no token and does not ask for a leader, since neither is kept in the log).
 pub async fn admit(
     node: &Node,
     limits: Limits,
-    credentials: &Credentials,
+    meta: &CallMeta,
     request: &Request,
     frame: Option<&Bytes>,
 ) -> Result<Admitted, ServerError> {
+    let credentials = &meta.credentials;
+    // 0: etcd's interceptors, before any handler.
+    check_member(node, meta, served_by_learner(request))?;
     // 1: the shape etcd's handlers check before anything else.
     if let Request::Write(write) = request {
         crate::mvcc::validate::check_write(write, node.config.max_txn_ops)?;
@@ -86,6 +147,9 @@ pub async fn admit(
         node.caller(credentials)?;
     }
     // 3: what would go into the log, measured as it would be written.
+    // The log holds requests, not how they were called: a frame asking for a leader (like
+    // one carrying a token, `log_entry`) is encoded again without it.
+    let frame = frame.filter(|_| !meta.require_leader);
     let entry = match log_entry(request, frame, credentials) {
         Some(entry) if entry.len() > limits.max_request_bytes => {
             return Err(KvError::RequestTooLarge.into())
@@ -100,6 +164,56 @@ pub async fn admit(
             .then_some(entry)
             .flatten(),
     })
+}
+
+/// Admits `call`, one of etcd's calls without an envelope request, made with `meta`: the
+/// same stages as [`admit`] where they apply (a learner serves none of these; Defragment and
+/// Downgrade are root's, the health service and stream openings anyone's).
+pub fn admit_call(node: &Node, meta: &CallMeta, call: Call) -> Result<(), ServerError> {
+    check_member(node, meta, false)?;
+    match call {
+        Call::Defragment | Call::Downgrade => node.permit_admin(&meta.credentials),
+        Call::HealthCheck | Call::HealthWatch | Call::WatchStream | Call::KeepAliveStream => Ok(()),
+    }
+}
+
+/// Stage 0 alone (etcd's interceptors) for `request`, for a front end whose handlers answer
+/// every later refusal their own way but must answer these as etcd's interceptors do, before
+/// any handler (the gRPC lock and election services, whose handlers answer with code
+/// Unknown); [`admit`] runs it again, at the cost of two atomic loads.
+pub fn intercept(node: &Node, meta: &CallMeta, request: &Request) -> Result<(), ServerError> {
+    check_member(node, meta, served_by_learner(request))
+}
+
+/// etcd's `isRPCSupportedForLearner` and its stream rule: a learner serves Status, a
+/// serializable range and the Snapshot stream (etcd 3.5 and later), nothing else.
+fn served_by_learner(request: &Request) -> bool {
+    match request {
+        Request::Status | Request::Snapshot => true,
+        Request::Range(range) => range.serializable,
+        Request::Write(_)
+        | Request::Alarm(_)
+        | Request::Member(_)
+        | Request::MoveLeader(_)
+        | Request::HashKv(_)
+        | Request::Watch(_)
+        | Request::Lease(_)
+        | Request::Coordination(_)
+        | Request::Auth(_) => false,
+    }
+}
+
+/// Stage 0, etcd's interceptors: a learner refuses what it does not serve; a call that asks
+/// for a leader is refused while this member knows none.
+fn check_member(node: &Node, meta: &CallMeta, served_by_learner: bool) -> Result<(), ServerError> {
+    let role = &node.config.role;
+    if !served_by_learner && role.is_learner() {
+        return Err(MemberError::LearnerNotSupported.into());
+    }
+    if meta.require_leader && !role.has_leader() {
+        return Err(ServerError::NoLeader);
+    }
+    Ok(())
 }
 
 /// The log entry `request` would become (`None`: it becomes none, or none of a size the
@@ -203,12 +317,12 @@ async fn permit_coordination(
 pub async fn write(
     node: &Node,
     limits: Limits,
-    credentials: &Credentials,
+    meta: &CallMeta,
     write: WriteRequest,
     frame: Option<&Bytes>,
 ) -> Result<WriteResponse, ServerError> {
     let request = Request::Write(write);
-    let admitted = admit(node, limits, credentials, &request, frame).await?;
+    let admitted = admit(node, limits, meta, &request, frame).await?;
     let Request::Write(write) = request else {
         return Err(ServerError::Internal(
             "a write became another request".into(),
@@ -251,6 +365,35 @@ mod tests {
         let range = Request::Range(Default::default());
         assert!(log_entry(&range, None, &anonymous).is_none());
         assert!(log_entry(&Request::Status, None, &anonymous).is_none());
+    }
+
+    #[test]
+    fn a_learner_serves_status_serializable_ranges_and_snapshots_only() {
+        let range = |serializable| {
+            Request::Range(crate::mvcc::request::RangeRequest {
+                key: Bytes::from_static(b"k"),
+                serializable,
+                ..Default::default()
+            })
+        };
+        for served in [Request::Status, Request::Snapshot, range(true)] {
+            assert!(served_by_learner(&served), "{served:?}");
+        }
+        for refused in [
+            range(false),
+            put(1),
+            Request::HashKv(0),
+            Request::MoveLeader(1),
+            Request::Member(native::MemberRequest::List {
+                linearizable: false,
+            }),
+            Request::Lease(native::LeaseQuery::Leases),
+            Request::Coordination(CoordinationRequest::Leader {
+                name: Bytes::from_static(b"e"),
+            }),
+        ] {
+            assert!(!served_by_learner(&refused), "{refused:?}");
+        }
     }
 
     #[test]

@@ -523,7 +523,8 @@ pub mod services {
     use lode_protocol::etcd::{v3electionpb as election_pb, v3lockpb as lock_pb};
     use tonic::Status;
 
-    use super::super::grpc::{on_core, on_core_until_cancelled};
+    use super::super::admission::{self, CallMeta};
+    use super::super::grpc::{call_meta, intercept, on_core, on_core_until_cancelled};
     use super::super::node::Node;
     use super::super::Limits;
     use super::LeaderKey;
@@ -543,12 +544,21 @@ pub mod services {
     async fn admit(
         node: &Node,
         limits: Limits,
-        credentials: &crate::auth::Credentials,
+        meta: &CallMeta,
         request: CoordinationRequest,
     ) -> Result<(), ServerError> {
         let request = crate::api::native::Request::Coordination(request);
-        super::super::admission::admit(node, limits, credentials, &request, None).await?;
+        admission::admit(node, limits, meta, &request, None).await?;
         Ok(())
+    }
+
+    /// etcd's interceptors for a lock or election call, before its handler: their refusals
+    /// keep their gRPC code (Unavailable), where the handler's errors become Unknown.
+    fn intercepted(meta: &CallMeta, request: &CoordinationRequest) -> Result<(), Status> {
+        intercept(
+            meta,
+            &crate::api::native::Request::Coordination(request.clone()),
+        )
     }
 
     fn status(error: ServerError) -> Status {
@@ -583,19 +593,20 @@ pub mod services {
             &self,
             request: tonic::Request<lock_pb::LockRequest>,
         ) -> Result<tonic::Response<lock_pb::LockResponse>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let request = request.into_inner();
+            let lock = CoordinationRequest::Lock {
+                name: request.name.clone(),
+                lease: request.lease,
+            };
+            intercepted(&meta, &lock)?;
             on_core_until_cancelled(move |node, limits, gone| async move {
-                let lock = CoordinationRequest::Lock {
-                    name: request.name.clone(),
-                    lease: request.lease,
-                };
-                admit(&node, limits, &credentials, lock).await?;
+                admit(&node, limits, &meta, lock).await?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
+                let credentials = &meta.credentials;
                 let (held, key) =
-                    super::lock(&node, request.name, request.lease, cancelled, &credentials)
-                        .await?;
+                    super::lock(&node, request.name, request.lease, cancelled, credentials).await?;
                 Ok(lock_pb::LockResponse {
                     header: header(held, &node),
                     key,
@@ -610,11 +621,12 @@ pub mod services {
             &self,
             request: tonic::Request<lock_pb::UnlockRequest>,
         ) -> Result<tonic::Response<lock_pb::UnlockResponse>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let key = request.into_inner().key;
+            let unlock = CoordinationRequest::Unlock { key: key.clone() };
+            intercepted(&meta, &unlock)?;
             on_core(move |node, limits| async move {
-                let unlock = CoordinationRequest::Unlock { key: key.clone() };
-                admit(&node, limits, &credentials, unlock).await?;
+                admit(&node, limits, &meta, unlock).await?;
                 let done = super::unlock(&node, &key).await?;
                 Ok(lock_pb::UnlockResponse {
                     header: header(done, &node),
@@ -640,15 +652,16 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::CampaignRequest>,
         ) -> Result<tonic::Response<election_pb::CampaignResponse>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let request = request.into_inner();
+            let campaign = CoordinationRequest::Campaign {
+                name: request.name.clone(),
+                lease: request.lease,
+                value: request.value.clone(),
+            };
+            intercepted(&meta, &campaign)?;
             on_core_until_cancelled(move |node, limits, gone| async move {
-                let campaign = CoordinationRequest::Campaign {
-                    name: request.name.clone(),
-                    lease: request.lease,
-                    value: request.value.clone(),
-                };
-                admit(&node, limits, &credentials, campaign).await?;
+                admit(&node, limits, &meta, campaign).await?;
                 // Resolves once the handler is dropped (the caller went away).
                 let cancelled = futures::FutureExt::map(gone, drop);
                 let (led, leader) = super::campaign(
@@ -657,7 +670,7 @@ pub mod services {
                     request.lease,
                     request.value,
                     cancelled,
-                    &credentials,
+                    &meta.credentials,
                 )
                 .await?;
                 Ok(election_pb::CampaignResponse {
@@ -679,15 +692,24 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::ProclaimRequest>,
         ) -> Result<tonic::Response<election_pb::ProclaimResponse>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let request = request.into_inner();
+            // The interceptors look at the kind of call only; its leader key is the
+            // handler's to check, after them.
+            intercepted(
+                &meta,
+                &CoordinationRequest::Proclaim {
+                    leader: LeaderKey::default(),
+                    value: Bytes::new(),
+                },
+            )?;
             on_core(move |node, limits| async move {
                 let leader = leader_key(request.leader)?;
                 let proclaim = CoordinationRequest::Proclaim {
                     leader: leader.clone(),
                     value: request.value.clone(),
                 };
-                admit(&node, limits, &credentials, proclaim).await?;
+                admit(&node, limits, &meta, proclaim).await?;
                 let done = super::proclaim(&node, &leader, request.value).await?;
                 Ok(election_pb::ProclaimResponse {
                     header: header(done, &node),
@@ -702,11 +724,12 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::LeaderRequest>,
         ) -> Result<tonic::Response<election_pb::LeaderResponse>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let name = request.into_inner().name;
+            let leader = CoordinationRequest::Leader { name: name.clone() };
+            intercepted(&meta, &leader)?;
             on_core(move |node, limits| async move {
-                let leader = CoordinationRequest::Leader { name: name.clone() };
-                admit(&node, limits, &credentials, leader).await?;
+                admit(&node, limits, &meta, leader).await?;
                 let (found, kv) = super::leader(&node, &name).await?;
                 Ok(election_pb::LeaderResponse {
                     header: header(found, &node),
@@ -724,12 +747,12 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::LeaderRequest>,
         ) -> Result<tonic::Response<Self::ObserveStream>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let name = request.into_inner().name;
             let (sender, receiver) = futures::channel::mpsc::channel(16);
             on_core(move |node, limits| async move {
                 let observe = CoordinationRequest::Observe { name: name.clone() };
-                admit(&node, limits, &credentials, observe).await?;
+                admit(&node, limits, &meta, observe).await?;
                 glommio::spawn_local(observe_into(node, name, sender)).detach();
                 Ok(())
             })
@@ -741,14 +764,21 @@ pub mod services {
             &self,
             request: tonic::Request<election_pb::ResignRequest>,
         ) -> Result<tonic::Response<election_pb::ResignResponse>, Status> {
-            let credentials = super::super::grpc::credentials(&request);
+            let meta = call_meta(&request);
             let request = request.into_inner();
+            // As Proclaim: the kind of call only, its leader key checked by the handler.
+            intercepted(
+                &meta,
+                &CoordinationRequest::Resign {
+                    leader: LeaderKey::default(),
+                },
+            )?;
             on_core(move |node, limits| async move {
                 let leader = leader_key(request.leader)?;
                 let resign = CoordinationRequest::Resign {
                     leader: leader.clone(),
                 };
-                admit(&node, limits, &credentials, resign).await?;
+                admit(&node, limits, &meta, resign).await?;
                 let done = super::resign(&node, &leader).await?;
                 Ok(election_pb::ResignResponse {
                     header: header(done, &node),

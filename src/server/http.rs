@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Status;
 
+use super::admission::Call;
 use super::grpc::{
     AuthService, ClusterService, GlommioIo, KvService, LeaseService, MaintenanceService,
     ETCD_API_VERSION,
@@ -207,9 +208,9 @@ pub(super) async fn route(
         (Method::POST, "/v3/watch") => watch_call(request, node, limits).await,
         (Method::POST, "/v3/lease/keepalive") => keep_alive_call(request, node, limits),
         (Method::POST, gateway) if gateway.starts_with("/v3/") => {
-            let token = token_of(&request);
+            let metadata = metadata_of(&request);
             match read_body(request, limits).await {
-                Ok(body) => gateway_call(gateway, body, token).await,
+                Ok(body) => gateway_call(gateway, body, metadata).await,
                 Err(response) => response,
             }
         }
@@ -222,36 +223,43 @@ pub(super) async fn route(
     }
 }
 
-/// The gateway's auth token: the `Authorization` header (with or without "Bearer "), which
-/// grpc-gateway hands to etcd's handlers as the call's `authorization` metadata. As etcd's
-/// gateway, it never speaks for the connection's client certificate.
-type Token = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
-
-fn token_of(request: &Request<Incoming>) -> Token {
-    let value = request
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    crate::auth::Credentials::token_in_header(value)
-        .parse()
-        .ok()
+/// What a gateway call carries as gRPC metadata, as grpc-gateway passes it on to etcd's
+/// handlers: the `Authorization` header as `authorization` (a token, with or without
+/// "Bearer "), and every `Grpc-Metadata-<key>` header as `<key>` (etcd reads `token` and
+/// `hasleader` there: `Grpc-Metadata-Hasleader: true` asks for a leader). Binary (`-bin`)
+/// keys and values that are not visible ASCII are left out: no etcd handler reads them. As
+/// etcd's gateway, a call never speaks for the connection's client certificate.
+fn metadata_of(request: &Request<Incoming>) -> tonic::metadata::MetadataMap {
+    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (name, value) in request.headers() {
+        let key = if name == http::header::AUTHORIZATION {
+            "authorization"
+        } else if let Some(key) = name.as_str().strip_prefix("grpc-metadata-") {
+            key
+        } else {
+            continue;
+        };
+        let (Ok(key), Ok(value)) = (
+            AsciiMetadataKey::from_bytes(key.as_bytes()),
+            AsciiMetadataValue::try_from(value.as_bytes()),
+        ) else {
+            continue;
+        };
+        metadata.append(key, value);
+    }
+    metadata
 }
 
-fn credentials_of(request: &Request<Incoming>) -> crate::auth::Credentials {
-    crate::auth::Credentials {
-        token: token_of(request).and_then(|token| token.to_str().ok().map(str::to_string)),
-        common_name: None,
-    }
+/// A gateway call as the gRPC handlers take it: `message` with the call's `metadata`.
+fn with_metadata<T>(message: T, metadata: &tonic::metadata::MetadataMap) -> tonic::Request<T> {
+    tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), message)
 }
 
-/// A gateway call as the gRPC handlers take it, with its token in the metadata.
-fn with_token<T>(message: T, token: &Token) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        request.metadata_mut().insert("token", token.clone());
-    }
-    request
+/// What a gateway stream's call carries for the admission path (its credentials and
+/// `hasleader`), read from its headers as its gRPC twin reads its metadata.
+fn call_meta_of(request: &Request<Incoming>) -> super::admission::CallMeta {
+    super::grpc::call_meta(&with_metadata((), &metadata_of(request)))
 }
 
 /// A request body up to the gRPC receive limit.
@@ -268,7 +276,11 @@ async fn read_body(request: Request<Incoming>, limits: Limits) -> Result<Bytes, 
 }
 
 /// Decodes `body` as `Req`, calls `call`, and encodes its answer or error.
-async fn json_call<Req, Resp, F, Fut>(body: Bytes, token: &Token, call: F) -> HttpResponse
+async fn json_call<Req, Resp, F, Fut>(
+    body: Bytes,
+    metadata: &tonic::metadata::MetadataMap,
+    call: F,
+) -> HttpResponse
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -288,14 +300,18 @@ where
             }
         }
     };
-    match call(with_token(request, token)).await {
+    match call(with_metadata(request, metadata)).await {
         Ok(response) => json_response(StatusCode::OK, response.get_ref()),
         Err(status) => error_response(&status),
     }
 }
 
 /// etcd's JSON gateway: the path names the RPC.
-async fn gateway_call(path: &str, body: Bytes, token: Token) -> HttpResponse {
+async fn gateway_call(
+    path: &str,
+    body: Bytes,
+    metadata: tonic::metadata::MetadataMap,
+) -> HttpResponse {
     use lode_protocol::etcd::v3electionpb::election_server::Election;
     use lode_protocol::etcd::v3lockpb::lock_server::Lock;
     use pb::auth_server::Auth;
@@ -313,20 +329,20 @@ async fn gateway_call(path: &str, body: Bytes, token: Token) -> HttpResponse {
         LeaseService,
     );
     match path {
-        "/v3/kv/range" => json_call(body, &token, |r| kv.range(r)).await,
-        "/v3/lease/grant" => json_call(body, &token, |r| lease.lease_grant(r)).await,
-        "/v3/lock/lock" => json_call(body, &token, |r| lock.lock(r)).await,
-        "/v3/lock/unlock" => json_call(body, &token, |r| lock.unlock(r)).await,
-        "/v3/election/campaign" => json_call(body, &token, |r| election.campaign(r)).await,
-        "/v3/election/proclaim" => json_call(body, &token, |r| election.proclaim(r)).await,
-        "/v3/election/leader" => json_call(body, &token, |r| election.leader(r)).await,
-        "/v3/election/resign" => json_call(body, &token, |r| election.resign(r)).await,
+        "/v3/kv/range" => json_call(body, &metadata, |r| kv.range(r)).await,
+        "/v3/lease/grant" => json_call(body, &metadata, |r| lease.lease_grant(r)).await,
+        "/v3/lock/lock" => json_call(body, &metadata, |r| lock.lock(r)).await,
+        "/v3/lock/unlock" => json_call(body, &metadata, |r| lock.unlock(r)).await,
+        "/v3/election/campaign" => json_call(body, &metadata, |r| election.campaign(r)).await,
+        "/v3/election/proclaim" => json_call(body, &metadata, |r| election.proclaim(r)).await,
+        "/v3/election/leader" => json_call(body, &metadata, |r| election.leader(r)).await,
+        "/v3/election/resign" => json_call(body, &metadata, |r| election.resign(r)).await,
         "/v3/election/observe" => {
             match serde_json::from_slice::<lode_protocol::etcd::v3electionpb::LeaderRequest>(&body)
             {
-                Ok(request) => match election.observe(with_token(request, &token)).await {
+                Ok(request) => match election.observe(with_metadata(request, &metadata)).await {
                     Ok(stream) => json_lines(stream.into_inner()),
-                    Err(status) => error_response(&status),
+                    Err(status) => stream_refused(&status),
                 },
                 Err(error) => error_response(&Status::invalid_argument(format!(
                     "the request body is not a valid message: {error}"
@@ -334,54 +350,66 @@ async fn gateway_call(path: &str, body: Bytes, token: Token) -> HttpResponse {
             }
         }
         "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
-            json_call(body, &token, |r| lease.lease_revoke(r)).await
+            json_call(body, &metadata, |r| lease.lease_revoke(r)).await
         }
         "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
-            json_call(body, &token, |r| lease.lease_time_to_live(r)).await
+            json_call(body, &metadata, |r| lease.lease_time_to_live(r)).await
         }
         "/v3/lease/leases" | "/v3/kv/lease/leases" => {
-            json_call(body, &token, |r| lease.lease_leases(r)).await
+            json_call(body, &metadata, |r| lease.lease_leases(r)).await
         }
-        "/v3/kv/put" => json_call(body, &token, |r| kv.put(r)).await,
-        "/v3/kv/deleterange" => json_call(body, &token, |r| kv.delete_range(r)).await,
-        "/v3/kv/txn" => json_call(body, &token, |r| kv.txn(r)).await,
-        "/v3/kv/compaction" => json_call(body, &token, |r| kv.compact(r)).await,
-        "/v3/cluster/member/add" => json_call(body, &token, |r| cluster.member_add(r)).await,
-        "/v3/cluster/member/remove" => json_call(body, &token, |r| cluster.member_remove(r)).await,
-        "/v3/cluster/member/update" => json_call(body, &token, |r| cluster.member_update(r)).await,
-        "/v3/cluster/member/list" => json_call(body, &token, |r| cluster.member_list(r)).await,
+        "/v3/kv/put" => json_call(body, &metadata, |r| kv.put(r)).await,
+        "/v3/kv/deleterange" => json_call(body, &metadata, |r| kv.delete_range(r)).await,
+        "/v3/kv/txn" => json_call(body, &metadata, |r| kv.txn(r)).await,
+        "/v3/kv/compaction" => json_call(body, &metadata, |r| kv.compact(r)).await,
+        "/v3/cluster/member/add" => json_call(body, &metadata, |r| cluster.member_add(r)).await,
+        "/v3/cluster/member/remove" => {
+            json_call(body, &metadata, |r| cluster.member_remove(r)).await
+        }
+        "/v3/cluster/member/update" => {
+            json_call(body, &metadata, |r| cluster.member_update(r)).await
+        }
+        "/v3/cluster/member/list" => json_call(body, &metadata, |r| cluster.member_list(r)).await,
         "/v3/cluster/member/promote" => {
-            json_call(body, &token, |r| cluster.member_promote(r)).await
+            json_call(body, &metadata, |r| cluster.member_promote(r)).await
         }
-        "/v3/maintenance/alarm" => json_call(body, &token, |r| maintenance.alarm(r)).await,
-        "/v3/maintenance/status" => json_call(body, &token, |r| maintenance.status(r)).await,
+        "/v3/maintenance/alarm" => json_call(body, &metadata, |r| maintenance.alarm(r)).await,
+        "/v3/maintenance/status" => json_call(body, &metadata, |r| maintenance.status(r)).await,
         "/v3/maintenance/defragment" => {
-            json_call(body, &token, |r| maintenance.defragment(r)).await
+            json_call(body, &metadata, |r| maintenance.defragment(r)).await
         }
-        "/v3/maintenance/hash" => json_call(body, &token, |r| maintenance.hash(r)).await,
-        "/v3/maintenance/hashkv" => json_call(body, &token, |r| maintenance.hash_kv(r)).await,
+        "/v3/maintenance/hash" => json_call(body, &metadata, |r| maintenance.hash(r)).await,
+        "/v3/maintenance/hashkv" => json_call(body, &metadata, |r| maintenance.hash_kv(r)).await,
         "/v3/maintenance/transfer-leadership" => {
-            json_call(body, &token, |r| maintenance.move_leader(r)).await
+            json_call(body, &metadata, |r| maintenance.move_leader(r)).await
         }
-        "/v3/maintenance/downgrade" => json_call(body, &token, |r| maintenance.downgrade(r)).await,
-        "/v3/maintenance/snapshot" => snapshot_call(body, &maintenance, &token).await,
-        "/v3/auth/enable" => json_call(body, &token, |r| auth.auth_enable(r)).await,
-        "/v3/auth/disable" => json_call(body, &token, |r| auth.auth_disable(r)).await,
-        "/v3/auth/status" => json_call(body, &token, |r| auth.auth_status(r)).await,
-        "/v3/auth/authenticate" => json_call(body, &token, |r| auth.authenticate(r)).await,
-        "/v3/auth/user/add" => json_call(body, &token, |r| auth.user_add(r)).await,
-        "/v3/auth/user/get" => json_call(body, &token, |r| auth.user_get(r)).await,
-        "/v3/auth/user/list" => json_call(body, &token, |r| auth.user_list(r)).await,
-        "/v3/auth/user/delete" => json_call(body, &token, |r| auth.user_delete(r)).await,
-        "/v3/auth/user/changepw" => json_call(body, &token, |r| auth.user_change_password(r)).await,
-        "/v3/auth/user/grant" => json_call(body, &token, |r| auth.user_grant_role(r)).await,
-        "/v3/auth/user/revoke" => json_call(body, &token, |r| auth.user_revoke_role(r)).await,
-        "/v3/auth/role/add" => json_call(body, &token, |r| auth.role_add(r)).await,
-        "/v3/auth/role/get" => json_call(body, &token, |r| auth.role_get(r)).await,
-        "/v3/auth/role/list" => json_call(body, &token, |r| auth.role_list(r)).await,
-        "/v3/auth/role/delete" => json_call(body, &token, |r| auth.role_delete(r)).await,
-        "/v3/auth/role/grant" => json_call(body, &token, |r| auth.role_grant_permission(r)).await,
-        "/v3/auth/role/revoke" => json_call(body, &token, |r| auth.role_revoke_permission(r)).await,
+        "/v3/maintenance/downgrade" => {
+            json_call(body, &metadata, |r| maintenance.downgrade(r)).await
+        }
+        "/v3/maintenance/snapshot" => snapshot_call(body, &maintenance, &metadata).await,
+        "/v3/auth/enable" => json_call(body, &metadata, |r| auth.auth_enable(r)).await,
+        "/v3/auth/disable" => json_call(body, &metadata, |r| auth.auth_disable(r)).await,
+        "/v3/auth/status" => json_call(body, &metadata, |r| auth.auth_status(r)).await,
+        "/v3/auth/authenticate" => json_call(body, &metadata, |r| auth.authenticate(r)).await,
+        "/v3/auth/user/add" => json_call(body, &metadata, |r| auth.user_add(r)).await,
+        "/v3/auth/user/get" => json_call(body, &metadata, |r| auth.user_get(r)).await,
+        "/v3/auth/user/list" => json_call(body, &metadata, |r| auth.user_list(r)).await,
+        "/v3/auth/user/delete" => json_call(body, &metadata, |r| auth.user_delete(r)).await,
+        "/v3/auth/user/changepw" => {
+            json_call(body, &metadata, |r| auth.user_change_password(r)).await
+        }
+        "/v3/auth/user/grant" => json_call(body, &metadata, |r| auth.user_grant_role(r)).await,
+        "/v3/auth/user/revoke" => json_call(body, &metadata, |r| auth.user_revoke_role(r)).await,
+        "/v3/auth/role/add" => json_call(body, &metadata, |r| auth.role_add(r)).await,
+        "/v3/auth/role/get" => json_call(body, &metadata, |r| auth.role_get(r)).await,
+        "/v3/auth/role/list" => json_call(body, &metadata, |r| auth.role_list(r)).await,
+        "/v3/auth/role/delete" => json_call(body, &metadata, |r| auth.role_delete(r)).await,
+        "/v3/auth/role/grant" => {
+            json_call(body, &metadata, |r| auth.role_grant_permission(r)).await
+        }
+        "/v3/auth/role/revoke" => {
+            json_call(body, &metadata, |r| auth.role_revoke_permission(r)).await
+        }
         _ => error_response(&Status::unimplemented(format!(
             "lode serves no gateway path {path}"
         ))),
@@ -390,11 +418,12 @@ async fn gateway_call(path: &str, body: Bytes, token: Token) -> HttpResponse {
 
 /// The gateway's Snapshot: as grpc-gateway streams a server-streaming call, one JSON object
 /// per line, `{"result": SnapshotResponse}` for each piece and `{"error": ...}` if the stream
-/// fails midway (an error before the first piece is an ordinary error response).
+/// fails midway; refused before the first piece, the error line alone with the HTTP status of
+/// its code (`stream_refused`).
 async fn snapshot_call(
     body: Bytes,
     maintenance: &MaintenanceService,
-    token: &Token,
+    metadata: &tonic::metadata::MetadataMap,
 ) -> HttpResponse {
     use pb::maintenance_server::Maintenance;
     if !body.iter().all(u8::is_ascii_whitespace) {
@@ -405,11 +434,11 @@ async fn snapshot_call(
         }
     }
     let pieces = match maintenance
-        .snapshot(with_token(pb::SnapshotRequest {}, token))
+        .snapshot(with_metadata(pb::SnapshotRequest {}, metadata))
         .await
     {
         Ok(pieces) => pieces.into_inner(),
-        Err(status) => return error_response(&status),
+        Err(status) => return stream_refused(&status),
     };
     json_lines(pieces)
 }
@@ -419,15 +448,18 @@ async fn snapshot_call(
 /// they arrive; the answer streams one `{"result": WatchResponse}` per line until the client
 /// goes away. The stream is served by the gRPC service's own loop.
 async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
+    let meta = call_meta_of(&request);
+    if let Err(error) = super::admission::admit_call(node, &meta, Call::WatchStream) {
+        return stream_refused(&super::grpc::status(error));
+    }
     let hub = node.router().local().watch_hub().clone();
     let (id, slot) = match hub
         .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)
         .await
     {
         Ok(opened) => opened,
-        Err(error) => return error_response(&super::grpc::status(error)),
+        Err(error) => return stream_refused(&super::grpc::status(error)),
     };
-    let credentials = credentials_of(&request);
     let requests = json_requests(request.into_body(), limits.max_frame_bytes);
     let (sender, receiver) = futures::channel::mpsc::channel(128);
     let node = node.clone();
@@ -438,8 +470,8 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
             requests,
             sender,
             limits,
-            false,
-            &credentials,
+            meta.require_leader,
+            &meta.credentials,
         )
         .await;
         hub.close(id, node.router());
@@ -452,7 +484,10 @@ async fn watch_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits)
 /// they arrive, and the answers stream one `{"result": ...}` per line, by the gRPC service's
 /// own loop.
 fn keep_alive_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) -> HttpResponse {
-    let credentials = credentials_of(&request);
+    let meta = call_meta_of(&request);
+    if let Err(error) = super::admission::admit_call(node, &meta, Call::KeepAliveStream) {
+        return stream_refused(&super::grpc::status(error));
+    }
     let requests = json_requests(request.into_body(), limits.max_frame_bytes);
     let (sender, receiver) = futures::channel::mpsc::channel(128);
     glommio::spawn_local(super::grpc::serve_keep_alives(
@@ -460,10 +495,33 @@ fn keep_alive_call(request: Request<Incoming>, node: &Rc<Node>, limits: Limits) 
         limits,
         requests,
         sender,
-        credentials,
+        meta.credentials,
     ))
     .detach();
     json_lines(receiver)
+}
+
+/// A stream's failure as grpc-gateway writes it in the stream: `{"error": {...}}`.
+fn stream_error(status: &Status) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "grpc_code": status.code() as i32,
+            "http_code": http_status(status.code()).as_u16(),
+            "message": status.message(),
+            "http_status": http_status(status.code())
+                .canonical_reason()
+                .unwrap_or_default(),
+        }
+    })
+}
+
+/// A streaming call refused before its first item, as grpc-gateway answers it: the HTTP status
+/// of its code and the stream's error line (etcd's gateway answers a learner's Watch or a
+/// `hasleader` stream without a leader so).
+fn stream_refused(status: &Status) -> HttpResponse {
+    let mut line = stream_error(status).to_string();
+    line.push('\n');
+    respond(http_status(status.code()), "application/json", line)
 }
 
 /// A server stream as grpc-gateway answers one: a JSON object per line, `{"result": item}` for
@@ -477,16 +535,7 @@ where
         .map(|item| {
             let value = match item {
                 Ok(item) => serde_json::json!({ "result": item }),
-                Err(status) => serde_json::json!({
-                    "error": {
-                        "grpc_code": status.code() as i32,
-                        "http_code": http_status(status.code()).as_u16(),
-                        "message": status.message(),
-                        "http_status": http_status(status.code())
-                            .canonical_reason()
-                            .unwrap_or_default(),
-                    }
-                }),
+                Err(status) => stream_error(&status),
             };
             let mut line = value.to_string().into_bytes();
             line.push(b'\n');

@@ -18,9 +18,10 @@ use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use lode_protocol::frame::{decode_frame, encode_frame};
 
+use super::admission::{self, Call, CallMeta};
 use super::node::Node;
 use super::watching::{self, Inbound, WatchClient};
-use super::{admission, fill_header, Limits};
+use super::{fill_header, Limits};
 use crate::api::native::{
     self, CoordinationRequest, CoordinationResponse, Request, Response, WatchRequest,
 };
@@ -284,7 +285,7 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
         watches,
         common_name,
     } = connection;
-    let (id, request, token) = match native::decode_request_as(&frame) {
+    let (id, request, frame_meta) = match native::decode_request_as(&frame) {
         Ok(decoded) => decoded,
         Err(error) => {
             let id = native::request_id(&frame).unwrap_or(0);
@@ -292,21 +293,26 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
             return;
         }
     };
-    let credentials = Credentials { token, common_name };
-    // Every request but a watch stream's (whose creations are permitted one by one as the
-    // stream applies them) passes the one admission path first; a write is admitted by
-    // `admission::write` itself.
+    let meta = CallMeta {
+        credentials: Credentials {
+            token: frame_meta.token,
+            common_name,
+        },
+        require_leader: frame_meta.require_leader,
+    };
+    // Every request but a watch stream's (whose opening is admitted as a stream's, and whose
+    // creations are permitted one by one as the stream applies them) passes the one
+    // admission path first; a write is admitted by `admission::write` itself.
     if !matches!(request, Request::Write(_) | Request::Watch(_)) {
-        if let Err(error) =
-            admission::admit(node, limits, &credentials, &request, Some(&frame)).await
-        {
+        if let Err(error) = admission::admit(node, limits, &meta, &request, Some(&frame)).await {
             outbox.answer(server_error_frame(id, error, node));
             return;
         }
     }
+    let credentials = &meta.credentials;
     let result = match request {
         Request::Range(range) => node
-            .range_as(&credentials, &range)
+            .range_as(credentials, &range)
             .await
             .map(Response::Range),
         Request::Lease(query) => {
@@ -319,16 +325,16 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                 outbox.settle();
                 return;
             }
-            coordinate(node, request, outbox.gone(), &credentials)
+            coordinate(node, request, outbox.gone(), credentials)
                 .await
                 .map(Response::Coordination)
         }
-        Request::Write(write) => admission::write(node, limits, &credentials, write, Some(&frame))
+        Request::Write(write) => admission::write(node, limits, &meta, write, Some(&frame))
             .await
             .map(Response::Write),
         Request::Status => node.status().await.map(Response::Status),
         Request::Alarm(alarm) => node.alarm(alarm).await.map(Response::Alarm),
-        Request::Auth(request) => node.auth(&credentials, request).await.map(Response::Auth),
+        Request::Auth(request) => node.auth(credentials, request).await.map(Response::Auth),
         request @ (Request::Member(_) | Request::MoveLeader(_)) => {
             let token = credentials.token.clone();
             node.cluster_as(request, token).await
@@ -341,19 +347,30 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
                     watch
                         .requests
                         .borrow_mut()
-                        .push_back((request, credentials));
+                        .push_back((request, meta.credentials));
                     watch.wake();
                 }
                 None => {
-                    let require_leader = matches!(
-                        &request,
-                        WatchRequest::Create(create) if create.require_leader
-                    );
+                    // The stream asks for a leader with the frame's `require_leader` (as gRPC's
+                    // metadata) or its first creation's.
+                    let require_leader = meta.require_leader
+                        || matches!(
+                            &request,
+                            WatchRequest::Create(create) if create.require_leader
+                        );
+                    let opening = CallMeta {
+                        require_leader,
+                        ..meta
+                    };
+                    if let Err(error) = admission::admit_call(node, &opening, Call::WatchStream) {
+                        outbox.answer(server_error_frame(id, error, node));
+                        return;
+                    }
                     let watch = Rc::new(NativeWatch::default());
                     watch
                         .requests
                         .borrow_mut()
-                        .push_back((request, credentials));
+                        .push_back((request, opening.credentials));
                     watches.borrow_mut().insert(id, watch.clone());
                     serve_watch(id, &watch, node, limits, outbox, require_leader).await;
                     watches.borrow_mut().remove(&id);
@@ -571,10 +588,10 @@ impl WatchClient for NativeWatchClient<'_> {
 /// A bound on what a native watch response holds besides its events and cancel reason.
 const NATIVE_WATCH_RESPONSE_OVERHEAD: usize = 256;
 
-/// Serves the watch stream `id` of a connection through the shared stream loop
-/// (`server::watching::serve`) until the connection's reading side ends. A stream opened by
-/// a creation with `require_leader` is refused at once without a leader, and ends with "no
-/// leader" once the member lost it, as gRPC's `hasleader` streams.
+/// Serves the watch stream `id` of a connection, once its opening was admitted, through the
+/// shared stream loop (`server::watching::serve`) until the connection's reading side ends.
+/// A stream opened with `require_leader` (refused at its opening without a leader) ends with
+/// "no leader" once the member lost it, as gRPC's `hasleader` streams.
 async fn serve_watch(
     id: u64,
     watch: &NativeWatch,
@@ -583,10 +600,6 @@ async fn serve_watch(
     outbox: &Outbox,
     require_leader: bool,
 ) {
-    if require_leader && !watching::has_leader(node).await {
-        outbox.push(server_error_frame(id, ServerError::NoLeader, node));
-        return;
-    }
     let hub = node.router().local().watch_hub().clone();
     let (stream_id, slot) = match hub
         .open(node.router(), super::WATCH_STREAM_BUDGET_BYTES)

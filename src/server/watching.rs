@@ -94,9 +94,9 @@ enum Wakeup<B> {
     Liveness,
 }
 
-/// True while this member knows a leader (asked of the consensus core).
-pub async fn has_leader(node: &Node) -> bool {
-    node.status().await.map(|status| status.leader).unwrap_or(0) != 0
+/// True while this member knows a leader (as the consensus core last published it).
+fn has_leader(node: &Node) -> bool {
+    node.config.role.has_leader()
 }
 
 /// Serves the stream in `slot` for `client` until the client is gone, its call breaks, the
@@ -159,7 +159,7 @@ pub async fn serve<C: WatchClient>(
         match wakeup {
             Wakeup::LeaderCheck => {
                 leader_check = Box::pin(glommio::timer::sleep(election_timeout));
-                checks_without_leader = if has_leader(node).await {
+                checks_without_leader = if has_leader(node) {
                     0
                 } else {
                     checks_without_leader + 1

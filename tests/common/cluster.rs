@@ -89,6 +89,49 @@ pub fn cluster_with(name: &str, extra: &[&str]) -> Vec<Member> {
     build_cluster(name, 3, extra, None)
 }
 
+/// A cluster of `size` members (each listening for peers, so members can be added).
+pub fn cluster_of(name: &str, size: usize) -> Vec<Member> {
+    build_cluster(name, size, &[], None)
+}
+
+/// The next member (`m<n>` after `n` members), to join the cluster of `members` at `peer_url`
+/// once added, its data in `dir` (started as etcd starts a member joining a running cluster:
+/// `--initial-cluster-state existing`).
+pub fn joiner_of(members: &[Member], dir: &str, peer_url: &str) -> Member {
+    let name = format!("m{}", members.len());
+    let mut initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect();
+    initial.push(format!("{name}={peer_url}"));
+    Member {
+        dir: DataDir::new(dir),
+        client_port: free_port(),
+        args: [
+            "--name",
+            &name,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "existing",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        name,
+        env: Vec::new(),
+        lode: None,
+    }
+}
+
 /// A cluster of `size` members whose peer traffic goes through fault-injecting proxies of
 /// `network` (member i advertises proxy i, which forwards to its real peer listener).
 pub fn cluster_behind_proxies(

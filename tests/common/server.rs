@@ -383,16 +383,31 @@ pub fn output_with_input(command: &mut Command, input: Option<&str>) -> Output {
 
 /// One HTTP/1.1 exchange with a server at `url` (`http://host:port`) on a fresh connection: the status and the body.
 pub fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with_headers(url, method, path, &[], body)
+}
+
+/// `http` with extra request `headers` (name, value).
+pub fn http_with_headers(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let address = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("send");

@@ -11655,6 +11655,7 @@ impl<'a> RequestFrame<'a> {
   pub const VT_REQUEST_TYPE: ::flatbuffers::VOffsetT = 6;
   pub const VT_REQUEST: ::flatbuffers::VOffsetT = 8;
   pub const VT_TOKEN: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REQUIRE_LEADER: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -11669,6 +11670,7 @@ impl<'a> RequestFrame<'a> {
     builder.add_id(args.id);
     if let Some(x) = args.token { builder.add_token(x); }
     if let Some(x) = args.request { builder.add_request(x); }
+    builder.add_require_leader(args.require_leader);
     builder.add_request_type(args.request_type);
     builder.finish()
   }
@@ -11701,6 +11703,13 @@ impl<'a> RequestFrame<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RequestFrame::VT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn require_leader(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RequestFrame::VT_REQUIRE_LEADER, Some(false)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -12213,6 +12222,7 @@ impl ::flatbuffers::Verifiable for RequestFrame<'_> {
         }
      })?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .visit_field::<bool>("require_leader", Self::VT_REQUIRE_LEADER, false)?
      .finish();
     Ok(())
   }
@@ -12222,6 +12232,7 @@ pub struct RequestFrameArgs<'a> {
     pub request_type: Request,
     pub request: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
     pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub require_leader: bool,
 }
 impl<'a> Default for RequestFrameArgs<'a> {
   #[inline]
@@ -12231,6 +12242,7 @@ impl<'a> Default for RequestFrameArgs<'a> {
       request_type: Request::NONE,
       request: None,
       token: None,
+      require_leader: false,
     }
   }
 }
@@ -12255,6 +12267,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestFrameBuilder<'a, 'b, A
   #[inline]
   pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestFrame::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_require_leader(&mut self, require_leader: bool) {
+    self.fbb_.push_slot::<bool>(RequestFrame::VT_REQUIRE_LEADER, require_leader, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestFrameBuilder<'a, 'b, A> {
@@ -12500,6 +12516,7 @@ impl ::core::fmt::Debug for RequestFrame<'_> {
         },
       };
       ds.field("token", &self.token());
+      ds.field("require_leader", &self.require_leader());
       ds.finish()
   }
 }

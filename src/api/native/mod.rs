@@ -24,7 +24,7 @@ use crate::mvcc::request::ResponseHeader;
 
 pub use super::request::*;
 pub use requests::{
-    decode_request, decode_request_as, encode_request, encode_request_as, request_id,
+    decode_request, decode_request_as, encode_request, encode_request_as, request_id, RequestMeta,
 };
 pub use responses::{decode_response, encode_response};
 

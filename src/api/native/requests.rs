@@ -18,13 +18,24 @@ use crate::api::request::*;
 use crate::lease::LeaseRequest;
 use crate::mvcc::request::*;
 
-/// Encodes a request frame.
-pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
-    encode_request_as(id, request, None)
+/// What a request frame carries besides its request: the native protocol's counterpart of
+/// gRPC's metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// An auth token (who the request speaks for while auth is on).
+    pub token: Option<String>,
+    /// etcd's `hasleader`: refuse the request with "etcdserver: no leader" while the member
+    /// knows none.
+    pub require_leader: bool,
 }
 
-/// `encode_request`, carrying an auth token (who the request speaks for while auth is on).
-pub fn encode_request_as(id: u64, request: &Request, token: Option<&str>) -> Vec<u8> {
+/// Encodes a request frame.
+pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
+    encode_request_as(id, request, &RequestMeta::default())
+}
+
+/// `encode_request`, carrying `meta` (a token, `require_leader`).
+pub fn encode_request_as(id: u64, request: &Request, meta: &RequestMeta) -> Vec<u8> {
     let mut b = FlatBufferBuilder::with_capacity(256);
     let (request_type, body) = match request {
         Request::Range(r) => (
@@ -309,7 +320,7 @@ pub fn encode_request_as(id: u64, request: &Request, token: Option<&str>) -> Vec
             .as_union_value(),
         ),
     };
-    let token = token.map(|token| b.create_string(token));
+    let token = meta.token.as_deref().map(|token| b.create_string(token));
     let frame = fb::RequestFrame::create(
         &mut b,
         &fb::RequestFrameArgs {
@@ -317,6 +328,7 @@ pub fn encode_request_as(id: u64, request: &Request, token: Option<&str>) -> Vec
             request_type,
             request: Some(body),
             token,
+            require_leader: meta.require_leader,
         },
     );
     b.finish(frame, None);
@@ -384,12 +396,15 @@ pub fn decode_request(frame: &Bytes) -> Result<(u64, Request), DecodeError> {
     decode_request_as(frame).map(|(id, request, _)| (id, request))
 }
 
-/// `decode_request`, with the auth token the frame carries, if any.
-pub fn decode_request_as(frame: &Bytes) -> Result<(u64, Request, Option<String>), DecodeError> {
+/// `decode_request`, with what the frame carries besides (its token, `require_leader`).
+pub fn decode_request_as(frame: &Bytes) -> Result<(u64, Request, RequestMeta), DecodeError> {
     let root = flatbuffers::root::<fb::RequestFrame>(frame)
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let id = root.id();
-    let token = root.token().map(str::to_string);
+    let meta = RequestMeta {
+        token: root.token().map(str::to_string),
+        require_leader: root.require_leader(),
+    };
     let request = if let Some(r) = root.request_as_range_request() {
         Request::Range(decode_range(frame, r))
     } else if let Some(p) = root.request_as_put_request() {
@@ -536,7 +551,7 @@ pub fn decode_request_as(frame: &Bytes) -> Result<(u64, Request, Option<String>)
     } else {
         return Err(DecodeError::Empty);
     };
-    Ok((id, request, token))
+    Ok((id, request, meta))
 }
 
 /// The request id of a frame, if its flatbuffer verifies (for answering a frame that failed

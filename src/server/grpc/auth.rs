@@ -3,10 +3,10 @@
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use super::{credentials, on_core};
+use super::{call_meta, on_core};
 use crate::api::etcd;
 use crate::auth::request::{AuthKind, AuthRequest, AuthResponse};
-use crate::auth::Credentials;
+use crate::server::admission::{self, CallMeta};
 
 /// etcd's `etcdserverpb.Auth` service: every call is an [`AuthRequest`] answered by the
 /// consensus core (`Node::auth`), as the native protocol's are.
@@ -15,17 +15,17 @@ pub struct AuthService;
 
 /// Runs `request` on the core and shapes its answer into `T`.
 async fn auth_call<T: Send + 'static>(
-    credentials: Credentials,
+    meta: CallMeta,
     request: AuthRequest,
     shape: impl FnOnce(pb::ResponseHeader, AuthResponse) -> T + Send + 'static,
 ) -> Result<tonic::Response<T>, Status> {
     on_core(move |node, limits| async move {
         let admitted = crate::api::native::Request::Auth(request);
-        crate::server::admission::admit(&node, limits, &credentials, &admitted, None).await?;
+        admission::admit(&node, limits, &meta, &admitted, None).await?;
         let crate::api::native::Request::Auth(request) = admitted else {
             return Err(super::mismatched("auth"));
         };
-        let mut answer = node.auth(&credentials, request).await?;
+        let mut answer = node.auth(&meta.credentials, request).await?;
         crate::server::stamp_header(&mut answer.header, &node);
         let header = etcd::header(answer.header);
         Ok(shape(header, answer))
@@ -57,14 +57,12 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthEnableRequest>,
     ) -> Result<tonic::Response<pb::AuthEnableResponse>, Status> {
-        let credentials = credentials(&request);
-        auth_call(
-            credentials,
-            AuthRequest::new(AuthKind::Enable),
-            |header, _| pb::AuthEnableResponse {
+        let meta = call_meta(&request);
+        auth_call(meta, AuthRequest::new(AuthKind::Enable), |header, _| {
+            pb::AuthEnableResponse {
                 header: Some(header),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -72,14 +70,12 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthDisableRequest>,
     ) -> Result<tonic::Response<pb::AuthDisableResponse>, Status> {
-        let credentials = credentials(&request);
-        auth_call(
-            credentials,
-            AuthRequest::new(AuthKind::Disable),
-            |header, _| pb::AuthDisableResponse {
+        let meta = call_meta(&request);
+        auth_call(meta, AuthRequest::new(AuthKind::Disable), |header, _| {
+            pb::AuthDisableResponse {
                 header: Some(header),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -87,9 +83,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthStatusRequest>,
     ) -> Result<tonic::Response<pb::AuthStatusResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         auth_call(
-            credentials,
+            meta,
             AuthRequest::new(AuthKind::Status),
             |header, answer| pb::AuthStatusResponse {
                 header: Some(header),
@@ -104,17 +100,15 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthenticateRequest>,
     ) -> Result<tonic::Response<pb::AuthenticateResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             password: request.password,
             ..auth_request(AuthKind::Authenticate, request.name)
         };
-        auth_call(credentials, call, |header, answer| {
-            pb::AuthenticateResponse {
-                header: Some(header),
-                token: answer.token,
-            }
+        auth_call(meta, call, |header, answer| pb::AuthenticateResponse {
+            header: Some(header),
+            token: answer.token,
         })
         .await
     }
@@ -123,14 +117,14 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserAddRequest>,
     ) -> Result<tonic::Response<pb::AuthUserAddResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             password: request.password,
             no_password: request.options.is_some_and(|o| o.no_password),
             ..auth_request(AuthKind::UserAdd, request.name)
         };
-        auth_call(credentials, call, |header, _| pb::AuthUserAddResponse {
+        auth_call(meta, call, |header, _| pb::AuthUserAddResponse {
             header: Some(header),
         })
         .await
@@ -140,13 +134,11 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserGetRequest>,
     ) -> Result<tonic::Response<pb::AuthUserGetResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let call = auth_request(AuthKind::UserGet, request.into_inner().name);
-        auth_call(credentials, call, |header, answer| {
-            pb::AuthUserGetResponse {
-                header: Some(header),
-                roles: answer.names,
-            }
+        auth_call(meta, call, |header, answer| pb::AuthUserGetResponse {
+            header: Some(header),
+            roles: answer.names,
         })
         .await
     }
@@ -155,9 +147,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserListRequest>,
     ) -> Result<tonic::Response<pb::AuthUserListResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         auth_call(
-            credentials,
+            meta,
             AuthRequest::new(AuthKind::UserList),
             |header, answer| pb::AuthUserListResponse {
                 header: Some(header),
@@ -171,9 +163,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserDeleteRequest>,
     ) -> Result<tonic::Response<pb::AuthUserDeleteResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let call = auth_request(AuthKind::UserDelete, request.into_inner().name);
-        auth_call(credentials, call, |header, _| pb::AuthUserDeleteResponse {
+        auth_call(meta, call, |header, _| pb::AuthUserDeleteResponse {
             header: Some(header),
         })
         .await
@@ -183,16 +175,14 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<tonic::Response<pb::AuthUserChangePasswordResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             password: request.password,
             ..auth_request(AuthKind::UserChangePassword, request.name)
         };
-        auth_call(credentials, call, |header, _| {
-            pb::AuthUserChangePasswordResponse {
-                header: Some(header),
-            }
+        auth_call(meta, call, |header, _| pb::AuthUserChangePasswordResponse {
+            header: Some(header),
         })
         .await
     }
@@ -201,16 +191,14 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<tonic::Response<pb::AuthUserGrantRoleResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             role: request.role,
             ..auth_request(AuthKind::UserGrantRole, request.user)
         };
-        auth_call(credentials, call, |header, _| {
-            pb::AuthUserGrantRoleResponse {
-                header: Some(header),
-            }
+        auth_call(meta, call, |header, _| pb::AuthUserGrantRoleResponse {
+            header: Some(header),
         })
         .await
     }
@@ -219,16 +207,14 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<tonic::Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             role: request.role,
             ..auth_request(AuthKind::UserRevokeRole, request.name)
         };
-        auth_call(credentials, call, |header, _| {
-            pb::AuthUserRevokeRoleResponse {
-                header: Some(header),
-            }
+        auth_call(meta, call, |header, _| pb::AuthUserRevokeRoleResponse {
+            header: Some(header),
         })
         .await
     }
@@ -237,9 +223,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleAddRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleAddResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let call = auth_request(AuthKind::RoleAdd, request.into_inner().name);
-        auth_call(credentials, call, |header, _| pb::AuthRoleAddResponse {
+        auth_call(meta, call, |header, _| pb::AuthRoleAddResponse {
             header: Some(header),
         })
         .await
@@ -249,17 +235,15 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleGetRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleGetResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let call = auth_request(AuthKind::RoleGet, request.into_inner().role);
-        auth_call(credentials, call, |header, answer| {
-            pb::AuthRoleGetResponse {
-                header: Some(header),
-                perm: answer
-                    .permissions
-                    .into_iter()
-                    .map(to_etcd_permission)
-                    .collect(),
-            }
+        auth_call(meta, call, |header, answer| pb::AuthRoleGetResponse {
+            header: Some(header),
+            perm: answer
+                .permissions
+                .into_iter()
+                .map(to_etcd_permission)
+                .collect(),
         })
         .await
     }
@@ -268,9 +252,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleListRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleListResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         auth_call(
-            credentials,
+            meta,
             AuthRequest::new(AuthKind::RoleList),
             |header, answer| pb::AuthRoleListResponse {
                 header: Some(header),
@@ -284,9 +268,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleDeleteResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let call = auth_request(AuthKind::RoleDelete, request.into_inner().role);
-        auth_call(credentials, call, |header, _| pb::AuthRoleDeleteResponse {
+        auth_call(meta, call, |header, _| pb::AuthRoleDeleteResponse {
             header: Some(header),
         })
         .await
@@ -296,7 +280,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let permission = match request.perm {
             None => None,
@@ -315,7 +299,7 @@ impl pb::auth_server::Auth for AuthService {
             permission,
             ..auth_request(AuthKind::RoleGrantPermission, request.name)
         };
-        auth_call(credentials, call, |header, _| {
+        auth_call(meta, call, |header, _| {
             pb::AuthRoleGrantPermissionResponse {
                 header: Some(header),
             }
@@ -327,14 +311,14 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: tonic::Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<tonic::Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let call = AuthRequest {
             key: request.key,
             range_end: request.range_end,
             ..auth_request(AuthKind::RoleRevokePermission, request.role)
         };
-        auth_call(credentials, call, |header, _| {
+        auth_call(meta, call, |header, _| {
             pb::AuthRoleRevokePermissionResponse {
                 header: Some(header),
             }

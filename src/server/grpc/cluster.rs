@@ -6,11 +6,11 @@ use std::rc::Rc;
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use super::{credentials, mismatched, on_core};
+use super::{call_meta, mismatched, on_core};
 use crate::api::etcd;
 use crate::api::native::{self, Request};
-use crate::auth::Credentials;
 use crate::consensus::ServerError;
+use crate::server::admission::{self, CallMeta};
 use crate::server::node::Node;
 
 /// A member as etcd's.
@@ -29,10 +29,10 @@ async fn cluster(
     node: Rc<Node>,
     limits: crate::server::Limits,
     request: Request,
-    credentials: Credentials,
+    meta: CallMeta,
 ) -> Result<(pb::ResponseHeader, Option<pb::Member>, Vec<pb::Member>), ServerError> {
-    crate::server::admission::admit(&node, limits, &credentials, &request, None).await?;
-    match node.cluster_as(request, credentials.token).await? {
+    admission::admit(&node, limits, &meta, &request, None).await?;
+    match node.cluster_as(request, meta.credentials.token).await? {
         native::Response::Members {
             mut header,
             member: added,
@@ -59,13 +59,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberAddRequest>,
     ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let request = Request::Member(native::MemberRequest::Add {
             peer_urls: request.peer_ur_ls,
             is_learner: request.is_learner,
         });
-        on_core(move |node, limits| cluster(node, limits, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, meta))
             .await
             .map(|(header, member, members)| {
                 tonic::Response::new(pb::MemberAddResponse {
@@ -80,9 +80,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberRemoveRequest>,
     ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = Request::Member(native::MemberRequest::Remove(request.into_inner().id));
-        on_core(move |node, limits| cluster(node, limits, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, meta))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberRemoveResponse {
@@ -96,13 +96,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberUpdateRequest>,
     ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let request = Request::Member(native::MemberRequest::Update {
             id: request.id,
             peer_urls: request.peer_ur_ls,
         });
-        on_core(move |node, limits| cluster(node, limits, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, meta))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberUpdateResponse {
@@ -116,11 +116,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberListRequest>,
     ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = Request::Member(native::MemberRequest::List {
             linearizable: request.into_inner().linearizable,
         });
-        on_core(move |node, limits| cluster(node, limits, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, meta))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberListResponse {
@@ -134,9 +134,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: tonic::Request<pb::MemberPromoteRequest>,
     ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = Request::Member(native::MemberRequest::Promote(request.into_inner().id));
-        on_core(move |node, limits| cluster(node, limits, request, credentials))
+        on_core(move |node, limits| cluster(node, limits, request, meta))
             .await
             .map(|(header, _, members)| {
                 tonic::Response::new(pb::MemberPromoteResponse {

@@ -3,12 +3,15 @@
 use lode_protocol::etcd::health;
 use tonic::Status;
 
-use super::on_core;
+use super::{call_meta, on_core};
+use crate::server::admission::{self, Call};
 use crate::server::node::Node;
 
 /// gRPC's standard health service: SERVING while this member knows a leader (it can take
 /// writes and linearizable reads), NOT_SERVING otherwise; any named service is unknown, as in
-/// etcd, which registers only the server-wide "".
+/// etcd, which registers only the server-wide "". Its calls pass etcd's interceptors as every
+/// other (`admission::admit_call`): a learner refuses them, and `hasleader` without a leader
+/// is refused.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HealthService;
 
@@ -39,8 +42,10 @@ impl health::health_server::Health for HealthService {
         &self,
         request: tonic::Request<health::HealthCheckRequest>,
     ) -> Result<tonic::Response<health::HealthCheckResponse>, Status> {
+        let meta = call_meta(&request);
         known_service(request.get_ref())?;
         on_core(move |node, _| async move {
+            admission::admit_call(&node, &meta, Call::HealthCheck)?;
             Ok(health::HealthCheckResponse {
                 status: serving_status(&node).await as i32,
             })
@@ -55,9 +60,11 @@ impl health::health_server::Health for HealthService {
         &self,
         request: tonic::Request<health::HealthCheckRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let meta = call_meta(&request);
         known_service(request.get_ref())?;
         let (mut sender, receiver) = futures::channel::mpsc::channel(1);
         on_core(move |node, _| async move {
+            admission::admit_call(&node, &meta, Call::HealthWatch)?;
             glommio::spawn_local(async move {
                 use futures::SinkExt;
                 let mut last = None;

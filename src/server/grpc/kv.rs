@@ -6,11 +6,12 @@ use std::rc::Rc;
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use super::{credentials, mismatched, on_core};
+use super::{call_meta, mismatched, on_core};
 use crate::api::etcd;
-use crate::auth::Credentials;
+use crate::api::native::Request;
 use crate::consensus::ServerError;
 use crate::mvcc::request::{WriteRequest, WriteResponse};
+use crate::server::admission::{self, CallMeta};
 use crate::server::node::Node;
 use crate::server::Limits;
 
@@ -20,10 +21,9 @@ async fn write(
     node: Rc<Node>,
     limits: Limits,
     write: WriteRequest,
-    credentials: Credentials,
+    meta: CallMeta,
 ) -> Result<WriteResponse, ServerError> {
-    let mut response =
-        crate::server::admission::write(&node, limits, &credentials, write, None).await?;
+    let mut response = admission::write(&node, limits, &meta, write, None).await?;
     let header = match &mut response {
         WriteResponse::Put(r) => &mut r.header,
         WriteResponse::DeleteRange(r) => &mut r.header,
@@ -45,10 +45,12 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let range = etcd::range_request(request.into_inner());
-        on_core(move |node, _| async move {
-            let mut response = node.range_as(&credentials, &range).await?;
+        on_core(move |node, limits| async move {
+            let request = Request::Range(range.clone());
+            admission::admit(&node, limits, &meta, &request, None).await?;
+            let mut response = node.range_as(&meta.credentials, &range).await?;
             crate::server::stamp_header(&mut response.header, &node);
             Ok(etcd::range_response(response))
         })
@@ -60,10 +62,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let put = WriteRequest::Put(etcd::put_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, put, credentials).await? {
+            match write(node, limits, put, meta).await? {
                 WriteResponse::Put(response) => Ok(etcd::put_response(response)),
                 _ => Err(mismatched("put")),
             }
@@ -76,10 +78,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Result<tonic::Response<pb::DeleteRangeResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let delete = WriteRequest::DeleteRange(etcd::delete_range_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, delete, credentials).await? {
+            match write(node, limits, delete, meta).await? {
                 WriteResponse::DeleteRange(response) => Ok(etcd::delete_range_response(response)),
                 _ => Err(mismatched("delete")),
             }
@@ -92,10 +94,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::TxnRequest>,
     ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let txn = WriteRequest::Txn(etcd::txn_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, txn, credentials).await? {
+            match write(node, limits, txn, meta).await? {
                 WriteResponse::Txn(response) => Ok(etcd::txn_response(response)),
                 _ => Err(mismatched("txn")),
             }
@@ -108,10 +110,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: tonic::Request<pb::CompactionRequest>,
     ) -> Result<tonic::Response<pb::CompactionResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let compaction = WriteRequest::Compact(etcd::compaction_request(request.into_inner()));
         on_core(move |node, limits| async move {
-            match write(node, limits, compaction, credentials).await? {
+            match write(node, limits, compaction, meta).await? {
                 WriteResponse::Compact(response) => Ok(etcd::compaction_response(response)),
                 _ => Err(mismatched("compaction")),
             }

@@ -9,13 +9,13 @@ use std::task::Poll;
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use super::{credentials, mismatched, on_core, requires_leader, status};
+use super::{call_meta, mismatched, on_core, status};
 use crate::api::etcd;
 use crate::api::native::{LeaseAnswer, LeaseQuery};
-use crate::auth::Credentials;
 use crate::consensus::ServerError;
 use crate::lease::{LeaseOutcome, LeaseRequest};
 use crate::mvcc::request::{LeaseResponse, WriteResponse};
+use crate::server::admission::{self, Call, CallMeta};
 use crate::server::node::Node;
 use crate::server::Limits;
 
@@ -37,14 +37,14 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseGrantRequest>,
     ) -> Result<tonic::Response<pb::LeaseGrantResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let grant = LeaseRequest::Grant {
             id: request.id,
             ttl: request.ttl,
         };
         on_core(move |node, limits| async move {
-            match admit_lease_write(&node, limits, &credentials, grant).await? {
+            match admit_lease_write(&node, limits, &meta, grant).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Granted { id, ttl },
@@ -68,12 +68,12 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseRevokeRequest>,
     ) -> Result<tonic::Response<pb::LeaseRevokeResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let revoke = LeaseRequest::Revoke {
             id: request.into_inner().id,
         };
         on_core(move |node, limits| async move {
-            match admit_lease_write(&node, limits, &credentials, revoke).await? {
+            match admit_lease_write(&node, limits, &meta, revoke).await? {
                 WriteResponse::Lease(LeaseResponse {
                     mut header,
                     outcome: LeaseOutcome::Revoked,
@@ -96,20 +96,17 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
-        let credentials = credentials(&request);
-        let require_leader = requires_leader(&request);
+        let meta = call_meta(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
         on_core(move |node, limits| async move {
-            if require_leader && node.status().await?.leader == 0 {
-                return Err(ServerError::NoLeader);
-            }
+            admission::admit_call(&node, &meta, Call::KeepAliveStream)?;
             glommio::spawn_local(serve_keep_alives(
                 node,
                 limits,
                 requests,
                 sender,
-                credentials,
+                meta.credentials,
             ))
             .detach();
             Ok(())
@@ -122,15 +119,18 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<tonic::Response<pb::LeaseTimeToLiveResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let query = LeaseQuery::TimeToLive {
             id: request.id,
             keys: request.keys,
         };
         on_core(move |node, limits| async move {
-            admit_lease_query(&node, limits, &credentials, &query).await?;
-            match node.lease_query(query, credentials.token.clone()).await? {
+            admit_lease_query(&node, limits, &meta, &query).await?;
+            match node
+                .lease_query(query, meta.credentials.token.clone())
+                .await?
+            {
                 LeaseAnswer::TimeToLive {
                     mut header,
                     id,
@@ -158,11 +158,11 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: tonic::Request<pb::LeaseLeasesRequest>,
     ) -> Result<tonic::Response<pb::LeaseLeasesResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         on_core(move |node, limits| async move {
-            admit_lease_query(&node, limits, &credentials, &LeaseQuery::Leases).await?;
+            admit_lease_query(&node, limits, &meta, &LeaseQuery::Leases).await?;
             match node
-                .lease_query(LeaseQuery::Leases, credentials.token.clone())
+                .lease_query(LeaseQuery::Leases, meta.credentials.token.clone())
                 .await?
             {
                 LeaseAnswer::Leases { mut header, ids } => {
@@ -184,22 +184,22 @@ impl pb::lease_server::Lease for LeaseService {
 async fn admit_lease_write(
     node: &Node,
     limits: Limits,
-    credentials: &Credentials,
+    meta: &CallMeta,
     request: LeaseRequest,
 ) -> Result<WriteResponse, ServerError> {
     let write = crate::mvcc::request::WriteRequest::Lease(request);
-    crate::server::admission::write(node, limits, credentials, write, None).await
+    admission::write(node, limits, meta, write, None).await
 }
 
 /// A keep-alive, TimeToLive or Leases through the one admission path.
 async fn admit_lease_query(
     node: &Node,
     limits: Limits,
-    credentials: &Credentials,
+    meta: &CallMeta,
     query: &LeaseQuery,
 ) -> Result<(), ServerError> {
     let request = crate::api::native::Request::Lease(query.clone());
-    crate::server::admission::admit(node, limits, credentials, &request, None).await?;
+    admission::admit(node, limits, meta, &request, None).await?;
     Ok(())
 }
 
@@ -210,16 +210,19 @@ enum KeepAliveEvent {
     Drained,
 }
 
-/// Serves one LeaseKeepAlive call: every request renews its lease in this core's next batch
-/// (several in flight, answered as their batches apply); a lease that does not exist is
-/// answered with TTL 0, as etcd's. The stream ends when the client closes its side and every
-/// renewal is answered, or with the error of a renewal that failed (no leader, timeout).
+/// Serves one LeaseKeepAlive call, once its opening was admitted (`Call::KeepAliveStream`):
+/// every request renews its lease in this core's next batch (several in flight, answered as
+/// their batches apply), each admitted as it comes with the call's `credentials` (the call's
+/// `hasleader` was checked at its opening, as etcd's interceptor checks a stream's); a lease
+/// that does not exist is answered with TTL 0, as etcd's. The stream ends when the client
+/// closes its side and every renewal is answered, or with the error of a renewal that failed
+/// (no leader, timeout).
 pub(in crate::server) async fn serve_keep_alives<R>(
     node: Rc<Node>,
     limits: Limits,
     mut requests: R,
     mut responses: futures::channel::mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
-    credentials: Credentials,
+    credentials: crate::auth::Credentials,
 ) where
     R: futures::Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Unpin,
 {
@@ -245,11 +248,11 @@ pub(in crate::server) async fn serve_keep_alives<R>(
         match event {
             KeepAliveEvent::Request(Some(Ok(request))) => {
                 let node = node.clone();
-                let credentials = credentials.clone();
+                let meta = CallMeta::of(credentials.clone());
                 renewals.push(Box::pin(async move {
                     let query = LeaseQuery::KeepAlive(request.id);
-                    admit_lease_query(&node, limits, &credentials, &query).await?;
-                    node.lease_query(query, credentials.token.clone()).await
+                    admit_lease_query(&node, limits, &meta, &query).await?;
+                    node.lease_query(query, meta.credentials.token).await
                 }));
             }
             KeepAliveEvent::Request(None) => requests_open = false,

@@ -4,12 +4,12 @@
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use super::{credentials, mismatched, on_core, status, ETCD_API_VERSION};
+use super::{call_meta, mismatched, on_core, status, ETCD_API_VERSION};
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmType};
 use crate::api::etcd;
 use crate::api::native::{self, Request};
 use crate::mvcc::request::ResponseHeader;
-use crate::server::admission::admit;
+use crate::server::admission::{admit, admit_call, Call};
 use crate::server::node::Node;
 
 /// An alarm as etcd's enum value.
@@ -47,7 +47,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::AlarmRequest>,
     ) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = request.into_inner();
         let action = AlarmAction::from_number(request.action as u32).ok_or_else(|| {
             Status::invalid_argument(format!("lode: unknown alarm action {}", request.action))
@@ -61,7 +61,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             alarm,
         };
         on_core(move |node, limits| async move {
-            admit(&node, limits, &credentials, &Request::Alarm(request), None).await?;
+            admit(&node, limits, &meta, &Request::Alarm(request), None).await?;
             let mut response = node.alarm(request).await?;
             crate::server::stamp_header(&mut response.header, &node);
             Ok(pb::AlarmResponse {
@@ -84,9 +84,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         on_core(move |node, limits| async move {
-            admit(&node, limits, &credentials, &Request::Status, None).await?;
+            admit(&node, limits, &meta, &Request::Status, None).await?;
             let mut status = node.status().await?;
             crate::server::stamp_header(&mut status.header, &node);
             let alarms = node
@@ -121,11 +121,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         // lode's storage has nothing to defragment: the log's segments are removed whole once
         // compacted and the keyspace lives in memory, so the request succeeds at once.
         on_core(move |node, _| async move {
-            node.permit_admin(&credentials)?;
+            admit_call(&node, &meta, Call::Defragment)?;
             Ok(pb::DefragmentResponse {
                 header: Some(plain_header(&node)),
             })
@@ -138,10 +138,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::HashRequest>,
     ) -> Result<tonic::Response<pb::HashResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         // etcd hashes its whole database file; lode's nearest is the keyspace's HashKV.
         on_core(move |node, limits| async move {
-            admit(&node, limits, &credentials, &Request::HashKv(0), None).await?;
+            admit(&node, limits, &meta, &Request::HashKv(0), None).await?;
             match node.hash_kv(0).await? {
                 native::Response::HashKv { hash, .. } => Ok(pb::HashResponse {
                     header: Some(plain_header(&node)),
@@ -158,17 +158,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::HashKvRequest>,
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let revision = request.into_inner().revision;
         on_core(move |node, limits| async move {
-            admit(
-                &node,
-                limits,
-                &credentials,
-                &Request::HashKv(revision),
-                None,
-            )
-            .await?;
+            admit(&node, limits, &meta, &Request::HashKv(revision), None).await?;
             match node.hash_kv(revision).await? {
                 native::Response::HashKv {
                     mut header,
@@ -197,11 +190,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         // Room for a few pieces: the reader stays just ahead of the client.
         let (sender, receiver) = futures::channel::mpsc::channel(2);
         on_core(move |node, limits| async move {
-            admit(&node, limits, &credentials, &Request::Snapshot, None).await?;
+            admit(&node, limits, &meta, &Request::Snapshot, None).await?;
             let (path, revision) = node.snapshot().await?;
             glommio::spawn_local(async move {
                 stream_snapshot_file(&node, &path, revision, sender).await;
@@ -218,11 +211,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
-        let credentials = credentials(&request);
+        let meta = call_meta(&request);
         let request = Request::MoveLeader(request.into_inner().target_id);
         on_core(move |node, limits| async move {
-            admit(&node, limits, &credentials, &request, None).await?;
-            match node.cluster_as(request, credentials.token).await? {
+            admit(&node, limits, &meta, &request, None).await?;
+            match node.cluster_as(request, meta.credentials.token).await? {
                 native::Response::MoveLeader { mut header } => {
                     crate::server::stamp_header(&mut header, &node);
                     Ok(pb::MoveLeaderResponse {
@@ -240,8 +233,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: tonic::Request<pb::DowngradeRequest>,
     ) -> Result<tonic::Response<pb::DowngradeResponse>, Status> {
-        let credentials = credentials(&request);
-        on_core(move |node, _| async move { node.permit_admin(&credentials) }).await?;
+        let meta = call_meta(&request);
+        on_core(move |node, _| async move { admit_call(&node, &meta, Call::Downgrade) }).await?;
         // lode has no older storage versions to go back to.
         Err(Status::invalid_argument(
             "etcdserver: invalid downgrade target version",

@@ -33,6 +33,7 @@ use std::rc::Rc;
 
 use tonic::{Code, Status};
 
+use super::admission::CallMeta;
 use super::node::Node;
 use super::Limits;
 use crate::auth::Credentials;
@@ -92,6 +93,19 @@ where
     }
 }
 
+/// Admission's stage 0 (etcd's interceptors: a learner's refusals, `hasleader` without a
+/// leader) for `request`, in the handler itself, with the gRPC code etcd's interceptors answer
+/// with: for services whose handlers answer every later refusal with a code of their own.
+pub(super) fn intercept(
+    meta: &CallMeta,
+    request: &crate::api::native::Request,
+) -> Result<(), Status> {
+    let Some((node, _)) = CORE_NODE.with(|slot| slot.borrow().clone()) else {
+        return Err(status(ServerError::Stopped));
+    };
+    super::admission::intercept(&node, meta, request).map_err(status)
+}
+
 /// `on_core` for work that waits on others (a lock, a campaign): `work` also gets a future
 /// that resolves if the caller goes away (the handler is dropped) before it is done.
 pub(super) async fn on_core_until_cancelled<T, W, F>(work: W) -> Result<T, Status>
@@ -107,9 +121,10 @@ where
     outcome
 }
 
-/// True when the call carries etcd's `hasleader` metadata: its client wants the stream to fail
-/// rather than wait while there is no leader (etcd's clients set it on watch and keep-alive
-/// streams).
+/// True when the call carries etcd's `hasleader` metadata (exactly "true", as etcd compares
+/// it): its client wants it refused, and a stream ended, rather than served or left waiting
+/// while there is no leader (clientv3's `WithRequireLeader`, set on every call or on watch
+/// and keep-alive streams).
 fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
     request
         .metadata()
@@ -118,9 +133,18 @@ fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
         == Some("true")
 }
 
+/// What a call carries besides its message, for the admission path: its credentials and its
+/// `hasleader` metadata.
+pub(super) fn call_meta<T>(request: &tonic::Request<T>) -> CallMeta {
+    CallMeta {
+        credentials: credentials(request),
+        require_leader: requires_leader(request),
+    }
+}
+
 /// What a call presents: its token (metadata `token`, or `authorization` with or without
 /// "Bearer ", as etcd reads them) and the CN of its connection's verified client certificate.
-pub(super) fn credentials<T>(request: &tonic::Request<T>) -> Credentials {
+fn credentials<T>(request: &tonic::Request<T>) -> Credentials {
     let metadata = request.metadata();
     let token = metadata
         .get("token")

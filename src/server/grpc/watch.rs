@@ -8,11 +8,12 @@ use std::task::Poll;
 use lode_protocol::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use super::{credentials, on_core, requires_leader, status};
+use super::{call_meta, on_core, status};
 use crate::api::etcd;
 use crate::auth::Credentials;
 use crate::consensus::ServerError;
 use crate::mvcc::request::ResponseHeader;
+use crate::server::admission::{self, Call};
 use crate::server::node::Node;
 use crate::server::watching::{self, Inbound, WatchClient};
 use crate::server::Limits;
@@ -35,14 +36,11 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
-        let credentials = credentials(&request);
-        let require_leader = requires_leader(&request);
+        let meta = call_meta(&request);
         let requests = request.into_inner();
         let (sender, receiver) = futures::channel::mpsc::channel(128);
         on_core(move |node, limits| async move {
-            if require_leader && node.status().await?.leader == 0 {
-                return Err(ServerError::NoLeader);
-            }
+            admission::admit_call(&node, &meta, Call::WatchStream)?;
             let (id, slot) = node
                 .router()
                 .local()
@@ -56,8 +54,8 @@ impl pb::watch_server::Watch for WatchService {
                     requests,
                     sender,
                     limits,
-                    require_leader,
-                    &credentials,
+                    meta.require_leader,
+                    &meta.credentials,
                 )
                 .await;
                 node.router().local().watch_hub().close(id, node.router());

@@ -138,11 +138,13 @@ pub(super) fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
         header: ResponseHeader::at(consensus.revision().get()),
         version: env!("CARGO_PKG_VERSION").to_string(),
         db_size: consensus.keyspace_size() as i64,
-        leader: consensus.leader().get(),
+        // What this member's cores act on (`SharedRole`), so a client told "no leader" or
+        // "learner" here is refused or served accordingly by the admission path.
+        leader: consensus.config().role.leader().get(),
         raft_index: consensus.last_index().get(),
         raft_term: consensus.term().get(),
         raft_applied_index: consensus.applied_index().get(),
         stages: consensus.commit_stages(),
-        is_learner: consensus.is_learner(),
+        is_learner: consensus.config().role.is_learner(),
     }
 }

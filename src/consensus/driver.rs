@@ -165,6 +165,10 @@ pub struct Consensus<D: LogDir> {
     pub(super) alarms: RefCell<Alarms>,
     /// True while this node's proposal to raise or clear its NOSPACE alarm is in flight.
     pub(super) alarm_change_in_flight: Cell<bool>,
+    /// The keyspace was seen over the quota's clearing point while NOSPACE was raised: the
+    /// quota's alarm, which clears itself once compaction wins the space back (an alarm an
+    /// operator raised on a small keyspace waits for a disarm, as etcd's does).
+    pub(super) over_quota_seen: Cell<bool>,
     /// The other members (`None` for a single member).
     pub(super) transport: Option<Rc<PeerTransport>>,
     /// True once this member's name and client URLs are in the registry, or a proposal to put
@@ -281,6 +285,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             snapshot_queue: std::cell::OnceCell::new(),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
+            over_quota_seen: Cell::new(false),
             transport,
             publishing: Cell::new(false),
             proposals_failed: Cell::new(0),

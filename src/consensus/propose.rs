@@ -53,6 +53,7 @@ impl<D: LogDir + 'static> Consensus<D> {
                     quota = self.config.quota_bytes,
                     "the keyspace reached the space quota: raising NOSPACE"
                 );
+                self.over_quota_seen.set(true);
                 self.change_own_alarm(AlarmAction::Activate);
             }
             return Err(KvError::NoSpace.into());
@@ -137,13 +138,24 @@ impl<D: LogDir + 'static> Consensus<D> {
         .detach();
     }
 
-    /// Clears this member's NOSPACE alarm once compaction has won the space back.
+    /// Clears this member's NOSPACE alarm once compaction has won the space back (only one the
+    /// keyspace's size called for: see `over_quota_seen`).
     pub(super) fn maybe_clear_no_space(self: &Rc<Self>) {
         let raised = self
             .alarms
             .borrow()
             .has(self.config.member_id.get(), AlarmType::Nospace);
-        if raised && crate::alarm::space_recovered(self.keyspace_size(), self.config.quota_bytes) {
+        let recovered =
+            crate::alarm::space_recovered(self.keyspace_size(), self.config.quota_bytes);
+        if !raised {
+            self.over_quota_seen.set(false);
+            return;
+        }
+        if !recovered {
+            self.over_quota_seen.set(true);
+            return;
+        }
+        if self.over_quota_seen.get() {
             tracing::info!(
                 size = self.keyspace_size(),
                 "the keyspace is back under the space quota: clearing NOSPACE"

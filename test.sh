@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 # Debian packages the tests need, installed when missing: etcd's own etcdctl (etcd-client), which
 # the tests drive lode with; openssl, which makes the TLS tests' certificates; protoc and its well-known types, for the build of the Rust
 # etcd-client crate the gRPC tests use (lode itself compiles its protos in Rust and needs
-# neither); prometheus for promtool, which checks the shipped alert rules and dashboard queries.
-packages=(etcd-client etcd-server protobuf-compiler libprotobuf-dev openssl prometheus)
+# neither); prometheus for promtool, which checks the shipped alert rules and dashboard queries;
+# chromium and its driver, which open the built-in dashboard in a real browser.
+packages=(etcd-client etcd-server protobuf-compiler libprotobuf-dev openssl prometheus chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

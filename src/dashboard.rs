@@ -162,6 +162,38 @@ pub struct SlowRequest {
     pub stages: Vec<(String, f64)>,
 }
 
+/// A member as this one last heard of it (its own figures, or its Status asked through the
+/// cluster).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemberView {
+    /// Its member ID, in hex.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its first client URL.
+    pub client_url: String,
+    /// leader, follower or learner (as the member says; the registry's word while it is down).
+    pub role: String,
+    /// Whether it answered its last Status.
+    pub reachable: bool,
+    /// Why it did not, if it did not.
+    pub error: String,
+    /// Its term, last index and applied index.
+    pub term: u64,
+    /// See `term`.
+    pub raft_index: u64,
+    /// See `term`.
+    pub applied: u64,
+    /// Entries it lacks of this member's last index (0 when it is ahead).
+    pub lag_entries: u64,
+    /// Its keyspace's counted size.
+    pub db_size: i64,
+    /// Its server version.
+    pub version: String,
+    /// When this was heard, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// The slowest writes of the last `SAMPLES_KEPT` seconds (at most `SLOWEST_KEPT`).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SlowestRequests {
@@ -212,6 +244,7 @@ pub struct Feed {
     samples: VecDeque<Sample>,
     timeline: VecDeque<LeaderChangeEntry>,
     slowest: SlowestRequests,
+    members: Vec<MemberView>,
     /// Since when no leader has been known (ms since the epoch), for the next change.
     #[serde(skip)]
     leaderless_since: Option<u64>,
@@ -278,6 +311,16 @@ impl Feed {
     /// The leader changes kept, oldest first.
     pub fn timeline(&self) -> impl Iterator<Item = &LeaderChangeEntry> {
         self.timeline.iter()
+    }
+
+    /// The members as last heard of.
+    pub fn set_members(&mut self, members: Vec<MemberView>) {
+        self.members = members;
+    }
+
+    /// The members as last heard of.
+    pub fn members(&self) -> &[MemberView] {
+        &self.members
     }
 
     /// The slowest recent writes, as the consensus core last reported them.

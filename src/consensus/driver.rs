@@ -308,6 +308,11 @@ impl<D: LogDir + 'static> Consensus<D> {
         Ok(consensus)
     }
 
+    /// Every member, as the registry has them.
+    pub fn replica_members(&self) -> Vec<Member> {
+        self.replica.borrow().members().list()
+    }
+
     /// The member with `id`, as the registry has it.
     pub fn member(&self, id: MemberId) -> Option<Member> {
         self.replica.borrow().members().get(id).cloned()

@@ -20,6 +20,7 @@
 //! Single-core: the node lives on one executor and is shared by its tasks through `Rc`.
 
 mod apply;
+mod dashboard;
 mod driver;
 mod membership;
 mod metrics;

@@ -27,6 +27,8 @@ pub struct LeaderChange {
     pub to: MemberId,
     /// Why, as this member saw it.
     pub reason: ChangeReason,
+    /// The Raft term it was seen in.
+    pub term: u64,
 }
 
 /// Why leadership moved.
@@ -95,8 +97,9 @@ impl Leadership {
         self.transferring = true;
     }
 
-    /// raft-rs's soft state names `leader`, as seen by member `own`: the change, if it is one.
-    pub fn observe(&mut self, own: MemberId, leader: MemberId) -> Option<LeaderChange> {
+    /// raft-rs's soft state names `leader` in `term`, as seen by member `own`: the change, if
+    /// it is one.
+    pub fn observe(&mut self, own: MemberId, leader: MemberId, term: u64) -> Option<LeaderChange> {
         let from = std::mem::replace(&mut self.leader, leader);
         if from == leader {
             return None;
@@ -119,6 +122,7 @@ impl Leadership {
             from,
             to: leader,
             reason,
+            term,
         })
     }
 
@@ -187,21 +191,22 @@ mod tests {
                 from: id(from),
                 to: id(to),
                 reason,
+                term: 7,
             })
         };
         use ChangeReason::*;
-        assert_eq!(leadership.observe(own, id(0)), None);
+        assert_eq!(leadership.observe(own, id(0), 7), None);
         assert_eq!(
-            leadership.observe(own, id(3)),
+            leadership.observe(own, id(3), 7),
             change(0, 3, ElectionTimeout)
         );
-        assert_eq!(leadership.observe(own, id(3)), None);
+        assert_eq!(leadership.observe(own, id(3), 7), None);
         assert_eq!(
-            leadership.observe(own, id(0)),
+            leadership.observe(own, id(0), 7),
             change(3, 0, ElectionTimeout)
         );
         assert_eq!(
-            leadership.observe(own, id(2)),
+            leadership.observe(own, id(2), 7),
             change(0, 2, ElectionTimeout)
         );
         assert_eq!(leadership.changes_seen(), 2);
@@ -214,30 +219,30 @@ mod tests {
         let own = id(1);
         use ChangeReason::*;
         assert_eq!(
-            leadership.observe(own, id(1)).map(|c| c.reason),
+            leadership.observe(own, id(1), 7).map(|c| c.reason),
             Some(ElectionTimeout)
         );
         // The leader steps down with no transfer: it lost its quorum.
         assert_eq!(
-            leadership.observe(own, id(0)).map(|c| c.reason),
+            leadership.observe(own, id(0), 7).map(|c| c.reason),
             Some(LostQuorum)
         );
         assert_eq!(
-            leadership.observe(own, id(1)).map(|c| c.reason),
+            leadership.observe(own, id(1), 7).map(|c| c.reason),
             Some(ElectionTimeout)
         );
         // A transfer: the step down and the new leader are both its doing, and it ends there.
         leadership.transfer_under_way();
         assert_eq!(
-            leadership.observe(own, id(0)).map(|c| c.reason),
+            leadership.observe(own, id(0), 7).map(|c| c.reason),
             Some(Transfer)
         );
         assert_eq!(
-            leadership.observe(own, id(2)).map(|c| c.reason),
+            leadership.observe(own, id(2), 7).map(|c| c.reason),
             Some(Transfer)
         );
         assert_eq!(
-            leadership.observe(own, id(0)).map(|c| c.reason),
+            leadership.observe(own, id(0), 7).map(|c| c.reason),
             Some(ElectionTimeout)
         );
     }

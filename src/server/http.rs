@@ -168,6 +168,20 @@ async fn monitoring(
         (&Method::GET, "/livez") => probe(node, query, false).await,
         (&Method::GET, "/readyz") => probe(node, query, true).await,
         (&Method::GET, "/metrics") => metrics(node).await,
+        (&Method::GET, "/dashboard/state") => respond(
+            StatusCode::OK,
+            "application/json",
+            super::dashboard::state_json(node),
+        ),
+        (&Method::GET, "/dashboard/events") => dashboard_events(query),
+        (&Method::GET, asset) if super::dashboard::asset(asset).is_some() => {
+            match super::dashboard::asset(asset) {
+                Some((content_type, bytes)) => {
+                    respond(StatusCode::OK, content_type, Bytes::from_static(bytes))
+                }
+                None => not_found(path),
+            }
+        }
         (_, "/health" | "/livez" | "/readyz" | "/metrics") => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -175,6 +189,35 @@ async fn monitoring(
         ),
         _ => return None,
     })
+}
+
+/// The dashboard's server-sent events (`?from=n`: samples from number n on).
+fn dashboard_events(query: &str) -> HttpResponse {
+    let from = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("from="))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let frames: StreamedFrames = super::dashboard::events(from)
+        .map(|bytes| Ok(hyper::body::Frame::data(bytes)))
+        .boxed_local();
+    let mut response = Response::new(Either::Right(StreamBody::new(frames)));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    // A follower's page reads the leader's feed from the leader's client URL: the figures are
+    // what `/metrics` serves to anyone, so any origin may read them.
+    headers.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::HeaderValue::from_static("*"),
+    );
+    response
 }
 
 fn not_found(path: &str) -> HttpResponse {

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod authority;
 pub mod claim;
 pub mod concurrency;
+pub mod dashboard;
 pub mod grpc;
 pub mod h2;
 pub mod http;

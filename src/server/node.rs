@@ -38,7 +38,8 @@ use crate::shard::{CoreMessage, Reply};
 use crate::wal::io::DmaDir;
 use crate::wal::WalOptions;
 
-use cluster::{serve_cluster, status_of};
+use cluster::serve_cluster;
+pub(crate) use cluster::status_of;
 pub use run::{run_node, Bound};
 
 /// Everything a core needs to start.
@@ -401,6 +402,11 @@ impl Node {
             }
         }
         Ok(total)
+    }
+
+    /// The consensus core, on core 0 (`None` elsewhere).
+    pub fn consensus(&self) -> Option<&Rc<Consensus<DmaDir>>> {
+        self.consensus.as_ref()
     }
 
     /// The consensus core's part of `/metrics`.

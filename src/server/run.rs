@@ -18,6 +18,7 @@ pub async fn run_core(
     let limits = config.limits;
     let serve = move |node: &Rc<Node>, listeners: Bound, metrics_listeners: Bound| {
         super::grpc::install(node.clone(), limits);
+        super::dashboard::start(node);
         for (listener, listen) in listeners {
             glommio::spawn_local(super::listener::serve(
                 listener,

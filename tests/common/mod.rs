@@ -1,6 +1,7 @@
 //! A reference model of the log and helpers shared by the log tests.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod etcd;
 pub mod kvgen;

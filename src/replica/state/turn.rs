@@ -93,10 +93,11 @@ impl<D: LogDir> Replica<D> {
             // A new role or leader: the heartbeat schedule starts afresh.
             self.peer_health.reset();
             let leader = self.raw.raft.leader_id;
-            if let Some(change) = self
-                .leadership
-                .observe(self.config.member_id, MemberId::new(leader))
-            {
+            if let Some(change) = self.leadership.observe(
+                self.config.member_id,
+                MemberId::new(leader),
+                self.raw.raft.term,
+            ) {
                 // Rounds asked of another leader will never be answered: their readers fail
                 // at once with etcd's "leader changed" and may retry.
                 for reader in self.reads.leader_changed(leader) {

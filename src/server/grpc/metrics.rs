@@ -227,6 +227,21 @@ impl<B: Body + Unpin> Body for ReceivedBody<B> {
     }
 }
 
+/// Calls answered so far: (method, status code name, count) for every method and code.
+pub(in crate::server) fn handled_counts() -> Vec<(&'static str, &'static str, u64)> {
+    let mut counts = Vec::with_capacity(GRPC_METHODS.len() * GRPC_CODES.len());
+    for (index, method) in GRPC_METHODS.iter().enumerate() {
+        for (code, name) in GRPC_CODES.iter().enumerate() {
+            counts.push((
+                method.method,
+                *name,
+                GRPC_HANDLED[index][code].load(Ordering::Relaxed),
+            ));
+        }
+    }
+    counts
+}
+
 /// The status code a `grpc-status` header or trailer names (`None`: absent or not a code).
 fn status_code(headers: &http::HeaderMap) -> Option<usize> {
     headers

@@ -133,7 +133,7 @@ async fn forward_to_leader(
     }
 }
 
-pub(super) fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
+pub(crate) fn status_of(consensus: &Consensus<DmaDir>) -> StatusResponse {
     StatusResponse {
         header: ResponseHeader::at(consensus.revision().get()),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -1,0 +1,200 @@
+// lode's built-in dashboard: reads /dashboard/state once, then follows /dashboard/events
+// (server-sent events, one a second) and redraws. The leader-latency view follows the leader:
+// on a follower's page it reads the leader's feed through the leader's client URL, falling
+// back to this member's own when the browser cannot reach it.
+"use strict";
+
+const KEEP = 300;                 // samples charted: five minutes at one a second
+const state = { member: "", samples: [], timeline: [], members: [], slowest: [] };
+let source = null;                // the EventSource followed
+let sourceBase = "";              // "" for this member, else the leader's client URL
+let charts = {};
+
+function $(id) { return document.getElementById(id); }
+function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+function us(value) { return value === undefined ? "" : value >= 100 ? value.toFixed(0) : value.toFixed(1); }
+function when(ms) { return new Date(ms).toLocaleTimeString(); }
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return n.toFixed(i ? 1 : 0) + " " + units[i];
+}
+function fill(table, rows) {
+  const body = $(table).tBodies[0];
+  body.replaceChildren(...rows);
+}
+function row(values, cls) {
+  const tr = document.createElement("tr");
+  if (cls) tr.className = cls;
+  values.forEach(v => tr.appendChild(cell(v)));
+  return tr;
+}
+
+// A stage's name as people read it.
+function stageName(stage) {
+  const [kind, who] = stage.split(":");
+  const names = {
+    proposal_queueing: "proposal queueing",
+    leader_log_sync: "leader log sync (fsync)",
+    follower_log_sync: "follower log sync (fsync)",
+    commit_to_apply: "commit → apply",
+    apply_to_response: "apply → response",
+    proposal_total: "commit latency (total)",
+    replication: "replication round trip to " + who,
+    heartbeat: "heartbeat round trip to " + who,
+  };
+  return names[kind] || stage;
+}
+
+function merge(event) {
+  for (const sample of event.samples || []) {
+    const last = state.samples[state.samples.length - 1];
+    if (!last || sample.seq > last.seq) state.samples.push(sample);
+  }
+  if (state.samples.length > KEEP) state.samples.splice(0, state.samples.length - KEEP);
+  if (event.timeline) state.timeline = event.timeline;
+  if (event.members) state.members = event.members;
+  if (event.slowest) state.slowest = event.slowest;
+}
+
+// uPlot wants columns: x values, then one array per series.
+function plot(id, series, columns) {
+  const key = id + "|" + series.map(s => s.label).join(",");
+  const width = Math.max(420, Math.min(760, (document.body.clientWidth - 120) / 2));
+  if (!charts[id] || charts[id].key !== key) {
+    if (charts[id]) charts[id].plot.destroy();
+    const palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
+    const opts = {
+      width, height: 260,
+      scales: { x: { time: true } },
+      series: [{}].concat(series.map((s, i) => ({ label: s.label, stroke: palette[i % palette.length], width: 1.5, spanGaps: false }))),
+      axes: [{}, { size: 70 }],
+    };
+    charts[id] = { key, plot: new uPlot(opts, columns, $(id)) };
+  } else {
+    charts[id].plot.setData(columns);
+  }
+}
+
+function stageValue(sample, stage, field) {
+  const s = sample.stages.find(x => x.stage === stage);
+  return s && s.count > 0 ? s[field] : null;
+}
+
+function drawLatency() {
+  const samples = state.samples;
+  const xs = samples.map(s => s.at_ms / 1000);
+  plot("chart-total",
+    [{ label: "p50" }, { label: "p99" }, { label: "p99.9" }],
+    [xs].concat(["p50_us", "p99_us", "p999_us"].map(f => samples.map(s => stageValue(s, "proposal_total", f)))));
+  const names = [];
+  for (const s of samples) for (const st of s.stages)
+    if (st.stage !== "proposal_total" && !names.includes(st.stage)) names.push(st.stage);
+  plot("chart-stages", names.map(n => ({ label: stageName(n) })),
+    [xs].concat(names.map(n => samples.map(s => stageValue(s, n, "p99_us")))));
+
+  const last = samples[samples.length - 1];
+  if (!last) return;
+  // The stage with the largest p99 this second (the total aside): where a spike comes from.
+  let hot = null;
+  for (const st of last.stages) {
+    if (st.stage === "proposal_total" || st.count === 0) continue;
+    if (!hot || st.p99_us > hot.p99_us) hot = st;
+  }
+  fill("stages", last.stages.map(st => {
+    const r = row([stageName(st.stage), st.count, us(st.p50_us), us(st.p99_us), us(st.p999_us), us(st.max_us)],
+      hot && st.stage === hot.stage ? "hot" : "");
+    r.dataset.stage = st.stage;
+    return r;
+  }));
+  $("verdict").textContent = hot ? "Slowest stage now: " + stageName(hot.stage) + " (p99 " + us(hot.p99_us) + " µs)" : "No commits in the last second.";
+  fill("followers", last.followers.map(f => row([
+    f.id, f.lag_entries, f.active ? "yes" : "no",
+    us(stageValue(last, "replication:" + f.id, "p99_us") ?? undefined),
+    us(stageValue(last, "heartbeat:" + f.id, "p99_us") ?? undefined),
+  ], f.active ? "" : "down")));
+}
+
+function drawCluster() {
+  fill("members", state.members.map(m => row([
+    m.id, m.name, m.role, m.reachable ? "healthy" : "unreachable: " + m.error,
+    m.reachable ? m.term : "", m.reachable ? m.applied : "", m.reachable ? m.lag_entries : "",
+    m.version, m.reachable ? bytes(m.db_size) : "",
+  ], m.reachable ? "" : "down")));
+  fill("timeline", state.timeline.slice().reverse().map(c => row([
+    when(c.at_ms), c.from || "none", c.to || "none", c.reason, c.term,
+    c.to ? c.leaderless_ms + " ms" : "",
+  ])));
+}
+
+function drawWorkload() {
+  const samples = state.samples;
+  const last = samples[samples.length - 1];
+  if (last) {
+    const total = Object.values(last.requests).reduce((a, b) => a + b, 0);
+    $("workload-figures").replaceChildren(...[
+      ["requests/s", total.toFixed(0)], ["revision", last.revision], ["term", last.term],
+      ["committed", last.committed], ["applied", last.applied],
+    ].map(([label, value]) => {
+      const div = document.createElement("div");
+      const b = document.createElement("b");
+      b.textContent = value;
+      div.append(b, label);
+      return div;
+    }));
+  }
+  const xs = samples.map(s => s.at_ms / 1000);
+  for (const [id, field] of [["chart-requests", "requests"], ["chart-errors", "errors"]]) {
+    const keys = [];
+    for (const s of samples) for (const k of Object.keys(s[field])) if (!keys.includes(k)) keys.push(k);
+    keys.sort();
+    plot(id, keys.map(k => ({ label: k })), [xs].concat(keys.map(k => samples.map(s => s[field][k] ?? 0))));
+  }
+  fill("slowest", state.slowest.map(r => row([
+    when(r.at_ms), us(r.total_us), r.stages.map(([name, v]) => name + " " + us(v)).join(", "),
+  ])));
+}
+
+function draw() {
+  const last = state.samples[state.samples.length - 1];
+  const leader = last && last.leader ? last.leader : "none";
+  $("summary").textContent = "member " + state.member + " · leader " + leader +
+    (last ? " · term " + last.term + " · revision " + last.revision : "");
+  $("latency-source").textContent = sourceBase ? "(from the leader, " + sourceBase + ")" : "(this member)";
+  drawLatency();
+  drawCluster();
+  drawWorkload();
+}
+
+// Follows `base`'s feed ("" for this member).
+function follow(base) {
+  if (source) source.close();
+  sourceBase = base;
+  const from = state.samples.length ? state.samples[state.samples.length - 1].seq + 1 : 0;
+  source = new EventSource(base + "/dashboard/events?from=" + (base ? 0 : from));
+  source.onopen = () => { $("live").textContent = "live"; $("live").className = "badge up"; };
+  source.onmessage = e => { merge(JSON.parse(e.data)); draw(); maybeFollowLeader(); };
+  source.onerror = () => {
+    $("live").textContent = "reconnecting"; $("live").className = "badge down";
+    if (base) { state.samples = []; follow(""); }   // the leader is out of reach: our own
+  };
+}
+
+// On a follower, the leader-latency view is the leader's: follow its feed when it changes.
+function maybeFollowLeader() {
+  const last = state.samples[state.samples.length - 1];
+  if (!last || sourceBase) return;
+  if (last.is_leader || !last.leader) return;
+  const leader = state.members.find(m => m.id === last.leader && m.reachable);
+  if (!leader || !leader.client_url || leader.client_url === location.origin) return;
+  state.samples = [];
+  follow(leader.client_url.replace(/\/$/, ""));
+}
+
+fetch("/dashboard/state").then(r => r.json()).then(initial => {
+  state.member = initial.member;
+  merge(initial);
+  draw();
+  follow("");
+}).catch(() => { $("summary").textContent = "cannot read /dashboard/state"; follow(""); });

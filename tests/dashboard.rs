@@ -1,0 +1,171 @@
+//! The built-in dashboard in a real browser (headless Chromium over WebDriver) against a real
+//! 3-member cluster under load: the leader-latency view shows each stage with figures that
+//! agree with the member's own feed and `/metrics`; a follower whose fsync is slowed stands out
+//! as the slow stage; the leader is killed and the change, with its leaderless time, appears on
+//! the timeline. Screenshots are kept in the target directory.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::browser::Browser;
+use common::cluster::{background_writer, cluster_with, own_id, wait_for_leader};
+use common::server::http;
+
+/// Where the screenshots go.
+fn keep_screenshot(name: &str, png: &[u8]) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    std::fs::write(dir.join(name), png).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+}
+
+/// The `count` of a histogram series in an exposition.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
+    let mut members = cluster_with(
+        "dashboard",
+        &["--heartbeat-interval", "100", "--election-timeout", "1000"],
+    );
+    // Each member has a sync-delay fault file of its own, empty (no delay) until written.
+    let faults: Vec<std::path::PathBuf> = members
+        .iter()
+        .map(|member| member.dir.0.with_extension("sync-delay"))
+        .collect();
+    for (member, fault) in members.iter_mut().zip(&faults) {
+        member.env = vec![(
+            "LODE_FAULT_SYNC_DELAY_FILE".into(),
+            fault.display().to_string(),
+        )];
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let (watched, slow) = ((leader + 1) % 3, (leader + 2) % 3);
+    let slow_id = format!("{:x}", own_id(&members[slow]));
+    let endpoints: Vec<String> = members.iter().map(|m| m.lode().address.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = background_writer(endpoints.join(","), stop.clone());
+
+    let browser = Browser::start();
+    browser.open(&format!("{}/dashboard", members[leader].lode().client_url));
+
+    // The leader-latency view: every stage, the total among them, with samples.
+    let shown = browser.wait_for(
+        "commits in the stage table",
+        "const row = document.querySelector('#stages tr[data-stage=\"proposal_total\"]');
+         if (!row || Number(row.cells[1].textContent) === 0) return null;
+         return [...document.querySelectorAll('#stages tbody tr')].map(r => r.dataset.stage);",
+    );
+    let shown: Vec<String> = serde_json::from_value(shown).expect("stage names");
+    for stage in [
+        "proposal_queueing",
+        "leader_log_sync",
+        "commit_to_apply",
+        "apply_to_response",
+        "proposal_total",
+    ] {
+        assert!(
+            shown.iter().any(|s| s == stage),
+            "{stage} not shown: {shown:?}"
+        );
+    }
+    // One replication stage per follower, as /metrics has one round-trip histogram per
+    // follower; the page's figures are the feed's, whose counts /metrics covers.
+    let metrics = http(&members[leader].lode().client_url, "GET", "/metrics", "").1;
+    let followers_in_metrics = metrics
+        .lines()
+        .filter(|line| line.starts_with("lode_replication_round_trip_seconds_count{"))
+        .count();
+    let replication_shown = shown
+        .iter()
+        .filter(|s| s.starts_with("replication:"))
+        .count();
+    assert_eq!(replication_shown, 2);
+    assert_eq!(followers_in_metrics, 2);
+    let state: serde_json::Value = serde_json::from_str(
+        &http(
+            &members[leader].lode().client_url,
+            "GET",
+            "/dashboard/state",
+            "",
+        )
+        .1,
+    )
+    .expect("state");
+    let feed_commits: f64 = state["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .flat_map(|sample| sample["stages"].as_array().cloned().unwrap_or_default())
+        .filter(|stage| stage["stage"] == "proposal_total")
+        .filter_map(|stage| stage["count"].as_f64())
+        .sum();
+    let metric_commits = metric(
+        &metrics,
+        "lode_commit_stage_seconds_count{stage=\"proposal_total\"}",
+    )
+    .expect("proposal_total in /metrics");
+    assert!(
+        feed_commits > 0.0 && feed_commits <= metric_commits,
+        "the feed counted {feed_commits} commits, /metrics {metric_commits}"
+    );
+    let page_row = browser.run(
+        "const row = document.querySelector('#stages tr[data-stage=\"proposal_total\"]');
+         return [...row.cells].map(c => c.textContent);",
+    );
+    let page_row: Vec<String> = serde_json::from_value(page_row).expect("cells");
+    let p50: f64 = page_row[2].parse().expect("p50");
+    let p99: f64 = page_row[3].parse().expect("p99");
+    assert!(p50 > 0.0 && p50 <= p99, "{page_row:?}");
+    keep_screenshot("leader-latency.png", &browser.screenshot());
+
+    // A follower's fsync slowed: its replication round trip becomes the slow stage.
+    std::fs::write(&faults[slow], "60").expect("fault");
+    browser.wait_for(
+        "the slow follower marked as the slow stage",
+        &format!(
+            "const hot = document.querySelector('#stages tr.hot');
+             return hot && hot.dataset.stage === 'replication:{slow_id}';"
+        ),
+    );
+    let verdict = browser.run("return document.getElementById('verdict').textContent;");
+    assert!(
+        verdict.as_str().is_some_and(|v| v.contains(&slow_id)),
+        "{verdict}"
+    );
+    keep_screenshot("slow-follower.png", &browser.screenshot());
+    std::fs::write(&faults[slow], "").expect("fault cleared");
+
+    // The leader killed: a follower's page shows the change and how long the cluster had none.
+    browser.open(&format!("{}/dashboard", members[watched].lode().client_url));
+    browser.wait_for(
+        "the cluster view",
+        "return document.querySelectorAll('#members tbody tr').length === 3;",
+    );
+    members[leader].lode.as_mut().expect("leader").kill();
+    members[leader].lode = None;
+    let change = browser.wait_for(
+        "a new leader on the timeline",
+        "const rows = [...document.querySelectorAll('#timeline tbody tr')]
+           .map(r => [...r.cells].map(c => c.textContent));
+         return rows.find(r => r[1] === 'none' && r[2] !== 'none'
+                               && r[5].endsWith(' ms') && parseInt(r[5]) > 0) || null;",
+    );
+    let change: Vec<String> = serde_json::from_value(change).expect("timeline row");
+    assert_eq!(change[3], "election timeout", "{change:?}");
+    // The killed member shows as unreachable in the cluster view.
+    browser.wait_for(
+        "the killed member marked unreachable",
+        "return [...document.querySelectorAll('#members tbody tr.down')].length === 1;",
+    );
+    keep_screenshot("leader-change.png", &browser.screenshot());
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+}

@@ -125,13 +125,15 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     assert!(p50 > 0.0 && p50 <= p99, "{page_row:?}");
     keep_screenshot("leader-latency.png", &browser.screenshot());
 
-    // A follower's fsync slowed: its replication round trip becomes the slow stage.
+    // A follower's fsync slowed by 60 ms: its replication round trip becomes the slow stage,
+    // with a p99 of at least the delay.
     std::fs::write(&faults[slow], "60").expect("fault");
     browser.wait_for(
         "the slow follower marked as the slow stage",
         &format!(
             "const hot = document.querySelector('#stages tr.hot');
-             return hot && hot.dataset.stage === 'replication:{slow_id}';"
+             return hot && hot.dataset.stage === 'replication:{slow_id}'
+                 && Number(hot.cells[3].textContent) >= 60000;"
         ),
     );
     let verdict = browser.run("return document.getElementById('verdict').textContent;");

@@ -143,6 +143,8 @@ async fn gather_members(node: Rc<Node>) {
             };
             let status = if member.id == own_id {
                 Ok(own.clone())
+            } else if client_url.is_empty() {
+                Err("its client URL is not published yet".to_string())
             } else {
                 ask_status(&consensus, &mut clients, member.id, &client_url).await
             };

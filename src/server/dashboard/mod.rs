@@ -177,7 +177,7 @@ async fn ask_status(
     client_url: &str,
 ) -> Result<crate::api::request::StatusResponse, String> {
     let asked = async {
-        if !clients.contains_key(&member) {
+        if let std::collections::btree_map::Entry::Vacant(vacant) = clients.entry(member) {
             let url = crate::urls::parse_url(client_url)?;
             let tls = match (url.tls, consensus.config().forward_tls.as_ref()) {
                 (false, _) => None,
@@ -191,7 +191,7 @@ async fn ask_status(
             let client = crate::client::Client::connect_secured(&url.authority(), tls)
                 .await
                 .map_err(|error| error.to_string())?;
-            clients.insert(member, client);
+            vacant.insert(client);
         }
         let Some(client) = clients.get(&member) else {
             return Err("no connection".to_string());

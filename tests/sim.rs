@@ -106,10 +106,11 @@ fn watches_losing_events_are_caught() {
 
 /// Seeds on which the simulator found a bug, kept clean from now on: 340, 427 and 674 (a
 /// member joined after the newest snapshot and was offered only that one, which leaves it
-/// out), 2384 (a member behind an addition refused the new member as leader). Each runs
-/// without full disks (they were found so: this replays the rest of their faults exactly) and
-/// with every fault.
-const REGRESSION_SEEDS: &[u64] = &[340, 427, 674, 2384];
+/// out), 2384 (a member behind an addition refused the new member as leader), 21016 (a
+/// follower left the only voter by the removal of the others campaigned while appends were
+/// still in flight to its log, and raft-rs asserted: a new leader's log must be durable). Each runs without full disks (the first four were found so: this replays the
+/// rest of their faults exactly) and with every fault.
+const REGRESSION_SEEDS: &[u64] = &[340, 427, 674, 2384, 21016];
 
 #[test]
 fn seeds_that_found_bugs_stay_clean() {

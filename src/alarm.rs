@@ -221,6 +221,62 @@ impl Alarms {
     }
 }
 
+/// This member's full-log-disk alarm ([`AlarmType::LogDiskFull`]) as the member changes it:
+/// raised through the cluster once per episode of a full disk (not by a member alone, which
+/// could not commit it and lists it itself), cleared once its log writes again; one change in
+/// flight at a time.
+#[derive(Debug, Default)]
+pub struct DiskAlarm {
+    in_flight: bool,
+    /// Proposed in the current episode.
+    raised: bool,
+}
+
+impl DiskAlarm {
+    /// The change for this member (`member_id`) to propose now, if any, marked in flight:
+    /// `full`, its log disk is full; `alone`, it is the only voter; `alarms`, as applied here.
+    pub fn next(
+        &mut self,
+        member_id: u64,
+        full: bool,
+        alone: bool,
+        alarms: &Alarms,
+    ) -> Option<AlarmRequest> {
+        if self.in_flight {
+            return None;
+        }
+        let action = if full {
+            if alone || self.raised {
+                return None;
+            }
+            self.raised = true;
+            AlarmAction::Activate
+        } else {
+            self.raised = false;
+            if !alarms.has(member_id, AlarmType::LogDiskFull) {
+                return None;
+            }
+            AlarmAction::Deactivate
+        };
+        self.in_flight = true;
+        Some(AlarmRequest {
+            action,
+            member_id,
+            alarm: AlarmType::LogDiskFull,
+        })
+    }
+
+    /// The change proposed ended; `refused`: it failed for certain (not a timeout, whose
+    /// outcome is unknown: a raise that may still commit is not proposed again), so a raise
+    /// is proposed again while the disk stays full.
+    pub fn ended(&mut self, action: AlarmAction, refused: bool) {
+        if refused && action == AlarmAction::Activate {
+            self.raised = false;
+        }
+        self.in_flight = false;
+    }
+}
+
 /// The quota's cost of a write, as etcd counts it: a put costs its key and value plus
 /// `PUT_COST_OVERHEAD`; a txn costs its larger branch (lode also counts puts in nested txns);
 /// deletes and compactions cost nothing, so they are always admitted.
@@ -399,5 +455,34 @@ mod tests {
         assert_eq!(AlarmType::from_etcd_number(257), None);
         assert_eq!(AlarmType::from_number(257), Some(AlarmType::LogDiskFull));
         assert!(!space_recovered(900, Some(1000)));
+    }
+
+    #[test]
+    fn a_full_disk_raises_its_alarm_once_an_episode_and_clears_it_after() {
+        let mut alarm = DiskAlarm::default();
+        let mut alarms = Alarms::default();
+        // Alone: no one could commit it.
+        assert_eq!(alarm.next(7, true, true, &alarms), None);
+        let raise = alarm.next(7, true, false, &alarms).map(|r| r.action);
+        assert_eq!(raise, Some(AlarmAction::Activate));
+        assert_eq!(alarm.next(7, true, false, &alarms), None, "in flight");
+        // Timed out: it may commit yet, so it is not raised again this episode.
+        alarm.ended(AlarmAction::Activate, false);
+        assert_eq!(alarm.next(7, true, false, &alarms), None);
+        // Room again before it applied: nothing to clear yet; then it applies.
+        assert_eq!(alarm.next(7, false, false, &alarms), None);
+        let request = AlarmRequest {
+            action: AlarmAction::Activate,
+            member_id: 7,
+            alarm: AlarmType::LogDiskFull,
+        };
+        alarms.apply(&request);
+        let clear = alarm.next(7, false, false, &alarms);
+        assert_eq!(clear.map(|r| r.action), Some(AlarmAction::Deactivate));
+        alarm.ended(AlarmAction::Deactivate, true);
+        // A new episode raises it again; a refusal lets it be raised again at once.
+        assert!(alarm.next(7, true, false, &alarms).is_some());
+        alarm.ended(AlarmAction::Activate, true);
+        assert!(alarm.next(7, true, false, &alarms).is_some());
     }
 }

@@ -88,12 +88,17 @@ impl KvOp {
             } => {
                 seen.extend(compare.iter().map(|(key, value)| (key.as_slice(), value)));
                 if let Some(outcome) = outcome {
-                    let branch = if outcome.succeeded { then } else { otherwise };
-                    let keys = branch.iter().filter_map(|step| match step {
-                        TxnStep::Get { key } => Some(key.as_slice()),
-                        TxnStep::Put { .. } => None,
-                    });
-                    seen.extend(keys.zip(&outcome.reads));
+                    // Each get of the branch taken with the read it was answered.
+                    let mut told = outcome.reads.iter();
+                    seen.extend(walk_branch(
+                        then,
+                        otherwise,
+                        outcome.succeeded,
+                        |step| match step {
+                            TxnStep::Get { .. } => told.next(),
+                            TxnStep::Put { .. } => None,
+                        },
+                    ));
                 }
             }
         }
@@ -139,17 +144,19 @@ impl KvOp {
                 let holds = compare
                     .iter()
                     .all(|(key, expected)| store.get(key) == expected.as_ref());
-                let branch = if holds { then } else { otherwise };
+                // Each put applied in order, each get reading what the steps before it left.
                 let mut after = store.clone();
-                let mut reads = Vec::new();
-                for step in branch {
-                    match step {
+                let reads: Vec<Option<Vec<u8>>> =
+                    walk_branch(then, otherwise, holds, |step| match step {
                         TxnStep::Put { key, value } => {
                             after.insert(key.clone(), value.clone());
+                            None
                         }
-                        TxnStep::Get { key } => reads.push(after.get(key).cloned()),
-                    }
-                }
+                        TxnStep::Get { key } => Some(after.get(key).cloned()),
+                    })
+                    .into_iter()
+                    .map(|(_, read)| read)
+                    .collect();
                 match outcome {
                     None => Some(after),
                     Some(told) if told.succeeded == holds && told.reads == reads => Some(after),
@@ -158,6 +165,31 @@ impl KvOp {
             }
         }
     }
+}
+
+/// Walks the branch a txn takes (`then` when its compares held, else `otherwise`) in order,
+/// handing each step to `visit`, which answers a get with the value to pair it with (`None`
+/// for a put); returns the gets' keys with those values, in the order a txn's reads are
+/// answered. The one walk of a branch: the checker's step (`KvOp::apply`: the store as the
+/// steps before left it) and what a txn saw (`KvOp::observed`: what it was told) pair the
+/// same gets the same way.
+fn walk_branch<'a, V>(
+    then: &'a [TxnStep],
+    otherwise: &'a [TxnStep],
+    held: bool,
+    mut visit: impl FnMut(&'a TxnStep) -> Option<V>,
+) -> Vec<(&'a [u8], V)> {
+    let branch = if held { then } else { otherwise };
+    branch
+        .iter()
+        .filter_map(|step| {
+            let value = visit(step)?;
+            match step {
+                TxnStep::Get { key } => Some((key.as_slice(), value)),
+                TxnStep::Put { .. } => None,
+            }
+        })
+        .collect()
 }
 
 /// One operation of a client, with when it was called and when its answer came (`None`:

@@ -210,6 +210,33 @@ fn full_disk_fails_the_append_cleanly_and_the_log_stays_usable() {
 }
 
 #[test]
+fn a_disk_with_no_room_fails_every_write_and_keeps_failing_after_a_crash() {
+    let disk = SimDisk::new();
+    let wal = open(&disk).unwrap();
+    block_on(wal.append(&[entry(1, 1, 100)], None)).unwrap();
+    let before = observe(&wal);
+    disk.set_no_space(true);
+    assert!(!disk.has_room());
+    let failure = block_on(wal.append(&[entry(2, 1, 100)], None)).unwrap_err();
+    assert!(failure.is_no_space(), "{failure}");
+    assert_eq!(wal.failed_batches(), 1);
+    assert_eq!(observe(&wal), before, "nothing of it was written");
+    // A crash keeps the disk full; the log reopens as it was.
+    drop(wal);
+    let image = disk.crash_image(CrashModel::AllWritten);
+    assert!(!image.has_room());
+    let wal = open(&image).unwrap();
+    assert_eq!(observe(&wal), before);
+    assert!(block_on(wal.append(&[entry(2, 1, 100)], None))
+        .unwrap_err()
+        .is_no_space());
+    // Room again: the same append succeeds.
+    image.set_no_space(false);
+    block_on(wal.append(&[entry(2, 1, 100)], None)).unwrap();
+    assert_eq!(wal.last_index(), 2);
+}
+
+#[test]
 fn invalid_input_is_rejected_and_changes_nothing() {
     let disk = SimDisk::new();
     let wal = open(&disk).unwrap();

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lode::sim::{self, Bug, FaultKinds, Report, SimOptions};
+use lode::sim::{self, Bug, FaultCounts, FaultKinds, Report, SimOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,7 +45,8 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// The faults to inject: a comma-separated list of network, partitions, crashes,
-    /// power-cuts, disks, slow-syncs; or all, or none.
+    /// power-cuts, disks, slow-syncs, transfers, membership, nospace; or all, or none;
+    /// -kind leaves one out (all,-nospace).
     #[arg(long, default_value = "all", value_parser = FaultKinds::parse)]
     faults: FaultKinds,
 }
@@ -133,6 +134,7 @@ fn main() -> ExitCode {
         .unwrap_or(if budget.is_some() { u64::MAX } else { 100 });
     let (mut ran, mut faults, mut simulated, mut operations) = (0u64, 0u64, Duration::ZERO, 0u64);
     let (mut leases, mut expired) = (0u64, 0u64);
+    let mut counts = FaultCounts::default();
     let mut failed = Vec::new();
     for seed in args.first..args.first.saturating_add(count) {
         if budget.is_some_and(|b| started.elapsed() >= b) {
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         let report = sim::run(options(&args, seed));
         ran += 1;
         faults += report.faults.total();
+        counts.add(&report.faults);
         simulated += report.simulated;
         operations += report.operations;
         leases += report.leases.0;
@@ -164,6 +167,7 @@ fn main() -> ExitCode {
             format!(" (seeds {failed:?})")
         },
     );
+    println!("faults by kind: {counts:?}");
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -30,7 +30,7 @@ use crate::members::{Member, Members};
 use crate::peer::transport::PeerTransport;
 use crate::replica::state::snapshot_metadata;
 use crate::replica::storage::LogStorage;
-use crate::replica::{Input, PersistPlan, Replica, ReplicaConfig};
+use crate::replica::{Input, Replica, ReplicaConfig};
 use crate::wal::io::LogDir;
 use crate::wal::Wal;
 
@@ -152,13 +152,11 @@ pub struct Consensus<D: LogDir> {
     /// Readies the log synced (or failed to), to report to the replica in the loop.
     pub(super) synced: RefCell<Vec<(u64, SyncOutcome)>>,
     /// When each log sync still running started, oldest first.
-    pub(super) syncing: RefCell<std::collections::VecDeque<(u64, Instant)>>,
+    pub(super) syncing: RefCell<VecDeque<(u64, Instant)>>,
     /// Readies whose writes are not yet durable, kept to write again after a full disk.
-    pub(super) unsynced: RefCell<Unsynced>,
-    /// True while this member's proposal to raise or clear its full-disk alarm is in flight.
-    pub(super) disk_alarm_in_flight: Cell<bool>,
-    /// True once this member proposed its full-disk alarm in the current episode.
-    pub(super) disk_alarm_raised: Cell<bool>,
+    pub(super) unsynced: RefCell<crate::replica::unsynced::Unsynced>,
+    /// This member's full-disk alarm: raised once per episode, one change in flight.
+    pub(super) disk_alarm: RefCell<crate::alarm::DiskAlarm>,
     /// The background task queue snapshots are written from.
     pub(super) snapshot_queue: std::cell::OnceCell<glommio::TaskQueueHandle>,
     /// The active alarms (changed only by applying alarm entries).
@@ -266,6 +264,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             sequencer.restore_auth(&meta.auth);
         }
         let alarms = Alarms::from_members(snapshot.iter().flat_map(|meta| meta.alarms.clone()));
+        let wal_failures = wal.failed_batches();
         let consensus = Rc::new(Consensus {
             sequencer,
             config,
@@ -279,9 +278,8 @@ impl<D: LogDir + 'static> Consensus<D> {
             stopped: Cell::new(false),
             synced: RefCell::default(),
             syncing: RefCell::default(),
-            unsynced: RefCell::default(),
-            disk_alarm_in_flight: Cell::new(false),
-            disk_alarm_raised: Cell::new(false),
+            unsynced: RefCell::new(crate::replica::unsynced::Unsynced::new(wal_failures)),
+            disk_alarm: RefCell::default(),
             snapshot_queue: std::cell::OnceCell::new(),
             alarms: RefCell::new(alarms),
             alarm_change_in_flight: Cell::new(false),
@@ -691,9 +689,6 @@ impl<D: LogDir + 'static> Consensus<D> {
     }
 }
 
-// The log's unsynced writes, kept until durable so a write that found the disk full can be
-// made again (`nospace` carries them out).
-
 /// The outcome of one Ready's sync.
 #[derive(Debug)]
 pub(super) enum SyncOutcome {
@@ -703,36 +698,4 @@ pub(super) enum SyncOutcome {
     NoSpace,
     /// The log failed otherwise (it is poisoned): the member stops.
     Failed(String),
-}
-
-/// Readies whose writes are not yet durable, oldest first.
-#[derive(Default)]
-pub(super) struct Unsynced {
-    pub(super) plans: VecDeque<Held>,
-    /// The log's failed batches when the plans in flight were staged.
-    pub(super) failures_seen: u64,
-}
-
-pub(super) struct Held {
-    pub(super) number: u64,
-    pub(super) plan: PersistPlan,
-    /// Staged and waiting for its sync.
-    pub(super) in_flight: bool,
-    /// Staged while the disk was known full: its success means there is room again.
-    pub(super) retry: bool,
-}
-
-impl Unsynced {
-    pub(super) fn in_flight(&self) -> bool {
-        self.plans.iter().any(|held| held.in_flight)
-    }
-
-    pub(super) fn held(&self) -> bool {
-        self.plans.iter().any(|held| !held.in_flight)
-    }
-
-    /// True when nothing waits to be staged (or retried).
-    pub(super) fn is_empty(&self) -> bool {
-        self.plans.is_empty()
-    }
 }

@@ -15,23 +15,27 @@
 //!        ─▶ every held plan staged again, in order ─▶ sync ok ─▶ LogWritten ─▶ alarm cleared
 //! ```
 //!
-//! Invariants: plans reach the log in the order raft-rs made them; a plan is staged only on
-//! top of every plan before it (the log's count of failed batches has not moved since the
-//! plans in flight were staged: a failure takes the log back to its durable state, and
-//! anything staged after it would not follow what failed); a Ready is reported persisted only
-//! after its own sync succeeded; nothing that failed was written, so nothing unacknowledged is
+//! The bookkeeping (which plans to stage when, which replica inputs each outcome makes) is
+//! `replica::unsynced`, and the alarm's decisions `alarm::DiskAlarm`, both pure and shared with
+//! the simulator, which drives the same replica inputs. Invariants: plans reach the log in the
+//! order raft-rs made them; a plan is staged only on top of every plan before it (the log's
+//! count of failed batches has not moved since the plans in flight were staged: a failure
+//! takes the log back to its durable state, and anything staged after it would not follow
+//! what failed); a Ready is reported persisted only after its own sync succeeded; one failed
+//! write is one `LogNoSpace`; nothing that failed was written, so nothing unacknowledged is
 //! half there.
 
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::driver::{Consensus, Held, SyncOutcome};
-use crate::alarm::{AlarmAction, AlarmRequest, AlarmType};
+use super::driver::{Consensus, SyncOutcome};
+use crate::alarm::AlarmAction;
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
 use crate::replica::entry::encode_proposal;
 use crate::replica::proposals::Proposal;
-use crate::replica::{Input, PersistPlan};
+use crate::replica::unsynced::SyncResult;
+use crate::replica::PersistPlan;
 use crate::wal::io::LogDir;
 
 impl<D: LogDir + 'static> Consensus<D> {
@@ -43,18 +47,11 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Writes Ready `number`'s plan to the log, or holds it behind a failed write.
     pub(super) fn persist(self: &Rc<Self>, number: u64, plan: PersistPlan) -> ServerResult {
         let failures = self.wal.failed_batches();
-        let stage_now = {
-            let unsynced = self.unsynced.borrow();
-            !self.log_disk_full()
-                && !unsynced.held()
-                && (!unsynced.in_flight() || unsynced.failures_seen == failures)
-        };
-        self.unsynced.borrow_mut().plans.push_back(Held {
-            number,
-            plan,
-            in_flight: false,
-            retry: false,
-        });
+        let full = self.log_disk_full();
+        let stage_now = self
+            .unsynced
+            .borrow_mut()
+            .hold(number, plan, full, failures);
         if stage_now {
             self.stage_held()?;
         }
@@ -64,18 +61,19 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// Stages every plan held, in order, when nothing is in flight and either the disk is not
     /// known full or a retry is due.
     pub(super) fn retry_held(self: &Rc<Self>) -> ServerResult {
-        {
-            let unsynced = self.unsynced.borrow();
-            if unsynced.in_flight() || !unsynced.held() {
-                return Ok(());
-            }
-        }
-        let replica = self.replica.borrow();
-        if replica.log_disk_full() && !replica.log_retry_due(Instant::now()) {
+        let retry_now = {
+            let replica = self.replica.borrow();
+            self.unsynced.borrow().retry_now(
+                replica.log_disk_full(),
+                replica.log_retry_due(Instant::now()),
+            )
+        };
+        if !retry_now {
             return Ok(());
         }
-        drop(replica);
-        tracing::debug!("the log's disk was full: writing again");
+        if self.log_disk_full() {
+            tracing::debug!("the log's disk was full: writing again");
+        }
         self.stage_held()
     }
 
@@ -83,20 +81,17 @@ impl<D: LogDir + 'static> Consensus<D> {
     /// plan is staged before any task runs: a task may flush, and a failed flush takes the log
     /// back to its durable state).
     fn stage_held(self: &Rc<Self>) -> ServerResult {
-        let retry = self.log_disk_full();
+        let full = self.log_disk_full();
         let as_leader = self.replica.borrow().is_leader();
         let mut staged_now = Vec::new();
         {
             let mut unsynced = self.unsynced.borrow_mut();
-            unsynced.failures_seen = self.wal.failed_batches();
-            for held in unsynced.plans.iter_mut().filter(|held| !held.in_flight) {
+            for (number, plan) in unsynced.to_stage(full, self.wal.failed_batches()) {
                 let staged = self
                     .wal
-                    .stage_append(&held.plan.entries, held.plan.hard_state)
+                    .stage_append(&plan.entries, plan.hard_state)
                     .map_err(|e| ServerError::Internal(format!("log: {e}")))?;
-                held.in_flight = true;
-                held.retry = retry;
-                staged_now.push((held.number, !held.plan.entries.is_empty(), staged));
+                staged_now.push((number, !plan.entries.is_empty(), staged));
             }
         }
         for (number, has_entries, staged) in staged_now {
@@ -132,72 +127,50 @@ impl<D: LogDir + 'static> Consensus<D> {
     pub(super) fn sync_finished(&self, number: u64, outcome: SyncOutcome) -> ServerResult {
         let now = Instant::now();
         self.syncing.borrow_mut().retain(|(n, _)| *n != number);
-        match outcome {
-            SyncOutcome::Failed(error) => Err(ServerError::Internal(format!("log: {error}"))),
+        let result = match outcome {
+            SyncOutcome::Failed(error) => {
+                return Err(ServerError::Internal(format!("log: {error}")))
+            }
             SyncOutcome::NoSpace => {
                 tracing::debug!(number, "a write to the log found no space");
-                if let Some(held) = self
-                    .unsynced
-                    .borrow_mut()
-                    .plans
-                    .iter_mut()
-                    .find(|held| held.number == number)
-                {
-                    held.in_flight = false;
-                }
-                self.replica.borrow_mut().step(now, Input::LogNoSpace);
-                Ok(())
+                SyncResult::NoSpace
             }
-            SyncOutcome::Done => {
-                let retry = {
-                    let mut unsynced = self.unsynced.borrow_mut();
-                    let position = unsynced.plans.iter().position(|h| h.number == number);
-                    position
-                        .and_then(|at| unsynced.plans.remove(at))
-                        .is_some_and(|held| held.retry)
-                };
-                let mut replica = self.replica.borrow_mut();
-                if retry && replica.log_disk_full() {
-                    replica.step(now, Input::LogWritten);
-                }
-                replica.step(now, Input::Persisted(number));
-                Ok(())
-            }
+            SyncOutcome::Done => SyncResult::Durable,
+        };
+        let full = self.log_disk_full();
+        let inputs =
+            self.unsynced
+                .borrow_mut()
+                .finished(number, result, full, self.wal.failed_batches());
+        let mut replica = self.replica.borrow_mut();
+        for input in inputs {
+            replica.step(now, input);
         }
+        Ok(())
     }
 
     /// Raises this member's full-disk alarm through the cluster while its disk is full (once
     /// per episode; a single member cannot commit it and only reports it itself), and clears
     /// it once the log writes again. One change in flight at a time.
     pub(super) fn maybe_change_disk_alarm(self: &Rc<Self>) {
-        if self.disk_alarm_in_flight.get() || self.is_stopped() {
+        if self.is_stopped() {
             return;
         }
         let full = self.log_disk_full();
+        let alone = self.replica.borrow().voters().len() < 2;
         let member_id = self.config.member_id.get();
-        let action = if full {
-            let alone = self.replica.borrow().voters().len() < 2;
-            if alone || self.disk_alarm_raised.replace(true) {
-                return;
-            }
-            AlarmAction::Activate
-        } else {
-            self.disk_alarm_raised.set(false);
-            if !self.alarms.borrow().has(member_id, AlarmType::LogDiskFull) {
-                return;
-            }
-            tracing::info!("the log's disk has room again: clearing this member's NOSPACE");
-            AlarmAction::Deactivate
+        let Some(request) =
+            self.disk_alarm
+                .borrow_mut()
+                .next(member_id, full, alone, &self.alarms.borrow())
+        else {
+            return;
         };
-        self.disk_alarm_in_flight.set(true);
-        let frame = native::encode_request(
-            0,
-            &Request::Alarm(AlarmRequest {
-                action,
-                member_id,
-                alarm: AlarmType::LogDiskFull,
-            }),
-        );
+        let action = request.action;
+        if action == AlarmAction::Deactivate {
+            tracing::info!("the log's disk has room again: clearing this member's NOSPACE");
+        }
+        let frame = native::encode_request(0, &Request::Alarm(request));
         let this = self.clone();
         glommio::spawn_local(async move {
             // Past the refusal of writes a full disk makes: the alarm is what reports it.
@@ -206,21 +179,20 @@ impl<D: LogDir + 'static> Consensus<D> {
                     Proposal::Entry(encode_proposal(id, None, &frame))
                 })
                 .await;
-            match outcome {
-                Ok(_) => {}
+            let refused = match outcome {
+                Ok(_) => false,
                 // Committed by the others perhaps, but not applicable here while the disk is
                 // full: the outcome is unknown, and the alarm is not proposed again.
                 Err(ServerError::Timeout | ServerError::TimeoutLeaderFailed) => {
                     tracing::debug!(?action, "this member's NOSPACE: no answer in time");
+                    false
                 }
                 Err(error) => {
                     tracing::warn!(%error, ?action, "changing this member's NOSPACE failed");
-                    if action == AlarmAction::Activate {
-                        this.disk_alarm_raised.set(false);
-                    }
+                    true
                 }
-            }
-            this.disk_alarm_in_flight.set(false);
+            };
+            this.disk_alarm.borrow_mut().ended(action, refused);
         })
         .detach();
     }

@@ -70,25 +70,10 @@ pub(super) fn snapshot_corpus() -> Vec<Vec<u8>> {
         leases: Vec::new(),
         auth: crate::auth::AuthStore::new(),
     };
-    let mut corpus = Vec::new();
-    for block_bytes in [80, 100_000] {
-        let mut file = Vec::new();
-        crate::snapshot::encode_header(&meta, &mut file);
-        let mut records = 0;
-        let mut from = None;
-        loop {
-            let (written, next) =
-                crate::snapshot::export_into(&shard, 19, from.as_ref(), block_bytes, &mut file);
-            records += written;
-            match next {
-                Some(cursor) => from = Some(cursor),
-                None => break,
-            }
-        }
-        crate::snapshot::encode_end(records, &mut file);
-        corpus.push(file);
-    }
-    corpus
+    [80, 100_000]
+        .into_iter()
+        .map(|block_bytes| crate::snapshot::encode_shard(&meta, &shard, block_bytes))
+        .collect()
 }
 
 pub(super) fn snapshot_run(data: &[u8]) {

@@ -162,6 +162,12 @@ impl Sequence {
         &mut self.leases
     }
 
+    /// Sets the most operations a txn may hold (etcd's `--max-txn-ops`), which every later
+    /// [`Sequence::plan`] checks requests against.
+    pub fn set_max_txn_ops(&mut self, max_txn_ops: usize) {
+        self.max_txn_ops = max_txn_ops;
+    }
+
     /// The shard that owns `key`.
     pub fn owner(&self, key: &[u8]) -> usize {
         shard_for_key(key, self.shard_count)
@@ -189,8 +195,9 @@ impl Sequence {
         })
     }
 
-    /// Starts deciding one committed write request, applied at lease time `now`. Changes
-    /// nothing: the decision is settled by [`Sequence::settle`] once its writes are delivered,
+    /// Starts deciding one committed write request, applied at lease time `now`, after
+    /// etcd's checks (`validate::check_write`, txns within the limit this sequencer has).
+    /// Changes nothing: the decision is settled by [`Sequence::settle`] once its writes are delivered,
     /// before the next request is planned.
     pub fn plan(&self, request: &WriteRequest, now: Duration) -> Result<Plan, KvError> {
         validate::check_write(request, self.max_txn_ops)?;

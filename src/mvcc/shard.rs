@@ -665,20 +665,7 @@ mod tests {
                 leases: Vec::new(),
                 auth: crate::auth::AuthStore::new(),
             };
-            let mut file = Vec::new();
-            crate::snapshot::encode_header(&meta, &mut file);
-            let mut records = 0;
-            let mut from = None;
-            loop {
-                let (written, next) =
-                    crate::snapshot::export_into(&shard, cut, from.as_ref(), max_bytes, &mut file);
-                records += written;
-                match next {
-                    Some(cursor) => from = Some(cursor),
-                    None => break,
-                }
-            }
-            crate::snapshot::encode_end(records, &mut file);
+            let file = crate::snapshot::encode_shard(&meta, &shard, max_bytes);
             let (read_meta, mut reader) =
                 crate::snapshot::SnapshotReader::open(Bytes::from(file)).expect("snapshot");
             assert_eq!(read_meta, meta);

@@ -36,7 +36,7 @@ impl ShardedKv {
         let shard_count = shard_count.max(1);
         ShardedKv {
             shards: (0..shard_count).map(|_| MvccShard::new()).collect(),
-            // `write` takes the limit per call.
+            // `write` gives the sequencer the caller's limit.
             sequence: Sequence::new(shard_count, u32::MAX as usize),
             lease_clock: Duration::ZERO,
         }
@@ -127,13 +127,14 @@ impl ShardedKv {
     }
 
     /// `write`, also returning the watch events of its changes with the shard of each. The
-    /// sequencer decides (`mvcc::sequence`, as on the threaded server); the shards apply.
+    /// sequencer validates and decides (`mvcc::sequence`, as on the threaded server); the
+    /// shards apply.
     pub fn write_with_events(
         &mut self,
         request: &WriteRequest,
         max_txn_ops: usize,
     ) -> Result<(WriteResponse, Vec<(usize, Event)>), KvError> {
-        validate::check_write(request, max_txn_ops)?;
+        self.sequence.set_max_txn_ops(max_txn_ops);
         let decided = match self.sequence.plan(request, self.lease_clock)? {
             Plan::Ready(decided) => decided,
             Plan::NeedsReads(reads) => {

@@ -12,7 +12,8 @@
 //!   spend their time;
 //! - [`entry`]: the payload layout of lode's entries; [`storage`]: the log as raft-rs's
 //!   `Storage`; [`logger`]: raft-rs's logger routed to `tracing`;
-//! - [`disk`]: a full log disk: when to retry writing, and a leader handing over at once.
+//! - [`disk`]: a full log disk: when to retry writing, and a leader handing over at once;
+//!   [`unsynced`]: the Readies not yet durable a shell keeps, to write them again in order.
 
 pub mod disk;
 pub mod entry;
@@ -29,5 +30,6 @@ pub mod snapshots;
 pub mod stages;
 pub mod state;
 pub mod storage;
+pub mod unsynced;
 
 pub use state::{Input, MemberApplied, Outputs, PersistPlan, Replica, ReplicaConfig, Turn};

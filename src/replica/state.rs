@@ -261,7 +261,9 @@ impl<D: LogDir> Replica<D> {
     pub fn step(&mut self, now: Instant, input: Input) {
         match input {
             Input::Tick => {
-                self.raw.tick();
+                if !self.alone_with_log_in_flight() {
+                    self.raw.tick();
+                }
                 // A transfer that did not complete (raft-rs gives up after an election
                 // timeout) is tried again while the disk stays full.
                 self.hand_over_if_disk_full();
@@ -271,6 +273,11 @@ impl<D: LogDir> Replica<D> {
                     self.leadership
                         .tick(now, known, self.config.election_timeout);
             }
+            // A leader handing over to this member, which has since become the only voter:
+            // it campaigns by itself once its log is durable.
+            Input::Peer(message)
+                if message.get_msg_type() == MessageType::MsgTimeoutNow
+                    && self.alone_with_log_in_flight() => {}
             Input::Peer(message) => self.step_peer(now, message),
             Input::Unreachable(peer) => {
                 self.leadership.unreachable(peer);
@@ -576,15 +583,32 @@ impl<D: LogDir> Replica<D> {
 
     /// The only voter leads at once. raft-rs refuses to campaign while committed membership
     /// changes are not applied yet (at a restart, until the log is replayed), so this is asked
-    /// again each turn rather than waiting for an election timeout.
+    /// again each turn rather than waiting for an election timeout. Not while some of its log
+    /// is not durable yet (a write in flight, or held on a full disk): the only voter wins at
+    /// once, and raft-rs asserts a new leader's whole log is durable (a follower left alone by
+    /// the removal of the others can have appends in flight).
     fn campaign_if_alone(&mut self) {
         if self.is_leader() {
             return;
         }
         let alone = self.voters() == [self.config.member_id];
-        if alone && self.applied >= self.committed().get() {
+        if alone && self.applied >= self.committed().get() && !self.log_in_flight() {
             let _ = self.raw.campaign();
         }
+    }
+
+    /// True while entries in raft-rs's log are not durable yet.
+    fn log_in_flight(&self) -> bool {
+        let log = &self.raw.raft.raft_log;
+        log.persisted < log.last_index()
+    }
+
+    /// True while this member is the only voter, does not lead, and has entries not durable
+    /// yet: an election it started would win at once, before they are (raft-rs asserts they
+    /// are), so none is started (no election tick, no leader's hand-over) until they are;
+    /// [`Replica::campaign_if_alone`] then campaigns.
+    fn alone_with_log_in_flight(&self) -> bool {
+        !self.is_leader() && self.log_in_flight() && self.voters() == [self.config.member_id]
     }
 
     /// A snapshot of this member's own, at `metadata`, is durable: offered to members behind

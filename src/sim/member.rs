@@ -2,6 +2,14 @@
 //! committed entries to the real MVCC keyspace (`mvcc::sharded`: the shards, `exec` and the
 //! lessor arranged in one place, as the threaded server must behave), with the shell's duties
 //! done by the simulation: staging and syncing the log, answering callers, serving reads.
+//!
+//! A full log disk is handled as the server's shell does (`consensus::nospace`), with the same
+//! pure pieces: the Readies not yet durable are kept (`replica::unsynced`) and staged again in
+//! order when the replica says a retry is due, the outcomes drive `Input::LogNoSpace` and
+//! `Input::LogWritten`; writes through the member are refused with etcd's "database space
+//! exceeded" meanwhile (lease expiries too), reads served; the member raises and later clears
+//! its own full-disk alarm (`alarm::DiskAlarm`) through the cluster; a snapshot from the leader
+//! waits, with the member's loop, until every earlier write is durable.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -12,6 +20,7 @@ use futures::executor::block_on;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
 
 use super::Bug;
+use crate::alarm::{AlarmAction, AlarmMember, Alarms, DiskAlarm};
 use crate::api::error::ServerError;
 use crate::api::native::{self, Request};
 use crate::lease::SavedLease;
@@ -22,7 +31,8 @@ use crate::replica::entry::{decode_proposal, encode_proposal, ProposalId};
 use crate::replica::membership::MemberEffect;
 use crate::replica::proposals::{Proposal, Waiting};
 use crate::replica::storage::LogStorage;
-use crate::replica::{Input, Outputs, Replica, ReplicaConfig};
+use crate::replica::unsynced::{SyncResult, Unsynced};
+use crate::replica::{Input, Outputs, PersistPlan, Replica, ReplicaConfig, Turn};
 use crate::wal::sim::{SimDir, SimDisk};
 use crate::wal::{StagedAppend, Wal, WalOptions};
 use crate::watch::merge::RevisionMerger;
@@ -52,6 +62,8 @@ pub struct SimSnapshot {
     pub leases: Vec<SavedLease>,
     /// The member registry as applied (with learners).
     pub members: Members,
+    /// The active alarms as applied.
+    pub alarms: Vec<AlarmMember>,
 }
 
 impl SimSnapshot {
@@ -72,13 +84,15 @@ pub enum Answer {
     Read(Result<crate::mvcc::request::RangeResponse, ServerError>),
 }
 
-/// An entry applied, for the checkers: (index, term, data digest) and the revision after it.
+/// An entry applied, for the checkers: (index, term, data digest), the revision after it and
+/// a digest of the alarms after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppliedEntry {
     pub index: u64,
     pub term: u64,
     pub digest: u64,
     pub revision: i64,
+    pub alarms: u64,
 }
 
 /// What a member did in one pump, for the simulation to carry out.
@@ -104,6 +118,17 @@ pub struct Effects {
     pub events: Vec<crate::watch::Event>,
     /// Responses to watch streams, by the caller that opened each.
     pub watch_responses: Vec<(Caller, WatchResponse)>,
+    /// Log writes that found no space (each told to the replica as `LogNoSpace`).
+    pub writes_without_space: u64,
+    /// This member led with a full disk and no longer leads.
+    pub handed_over_full: bool,
+    /// A retried log write succeeded (`LogWritten`).
+    pub wrote_again: bool,
+    /// This member proposed a change of its full-disk alarm.
+    pub disk_alarm: Option<AlarmAction>,
+    /// Acknowledgements of what the log does not hold durably (votes, appends, applied
+    /// entries): what a member must never say.
+    pub unpersisted: Vec<String>,
 }
 
 /// A running member.
@@ -119,10 +144,44 @@ pub struct SimMember {
     reads: BTreeMap<u64, (Caller, RangeRequest)>,
     /// Reads whose index is known, waiting for apply to reach it.
     read_waits: Vec<(u64, Caller, RangeRequest)>,
-    /// Staged appends not yet synced, with their Ready numbers, oldest first.
-    unsynced: Vec<(u64, StagedAppend)>,
+    /// The Readies whose writes are not yet durable (held after a full disk, or in flight).
+    unsynced: Unsynced,
+    /// The appends in flight, with their Ready numbers, in the order staged.
+    staged: Vec<(u64, StagedAppend)>,
     /// When the sync now pending was asked for.
     sync_scheduled: Option<Instant>,
+    /// A turn whose snapshot waits until every earlier write is durable (the server's loop
+    /// waits with it, so ticks are not taken meanwhile and what peers send waits in `inbox`).
+    blocked: Option<Turn>,
+    /// Inputs that arrived while a turn was blocked.
+    inbox: Vec<Input>,
+    /// Log writes that found no space since the last pump.
+    writes_without_space: u64,
+    /// A retried log write succeeded since the last pump.
+    wrote_again: bool,
+    /// The full-disk alarm change proposed since the last pump.
+    disk_alarm_proposed: Option<AlarmAction>,
+    /// Acknowledgements of what the log does not hold durably, since the last pump.
+    unpersisted: Vec<String>,
+    /// The log's last index once every plan made so far is written, in Ready order.
+    planned_last: u64,
+    /// Plans not yet durable whose entries replace entries planned before them: the index
+    /// each cuts the log at, by Ready number.
+    cuts: BTreeMap<u64, u64>,
+    /// The lowest index a plan made durable since the last check cut the log at: an
+    /// acknowledgement a Ready before it carries is released only now (Readies complete in
+    /// order) and may name entries the log no longer has, which is what a synchronous log
+    /// and a slow network make too (the leader of the acknowledged entries' term can have
+    /// been deposed only by a leader whose election counted them).
+    cut_since_check: Option<u64>,
+    /// It leads with a full disk.
+    leading_full: bool,
+    /// The active alarms as applied.
+    alarms: Alarms,
+    /// This member's full-disk alarm, as the server changes it.
+    disk_alarm: DiskAlarm,
+    /// The proposal changing it in flight: its number, the action and when it was made.
+    disk_alarm_change: Option<(u64, AlarmAction, Instant)>,
     /// `ApplyBeforeCommit`: entries applied when staged, up to this index.
     applied_early: u64,
     bug: Option<Bug>,
@@ -155,6 +214,15 @@ const WATCH_CATCH_UP_REVISIONS: i64 = 8;
 /// Added to lease time so that a lease loaded from a snapshot right after start can be dated
 /// back by the part of its TTL it had used (the server offsets by the largest TTL).
 const LEASE_CLOCK_OFFSET: Duration = Duration::from_secs(3600);
+
+/// How long the member's own alarm proposal waits for its answer (etcd's request timeout: 5 s
+/// plus twice the election timeout).
+fn request_timeout(heartbeat: Duration) -> Duration {
+    Duration::from_secs(5) + 2 * heartbeat * ELECTION_TICKS as u32
+}
+
+/// Inputs kept while a turn is blocked (the server's peer inbox is bounded too).
+const INBOX_LIMIT: usize = 4096;
 
 /// The log's options in the simulation: small segments, so rolls happen.
 pub fn wal_options() -> WalOptions {
@@ -261,6 +329,11 @@ impl SimMember {
             wal.hard_state(),
         )
         .map_err(|e| e.to_string())?;
+        let alarms = Alarms::from_members(
+            newest
+                .iter()
+                .flat_map(|snapshot| snapshot.alarms.iter().copied()),
+        );
         let kv: ShardedKv = match newest {
             None => ShardedKv::new(SHARDS),
             Some(snapshot) => {
@@ -269,6 +342,8 @@ impl SimMember {
                 kv
             }
         };
+        let failures = wal.failed_batches();
+        let planned_last = wal.last_index();
         let kv_revision = kv.current_revision();
         Ok(SimMember {
             id,
@@ -281,8 +356,22 @@ impl SimMember {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             read_waits: Vec::new(),
-            unsynced: Vec::new(),
+            unsynced: Unsynced::new(failures),
+            staged: Vec::new(),
             sync_scheduled: None,
+            blocked: None,
+            inbox: Vec::new(),
+            writes_without_space: 0,
+            wrote_again: false,
+            disk_alarm_proposed: None,
+            unpersisted: Vec::new(),
+            planned_last,
+            cuts: BTreeMap::new(),
+            cut_since_check: None,
+            leading_full: false,
+            alarms,
+            disk_alarm: DiskAlarm::default(),
+            disk_alarm_change: None,
             applied_early: 0,
             bug,
             snapshots,
@@ -398,6 +487,7 @@ impl SimMember {
             kv: self.kv.clone(),
             leases: self.kv.leases().export(self.lease_now(now)),
             members: self.replica.members().clone(),
+            alarms: self.alarms.members(),
         };
         self.replica.snapshot_taken(snapshot.metadata(), 0);
         self.snapshots.push(snapshot);
@@ -406,7 +496,12 @@ impl SimMember {
         }
         let compact_to = applied.saturating_sub(CATCHUP_ENTRIES).min(last);
         if compact_to > self.wal.compacted().0 {
-            block_on(self.wal.compact(compact_to)).map_err(|e| format!("log: {e}"))?;
+            match block_on(self.wal.compact(compact_to)) {
+                Ok(()) => {}
+                // As the server: the log is compacted after a later snapshot instead.
+                Err(error) if error.is_no_space() => {}
+                Err(error) => return Err(format!("log: {error}")),
+            }
         }
         Ok(())
     }
@@ -424,11 +519,12 @@ impl SimMember {
                 metadata.index, received.term, metadata.term
             ));
         }
-        self.sync(now)?;
         self.replica.snapshot_installing();
         block_on(self.wal.reset_to_snapshot(metadata.index, metadata.term))
             .map_err(|e| format!("log: {e}"))?;
+        self.planned_last = metadata.index;
         self.kv = received.kv.clone();
+        self.alarms = Alarms::from_members(received.alarms.iter().copied());
         let lease_now = self.lease_now(now);
         self.kv.leases_mut().import(&received.leases, lease_now);
         // The keyspace jumped without events: every watcher catches up from history (as a
@@ -455,7 +551,7 @@ impl SimMember {
     pub fn status(&self) -> String {
         let replica = &self.replica;
         format!(
-            "term {} leader {} committed {} applied {} log {}..={} voters {:?} snapshots {:?}",
+            "term {} leader {} committed {} applied {} log {}..={} voters {:?} snapshots {:?}{}{}",
             replica.term(),
             replica.leader().get(),
             replica.committed(),
@@ -463,7 +559,17 @@ impl SimMember {
             self.wal.first_index(),
             self.wal.last_index(),
             replica.voters(),
-            self.snapshots.iter().map(|s| s.index).collect::<Vec<_>>()
+            self.snapshots.iter().map(|s| s.index).collect::<Vec<_>>(),
+            if replica.log_disk_full() {
+                " disk full"
+            } else {
+                ""
+            },
+            if self.blocked.is_some() {
+                " (a snapshot waits for the log)"
+            } else {
+                ""
+            },
         )
     }
 
@@ -482,10 +588,23 @@ impl SimMember {
         &self.replica
     }
 
+    /// The alarms as applied.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
     /// Feeds the replica an input; a tick also tells it how long the pending sync has run,
-    /// as the shell does.
+    /// and changes this member's full-disk alarm when due, as the shell does. While a turn
+    /// waits for the log, ticks are not taken and other inputs wait (the server's loop is in
+    /// that turn).
     pub fn step(&mut self, now: Instant, input: Input) {
         let tick = matches!(input, Input::Tick);
+        if self.blocked.is_some() {
+            if !tick && self.inbox.len() < INBOX_LIMIT {
+                self.inbox.push(input);
+            }
+            return;
+        }
         self.replica.step(now, input);
         if let (true, Some(started)) = (tick, self.sync_scheduled) {
             self.replica.step(
@@ -493,6 +612,41 @@ impl SimMember {
                 Input::LogSyncStalled(now.saturating_duration_since(started)),
             );
         }
+        if tick {
+            self.maybe_change_disk_alarm(now);
+        }
+    }
+
+    /// Raises this member's full-disk alarm through the cluster while its disk is full, and
+    /// clears it once the log writes again (`consensus::nospace`): one change in flight, given
+    /// up after the request timeout (its outcome unknown).
+    fn maybe_change_disk_alarm(&mut self, now: Instant) {
+        if let Some((sequence, action, since)) = self.disk_alarm_change {
+            if now.saturating_duration_since(since) < request_timeout(self.heartbeat) {
+                return;
+            }
+            self.disk_alarm_change = None;
+            self.replica.step(now, Input::Withdraw(sequence));
+            self.disk_alarm.ended(action, false);
+        }
+        let full = self.replica.log_disk_full();
+        let alone = self.replica.voters().len() < 2;
+        let Some(request) = self.disk_alarm.next(self.id, full, alone, &self.alarms) else {
+            return;
+        };
+        // Past the refusal of writes a full disk makes: the alarm is what reports it.
+        let (sequence, id) = self.next_proposal();
+        let frame = native::encode_request(0, &Request::Alarm(request));
+        self.replica.step(
+            now,
+            Input::Propose(Waiting {
+                sequence,
+                proposal: Proposal::Entry(encode_proposal(id, None, &frame)),
+                queued_at: now,
+            }),
+        );
+        self.disk_alarm_change = Some((sequence, request.action, now));
+        self.disk_alarm_proposed = Some(request.action);
     }
 
     /// A caller's write.
@@ -502,6 +656,10 @@ impl SimMember {
         caller: Caller,
         request: &WriteRequest,
     ) -> Option<Answer> {
+        // As the server: a member whose log disk is full could not apply it.
+        if self.replica.log_disk_full() {
+            return Some(Answer::Written(Err(crate::mvcc::KvError::NoSpace.into())));
+        }
         if let Err(error) = self.replica.admit() {
             return Some(Answer::Written(Err(error)));
         }
@@ -619,85 +777,235 @@ impl SimMember {
         }
     }
 
-    /// The log syncs what is staged: every pending Ready becomes durable (group commit), or
-    /// the sync fails and the member must stop.
+    /// The log syncs what is staged: every Ready in flight becomes durable (group commit) or
+    /// finds no space (held, to be written again); any other failure and the member must stop.
     pub fn sync(&mut self, now: Instant) -> Result<(), String> {
         self.sync_scheduled = None;
-        for (number, staged) in std::mem::take(&mut self.unsynced) {
-            block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
-            if self.bug != Some(Bug::AckBeforeSync) {
-                self.replica.step(now, Input::Persisted(number));
-            }
+        for (number, staged) in std::mem::take(&mut self.staged) {
+            let result = match block_on(self.wal.wait_staged(staged)) {
+                Ok(()) => SyncResult::Durable,
+                Err(error) if error.is_no_space() => SyncResult::NoSpace,
+                Err(error) => return Err(format!("log: {error}")),
+            };
+            self.sync_finished(now, number, result);
         }
         Ok(())
+    }
+
+    /// Ready `number`'s sync ended: the replica is told what the books say, as the shell does.
+    fn sync_finished(&mut self, now: Instant, number: u64, result: SyncResult) {
+        let inputs = self.unsynced.finished(
+            number,
+            result,
+            self.replica.log_disk_full(),
+            self.wal.failed_batches(),
+        );
+        if result == SyncResult::Durable {
+            if let Some(cut) = self.cuts.remove(&number) {
+                self.note_cut(cut);
+            }
+        }
+        for input in inputs {
+            match input {
+                Input::Persisted(_) if self.bug == Some(Bug::AckBeforeSync) => continue,
+                Input::LogNoSpace => self.writes_without_space += 1,
+                Input::LogWritten => self.wrote_again = true,
+                _ => {}
+            }
+            self.replica.step(now, input);
+        }
+    }
+
+    /// A plan that cut the log at `index` is durable.
+    fn note_cut(&mut self, index: u64) {
+        self.cut_since_check = Some(self.cut_since_check.map_or(index, |cut| cut.min(index)));
+    }
+
+    /// Notes where a plan's entries go: the index they cut the log at, if they replace
+    /// entries planned before them.
+    fn plan_cuts(&mut self, plan: &PersistPlan) -> Option<u64> {
+        let (first, last) = (plan.entries.first()?, plan.entries.last()?);
+        let cut = (first.index <= self.planned_last).then_some(first.index);
+        self.planned_last = last.index;
+        cut
+    }
+
+    /// Writes Ready `number`'s plan to the log, or holds it behind a failed write.
+    fn persist(
+        &mut self,
+        now: Instant,
+        number: u64,
+        plan: PersistPlan,
+        effects: &mut Effects,
+    ) -> Result<(), String> {
+        let full = self.replica.log_disk_full();
+        let failures = self.wal.failed_batches();
+        if self.unsynced.hold(number, plan, full, failures) {
+            self.stage_held(now, effects)?;
+        }
+        if self.bug == Some(Bug::AckBeforeSync) {
+            self.replica.step(now, Input::Persisted(number));
+        }
+        Ok(())
+    }
+
+    /// Stages the held plans again when nothing is in flight and either the disk is not known
+    /// full or a retry is due.
+    fn retry_held(&mut self, now: Instant, effects: &mut Effects) -> Result<(), String> {
+        let full = self.replica.log_disk_full();
+        if self
+            .unsynced
+            .retry_now(full, self.replica.log_retry_due(now))
+        {
+            self.stage_held(now, effects)?;
+        }
+        Ok(())
+    }
+
+    /// Stages every held plan, in order, and asks for a sync.
+    fn stage_held(&mut self, now: Instant, effects: &mut Effects) -> Result<(), String> {
+        let full = self.replica.log_disk_full();
+        let mut nothing_to_write = Vec::new();
+        for (number, plan) in self.unsynced.to_stage(full, self.wal.failed_batches()) {
+            match self
+                .wal
+                .stage_append(&plan.entries, plan.hard_state)
+                .map_err(|e| format!("log: {e}"))?
+            {
+                Some(staged) => self.staged.push((number, staged)),
+                None => nothing_to_write.push(number),
+            }
+        }
+        for number in nothing_to_write {
+            self.sync_finished(now, number, SyncResult::Durable);
+        }
+        if !self.staged.is_empty() && self.sync_scheduled.is_none() {
+            self.sync_scheduled = Some(now);
+            effects.wants_sync = true;
+        }
+        Ok(())
+    }
+
+    /// What the server's loop does before installing a snapshot: waits until every earlier
+    /// write is durable (retrying held ones when due). True once nothing is left.
+    fn drain(&mut self, now: Instant, effects: &mut Effects) -> Result<bool, String> {
+        self.retry_held(now, effects)?;
+        if !self.staged.is_empty() {
+            self.sync(now)?;
+        }
+        Ok(self.unsynced.is_empty())
     }
 
     /// Runs the replica until it has nothing more to do now: hands off queued work, runs
     /// every Ready turn, applies, stages. A log error stops the member.
     pub fn pump(&mut self, now: Instant) -> Result<Effects, String> {
         let mut effects = Effects::default();
+        if let Some(turn) = self.blocked.take() {
+            if !self.drain(now, &mut effects)? {
+                self.blocked = Some(turn);
+                self.report(&mut effects);
+                return Ok(effects);
+            }
+            self.run_turn(now, turn, &mut effects)?;
+            for input in std::mem::take(&mut self.inbox) {
+                self.step(now, input);
+            }
+        }
+        self.retry_held(now, &mut effects)?;
         self.replica.step(now, Input::HandOff);
         self.carry_out(now, &mut effects);
-        while let Some(mut turn) = self.replica.begin_turn(now) {
-            let snapshot = turn.snapshot().cloned();
-            if let Some(snapshot) = &snapshot {
-                self.install(now, snapshot)?;
-                effects.installed = Some(snapshot.get_metadata().index);
+        while let Some(turn) = self.replica.begin_turn(now) {
+            if turn.snapshot().is_some() && !self.drain(now, &mut effects)? {
+                self.blocked = Some(turn);
+                break;
             }
-            let committed = self.replica.take_committed(&mut turn);
-            self.apply(now, committed, &mut effects)?;
-            let plan = self
-                .replica
-                .persist_plan(&mut turn)
-                .map_err(|e| e.to_string())?;
-            let mut staged = None;
-            if let Some(plan) = plan {
-                if self.bug == Some(Bug::ApplyBeforeCommit) {
-                    self.apply_early(now, &plan.entries, &mut effects);
-                }
-                staged = self
-                    .wal
-                    .stage_append(&plan.entries, plan.hard_state)
-                    .map_err(|e| format!("log: {e}"))?;
-            }
-            let number = self.replica.end_turn(turn, now);
-            if snapshot.is_some() {
-                // Finished in place, as the server does: nothing else is in flight.
-                if let Some(staged) = staged {
-                    block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
-                }
-                self.replica.step(now, Input::Persisted(number));
-                self.carry_out(now, &mut effects);
-                continue;
-            }
-            match staged {
-                Some(staged) => {
-                    self.unsynced.push((number, staged));
-                    if self.bug == Some(Bug::AckBeforeSync) {
-                        self.replica.step(now, Input::Persisted(number));
-                    }
-                    if self.sync_scheduled.is_none() {
-                        self.sync_scheduled = Some(now);
-                        effects.wants_sync = true;
-                    }
-                }
-                None => self.replica.step(now, Input::Persisted(number)),
-            }
-            self.carry_out(now, &mut effects);
+            self.run_turn(now, turn, &mut effects)?;
         }
         self.serve_reads(&mut effects);
         self.serve_watches(&mut effects);
-        self.maybe_snapshot(now)?;
+        if self.blocked.is_none() {
+            self.maybe_snapshot(now)?;
+        }
         if self.replica.is_leader() {
             effects.leading = Some(self.replica.term().get());
             self.maybe_expire_leases(now);
         }
+        self.report(&mut effects);
         Ok(effects)
+    }
+
+    /// Hands the simulation what this member counted and found since the last pump.
+    fn report(&mut self, effects: &mut Effects) {
+        effects.writes_without_space = std::mem::take(&mut self.writes_without_space);
+        effects.wrote_again = std::mem::take(&mut self.wrote_again);
+        effects.disk_alarm = self.disk_alarm_proposed.take();
+        effects.unpersisted = std::mem::take(&mut self.unpersisted);
+        let leader = self.replica.is_leader();
+        effects.handed_over_full = self.leading_full && !leader;
+        self.leading_full = leader && self.replica.log_disk_full();
+    }
+
+    /// One turn of the Ready protocol: the snapshot installed, committed entries applied, the
+    /// plan staged (or held), the turn ended.
+    fn run_turn(
+        &mut self,
+        now: Instant,
+        mut turn: Turn,
+        effects: &mut Effects,
+    ) -> Result<(), String> {
+        let snapshot = turn.snapshot().cloned();
+        if let Some(snapshot) = &snapshot {
+            self.install(now, snapshot)?;
+            effects.installed = Some(snapshot.get_metadata().index);
+        }
+        let committed = self.replica.take_committed(&mut turn);
+        self.apply(now, committed, effects)?;
+        let plan = self
+            .replica
+            .persist_plan(&mut turn)
+            .map_err(|e| e.to_string())?;
+        if let (Some(plan), Some(Bug::ApplyBeforeCommit)) = (&plan, self.bug) {
+            self.apply_early(now, &plan.entries, effects);
+        }
+        let number = self.replica.end_turn(turn, now);
+        let cut = plan.as_ref().and_then(|plan| self.plan_cuts(plan));
+        if snapshot.is_some() {
+            // Finished in place, as the server does: nothing else is in flight (and a full
+            // disk here stops the member, as it does the server).
+            if let Some(plan) = plan {
+                let staged = self
+                    .wal
+                    .stage_append(&plan.entries, plan.hard_state)
+                    .map_err(|e| format!("log: {e}"))?;
+                if let Some(staged) = staged {
+                    block_on(self.wal.wait_staged(staged)).map_err(|e| format!("log: {e}"))?;
+                }
+            }
+            if let Some(cut) = cut {
+                self.note_cut(cut);
+            }
+            self.replica.step(now, Input::Persisted(number));
+            self.carry_out(now, effects);
+            return Ok(());
+        }
+        if let Some(cut) = cut {
+            self.cuts.insert(number, cut);
+        }
+        match plan {
+            Some(plan) => self.persist(now, number, plan, effects)?,
+            None => self.replica.step(now, Input::Persisted(number)),
+        }
+        self.carry_out(now, effects);
+        Ok(())
     }
 
     /// As leader, proposes the revocation of leases past their deadline, as the server does
     /// (`Lessor::due`; one expiry in flight at a time, given up after a client's timeout).
     fn maybe_expire_leases(&mut self, now: Instant) {
+        if self.replica.log_disk_full() {
+            // Refused as every write through this member is; tried again once it has room.
+            return;
+        }
         if let Some((_, since)) = self.expiry {
             if now.saturating_duration_since(since) < Duration::from_secs(3) {
                 return;
@@ -726,6 +1034,7 @@ impl SimMember {
             leader_changes,
             ..
         } = self.replica.take_outputs();
+        self.check_vouched(&send);
         effects.send.extend(send);
         if leader_changes
             .iter()
@@ -741,6 +1050,13 @@ impl SimMember {
             if self.expiry.is_some_and(|(expiry, _)| expiry == sequence) {
                 self.expiry = None;
             }
+            if let Some((_, action, _)) = self
+                .disk_alarm_change
+                .filter(|(change, _, _)| *change == sequence)
+            {
+                self.disk_alarm_change = None;
+                self.disk_alarm.ended(action, true);
+            }
             if let Some(caller) = self.writes.remove(&sequence) {
                 effects.answers.push((caller, Answer::Written(Err(error))));
             }
@@ -754,6 +1070,55 @@ impl SimMember {
             if let Some((caller, _)) = self.reads.remove(&reader) {
                 effects.answers.push((caller, Answer::Read(Err(error))));
             }
+        }
+    }
+
+    /// A vote or an acknowledgement of appended entries goes out only once the log holds what
+    /// it vouches for durably (the log reads only durable state), or held it durably before a
+    /// later plan cut it.
+    fn check_vouched(&mut self, send: &[Message]) {
+        use raft::eraftpb::MessageType;
+        let cut = self.cut_since_check.take();
+        for message in send {
+            match message.get_msg_type() {
+                MessageType::MsgAppendResponse
+                    if !message.reject
+                        && message.index > self.wal.last_index()
+                        && cut.is_none_or(|cut| cut > message.index) =>
+                {
+                    self.unpersisted.push(format!(
+                        "m{} acknowledged entries up to {} to m{} with its log durable only up \
+                         to {}",
+                        self.id,
+                        message.index,
+                        message.to,
+                        self.wal.last_index()
+                    ));
+                }
+                MessageType::MsgRequestVoteResponse if !message.reject => {
+                    let durable = self.wal.hard_state();
+                    if durable.term < message.term
+                        || (durable.term == message.term && durable.vote != message.to)
+                    {
+                        self.unpersisted.push(format!(
+                            "m{} granted its vote in term {} to m{} with its durable hard \
+                             state at term {} vote {}",
+                            self.id, message.term, message.to, durable.term, durable.vote
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// True when the log holds entry `index` of `term` durably (or compacted it, which it does
+    /// only behind a durable snapshot).
+    fn holds_durably(&self, index: u64, term: u64) -> bool {
+        match self.wal.term(index) {
+            Ok(durable) => durable == term,
+            Err(crate::wal::WalError::Compacted { .. }) => true,
+            Err(_) => false,
         }
     }
 
@@ -779,6 +1144,12 @@ impl SimMember {
         self.kv.set_lease_clock(lease_now);
         for entry in entries {
             if entry.index > self.applied_early {
+                if !self.holds_durably(entry.index, entry.term) {
+                    self.unpersisted.push(format!(
+                        "m{} applied index {} (term {}) which its log does not hold durably",
+                        self.id, entry.index, entry.term
+                    ));
+                }
                 match entry.entry_type {
                     EntryType::EntryNormal => self.apply_data(&entry.data, effects),
                     EntryType::EntryConfChange => {
@@ -806,6 +1177,7 @@ impl SimMember {
                     term: entry.term,
                     digest: digest(&entry.data),
                     revision: self.kv.current_revision(),
+                    alarms: self.alarms_digest(),
                 });
             }
             self.replica.applied_entry(
@@ -837,6 +1209,7 @@ impl SimMember {
                     term: entry.term,
                     digest: digest(&entry.payload),
                     revision: self.kv.current_revision(),
+                    alarms: self.alarms_digest(),
                 });
             }
         }
@@ -860,6 +1233,21 @@ impl SimMember {
         }
     }
 
+    /// A digest of the active alarms, for the checkers.
+    fn alarms_digest(&self) -> u64 {
+        let bytes: Vec<u8> = self
+            .alarms
+            .members()
+            .iter()
+            .flat_map(|alarm| {
+                let mut bytes = alarm.member_id.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&(alarm.alarm as u32).to_le_bytes());
+                bytes
+            })
+            .collect();
+        digest(&bytes)
+    }
+
     fn apply_data(&mut self, data: &Bytes, effects: &mut Effects) {
         if data.is_empty() {
             return; // a new leader's empty entry
@@ -867,6 +1255,8 @@ impl SimMember {
         let Some(proposal) = decode_proposal(data) else {
             return;
         };
+        let id = proposal.id;
+        let here = id.proposer == self.id && id.nonce == self.nonce;
         let result = match native::decode_request(&proposal.frame) {
             Ok((_, Request::Write(request))) => {
                 match self.kv.write_with_events(&request, MAX_TXN_OPS) {
@@ -877,6 +1267,17 @@ impl SimMember {
                     Err(error) => Err(ServerError::from(error)),
                 }
             }
+            Ok((_, Request::Alarm(request))) => {
+                self.alarms.apply(&request);
+                if let Some((_, action, _)) = self
+                    .disk_alarm_change
+                    .filter(|(change, _, _)| here && *change == id.sequence)
+                {
+                    self.disk_alarm_change = None;
+                    self.disk_alarm.ended(action, false);
+                }
+                return;
+            }
             _ => Err(ServerError::Internal("malformed log entry".into())),
         };
         if let Ok(WriteResponse::Lease(crate::mvcc::request::LeaseResponse {
@@ -886,8 +1287,7 @@ impl SimMember {
         {
             effects.expired.extend(ids);
         }
-        let id = proposal.id;
-        if id.proposer == self.id && id.nonce == self.nonce {
+        if here {
             if self.expiry.is_some_and(|(expiry, _)| expiry == id.sequence) {
                 self.expiry = None;
             }

@@ -19,7 +19,7 @@ const RETIRE_AFTER: Duration = Duration::from_secs(1);
 
 impl Simulation {
     /// The running leader, if any member leads.
-    fn running_leader(&self) -> Option<u64> {
+    pub(super) fn running_leader(&self) -> Option<u64> {
         self.member_ids().into_iter().find(|id| {
             self.slots[(id - 1) as usize]
                 .member
@@ -91,6 +91,7 @@ impl Simulation {
                 incarnation: 0,
                 initial: None,
                 removed: false,
+                full: None,
             });
             MemberChange::Add(Member {
                 id: MemberId::new(id),

@@ -35,7 +35,15 @@
 //! leader's step-down limit); the whole cluster losing power at once; the leader handing
 //! leadership over; members replaced one step at a time (a learner added and started with the
 //! registry the cluster gives it, promoted once caught up, a voter removed; a removed member
-//! that sends is told so and stops, as the transport does).
+//! that sends is told so and stops, as the transport does); a member's log disk full for a
+//! while (every write refused with ENOSPC), then given room again: the
+//! member holds its writes and retries them as the server does, refuses writes, serves reads,
+//! raises and clears its own full-disk alarm, and hands leadership over if it leads.
+//!
+//! Checked as it runs besides: a member acknowledges appended entries, grants a vote and
+//! applies an entry only once its log holds it durably; the alarms applied at an index are the
+//! same everywhere. At the end, besides: every member in the cluster cleared its full-disk
+//! alarm.
 
 mod leases;
 pub mod member;
@@ -89,6 +97,10 @@ enum Event {
     /// Every cut link works again (a partition ends).
     Reconnect,
     Heal,
+    /// A member's log disk fills up.
+    DiskFull,
+    /// Member `id`'s disk has room again, ending full-disk episode `n`.
+    SpaceBack(u64, u64),
     /// A watching client (re)opens its stream on a member it picks.
     WatchOpen(usize),
     /// A member that applied its own removal stops for good.
@@ -107,6 +119,8 @@ struct Slot {
     initial: Option<crate::members::Members>,
     /// It applied its own removal and stopped for good.
     removed: bool,
+    /// The full-disk episode its disk is in, if it is full.
+    full: Option<u64>,
 }
 
 /// A client's operation in flight.
@@ -131,6 +145,11 @@ struct Client {
 pub struct Simulation {
     options: SimOptions,
     random: Random,
+    /// Full disks are drawn from a stream of their own, so the other faults of a seed stay
+    /// where they were with or without them.
+    disk_random: Random,
+    /// Full-disk episodes begun.
+    episodes: u64,
     base: Instant,
     now: Duration,
     order: u64,
@@ -145,9 +164,9 @@ pub struct Simulation {
     operations: u64,
     /// Leader of each term seen.
     leaders: BTreeMap<u64, u64>,
-    /// Each index applied anywhere: (term, digest, revision after it), from the first member
-    /// that applied it.
-    applied: BTreeMap<u64, (u64, u64, i64, u64)>,
+    /// Each index applied anywhere: (term, digest, revision after it, alarms digest after it,
+    /// the first member that applied it).
+    applied: BTreeMap<u64, (u64, u64, i64, u64, u64)>,
     failure: Option<String>,
     trace: VecDeque<String>,
     settling: bool,
@@ -179,6 +198,8 @@ impl Simulation {
             .collect();
         Simulation {
             random,
+            disk_random: Random::new(options.seed ^ 0xd15c_f011),
+            episodes: 0,
             base: Instant::now(),
             now: Duration::ZERO,
             order: 0,
@@ -264,6 +285,7 @@ impl Simulation {
                 incarnation: 0,
                 initial: Some(bootstrap.clone()),
                 removed: false,
+                full: None,
             });
             self.start_member(id);
             // Ticks start out of step, as members' clocks do.
@@ -281,6 +303,10 @@ impl Simulation {
         let kinds = self.options.faults;
         if kinds.partitions || kinds.crashes || kinds.power_cuts {
             self.schedule(Duration::from_millis(500), Event::Nemesis);
+        }
+        if kinds.nospace {
+            let first = Duration::from_millis(self.disk_random.below(500, 5_000));
+            self.schedule(first, Event::DiskFull);
         }
         self.schedule(self.options.duration, Event::Heal);
         let deadline = self.options.duration + SETTLE;
@@ -303,7 +329,8 @@ impl Simulation {
         self.report()
     }
 
-    /// Every final read is answered and every watcher was given every change applied.
+    /// Every final read is answered, every watcher was given every change applied, and no
+    /// running member lists a full-disk alarm of a member of the cluster.
     fn settled(&self) -> bool {
         let last = self
             .changes
@@ -314,6 +341,27 @@ impl Simulation {
             .iter()
             .all(|c| c.final_reads.is_empty() && c.in_flight.is_none())
             && self.watchers.iter().all(|w| w.next > last)
+            && self.disk_alarms().is_empty()
+    }
+
+    /// The full-disk alarms of members of the cluster that some running member lists.
+    fn disk_alarms(&self) -> Vec<(u64, u64)> {
+        let members = self.member_ids();
+        let mut listed = Vec::new();
+        for id in &members {
+            let Some(member) = self.slots[(id - 1) as usize].member.as_ref() else {
+                continue;
+            };
+            for of in &members {
+                if member
+                    .alarms()
+                    .has(*of, crate::alarm::AlarmType::LogDiskFull)
+                {
+                    listed.push((*id, *of));
+                }
+            }
+        }
+        listed
     }
 
     fn report(self) -> Report {
@@ -355,9 +403,15 @@ impl Simulation {
                     format!("m{id}: {status}")
                 })
                 .collect();
+            let alarms: Vec<String> = self
+                .disk_alarms()
+                .into_iter()
+                .map(|(on, of)| format!("m{on} lists m{of}'s full disk"))
+                .collect();
             self.fail(format!(
                 "no progress: {SETTLE:?} after every fault was healed, final reads are still \
-                 unanswered or a watcher was not given every change\n  {}",
+                 unanswered, a watcher was not given every change or a full-disk alarm was \
+                 not cleared\n  {}\n  alarms: {alarms:?}",
                 members.join("\n  ")
             ));
             return;
@@ -411,6 +465,11 @@ impl Simulation {
                 slot.member = Some(member);
                 self.log(|| format!("m{id} starts"));
                 self.pump(id);
+            }
+            // Its log disk is still full: it cannot start yet (a supervisor tries again).
+            Err(error) if !self.slots[(id - 1) as usize].disk.has_room() => {
+                self.log(|| format!("m{id} cannot start on a full disk: {error}"));
+                self.schedule_restart(id);
             }
             Err(error) => self.fail(format!("m{id} cannot restart from its disk: {error}")),
         }
@@ -477,6 +536,12 @@ impl Simulation {
                 self.network.heal();
             }
             Event::Heal => self.heal(),
+            Event::DiskFull => self.disk_full(),
+            Event::SpaceBack(id, episode) => {
+                if self.slots[(id - 1) as usize].full == Some(episode) {
+                    self.space_back(id);
+                }
+            }
             Event::WatchOpen(watcher) => self.watch_open(watcher),
             Event::Retire(id) => self.retire(id),
         }
@@ -509,6 +574,23 @@ impl Simulation {
         if let Some(index) = effects.installed {
             self.log(|| format!("m{id} installs the leader's snapshot at {index}"));
         }
+        if let Some(what) = effects.unpersisted.first() {
+            self.fail(what.clone());
+        }
+        if effects.writes_without_space > 0 {
+            self.log(|| format!("m{id}: a log write found no space"));
+        }
+        if effects.wrote_again {
+            self.log(|| format!("m{id} writes its log again"));
+        }
+        if let Some(change) = effects.disk_alarm {
+            self.log(|| format!("m{id} proposes its full-disk alarm: {change:?}"));
+        }
+        self.faults.writes_without_space += effects.writes_without_space;
+        if effects.handed_over_full {
+            self.faults.full_leaders_replaced += 1;
+            self.log(|| format!("m{id} no longer leads with its disk full"));
+        }
         if let Some(term) = effects.leading {
             match self.leaders.get(&term) {
                 Some(leader) if *leader != id => {
@@ -524,10 +606,12 @@ impl Simulation {
         for entry in effects.applied {
             match self.applied.get(&entry.index) {
                 None => {
-                    self.applied
-                        .insert(entry.index, (entry.term, entry.digest, entry.revision, id));
+                    self.applied.insert(
+                        entry.index,
+                        (entry.term, entry.digest, entry.revision, entry.alarms, id),
+                    );
                 }
-                Some(&(term, digest, revision, first)) => {
+                Some(&(term, digest, revision, alarms, first)) => {
                     if (term, digest) != (entry.term, entry.digest) {
                         self.fail(format!(
                             "index {} applied as term {} on m{first} but term {} (another \
@@ -538,6 +622,11 @@ impl Simulation {
                         self.fail(format!(
                             "index {} left revision {revision} on m{first} but {} on m{id}",
                             entry.index, entry.revision
+                        ));
+                    } else if alarms != entry.alarms {
+                        self.fail(format!(
+                            "index {} left other alarms on m{id} than on m{first}",
+                            entry.index
                         ));
                     }
                 }
@@ -747,10 +836,53 @@ impl Simulation {
         }
     }
 
+    /// A member's log disk fills up for a while: the leader's half the time (it must hand
+    /// over), else any member's. Every write fails with ENOSPC, as the server's `enospc` fault
+    /// makes them (a disk where only new segments cannot be made would rarely matter here: a
+    /// run's log seldom fills a segment).
+    fn disk_full(&mut self) {
+        if self.settling {
+            return;
+        }
+        let next = Duration::from_millis(self.disk_random.below(1_000, 8_000));
+        self.schedule(next, Event::DiskFull);
+        let members = self.member_ids();
+        let leader = self.running_leader();
+        let pick = match leader {
+            Some(leader) if self.disk_random.chance(1, 2) => leader,
+            _ => members[self.disk_random.below(0, members.len() as u64) as usize],
+        };
+        let lasts = Duration::from_millis(self.disk_random.below(200, 6_000));
+        let slot = &mut self.slots[(pick - 1) as usize];
+        if slot.full.is_some() {
+            return;
+        }
+        self.episodes += 1;
+        slot.full = Some(self.episodes);
+        slot.disk.set_no_space(true);
+        self.faults.nospace += 1;
+        self.log(|| format!("m{pick}'s log disk is full for {lasts:?}"));
+        let episode = self.episodes;
+        self.schedule(lasts, Event::SpaceBack(pick, episode));
+    }
+
+    /// Member `id`'s log disk has room again.
+    fn space_back(&mut self, id: u64) {
+        let slot = &mut self.slots[(id - 1) as usize];
+        slot.full = None;
+        slot.disk.set_no_space(false);
+        self.log(|| format!("m{id}'s log disk has room again"));
+    }
+
     fn heal(&mut self) {
         self.log(|| "faults end: the network heals, every member runs, final reads begin".into());
         self.settling = true;
         self.network.heal();
+        for id in 1..=self.slots.len() as u64 {
+            if self.slots[(id - 1) as usize].full.is_some() {
+                self.space_back(id);
+            }
+        }
         for id in self.member_ids() {
             if self.slots[(id - 1) as usize].member.is_none() {
                 self.start_member(id);

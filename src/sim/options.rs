@@ -58,6 +58,8 @@ pub struct FaultKinds {
     /// Members replaced one step at a time: a learner added, started with the registry the
     /// cluster gives it, promoted once caught up; then a voter removed.
     pub membership: bool,
+    /// A member's log disk full for a while (ENOSPC), then with room again.
+    pub nospace: bool,
 }
 
 impl FaultKinds {
@@ -71,6 +73,7 @@ impl FaultKinds {
         slow_syncs: true,
         transfers: true,
         membership: true,
+        nospace: true,
     };
 
     /// None.
@@ -83,10 +86,12 @@ impl FaultKinds {
         slow_syncs: false,
         transfers: false,
         membership: false,
+        nospace: false,
     };
 
     /// Parses a comma-separated list of `network`, `partitions`, `crashes`, `power-cuts`,
-    /// `disks`, `slow-syncs`, `transfers`, `membership`, or `all` / `none`.
+    /// `disks`, `slow-syncs`, `transfers`, `membership`, `nospace`, or `all` / `none`; a
+    /// kind preceded by `-` is left out (`all,-nospace`).
     pub fn parse(text: &str) -> Result<FaultKinds, String> {
         let mut kinds = FaultKinds::NONE;
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -101,15 +106,39 @@ impl FaultKinds {
                 "slow-syncs" => kinds.slow_syncs = true,
                 "transfers" => kinds.transfers = true,
                 "membership" => kinds.membership = true,
+                "nospace" => kinds.nospace = true,
                 other => {
-                    return Err(format!(
-                        "unknown fault kind {other:?}: network, partitions, crashes, \
-                         power-cuts, disks, slow-syncs, transfers, membership, all or none"
-                    ))
+                    let Some(kind) = other.strip_prefix('-') else {
+                        return Err(format!(
+                            "unknown fault kind {other:?}: network, partitions, crashes, \
+                             power-cuts, disks, slow-syncs, transfers, membership, nospace, \
+                             all or none (-kind leaves one out)"
+                        ));
+                    };
+                    let one = FaultKinds::parse(kind)?;
+                    if one == FaultKinds::ALL || one == FaultKinds::NONE || kind.starts_with('-') {
+                        return Err(format!("cannot leave out {kind:?}: name one kind"));
+                    }
+                    kinds = kinds.without(one);
                 }
             }
         }
         Ok(kinds)
+    }
+
+    /// These kinds without those in `other`.
+    pub fn without(self, other: FaultKinds) -> FaultKinds {
+        FaultKinds {
+            network: self.network && !other.network,
+            partitions: self.partitions && !other.partitions,
+            crashes: self.crashes && !other.crashes,
+            power_cuts: self.power_cuts && !other.power_cuts,
+            disks: self.disks && !other.disks,
+            slow_syncs: self.slow_syncs && !other.slow_syncs,
+            transfers: self.transfers && !other.transfers,
+            membership: self.membership && !other.membership,
+            nospace: self.nospace && !other.nospace,
+        }
     }
 }
 
@@ -170,8 +199,14 @@ pub struct FaultCounts {
     pub leader_transfers: u64,
     /// Membership changes proposed (add a learner, promote it, remove a voter).
     pub member_changes: u64,
+    /// Episodes of a member's log disk being full.
+    pub nospace: u64,
     /// Not a fault: snapshots a leader sent a follower behind its compacted log.
     pub snapshots_sent: u64,
+    /// Not a fault: log writes that found no space (each a `LogNoSpace` for the replica).
+    pub writes_without_space: u64,
+    /// Not a fault: leaders whose disk was full that no longer lead (handed over).
+    pub full_leaders_replaced: u64,
 }
 
 impl FaultCounts {
@@ -189,6 +224,27 @@ impl FaultCounts {
             + self.hung_syncs
             + self.leader_transfers
             + self.member_changes
+            + self.nospace
+    }
+
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.messages_dropped += other.messages_dropped;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_late += other.messages_late;
+        self.partitions += other.partitions;
+        self.crashes += other.crashes;
+        self.power_cuts += other.power_cuts;
+        self.disk_deaths += other.disk_deaths;
+        self.sync_failures += other.sync_failures;
+        self.slow_syncs += other.slow_syncs;
+        self.hung_syncs += other.hung_syncs;
+        self.leader_transfers += other.leader_transfers;
+        self.member_changes += other.member_changes;
+        self.nospace += other.nospace;
+        self.snapshots_sent += other.snapshots_sent;
+        self.writes_without_space += other.writes_without_space;
+        self.full_leaders_replaced += other.full_leaders_replaced;
     }
 }
 

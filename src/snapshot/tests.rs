@@ -56,19 +56,7 @@ fn sample() -> (SnapshotMeta, MvccShard, Vec<u8>) {
         ],
         auth: crate::auth::store::sample_store(),
     };
-    let mut out = Vec::new();
-    encode_header(&meta, &mut out);
-    let mut from = None;
-    let mut count = 0;
-    loop {
-        let (records, next) = export_into(&shard, meta.revision, from.as_ref(), 300, &mut out);
-        count += records;
-        match next {
-            Some(cursor) => from = Some(cursor),
-            None => break,
-        }
-    }
-    encode_end(count, &mut out);
+    let out = encode_shard(&meta, &shard, 300);
     (meta, shard, out)
 }
 

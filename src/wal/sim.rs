@@ -4,7 +4,8 @@
 //! entries (creations, renames, removals) at `sync_dir`. [`SimDisk::crash_image`] builds the
 //! disk a restarted process would find, under one of three [`CrashModel`]s. Faults are injected
 //! by operation count: the disk "dies" before operation N (every later operation fails), or a
-//! chosen `sync_data` reports EIO, or creating files fails with ENOSPC.
+//! chosen `sync_data` reports EIO; and by state: a full disk (creating files fails with ENOSPC,
+//! or every write does, as the server's `enospc` fault makes them), which a crash keeps.
 //!
 //! Operations complete without suspending, so a simple executor drives the log deterministically.
 
@@ -50,6 +51,7 @@ struct DiskState {
     dead: bool,
     fail_sync_at: Option<u64>,
     full: bool,
+    no_space: bool,
 }
 
 impl DiskState {
@@ -134,12 +136,26 @@ impl SimDisk {
         self.state.borrow_mut().fail_sync_at = Some(operation);
     }
 
-    /// While `full`, creating a segment fails with ENOSPC.
+    /// While `full`, creating a segment fails with ENOSPC (writes into segments that exist
+    /// still succeed: their space was allocated when they were made).
     pub fn set_full(&self, full: bool) {
         self.state.borrow_mut().full = full;
     }
 
-    /// The disk a restarted process finds after a crash now.
+    /// While `no_space`, creating a segment and every write fail with ENOSPC before changing
+    /// anything, as the server's `enospc` fault (`wal::io`) makes them: a disk with no room at
+    /// all.
+    pub fn set_no_space(&self, no_space: bool) {
+        self.state.borrow_mut().no_space = no_space;
+    }
+
+    /// False while the disk is full ([`SimDisk::set_full`] or [`SimDisk::set_no_space`]).
+    pub fn has_room(&self) -> bool {
+        let state = self.state.borrow();
+        !state.full && !state.no_space
+    }
+
+    /// The disk a restarted process finds after a crash now (still full if it was).
     pub fn crash_image(&self, model: CrashModel) -> SimDisk {
         let state = self.state.borrow();
         let mut rng = match model {
@@ -181,6 +197,8 @@ impl SimDisk {
                 files,
                 durable_names: names.clone(),
                 names,
+                full: state.full,
+                no_space: state.no_space,
                 ..DiskState::default()
             })),
         }
@@ -270,7 +288,7 @@ impl LogDir for SimDir {
     async fn create_segment(&self, name: &str, size: u64) -> io::Result<SimFile> {
         let mut state = self.disk.state.borrow_mut();
         state.step()?;
-        if state.full {
+        if state.full || state.no_space {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         if state.names.contains_key(name) {
@@ -330,6 +348,9 @@ impl SegmentFile for SimFile {
         YieldOnce(false).await;
         let mut state = self.disk.state.borrow_mut();
         state.step()?;
+        if state.no_space {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let file = &mut state.files[self.id];
         let start = offset as usize;
         let end = start + data.len();

@@ -2,7 +2,8 @@
 //! 3-member cluster under load: the leader-latency view shows each stage with figures that
 //! agree with the member's own feed and `/metrics`; a follower whose fsync is slowed stands out
 //! as the slow stage; the leader is killed and the change, with its leaderless time, appears on
-//! the timeline. Screenshots are kept in the target directory.
+//! the timeline; the workload view counts the load's requests. Screenshots are kept in the
+//! target directory.
 
 mod common;
 
@@ -123,6 +124,12 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     let p50: f64 = page_row[2].parse().expect("p50");
     let p99: f64 = page_row[3].parse().expect("p99");
     assert!(p50 > 0.0 && p50 <= p99, "{page_row:?}");
+    // The workload view counts the writer's puts (lodectl: the native protocol).
+    browser.wait_for(
+        "puts in the workload view",
+        "const b = document.querySelector('#workload-figures b');
+         return b && Number(b.textContent) > 0;",
+    );
     keep_screenshot("leader-latency.png", &browser.screenshot());
 
     // A follower's fsync slowed by 60 ms: its replication round trip becomes the slow stage,

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -279,6 +280,65 @@ pub(super) async fn native_connection(
 
 /// Answers one request frame: one response, or for a snapshot a stream of them; a request on
 /// a watch stream goes to that stream (the first one opens it and serves it in this task).
+/// The kinds of native requests counted for the dashboard (named as etcd's gRPC methods where
+/// one matches).
+const NATIVE_KINDS: [&str; 14] = [
+    "Range",
+    "Put",
+    "DeleteRange",
+    "Txn",
+    "Compact",
+    "Lease",
+    "Status",
+    "Alarm",
+    "Auth",
+    "Member",
+    "HashKV",
+    "Watch",
+    "Snapshot",
+    "Lock/Election",
+];
+
+/// Native requests answered, per kind and gRPC status code.
+static NATIVE_ANSWERED: [[AtomicU64; 17]; NATIVE_KINDS.len()] =
+    [const { [const { AtomicU64::new(0) }; 17] }; NATIVE_KINDS.len()];
+
+fn native_kind(request: &Request) -> usize {
+    use crate::mvcc::request::WriteRequest;
+    match request {
+        Request::Range(_) => 0,
+        Request::Write(WriteRequest::Put(_)) => 1,
+        Request::Write(WriteRequest::DeleteRange(_)) => 2,
+        Request::Write(WriteRequest::Txn(_)) => 3,
+        Request::Write(WriteRequest::Compact(_)) => 4,
+        Request::Write(WriteRequest::Lease(_)) | Request::Lease(_) => 5,
+        Request::Status => 6,
+        Request::Alarm(_) => 7,
+        Request::Auth(_) => 8,
+        Request::Member(_) | Request::MoveLeader(_) => 9,
+        Request::HashKv(_) => 10,
+        Request::Watch(_) => 11,
+        Request::Snapshot => 12,
+        Request::Coordination(_) => 13,
+    }
+}
+
+/// Native requests answered so far: (kind, gRPC status code name, count).
+pub(super) fn answered_counts() -> Vec<(&'static str, &'static str, u64)> {
+    let codes = super::grpc::GRPC_CODES;
+    let mut counts = Vec::new();
+    for (kind, name) in NATIVE_KINDS.iter().enumerate() {
+        for (code, code_name) in codes.iter().enumerate() {
+            counts.push((
+                *name,
+                *code_name,
+                NATIVE_ANSWERED[kind][code].load(Ordering::Relaxed),
+            ));
+        }
+    }
+    counts
+}
+
 async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection: Connection<'_>) {
     let Connection {
         outbox,
@@ -310,6 +370,7 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
         }
     }
     let credentials = &meta.credentials;
+    let kind = native_kind(&request);
     let result = match request {
         Request::Range(range) => node
             .range_as(credentials, &range)
@@ -394,6 +455,11 @@ async fn handle_frame(frame: Bytes, node: &Rc<Node>, limits: Limits, connection:
             return;
         }
     };
+    let code = match &result {
+        Ok(_) => 0,
+        Err(error) => (error.grpc_code() as usize).min(16),
+    };
+    NATIVE_ANSWERED[kind][code].fetch_add(1, Ordering::Relaxed);
     let frame = match result {
         Ok(mut response) => {
             fill_header(&mut response, node);

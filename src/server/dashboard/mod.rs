@@ -70,7 +70,14 @@ async fn sample_every_second(node: Rc<Node>) {
         }
         let at_ms = unix_millis();
         let mut sample = consensus.dashboard_sample(&mut quantiles, at_ms);
-        for (method, code, count) in super::grpc::handled_counts() {
+        let answered = super::grpc::handled_counts()
+            .into_iter()
+            .chain(super::native::answered_counts());
+        let mut totals: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for (kind, code, count) in answered {
+            *totals.entry((kind, code)).or_default() += count;
+        }
+        for ((method, code), count) in totals {
             let before = handled_before
                 .insert((method, code), count)
                 .unwrap_or(count);

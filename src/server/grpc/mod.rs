@@ -52,7 +52,9 @@ pub(super) use lease::serve_keep_alives;
 pub(super) use transport::GlommioIo;
 pub(super) use watch::serve_watch_stream;
 
-pub(super) use metrics::{handled_counts, HandledBody, ReceivedBody, GRPC_METHODS, GRPC_STARTED};
+pub(super) use metrics::{
+    handled_counts, HandledBody, ReceivedBody, GRPC_CODES, GRPC_METHODS, GRPC_STARTED,
+};
 pub(super) use transport::{CoreTimer, LocalExecutor};
 
 thread_local! {

@@ -178,3 +178,65 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     stop.store(true, Ordering::Relaxed);
     let _ = writer.join();
 }
+
+/// `lodectl perf --watch`: the leader-latency view in the terminal, redrawn each second from
+/// the dashboard's feed, showing the writes made meanwhile.
+#[test]
+fn lodectl_perf_watch_shows_the_last_seconds_stages() {
+    use std::io::{BufRead, BufReader};
+    let dir = common::server::DataDir::new("dashboard-top");
+    let lode = common::server::Lode::start(&dir.0, &[]);
+    let mut top = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+        .args(["--endpoints", &lode.address, "perf", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lodectl");
+    let stdout = top.stdout.take().expect("stdout");
+    let address = lode.address.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut n = 0;
+        while !writing.load(Ordering::Relaxed) {
+            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+                .args(["--endpoints", &address, "put", &format!("k{n}"), "v"])
+                .output();
+            n += 1;
+        }
+    });
+    // Never a hang: lodectl is stopped after a minute whatever it printed.
+    let pid = top.id() as i32;
+    let done = stop.clone();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // SAFETY: signals a child process this test started (already reaped only after
+        // `done` is set, when this thread stops watching first).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    // A screen whose proposal_total row counts commits in its second.
+    let mut seen = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() == Some(&"proposal_total")
+            && fields.get(1).and_then(|count| count.parse::<u64>().ok()) > Some(0)
+        {
+            seen = Some(line);
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    let _ = top.wait();
+    let _ = writer.join();
+    let line = seen.expect("a screen with commits");
+    let p99: f64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .expect("p99");
+    assert!(p99 > 0.0, "{line}");
+}

@@ -34,7 +34,9 @@ pub(crate) enum Action {
     Defrag {
         cluster: bool,
     },
-    Perf,
+    Perf {
+        watch: bool,
+    },
     /// A membership or leadership request, sent to the leader among the endpoints when
     /// `to_leader`.
     Cluster {
@@ -64,6 +66,7 @@ pub(crate) fn run(
             | Action::Defrag { .. }
             | Action::EndpointStatus { .. }
             | Action::HashKv { .. }
+            | Action::Perf { watch: true }
     ))
     .then_some(command_timeout);
     let outcome = lode::executor::builder(Placement::Unbound).spawn(move || async move {
@@ -103,6 +106,7 @@ pub(crate) fn run(
                     let endpoints = endpoints_of(&endpoints, cluster, command_timeout).await?;
                     return endpoint_hashes(&endpoints, revision, command_timeout, format).await;
                 }
+                Action::Perf { watch: true } => return crate::top::watch(&endpoints).await,
                 _ => {}
             }
             let (client, endpoint) = connect(&endpoints).await?;
@@ -169,7 +173,7 @@ pub(crate) fn run(
                     let response = client.request(&request).await.map_err(|e| e.to_string())?;
                     print_cluster(&printer, &response, format)
                 }
-                Action::Perf => {
+                Action::Perf { .. } => {
                     let status = fetch_status(&client).await?;
                     match format {
                         Format::Simple => Ok(output::simple_perf(&endpoint, &status)),

@@ -150,6 +150,20 @@ impl Dialer {
             .clone()
     }
 
+    /// A plain or TLS connection to `endpoint` (for HTTP: the dashboard's feed).
+    pub(crate) async fn open_stream(&self, endpoint: &str) -> Result<lode::tls::Stream, String> {
+        let (address, host, tls) = endpoint_address(endpoint, self.security.tls_by_default())?;
+        let tcp = glommio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        if !tls {
+            return Ok(lode::tls::Stream::Plain(tcp));
+        }
+        let config = self.tls()?;
+        let stream = config.connect(&host, tcp).await?;
+        Ok(lode::tls::Stream::Client(Box::new(stream)))
+    }
+
     async fn dial(&self, endpoint: &str) -> Result<Client, String> {
         let (address, host, tls) = endpoint_address(endpoint, self.security.tls_by_default())?;
         let client = if tls {

@@ -17,6 +17,7 @@ mod maintenance;
 mod member;
 mod mirror;
 mod snapshot;
+mod top;
 mod watch;
 
 use std::process::ExitCode;
@@ -423,7 +424,12 @@ enum Command {
     /// Where the endpoint's commits spend their time: p50/p99 of each stage (proposal
     /// queueing, log syncs, replication round trip per follower, commit to apply, apply to
     /// response) since it started.
-    Perf,
+    Perf {
+        /// The leader-latency view, live: each stage's p50/p99/p99.9 over the last second and
+        /// each follower's lag, redrawn every second until interrupted (the dashboard's feed).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Membership commands.
     Member {
         #[command(subcommand)]
@@ -491,7 +497,7 @@ fn build(command: Command) -> Result<Action, String> {
             command: EndpointCommand::Health,
         } => Action::Health { cluster },
         Command::Defrag { cluster } => Action::Defrag { cluster },
-        Command::Perf => Action::Perf,
+        Command::Perf { watch } => Action::Perf { watch },
         Command::Member { command } => member::build(command)?,
         Command::MoveLeader { transferee } => {
             let target = member_id_arg(&transferee)?;

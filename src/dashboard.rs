@@ -245,6 +245,8 @@ pub struct Feed {
     timeline: VecDeque<LeaderChangeEntry>,
     slowest: SlowestRequests,
     members: Vec<MemberView>,
+    /// Active alarms: (member ID in hex, alarm).
+    alarms: Vec<(String, String)>,
     /// Since when no leader has been known (ms since the epoch), for the next change.
     #[serde(skip)]
     leaderless_since: Option<u64>,
@@ -313,9 +315,15 @@ impl Feed {
         self.timeline.iter()
     }
 
-    /// The members as last heard of.
-    pub fn set_members(&mut self, members: Vec<MemberView>) {
+    /// The members as last heard of, and the cluster's active alarms.
+    pub fn set_members(&mut self, members: Vec<MemberView>, alarms: Vec<(String, String)>) {
         self.members = members;
+        self.alarms = alarms;
+    }
+
+    /// The active alarms: (member ID in hex, alarm).
+    pub fn alarms(&self) -> &[(String, String)] {
+        &self.alarms
     }
 
     /// The members as last heard of.

@@ -1,7 +1,7 @@
 //! The built-in dashboard in a real browser (headless Chromium over WebDriver) against a real
 //! 3-member cluster under load: the leader-latency view shows each stage with figures that
 //! agree with the member's own feed and `/metrics`; a follower whose fsync is slowed stands out
-//! as the slow stage; the leader is killed and the change, with its leaderless time, appears on
+//! as the slow stage, and its full disk's alarm shows; the leader is killed and the change, with its leaderless time, appears on
 //! the timeline; the workload view counts the load's requests. Screenshots are kept in the
 //! target directory.
 
@@ -49,9 +49,9 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     let leader = wait_for_leader(&members, 0);
     let (watched, slow) = ((leader + 1) % 3, (leader + 2) % 3);
     let slow_id = format!("{:x}", own_id(&members[slow]));
-    let endpoints: Vec<String> = members.iter().map(|m| m.lode().address.clone()).collect();
+    // Writes through the leader: the total is measured where a write is proposed.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = background_writer(endpoints.join(","), stop.clone());
+    let writer = background_writer(members[leader].lode().address.clone(), stop.clone());
 
     let browser = Browser::start();
     browser.open(&format!("{}/dashboard", members[leader].lode().client_url));
@@ -149,7 +149,21 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
         "{verdict}"
     );
     keep_screenshot("slow-follower.png", &browser.screenshot());
+
+    // The same follower's disk full: its NOSPACE alarm shows in the cluster view, and goes once
+    // the disk has room again.
+    std::fs::write(&faults[slow], "enospc").expect("fault");
+    browser.wait_for(
+        "the full disk's alarm",
+        &format!(
+            "return document.getElementById('alarms').textContent.includes('NOSPACE on {slow_id}');"
+        ),
+    );
     std::fs::write(&faults[slow], "").expect("fault cleared");
+    browser.wait_for(
+        "the alarm cleared",
+        "return document.getElementById('alarms').textContent === 'No alarms.';",
+    );
 
     // The leader killed: a follower's page shows the change and how long the cluster had none.
     browser.open(&format!("{}/dashboard", members[watched].lode().client_url));

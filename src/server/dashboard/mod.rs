@@ -173,7 +173,17 @@ async fn gather_members(node: Rc<Node>) {
             }
             views.push(view);
         }
-        with_feed(|feed| feed.set_members(views));
+        let alarms = consensus
+            .alarms()
+            .into_iter()
+            .map(|alarm| {
+                (
+                    format!("{:x}", alarm.member_id),
+                    alarm.alarm.name().to_string(),
+                )
+            })
+            .collect();
+        with_feed(|feed| feed.set_members(views, alarms));
     }
 }
 
@@ -228,6 +238,7 @@ pub(super) fn state_json(node: &Node) -> String {
             "samples": feed.since(0),
             "timeline": feed.timeline().collect::<Vec<_>>(),
             "members": feed.members(),
+            "alarms": feed.alarms(),
             "slowest": feed.slowest(),
         })
         .to_string()
@@ -248,6 +259,7 @@ pub(super) fn events(from: u64) -> futures::stream::LocalBoxStream<'static, Byte
                 "samples": samples,
                 "timeline": feed.timeline().collect::<Vec<_>>(),
                 "members": feed.members(),
+                "alarms": feed.alarms(),
                 "slowest": feed.slowest(),
             });
             (event, feed.next_seq())

@@ -5,7 +5,7 @@
 "use strict";
 
 const KEEP = 300;                 // samples charted: five minutes at one a second
-const state = { member: "", samples: [], timeline: [], members: [], slowest: [] };
+const state = { member: "", samples: [], timeline: [], members: [], alarms: [], slowest: [] };
 let source = null;                // the EventSource followed
 let sourceBase = "";              // "" for this member, else the leader's client URL
 let charts = {};
@@ -55,6 +55,7 @@ function merge(event) {
   if (state.samples.length > KEEP) state.samples.splice(0, state.samples.length - KEEP);
   if (event.timeline) state.timeline = event.timeline;
   if (event.members) state.members = event.members;
+  if (event.alarms) state.alarms = event.alarms;
   if (event.slowest) state.slowest = event.slowest;
 }
 
@@ -122,6 +123,10 @@ function drawCluster() {
     m.reachable ? m.term : "", m.reachable ? m.applied : "", m.reachable ? m.lag_entries : "",
     m.version, m.reachable ? bytes(m.db_size) : "",
   ], m.reachable ? "" : "down")));
+  $("alarms").textContent = state.alarms.length
+    ? "Alarms: " + state.alarms.map(([member, alarm]) => alarm + " on " + member).join(", ")
+    : "No alarms.";
+  $("alarms").className = state.alarms.length ? "alarm" : "";
   fill("timeline", state.timeline.slice().reverse().map(c => row([
     when(c.at_ms), c.from || "none", c.to || "none", c.reason, c.term,
     c.to ? c.leaderless_ms + " ms" : "",

@@ -167,6 +167,8 @@ pub fn run(args: EtcdArgs) -> Result<(), String> {
         let mut results: Vec<(System, String, usize, Measured)> = Vec::new();
         for &system in &systems {
             let servers = start(system, &args, scratch, &server_cpus)?;
+            let _dashboards = (system == System::LodeDashboard)
+                .then(|| systems::DashboardReaders::open(&servers.endpoints));
             let measured = runtime.block_on(async {
                 let endpoint = leader_endpoint(system, &servers).await?;
                 if system.auth() {

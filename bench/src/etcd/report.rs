@@ -132,6 +132,10 @@ pub(super) fn report(
             if let (Some(lode_auth), Some(lode)) = (lode_auth, lode) {
                 ratio_line("  lode-auth/lode", lode_auth, lode);
             }
+            if let (Some(open), Some(lode)) = (find(System::LodeDashboard, scenario, clients), lode)
+            {
+                ratio_line("  lode-dashboard/lode", open, lode);
+            }
             let etcd = find(System::Etcd, scenario, clients);
             if let (Some(etcd_auth), Some(etcd)) = (etcd_auth, etcd) {
                 ratio_line("  etcd-auth/etcd", etcd_auth, etcd);

@@ -78,10 +78,12 @@ pub(super) enum System {
     LodeAuth,
     /// etcd with auth on.
     EtcdAuth,
+    /// lode with its dashboard open on every member for the whole run (a page's feed read).
+    LodeDashboard,
 }
 
 impl System {
-    pub(super) const ALL: [System; 7] = [
+    pub(super) const ALL: [System; 8] = [
         System::Lode,
         System::Etcd,
         System::Null,
@@ -89,6 +91,7 @@ impl System {
         System::EtcdTls,
         System::LodeAuth,
         System::EtcdAuth,
+        System::LodeDashboard,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -100,13 +103,14 @@ impl System {
             System::EtcdTls => "etcd-tls",
             System::LodeAuth => "lode-auth",
             System::EtcdAuth => "etcd-auth",
+            System::LodeDashboard => "lode-dashboard",
         }
     }
 
     /// The server program it runs.
     pub(super) fn program(self) -> System {
         match self {
-            System::LodeTls | System::LodeAuth => System::Lode,
+            System::LodeTls | System::LodeAuth | System::LodeDashboard => System::Lode,
             System::EtcdTls | System::EtcdAuth => System::Etcd,
             other => other,
         }
@@ -118,6 +122,55 @@ impl System {
 
     pub(super) fn auth(self) -> bool {
         matches!(self, System::LodeAuth | System::EtcdAuth)
+    }
+}
+
+/// Readers of each member's dashboard feed (`/dashboard/events`), as an open page reads it,
+/// until dropped.
+pub(super) struct DashboardReaders {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DashboardReaders {
+    /// Opens the feed of every member at `endpoints` (`http://host:port`).
+    pub(super) fn open(endpoints: &[String]) -> DashboardReaders {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = endpoints
+            .iter()
+            .map(|endpoint| {
+                let address = endpoint.trim_start_matches("http://").to_string();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut stream) = std::net::TcpStream::connect(&address) else {
+                        return;
+                    };
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                    let request =
+                        format!("GET /dashboard/events HTTP/1.1\r\nHost: {address}\r\n\r\n");
+                    if stream.write_all(request.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut buffer = vec![0u8; 64 << 10];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok(0) = stream.read(&mut buffer) {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        DashboardReaders { stop, threads }
+    }
+}
+
+impl Drop for DashboardReaders {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -406,30 +406,33 @@ impl PeerTransport {
     /// Adds etcd's peer traffic metrics to a `/metrics` exposition (labels: the peer's member
     /// ID in hex, as etcd writes it).
     pub fn expose(&self, out: &mut crate::metrics::Exposition) {
-        let traffic = self.traffic.borrow();
-        for (peer, counts) in traffic.iter() {
-            out.counter(
+        type Count = fn(&PeerTraffic) -> u64;
+        let families: [(&str, &str, &str, Count); 3] = [
+            (
                 "etcd_network_peer_sent_bytes_total",
                 "The total number of bytes sent to peers.",
-                &[("To", &format!("{peer:x}"))],
-                counts.sent_bytes,
-            );
-        }
-        for (peer, counts) in traffic.iter() {
-            out.counter(
+                "To",
+                |traffic| traffic.sent_bytes,
+            ),
+            (
                 "etcd_network_peer_received_bytes_total",
                 "The total number of bytes received from peers.",
-                &[("From", &format!("{peer:x}"))],
-                counts.received_bytes,
-            );
-        }
-        for (peer, counts) in traffic.iter() {
-            out.counter(
+                "From",
+                |traffic| traffic.received_bytes,
+            ),
+            (
                 "etcd_network_peer_sent_failures_total",
                 "The total number of send failures from peers.",
-                &[("To", &format!("{peer:x}"))],
-                counts.sent_failures,
-            );
+                "To",
+                |traffic| traffic.sent_failures,
+            ),
+        ];
+        let traffic = self.traffic.borrow();
+        // Each family's samples together, as the text format requires.
+        for (name, help, label, count) in families {
+            for (peer, counts) in traffic.iter() {
+                out.counter(name, help, &[(label, &format!("{peer:x}"))], count(counts));
+            }
         }
     }
 

@@ -123,6 +123,14 @@ pub struct Sample {
     pub applied: u64,
     /// The keyspace's revision.
     pub revision: i64,
+    /// The compaction point.
+    pub compact_revision: i64,
+    /// Live keys, leases and open watch streams (every front end's), across the member.
+    pub keys: u64,
+    /// See `keys`.
+    pub leases: u64,
+    /// See `keys`.
+    pub watch_streams: u64,
     /// Each commit stage over the second.
     pub stages: Vec<StageFigures>,
     /// The leader's followers (empty on a follower).
@@ -364,6 +372,10 @@ mod tests {
             committed: 0,
             applied: 0,
             revision,
+            compact_revision: 0,
+            keys: 0,
+            leases: 0,
+            watch_streams: 0,
             stages: Vec::new(),
             followers: Vec::new(),
             requests: BTreeMap::new(),

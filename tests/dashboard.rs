@@ -22,6 +22,15 @@ fn keep_screenshot(name: &str, png: &[u8]) {
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
 }
 
+/// A script true once the workload figure labelled `label` is above `floor`.
+fn figure_above(label: &str, floor: u64) -> String {
+    format!(
+        "const div = [...document.querySelectorAll('#workload-figures div')]
+           .find(d => d.lastChild.textContent === '{label}');
+         return !!div && Number(div.firstChild.textContent) > {floor};"
+    )
+}
+
 /// The `count` of a histogram series in an exposition.
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -124,12 +133,27 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     let p50: f64 = page_row[2].parse().expect("p50");
     let p99: f64 = page_row[3].parse().expect("p99");
     assert!(p50 > 0.0 && p50 <= p99, "{page_row:?}");
-    // The workload view counts the writer's puts (lodectl: the native protocol).
-    browser.wait_for(
-        "puts in the workload view",
-        "const b = document.querySelector('#workload-figures b');
-         return b && Number(b.textContent) > 0;",
-    );
+    // The workload view counts the writer's puts (lodectl: the native protocol), the keys they
+    // made, and a watch stream held open meanwhile.
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_lodectl"))
+        .args([
+            "--endpoints",
+            &members[leader].lode().address,
+            "watch",
+            "w",
+            "--prefix",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("lodectl watch");
+    for label in ["requests/s", "keys", "watch streams"] {
+        browser.wait_for(
+            &format!("{label} in the workload view"),
+            &figure_above(label, 0),
+        );
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
     keep_screenshot("leader-latency.png", &browser.screenshot());
 
     // A follower's fsync slowed by 60 ms: its replication round trip becomes the slow stage,

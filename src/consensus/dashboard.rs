@@ -9,8 +9,9 @@ use crate::wal::io::LogDir;
 
 impl<D: LogDir + 'static> Consensus<D> {
     /// This second's sample: each stage over the second (`quantiles` keeps the previous
-    /// cumulative histograms), the leader's followers, indexes and revision. Requests and
-    /// errors are left for the front ends to fill in.
+    /// cumulative histograms), the leader's followers, indexes, revision, compaction point and
+    /// leases. Requests, errors, keys and watch streams are left for the front ends to fill in
+    /// (they are gathered from every core).
     pub fn dashboard_sample(&self, quantiles: &mut IntervalQuantiles, at_ms: u64) -> Sample {
         let replica = self.replica.borrow();
         let stages = replica.stages_view();
@@ -46,6 +47,10 @@ impl<D: LogDir + 'static> Consensus<D> {
             committed: replica.committed().get(),
             applied: replica.applied().get(),
             revision: self.revision().get(),
+            compact_revision: self.sequencer.router().local().compact_revision(),
+            keys: 0,
+            leases: self.sequencer.lease_count() as u64,
+            watch_streams: 0,
             stages,
             followers,
             requests: Default::default(),

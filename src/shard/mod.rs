@@ -45,6 +45,8 @@ use route::{ReplyTo, Router};
 pub struct ShardStats {
     /// Keys whose newest version is a put.
     pub live_keys: u64,
+    /// Watch streams open on the core.
+    pub watch_streams: u64,
 }
 
 impl std::ops::Add for ShardStats {
@@ -53,6 +55,7 @@ impl std::ops::Add for ShardStats {
     fn add(self, other: ShardStats) -> ShardStats {
         ShardStats {
             live_keys: self.live_keys + other.live_keys,
+            watch_streams: self.watch_streams + other.watch_streams,
         }
     }
 }
@@ -682,6 +685,7 @@ impl ShardState {
     pub fn stats(&self) -> ShardStats {
         ShardStats {
             live_keys: self.shard.borrow().live_key_count(),
+            watch_streams: self.watch_hub.stream_count() as u64,
         }
     }
 

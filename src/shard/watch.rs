@@ -217,6 +217,11 @@ impl WatchHub {
         }
     }
 
+    /// Watch streams open on this core (every front end's).
+    pub fn stream_count(&self) -> usize {
+        self.streams.borrow().len()
+    }
+
     /// Wakes every stream (the node is stopping).
     pub fn wake_all(&self) {
         for slot in self.streams.borrow().values() {

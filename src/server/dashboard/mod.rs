@@ -88,6 +88,10 @@ async fn sample_every_second(node: Rc<Node>) {
             }
         }
         sample.requests.retain(|_, rate| *rate > 0.0);
+        if let Ok(stats) = node.keyspace_stats().await {
+            sample.keys = stats.live_keys;
+            sample.watch_streams = stats.watch_streams;
+        }
         let changes = consensus.dashboard_leader_changes(next_change, at_ms);
         let slowest = consensus.dashboard_slowest();
         with_feed(|feed| {

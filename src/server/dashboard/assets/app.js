@@ -139,8 +139,9 @@ function drawWorkload() {
   if (last) {
     const total = Object.values(last.requests).reduce((a, b) => a + b, 0);
     $("workload-figures").replaceChildren(...[
-      ["requests/s", total.toFixed(0)], ["revision", last.revision], ["term", last.term],
-      ["committed", last.committed], ["applied", last.applied],
+      ["requests/s", total.toFixed(0)], ["keys", last.keys], ["revision", last.revision],
+      ["compacted at", last.compact_revision], ["watch streams", last.watch_streams],
+      ["leases", last.leases], ["term", last.term], ["applied", last.applied],
     ].map(([label, value]) => {
       const div = document.createElement("div");
       const b = document.createElement("b");

@@ -198,6 +198,11 @@ pub struct MemberView {
     pub db_size: i64,
     /// Its server version.
     pub version: String,
+    /// Its log syncs since it started (as leader and as follower together): how many, and
+    /// their p99 in microseconds; what a slow disk on that member looks like from here.
+    pub log_syncs: u64,
+    /// See `log_syncs`.
+    pub log_sync_p99_us: f64,
     /// When this was heard, in milliseconds since the Unix epoch.
     pub at_ms: u64,
 }

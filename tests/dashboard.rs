@@ -192,8 +192,9 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     // The leader killed: a follower's page shows the change and how long the cluster had none.
     browser.open(&format!("{}/dashboard", members[watched].lode().client_url));
     browser.wait_for(
-        "the cluster view",
-        "return document.querySelectorAll('#members tbody tr').length === 3;",
+        "the cluster view, every member's log syncs counted",
+        "const rows = [...document.querySelectorAll('#members tbody tr')];
+         return rows.length === 3 && rows.every(r => Number(r.cells[7].textContent) > 0);",
     );
     members[leader].lode.as_mut().expect("leader").kill();
     members[leader].lode = None;

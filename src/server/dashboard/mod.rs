@@ -150,6 +150,8 @@ async fn gather_members(node: Rc<Node>) {
                 lag_entries: 0,
                 db_size: 0,
                 version: String::new(),
+                log_syncs: 0,
+                log_sync_p99_us: 0.0,
                 at_ms: unix_millis(),
             };
             let status = if member.id == own_id {
@@ -169,6 +171,16 @@ async fn gather_members(node: Rc<Node>) {
                     view.lag_entries = own.raft_index.saturating_sub(status.raft_applied_index);
                     view.db_size = status.db_size;
                     view.version = status.version;
+                    // The role it has most of its syncs in speaks for its disk.
+                    if let Some(syncs) = status
+                        .stages
+                        .iter()
+                        .filter(|stage| stage.name.ends_with("log sync"))
+                        .max_by_key(|stage| stage.count)
+                    {
+                        view.log_syncs = syncs.count;
+                        view.log_sync_p99_us = syncs.p99_ns as f64 / 1000.0;
+                    }
                 }
                 Err(error) => {
                     clients.remove(&member.id);

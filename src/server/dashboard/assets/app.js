@@ -121,6 +121,7 @@ function drawCluster() {
   fill("members", state.members.map(m => row([
     m.id, m.name, m.role, m.reachable ? "healthy" : "unreachable: " + m.error,
     m.reachable ? m.term : "", m.reachable ? m.applied : "", m.reachable ? m.lag_entries : "",
+    m.reachable ? m.log_syncs : "", m.reachable ? us(m.log_sync_p99_us) : "",
     m.version, m.reachable ? bytes(m.db_size) : "",
   ], m.reachable ? "" : "down")));
   $("alarms").textContent = state.alarms.length

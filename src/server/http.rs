@@ -174,14 +174,12 @@ async fn monitoring(
             super::dashboard::state_json(node),
         ),
         (&Method::GET, "/dashboard/events") => dashboard_events(query),
-        (&Method::GET, asset) if super::dashboard::asset(asset).is_some() => {
-            match super::dashboard::asset(asset) {
-                Some((content_type, bytes)) => {
-                    respond(StatusCode::OK, content_type, Bytes::from_static(bytes))
-                }
-                None => not_found(path),
+        (&Method::GET, asset) => match super::dashboard::asset(asset) {
+            Some((content_type, bytes)) => {
+                respond(StatusCode::OK, content_type, Bytes::from_static(bytes))
             }
-        }
+            None => return None,
+        },
         (_, "/health" | "/livez" | "/readyz" | "/metrics") => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

@@ -482,16 +482,7 @@ impl SimMember {
             return;
         };
         // Past the refusal of writes a full disk makes: the alarm is what reports it.
-        let (sequence, id) = self.next_proposal();
-        let frame = native::encode_request(0, &Request::Alarm(request));
-        self.replica.step(
-            now,
-            Input::Propose(Waiting {
-                sequence,
-                proposal: Proposal::Entry(encode_proposal(id, None, &frame)),
-                queued_at: now,
-            }),
-        );
+        let sequence = self.propose(now, &Request::Alarm(request));
         self.disk_alarm_change = Some((sequence, request.action, now));
         self.disk_alarm_proposed = Some(request.action);
     }
@@ -510,7 +501,7 @@ impl SimMember {
         if let Err(error) = self.replica.admit() {
             return Some(Answer::Written(Err(error)));
         }
-        let sequence = self.propose_write(now, request);
+        let sequence = self.propose(now, &Request::Write(request.clone()));
         self.writes.insert(sequence, caller);
         None
     }
@@ -527,10 +518,10 @@ impl SimMember {
         (sequence, id)
     }
 
-    /// Proposes a write; returns its number.
-    fn propose_write(&mut self, now: Instant, request: &WriteRequest) -> u64 {
+    /// Proposes a request (a write, or this member's alarm); returns its number.
+    fn propose(&mut self, now: Instant, request: &Request) -> u64 {
         let (sequence, id) = self.next_proposal();
-        let frame = native::encode_request(0, &Request::Write(request.clone()));
+        let frame = native::encode_request(0, request);
         self.replica.step(
             now,
             Input::Propose(Waiting {
@@ -749,7 +740,7 @@ impl SimMember {
             return;
         }
         let request = WriteRequest::Lease(crate::lease::LeaseRequest::Expire { leases: due });
-        let sequence = self.propose_write(now, &request);
+        let sequence = self.propose(now, &Request::Write(request));
         self.expiry = Some((sequence, now));
     }
 

@@ -197,6 +197,13 @@ pub(in crate::server) static CLIENT_SENT_BYTES: AtomicU64 = AtomicU64::new(0);
 /// See `CLIENT_SENT_BYTES`.
 pub(in crate::server) static CLIENT_RECEIVED_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// Adds a data frame's bytes to `counter`.
+fn count_data<D: bytes::Buf>(frame: &Frame<D>, counter: &AtomicU64) {
+    if let Some(data) = frame.data_ref() {
+        counter.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+    }
+}
+
 /// A gRPC request's body, counting the bytes that arrive in `CLIENT_RECEIVED_BYTES`.
 pub(in crate::server) struct ReceivedBody<B>(pub(in crate::server) B);
 
@@ -210,10 +217,7 @@ impl<B: Body + Unpin> Body for ReceivedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.0).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                use bytes::Buf;
-                CLIENT_RECEIVED_BYTES.fetch_add(data.remaining() as u64, Ordering::Relaxed);
-            }
+            count_data(frame, &CLIENT_RECEIVED_BYTES);
         }
         polled
     }
@@ -306,10 +310,7 @@ impl<B: Body + Unpin> Body for HandledBody<B> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    use bytes::Buf;
-                    CLIENT_SENT_BYTES.fetch_add(data.remaining() as u64, Ordering::Relaxed);
-                }
+                count_data(frame, &CLIENT_SENT_BYTES);
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = status_code(trailers).unwrap_or(UNKNOWN);
                     self.count(code);

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Samples kept: five minutes at one a second.
 pub const SAMPLES_KEPT: usize = 300;
@@ -32,7 +32,7 @@ pub const TIMELINE_KEPT: usize = 100;
 pub const SLOWEST_KEPT: usize = 10;
 
 /// One stage's figures over one second, in microseconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageFigures {
     /// The stage (`proposal_total`, `replication:<follower>`...).
     pub stage: String,
@@ -94,7 +94,7 @@ impl IntervalQuantiles {
 }
 
 /// A follower as the leader sees it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FollowerFigures {
     /// Its member ID, in hex.
     pub id: String,
@@ -105,7 +105,7 @@ pub struct FollowerFigures {
 }
 
 /// One second of the cluster as this member sees it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Its number (grows by one).
     pub seq: u64,
@@ -125,12 +125,16 @@ pub struct Sample {
     pub revision: i64,
     /// The compaction point.
     pub compact_revision: i64,
-    /// Live keys, leases and open watch streams (every front end's), across the member.
+    /// Live keys, leases, open watch streams (every front end's) and their watchers, across
+    /// the member.
     pub keys: u64,
     /// See `keys`.
     pub leases: u64,
     /// See `keys`.
     pub watch_streams: u64,
+    /// See `keys`.
+    #[serde(default)]
+    pub watchers: u64,
     /// Each commit stage over the second.
     pub stages: Vec<StageFigures>,
     /// The leader's followers (empty on a follower).
@@ -207,6 +211,42 @@ pub struct MemberView {
     pub at_ms: u64,
 }
 
+/// What a member tells another member's dashboard about itself (asked over the peer port): its
+/// status and its samples from the number asked for on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// The leader it knows (0: none).
+    pub leader: u64,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+    /// Its term, last index and applied index.
+    pub term: u64,
+    /// See `term`.
+    pub raft_index: u64,
+    /// See `term`.
+    pub applied: u64,
+    /// Its keyspace's counted size.
+    pub db_size: i64,
+    /// Its server version.
+    pub version: String,
+    /// Its log syncs since it started, and their p99 in microseconds (see `MemberView`).
+    pub log_syncs: u64,
+    /// See `log_syncs`.
+    pub log_sync_p99_us: f64,
+    /// The number its next sample will get: where the asker asks from next time.
+    pub next_sample: u64,
+    /// Its samples from the number asked for on (all it keeps if it was asked for a number it
+    /// has not reached: it restarted, and numbers its samples from 0 again).
+    pub samples: Vec<Sample>,
+}
+
+/// Another member's samples, as it reported them.
+#[derive(Debug, Default)]
+struct Mirror {
+    samples: VecDeque<Sample>,
+    next_sample: u64,
+}
+
 /// The slowest writes of the last `SAMPLES_KEPT` seconds (at most `SLOWEST_KEPT`).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SlowestRequests {
@@ -260,6 +300,9 @@ pub struct Feed {
     members: Vec<MemberView>,
     /// Active alarms: (member ID in hex, alarm).
     alarms: Vec<(String, String)>,
+    /// The other members' samples by member ID (hex), each kept within `SAMPLES_KEPT`.
+    #[serde(skip)]
+    mirrors: BTreeMap<String, Mirror>,
     /// Since when no leader has been known (ms since the epoch), for the next change.
     #[serde(skip)]
     leaderless_since: Option<u64>,
@@ -344,6 +387,79 @@ impl Feed {
         &self.members
     }
 
+    /// The first sample to ask `member` for: the one after the last it reported.
+    pub fn mirror_next(&self, member: &str) -> u64 {
+        self.mirrors
+            .get(member)
+            .map_or(0, |mirror| mirror.next_sample)
+    }
+
+    /// Keeps what `member` reported: its samples numbered from `mirror_next` on. A member that
+    /// numbers below what was kept restarted: what was kept of it goes.
+    pub fn mirror(&mut self, member: &str, report: &MemberReport) {
+        let mirror = self.mirrors.entry(member.to_string()).or_default();
+        if report.next_sample < mirror.next_sample {
+            *mirror = Mirror::default();
+        }
+        for sample in &report.samples {
+            if sample.seq < mirror.next_sample || sample.seq >= report.next_sample {
+                continue;
+            }
+            if mirror.samples.len() == SAMPLES_KEPT {
+                mirror.samples.pop_front();
+            }
+            mirror.next_sample = sample.seq + 1;
+            mirror.samples.push_back(sample.clone());
+        }
+        mirror.next_sample = report.next_sample;
+    }
+
+    /// `member`'s samples numbered from `seq` on, as it reported them.
+    pub fn mirrored(&self, member: &str, seq: u64) -> Vec<Sample> {
+        self.mirrors.get(member).map_or_else(Vec::new, |mirror| {
+            mirror
+                .samples
+                .iter()
+                .filter(|sample| sample.seq >= seq)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The leader whose samples the leader-latency view shows on this member's page: the one
+    /// this member's newest sample knows, when that is another member (`None` when this member
+    /// leads or knows no leader: the view shows its own).
+    pub fn followed_leader(&self) -> Option<String> {
+        self.samples
+            .back()
+            .filter(|newest| !newest.is_leader && !newest.leader.is_empty())
+            .map(|newest| newest.leader.clone())
+    }
+
+    /// Requests answered per second by the whole cluster: the sum over this member's newest
+    /// sample and each other member's newest, those at most `FRESH_MS` older than this
+    /// member's (a member gone quiet adds nothing).
+    pub fn cluster_requests_per_second(&self) -> f64 {
+        const FRESH_MS: u64 = 5_000;
+        let Some(own) = self.samples.back() else {
+            return 0.0;
+        };
+        let total = |sample: &Sample| sample.requests.values().sum::<f64>();
+        total(own)
+            + self
+                .mirrors
+                .values()
+                .filter_map(|mirror| mirror.samples.back())
+                .filter(|newest| newest.at_ms + FRESH_MS >= own.at_ms)
+                .map(total)
+                .sum::<f64>()
+    }
+
+    /// Forgets the samples of members not in `members` (removed from the cluster).
+    pub fn keep_mirrors_of(&mut self, members: &[String]) {
+        self.mirrors.retain(|member, _| members.contains(member));
+    }
+
     /// The slowest recent writes, as the consensus core last reported them.
     pub fn set_slowest(&mut self, slowest: SlowestRequests) {
         self.slowest = slowest;
@@ -381,6 +497,7 @@ mod tests {
             keys: 0,
             leases: 0,
             watch_streams: 0,
+            watchers: 0,
             stages: Vec::new(),
             followers: Vec::new(),
             requests: BTreeMap::new(),
@@ -447,6 +564,87 @@ mod tests {
             feed.leader_changed(10_000 + n, "c", "d", "transfer", 6);
         }
         assert_eq!(feed.timeline().count(), TIMELINE_KEPT);
+    }
+
+    fn report(next_sample: u64, seqs: std::ops::Range<u64>) -> MemberReport {
+        MemberReport {
+            leader: 1,
+            is_learner: false,
+            term: 2,
+            raft_index: 10,
+            applied: 10,
+            db_size: 0,
+            version: String::new(),
+            log_syncs: 0,
+            log_sync_p99_us: 0.0,
+            next_sample,
+            samples: seqs
+                .map(|seq| Sample {
+                    seq,
+                    ..sample(seq as i64)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn other_members_samples_are_mirrored_in_order_and_bounded() {
+        let mut feed = Feed::new();
+        assert_eq!(feed.mirror_next("b"), 0);
+        feed.mirror("b", &report(4, 0..4));
+        assert_eq!(feed.mirror_next("b"), 4);
+        // Asked from 4 on: a repeat of what is kept (an answer crossing a retry) is not kept
+        // twice, nor a sample numbered past what the member says it reached.
+        feed.mirror("b", &report(6, 3..7));
+        let seqs: Vec<u64> = feed.mirrored("b", 0).iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(feed.mirrored("b", 5).len(), 1);
+        // Restarted: it numbers from 0 again, and what was kept of it goes.
+        feed.mirror("b", &report(2, 0..2));
+        let seqs: Vec<u64> = feed.mirrored("b", 0).iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, vec![0, 1]);
+        // Bounded like this member's own, whatever it sends.
+        feed.mirror(
+            "c",
+            &report(SAMPLES_KEPT as u64 + 50, 0..SAMPLES_KEPT as u64 + 50),
+        );
+        assert_eq!(feed.mirrored("c", 0).len(), SAMPLES_KEPT);
+        assert_eq!(feed.mirrored("c", 0)[0].seq, 50);
+        // The cluster's request rate: this member's newest and each other member's, if recent.
+        let mut own = sample(9);
+        own.at_ms = 10_000;
+        own.requests.insert("Put".into(), 100.0);
+        feed.push(own);
+        let mut fresh = report(SAMPLES_KEPT as u64 + 51, 0..0);
+        let mut theirs = sample(9);
+        theirs.seq = SAMPLES_KEPT as u64 + 50;
+        theirs.at_ms = 9_000;
+        theirs.requests.insert("Range".into(), 30.0);
+        theirs.requests.insert("Put".into(), 5.0);
+        fresh.samples.push(theirs);
+        feed.mirror("c", &fresh);
+        let mut stale = report(1, 0..1);
+        stale.samples[0].requests.insert("Put".into(), 1000.0);
+        feed.mirror("d", &stale);
+        assert_eq!(feed.cluster_requests_per_second(), 135.0);
+        // The leader-latency view follows the leader this member knows, unless it leads.
+        assert_eq!(feed.followed_leader(), None);
+        let mut following = sample(9);
+        following.leader = "c".into();
+        feed.push(following.clone());
+        assert_eq!(feed.followed_leader().as_deref(), Some("c"));
+        following.is_leader = true;
+        feed.push(following);
+        assert_eq!(feed.followed_leader(), None);
+        // A member gone from the cluster is forgotten.
+        feed.keep_mirrors_of(&["c".to_string()]);
+        assert!(feed.mirrored("b", 0).is_empty());
+        assert!(feed.mirrored("d", 0).is_empty());
+        assert_eq!(feed.mirror_next("c"), SAMPLES_KEPT as u64 + 51);
+        // A report survives its trip as JSON.
+        let sent = report(3, 0..3);
+        let json = serde_json::to_vec(&sent).unwrap();
+        assert_eq!(serde_json::from_slice::<MemberReport>(&json).unwrap(), sent);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! 3-member cluster under load: the leader-latency view shows each stage with figures that
 //! agree with the member's own feed and `/metrics`; a follower whose fsync is slowed stands out
 //! as the slow stage, and its full disk's alarm shows; the leader is killed and the change, with its leaderless time, appears on
-//! the timeline; the workload view counts the load's requests. Screenshots are kept in the
-//! target directory.
+//! the timeline; the workload view counts the load's requests; a follower's page shows the
+//! leader's figures; with auth on, a follower still sees every member. Screenshots are kept in
+//! the target directory.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use common::browser::Browser;
 use common::cluster::{background_writer, cluster_with, own_id, wait_for_leader};
+use common::etcd::{etcdctl, succeeded};
 use common::server::http;
 
 /// Where the screenshots go.
@@ -146,7 +148,13 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("lodectl watch");
-    for label in ["requests/s", "keys", "watch streams"] {
+    for label in [
+        "requests/s",
+        "requests/s (cluster)",
+        "keys",
+        "watch streams",
+        "watchers",
+    ] {
         browser.wait_for(
             &format!("{label} in the workload view"),
             &figure_above(label, 0),
@@ -156,15 +164,24 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
     let _ = watcher.wait();
     keep_screenshot("leader-latency.png", &browser.screenshot());
 
-    // A follower's fsync slowed by 60 ms: its replication round trip becomes the slow stage,
-    // with a p99 of at least the delay.
+    // A follower's fsync slowed by 60 ms: the slow stage is that follower's (its replication
+    // round trip, or its own log sync as it reports it), with a p99 of at least the delay.
     std::fs::write(&faults[slow], "60").expect("fault");
     browser.wait_for(
         "the slow follower marked as the slow stage",
         &format!(
             "const hot = document.querySelector('#stages tr.hot');
-             return hot && hot.dataset.stage === 'replication:{slow_id}'
+             return hot && (hot.dataset.stage === 'replication:{slow_id}'
+                            || hot.dataset.stage === 'follower_log_sync:{slow_id}')
                  && Number(hot.cells[3].textContent) >= 60000;"
+        ),
+    );
+    // Its own log sync, as it measured it, shows beside its round trip.
+    browser.wait_for(
+        "the slow follower's own log sync",
+        &format!(
+            "const row = document.querySelector('#stages tr[data-stage=\"follower_log_sync:{slow_id}\"]');
+             return !!row && Number(row.cells[3].textContent) >= 60000;"
         ),
     );
     let verdict = browser.run("return document.getElementById('verdict').textContent;");
@@ -189,8 +206,18 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
         "return document.getElementById('alarms').textContent === 'No alarms.';",
     );
 
-    // The leader killed: a follower's page shows the change and how long the cluster had none.
+    // A follower's page: the leader-latency view is the leader's, relayed by the follower
+    // (replication stages exist only on the leader).
     browser.open(&format!("{}/dashboard", members[watched].lode().client_url));
+    let leader_id = format!("{:x}", own_id(&members[leader]));
+    browser.wait_for(
+        "the leader's figures on a follower's page",
+        &format!(
+            "return document.getElementById('latency-source').textContent.includes('{leader_id}')
+                 && !!document.querySelector('#stages tr[data-stage^=\"replication:\"]');"
+        ),
+    );
+    // The leader killed: a follower's page shows the change and how long the cluster had none.
     browser.wait_for(
         "the cluster view, every member's log syncs counted",
         "const rows = [...document.querySelectorAll('#members tbody tr')];
@@ -216,6 +243,72 @@ fn the_dashboard_shows_stages_a_slow_follower_and_leader_changes() {
 
     stop.store(true, Ordering::Relaxed);
     let _ = writer.join();
+}
+
+/// With auth on, a follower's dashboard still sees every member (asked over the peer port,
+/// which needs no client user) and relays the leader's figures, each follower's own log sync
+/// among them.
+#[test]
+fn with_auth_on_a_followers_dashboard_sees_every_member_and_the_leaders_figures() {
+    let mut members = common::cluster::cluster("dashboard-auth");
+    for member in members.iter_mut() {
+        member.start();
+    }
+    let leader = wait_for_leader(&members, 0);
+    let follower = (leader + 1) % 3;
+    let leader_id = format!("{:x}", own_id(&members[leader]));
+    let follower_id = format!("{:x}", own_id(&members[follower]));
+    let endpoint = members[leader].lode().client_url.clone();
+    let run = |args: &[&str]| succeeded(etcdctl(&endpoint, args));
+    run(&["user", "add", "root:rootpw"]);
+    run(&["user", "grant-role", "root", "root"]);
+    run(&["auth", "enable"]);
+    let anonymous = etcdctl(&endpoint, &["put", "k", "v"]);
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("user name is empty"),
+        "{anonymous:?}"
+    );
+    let state_of = |member: usize| -> serde_json::Value {
+        let url = &members[member].lode().client_url;
+        serde_json::from_str(&http(url, "GET", "/dashboard/state", "").1).expect("state")
+    };
+    let has_stage = |samples: &serde_json::Value, stage: &str| {
+        samples.as_array().is_some_and(|samples| {
+            samples.iter().any(|sample| {
+                sample["stages"].as_array().is_some_and(|stages| {
+                    stages
+                        .iter()
+                        .any(|s| s["stage"] == stage && s["count"].as_u64() > Some(0))
+                })
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        n += 1;
+        run(&["--user", "root:rootpw", "put", &format!("k{n}"), "v"]);
+        let on_follower = state_of(follower);
+        let on_leader = state_of(leader);
+        let reachable = on_follower["members"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["reachable"] == true).count());
+        let relayed = on_follower["leader"]["id"] == leader_id.as_str()
+            && has_stage(&on_follower["leader"]["samples"], "proposal_total");
+        let follower_sync = has_stage(
+            &on_leader["samples"],
+            &format!("follower_log_sync:{follower_id}"),
+        );
+        if reachable == 3 && relayed && follower_sync {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reachable {reachable}, relayed {relayed}, follower log sync {follower_sync}: \
+             {on_follower}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// `lodectl perf --watch`: the leader-latency view in the terminal, redrawn each second from

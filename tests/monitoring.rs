@@ -203,6 +203,8 @@ fn every_metric_the_alerts_and_dashboard_read_is_served_with_etcds_types_and_lab
         ("etcd_mvcc_db_total_size_in_bytes", "gauge"),
         ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge"),
         ("etcd_debugging_mvcc_keys_total", "gauge"),
+        ("etcd_debugging_mvcc_watch_stream_total", "gauge"),
+        ("etcd_debugging_mvcc_watcher_total", "gauge"),
         ("etcd_debugging_mvcc_current_revision", "gauge"),
         ("etcd_network_peer_round_trip_time_seconds", "histogram"),
         ("etcd_network_peer_sent_bytes_total", "counter"),

@@ -1,7 +1,8 @@
 //! The peer transport between real TCP sockets on loopback: delivery in order, control messages
 //! never stuck behind appends, peers of another cluster refused, unreachable peers reported,
 //! a peer that moves reached at its new address, a sender missing from the configuration
-//! answered at the address its hello gave, and snapshot files streamed in chunks.
+//! answered at the address its hello gave, snapshot files streamed in chunks, and dashboard
+//! reports answered to members only.
 
 mod common;
 
@@ -263,6 +264,38 @@ fn a_sender_missing_from_the_configuration_is_answered_where_its_hello_says() {
             }
             assert!(Instant::now() < deadline, "the configured member was moved");
         }
+    });
+}
+
+#[test]
+fn reports_are_answered_to_members_only() {
+    on_executor(|| async {
+        let (asked, asked_address, _a_dir) = listening(9, 2);
+        let (member, _m_address, _m_dir) = listening(9, 1);
+        let (stranger, _s_address, _s_dir) = listening(9, 7);
+        asked.set_report_source(Box::new(|first| {
+            format!("{{\"first\":{first}}}").into_bytes()
+        }));
+        asked.set_peer(1, plain("127.0.0.1:1"));
+        member.set_peer(2, plain(&asked_address));
+        stranger.set_peer(2, plain(&asked_address));
+
+        // A member asks twice over one connection, and is answered each time.
+        let mut connection = None;
+        for first in [0, 5] {
+            let report = member
+                .ask_report(&mut connection, 2, first)
+                .await
+                .expect("a member's report query answered");
+            assert_eq!(&report[..], format!("{{\"first\":{first}}}").as_bytes());
+        }
+        // A sender the asked member's configuration does not list is cut off unanswered.
+        let mut connection = None;
+        let refused = stranger.ask_report(&mut connection, 2, 0).await;
+        assert!(refused.is_err(), "{refused:?}");
+        // Nor can a member ask one it does not know.
+        let unknown = member.ask_report(&mut None, 5, 0).await;
+        assert!(unknown.is_err(), "{unknown:?}");
     });
 }
 

@@ -51,6 +51,7 @@ impl<D: LogDir + 'static> Consensus<D> {
             keys: 0,
             leases: self.sequencer.lease_count() as u64,
             watch_streams: 0,
+            watchers: 0,
             stages,
             followers,
             requests: Default::default(),

@@ -325,6 +325,11 @@ impl<D: LogDir + 'static> Consensus<D> {
             .unwrap_or_default()
     }
 
+    /// The peer transport (`None` for a member without a peer listener).
+    pub fn peer_transport(&self) -> Option<&Rc<PeerTransport>> {
+        self.transport.as_ref()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ConsensusConfig {
         &self.config

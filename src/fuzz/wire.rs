@@ -156,12 +156,12 @@ pub(super) fn peer_corpus() -> Vec<Vec<u8>> {
 }
 
 /// Valid peer frames of cluster `cluster_id` to member `to`, sent as member `from`: Raft
-/// messages of every kind a member sends, a snapshot chunk, a members query and answer, a hello (the
-/// seeds `tests/fuzz.rs` mutates against a running member).
+/// messages of every kind a member sends, a snapshot chunk, a members query and answer, a hello, a
+/// dashboard report query and answer (the seeds `tests/fuzz.rs` mutates against a running member).
 pub fn peer_frames(cluster_id: u64, to: u64, from: u64) -> Vec<Vec<u8>> {
     use crate::peer::wire::{
-        encode_frame, encode_hello, encode_members, encode_members_query, encode_snapshot_chunk,
-        SnapshotChunk,
+        encode_frame, encode_hello, encode_members, encode_members_query, encode_report,
+        encode_report_query, encode_snapshot_chunk, SnapshotChunk,
     };
     use raft::eraftpb::{Entry, Message, MessageType};
     let message = |kind: MessageType| {
@@ -228,11 +228,17 @@ pub fn peer_frames(cluster_id: u64, to: u64, from: u64) -> Vec<Vec<u8>> {
     encode_hello(cluster_id, from, &["http://10.0.0.4:2380".into()], &mut out);
     encode_frame(cluster_id, from, &[], &mut out);
     corpus.push(out.to_vec());
+    let mut out = BytesMut::new();
+    encode_report_query(cluster_id, from, 3, &mut out);
+    corpus.push(out.to_vec());
+    let mut out = BytesMut::new();
+    encode_report(cluster_id, from, b"{\"term\":3}", &mut out);
+    corpus.push(out.to_vec());
     corpus
 }
 
 pub(super) fn peer_run(data: &[u8]) {
-    use crate::peer::wire::{decode_frame, decode_members, Frame};
+    use crate::peer::wire::{decode_frame, decode_members, decode_report, Frame};
     use crate::replica::guard::{check, Receiver, Sender};
     let sender = |id: u64| match id {
         1..=3 => Sender::Configured,
@@ -254,6 +260,10 @@ pub(super) fn peer_run(data: &[u8]) {
     }
     let mut buffer = BytesMut::from(data);
     let _ = decode_members(&mut buffer, 1 << 20);
+    let mut buffer = BytesMut::from(data);
+    if let Ok(Some(report)) = decode_report(&mut buffer, FUZZ_CLUSTER, 2, 1 << 20) {
+        let _ = serde_json::from_slice::<crate::dashboard::MemberReport>(&report);
+    }
     // Past the frame header, the bytes as one Raft message (protobuf), through the guard.
     if data.len() > 32 {
         use protobuf::Message as _;

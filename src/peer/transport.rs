@@ -50,6 +50,7 @@ use crate::snapshotter::snapshot_file_name;
 use crate::tls::{ClientTls, Stream};
 
 mod inbound;
+mod report;
 
 /// Largest batch of messages written as one frame.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -283,6 +284,8 @@ pub struct PeerTransport {
     heard: RefCell<VecDeque<(u64, PeerAddress)>>,
     /// Traffic per peer, for etcd's `etcd_network_peer_*` metrics.
     traffic: RefCell<BTreeMap<u64, PeerTraffic>>,
+    /// This member's dashboard report, for the other members' dashboards.
+    report: RefCell<Option<ReportSource>>,
 }
 
 /// Bytes to and from one peer, and messages that could not be sent to it.
@@ -295,6 +298,10 @@ struct PeerTraffic {
 
 /// Gives the member registry's current bytes (`Members::encode`).
 pub type RegistrySource = Box<dyn Fn() -> Vec<u8>>;
+
+/// Gives this member's dashboard report (`dashboard::MemberReport` as JSON) with its samples
+/// numbered from the argument on.
+pub type ReportSource = Box<dyn Fn(u64) -> Vec<u8>>;
 
 impl PeerTransport {
     /// A transport for member `own_id` of cluster `cluster_id`, sending and receiving
@@ -321,6 +328,7 @@ impl PeerTransport {
             own_urls: RefCell::default(),
             heard: RefCell::default(),
             traffic: RefCell::default(),
+            report: RefCell::new(None),
         })
     }
 

@@ -4,7 +4,8 @@
 //! ```text
 //! u32  length of the rest of the frame
 //! u16  version (PEER_WIRE_VERSION)
-//! u16  kind: 0 messages, 1 snapshot chunk, 2 members query, 3 members, 4 hello
+//! u16  kind: 0 messages, 1 snapshot chunk, 2 members query, 3 members, 4 hello,
+//!           5 report query, 6 report
 //! u64  cluster ID of the sender
 //! u64  member ID of the sender
 //! messages:       u32 number of messages
@@ -14,6 +15,8 @@
 //! members query:  nothing (cluster and member ID 0: a member joining does not know them yet)
 //! members:        the member registry (`Members::encode`), the answer to a query
 //! hello:          u16 number of URLs, then per URL: u16 length | UTF-8 (the sender's peer URLs)
+//! report query:   u64 the first dashboard sample wanted
+//! report:         the answering member's dashboard report (`dashboard::MemberReport`) as JSON
 //! ```
 //!
 //! Little-endian. A receiver refuses a frame of another cluster or version, a frame longer
@@ -26,7 +29,10 @@
 //! member removed from the cluster that still sends is answered `REMOVED_NOTICE` and cut off.
 //! A sender opens each message connection with a hello naming its peer URLs, as etcd's peers
 //! send `X-PeerURLs`: a receiver whose configuration does not list the sender yet (it was away
-//! while the sender was added) can still answer it.
+//! while the sender was added) can still answer it. A member's dashboard asks each other member
+//! for its report (status and per-second samples) over the peer port, on a connection of its
+//! own: the peer port's authentication (peer TLS) stands for the caller, so the dashboard's view
+//! of the cluster does not need a client user when auth is on.
 
 use bytes::{Buf, BufMut, BytesMut};
 use protobuf::Message as _;
@@ -49,6 +55,8 @@ const KIND_SNAPSHOT_CHUNK: u16 = 1;
 const KIND_MEMBERS_QUERY: u16 = 2;
 const KIND_MEMBERS: u16 = 3;
 const KIND_HELLO: u16 = 4;
+const KIND_REPORT_QUERY: u16 = 5;
+const KIND_REPORT: u16 = 6;
 
 /// Most peer URLs a hello may name.
 pub const MAX_HELLO_URLS: usize = 16;
@@ -91,6 +99,51 @@ pub fn encode_hello(cluster_id: u64, from: u64, peer_urls: &[String], out: &mut 
         out.put_u16_le(url.len() as u16);
         out.put_slice(url.as_bytes());
     }
+}
+
+/// Appends a report query from member `from` of cluster `cluster_id`, wanting the dashboard
+/// samples numbered `first_sample` on.
+pub fn encode_report_query(cluster_id: u64, from: u64, first_sample: u64, out: &mut BytesMut) {
+    put_common(out, 8, KIND_REPORT_QUERY, cluster_id, from);
+    out.put_u64_le(first_sample);
+}
+
+/// Appends the answer to a report query: the report's bytes from member `from`.
+pub fn encode_report(cluster_id: u64, from: u64, report: &[u8], out: &mut BytesMut) {
+    put_common(out, report.len(), KIND_REPORT, cluster_id, from);
+    out.put_slice(report);
+}
+
+/// Reads the answer to a report query from member `expected` of cluster `cluster_id`: the
+/// report's bytes, or `None` until it is whole. Any other frame is an error.
+pub fn decode_report(
+    buffer: &mut BytesMut,
+    cluster_id: u64,
+    expected: u64,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, WireError> {
+    let Some(FrameHeader {
+        kind,
+        cluster_id: theirs,
+        from,
+        body,
+    }) = take_frame(buffer, limit)?
+    else {
+        return Ok(None);
+    };
+    if theirs != cluster_id {
+        return Err(WireError::OtherCluster {
+            from,
+            theirs,
+            ours: cluster_id,
+        });
+    }
+    if kind != KIND_REPORT || from != expected {
+        return Err(WireError::Malformed(format!(
+            "expected member {expected:x}'s report, got a frame of kind {kind} from {from:x}"
+        )));
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// Reads the answer to a members query: (cluster ID, answering member, registry), or `None`
@@ -240,6 +293,13 @@ pub enum Frame {
         /// Its peer URLs, as it advertises them.
         peer_urls: Vec<String>,
     },
+    /// Another member's dashboard asks for this member's report.
+    ReportQuery {
+        /// The asking member.
+        from: u64,
+        /// The first dashboard sample it wants.
+        first_sample: u64,
+    },
 }
 
 /// A whole frame's common header, and the rest of it.
@@ -317,6 +377,19 @@ pub fn decode_frame(
         KIND_MESSAGES => decode_messages(frame, from, own_id).map(Some),
         KIND_SNAPSHOT_CHUNK => decode_chunk(frame, from).map(Some),
         KIND_HELLO => decode_hello(frame, from).map(Some),
+        KIND_REPORT_QUERY => {
+            let mut body = frame;
+            if body.len() != 8 {
+                return Err(WireError::Malformed(format!(
+                    "a report query of {} bytes, not 8",
+                    body.len()
+                )));
+            }
+            Ok(Some(Frame::ReportQuery {
+                from,
+                first_sample: body.get_u64_le(),
+            }))
+        }
         other => Err(WireError::Malformed(format!("unknown frame kind {other}"))),
     }
 }
@@ -578,6 +651,51 @@ mod tests {
             decode_frame(&mut wire, 9, 2, 1 << 20),
             Ok(Some(Frame::Hello { peer_urls, .. })) if peer_urls.len() == MAX_HELLO_URLS
         ));
+    }
+
+    #[test]
+    fn report_queries_and_reports_round_trip_and_strays_are_refused() {
+        let mut wire = BytesMut::new();
+        encode_report_query(9, 4, 77, &mut wire);
+        assert_eq!(
+            decode_frame(&mut wire.clone(), 9, 2, 1 << 20).unwrap(),
+            Some(Frame::ReportQuery {
+                from: 4,
+                first_sample: 77
+            })
+        );
+        assert!(matches!(
+            decode_frame(&mut wire.clone(), 8, 2, 1 << 20),
+            Err(WireError::OtherCluster { .. })
+        ));
+        // A query with a short or long body.
+        let mut short = wire.to_vec();
+        short.truncate(short.len() - 1);
+        short[0] -= 1;
+        let mut long = wire.to_vec();
+        long.push(0);
+        long[0] += 1;
+        for bad in [short, long] {
+            assert!(matches!(
+                decode_frame(&mut BytesMut::from(&bad[..]), 9, 2, 1 << 20),
+                Err(WireError::Malformed(_))
+            ));
+        }
+        let mut answer = BytesMut::new();
+        encode_report(9, 4, b"{\"term\":3}", &mut answer);
+        // Whole only once every byte is there.
+        let mut partial = BytesMut::from(&answer[..answer.len() - 1]);
+        assert_eq!(decode_report(&mut partial, 9, 4, 1 << 20), Ok(None));
+        assert_eq!(
+            decode_report(&mut answer.clone(), 9, 4, 1 << 20).unwrap(),
+            Some(bytes::Bytes::from_static(b"{\"term\":3}"))
+        );
+        // From another member or cluster, or not a report: refused.
+        assert!(decode_report(&mut answer.clone(), 9, 5, 1 << 20).is_err());
+        assert!(decode_report(&mut answer.clone(), 8, 4, 1 << 20).is_err());
+        assert!(decode_report(&mut wire.clone(), 9, 4, 1 << 20).is_err());
+        // A report is never taken as a frame a member acts on.
+        assert!(decode_frame(&mut answer.clone(), 9, 2, 1 << 20).is_err());
     }
 
     #[test]

@@ -209,12 +209,6 @@ fn dashboard_events(query: &str) -> HttpResponse {
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-cache"),
     );
-    // A follower's page reads the leader's feed from the leader's client URL: the figures are
-    // what `/metrics` serves to anyone, so any origin may read them.
-    headers.insert(
-        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        http::HeaderValue::from_static("*"),
-    );
     response
 }
 
@@ -714,6 +708,18 @@ async fn metrics(node: &Rc<Node>) -> HttpResponse {
             "Total number of keys.",
             &[],
             stats.live_keys as f64,
+        );
+        exposition.gauge(
+            "etcd_debugging_mvcc_watch_stream_total",
+            "Total number of watch streams.",
+            &[],
+            stats.watch_streams as f64,
+        );
+        exposition.gauge(
+            "etcd_debugging_mvcc_watcher_total",
+            "Total number of watchers.",
+            &[],
+            stats.watchers as f64,
         );
     }
     let mut text = exposition.finish();

@@ -47,6 +47,8 @@ pub struct ShardStats {
     pub live_keys: u64,
     /// Watch streams open on the core.
     pub watch_streams: u64,
+    /// Watchers on those streams.
+    pub watchers: u64,
 }
 
 impl std::ops::Add for ShardStats {
@@ -56,6 +58,7 @@ impl std::ops::Add for ShardStats {
         ShardStats {
             live_keys: self.live_keys + other.live_keys,
             watch_streams: self.watch_streams + other.watch_streams,
+            watchers: self.watchers + other.watchers,
         }
     }
 }
@@ -686,6 +689,7 @@ impl ShardState {
         ShardStats {
             live_keys: self.shard.borrow().live_key_count(),
             watch_streams: self.watch_hub.stream_count() as u64,
+            watchers: self.watch_hub.watcher_count() as u64,
         }
     }
 

@@ -222,6 +222,16 @@ impl WatchHub {
         self.streams.borrow().len()
     }
 
+    /// Watchers on this core's streams. A stream being changed right now (it never is across a
+    /// wait, so only by the caller itself) is left out rather than borrowed twice.
+    pub fn watcher_count(&self) -> usize {
+        self.streams
+            .borrow()
+            .values()
+            .filter_map(|slot| slot.stream.try_borrow().ok().map(|s| s.watcher_count()))
+            .sum()
+    }
+
     /// Wakes every stream (the node is stopping).
     pub fn wake_all(&self) {
         for slot in self.streams.borrow().values() {

@@ -1,6 +1,6 @@
 //! The receiving side of the peer transport: accepting connections, checking every frame
 //! (cluster, version, size, the sender's certificate), handing Raft messages to the inbox,
-//! answering members queries, remembering where unlisted senders said they are, and writing
+//! answering members queries and the dashboard's report queries, remembering where unlisted senders said they are, and writing
 //! incoming snapshot files chunk by chunk until they are whole and synced.
 
 use std::path::{Path, PathBuf};
@@ -97,7 +97,8 @@ impl PeerTransport {
                 let sender = match &frame {
                     Frame::Messages { from, .. }
                     | Frame::SnapshotChunk { from, .. }
-                    | Frame::Hello { from, .. } => *from,
+                    | Frame::Hello { from, .. }
+                    | Frame::ReportQuery { from, .. } => *from,
                     Frame::MembersQuery => 0,
                 };
                 if let (Some(certificate), true) = (&certificate, sender != 0) {
@@ -135,6 +136,15 @@ impl PeerTransport {
                         encode_members(self.cluster_id, self.own_id, &registry, &mut wire);
                         if let Err(error) = write_flushed(&mut stream, &wire).await {
                             break 'connection Err(format!("answering a members query: {error}"));
+                        }
+                    }
+                    Frame::ReportQuery { from, first_sample } => {
+                        let answer = match self.answer_report(from, first_sample) {
+                            Ok(answer) => answer,
+                            Err(error) => break 'connection Err(error),
+                        };
+                        if let Err(error) = write_flushed(&mut stream, &answer).await {
+                            break 'connection Err(format!("answering a report query: {error}"));
                         }
                     }
                     Frame::Hello { from, peer_urls } => {

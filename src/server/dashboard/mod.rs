@@ -5,13 +5,22 @@
 //! ```text
 //!  core 0 (consensus), every second ─▶ sample (consensus::dashboard + request counters)
 //!                                        + leader changes + slowest writes ─▶ FEED
-//!  core 0, every two seconds ────────▶ each member's Status, asked through the cluster
-//!                                        (the native protocol on its client URL) ─▶ FEED
+//!  core 0, every second ─▶ each other member's report (status + samples since the last
+//!                           asked), over the peer port ─▶ FEED (members, mirrored samples)
+//!  core 0, peer port: another member's report query ─▶ this member's status + samples
 //!  any core: GET /dashboard            ─▶ the page (HTML, JS, CSS, uPlot)
 //!            GET /dashboard/state      ─▶ all of FEED as JSON
 //!            GET /dashboard/events?from=n ─▶ server-sent events: each second, samples from
-//!                                        n on, the timeline, members and slowest writes
+//!                                        n on, the leader's new samples, the timeline,
+//!                                        members and slowest writes
 //! ```
+//!
+//! The other members are asked over the peer port, not the client API: the peer port's checks
+//! (cluster, sender, peer TLS) stand for the caller, so the cluster view needs no client user
+//! when auth is on. Their samples are mirrored here, which gives a follower's page the
+//! leader's latency view (relayed, whatever the browser can reach) and the leader's samples
+//! each follower's own log-sync figures (`follower_log_sync:<id>`, its newest second as
+//! reported, up to `FOLLOWER_SAMPLE_FRESH_MS` old).
 //!
 //! The feed lives behind one mutex, touched once a second by the sampler and once a second by
 //! each open page: never on a request's path. Its size is bounded (`crate::dashboard`).
@@ -24,18 +33,17 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::node::Node;
-use crate::api::native::{Request, Response};
 use crate::consensus::unix_millis;
-use crate::dashboard::{Feed, IntervalQuantiles, MemberView};
+use crate::dashboard::{Feed, IntervalQuantiles, MemberReport, MemberView, StageFigures};
 use crate::ids::MemberId;
 
 /// How often a sample is taken.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often the other members are asked for their Status.
-const MEMBERS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the other members are asked for their reports.
+const MEMBERS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a member may take to answer its Status before it is marked unreachable.
+/// How long a member may take to answer before it is marked unreachable.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(1);
 
 static FEED: LazyLock<Mutex<Feed>> = LazyLock::new(|| Mutex::new(Feed::new()));
@@ -52,6 +60,9 @@ pub(super) fn start(node: &Rc<Node>) {
     if node.consensus().is_none() {
         return;
     }
+    if let Some(consensus) = node.consensus() {
+        answer_reports(consensus);
+    }
     glommio::spawn_local(sample_every_second(node.clone())).detach();
     glommio::spawn_local(gather_members(node.clone())).detach();
 }
@@ -63,6 +74,8 @@ async fn sample_every_second(node: Rc<Node>) {
     let mut quantiles = IntervalQuantiles::default();
     let mut handled_before: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut next_change = 0;
+    // Per follower, the first of its mirrored samples not yet used for its log sync.
+    let mut follower_next: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         glommio::timer::sleep(SAMPLE_INTERVAL).await;
         if node.router().local().stopping() {
@@ -91,6 +104,17 @@ async fn sample_every_second(node: Rc<Node>) {
         if let Ok(stats) = node.keyspace_stats().await {
             sample.keys = stats.live_keys;
             sample.watch_streams = stats.watch_streams;
+            sample.watchers = stats.watchers;
+        }
+        if sample.is_leader {
+            let followers: Vec<String> = sample.followers.iter().map(|f| f.id.clone()).collect();
+            with_feed(|feed| {
+                for follower in followers {
+                    let next = follower_next.entry(follower.clone()).or_default();
+                    let figures = follower_log_sync(feed, &follower, next, at_ms);
+                    sample.stages.push(figures);
+                }
+            });
         }
         let changes = consensus.dashboard_leader_changes(next_change, at_ms);
         let slowest = consensus.dashboard_slowest();
@@ -111,23 +135,116 @@ async fn sample_every_second(node: Rc<Node>) {
     }
 }
 
-/// Asks every other member for its Status through the cluster (the native protocol on its
-/// first client URL, TLS as this member dials client URLs), keeping one connection to each.
+/// How old a follower's own sample may be to stand for its log sync in the leader's sample.
+const FOLLOWER_SAMPLE_FRESH_MS: u64 = 3_000;
+
+/// `follower`'s log sync as it measured it, named `follower_log_sync:<id>`: its newest sample
+/// reported since `next` (the one after the last used), if recent; the stage with no figures
+/// otherwise, so the chart's series stays and shows a gap.
+fn follower_log_sync(feed: &Feed, follower: &str, next: &mut u64, at_ms: u64) -> StageFigures {
+    let stage = format!("follower_log_sync:{follower}");
+    if feed.mirror_next(follower) < *next {
+        // It restarted and numbers its samples from 0 again.
+        *next = 0;
+    }
+    let newest = feed.mirrored(follower, *next).pop();
+    if let Some(newest) = &newest {
+        *next = newest.seq + 1;
+    }
+    newest
+        .filter(|sample| sample.at_ms + FOLLOWER_SAMPLE_FRESH_MS >= at_ms)
+        .and_then(|sample| {
+            sample
+                .stages
+                .into_iter()
+                .find(|figures| figures.stage == "follower_log_sync")
+        })
+        .map_or_else(
+            || StageFigures {
+                stage: stage.clone(),
+                count: 0,
+                p50_us: 0.0,
+                p99_us: 0.0,
+                p999_us: 0.0,
+                max_us: 0.0,
+            },
+            |figures| StageFigures {
+                stage: stage.clone(),
+                ..figures
+            },
+        )
+}
+
+/// This member's status as another member's dashboard sees it (no samples).
+fn report_of(consensus: &crate::consensus::Consensus<crate::wal::io::DmaDir>) -> MemberReport {
+    let status = super::node::status_of(consensus);
+    // The role it has most of its syncs in speaks for its disk.
+    let syncs = status
+        .stages
+        .iter()
+        .filter(|stage| stage.name.ends_with("log sync"))
+        .max_by_key(|stage| stage.count);
+    MemberReport {
+        leader: status.leader,
+        is_learner: status.is_learner,
+        term: status.raft_term,
+        raft_index: status.raft_index,
+        applied: status.raft_applied_index,
+        db_size: status.db_size,
+        version: status.version,
+        log_syncs: syncs.map_or(0, |stage| stage.count),
+        log_sync_p99_us: syncs.map_or(0.0, |stage| stage.p99_ns as f64 / 1000.0),
+        next_sample: 0,
+        samples: Vec::new(),
+    }
+}
+
+/// Answers the other members' report queries (over the peer port) from this member's feed.
+fn answer_reports(consensus: &Rc<crate::consensus::Consensus<crate::wal::io::DmaDir>>) {
+    let Some(transport) = consensus.peer_transport() else {
+        return;
+    };
+    let weak = Rc::downgrade(consensus);
+    transport.set_report_source(Box::new(move |first_sample| {
+        let Some(consensus) = weak.upgrade() else {
+            return Vec::new();
+        };
+        let mut report = report_of(&consensus);
+        with_feed(|feed| {
+            report.next_sample = feed.next_seq();
+            // Asked for a number not reached yet: the asker knew this member before it
+            // restarted. It gets all that is kept, numbered from 0 again.
+            let from = if first_sample > feed.next_seq() {
+                0
+            } else {
+                first_sample
+            };
+            report.samples = feed.since(from);
+        });
+        // Plain data always serializes; an empty answer would be refused by the asker.
+        serde_json::to_vec(&report).unwrap_or_default()
+    }));
+}
+
+/// Asks every other member for its report through the cluster (over the peer port, one
+/// connection to each kept open), and keeps its samples beside this member's own.
 async fn gather_members(node: Rc<Node>) {
     let Some(consensus) = node.consensus().cloned() else {
         return;
     };
-    let mut clients: BTreeMap<MemberId, crate::client::Client> = BTreeMap::new();
+    let mut connections: BTreeMap<MemberId, Option<crate::tls::Stream>> = BTreeMap::new();
     loop {
         glommio::timer::sleep(MEMBERS_INTERVAL).await;
         if node.router().local().stopping() {
             return;
         }
-        let own = super::node::status_of(&consensus);
+        let own = report_of(&consensus);
         let own_id = consensus.config().member_id;
         let mut views = Vec::new();
+        let mut ids = Vec::new();
         for member in consensus.replica_members() {
-            let client_url = member.client_urls.first().cloned().unwrap_or_default();
+            let id = format!("{:x}", member.id);
+            ids.push(id.clone());
             let role = |leader: u64, learner: bool| {
                 if learner {
                     "learner"
@@ -138,9 +255,9 @@ async fn gather_members(node: Rc<Node>) {
                 }
             };
             let mut view = MemberView {
-                id: format!("{:x}", member.id),
+                id: id.clone(),
                 name: member.name.clone(),
-                client_url: client_url.clone(),
+                client_url: member.client_urls.first().cloned().unwrap_or_default(),
                 role: role(own.leader, member.is_learner).to_string(),
                 reachable: false,
                 error: String::new(),
@@ -154,41 +271,38 @@ async fn gather_members(node: Rc<Node>) {
                 log_sync_p99_us: 0.0,
                 at_ms: unix_millis(),
             };
-            let status = if member.id == own_id {
+            let report = if member.id == own_id {
                 Ok(own.clone())
-            } else if client_url.is_empty() {
-                Err("its client URL is not published yet".to_string())
             } else {
-                ask_status(&consensus, &mut clients, member.id, &client_url).await
+                let first_sample = with_feed(|feed| feed.mirror_next(&id));
+                let asked = ask_report(&consensus, &mut connections, member.id, first_sample);
+                let answer = asked.await;
+                if answer.is_err() {
+                    connections.remove(&member.id);
+                }
+                answer
             };
-            match status {
-                Ok(status) => {
+            match report {
+                Ok(report) => {
                     view.reachable = true;
-                    view.role = role(status.leader, status.is_learner).to_string();
-                    view.term = status.raft_term;
-                    view.raft_index = status.raft_index;
-                    view.applied = status.raft_applied_index;
-                    view.lag_entries = own.raft_index.saturating_sub(status.raft_applied_index);
-                    view.db_size = status.db_size;
-                    view.version = status.version;
-                    // The role it has most of its syncs in speaks for its disk.
-                    if let Some(syncs) = status
-                        .stages
-                        .iter()
-                        .filter(|stage| stage.name.ends_with("log sync"))
-                        .max_by_key(|stage| stage.count)
-                    {
-                        view.log_syncs = syncs.count;
-                        view.log_sync_p99_us = syncs.p99_ns as f64 / 1000.0;
+                    view.role = role(report.leader, report.is_learner).to_string();
+                    view.term = report.term;
+                    view.raft_index = report.raft_index;
+                    view.applied = report.applied;
+                    view.lag_entries = own.raft_index.saturating_sub(report.applied);
+                    view.db_size = report.db_size;
+                    view.version = report.version.clone();
+                    view.log_syncs = report.log_syncs;
+                    view.log_sync_p99_us = report.log_sync_p99_us;
+                    if member.id != own_id {
+                        with_feed(|feed| feed.mirror(&id, &report));
                     }
                 }
-                Err(error) => {
-                    clients.remove(&member.id);
-                    view.error = error;
-                }
+                Err(error) => view.error = error,
             }
             views.push(view);
         }
+        connections.retain(|id, _| ids.contains(&format!("{id:x}")));
         let alarms = consensus
             .alarms()
             .into_iter()
@@ -199,45 +313,30 @@ async fn gather_members(node: Rc<Node>) {
                 )
             })
             .collect();
-        with_feed(|feed| feed.set_members(views, alarms));
+        with_feed(|feed| {
+            feed.keep_mirrors_of(&ids);
+            feed.set_members(views, alarms);
+        });
     }
 }
 
-async fn ask_status(
+/// Asks `member` for its report over the peer port, within `MEMBER_TIMEOUT`.
+async fn ask_report(
     consensus: &crate::consensus::Consensus<crate::wal::io::DmaDir>,
-    clients: &mut BTreeMap<MemberId, crate::client::Client>,
+    connections: &mut BTreeMap<MemberId, Option<crate::tls::Stream>>,
     member: MemberId,
-    client_url: &str,
-) -> Result<crate::api::request::StatusResponse, String> {
-    let asked = async {
-        if let std::collections::btree_map::Entry::Vacant(vacant) = clients.entry(member) {
-            let url = crate::urls::parse_url(client_url)?;
-            let tls = match (url.tls, consensus.config().forward_tls.as_ref()) {
-                (false, _) => None,
-                (true, Some(tls)) => Some((&**tls, url.host.as_str())),
-                (true, None) => {
-                    return Err("its client URL is https and this member has no client TLS \
-                                settings"
-                        .to_string())
-                }
-            };
-            let client = crate::client::Client::connect_secured(&url.authority(), tls)
-                .await
-                .map_err(|error| error.to_string())?;
-            vacant.insert(client);
-        }
-        let Some(client) = clients.get(&member) else {
-            return Err("no connection".to_string());
-        };
-        match client.request(&Request::Status).await {
-            Ok(Response::Status(status)) => Ok(status),
-            Ok(_) => Err("an answer that is not a status".to_string()),
-            Err(error) => Err(error.to_string()),
-        }
+    first_sample: u64,
+) -> Result<MemberReport, String> {
+    let Some(transport) = consensus.peer_transport() else {
+        return Err("this member has no peer transport".into());
     };
+    let connection = connections.entry(member).or_default();
+    let asked = transport.ask_report(connection, member.get(), first_sample);
     let expired = glommio::timer::sleep(MEMBER_TIMEOUT);
     match futures::future::select(std::pin::pin!(asked), std::pin::pin!(expired)).await {
-        futures::future::Either::Left((answer, _)) => answer,
+        futures::future::Either::Left((Ok(bytes), _)) => serde_json::from_slice(&bytes)
+            .map_err(|error| format!("a report that does not read: {error}")),
+        futures::future::Either::Left((Err(error), _)) => Err(error),
         futures::future::Either::Right(_) => Err(format!(
             "no answer within {} ms",
             MEMBER_TIMEOUT.as_millis()
@@ -249,9 +348,13 @@ async fn ask_status(
 pub(super) fn state_json(node: &Node) -> String {
     let member = format!("{:x}", node.config.member_id);
     with_feed(|feed| {
+        let leader = feed.followed_leader().unwrap_or_default();
+        let leader_samples = feed.mirrored(&leader, 0);
         serde_json::json!({
             "member": member,
             "samples": feed.since(0),
+            "leader": { "id": leader, "samples": leader_samples },
+            "cluster_requests": feed.cluster_requests_per_second(),
             "timeline": feed.timeline().collect::<Vec<_>>(),
             "members": feed.members(),
             "alarms": feed.alarms(),
@@ -261,27 +364,52 @@ pub(super) fn state_json(node: &Node) -> String {
     })
 }
 
+/// What an open page was sent so far: its own samples before `next`, and the followed
+/// leader's (as this member mirrors them) before `leader_next`.
+struct Sent {
+    next: u64,
+    leader: String,
+    leader_next: u64,
+}
+
 /// Server-sent events for an open page: at once and then every second, the samples from
-/// `from` on, with the timeline, the members and the slowest writes.
+/// `from` on and the followed leader's new samples (all of them again when the leader
+/// changed), with the timeline, the members and the slowest writes.
 pub(super) fn events(from: u64) -> futures::stream::LocalBoxStream<'static, Bytes> {
     use futures::StreamExt;
-    futures::stream::unfold((from, true), |(next, first)| async move {
+    let sent = Sent {
+        next: from,
+        leader: String::new(),
+        leader_next: 0,
+    };
+    futures::stream::unfold((sent, true), |(mut sent, first)| async move {
         if !first {
             glommio::timer::sleep(SAMPLE_INTERVAL).await;
         }
-        let (event, next) = with_feed(|feed| {
-            let samples = feed.since(next);
+        let event = with_feed(|feed| {
+            let leader = feed.followed_leader().unwrap_or_default();
+            if leader != sent.leader {
+                sent.leader = leader.clone();
+                sent.leader_next = 0;
+            }
+            let leader_samples = feed.mirrored(&leader, sent.leader_next);
+            if let Some(newest) = leader_samples.last() {
+                sent.leader_next = newest.seq + 1;
+            }
             let event = serde_json::json!({
-                "samples": samples,
+                "samples": feed.since(sent.next),
+                "leader": { "id": leader, "samples": leader_samples },
+                "cluster_requests": feed.cluster_requests_per_second(),
                 "timeline": feed.timeline().collect::<Vec<_>>(),
                 "members": feed.members(),
                 "alarms": feed.alarms(),
                 "slowest": feed.slowest(),
             });
-            (event, feed.next_seq())
+            sent.next = feed.next_seq();
+            event
         });
         let frame = Bytes::from(format!("data: {event}\n\n"));
-        Some((frame, (next, false)))
+        Some((frame, (sent, false)))
     })
     .boxed_local()
 }

@@ -1,13 +1,15 @@
 // lode's built-in dashboard: reads /dashboard/state once, then follows /dashboard/events
-// (server-sent events, one a second) and redraws. The leader-latency view follows the leader:
-// on a follower's page it reads the leader's feed through the leader's client URL, falling
-// back to this member's own when the browser cannot reach it.
+// (server-sent events, one a second) and redraws. The leader-latency view is the leader's: on
+// a follower's page it shows the leader's samples, which this member mirrors from the leader
+// over the peer port and relays, so the page needs to reach this member only.
 "use strict";
 
 const KEEP = 300;                 // samples charted: five minutes at one a second
-const state = { member: "", samples: [], timeline: [], members: [], alarms: [], slowest: [] };
+const state = {
+  member: "", samples: [], leader: { id: "", samples: [] }, clusterRequests: 0,
+  timeline: [], members: [], alarms: [], slowest: [],
+};
 let source = null;                // the EventSource followed
-let sourceBase = "";              // "" for this member, else the leader's client URL
 let charts = {};
 
 function $(id) { return document.getElementById(id); }
@@ -37,7 +39,7 @@ function stageName(stage) {
   const names = {
     proposal_queueing: "proposal queueing",
     leader_log_sync: "leader log sync (fsync)",
-    follower_log_sync: "follower log sync (fsync)",
+    follower_log_sync: who ? "log sync (fsync) on follower " + who : "follower log sync (fsync)",
     commit_to_apply: "commit → apply",
     apply_to_response: "apply → response",
     proposal_total: "commit latency (total)",
@@ -47,12 +49,22 @@ function stageName(stage) {
   return names[kind] || stage;
 }
 
-function merge(event) {
-  for (const sample of event.samples || []) {
-    const last = state.samples[state.samples.length - 1];
-    if (!last || sample.seq > last.seq) state.samples.push(sample);
+// Appends the samples newer than the last kept, keeping the newest KEEP.
+function append(kept, samples) {
+  for (const sample of samples || []) {
+    const last = kept[kept.length - 1];
+    if (!last || sample.seq > last.seq) kept.push(sample);
   }
-  if (state.samples.length > KEEP) state.samples.splice(0, state.samples.length - KEEP);
+  if (kept.length > KEEP) kept.splice(0, kept.length - KEEP);
+}
+
+function merge(event) {
+  append(state.samples, event.samples);
+  if (event.leader) {
+    if (event.leader.id !== state.leader.id) state.leader = { id: event.leader.id, samples: [] };
+    append(state.leader.samples, event.leader.samples);
+  }
+  if (event.cluster_requests !== undefined) state.clusterRequests = event.cluster_requests;
   if (event.timeline) state.timeline = event.timeline;
   if (event.members) state.members = event.members;
   if (event.alarms) state.alarms = event.alarms;
@@ -83,8 +95,20 @@ function stageValue(sample, stage, field) {
   return s && s.count > 0 ? s[field] : null;
 }
 
+// The samples the leader-latency view shows: the leader's as relayed by this member when this
+// member follows, else this member's own.
+function latencySamples() {
+  const own = state.samples[state.samples.length - 1];
+  if (own && !own.is_leader && state.leader.id && state.leader.samples.length) {
+    return { samples: state.leader.samples, from: state.leader.id };
+  }
+  return { samples: state.samples, from: "" };
+}
+
 function drawLatency() {
-  const samples = state.samples;
+  const { samples, from } = latencySamples();
+  $("latency-source").textContent = from
+    ? "(the leader " + from + "'s, relayed by this member)" : "(this member)";
   const xs = samples.map(s => s.at_ms / 1000);
   plot("chart-total",
     [{ label: "p50" }, { label: "p99" }, { label: "p99.9" }],
@@ -113,6 +137,7 @@ function drawLatency() {
   fill("followers", last.followers.map(f => row([
     f.id, f.lag_entries, f.active ? "yes" : "no",
     us(stageValue(last, "replication:" + f.id, "p99_us") ?? undefined),
+    us(stageValue(last, "follower_log_sync:" + f.id, "p99_us") ?? undefined),
     us(stageValue(last, "heartbeat:" + f.id, "p99_us") ?? undefined),
   ], f.active ? "" : "down")));
 }
@@ -140,8 +165,10 @@ function drawWorkload() {
   if (last) {
     const total = Object.values(last.requests).reduce((a, b) => a + b, 0);
     $("workload-figures").replaceChildren(...[
-      ["requests/s", total.toFixed(0)], ["keys", last.keys], ["revision", last.revision],
-      ["compacted at", last.compact_revision], ["watch streams", last.watch_streams],
+      ["requests/s", total.toFixed(0)], ["requests/s (cluster)", state.clusterRequests.toFixed(0)],
+      ["keys", last.keys], ["revision", last.revision],
+      ["compacted at", last.compact_revision > 0 ? last.compact_revision : "none"], ["watch streams", last.watch_streams],
+      ["watchers", last.watchers],
       ["leases", last.leases], ["term", last.term], ["applied", last.applied],
     ].map(([label, value]) => {
       const div = document.createElement("div");
@@ -168,40 +195,31 @@ function draw() {
   const leader = last && last.leader ? last.leader : "none";
   $("summary").textContent = "member " + state.member + " · leader " + leader +
     (last ? " · term " + last.term + " · revision " + last.revision : "");
-  $("latency-source").textContent = sourceBase ? "(from the leader, " + sourceBase + ")" : "(this member)";
   drawLatency();
   drawCluster();
   drawWorkload();
 }
 
-// Follows `base`'s feed ("" for this member).
-function follow(base) {
+// Follows this member's feed from sample `from` on; when the stream breaks (the member
+// restarted, or the network), starts over from all it keeps a second later.
+function follow(from) {
   if (source) source.close();
-  sourceBase = base;
-  const from = state.samples.length ? state.samples[state.samples.length - 1].seq + 1 : 0;
-  source = new EventSource(base + "/dashboard/events?from=" + (base ? 0 : from));
+  source = new EventSource("/dashboard/events?from=" + from);
   source.onopen = () => { $("live").textContent = "live"; $("live").className = "badge up"; };
-  source.onmessage = e => { merge(JSON.parse(e.data)); draw(); maybeFollowLeader(); };
+  source.onmessage = e => { merge(JSON.parse(e.data)); draw(); };
   source.onerror = () => {
     $("live").textContent = "reconnecting"; $("live").className = "badge down";
-    if (base) { state.samples = []; follow(""); }   // the leader is out of reach: our own
+    source.close();
+    setTimeout(() => {
+      state.samples = []; state.leader = { id: "", samples: [] };
+      follow(0);
+    }, 1000);
   };
-}
-
-// On a follower, the leader-latency view is the leader's: follow its feed when it changes.
-function maybeFollowLeader() {
-  const last = state.samples[state.samples.length - 1];
-  if (!last || sourceBase) return;
-  if (last.is_leader || !last.leader) return;
-  const leader = state.members.find(m => m.id === last.leader && m.reachable);
-  if (!leader || !leader.client_url || leader.client_url === location.origin) return;
-  state.samples = [];
-  follow(leader.client_url.replace(/\/$/, ""));
 }
 
 fetch("/dashboard/state").then(r => r.json()).then(initial => {
   state.member = initial.member;
   merge(initial);
   draw();
-  follow("");
-}).catch(() => { $("summary").textContent = "cannot read /dashboard/state"; follow(""); });
+  follow(state.samples.length ? state.samples[state.samples.length - 1].seq + 1 : 0);
+}).catch(() => { $("summary").textContent = "cannot read /dashboard/state"; follow(0); });

@@ -151,6 +151,27 @@ fn etcdctl_maintenance_commands_and_snapshot_restore() {
     assert_eq!(status["header"]["revision"], 22);
     assert!(status["raftIndex"].as_u64().unwrap() >= 22);
     assert!(status["dbSize"].as_u64().unwrap() > 0);
+    // The size counts every version held, on every core's shard: each put's key, value and
+    // overhead, and the delete's tombstone; a second after the last write, exactly.
+    let overhead = lode::mvcc::shard::VERSION_OVERHEAD_BYTES;
+    let expected: u64 = (0..20)
+        .map(|n| format!("key{n:02}").len() as u64 + format!("value{n}").len() as u64 + overhead)
+        .sum::<u64>()
+        + "key07".len() as u64
+        + overhead;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = json(&run(&["endpoint", "status", "-w", "json"]));
+        let size = status[0]["Status"]["dbSize"].as_u64().unwrap();
+        if size == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the size shows {size} bytes, not {expected}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let table = run(&["endpoint", "status", "-w", "table"]);
     assert!(table.contains("3.5.0"), "{table}");
     let health = json(&run(&["endpoint", "health", "-w", "json"]));

@@ -327,8 +327,9 @@ pub struct ShardState {
     reported_size: Cell<u64>,
     /// On core 0: every other shard's last reported size, by core.
     shard_sizes: RefCell<Vec<u64>>,
-    /// A shard reports its size to core 0 when it moved by this much (and after compactions):
-    /// the quota check on core 0 may trail the truth by this much per core.
+    /// A shard reports its size to core 0 when it moved by this much (and after compactions,
+    /// and once a second if it moved at all): the quota check on core 0 may trail the truth by
+    /// this much per core.
     size_report_step: Cell<u64>,
     /// Cores serving watch streams, which get this shard's events, with their subscription
     /// (ascending by core, no repeats).
@@ -399,6 +400,15 @@ impl ShardState {
                 .await;
         })
         .detach();
+    }
+
+    /// Reports this shard's size to core 0 if it moved at all since the last report. Called
+    /// once a second, so the size Status and `/metrics` show trails small changes by at most a
+    /// second (between steps, a quiet shard would otherwise never report them).
+    pub fn report_size_if_moved(&self, router: &Rc<Router>) {
+        if self.shard.borrow().size_bytes() != self.reported_size.get() {
+            self.report_size(router, true);
+        }
     }
 
     /// This core's watch hub.

@@ -168,6 +168,16 @@ pub async fn run_node(
     for (_, stream) in streams.drain(..) {
         glommio::spawn_local(receive(stream, router.clone(), consensus.clone())).detach();
     }
+    if router.core() != 0 {
+        let router = router.clone();
+        glommio::spawn_local(async move {
+            while !router.local().stopping() {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                router.local().report_size_if_moved(&router);
+            }
+        })
+        .detach();
+    }
     let node = Rc::new(Node {
         router: router.clone(),
         consensus: consensus.clone(),

@@ -356,6 +356,9 @@ async fn worker(endpoints: Vec<String>, id: usize, sections: usize) -> Vec<(i64,
     let mut lease = 0;
     let mut keeper = None;
     let mut section = 0;
+    // Each attempt logs under a key of its own: an attempt whose outcome was unknown but that
+    // did commit keeps its entry when the section is tried again.
+    let mut attempt = 0;
     while section < sections {
         if lease == 0 {
             match client.lease_grant(5, None).await {
@@ -408,8 +411,9 @@ async fn worker(endpoints: Vec<String>, id: usize, sections: usize) -> Vec<(i64,
             )])
             .and_then([
                 TxnOp::put("counter", (value + 1).to_string(), None),
-                TxnOp::put(format!("log/{id}/{section}"), (value + 1).to_string(), None),
+                TxnOp::put(format!("log/{id}/{attempt}"), (value + 1).to_string(), None),
             ]);
+        attempt += 1;
         match client.txn(txn).await {
             Ok(done) if done.succeeded() => {
                 written.push((revision(done.header()), value + 1));
@@ -493,6 +497,10 @@ fn fenced_lock_holders_never_overlap_through_leader_kills() {
             (1..=counter).collect::<Vec<i64>>(),
             "no value written twice"
         );
+        // Every acknowledged write is in the final state.
+        for value in &values {
+            assert!(logged.contains(value), "acknowledged value {value} lost");
+        }
         counter
     });
     assert_eq!(written.len(), workers * sections);

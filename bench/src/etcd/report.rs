@@ -159,7 +159,12 @@ pub(super) fn report(
             lode.micros(0.5) - null.micros(0.5) - floor_micros(0.5)
         );
     }
-    if let (Some(lode), Some(etcd)) = (find(System::Lode, "put", 1), find(System::Etcd, "put", 1)) {
+    // The single member's earlier targets (issue 20's follow below).
+    if let (true, Some(lode), Some(etcd)) = (
+        single,
+        find(System::Lode, "put", 1),
+        find(System::Etcd, "put", 1),
+    ) {
         let p50 = lode.micros(0.5) / etcd.micros(0.5);
         let p99 = lode.micros(0.99) / etcd.micros(0.99);
         print_target(
@@ -194,6 +199,71 @@ pub(super) fn report(
                     fan_out.rss_kib as f64 / 1024.0
                 ),
                 ratio <= 10.0,
+            );
+        }
+    }
+    // Issue 20's commit-latency targets, by cluster size.
+    let ratio = |system_a: System, system_b: System, clients: usize| {
+        find(system_a, "put", clients).zip(find(system_b, "put", clients))
+    };
+    if let Some((lode, etcd)) = ratio(System::Lode, System::Etcd, 1) {
+        let p50 = lode.micros(0.5) / etcd.micros(0.5);
+        let p99 = lode.micros(0.99) / etcd.micros(0.99);
+        let cpu = lode.cpu_micros_per_op / etcd.cpu_micros_per_op;
+        if single {
+            if let Some(null) = find(System::Null, "put", 1) {
+                let floor = null.micros(0.5) + floor_micros(0.5);
+                let to_floor = lode.micros(0.5) / floor;
+                print_target(
+                    "1 member: 1-client put p50 <= 1.15x the floor (null gRPC + fdatasync)",
+                    &format!("{to_floor:.2}x ({:.1} vs {floor:.1} us)", lode.micros(0.5)),
+                    to_floor <= 1.15,
+                );
+            }
+            print_target(
+                "1 member: 1-client put p99 <= 0.5x etcd's",
+                &format!("{p99:.2}x"),
+                p99 <= 0.5,
+            );
+        } else {
+            print_target(
+                &format!("{} members: 1-client put p50 <= 0.5x etcd's", args.members),
+                &format!("{p50:.2}x"),
+                p50 <= 0.5,
+            );
+            print_target(
+                &format!("{} members: 1-client put p99 <= 0.5x etcd's", args.members),
+                &format!("{p99:.2}x"),
+                p99 <= 0.5,
+            );
+            print_target(
+                &format!(
+                    "{} members: server CPU per 1-client put <= 0.35x etcd's",
+                    args.members
+                ),
+                &format!(
+                    "{cpu:.2}x ({:.1} vs {:.1} us/op, all members)",
+                    lode.cpu_micros_per_op, etcd.cpu_micros_per_op
+                ),
+                cpu <= 0.35,
+            );
+        }
+    }
+    let (wanted, counts): (f64, &[usize]) = if single {
+        (3.0, &[256])
+    } else {
+        (4.0, &[64, 256])
+    };
+    for &clients in counts {
+        if let Some((lode, etcd)) = ratio(System::Lode, System::Etcd, clients) {
+            let times = lode.ops_per_second() / etcd.ops_per_second();
+            print_target(
+                &format!(
+                    "{} member(s): {clients}-client put throughput >= {wanted}x etcd's",
+                    args.members
+                ),
+                &format!("{times:.2}x"),
+                times >= wanted,
             );
         }
     }

@@ -32,7 +32,7 @@ use super::format::{
     PAGE_SIZE, RECORDS_START,
 };
 use super::index::{check_term, EntryLocation, LogIndex, SequenceFault};
-use super::io::{LogDir, SegmentFile};
+use super::io::{LogDir, SegmentFile, WriteSyncError};
 use super::{
     io_error, prepared_file_name, segment_file_name, LogEntry, RecentChunk, Result, Segment, State,
     Wal, WalError,
@@ -632,24 +632,27 @@ impl<D: LogDir> Wal<D> {
             let end = chunk.start + chunk.bytes.len() as u64;
             buffer.resize(align_up(buffer.len() as u64, PAGE_SIZE) as usize, 0);
             let path = || self.dir.path().join(segment_file_name(chunk.sequence));
-            if let Err(error) = file.write_at(buffer, write_start).await {
-                return Err(if io_error("writing", path(), error).is_no_space() {
-                    FailureKind::NoSpace(path())
-                } else {
-                    FailureKind::Poisoned(format!("write to {} failed", path().display()))
-                });
-            }
-            if let Err(error) = file.sync_data().await {
-                tracing::error!(file = %path().display(), %error, "fdatasync failed");
-                if self.options.abort_on_sync_failure {
-                    eprintln!(
-                        "lode: fdatasync of {} failed ({error}); aborting: retrying a failed \
-                         fsync is unsafe",
-                        path().display()
-                    );
-                    std::process::abort();
+            match file.write_and_sync(buffer, write_start).await {
+                Ok(()) => {}
+                Err(WriteSyncError::Write(error)) => {
+                    return Err(if io_error("writing", path(), error).is_no_space() {
+                        FailureKind::NoSpace(path())
+                    } else {
+                        FailureKind::Poisoned(format!("write to {} failed", path().display()))
+                    });
                 }
-                return Err(FailureKind::SyncFailed(path(), error.to_string()));
+                Err(WriteSyncError::Sync(error)) => {
+                    tracing::error!(file = %path().display(), %error, "fdatasync failed");
+                    if self.options.abort_on_sync_failure {
+                        eprintln!(
+                            "lode: fdatasync of {} failed ({error}); aborting: retrying a failed \
+                         fsync is unsafe",
+                            path().display()
+                        );
+                        std::process::abort();
+                    }
+                    return Err(FailureKind::SyncFailed(path(), error.to_string()));
+                }
             }
             let mut state = self.state.borrow_mut();
             state.active_end = end;

@@ -363,6 +363,35 @@ impl Reactor {
         source
     }
 
+    /// [lode patch] A DMA write at `pos` and an fdatasync of the same file, linked (see
+    /// `sys::uring::Reactor::write_dma_then_fdatasync`): (the write, the fdatasync).
+    pub(crate) fn write_dma_then_fdatasync(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+    ) -> (Source, Source) {
+        let stats = StatsCollection {
+            fulfilled: Some(|result, stats, op_count| {
+                if let Ok(result) = result {
+                    stats.file_writes += op_count;
+                    stats.file_bytes_written += *result as u64 * op_count;
+                }
+            }),
+            reused: None,
+            latency: None,
+        };
+        let write = self.new_source(
+            raw,
+            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
+            Some(stats),
+        );
+        let sync = self.new_source(raw, SourceType::FdataSync, None);
+        self.sys.write_dma_then_fdatasync(&write, pos, &sync);
+        (write, sync)
+    }
+
     pub(crate) fn copy_file_range(
         &self,
         fd_in: RawFd,

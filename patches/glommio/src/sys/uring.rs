@@ -1418,6 +1418,30 @@ impl Reactor {
         );
     }
 
+    /// [lode patch] Queues the DMA write `write` at `pos` and then the fdatasync `sync` on one
+    /// ring, linked: the kernel starts the fdatasync once the write has completed in full
+    /// (a failed or short write cancels it), with no trip through the executor between them.
+    /// The write must not be pollable (a pollable write and an fdatasync use different rings).
+    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) {
+        let op = match &*write.source_type() {
+            SourceType::Write(
+                PollableStatus::NonPollable(DirectIo::Disabled),
+                IoBuffer::DmaSource(buf),
+            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(PollableStatus::NonPollable(_), IoBuffer::DmaSource(buf)) => {
+                match buf.uring_buffer_id() {
+                    Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+                    None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+                }
+            }
+            x => panic!("Unexpected source type for a linked write: {:?}", x),
+        };
+        let mut ring = self.ring_for_source(write);
+        let mut source_map = self.source_map.borrow_mut();
+        queue_linked_request_into_ring(&mut *ring, write, op, &mut source_map);
+        queue_request_into_ring(&mut *ring, sync, UringOpDescriptor::FDataSync, &mut source_map);
+    }
+
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
         let op = match &*source.source_type() {
             SourceType::Write(
@@ -1742,6 +1766,14 @@ impl Reactor {
         if let Some(armed) = self.link_rings_src.take() {
             if armed.in_flight() {
                 self.link_rings_src.set(Some(armed));
+                // As `sleep` does, nothing queued may wait behind the sleep.
+                if ring.waiting_kernel_submission() > 0 {
+                    ring.submit_sqes()
+                        .or_else(Self::busy_ok)
+                        .or_else(Self::again_ok)
+                        .or_else(Self::intr_ok)?;
+                    return Ok(());
+                }
                 return ring
                     .ring
                     .cq()
@@ -1759,11 +1791,18 @@ impl Reactor {
             None,
             None,
         );
-        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
-        if link_rings.in_flight() {
-            self.link_rings_src.set(Some(link_rings));
+        match ring.sleep(&link_rings) {
+            // The poll was submitted (and the ring slept): keep it while it is armed.
+            Ok(_) => {
+                if link_rings.in_flight() {
+                    self.link_rings_src.set(Some(link_rings));
+                }
+                Ok(())
+            }
+            // The poll could not be submitted (its request was made a no-op that completes
+            // on its own): the ring did not sleep, and nothing is kept.
+            Err(error) => Self::busy_ok::<()>(error),
         }
-        slept
     }
 
     /// [lode patch] When the running task queue is to be preempted (`None`: not running).
@@ -2063,6 +2102,25 @@ impl Reactor {
             ))
         }
     }
+}
+
+/// [lode patch] `queue_request_into_ring` for a request the next one queued depends on
+/// (`IO_LINK`).
+fn queue_linked_request_into_ring(
+    ring: &mut (impl UringCommon + ?Sized),
+    source: &Source,
+    descriptor: UringOpDescriptor,
+    source_map: &mut SourceMap,
+) {
+    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
+    let q = ring.submission_queue();
+    let id = source_map.add_source(source, Rc::clone(&q));
+    q.borrow_mut().submissions.push_back(UringDescriptor {
+        args: descriptor,
+        fd: source.raw(),
+        flags: SubmissionFlags::IO_LINK,
+        user_data: to_user_data(id),
+    });
 }
 
 fn queue_request_into_ring(

@@ -1,7 +1,8 @@
 //! The receiving side of the peer transport: accepting connections, checking every frame
 //! (cluster, version, size, the sender's certificate), handing Raft messages to the inbox,
-//! answering members queries and the dashboard's report queries, remembering where unlisted senders said they are, and writing
-//! incoming snapshot files chunk by chunk until they are whole and synced.
+//! answering members queries and the dashboard's report queries, remembering where unlisted
+//! senders said they are, and writing incoming snapshot files chunk by chunk until they are
+//! whole and synced.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;

@@ -57,12 +57,10 @@ fn with_feed<T>(work: impl FnOnce(&mut Feed) -> T) -> T {
 
 /// Starts the dashboard's collectors on the consensus core (does nothing on other cores).
 pub(super) fn start(node: &Rc<Node>) {
-    if node.consensus().is_none() {
+    let Some(consensus) = node.consensus() else {
         return;
-    }
-    if let Some(consensus) = node.consensus() {
-        answer_reports(consensus);
-    }
+    };
+    answer_reports(consensus);
     glommio::spawn_local(sample_every_second(node.clone())).detach();
     glommio::spawn_local(gather_members(node.clone())).detach();
 }

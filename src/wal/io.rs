@@ -67,6 +67,18 @@ pub enum WriteSyncError {
     Sync(io::Error),
 }
 
+/// `file.write_at` and then `file.sync_data`, one after the other.
+async fn write_then_sync<F: SegmentFile + ?Sized>(
+    file: &F,
+    data: &[u8],
+    offset: u64,
+) -> Result<(), WriteSyncError> {
+    file.write_at(data, offset)
+        .await
+        .map_err(WriteSyncError::Write)?;
+    file.sync_data().await.map_err(WriteSyncError::Sync)
+}
+
 /// One segment file.
 pub trait SegmentFile {
     /// Size of the file in bytes.
@@ -83,10 +95,7 @@ pub trait SegmentFile {
     /// a file on a real disk does both as one linked pair of io_uring requests, so the
     /// fdatasync starts the moment the write completes, without a trip through the executor.
     async fn write_and_sync(&self, data: &[u8], offset: u64) -> Result<(), WriteSyncError> {
-        self.write_at(data, offset)
-            .await
-            .map_err(WriteSyncError::Write)?;
-        self.sync_data().await.map_err(WriteSyncError::Sync)
+        write_then_sync(self, data, offset).await
     }
 
     /// Writes `len` zero bytes at `offset` (page multiples): a preallocated block that was
@@ -365,10 +374,7 @@ impl SegmentFile for DmaSegment {
     async fn write_and_sync(&self, data: &[u8], offset: u64) -> Result<(), WriteSyncError> {
         if self.sync_delay.is_some() {
             // Faults are injected between the two halves: keep them apart.
-            self.write_at(data, offset)
-                .await
-                .map_err(WriteSyncError::Write)?;
-            return self.sync_data().await.map_err(WriteSyncError::Sync);
+            return write_then_sync(self, data, offset).await;
         }
         debug_assert_eq!(offset % PAGE_SIZE, 0);
         debug_assert_eq!(data.len() as u64 % PAGE_SIZE, 0);

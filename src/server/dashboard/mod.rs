@@ -342,23 +342,34 @@ async fn ask_report(
     }
 }
 
+/// What a page is sent: `samples` of this member's, the followed `leader`'s samples, and the
+/// rest of the feed as it is now.
+fn feed_json(
+    feed: &Feed,
+    samples: Vec<crate::dashboard::Sample>,
+    leader: &str,
+    leader_samples: Vec<crate::dashboard::Sample>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "samples": samples,
+        "leader": { "id": leader, "samples": leader_samples },
+        "cluster_requests": feed.cluster_requests_per_second(),
+        "timeline": feed.timeline().collect::<Vec<_>>(),
+        "members": feed.members(),
+        "alarms": feed.alarms(),
+        "slowest": feed.slowest(),
+    })
+}
+
 /// The whole feed as JSON, with this member's ID.
 pub(super) fn state_json(node: &Node) -> String {
     let member = format!("{:x}", node.config.member_id);
     with_feed(|feed| {
         let leader = feed.followed_leader().unwrap_or_default();
         let leader_samples = feed.mirrored(&leader, 0);
-        serde_json::json!({
-            "member": member,
-            "samples": feed.since(0),
-            "leader": { "id": leader, "samples": leader_samples },
-            "cluster_requests": feed.cluster_requests_per_second(),
-            "timeline": feed.timeline().collect::<Vec<_>>(),
-            "members": feed.members(),
-            "alarms": feed.alarms(),
-            "slowest": feed.slowest(),
-        })
-        .to_string()
+        let mut state = feed_json(feed, feed.since(0), &leader, leader_samples);
+        state["member"] = serde_json::Value::String(member);
+        state.to_string()
     })
 }
 
@@ -394,15 +405,7 @@ pub(super) fn events(from: u64) -> futures::stream::LocalBoxStream<'static, Byte
             if let Some(newest) = leader_samples.last() {
                 sent.leader_next = newest.seq + 1;
             }
-            let event = serde_json::json!({
-                "samples": feed.since(sent.next),
-                "leader": { "id": leader, "samples": leader_samples },
-                "cluster_requests": feed.cluster_requests_per_second(),
-                "timeline": feed.timeline().collect::<Vec<_>>(),
-                "members": feed.members(),
-                "alarms": feed.alarms(),
-                "slowest": feed.slowest(),
-            });
+            let event = feed_json(feed, feed.since(sent.next), &leader, leader_samples);
             sent.next = feed.next_seq();
             event
         });

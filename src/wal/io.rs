@@ -91,9 +91,10 @@ pub trait SegmentFile {
     /// Makes every completed write durable (fdatasync).
     async fn sync_data(&self) -> io::Result<()>;
 
-    /// Writes `data` at `offset` (as `write_at`) and then makes it durable (as `sync_data`);
-    /// a file on a real disk does both as one linked pair of io_uring requests, so the
-    /// fdatasync starts the moment the write completes, without a trip through the executor.
+    /// Writes `data` at `offset` (as `write_at`) and makes it durable (as `sync_data`); a file
+    /// on a real disk does both in one io_uring write with `RWF_DSYNC`, which completes once
+    /// the data is durable (the file system flushes the device's cache from the write's
+    /// completion, or writes with FUA), so a commit costs one request and one completion.
     async fn write_and_sync(&self, data: &[u8], offset: u64) -> Result<(), WriteSyncError> {
         write_then_sync(self, data, offset).await
     }
@@ -380,21 +381,27 @@ impl SegmentFile for DmaSegment {
         debug_assert_eq!(data.len() as u64 % PAGE_SIZE, 0);
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
-        let (written, synced) = self.file.write_at_then_fdatasync(buffer, offset).await;
-        let written = written.map_err(|error| WriteSyncError::Write(io::Error::from(error)))?;
+        let written = self
+            .file
+            .write_at_data_sync(buffer, offset)
+            .await
+            .map_err(|error| {
+                let error = io::Error::from(error);
+                // A full disk refuses the write before any of it reaches the disk; any other
+                // failure may have come from the flush, so it counts as a failed sync.
+                if error.raw_os_error() == Some(libc::ENOSPC) {
+                    WriteSyncError::Write(error)
+                } else {
+                    WriteSyncError::Sync(error)
+                }
+            })?;
         if written != data.len() {
             return Err(WriteSyncError::Write(io::Error::new(
                 io::ErrorKind::WriteZero,
                 format!("short write: {written} of {} bytes", data.len()),
             )));
         }
-        match synced {
-            Some(Ok(())) => Ok(()),
-            Some(Err(error)) => Err(WriteSyncError::Sync(io::Error::from(error))),
-            None => Err(WriteSyncError::Sync(io::Error::other(
-                "the fdatasync was not issued",
-            ))),
-        }
+        Ok(())
     }
 
     async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()> {

@@ -363,33 +363,22 @@ impl Reactor {
         source
     }
 
-    /// [lode patch] A DMA write at `pos` and an fdatasync of the same file, linked (see
-    /// `sys::uring::Reactor::write_dma_then_fdatasync`): (the write, the fdatasync).
-    pub(crate) fn write_dma_then_fdatasync(
+    /// [lode patch] A DMA write at `pos` with `RWF_DSYNC` (see
+    /// `sys::uring::Reactor::write_dma_data_sync`).
+    pub(crate) fn write_dma_data_sync(
         &self,
         raw: RawFd,
         buf: DmaSource,
         pos: u64,
         pollable: PollableStatus,
-    ) -> (Source, Source) {
-        let stats = StatsCollection {
-            fulfilled: Some(|result, stats, op_count| {
-                if let Ok(result) = result {
-                    stats.file_writes += op_count;
-                    stats.file_bytes_written += *result as u64 * op_count;
-                }
-            }),
-            reused: None,
-            latency: None,
-        };
-        let write = self.new_source(
+    ) -> Source {
+        let source = self.new_source(
             raw,
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
-            Some(stats),
+            Some(write_stats()),
         );
-        let sync = self.new_source(raw, SourceType::FdataSync, None);
-        self.sys.write_dma_then_fdatasync(&write, pos, &sync);
-        (write, sync)
+        self.sys.write_dma_data_sync(&source, pos);
+        source
     }
 
     pub(crate) fn copy_file_range(
@@ -943,12 +932,29 @@ impl fmt::Debug for Reactor {
     }
 }
 
+/// [lode patch] What a DMA write counts in the executor's I/O statistics.
+fn write_stats() -> StatsCollection {
+    StatsCollection {
+        fulfilled: Some(|result, stats, op_count| {
+            if let Ok(result) = result {
+                stats.file_writes += op_count;
+                stats.file_bytes_written += *result as u64 * op_count;
+            }
+        }),
+        reused: None,
+        latency: None,
+    }
+}
+
 /// [lode patch] Whether the block device `major:minor` (or, for a partition, its disk) has
 /// poll queues, by its `queue/io_poll` in sysfs; true when that cannot be read (the probe read
 /// decides, as before).
 fn queue_polls(major: usize, minor: usize) -> bool {
     let device = format!("/sys/dev/block/{major}:{minor}");
-    for queue in [format!("{device}/queue/io_poll"), format!("{device}/../queue/io_poll")] {
+    for queue in [
+        format!("{device}/queue/io_poll"),
+        format!("{device}/../queue/io_poll"),
+    ] {
         if let Ok(value) = std::fs::read_to_string(&queue) {
             return value.trim() != "0";
         }

@@ -505,41 +505,23 @@ impl DmaFile {
         Ok(copy_size)
     }
 
-    /// [lode patch] Writes `buf` at `pos`, then issues `fdatasync`, as one linked pair of
-    /// requests: the kernel starts the fdatasync as soon as the write has completed in full,
-    /// without waking the executor in between. Returns the write's outcome and, when the write
-    /// succeeded, the fdatasync's. On a device glommio polls, the two are issued one after the
-    /// other instead (they go to different rings).
-    pub async fn write_at_then_fdatasync(
-        &self,
-        buf: DmaBuffer,
-        pos: u64,
-    ) -> (Result<usize>, Option<Result<()>>) {
+    /// [lode patch] Writes `buf` at `pos` with `RWF_DSYNC`: completes once the data is
+    /// durable, as a write followed by `fdatasync` would, in one request (the file system
+    /// flushes the device's cache from the write's completion). A failed flush fails the
+    /// write. On a device glommio polls, a write and an `fdatasync` are issued instead.
+    pub async fn write_at_data_sync(&self, buf: DmaBuffer, pos: u64) -> Result<usize> {
         if matches!(self.pollable, PollableStatus::Pollable) {
-            return match self.write_at(buf, pos).await {
-                Ok(written) => (Ok(written), Some(self.fdatasync().await)),
-                Err(error) => (Err(error), None),
-            };
+            let written = self.write_at(buf, pos).await?;
+            self.fdatasync().await?;
+            return Ok(written);
         }
-        let (write, sync) = self.file.reactor.upgrade().unwrap().write_dma_then_fdatasync(
+        let source = self.file.reactor.upgrade().unwrap().write_dma_data_sync(
             self.as_raw_fd(),
             DmaSource::Owned(buf),
             pos,
             self.pollable,
         );
-        // The fdatasync completes after the write (or is cancelled when the write fails): one
-        // wait covers both.
-        let synced = sync.collect_rw().await;
-        let written: Result<usize> =
-            enhanced_try!(write.collect_rw().await, "Writing", self.file).map_err(Into::into);
-        let written = match written {
-            Ok(written) => written,
-            Err(error) => return (Err(error), None),
-        };
-        let synced: Result<()> = enhanced_try!(synced, "Syncing", self.file)
-            .map(|_| ())
-            .map_err(Into::into);
-        (Ok(written), Some(synced))
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
     /// Issues `fdatasync` for the underlying file, instructing the OS to flush

@@ -187,6 +187,12 @@ impl<'a> SQE<'a> {
         fd.update_sqe(self);
     }
 
+    /// [lode patch] Sets the flags of a prepared read or write (`RWF_*`, as `pwritev2` takes).
+    #[inline]
+    pub fn set_rw_flags(&mut self, flags: libc::c_int) {
+        self.sqe.cmd_flags.rw_flags = flags as _;
+    }
+
     /// Prepare an fsync on a file descriptor.
     #[inline]
     pub unsafe fn prep_fsync(&mut self, fd: impl UringFd, flags: FsyncFlags) {

@@ -61,6 +61,8 @@ enum UringOpDescriptor {
     Cancel(u64),
     Write(*const u8, usize, u64),
     WriteFixed(*const u8, usize, u64, u32),
+    /// [lode patch] A write with `RWF_DSYNC` (from a registered buffer when it has an index).
+    WriteDataSync(*const u8, usize, u64, Option<u32>),
     ReadFixed(u64, usize),
     Read(u64, usize),
     Open(*const u8, libc::c_int, u32),
@@ -377,6 +379,15 @@ fn fill_sqe<F>(
             UringOpDescriptor::WriteFixed(ptr, len, pos, buf_index) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write_fixed(op.fd, buf, pos, buf_index as _);
+            }
+
+            UringOpDescriptor::WriteDataSync(ptr, len, pos, buf_index) => {
+                let buf = std::slice::from_raw_parts(ptr, len);
+                match buf_index {
+                    Some(index) => sqe.prep_write_fixed(op.fd, buf, pos, index as _),
+                    None => sqe.prep_write(op.fd, buf, pos),
+                }
+                sqe.set_rw_flags(libc::RWF_DSYNC);
             }
 
             UringOpDescriptor::SockSend(ptr, len, flags) => {
@@ -1418,28 +1429,32 @@ impl Reactor {
         );
     }
 
-    /// [lode patch] Queues the DMA write `write` at `pos` and then the fdatasync `sync` on one
-    /// ring, linked: the kernel starts the fdatasync once the write has completed in full
-    /// (a failed or short write cancels it), with no trip through the executor between them.
-    /// The write must not be pollable (a pollable write and an fdatasync use different rings).
-    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) {
-        let op = match &*write.source_type() {
+    /// [lode patch] Queues the DMA write `source` at `pos` with `RWF_DSYNC`: it completes once
+    /// its data is durable (the file system flushes the device's cache after the write, or
+    /// writes with FUA), one request where a write and an fdatasync are two. The write must
+    /// not be pollable (a polled ring cannot wait for a cache flush).
+    pub(crate) fn write_dma_data_sync(&self, source: &Source, pos: u64) {
+        let op = match &*source.source_type() {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
                 IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            ) => UringOpDescriptor::WriteDataSync(buf.as_ptr(), buf.len(), pos, None),
             SourceType::Write(PollableStatus::NonPollable(_), IoBuffer::DmaSource(buf)) => {
-                match buf.uring_buffer_id() {
-                    Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                    None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-                }
+                UringOpDescriptor::WriteDataSync(
+                    buf.as_ptr(),
+                    buf.len(),
+                    pos,
+                    buf.uring_buffer_id(),
+                )
             }
-            x => panic!("Unexpected source type for a linked write: {:?}", x),
+            x => panic!("Unexpected source type for a data-sync write: {:?}", x),
         };
-        let mut ring = self.ring_for_source(write);
-        let mut source_map = self.source_map.borrow_mut();
-        queue_linked_request_into_ring(&mut *ring, write, op, &mut source_map);
-        queue_request_into_ring(&mut *ring, sync, UringOpDescriptor::FDataSync, &mut source_map);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
     }
 
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
@@ -1925,10 +1940,9 @@ impl Reactor {
         let preempt = preempt_timer();
         let latency_timer_kept = match preempt {
             Some(_) => true,
-            None => self.keep_latency_timer(
-                user_timer.map(|dur| now + dur),
-                Duration::from_millis(1),
-            ),
+            None => {
+                self.keep_latency_timer(user_timer.map(|dur| now + dur), Duration::from_millis(1))
+            }
         };
 
         let throughput_timer = self.throughput_preemption_timeout_src.take();
@@ -2102,25 +2116,6 @@ impl Reactor {
             ))
         }
     }
-}
-
-/// [lode patch] `queue_request_into_ring` for a request the next one queued depends on
-/// (`IO_LINK`).
-fn queue_linked_request_into_ring(
-    ring: &mut (impl UringCommon + ?Sized),
-    source: &Source,
-    descriptor: UringOpDescriptor,
-    source_map: &mut SourceMap,
-) {
-    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
-    let q = ring.submission_queue();
-    let id = source_map.add_source(source, Rc::clone(&q));
-    q.borrow_mut().submissions.push_back(UringDescriptor {
-        args: descriptor,
-        fd: source.raw(),
-        flags: SubmissionFlags::IO_LINK,
-        user_data: to_user_data(id),
-    });
 }
 
 fn queue_request_into_ring(

@@ -1,6 +1,8 @@
 //! Measures the durable-write floor of a directory's disk: a 4 KiB O_DIRECT write followed by
-//! fdatasync, repeated, into a preallocated zero-filled file, exactly the I/O pattern of one
-//! log commit. Used by `lode-bench log` (its baseline) and `lode-tune disk` (its verdict).
+//! fdatasync, repeated, into a preallocated zero-filled file: what any write-ahead log pays per
+//! commit (etcd's WAL does exactly this; lode's log makes the same write durable with one
+//! `RWF_DSYNC` request, which the kernel completes with the same cache flush). Used by
+//! `lode-bench log` (its baseline) and `lode-tune disk` (its verdict).
 //! Runs on a glommio executor.
 
 use std::io;

@@ -11,7 +11,8 @@
 //!    | take the batch (new work now stages into the next one)
 //!    v
 //!  write_chunks: per chunk  [roll: rename prepared segment, fsync dir]
-//!                           write from the durable end's page, fdatasync
+//!                           write from the durable end's page, made durable
+//!                           (`write_and_sync`: one RWF_DSYNC write on a real disk)
 //!    v
 //!  apply IndexOps to the durable LogIndex, finish the BatchOutcome, wake the next batch
 //! ```
@@ -595,7 +596,8 @@ impl<D: LogDir> Wal<D> {
         }
     }
 
-    /// Writes the chunks of one batch, each followed by fdatasync, rolling segments between.
+    /// Writes the chunks of one batch, each made durable (`write_and_sync`), rolling segments
+    /// between.
     async fn write_chunks(
         &self,
         chunks: Vec<Chunk>,

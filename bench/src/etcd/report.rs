@@ -159,12 +159,11 @@ pub(super) fn report(
             lode.micros(0.5) - null.micros(0.5) - floor_micros(0.5)
         );
     }
+    // lode's and etcd's put results at a client count, when both ran.
+    let puts =
+        |clients: usize| find(System::Lode, "put", clients).zip(find(System::Etcd, "put", clients));
     // The single member's earlier targets (issue 20's follow below).
-    if let (true, Some(lode), Some(etcd)) = (
-        single,
-        find(System::Lode, "put", 1),
-        find(System::Etcd, "put", 1),
-    ) {
+    if let (true, Some((lode, etcd))) = (single, puts(1)) {
         let p50 = lode.micros(0.5) / etcd.micros(0.5);
         let p99 = lode.micros(0.99) / etcd.micros(0.99);
         print_target(
@@ -203,10 +202,7 @@ pub(super) fn report(
         }
     }
     // Issue 20's commit-latency targets, by cluster size.
-    let ratio = |system_a: System, system_b: System, clients: usize| {
-        find(system_a, "put", clients).zip(find(system_b, "put", clients))
-    };
-    if let Some((lode, etcd)) = ratio(System::Lode, System::Etcd, 1) {
+    if let Some((lode, etcd)) = puts(1) {
         let p50 = lode.micros(0.5) / etcd.micros(0.5);
         let p99 = lode.micros(0.99) / etcd.micros(0.99);
         let cpu = lode.cpu_micros_per_op / etcd.cpu_micros_per_op;
@@ -255,7 +251,7 @@ pub(super) fn report(
         (4.0, &[64, 256])
     };
     for &clients in counts {
-        if let Some((lode, etcd)) = ratio(System::Lode, System::Etcd, clients) {
+        if let Some((lode, etcd)) = puts(clients) {
             let times = lode.ops_per_second() / etcd.ops_per_second();
             print_target(
                 &format!(

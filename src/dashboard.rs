@@ -291,6 +291,15 @@ impl SlowestRequests {
     }
 }
 
+/// The samples numbered `seq` and later, oldest first.
+fn samples_from(samples: &VecDeque<Sample>, seq: u64) -> Vec<Sample> {
+    samples
+        .iter()
+        .filter(|sample| sample.seq >= seq)
+        .cloned()
+        .collect()
+}
+
 /// Everything the dashboard shows, kept since start within bounds.
 #[derive(Debug, Default, Serialize)]
 pub struct Feed {
@@ -328,11 +337,7 @@ impl Feed {
 
     /// Samples numbered from `seq` on.
     pub fn since(&self, seq: u64) -> Vec<Sample> {
-        self.samples
-            .iter()
-            .filter(|sample| sample.seq >= seq)
-            .cloned()
-            .collect()
+        samples_from(&self.samples, seq)
     }
 
     /// The number the next sample will get.
@@ -416,14 +421,9 @@ impl Feed {
 
     /// `member`'s samples numbered from `seq` on, as it reported them.
     pub fn mirrored(&self, member: &str, seq: u64) -> Vec<Sample> {
-        self.mirrors.get(member).map_or_else(Vec::new, |mirror| {
-            mirror
-                .samples
-                .iter()
-                .filter(|sample| sample.seq >= seq)
-                .cloned()
-                .collect()
-        })
+        self.mirrors
+            .get(member)
+            .map_or_else(Vec::new, |mirror| samples_from(&mirror.samples, seq))
     }
 
     /// The leader whose samples the leader-latency view shows on this member's page: the one

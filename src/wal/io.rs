@@ -336,6 +336,25 @@ impl DmaSegment {
         map.advise(advice)?;
         Ok(Bytes::from_owner(map))
     }
+
+    /// `data` in a buffer direct I/O can write from.
+    fn dma_copy(&self, data: &[u8]) -> glommio::io::DmaBuffer {
+        let mut buffer = self.file.alloc_dma_buffer(data.len());
+        buffer.as_bytes_mut().copy_from_slice(data);
+        buffer
+    }
+}
+
+/// A write of `wanted` bytes that wrote `written`: an error unless it wrote them all.
+fn whole_write(written: usize, wanted: usize) -> io::Result<()> {
+    if written == wanted {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {wanted} bytes"),
+        ))
+    }
 }
 
 impl SegmentFile for DmaSegment {
@@ -347,20 +366,12 @@ impl SegmentFile for DmaSegment {
         debug_assert_eq!(offset % PAGE_SIZE, 0);
         debug_assert_eq!(data.len() as u64 % PAGE_SIZE, 0);
         injected_no_space(self.sync_delay.as_deref())?;
-        let mut buffer = self.file.alloc_dma_buffer(data.len());
-        buffer.as_bytes_mut().copy_from_slice(data);
         let written = self
             .file
-            .write_at(buffer, offset)
+            .write_at(self.dma_copy(data), offset)
             .await
             .map_err(io::Error::from)?;
-        if written != data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {} bytes", data.len()),
-            ));
-        }
-        Ok(())
+        whole_write(written, data.len())
     }
 
     async fn sync_data(&self) -> io::Result<()> {
@@ -379,11 +390,9 @@ impl SegmentFile for DmaSegment {
         }
         debug_assert_eq!(offset % PAGE_SIZE, 0);
         debug_assert_eq!(data.len() as u64 % PAGE_SIZE, 0);
-        let mut buffer = self.file.alloc_dma_buffer(data.len());
-        buffer.as_bytes_mut().copy_from_slice(data);
         let written = self
             .file
-            .write_at_data_sync(buffer, offset)
+            .write_at_data_sync(self.dma_copy(data), offset)
             .await
             .map_err(|error| {
                 let error = io::Error::from(error);
@@ -395,13 +404,7 @@ impl SegmentFile for DmaSegment {
                     WriteSyncError::Sync(error)
                 }
             })?;
-        if written != data.len() {
-            return Err(WriteSyncError::Write(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {} bytes", data.len()),
-            )));
-        }
-        Ok(())
+        whole_write(written, data.len()).map_err(WriteSyncError::Write)
     }
 
     async fn write_zeros(&self, offset: u64, len: usize) -> io::Result<()> {

@@ -343,21 +343,11 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
-        let stats = StatsCollection {
-            fulfilled: Some(|result, stats, op_count| {
-                if let Ok(result) = result {
-                    stats.file_writes += op_count;
-                    stats.file_bytes_written += *result as u64 * op_count;
-                }
-            }),
-            reused: None,
-            latency: None,
-        };
-
+        // [lode patch] The statistics are `write_stats`, shared with `write_dma_data_sync`.
         let source = self.new_source(
             raw,
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
-            Some(stats),
+            Some(write_stats()),
         );
         self.sys.write_dma(&source, pos);
         source

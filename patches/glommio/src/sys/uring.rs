@@ -1410,23 +1410,8 @@ impl Reactor {
     }
 
     pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
-        let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            },
-            x => panic!("Unexpected source type for write: {:?}", x),
-        };
-        queue_request_into_ring(
-            &mut *self.ring_for_source(source),
-            source,
-            op,
-            &mut self.source_map.borrow_mut(),
-        );
+        // [lode patch] The body is `queue_dma_write`, shared with `write_dma_data_sync`.
+        self.queue_dma_write(source, pos, false);
     }
 
     /// [lode patch] Queues the DMA write `source` at `pos` with `RWF_DSYNC`: it completes once
@@ -1434,20 +1419,27 @@ impl Reactor {
     /// writes with FUA), one request where a write and an fdatasync are two. The write must
     /// not be pollable (a polled ring cannot wait for a cache flush).
     pub(crate) fn write_dma_data_sync(&self, source: &Source, pos: u64) {
-        let op = match &*source.source_type() {
+        self.queue_dma_write(source, pos, true);
+    }
+
+    /// [lode patch] Queues the DMA write `source` at `pos` (from its registered buffer when it
+    /// has one), with `RWF_DSYNC` when `data_sync`.
+    fn queue_dma_write(&self, source: &Source, pos: u64, data_sync: bool) {
+        let (ptr, len, buffer_id) = match &*source.source_type() {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
                 IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::WriteDataSync(buf.as_ptr(), buf.len(), pos, None),
-            SourceType::Write(PollableStatus::NonPollable(_), IoBuffer::DmaSource(buf)) => {
-                UringOpDescriptor::WriteDataSync(
-                    buf.as_ptr(),
-                    buf.len(),
-                    pos,
-                    buf.uring_buffer_id(),
-                )
+            ) => (buf.as_ptr(), buf.len(), None),
+            SourceType::Write(pollable, IoBuffer::DmaSource(buf)) => {
+                debug_assert!(!data_sync || !matches!(pollable, PollableStatus::Pollable));
+                (buf.as_ptr(), buf.len(), buf.uring_buffer_id())
             }
-            x => panic!("Unexpected source type for a data-sync write: {:?}", x),
+            x => panic!("Unexpected source type for write: {:?}", x),
+        };
+        let op = match (data_sync, buffer_id) {
+            (true, buffer_id) => UringOpDescriptor::WriteDataSync(ptr, len, pos, buffer_id),
+            (false, Some(id)) => UringOpDescriptor::WriteFixed(ptr, len, pos, id),
+            (false, None) => UringOpDescriptor::Write(ptr, len, pos),
         };
         queue_request_into_ring(
             &mut *self.ring_for_source(source),

@@ -228,6 +228,10 @@ fn child_appender_process() {
     });
 }
 
+/// How long the appending child may go without acknowledging an entry before the test calls
+/// it stuck: far beyond any fdatasync or scheduling delay.
+const CHILD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A real process appends and reports every acknowledged index; it is killed with SIGKILL at a
 /// random moment, many times over the same directory. After each kill the log reopens and every
 /// acknowledged entry is present and intact.
@@ -257,9 +261,32 @@ fn killed_appender_loses_no_acknowledged_entry() {
             .expect("spawn child");
         let stdout = child.stdout.take().expect("stdout");
         let wanted = 1 + rng.below(2500);
+        // The child's lines arrive through a thread so that a child that stops acknowledging
+        // fails the test instead of hanging it (its executor once parked with runnable tasks).
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut acked = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        loop {
+            let line = match lines.recv_timeout(CHILD_STALL) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "round {round}: the child acknowledged nothing for {CHILD_STALL:?} \
+                         after {} entries: its appends stopped",
+                        acked.len()
+                    );
+                }
+            };
             if let Ok(index) = line.trim().parse::<u64>() {
                 acked.push(index);
                 if acked.len() as u64 >= wanted {

@@ -1333,7 +1333,12 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
+        // [lode patch] A preemption seen before any queue ran leaves tasks runnable: answering
+        // `false` told the caller there were none, and it parked with them queued and nothing
+        // in the kernel to wake it. A latency-ring completion that lands between `poll_io` and
+        // the first check above did that (the eventfd write linked to the throughput timer,
+        // a user timer's wake-up, a remote notification).
+        ran || !self.queues.borrow().active_executors.is_empty()
     }
 
     fn run_one_task_queue(&self) -> bool {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
@@ -263,15 +262,7 @@ fn killed_appender_loses_no_acknowledged_entry() {
         let wanted = 1 + rng.below(2500);
         // The child's lines arrive through a thread so that a child that stops acknowledging
         // fails the test instead of hanging it (its executor once parked with runnable tasks).
-        let (lines_tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = common::server::lines_of(stdout);
         let mut acked = Vec::new();
         loop {
             let line = match lines.recv_timeout(CHILD_STALL) {
